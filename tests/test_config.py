@@ -1,0 +1,64 @@
+import pytest
+
+from orchestrator.config import load_config, parse_config
+from orchestrator.errors import ConfigError
+
+from conftest import experiment, write_yaml
+
+
+def base(tmp_path, **kw):
+    return experiment(tmp_path, "builtin:multidigits/train", **kw)
+
+
+def test_valid_config_is_frozen_and_normalizes_weights(tmp_path):
+    cfg = parse_config(base(tmp_path, train={"loss_weights": {"left": 2, "right": 1, "sum": 1}}))
+    assert cfg.normalized_loss_weights() == {"left": 0.5, "right": 0.25, "sum": 0.25}
+    with pytest.raises(Exception):
+        cfg.train.epochs = 3  # frozen
+    assert parse_config(base(tmp_path)).normalized_loss_weights() == pytest.approx({t: 1 / 3 for t in ("left", "right", "sum")})
+
+
+def test_partial_loss_weights_give_zero_to_unlisted_tasks(tmp_path):
+    cfg = parse_config(base(tmp_path, train={"loss_weights": {"left": 1.0}}))
+    assert cfg.normalized_loss_weights() == {"left": 1.0, "right": 0.0, "sum": 0.0}
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"train": {"lr": 0.1}}, "unknown config key 'train.lr'"),
+    ({"trian": {}}, "unknown config key 'trian'"),
+    ({"train": {"epochs": "many"}}, "'train.epochs'"),
+    ({"train": {"backbone_lr": -0.1}}, "'train.backbone_lr': Input should be greater than 0"),
+    ({"train": {"loss_weights": {"left": 1, "depth": 1}}}, "unknown task(s) ['depth']"),
+    ({"train": {"freeze_depth": -1}}, "freeze_depth must be >= 0 or 'all'"),
+    ({"train": {"freeze_depth": "some"}}, "'train.freeze_depth'"),
+    ({"tasks": {"left": {"type": "ranking"}}}, "'tasks.left.type'"),
+    ({"tasks": {"left": {"type": "classification", "metric": "mae"}}}, "metric 'mae' is not available"),
+    ({"objective": {"metric": "left_f1", "mode": "max"}}, "objective.metric 'left_f1' is not reported"),
+    ({"data": {"validation": 1.5}}, "validation fraction"),
+    ({"resources": {"gpus_per_worker": 0.5}}, "needs use_gpu: true"),
+])
+def test_bad_config_is_one_clear_line(tmp_path, change, expected):
+    with pytest.raises(ConfigError) as e:
+        parse_config(base(tmp_path, **change))
+    msg = str(e.value)
+    assert expected in msg and "\n" not in msg
+
+
+def test_load_config_overrides_and_yaml_errors(tmp_path):
+    path = write_yaml(tmp_path / "e.yaml", base(tmp_path))
+    cfg = load_config(path, {"train.epochs": 7, "train.freeze_depth": "all"})
+    assert cfg.train.epochs == 7 and cfg.train.freeze_depth == "all"
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_with_values_sets_dotted_paths_and_revalidates(tmp_path):
+    cfg = parse_config(base(tmp_path))
+    new = cfg.with_values({"train.head_lr": 0.05, "train.loss_weights": {"left": 1, "right": 0, "sum": 0}})
+    assert new.train.head_lr == 0.05 and new.normalized_loss_weights()["left"] == 1.0
+    with pytest.raises(ConfigError):
+        cfg.with_values({"train.head_lr": -1})
+    assert cfg.config_hash() != new.config_hash()
