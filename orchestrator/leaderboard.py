@@ -28,7 +28,6 @@ _MIN_SUFFIXES = ("_loss", "_mae", "_rmse", "_mse")
 _MIN_NAMES = {"wall_time_s", "train_loss", "loss"}
 _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
         ast.Gt: operator.gt, ast.GtE: operator.ge}
-_ARROW_ERRORS = (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError)
 
 
 class NoMatchingRows(ConfigError, LookupError):
@@ -37,10 +36,7 @@ class NoMatchingRows(ConfigError, LookupError):
 
 def metric_mode(name: str) -> str:
     """Sort direction of a metric: min for losses, errors and time; max for the rest (objective, accuracy, r2...)."""
-    for prefix in ("best_", "final_"):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-            break
+    name = re.sub(r"^(best_|final_)", "", name)
     return "min" if name in _MIN_NAMES or name.endswith(_MIN_SUFFIXES) else "max"
 
 
@@ -92,7 +88,7 @@ class Leaderboard:
             exprs.append(compile_where(where, table.schema, used))
         try:
             return table.filter(reduce(operator.and_, exprs))
-        except _ARROW_ERRORS as e:
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
             types = ", ".join(f"{c} is {table.schema.field(c).type}" for c in sorted(used))
             raise ConfigError(f"cannot evaluate --where {where!r}: {_first_line(e)} ({types}); "
                               f"compare columns with values of their type (quote strings)") from None
@@ -118,7 +114,7 @@ class Leaderboard:
              where: str | None = None) -> dict:
         """The best row by ``metric`` as a dict, JSON columns parsed; NoMatchingRows if no row has a value."""
         table = self.top(1, metric=metric, experiment=experiment, where=where)
-        row = _rows(table, parse_json=True)[0] if table.num_rows else {}
+        row = _rows(table)[0] if table.num_rows else {}
         value = row.get(metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             scope = "".join(f" {k}={v!r}" for k, v in (("experiment", experiment), ("where", where)) if v)
@@ -129,9 +125,8 @@ class Leaderboard:
     def experiments(self) -> list[str]:
         """Sorted names of the experiments that have rows."""
         table = self._read()
-        if "experiment" not in table.column_names:
-            return []
-        return sorted(v for v in table.column("experiment").unique().to_pylist() if v is not None)
+        values = table.column("experiment").unique().to_pylist() if "experiment" in table.column_names else []
+        return sorted(v for v in values if v is not None)
 
     def _read(self) -> pa.Table:
         """Every finished file, conformed to the unified schema; temp files (".x.tmp") are skipped."""
@@ -238,19 +233,19 @@ def render(table: pa.Table, *, fmt: str = "table", columns: list[str] | None = N
         unknown = [c for c in columns if c not in table.column_names and not (fmt == "table" and c == "rank")]
         if unknown:
             raise ConfigError(f"unknown column {unknown[0]!r}; available columns: {', '.join(table.column_names)}")
-    if fmt == "json":
-        rows = _rows(table.select(columns) if columns else table, parse_json=True)
-        return json.dumps([{k: _plain(v) for k, v in row.items()} for row in rows], indent=2, allow_nan=False)
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns or table.column_names, lineterminator="\n")
-        writer.writeheader()
-        for row in (table.select(columns) if columns else table).to_pylist():
-            writer.writerow({k: "" if v is None else _plain(v) for k, v in row.items()})
-        return out.getvalue()
-    if fmt != "table":
+    if fmt == "table":
+        return _rich_table(table, columns or _default_columns(table))
+    if fmt not in ("json", "csv"):
         raise ConfigError(f"unknown format {fmt!r}: use table, json or csv")
-    return _rich_table(table, columns or _default_columns(table))
+    table = table.select(columns) if columns else table
+    if fmt == "json":
+        rows = [{k: _plain(v) for k, v in row.items()} for row in _rows(table)]
+        return json.dumps(rows, indent=2, allow_nan=False)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=table.column_names, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else _plain(v) for k, v in row.items()} for row in table.to_pylist())
+    return out.getvalue()
 
 
 def _default_columns(table: pa.Table) -> list[str]:
@@ -290,21 +285,20 @@ def _numeric(t: pa.DataType) -> bool:
 
 
 def _text(value) -> str:
-    if value is None:
-        return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds")
-    return str(value)
+    return "-" if value is None else str(value)
 
 
 def _json_columns(schema: pa.Schema) -> list[str]:
     return json.loads((schema.metadata or {}).get(_JSON_KEY, b"[]"))
 
 
-def _rows(table: pa.Table, *, parse_json: bool) -> list[dict]:
-    json_cols = set(_json_columns(table.schema)) if parse_json else set()
+def _rows(table: pa.Table) -> list[dict]:
+    """Rows as dicts, JSON columns parsed."""
+    json_cols = set(_json_columns(table.schema))
     return [{k: json.loads(v) if k in json_cols and isinstance(v, str) else v for k, v in row.items()}
             for row in table.to_pylist()]
 

@@ -1,0 +1,18 @@
+"""Ray job entrypoint: `orchestrator pretrain` on the cluster, i.e. backbone pretraining.
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/pretrain.py --storage s3://YOUR-BUCKET/orchestrator
+
+On a cluster with token auth, `export RAY_AUTH_MODE=token` first (see cluster.yaml);
+`orchestrator submit` does the same from Python. The job's cwd is the uploaded working dir, but
+`python jobs/pretrain.py` puts only jobs/ on sys.path: add the project root first, so the uploaded code
+wins over any installed copy of the package.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from orchestrator.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    main(["pretrain", *sys.argv[1:]])

@@ -1,0 +1,85 @@
+"""Freezing is a pure mask over backbone blocks, applied in one place."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from orchestrator.backbones import apply_freeze, blocks, digits_cnn, freeze_mask
+from orchestrator.config import parse_config
+from orchestrator.data import prepare, to_arrays
+from orchestrator.errors import ConfigError
+from orchestrator.worker import fit_arrays
+
+from conftest import experiment, small_table, write_parquet
+
+
+def test_freeze_mask_is_pure():
+    assert freeze_mask(5, 0) == [True] * 5
+    assert freeze_mask(5, 2) == [False, False, True, True, True]
+    assert freeze_mask(5, "all") == [False] * 5
+    with pytest.raises(ConfigError, match="beyond the backbone's 5 blocks"):
+        freeze_mask(5, 6)
+
+
+def tiny_bn_model():
+    inp = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(4, 3, name="stem_conv")(inp)
+    h = keras.layers.Conv2D(4, 1, name="block1_conv")(h)
+    h = keras.layers.BatchNormalization(name="block1_bn")(h)
+    h = keras.layers.Conv2D(4, 1, name="block2_conv")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="block2_pool")(h)
+    h = keras.layers.Dense(3, name="top_dense")(h)
+    return keras.Model(inp, h)
+
+
+def test_blocks_group_by_name_and_by_prefixes():
+    m = tiny_bn_model()
+    assert blocks(m) == [["stem_conv"], ["block1_conv", "block1_bn"], ["block2_conv", "top_dense"]]
+    assert blocks(m, ["stem", "block1", "block2", "top"]) == [["stem_conv"], ["block1_conv", "block1_bn"],
+                                                             ["block2_conv"], ["top_dense"]]
+    assert len(blocks(digits_cnn((12, 12, 1)))) == 5
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    assert len(blocks(plain)) == 2  # one block per weighted layer
+    with pytest.raises(ConfigError, match="matches no weighted layer"):
+        blocks(m, ["nothing"])
+
+
+def test_keras_applications_blocks():
+    m = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    groups = blocks(m)
+    assert groups[0][0] == "Conv1" and any(g[0].startswith("block_16") for g in groups)
+    assert sum(len(g) for g in groups) == len([la for la in m.layers if la.weights])
+
+
+def test_frozen_batchnorm_runs_in_inference_mode():
+    m = tiny_bn_model()
+    apply_freeze(m, blocks(m), 2)
+    bn = m.get_layer("block1_bn")
+    assert not bn.trainable and m.get_layer("block2_conv").trainable
+    before = [w.numpy().copy() for w in bn.weights]
+    m(np.random.default_rng(0).normal(5, 3, (8, 6, 6, 1)).astype("float32"), training=True)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, bn.weights))  # moving stats untouched
+
+
+def _train_in_process(tmp_path, depth):
+    cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(160)),
+                                  train={"freeze_depth": depth, "epochs": 2}))
+    train, val, spec = prepare(cfg)
+    init = digits_cnn(spec.image_shape, seed=cfg.train.seed).get_weights()
+    mt, _ = fit_arrays(tf.distribute.get_strategy(), cfg, spec, to_arrays(train, cfg.tasks), to_arrays(val, cfg.tasks))
+    return init, mt.backbone.get_weights(), mt
+
+
+def test_freeze_all_keeps_backbone_bit_identical_and_zero_changes_it(tmp_path):
+    init, after, mt = _train_in_process(tmp_path, "all")
+    assert all(np.array_equal(a, b) for a, b in zip(init, after))
+    assert mt.variable_groups()[0] == []  # no backbone variables reach an optimizer
+    init, after, _ = _train_in_process(tmp_path, 0)
+    assert all(not np.array_equal(a, b) for a, b in zip(init, after))
+
+
+def test_partial_freeze_changes_only_unfrozen_blocks(tmp_path):
+    init, after, _ = _train_in_process(tmp_path, 2)
+    # digits-cnn: kernel+bias per block; blocks 1-2 frozen, 3-5 trained
+    assert all(np.array_equal(a, b) for a, b in zip(init[:4], after[:4]))
+    assert all(not np.array_equal(a, b) for a, b in zip(init[4:], after[4:]))

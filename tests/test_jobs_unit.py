@@ -1,0 +1,248 @@
+"""orchestrator.jobs without a cluster: local checks, unreachable or refusing endpoints, a fake client.
+
+Servers here are stdlib HTTP servers on 127.0.0.1 that answer like a Ray dashboard with token auth
+on (401/403) or like something that is not a dashboard (404). Nothing starts Ray.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from orchestrator import jobs
+from orchestrator.errors import ConfigError, UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A minimal project directory: jobs/tune.py, a .gitignore, an experiment config."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "tune.py").write_text("print('hi')\n")
+    (tmp_path / ".gitignore").write_text("best.yaml\nruns/\n")
+    (tmp_path / "exp.yaml").write_text("name: t\n")
+    return tmp_path
+
+
+@pytest.fixture
+def http_status():
+    """Start a loopback HTTP server answering every request with one status; yields its URL."""
+    servers = []
+
+    def start(status: int, body: str, *, version_ok: bool = False) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                ok = version_ok and self.path == "/api/version"
+                data = (json.dumps({"ray_version": "2.60.0"}) if ok else body).encode()
+                self.send_response(200 if ok else status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+# -- checks before any network call ---------------------------------------------------------------
+
+def test_config_outside_working_dir(project, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere") / "exp.yaml"
+    outside.write_text("name: t\n")
+    with pytest.raises(ConfigError, match="outside .*place it in the project directory"):
+        jobs.submit(str(outside), "http://127.0.0.1:1", working_dir=str(project))
+
+
+def test_config_ignored_by_gitignore(project):
+    (project / "best.yaml").write_text("name: t\n")
+    (project / "runs").mkdir()
+    (project / "runs" / "exp.yaml").write_text("name: t\n")
+    for path in ("best.yaml", "runs/exp.yaml"):
+        with pytest.raises(ConfigError, match="left out of the upload"):
+            jobs.submit(str(project / path), "http://127.0.0.1:1", working_dir=str(project))
+
+
+def test_missing_config_and_entrypoint(project):
+    with pytest.raises(ConfigError, match="not found"):
+        jobs.submit(str(project / "nope.yaml"), "http://127.0.0.1:1", working_dir=str(project))
+    with pytest.raises(ConfigError, match="jobs/train.py not found"):
+        jobs.submit(str(project / "exp.yaml"), "http://127.0.0.1:1", working_dir=str(project),
+                    entrypoint_script="jobs/train.py")
+
+
+def test_excluded_mirrors_ray_upload_rules(project):
+    assert not jobs._excluded(project, "exp.yaml")
+    assert jobs._excluded(project, "best.yaml")
+    assert jobs._excluded(project, ".venv/x.yaml")
+
+
+# -- cluster not reachable, or refusing ---------------------------------------------------------
+
+def test_unreachable_address_fails_fast(project):
+    url = f"http://127.0.0.1:{free_port()}"
+    calls = [
+        lambda: jobs.submit(str(project / "exp.yaml"), url, working_dir=str(project)),
+        lambda: jobs.status(url),
+        lambda: jobs.status(url, "raysubmit_x"),
+        lambda: jobs.logs(url, "raysubmit_x", follow=True),
+    ]
+    for call in calls:
+        start = time.monotonic()
+        with pytest.raises(jobs.ClusterError, match=f"cannot reach Ray dashboard at {url}: .*ray dashboard cluster.yaml"):
+            call()
+        assert time.monotonic() - start < 2.0
+
+
+def test_cluster_error_is_a_user_error():
+    assert issubclass(jobs.ClusterError, UserError) and issubclass(jobs.ClusterAuthError, jobs.ClusterError)
+
+
+@pytest.mark.parametrize("address", ["ray://127.0.0.1:10001", "http://", "http://host:notaport"])
+def test_invalid_address(address):
+    with pytest.raises(jobs.ClusterError, match="invalid Ray dashboard address"):
+        jobs.status(address)
+
+
+def test_missing_token_401(http_status, monkeypatch):
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    url = http_status(401, "Unauthorized: Missing authentication token")
+    with pytest.raises(jobs.ClusterAuthError, match="requires a token: export RAY_AUTH_MODE=token"):
+        jobs.status(url)
+
+
+def test_wrong_token_403(http_status):
+    url = http_status(403, "Forbidden: Invalid authentication token")
+    with pytest.raises(jobs.ClusterAuthError, match="rejected the auth token"):
+        jobs.status(url)
+
+
+def test_not_a_dashboard_404(http_status):
+    url = http_status(404, "not here")
+    with pytest.raises(jobs.ClusterError, match="not a Ray dashboard"):
+        jobs.status(url)
+
+
+def test_unknown_job_404(http_status, monkeypatch):
+    url = http_status(404, "Job raysubmit_x does not exist", version_ok=True)
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:1")  # Ray would let it override the address
+    for call in (lambda: jobs.status(url, "raysubmit_x"), lambda: jobs.logs(url, "raysubmit_x"),
+                 lambda: jobs.logs(url, "raysubmit_x", follow=True)):  # the last one: websocket
+        with pytest.raises(jobs.ClusterError, match=f"no job 'raysubmit_x' on the cluster at {url}"):
+            call()
+    assert os.environ["RAY_ADDRESS"] == "http://127.0.0.1:1"
+
+
+def test_token_mode_without_token(tmp_path):
+    """RAY_AUTH_MODE=token but the token file is missing: Ray raises before any request.
+
+    In a subprocess: Ray caches the auth mode per process."""
+    with socket.socket() as listener:  # something listening, so the reachability probe passes
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")}
+        env.pop("RAY_AUTH_TOKEN", None)
+        code = ("from orchestrator import jobs\n"
+                "try:\n"
+                f"    jobs.status('http://127.0.0.1:{listener.getsockname()[1]}')\n"
+                "except jobs.ClusterAuthError as e:\n"
+                "    print(e)\n")
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert done.stdout.startswith("no Ray auth token: RAY_AUTH_TOKEN_PATH is set but file cannot be opened"), (
+        done.stdout + done.stderr)
+    assert len(done.stdout.strip().splitlines()) == 1
+
+
+# -- the flow, with a fake client ---------------------------------------------------------------
+
+class FakeClient:
+    def __init__(self, statuses, logs="line 1\nline 2\n"):
+        from ray.job_submission import JobStatus
+
+        self.statuses = [JobStatus(s) for s in statuses]
+        self.log_text = logs
+        self.submitted = None
+
+    def submit_job(self, **kwargs):
+        self.submitted = kwargs
+        return "raysubmit_fake"
+
+    def get_job_info(self, job_id):
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return SimpleNamespace(status=status, message="boom" if status == "FAILED" else None,
+                               entrypoint="python jobs/tune.py exp.yaml")
+
+    def get_job_logs(self, job_id):
+        return self.log_text
+
+    async def tail_job_logs(self, job_id):
+        for line in self.log_text.splitlines(keepends=True):
+            yield line
+
+
+def run_submit(monkeypatch, project, client, **kwargs):
+    monkeypatch.setattr(jobs, "_client", lambda url: client)
+    monkeypatch.setattr(jobs, "POLL_S", 0)
+    lines = []
+    code = jobs.submit(str(project / "exp.yaml"), "127.0.0.1:8265", working_dir=str(project),
+                       out=lines.append, **kwargs)
+    return code, lines
+
+
+def test_submit_request_and_wait(monkeypatch, project):
+    client = FakeClient(["PENDING", "RUNNING", "SUCCEEDED"])
+    code, lines = run_submit(monkeypatch, project, client, extra_args=["--set", "train.epochs=2"])
+    assert code == 0
+    assert client.submitted == {
+        "entrypoint": "python jobs/tune.py exp.yaml --set train.epochs=2",
+        "entrypoint_num_cpus": 0.1,
+        "runtime_env": {"working_dir": str(project), "excludes": jobs.EXCLUDES},
+    }
+    assert lines == ["submitted job raysubmit_fake to http://127.0.0.1:8265: "
+                     "python jobs/tune.py exp.yaml --set train.epochs=2",
+                     "job raysubmit_fake: PENDING", "job raysubmit_fake: RUNNING",
+                     "job raysubmit_fake SUCCEEDED"]
+
+
+def test_submit_failed_job_shows_log_tail(monkeypatch, project):
+    code, lines = run_submit(monkeypatch, project, FakeClient(["RUNNING", "FAILED"]))
+    assert code == 1
+    assert lines[-2:] == ["line 1\nline 2", "job raysubmit_fake FAILED: boom"]
+
+
+def test_submit_follow_streams_logs(monkeypatch, project):
+    code, lines = run_submit(monkeypatch, project, FakeClient(["SUCCEEDED"]), follow=True)
+    assert code == 0
+    assert lines[1:] == ["line 1", "line 2", "job raysubmit_fake SUCCEEDED"]
+
+
+def test_submit_no_wait(monkeypatch, project):
+    code, lines = run_submit(monkeypatch, project, FakeClient(["PENDING"]), wait=False)
+    assert code == 0 and len(lines) == 1
