@@ -78,6 +78,148 @@ def train(config, sets, address, name):
         sys.exit(1)
 
 
+@cli.command("tune")
+@click.argument("config", type=click.Path())
+@_set_opt
+@_address_opt
+@click.option("--name", default=None, help="experiment name (default: the config's name)")
+def tune_cmd(config, sets, address, name):
+    """Run a sweep (the config's `search` section); every trial lands in the leaderboard."""
+    _tune_and_report(_load(config, sets), name=name, address=address)
+
+
+def _tune_and_report(cfg, *, name=None, address=None) -> dict:
+    from .leaderboard import Leaderboard, render
+    from .tune import tune
+
+    s = tune(cfg, name=name, address=address)
+    click.echo(f"\n== experiment {s['experiment']}: {s['trials']} trials {s['statuses']} in {s['wall_time_s']} s; "
+               f"leaderboard {s['leaderboard']}")
+    click.echo(render(Leaderboard(s["storage"]).top(10, experiment=s["experiment"])))
+    return s
+
+
+@cli.command()
+@click.option("--storage", default="runs", show_default=True, help="where runs, cache and leaderboard go")
+@click.option("--output", "-o", default="best.yaml", show_default=True, help="where to write the winner's config")
+@click.option("--retrain-workers", default=2, show_default=True,
+              help="retrain the winner on this many Ray Train workers (0: skip the retrain)")
+@_address_opt
+def demo(storage, output, retrain_workers, address):
+    """Pretrain (cached), sweep the embedded default, write best.yaml, retrain the winner."""
+    from importlib.resources import files
+
+    from .config import parse_config
+    from .leaderboard import Leaderboard
+    from .run import train as run_train
+
+    data = yaml.safe_load(files("orchestrator.experiments").joinpath("demo.yaml").read_text())
+    cfg = parse_config({**data, "storage": storage})
+    s = _tune_and_report(cfg, address=address)
+    board = Leaderboard(s["storage"])
+    click.echo(_by_freeze_depth(board, s["experiment"]))
+    best = board.best(experiment=s["experiment"])
+    _write_best(best, output)
+    if retrain_workers:
+        click.echo(f"\nretraining the winner ({best['trial_id']}) with {retrain_workers} workers: "
+                   f"orchestrator train {output} --set resources.workers={retrain_workers}")
+        again = parse_config(best["config"]).with_values({"resources.workers": retrain_workers})
+        summary = run_train(again, address=address, name=f"retrain-{best['trial_id']}")
+        click.echo(_summary_text(summary))
+        click.echo(f"  sweep objective {best['objective']:.4f} -> retrained {summary['objective']:.4f} "
+                   f"(difference {abs(summary['objective'] - best['objective']) * 100:.2f} points)")
+
+
+def _by_freeze_depth(board, experiment: str) -> str:
+    """Mean final objective per freeze depth among trials that ran all epochs: does depth matter?"""
+    rows = [r for r in board.table(experiment=experiment).to_pylist() if r.get("status") == "completed"]
+    if not rows or "freeze_depth" not in rows[0]:
+        return ""
+    depths = sorted({r["freeze_depth"] for r in rows})
+    parts = [f"{d}: {sum(r['objective'] for r in rows if r['freeze_depth'] == d) / sum(r['freeze_depth'] == d for r in rows):.3f}"
+             f" (n={sum(r['freeze_depth'] == d for r in rows)})" for d in depths]
+    return "objective by freeze depth (completed trials): " + ", ".join(parts)
+
+
+def _write_best(row: dict, output: str) -> None:
+    header = (f"# best trial {row['trial_id']} of experiment {row['experiment']}: objective {row['objective']:.4f} "
+              f"({row['status']}, {row['epochs']} epochs)\n# retrain: orchestrator train {output}\n")
+    tmp = output + ".partial"
+    with open(tmp, "w") as f:
+        f.write(header + yaml.safe_dump(row["config"], sort_keys=False))
+    import os
+
+    os.replace(tmp, output)
+    click.echo(f"wrote {output} (trial {row['trial_id']}, objective {row['objective']:.4f})")
+
+
+_storage_opt = click.option("--storage", default="runs", show_default=True, help="storage holding the leaderboard")
+_query_opts = [
+    click.option("--experiment", "-e", multiple=True, help="only these experiments (repeatable)"),
+    click.option("--where", "-w", default=None, help='filter, e.g. "right_accuracy >= 0.9 and freeze_depth <= 2"'),
+]
+
+
+def _query(f):
+    for opt in reversed(_query_opts):
+        f = opt(f)
+    return _storage_opt(f)
+
+
+@cli.command()
+@_query
+@click.option("--sort", "metric", default="objective", show_default=True, help="metric to sort by (direction known)")
+@click.option("--top", "k", default=20, show_default=True, help="rows to show")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+def leaderboard(storage, experiment, where, metric, k, fmt):
+    """Show the leaderboard: best trials first."""
+    from .leaderboard import Leaderboard, render
+
+    table = Leaderboard(storage).top(k, metric=metric, experiment=list(experiment) or None, where=where)
+    click.echo(render(table, fmt=fmt))
+
+
+@cli.command()
+@_query
+@click.option("--metric", "-m", default="objective", show_default=True, help="metric that decides the winner")
+@click.option("--output", "-o", default="best.yaml", show_default=True)
+def best(storage, experiment, where, metric, output):
+    """Write the best trial's configuration as a runnable YAML (no search block)."""
+    from .leaderboard import Leaderboard
+
+    _write_best(Leaderboard(storage).best(metric=metric, experiment=list(experiment) or None, where=where), output)
+
+
+@cli.command()
+@click.argument("config", type=click.Path())
+@click.option("--address", required=True, help="Ray dashboard URL, e.g. http://127.0.0.1:8265")
+@click.option("--entrypoint", type=click.Choice(["tune", "train"]), default="tune", show_default=True)
+@click.option("--follow/--no-follow", default=False, help="stream the job's logs until it ends")
+@click.option("--wait/--no-wait", default=True, help="wait for the job to end (default) or return at once")
+def submit(config, address, entrypoint, follow, wait):
+    """Submit a sweep (or a train run) to a Ray cluster as a Ray job."""
+    from .jobs import submit as run
+
+    sys.exit(run(config, address, entrypoint_script=f"jobs/{entrypoint}.py", follow=follow, wait=wait,
+                 out=click.echo))
+
+
+@cli.command()
+@click.argument("job_id", required=False)
+@click.option("--address", required=True, help="Ray dashboard URL")
+@click.option("--logs", "show_logs", is_flag=True, help="print the job's logs")
+@click.option("--follow", is_flag=True, help="with --logs: keep streaming")
+def jobs(job_id, address, show_logs, follow):
+    """List Ray jobs, or show one job's status (and logs)."""
+    from .jobs import logs, status
+
+    if show_logs:
+        if not job_id:
+            raise click.UsageError("--logs needs a JOB_ID")
+        sys.exit(logs(address, job_id, follow=follow, out=click.echo))
+    sys.exit(status(address, job_id, out=click.echo))
+
+
 def _summary_text(s: dict) -> str:
     lines = [f"\n== {s['run']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else "")]
     for task, m in s["tasks"].items():
@@ -91,6 +233,9 @@ def _summary_text(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warnings are not for users
     try:
         cli.main(args=argv, prog_name="orchestrator", standalone_mode=False)
     except UserError as e:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .search import SearchConfig, check_paths
 
 
 class _Strict(BaseModel):
@@ -151,7 +152,7 @@ class ExperimentConfig(_Strict):
     objective: ObjectiveConfig = ObjectiveConfig()
     resources: ResourcesConfig = ResourcesConfig()
     storage: str = Field("runs", description="local directory or URI (s3://...) for checkpoints, leaderboard, cache")
-    search: Optional[dict[str, Any]] = Field(None, description="sweep definition, see orchestrator.search")
+    search: Optional[SearchConfig] = Field(None, description="sweep definition, see orchestrator.search")
 
     @model_validator(mode="after")
     def _check(self):
@@ -170,6 +171,8 @@ class ExperimentConfig(_Strict):
                              f"{sorted(known)}")
         if self.objective.metric != "mean_score" and self.objective.mode is None:
             raise ValueError("objective.mode (max|min) is required when objective.metric is not mean_score")
+        if self.search is not None:
+            check_paths(self.search, self.run_fields(), list(self.tasks))
         return self
 
     # -- derived values -------------------------------------------------------------------

@@ -248,16 +248,26 @@ def render(table: pa.Table, *, fmt: str = "table", columns: list[str] | None = N
     return out.getvalue()
 
 
+_METRIC = re.compile(r"_(accuracy|auc|r2|mae|rmse)$")
+_NOT_HPARAMS = {"objective", "best_objective", "epochs", "wall_time_s", "train_loss", "world_size", "seed"}
+
+
 def _default_columns(table: pa.Table) -> list[str]:
-    """rank, ids, objective, per-task metrics, hyperparameters, epochs, wall time; all-null columns left out."""
+    """rank, ids, objective, final per-task metrics, searched hyperparameters, epochs, wall time;
+    all-null columns left out."""
     fixed = ["experiment", "trial_id", "status", "objective"]
     tail = ["epochs", "wall_time_s"]
     shown = [c for c in table.column_names if table.num_rows == 0 or table.column(c).null_count < table.num_rows]
-    numeric = [f.name for f in table.schema if f.name in shown and f.name not in fixed + tail
-               and not f.name.startswith("hp_") and _numeric(f.type)]
-    metrics = [c for c in numeric if c.startswith("final_")] or numeric
-    hparams = [c for c in shown if c.startswith("hp_")]
-    return ["rank"] + [c for c in fixed + metrics + hparams + tail if c in shown]
+    numeric = [f.name for f in table.schema if f.name in shown and _numeric(f.type)]
+    scores = [c for c in numeric if f"best_{c}" in table.column_names]   # each task's score metric
+    metrics = scores or [c for c in numeric if _METRIC.search(c) and not c.startswith("best_")]
+    hparams = [c for c in numeric if not _METRIC.search(c) and c not in _NOT_HPARAMS and not c.startswith("best_")
+               and not c.endswith("_loss") and not c.startswith(("final_", "hp_")) and c not in fixed + tail]
+    hparams += [c for c in shown if c.startswith("hp_")]
+    metrics += [c for c in numeric if c.startswith("final_")]
+    if "experiment" in shown and len(set(table.column("experiment").to_pylist())) == 1:
+        fixed = fixed[1:]   # one experiment: its name needs no column
+    return ["rank"] + list(dict.fromkeys(c for c in fixed + metrics + hparams + tail if c in shown))
 
 
 def _rich_table(table: pa.Table, columns: list[str]) -> str:
@@ -275,9 +285,16 @@ def _rich_table(table: pa.Table, columns: list[str]) -> str:
     return console.file.getvalue()
 
 
+_SHORT = [(r"^(final_|hp_train_|hp_)", ""), (r"^weight_", "w_"), (r"_accuracy$", "_acc"), (r"^freeze_depth$", "freeze"),
+          (r"^backbone_lr$", "bb_lr"), (r"^wall_time_s$", "time_s"), (r"^objective$", "objective")]
+
+
 def _header(column: str) -> str:
-    """Short table header: final_left_accuracy -> left_accuracy, hp_train_head_lr -> head_lr, hp_x -> x."""
-    return re.sub(r"^(final_|hp_train_|hp_)", "", column)
+    """Short table header (table view only; json/csv keep column names): right_accuracy -> right_acc,
+    weight_left -> w_left, freeze_depth -> freeze, backbone_lr -> bb_lr, wall_time_s -> time_s."""
+    for pattern, repl in _SHORT:
+        column = re.sub(pattern, repl, column)
+    return column
 
 
 def _numeric(t: pa.DataType) -> bool:

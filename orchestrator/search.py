@@ -1,0 +1,174 @@
+"""Search spaces over run fields by dotted path. Never imports TensorFlow.
+
+    search:
+      num_samples: 12
+      searcher: random            # random | grid | optuna
+      scheduler: {type: asha, grace_period: 1, reduction_factor: 2}   # or {type: none}
+      max_concurrent_trials: null # default: what the cluster's resources fit
+      seed: 0
+      space:
+        train.freeze_depth: {choice: [0, 1, 2, 3, all]}
+        train.backbone_lr:  {loguniform: [1.0e-4, 1.0e-2]}
+        train.loss_weights: {simplex: {concentration: 1.0}}
+
+A ``simplex`` domain draws one weight per task, summing to 1 (Dirichlet(concentration)). It is
+searched as one uniform variable per task mapped through the Gamma quantile function and
+normalized, so random search and model-based searchers (Optuna) both handle it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_SIMPLEX_KEY = "{path}/{task}"   # Tune parameter name of one simplex coordinate
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Domain(_Strict):
+    choice: Optional[list[Any]] = None
+    uniform: Optional[tuple[float, float]] = None
+    loguniform: Optional[tuple[float, float]] = None
+    randint: Optional[tuple[int, int]] = None
+    simplex: Optional[dict[Literal["concentration"], float]] = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        set_ = [k for k in ("choice", "uniform", "loguniform", "randint", "simplex") if getattr(self, k) is not None]
+        if len(set_) != 1:
+            raise ValueError("each search domain needs exactly one of choice, uniform, loguniform, randint, simplex")
+        kind = set_[0]
+        if kind == "choice" and not self.choice:
+            raise ValueError("choice needs a non-empty list")
+        if kind in ("uniform", "loguniform", "randint"):
+            lo, hi = getattr(self, kind)
+            if not lo < hi:
+                raise ValueError(f"{kind} bounds must be [low, high] with low < high, got [{lo}, {hi}]")
+            if kind == "loguniform" and lo <= 0:
+                raise ValueError(f"loguniform bounds must be > 0, got [{lo}, {hi}]")
+        if kind == "simplex" and self.simplex.get("concentration", 1.0) <= 0:
+            raise ValueError("simplex concentration must be > 0")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("choice", "uniform", "loguniform", "randint", "simplex") if getattr(self, k) is not None)
+
+
+class SchedulerConfig(_Strict):
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class SearchConfig(_Strict):
+    space: dict[str, Domain]
+    num_samples: int = Field(8, ge=1, description="trials (with grid: repeats of the whole grid)")
+    searcher: Literal["random", "grid", "optuna"] = "random"
+    scheduler: SchedulerConfig = SchedulerConfig()
+    max_concurrent_trials: Optional[int] = Field(None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.space:
+            raise ValueError("search.space is empty: add at least one dotted path, e.g. train.freeze_depth")
+        if self.searcher == "grid":
+            bad = [p for p, d in self.space.items() if d.kind != "choice"]
+            if bad:
+                raise ValueError(f"grid search needs choice domains; {bad[0]} is {self.space[bad[0]].kind}")
+        return self
+
+
+def check_paths(search: SearchConfig, run_fields: dict, tasks: list[str]) -> None:
+    """Every searched path must name an existing run field (ValueError otherwise)."""
+    for path, domain in search.space.items():
+        node: Any = run_fields
+        for key in path.split("."):
+            if not isinstance(node, dict) or key not in node:
+                raise ValueError(f"search path {path!r} is not a config field (e.g. train.head_lr, train.freeze_depth)")
+            node = node[key]
+        if domain.kind == "simplex" and path != "train.loss_weights":
+            raise ValueError(f"simplex only applies to train.loss_weights, not {path!r}")
+        if path == "train.loss_weights" and domain.kind != "simplex":
+            raise ValueError("search train.loss_weights with {simplex: {concentration: ...}}")
+        if isinstance(node, dict) and path != "train.loss_weights":
+            raise ValueError(f"search path {path!r} is a section, not a value")
+    if "train.loss_weights" in search.space and len(tasks) < 2:
+        raise ValueError("a simplex over loss weights needs at least two tasks")
+
+
+def candidate_values(domain: Domain, tasks: list[str]) -> list:
+    """Values a domain can produce at its edges: substituted into the config to validate them."""
+    k = domain.kind
+    if k == "choice":
+        return list(domain.choice)
+    if k == "simplex":
+        return [{t: 1.0 / len(tasks) for t in tasks}]
+    lo, hi = getattr(domain, k)
+    return [lo, hi]
+
+
+def param_space(search: SearchConfig, tasks: list[str]) -> dict:
+    """Ray Tune's param_space: one entry per searched path (simplex: one per task)."""
+    from ray import tune
+
+    space = {}
+    for path, d in search.space.items():
+        k = d.kind
+        if k == "choice":
+            space[path] = tune.grid_search(d.choice) if search.searcher == "grid" else tune.choice(d.choice)
+        elif k == "uniform":
+            space[path] = tune.uniform(*d.uniform)
+        elif k == "loguniform":
+            space[path] = tune.loguniform(*d.loguniform)
+        elif k == "randint":
+            space[path] = tune.randint(d.randint[0], d.randint[1] + 1)  # inclusive upper bound
+        else:
+            for task in tasks:
+                space[_SIMPLEX_KEY.format(path=path, task=task)] = tune.uniform(1e-6, 1 - 1e-6)
+    return space
+
+
+def simplex_weights(u: dict[str, float], concentration: float) -> dict[str, float]:
+    """Uniforms -> Gamma(concentration) quantiles -> normalized: a Dirichlet draw summing to 1."""
+    if concentration == 1.0:
+        g = {t: -math.log1p(-v) for t, v in u.items()}   # Exponential(1) = Gamma(1)
+    else:
+        from scipy.special import gammaincinv
+
+        g = {t: float(gammaincinv(concentration, v)) for t, v in u.items()}
+    total = sum(g.values())
+    return {t: v / total for t, v in g.items()}
+
+
+def materialize(search: SearchConfig, params: dict, tasks: list[str]) -> dict[str, Any]:
+    """Tune's sampled params -> ``{dotted path: value}`` for ``ExperimentConfig.with_values``."""
+    values = {}
+    for path, d in search.space.items():
+        if d.kind == "simplex":
+            u = {t: params[_SIMPLEX_KEY.format(path=path, task=t)] for t in tasks}
+            values[path] = simplex_weights(u, d.simplex.get("concentration", 1.0))
+        else:
+            values[path] = params[path]
+    return values
+
+
+def hp_columns(values: dict[str, Any], *, n_blocks: int) -> dict[str, Union[float, int, str]]:
+    """Leaderboard columns for searched values: short names (``freeze_depth``, ``head_lr``,
+    ``weight_<task>``); freeze depth 'all' is stored as the number of blocks, so it sorts and filters."""
+    cols: dict[str, Any] = {}
+    for path, value in values.items():
+        short = path.rsplit(".", 1)[-1]
+        name = short if short not in cols else path.replace(".", "_")
+        if path == "train.loss_weights":
+            cols.update({f"weight_{t}": float(w) for t, w in value.items()})
+        elif path == "train.freeze_depth":
+            cols[name] = n_blocks if value == "all" else int(value)
+        else:
+            cols[name] = value
+    return cols

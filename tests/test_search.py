@@ -1,0 +1,103 @@
+"""Search spaces: pure Python (no TensorFlow), validated before Ray starts."""
+import random
+
+import pytest
+
+from orchestrator.config import parse_config
+from orchestrator.errors import ConfigError
+from orchestrator.search import hp_columns, materialize, param_space, simplex_weights
+
+from conftest import experiment
+
+SPACE = {
+    "train.freeze_depth": {"choice": [0, 1, 2, "all"]},
+    "train.backbone_lr": {"loguniform": [1e-5, 1e-2]},
+    "train.head_lr": {"uniform": [1e-4, 1e-2]},
+    "heads.hidden_units": {"randint": [8, 32]},
+    "train.loss_weights": {"simplex": {"concentration": 1.0}},
+}
+
+
+def sweep_cfg(tmp_path, space=SPACE, **search):
+    return parse_config(experiment(tmp_path, "builtin:multidigits/train",
+                                   search={"space": space, "num_samples": 4, **search}))
+
+
+@pytest.mark.parametrize("concentration", [0.3, 1.0, 5.0])
+def test_simplex_always_sums_to_one_over_the_tasks(concentration):
+    rng = random.Random(0)
+    tasks = ["left", "right", "sum"]
+    for _ in range(500):
+        w = simplex_weights({t: rng.uniform(1e-6, 1 - 1e-6) for t in tasks}, concentration)
+        assert set(w) == set(tasks)
+        assert sum(w.values()) == pytest.approx(1.0, abs=1e-12)
+        assert all(v >= 0 for v in w.values())
+
+
+def test_simplex_concentration_shapes_the_draws():
+    rng = random.Random(1)
+    spread = {}
+    for c in (0.2, 20.0):
+        draws = [simplex_weights({t: rng.uniform(1e-6, 1 - 1e-6) for t in "abc"}, c)["a"] for _ in range(2000)]
+        spread[c] = sum(abs(d - 1 / 3) for d in draws) / len(draws)
+    assert spread[20.0] < spread[0.2] / 3   # high concentration: near equal weights
+
+
+def test_every_searched_field_reaches_the_trial_config(tmp_path):
+    """Sample Tune's space the way Tune does, materialize, and check the trial's config."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from orchestrator.tune import trial_config
+
+    cfg = sweep_cfg(tmp_path)
+    space = param_space(cfg.search, list(cfg.tasks))
+    for _, params in generate_variants(space):
+        trial = trial_config(cfg, params)
+        assert trial.train.freeze_depth == params["train.freeze_depth"]
+        assert trial.train.backbone_lr == params["train.backbone_lr"]
+        assert trial.train.head_lr == params["train.head_lr"]
+        assert trial.heads.hidden_units == params["heads.hidden_units"]
+        assert 8 <= trial.heads.hidden_units <= 32
+        w = trial.normalized_loss_weights()
+        assert w == pytest.approx(trial.train.loss_weights) and sum(w.values()) == pytest.approx(1.0)
+        cols = hp_columns(materialize(cfg.search, params, list(cfg.tasks)), n_blocks=5)
+        assert set(cols) == {"freeze_depth", "backbone_lr", "head_lr", "hidden_units",
+                             "weight_left", "weight_right", "weight_sum"}
+        assert cols["freeze_depth"] == (5 if params["train.freeze_depth"] == "all" else params["train.freeze_depth"])
+
+
+def test_grid_expands_choices(tmp_path):
+    from ray.tune.search.variant_generator import generate_variants
+
+    cfg = sweep_cfg(tmp_path, space={"train.freeze_depth": {"choice": [0, 2, 4]}}, searcher="grid")
+    values = [p["train.freeze_depth"] for _, p in generate_variants(param_space(cfg.search, list(cfg.tasks)))]
+    assert values == [0, 2, 4]
+
+
+@pytest.mark.parametrize("space, expected", [
+    ({"train.lr": {"choice": [1]}}, "search path 'train.lr' is not a config field"),
+    ({"train": {"choice": [1]}}, "'train' is a section"),
+    ({"train.head_lr": {"loguniform": [1e-2, 1e-4]}}, "low < high"),
+    ({"train.head_lr": {"loguniform": [0, 1e-2]}}, "bounds must be > 0"),
+    ({"train.head_lr": {"uniform": [1e-3, 1e-2], "choice": [1]}}, "exactly one of"),
+    ({"train.head_lr": {"simplex": {"concentration": 1.0}}}, "simplex only applies to train.loss_weights"),
+    ({"train.loss_weights": {"choice": [1]}}, "search train.loss_weights with {simplex"),
+])
+def test_bad_search_spaces_are_config_errors(tmp_path, space, expected):
+    with pytest.raises(ConfigError) as e:
+        sweep_cfg(tmp_path, space=space)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_grid_needs_choices(tmp_path):
+    with pytest.raises(ConfigError, match="grid search needs choice domains"):
+        sweep_cfg(tmp_path, space={"train.head_lr": {"uniform": [0.1, 0.2]}}, searcher="grid")
+
+
+def test_search_code_never_imports_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; import orchestrator.search, orchestrator.config, orchestrator.leaderboard; "
+            "print('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
