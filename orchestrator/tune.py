@@ -81,8 +81,9 @@ def _leaderboard_callback(*args, **kwargs):
     class LeaderboardCallback(tune.Callback):
         """Runs on the driver: one leaderboard row per trial, written when the trial ends."""
 
-        def __init__(self, p: Prepared, board: Leaderboard, experiment: str, out):
-            self.p, self.board, self.experiment, self.out = p, board, experiment, out
+        def __init__(self, cfg: ExperimentConfig, *, n_blocks: int, fingerprint: str):
+            # Tune pickles callbacks with its experiment state: keep only small, plain state here.
+            self.cfg, self.n_blocks, self.fingerprint = cfg, n_blocks, fingerprint
             self.history: dict[str, list[dict]] = {}
             self.rows: list[dict] = []
             self.versions = versions()
@@ -95,7 +96,7 @@ def _leaderboard_callback(*args, **kwargs):
             epochs = int(last.get("epoch", 0))
             if last.get("status") == "diverged":
                 self._write(trial, "diverged", f"non-finite training loss at epoch {epochs}")
-            elif epochs < self.p.cfg.train.epochs:
+            elif epochs < self.cfg.train.epochs:
                 self._write(trial, "stopped", f"stopped early by the scheduler after epoch {epochs}")
             else:
                 self._write(trial, "completed", None)
@@ -112,14 +113,14 @@ def _leaderboard_callback(*args, **kwargs):
             try:  # a callback that raises would end the whole sweep
                 self._append(trial, status, reason)
             except Exception as e:  # noqa: BLE001
-                self.out(f"[leaderboard] could not record trial {trial.trial_id}: {type(e).__name__}: {e}")
+                print(f"[leaderboard] could not record trial {trial.trial_id}: {type(e).__name__}: {e}")
 
         def _append(self, trial, status: str, reason: str | None):
-            cfg = trial_config(self.p.cfg, trial.config)
+            cfg = trial_config(self.cfg, trial.config)
             hist = self.history.get(trial.trial_id, [])
             last = hist[-1] if hist else {}
-            row = {"experiment": self.experiment, "trial_id": trial.trial_id, "status": status, "reason": reason,
-                   **hp_columns(materialize(cfg.search, trial.config, list(cfg.tasks)), n_blocks=self.p.n_blocks)}
+            row = {"experiment": cfg.name, "trial_id": trial.trial_id, "status": status, "reason": reason,
+                   **hp_columns(materialize(cfg.search, trial.config, list(cfg.tasks)), n_blocks=self.n_blocks)}
             mode = cfg.objective_mode
             objectives = [h["objective"] for h in hist if isinstance(h.get("objective"), float)
                           and math.isfinite(h["objective"])]
@@ -138,14 +139,15 @@ def _leaderboard_callback(*args, **kwargs):
                        wall_time_s=float(last.get("time_total_s", 0.0)), world_size=last.get("world_size"),
                        checkpoint=last.get("checkpoint_path"), seed=cfg.train.seed,
                        objective_metric=cfg.objective.metric, config=cfg.run_fields(),
-                       config_hash=cfg.config_hash(), data_fingerprint=self.p.spec.fingerprint,
+                       config_hash=cfg.config_hash(), worker_config_hash=last.get("config_hash"),
+                       data_fingerprint=self.fingerprint,
                        versions=self.versions, created_at=datetime.now(timezone.utc))
-            self.board.append([row])
+            Leaderboard(cfg.storage).append([row])
             self.rows.append(row)
             obj = row["objective"]
-            self.out(f"[leaderboard] trial {trial.trial_id} {status}"
+            print(f"[leaderboard] trial {trial.trial_id} {status}"
                      + (f" ({reason})" if reason else "") + f": epochs {row['epochs']}, objective "
-                     + (f"{obj:.4f}" if isinstance(obj, float) else "n/a"))
+                     + (f"{obj:.4f}" if isinstance(obj, float) else "n/a"), flush=True)
 
     return LeaderboardCallback(*args, **kwargs)
 
@@ -198,7 +200,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
         f"{cfg.search.scheduler.type}, up to {concurrent} trials at once")
     storage = cfg.storage.rstrip("/")
     board = Leaderboard(storage)
-    callback = _leaderboard_callback(p, board, cfg.name, out)
+    callback = _leaderboard_callback(cfg, n_blocks=p.n_blocks, fingerprint=p.spec.fingerprint)
     trainable = rtune.with_parameters(_trial, base=cfg.model_dump(mode="json"), spec=p.spec, n_blocks=p.n_blocks,
                                       train=p.train, val=p.val, storage_path=f"{storage}/trials")
     space = param_space(cfg.search, list(cfg.tasks))

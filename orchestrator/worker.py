@@ -198,7 +198,7 @@ def fit_arrays(strategy, cfg, spec, train, val, *, rank=0, world=1, restore=None
         metrics.update(epoch=epoch + 1, train_loss=train_loss, world_size=world, steps_per_epoch=steps,
                        examples_per_s=steps * per_worker * world / seconds, epoch_seconds=seconds,
                        **{f"rank{r}_steps": int(c) for r, c in enumerate(rank_steps)},
-                       status="diverged" if diverged else "running")
+                       status="diverged" if diverged else "running", config_hash=cfg.config_hash())
         state = {"epoch": epoch + 1, "history": state["history"] + [metrics]}
         if on_epoch:
             on_epoch(metrics, state, mt, optimizers)

@@ -89,9 +89,16 @@ def test_bad_search_spaces_are_config_errors(tmp_path, space, expected):
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
-def test_grid_needs_choices(tmp_path):
-    with pytest.raises(ConfigError, match="grid search needs choice domains"):
+def test_grid_needs_a_choice_and_samples_the_rest(tmp_path):
+    from ray.tune.search.variant_generator import generate_variants
+
+    with pytest.raises(ConfigError, match="grid search needs at least one choice domain"):
         sweep_cfg(tmp_path, space={"train.head_lr": {"uniform": [0.1, 0.2]}}, searcher="grid")
+    cfg = sweep_cfg(tmp_path, space={"train.freeze_depth": {"choice": [0, 3]}, "train.head_lr": {"uniform": [0.1, 0.2]}},
+                    searcher="grid")
+    variants = [p for _, p in generate_variants(param_space(cfg.search, list(cfg.tasks)))]
+    assert [p["train.freeze_depth"] for p in variants] == [0, 3]
+    assert all(0.1 <= p["train.head_lr"] <= 0.2 for p in variants)
 
 
 def test_search_code_never_imports_tensorflow():
