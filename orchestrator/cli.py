@@ -196,12 +196,14 @@ def best(storage, experiment, where, metric, output):
 @click.option("--entrypoint", type=click.Choice(["tune", "train"]), default="tune", show_default=True)
 @click.option("--follow/--no-follow", default=False, help="stream the job's logs until it ends")
 @click.option("--wait/--no-wait", default=True, help="wait for the job to end (default) or return at once")
-def submit(config, address, entrypoint, follow, wait):
+@click.option("--working-dir", default=None, type=click.Path(file_okay=False),
+              help="directory uploaded with the job (default: this project's root)")
+def submit(config, address, entrypoint, follow, wait, working_dir):
     """Submit a sweep (or a train run) to a Ray cluster as a Ray job."""
     from .jobs import submit as run
 
     sys.exit(run(config, address, entrypoint_script=f"jobs/{entrypoint}.py", follow=follow, wait=wait,
-                 out=click.echo))
+                 working_dir=working_dir, out=click.echo))
 
 
 @cli.command()

@@ -127,6 +127,8 @@ class ResourcesConfig(_Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     use_gpu: bool = False
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="how a trial's workers are placed on nodes (Ray placement group strategy)")
 
     @model_validator(mode="after")
     def _check(self):

@@ -58,12 +58,24 @@ def submit(config_path: str, address: str | None, *, entrypoint_script: str = "j
     url = _url(address)
     with _translate(url):
         client = _client(url)
-        job_id = client.submit_job(entrypoint=entrypoint, entrypoint_num_cpus=0.1,
-                                   runtime_env={"working_dir": str(root), "excludes": list(EXCLUDES)})
+        job_id = _submit_when_ready(client, entrypoint=entrypoint, entrypoint_num_cpus=0.1,
+                                    runtime_env={"working_dir": str(root), "excludes": list(EXCLUDES)})
     out(f"submitted job {job_id} to {url}: {entrypoint}")
     if follow:
         return _follow(client, url, job_id, out)
     return _wait(client, url, job_id, out, changes=True) if wait else 0
+
+
+def _submit_when_ready(client, *, patience_s: float = 120.0, **kwargs) -> str:
+    """A cluster that just started has no job agent yet ("try again later"): retry for a while."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as e:
+            if "try again later" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_S)
 
 
 def status(address: str | None, job_id: str | None = None, *, out=print) -> int:

@@ -92,7 +92,7 @@ def make_trainer(p: Prepared, *, name: str, storage_path: str, callbacks=(), max
         train_loop_per_worker,
         train_loop_config={"config": p.cfg.model_dump(mode="json"), "data_spec": p.spec.to_dict()},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=r.workers, use_gpu=r.use_gpu,
+            num_workers=r.workers, use_gpu=r.use_gpu, placement_strategy=r.placement_strategy,
             resources_per_worker={"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}),
         datasets={"train": ray.data.from_arrow(p.train), "val": ray.data.from_arrow(p.val)},
         dataset_config=DataConfig(datasets_to_split=["train"]),  # val: every worker strides the whole set

@@ -67,11 +67,16 @@ class SchedulerConfig(_Strict):
 
 class SearchConfig(_Strict):
     space: dict[str, Domain]
-    num_samples: int = Field(8, ge=1, description="trials (with grid: repeats of the whole grid)")
+    num_samples: Optional[int] = Field(None, ge=1, description="trials; with grid: repeats of the whole grid "
+                                                                "(default: 8 samples, or the grid once)")
     searcher: Literal["random", "grid", "optuna"] = "random"
     scheduler: SchedulerConfig = SchedulerConfig()
     max_concurrent_trials: Optional[int] = Field(None, ge=1)
     seed: int = 0
+
+    @property
+    def samples(self) -> int:
+        return self.num_samples or (1 if self.searcher == "grid" else 8)
 
     @model_validator(mode="after")
     def _check(self):

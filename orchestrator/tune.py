@@ -85,8 +85,12 @@ def _leaderboard_callback(*args, **kwargs):
             # Tune pickles callbacks with its experiment state: keep only small, plain state here.
             self.cfg, self.n_blocks, self.fingerprint = cfg, n_blocks, fingerprint
             self.history: dict[str, list[dict]] = {}
+            self.started: dict[str, datetime] = {}
             self.rows: list[dict] = []
             self.versions = versions()
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = datetime.now(timezone.utc)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self.history.setdefault(trial.trial_id, []).append(result)
@@ -141,7 +145,8 @@ def _leaderboard_callback(*args, **kwargs):
                        objective_metric=cfg.objective.metric, config=cfg.run_fields(),
                        config_hash=cfg.config_hash(), worker_config_hash=last.get("config_hash"),
                        data_fingerprint=self.fingerprint,
-                       versions=self.versions, created_at=datetime.now(timezone.utc))
+                       versions=self.versions, started_at=self.started.get(trial.trial_id),
+                       created_at=datetime.now(timezone.utc))
             Leaderboard(cfg.storage).append([row])
             self.rows.append(row)
             obj = row["objective"]
@@ -196,7 +201,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     import ray
 
     concurrent = cfg.search.max_concurrent_trials or max_concurrent(cfg, ray.cluster_resources())
-    out(f"experiment {cfg.name}: {cfg.search.num_samples} samples, searcher {cfg.search.searcher}, scheduler "
+    out(f"experiment {cfg.name}: {cfg.search.samples} samples, searcher {cfg.search.searcher}, scheduler "
         f"{cfg.search.scheduler.type}, up to {concurrent} trials at once")
     storage = cfg.storage.rstrip("/")
     board = Leaderboard(storage)
@@ -209,7 +214,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     tuner = rtune.Tuner(
         rtune.with_resources(trainable, {"CPU": TRIAL_DRIVER_CPU}),
         param_space=space,
-        tune_config=rtune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=cfg.search.num_samples,
+        tune_config=rtune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=cfg.search.samples,
                                      search_alg=_searcher(cfg, concurrent), scheduler=_scheduler(cfg),
                                      max_concurrent_trials=concurrent),
         run_config=rtune.RunConfig(name=cfg.name, storage_path=f"{storage}/sweeps", callbacks=[callback],

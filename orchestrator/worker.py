@@ -119,6 +119,9 @@ def train_loop_per_worker(payload: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    for gpu in tf.config.list_physical_devices("GPU"):
+        # Trials packed on one GPU (gpus_per_worker < 1) share it: allocate memory as needed.
+        tf.config.experimental.set_memory_growth(gpu, True)
     # Create the strategy before any other TF op. One worker has nothing to synchronize: the
     # default strategy then spares the per-step collectives (measured in bench/).
     strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()

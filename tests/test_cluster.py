@@ -1,0 +1,158 @@
+"""A real two-node Ray cluster on this host (slow): Ray jobs, spread placement, token auth.
+
+Starts its own head and worker node (`ray start`, free ports, its own temp dir, token auth on),
+and at the end stops only the processes of that cluster.
+"""
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.leaderboard import Leaderboard
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, env, timeout=300):
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def start_node(args, env, log):
+    """`ray start` with output to a file: its daemons must not inherit a pipe this test closes."""
+    with open(log, "a") as f:
+        proc = subprocess.run([str(BIN / "ray"), "start", *args], env=env, stdout=f, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == 0, Path(log).read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")   # short: Ray's socket paths have a length limit
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash = free_port(), free_port()
+    log = f"{temp}.log"
+
+    def own_ports():  # two nodes on one host: every per-node agent port must differ (defaults collide)
+        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+                f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+
+    start_node([*own_ports(), "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--dashboard-port={dash}",
+                "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
+                "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp}", "--disable-usage-stats"], env, log)
+    # Its own temp dir too: nodes sharing one would share (and garbage-collect) runtime_env working dirs.
+    start_node([*own_ports(), f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                f"--temp-dir={temp}/n2",
+                '--resources={"sim_node": 1}', "--disable-usage-stats"], env, log)
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        yield {"url": url, "env": env, "temp": temp}
+    finally:
+        # Stop only this cluster: every one of its processes names its temp dir or its GCS port.
+        for signal in ("-TERM", "-KILL"):   # Ray's daemons may outlive SIGTERM
+            subprocess.run(["pkill", signal, "-f", temp])
+            subprocess.run(["pkill", signal, "-f", f"127.0.0.1:{gcs}"])
+            time.sleep(3)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def job_dir(tmp_path: Path, name: str, run_fields: dict) -> Path:
+    """A working dir to upload: the package, the job entrypoints, and the experiment file."""
+    wd = tmp_path / name
+    shutil.copytree(ROOT / "orchestrator", wd / "orchestrator", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "jobs", wd / "jobs", ignore=shutil.ignore_patterns("__pycache__"))
+    (wd / "experiment.yaml").write_text(yaml.safe_dump(run_fields))
+    return wd
+
+
+def experiment(name: str, storage: str, **extra) -> dict:
+    return {
+        "name": name, "storage": storage,
+        "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},
+        "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"}},
+        "backbone": {"kind": "builtin", "weights": "none"},
+        "heads": {"hidden_units": 16},
+        "train": {"epochs": 1, "batch_size": 128, "head_lr": 3e-3, "backbone_lr": 3e-3},
+        "resources": {"workers": 1, "cpus_per_worker": 0.9},
+        **extra,
+    }
+
+
+SEARCH = {"space": {"train.freeze_depth": {"choice": [0, "all"]}}, "searcher": "grid", "scheduler": {"type": "none"},
+          "num_samples": 1}
+
+
+def test_sweep_submitted_with_orchestrator_submit_and_ray_job_submit(cluster, tmp_path):
+    storage = str(tmp_path / "storage")
+    wd = job_dir(tmp_path, "wd1", experiment("via-orchestrator", storage, search=SEARCH))
+    sub = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],
+               "--working-dir", str(wd), "--follow"], cluster["env"], timeout=900)
+    assert sub.returncode == 0, (sub.stdout[-3000:], sub.stderr[-3000:])
+    assert "submitted job" in sub.stdout and "SUCCEEDED" in sub.stdout
+
+    wd2 = job_dir(tmp_path, "wd2", experiment("via-ray-job", storage, search=SEARCH))
+    ray_sub = run([str(BIN / "ray"), "job", "submit", "--address", cluster["url"], "--working-dir", str(wd2),
+                   "--entrypoint-num-cpus", "0.1", "--", "python", "jobs/tune.py", "experiment.yaml"],
+                  cluster["env"], timeout=900)
+    assert ray_sub.returncode == 0 and "succeeded" in ray_sub.stdout.lower(), ray_sub.stdout[-3000:]
+
+    board = Leaderboard(storage)
+    for name in ("via-orchestrator", "via-ray-job"):
+        rows = board.table(experiment=name).to_pylist()
+        assert sorted(r["freeze_depth"] for r in rows) == [0, 5] and all(r["status"] == "completed" for r in rows)
+    status = run([str(BIN / "orchestrator"), "jobs", "--address", cluster["url"]], cluster["env"])
+    assert status.returncode == 0 and status.stdout.count("SUCCEEDED") == 2
+
+
+def test_missing_token_is_a_one_line_error(cluster, tmp_path):
+    env = {k: v for k, v in cluster["env"].items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    env["HOME"] = str(tmp_path)   # no ~/.ray/auth_token either
+    out = run([str(BIN / "orchestrator"), "jobs", "--address", cluster["url"]], env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("error:") and "RAY_AUTH_MODE=token" in out.stderr
+
+
+def test_two_worker_trial_spread_over_two_nodes(cluster, tmp_path):
+    storage = str(tmp_path / "storage")
+    run_fields = experiment("spread", storage, resources={"workers": 2, "cpus_per_worker": 1,
+                                                          "placement_strategy": "STRICT_SPREAD"})
+    run_fields["train"]["epochs"] = 2
+    wd = job_dir(tmp_path, "wd3", run_fields)
+    sub = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],
+               "--working-dir", str(wd), "--entrypoint", "train"], cluster["env"], timeout=900)
+    assert sub.returncode == 0, (sub.stdout[-3000:], sub.stderr[-3000:])
+    summaries = list(Path(storage, "trials").glob("*/summary.json"))
+    assert len(summaries) == 1
+    s = json.loads(summaries[0].read_text())
+    assert s["status"] == "completed" and s["world_size"] == 2
+    assert s["rank_steps"][0] == s["rank_steps"][1] > 0
+    assert s["tasks"]["left"]["accuracy"] > 0.4 and s["tasks"]["right"]["accuracy"] > 0.4   # chance: 0.2
+    submission = next(w for w in sub.stdout.split() if w.startswith("raysubmit_"))
+    jobs = run([str(BIN / "ray"), "list", "jobs", "--address", cluster["url"], "--detail", "--format", "json"],
+               cluster["env"])
+    job_id = next(j["job_id"] for j in json.loads(jobs.stdout) if j.get("submission_id") == submission)
+    actors = run([str(BIN / "ray"), "list", "actors", "--address", cluster["url"], "--detail", "--format", "json",
+                  "--filter", "class_name=RayTrainWorker", "--filter", f"job_id={job_id}", "--limit", "1000"],
+                 cluster["env"])
+    assert actors.returncode == 0, actors.stderr[-2000:]
+    workers = json.loads(actors.stdout)
+    assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, workers   # one worker per node
