@@ -1,0 +1,44 @@
+"""Fractional GPUs: trials packed on one (logical) GPU. Ray schedules logical GPUs on this CPU-only
+machine (ray.init(num_gpus=1)); TensorFlow then runs on the CPU. That is the only stand-in here."""
+import pytest
+
+from orchestrator.config import parse_config
+from orchestrator.leaderboard import Leaderboard
+from orchestrator.tune import max_concurrent, tune
+
+
+def packed(storage, name, gpus, depths):
+    return parse_config({
+        "name": name, "storage": storage,
+        "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},
+        "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"}},
+        "backbone": {"kind": "builtin", "weights": "none"},
+        "heads": {"hidden_units": 8},
+        "train": {"epochs": 1, "batch_size": 256},
+        "resources": {"workers": 1, "use_gpu": True, "gpus_per_worker": gpus, "cpus_per_worker": 0.2},
+        "search": {"space": {"train.freeze_depth": {"choice": depths}}, "searcher": "grid",
+                   "scheduler": {"type": "none"}},
+    })
+
+
+def test_max_concurrent_follows_gpus_and_cpus(tmp_path):
+    assert max_concurrent(packed("s", "a", 0.25, [0]), {"CPU": 2, "GPU": 1}) == 4
+    assert max_concurrent(packed("s", "a", 1.0, [0]), {"CPU": 2, "GPU": 1}) == 1
+    assert max_concurrent(packed("s", "a", 0.5, [0]), {"CPU": 16, "GPU": 4}) == 8
+    cpu_only = packed("s", "a", 0.25, [0]).with_values({"resources.use_gpu": False, "resources.gpus_per_worker": 0})
+    assert max_concurrent(cpu_only, {"CPU": 2}) == 6   # 2 / (0.2 worker + 0.1 trial driver)
+
+
+@pytest.mark.slow
+def test_quarter_gpu_trials_run_together_and_whole_gpu_trials_in_turn(ray_session, tmp_path):
+    assert ray_session.cluster_resources().get("GPU") == 1
+    storage = str(tmp_path)
+    tune(packed(storage, "quarter", 0.25, [0, 1, 2, 3]))
+    tune(packed(storage, "whole", 1.0, [0, 1]))
+    board = Leaderboard(storage)
+    quarter = board.table(experiment="quarter").to_pylist()
+    assert len(quarter) == 4 and all(r["status"] == "completed" for r in quarter)
+    assert max(r["started_at"] for r in quarter) < min(r["created_at"] for r in quarter)   # all 4 overlap
+    whole = sorted(board.table(experiment="whole").to_pylist(), key=lambda r: r["started_at"])
+    assert len(whole) == 2 and all(r["status"] == "completed" for r in whole)
+    assert whole[1]["started_at"] >= whole[0]["created_at"]                                # one after another
