@@ -14,7 +14,7 @@ import tempfile
 
 import keras
 
-from .config import BackboneConfig
+from .config import BackboneConfig, frozen_blocks
 from .errors import ConfigError
 
 BUILTIN_FILE = "backbones/digits-cnn-v1.keras"   # under the experiment's storage
@@ -104,10 +104,8 @@ def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[s
 
 def freeze_mask(n_blocks: int, depth: int | str) -> list[bool]:
     """trainable flag per block: the first ``depth`` blocks are frozen ('all' = every block)."""
-    depth = n_blocks if depth == "all" else int(depth)
-    if not 0 <= depth <= n_blocks:
-        raise ConfigError(f"train.freeze_depth {depth} is beyond the backbone's {n_blocks} blocks; use 0..{n_blocks} or 'all'")
-    return [i >= depth for i in range(n_blocks)]
+    frozen = frozen_blocks(depth, n_blocks)
+    return [i >= frozen for i in range(n_blocks)]
 
 
 def apply_freeze(model: keras.Model, groups: list[list[str]], depth: int | str) -> None:

@@ -51,13 +51,10 @@ def pretrain(storage, force):
 @_set_opt
 def validate(config, sets):
     """Check the config and the data set; trains nothing, starts no Ray."""
-    from .run import resolve_storage, count_blocks, check_freeze_depth
-    from .data import prepare
+    from .run import prepare_run
 
-    cfg = resolve_storage(_load(config, sets))
-    _, _, spec = prepare(cfg)
-    n_blocks = count_blocks(cfg, spec.image_shape)
-    check_freeze_depth(cfg.train.freeze_depth, n_blocks)
+    p = prepare_run(_load(config, sets), pretrain=False)
+    cfg, spec, n_blocks = p.cfg, p.spec, p.n_blocks
     click.echo(f"ok: {config}: {len(cfg.tasks)} tasks ({', '.join(cfg.tasks)}), {spec.n_train} train / "
                f"{spec.n_val} validation images of shape {list(spec.image_shape)}, backbone "
                f"{cfg.backbone.kind}:{cfg.backbone.name} with {n_blocks} blocks, data fingerprint {spec.fingerprint}")

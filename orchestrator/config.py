@@ -209,6 +209,14 @@ class ExperimentConfig(_Strict):
         return parse_config(d)
 
 
+def frozen_blocks(depth: Union[int, str], n_blocks: int, *, where: str = "train.freeze_depth") -> int:
+    """How many blocks a freeze depth freezes ('all' = every block); ConfigError if out of range."""
+    n = n_blocks if depth == "all" else int(depth)
+    if not 0 <= n <= n_blocks:
+        raise ConfigError(f"{where} {depth} is beyond the backbone's {n_blocks} blocks; use 0..{n_blocks} or 'all'")
+    return n
+
+
 def set_dotted(d: dict, path: str, value: Any) -> None:
     keys = path.split(".")
     node = d

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, frozen_blocks
 from .data import DataSpec, filesystem, prepare
-from .errors import ConfigError
 
 # Ray Train waits this long for a worker group before retrying. TF start-up on 2 cores can pass
 # Ray's default of 60 s; raised here (the driver's environment is passed to the controller).
@@ -49,18 +48,14 @@ def count_blocks(cfg: ExperimentConfig, image_shape) -> int:
     return len(blocks(build_backbone(bb, image_shape, storage=cfg.storage), cfg.backbone.blocks))
 
 
-def check_freeze_depth(depth, n_blocks: int, where: str = "train.freeze_depth") -> None:
-    if depth != "all" and not 0 <= int(depth) <= n_blocks:
-        raise ConfigError(f"{where} {depth} is beyond the backbone's {n_blocks} blocks; use 0..{n_blocks} or 'all'")
-
-
-def prepare_run(cfg: ExperimentConfig, *, out=print) -> Prepared:
-    """Everything that can fail because of the user's input, before any Ray resources are used."""
+def prepare_run(cfg: ExperimentConfig, *, out=print, pretrain: bool = True) -> Prepared:
+    """Everything that can fail because of the user's input, before any Ray resources are used;
+    then (``pretrain``) the built-in backbone is pretrained if it is not cached yet."""
     cfg = resolve_storage(cfg)
     train, val, spec = prepare(cfg)
     n_blocks = count_blocks(cfg, spec.image_shape)
-    check_freeze_depth(cfg.train.freeze_depth, n_blocks)
-    if cfg.backbone.kind == "builtin" and cfg.backbone.weights == "pretrained":
+    frozen_blocks(cfg.train.freeze_depth, n_blocks)
+    if pretrain and cfg.backbone.kind == "builtin" and cfg.backbone.weights == "pretrained":
         from .pretrain import pretrain
 
         pretrain(cfg.storage, out=out)  # cached after the first time

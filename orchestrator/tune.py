@@ -10,10 +10,10 @@ import time
 from datetime import datetime, timezone
 from importlib import metadata
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, frozen_blocks
 from .errors import ConfigError
 from .leaderboard import Leaderboard
-from .run import Prepared, check_freeze_depth, init_ray, prepare_run
+from .run import Prepared, init_ray, prepare_run
 from .search import candidate_values, hp_columns, materialize, param_space
 
 TRIAL_DRIVER_CPU = 0.1   # the Tune trial only drives its TensorflowTrainer; Ray refuses 0 CPUs here
@@ -32,7 +32,7 @@ def prepare_sweep(cfg: ExperimentConfig, *, out=print) -> Prepared:
             except ConfigError as e:
                 raise ConfigError(f"search.space {path}: value {value!r} is invalid ({e})") from None
             if path == "train.freeze_depth":
-                check_freeze_depth(value, p.n_blocks, where=f"search.space train.freeze_depth choice")
+                frozen_blocks(value, p.n_blocks, where="search.space train.freeze_depth choice")
     return p
 
 

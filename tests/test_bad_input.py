@@ -126,3 +126,22 @@ def test_validate_prints_a_summary(tmp_path, capsys):
     main(["validate", write_yaml(tmp_path / "e.yaml", cfg)])
     out = capsys.readouterr().out
     assert "ok:" in out and "60 train / 20 validation images of shape [12, 12, 1]" in out and "5 blocks" in out
+
+
+@pytest.mark.parametrize("space, expected", [
+    ({"train.freeze_depth": {"choice": [0, 9]}}, "search.space train.freeze_depth choice 9 is beyond the backbone's 5"),
+    ({"train.head_lr": {"choice": [0.01, -1]}}, "search.space train.head_lr: value -1 is invalid"),
+    ({"train.nope": {"choice": [1]}}, "search path 'train.nope' is not a config field"),
+    ({"train.head_lr": {"loguniform": [0.1, 0.01]}}, "low < high"),
+])
+def test_bad_search_space_exits_2_before_ray(tmp_path, capsys, space, expected):
+    cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)),
+                     search={"space": space})
+    code, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and expected in err and "\n" not in err, err
+
+
+def test_tune_without_search_section_is_a_config_error(tmp_path, capsys):
+    cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)))
+    code, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "has no 'search' section" in err
