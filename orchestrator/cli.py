@@ -129,13 +129,12 @@ def demo(storage, output, retrain_workers, address):
 
 def _by_freeze_depth(board, experiment: str) -> str:
     """Mean final objective per freeze depth among trials that ran all epochs: does depth matter?"""
-    rows = [r for r in board.table(experiment=experiment).to_pylist() if r.get("status") == "completed"]
-    if not rows or "freeze_depth" not in rows[0]:
-        return ""
-    depths = sorted({r["freeze_depth"] for r in rows})
-    parts = [f"{d}: {sum(r['objective'] for r in rows if r['freeze_depth'] == d) / sum(r['freeze_depth'] == d for r in rows):.3f}"
-             f" (n={sum(r['freeze_depth'] == d for r in rows)})" for d in depths]
-    return "objective by freeze depth (completed trials): " + ", ".join(parts)
+    groups: dict[int, list[float]] = {}
+    for r in board.table(experiment=experiment).to_pylist():
+        if r.get("status") == "completed" and r.get("freeze_depth") is not None:
+            groups.setdefault(r["freeze_depth"], []).append(r["objective"])
+    parts = [f"{d}: {sum(v) / len(v):.3f} (n={len(v)})" for d, v in sorted(groups.items())]
+    return "objective by freeze depth (completed trials): " + ", ".join(parts) if parts else ""
 
 
 def _write_best(row: dict, output: str) -> None:

@@ -132,12 +132,8 @@ def eval_sums(cfg: ExperimentConfig, spec: DataSpec, model: keras.Model, x: np.n
 
 
 @tf.function(reduce_retracing=True)
-def _predict_fn(model, x):
-    return model(x, training=False)
-
-
 def _predict(model, x):
-    return _predict_fn(model, x)
+    return model(x, training=False)
 
 
 def metrics_from_sums(cfg: ExperimentConfig, sums: np.ndarray) -> dict[str, float]:
