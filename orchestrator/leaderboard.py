@@ -262,9 +262,7 @@ def _default_columns(table: pa.Table) -> list[str]:
     scores = [c for c in numeric if f"best_{c}" in table.column_names]   # each task's score metric
     metrics = scores or [c for c in numeric if _METRIC.search(c) and not c.startswith("best_")]
     hparams = [c for c in numeric if not _METRIC.search(c) and c not in _NOT_HPARAMS and not c.startswith("best_")
-               and not c.endswith("_loss") and not c.startswith(("final_", "hp_")) and c not in fixed + tail]
-    hparams += [c for c in shown if c.startswith("hp_")]
-    metrics += [c for c in numeric if c.startswith("final_")]
+               and not c.endswith("_loss") and c not in fixed + tail]
     if "experiment" in shown and len(set(table.column("experiment").to_pylist())) == 1:
         fixed = fixed[1:]   # one experiment: its name needs no column
     return ["rank"] + list(dict.fromkeys(c for c in fixed + metrics + hparams + tail if c in shown))
@@ -285,8 +283,8 @@ def _rich_table(table: pa.Table, columns: list[str]) -> str:
     return console.file.getvalue()
 
 
-_SHORT = [(r"^(final_|hp_train_|hp_)", ""), (r"^weight_", "w_"), (r"_accuracy$", "_acc"), (r"^freeze_depth$", "freeze"),
-          (r"^backbone_lr$", "bb_lr"), (r"^wall_time_s$", "time_s"), (r"^objective$", "objective")]
+_SHORT = [(r"^weight_", "w_"), (r"_accuracy$", "_acc"), (r"^freeze_depth$", "freeze"),
+          (r"^backbone_lr$", "bb_lr"), (r"^wall_time_s$", "time_s")]
 
 
 def _header(column: str) -> str:

@@ -120,11 +120,12 @@ def _leaderboard_callback(*args, **kwargs):
                 print(f"[leaderboard] could not record trial {trial.trial_id}: {type(e).__name__}: {e}")
 
         def _append(self, trial, status: str, reason: str | None):
-            cfg = trial_config(self.cfg, trial.config)
+            values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks))
+            cfg = self.cfg.with_values(values)
             hist = self.history.get(trial.trial_id, [])
             last = hist[-1] if hist else {}
             row = {"experiment": cfg.name, "trial_id": trial.trial_id, "status": status, "reason": reason,
-                   **hp_columns(materialize(cfg.search, trial.config, list(cfg.tasks)), n_blocks=self.n_blocks)}
+                   **hp_columns(values, n_blocks=self.n_blocks)}
             mode = cfg.objective_mode
             objectives = [h["objective"] for h in hist if isinstance(h.get("objective"), float)
                           and math.isfinite(h["objective"])]

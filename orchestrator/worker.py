@@ -1,7 +1,7 @@
 """The per-worker training loop run by Ray Train. Knows nothing of Tune or the leaderboard.
 
 Every rank runs ``train_loop_per_worker``; they synchronize only inside the distributed step
-(gradient all-reduce), in ``allreduce_sum`` (step counts, epoch loss, validation sums) and at
+(gradient all-reduce), in ``allreduce_sum`` (step counts; once per epoch: loss, validation sums) and at
 ``ray.train.report`` (a barrier: every rank reports once per epoch).
 """
 from __future__ import annotations
@@ -187,21 +187,25 @@ def fit_arrays(strategy, cfg, spec, train, val, *, rank=0, world=1, restore=None
                            global_batch=per_worker * world)
 
     executed = 0  # steps this rank ran since (re)start: proof that every worker trained
+    config_hash = cfg.config_hash()
     for epoch in range(state["epoch"], cfg.train.epochs):
         t0 = time.perf_counter()
         total = tf.constant(0.0)
         for xb, yb in dist:
             total += step(xb, yb)
             executed += 1
-        train_loss = float(allreduce_sum(np.array([float(total)]))[0]) / steps
         seconds = time.perf_counter() - t0
-        metrics = metrics_from_sums(cfg, allreduce_sum(eval_sums(cfg, spec, mt.model, xv, yv)))
-        rank_steps = allreduce_sum(np.eye(world)[rank] * executed)
+        # One collective per epoch: loss sum, per-rank step counts and validation sums together.
+        summed = allreduce_sum(np.concatenate([[float(total)], np.eye(world)[rank] * executed,
+                                               eval_sums(cfg, spec, mt.model, xv, yv)]))
+        train_loss = float(summed[0]) / steps
+        rank_steps = summed[1:1 + world]
+        metrics = metrics_from_sums(cfg, summed[1 + world:])
         diverged = not np.isfinite(train_loss)
         metrics.update(epoch=epoch + 1, train_loss=train_loss, world_size=world, steps_per_epoch=steps,
                        examples_per_s=steps * per_worker * world / seconds, epoch_seconds=seconds,
                        **{f"rank{r}_steps": int(c) for r, c in enumerate(rank_steps)},
-                       status="diverged" if diverged else "running", config_hash=cfg.config_hash())
+                       status="diverged" if diverged else "running", config_hash=config_hash)
         state = {"epoch": epoch + 1, "history": state["history"] + [metrics]}
         if on_epoch:
             on_epoch(metrics, state, mt, optimizers)
