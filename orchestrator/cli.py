@@ -116,7 +116,7 @@ def demo(storage, output, retrain_workers, address):
     board = Leaderboard(s["storage"])
     click.echo(_by_freeze_depth(board, s["experiment"]))
     best = board.best(experiment=s["experiment"])
-    _write_best(best, output)
+    write_best(best, output)
     if retrain_workers:
         click.echo(f"\nretraining the winner ({best['trial_id']}) with {retrain_workers} workers: "
                    f"orchestrator train {output} --set resources.workers={retrain_workers}")
@@ -135,55 +135,6 @@ def _by_freeze_depth(board, experiment: str) -> str:
             groups.setdefault(r["freeze_depth"], []).append(r["objective"])
     parts = [f"{d}: {sum(v) / len(v):.3f} (n={len(v)})" for d, v in sorted(groups.items())]
     return "objective by freeze depth (completed trials): " + ", ".join(parts) if parts else ""
-
-
-def _write_best(row: dict, output: str) -> None:
-    header = (f"# best trial {row['trial_id']} of experiment {row['experiment']}: objective {row['objective']:.4f} "
-              f"({row['status']}, {row['epochs']} epochs)\n# retrain: orchestrator train {output}\n")
-    tmp = output + ".partial"
-    with open(tmp, "w") as f:
-        f.write(header + yaml.safe_dump(row["config"], sort_keys=False))
-    import os
-
-    os.replace(tmp, output)
-    click.echo(f"wrote {output} (trial {row['trial_id']}, objective {row['objective']:.4f})")
-
-
-_storage_opt = click.option("--storage", default="runs", show_default=True, help="storage holding the leaderboard")
-_query_opts = [
-    click.option("--experiment", "-e", multiple=True, help="only these experiments (repeatable)"),
-    click.option("--where", "-w", default=None, help='filter, e.g. "right_accuracy >= 0.9 and freeze_depth <= 2"'),
-]
-
-
-def _query(f):
-    for opt in reversed(_query_opts):
-        f = opt(f)
-    return _storage_opt(f)
-
-
-@cli.command()
-@_query
-@click.option("--sort", "metric", default="objective", show_default=True, help="metric to sort by (direction known)")
-@click.option("--top", "k", default=20, show_default=True, help="rows to show")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-def leaderboard(storage, experiment, where, metric, k, fmt):
-    """Show the leaderboard: best trials first."""
-    from .leaderboard import Leaderboard, render
-
-    table = Leaderboard(storage).top(k, metric=metric, experiment=list(experiment) or None, where=where)
-    click.echo(render(table, fmt=fmt))
-
-
-@cli.command()
-@_query
-@click.option("--metric", "-m", default="objective", show_default=True, help="metric that decides the winner")
-@click.option("--output", "-o", default="best.yaml", show_default=True)
-def best(storage, experiment, where, metric, output):
-    """Write the best trial's configuration as a runnable YAML (no search block)."""
-    from .leaderboard import Leaderboard
-
-    _write_best(Leaderboard(storage).best(metric=metric, experiment=list(experiment) or None, where=where), output)
 
 
 @cli.command()
@@ -228,6 +179,12 @@ def _summary_text(s: dict) -> str:
               f"{s['wall_time_s']} s",
               f"  checkpoint: {s['checkpoint']}", f"  summary:    {s['summary_file']}"]
     return "\n".join(lines)
+
+
+from .cli_query import best, leaderboard, write_best  # noqa: E402 - registered below
+
+cli.add_command(leaderboard)
+cli.add_command(best)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,19 +13,41 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import metrics
 from .errors import ConfigError
 from .search import SearchConfig, check_paths
+from .storage import is_uri, redact
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AugmentConfig(_Strict):
+    """Training-only augmentation with Keras preprocessing layers (run on the workers)."""
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    rotation: float = Field(0.0, ge=0.0, le=1.0, description="max rotation, fraction of a full turn")
+    zoom: float = Field(0.0, ge=0.0, lt=1.0, description="max zoom in/out, fraction of the size")
+    contrast: float = Field(0.0, ge=0.0, le=1.0, description="max contrast change, fraction")
+
+    @property
+    def active(self) -> bool:
+        return self.flip != "none" or bool(self.rotation or self.zoom or self.contrast)
+
+
 class DataConfig(_Strict):
-    train: str = Field(description="Parquet file/directory (local path or URI like s3://...) or builtin:NAME")
-    validation: Union[float, str] = Field(0.2, description="fraction of train held out, or a Parquet path/URI")
+    train: str = Field(description="Parquet data, or a manifest (Parquet/CSV with a column of image paths), "
+                                   "local path or URI (s3://...), or builtin:NAME")
+    validation: Union[float, str] = Field(0.2, description="fraction of train held out, or a path/URI like train")
     image_column: str = "image"
-    image_shape: Optional[tuple[int, int, int]] = Field(None, description="(height, width, channels)")
+    image_shape: Optional[tuple[int, int, int]] = Field(None, description="(height, width, channels) of flat pixel lists")
+    image_size: Optional[tuple[int, int]] = Field(None, description="(height, width): resize every image on decode")
+    color_mode: Literal["keep", "rgb", "grayscale"] = Field("keep", description="convert decoded images' channels")
+    augment: AugmentConfig = AugmentConfig()
+    cache: Literal["auto", "memory", "none"] = Field(
+        "auto", description="memory: decode once, keep each worker's shard in memory; none: stream every epoch; "
+                            "auto: memory when a worker's decoded shard fits cache_budget_mb")
+    cache_budget_mb: float = Field(1024.0, gt=0, description="auto: largest decoded shard per worker kept in memory")
 
     @field_validator("validation")
     @classmethod
@@ -34,12 +56,12 @@ class DataConfig(_Strict):
             raise ValueError("validation fraction must be between 0 and 1 (exclusive)")
         return v
 
-
-TASK_METRICS = {
-    "classification": ("accuracy",),
-    "binary": ("accuracy", "auc"),
-    "regression": ("mae", "rmse", "r2"),
-}
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v):
+        if v is not None and min(v) < 1:
+            raise ValueError("image_size must be [height, width], both >= 1")
+        return v
 
 
 class TaskConfig(_Strict):
@@ -51,7 +73,7 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        allowed = TASK_METRICS[self.type]
+        allowed = metrics.metrics_for(self.type)
         if self.metric is not None and self.metric not in allowed:
             raise ValueError(f"metric {self.metric!r} is not available for {self.type} tasks; use one of {list(allowed)}")
         if self.classes is not None and self.type != "classification":
@@ -62,7 +84,7 @@ class TaskConfig(_Strict):
 
     @property
     def score_metric(self) -> str:
-        return self.metric or TASK_METRICS[self.type][0]
+        return self.metric or metrics.default_score(self.type)
 
 
 class BackboneConfig(_Strict):
@@ -99,7 +121,12 @@ class TrainConfig(_Strict):
     head_lr: float = Field(1e-3, gt=0)
     freeze_depth: Union[int, Literal["all"]] = Field(0, description="backbone blocks kept frozen, from the input")
     loss_weights: Optional[dict[str, float]] = Field(None, description="per task; normalized to sum 1; default equal")
+    loss_weighting: Literal["static", "uncertainty", "dwa"] = Field(
+        "static", description="static: loss_weights; uncertainty: Kendall et al. 2018; dwa: Liu et al. 2019")
+    dwa_temperature: float = Field(2.0, gt=0, description="DWA's softmax temperature T")
     weight_decay: float = Field(0.0, ge=0)
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (the last epoch always); a lost "
+                                                       "worker redoes at most this many epochs")
     seed: int = 0
 
     @field_validator("freeze_depth", mode="before")
@@ -130,18 +157,23 @@ class ResourcesConfig(_Strict):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="how a trial's workers are placed on nodes (Ray placement group strategy)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_gpu_by_default(cls, data):
+        if isinstance(data, dict) and data.get("use_gpu") and not data.get("gpus_per_worker"):
+            return {**data, "gpus_per_worker": 1.0}
+        return data
+
     @model_validator(mode="after")
     def _check(self):
-        if self.use_gpu and self.gpus_per_worker == 0:
-            return self.model_copy(update={"gpus_per_worker": 1.0})
         if self.gpus_per_worker > 0 and not self.use_gpu:
             raise ValueError("gpus_per_worker > 0 needs use_gpu: true")
         return self
 
 
 class ObjectiveConfig(_Strict):
-    metric: str = Field("mean_score", description="'mean_score' or any reported metric, e.g. left_accuracy")
-    mode: Optional[Literal["max", "min"]] = None
+    metric: str = Field("mean_score", description="'mean_score', 'delta_m' or any reported metric, e.g. left_accuracy")
+    mode: Optional[Literal["max", "min"]] = Field(None, description="optional; must agree with the metric registry")
 
 
 class ExperimentConfig(_Strict):
@@ -167,12 +199,15 @@ class ExperimentConfig(_Strict):
             unknown = set(self.train.loss_weights) - set(self.tasks)
             if unknown:
                 raise ValueError(f"train.loss_weights names unknown task(s) {sorted(unknown)}; tasks are {sorted(self.tasks)}")
-        known = {f"{t}_{m}" for t, tc in self.tasks.items() for m in TASK_METRICS[tc.type] + ("loss",)}
-        if self.objective.metric != "mean_score" and self.objective.metric not in known:
-            raise ValueError(f"objective.metric {self.objective.metric!r} is not reported; use mean_score or one of "
-                             f"{sorted(known)}")
-        if self.objective.metric != "mean_score" and self.objective.mode is None:
-            raise ValueError("objective.mode (max|min) is required when objective.metric is not mean_score")
+        known = metrics.known_metric_names({t: tc.type for t, tc in self.tasks.items()})
+        if self.objective.metric not in known:
+            raise ValueError(f"objective.metric {self.objective.metric!r} is not reported; use one of {known}")
+        registered = metrics.direction(self.objective.metric)
+        if self.objective.mode is not None and self.objective.mode != registered:
+            raise ValueError(f"objective.mode {self.objective.mode} contradicts {self.objective.metric} "
+                             f"({'higher' if registered == 'max' else 'lower'} is better): remove objective.mode")
+        if self.train.loss_weighting == "dwa" and len(self.tasks) < 2:
+            raise ValueError("train.loss_weighting dwa needs at least two tasks")
         if self.search is not None:
             check_paths(self.search, self.run_fields(), list(self.tasks))
         return self
@@ -189,13 +224,22 @@ class ExperimentConfig(_Strict):
 
     @property
     def objective_mode(self) -> str:
-        return self.objective.mode or "max"
+        """The objective's direction, from the metric registry (the one place it is written)."""
+        return metrics.direction(self.objective.metric)
 
-    def run_fields(self) -> dict:
-        """Everything but the search block: what one trial trains (and what `best` writes)."""
+    def run_fields(self, *, public: bool = True) -> dict:
+        """Everything but the search block: what one trial trains (and what `best` writes).
+
+        ``public``: credentials in URIs redacted, for anything printed or stored."""
         d = self.model_dump(mode="json")
         d.pop("search", None)
+        if public:
+            d = redact_paths(d)
         return d
+
+    def public_dump(self) -> dict:
+        """The whole config, credentials redacted: what `resolved config` prints."""
+        return redact_paths(self.model_dump(mode="json"))
 
     def config_hash(self) -> str:
         blob = json.dumps(self.run_fields(), sort_keys=True, default=str)
@@ -217,12 +261,47 @@ def frozen_blocks(depth: Union[int, str], n_blocks: int, *, where: str = "train.
     return n
 
 
+PATH_FIELDS = (("data", "train"), ("data", "validation"), ("backbone", "path"), ("backbone", "weights"), ("storage",))
+_NOT_PATHS = {"imagenet", "none", "pretrained"}
+
+
+def _is_relative_path(value: Any) -> bool:
+    return (isinstance(value, str) and bool(value) and value not in _NOT_PATHS and not value.startswith("builtin:")
+            and not is_uri(value) and not Path(value).is_absolute())
+
+
+def resolve_paths(data: dict, base: Path) -> dict:
+    """Relative paths in a config (data, backbone file, storage) -> absolute, against ``base``."""
+    out = json.loads(json.dumps(data, default=str))
+    for keys in PATH_FIELDS:
+        node = out
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and _is_relative_path(node.get(keys[-1])):
+            node[keys[-1]] = str((base / node[keys[-1]]).resolve())
+    return out
+
+
+def redact_paths(data: dict) -> dict:
+    out = json.loads(json.dumps(data, default=str))
+    for keys in PATH_FIELDS:
+        node = out
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            node[keys[-1]] = redact(node[keys[-1]])
+    return out
+
+
 def set_dotted(d: dict, path: str, value: Any) -> None:
     keys = path.split(".")
     node = d
-    for k in keys[:-1]:
-        if not isinstance(node.get(k), dict):
-            node[k] = {} if node.get(k) is None else node[k]
+    for i, k in enumerate(keys[:-1]):
+        if node.get(k) is None:
+            node[k] = {}
+        if not isinstance(node[k], dict):
+            raise ConfigError(f"cannot set {path!r}: {'.'.join(keys[:i + 1])} is a value, not a section; "
+                              f"write --set {'.'.join(keys[:i + 1])}=VALUE")
         node = node[k]
     node[keys[-1]] = value
 
@@ -250,7 +329,8 @@ def parse_config(data: Any) -> ExperimentConfig:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read YAML, apply dotted-path overrides (``--set train.epochs=3``), validate."""
+    """Read YAML, resolve its relative paths against its folder, apply dotted-path overrides
+    (``--set train.epochs=3``; relative paths given there resolve against the working directory), validate."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} not found: pass the path to an experiment YAML")
@@ -261,6 +341,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         at = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p} is not valid YAML{at}: fix the syntax") from None
     if isinstance(data, dict):
+        data = resolve_paths(data, p.resolve().parent)
         for k, v in (overrides or {}).items():
             set_dotted(data, k, v)
     return parse_config(data)

@@ -22,7 +22,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_SIMPLEX_KEY = "{path}/{task}"   # Tune parameter name of one simplex coordinate
+_SIMPLEX_KEY = "{path}.{task}"   # Tune parameter of one simplex coordinate (no "/": Tune flattens on it)
 
 
 class _Strict(BaseModel):
@@ -65,6 +65,11 @@ class SchedulerConfig(_Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+class WarmStartConfig(_Strict):
+    experiment: str = Field(description="an earlier experiment in the same storage")
+    top: int = Field(3, ge=1, description="its K best configurations are evaluated first")
+
+
 class SearchConfig(_Strict):
     space: dict[str, Domain]
     num_samples: Optional[int] = Field(None, ge=1, description="trials; with grid: repeats of the whole grid "
@@ -73,6 +78,9 @@ class SearchConfig(_Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     max_concurrent_trials: Optional[int] = Field(None, ge=1)
     seed: int = 0
+    base_first: bool = Field(True, description="evaluate the config as written as the first trial")
+    warm_start: Optional[WarmStartConfig] = None
+    baselines: bool = Field(False, description="train each task alone first (reused), for Δm%")
 
     @property
     def samples(self) -> int:
@@ -103,6 +111,16 @@ def check_paths(search: SearchConfig, run_fields: dict, tasks: list[str]) -> Non
             raise ValueError(f"search path {path!r} is a section, not a value")
     if "train.loss_weights" in search.space and len(tasks) < 2:
         raise ValueError("a simplex over loss weights needs at least two tasks")
+
+
+def largest(search: SearchConfig, path: str, default):
+    """The largest value a searched numeric path can take (e.g. train.epochs for ASHA's max_t)."""
+    d = search.space.get(path)
+    if d is None:
+        return default
+    if d.kind == "choice":
+        return max(d.choice)
+    return getattr(d, d.kind)[1]
 
 
 def candidate_values(domain: Domain, tasks: list[str]) -> list:

@@ -1,0 +1,125 @@
+"""The one registry of metrics: name -> direction -> task types. Pure Python (no TensorFlow).
+
+Everything that ranks, stops or compares reads it: the model (which metrics a task reports), the
+worker, Tune (``TuneConfig.mode``, ASHA), the leaderboard (``top``/``best``/``best_*`` columns,
+Pareto fronts) and reports. A reported column is ``<task>_<metric>`` (``left_accuracy``,
+``sum_mae``), a run-level name (``objective``, ``train_loss``), or either with a ``best_`` prefix.
+
+Δm% (``delta_m_pct``) compares a multi-task trial with single-task baselines trained on the same
+data, backbone and budget: the mean over tasks of the relative difference of each task's score
+metric, signed so that **positive means better than single-task** (LibMTL's sign; Maninis et al.
+2019 define Δm with the opposite sign, where lower is better).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+TASK_TYPES = ("classification", "binary", "regression")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    mode: str                   # "max": higher is better; "min": lower is better
+    task_types: tuple[str, ...]  # task types that report it (empty: a run-level metric)
+    doc: str
+
+
+_TASK_METRICS = (
+    Metric("accuracy", "max", ("classification", "binary"), "fraction of correct predictions"),
+    Metric("auc", "max", ("binary",), "area under the ROC curve (200-bin histogram, exact across workers)"),
+    Metric("mae", "min", ("regression",), "mean absolute error, in label units"),
+    Metric("rmse", "min", ("regression",), "root mean squared error, in label units"),
+    Metric("r2", "max", ("regression",), "coefficient of determination"),
+    Metric("loss", "min", TASK_TYPES, "validation loss (cross-entropy, or MSE on standardized targets)"),
+)
+_RUN_METRICS = (
+    Metric("mean_score", "max", (), "mean over tasks of each task's score (mae/rmse negated)"),
+    Metric("delta_m", "max", (), "Δm% against single-task baselines (+ = better than single-task)"),
+    Metric("delta_m_pct", "max", (), "Δm% against single-task baselines (+ = better than single-task)"),
+    Metric("train_loss", "min", (), "weighted training loss, mean over the epoch's steps"),
+    Metric("wall_time_s", "min", (), "trial wall time"),
+    Metric("epochs", "max", (), "epochs trained"),
+    Metric("examples_per_s", "max", (), "training throughput"),
+    Metric("confirmed_mean", "max", (), "mean objective over confirmation seeds (objective's direction)"),
+)
+TASK_METRICS: dict[str, Metric] = {m.name: m for m in _TASK_METRICS}
+RUN_METRICS: dict[str, Metric] = {m.name: m for m in _RUN_METRICS}
+
+
+def metrics_for(task_type: str) -> tuple[str, ...]:
+    """Metric names a task of this type reports, its default score metric first."""
+    return tuple(m.name for m in _TASK_METRICS if task_type in m.task_types and m.name != "loss")
+
+
+def default_score(task_type: str) -> str:
+    return metrics_for(task_type)[0]
+
+
+def base_name(column: str) -> str:
+    """``best_left_accuracy`` -> ``accuracy``; ``objective`` -> ``objective``."""
+    name = column.removeprefix("best_")
+    if name in RUN_METRICS or name == "objective":
+        return name
+    return name.rsplit("_", 1)[-1] if "_" in name else name
+
+
+def direction(column: str, *, objective_mode: Optional[str] = None) -> Optional[str]:
+    """"max" or "min" for a metric column, None if the column is not a known metric.
+
+    ``objective``/``best_objective`` take their direction from the experiment's objective
+    (``objective_mode``), since the objective can be any metric."""
+    name = column.removeprefix("best_")
+    if name == "objective":
+        return objective_mode
+    if name in RUN_METRICS:
+        return RUN_METRICS[name].mode
+    for suffix, metric in TASK_METRICS.items():
+        if name.endswith("_" + suffix) and len(name) > len(suffix) + 1:
+            return metric.mode
+    return None
+
+
+def known_metric_names(tasks: Mapping[str, str]) -> list[str]:
+    """Every metric a run with these tasks (name -> type) reports, plus the run-level ones."""
+    names = [f"{t}_{m}" for t, tt in tasks.items() for m in metrics_for(tt) + ("loss",)]
+    return names + ["mean_score", "delta_m"]
+
+
+def score(metric: str, value: float) -> float:
+    """Higher is better: a metric's value, negated when lower is better."""
+    return -value if TASK_METRICS[metric].mode == "min" else value
+
+
+def better(a: Optional[float], b: Optional[float], mode: str) -> bool:
+    """Is ``a`` strictly better than ``b``? Missing or NaN values are worse than anything."""
+    if a is None or (isinstance(a, float) and math.isnan(a)):
+        return False
+    if b is None or (isinstance(b, float) and math.isnan(b)):
+        return True
+    return a > b if mode == "max" else a < b
+
+
+def best_of(values, mode: str) -> Optional[float]:
+    """The best finite value, None if there is none."""
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if mode == "max" else min(finite)
+
+
+def delta_m_pct(scores: Mapping[str, tuple[str, float]], baselines: Mapping[str, float]) -> Optional[float]:
+    """Δm% = (100 / K) Σ_k s_k (M_k − B_k) / |B_k|, s_k = +1 if higher is better else −1.
+
+    ``scores``: task -> (score metric, multi-task value); ``baselines``: task -> single-task value
+    of the same metric. None when a task has no baseline (or a value is missing or zero)."""
+    terms = []
+    for task, (metric, value) in scores.items():
+        base = baselines.get(task)
+        if base is None or value is None or not math.isfinite(value) or not math.isfinite(base) or base == 0:
+            return None
+        sign = 1.0 if TASK_METRICS[metric].mode == "max" else -1.0
+        terms.append(sign * (value - base) / abs(base))
+    return 100.0 * sum(terms) / len(terms) if terms else None

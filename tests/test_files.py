@@ -1,0 +1,171 @@
+"""Issue 7, fast: image files and manifests, ImageNet preprocessing, paths relative to the config."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from orchestrator.cli import main
+
+from conftest import experiment, write_yaml
+
+
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch):
+    import ray
+
+    def forbidden(*a, **k):
+        raise AssertionError("ray.init was called for a bad input")
+
+    monkeypatch.setattr(ray, "init", forbidden)
+
+
+def run_cli(capsys, *argv):
+    with pytest.raises(SystemExit) as e:
+        main(list(argv))
+    captured = capsys.readouterr()
+    return e.value.code, captured.err.strip(), captured.out
+
+
+def image_files(folder, n=24, *, sizes=((20, 24), (16, 16), (30, 22)), mode="RGB", seed=0):
+    """PNG and JPEG files of mixed sizes plus a CSV manifest with relative paths; returns the manifest path."""
+    rng = np.random.default_rng(seed)
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    lines = ["path,left,right,sum"]
+    for i in range(n):
+        h, w = sizes[i % len(sizes)]
+        shape = (h, w, 3) if mode == "RGB" else (h, w)
+        name = f"img/{i:03d}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(folder / name)
+        left, right = 5 + i % 5, 5 + (i // 5) % 5
+        lines.append(f"{name},{left},{right},{left + right}")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return str(folder / "manifest.csv")
+
+
+def manifest_cfg(tmp_path, manifest, *, image_size=(16, 16), **sections):
+    return experiment(tmp_path, manifest, data={"train": manifest, "validation": 0.25, "image_column": "path",
+                                                "image_size": list(image_size)}, **sections)
+
+
+def test_validate_reads_a_manifest_of_mixed_size_files(tmp_path, capsys):
+    cfg = manifest_cfg(tmp_path, image_files(tmp_path / "d"))
+    main(["validate", write_yaml(tmp_path / "e.yaml", cfg)])
+    out = capsys.readouterr().out
+    assert "ok:" in out and "18 train / 6 validation images of shape [16, 16, 3]" in out, out
+    assert "image files" in out
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing manifest", "manifest"),
+    ("not an image", "003.png"),
+    ("mixed sizes", "data.image_size"),
+    ("missing file", "007.jpg"),
+])
+def test_bad_image_files_exit_2_with_one_line(tmp_path, capsys, case, expected):
+    manifest = image_files(tmp_path / "d")
+    data = {"train": manifest, "validation": 0.25, "image_column": "path", "image_size": [16, 16]}
+    if case == "missing manifest":
+        data["train"] = str(tmp_path / "d" / "nope.csv")
+    elif case == "not an image":
+        (tmp_path / "d" / "img" / "003.png").write_text("this is text, not a PNG")
+    elif case == "mixed sizes":
+        del data["image_size"]
+    else:
+        os.remove(tmp_path / "d" / "img" / "007.jpg")
+    code, err, _ = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", experiment(tmp_path, manifest, data=data)))
+    assert code == 2 and expected in err and "\n" not in err, err
+
+
+def test_one_channel_images_with_imagenet_weights_exit_2(tmp_path, capsys):
+    manifest = image_files(tmp_path / "d", mode="L")
+    cfg = manifest_cfg(tmp_path, manifest, image_size=(32, 32),
+                       backbone={"kind": "application", "name": "MobileNetV2", "weights": "imagenet"})
+    code, err, _ = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "3 channels" in err and "1" in err and "\n" not in err, err
+
+
+def test_missing_backbone_file_exits_2(tmp_path, capsys):
+    cfg = experiment(tmp_path, "builtin:multidigits/train", backbone={"kind": "file", "path": "nope.keras"})
+    code, err, _ = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "nope.keras" in err and "not found" in err, err
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch, capsys):
+    import keras
+
+    from orchestrator.backbones import digits_cnn
+
+    project = tmp_path / "project"
+    manifest = image_files(project / "data", mode="L")
+    digits_cnn((16, 16, 1)).save(project / "my_backbone.keras")
+    cfg = experiment(tmp_path, manifest, data={"train": "data/manifest.csv", "validation": 0.25, "image_column": "path",
+                                               "image_size": [16, 16]},
+                     backbone={"kind": "file", "path": "my_backbone.keras"}, storage="out")
+    path = write_yaml(project / "e.yaml", cfg)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    main(["validate", path])
+    out = capsys.readouterr().out
+    assert "ok:" in out and str(project / "out") in out, out
+    assert keras.__version__
+
+
+def test_submit_refuses_a_relative_local_storage(tmp_path, capsys):
+    root = tmp_path / "proj"
+    (root / "jobs").mkdir(parents=True)
+    (root / "jobs" / "tune.py").write_text("")
+    cfg = experiment(tmp_path, "builtin:multidigits/train", storage="runs")
+    path = write_yaml(root / "e.yaml", cfg)
+    code, err, _ = run_cli(capsys, "submit", path, "--address", "http://127.0.0.1:9", "--working-dir", str(root))
+    assert code == 2 and "storage" in err and "shared" in err and "\n" not in err, err
+
+
+APPLICATIONS = ["VGG16", "ResNet50", "MobileNetV2", "EfficientNetB0"]
+
+
+@pytest.mark.parametrize("name", APPLICATIONS)
+def test_application_backbones_apply_their_own_preprocess_input(tmp_path, name):
+    """Decoded file -> the product's backbone == Keras's reference model(preprocess_input(x)) within 1e-4."""
+    import importlib
+
+    import keras
+
+    from orchestrator.backbones import build_backbone
+    from orchestrator.config import BackboneConfig
+    from orchestrator.pipeline import decode_image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "x.png"
+    Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(path)
+    keras.utils.set_random_seed(0)
+    bb = build_backbone(BackboneConfig(kind="application", name=name, weights="none"), (48, 48, 3), storage=str(tmp_path))
+    ours = bb(decode_image(path.read_bytes(), where=str(path))[None].astype("float32")).numpy()
+
+    app = next(layer for layer in bb.layers if isinstance(layer, keras.Model))
+    module = importlib.import_module(type(app).__module__ if hasattr(type(app), "preprocess_input") else
+                                     {"VGG16": "keras.applications.vgg16", "ResNet50": "keras.applications.resnet50",
+                                      "MobileNetV2": "keras.applications.mobilenet_v2",
+                                      "EfficientNetB0": "keras.applications.efficientnet"}[name])
+    x = keras.utils.img_to_array(keras.utils.load_img(path))[None]
+    reference = app(module.preprocess_input(x.copy())).numpy()
+    assert ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-4, rtol=1e-4)
+    if name != "EfficientNetB0":   # EfficientNet's preprocess_input is the identity (it rescales inside)
+        raw = app(x).numpy()
+        assert np.abs(raw - reference).max() > 1e-3, "preprocessing made no difference: the test proves nothing"
+
+
+def test_validate_from_another_process_and_folder(tmp_path):
+    """The real CLI, from another working directory, on a manifest with relative paths."""
+    project = tmp_path / "p"
+    image_files(project / "data")
+    cfg = experiment(tmp_path, "x", data={"train": "data/manifest.csv", "validation": 0.25, "image_column": "path",
+                                          "image_size": [16, 16]})
+    path = write_yaml(project / "e.yaml", cfg)
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", path], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and "ok:" in proc.stdout, proc.stderr
