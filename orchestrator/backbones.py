@@ -8,14 +8,18 @@ weighted layers, from the input; ``freeze_depth`` counts blocks. Three kinds:
 """
 from __future__ import annotations
 
-import os
+import importlib
 import re
-import tempfile
 
-import keras
+from .console import quiet_tensorflow
 
-from .config import BackboneConfig, frozen_blocks
-from .errors import ConfigError
+quiet_tensorflow()   # before Keras loads TensorFlow: its start-up lines go to a log, not to the user
+
+import keras  # noqa: E402
+
+from . import storage as store  # noqa: E402
+from .config import BackboneConfig, frozen_blocks  # noqa: E402
+from .errors import ConfigError  # noqa: E402
 
 BUILTIN_FILE = "backbones/digits-cnn-v1.keras"   # under the experiment's storage
 _BLOCK = re.compile(r"^(.*?block_?\d+[a-z]?)(_|$)")
@@ -36,44 +40,100 @@ def digits_cnn(input_shape, *, seed: int = 0) -> keras.Model:
     return keras.Model(inp, h, name="digits_cnn")
 
 
-def local_copy(uri: str) -> str:
-    """A local path for a file that may live behind a URI (s3://...)."""
-    if "://" not in uri:
-        return uri
-    from .data import filesystem
+@keras.saving.register_keras_serializable(package="orchestrator")
+class Preprocess(keras.layers.Layer):
+    """A ``keras.applications`` model's own ``preprocess_input``, inside the model: images go in as
+    decoded pixels (0-255) and reach the backbone exactly as its ImageNet weights expect."""
 
-    fs, path = filesystem(uri)
-    fd, local = tempfile.mkstemp(suffix=os.path.splitext(path)[1])
-    with os.fdopen(fd, "wb") as out, fs.open_input_stream(path) as src:
-        out.write(src.read())
-    return local
+    def __init__(self, application: str, **kwargs):
+        super().__init__(**kwargs)
+        self.application = application
+        self._fn = preprocess_fn(application)
+
+    def call(self, x):
+        return self._fn(keras.ops.cast(x, "float32"))
+
+    def get_config(self):
+        return {**super().get_config(), "application": self.application}
 
 
-def build_backbone(cfg: BackboneConfig, input_shape, *, storage: str, seed: int = 0) -> keras.Model:
-    if cfg.kind == "builtin":
-        model = digits_cnn(input_shape, seed=seed)
-        if cfg.weights == "pretrained":
-            path = f"{storage.rstrip('/')}/{BUILTIN_FILE}"
-            pretrained = keras.models.load_model(local_copy(path), safe_mode=True)
-            model.set_weights(pretrained.get_weights())
-        return model
-    if cfg.kind == "file":
-        model = keras.models.load_model(local_copy(cfg.path), safe_mode=True)
-        if tuple(model.input_shape[1:]) != tuple(input_shape):
-            raise ConfigError(f"backbone {cfg.path} expects inputs {list(model.input_shape[1:])} but images are "
-                              f"{list(input_shape)}; set data.image_shape or use a matching backbone")
-        return model
+def preprocess_fn(application: str):
+    ctor = getattr(keras.applications, application, None)
+    if ctor is None or not callable(ctor):
+        raise ConfigError(f"keras.applications has no model {application!r}; use a class name like MobileNetV2 or "
+                          f"ResNet50")
+    return importlib.import_module(ctor.__module__).preprocess_input
+
+
+def load_model_file(location: str, *, what: str) -> keras.Model:
+    """A ``.keras`` file (local or URI), loaded with ``safe_mode=True``; ConfigError if missing or unloadable."""
+    if not store.is_file(location):
+        raise ConfigError(f"{what} {store.redact(location)} not found: fix the path (relative paths resolve "
+                          f"against the config file's folder)")
+    try:
+        return keras.models.load_model(store.local_copy(location), safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise ConfigError(f"{what} {store.redact(location)} cannot be loaded ({_first_line(e)}): is it a Keras 3 "
+                          f".keras file?") from None
+
+
+def _first_line(e: Exception) -> str:
+    return store.redact_text((str(e).splitlines() or [type(e).__name__])[0][:160])
+
+
+def application(cfg: BackboneConfig, input_shape, *, weights_file: str | None = None) -> keras.Model:
+    """The ``keras.applications`` model itself (no preprocessing), with its weights."""
     ctor = getattr(keras.applications, cfg.name, None)
     if ctor is None or not callable(ctor):
-        raise ConfigError(f"keras.applications has no model {cfg.name!r}; use a class name like MobileNetV2 or ResNet50")
-    weights = {"none": None, "imagenet": "imagenet"}.get(cfg.weights, None)
+        raise ConfigError(f"keras.applications has no model {cfg.name!r}; use a class name like MobileNetV2 or "
+                          f"ResNet50")
+    weights = "imagenet" if cfg.weights == "imagenet" else None
     try:
         model = ctor(include_top=False, weights=weights, input_shape=tuple(input_shape), pooling="avg")
     except ValueError as e:
-        raise ConfigError(f"backbone {cfg.name}: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"backbone {cfg.name}: {_first_line(e)}") from None
     if cfg.weights not in ("none", "imagenet"):
-        model.load_weights(local_copy(cfg.weights))
+        location = weights_file or cfg.weights
+        if not store.is_file(location):
+            raise ConfigError(f"backbone weights file {store.redact(cfg.weights)} not found: fix backbone.weights")
+        try:
+            model.load_weights(store.local_copy(location))
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError(f"backbone weights {store.redact(cfg.weights)} do not fit {cfg.name} at input "
+                              f"{list(input_shape)} ({_first_line(e)})") from None
     return model
+
+
+def build_backbone(cfg: BackboneConfig, input_shape, *, storage: str, seed: int = 0,
+                   file: str | None = None) -> keras.Model:
+    """The backbone: image batch -> features. ``file``: a local copy of the model or weights file, if
+    the caller already has one (workers get it through the object store)."""
+    if cfg.kind == "builtin":
+        model = digits_cnn(input_shape, seed=seed)
+        if cfg.weights == "pretrained":
+            pretrained = load_model_file(file or builtin_backbone_uri(storage), what="pretrained built-in backbone")
+            model.set_weights(pretrained.get_weights())
+        return model
+    if cfg.kind == "file":
+        model = load_model_file(file or cfg.path, what="backbone file")
+        if tuple(model.input_shape[1:]) != tuple(input_shape):
+            raise ConfigError(f"backbone {store.redact(cfg.path)} expects inputs {list(model.input_shape[1:])} but "
+                              f"images are {list(input_shape)}; set data.image_size / data.color_mode or use a "
+                              f"matching backbone")
+        return model
+    app = application(cfg, input_shape, weights_file=file)
+    inp = keras.Input(tuple(input_shape), name="image")
+    return keras.Model(inp, app(Preprocess(cfg.name, name="preprocess")(inp)), name=f"{app.name}_backbone")
+
+
+def builtin_backbone_uri(storage_location: str) -> str:
+    return store.join(storage_location, BUILTIN_FILE)
+
+
+def block_model(backbone: keras.Model) -> keras.Model:
+    """The model whose layers are grouped into blocks: the application inside the wrapper, if any."""
+    inner = [layer for layer in backbone.layers if isinstance(layer, keras.Model)]
+    return inner[0] if len(inner) == 1 and isinstance(backbone.get_layer(index=1), Preprocess) else backbone
 
 
 def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[str]]:

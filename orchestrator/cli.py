@@ -7,6 +7,7 @@ import sys
 import click
 import yaml
 
+from . import storage
 from .errors import UserError
 
 
@@ -50,14 +51,22 @@ def pretrain(storage, force):
 @click.argument("config", type=click.Path())
 @_set_opt
 def validate(config, sets):
-    """Check the config and the data set; trains nothing, starts no Ray."""
-    from .run import prepare_run
+    """Run every check `train` and `tune` run (config, data, backbone, search space); trains nothing,
+    writes nothing, starts no Ray."""
+    from .run import cache_mode, check
 
-    p = prepare_run(_load(config, sets), pretrain=False)
+    p = check(_load(config, sets))
     cfg, spec, n_blocks = p.cfg, p.spec, p.n_blocks
+    if cfg.search is not None:
+        from .tune import check_space
+
+        check_space(p)
+    click.echo("resolved config: " + json.dumps(cfg.public_dump(), sort_keys=True))
+    kind = {"paths": "image files", "bytes": "encoded images", "pixels": "pixel arrays"}[spec.image_kind]
     click.echo(f"ok: {config}: {len(cfg.tasks)} tasks ({', '.join(cfg.tasks)}), {spec.n_train} train / "
-               f"{spec.n_val} validation images of shape {list(spec.image_shape)}, backbone "
-               f"{cfg.backbone.kind}:{cfg.backbone.name} with {n_blocks} blocks, data fingerprint {spec.fingerprint}")
+               f"{spec.n_val} validation images of shape {list(spec.image_shape)} ({kind}, cache "
+               f"{cache_mode(cfg, spec)}), backbone {cfg.backbone.kind}:{cfg.backbone.name} with {n_blocks} blocks, "
+               f"data fingerprint {spec.fingerprint}, storage {storage.redact(cfg.storage)}")
 
 
 @cli.command()
@@ -188,9 +197,9 @@ cli.add_command(best)
 
 
 def main(argv: list[str] | None = None) -> None:
-    import os
+    from .console import quiet_warnings
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warnings are not for users
+    quiet_warnings()
     try:
         cli.main(args=argv, prog_name="orchestrator", standalone_mode=False)
     except UserError as e:

@@ -54,6 +54,7 @@ def submit(config_path: str, address: str | None, *, entrypoint_script: str = "j
     if _excluded(root, rel):
         raise ConfigError(f"config file {rel} is left out of the upload (.gitignore, .rayignore or "
                           f"{', '.join(EXCLUDES)}): copy it to an uploaded path, e.g. examples/")
+    require_shared_storage(_raw_storage(cfg))
     entrypoint = shlex.join(["python", entrypoint_script, rel, *extra_args])
     url = _url(address)
     with _translate(url):
@@ -64,6 +65,24 @@ def submit(config_path: str, address: str | None, *, entrypoint_script: str = "j
     if follow:
         return _follow(client, url, job_id, out)
     return _wait(client, url, job_id, out, changes=True) if wait else 0
+
+
+def _raw_storage(path: Path) -> str:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return "runs"   # load_config reports the YAML error itself
+    return str((data or {}).get("storage", "runs")) if isinstance(data, dict) else "runs"
+
+
+def require_shared_storage(location: str) -> None:
+    """A Ray job's working directory is temporary: a relative local storage would be lost with it."""
+    if "://" not in location and not os.path.isabs(location):
+        raise ConfigError(f"storage {location!r} is a relative local path: in a Ray job it lands in the job's "
+                          f"temporary working directory and is lost; set storage to shared storage every node "
+                          f"reaches (s3://bucket/prefix, or an absolute path on a shared filesystem)")
 
 
 def _submit_when_ready(client, *, patience_s: float = 120.0, **kwargs) -> str:

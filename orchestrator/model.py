@@ -6,15 +6,17 @@ metric over the whole validation set.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import keras
-import numpy as np
-import tensorflow as tf
+from .backbones import apply_freeze, block_model, blocks, build_backbone  # quiet TensorFlow first
 
-from .backbones import apply_freeze, blocks, build_backbone
-from .config import ExperimentConfig
-from .data import DataSpec
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from . import metrics as registry  # noqa: E402
+from .config import ExperimentConfig  # noqa: E402
+from .data import DataSpec  # noqa: E402
 
 AUC_BINS = 200
 
@@ -24,23 +26,26 @@ class MultiTaskModel:
     model: keras.Model          # image -> {task: logits or standardized value}
     backbone: keras.Model
     blocks: list[list[str]]
+    extra_variables: list = field(default_factory=list)   # e.g. learned loss weights: trained with the heads
 
     def variable_groups(self) -> tuple[list, list]:
         """(trainable backbone variables, trainable head variables): separate learning rates."""
         ids = {id(v) for v in self.backbone.trainable_variables}
         heads = [v for v in self.model.trainable_variables if id(v) not in ids]
-        return list(self.backbone.trainable_variables), heads
+        return list(self.backbone.trainable_variables), heads + list(self.extra_variables)
 
 
 def output_units(cfg: ExperimentConfig, spec: DataSpec, task: str) -> int:
     return len(spec.classes[task]) if cfg.tasks[task].type == "classification" else 1
 
 
-def build(cfg: ExperimentConfig, spec: DataSpec) -> MultiTaskModel:
+def build(cfg: ExperimentConfig, spec: DataSpec, *, backbone_file: str | None = None) -> MultiTaskModel:
     """Build in the caller's strategy scope. Freezing is applied here, once."""
-    backbone = build_backbone(cfg.backbone, spec.image_shape, storage=cfg.storage, seed=cfg.train.seed)
-    groups = blocks(backbone, cfg.backbone.blocks)
-    apply_freeze(backbone, groups, cfg.train.freeze_depth)
+    backbone = build_backbone(cfg.backbone, spec.image_shape, storage=cfg.storage, seed=cfg.train.seed,
+                              file=backbone_file)
+    inner = block_model(backbone)
+    groups = blocks(inner, cfg.backbone.blocks)
+    apply_freeze(inner, groups, cfg.train.freeze_depth)
     inp = keras.Input(spec.image_shape, name="image")
     features = backbone(inp)
     outputs = {}
@@ -101,14 +106,13 @@ def _sum_layout(cfg: ExperimentConfig) -> list[tuple[str, str, int]]:
     return layout
 
 
-def eval_sums(cfg: ExperimentConfig, spec: DataSpec, model: keras.Model, x: np.ndarray, y: dict,
-              *, batch_size: int = 1024) -> np.ndarray:
-    """Additive validation sums over these examples, as one float64 vector (see metrics_from_sums)."""
+def eval_sums(cfg: ExperimentConfig, spec: DataSpec, model: keras.Model, batches) -> np.ndarray:
+    """Additive validation sums over ``batches`` of ``(images, {task: labels})``, as one float64 vector
+    (see ``metrics_from_sums``): sums from several workers add up to the whole validation set's."""
     acc = {(t, k): np.zeros(n) for t, k, n in _sum_layout(cfg)}
-    ys = standardize(cfg, spec, y)
-    for i in range(0, len(x), batch_size):
-        out = {t: v.numpy() for t, v in _predict(model, tf.constant(x[i:i + batch_size])).items()}
-        yb = {t: v[i:i + batch_size] for t, v in ys.items()}
+    for x, y in batches:
+        out = {t: v.numpy() for t, v in _predict(model, tf.cast(tf.constant(x), tf.float32)).items()}
+        yb = standardize(cfg, spec, y)
         losses = per_example_losses(cfg, yb, out)
         for task, tc in cfg.tasks.items():
             acc[task, "n"] += len(yb[task])
@@ -131,13 +135,19 @@ def eval_sums(cfg: ExperimentConfig, spec: DataSpec, model: keras.Model, x: np.n
     return np.concatenate([acc[t, k] for t, k, _ in _sum_layout(cfg)])
 
 
+def array_batches(x: np.ndarray, y: dict, batch_size: int = 1024):
+    for i in range(0, len(x), batch_size):
+        yield x[i:i + batch_size], {t: v[i:i + batch_size] for t, v in y.items()}
+
+
 @tf.function(reduce_retracing=True)
 def _predict(model, x):
     return model(x, training=False)
 
 
-def metrics_from_sums(cfg: ExperimentConfig, sums: np.ndarray) -> dict[str, float]:
-    """Per-task metrics (``<task>_accuracy``, ``<task>_mae`` ...) and the objective."""
+def metrics_from_sums(cfg: ExperimentConfig, sums: np.ndarray, *, baselines: dict | None = None) -> dict[str, float]:
+    """Per-task metrics (``<task>_accuracy``, ``<task>_mae`` ...), mean score, Δm% (with single-task
+    ``baselines``: task -> score) and the objective."""
     parts, i = {}, 0
     for t, k, n in _sum_layout(cfg):
         parts[t, k] = sums[i:i + n] if n > 1 else float(sums[i])
@@ -159,19 +169,24 @@ def metrics_from_sums(cfg: ExperimentConfig, sums: np.ndarray) -> dict[str, floa
             m[f"{task}_mae"] = parts[task, "abs_err"] / n
             m[f"{task}_rmse"] = float(np.sqrt(sse / n))
             m[f"{task}_r2"] = float(1.0 - sse / sst) if sst > 0 else float("nan")
+    m["mean_score"] = mean_score(cfg, m)
+    if baselines:
+        dm = registry.delta_m_pct({t: (tc.score_metric, m[f"{t}_{tc.score_metric}"]) for t, tc in cfg.tasks.items()},
+                                  baselines)
+        m["delta_m"] = float("nan") if dm is None else dm
     m["objective"] = objective(cfg, m)
     return m
 
 
-def task_score(metric: str, value: float) -> float:
-    """Higher is better: accuracy, AUC and R^2 as they are; MAE and RMSE negated."""
-    return -value if metric in ("mae", "rmse") else value
+def mean_score(cfg: ExperimentConfig, m: dict[str, float]) -> float:
+    """Mean over tasks of each task's score metric, negated where lower is better (registry)."""
+    return float(np.mean([registry.score(tc.score_metric, m[f"{t}_{tc.score_metric}"]) for t, tc in cfg.tasks.items()]))
 
 
 def objective(cfg: ExperimentConfig, m: dict[str, float]) -> float:
+    """The objective's value (``delta_m`` needs baselines: the driver computes it; here it is NaN)."""
     if cfg.objective.metric == "mean_score":
-        scores = [task_score(tc.score_metric, m[f"{t}_{tc.score_metric}"]) for t, tc in cfg.tasks.items()]
-        return float(np.mean(scores))
-    if cfg.objective.metric not in m:
-        raise KeyError(cfg.objective.metric)
+        return mean_score(cfg, m)
+    if cfg.objective.metric == "delta_m":
+        return float(m.get("delta_m", float("nan")))
     return float(m[cfg.objective.metric])

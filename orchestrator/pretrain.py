@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from .backbones import BUILTIN_FILE
+from . import storage
 from .config import ExperimentConfig, parse_config
 
 SOURCE = {
@@ -21,45 +21,39 @@ SOURCE = {
 }
 
 
-def backbone_uri(storage: str) -> str:
-    return f"{storage.rstrip('/')}/{BUILTIN_FILE}"
+def backbone_uri(storage_location: str) -> str:
+    from .backbones import builtin_backbone_uri
+
+    return builtin_backbone_uri(storage_location)
 
 
-def exists(storage: str) -> bool:
-    from .data import filesystem
-    import pyarrow.fs as pafs
-
-    fs, path = filesystem(backbone_uri(storage))
-    return fs.get_file_info(path).type == pafs.FileType.File
+def exists(storage_location: str) -> bool:
+    return storage.is_file(backbone_uri(storage_location))
 
 
-def pretrain(storage: str, *, force: bool = False, out=print) -> dict:
+def pretrain(storage_location: str, *, force: bool = False, out=print) -> dict:
     """Train and save the source backbone unless cached. Returns its source-task metrics."""
-    uri = backbone_uri(storage)
-    if exists(storage) and not force:
-        out(f"built-in backbone cached at {uri}")
+    uri = backbone_uri(storage_location)
+    if exists(storage_location) and not force:
+        out(f"built-in backbone cached at {storage.redact(uri)}")
         return {}
-    import tensorflow as tf
+    from .console import quiet_tensorflow
 
-    from .data import filesystem, prepare, to_arrays
-    from .worker import format_epoch, fit_arrays
+    tf = quiet_tensorflow()
+    from .pipeline import load_arrays
+    from .worker import fit_arrays, format_epoch
 
-    cfg: ExperimentConfig = parse_config({**SOURCE, "storage": storage})
-    train, val, spec = prepare(cfg)
-    arrays = [to_arrays(t, cfg.tasks) for t in (train, val)]
+    cfg: ExperimentConfig = parse_config({**SOURCE, "storage": storage_location})
+    train, val, spec = load_arrays(cfg)
     out(f"pretraining the built-in backbone on the source task (digits 0-4, {spec.n_train} images) ...")
-    mt, state = fit_arrays(tf.distribute.get_strategy(), cfg, spec, *arrays,
+    mt, state = fit_arrays(tf.distribute.get_strategy(), cfg, spec, train, val,
                            on_epoch=lambda m, *_: out("  " + format_epoch(m, cfg.train.epochs)))
-    fs, path = filesystem(uri)
-    fs.create_dir(os.path.dirname(path), recursive=True)
-    with tempfile.TemporaryDirectory() as d:   # write locally, then copy: no half-written file in storage
+    with tempfile.TemporaryDirectory() as d:   # save locally, then one atomic write: never a torn cache file
         local = os.path.join(d, "backbone.keras")
         mt.backbone.save(local)
-        tmp = path + ".partial"
-        with open(local, "rb") as src, fs.open_output_stream(tmp) as dst:
-            dst.write(src.read())
-        fs.move(tmp, path)
+        with open(local, "rb") as f:
+            storage.atomic_write(uri, f.read())
     final = state["history"][-1]
-    out(f"saved built-in backbone to {uri} (source left_accuracy={final['left_accuracy']:.3f}, "
+    out(f"saved built-in backbone to {storage.redact(uri)} (source left_accuracy={final['left_accuracy']:.3f}, "
         f"right_accuracy={final['right_accuracy']:.3f})")
     return final

@@ -1,144 +1,247 @@
-"""Driver side of one run: check everything, then fit one TensorflowTrainer.
+"""Driver side of one run: check everything, ship data and backbone, fit one TensorflowTrainer.
 
-``prepare_run`` does all the checking (config, backbone blocks, data) before Ray starts;
-``make_trainer`` builds the Ray Train run that one trial or one ``orchestrator train`` fits.
+``check`` does every check that can fail because of the user's input (config, data, backbone,
+freeze depth, batch against a worker's shard) and starts nothing: `validate`, `train` and `tune`
+all call it. Pretraining the built-in backbone is a separate, explicit step (``ensure_pretrained``).
 """
 from __future__ import annotations
 
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 
-import pyarrow as pa
-
+from . import checkpoints, storage
 from .config import ExperimentConfig, frozen_blocks
-from .data import DataSpec, filesystem, prepare
+from .data import DataSpec, PreparedData, prepare
+from .errors import ConfigError, DataError, UserError
+from .pipeline import decode_options, rows_per_rank
 
 # Ray Train waits this long for a worker group before retrying. TF start-up on 2 cores can pass
 # Ray's default of 60 s; raised here (the driver's environment is passed to the controller).
 WORKER_START_TIMEOUT_S = "600"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Prepared:
     cfg: ExperimentConfig
-    spec: DataSpec
-    train: pa.Table
-    val: pa.Table
+    data: PreparedData
     n_blocks: int
+
+    @property
+    def spec(self) -> DataSpec:
+        return self.data.spec
 
 
 def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Relative local storage becomes absolute, so every process agrees on it."""
-    if "://" in cfg.storage or os.path.isabs(cfg.storage):
+    """Relative local storage (given on the command line or by default) becomes absolute."""
+    if storage.is_uri(cfg.storage) or os.path.isabs(cfg.storage):
         return cfg
     return cfg.with_values({"storage": os.path.abspath(cfg.storage)})
 
 
 def count_blocks(cfg: ExperimentConfig, image_shape) -> int:
-    """Blocks of the configured backbone (built without pretrained weights: cheap, offline)."""
-    if cfg.backbone.kind == "builtin":
-        from .backbones import blocks, digits_cnn
+    """Blocks of the configured backbone: builds it (a file backbone or weights file is loaded, once,
+    here on the driver; the built-in's pretrained weights are not needed to count)."""
+    from .backbones import block_model, blocks, build_backbone
 
-        return len(blocks(digits_cnn(image_shape), cfg.backbone.blocks))
-    from .backbones import blocks, build_backbone
+    bb = cfg.backbone
+    if bb.kind == "builtin":
+        bb = bb.model_copy(update={"weights": "none"})
+    elif bb.kind == "application" and bb.weights == "imagenet":
+        bb = bb.model_copy(update={"weights": "none"})   # the architecture is the same; no download here
+    return len(blocks(block_model(build_backbone(bb, image_shape, storage=cfg.storage)), cfg.backbone.blocks))
 
-    bb = cfg.backbone if cfg.backbone.kind == "file" else cfg.backbone.model_copy(update={"weights": "none"})
-    return len(blocks(build_backbone(bb, image_shape, storage=cfg.storage), cfg.backbone.blocks))
 
-
-def prepare_run(cfg: ExperimentConfig, *, out=print, pretrain: bool = True) -> Prepared:
-    """Everything that can fail because of the user's input, before any Ray resources are used;
-    then (``pretrain``) the built-in backbone is pretrained if it is not cached yet."""
+def check(cfg: ExperimentConfig) -> Prepared:
+    """Everything that can fail because of the user's input, before any Ray resources are used."""
     cfg = resolve_storage(cfg)
-    train, val, spec = prepare(cfg)
+    data = prepare(cfg)
+    spec = data.spec
+    b = cfg.backbone
+    if b.kind == "application" and b.weights == "imagenet" and spec.image_shape[-1] != 3:
+        raise DataError(f"backbone {b.name} with ImageNet weights needs 3 channels; the images have "
+                        f"{spec.image_shape[-1]}: set data.color_mode: rgb (or use weights: none)")
     n_blocks = count_blocks(cfg, spec.image_shape)
     frozen_blocks(cfg.train.freeze_depth, n_blocks)
-    if pretrain and cfg.backbone.kind == "builtin" and cfg.backbone.weights == "pretrained":
+    check_batch(cfg, data)
+    return Prepared(cfg, data, n_blocks)
+
+
+def check_batch(cfg: ExperimentConfig, data: PreparedData, *, workers: int | None = None) -> None:
+    """Every worker must fill at least one batch of its share of the global batch."""
+    world = workers or cfg.resources.workers
+    per_worker = cfg.train.batch_size // world
+    if per_worker < 1:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is smaller than resources.workers {world}: "
+                          f"each worker needs at least one example per step")
+    rows = min(rows_per_rank([len(u["rows"]) for u in data.train_units], world=world, epoch=None, seed=0))
+    if rows < per_worker:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} needs {per_worker} examples per worker per "
+                          f"step, but a worker's share of the {data.spec.n_train} training examples can be {rows}: "
+                          f"lower train.batch_size or use fewer workers")
+
+
+def ensure_pretrained(cfg: ExperimentConfig, *, out=print) -> None:
+    """The built-in backbone's pretrained weights, trained once per storage (cached)."""
+    if cfg.backbone.kind == "builtin" and cfg.backbone.weights == "pretrained":
         from .pretrain import pretrain
 
-        pretrain(cfg.storage, out=out)  # cached after the first time
-    return Prepared(cfg, spec, train, val, n_blocks)
+        pretrain(cfg.storage, out=out)
 
 
-def init_ray(address: str | None = None, *, num_gpus: float | None = None) -> None:
+def run_name(experiment: str) -> str:
+    """A run name no other run has: time plus random suffix."""
+    return f"train-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def run_dir(cfg: ExperimentConfig, name: str) -> str:
+    return storage.join(cfg.storage, "trials", name)
+
+
+def check_run_name(cfg: ExperimentConfig, name: str) -> None:
+    """A run continues only its own checkpoints: a name used by another config is refused."""
+    state = checkpoints.latest_state(run_dir(cfg, name))
+    if state is not None and state.get("config_hash") != cfg.config_hash():
+        raise ConfigError(f"run {name!r} already exists with another config (checkpoint at epoch {state['epoch']}, "
+                          f"config hash {state.get('config_hash')}, this config {cfg.config_hash()}): pick another "
+                          f"--name, or omit it for a new unique one")
+
+
+def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_to_driver: bool = False) -> None:
     import ray
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_START_TIMEOUT_S)
     if ray.is_initialized():
         return
     kwargs = {"num_gpus": num_gpus} if (num_gpus is not None and not address) else {}
-    ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
+    ray.init(address=address, log_to_driver=log_to_driver, configure_logging=True, logging_level="ERROR",
+             include_dashboard=None, **kwargs)
 
 
-def make_trainer(p: Prepared, *, name: str, storage_path: str, callbacks=(), max_failures: int = 2):
+def cache_mode(cfg: ExperimentConfig, spec: DataSpec) -> str:
+    """memory or stream: ``auto`` keeps a worker's decoded shard in memory when it fits the budget."""
+    if cfg.data.cache != "auto":
+        return "memory" if cfg.data.cache == "memory" else "stream"
+    shard = (spec.n_train + spec.n_val) / cfg.resources.workers * spec.decoded_bytes_per_image
+    return "memory" if shard <= cfg.data.cache_budget_mb * 2 ** 20 else "stream"
+
+
+def ship_data(p: Prepared) -> dict:
+    """What workers read: decoded blocks in the object store (memory), or units to stream."""
+    import ray
+
+    from .pipeline import decode_to_object_store
+
+    opts = decode_options(p.cfg.model_dump(mode="json"), p.spec.to_dict())
+    mode = cache_mode(p.cfg, p.spec)
+    if mode == "memory":
+        return {"mode": mode, "opts": opts, "train": decode_to_object_store(p.data.train_units, opts),
+                "val": decode_to_object_store(p.data.val_units, opts)}
+    return {"mode": mode, "opts": opts, "train": ray.put(p.data.train_units), "val": ray.put(p.data.val_units)}
+
+
+def ship_backbone(cfg: ExperimentConfig):
+    """A backbone or weights file the workers need, through the object store (any cluster, no shared disk)."""
+    import ray
+
+    from .backbones import builtin_backbone_uri
+
+    b = cfg.backbone
+    location = (b.path if b.kind == "file" else builtin_backbone_uri(cfg.storage) if b.kind == "builtin" and
+                b.weights == "pretrained" else b.weights if b.kind == "application" and b.weights not in
+                ("imagenet", "none") else None)
+    if location is None:
+        return None
+    return ray.put((storage.read_bytes(location), os.path.splitext(location.split("?")[0])[1]))
+
+
+def make_trainer(cfg: ExperimentConfig, spec: DataSpec, *, name: str, data: dict, backbone_ref, callbacks=(),
+                 max_failures: int = 2, baselines: dict | None = None):
     """The Ray Train run for one configuration (used by `train` and by every Tune trial)."""
-    import ray.data
     import ray.train
-    from ray.train import DataConfig
-    from ray.train.tensorflow import TensorflowTrainer
 
+    from .failures import FailFastTrainer
     from .worker import train_loop_per_worker
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    r = p.cfg.resources
-    return TensorflowTrainer(
+    r = cfg.resources
+    fs, path = storage.filesystem(storage.join(cfg.storage, "trials"))
+    return FailFastTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": p.cfg.model_dump(mode="json"), "data_spec": p.spec.to_dict()},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "data_spec": spec.to_dict(), "data": data,
+                           "backbone_file": backbone_ref, "run_dir": run_dir(cfg, name), "baselines": baselines},
         scaling_config=ray.train.ScalingConfig(
             num_workers=r.workers, use_gpu=r.use_gpu, placement_strategy=r.placement_strategy,
             resources_per_worker={"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}),
-        datasets={"train": ray.data.from_arrow(p.train), "val": ray.data.from_arrow(p.val)},
-        dataset_config=DataConfig(datasets_to_split=["train"]),  # val: every worker strides the whole set
         run_config=ray.train.RunConfig(
-            name=name, storage_path=storage_path, callbacks=list(callbacks),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            name=name, storage_path=path, storage_filesystem=fs, callbacks=list(callbacks),
             failure_config=ray.train.FailureConfig(max_failures=max_failures)),
     )
 
 
-def summarize(p: Prepared, result, *, name: str, wall_time_s: float) -> dict:
-    m = dict(result.metrics or {})
-    task_metrics = {t: {k.removeprefix(f"{t}_"): v for k, v in m.items() if k.startswith(f"{t}_")} for t in p.cfg.tasks}
+def worker_request(cfg: ExperimentConfig) -> dict:
+    r = cfg.resources
+    return {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}
+
+
+def fit_and_watch(p: Prepared, *, name: str, data: dict, backbone_ref, out=print) -> tuple[list[dict], str | None]:
+    """Fit one run, printing its epochs as they land; (history, one-line error or None)."""
+    import threading
+
+    from .failures import one_line, read_progress, watch
+    from .worker import format_epoch
+
+    stop = threading.Event()
+    thread = watch(run_dir(p.cfg, name), request=worker_request(p.cfg), workers=p.cfg.resources.workers,
+                   on_epoch=lambda m: out(format_epoch(m, p.cfg.train.epochs)), out=out, stop=stop, what=f"run {name}")
+    error = None
+    try:
+        make_trainer(p.cfg, p.spec, name=name, data=data, backbone_ref=backbone_ref).fit()
+    except Exception as e:  # noqa: BLE001 - Ray Train raises its own wrappers; keep one line
+        error = one_line(e)
+    finally:
+        time.sleep(1.5)   # the watcher prints the last epoch
+        stop.set()
+        thread.join()
+    progress = read_progress(run_dir(p.cfg, name)) or {"history": []}
+    return progress["history"], error
+
+
+def summarize(p: Prepared, history: list[dict], *, name: str, error: str | None, wall_time_s: float) -> dict:
+    m = history[-1] if history else {}
+    task_metrics = {t: {k.removeprefix(f"{t}_"): v for k, v in m.items() if k.startswith(f"{t}_")
+                        and not k.startswith(f"{t}_loss_")} for t in p.cfg.tasks}
     world = int(m.get("world_size", 0))
+    status = "failed" if error else "diverged" if m.get("status") == "diverged" else "completed"
     return {
-        "run": name,
-        "status": "diverged" if m.get("status") == "diverged" else ("failed" if result.error else "completed"),
-        "error": str(result.error).splitlines()[0] if result.error else None,
-        "objective": m.get("objective"),
-        "objective_metric": p.cfg.objective.metric,
-        "tasks": task_metrics,
-        "epochs": m.get("epoch"),
-        "train_loss": m.get("train_loss"),
-        "world_size": world,
-        "rank_steps": [m.get(f"rank{r}_steps") for r in range(world)],
-        "examples_per_s": m.get("examples_per_s"),
-        "wall_time_s": round(wall_time_s, 1),
-        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "run": name, "status": status, "error": error,
+        "objective": m.get("objective"), "objective_metric": p.cfg.objective.metric,
+        "tasks": task_metrics, "epochs": m.get("epoch"), "train_loss": m.get("train_loss"),
+        "world_size": world, "rank_steps": [m.get(f"rank{r}_steps") for r in range(world)],
+        "examples_per_s": m.get("examples_per_s"), "wall_time_s": round(wall_time_s, 1),
+        "checkpoint": storage.redact(checkpoints.folder(run_dir(p.cfg, name))),
         "data": {"n_train": p.spec.n_train, "n_val": p.spec.n_val, "fingerprint": p.spec.fingerprint},
-        "config": p.cfg.run_fields(),
+        "history": history, "config": p.cfg.run_fields(),
     }
 
 
-def write_json(uri: str, obj: dict) -> None:
-    fs, path = filesystem(uri)
-    fs.create_dir(os.path.dirname(path), recursive=True)
-    with fs.open_output_stream(path + ".partial") as f:
-        f.write(json.dumps(obj, indent=2, default=str).encode())
-    fs.move(path + ".partial", path)
+def write_json(location: str, obj: dict) -> None:
+    storage.atomic_write(location, json.dumps(obj, indent=2, default=str).encode())
 
 
 def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print) -> dict:
     """`orchestrator train`: check, fit one configuration on Ray Train, write summary.json."""
-    p = prepare_run(cfg, out=out)
+    p = check(cfg)
+    name = name or run_name(p.cfg.name)
+    check_run_name(p.cfg, name)
     out("resolved config: " + json.dumps(p.cfg.run_fields(), sort_keys=True))
-    name = name or f"train-{p.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage_path = f"{p.cfg.storage.rstrip('/')}/trials"
+    ensure_pretrained(p.cfg, out=out)
     init_ray(address)
     t0 = time.perf_counter()
-    result = make_trainer(p, name=name, storage_path=storage_path).fit()
-    summary = summarize(p, result, name=name, wall_time_s=time.perf_counter() - t0)
-    summary["summary_file"] = f"{storage_path}/{name}/summary.json"
-    write_json(summary["summary_file"], summary)
+    data, backbone_ref = ship_data(p), ship_backbone(p.cfg)
+    history, error = fit_and_watch(p, name=name, data=data, backbone_ref=backbone_ref, out=out)
+    summary = summarize(p, history, name=name, error=error, wall_time_s=time.perf_counter() - t0)
+    summary["summary_file"] = storage.redact(storage.join(run_dir(p.cfg, name), "summary.json"))
+    write_json(storage.join(run_dir(p.cfg, name), "summary.json"), summary)
     return summary

@@ -193,3 +193,58 @@ def hp_columns(values: dict[str, Any], *, n_blocks: int) -> dict[str, Union[floa
         else:
             cols[name] = value
     return cols
+
+
+def fits(domain: Domain, value: Any) -> bool:
+    """Can ``domain`` produce ``value``?"""
+    k = domain.kind
+    if k == "choice":
+        return any(value == c and isinstance(value, str) == isinstance(c, str) for c in domain.choice)
+    if k == "simplex":
+        return isinstance(value, dict)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    lo, hi = getattr(domain, k)
+    return lo <= value <= hi and (k != "randint" or float(value).is_integer())
+
+
+def simplex_uniforms(weights: dict[str, float], concentration: float) -> dict[str, float]:
+    """The inverse of ``simplex_weights``: uniforms that map back to these (normalized) weights."""
+    total = sum(weights.values()) or 1.0
+    w = {t: v / total for t, v in weights.items()}
+    if concentration == 1.0:
+        u = {t: -math.expm1(-v) for t, v in w.items()}
+    else:
+        from scipy.special import gammainc
+
+        u = {t: float(gammainc(concentration, v)) for t, v in w.items()}
+    return {t: min(max(v, 1e-6), 1 - 1e-6) for t, v in u.items()}
+
+
+def point_for(search: SearchConfig, values: dict[str, Any], tasks: list[str], *, say=None) -> dict:
+    """Tune params for a known configuration (``{dotted path: value}``), for ``points_to_evaluate``.
+    A path missing from ``values`` or outside the space is left out (Tune samples it), with one line."""
+    point = {}
+    for path, d in search.space.items():
+        if path not in values:
+            continue
+        value = values[path]
+        if not fits(d, value):
+            if say:
+                say(f"{path}={value!r} is outside the search space: dropped from the warm start")
+            continue
+        if d.kind == "simplex":
+            u = simplex_uniforms({t: float(value.get(t, 0.0)) for t in tasks}, d.simplex.get("concentration", 1.0))
+            point.update({_SIMPLEX_KEY.format(path=path, task=t): v for t, v in u.items()})
+        else:
+            point[path] = value
+    return point
+
+
+def dotted_get(d: dict, path: str, default=None):
+    node = d
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return node

@@ -36,10 +36,18 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
 def join(location: str, *parts: str) -> str:
     """``join("s3://b/p?endpoint_override=x", "a", "b")`` -> ``s3://b/p/a/b?endpoint_override=x``."""
     if not is_uri(location):
-        return os.path.join(location, *parts)
+        return os.path.normpath(os.path.join(location, *parts))
     s = urlsplit(location)
     path = "/".join([s.path.rstrip("/")] + [p.strip("/") for p in parts])
     return urlunsplit((s.scheme, s.netloc, path, s.query, s.fragment))
+
+
+def parent(location: str) -> str:
+    """The folder holding a file: ``s3://b/p/m.csv?x=1`` -> ``s3://b/p?x=1``; local paths made absolute."""
+    if not is_uri(location):
+        return os.path.dirname(os.path.abspath(location))
+    s = urlsplit(location)
+    return urlunsplit((s.scheme, s.netloc, s.path.rstrip("/").rsplit("/", 1)[0], s.query, s.fragment))
 
 
 def redact(location: str) -> str:
@@ -75,6 +83,17 @@ def read_bytes(location: str) -> bytes:
     fs, path = filesystem(location)
     with fs.open_input_stream(path) as f:
         return f.read()
+
+
+def read_bytes_or_fail(location: str, *, where: str) -> bytes:
+    """A file's bytes; a missing or unreadable file is a DataError naming ``where``."""
+    from .errors import DataError
+
+    try:
+        return read_bytes(location)
+    except (OSError, ValueError) as e:
+        reason = redact_text((str(e).splitlines() or [type(e).__name__])[0][:120])
+        raise DataError(f"{where} cannot be read ({reason}): fix the path or drop the row") from None
 
 
 def atomic_write(location: str, data: bytes) -> None:

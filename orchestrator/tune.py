@@ -1,68 +1,101 @@
 """Driver of a sweep: Ray Tune runs trials, each trial is one Ray Train run (``run.make_trainer``),
 and every trial that ends becomes one leaderboard row, written here on the driver.
+
+A sweep has an id (``sweep_id``); its Tune state lives in ``<storage>/sweeps/<experiment>/<sweep id>``
+and its trials' runs in ``<storage>/trials/<sweep id>-<trial id>``. ``--resume`` restores the latest
+(or a named) sweep through ``Tuner.restore``: finished trials are not rerun, unfinished ones continue
+from their checkpoints, and rows already written are not written again.
 """
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
-from datetime import datetime, timezone
+import uuid
 from importlib import metadata
 
+from . import storage
 from .config import ExperimentConfig, frozen_blocks
 from .errors import ConfigError
-from .leaderboard import Leaderboard
-from .run import Prepared, init_ray, prepare_run
-from .search import candidate_values, hp_columns, materialize, param_space
+from .run import Prepared, check, check_batch, ensure_pretrained, init_ray, make_trainer, ship_backbone, ship_data
+from .search import candidate_values, largest, materialize, param_space, point_for
 
-TRIAL_DRIVER_CPU = 0.1   # the Tune trial only drives its TensorflowTrainer; Ray refuses 0 CPUs here
+TRIAL_DRIVER_CPU = 0.05   # the Tune trial only drives its TensorflowTrainer; Ray refuses 0 CPUs here
 
 
-def prepare_sweep(cfg: ExperimentConfig, *, out=print) -> Prepared:
-    """Checks config, data and every edge of the search space before Ray starts."""
+def check_space(p: Prepared) -> None:
+    """Every edge of the search space against config, backbone and data, before anything runs."""
+    cfg = p.cfg
     if cfg.search is None:
         raise ConfigError("the experiment has no 'search' section: add one (see README, 'Sweeps') or use "
                           "`orchestrator train`")
-    p = prepare_run(cfg, out=out)
     for path, domain in cfg.search.space.items():
         for value in candidate_values(domain, list(cfg.tasks)):
             try:
-                p.cfg.with_values({path: value})
+                trial = cfg.with_values({path: value})
             except ConfigError as e:
                 raise ConfigError(f"search.space {path}: value {value!r} is invalid ({e})") from None
             if path == "train.freeze_depth":
                 frozen_blocks(value, p.n_blocks, where="search.space train.freeze_depth choice")
-    return p
+            if path in ("train.batch_size", "resources.workers"):
+                check_batch(trial, p.data)
 
 
 def trial_config(base: ExperimentConfig, params: dict) -> ExperimentConfig:
     return base.with_values(materialize(base.search, params, list(base.tasks)))
 
 
-def _trial(params: dict, *, base: dict, spec, n_blocks: int, train, val, storage_path: str):
-    """One Tune trial: fit one TensorflowTrainer with this trial's configuration."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
+def make_scheduler(cfg: ExperimentConfig):
+    """ASHA on the reported epoch; ``max_t`` is the largest epoch budget a trial can have."""
+    sch = cfg.search.scheduler
+    if sch.type == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
 
-    cfg = trial_config(ExperimentConfig.model_validate(base), params)
-    trial_id = tune.get_context().get_trial_id()
-    trainer_run = Prepared(cfg, spec, train, val, n_blocks)
-    from .run import make_trainer
-
-    result = make_trainer(trainer_run, name=f"train-{trial_id}", storage_path=storage_path,  # stable: resumable
-                          callbacks=[TuneReportCallback()]).fit()
-    if result.error:
-        raise result.error
+    max_t = int(largest(cfg.search, "train.epochs", cfg.train.epochs))
+    return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=min(sch.grace_period, max_t),
+                         reduction_factor=sch.reduction_factor)
 
 
-def max_concurrent(cfg: ExperimentConfig, resources: dict) -> int:
-    """How many trials the cluster fits at once (Tune can't see the workers' placement groups)."""
-    r = cfg.resources
-    fits = [resources.get("CPU", 0) / (r.workers * r.cpus_per_worker + TRIAL_DRIVER_CPU)]
-    if r.use_gpu:
-        fits.append(resources.get("GPU", 0) / (r.workers * r.gpus_per_worker))
-    return max(1, math.floor(min(fits) + 1e-9))
+def make_searcher(cfg: ExperimentConfig, concurrent: int, points: list[dict]):
+    s = cfg.search
+    if s.searcher == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=s.seed, points_to_evaluate=points or None),
+                                  max_concurrent=concurrent)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=s.seed, max_concurrent=concurrent, points_to_evaluate=points or None)
+
+
+def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
+    """Trials evaluated first: the base config as written, then the warm start's K best configs."""
+    from .search import dotted_get
+
+    tasks, points = list(cfg.tasks), []
+    s = cfg.search
+    if s.searcher == "grid":
+        return []   # a grid enumerates its own points
+    if s.base_first:
+        base = cfg.run_fields(public=False)
+        values = {p: (cfg.normalized_loss_weights() if p == "train.loss_weights" else dotted_get(base, p))
+                  for p in s.space}
+        points.append(point_for(s, values, tasks, say=lambda m: say(f"base config: {m}")))
+    if s.warm_start is not None:
+        from .leaderboard import Leaderboard
+
+        rows = Leaderboard(cfg.storage).top(s.warm_start.top, experiment=s.warm_start.experiment).to_pylist()
+        if not rows:
+            say(f"warm start: experiment {s.warm_start.experiment!r} has no rows in {storage.redact(cfg.storage)}")
+        for row in rows:
+            old = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
+            values = {p: dotted_get(old, p) for p in s.space if dotted_get(old, p) is not None}
+            for p in s.space:
+                if p not in values:
+                    say(f"warm start: {p} was not in {row['trial_id']}'s config: sampled instead")
+            points.append(point_for(s, values, tasks, say=lambda m: say(f"warm start {row['trial_id']}: {m}")))
+    return [p for p in points if p]
 
 
 def versions() -> dict:
@@ -75,155 +108,123 @@ def versions() -> dict:
     return out
 
 
-def _leaderboard_callback(*args, **kwargs):
+def _trial(params: dict, *, base: dict, spec: dict, data: dict, backbone_ref, sweep_id: str, baselines=None):
+    """One Tune trial: fit one TensorflowTrainer with this trial's configuration."""
     from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
 
-    class LeaderboardCallback(tune.Callback):
-        """Runs on the driver: one leaderboard row per trial, written when the trial ends."""
+    from .data import DataSpec
+    from .failures import one_line
 
-        def __init__(self, cfg: ExperimentConfig, *, n_blocks: int, fingerprint: str):
-            # Tune pickles callbacks with its experiment state: keep only small, plain state here.
-            self.cfg, self.n_blocks, self.fingerprint = cfg, n_blocks, fingerprint
-            self.history: dict[str, list[dict]] = {}
-            self.started: dict[str, datetime] = {}
-            self.rows: list[dict] = []
-            self.versions = versions()
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            self.started[trial.trial_id] = datetime.now(timezone.utc)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.history.setdefault(trial.trial_id, []).append(result)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            last = (self.history.get(trial.trial_id) or [trial.last_result or {}])[-1]
-            epochs = int(last.get("epoch", 0))
-            if last.get("status") == "diverged":
-                self._write(trial, "diverged", f"non-finite training loss at epoch {epochs}")
-            elif epochs < self.cfg.train.epochs:
-                self._write(trial, "stopped", f"stopped early by the scheduler after epoch {epochs}")
-            else:
-                self._write(trial, "completed", None)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            reason = "trial failed"
-            if trial.error_file and os.path.exists(trial.error_file):
-                with open(trial.error_file) as f:
-                    lines = [ln for ln in f.read().strip().splitlines() if ln.strip()]
-                reason = lines[-1][:300] if lines else reason
-            self._write(trial, "failed", reason)
-
-        def _write(self, trial, status: str, reason: str | None):
-            try:  # a callback that raises would end the whole sweep
-                self._append(trial, status, reason)
-            except Exception as e:  # noqa: BLE001
-                print(f"[leaderboard] could not record trial {trial.trial_id}: {type(e).__name__}: {e}")
-
-        def _append(self, trial, status: str, reason: str | None):
-            values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks))
-            cfg = self.cfg.with_values(values)
-            hist = self.history.get(trial.trial_id, [])
-            last = hist[-1] if hist else {}
-            row = {"experiment": cfg.name, "trial_id": trial.trial_id, "status": status, "reason": reason,
-                   **hp_columns(values, n_blocks=self.n_blocks)}
-            mode = cfg.objective_mode
-            objectives = [h["objective"] for h in hist if isinstance(h.get("objective"), float)
-                          and math.isfinite(h["objective"])]
-            row["objective"] = last.get("objective")
-            row["best_objective"] = (max if mode == "max" else min)(objectives) if objectives else None
-            for task, tc in cfg.tasks.items():
-                for key, value in last.items():
-                    if key.startswith(f"{task}_") and isinstance(value, (int, float)):
-                        row[key] = float(value)
-                score = f"{task}_{tc.score_metric}"
-                values = [h[score] for h in hist if isinstance(h.get(score), float)]
-                if values:
-                    better = max if tc.score_metric in ("accuracy", "auc", "r2") else min
-                    row[f"best_{score}"] = better(values)
-            row.update(epochs=int(last.get("epoch", 0)), train_loss=last.get("train_loss"),
-                       wall_time_s=float(last.get("time_total_s", 0.0)), world_size=last.get("world_size"),
-                       checkpoint=last.get("checkpoint_path"), seed=cfg.train.seed,
-                       objective_metric=cfg.objective.metric, config=cfg.run_fields(),
-                       config_hash=cfg.config_hash(), worker_config_hash=last.get("config_hash"),
-                       data_fingerprint=self.fingerprint,
-                       versions=self.versions, started_at=self.started.get(trial.trial_id),
-                       created_at=datetime.now(timezone.utc))
-            Leaderboard(cfg.storage).append([row])
-            self.rows.append(row)
-            obj = row["objective"]
-            print(f"[leaderboard] trial {trial.trial_id} {status}"
-                     + (f" ({reason})" if reason else "") + f": epochs {row['epochs']}, objective "
-                     + (f"{obj:.4f}" if isinstance(obj, float) else "n/a"), flush=True)
-
-    return LeaderboardCallback(*args, **kwargs)
+    cfg = trial_config(ExperimentConfig.model_validate(base), params)
+    trial_id = tune.get_context().get_trial_id()
+    trainer = make_trainer(cfg, DataSpec.from_dict(spec), name=f"{sweep_id}-{trial_id}", data=data,  # stable name:
+                           backbone_ref=backbone_ref, callbacks=[TuneReportCallback()], baselines=baselines)  # resumable
+    try:
+        trainer.fit()
+    except Exception as e:  # noqa: BLE001 - the trial's row keeps one line, not Ray's wrappers
+        raise TrialFailed(one_line(e)) from None
 
 
-def _searcher(cfg: ExperimentConfig, concurrent: int):
-    s = cfg.search
-    if s.searcher == "optuna":
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
-
-        return ConcurrencyLimiter(OptunaSearch(seed=s.seed), max_concurrent=concurrent)
-    from ray.tune.search import BasicVariantGenerator
-
-    return BasicVariantGenerator(random_state=s.seed, max_concurrent=concurrent)
+class TrialFailed(RuntimeError):
+    """A trial's run failed; the message is one line."""
 
 
-def _scheduler(cfg: ExperimentConfig):
-    sch = cfg.search.scheduler
-    if sch.type == "none":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs, grace_period=min(sch.grace_period, cfg.train.epochs),
-                         reduction_factor=sch.reduction_factor)
+def sweep_dir(cfg: ExperimentConfig, sweep_id: str) -> str:
+    return storage.join(cfg.storage, "sweeps", cfg.name, sweep_id)
 
 
-def _reporter(cfg: ExperimentConfig, searched: list[str]):
-    from ray.tune import CLIReporter
+def sweep_hash(cfg: ExperimentConfig) -> str:
+    import hashlib
 
-    metrics = {"epoch": "epoch", "objective": "objective",
-               **{f"{t}_{tc.score_metric}": f"{t}_{tc.score_metric}" for t, tc in cfg.tasks.items()}}
-    return CLIReporter(metric_columns=metrics, parameter_columns=searched, max_report_frequency=20,
-                       sort_by_metric=True, max_progress_rows=12)
+    return hashlib.sha256(json.dumps(cfg.public_dump(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None = None, out=print) -> dict:
-    """`orchestrator tune`: run the sweep, write one leaderboard row per trial, return a summary."""
+def find_sweep(cfg: ExperimentConfig, sweep_id: str | None) -> str:
+    """The sweep to resume: ``sweep_id``, or the latest of this experiment."""
+    import pyarrow.fs as pafs
+
+    fs, path = storage.filesystem(storage.join(cfg.storage, "sweeps", cfg.name))
+    ids = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+                 if i.type == pafs.FileType.Directory)
+    if sweep_id is None:
+        if not ids:
+            raise ConfigError(f"no sweep of experiment {cfg.name!r} to resume in {storage.redact(cfg.storage)}: "
+                              f"run it without --resume first")
+        sweep_id = ids[-1]
+    elif sweep_id not in ids:
+        raise ConfigError(f"no sweep {sweep_id!r} of experiment {cfg.name!r} in {storage.redact(cfg.storage)} "
+                          f"(sweeps: {ids[-5:]})")
+    try:
+        saved = json.loads(storage.read_bytes(storage.join(sweep_dir(cfg, sweep_id), "sweep.json")))
+    except (OSError, ValueError):
+        raise ConfigError(f"sweep {sweep_id} has no sweep.json: it cannot be resumed") from None
+    if saved["config_hash"] != sweep_hash(cfg):
+        raise ConfigError(f"sweep {sweep_id} was started with another config (hash {saved['config_hash']}, this "
+                          f"{sweep_hash(cfg)}): resume it with the same config, or start a new sweep")
+    return sweep_id
+
+
+def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None = None, resume: bool = False,
+         sweep_id: str | None = None, verbose: bool = False, out=print) -> dict:
+    """`orchestrator tune`: run (or resume) a sweep; one leaderboard row per trial; returns a summary."""
     from ray import tune as rtune
+
+    from .cluster import plan_concurrency
+    from .leaderboard import Leaderboard
+    from .tune_callback import make_callback
 
     if name:
         cfg = cfg.with_values({"name": name})
-    p = prepare_sweep(cfg, out=out)
+    p = check(cfg)
+    check_space(p)
     cfg = p.cfg
-    out("resolved config: " + json.dumps(cfg.model_dump(mode="json"), sort_keys=True))
-    init_ray(address)
-    import ray
+    sweep_id = find_sweep(cfg, sweep_id) if resume else (
+        sweep_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    out("resolved config: " + json.dumps(cfg.public_dump(), sort_keys=True))
+    ensure_pretrained(cfg, out=out)
+    init_ray(address, log_to_driver=verbose)
+    concurrent = plan_concurrency(cfg, say=out)
+    board = Leaderboard(cfg.storage)
+    written = set(board.table(sweep_id=sweep_id, kind=None).column("trial_id").to_pylist()) if resume else set()
+    data, backbone_ref = ship_data(p), ship_backbone(cfg)
+    from .baselines import baselines_for
 
-    concurrent = cfg.search.max_concurrent_trials or max_concurrent(cfg, ray.cluster_resources())
-    out(f"experiment {cfg.name}: {cfg.search.samples} samples, searcher {cfg.search.searcher}, scheduler "
-        f"{cfg.search.scheduler.type}, up to {concurrent} trials at once")
-    storage = cfg.storage.rstrip("/")
-    board = Leaderboard(storage)
-    callback = _leaderboard_callback(cfg, n_blocks=p.n_blocks, fingerprint=p.spec.fingerprint)
-    trainable = rtune.with_parameters(_trial, base=cfg.model_dump(mode="json"), spec=p.spec, n_blocks=p.n_blocks,
-                                      train=p.train, val=p.val, storage_path=f"{storage}/trials")
-    space = param_space(cfg.search, list(cfg.tasks))
-    # Ray's new console output ignores custom reporters; the classic one shows per-task metrics.
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    tuner = rtune.Tuner(
-        rtune.with_resources(trainable, {"CPU": TRIAL_DRIVER_CPU}),
-        param_space=space,
-        tune_config=rtune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=cfg.search.samples,
-                                     search_alg=_searcher(cfg, concurrent), scheduler=_scheduler(cfg),
-                                     max_concurrent_trials=concurrent),
-        run_config=rtune.RunConfig(name=cfg.name, storage_path=f"{storage}/sweeps", callbacks=[callback],
-                                   failure_config=rtune.FailureConfig(max_failures=0),
-                                   progress_reporter=_reporter(cfg, list(space)), verbose=1),
-    )
+    baselines = baselines_for(p, data=data, backbone_ref=backbone_ref, out=out) if (
+        cfg.search.baselines or cfg.objective.metric == "delta_m") else None
+    callback = make_callback(cfg, sweep_id=sweep_id, n_blocks=p.n_blocks, fingerprint=p.spec.fingerprint,
+                             versions=versions(), baselines=baselines, written=written, out=out,
+                             request={"CPU": cfg.resources.cpus_per_worker,
+                                      **({"GPU": cfg.resources.gpus_per_worker} if cfg.resources.use_gpu else {})})
+    trainable = rtune.with_resources(
+        rtune.with_parameters(_trial, base=cfg.model_dump(mode="json"), spec=p.spec.to_dict(), data=data,
+                              backbone_ref=backbone_ref, sweep_id=sweep_id, baselines=baselines),
+        {"CPU": TRIAL_DRIVER_CPU})
+    fs, sweeps_path = storage.filesystem(storage.join(cfg.storage, "sweeps", cfg.name))
+    where = storage.join(sweeps_path, sweep_id) if not storage.is_uri(cfg.storage) else None
     t0 = time.perf_counter()
+    if resume:
+        out(f"resuming sweep {sweep_id} of experiment {cfg.name} ({len(written)} trials already recorded)")
+        tuner = rtune.Tuner.restore(f"{sweeps_path.rstrip('/')}/{sweep_id}", trainable, resume_unfinished=True,
+                                    resume_errored=True, storage_filesystem=fs)
+    else:
+        storage.atomic_write(storage.join(sweep_dir(cfg, sweep_id), "sweep.json"), json.dumps(
+            {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump()}).encode())
+        points = first_points(cfg, say=out)
+        out(f"experiment {cfg.name}, sweep {sweep_id}: {cfg.search.samples} trials, searcher {cfg.search.searcher}, "
+            f"scheduler {cfg.search.scheduler.type}, up to {concurrent} at once")
+        tuner = rtune.Tuner(
+            trainable, param_space=param_space(cfg.search, list(cfg.tasks)),
+            tune_config=rtune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=cfg.search.samples,
+                                         search_alg=make_searcher(cfg, concurrent, points),
+                                         scheduler=make_scheduler(cfg), max_concurrent_trials=concurrent),
+            run_config=rtune.RunConfig(name=sweep_id, storage_path=sweeps_path, storage_filesystem=fs,
+                                       callbacks=[callback], failure_config=rtune.FailureConfig(max_failures=0),
+                                       verbose=1 if verbose else 0))
+    del where
     tuner.fit()
-    return {"experiment": cfg.name, "trials": len(callback.rows), "leaderboard": board.uri,
+    board.maybe_compact()
+    return {"experiment": cfg.name, "sweep_id": sweep_id, "trials": len(callback.rows) + len(written),
+            "leaderboard": storage.redact(board.uri), "storage": cfg.storage,
             "statuses": {s: sum(r["status"] == s for r in callback.rows) for s in {r["status"] for r in callback.rows}},
-            "wall_time_s": round(time.perf_counter() - t0, 1), "storage": storage}
+            "wall_time_s": round(time.perf_counter() - t0, 1)}

@@ -1,27 +1,28 @@
 """The per-worker training loop run by Ray Train. Knows nothing of Tune or the leaderboard.
 
 Every rank runs ``train_loop_per_worker``; they synchronize only inside the distributed step
-(gradient all-reduce), in ``allreduce_sum`` (step counts; once per epoch: loss, validation sums) and at
-``ray.train.report`` (a barrier: every rank reports once per epoch).
+(gradient all-reduce), in ``allreduce_sum`` (once per epoch: losses, step counts, validation sums)
+and at ``ray.train.report`` (a barrier: every rank reports once per epoch).
 """
 from __future__ import annotations
 
-import json
 import os
+import resource
 import tempfile
 import time
 
 import numpy as np
 
-REPORT_KEYS = ("epoch", "train_loss", "objective", "world_size", "status")
+from . import checkpoints
+from .failures import read_progress, write_progress
 
 
-def make_train_step(strategy, mt, cfg, opt_backbone, opt_heads, *, global_batch: int):
-    """One synchronous data-parallel step. ``x, y`` are this worker's part of the global batch."""
+def make_train_step(strategy, mt, cfg, weighting, opt_backbone, opt_heads, *, global_batch: int):
+    """One synchronous data-parallel step. ``x, y`` are this worker's part of the global batch.
+    Returns this worker's share of [total loss, task 1 loss, ...] (summed over workers: global means)."""
     import tensorflow as tf
     from .model import per_example_losses
 
-    weights = cfg.normalized_loss_weights()
     backbone_vars, head_vars = mt.variable_groups()
     n_bb = len(backbone_vars)
 
@@ -29,21 +30,21 @@ def make_train_step(strategy, mt, cfg, opt_backbone, opt_heads, *, global_batch:
         with tf.GradientTape() as tape:
             out = mt.model(x, training=True)  # frozen blocks (incl. BatchNorm) run in inference mode
             per_task = per_example_losses(cfg, y, out)
-            # Average over the GLOBAL batch, not the local one: the optimizer sums gradients
-            # across replicas, so the sum is then exactly the gradient of the global mean loss.
-            loss = tf.add_n([weights[t] * tf.nn.compute_average_loss(per_task[t], global_batch_size=global_batch)
-                             for t in cfg.tasks])
+            # Average over the GLOBAL batch, not the local one: the optimizer sums gradients across
+            # replicas, so the sum is exactly the gradient of the global mean loss.
+            task_losses = [tf.nn.compute_average_loss(per_task[t], global_batch_size=global_batch) for t in cfg.tasks]
+            loss = weighting.combine(task_losses)
         grads = tape.gradient(loss, backbone_vars + head_vars)
         # apply_gradients all-reduces (sums) each gradient across workers: workers sync here.
         if n_bb:
             opt_backbone.apply_gradients(zip(grads[:n_bb], backbone_vars))
         opt_heads.apply_gradients(zip(grads[n_bb:], head_vars))
-        return loss
+        return tf.stack([loss] + task_losses)
 
     @tf.function
     def step(x, y):
-        # This worker's share of the global mean loss. Not all-reduced here: a collective per step
-        # just for logging costs throughput; the epoch's sum is all-reduced once instead.
+        # This worker's share only: a collective per step just for logging costs throughput;
+        # the epoch's sums are all-reduced once instead.
         return tf.add_n(strategy.experimental_local_results(strategy.run(replica_step, args=(x, y))))
 
     return step
@@ -62,15 +63,14 @@ def make_allreduce_sum(strategy):
 
 
 def quiet_logs() -> None:
-    """Per-epoch lines come from rank 0; silence per-step chatter from TF, Ray Data and Ray Train."""
+    """Per-epoch lines come from the driver; silence per-step chatter from TF, Ray Data and Ray Train."""
     import logging
 
-    import tensorflow as tf
     from ray.data import DataContext
 
-    tf.get_logger().setLevel("ERROR")
     DataContext.get_current().enable_progress_bars = False
-    for name in ("ray.data", "ray.train", "ray.train.v2"):
+    DataContext.get_current().print_on_execution_start = False
+    for name in ("ray.data", "ray.train", "ray.train.v2", "ray.util"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:  # Ray Train logs every report at INFO under a logger named by file path
         from ray.train.v2._internal.execution import context
@@ -80,43 +80,19 @@ def quiet_logs() -> None:
         pass
 
 
-def shard_arrays(shard, tasks) -> tuple[np.ndarray, dict]:
-    """Pull this worker's Ray Data shard once into memory (decoded tensors, not bytes)."""
-    xs, ys = [], {t: [] for t in tasks}
-    for batch in shard.iter_batches(batch_size=4096, batch_format="numpy", prefetch_batches=2):
-        xs.append(batch["image"].astype(np.float32, copy=False))
-        for t in tasks:
-            ys[t].append(batch[f"y_{t}"])
-    return np.concatenate(xs), {t: np.concatenate(v) for t, v in ys.items()}
-
-
-def _save_checkpoint(directory, mt, optimizers, state):
-    mt.model.save_weights(os.path.join(directory, "model.weights.h5"))
-    np.savez(os.path.join(directory, "optimizers.npz"),
-             **{f"{name}_{i}": v.numpy() for name, opt in optimizers.items() for i, v in enumerate(opt.variables)})
-    with open(os.path.join(directory, "state.json"), "w") as f:
-        json.dump(state, f)
-
-
-def _restore_checkpoint(checkpoint, mt, optimizers) -> dict:
-    with checkpoint.as_directory() as d:
-        mt.model.load_weights(os.path.join(d, "model.weights.h5"))
-        saved = np.load(os.path.join(d, "optimizers.npz"))
-        for name, opt in optimizers.items():
-            for i, v in enumerate(opt.variables):
-                v.assign(saved[f"{name}_{i}"])
-        with open(os.path.join(d, "state.json")) as f:
-            return json.load(f)
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def train_loop_per_worker(payload: dict) -> None:
-    """Ray Train entry point: data from this worker's shards, metrics and checkpoints to Ray."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads: no C++ info/warning spam
-    import tensorflow as tf
+    """Ray Train entry point: data from the pipeline, metrics and checkpoints through Ray."""
+    from .console import quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    import ray
     import ray.train
 
     quiet_logs()
-
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -127,91 +103,137 @@ def train_loop_per_worker(payload: dict) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
     from .config import ExperimentConfig
     from .data import DataSpec
+    from .pipeline import worker_data
 
     cfg = ExperimentConfig.model_validate(payload["config"])  # workers re-validate
     spec = DataSpec.from_dict(payload["data_spec"])
-    tasks = list(cfg.tasks)
-    x, y = shard_arrays(ray.train.get_dataset_shard("train"), tasks)
-    xv, yv = shard_arrays(ray.train.get_dataset_shard("val"), tasks)   # not split: take every world-th row
-    xv, yv = xv[rank::world], {t: v[rank::world] for t, v in yv.items()}
+    data = worker_data(payload["data"], cfg, spec, rank=rank, world=world)
+    backbone_file = _local_file(payload.get("backbone_file"))
+    run_dir = payload["run_dir"]
+    if rank == 0 and read_progress(run_dir) is None:
+        write_progress(run_dir, [])   # the driver's watcher: resources acquired, the run has started
 
-    def restore(mt, optimizers):
-        ckpt = ray.train.get_checkpoint()  # set when a restarted worker group resumes
-        return _restore_checkpoint(ckpt, mt, optimizers) if ckpt else None
+    def restore(load):
+        epochs = checkpoints.epochs_on_storage(run_dir)
+        return checkpoints.load(run_dir, epochs[-1], load) if epochs else None
 
-    def on_epoch(metrics, state, mt, optimizers):
+    def on_epoch(metrics, state, save):
+        last = metrics["epoch"] == cfg.train.epochs or metrics["status"] == "diverged"
+        if rank == 0 and (metrics["epoch"] % cfg.train.checkpoint_every == 0 or last):
+            checkpoints.save(run_dir, metrics["epoch"], save, state)
         if rank == 0:
-            print(format_epoch(metrics, cfg.train.epochs), flush=True)
-            with tempfile.TemporaryDirectory() as d:
-                _save_checkpoint(d, mt, optimizers, state)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics)  # a barrier: every rank reports once per epoch
+            write_progress(run_dir, state["history"])
+        metrics["peak_rss_mb"] = peak_rss_mb()
+        ray.train.report(metrics)  # a barrier: every rank reports once per epoch (Tune hears rank 0)
 
-    fit_arrays(strategy, cfg, spec, (x, y), (xv, yv), rank=rank, world=world, restore=restore, on_epoch=on_epoch)
+    fit(strategy, cfg, spec, data, rank=rank, world=world, restore=restore, on_epoch=on_epoch,
+        backbone_file=backbone_file, baselines=payload.get("baselines"))
 
 
-def fit_arrays(strategy, cfg, spec, train, val, *, rank=0, world=1, restore=None, on_epoch=None):
-    """Build the model in ``strategy``'s scope and train it on in-memory arrays; returns it.
+def _local_file(ref):
+    """A backbone/weights file shipped through the object store -> a local path on this worker."""
+    if ref is None:
+        return None
+    import ray
+
+    blob, suffix = ray.get(ref)
+    fd, path = tempfile.mkstemp(suffix=suffix)
+    with os.fdopen(fd, "wb") as f:
+        f.write(blob)
+    return path
+
+
+def fit(strategy, cfg, spec, data, *, rank=0, world=1, restore=None, on_epoch=None, backbone_file=None,
+        baselines=None):
+    """Build the model in ``strategy``'s scope and train it; returns (model, state).
 
     Shared by Ray workers (MultiWorkerMirroredStrategy) and in-process runs (default strategy:
-    `orchestrator pretrain`, the benchmark's plain baseline).
-    """
+    `orchestrator pretrain`, benches, tests). ``data`` (``orchestrator.pipeline``) gives
+    ``agree_steps``, ``set_epoch(epoch) -> steps``, ``train_dataset(per_worker)`` and ``val_batches()``."""
     import keras
     import tensorflow as tf
-    from .model import build, eval_sums, make_optimizer, metrics_from_sums, standardize
+    from .model import build, eval_sums, make_optimizer, metrics_from_sums
+    from .weighting import LossWeighting
 
     keras.utils.set_random_seed(cfg.train.seed)
-    (x, y), (xv, yv) = train, val
     with strategy.scope():
-        mt = build(cfg, spec)
+        mt = build(cfg, spec, backbone_file=backbone_file)
+        weighting = LossWeighting(cfg, num_replicas=strategy.num_replicas_in_sync)
+        mt.extra_variables = weighting.trainable_variables
         backbone_vars, head_vars = mt.variable_groups()
         optimizers = {"heads": make_optimizer(cfg, cfg.train.head_lr)}
         optimizers["heads"].build(head_vars)
         if backbone_vars:
             optimizers["backbone"] = make_optimizer(cfg, cfg.train.backbone_lr)
             optimizers["backbone"].build(backbone_vars)
-    state = (restore and restore(mt, optimizers)) or {"epoch": 0, "history": []}
 
-    allreduce_sum = make_allreduce_sum(strategy)
-    per_worker = max(cfg.train.batch_size // world, 1)
-    counts = allreduce_sum(np.eye(world)[rank] * (len(x) // per_worker))
-    steps = int(counts.min())  # every rank must run the same number of collective steps
-    if steps == 0:
-        raise ValueError(f"global batch {cfg.train.batch_size} is larger than a worker's {len(x)} training examples")
-    local = (tf.data.Dataset.from_tensor_slices((x, standardize(cfg, spec, y)))
-             .shuffle(len(x), seed=cfg.train.seed + rank, reshuffle_each_iteration=True)
-             .batch(per_worker, drop_remainder=True).take(steps).prefetch(tf.data.AUTOTUNE))
-    dist = strategy.distribute_datasets_from_function(lambda _: local)
-    step = make_train_step(strategy, mt, cfg, optimizers.get("backbone"), optimizers["heads"],
-                           global_batch=per_worker * world)
+    def save(directory):
+        mt.model.save_weights(os.path.join(directory, "model.weights.h5"))
+        np.savez(os.path.join(directory, "optimizers.npz"),
+                 **{f"{n}_{i}": v.numpy() for n, opt in optimizers.items() for i, v in enumerate(opt.variables)})
 
-    executed = 0  # steps this rank ran since (re)start: proof that every worker trained
+    def load(directory):
+        mt.model.load_weights(os.path.join(directory, "model.weights.h5"))
+        with np.load(os.path.join(directory, "optimizers.npz")) as saved:
+            for n, opt in optimizers.items():
+                for i, v in enumerate(opt.variables):
+                    v.assign(saved[f"{n}_{i}"])
+
     config_hash = cfg.config_hash()
+    state = (restore and restore(load)) or {"epoch": 0, "history": []}
+    if state.get("config_hash", config_hash) != config_hash:
+        from .errors import ConfigError
+
+        raise ConfigError(f"the run's checkpoint was made by another config (hash {state['config_hash']}, this is "
+                          f"{config_hash}): use another run name")
+    if "weighting" in state:
+        weighting.restore(state["weighting"])
+
+    per_worker = max(cfg.train.batch_size // world, 1)
+    allreduce_sum = make_allreduce_sum(strategy) if world > 1 else (lambda v: np.asarray(v, np.float64))
+    data.agree_steps(per_worker, allreduce_sum)
+    dist = strategy.distribute_datasets_from_function(lambda _: data.train_dataset(per_worker))
+    step = make_train_step(strategy, mt, cfg, weighting, optimizers.get("backbone"), optimizers["heads"],
+                           global_batch=per_worker * world)
+    tasks, k = list(cfg.tasks), len(cfg.tasks)
+    executed = 0  # steps this rank ran since (re)start: proof that every worker trained
     for epoch in range(state["epoch"], cfg.train.epochs):
+        steps = data.set_epoch(epoch)
         t0 = time.perf_counter()
-        total = tf.constant(0.0)
+        total = tf.zeros(k + 1)
         for xb, yb in dist:
             total += step(xb, yb)
             executed += 1
         seconds = time.perf_counter() - t0
-        # One collective per epoch: loss sum, per-rank step counts and validation sums together.
-        summed = allreduce_sum(np.concatenate([[float(total)], np.eye(world)[rank] * executed,
-                                               eval_sums(cfg, spec, mt.model, xv, yv)]))
-        train_loss = float(summed[0]) / steps
-        rank_steps = summed[1:1 + world]
-        metrics = metrics_from_sums(cfg, summed[1 + world:])
-        diverged = not np.isfinite(train_loss)
-        metrics.update(epoch=epoch + 1, train_loss=train_loss, world_size=world, steps_per_epoch=steps,
+        # One collective per epoch: losses, per-rank step counts and validation sums together.
+        local = np.concatenate([total.numpy().astype(np.float64), np.eye(world)[rank] * executed,
+                                eval_sums(cfg, spec, mt.model, data.val_batches())])
+        summed = allreduce_sum(local)
+        losses = summed[:k + 1] / steps
+        metrics = metrics_from_sums(cfg, summed[k + 1 + world:], baselines=baselines)
+        diverged = not np.isfinite(losses[0])
+        weighting.end_epoch(dict(zip(tasks, losses[1:])))
+        metrics.update(epoch=epoch + 1, train_loss=float(losses[0]), world_size=world, steps_per_epoch=steps,
                        examples_per_s=steps * per_worker * world / seconds, epoch_seconds=seconds,
-                       **{f"rank{r}_steps": int(c) for r, c in enumerate(rank_steps)},
+                       **{f"train_loss_{t}": float(v) for t, v in zip(tasks, losses[1:])},
+                       **{f"eff_weight_{t}": w for t, w in weighting.effective().items()},
+                       **{f"rank{r}_steps": int(c) for r, c in enumerate(summed[k + 1:k + 1 + world])},
                        status="diverged" if diverged else "running", config_hash=config_hash)
-        state = {"epoch": epoch + 1, "history": state["history"] + [metrics]}
+        state = {"epoch": epoch + 1, "history": state["history"] + [metrics], "config_hash": config_hash,
+                 "weighting": weighting.state()}
         if on_epoch:
-            on_epoch(metrics, state, mt, optimizers)
+            on_epoch(metrics, state, save)
         if diverged:
             break
     return mt, state
+
+
+def fit_arrays(strategy, cfg, spec, train, val, *, on_epoch=None, backbone_file=None):
+    """``fit`` on in-memory arrays ``(x, {task: y})``, in this process (no Ray)."""
+    from .pipeline import ArrayData
+
+    return fit(strategy, cfg, spec, ArrayData(cfg, spec, train, val),
+               on_epoch=(lambda m, s, _save: on_epoch(m, s)) if on_epoch else None, backbone_file=backbone_file)
 
 
 def format_epoch(m: dict, epochs: int) -> str:

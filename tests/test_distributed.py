@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import parse_config
-from orchestrator.data import prepare, to_arrays
+from orchestrator.pipeline import load_arrays
 
 from conftest import experiment, small_table, write_parquet
 
@@ -23,12 +23,15 @@ def one_step_per_worker(payload):
     from orchestrator.config import ExperimentConfig
     from orchestrator.data import DataSpec
     from orchestrator.model import build, make_optimizer, standardize
+    from orchestrator.weighting import LossWeighting
     from orchestrator.worker import make_train_step
 
     cfg, spec = ExperimentConfig.model_validate(payload["config"]), DataSpec.from_dict(payload["data_spec"])
     rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     with strategy.scope():
         mt = build(cfg, spec)
+        weighting = LossWeighting(cfg, num_replicas=strategy.num_replicas_in_sync)
+        mt.extra_variables = weighting.trainable_variables
         bb, heads = mt.variable_groups()
         opt_b, opt_h = make_optimizer(cfg, cfg.train.backbone_lr), make_optimizer(cfg, cfg.train.head_lr)
         opt_b.build(bb)
@@ -37,10 +40,11 @@ def one_step_per_worker(payload):
     y = standardize(cfg, spec, y)
     per = len(x) // world
     part = slice(rank * per, (rank + 1) * per)   # the global batch, split explicitly
-    step = make_train_step(strategy, mt, cfg, opt_b, opt_h, global_batch=len(x))
+    step = make_train_step(strategy, mt, cfg, weighting, opt_b, opt_h, global_batch=len(x))
     step(tf.constant(x[part]), {t: tf.constant(v[part]) for t, v in y.items()})
     if rank == 0:
-        np.savez(payload["out"], *mt.model.get_weights())
+        extra = [v.numpy() for v in weighting.trainable_variables]
+        np.savez(payload["out"], *mt.model.get_weights(), *extra)
     ray.train.report({"done": 1})
 
 
@@ -60,12 +64,13 @@ def run_one_step(tmp_path, cfg, spec, x, y, world):
         return [f[k] for k in f.files]
 
 
-def test_two_workers_one_step_equals_one_worker(ray_session, tmp_path):
+@pytest.mark.parametrize("weighting", ["static", "uncertainty"])
+def test_two_workers_one_step_equals_one_worker(ray_session, tmp_path, weighting):
     cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(64)),
-                                  train={"optimizer": "sgd", "backbone_lr": 0.1, "head_lr": 0.1},
+                                  train={"optimizer": "sgd", "backbone_lr": 0.1, "head_lr": 0.1,
+                                         "loss_weighting": weighting},
                                   heads={"hidden_units": 16, "dropout": 0.0}))
-    train, _, spec = prepare(cfg)
-    x, y = to_arrays(train, cfg.tasks)
+    (x, y), _, spec = load_arrays(cfg)
     x, y = x[:32], {t: v[:32] for t, v in y.items()}
     w1 = run_one_step(tmp_path, cfg, spec, x, y, world=1)
     w2 = run_one_step(tmp_path, cfg, spec, x, y, world=2)
@@ -76,6 +81,9 @@ def test_two_workers_one_step_equals_one_worker(ray_session, tmp_path):
     init = build(cfg, spec).model.get_weights()
     moved = max(float(np.abs(a - b).max()) for a, b in zip(w1, init))
     assert moved > 1e-3, "the step did not change the weights: the comparison would prove nothing"
+    assert len(w1) == len(init) + (1 if weighting == "uncertainty" else 0)
+    if weighting == "uncertainty":
+        assert float(np.abs(w1[-1]).max()) > 1e-4, "the log-variances did not move"
     worst = max(float(np.abs(a - b).max()) for a, b in zip(w1, w2))
     assert worst <= 1e-5, f"2-worker step differs from 1-worker step by {worst}"
 

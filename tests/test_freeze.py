@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from orchestrator.backbones import apply_freeze, blocks, digits_cnn, freeze_mask
 from orchestrator.config import parse_config
-from orchestrator.data import prepare, to_arrays
+from orchestrator.pipeline import load_arrays
 from orchestrator.errors import ConfigError
 from orchestrator.worker import fit_arrays
 
@@ -64,9 +64,9 @@ def test_frozen_batchnorm_runs_in_inference_mode():
 def _train_in_process(tmp_path, depth):
     cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(160)),
                                   train={"freeze_depth": depth, "epochs": 2}))
-    train, val, spec = prepare(cfg)
+    train, val, spec = load_arrays(cfg)
     init = digits_cnn(spec.image_shape, seed=cfg.train.seed).get_weights()
-    mt, _ = fit_arrays(tf.distribute.get_strategy(), cfg, spec, to_arrays(train, cfg.tasks), to_arrays(val, cfg.tasks))
+    mt, _ = fit_arrays(tf.distribute.get_strategy(), cfg, spec, train, val)
     return init, mt.backbone.get_weights(), mt
 
 

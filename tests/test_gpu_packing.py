@@ -4,7 +4,8 @@ import pytest
 
 from orchestrator.config import parse_config
 from orchestrator.leaderboard import Leaderboard
-from orchestrator.tune import max_concurrent, tune
+from orchestrator.cluster import NodeType, concurrency
+from orchestrator.tune import TRIAL_DRIVER_CPU, tune
 
 
 def packed(storage, name, gpus, depths):
@@ -21,12 +22,16 @@ def packed(storage, name, gpus, depths):
     })
 
 
+def max_concurrent(cfg, resources, nodes=1):
+    return concurrency(cfg, [NodeType("n", resources, nodes)], driver_cpu=TRIAL_DRIVER_CPU)
+
+
 def test_max_concurrent_follows_gpus_and_cpus(tmp_path):
     assert max_concurrent(packed("s", "a", 0.25, [0]), {"CPU": 2, "GPU": 1}) == 4
     assert max_concurrent(packed("s", "a", 1.0, [0]), {"CPU": 2, "GPU": 1}) == 1
-    assert max_concurrent(packed("s", "a", 0.5, [0]), {"CPU": 16, "GPU": 4}) == 8
+    assert max_concurrent(packed("s", "a", 0.5, [0]), {"CPU": 4, "GPU": 1}, nodes=4) == 8
     cpu_only = packed("s", "a", 0.25, [0]).with_values({"resources.use_gpu": False, "resources.gpus_per_worker": 0})
-    assert max_concurrent(cpu_only, {"CPU": 2}) == 6   # 2 / (0.2 worker + 0.1 trial driver)
+    assert max_concurrent(cpu_only, {"CPU": 2}) == 8   # 2 / (0.2 worker + 0.05 trial driver)
 
 
 @pytest.mark.slow

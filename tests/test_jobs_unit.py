@@ -36,7 +36,7 @@ def project(tmp_path):
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "tune.py").write_text("print('hi')\n")
     (tmp_path / ".gitignore").write_text("best.yaml\nruns/\n")
-    (tmp_path / "exp.yaml").write_text("name: t\n")
+    (tmp_path / "exp.yaml").write_text("name: t\nstorage: /shared/runs\n")
     return tmp_path
 
 
@@ -75,15 +75,15 @@ def http_status():
 
 def test_config_outside_working_dir(project, tmp_path_factory):
     outside = tmp_path_factory.mktemp("elsewhere") / "exp.yaml"
-    outside.write_text("name: t\n")
+    outside.write_text("name: t\nstorage: /shared/runs\n")
     with pytest.raises(ConfigError, match="outside .*place it in the project directory"):
         jobs.submit(str(outside), "http://127.0.0.1:1", working_dir=str(project))
 
 
 def test_config_ignored_by_gitignore(project):
-    (project / "best.yaml").write_text("name: t\n")
+    (project / "best.yaml").write_text("name: t\nstorage: /shared/runs\n")
     (project / "runs").mkdir()
-    (project / "runs" / "exp.yaml").write_text("name: t\n")
+    (project / "runs" / "exp.yaml").write_text("name: t\nstorage: /shared/runs\n")
     for path in ("best.yaml", "runs/exp.yaml"):
         with pytest.raises(ConfigError, match="left out of the upload"):
             jobs.submit(str(project / path), "http://127.0.0.1:1", working_dir=str(project))

@@ -82,9 +82,9 @@ def test_default_run_names_are_unique():
 
 def test_reusing_a_run_name_with_another_config_is_refused(tmp_path, capsys, no_ray):
     cfg = experiment(tmp_path, "builtin:multidigits/train")
-    run_dir = tmp_path / "runs" / "trials" / "mine"
-    (run_dir / "checkpoint_000").mkdir(parents=True)
-    (run_dir / "checkpoint_000" / "state.json").write_text(json.dumps({"epoch": 1, "config_hash": "0123456789ab"}))
+    ckpt = tmp_path / "runs" / "trials" / "mine" / "checkpoints" / "epoch_000001"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.json").write_text(json.dumps({"epoch": 1, "config_hash": "0123456789ab", "history": []}))
     code, err, _ = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg), "--name", "mine")
     assert code == 2 and "run 'mine' already exists" in err and "\n" not in err, err
 

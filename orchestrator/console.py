@@ -1,0 +1,57 @@
+"""What the user sees: TensorFlow loads without its start-up lines, and Ray logs go to a file.
+
+TensorFlow 2.21 and absl write their start-up lines (oneDNN, CUDA probing, "All log messages before
+absl::InitializeLog()") straight to file descriptor 2 before any Python logging setting applies, so
+``TF_CPP_MIN_LOG_LEVEL`` alone cannot silence them. ``quiet_tensorflow`` imports TensorFlow and Keras
+with descriptor 2 pointed at a log file, then restores it: errors stay one line.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import warnings
+
+_LOG_PATH = os.path.join(tempfile.gettempdir(), f"orchestrator-{os.getuid()}-tensorflow.log")
+
+
+@contextlib.contextmanager
+def stderr_to(path: str):
+    """Point file descriptor 2 (C/C++ writers included) at ``path`` for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def quiet_tensorflow(log_path: str | None = None):
+    """Import TensorFlow (and Keras) once, its start-up noise sent to a log file; returns the module."""
+    if "tensorflow" in sys.modules and getattr(quiet_tensorflow, "done", False):
+        return sys.modules["tensorflow"]
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    with stderr_to(log_path or _LOG_PATH), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import tensorflow as tf
+        import keras  # noqa: F401
+
+        tf.config.list_physical_devices("GPU")   # device probing logs now, not at the first op
+    tf.get_logger().setLevel("ERROR")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    quiet_tensorflow.done = True
+    return tf
+
+
+def quiet_warnings() -> None:
+    """Library deprecation/future warnings are for library authors, not for our users."""
+    for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=".*__array__ implementation doesn't accept a copy.*")

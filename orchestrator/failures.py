@@ -1,0 +1,133 @@
+"""Failure policy and watching a run from the driver.
+
+- A worker that dies (SIGKILL, lost node) is retried from the latest checkpoint
+  (``FailureConfig(max_failures)``); a user error raised in a worker (``UserError``: bad data,
+  config, shape, file) is never retried: the run fails at once with that error's one line.
+  Ray Train V2 retries every worker error alike, so ``FailFastTrainer`` gives its controller a
+  failure policy that tells the two apart.
+- ``watch`` prints a run's progress from the driver: a line per epoch (from the run's
+  ``progress.json``, written by rank 0), and while the run waits for resources, one line every
+  30 s saying what it waits for.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Callable, Optional
+
+from . import storage
+from .errors import UserError
+
+WAIT_LINE_EVERY_S = 30.0
+
+
+def find_user_error(exc: Optional[BaseException], _depth: int = 0) -> Optional[UserError]:
+    """The UserError inside a worker failure, through Ray's and Ray Train's wrappers."""
+    if exc is None or _depth > 12:
+        return None
+    if isinstance(exc, UserError):
+        return exc
+    for inner in (getattr(exc, "_base_exc", None), getattr(exc, "health_check_failure", None),
+                  getattr(exc, "cause", None), exc.__cause__, exc.__context__):
+        found = find_user_error(inner, _depth + 1)
+        if found is not None:
+            return found
+    if hasattr(exc, "worker_failures"):
+        for e in exc.worker_failures.values():
+            found = find_user_error(e, _depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """What a failed run reports: the user error's line, or the first line of the crash."""
+    user = find_user_error(exc)
+    if user is not None:
+        return str(user)
+    failures = getattr(exc, "worker_failures", None)
+    if failures:
+        rank, e = sorted(failures.items())[0]
+        text = (str(getattr(e, "_base_exc", e)).strip().splitlines() or [type(e).__name__])[-1]
+        return storage.redact_text(f"worker {rank} failed: {text}"[:300])
+    return storage.redact_text((str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300])
+
+
+def _policy_class():
+    from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy, FailureDecision
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    class NoRetryOnUserError(DefaultFailurePolicy):
+        def make_decision(self, training_failed_error):
+            if isinstance(training_failed_error, WorkerGroupError) and any(
+                    find_user_error(e) for e in training_failed_error.worker_failures.values()):
+                return FailureDecision.RAISE
+            return super().make_decision(training_failed_error)
+
+    return NoRetryOnUserError
+
+
+def _trainer_class():
+    from ray.train.tensorflow import TensorflowTrainer
+
+    class FailFastTrainer(TensorflowTrainer):
+        """A TensorflowTrainer whose controller does not retry user errors."""
+
+        def _initialize_and_run_controller(self, **kwargs):
+            kwargs["failure_policy"] = _policy_class()(self.run_config.failure_config)
+            return super()._initialize_and_run_controller(**kwargs)
+
+    return FailFastTrainer
+
+
+def FailFastTrainer(*args, **kwargs):  # noqa: N802 - a class, built lazily (Ray Train imports are heavy)
+    return _trainer_class()(*args, **kwargs)
+
+
+def read_progress(run_dir: str) -> Optional[dict]:
+    try:
+        return json.loads(storage.read_bytes(storage.join(run_dir, "progress.json")))
+    except (OSError, ValueError):
+        return None
+
+
+def write_progress(run_dir: str, history: list[dict]) -> None:
+    storage.atomic_write(storage.join(run_dir, "progress.json"),
+                         json.dumps({"epoch": history[-1]["epoch"] if history else 0, "history": history,
+                                     "time": time.time()}, default=float).encode())
+
+
+def waiting_line(what: str, request: dict, *, workers: int) -> str:
+    import ray
+
+    free = {k: round(v, 2) for k, v in ray.available_resources().items() if k in ("CPU", "GPU") or k in request}
+    return (f"{what} waits for resources: {workers} worker(s) x {request}; free now {free or 'nothing'} "
+            f"(the autoscaler adds nodes if it can)")
+
+
+def watch(run_dir: str, *, request: dict, workers: int, on_epoch: Callable[[dict], None], out=print,
+          stop: threading.Event, poll_s: float = 1.0, what: str = "the run") -> threading.Thread:
+    """Follow ``progress.json`` in a thread: ``on_epoch`` for each new epoch; a waiting line every 30 s
+    until rank 0 has started."""
+    def loop():
+        seen, started, t0 = 0, False, time.monotonic()
+        last_wait = t0
+        while not stop.is_set():
+            progress = read_progress(run_dir)
+            if progress is not None:
+                started = True
+                for m in progress["history"][seen:]:
+                    on_epoch(m)
+                seen = max(seen, len(progress["history"]))
+            elif not started and time.monotonic() - last_wait >= WAIT_LINE_EVERY_S:
+                last_wait = time.monotonic()
+                try:
+                    out(waiting_line(what, request, workers=workers))
+                except Exception:  # noqa: BLE001 - a status line must never break the run
+                    pass
+            stop.wait(poll_s)
+
+    thread = threading.Thread(target=loop, daemon=True, name="orchestrator-watch")
+    thread.start()
+    return thread

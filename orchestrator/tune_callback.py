@@ -1,0 +1,161 @@
+"""The sweep's Tune callback, on the driver: a console people can read, and one leaderboard row per trial.
+
+By default a sweep prints one line when a trial starts, at most one progress line per trial every
+few seconds, one line when it ends, and a waiting line every 30 s for a trial that waits for
+resources. Rows are built by the pure ``rows.trial_row`` and appended with retries; a row that cannot
+be written stops the sweep loudly (``LeaderboardWriteError``) rather than being dropped.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from datetime import datetime, timezone
+
+from . import storage
+from .config import ExperimentConfig
+from .failures import WAIT_LINE_EVERY_S, read_progress, waiting_line
+from .rows import trial_row
+from .search import hp_columns, materialize
+
+PROGRESS_EVERY_S = 10.0
+
+
+class LeaderboardWriteError(RuntimeError):
+    """A trial's row could not be written after retries: the sweep stops rather than lose it."""
+
+
+def short_values(values: dict, n_blocks: int) -> str:
+    parts = []
+    for k, v in hp_columns(values, n_blocks=n_blocks).items():
+        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+    return " ".join(parts)
+
+
+def scores_text(cfg: ExperimentConfig, m: dict) -> str:
+    parts = []
+    for t, tc in cfg.tasks.items():
+        v = m.get(f"{t}_{tc.score_metric}")
+        if isinstance(v, (int, float)):
+            parts.append(f"{t}_{tc.score_metric}={v:.3f}")
+    return " ".join(parts)
+
+
+def make_callback(*args, **kwargs):
+    from ray import tune
+
+    class SweepCallback(tune.Callback):
+        """Runs on the driver. Keeps only small, plain state (Tune pickles callbacks with its experiment)."""
+
+        def __init__(self, cfg: ExperimentConfig, *, sweep_id: str, n_blocks: int, fingerprint: str, versions: dict,
+                     kind: str = "trial", baselines: dict | None = None, written: set | None = None,
+                     values_of=None, out=print, request: dict | None = None):
+            self.cfg, self.sweep_id, self.n_blocks, self.fingerprint = cfg, sweep_id, n_blocks, fingerprint
+            self.versions, self.kind, self.baselines = versions, kind, baselines
+            self.written = set(written or ())          # trial ids with a row (a resumed sweep skips them)
+            self.values_of = values_of                   # trial params -> {dotted path: value}
+            self.history: dict[str, list[dict]] = {}
+            self.started: dict[str, datetime] = {}
+            self.last_print: dict[str, float] = {}
+            self.rows: list[dict] = []
+            self.out = out
+            self.request = request or {}
+
+        def __getstate__(self):
+            d = dict(self.__dict__)
+            d["out"] = print
+            return d
+
+        # -- Tune hooks --------------------------------------------------------------------------
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started.setdefault(trial.trial_id, datetime.now(timezone.utc))
+            self.last_print[trial.trial_id] = time.monotonic()
+            values = self._values(trial)
+            self.out(f"[{trial.trial_id}] started: {short_values(values, self.n_blocks) or 'base config'}")
+
+        def on_step_begin(self, iteration, trials, **info):
+            now = time.monotonic()
+            for trial in trials:
+                if trial.status != "RUNNING" or self.history.get(trial.trial_id):
+                    continue
+                if now - self.last_print.get(trial.trial_id, now) < WAIT_LINE_EVERY_S:
+                    continue
+                self.last_print[trial.trial_id] = now
+                if read_progress(self._run_dir(trial)) is None:
+                    self.out(waiting_line(f"[{trial.trial_id}]", self.request, workers=self.cfg.resources.workers))
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.history.setdefault(trial.trial_id, []).append(_plain(result))
+            now = time.monotonic()
+            if now - self.last_print.get(trial.trial_id, 0.0) >= PROGRESS_EVERY_S:
+                self.last_print[trial.trial_id] = now
+                obj = result.get("objective")
+                self.out(f"[{trial.trial_id}] epoch {result.get('epoch')}: objective "
+                         f"{obj:.4f} {scores_text(self.cfg, result)}" if isinstance(obj, float) else
+                         f"[{trial.trial_id}] epoch {result.get('epoch')}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._finish(trial, None)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._finish(trial, error_line(trial))
+
+        # -- rows ---------------------------------------------------------------------------------
+        def _values(self, trial) -> dict:
+            return self.values_of(trial.config) if self.values_of else materialize(
+                self.cfg.search, trial.config, list(self.cfg.tasks))
+
+        def _run_dir(self, trial) -> str:
+            return storage.join(self.cfg.storage, "trials", f"{self.sweep_id}-{trial.trial_id}")
+
+        def _finish(self, trial, error):
+            if trial.trial_id in self.written:
+                return
+            values = self._values(trial)
+            cfg = self.cfg.with_values(values)
+            hist = self.history.get(trial.trial_id, [])
+            started = self.started.get(trial.trial_id)
+            wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
+            row = trial_row(cfg, hist, sweep_id=self.sweep_id, trial_id=trial.trial_id, searched=values,
+                            n_blocks=self.n_blocks, kind=self.kind, error=error, fingerprint=self.fingerprint,
+                            wall_time_s=wall, started_at=started, versions=self.versions, baselines=self.baselines,
+                            checkpoint=storage.redact(storage.join(self._run_dir(trial), "checkpoints")))
+            from .leaderboard import Leaderboard
+
+            try:
+                Leaderboard(cfg.storage).append([row])
+            except OSError as e:
+                raise LeaderboardWriteError(f"could not write the row of trial {trial.trial_id} to "
+                                            f"{storage.redact(cfg.storage)} ({e}); the sweep stops: resume it with "
+                                            f"--resume once storage works") from None
+            self.written.add(trial.trial_id)
+            self.rows.append(row)
+            obj = row["objective"]
+            dm = row.get("delta_m_pct")
+            self.out(f"[{trial.trial_id}] {row['status']}" + (f" ({row['reason']})" if row["reason"] else "") +
+                     f": {row['epochs']} epochs, objective " + (f"{obj:.4f}" if isinstance(obj, float) else "n/a") +
+                     (f", Δm {dm:+.2f}%" if isinstance(dm, float) else "") + f" {scores_text(cfg, row)}".rstrip())
+
+    return SweepCallback(*args, **kwargs)
+
+
+def _plain(result: dict) -> dict:
+    return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def error_line(trial) -> str:
+    """The last meaningful line of a failed trial's error file (our errors are one line already)."""
+    path = getattr(trial, "error_file", None) or ""
+    if path and os.path.exists(path):
+        with open(path) as f:
+            lines = [ln.strip() for ln in f.read().strip().splitlines() if ln.strip()]
+        if lines:
+            line = lines[-1]
+            for prefix in ("orchestrator.errors.", "orchestrator.tune.", "ray.train.v2.api.exceptions."):
+                line = line.replace(prefix, "")
+            return storage.redact_text(line[:300])
+    return "trial failed"
+
+
+def finite(v) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
