@@ -1,56 +1,113 @@
-"""`orchestrator leaderboard | best | pareto`: query the leaderboard (registered on the main CLI group)."""
+"""`orchestrator leaderboard [compact] | best | pareto`: query and tidy the leaderboard (registered on the main
+CLI group). Mistakes raise ConfigError: one line on stderr, exit code 2."""
 from __future__ import annotations
 
-import os
+import math
 
 import click
 import yaml
 
+from .errors import ConfigError
+
+_KINDS = ["trial", "baseline", "confirm", "all"]
+
 
 def write_best(row: dict, output: str) -> None:
-    header = (f"# best trial {row['trial_id']} of experiment {row['experiment']}: objective {row['objective']:.4f} "
-              f"({row['status']}, {row['epochs']} epochs)\n# retrain: orchestrator train {output}\n")
-    tmp = output + ".partial"
-    with open(tmp, "w") as f:
-        f.write(header + yaml.safe_dump(row["config"], sort_keys=False))
-    os.replace(tmp, output)
-    click.echo(f"wrote {output} (trial {row['trial_id']}, objective {row['objective']:.4f})")
+    """The winner's config as a runnable YAML (rows hold credentials-free configs), written atomically."""
+    from . import storage
+
+    if not isinstance(row.get("config"), dict):
+        raise ConfigError(f"row {row.get('trial_id')!r} has no config to write; pick a row written by a sweep")
+    objective = row.get("objective")
+    shown = f"{objective:.4f}" if isinstance(objective, float) and math.isfinite(objective) else "n/a"
+    header = (f"# best trial {row.get('trial_id')} of experiment {row.get('experiment')} (sweep {row.get('sweep_id')}):"
+              f" objective {shown} ({row.get('status')}, {row.get('epochs')} epochs)\n"
+              f"# retrain: orchestrator train {output}\n")
+    storage.atomic_write(output, (header + yaml.safe_dump(row["config"], sort_keys=False)).encode())
+    click.echo(f"wrote {output} (trial {row.get('trial_id')}, objective {shown})")
 
 
 _storage_opt = click.option("--storage", default="runs", show_default=True, help="storage holding the leaderboard")
-_query_opts = [
+_filter_opts = [
     click.option("--experiment", "-e", multiple=True, help="only these experiments (repeatable)"),
     click.option("--where", "-w", default=None, help='filter, e.g. "right_accuracy >= 0.9 and freeze_depth <= 2"'),
+    click.option("--sweep", multiple=True, help="only these sweep ids (repeatable)"),
+    click.option("--kind", type=click.Choice(_KINDS), default="trial", show_default=True,
+                 help="trial rows, single-task baselines, confirmation runs, or all"),
 ]
+_format_opt = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+                           show_default=True)
 
 
-def _query(f):
-    for opt in reversed(_query_opts):
+def _filters(f):
+    for opt in reversed(_filter_opts):
         f = opt(f)
     return _storage_opt(f)
 
 
-@click.command()
-@_query
+def _scope(experiment, where, sweep, kind) -> dict:
+    return {"experiment": list(experiment) or None, "where": where, "sweep_id": list(sweep) or None,
+            "kind": None if kind == "all" else kind}
+
+
+@click.group(invoke_without_command=True)
+@_filters
 @click.option("--sort", "metric", default="objective", show_default=True, help="metric to sort by (direction known)")
-@click.option("--top", "k", default=20, show_default=True, help="rows to show")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-def leaderboard(storage, experiment, where, metric, k, fmt):
-    """Show the leaderboard: best trials first."""
+@click.option("--top", "k", type=click.IntRange(min=1), default=20, show_default=True, help="rows to show")
+@_format_opt
+@click.pass_context
+def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
+    """Show the leaderboard: best trials first. `leaderboard compact` merges its small files."""
+    if ctx.invoked_subcommand is not None:
+        return
     from .leaderboard import Leaderboard, render
 
-    table = Leaderboard(storage).top(k, metric=metric, experiment=list(experiment) or None, where=where)
-    click.echo(render(table, fmt=fmt))
+    board = Leaderboard(storage)
+    table = board.top(k, metric=metric, **_scope(experiment, where, sweep, kind))
+    click.echo(render(table, fmt=fmt) if table.num_rows or fmt != "table" else f"no matching rows in {board.uri}")
+
+
+@leaderboard.command("compact")
+@click.option("--storage", default=None, help="storage holding the leaderboard  [default: runs]")
+@click.pass_context
+def compact_cmd(ctx, storage):
+    """Merge the leaderboard's small files into few large ones (safe while sweeps run)."""
+    from .leaderboard import Leaderboard
+
+    board = Leaderboard(storage or ctx.parent.params.get("storage") or "runs")
+    r = board.compact()
+    click.echo(f"compacted {board.uri}: {r['files_before']} -> {r['files_after']} files, {r['rows']} rows merged "
+               f"from {r['files_merged']} files, {r['duplicates']} duplicate copies dropped, {r['seconds']} s")
 
 
 @click.command()
-@_query
+@_filters
 @click.option("--metric", "-m", default="objective", show_default=True, help="metric that decides the winner")
 @click.option("--output", "-o", default="best.yaml", show_default=True)
-def best(storage, experiment, where, metric, output):
+def best(storage, experiment, where, sweep, kind, metric, output):
     """Write the best trial's configuration as a runnable YAML (no search block)."""
     from .leaderboard import Leaderboard
 
-    write_best(Leaderboard(storage).best(metric=metric, experiment=list(experiment) or None, where=where), output)
+    write_best(Leaderboard(storage).best(metric=metric, **_scope(experiment, where, sweep, kind)), output)
 
 
+@click.command()
+@_filters
+@click.option("--metrics", "-m", "names", multiple=True, required=True,
+              help="two or more metrics, comma-separated (-m left_accuracy,right_accuracy) or repeated "
+                   "(-m left_accuracy -m right_accuracy); directions come from the metric registry")
+@_format_opt
+def pareto(storage, experiment, where, sweep, kind, names, fmt):
+    """Show the Pareto front: trials that no other trial beats on every metric."""
+    from .leaderboard import Leaderboard, render
+    from .query import default_columns
+
+    metrics = [m.strip() for part in names for m in part.split(",") if m.strip()]
+    if len(metrics) < 2:
+        raise ConfigError(f"--metrics needs two or more metrics, got {metrics}: e.g. -m left_accuracy,right_accuracy")
+    board = Leaderboard(storage)
+    table = board.pareto(metrics, **_scope(experiment, where, sweep, kind))
+    if fmt == "table" and not table.num_rows:
+        click.echo(f"no matching rows with {', '.join(metrics)} in {board.uri}")
+        return
+    click.echo(render(table, fmt=fmt, columns=default_columns(table, also=tuple(metrics)) if fmt == "table" else None))

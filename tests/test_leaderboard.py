@@ -4,64 +4,84 @@ import json
 import os
 from datetime import datetime, timezone
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
+from orchestrator import metrics
+from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
-from orchestrator.leaderboard import Leaderboard, metric_mode, render
+from orchestrator.leaderboard import Leaderboard, NoMatchingRows, render
+from orchestrator.leaderboard_files import KNOWN_TYPES
+from orchestrator.query import front
+from orchestrator.rows import trial_row
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-
-
 N_BLOCKS = 5   # freeze depth 'all' is stored as the number of backbone blocks
+CLASSES = {"type": "classification"}
 
 
-def row(experiment, trial_id, objective, *, status="completed", depth=1, tasks=("left",), **extra):
-    """A leaderboard row as the sweep driver (``orchestrator.tune``, ``_append``) writes it: searched
-    hyperparameters and final per-task metrics under plain names, ``best_<task>_<score metric>`` twins."""
-    return {
-        "experiment": experiment, "trial_id": trial_id, "status": status,
-        "reason": None if status == "completed" else "stopped by ASHA",
-        "freeze_depth": N_BLOCKS if depth == "all" else depth, "backbone_lr": 1e-4, "head_lr": 1e-3,
-        "objective": objective, "best_objective": objective,
-        "epochs": 3, "train_loss": 0.25, "wall_time_s": 12.5, "world_size": 2, "seed": 0,
-        "checkpoint": f"/runs/{trial_id}/ckpt" if objective is not None else None,
-        "objective_metric": "objective",
-        "config": {"train": {"freeze_depth": depth, "backbone_lr": 1e-4}, "tasks": list(tasks)},
-        "config_hash": "abc", "data_fingerprint": "fp", "versions": {"keras": "3.0"},
-        "created_at": T0, **extra,
-    }
+def config(name, tasks, **sections):
+    return parse_config({"name": name, "data": {"train": "builtin:multidigits/train"}, "tasks": tasks,
+                         "backbone": {"kind": "builtin", "weights": "none"},
+                         "train": {"epochs": 3, "batch_size": 32, "seed": 0}, **sections})
+
+
+DIGITS = config("digits", {"left": CLASSES, "right": CLASSES})
+SUMS = config("sums", {"sum": {"type": "regression", "metric": "r2"}})
+MAE = config("mae", {"sum": {"type": "regression", "metric": "mae"}}, objective={"metric": "sum_mae"})
+
+
+def trial(cfg, trial_id, final, *, epochs=3, depth=1, weights=None, error=None, sweep="sw1", diverged=False,
+          wall_time_s=12.5, **kw):
+    """A leaderboard row as the sweep driver builds it (``rows.trial_row``). ``final``: the last epoch's metrics;
+    earlier epochs are worse (so best_* equal the final values)."""
+    values = {"train.freeze_depth": depth, **({"train.loss_weights": weights} if weights else {})}
+    searched = {"train.freeze_depth": depth} | ({"train.loss_weights": cfg.with_values(values)
+                                                 .normalized_loss_weights()} if weights else {})
+
+    def epoch(e):
+        worse = epochs - e
+        m = {k: v - 0.05 * worse * (1 if metrics.direction(k) != "min" else -1) for k, v in final.items()}
+        return {"epoch": e, "world_size": 2, "config_hash": "w", **m,
+                **({"status": "diverged"} if diverged and e == epochs else {})}
+    row = trial_row(cfg.with_values(values), [epoch(e) for e in range(1, epochs + 1)], sweep_id=sweep,
+                    trial_id=trial_id, searched=searched, n_blocks=N_BLOCKS, error=error, fingerprint="fp",
+                    wall_time_s=wall_time_s, checkpoint=f"/runs/{trial_id}/ckpt" if epochs else None,
+                    versions={"keras": "3.0"}, **kw)
+    row["created_at"] = T0
+    return row
 
 
 def digits(trial_id, objective, left, right, **kw):
-    """A MultiDigits trial (tasks left, right; score metric accuracy)."""
-    metrics = {} if left is None else {
-        "left_accuracy": left, "left_loss": 1 - left, "right_accuracy": right, "right_loss": 1 - right,
-        "best_left_accuracy": left, "best_right_accuracy": right}
-    return row("digits", trial_id, objective, tasks=("left", "right"), **metrics, **kw)
+    final = {} if left is None else {"objective": objective, "mean_score": objective, "left_accuracy": left,
+                                     "left_loss": 1 - left, "right_accuracy": right, "right_loss": 1 - right,
+                                     "train_loss": 0.25}
+    return trial(DIGITS, trial_id, final, **kw)
 
 
 def sums(trial_id, objective, r2, mae, **kw):
-    """A regression trial (task sum; score metric r2)."""
-    return row("sums", trial_id, objective, tasks=("sum",), sum_r2=r2, sum_mae=mae, sum_rmse=mae,
-               sum_loss=mae, best_sum_r2=r2, **kw)
+    final = {"objective": objective, "mean_score": objective, "sum_r2": r2, "sum_mae": mae, "sum_rmse": mae,
+             "sum_loss": mae, "train_loss": 0.25}
+    return trial(SUMS, trial_id, {k: v for k, v in final.items() if v is not None}, **kw)
 
 
 @pytest.fixture
 def board(tmp_path):
     lb = Leaderboard(str(tmp_path / "runs"))
     lb.append([
-        digits("d1", 0.91, 0.91, 0.95, weight_left=1.0, weight_right=1.0),
-        digits("d2", 0.97, 0.97, 0.90, depth="all", weight_left=0.5, weight_right=1.5),
-        digits("d3", None, None, None, status="failed", depth=0, weight_left=2.0, weight_right=0.0,
-               epochs=0, train_loss=None, wall_time_s=0.5),
+        digits("d1", 0.91, 0.91, 0.95, weights={"left": 1.0, "right": 1.0}),
+        digits("d2", 0.97, 0.97, 0.90, depth="all", weights={"left": 0.5, "right": 1.5}),
+        digits("d3", None, None, None, error="boom", depth=0, weights={"left": 2.0, "right": 0.0}, epochs=0,
+               wall_time_s=0.5),
     ])
     lb.append([
-        sums("s1", 0.80, 0.80, 0.30, weight_sum=1.0),
-        sums("s2", 0.85, 0.85, 0.10, status="stopped", weight_sum=1.0),
-        sums("s3", float("nan"), float("nan"), None, status="diverged", weight_sum=3.0),
+        sums("s1", 0.80, 0.80, 0.30),
+        sums("s2", 0.85, 0.85, 0.10, epochs=2, sweep="sw2"),
+        sums("s3", float("nan"), float("nan"), None, diverged=True, sweep="sw2"),
     ])
     return lb
 
@@ -76,40 +96,64 @@ def test_unified_table_has_nulls_for_missing_columns(board, tmp_path):
     assert t.num_rows == 6
     assert {"left_accuracy", "best_left_accuracy", "sum_mae", "best_sum_r2", "weight_left", "weight_sum"} <= set(
         t.column_names)
-    assert not [c for c in t.column_names if c.startswith(("final_", "hp_"))]
+    for name, type_ in KNOWN_TYPES.items():                          # every known column has its fixed type
+        assert t.schema.field(name).type == type_, name
     rows = {r["trial_id"]: r for r in t.to_pylist()}
+    assert [rows[i]["status"] for i in ("d1", "d3", "s2", "s3")] == ["completed", "failed", "stopped", "diverged"]
     assert rows["d1"]["left_accuracy"] == 0.91 and rows["d1"]["sum_mae"] is None
     assert rows["s2"]["sum_mae"] == 0.10 and rows["s2"]["left_accuracy"] is None
     assert rows["s2"]["weight_sum"] == 1.0 and rows["s2"]["weight_left"] is None
+    assert rows["d2"]["weight_left"] == 0.25 and rows["d2"]["weight_right"] == 0.75     # normalized
     assert rows["d3"]["left_accuracy"] is None and rows["d3"]["best_left_accuracy"] is None
-    assert t.schema.field("freeze_depth").type == pa.int64()           # 'all' stored as the number of blocks
     assert rows["d2"]["freeze_depth"] == N_BLOCKS and rows["d3"]["freeze_depth"] == 0
-    assert t.schema.field("config").type == pa.string()
-    assert json.loads(rows["d1"]["config"]) == {"tasks": ["left", "right"],
-                                                "train": {"backbone_lr": 1e-4, "freeze_depth": 1}}
-    assert t.schema.field("created_at").type == pa.timestamp("us", tz="UTC")
+    assert json.loads(rows["d1"]["config"])["train"]["freeze_depth"] == 1
+    assert json.loads(rows["d2"]["config"])["train"]["freeze_depth"] == "all"
+    assert len(json.loads(rows["d1"]["history"])) == 3
+    assert len({r["row_id"] for r in rows.values()}) == 6 and {r["kind"] for r in rows.values()} == {"trial"}
     assert board.experiments() == ["digits", "sums"]
     assert board.to_pandas(experiment="sums").shape[0] == 3
+    assert board.table(columns=["trial_id", "objective"]).column_names == ["trial_id", "objective"]
+    with pytest.raises(ConfigError, match="unknown column 'nope'"):
+        board.table(columns=["nope"])
 
 
 def test_empty_leaderboard(tmp_path):
     lb = Leaderboard(str(tmp_path))
     assert lb.append([]) == ""
-    assert lb.table().num_rows == 0
-    assert lb.top(5).num_rows == 0
+    assert lb.table().num_rows == 0 and lb.table().column("trial_id").to_pylist() == []   # known columns
+    assert lb.table(columns=["trial_id", "left_accuracy"], kind=None).column_names == ["trial_id", "left_accuracy"]
+    assert lb.top(5).num_rows == 0 and lb.table(where="whatever > 1").num_rows == 0
+    assert lb.pareto(["left_accuracy", "right_accuracy"]).num_rows == 0
     assert lb.experiments() == []
-    with pytest.raises(ConfigError, match="orchestrator tune"):
+    with pytest.raises(NoMatchingRows, match="orchestrator tune"):
         lb.best()
 
 
 def test_uri_storage():
     assert Leaderboard("file:///tmp/x/").uri == "file:///tmp/x/leaderboard"
+    assert Leaderboard("s3://AKID:SECRET@bucket/p?region=x").uri == "s3://bucket/p/leaderboard?region=x"
 
 
-def test_experiment_filter(board):
+def test_experiment_sweep_and_kind_filters(board):
     assert ids(board.table(experiment="digits")) == ["d1", "d2", "d3"]
     assert board.table(experiment=["digits", "sums"]).num_rows == 6
     assert board.table(experiment="nope").num_rows == 0
+    assert ids(board.table(sweep_id="sw2")) == ["s2", "s3"]
+    assert sorted(ids(board.table(sweep_id=["sw1", "sw2"]))) == ["d1", "d2", "d3", "s1", "s2", "s3"]
+    board.append([trial(SUMS, "b1", {"objective": 0.99, "sum_r2": 0.99}, kind="baseline")])
+    assert "b1" not in ids(board.table())                              # kind="trial" by default
+    assert ids(board.table(kind="baseline")) == ["b1"]
+    assert len(ids(board.table(kind=None))) == 7 and len(ids(board.table(kind=["trial", "baseline"]))) == 7
+    assert board.best()["trial_id"] == "d2" and board.best(kind="baseline")["trial_id"] == "b1"
+
+
+def test_rows_without_a_kind_column_count_as_trials(tmp_path):
+    folder = tmp_path / "leaderboard"
+    folder.mkdir()
+    pq.write_table(pa.table({"experiment": ["old"], "trial_id": ["o1"], "objective": [0.5]}), folder / "old.parquet")
+    lb = Leaderboard(str(tmp_path))
+    assert ids(lb.table()) == ["o1"] and lb.table(kind="baseline").num_rows == 0
+    assert lb.best()["row_id"] == "old.parquet#0"                      # a stable id for rows from before ids
 
 
 @pytest.mark.parametrize("where, expected", [
@@ -124,6 +168,7 @@ def test_experiment_filter(board):
     ("0.8 < objective <= 0.91", ["d1", "s2"]),
     ("(weight_sum > -1) and sum_mae < 0.2", ["s2"]),
     ("created_at >= '2024-05-01' and created_at < '2024-05-02T00:00:00+00:00'", ["d1", "d2", "d3", "s1", "s2", "s3"]),
+    ("created_at < '2024-05-01'", []),
 ])
 def test_where(board, where, expected):
     assert sorted(ids(board.table(where=where))) == expected
@@ -134,7 +179,7 @@ def test_where(board, where, expected):
     ("objective.real > 1", "unsupported Attribute"),
     ("objective * 2 > 1", "unsupported BinOp"),
     ("objective is None", "x == None"),
-    ("accuracy > 0.9", r"unknown column 'accuracy'.*available columns: experiment, trial_id"),
+    ("accuracy > 0.9", r"unknown column 'accuracy'.*available columns: row_id, kind, experiment, sweep_id"),
     ("status >= 2", "status is string.*quote strings"),
     ("status in [0, 1]", "status is string"),
     ("objective >", "not a valid expression"),
@@ -151,17 +196,39 @@ def test_top_max_metric_nulls_and_nan_last(board):
     assert ids(board.top(2)) == ["d2", "d1"]
     assert ids(board.top(10, metric="left_accuracy", experiment="digits")) == ["d2", "d1", "d3"]
     assert ids(board.top(10, metric="right_accuracy", experiment="digits")) == ["d1", "d2", "d3"]
-    by_best_r2 = ids(board.top(10, metric="best_sum_r2"))                  # NaN, then nulls (file order)
-    assert by_best_r2[:3] == ["s2", "s1", "s3"] and sorted(by_best_r2[3:]) == ["d1", "d2", "d3"]
+    by_best_r2 = ids(board.top(10, metric="best_sum_r2"))                  # nulls last (file order)
+    assert by_best_r2[:2] == ["s2", "s1"] and sorted(by_best_r2[2:]) == ["d1", "d2", "d3", "s3"]
     assert ids(board.top(10, ascending=True, where="objective != None"))[:2] == ["s1", "s2"]
+    assert ids(board.top(3, where="experiment == 'sums'", sweep_id="sw2")) == ["s2", "s3"]
 
 
-def test_top_min_metric(board):
+def test_top_min_metric_from_the_registry(board):
     assert ids(board.top(10, metric="sum_mae", experiment="sums")) == ["s2", "s1", "s3"]
     assert ids(board.top(1, metric="sum_mae")) == ["s2"]
+    assert ids(board.top(1, metric="sum_rmse")) == ["s2"]                  # rmse: lower is better
     by_loss = ids(board.top(10, metric="left_loss"))                        # nulls last (file order)
     assert by_loss[:2] == ["d2", "d1"] and sorted(by_loss[2:]) == ["d3", "s1", "s2", "s3"]
     assert ids(board.top(10, metric="wall_time_s", experiment="digits"))[0] == "d3"
+    assert ids(board.top(10, metric="sum_mae", experiment="sums", ascending=False))[:2] == ["s1", "s2"]
+
+
+def test_unknown_directions_sort_descending(tmp_path):
+    lb = Leaderboard(str(tmp_path))
+    lb.append([{"experiment": "a", "trial_id": t, "sum_mse": v, "macro_f1": v} for t, v in (("lo", 0.1), ("hi", 0.9))])
+    assert metrics.direction("sum_mse") is None and metrics.direction("macro_f1") is None
+    assert ids(lb.top(2, metric="sum_mse")) == ["hi", "lo"] and ids(lb.top(2, metric="macro_f1")) == ["hi", "lo"]
+    assert ids(lb.top(2, metric="sum_mse", ascending=True)) == ["lo", "hi"]
+
+
+def test_objective_follows_each_rows_mode(board):
+    board.append([trial(MAE, "m1", {"objective": 0.4, "sum_mae": 0.4}), trial(MAE, "m2", {"objective": 0.2,
+                                                                                     "sum_mae": 0.2})])
+    assert MAE.objective_mode == "min"
+    assert ids(board.top(2, experiment="mae")) == ["m2", "m1"]
+    assert board.best(experiment="mae")["trial_id"] == "m2"
+    assert board.best(experiment="mae", metric="best_objective")["trial_id"] == "m2"
+    # mixed experiments rank by the signed objective: maximized ones above minimized ones here
+    assert ids(board.top(10))[:4] == ["d2", "d1", "s2", "s1"] and ids(board.top(10))[4:6] == ["m2", "m1"]
 
 
 def test_top_unknown_metric(board):
@@ -174,16 +241,64 @@ def test_top_unknown_metric(board):
 def test_best(board):
     best = board.best()
     assert best["trial_id"] == "d2"
-    assert best["config"] == {"tasks": ["left", "right"], "train": {"backbone_lr": 1e-4, "freeze_depth": "all"}}
+    assert best["config"]["train"]["freeze_depth"] == "all" and best["config"]["name"] == "digits"
     assert best["freeze_depth"] == N_BLOCKS and best["best_left_accuracy"] == 0.97
     assert best["versions"] == {"keras": "3.0"}
+    assert [h["epoch"] for h in best["history"]] == [1, 2, 3]
     assert board.best(metric="sum_mae")["trial_id"] == "s2"
     assert board.best(metric="best_right_accuracy")["trial_id"] == "d1"
     assert board.best(experiment="sums", where="status == 'completed'")["trial_id"] == "s1"
-    with pytest.raises(ConfigError, match=r"no leaderboard rows.*experiments: \['digits', 'sums'\]"):
+    assert board.best(sweep_id="sw2")["trial_id"] == "s2"
+    with pytest.raises(NoMatchingRows, match=r"no leaderboard rows.*experiments: \['digits', 'sums'\]"):
         board.best(where="status == 'nope'")
-    with pytest.raises(LookupError):                   # NoMatchingRows is a ConfigError and a LookupError
+    with pytest.raises(NoMatchingRows):
         board.best(experiment="digits", where="status == 'failed'")
+
+
+def test_duplicate_row_ids_are_read_once(board, tmp_path):
+    row = board.table(where="trial_id == 'd1'").to_pylist()[0]
+    folder = tmp_path / "runs" / "leaderboard"
+    pq.write_table(pq.read_table(next(folder.glob("*.parquet"))), folder / "zz-copy.parquet")   # a second copy
+    assert board.table().num_rows == 6 and ids(board.top(2)) == ["d2", "d1"]
+    assert ids(board.table(where="trial_id == 'd1'")) == ["d1"] and board.best()["trial_id"] == "d2"
+    assert board.table(where="trial_id == 'd1'").to_pylist()[0]["row_id"] == row["row_id"]
+
+
+def test_pareto_front(tmp_path):
+    lb = Leaderboard(str(tmp_path))
+    points = {"a": (0.9, 0.5), "b": (0.8, 0.8), "c": (0.8, 0.8), "d": (0.7, 0.7), "e": (0.5, 0.9),
+              "f": (0.9, 0.4), "g": (None, 0.99), "h": (0.6, 0.9)}
+    lb.append([trial(DIGITS, t, {"objective": r, "left_accuracy": l, "right_accuracy": r} if l is not None
+                     else {"right_accuracy": r}) for t, (l, r) in points.items()])
+    # a beats f; b and c tie (both kept); d is dominated by b; h beats e; g has no left_accuracy
+    assert ids(lb.pareto(["left_accuracy", "right_accuracy"])) == ["a", "b", "c", "h"]
+    assert ids(lb.pareto(["right_accuracy", "left_accuracy"])) == ["h", "b", "c", "a"]   # best first by the first
+    assert ids(lb.pareto(["left_accuracy", "right_accuracy"], where="left_accuracy < 0.9")) == ["b", "c", "h"]
+    front3 = lb.pareto(["left_accuracy", "right_accuracy", "wall_time_s"])       # 3 metrics, time: lower
+    assert ids(front3) == ["a", "b", "c", "h"] and json.loads(front3.column("config")[0].as_py())["name"] == "digits"
+
+
+def test_pareto_with_a_minimized_metric(tmp_path):
+    lb = Leaderboard(str(tmp_path))
+    points = {"p": (0.9, 0.30), "q": (0.8, 0.10), "r": (0.7, 0.20), "s": (0.9, 0.30), "t": (0.95, 0.50)}
+    lb.append([trial(SUMS, t, {"objective": r2, "sum_r2": r2, "sum_mae": mae}) for t, (r2, mae) in points.items()])
+    assert metrics.direction("sum_mae") == "min"
+    assert ids(lb.pareto(["sum_r2", "sum_mae"])) == ["t", "p", "s", "q"]      # r: worse than q on both
+    assert ids(lb.pareto(["sum_mae", "sum_r2"], where="trial_id != 'q'")) == ["r", "p", "s", "t"]
+    for bad, message in [(["sum_r2"], "two or more"), (["sum_r2", "nope"], "unknown Pareto metric 'nope'"),
+                         (["sum_r2", "status"], "numeric columns"), (["sum_r2", "max_epochs"], "no known direction")]:
+        with pytest.raises(ConfigError, match=message):
+            lb.pareto(bad)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_front_matches_brute_force(d):
+    rng = np.random.default_rng(d)
+    values = rng.integers(0, 6, size=(300, d)).astype(float)          # many ties
+    dominated = [any((o >= v).all() and (o > v).any() for o in values) for v in values]
+    got = front(values)
+    assert sorted(got.tolist()) == [i for i, x in enumerate(dominated) if not x]
+    assert list(values[got, 0]) == sorted(values[got, 0], reverse=True)
 
 
 def test_render_json(board):
@@ -203,15 +318,19 @@ def test_render_csv(board):
     assert text.splitlines()[0] == "trial_id,objective,reason"
     assert list(csv.DictReader(io.StringIO(text)))[0] == {"trial_id": "d2", "objective": "0.97", "reason": ""}
     header = render(board.table(), fmt="csv").splitlines()[0]
-    assert header.startswith("experiment,trial_id,status")
+    assert header.startswith("row_id,kind,experiment,sweep_id,trial_id,status")
     assert {"right_accuracy", "weight_left", "freeze_depth", "backbone_lr", "wall_time_s"} <= set(header.split(","))
+
+
+def header_of(text):
+    return [h for h in text.splitlines()[0].split() if h != "┃"]
 
 
 def test_render_table(board):
     text = render(board.top(10))
-    for trial in ["d1", "d2", "d3", "s1", "s2", "s3"]:
-        assert trial in text
-    header = [h for h in text.splitlines()[0].split() if h != "┃"]
+    for trial_id in ["d1", "d2", "d3", "s1", "s2", "s3"]:
+        assert trial_id in text
+    header = header_of(text)
     # rank, experiment (two shown), ids, objective, score metrics (those with a best_ twin), searched
     # hyperparameters, epochs, wall time; short headers. Columns from different files follow file order.
     assert header[:5] == ["rank", "experiment", "trial_id", "status", "objective"]
@@ -221,13 +340,13 @@ def test_render_table(board):
     assert sorted(header[11:14]) == ["w_left", "w_right", "w_sum"]
     assert header[14:] == ["epochs", "time_s"]
     for column in ["config", "best_objective", "best_left_accuracy", "left_loss", "sum_mae", "sum_rmse",
-                   "train_loss", "world_size", "seed", "checkpoint", "right_accuracy", "weight_left"]:
+                   "train_loss", "world_size", "seed", "checkpoint", "right_accuracy", "weight_left", "row_id",
+                   "delta_m_pct", "loss_weighting", "eff_weight_left", "mean_score", "max_epochs"]:
         assert column not in header
     assert "…" not in text
-    assert "0.0001" in text and "0.97 " in text
-    digits_only = render(board.top(10, experiment="digits"))
-    digits_header = [h for h in digits_only.splitlines()[0].split() if h != "┃"]
-    assert "sum_r2" not in digits_only and "w_sum" not in digits_header   # all-null columns are left out
+    assert "0.0001" not in text and "0.001 " in text and "0.97 " in text
+    digits_header = header_of(render(board.top(10, experiment="digits")))
+    assert "sum_r2" not in digits_header and "w_sum" not in digits_header  # all-null columns are left out
     assert "experiment" not in digits_header                                # one experiment: no column
     assert digits_header[:6] == ["rank", "trial_id", "status", "objective", "left_acc", "right_acc"]
     assert render(board.table(), columns=["trial_id", "sum_r2"]).splitlines()[0].split() == [
@@ -241,10 +360,23 @@ def test_render_table(board):
         render(board.table(), fmt="xml")
 
 
+def test_render_table_shows_delta_m_and_varied_loss_weighting(tmp_path):
+    lb = Leaderboard(str(tmp_path))
+    final = {"objective": 0.9, "left_accuracy": 0.9, "right_accuracy": 0.8}
+    lb.append([trial(DIGITS, "u", final, baselines={"left": 0.8, "right": 0.8}),
+               trial(DIGITS.with_values({"train.loss_weighting": "uncertainty"}), "v", final)])
+    rows = {r["trial_id"]: r for r in lb.table().to_pylist()}
+    assert rows["u"]["delta_m_pct"] == pytest.approx(100 * (0.1 / 0.8) / 2) and rows["v"]["delta_m_pct"] is None
+    header = header_of(render(lb.top(10)))
+    assert header.index("right_acc") < header.index("delta_m_pct") < header.index("freeze")
+    assert "loss_weighting" in header and header.index("loss_weighting") < header.index("epochs")
+    assert "loss_weighting" not in header_of(render(lb.top(10, where="trial_id == 'u'")))   # does not vary
+
+
 def test_append_atomic_files(tmp_path):
     lb = Leaderboard(str(tmp_path))
-    first = lb.append([row("a", "t1", 0.5)])
-    second = lb.append([row("a", "t2", 0.6), row("a", "t3", 0.7)])
+    first = lb.append([digits("t1", 0.5, 0.5, 0.5)])
+    second = lb.append([digits("t2", 0.6, 0.6, 0.6), digits("t3", 0.7, 0.7, 0.7)])
     names = sorted(os.listdir(tmp_path / "leaderboard"))
     assert names == sorted([os.path.basename(first), os.path.basename(second)])
     assert all(n.endswith(".parquet") and not n.startswith(".") for n in names)
@@ -252,23 +384,38 @@ def test_append_atomic_files(tmp_path):
     assert lb.table().num_rows == 3
 
 
-def test_created_at_defaults_and_naive_datetimes_are_utc(tmp_path):
+def test_append_fills_defaults_and_fixes_types(tmp_path):
     lb = Leaderboard(str(tmp_path))
-    lb.append([{"experiment": "a", "trial_id": "t1", "objective": 1}])
-    lb.append([{"experiment": "a", "trial_id": "t2", "objective": 0.5, "created_at": datetime(2024, 1, 1)}])
-    t = lb.table()
-    assert t.schema.field("objective").type == pa.float64()       # int in one file, float in another
-    assert t.schema.field("created_at").type == pa.timestamp("us", tz="UTC")
-    created = {r["trial_id"]: r["created_at"] for r in t.to_pylist()}
-    assert created["t2"] == datetime(2024, 1, 1, tzinfo=timezone.utc)
-    assert abs((created["t1"] - datetime.now(timezone.utc)).total_seconds()) < 60
+    path = lb.append([{"experiment": "a", "trial_id": "t1", "objective": 1, "reason": None, "freeze_depth": 2.0,
+                       "left_accuracy": 1, "weight_left": 1, "config": {"b": [1, 2]}, "note": None},
+                      {"experiment": "a", "trial_id": "t2", "objective": 0.5, "created_at": datetime(2024, 1, 1)}])
+    schema = pq.read_schema(path)                                   # what plain readers see in the file
+    assert schema.field("reason").type == pa.string() and schema.field("objective").type == pa.float64()
+    assert schema.field("freeze_depth").type == pa.int64() and schema.field("left_accuracy").type == pa.float64()
+    assert schema.field("weight_left").type == pa.float64() and schema.field("config").type == pa.string()
+    assert schema.field("created_at").type == pa.timestamp("us", tz="UTC") and schema.field("note").type == pa.null()
+    assert json.loads(schema.metadata[b"orchestrator.json_columns"]) == ["config"]
+    rows = {r["trial_id"]: r for r in lb.table().to_pylist()}
+    assert rows["t1"]["kind"] == "trial" and len(rows["t1"]["row_id"]) == 32 and rows["t1"]["row_id"] != rows["t2"][
+        "row_id"]
+    assert rows["t2"]["created_at"] == datetime(2024, 1, 1, tzinfo=timezone.utc)
+    assert abs((rows["t1"]["created_at"] - datetime.now(timezone.utc)).total_seconds()) < 60
+    assert lb.best(metric="objective")["config"] == {"b": [1, 2]}
+    with pytest.raises(TypeError, match=r"column 'freeze_depth'.*must be int64"):
+        lb.append([{"experiment": "a", "trial_id": "t3", "freeze_depth": "all"}])
+    with pytest.raises(TypeError, match="column 'objective'"):
+        lb.append([{"experiment": "a", "trial_id": "t3", "objective": "high"}])
 
 
 def test_clashing_column_types_read_as_string(tmp_path):
     lb = Leaderboard(str(tmp_path))
-    lb.append([{"experiment": "a", "trial_id": "t1", "freeze_depth": 2}])
-    lb.append([{"experiment": "b", "trial_id": "t2", "freeze_depth": "all"}])   # e.g. a file written by hand
-    assert sorted(lb.table().column("freeze_depth").to_pylist()) == ["2", "all"]
+    lb.append([{"experiment": "a", "trial_id": "t1", "note": 2}])
+    lb.append([{"experiment": "b", "trial_id": "t2", "note": "all"}])
+    pq.write_table(pa.table({"experiment": ["c"], "trial_id": ["t3"], "freeze_depth": ["all"]}),  # by hand
+                   tmp_path / "leaderboard" / "hand.parquet")
+    t = lb.table()
+    assert sorted(t.column("note").drop_null().to_pylist()) == ["2", "all"]
+    assert sorted(t.column("freeze_depth").drop_null().to_pylist()) == ["all"]
 
 
 def test_files_readable_without_orchestrator(board, tmp_path):
@@ -284,12 +431,71 @@ def test_files_readable_without_orchestrator(board, tmp_path):
     assert isinstance(frame.loc[0, "config"], str)
 
 
-@pytest.mark.parametrize("name, mode", [
-    ("objective", "max"), ("best_objective", "max"), ("left_accuracy", "max"),
-    ("best_left_accuracy", "max"), ("left_auc", "max"), ("sum_r2", "max"), ("best_sum_r2", "max"),
-    ("macro_f1", "max"), ("sum_mae", "min"), ("best_sum_mae", "min"), ("sum_rmse", "min"),
-    ("best_sum_rmse", "min"), ("sum_mse", "min"), ("left_loss", "min"), ("train_loss", "min"),
-    ("wall_time_s", "min"), ("epochs", "max"),
-])
-def test_metric_mode(name, mode):
-    assert metric_mode(name) == mode
+# -- command line ---------------------------------------------------------------------------------------
+def run(capsys, *argv):
+    from orchestrator.cli import main
+
+    code = 0
+    try:
+        main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err.strip()
+
+
+@pytest.fixture
+def with_pareto(monkeypatch):
+    from orchestrator.cli import cli
+    from orchestrator.cli_query import pareto
+
+    monkeypatch.setitem(cli.commands, "pareto", cli.commands.get("pareto", pareto))
+
+
+def test_cli_leaderboard(board, tmp_path, capsys):
+    storage = str(tmp_path / "runs")
+    code, out, _ = run(capsys, "leaderboard", "--storage", storage, "--format", "json", "--sweep", "sw2")
+    assert code == 0 and [r["trial_id"] for r in json.loads(out)] == ["s2", "s3"]
+    code, out, _ = run(capsys, "leaderboard", "--storage", storage, "-e", "sums", "--where", "sum_mae < 0.2",
+                       "--format", "csv")
+    assert [r["trial_id"] for r in csv.DictReader(io.StringIO(out))] == ["s2"]
+    code, out, _ = run(capsys, "leaderboard", "--storage", storage, "--sort", "sum_mae", "--top", "1")
+    assert code == 0 and "s2" in out and "s1" not in out
+    board.append([trial(SUMS, "b1", {"objective": 0.99, "sum_r2": 0.99}, kind="baseline")])
+    _, out, _ = run(capsys, "leaderboard", "--storage", storage, "--kind", "baseline", "--format", "json")
+    assert [r["trial_id"] for r in json.loads(out)] == ["b1"]
+    _, out, _ = run(capsys, "leaderboard", "--storage", storage, "--kind", "all", "--format", "json")
+    assert len(json.loads(out)) == 7
+    code, _, err = run(capsys, "leaderboard", "--storage", storage, "--where", "accuracy > 1")
+    assert code == 2 and err.startswith("error: unknown column 'accuracy'") and "\n" not in err
+    code, out, _ = run(capsys, "leaderboard", "compact", "--storage", storage)
+    assert code == 0 and "3 -> 1 files" in out and len(os.listdir(tmp_path / "runs" / "leaderboard")) == 1
+    code, out, _ = run(capsys, "leaderboard", "--storage", storage, "compact")     # the group's --storage
+    assert code == 0 and "1 -> 1 files" in out
+
+
+def test_cli_best_writes_the_config(board, tmp_path, capsys):
+    out_file = tmp_path / "best.yaml"
+    code, out, _ = run(capsys, "best", "--storage", str(tmp_path / "runs"), "--sweep", "sw2", "-o", str(out_file))
+    assert code == 0 and "trial s2" in out
+    text = out_file.read_text()
+    assert text.startswith("# best trial s2 of experiment sums (sweep sw2): objective 0.8500")
+    cfg = yaml.safe_load(text)
+    assert cfg["name"] == "sums" and "search" not in cfg and parse_config(cfg).train.epochs == 3
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []      # no temporary left
+    code, _, err = run(capsys, "best", "--storage", str(tmp_path / "runs"), "--sweep", "nope", "-o", str(out_file))
+    assert code == 2 and "no leaderboard rows" in err and "\n" not in err
+
+
+def test_cli_pareto(board, tmp_path, capsys, with_pareto):
+    storage = str(tmp_path / "runs")
+    code, out, _ = run(capsys, "pareto", "--storage", storage, "-e", "digits", "--metrics",
+                       "left_accuracy,right_accuracy", "--format", "json")
+    assert code == 0 and [r["trial_id"] for r in json.loads(out)] == ["d2", "d1"]
+    code, out, _ = run(capsys, "pareto", "--storage", storage, "-e", "digits", "-m", "left_accuracy", "-m",
+                       "right_accuracy")
+    assert code == 0 and header_of(out)[:5] == ["rank", "trial_id", "status", "objective", "left_acc"]
+    code, _, err = run(capsys, "pareto", "--storage", storage, "-m", "left_accuracy")
+    assert code == 2 and "two or more" in err
+    code, _, err = run(capsys, "pareto", "--storage", storage, "-m", "left_accuracy,max_epochs")
+    assert code == 2 and "no known direction" in err and "\n" not in err
