@@ -139,7 +139,7 @@ def _merge(folder: Folder, group: list[FileInfo], full_ids: set) -> Optional[tup
                     continue
                 try:
                     for first, table in batches:
-                        put(fill_row_ids(table, [chunk[0].name], first))
+                        put(fill_row_ids(table, [chunk[0].name], first=first))
                 except (OSError, pa.ArrowException) as e:
                     if folder.exists(chunk[0].path):
                         folder.skip(chunk[0].path, e)

@@ -312,7 +312,7 @@ def dataset(fs: pafs.FileSystem, paths: list[str], schema: pa.Schema) -> ds.Data
     return ds.FileSystemDataset.from_paths(paths, schema=schema, format=ds.ParquetFileFormat(), filesystem=fs)
 
 
-def fill_row_ids(table: pa.Table, names: list[str], first: int = 0) -> pa.Table:
+def fill_row_ids(table: pa.Table, names: list[str], *, first: int = 0) -> pa.Table:
     """Rows from files written before row ids existed get a stable id: ``<file name>#<row in file>``, the same in
     every process, so a row and its copy in a merged file are recognized as one. ``table`` holds the rows of the
     files ``names`` in order (``_file`` column, or one file starting at row ``first``)."""
