@@ -139,6 +139,7 @@ class Folder:
     def __init__(self, fs: pafs.FileSystem, path: str, label: str):
         self.fs, self.path, self.label = fs, path, label
         self._infos: dict[str, FileInfo] = {}
+        self._schemas: dict[tuple, pa.Schema] = {}   # one object per distinct schema (100,000 files: a few)
         self._bad: set[str] = set()
 
     # -- listing and footers ----------------------------------------------------------------
@@ -156,7 +157,9 @@ class Folder:
             if info is None:
                 try:
                     meta = pq.read_metadata(path, filesystem=self.fs)
-                    info = FileInfo(path, meta.schema.to_arrow_schema(), meta.num_rows,
+                    schema = meta.schema.to_arrow_schema()
+                    schema = self._schemas.setdefault((schema, tuple(sorted((schema.metadata or {}).items()))), schema)
+                    info = FileInfo(path, schema, meta.num_rows,
                                     tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)))
                 except (OSError, pa.ArrowException) as e:
                     if self.exists(path):
@@ -346,7 +349,8 @@ def _same_where_stored(stored: pa.ChunkedArray, wanted: pa.ChunkedArray) -> bool
 def unify(schemas: list[pa.Schema]) -> pa.Schema:
     """One schema for many files, columns in first-seen order: int + float -> float, null + x -> x, clashing
     types -> string; the JSON-column lists of all files merged into the metadata."""
-    distinct = list({(s, tuple(sorted((s.metadata or {}).items()))): s for s in schemas}.values())
+    distinct = list({id(s): s for s in schemas}.values())
+    distinct = list({(s, tuple(sorted((s.metadata or {}).items()))): s for s in distinct}.values())
     json_cols = sorted({c for s in distinct for c in json.loads((s.metadata or {}).get(JSON_KEY, b"[]"))})
     plain = [s.remove_metadata() for s in distinct]
     try:
