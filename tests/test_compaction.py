@@ -196,7 +196,7 @@ def test_compactions_killed_at_random_moments(tmp_path):
     board = Leaderboard(storage)
     board.compact()
     assert len(physical_ids(storage)) == 380 and trial_ids(board) == expected(380)
-    assert not old.exists() and not [p for p in os.listdir(tmp_path / "leaderboard") if p.startswith(".")]
+    assert not old.exists()                                         # a young one (a kill above) stays an hour
 
 
 APPEND_SLOWLY = """
