@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 import yaml
 
 from . import storage
+from .console import console
 from .errors import UserError
 
 
@@ -73,12 +75,17 @@ def validate(config, sets):
 @click.argument("config", type=click.Path())
 @_set_opt
 @_address_opt
-@click.option("--name", default=None, help="run name (default: train-<experiment>-<time>)")
-def train(config, sets, address, name):
+@click.option("--name", default=None, help="run name (default: unique); an existing run of the same config continues")
+@click.option("--verbose", "-v", is_flag=True, help="also show Ray's own output")
+def train(config, sets, address, name, verbose):
     """Train one configuration on Ray Train (also accepts the YAML written by `best`)."""
     from .run import train as run
 
-    summary = run(_load(config, sets), address=address, name=name)
+    cfg = _load(config, sets)
+    with console(_log_path(cfg, "train"), verbose=verbose) as out:
+        summary = run(cfg, address=address, name=name, out=out, verbose=verbose)
+    if summary.get("user_error"):
+        raise UserError(summary["error"])   # one line, exit 2: nothing was retried
     click.echo(_summary_text(summary))
     if summary["status"] != "completed":
         sys.exit(1)
@@ -89,19 +96,38 @@ def train(config, sets, address, name):
 @_set_opt
 @_address_opt
 @click.option("--name", default=None, help="experiment name (default: the config's name)")
-def tune_cmd(config, sets, address, name):
+@click.option("--resume", is_flag=True, help="continue the latest (or --sweep) interrupted sweep of this experiment")
+@click.option("--sweep", "sweep_id", default=None, help="with --resume: the sweep id to continue")
+@click.option("--verbose", "-v", is_flag=True, help="also show Ray's and Tune's own output")
+def tune_cmd(config, sets, address, name, resume, sweep_id, verbose):
     """Run a sweep (the config's `search` section); every trial lands in the leaderboard."""
-    _tune_and_report(_load(config, sets), name=name, address=address)
+    if sweep_id and not resume:
+        raise UserError("--sweep names a sweep to continue: add --resume")
+    _tune_and_report(_load(config, sets), name=name, address=address, resume=resume, sweep_id=sweep_id,
+                     verbose=verbose)
 
 
-def _tune_and_report(cfg, *, name=None, address=None) -> dict:
+def _log_path(cfg, what: str) -> str:
+    """Full logs go under local storage (logs/); for remote storage, to a local folder named after it."""
+    import time
+
+    name = f"{what}-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    if "://" not in cfg.storage:
+        return os.path.join(os.path.abspath(cfg.storage), "logs", name)
+    return os.path.join(os.path.abspath("orchestrator-logs"), name)
+
+
+def _tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None, verbose=False) -> dict:
     from .leaderboard import Leaderboard, render
     from .tune import tune
 
-    s = tune(cfg, name=name, address=address)
-    click.echo(f"\n== experiment {s['experiment']}: {s['trials']} trials {s['statuses']} in {s['wall_time_s']} s; "
-               f"leaderboard {s['leaderboard']}")
-    click.echo(render(Leaderboard(s["storage"]).top(10, experiment=s["experiment"])))
+    log = _log_path(cfg, "tune")
+    click.echo(f"full log: {log}")
+    with console(log, verbose=verbose) as out:
+        s = tune(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out)
+    click.echo(f"\n== experiment {s['experiment']}, sweep {s['sweep_id']}: {s['trials']} trials {s['statuses']} in "
+               f"{s['wall_time_s']} s; leaderboard {s['leaderboard']}")
+    click.echo(render(Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"])))
     return s
 
 
@@ -187,13 +213,16 @@ def _summary_text(s: dict) -> str:
               f"  world size {s['world_size']}, steps per rank {s['rank_steps']}, epochs {s['epochs']}, "
               f"{s['wall_time_s']} s",
               f"  checkpoint: {s['checkpoint']}", f"  summary:    {s['summary_file']}"]
+    if len(s.get("attempts") or []) > 1:
+        lines.append(f"  restarts:   {len(s['attempts']) - 1} (resumed from epochs {s['attempts'][1:]})")
     return "\n".join(lines)
 
 
-from .cli_query import best, leaderboard, write_best  # noqa: E402 - registered below
+from .cli_query import best, leaderboard, pareto, write_best  # noqa: E402 - registered below
 
 cli.add_command(leaderboard)
 cli.add_command(best)
+cli.add_command(pareto)
 
 
 def main(argv: list[str] | None = None) -> None:

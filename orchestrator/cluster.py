@@ -28,39 +28,40 @@ def trial_request(cfg: ExperimentConfig) -> tuple[dict, int]:
     return bundle, r.workers
 
 
-def _fits(bundle: dict, node: dict, count: int = 1) -> bool:
-    return all(node.get(k, 0.0) + 1e-9 >= v * count for k, v in bundle.items())
+def _per_node(bundle: dict, node: dict) -> int:
+    """How many of this bundle one node holds."""
+    counts = [math.floor(node.get(k, 0.0) / v + 1e-9) for k, v in bundle.items() if v > 0]
+    return min(counts) if counts else 0
 
 
 def check_feasible(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: float) -> None:
-    """A ConfigError with the numbers if one trial can never be placed, even at the cluster's largest."""
+    """A ConfigError with the numbers if one trial can never be placed, even at the cluster's largest.
+    The bundles of a trial are identical, so placing them is counting how many each node holds."""
     bundle, n = trial_request(cfg)
     strategy = cfg.resources.placement_strategy
-    fitting = [t for t in nodes if _fits(bundle, t.resources)]
-    largest = {k: max((t.resources.get(k, 0.0) for t in nodes), default=0.0) for k in bundle}
     where = ", ".join(f"{t.name} x{t.max_count} {_fmt(t.resources)}" for t in nodes) or "no nodes"
-    if not fitting:
+    largest = {k: max((t.resources.get(k, 0.0) for t in nodes), default=0.0) for k in bundle}
+    if not any(_per_node(bundle, t.resources) for t in nodes):
         raise ConfigError(f"one worker asks for {_fmt(bundle)} but no node can ever have that (largest node: "
-                          f"{_fmt(largest)}; cluster: {where}): lower resources.cpus_per_worker / gpus_per_worker")
-    if strategy == "STRICT_PACK" and not any(_fits(bundle, t.resources, n) for t in nodes):
+                          f"{_fmt(largest)}; cluster at its largest: {where}): lower resources.cpus_per_worker / "
+                          f"gpus_per_worker")
+    if strategy == "STRICT_PACK" and not any(_per_node(bundle, t.resources) >= n for t in nodes):
         raise ConfigError(f"placement STRICT_PACK puts all {n} workers ({_fmt(bundle)} each) on one node, and no "
-                          f"node can hold them (cluster: {where}): use PACK or fewer workers")
-    if strategy == "STRICT_SPREAD" and sum(t.max_count for t in fitting) < n:
+                          f"node can hold them (cluster at its largest: {where}): use PACK or fewer workers")
+    spread = sum(t.max_count for t in nodes if _per_node(bundle, t.resources))
+    if strategy == "STRICT_SPREAD" and spread < n:
         raise ConfigError(f"placement STRICT_SPREAD needs {n} nodes that each fit {_fmt(bundle)}; the cluster can "
-                          f"have {sum(t.max_count for t in fitting)} (cluster: {where}): use SPREAD or fewer workers")
-    total = {k: sum(t.resources.get(k, 0.0) * t.max_count for t in nodes) for k in bundle}
-    need = {k: v * n + (driver_cpu if k == "CPU" else 0.0) for k, v in bundle.items()}
-    if not _fits(need, total):
-        raise ConfigError(f"one trial needs {_fmt(need)} but the whole cluster can have at most {_fmt(total)} "
-                          f"(cluster: {where}): use fewer workers or smaller requests")
+                          f"have {spread} (cluster at its largest: {where}): use SPREAD or fewer workers")
+    placeable = sum(_per_node(bundle, t.resources) * t.max_count for t in nodes)
+    if placeable < n:
+        raise ConfigError(f"one trial needs {n} workers of {_fmt(bundle)}; the cluster at its largest holds "
+                          f"{placeable} ({where}): use fewer workers or smaller requests")
 
 
 def concurrency(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: float) -> int:
-    """Trials that fit at once in the cluster at its largest (bundles packed node by node)."""
+    """Trials that fit at once in the cluster at its largest (bundles counted node by node)."""
     bundle, n = trial_request(cfg)
-    per_node = [(min(math.floor(t.resources.get(k, 0.0) / v + 1e-9) for k, v in bundle.items() if v > 0)
-                 if bundle else 0, t) for t in nodes]
-    workers = sum(k * t.max_count for k, t in per_node)
+    workers = sum(_per_node(bundle, t.resources) * t.max_count for t in nodes)
     total_cpu = sum(t.resources.get("CPU", 0.0) * t.max_count for t in nodes)
     by_cpu = math.floor(total_cpu / (n * bundle.get("CPU", 0.0) + driver_cpu) + 1e-9)
     return max(1, min(workers // n, by_cpu))

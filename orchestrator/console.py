@@ -55,3 +55,57 @@ def quiet_warnings() -> None:
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
     warnings.filterwarnings("ignore", message=".*__array__ implementation doesn't accept a copy.*")
+
+
+def ray_env_quiet() -> None:
+    """Before Ray Tune runs: the classic reporter (which honours verbose=0), no migration warnings."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+def mute_ray_stderr() -> None:
+    """Ray attaches its own stderr handler to the "ray" logger (again in ray.init): mute it."""
+    for handler in logging.getLogger("ray").handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.CRITICAL + 1)
+
+
+@contextlib.contextmanager
+def console(log_path: str | None, *, verbose: bool = False):
+    """Our lines on stdout (and in the log file); Ray's and Tune's own output only in the log file,
+    unless ``verbose``. Yields ``out(line)``."""
+    import ray  # noqa: F401 - its logger must exist before we attach to it
+
+    ray_env_quiet()
+    log = None
+    if log_path:
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        log = open(log_path, "a", buffering=1)
+    handler = logging.StreamHandler(log) if log else None
+    ray_logger = logging.getLogger("ray")
+    if handler:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        ray_logger.addHandler(handler)
+    if not verbose:
+        mute_ray_stderr()
+        quiet_warnings()
+        try:
+            from ray.util.annotations import RayDeprecationWarning
+
+            warnings.filterwarnings("ignore", category=RayDeprecationWarning)
+        except ImportError:
+            pass
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+        if log:
+            log.write(line + "\n")
+
+    try:
+        yield out
+    finally:
+        if handler:
+            ray_logger.removeHandler(handler)
+        if log:
+            log.close()

@@ -266,17 +266,19 @@ def read_images(src: Source, rows, *, cfg: ExperimentConfig, shape=None) -> np.n
 
 
 # -- units: what Ray Data decodes ----------------------------------------------------------------
-def make_units(src: Source, rows: np.ndarray, y: dict[str, np.ndarray], *, shuffle_seed: int | None) -> list[dict]:
-    """Cut ``rows`` of a source into units of a few hundred rows: labels, row numbers, where the images are.
+def make_units(src: Source, rows: np.ndarray, y: dict[str, np.ndarray], *, shuffle_seed: int | None,
+               workers: int = 1) -> list[dict]:
+    """Cut ``rows`` of a source into units of up to a few hundred rows: labels, row numbers, where the
+    images are. At least four units per worker, so every worker gets a share.
 
     File paths can be read in any order, so their rows are shuffled across units (``shuffle_seed``);
-    Parquet units follow row groups, so a unit reads one group."""
+    Parquet units stay inside one row group."""
     rows = np.asarray(rows, np.int64)
     if src.kind == "paths" and shuffle_seed is not None:
         rows = np.random.default_rng(shuffle_seed).permutation(rows)
+    size = int(min(UNIT_ROWS[src.kind], max(1, len(rows) // (4 * workers))))
     units = []
     if src.kind in ("paths", "pixels") and not src.row_groups:
-        size = UNIT_ROWS[src.kind]
         for start in range(0, len(rows), size):
             r = rows[start:start + size]
             unit = {"rows": r, "source": storage.redact(src.uri), "y": {t: v[r] for t, v in y.items()}}
@@ -289,8 +291,8 @@ def make_units(src: Source, rows: np.ndarray, y: dict[str, np.ndarray], *, shuff
     rows = np.sort(rows)
     for file, group, first, count in src.row_groups:
         lo, hi = np.searchsorted(rows, [first, first + count])
-        for start in range(lo, hi, UNIT_ROWS[src.kind]):
-            r = rows[start:min(hi, start + UNIT_ROWS[src.kind])]
+        for start in range(lo, hi, size):
+            r = rows[start:min(hi, start + size)]
             units.append({"rows": r, "source": storage.redact(src.uri), "y": {t: v[r] for t, v in y.items()},
                           "parquet": (file, group, (r - first).astype(np.int64))})
     return units
@@ -317,7 +319,8 @@ def _fingerprint(cfg: ExperimentConfig, *sources: Source) -> str:
 
 # -- the whole check -----------------------------------------------------------------------------
 def prepare(cfg: ExperimentConfig) -> PreparedData:
-    """Read labels, check them and a sample of images, split, cut into units. Raises DataError."""
+    """Read labels, check them and a sample of images, split, cut into units (enough for the most
+    workers a run or sweep can have). Raises DataError."""
     d = cfg.data
     label_columns = sorted({cfg.label_of(t) for t in cfg.tasks})
     train = _read_source(d.train, d.image_column, label_columns)
@@ -360,6 +363,14 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
                     label_mean={t: float(yt[t].mean()) for t in reg}, label_std={t: float(yt[t].std()) or 1.0 for t in reg},
                     n_train=len(train_rows), n_val=len(val_rows), fingerprint=_fingerprint(cfg, *sources),
                     max_pixel=float(sample.max()))
-    seed = cfg.train.seed
-    return PreparedData(spec, make_units(train, train_rows, y_train, shuffle_seed=seed),
-                        make_units(val, val_rows, y_val, shuffle_seed=None))
+    seed, workers = cfg.train.seed, most_workers(cfg)
+    return PreparedData(spec, make_units(train, train_rows, y_train, shuffle_seed=seed, workers=workers),
+                        make_units(val, val_rows, y_val, shuffle_seed=None, workers=workers))
+
+
+def most_workers(cfg: ExperimentConfig) -> int:
+    if cfg.search is not None:
+        from .search import largest
+
+        return int(largest(cfg.search, "resources.workers", cfg.resources.workers))
+    return cfg.resources.workers

@@ -85,6 +85,17 @@ def FailFastTrainer(*args, **kwargs):  # noqa: N802 - a class, built lazily (Ray
     return _trainer_class()(*args, **kwargs)
 
 
+def attempts(run_dir: str) -> list[int]:
+    """The epoch each (re)start of a run resumed from, in order (0: from scratch)."""
+    import pyarrow.fs as pafs
+
+    fs, path = storage.filesystem(storage.join(run_dir, "attempts"))
+    infos = sorted((i for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+                    if i.base_name.endswith(".json")), key=lambda i: float(i.base_name[:-5]))
+    return [json.loads(storage.read_bytes(storage.join(run_dir, "attempts", i.base_name)))["start_epoch"]
+            for i in infos]
+
+
 def read_progress(run_dir: str) -> Optional[dict]:
     try:
         return json.loads(storage.read_bytes(storage.join(run_dir, "progress.json")))
@@ -98,12 +109,17 @@ def write_progress(run_dir: str, history: list[dict]) -> None:
                                      "time": time.time()}, default=float).encode())
 
 
-def waiting_line(what: str, request: dict, *, workers: int) -> str:
+def waiting_line(what: str, request: dict, *, workers: int) -> Optional[str]:
+    """A line saying what a run waits for, or None if no placement group is pending (it is starting)."""
     import ray
+    from ray.util import placement_group_table
 
+    pending = [pg for pg in placement_group_table().values() if pg.get("state") in ("PENDING", "RESCHEDULING")]
+    if not pending:
+        return None
     free = {k: round(v, 2) for k, v in ray.available_resources().items() if k in ("CPU", "GPU") or k in request}
-    return (f"{what} waits for resources: {workers} worker(s) x {request}; free now {free or 'nothing'} "
-            f"(the autoscaler adds nodes if it can)")
+    return (f"{what} waits for resources: {workers} worker(s) x {request}; free now {free or 'nothing'}; "
+            f"{len(pending)} placement group(s) pending (an autoscaler adds nodes if it can)")
 
 
 def watch(run_dir: str, *, request: dict, workers: int, on_epoch: Callable[[dict], None], out=print,
@@ -123,9 +139,11 @@ def watch(run_dir: str, *, request: dict, workers: int, on_epoch: Callable[[dict
             elif not started and time.monotonic() - last_wait >= WAIT_LINE_EVERY_S:
                 last_wait = time.monotonic()
                 try:
-                    out(waiting_line(what, request, workers=workers))
+                    line = waiting_line(what, request, workers=workers)
                 except Exception:  # noqa: BLE001 - a status line must never break the run
-                    pass
+                    line = None
+                if line:
+                    out(line)
             stop.wait(poll_s)
 
     thread = threading.Thread(target=loop, daemon=True, name="orchestrator-watch")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from typing import Optional, Sequence
 
 import numpy as np
@@ -39,7 +40,8 @@ def decode_image(data: bytes, *, where: str, size: Optional[Sequence[int]] = Non
                 img = img.resize((int(size[1]), int(size[0])), Image.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e).splitlines()[0])[:120] if str(e) \
+            else type(e).__name__
         raise DataError(f"{where} is not a decodable image ({reason}): fix or remove it") from None
     return arr[..., None] if arr.ndim == 2 else arr
 

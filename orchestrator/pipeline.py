@@ -20,7 +20,8 @@ import numpy as np
 from .errors import DataError
 from .images import conform, decode_image, pixel_array  # noqa: F401 - decode_image is part of this module's API
 
-DECODE_CPUS = 0.5   # per Ray Data decode task: leaves room for training on small machines
+DECODE_CPUS = 0.5     # per decode task when decoding into the object store, before any training
+STREAM_DECODERS = 2   # decode tasks per worker while streaming
 
 
 def decode_options(cfg_dict: dict, spec_dict: dict) -> dict:
@@ -107,22 +108,19 @@ def rows_per_rank(sizes: list[int], *, world: int, epoch: Optional[int], seed: i
 
 def cause_message(e: BaseException) -> Optional[str]:
     """The one-line message of a DataError raised inside a Ray Data task, however Ray wrapped it."""
-    seen = set()
+    import re
+
+    chain, seen = [], set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        chain.append(e)
         if isinstance(e, DataError):
-            return str(e)
-        for attr in ("cause", "__cause__", "__context__"):
-            inner = getattr(e, attr, None)
-            if isinstance(inner, BaseException):
-                e = inner
-                break
-        else:
-            break
-    text = str(e) if e is not None else ""
-    marker = "DataError: "
-    if marker in text:
-        return text.rsplit(marker, 1)[1].strip().splitlines()[0]
+            return str(e).splitlines()[0]
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    for exc in chain:   # Ray keeps the original only as text: "...DataError: <message>"
+        found = re.findall(r"DataError: (.*)", str(exc))
+        if found:
+            return found[-1].strip()
     return None
 
 
@@ -131,8 +129,10 @@ def stream(units: list[dict], opts: dict, *, batch_size: int, seed: int, drop_la
     import ray.data
 
     ds = ray.data.from_items([{"unit": i} for i in range(len(units))], override_num_blocks=max(len(units), 1))
+    # Inside a Train worker the workers may hold every CPU: decode tasks ask for none (they would wait
+    # forever) and a small pool caps them instead.
     ds = ds.map_batches(_decode_batch, fn_kwargs={"units": units, "opts": opts}, batch_size=1, batch_format="numpy",
-                        num_cpus=DECODE_CPUS)
+                        num_cpus=0, compute=ray.data.TaskPoolStrategy(size=STREAM_DECODERS))
     try:
         yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last,
                                    local_shuffle_buffer_size=4 * batch_size if seed is not None else None,
@@ -247,6 +247,7 @@ class StreamData:
         self.sizes = [len(u["rows"]) for u in self.units]
         self.seed, self.epoch, self.per_worker = cfg.train.seed, 0, None
         self.tasks = list(cfg.tasks)
+        self.error = None
 
     def agree_steps(self, per_worker: int, allreduce_sum) -> None:
         self.per_worker = per_worker   # every rank computes every rank's rows from the same units: no collective
@@ -273,11 +274,15 @@ class StreamData:
         def batches():
             steps = self.set_epoch(self.epoch)
             mine = assign(len(self.units), rank=self.rank, world=self.world, epoch=self.epoch, seed=self.seed)
-            for i, b in enumerate(stream([self.units[j] for j in mine], self.opts, batch_size=per_worker,
-                                         seed=self.seed + self.epoch, drop_last=True)):
-                if i >= steps:
-                    break
-                yield b["image"], {t: b[f"y_{t}"] for t in self.tasks}
+            try:
+                for i, b in enumerate(stream([self.units[j] for j in mine], self.opts, batch_size=per_worker,
+                                             seed=self.seed + self.epoch, drop_last=True)):
+                    if i >= steps:
+                        break
+                    yield b["image"], {t: b[f"y_{t}"] for t in self.tasks}
+            except DataError as e:
+                self.error = e   # TensorFlow turns it into an opaque op error: the loop re-raises this one
+                raise
 
         ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
         return _finish(ds, self.cfg, self.tasks, self.spec)
@@ -300,10 +305,13 @@ def _gather(decoded: list[dict], *, allow_empty: bool = False) -> dict:
 def decode_to_object_store(units: list[dict], opts: dict) -> list:
     """Decode every unit once with Ray Data on the cluster; ObjectRefs of the decoded blocks.
     The driver holds references only. A bad image fails here, before any training."""
+    import ray
     import ray.data
 
     if not units:
         return []
+    if all("pixels" in u for u in units) and opts["image_size"] is None and opts["color_mode"] == "keep":
+        return [ray.put(decode_unit(u, opts)) for u in units]   # already pixels in memory: nothing to decode
     ds = ray.data.from_items([{"unit": i} for i in range(len(units))], override_num_blocks=len(units))
     ds = ds.map_batches(_decode_batch, fn_kwargs={"units": units, "opts": opts}, batch_size=1, batch_format="numpy",
                         num_cpus=DECODE_CPUS)

@@ -84,7 +84,8 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, sweep_id: str, tria
         checkpoint=checkpoint, config=cfg.run_fields(), config_hash=cfg.config_hash(),
         worker_config_hash=last.get("config_hash"), data_fingerprint=fingerprint, backbone=backbone_key(cfg),
         versions=versions or {}, history=[compact_epoch(h) for h in history], started_at=started_at,
-        created_at=datetime.now(timezone.utc), **(extra or {}))
+        created_at=datetime.now(timezone.utc))
+    row.update(extra or {})
     return row
 
 

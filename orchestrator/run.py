@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from . import checkpoints, storage
+from .failures import attempts
 from .config import ExperimentConfig, frozen_blocks
 from .data import DataSpec, PreparedData, prepare
 from .errors import ConfigError, DataError, UserError
@@ -21,6 +22,7 @@ from .pipeline import decode_options, rows_per_rank
 # Ray Train waits this long for a worker group before retrying. TF start-up on 2 cores can pass
 # Ray's default of 60 s; raised here (the driver's environment is passed to the controller).
 WORKER_START_TIMEOUT_S = "600"
+HEALTH_CHECK_INTERVAL_S = "0.25"
 
 
 @dataclass
@@ -113,11 +115,19 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
     import ray
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_START_TIMEOUT_S)
-    if ray.is_initialized():
-        return
-    kwargs = {"num_gpus": num_gpus} if (num_gpus is not None and not address) else {}
-    ray.init(address=address, log_to_driver=log_to_driver, configure_logging=True, logging_level="ERROR",
-             include_dashboard=None, **kwargs)
+    # The Train controller polls its workers at this pace; reports and the end of a run wait for a poll.
+    # A late poll is only awaited again (a worker counts as dead after 600 s), so a short interval is safe.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
+    if not ray.is_initialized():
+        kwargs = {"num_gpus": num_gpus} if (num_gpus is not None and not address) else {}
+        ray.init(address=address, log_to_driver=log_to_driver, configure_logging=True, logging_level="ERROR",
+                 include_dashboard=None, **kwargs)
+    from .console import mute_ray_stderr
+    from .worker import quiet_logs
+
+    quiet_logs()   # Ray Data runs on the driver too (decoding into the object store)
+    if not log_to_driver:
+        mute_ray_stderr()   # ray.init attached its stderr handler again
 
 
 def cache_mode(cfg: ExperimentConfig, spec: DataSpec) -> str:
@@ -154,7 +164,8 @@ def ship_backbone(cfg: ExperimentConfig):
                 ("imagenet", "none") else None)
     if location is None:
         return None
-    return ray.put((storage.read_bytes(location), os.path.splitext(location.split("?")[0])[1]))
+    # Wrapped in a dict: Tune's with_parameters resolves top-level ObjectRefs, nested ones stay references.
+    return {"ref": ray.put((storage.read_bytes(location), os.path.splitext(location.split("?")[0])[1]))}
 
 
 def make_trainer(cfg: ExperimentConfig, spec: DataSpec, *, name: str, data: dict, backbone_ref, callbacks=(),
@@ -185,27 +196,28 @@ def worker_request(cfg: ExperimentConfig) -> dict:
     return {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}
 
 
-def fit_and_watch(p: Prepared, *, name: str, data: dict, backbone_ref, out=print) -> tuple[list[dict], str | None]:
-    """Fit one run, printing its epochs as they land; (history, one-line error or None)."""
+def fit_and_watch(p: Prepared, *, name: str, data: dict, backbone_ref,
+                  out=print) -> tuple[list[dict], str | None, bool]:
+    """Fit one run, printing its epochs as they land; (history, one-line error or None, user error?)."""
     import threading
 
-    from .failures import one_line, read_progress, watch
+    from .failures import find_user_error, one_line, read_progress, watch
     from .worker import format_epoch
 
     stop = threading.Event()
     thread = watch(run_dir(p.cfg, name), request=worker_request(p.cfg), workers=p.cfg.resources.workers,
                    on_epoch=lambda m: out(format_epoch(m, p.cfg.train.epochs)), out=out, stop=stop, what=f"run {name}")
-    error = None
+    error, user = None, False
     try:
         make_trainer(p.cfg, p.spec, name=name, data=data, backbone_ref=backbone_ref).fit()
     except Exception as e:  # noqa: BLE001 - Ray Train raises its own wrappers; keep one line
-        error = one_line(e)
+        error, user = one_line(e), find_user_error(e) is not None
     finally:
         time.sleep(1.5)   # the watcher prints the last epoch
         stop.set()
         thread.join()
     progress = read_progress(run_dir(p.cfg, name)) or {"history": []}
-    return progress["history"], error
+    return progress["history"], error, user
 
 
 def summarize(p: Prepared, history: list[dict], *, name: str, error: str | None, wall_time_s: float) -> dict:
@@ -221,6 +233,7 @@ def summarize(p: Prepared, history: list[dict], *, name: str, error: str | None,
         "world_size": world, "rank_steps": [m.get(f"rank{r}_steps") for r in range(world)],
         "examples_per_s": m.get("examples_per_s"), "wall_time_s": round(wall_time_s, 1),
         "checkpoint": storage.redact(checkpoints.folder(run_dir(p.cfg, name))),
+        "attempts": attempts(run_dir(p.cfg, name)),
         "data": {"n_train": p.spec.n_train, "n_val": p.spec.n_val, "fingerprint": p.spec.fingerprint},
         "history": history, "config": p.cfg.run_fields(),
     }
@@ -230,18 +243,20 @@ def write_json(location: str, obj: dict) -> None:
     storage.atomic_write(location, json.dumps(obj, indent=2, default=str).encode())
 
 
-def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print) -> dict:
+def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
+          verbose: bool = False) -> dict:
     """`orchestrator train`: check, fit one configuration on Ray Train, write summary.json."""
     p = check(cfg)
     name = name or run_name(p.cfg.name)
     check_run_name(p.cfg, name)
     out("resolved config: " + json.dumps(p.cfg.run_fields(), sort_keys=True))
     ensure_pretrained(p.cfg, out=out)
-    init_ray(address)
+    init_ray(address, log_to_driver=verbose)
     t0 = time.perf_counter()
     data, backbone_ref = ship_data(p), ship_backbone(p.cfg)
-    history, error = fit_and_watch(p, name=name, data=data, backbone_ref=backbone_ref, out=out)
+    history, error, user_error = fit_and_watch(p, name=name, data=data, backbone_ref=backbone_ref, out=out)
     summary = summarize(p, history, name=name, error=error, wall_time_s=time.perf_counter() - t0)
+    summary["user_error"] = user_error
     summary["summary_file"] = storage.redact(storage.join(run_dir(p.cfg, name), "summary.json"))
     write_json(storage.join(run_dir(p.cfg, name), "summary.json"), summary)
     return summary

@@ -96,7 +96,7 @@ def read_bytes_or_fail(location: str, *, where: str) -> bytes:
         raise DataError(f"{where} cannot be read ({reason}): fix the path or drop the row") from None
 
 
-def atomic_write(location: str, data: bytes) -> None:
+def atomic_write(location: str, data: bytes | memoryview) -> None:
     """Write ``data`` so that readers see the old file, or all of the new one.
 
     Local: a unique temporary file in the same folder, flushed and fsynced, renamed over the target,

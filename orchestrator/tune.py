@@ -108,7 +108,8 @@ def versions() -> dict:
     return out
 
 
-def _trial(params: dict, *, base: dict, spec: dict, data: dict, backbone_ref, sweep_id: str, baselines=None):
+def _trial(params: dict, *, base: dict, configs: list | None, spec: dict, data: dict, backbone_ref, sweep_id: str,
+           baselines=None):
     """One Tune trial: fit one TensorflowTrainer with this trial's configuration."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -116,7 +117,8 @@ def _trial(params: dict, *, base: dict, spec: dict, data: dict, backbone_ref, sw
     from .data import DataSpec
     from .failures import one_line
 
-    cfg = trial_config(ExperimentConfig.model_validate(base), params)
+    cfg = (ExperimentConfig.model_validate(configs[params["index"]]) if configs is not None
+           else trial_config(ExperimentConfig.model_validate(base), params))
     trial_id = tune.get_context().get_trial_id()
     trainer = make_trainer(cfg, DataSpec.from_dict(spec), name=f"{sweep_id}-{trial_id}", data=data,  # stable name:
                            backbone_ref=backbone_ref, callbacks=[TuneReportCallback()], baselines=baselines)  # resumable
@@ -128,6 +130,10 @@ def _trial(params: dict, *, base: dict, spec: dict, data: dict, backbone_ref, sw
 
 class TrialFailed(RuntimeError):
     """A trial's run failed; the message is one line."""
+
+
+def new_sweep_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def sweep_dir(cfg: ExperimentConfig, sweep_id: str) -> str:
@@ -146,7 +152,7 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None) -> str:
 
     fs, path = storage.filesystem(storage.join(cfg.storage, "sweeps", cfg.name))
     ids = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-                 if i.type == pafs.FileType.Directory)
+                 if i.type == pafs.FileType.Directory and not i.base_name.startswith(("baseline-", "confirm-")))
     if sweep_id is None:
         if not ids:
             raise ConfigError(f"no sweep of experiment {cfg.name!r} to resume in {storage.redact(cfg.storage)}: "
@@ -165,11 +171,55 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None) -> str:
     return sweep_id
 
 
+def _tuner(p: Prepared, *, sweep_id: str, data: dict, backbone_ref, callback, param_space: dict, num_samples: int,
+           searcher, scheduler, concurrent: int, configs: list | None = None, baselines=None, resume: bool = False,
+           verbose: bool = False):
+    """A Tuner over ``_trial`` (or its restore): state in ``<storage>/sweeps/<experiment>/<sweep id>``."""
+    from ray import tune as rtune
+
+    cfg = p.cfg
+    trainable = rtune.with_resources(
+        rtune.with_parameters(_trial, base=cfg.model_dump(mode="json"), spec=p.spec.to_dict(), data=data,
+                              configs=[c.model_dump(mode="json") for c in configs] if configs is not None else None,
+                              backbone_ref=backbone_ref, sweep_id=sweep_id, baselines=baselines),
+        {"CPU": TRIAL_DRIVER_CPU})
+    fs, sweeps_path = storage.filesystem(storage.join(cfg.storage, "sweeps", cfg.name))
+    run_config = rtune.RunConfig(name=sweep_id, storage_path=sweeps_path, storage_filesystem=fs, callbacks=[callback],
+                                 failure_config=rtune.FailureConfig(max_failures=0), verbose=1 if verbose else 0)
+    if resume:
+        tuner = rtune.Tuner.restore(f"{sweeps_path.rstrip('/')}/{sweep_id}", trainable, resume_unfinished=True,
+                                    resume_errored=True, storage_filesystem=fs)
+        tuner._local_tuner._run_config = run_config   # today's callback (rows already written are skipped)
+        return tuner
+    return rtune.Tuner(
+        trainable, param_space=param_space,
+        tune_config=rtune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=num_samples,
+                                     search_alg=searcher, scheduler=scheduler, max_concurrent_trials=concurrent),
+        run_config=run_config)
+
+
+def run_configs(p: Prepared, configs: list[ExperimentConfig], *, kind: str, data: dict, backbone_ref, out=print,
+                extra: list[dict] | None = None, trial_names: list[str] | None = None, verbose: bool = False) -> list:
+    """Train explicit configurations as one Tune run (baselines, confirmation runs); rows of ``kind``."""
+    from ray import tune as rtune
+
+    from .cluster import plan_concurrency
+    from .tune_callback import make_callback
+
+    sweep_id = f"{kind}-{new_sweep_id()}"
+    callback = make_callback(p.cfg, sweep_id=sweep_id, n_blocks=p.n_blocks, fingerprint=p.spec.fingerprint,
+                             versions=versions(), kind=kind, configs=configs, extra=extra, out=out)
+    concurrent = min(len(configs), plan_concurrency(configs[0], say=lambda m: None))
+    tuner = _tuner(p, sweep_id=sweep_id, data=data, backbone_ref=backbone_ref, callback=callback,
+                   param_space={"index": rtune.grid_search(list(range(len(configs))))}, num_samples=1,
+                   searcher=None, scheduler=None, concurrent=concurrent, configs=configs, verbose=verbose)
+    tuner.fit()
+    return callback.rows
+
+
 def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None = None, resume: bool = False,
          sweep_id: str | None = None, verbose: bool = False, out=print) -> dict:
     """`orchestrator tune`: run (or resume) a sweep; one leaderboard row per trial; returns a summary."""
-    from ray import tune as rtune
-
     from .cluster import plan_concurrency
     from .leaderboard import Leaderboard
     from .tune_callback import make_callback
@@ -179,52 +229,39 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     p = check(cfg)
     check_space(p)
     cfg = p.cfg
-    sweep_id = find_sweep(cfg, sweep_id) if resume else (
-        sweep_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    sweep_id = find_sweep(cfg, sweep_id) if resume else (sweep_id or new_sweep_id())
     out("resolved config: " + json.dumps(cfg.public_dump(), sort_keys=True))
     ensure_pretrained(cfg, out=out)
     init_ray(address, log_to_driver=verbose)
     concurrent = plan_concurrency(cfg, say=out)
     board = Leaderboard(cfg.storage)
     written = set(board.table(sweep_id=sweep_id, kind=None).column("trial_id").to_pylist()) if resume else set()
+    t0 = time.perf_counter()
     data, backbone_ref = ship_data(p), ship_backbone(cfg)
-    from .baselines import baselines_for
+    baselines = None
+    if cfg.search.baselines or cfg.objective.metric == "delta_m":
+        from .baselines import baselines_for
 
-    baselines = baselines_for(p, data=data, backbone_ref=backbone_ref, out=out) if (
-        cfg.search.baselines or cfg.objective.metric == "delta_m") else None
+        baselines = baselines_for(p, data=data, backbone_ref=backbone_ref, out=out) or None
     callback = make_callback(cfg, sweep_id=sweep_id, n_blocks=p.n_blocks, fingerprint=p.spec.fingerprint,
                              versions=versions(), baselines=baselines, written=written, out=out,
                              request={"CPU": cfg.resources.cpus_per_worker,
                                       **({"GPU": cfg.resources.gpus_per_worker} if cfg.resources.use_gpu else {})})
-    trainable = rtune.with_resources(
-        rtune.with_parameters(_trial, base=cfg.model_dump(mode="json"), spec=p.spec.to_dict(), data=data,
-                              backbone_ref=backbone_ref, sweep_id=sweep_id, baselines=baselines),
-        {"CPU": TRIAL_DRIVER_CPU})
-    fs, sweeps_path = storage.filesystem(storage.join(cfg.storage, "sweeps", cfg.name))
-    where = storage.join(sweeps_path, sweep_id) if not storage.is_uri(cfg.storage) else None
-    t0 = time.perf_counter()
     if resume:
         out(f"resuming sweep {sweep_id} of experiment {cfg.name} ({len(written)} trials already recorded)")
-        tuner = rtune.Tuner.restore(f"{sweeps_path.rstrip('/')}/{sweep_id}", trainable, resume_unfinished=True,
-                                    resume_errored=True, storage_filesystem=fs)
     else:
         storage.atomic_write(storage.join(sweep_dir(cfg, sweep_id), "sweep.json"), json.dumps(
             {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump()}).encode())
-        points = first_points(cfg, say=out)
         out(f"experiment {cfg.name}, sweep {sweep_id}: {cfg.search.samples} trials, searcher {cfg.search.searcher}, "
             f"scheduler {cfg.search.scheduler.type}, up to {concurrent} at once")
-        tuner = rtune.Tuner(
-            trainable, param_space=param_space(cfg.search, list(cfg.tasks)),
-            tune_config=rtune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=cfg.search.samples,
-                                         search_alg=make_searcher(cfg, concurrent, points),
-                                         scheduler=make_scheduler(cfg), max_concurrent_trials=concurrent),
-            run_config=rtune.RunConfig(name=sweep_id, storage_path=sweeps_path, storage_filesystem=fs,
-                                       callbacks=[callback], failure_config=rtune.FailureConfig(max_failures=0),
-                                       verbose=1 if verbose else 0))
-    del where
+    tuner = _tuner(p, sweep_id=sweep_id, data=data, backbone_ref=backbone_ref, callback=callback,
+                   param_space=param_space(cfg.search, list(cfg.tasks)), num_samples=cfg.search.samples,
+                   searcher=None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out)),
+                   scheduler=make_scheduler(cfg), concurrent=concurrent, baselines=baselines, resume=resume,
+                   verbose=verbose)
     tuner.fit()
     board.maybe_compact()
     return {"experiment": cfg.name, "sweep_id": sweep_id, "trials": len(callback.rows) + len(written),
-            "leaderboard": storage.redact(board.uri), "storage": cfg.storage,
+            "leaderboard": storage.redact(board.uri), "storage": cfg.storage, "baselines": baselines,
             "statuses": {s: sum(r["status"] == s for r in callback.rows) for s in {r["status"] for r in callback.rows}},
             "wall_time_s": round(time.perf_counter() - t0, 1)}

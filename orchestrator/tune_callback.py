@@ -49,11 +49,11 @@ def make_callback(*args, **kwargs):
 
         def __init__(self, cfg: ExperimentConfig, *, sweep_id: str, n_blocks: int, fingerprint: str, versions: dict,
                      kind: str = "trial", baselines: dict | None = None, written: set | None = None,
-                     values_of=None, out=print, request: dict | None = None):
+                     configs: list | None = None, extra: list | None = None, out=print, request: dict | None = None):
             self.cfg, self.sweep_id, self.n_blocks, self.fingerprint = cfg, sweep_id, n_blocks, fingerprint
             self.versions, self.kind, self.baselines = versions, kind, baselines
             self.written = set(written or ())          # trial ids with a row (a resumed sweep skips them)
-            self.values_of = values_of                   # trial params -> {dotted path: value}
+            self.configs, self.extra = configs, extra    # explicit configs (params {"index": i}) and their extra columns
             self.history: dict[str, list[dict]] = {}
             self.started: dict[str, datetime] = {}
             self.last_print: dict[str, float] = {}
@@ -70,8 +70,11 @@ def make_callback(*args, **kwargs):
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started.setdefault(trial.trial_id, datetime.now(timezone.utc))
             self.last_print[trial.trial_id] = time.monotonic()
-            values = self._values(trial)
-            self.out(f"[{trial.trial_id}] started: {short_values(values, self.n_blocks) or 'base config'}")
+            cfg, values = self._config(trial)
+            what = short_values(values, self.n_blocks) if values else (
+                f"{self.kind} {', '.join(cfg.tasks)}" if self.kind == "baseline" else
+                f"seed {cfg.train.seed}" if self.kind == "confirm" else "base config")
+            self.out(f"[{trial.trial_id}] started: {what}")
 
         def on_step_begin(self, iteration, trials, **info):
             now = time.monotonic()
@@ -82,7 +85,9 @@ def make_callback(*args, **kwargs):
                     continue
                 self.last_print[trial.trial_id] = now
                 if read_progress(self._run_dir(trial)) is None:
-                    self.out(waiting_line(f"[{trial.trial_id}]", self.request, workers=self.cfg.resources.workers))
+                    line = waiting_line(f"[{trial.trial_id}]", self.request, workers=self.cfg.resources.workers)
+                    if line:
+                        self.out(line)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self.history.setdefault(trial.trial_id, []).append(_plain(result))
@@ -101,9 +106,12 @@ def make_callback(*args, **kwargs):
             self._finish(trial, error_line(trial))
 
         # -- rows ---------------------------------------------------------------------------------
-        def _values(self, trial) -> dict:
-            return self.values_of(trial.config) if self.values_of else materialize(
-                self.cfg.search, trial.config, list(self.cfg.tasks))
+        def _config(self, trial) -> tuple[ExperimentConfig, dict]:
+            """(this trial's config, its searched values by dotted path)."""
+            if self.configs is not None:
+                return self.configs[trial.config["index"]], {}
+            values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks))
+            return self.cfg.with_values(values), values
 
         def _run_dir(self, trial) -> str:
             return storage.join(self.cfg.storage, "trials", f"{self.sweep_id}-{trial.trial_id}")
@@ -111,15 +119,15 @@ def make_callback(*args, **kwargs):
         def _finish(self, trial, error):
             if trial.trial_id in self.written:
                 return
-            values = self._values(trial)
-            cfg = self.cfg.with_values(values)
+            cfg, values = self._config(trial)
             hist = self.history.get(trial.trial_id, [])
+            extra = self.extra[trial.config["index"]] if self.extra is not None else None
             started = self.started.get(trial.trial_id)
             wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
             row = trial_row(cfg, hist, sweep_id=self.sweep_id, trial_id=trial.trial_id, searched=values,
                             n_blocks=self.n_blocks, kind=self.kind, error=error, fingerprint=self.fingerprint,
                             wall_time_s=wall, started_at=started, versions=self.versions, baselines=self.baselines,
-                            checkpoint=storage.redact(storage.join(self._run_dir(trial), "checkpoints")))
+                            checkpoint=storage.redact(storage.join(self._run_dir(trial), "checkpoints")), extra=extra)
             from .leaderboard import Leaderboard
 
             try:

@@ -6,6 +6,7 @@ and at ``ray.train.report`` (a barrier: every rank reports once per epoch).
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
 import tempfile
@@ -13,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import checkpoints
+from . import checkpoints, storage
 from .failures import read_progress, write_progress
 
 
@@ -86,15 +87,18 @@ def peak_rss_mb() -> float:
 
 def train_loop_per_worker(payload: dict) -> None:
     """Ray Train entry point: data from the pipeline, metrics and checkpoints through Ray."""
-    from .console import quiet_tensorflow
-
-    tf = quiet_tensorflow()
     import ray
     import ray.train
 
-    quiet_logs()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    run_dir = payload["run_dir"]
+    if rank == 0 and read_progress(run_dir) is None:
+        write_progress(run_dir, [])   # for the driver's watcher: resources acquired, the run has started
+    from .console import quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    quiet_logs()
     for gpu in tf.config.list_physical_devices("GPU"):
         # Trials packed on one GPU (gpus_per_worker < 1) share it: allocate memory as needed.
         tf.config.experimental.set_memory_growth(gpu, True)
@@ -109,13 +113,18 @@ def train_loop_per_worker(payload: dict) -> None:
     spec = DataSpec.from_dict(payload["data_spec"])
     data = worker_data(payload["data"], cfg, spec, rank=rank, world=world)
     backbone_file = _local_file(payload.get("backbone_file"))
-    run_dir = payload["run_dir"]
-    if rank == 0 and read_progress(run_dir) is None:
-        write_progress(run_dir, [])   # the driver's watcher: resources acquired, the run has started
 
     def restore(load):
-        epochs = checkpoints.epochs_on_storage(run_dir)
-        return checkpoints.load(run_dir, epochs[-1], load) if epochs else None
+        # Rank 0 picks the checkpoint and tells the others, so all ranks resume from the same epoch.
+        from ray.train.collective import broadcast_from_rank_zero
+
+        epochs = checkpoints.epochs_on_storage(run_dir) if rank == 0 else None
+        epoch = broadcast_from_rank_zero(epochs[-1] if epochs else 0) if world > 1 else (epochs[-1] if epochs else 0)
+        state = checkpoints.load(run_dir, epoch, load) if epoch else None
+        if rank == 0:   # one record per (re)start: which epoch it resumed from
+            storage.atomic_write(storage.join(run_dir, "attempts", f"{time.time():.3f}.json"),
+                                 json.dumps({"start_epoch": epoch, "pid": os.getpid()}).encode())
+        return state
 
     def on_epoch(metrics, state, save):
         last = metrics["epoch"] == cfg.train.epochs or metrics["status"] == "diverged"
@@ -130,13 +139,13 @@ def train_loop_per_worker(payload: dict) -> None:
         backbone_file=backbone_file, baselines=payload.get("baselines"))
 
 
-def _local_file(ref):
+def _local_file(shipped):
     """A backbone/weights file shipped through the object store -> a local path on this worker."""
-    if ref is None:
+    if shipped is None:
         return None
     import ray
 
-    blob, suffix = ray.get(ref)
+    blob, suffix = ray.get(shipped["ref"])
     fd, path = tempfile.mkstemp(suffix=suffix)
     with os.fdopen(fd, "wb") as f:
         f.write(blob)
@@ -201,9 +210,14 @@ def fit(strategy, cfg, spec, data, *, rank=0, world=1, restore=None, on_epoch=No
         steps = data.set_epoch(epoch)
         t0 = time.perf_counter()
         total = tf.zeros(k + 1)
-        for xb, yb in dist:
-            total += step(xb, yb)
-            executed += 1
+        try:
+            for xb, yb in dist:
+                total += step(xb, yb)
+                executed += 1
+        except Exception:
+            if getattr(data, "error", None) is not None:
+                raise data.error from None   # a bad image met while streaming: the user's error, one line
+            raise
         seconds = time.perf_counter() - t0
         # One collective per epoch: losses, per-rank step counts and validation sums together.
         local = np.concatenate([total.numpy().astype(np.float64), np.eye(world)[rank] * executed,

@@ -1,4 +1,6 @@
 """Real Ray Tune + Ray Train + TensorFlow sweeps on tiny budgets (slow)."""
+import csv
+import io
 import json
 
 import pytest
@@ -65,10 +67,10 @@ def test_every_trial_lands_in_one_shared_leaderboard(swept):
     assert any(r["status"] == "completed" for r in rows_b)
     for r in rows_b:
         assert r["weight_left"] + r["weight_right"] + r["weight_sum"] == pytest.approx(1.0)
-    # freeze depth matters on the embedded default: fine-tuning beats heads-only at the good lr
-    good = {r["freeze_depth"]: r["objective"] for r in rows_a if r["head_lr"] == 3e-3 and r["status"] == "completed"}
-    if set(good) == {0, 5}:
-        assert good[0] > good[5]
+    # freeze depth matters on the embedded default: fine-tuning beats heads-only at the good lr (best epoch,
+    # so a trial ASHA stopped early still counts)
+    good = {r["freeze_depth"]: r["best_objective"] for r in rows_a if r["head_lr"] == 3e-3}
+    assert set(good) == {0, 5} and good[0] > good[5], good
 
 
 def test_cli_queries(swept, capsys):
@@ -78,9 +80,8 @@ def test_cli_queries(swept, capsys):
     assert len(rows) == 2 and {r["experiment"] for r in rows} == {"rand-b"}
     main(["leaderboard", "--storage", storage, "--where", "freeze_depth == 0 and status == 'completed'",
           "--format", "csv"])
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("experiment,") and all(",grid-a," not in ln or True for ln in lines[1:])
-    assert len(lines) >= 2
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows and all(r["freeze_depth"] == "0" and r["status"] == "completed" for r in rows)
     main(["leaderboard", "--storage", storage, "--sort", "sum_mae", "--top", "2"])
     assert "trial_id" in capsys.readouterr().out
 
