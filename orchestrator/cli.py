@@ -219,10 +219,12 @@ def _summary_text(s: dict) -> str:
 
 
 from .cli_query import best, leaderboard, pareto, write_best  # noqa: E402 - registered below
+from .cli_data import manifest  # noqa: E402 - registered below
 
 cli.add_command(leaderboard)
 cli.add_command(best)
 cli.add_command(pareto)
+cli.add_command(manifest)
 
 
 def main(argv: list[str] | None = None) -> None:

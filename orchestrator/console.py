@@ -58,10 +58,11 @@ def quiet_warnings() -> None:
 
 
 def ray_env_quiet() -> None:
-    """Before Ray Tune runs: the classic reporter (which honours verbose=0), no migration warnings."""
+    """Before Ray Tune runs: the classic reporter (which honours verbose=0; the new one prints its
+    boxes unconditionally), no migration warnings, no per-failure tracebacks (rows keep one line)."""
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 
 def mute_ray_stderr() -> None:
@@ -76,6 +77,7 @@ def console(log_path: str | None, *, verbose: bool = False):
     """Our lines on stdout (and in the log file); Ray's and Tune's own output only in the log file,
     unless ``verbose``. Yields ``out(line)``."""
     import ray  # noqa: F401 - its logger must exist before we attach to it
+    import ray._private.worker as ray_worker
 
     ray_env_quiet()
     log = None
@@ -87,6 +89,7 @@ def console(log_path: str | None, *, verbose: bool = False):
     if handler:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         ray_logger.addHandler(handler)
+    printer = ray_worker.print_to_stdstream
     if not verbose:
         mute_ray_stderr()
         quiet_warnings()
@@ -96,6 +99,16 @@ def console(log_path: str | None, *, verbose: bool = False):
             warnings.filterwarnings("ignore", category=RayDeprecationWarning)
         except ImportError:
             pass
+        try:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+        except ImportError:
+            pass
+        # Raylet/GCS messages ("N worker processes have been started...") reach the driver through this
+        # function whatever log_to_driver says: to the log file instead.
+        ray_worker.print_to_stdstream = lambda data, *a, **k: log and log.write(
+            "".join(str(line) + "\n" for line in data.get("lines", [])))
 
     def out(line: str) -> None:
         print(line, flush=True)
@@ -105,6 +118,7 @@ def console(log_path: str | None, *, verbose: bool = False):
     try:
         yield out
     finally:
+        ray_worker.print_to_stdstream = printer
         if handler:
             ray_logger.removeHandler(handler)
         if log:

@@ -37,10 +37,16 @@ class Prepared:
 
 
 def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Relative local storage (given on the command line or by default) becomes absolute."""
-    if storage.is_uri(cfg.storage) or os.path.isabs(cfg.storage):
-        return cfg
-    return cfg.with_values({"storage": os.path.abspath(cfg.storage)})
+    """Relative local storage (given on the command line or by default) becomes absolute; credentials in
+    storage or data URIs move to the environment (``storage.adopt_credentials``)."""
+    values = {}
+    for path, value in (("storage", cfg.storage), ("data.train", cfg.data.train),
+                        ("data.validation", cfg.data.validation)):
+        if isinstance(value, str) and storage.has_credentials(value):
+            values[path] = storage.adopt_credentials(value)
+    if not storage.is_uri(cfg.storage) and not os.path.isabs(cfg.storage):
+        values["storage"] = os.path.abspath(cfg.storage)
+    return cfg.with_values(values) if values else cfg
 
 
 def count_blocks(cfg: ExperimentConfig, image_shape) -> int:
@@ -120,6 +126,8 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
     if not ray.is_initialized():
         kwargs = {"num_gpus": num_gpus} if (num_gpus is not None and not address) else {}
+        if storage.adopted_env():   # credentials taken out of a URI: every Ray process gets them
+            kwargs["runtime_env"] = {"env_vars": storage.adopted_env()}
         ray.init(address=address, log_to_driver=log_to_driver, configure_logging=True, logging_level="ERROR",
                  include_dashboard=None, **kwargs)
     from .console import mute_ray_stderr

@@ -69,6 +69,32 @@ def has_credentials(location: str) -> bool:
     return redact(location) != location
 
 
+_ADOPTED: dict[str, str] = {}
+
+
+def adopt_credentials(location: str) -> str:
+    """Credentials written into an ``s3://KEY:SECRET@bucket/...`` URI move to this process's environment
+    (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, also given to Ray's workers, see ``adopted_env``);
+    the location comes back without them. So nothing printed, pickled or stored ever holds them."""
+    if not is_uri(location) or not has_credentials(location):
+        return location
+    s = urlsplit(location)
+    query = dict(parse_qsl(s.query, keep_blank_values=True))
+    key = s.username or query.get("access_key")
+    secret = s.password or query.get("secret_key")
+    if s.scheme == "s3" and key and secret:
+        _ADOPTED.update({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret})
+        if query.get("session_token"):
+            _ADOPTED["AWS_SESSION_TOKEN"] = query["session_token"]
+        os.environ.update(_ADOPTED)
+    return redact(location)
+
+
+def adopted_env() -> dict[str, str]:
+    """Environment variables Ray's processes need for credentials adopted from URIs."""
+    return dict(_ADOPTED)
+
+
 def exists(location: str) -> bool:
     fs, path = filesystem(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound

@@ -20,6 +20,7 @@ from .run import Prepared, check, check_batch, ensure_pretrained, init_ray, make
 from .search import candidate_values, largest, materialize, param_space, point_for
 
 TRIAL_DRIVER_CPU = 0.05   # the Tune trial only drives its TensorflowTrainer; Ray refuses 0 CPUs here
+EXPERIMENT_STATE_EVERY_S = "2"
 
 
 def check_space(p: Prepared) -> None:
@@ -175,8 +176,13 @@ def _tuner(p: Prepared, *, sweep_id: str, data: dict, backbone_ref, callback, pa
            searcher, scheduler, concurrent: int, configs: list | None = None, baselines=None, resume: bool = False,
            verbose: bool = False):
     """A Tuner over ``_trial`` (or its restore): state in ``<storage>/sweeps/<experiment>/<sweep id>``."""
+    import os
+
     from ray import tune as rtune
 
+    # Tune saves its experiment state at most every 10 s by default, and not when a trial ends: a lost
+    # driver would then rerun finished trials. Every 2 s bounds what a resume redoes.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_EVERY_S)
     cfg = p.cfg
     trainable = rtune.with_resources(
         rtune.with_parameters(_trial, base=cfg.model_dump(mode="json"), spec=p.spec.to_dict(), data=data,
@@ -194,7 +200,8 @@ def _tuner(p: Prepared, *, sweep_id: str, data: dict, backbone_ref, callback, pa
     return rtune.Tuner(
         trainable, param_space=param_space,
         tune_config=rtune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=num_samples,
-                                     search_alg=searcher, scheduler=scheduler, max_concurrent_trials=concurrent),
+                                     search_alg=searcher, scheduler=scheduler,
+                                     max_concurrent_trials=None if searcher is not None else concurrent),
         run_config=run_config)
 
 

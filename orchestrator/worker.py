@@ -132,7 +132,6 @@ def train_loop_per_worker(payload: dict) -> None:
             checkpoints.save(run_dir, metrics["epoch"], save, state)
         if rank == 0:
             write_progress(run_dir, state["history"])
-        metrics["peak_rss_mb"] = peak_rss_mb()
         ray.train.report(metrics)  # a barrier: every rank reports once per epoch (Tune hears rank 0)
 
     fit(strategy, cfg, spec, data, rank=rank, world=world, restore=restore, on_epoch=on_epoch,
@@ -221,17 +220,20 @@ def fit(strategy, cfg, spec, data, *, rank=0, world=1, restore=None, on_epoch=No
         seconds = time.perf_counter() - t0
         # One collective per epoch: losses, per-rank step counts and validation sums together.
         local = np.concatenate([total.numpy().astype(np.float64), np.eye(world)[rank] * executed,
-                                eval_sums(cfg, spec, mt.model, data.val_batches())])
+                                np.eye(world)[rank] * peak_rss_mb(), eval_sums(cfg, spec, mt.model, data.val_batches())])
         summed = allreduce_sum(local)
         losses = summed[:k + 1] / steps
-        metrics = metrics_from_sums(cfg, summed[k + 1 + world:], baselines=baselines)
+        rss = summed[k + 1 + world:k + 1 + 2 * world]
+        metrics = metrics_from_sums(cfg, summed[k + 1 + 2 * world:], baselines=baselines)
         diverged = not np.isfinite(losses[0])
-        weighting.end_epoch(dict(zip(tasks, losses[1:])))
+        applied = weighting.effective()                 # the weights this epoch trained with
+        weighting.end_epoch(dict(zip(tasks, losses[1:])))   # DWA: next epoch's weights
         metrics.update(epoch=epoch + 1, train_loss=float(losses[0]), world_size=world, steps_per_epoch=steps,
                        examples_per_s=steps * per_worker * world / seconds, epoch_seconds=seconds,
                        **{f"train_loss_{t}": float(v) for t, v in zip(tasks, losses[1:])},
-                       **{f"eff_weight_{t}": w for t, w in weighting.effective().items()},
+                       **{f"eff_weight_{t}": w for t, w in applied.items()},
                        **{f"rank{r}_steps": int(c) for r, c in enumerate(summed[k + 1:k + 1 + world])},
+                       **{f"rank{r}_peak_rss_mb": float(m) for r, m in enumerate(rss)},
                        status="diverged" if diverged else "running", config_hash=config_hash)
         state = {"epoch": epoch + 1, "history": state["history"] + [metrics], "config_hash": config_hash,
                  "weighting": weighting.state()}

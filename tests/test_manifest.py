@@ -1,0 +1,184 @@
+"""Fast: `orchestrator manifest` turns a class-per-folder tree into a manifest the data checks accept."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from orchestrator.cli import main
+
+from conftest import experiment, write_yaml
+
+
+@pytest.fixture(autouse=True)
+def no_ray(monkeypatch):
+    import ray
+
+    def forbidden(*a, **k):
+        raise AssertionError("ray.init was called")
+
+    monkeypatch.setattr(ray, "init", forbidden)
+
+
+def run_cli(capsys, *argv):
+    """(exit code, stderr, stdout) of one CLI call."""
+    code = 0
+    try:
+        main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.err.strip(), captured.out
+
+
+def save(path, size=(10, 12), seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path, format=fmt)
+
+
+def class_tree(root, classes=("5", "6", "7"), per_class=4):
+    """root/<class>/<i>.png|jpg, mixed sizes."""
+    for c in classes:
+        for i in range(per_class):
+            save(root / c / f"{i}.{'png' if i % 2 else 'jpg'}", size=(10 + i, 12), seed=i)
+    return root
+
+
+def test_one_task_tree_to_csv_with_paths_relative_to_the_manifest(tmp_path, capsys):
+    class_tree(tmp_path / "data" / "train")
+    out = tmp_path / "manifests" / "train.csv"          # not next to the images: paths go through ..
+    code, err, stdout = run_cli(capsys, "manifest", str(tmp_path / "data" / "train"), "-o", str(out))
+    assert code == 0, err
+    assert "12 images" in stdout and "label: 3 classes (5, 6, 7)" in stdout, stdout
+    table = pacsv.read_csv(out)
+    assert table.column_names == ["image", "label"]
+    assert table.column("label").to_pylist() == [5] * 4 + [6] * 4 + [7] * 4     # CSV reads folder names as ints
+    paths = table.column("image").to_pylist()
+    assert paths[0] == "../data/train/5/0.jpg" and paths[1] == "../data/train/5/1.png", paths
+    assert all(os.path.isfile(out.parent / p) for p in paths)
+    assert [f for f in os.listdir(out.parent) if f != "train.csv"] == []        # no temporary file left
+
+
+def test_the_manifest_validates_from_another_folder(tmp_path):
+    """The real CLI, twice in fresh processes: make the manifest, then `validate` an experiment on it."""
+    project = tmp_path / "project"
+    class_tree(project / "images", per_class=6)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    make = subprocess.run([sys.executable, "-m", "orchestrator.cli", "manifest", "images", "-o", "left.csv",
+                           "--tasks", "left"], cwd=project, capture_output=True, text=True, timeout=120, env=env)
+    assert make.returncode == 0, make.stderr
+    cfg = experiment(tmp_path, "left.csv", data={"train": "left.csv", "validation": 0.25, "image_size": [12, 12]},
+                     train={"batch_size": 4})
+    cfg["tasks"] = {"left": {"type": "classification"}}
+    config = write_yaml(project / "e.yaml", cfg)
+    check = subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", config], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=180, env=env)
+    assert check.returncode == 0, check.stderr
+    assert "14 train / 4 validation images of shape [12, 12, 3] (image files" in check.stdout, check.stdout
+
+
+def test_nested_folders_map_to_task_columns(tmp_path, capsys):
+    root = tmp_path / "tree"
+    for left, right in [("5", "7"), ("5", "8"), ("6", "7"), ("9", "8")]:
+        save(root / left / right / f"{left}{right}.png")
+    out = tmp_path / "m.csv"
+    code, err, stdout = run_cli(capsys, "manifest", str(root), "-o", str(out), "--tasks", "left,right")
+    assert code == 0, err
+    table = pacsv.read_csv(out)
+    assert table.column_names == ["image", "left", "right"]
+    assert table.column("image").to_pylist() == ["tree/5/7/57.png", "tree/5/8/58.png", "tree/6/7/67.png",
+                                                 "tree/9/8/98.png"]
+    assert table.column("left").to_pylist() == [5, 5, 6, 9]
+    assert table.column("right").to_pylist() == [7, 8, 7, 8]
+    assert "left: 3 classes (5, 6, 9); right: 2 classes (7, 8)" in stdout, stdout
+
+
+def test_parquet_output_keeps_folder_names_as_text(tmp_path, capsys):
+    class_tree(tmp_path / "t", classes=("cat", "dog", "007"), per_class=2)
+    code, err, _ = run_cli(capsys, "manifest", str(tmp_path / "t"), "-o", str(tmp_path / "m.parquet"),
+                           "--image-column", "path", "--tasks", "animal")
+    assert code == 0, err
+    table = pq.read_table(tmp_path / "m.parquet")
+    assert table.column_names == ["path", "animal"]
+    assert str(table.schema.field("path").type) == "string"
+    assert sorted(set(table.column("animal").to_pylist())) == ["007", "cat", "dog"]
+
+
+def test_extensions_hidden_files_and_empty_class_folders(tmp_path, capsys):
+    root = class_tree(tmp_path / "t", classes=("a", "b"), per_class=2)       # 0.jpg, 1.png in each
+    save(root / "a" / "2.JPEG")                                               # case-insensitive
+    (root / "a" / "notes.txt").write_text("not an image")
+    save(root / "a" / ".hidden.png")
+    save(root / ".cache" / "x" / "deep.png")                                  # hidden folder: skipped whole
+    (root / "empty").mkdir()
+    code, err, stdout = run_cli(capsys, "manifest", str(root), "-o", str(tmp_path / "all.csv"))
+    assert code == 0, err
+    assert pacsv.read_csv(tmp_path / "all.csv").column("image").to_pylist() == [
+        "t/a/0.jpg", "t/a/1.png", "t/a/2.JPEG", "t/b/0.jpg", "t/b/1.png"]
+    assert "1 class folder(s) hold no image" in stdout and "empty" in stdout, stdout
+    code, err, _ = run_cli(capsys, "manifest", str(root), "-o", str(tmp_path / "png.csv"), "--extensions", ".PNG")
+    assert code == 0, err
+    assert pacsv.read_csv(tmp_path / "png.csv").column("image").to_pylist() == ["t/a/1.png", "t/b/1.png"]
+
+
+def _flat_images(root):
+    save(root / "a.png")
+
+
+def _txt_only(root):
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "readme.txt").write_text("x")
+
+
+@pytest.mark.parametrize("case, args, expected", [
+    ("missing folder", [], "not found"),
+    ("no class folders", [], "no class folders"),
+    ("images at the top", [], "put every image in a class folder"),
+    ("no images", [], "no images with extensions bmp, gif, jpeg, jpg, png"),
+    ("too deep for one task", [], "name one task per folder level with --tasks"),
+    ("too shallow for the tasks", ["--tasks", "left,right"], "--tasks left,right needs 2 folder levels"),
+    ("extension filters out everything", ["--extensions", "gif"], "no images with extensions gif"),
+    ("bad task name", ["--tasks", "left,my-task"], "plain identifier"),
+    ("task named twice", ["--tasks", "left,left"], "names a task twice"),
+    ("empty task name", ["--tasks", "left,"], "empty item"),
+    ("wrong suffix", ["-o", "m.txt"], "must end in .csv or .parquet"),
+    ("column clash", ["--image-column", "label"], "also a task name"),
+    ("folders read back as one label", [], "read back as the same label"),
+])
+def test_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, case, args, expected):
+    root = tmp_path / "t"
+    if case == "no class folders":
+        root.mkdir()
+        (root / "readme.txt").write_text("x")
+    elif case == "images at the top":
+        class_tree(root, classes=("a",), per_class=1)
+        _flat_images(root)
+    elif case == "no images":
+        _txt_only(root)
+    elif case == "too deep for one task":
+        save(root / "5" / "7" / "a.png")
+    elif case == "folders read back as one label":
+        class_tree(root, classes=("5", "05"), per_class=1)
+    elif case != "missing folder":
+        class_tree(root, classes=("a", "b"), per_class=1)
+    out = tmp_path / "m.csv"
+    out.write_text("old\n")                      # a failed run leaves an existing manifest as it was
+    if "-o" not in args:
+        args = ["-o", str(out), *args]
+    code, err, _ = run_cli(capsys, "manifest", str(root), *args)
+    assert code == 2 and err.startswith("error: ") and expected in err and "\n" not in err, err
+    assert out.read_text() == "old\n"
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.csv"] + (["t"] if root.exists() else []))
+
+
+def test_manifest_module_imports_no_tensorflow_or_ray():
+    code = ("import sys, orchestrator.manifest, orchestrator.cli_data; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", (proc.stdout, proc.stderr)

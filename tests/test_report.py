@@ -1,0 +1,314 @@
+"""`orchestrator report`: plots and report.md from a realistic leaderboard (rows built by rows.trial_row), with every
+number in report.md checked against values computed here from the rows themselves."""
+import math
+import os
+import re
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from orchestrator.baselines import single_task
+from orchestrator.cli import cli, main
+from orchestrator.cli_report import report
+from orchestrator.config import parse_config
+from orchestrator.errors import ConfigError
+from orchestrator.leaderboard import Leaderboard
+from orchestrator.report import FILES, summary_lines, write_report
+from orchestrator.rows import trial_row
+
+N_BLOCKS = 5
+EPOCHS = 4
+BASE = {"left": 0.95, "right": 0.93}       # single-task baseline accuracies
+
+
+def config(name="digits", **train):
+    return parse_config({"name": name, "data": {"train": "builtin:multidigits/train"},
+                         "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"}},
+                         "backbone": {"kind": "builtin", "weights": "none"},
+                         "train": {"epochs": EPOCHS, "batch_size": 32, "seed": 0, **train}})
+
+
+DIGITS = config()
+
+
+def history(left, right, epochs, *, weights, method, diverged=False):
+    """Per-epoch metrics as the worker reports them: accuracies climb to ``left``/``right`` at the last epoch."""
+    out = []
+    for e in range(1, epochs + 1):
+        gap = 0.08 * (epochs - e)
+        la, ra = left - gap, right - gap
+        if method == "uncertainty":          # learned weights that do not sum to 1
+            eff = {"left": 1.2 * weights[0] + 0.1 * e, "right": 0.8 * weights[1] + 0.05 * e}
+        elif method == "dwa":
+            eff = {"left": 0.5 + 0.02 * e, "right": 0.5 - 0.02 * e}
+        else:
+            eff = {"left": weights[0], "right": weights[1]}
+        m = {"epoch": e, "world_size": 2, "config_hash": "w", "objective": (la + ra) / 2, "mean_score": (la + ra) / 2,
+             "left_accuracy": la, "left_loss": 1 - la, "right_accuracy": ra, "right_loss": 1 - ra,
+             "train_loss": (2.2 - left - right) / e, **{f"eff_weight_{t}": w for t, w in eff.items()}}
+        if diverged and e == epochs:
+            m.update(status="diverged", objective=float("nan"), mean_score=float("nan"), train_loss=float("nan"),
+                     left_accuracy=float("nan"), right_accuracy=float("nan"))
+        out.append(m)
+    return out
+
+
+def trial(tid, left, right, *, depth, w=(0.5, 0.5), method="static", epochs=EPOCHS, error=None, diverged=False,
+          baselines=None, sweep="sw1", kind="trial", extra=None, seed=0, cfg=DIGITS):
+    values = {"train.freeze_depth": depth, "train.loss_weights": {"left": w[0], "right": w[1]},
+              "train.loss_weighting": method, "train.seed": seed}
+    c = cfg.with_values(values)
+    searched = {"train.freeze_depth": depth, "train.loss_weights": c.normalized_loss_weights(),
+                "train.loss_weighting": method}
+    hist = [] if error else history(left, right, epochs, weights=w, method=method, diverged=diverged)
+    return trial_row(c, hist, sweep_id=sweep, trial_id=tid, searched=searched, n_blocks=N_BLOCKS, kind=kind,
+                     error=error, baselines=baselines, extra=extra, fingerprint="fp", wall_time_s=10.0)
+
+
+def baseline(task, acc):
+    c = single_task(DIGITS, task)
+    hist = [{"epoch": e, f"{task}_accuracy": acc - 0.05 * (EPOCHS - e), f"{task}_loss": 0.2, "objective": acc,
+             "mean_score": acc, "train_loss": 0.3} for e in range(1, EPOCHS + 1)]
+    return trial_row(c, hist, sweep_id="base", trial_id=f"baseline-{task}", searched={}, n_blocks=N_BLOCKS,
+                     kind="baseline", extra={"baseline_task": task, "baseline_key": "k"}, baselines=None)
+
+
+TRIALS = [
+    trial("t01", 0.90, 0.88, depth=0, baselines=BASE),
+    trial("t02", 0.92, 0.86, depth=0, method="uncertainty", baselines=BASE),
+    trial("t03", 0.95, 0.84, depth=1, w=(0.7, 0.3), baselines=BASE),
+    trial("t04", 0.91, 0.91, depth=1, method="dwa", baselines=BASE),
+    trial("t05", 0.86, 0.93, depth=2, w=(0.3, 0.7), baselines=BASE),
+    trial("t06", 0.93, 0.90, depth=2, method="uncertainty", w=(0.4, 0.6), baselines=BASE),
+    trial("t07", 0.89, 0.89, depth=3),                                          # no baselines: no Δm%
+    trial("t08", 0.88, 0.87, depth=3, method="dwa", baselines=BASE),
+    trial("t09", 0.80, 0.78, depth="all", w=(0.6, 0.4), baselines=BASE),
+    trial("t10", 0.85, 0.83, depth=1, epochs=2, baselines=BASE),               # stopped by the scheduler
+    trial("t11", None, None, depth=2, error="worker died"),                      # failed
+    trial("t12", 0.70, 0.70, depth=0, diverged=True),                            # diverged
+    trial("t13", 0.94, 0.92, depth=2, w=(0.4, 0.6), baselines=BASE, sweep="sw2"),
+]
+CONFIRMS = [trial(f"c-{of}-{s}", left, right, depth=depth, w=w, kind="confirm", extra={"confirm_of": of}, seed=s,
+                  sweep="conf")
+            for of, depth, w, runs in [("t03", 1, (0.7, 0.3), [(1, 0.93, 0.84), (2, 0.94, 0.85), (3, 0.92, 0.83)]),
+                                       ("t13", 2, (0.4, 0.6), [(1, 0.94, 0.91), (2, 0.93, 0.90)])]
+            for s, left, right in runs]
+OTHER = trial("x1", 0.99, 0.99, depth=0, cfg=config("other"))                  # another experiment, better
+
+
+def finite(v):
+    return isinstance(v, float) and math.isfinite(v)
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    lb = Leaderboard(str(tmp_path_factory.mktemp("lb") / "runs"))
+    lb.append(TRIALS[:7])
+    lb.append(TRIALS[7:] + CONFIRMS)
+    lb.append([baseline("left", BASE["left"]), baseline("right", BASE["right"]), OTHER])
+    return lb
+
+
+@pytest.fixture(scope="module")
+def written(board, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    result = write_report(board, "digits", str(out))
+    return out, result, (out / "report.md").read_text()
+
+
+def md_table(md: str, heading: str) -> list[dict]:
+    """The first Markdown table after the line starting with ``heading``, as dicts of strings."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    first = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("|"))
+    block = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        block.append([c.strip() for c in line.strip("|").split("|")])
+    return [dict(zip(block[0], r)) for r in block[2:]]
+
+
+def close(text: str, expected: float):
+    """A number shown with 4 significant digits equals ``expected`` to that precision."""
+    return float(text) == pytest.approx(expected, rel=6e-4, abs=1e-12)
+
+
+def dominated_free(rows, a, b, signs=(1, 1)):
+    pts = {r["trial_id"]: (signs[0] * r[a], signs[1] * r[b]) for r in rows if finite(r[a]) and finite(r[b])}
+    return {i for i, p in pts.items()
+            if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for j, q in pts.items() if j != i)}
+
+
+def test_every_plot_is_a_png_and_linked_from_report(written):
+    out, result, md = written
+    assert set(result["paths"]) == set(FILES)          # confirm rows exist, so all six plots
+    for name, path in result["paths"].items():
+        assert path == str(out / FILES[name])
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.mode in ("RGB", "RGBA")
+            assert img.size[0] > 300 and img.size[1] > 100
+            assert len(img.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 10     # something was drawn
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(links) == sorted(FILES.values())
+    assert all((out / link).is_file() for link in links)
+    assert result["report"] == str(out / "report.md")
+
+
+def test_best_trial_and_counts_match_rows(written):
+    _, result, md = written
+    best = max((r for r in TRIALS if finite(r["objective"])), key=lambda r: r["objective"])
+    assert best["trial_id"] == "t13"                   # not x1: another experiment
+    row = md_table(md, "## Best trial")[0]
+    assert row["trial"] == "t13" and row["sweep"] == "sw2"
+    assert close(row["objective"], best["objective"]) and close(row["Δm%"], best["delta_m_pct"])
+    assert close(row["left_accuracy"], best["left_accuracy"]) and close(row["right_accuracy"], best["right_accuracy"])
+    assert "`freeze_depth` 2," in md and "`weight_left` 0.4," in md and "`loss_weighting` static" in md
+    counts = defaultdict(int)
+    for r in TRIALS:
+        counts[r["status"]] += 1
+    assert dict(counts) == {"completed": 10, "stopped": 1, "failed": 1, "diverged": 1}
+    assert result["counts"] == dict(counts)
+    line = next(x for x in md.splitlines() if x.startswith("Trials:"))
+    assert line.startswith(f"Trials: {len(TRIALS)} (completed 10, diverged 1, failed 1, stopped 1); single-task "
+                           f"baselines: 2; confirmation runs: {len(CONFIRMS)}.")
+    assert "sweeps: base, conf, sw1, sw2." in md
+
+
+def test_freeze_depth_summary_matches_rows(written):
+    _, result, md = written
+    groups = defaultdict(list)
+    for r in TRIALS:
+        if finite(r["objective"]):
+            groups[r["freeze_depth"]].append(r)
+    assert sorted(groups) == [0, 1, 2, 3, N_BLOCKS]
+    table = {int(r["freeze depth"]): r for r in md_table(md, "## Objective by freeze depth")}
+    assert sorted(table) == sorted(groups)
+    for depth, g in groups.items():
+        objs = [r["objective"] for r in g]
+        shown = table[depth]
+        assert int(shown["n"]) == len(g) and int(shown["completed"]) == sum(r["status"] == "completed" for r in g)
+        assert close(shown["mean objective"], np.mean(objs)) and close(shown["best objective"], max(objs))
+        assert result["freeze"][depth]["mean"] == pytest.approx(np.mean(objs))
+    assert len(groups[1]) == 3                        # the stopped trial counts; the failed/diverged ones do not
+    assert "left out: 1 failed, 1 without a finite objective" in md
+
+
+def test_pareto_front_matches_rows(written):
+    _, result, md = written
+    expected = dominated_free(TRIALS, "left_accuracy", "right_accuracy")
+    assert expected == {"t03", "t05", "t13"}
+    table = md_table(md, "## Pareto front: left_accuracy vs right_accuracy")
+    assert {r["trial"] for r in table} == expected == set(result["pareto"]["trial_ids"])
+    by_id = {r["trial_id"]: r for r in TRIALS}
+    for r in table:
+        assert close(r["left_accuracy"], by_id[r["trial"]]["left_accuracy"])
+        assert close(r["right_accuracy"], by_id[r["trial"]]["right_accuracy"])
+    n = sum(finite(r["left_accuracy"]) and finite(r["right_accuracy"]) for r in TRIALS)
+    assert f"3 of {n} trials" in md
+
+
+def test_delta_m_by_method_matches_rows(written):
+    _, result, md = written
+    groups = defaultdict(list)
+    for r in TRIALS:
+        if finite(r["delta_m_pct"]):
+            groups[r["loss_weighting"]].append(r["delta_m_pct"])
+    assert sorted(groups) == ["dwa", "static", "uncertainty"] and sum(map(len, groups.values())) == 10
+    table = {r["loss weighting"]: r for r in md_table(md, "## Δm% by loss weighting")}
+    assert list(table) == ["static", "uncertainty", "dwa"]
+    for method, values in groups.items():
+        assert int(table[method]["n"]) == len(values) and close(table[method]["mean Δm%"], np.mean(values))
+        assert result["delta_m"][method]["mean"] == pytest.approx(np.mean(values))
+
+
+def test_confirmation_ranking_and_baselines(written):
+    _, result, md = written
+    groups = defaultdict(list)
+    for r in CONFIRMS:
+        groups[r["confirm_of"]].append(r["objective"])
+    ranked = sorted(groups, key=lambda k: -np.mean(groups[k]))
+    assert ranked == ["t13", "t03"]
+    table = md_table(md, "## Confirmation runs")
+    assert [r["configuration"] for r in table] == ranked and [r["rank"] for r in table] == ["1", "2"]
+    for r in table:
+        values = groups[r["configuration"]]
+        assert int(r["n seeds"]) == len(values)
+        assert close(r["mean"], np.mean(values)) and close(r["std"], np.std(values, ddof=1))
+    assert [c["seeds"] for c in result["confirm"]] == [[1, 2], [1, 2, 3]]
+    base = {r["task"]: r for r in md_table(md, "## Single-task baselines")}
+    assert set(base) == {"left", "right"}
+    assert close(base["left"]["value"], BASE["left"]) and base["right"]["metric"] == "accuracy"
+
+
+def test_summary_lines(written):
+    _, result, _ = written
+    best, front, freeze = summary_lines(result)
+    t13 = TRIALS[-1]
+    assert best == f"best trial t13: mean_score {t13['objective']:#.4g}, Δm% {t13['delta_m_pct']:#.4g}"
+    n = sum(finite(r["left_accuracy"]) and finite(r["right_accuracy"]) for r in TRIALS)
+    assert n == 11 and front.startswith(f"Pareto front (left_accuracy vs right_accuracy): 3 of {n} trials: ")
+    assert set(front.rsplit(": ", 1)[1].split(", ")) == {"t03", "t05", "t13"}
+    assert freeze.startswith("freeze depth: 0: mean ") and f"{N_BLOCKS}: mean " in freeze
+
+
+def test_one_sweep_chosen_metrics_and_min_direction(board, tmp_path):
+    result = write_report(board, "digits", str(tmp_path), sweep_id="sw1", metrics=["left_loss", "right_accuracy"])
+    sw1 = [r for r in TRIALS if r["sweep_id"] == "sw1"]
+    assert result["best"]["trial_id"] == max((r for r in sw1 if finite(r["objective"])),
+                                             key=lambda r: r["objective"])["trial_id"] == "t06"
+    expected = dominated_free(sw1, "left_loss", "right_accuracy", signs=(-1, 1))     # loss: lower is better
+    assert set(result["pareto"]["trial_ids"]) == expected and "t05" in expected and "t13" not in expected
+    assert result["sweep_ids"] == ["sw1"] and "confirm" not in result["paths"]
+
+
+def test_no_baselines_says_how_to_get_them(tmp_path):
+    lb = Leaderboard(str(tmp_path / "runs"))
+    lb.append([trial("a", 0.9, 0.8, depth=0), trial("b", 0.8, 0.9, depth=1, method="dwa")])
+    result = write_report(lb, "digits", str(tmp_path / "out"))
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert result["delta_m"] == {} and "No single-task baselines" in md and "search.baselines: true" in md
+    assert "orchestrator baselines CONFIG" in md
+    with Image.open(result["paths"]["delta_m"]) as img:
+        assert img.format == "PNG"
+    assert summary_lines(result)[0].endswith("Δm% n/a (no single-task baselines)")
+    assert "## Confirmation runs" not in md and set(result["pareto"]["trial_ids"]) == {"a", "b"}
+
+
+def test_bad_input_is_a_config_error(board, tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown metric 'left_acc'.*left_accuracy"):
+        write_report(board, "digits", str(tmp_path), metrics=["left_acc", "right_accuracy"])
+    with pytest.raises(ConfigError, match="exactly two metrics"):
+        write_report(board, "digits", str(tmp_path), metrics=["left_accuracy"])
+    with pytest.raises(ConfigError, match="no rows in sweep 'nope'; its sweeps: base, conf, sw1, sw2"):
+        write_report(board, "digits", str(tmp_path), sweep_id="nope")
+    assert not os.listdir(tmp_path)                    # nothing written
+
+
+@pytest.fixture
+def cli_with_report(monkeypatch):
+    monkeypatch.setitem(cli.commands, "report", report)
+
+
+def test_cli_unknown_experiment_exits_2_with_one_line(board, tmp_path, capsys, cli_with_report):
+    storage = os.path.dirname(board.uri)
+    with pytest.raises(SystemExit) as e:
+        main(["report", "-e", "nope", "-o", str(tmp_path / "out"), "--storage", storage])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: unknown experiment 'nope'") and "digits, other" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_writes_and_prints_three_lines(board, tmp_path, capsys, cli_with_report):
+    storage = os.path.dirname(board.uri)
+    main(["report", "-e", "digits", "-o", str(tmp_path), "--storage", storage, "--metrics", "left_accuracy,right_loss",
+          "--sweep", "sw2"])
+    lines = capsys.readouterr().out.splitlines()
+    wrote = [x.removeprefix("wrote ") for x in lines if x.startswith("wrote ")]
+    assert len(wrote) == 6 and all(os.path.isfile(p) for p in wrote) and wrote[-1].endswith("report.md")
+    assert lines[-3:][0].startswith("best trial t13: mean_score ")
+    assert lines[-2] == "Pareto front (left_accuracy vs right_loss): 1 of 1 trials: t13"
+    assert lines[-1] == f"freeze depth: 2: mean {TRIALS[-1]['objective']:#.4g} best {TRIALS[-1]['objective']:#.4g} (n=1)"
