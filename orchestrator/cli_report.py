@@ -20,6 +20,7 @@ def report(experiment, out_dir, storage, names, sweep):
     loss weights, learning curves, Δm% by loss weighting, confirmation runs."""
     from .leaderboard import Leaderboard
     from .report import summary_lines, write_report
+    from .storage import redact
 
     metrics = None
     if names is not None:
@@ -29,6 +30,6 @@ def report(experiment, out_dir, storage, names, sweep):
                               f"-m left_accuracy,right_accuracy")
     result = write_report(Leaderboard(storage), experiment, out_dir, metrics=metrics, sweep_id=sweep)
     for path in [*result["paths"].values(), result["report"]]:
-        click.echo(f"wrote {path}")
+        click.echo(f"wrote {redact(path)}")
     for line in summary_lines(result):
         click.echo(line)

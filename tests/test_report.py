@@ -23,17 +23,17 @@ EPOCHS = 4
 BASE = {"left": 0.95, "right": 0.93}       # single-task baseline accuracies
 
 
-def config(name="digits", **train):
+def config(name="digits", objective="mean_score"):
     return parse_config({"name": name, "data": {"train": "builtin:multidigits/train"},
                          "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"}},
-                         "backbone": {"kind": "builtin", "weights": "none"},
-                         "train": {"epochs": EPOCHS, "batch_size": 32, "seed": 0, **train}})
+                         "backbone": {"kind": "builtin", "weights": "none"}, "objective": {"metric": objective},
+                         "train": {"epochs": EPOCHS, "batch_size": 32, "seed": 0}})
 
 
 DIGITS = config()
 
 
-def history(left, right, epochs, *, weights, method, diverged=False):
+def history(left, right, epochs, *, weights, method, diverged=False, objective=None):
     """Per-epoch metrics as the worker reports them: accuracies climb to ``left``/``right`` at the last epoch."""
     out = []
     for e in range(1, epochs + 1):
@@ -48,6 +48,7 @@ def history(left, right, epochs, *, weights, method, diverged=False):
         m = {"epoch": e, "world_size": 2, "config_hash": "w", "objective": (la + ra) / 2, "mean_score": (la + ra) / 2,
              "left_accuracy": la, "left_loss": 1 - la, "right_accuracy": ra, "right_loss": 1 - ra,
              "train_loss": (2.2 - left - right) / e, **{f"eff_weight_{t}": w for t, w in eff.items()}}
+        m["objective"] = m[objective] if objective else m["objective"]
         if diverged and e == epochs:
             m.update(status="diverged", objective=float("nan"), mean_score=float("nan"), train_loss=float("nan"),
                      left_accuracy=float("nan"), right_accuracy=float("nan"))
@@ -62,7 +63,8 @@ def trial(tid, left, right, *, depth, w=(0.5, 0.5), method="static", epochs=EPOC
     c = cfg.with_values(values)
     searched = {"train.freeze_depth": depth, "train.loss_weights": c.normalized_loss_weights(),
                 "train.loss_weighting": method}
-    hist = [] if error else history(left, right, epochs, weights=w, method=method, diverged=diverged)
+    hist = [] if error else history(left, right, epochs, weights=w, method=method, diverged=diverged,
+                                    objective=None if cfg.objective.metric == "mean_score" else cfg.objective.metric)
     return trial_row(c, hist, sweep_id=sweep, trial_id=tid, searched=searched, n_blocks=N_BLOCKS, kind=kind,
                      error=error, baselines=baselines, extra=extra, fingerprint="fp", wall_time_s=10.0)
 
@@ -261,7 +263,9 @@ def test_one_sweep_chosen_metrics_and_min_direction(board, tmp_path):
                                              key=lambda r: r["objective"])["trial_id"] == "t06"
     expected = dominated_free(sw1, "left_loss", "right_accuracy", signs=(-1, 1))     # loss: lower is better
     assert set(result["pareto"]["trial_ids"]) == expected and "t05" in expected and "t13" not in expected
-    assert result["sweep_ids"] == ["sw1"] and "confirm" not in result["paths"]
+    assert [c["confirm_of"] for c in result["confirm"]] == ["t03"]      # confirmation runs of sw1's trials only
+    assert result["sweep_ids"] == ["base", "conf", "sw1"] and result["kinds"]["trial"] == len(sw1)
+    assert "t13" not in {r["trial_id"] for r in result["pareto"]["rows"]} and len(result["baselines"]) == 2
 
 
 def test_no_baselines_says_how_to_get_them(tmp_path):
@@ -282,9 +286,26 @@ def test_bad_input_is_a_config_error(board, tmp_path):
         write_report(board, "digits", str(tmp_path), metrics=["left_acc", "right_accuracy"])
     with pytest.raises(ConfigError, match="exactly two metrics"):
         write_report(board, "digits", str(tmp_path), metrics=["left_accuracy"])
-    with pytest.raises(ConfigError, match="no rows in sweep 'nope'; its sweeps: base, conf, sw1, sw2"):
+    with pytest.raises(ConfigError, match="no trials in sweep 'nope'; its sweeps: sw1, sw2$"):
         write_report(board, "digits", str(tmp_path), sweep_id="nope")
     assert not os.listdir(tmp_path)                    # nothing written
+
+
+def test_min_objective_ranks_lower_first(tmp_path):
+    lossy = config("lossy", objective="left_loss")          # the registry: loss, lower is better
+    lb = Leaderboard(str(tmp_path / "runs"))
+    rows = [trial("m1", 0.90, 0.80, depth=0, cfg=lossy), trial("m2", 0.95, 0.70, depth=0, cfg=lossy),
+            trial("m3", 0.85, 0.90, depth=1, cfg=lossy)]
+    confirms = [trial(f"c{s}", left, 0.8, depth=0, cfg=lossy, kind="confirm", extra={"confirm_of": of}, seed=s)
+                for s, of, left in [(1, "m1", 0.97), (2, "m1", 0.96), (3, "m3", 0.80), (4, "m3", 0.82)]]
+    lb.append(rows + confirms)
+    result = write_report(lb, "lossy", str(tmp_path / "out"))
+    assert [r["objective"] for r in rows] == pytest.approx([0.10, 0.05, 0.15])
+    assert result["objective_mode"] == "min" and result["best"]["trial_id"] == "m2"
+    assert result["freeze"][0]["best"] == pytest.approx(0.05) and result["freeze"][0]["mean"] == pytest.approx(0.075)
+    assert [c["confirm_of"] for c in result["confirm"]] == ["m1", "m3"]     # m1's confirmations have lower loss
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "(lower is better)" in md and md_table(md, "## Confirmation runs")[0]["configuration"] == "m1"
 
 
 @pytest.fixture
@@ -308,7 +329,9 @@ def test_cli_writes_and_prints_three_lines(board, tmp_path, capsys, cli_with_rep
           "--sweep", "sw2"])
     lines = capsys.readouterr().out.splitlines()
     wrote = [x.removeprefix("wrote ") for x in lines if x.startswith("wrote ")]
-    assert len(wrote) == 6 and all(os.path.isfile(p) for p in wrote) and wrote[-1].endswith("report.md")
-    assert lines[-3:][0].startswith("best trial t13: mean_score ")
+    assert len(wrote) == 7 and all(os.path.isfile(p) for p in wrote) and wrote[-1].endswith("report.md")
+    assert "## Confirmation runs" in (tmp_path / "report.md").read_text()     # t13's confirmation runs
+    assert lines[-3].startswith("best trial t13: mean_score ")
     assert lines[-2] == "Pareto front (left_accuracy vs right_loss): 1 of 1 trials: t13"
-    assert lines[-1] == f"freeze depth: 2: mean {TRIALS[-1]['objective']:#.4g} best {TRIALS[-1]['objective']:#.4g} (n=1)"
+    objective = f"{TRIALS[-1]['objective']:#.4g}"
+    assert lines[-1] == f"freeze depth: 2: mean {objective} best {objective} (n=1)"
