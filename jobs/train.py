@@ -15,4 +15,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    main(["train", *sys.argv[1:]])
+    main(["train", "--in-ray-job", *sys.argv[1:]])

@@ -23,15 +23,24 @@ def _overrides(pairs: tuple[str, ...]) -> dict:
     return out
 
 
-def _load(path, sets):
+def _load(path, sets, *, in_job: bool = False):
     from .config import load_config
 
-    return load_config(path, _overrides(sets))
+    overrides = _overrides(sets)
+    if in_job:   # a Ray job's working directory is temporary: its storage must be shared
+        from pathlib import Path
+
+        from .jobs import _raw_storage, require_shared_storage
+
+        require_shared_storage(str(overrides.get("storage") or _raw_storage(Path(path))))
+    return load_config(path, overrides)
 
 
 _set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                         help="override a config value by dotted path, e.g. --set train.epochs=3")
 _address_opt = click.option("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+_job_opt = click.option("--in-ray-job", "in_job", is_flag=True, hidden=True,
+                        help="set by jobs/*.py: refuse storage that would be lost with the job's working directory")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,10 +51,15 @@ def cli():
 @cli.command()
 @click.option("--storage", default="runs", show_default=True, help="where the backbone is cached")
 @click.option("--force", is_flag=True, help="retrain even if cached")
-def pretrain(storage, force):
+@_job_opt
+def pretrain(storage, force, in_job):
     """Pretrain the built-in backbone on the source task (digits 0-4); cached in storage."""
     from .pretrain import pretrain as run
 
+    if in_job:
+        from .jobs import require_shared_storage
+
+        require_shared_storage(storage)
     run(storage, force=force)
 
 
@@ -77,11 +91,12 @@ def validate(config, sets):
 @_address_opt
 @click.option("--name", default=None, help="run name (default: unique); an existing run of the same config continues")
 @click.option("--verbose", "-v", is_flag=True, help="also show Ray's own output")
-def train(config, sets, address, name, verbose):
+@_job_opt
+def train(config, sets, address, name, verbose, in_job):
     """Train one configuration on Ray Train (also accepts the YAML written by `best`)."""
     from .run import train as run
 
-    cfg = _load(config, sets)
+    cfg = _load(config, sets, in_job=in_job)
     with console(_log_path(cfg, "train"), verbose=verbose) as out:
         summary = run(cfg, address=address, name=name, out=out, verbose=verbose)
     if summary.get("user_error"):
@@ -99,11 +114,12 @@ def train(config, sets, address, name, verbose):
 @click.option("--resume", is_flag=True, help="continue the latest (or --sweep) interrupted sweep of this experiment")
 @click.option("--sweep", "sweep_id", default=None, help="with --resume: the sweep id to continue")
 @click.option("--verbose", "-v", is_flag=True, help="also show Ray's and Tune's own output")
-def tune_cmd(config, sets, address, name, resume, sweep_id, verbose):
+@_job_opt
+def tune_cmd(config, sets, address, name, resume, sweep_id, verbose, in_job):
     """Run a sweep (the config's `search` section); every trial lands in the leaderboard."""
     if sweep_id and not resume:
         raise UserError("--sweep names a sweep to continue: add --resume")
-    _tune_and_report(_load(config, sets), name=name, address=address, resume=resume, sweep_id=sweep_id,
+    _tune_and_report(_load(config, sets, in_job=in_job), name=name, address=address, resume=resume, sweep_id=sweep_id,
                      verbose=verbose)
 
 
@@ -180,12 +196,15 @@ def _by_freeze_depth(board, experiment: str) -> str:
 @click.option("--wait/--no-wait", default=True, help="wait for the job to end (default) or return at once")
 @click.option("--working-dir", default=None, type=click.Path(file_okay=False),
               help="directory uploaded with the job (default: this project's root)")
-def submit(config, address, entrypoint, follow, wait, working_dir):
+@click.option("--resume", is_flag=True, help="tune: continue the experiment's latest interrupted sweep")
+def submit(config, address, entrypoint, follow, wait, working_dir, resume):
     """Submit a sweep (or a train run) to a Ray cluster as a Ray job."""
     from .jobs import submit as run
 
+    if resume and entrypoint != "tune":
+        raise UserError("--resume continues a sweep: use it with --entrypoint tune")
     sys.exit(run(config, address, entrypoint_script=f"jobs/{entrypoint}.py", follow=follow, wait=wait,
-                 working_dir=working_dir, out=click.echo))
+                 working_dir=working_dir, extra_args=["--resume"] if resume else [], out=click.echo))
 
 
 @cli.command()
@@ -218,12 +237,53 @@ def _summary_text(s: dict) -> str:
     return "\n".join(lines)
 
 
+@cli.command()
+@click.argument("config", type=click.Path())
+@_set_opt
+@_address_opt
+def baselines(config, sets, address):
+    """Train each task alone (same backbone, data, budget, freeze depth, rates): the Δm% reference."""
+    from .baselines import baselines_for
+    from .run import check, ensure_pretrained, init_ray, ship_backbone, ship_data
+
+    cfg = _load(config, sets)
+    with console(_log_path(cfg, "baselines"), verbose=False) as out:
+        p = check(cfg)
+        ensure_pretrained(p.cfg, out=out)
+        init_ray(address)
+        found = baselines_for(p, data=ship_data(p), backbone_ref=ship_backbone(p.cfg), out=out)
+    for task, value in found.items():
+        click.echo(f"  {task:>12}: {p.cfg.tasks[task].score_metric} {value:.4f}")
+
+
+@cli.command()
+@click.option("--experiment", "-e", required=True, help="the experiment whose best trials to confirm")
+@click.option("--top", "k", type=click.IntRange(min=1), default=3, show_default=True, help="configurations to confirm")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="new seeds per configuration")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray Train workers per run (default: as swept)")
+@click.option("--storage", default="runs", show_default=True, help="storage holding the leaderboard")
+@_address_opt
+def confirm(experiment, k, seeds, workers, storage, address):
+    """Retrain the top K configurations with S new seeds; rank them by mean ± std (rows of kind confirm)."""
+    from .confirm import confirm as run
+
+    storage = storage if "://" in storage else os.path.abspath(storage)
+    with console(os.path.join(storage, "logs", f"confirm-{experiment}.log") if "://" not in storage else None,
+                 verbose=False) as out:
+        ranking = run(storage, experiment, top=k, seeds=seeds, workers=workers, address=address, out=out)
+    click.echo(f"\nconfirmed ranking of {experiment} (objective mean ± std over seeds):")
+    for i, c in enumerate(ranking, 1):
+        click.echo(f"  {i}. {c['confirm_of']}: {c['mean']:.4f} ± {c['std']:.4f} (n={c['n']}, seeds {c['seeds']})")
+
+
 from .cli_query import best, leaderboard, pareto, write_best  # noqa: E402 - registered below
+from .cli_report import report  # noqa: E402
 from .cli_data import manifest  # noqa: E402 - registered below
 
 cli.add_command(leaderboard)
 cli.add_command(best)
 cli.add_command(pareto)
+cli.add_command(report)
 cli.add_command(manifest)
 
 

@@ -83,12 +83,30 @@ def compact_cmd(ctx, storage):
 @click.command()
 @_filters
 @click.option("--metric", "-m", default="objective", show_default=True, help="metric that decides the winner")
+@click.option("--confirmed", is_flag=True, help="rank by the mean objective of confirmation runs "
+                                                "(`orchestrator confirm`), not by one trial's score")
 @click.option("--output", "-o", default="best.yaml", show_default=True)
-def best(storage, experiment, where, sweep, kind, metric, output):
+def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
     """Write the best trial's configuration as a runnable YAML (no search block)."""
     from .leaderboard import Leaderboard
 
-    write_best(Leaderboard(storage).best(metric=metric, **_scope(experiment, where, sweep, kind)), output)
+    board = Leaderboard(storage)
+    if not confirmed:
+        write_best(board.best(metric=metric, **_scope(experiment, where, sweep, kind)), output)
+        return
+    from .confirm import confirmed as ranking
+
+    if len(experiment) != 1:
+        raise ConfigError("--confirmed ranks one experiment's confirmation runs: give exactly one --experiment")
+    ranked = ranking(board, experiment[0])
+    if not ranked:
+        raise ConfigError(f"experiment {experiment[0]!r} has no confirmation runs: run `orchestrator confirm -e "
+                          f"{experiment[0]}` first")
+    top = ranked[0]
+    row = board.best(experiment=experiment[0], where=f"trial_id == '{top['confirm_of']}'")
+    click.echo(f"confirmed winner {top['confirm_of']}: mean objective {top['mean']:.4f} ± {top['std']:.4f} over "
+               f"{top['n']} seeds")
+    write_best(row, output)
 
 
 @click.command()

@@ -39,6 +39,8 @@ class DataConfig(_Strict):
     train: str = Field(description="Parquet data, or a manifest (Parquet/CSV with a column of image paths), "
                                    "local path or URI (s3://...), or builtin:NAME")
     validation: Union[float, str] = Field(0.2, description="fraction of train held out, or a path/URI like train")
+    split_seed: int = Field(0, description="seed of the train/validation split (train.seed does not move it, so "
+                                           "runs with other seeds are judged on the same validation rows)")
     image_column: str = "image"
     image_shape: Optional[tuple[int, int, int]] = Field(None, description="(height, width, channels) of flat pixel lists")
     image_size: Optional[tuple[int, int]] = Field(None, description="(height, width): resize every image on decode")

@@ -299,7 +299,8 @@ def make_units(src: Source, rows: np.ndarray, y: dict[str, np.ndarray], *, shuff
 
 
 def _fingerprint(cfg: ExperimentConfig, *sources: Source) -> str:
-    h = hashlib.sha256(repr((cfg.data.image_size, cfg.data.color_mode, cfg.data.image_shape)).encode())
+    d = cfg.data
+    h = hashlib.sha256(repr((d.image_size, d.color_mode, d.image_shape, d.split_seed, d.validation)).encode())
     for src in sources:
         h.update(src.uri.encode() if src.uri.startswith("builtin:") else b"")
         for name in src.labels.column_names:
@@ -342,7 +343,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
         train_rows, val_rows = np.arange(n), np.arange(val.labels.num_rows)
         sources.append(val)
     else:
-        order = np.random.default_rng(cfg.train.seed).permutation(n)
+        order = np.random.default_rng(cfg.data.split_seed).permutation(n)
         cut = int(round(n * (1 - d.validation)))
         if cut < 1 or cut >= n:
             raise DataError(f"{n} rows are too few to hold out {d.validation:.0%} for validation")
@@ -350,9 +351,9 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
     for src in sources:
         if src.kind == "paths":
             _check_paths_exist(src)
-    sample = read_images(train, sample_rows(n, cfg.train.seed), cfg=cfg)
+    sample = read_images(train, sample_rows(n, cfg.data.split_seed), cfg=cfg)
     if val is not train:
-        vs = read_images(val, sample_rows(val.labels.num_rows, cfg.train.seed), cfg=cfg, shape=sample.shape[1:])
+        vs = read_images(val, sample_rows(val.labels.num_rows, cfg.data.split_seed), cfg=cfg, shape=sample.shape[1:])
         if vs.shape[1:] != sample.shape[1:]:
             raise DataError(f"validation images are {list(vs.shape[1:])} but training images are "
                             f"{list(sample.shape[1:])}; set data.image_size (and data.color_mode) so they match")
@@ -363,7 +364,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
                     label_mean={t: float(yt[t].mean()) for t in reg}, label_std={t: float(yt[t].std()) or 1.0 for t in reg},
                     n_train=len(train_rows), n_val=len(val_rows), fingerprint=_fingerprint(cfg, *sources),
                     max_pixel=float(sample.max()))
-    seed, workers = cfg.train.seed, most_workers(cfg)
+    seed, workers = cfg.data.split_seed, most_workers(cfg)
     return PreparedData(spec, make_units(train, train_rows, y_train, shuffle_seed=seed, workers=workers),
                         make_units(val, val_rows, y_val, shuffle_seed=None, workers=workers))
 

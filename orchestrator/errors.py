@@ -1,9 +1,10 @@
 """Error types. The type decides what happens (see README, "Errors").
 
 - ``UserError`` (``ConfigError``, ``DataError``): the user can fix it. The CLI prints one line
-  and exits with code 2, before any Ray resources are used.
-- ``TrialDiverged``: a trial's loss became NaN/inf. The trial is recorded with this reason and
-  the sweep goes on.
+  and exits with code 2, before any Ray resources are used; raised inside a Ray Train worker (a bad
+  image met while streaming), it fails the run at once, never retried (``failures.FailFastTrainer``).
+- Anything else in a worker (a crash, a lost node) is retried from the latest checkpoint.
+A trial whose loss becomes NaN/inf is recorded as ``diverged`` and the sweep goes on.
 """
 
 
@@ -19,7 +20,3 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """The data set does not match the experiment config."""
-
-
-class TrialDiverged(RuntimeError):
-    """Training produced a non-finite loss."""

@@ -103,6 +103,9 @@ def check_paths(search: SearchConfig, run_fields: dict, tasks: list[str]) -> Non
             if not isinstance(node, dict) or key not in node:
                 raise ValueError(f"search path {path!r} is not a config field (e.g. train.head_lr, train.freeze_depth)")
             node = node[key]
+        if path.startswith("data.") and not path.startswith("data.augment."):
+            raise ValueError(f"search path {path!r} changes how the data are read and decoded, which a sweep does "
+                             f"once for all trials; of data, only data.augment.* can be searched")
         if domain.kind == "simplex" and path != "train.loss_weights":
             raise ValueError(f"simplex only applies to train.loss_weights, not {path!r}")
         if path == "train.loss_weights" and domain.kind != "simplex":

@@ -71,18 +71,28 @@ def make_searcher(cfg: ExperimentConfig, concurrent: int, points: list[dict]):
 
 
 def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
-    """Trials evaluated first: the base config as written, then the warm start's K best configs."""
-    from .search import dotted_get
+    """Trials evaluated first: the base config as written, then the warm start's K best configs.
+    Points are complete (Optuna needs every searched path): a path an earlier config lacks, or whose
+    value is outside the new space, takes the base config's value, with one line each."""
+    from .search import dotted_get, fits
 
-    tasks, points = list(cfg.tasks), []
-    s = cfg.search
+    tasks, points, s = list(cfg.tasks), [], cfg.search
     if s.searcher == "grid":
         return []   # a grid enumerates its own points
+    base_fields = cfg.run_fields(public=False)
+
+    def value_of(fields: dict, path: str):
+        if path == "train.loss_weights":
+            raw = dotted_get(fields, path) or {}
+            return {t: float(raw.get(t, 0.0 if raw else 1.0)) for t in tasks}
+        return dotted_get(fields, path)
+
+    base = {p: value_of(base_fields, p) for p in s.space}
     if s.base_first:
-        base = cfg.run_fields(public=False)
-        values = {p: (cfg.normalized_loss_weights() if p == "train.loss_weights" else dotted_get(base, p))
-                  for p in s.space}
-        points.append(point_for(s, values, tasks, say=lambda m: say(f"base config: {m}")))
+        if all(fits(s.space[p], v) for p, v in base.items()):
+            points.append(point_for(s, base, tasks))
+        else:
+            say("base config: outside the search space, not evaluated first")
     if s.warm_start is not None:
         from .leaderboard import Leaderboard
 
@@ -91,12 +101,15 @@ def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
             say(f"warm start: experiment {s.warm_start.experiment!r} has no rows in {storage.redact(cfg.storage)}")
         for row in rows:
             old = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
-            values = {p: dotted_get(old, p) for p in s.space if dotted_get(old, p) is not None}
+            values = {}
             for p in s.space:
-                if p not in values:
-                    say(f"warm start: {p} was not in {row['trial_id']}'s config: sampled instead")
-            points.append(point_for(s, values, tasks, say=lambda m: say(f"warm start {row['trial_id']}: {m}")))
-    return [p for p in points if p]
+                v = value_of(old, p) if dotted_get(old, p) is not None or p == "train.loss_weights" else None
+                if v is None or not fits(s.space[p], v):
+                    say(f"warm start {row['trial_id']}: {p}={v!r} does not fit the search space: base value used")
+                    v = base[p]
+                values[p] = v
+            points.append(point_for(s, values, tasks))
+    return points
 
 
 def versions() -> dict:

@@ -13,7 +13,9 @@ def base(tmp_path, **kw):
 def test_valid_config_is_frozen_and_normalizes_weights(tmp_path):
     cfg = parse_config(base(tmp_path, train={"loss_weights": {"left": 2, "right": 1, "sum": 1}}))
     assert cfg.normalized_loss_weights() == {"left": 0.5, "right": 0.25, "sum": 0.25}
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.train.epochs = 3  # frozen
     assert parse_config(base(tmp_path)).normalized_loss_weights() == pytest.approx({t: 1 / 3 for t in ("left", "right", "sum")})
 

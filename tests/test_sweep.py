@@ -96,3 +96,30 @@ def test_best_then_train_reproduces_the_winner(swept, tmp_path, capsys):
     summary = train(load_config(out), name="retrain-best")
     assert summary["status"] == "completed"
     assert abs(summary["objective"] - best["objective"]) <= 0.02, (summary["objective"], best["objective"])
+
+
+def test_optuna_sweep_with_simplex_weights_and_a_warm_start(swept):
+    """A real Optuna sweep (TPE) over loss weights (simplex) and freeze depth, warm-started from the best
+    configurations of an earlier experiment, whose paths outside the new space are dropped."""
+    storage, _, _ = swept
+    board = Leaderboard(storage)
+    earlier = board.top(2, experiment="grid-a").to_pylist()
+    cfg = sweep(storage, "optuna-c", {"train.freeze_depth": {"choice": [0, 2, "all"]},
+                                      "train.head_lr": {"choice": [3e-3, 1e-5, 1e-3]},
+                                      "train.loss_weights": {"simplex": {"concentration": 1.0}}},
+                epochs=2, searcher="optuna", samples=4, scheduler={"type": "none"})
+    cfg = cfg.with_values({"search.warm_start": {"experiment": "grid-a", "top": 2}})
+    lines = []
+    s = tune(cfg, out=lines.append)
+    rows = board.table(experiment="optuna-c").to_pylist()
+    assert len(rows) == 4 == s["trials"] and all(r["status"] in ("completed", "stopped") for r in rows)
+    for r in rows:
+        assert r["weight_left"] + r["weight_right"] + r["weight_sum"] == pytest.approx(1.0)
+    configs = [json.loads(r["config"]) for r in rows]
+    base = [c for c in configs if c["train"]["loss_weights"] and
+            all(abs(w - 1 / 3) < 1e-3 for w in c["train"]["loss_weights"].values())]
+    assert base, "the base config (equal weights) was not evaluated first"
+    for e in earlier:   # grid-a's best configurations were evaluated (freeze depth and head lr carried over)
+        old = json.loads(e["config"])["train"]
+        assert any(c["train"]["freeze_depth"] == old["freeze_depth"] and c["train"]["head_lr"] == old["head_lr"]
+                   for c in configs), (old, [c["train"] for c in configs])
