@@ -60,7 +60,7 @@ def pretrain(storage, force, in_job):
         from .jobs import require_shared_storage
 
         require_shared_storage(storage)
-    run(storage, force=force)
+    run(storage, force=force, epoch_out=click.echo)
 
 
 @cli.command()
@@ -154,38 +154,39 @@ def _tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=Non
               help="retrain the winner on this many Ray Train workers (0: skip the retrain)")
 @_address_opt
 def demo(storage, output, retrain_workers, address):
-    """Pretrain (cached), sweep the embedded default, write best.yaml, retrain the winner."""
+    """Pretrain (cached), baselines, sweep the embedded default, report, write best.yaml, retrain the winner."""
     from importlib.resources import files
 
     from .config import parse_config
     from .leaderboard import Leaderboard
+    from .report import summary_lines, write_report
     from .run import train as run_train
 
     data = yaml.safe_load(files("orchestrator.experiments").joinpath("demo.yaml").read_text())
     cfg = parse_config({**data, "storage": storage})
     s = _tune_and_report(cfg, address=address)
     board = Leaderboard(s["storage"])
-    click.echo(_by_freeze_depth(board, s["experiment"]))
-    best = board.best(experiment=s["experiment"])
+    report_dir = os.path.join(s["storage"], "reports", s["experiment"]) if "://" not in s["storage"] else None
+    if report_dir:
+        result = write_report(board, s["experiment"], report_dir, sweep_id=s["sweep_id"])
+        click.echo(f"report: {result['report']}")
+        for line in summary_lines(result):
+            click.echo(line)
+    best = board.best(experiment=s["experiment"], sweep_id=s["sweep_id"])
     write_best(best, output)
     if retrain_workers:
         click.echo(f"\nretraining the winner ({best['trial_id']}) with {retrain_workers} workers: "
                    f"orchestrator train {output} --set resources.workers={retrain_workers}")
-        again = parse_config(best["config"]).with_values({"resources.workers": retrain_workers})
-        summary = run_train(again, address=address, name=f"retrain-{best['trial_id']}")
+        again = parse_config(best["config"]).with_values({"resources.workers": retrain_workers,
+                                                           "resources.cpus_per_worker": 1.0})
+        with console(_log_path(again, "train"), verbose=False) as out:
+            summary = run_train(again, address=address, name=f"retrain-{s['sweep_id']}-{best['trial_id']}",
+                                out=lambda line: None if line.startswith(("epoch", "resolved")) else out(line))
         click.echo(_summary_text(summary))
         click.echo(f"  sweep objective {best['objective']:.4f} -> retrained {summary['objective']:.4f} "
-                   f"(difference {abs(summary['objective'] - best['objective']) * 100:.2f} points)")
-
-
-def _by_freeze_depth(board, experiment: str) -> str:
-    """Mean final objective per freeze depth among trials that ran all epochs: does depth matter?"""
-    groups: dict[int, list[float]] = {}
-    for r in board.table(experiment=experiment).to_pylist():
-        if r.get("status") == "completed" and r.get("freeze_depth") is not None:
-            groups.setdefault(r["freeze_depth"], []).append(r["objective"])
-    parts = [f"{d}: {sum(v) / len(v):.3f} (n={len(v)})" for d, v in sorted(groups.items())]
-    return "objective by freeze depth (completed trials): " + ", ".join(parts) if parts else ""
+                   f"(difference {abs(summary['objective'] - best['objective']) * 100:.2f} points; the sweep's maximum "
+                   f"is optimistic: `orchestrator confirm -e {s['experiment']}` retrains the top configurations "
+                   f"with new seeds)")
 
 
 @cli.command()

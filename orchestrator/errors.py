@@ -2,7 +2,7 @@
 
 - ``UserError`` (``ConfigError``, ``DataError``): the user can fix it. The CLI prints one line
   and exits with code 2, before any Ray resources are used; raised inside a Ray Train worker (a bad
-  image met while streaming), it fails the run at once, never retried (``failures.FailFastTrainer``).
+  image met while streaming), it fails the run at once, never retried (``trainer.make``).
 - Anything else in a worker (a crash, a lost node) is retried from the latest checkpoint.
 A trial whose loss becomes NaN/inf is recorded as ``diverged`` and the sweep goes on.
 """

@@ -3,8 +3,8 @@
 - A worker that dies (SIGKILL, lost node) is retried from the latest checkpoint
   (``FailureConfig(max_failures)``); a user error raised in a worker (``UserError``: bad data,
   config, shape, file) is never retried: the run fails at once with that error's one line.
-  Ray Train V2 retries every worker error alike, so ``FailFastTrainer`` gives its controller a
-  failure policy that tells the two apart.
+  Ray Train V2 retries every worker error alike, so the trainer (``orchestrator.trainer``) gives its
+  controller a failure policy that tells the two apart.
 - ``watch`` prints a run's progress from the driver: a line per epoch (from the run's
   ``progress.json``, written by rank 0), and while the run waits for resources, one line every
   30 s saying what it waits for.
@@ -54,7 +54,9 @@ def one_line(exc: BaseException) -> str:
     return storage.redact_text((str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300])
 
 
-def _policy_class():
+def failure_policy(failure_config):
+    """Ray Train V2's default policy (retry worker failures up to max_failures), except that a
+    UserError in any worker is raised at once."""
     from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy, FailureDecision
     from ray.train.v2.api.exceptions import WorkerGroupError
 
@@ -65,24 +67,7 @@ def _policy_class():
                 return FailureDecision.RAISE
             return super().make_decision(training_failed_error)
 
-    return NoRetryOnUserError
-
-
-def _trainer_class():
-    from ray.train.tensorflow import TensorflowTrainer
-
-    class FailFastTrainer(TensorflowTrainer):
-        """A TensorflowTrainer whose controller does not retry user errors."""
-
-        def _initialize_and_run_controller(self, **kwargs):
-            kwargs["failure_policy"] = _policy_class()(self.run_config.failure_config)
-            return super()._initialize_and_run_controller(**kwargs)
-
-    return FailFastTrainer
-
-
-def FailFastTrainer(*args, **kwargs):  # noqa: N802 - a class, built lazily (Ray Train imports are heavy)
-    return _trainer_class()(*args, **kwargs)
+    return NoRetryOnUserError(failure_config)
 
 
 def attempts(run_dir: str) -> list[int]:
@@ -103,10 +88,11 @@ def read_progress(run_dir: str) -> Optional[dict]:
         return None
 
 
-def write_progress(run_dir: str, history: list[dict]) -> None:
+def write_progress(run_dir: str, history: list[dict], *, marks: Optional[dict] = None) -> None:
+    """Rank 0's record of a run: epochs so far, and when its start-up steps ended (``marks``)."""
     storage.atomic_write(storage.join(run_dir, "progress.json"),
                          json.dumps({"epoch": history[-1]["epoch"] if history else 0, "history": history,
-                                     "time": time.time()}, default=float).encode())
+                                     "time": time.time(), "marks": marks or {}}, default=float).encode())
 
 
 def waiting_line(what: str, request: dict, *, workers: int) -> Optional[str]:

@@ -31,8 +31,9 @@ def exists(storage_location: str) -> bool:
     return storage.is_file(backbone_uri(storage_location))
 
 
-def pretrain(storage_location: str, *, force: bool = False, out=print) -> dict:
-    """Train and save the source backbone unless cached. Returns its source-task metrics."""
+def pretrain(storage_location: str, *, force: bool = False, out=print, epoch_out=None) -> dict:
+    """Train and save the source backbone unless cached. Returns its source-task metrics.
+    ``out`` gets the start and end lines, ``epoch_out`` (if given) one line per epoch."""
     uri = backbone_uri(storage_location)
     if exists(storage_location) and not force:
         out(f"built-in backbone cached at {storage.redact(uri)}")
@@ -45,9 +46,11 @@ def pretrain(storage_location: str, *, force: bool = False, out=print) -> dict:
 
     cfg: ExperimentConfig = parse_config({**SOURCE, "storage": storage_location})
     train, val, spec = load_arrays(cfg)
-    out(f"pretraining the built-in backbone on the source task (digits 0-4, {spec.n_train} images) ...")
+    out(f"pretraining the built-in backbone on the source task (digits 0-4, {spec.n_train} images, "
+        f"{cfg.train.epochs} epochs) ...")
     mt, state = fit_arrays(tf.distribute.get_strategy(), cfg, spec, train, val,
-                           on_epoch=lambda m, *_: out("  " + format_epoch(m, cfg.train.epochs)))
+                           on_epoch=(lambda m, *_: epoch_out("  " + format_epoch(m, cfg.train.epochs)))
+                           if epoch_out else None)
     with tempfile.TemporaryDirectory() as d:   # save locally, then one atomic write: never a torn cache file
         local = os.path.join(d, "backbone.keras")
         mt.backbone.save(local)

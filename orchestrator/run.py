@@ -22,7 +22,7 @@ from .pipeline import decode_options, rows_per_rank
 # Ray Train waits this long for a worker group before retrying. TF start-up on 2 cores can pass
 # Ray's default of 60 s; raised here (the driver's environment is passed to the controller).
 WORKER_START_TIMEOUT_S = "600"
-HEALTH_CHECK_INTERVAL_S = "0.25"
+HEALTH_CHECK_INTERVAL_S = "0.1"
 
 
 @dataclass
@@ -181,12 +181,12 @@ def make_trainer(cfg: ExperimentConfig, spec: DataSpec, *, name: str, data: dict
     """The Ray Train run for one configuration (used by `train` and by every Tune trial)."""
     import ray.train
 
-    from .failures import FailFastTrainer
+    from . import trainer
     from .worker import train_loop_per_worker
 
     r = cfg.resources
     fs, path = storage.filesystem(storage.join(cfg.storage, "trials"))
-    return FailFastTrainer(
+    return trainer.make(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "data_spec": spec.to_dict(), "data": data,
                            "backbone_file": backbone_ref, "run_dir": run_dir(cfg, name), "baselines": baselines},

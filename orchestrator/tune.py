@@ -16,7 +16,8 @@ from importlib import metadata
 from . import storage
 from .config import ExperimentConfig, frozen_blocks
 from .errors import ConfigError
-from .run import Prepared, check, check_batch, ensure_pretrained, init_ray, make_trainer, ship_backbone, ship_data
+from .run import (Prepared, check, check_batch, ensure_pretrained, init_ray, make_trainer, run_dir, ship_backbone,
+                  ship_data)
 from .search import candidate_values, largest, materialize, param_space, point_for
 
 TRIAL_DRIVER_CPU = 0.05   # the Tune trial only drives its TensorflowTrainer; Ray refuses 0 CPUs here
@@ -136,10 +137,15 @@ def _trial(params: dict, *, base: dict, configs: list | None, spec: dict, data: 
     trial_id = tune.get_context().get_trial_id()
     trainer = make_trainer(cfg, DataSpec.from_dict(spec), name=f"{sweep_id}-{trial_id}", data=data,  # stable name:
                            backbone_ref=backbone_ref, callbacks=[TuneReportCallback()], baselines=baselines)  # resumable
+    marks = {"trial_fit_start": time.time()}
     try:
         trainer.fit()
     except Exception as e:  # noqa: BLE001 - the trial's row keeps one line, not Ray's wrappers
         raise TrialFailed(one_line(e)) from None
+    finally:   # where the trial's time went, beside the worker's own marks (bench/sweep_overhead.py)
+        marks["trial_fit_end"] = time.time()
+        storage.atomic_write(storage.join(run_dir(cfg, f"{sweep_id}-{trial_id}"), "trial.json"),
+                             json.dumps(marks).encode())
 
 
 class TrialFailed(RuntimeError):

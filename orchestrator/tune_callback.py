@@ -121,6 +121,11 @@ def make_callback(*args, **kwargs):
                 return
             cfg, values = self._config(trial)
             hist = self.history.get(trial.trial_id, [])
+            # The run's own record (rank 0, every epoch) holds epochs Tune never heard of: those before a
+            # resume, or a last report lost when the run ended. Use the longer history.
+            progress = read_progress(self._run_dir(trial))
+            if progress and len(progress["history"]) > len(hist):
+                hist = progress["history"]
             extra = self.extra[trial.config["index"]] if self.extra is not None else None
             started = self.started.get(trial.trial_id)
             wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None

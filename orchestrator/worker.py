@@ -87,6 +87,7 @@ def peak_rss_mb() -> float:
 
 def train_loop_per_worker(payload: dict) -> None:
     """Ray Train entry point: data from the pipeline, metrics and checkpoints through Ray."""
+    marks = {"loop_start": time.time()}   # where a run's start-up time goes (progress.json, bench/)
     import ray
     import ray.train
 
@@ -94,10 +95,11 @@ def train_loop_per_worker(payload: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     run_dir = payload["run_dir"]
     if rank == 0 and read_progress(run_dir) is None:
-        write_progress(run_dir, [])   # for the driver's watcher: resources acquired, the run has started
+        write_progress(run_dir, [], marks=marks)   # for the driver's watcher: resources acquired, the run has started
     from .console import quiet_tensorflow
 
     tf = quiet_tensorflow()
+    marks["tensorflow"] = time.time()
     quiet_logs()
     for gpu in tf.config.list_physical_devices("GPU"):
         # Trials packed on one GPU (gpus_per_worker < 1) share it: allocate memory as needed.
@@ -113,6 +115,7 @@ def train_loop_per_worker(payload: dict) -> None:
     spec = DataSpec.from_dict(payload["data_spec"])
     data = worker_data(payload["data"], cfg, spec, rank=rank, world=world)
     backbone_file = _local_file(payload.get("backbone_file"))
+    marks["data"] = time.time()
 
     def restore(load):
         # Rank 0 picks the checkpoint and tells the others, so all ranks resume from the same epoch.
@@ -129,13 +132,16 @@ def train_loop_per_worker(payload: dict) -> None:
     def on_epoch(metrics, state, save):
         last = metrics["epoch"] == cfg.train.epochs or metrics["status"] == "diverged"
         if rank == 0 and (metrics["epoch"] % cfg.train.checkpoint_every == 0 or last):
+            t0 = time.perf_counter()
             checkpoints.save(run_dir, metrics["epoch"], save, state)
+            marks.setdefault("checkpoint_s", []).append(time.perf_counter() - t0)
         if rank == 0:
-            write_progress(run_dir, state["history"])
+            marks.setdefault("epoch_end", []).append(time.time())
+            write_progress(run_dir, state["history"], marks=marks)
         ray.train.report(metrics)  # a barrier: every rank reports once per epoch (Tune hears rank 0)
 
     fit(strategy, cfg, spec, data, rank=rank, world=world, restore=restore, on_epoch=on_epoch,
-        backbone_file=backbone_file, baselines=payload.get("baselines"))
+        backbone_file=backbone_file, baselines=payload.get("baselines"), marks=marks)
 
 
 def _local_file(shipped):
@@ -152,7 +158,7 @@ def _local_file(shipped):
 
 
 def fit(strategy, cfg, spec, data, *, rank=0, world=1, restore=None, on_epoch=None, backbone_file=None,
-        baselines=None):
+        baselines=None, marks=None):
     """Build the model in ``strategy``'s scope and train it; returns (model, state).
 
     Shared by Ray workers (MultiWorkerMirroredStrategy) and in-process runs (default strategy:
@@ -187,6 +193,8 @@ def fit(strategy, cfg, spec, data, *, rank=0, world=1, restore=None, on_epoch=No
                 for i, v in enumerate(opt.variables):
                     v.assign(saved[f"{n}_{i}"])
 
+    marks = {} if marks is None else marks
+    marks["model"] = time.time()
     config_hash = cfg.config_hash()
     state = (restore and restore(load)) or {"epoch": 0, "history": []}
     if state.get("config_hash", config_hash) != config_hash:
@@ -213,6 +221,9 @@ def fit(strategy, cfg, spec, data, *, rank=0, world=1, restore=None, on_epoch=No
             for xb, yb in dist:
                 total += step(xb, yb)
                 executed += 1
+                if "first_step" not in marks:
+                    float(total[0])   # wait for the step: tracing and the first step's compute end here
+                    marks["first_step"] = time.time()
         except Exception:
             if getattr(data, "error", None) is not None:
                 raise data.error from None   # a bad image met while streaming: the user's error, one line
