@@ -156,3 +156,43 @@ def test_two_worker_trial_spread_over_two_nodes(cluster, tmp_path):
     assert actors.returncode == 0, actors.stderr[-2000:]
     workers = json.loads(actors.stdout)
     assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, workers   # one worker per node
+
+
+def test_relative_data_and_backbone_paths_in_a_ray_job(cluster, tmp_path):
+    """The config's relative data and backbone paths resolve against its folder in the job's working dir;
+    the backbone file reaches the workers through the object store; a relative storage is refused."""
+    import pyarrow.parquet as pq
+
+    from orchestrator import builtin
+    from orchestrator.backbones import digits_cnn
+
+    storage = str(tmp_path / "storage")
+    run_fields = experiment("relative", storage, backbone={"kind": "file", "path": "models/bb.keras"})
+    run_fields["data"] = {"train": "data/train.parquet", "validation": 0.25}
+    wd = job_dir(tmp_path, "wd4", run_fields)
+    (wd / "data").mkdir()
+    pq.write_table(builtin.image_table(builtin.composites((5, 6, 7, 8, 9), "train", n=600)), wd / "data/train.parquet")
+    (wd / "models").mkdir()
+    digits_cnn((12, 12, 1)).save(wd / "models" / "bb.keras")
+    sub = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],
+               "--working-dir", str(wd), "--entrypoint", "train"], cluster["env"], timeout=900)
+    assert sub.returncode == 0, (sub.stdout[-3000:], sub.stderr[-3000:])
+    (summary,) = Path(storage, "trials").glob("*/summary.json")
+    s = json.loads(summary.read_text())
+    assert s["status"] == "completed" and s["data"]["n_train"] == 450
+    assert s["config"]["backbone"]["path"].endswith("models/bb.keras")
+    # and from another working directory, without Ray jobs: validate resolves the same paths
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    val = subprocess.run([str(BIN / "orchestrator"), "validate", str(wd / "experiment.yaml")], cwd=other,
+                         capture_output=True, text=True, timeout=300)
+    assert val.returncode == 0 and "450 train / 150 validation" in val.stdout, val.stderr
+    # a relative storage would be lost with the job's working directory: refused before submitting
+    (wd / "experiment.yaml").write_text(yaml.safe_dump({**run_fields, "storage": "runs"}))
+    bad = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],
+               "--working-dir", str(wd), "--entrypoint", "train"], cluster["env"], timeout=300)
+    assert bad.returncode == 2 and "relative local path" in bad.stderr and "Traceback" not in bad.stderr
+    plain = run([str(BIN / "ray"), "job", "submit", "--address", cluster["url"], "--working-dir", str(wd),
+                 "--entrypoint-num-cpus", "0.1", "--", "python", "jobs/train.py", "experiment.yaml"],
+                cluster["env"], timeout=600)
+    assert plain.returncode != 0 and "relative local path" in plain.stdout + plain.stderr
