@@ -129,6 +129,12 @@ def train_loop_per_worker(payload: dict) -> None:
                                  json.dumps({"start_epoch": epoch, "pid": os.getpid()}).encode())
         return state
 
+    board = None
+    if rank == 0:
+        from .board import EpochBoard
+
+        board = EpochBoard(run_dir)
+
     def on_epoch(metrics, state, save):
         last = metrics["epoch"] == cfg.train.epochs or metrics["status"] == "diverged"
         if rank == 0 and (metrics["epoch"] % cfg.train.checkpoint_every == 0 or last):
@@ -136,6 +142,7 @@ def train_loop_per_worker(payload: dict) -> None:
             checkpoints.save(run_dir, metrics["epoch"], save, state)
             marks.setdefault("checkpoint_s", []).append(time.perf_counter() - t0)
         if rank == 0:
+            board.write(metrics)
             marks.setdefault("epoch_end", []).append(time.time())
             write_progress(run_dir, state["history"], marks=marks)
         ray.train.report(metrics)  # a barrier: every rank reports once per epoch (Tune hears rank 0)

@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,9 @@ def test_train_two_workers_end_to_end(ray_session, pretrained_storage, tmp_path)
     assert os.path.isdir(s["checkpoint"])
     with open(s["summary_file"]) as f:
         assert json.load(f)["config"]["train"]["freeze_depth"] == 2
+    # TensorBoard event files: per-task metrics per epoch, under <storage>/trials/<run>/tb
+    import tensorflow as tf
+
+    (events,) = (Path(s["checkpoint"]).parent / "tb").glob("events.out.tfevents*")
+    tags = {(v.tag, e.step) for e in tf.compat.v1.train.summary_iterator(str(events)) for v in e.summary.value}
+    assert {("left/accuracy", 1), ("left/accuracy", 2), ("sum/r2", 2), ("run/objective", 2)} <= tags
