@@ -6,7 +6,8 @@
 2. Where the fixed cost goes, from the marks each run records (trial.json, progress.json): Tune
    trial start, Train controller + worker group start, TensorFlow import, data reaching the worker,
    model build, first step (tracing), checkpoint per epoch, teardown.
-3. A sweep like the demo's (10 trials, random + ASHA, the product's default concurrency), then the same
+3. The demo's sweep (its experiment file without the baselines: 10 trials, random + ASHA, its resources
+   and the concurrency the product picks for them), then the same
    trials replayed one after another in this process (same configs, same epochs each trial ran,
    through fit_arrays, no Ray): the ratio of wall times.
 
@@ -42,6 +43,20 @@ def config(storage, name, *, workers, search):
     cpus = 0.9 if workers == 1 else 0.45
     return parse_config({**BASE, "name": name, "storage": storage, "search": search,
                          "resources": {"workers": workers, "cpus_per_worker": cpus}})
+
+
+def demo_config(storage):
+    """The demo's own experiment (orchestrator/experiments/demo.yaml: space, searcher, ASHA, resources),
+    without its single-task baselines."""
+    from importlib.resources import files
+
+    import yaml
+
+    from orchestrator.config import parse_config
+
+    data = yaml.safe_load(files("orchestrator.experiments").joinpath("demo.yaml").read_text())
+    data["search"]["baselines"] = False
+    return parse_config({**data, "name": "demo-like", "storage": storage})
 
 
 def trial_marks(storage, row):
@@ -122,13 +137,8 @@ def main() -> None:
             pretrain(storage, out=lambda line: None)
             fixed_1w, epoch_1w, marks_1w = fixed_cost(storage, 1)
             fixed_2w, epoch_2w, marks_2w = fixed_cost(storage, 2)
-            demo = {"num_samples": 10, "searcher": "random", "seed": 0,
-                    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-                    "space": {"train.freeze_depth": {"choice": [0, 2, 3, 4, "all"]},
-                              "train.backbone_lr": {"loguniform": [3e-4, 3e-3]},
-                              "train.head_lr": {"loguniform": [1e-3, 1e-2]}}}
             t0 = time.perf_counter()
-            tune(config(storage, "demo-like", workers=1, search=demo), out=lambda line: None)
+            tune(demo_config(storage), out=lambda line: None)
             sweep_s = time.perf_counter() - t0
             rows = Leaderboard(storage).table(experiment="demo-like").to_pylist()
             replay_s, inproc_epoch = replay(storage, rows)
@@ -139,7 +149,7 @@ def main() -> None:
         b1, b2 = breakdown(marks_1w), breakdown(marks_2w)
         for k in b1:
             print(f"  {k:<58} {b1[k]:7.2f} s  {b2[k]:7.2f} s")
-        print(f"\n== sweep like the demo's: 10 trials (random + ASHA), {len(rows)} rows, "
+        print(f"\n== the demo's sweep: 10 trials (random + ASHA), {len(rows)} rows, "
               f"{sum(r['epochs'] for r in rows)} epochs in all")
         print(f"  orchestrated sweep {sweep_s:6.1f} s; the same trials in-process one after another {replay_s:6.1f} s; "
               f"ratio {sweep_s / replay_s:.2f}")

@@ -262,16 +262,18 @@ def baselines(config, sets, address):
 @click.option("--top", "k", type=click.IntRange(min=1), default=3, show_default=True, help="configurations to confirm")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="new seeds per configuration")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray Train workers per run (default: as swept)")
+@click.option("--trial", "trials", multiple=True, help="also confirm this trial (repeatable), e.g. the base config")
 @click.option("--storage", default="runs", show_default=True, help="storage holding the leaderboard")
 @_address_opt
-def confirm(experiment, k, seeds, workers, storage, address):
+def confirm(experiment, k, seeds, workers, trials, storage, address):
     """Retrain the top K configurations with S new seeds; rank them by mean ± std (rows of kind confirm)."""
     from .confirm import confirm as run
 
     storage = storage if "://" in storage else os.path.abspath(storage)
     with console(os.path.join(storage, "logs", f"confirm-{experiment}.log") if "://" not in storage else None,
                  verbose=False) as out:
-        ranking = run(storage, experiment, top=k, seeds=seeds, workers=workers, address=address, out=out)
+        ranking = run(storage, experiment, top=k, seeds=seeds, workers=workers, address=address, trials=trials,
+                      out=out)
     click.echo(f"\nconfirmed ranking of {experiment} (objective mean ± std over seeds):")
     for i, c in enumerate(ranking, 1):
         click.echo(f"  {i}. {c['confirm_of']}: {c['mean']:.4f} ± {c['std']:.4f} (n={c['n']}, seeds {c['seeds']})")

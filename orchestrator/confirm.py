@@ -8,6 +8,7 @@ Every run is a leaderboard row of kind ``confirm`` naming its original trial (``
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -34,15 +35,22 @@ def confirmed(board, experiment: str) -> list[dict]:
     return sorted(ranked, key=lambda c: sign[c["mode"]] * c["mean"])
 
 
-def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: int | None,
-                    storage: str) -> tuple[list[ExperimentConfig], list[dict]]:
+def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: int | None, storage: str,
+                    trials: tuple[str, ...] = ()) -> tuple[list[ExperimentConfig], list[dict]]:
     rows = board.top(top, experiment=experiment).to_pylist()
+    for trial_id in trials:   # named trials too (e.g. the base config, a sweep's first trial)
+        if trial_id not in {r["trial_id"] for r in rows}:
+            found = board.table(experiment=experiment, where=f"trial_id == {trial_id!r}").to_pylist()
+            if not found:
+                raise ConfigError(f"experiment {experiment!r} has no trial {trial_id!r}: see `orchestrator "
+                                  f"leaderboard -e {experiment}`")
+            rows.append(board.best(experiment=experiment, where=f"trial_id == {trial_id!r}"))
     if not rows:
         raise ConfigError(f"experiment {experiment!r} has no trials in {board.uri}: run `orchestrator tune` first "
                           f"(experiments: {board.experiments()})")
     configs, extra = [], []
     for row in rows:
-        base = parse_config(row["config"])
+        base = parse_config(json.loads(row["config"]) if isinstance(row["config"], str) else row["config"])
         for i in range(1, seeds + 1):
             values = {"train.seed": base.train.seed + i, "storage": storage}
             if workers:
@@ -53,14 +61,15 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
 
 
 def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int | None = None,
-            address: str | None = None, out=print) -> list[dict]:
+            address: str | None = None, trials: tuple[str, ...] = (), out=print) -> list[dict]:
     """Run the confirmation runs (one Tune run) and return the ranking."""
     from .leaderboard import Leaderboard
     from .run import check, ensure_pretrained, init_ray, ship_backbone, ship_data
     from .tune import run_configs
 
     board = Leaderboard(storage)
-    configs, extra = confirm_configs(board, experiment, top=top, seeds=seeds, workers=workers, storage=storage)
+    configs, extra = confirm_configs(board, experiment, top=top, seeds=seeds, workers=workers, storage=storage,
+                                     trials=trials)
     p = check(configs[0])
     out(f"confirming the {len(configs) // seeds} best configurations of {experiment} with {seeds} new seeds each "
         f"({len(configs)} runs, {p.cfg.resources.workers} worker(s) each)")

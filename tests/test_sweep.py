@@ -123,3 +123,51 @@ def test_optuna_sweep_with_simplex_weights_and_a_warm_start(swept):
         old = json.loads(e["config"])["train"]
         assert any(c["train"]["freeze_depth"] == old["freeze_depth"] and c["train"]["head_lr"] == old["head_lr"]
                    for c in configs), (old, [c["train"] for c in configs])
+
+
+def test_baselines_are_trained_once_and_give_delta_m(swept):
+    """search.baselines: each task alone (kind baseline, reused by the next sweep), Δm% on every row, and
+    Δm% as the objective."""
+    storage, _, _ = swept
+    space = {"train.loss_weighting": {"choice": ["static", "uncertainty"]}}
+    cfg = sweep(storage, "dm", space, epochs=2, samples=1, scheduler={"type": "none"})
+    cfg = cfg.with_values({"search.baselines": True})
+    lines = []
+    first = tune(cfg, out=lines.append)
+    board = Leaderboard(storage)
+    baselines = board.table(experiment="dm", kind="baseline").to_pylist()
+    assert sorted(r["baseline_task"] for r in baselines) == ["left", "right", "sum"]
+    assert all(r["status"] == "completed" for r in baselines)
+    rows = board.table(experiment="dm").to_pylist()
+    assert len(rows) == 2 and all(isinstance(r["delta_m_pct"], float) for r in rows)
+    base = {r["baseline_task"]: r[f"{r['baseline_task']}_{'r2' if r['baseline_task'] == 'sum' else 'accuracy'}"]
+            for r in baselines}
+    r = rows[0]
+    expected = 100 / 3 * sum((r[f"{t}_{m}"] - base[t]) / abs(base[t])
+                             for t, m in (("left", "accuracy"), ("right", "accuracy"), ("sum", "r2")))
+    assert r["delta_m_pct"] == pytest.approx(expected, rel=1e-9)
+    assert first["baselines"] == pytest.approx(base)
+    # a second sweep with the same data, backbone and budget reuses them (and can optimize Δm% itself)
+    again = tune(cfg.with_values({"name": "dm2", "objective": {"metric": "delta_m"}}), out=lines.append)
+    assert board.table(kind="baseline").num_rows == 3 and again["baselines"] == pytest.approx(base)
+    assert any("baselines reused" in line for line in lines)
+    rows2 = board.table(experiment="dm2").to_pylist()
+    assert all(r["objective"] == pytest.approx(r["delta_m_pct"]) for r in rows2)
+
+
+def test_confirm_reruns_the_top_configs_with_new_seeds(swept, tmp_path):
+    from orchestrator.confirm import confirm
+
+    storage, _, _ = swept
+    ranking = confirm(storage, "grid-a", top=1, seeds=2, out=lambda line: None)
+    board = Leaderboard(storage)
+    rows = board.table(experiment="grid-a", kind="confirm").to_pylist()
+    best = board.best(experiment="grid-a")
+    assert len(rows) == 2 and {r["confirm_of"] for r in rows} == {best["trial_id"]}
+    assert sorted(r["seed"] for r in rows) == [best["seed"] + 1, best["seed"] + 2]
+    assert len(ranking) == 1 and ranking[0]["n"] == 2
+    assert ranking[0]["mean"] == pytest.approx(sum(r["objective"] for r in rows) / 2)
+    out = str(tmp_path / "confirmed.yaml")
+    main(["best", "--storage", storage, "-e", "grid-a", "--confirmed", "-o", out])
+    expected = best["config"] if isinstance(best["config"], dict) else json.loads(best["config"])
+    assert yaml.safe_load(open(out))["train"] == expected["train"]
