@@ -77,6 +77,15 @@ def check(cfg: ExperimentConfig) -> Prepared:
     return Prepared(cfg, data, n_blocks)
 
 
+def advice(p: Prepared) -> list[str]:
+    """Things that are allowed but probably wrong, one line each (printed by validate, train, tune)."""
+    lines = []
+    if p.cfg.backbone.kind == "application" and p.spec.max_pixel <= 1.0:
+        lines.append(f"warning: the sampled pixels are at most {p.spec.max_pixel:g}, but {p.cfg.backbone.name} expects "
+                     f"0-255 (its preprocess_input is inside the model): store pixels as 0-255")
+    return lines
+
+
 def check_batch(cfg: ExperimentConfig, data: PreparedData, *, workers: int | None = None) -> None:
     """Every worker must fill at least one batch of its share of the global batch."""
     world = workers or cfg.resources.workers
@@ -258,6 +267,8 @@ def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None
     name = name or run_name(p.cfg.name)
     check_run_name(p.cfg, name)
     out("resolved config: " + json.dumps(p.cfg.run_fields(), sort_keys=True))
+    for line in advice(p):
+        out(line)
     ensure_pretrained(p.cfg, out=out)
     init_ray(address, log_to_driver=verbose)
     t0 = time.perf_counter()

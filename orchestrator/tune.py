@@ -16,7 +16,7 @@ from importlib import metadata
 from . import storage
 from .config import ExperimentConfig, frozen_blocks
 from .errors import ConfigError
-from .run import (Prepared, check, check_batch, ensure_pretrained, init_ray, make_trainer, run_dir, ship_backbone,
+from .run import (Prepared, advice, check, check_batch, ensure_pretrained, init_ray, make_trainer, run_dir, ship_backbone,
                   ship_data)
 from .search import candidate_values, largest, materialize, param_space, point_for
 
@@ -257,6 +257,8 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     cfg = p.cfg
     sweep_id = find_sweep(cfg, sweep_id) if resume else (sweep_id or new_sweep_id())
     out("resolved config: " + json.dumps(cfg.public_dump(), sort_keys=True))
+    for line in advice(p):
+        out(line)
     ensure_pretrained(cfg, out=out)
     init_ray(address, log_to_driver=verbose)
     concurrent = plan_concurrency(cfg, say=out)
