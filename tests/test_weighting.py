@@ -75,3 +75,33 @@ def test_uncertainty_gives_a_noisy_task_the_lowest_weight(tmp_path):
 
     assert LossWeighting(cfg).effective() == {"left": 1.0, "right": 1.0, "sum": 0.5, "noise": 0.5}
     assert weights["noise"] < 0.8 * weights["sum"], weights
+
+
+def test_augmentation_is_training_only_and_searchable(tmp_path):
+    """data.augment: Keras preprocessing layers in the training input pipeline only; its fields are
+    searchable by dotted path."""
+    from orchestrator.pipeline import ArrayData, load_arrays
+    from orchestrator.search import check_paths
+
+    base = experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(64)), train={"batch_size": 16})
+    plain = parse_config(base)
+    augmented = plain.with_values({"data.augment": {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1}})
+    train, val, spec = load_arrays(plain)
+
+    def first_batch(cfg):
+        data = ArrayData(cfg, spec, train, val)
+        data.agree_steps(16, lambda v: v)
+        return next(iter(data.train_dataset(16)))[0].numpy()
+
+    assert np.array_equal(first_batch(plain), first_batch(plain))          # same seed, same batch
+    changed = first_batch(augmented)
+    assert changed.shape == first_batch(plain).shape and not np.allclose(changed, first_batch(plain))
+    xv, _ = next(iter(ArrayData(augmented, spec, train, val).val_batches()))
+    assert np.array_equal(xv, val[0][:len(xv)])                             # validation is never augmented
+    cfg = parse_config({**base, "search": {"space": {"data.augment.rotation": {"uniform": [0.0, 0.2]},
+                                                     "data.augment.flip": {"choice": ["none", "horizontal"]}}}})
+    check_paths(cfg.search, cfg.run_fields(), list(cfg.tasks))              # no error: searchable
+    from orchestrator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only data.augment"):
+        parse_config({**base, "search": {"space": {"data.image_size": {"choice": [[12, 12], [16, 16]]}}}})
