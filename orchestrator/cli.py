@@ -69,7 +69,7 @@ def pretrain(storage, force, in_job):
 def validate(config, sets):
     """Run every check `train` and `tune` run (config, data, backbone, search space); trains nothing,
     writes nothing, starts no Ray."""
-    from .run import advice, cache_mode, check
+    from .run import advice, check
 
     p = check(_load(config, sets))
     cfg, spec, n_blocks = p.cfg, p.spec, p.n_blocks
@@ -81,9 +81,8 @@ def validate(config, sets):
     for line in advice(p):
         click.echo(line)
     kind = {"paths": "image files", "bytes": "encoded images", "pixels": "pixel arrays"}[spec.image_kind]
-    click.echo(f"ok: {config}: {len(cfg.tasks)} tasks ({', '.join(cfg.tasks)}), {spec.n_train} train / "
-               f"{spec.n_val} validation images of shape {list(spec.image_shape)} ({kind}, cache "
-               f"{cache_mode(cfg, spec)}), backbone {cfg.backbone.kind}:{cfg.backbone.name} with {n_blocks} blocks, "
+    click.echo(f"ok: {config}: {len(cfg.tasks)} tasks ({', '.join(cfg.tasks)}), {kind}, "
+               f"backbone {cfg.backbone.kind}:{cfg.backbone.name} with {n_blocks} blocks, "
                f"data fingerprint {spec.fingerprint}, storage {storage.redact(cfg.storage)}")
 
 

@@ -22,6 +22,13 @@ from .images import conform, decode_image, pixel_array  # noqa: F401 - decode_im
 
 DECODE_CPUS = 0.5     # per decode task when decoding into the object store, before any training
 STREAM_DECODERS = 2   # decode tasks per worker while streaming
+VAL_BATCH_BYTES = 16 * 2 ** 20   # decoded bytes per validation batch: 1024 small images, 111 at 224x224x3
+
+
+def val_batch_size(spec) -> int:
+    """Images per validation batch: up to 1024, fewer when they are large (1024 RGB images at 224x224 are
+    616 MB as float32 before the model's own activations; validation sums add up whatever the batch)."""
+    return int(max(1, min(1024, VAL_BATCH_BYTES // spec.decoded_bytes_per_image)))
 
 
 def decode_options(cfg_dict: dict, spec_dict: dict) -> dict:
@@ -214,8 +221,9 @@ class ArrayData:
         return _finish(ds, self.cfg, tasks, self.spec)
 
     def val_batches(self):
-        for i in range(0, len(self.xv), 1024):
-            yield self.xv[i:i + 1024], {t: v[i:i + 1024] for t, v in self.yv.items()}
+        size = val_batch_size(self.spec)
+        for i in range(0, len(self.xv), size):
+            yield self.xv[i:i + size], {t: v[i:i + size] for t, v in self.yv.items()}
 
 
 def worker_data(payload: dict, cfg, spec, *, rank: int, world: int):
@@ -290,7 +298,7 @@ class StreamData:
     def val_batches(self):
         if not self.val_units:
             return
-        for b in stream(self.val_units, self.opts, batch_size=1024, seed=None):
+        for b in stream(self.val_units, self.opts, batch_size=val_batch_size(self.spec), seed=None):
             yield b["image"], {t: b[f"y_{t}"] for t in self.tasks}
 
 

@@ -78,8 +78,14 @@ def check(cfg: ExperimentConfig) -> Prepared:
 
 
 def advice(p: Prepared) -> list[str]:
-    """Things that are allowed but probably wrong, one line each (printed by validate, train, tune)."""
-    lines = []
+    """What the data is and how workers will get it, then things that are allowed but probably wrong, one line
+    each (printed by validate, train, tune)."""
+    s, mode = p.spec, cache_mode(p.cfg, p.spec)
+    share_mb = (s.n_train + s.n_val) / p.cfg.resources.workers * s.decoded_bytes_per_image / 2 ** 20
+    how = ("kept in memory" if mode == "memory" else "streamed every epoch") + \
+        (f" (data.cache: auto, budget {p.cfg.data.cache_budget_mb:g} MB)" if p.cfg.data.cache == "auto" else "")
+    lines = [f"data: {s.n_train} training + {s.n_val} validation images, {'x'.join(map(str, s.image_shape))} "
+             f"{s.pixel_dtype}; a worker's decoded share is {share_mb:.1f} MB, {how}"]
     if p.cfg.backbone.kind == "application" and p.spec.max_pixel <= 1.0:
         lines.append(f"warning: the sampled pixels are at most {p.spec.max_pixel:g}, but {p.cfg.backbone.name} expects "
                      f"0-255 (its preprocess_input is inside the model): store pixels as 0-255")

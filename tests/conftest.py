@@ -77,3 +77,27 @@ def s3_server():
     host, port = server.get_host_and_port()
     yield f"{host}:{port}"
     server.stop()
+
+
+# A hang must not eat CI's whole budget. A slow test that takes longer than this, counting its fixtures' setup and
+# teardown (the last test's teardown also stops Ray and the S3 server), dumps every thread's stack and ends the run.
+# faulthandler's watchdog is a C thread: it fires even when the main thread is stuck in Ray's or gRPC's C code,
+# where a Python signal handler would never run.
+SLOW_TEST_LIMIT_S = 1200
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    import faulthandler
+
+    if item.get_closest_marker("slow") is not None:
+        faulthandler.dump_traceback_later(SLOW_TEST_LIMIT_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def pytest_unconfigure(config):
+    """Exit hooks (Ray's atexit among them) get five minutes too."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(300, exit=True)

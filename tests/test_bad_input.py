@@ -125,7 +125,7 @@ def test_validate_prints_a_summary(tmp_path, capsys):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(80)))
     main(["validate", write_yaml(tmp_path / "e.yaml", cfg)])
     out = capsys.readouterr().out
-    assert "ok:" in out and "60 train / 20 validation images of shape [12, 12, 1]" in out and "5 blocks" in out
+    assert "ok:" in out and "data: 60 training + 20 validation images, 12x12x1 " in out and "5 blocks" in out
 
 
 @pytest.mark.parametrize("space, expected", [

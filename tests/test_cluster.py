@@ -186,7 +186,7 @@ def test_relative_data_and_backbone_paths_in_a_ray_job(cluster, tmp_path):
     other.mkdir()
     val = subprocess.run([str(BIN / "orchestrator"), "validate", str(wd / "experiment.yaml")], cwd=other,
                          capture_output=True, text=True, timeout=300)
-    assert val.returncode == 0 and "450 train / 150 validation" in val.stdout, val.stderr
+    assert val.returncode == 0 and "450 training + 150 validation" in val.stdout, val.stderr
     # a relative storage would be lost with the job's working directory: refused before submitting
     (wd / "experiment.yaml").write_text(yaml.safe_dump({**run_fields, "storage": "runs"}))
     bad = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],

@@ -54,7 +54,7 @@ def test_validate_reads_a_manifest_of_mixed_size_files(tmp_path, capsys):
     cfg = manifest_cfg(tmp_path, image_files(tmp_path / "d"))
     main(["validate", write_yaml(tmp_path / "e.yaml", cfg)])
     out = capsys.readouterr().out
-    assert "ok:" in out and "18 train / 6 validation images of shape [16, 16, 3]" in out, out
+    assert "ok:" in out and "data: 18 training + 6 validation images, 16x16x3 uint8" in out, out
     assert "image files" in out
 
 

@@ -80,7 +80,7 @@ def test_the_manifest_validates_from_another_folder(tmp_path):
     check = subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", config], cwd=tmp_path,
                            capture_output=True, text=True, timeout=180, env=env)
     assert check.returncode == 0, check.stderr
-    assert "14 train / 4 validation images of shape [12, 12, 3] (image files" in check.stdout, check.stdout
+    assert "data: 14 training + 4 validation images, 12x12x3 uint8" in check.stdout, check.stdout
 
 
 def test_nested_folders_map_to_task_columns(tmp_path, capsys):

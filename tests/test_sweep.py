@@ -163,9 +163,11 @@ def test_confirm_reruns_the_top_configs_with_new_seeds(swept, tmp_path):
     board = Leaderboard(storage)
     rows = board.table(experiment="grid-a", kind="confirm").to_pylist()
     best = board.best(experiment="grid-a")
-    assert len(rows) == 2 and {r["confirm_of"] for r in rows} == {best["trial_id"]}
-    assert sorted(r["seed"] for r in rows) == [best["seed"] + 1, best["seed"] + 2]
-    assert len(ranking) == 1 and ranking[0]["n"] == 2
+    seen = [(r["confirm_of"], r["seed"], r["status"], r["objective"], r["reason"]) for r in rows]
+    top = [(r["trial_id"], r["objective"]) for r in board.top(3, experiment="grid-a").to_pylist()]
+    assert len(rows) == 2 and {r["confirm_of"] for r in rows} == {best["trial_id"]}, (seen, best["trial_id"], top)
+    assert sorted(r["seed"] for r in rows) == [best["seed"] + 1, best["seed"] + 2], seen
+    assert len(ranking) == 1 and ranking[0]["n"] == 2, (ranking, seen)
     assert ranking[0]["mean"] == pytest.approx(sum(r["objective"] for r in rows) / 2)
     out = str(tmp_path / "confirmed.yaml")
     main(["best", "--storage", storage, "-e", "grid-a", "--confirmed", "-o", out])
