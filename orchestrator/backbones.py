@@ -73,12 +73,8 @@ def load_model_file(location: str, *, what: str) -> keras.Model:
     try:
         return keras.models.load_model(store.local_copy(location), safe_mode=True)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise ConfigError(f"{what} {store.redact(location)} cannot be loaded ({_first_line(e)}): is it a Keras 3 "
+        raise ConfigError(f"{what} {store.redact(location)} cannot be loaded ({store.first_line(e)}): is it a Keras 3 "
                           f".keras file?") from None
-
-
-def _first_line(e: Exception) -> str:
-    return store.redact_text((str(e).splitlines() or [type(e).__name__])[0][:160])
 
 
 def application(cfg: BackboneConfig, input_shape, *, weights_file: str | None = None) -> keras.Model:
@@ -91,7 +87,7 @@ def application(cfg: BackboneConfig, input_shape, *, weights_file: str | None = 
     try:
         model = ctor(include_top=False, weights=weights, input_shape=tuple(input_shape), pooling="avg")
     except ValueError as e:
-        raise ConfigError(f"backbone {cfg.name}: {_first_line(e)}") from None
+        raise ConfigError(f"backbone {cfg.name}: {store.first_line(e)}") from None
     if cfg.weights not in ("none", "imagenet"):
         location = weights_file or cfg.weights
         if not store.is_file(location):
@@ -100,7 +96,7 @@ def application(cfg: BackboneConfig, input_shape, *, weights_file: str | None = 
             model.load_weights(store.local_copy(location))
         except Exception as e:  # noqa: BLE001
             raise ConfigError(f"backbone weights {store.redact(cfg.weights)} do not fit {cfg.name} at input "
-                              f"{list(input_shape)} ({_first_line(e)})") from None
+                              f"{list(input_shape)} ({store.first_line(e)})") from None
     return model
 
 

@@ -38,22 +38,21 @@ def recorded(cfg: ExperimentConfig, key: str) -> dict[str, float]:
     return out
 
 
-def baselines_for(p, *, data: dict, backbone_ref, out=print, address_ready: bool = True) -> dict[str, float]:
+def baselines_for(p, *, data: dict, backbone_ref, out=print) -> dict[str, float]:
     """Baseline scores for every task of ``p.cfg``: reused when recorded, trained (once) when not."""
     cfg = p.cfg
     key = baseline_key(cfg, p.spec.fingerprint)
     have = recorded(cfg, key)
     missing = [t for t in cfg.tasks if t not in have]
     if have:
-        out(f"single-task baselines reused: " + ", ".join(f"{t} {v:.4f}" for t, v in have.items()))
+        out("single-task baselines reused: " + ", ".join(f"{t} {v:.4f}" for t, v in have.items()))
     if missing:
         from .tune import run_configs
 
         out(f"training single-task baselines for {', '.join(missing)} (same backbone, budget, freeze depth, rates)")
         configs = [single_task(cfg, t) for t in missing]
         run_configs(p, configs, kind="baseline", data=data, backbone_ref=backbone_ref, out=out,
-                    extra=[{"baseline_task": t, "baseline_key": key} for t in missing],
-                    trial_names=[f"baseline-{t}" for t in missing])
+                    extra=[{"baseline_task": t, "baseline_key": key} for t in missing])
         have = recorded(cfg, key)
     lost = [t for t in cfg.tasks if t not in have]
     if lost:

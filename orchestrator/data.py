@@ -87,7 +87,7 @@ def _read_source(uri: str, image_column: str, label_columns: list[str]) -> Sourc
     try:
         info = fs.get_file_info(path)
     except OSError as e:
-        raise DataError(f"cannot reach data {storage.redact(uri)!r} ({_first_line(e)})") from None
+        raise DataError(f"cannot reach data {storage.redact(uri)!r} ({storage.first_line(e)})") from None
     if info.type == pafs.FileType.NotFound:
         what = "manifest" if path.endswith(".csv") else "data file"
         raise DataError(f"{what} {storage.redact(uri)!r} not found: check data.train / data.validation "
@@ -98,9 +98,9 @@ def _read_source(uri: str, image_column: str, label_columns: list[str]) -> Sourc
         return _read_parquet(uri, fs, path, image_column, label_columns)
     except (pa.ArrowInvalid, OSError) as e:
         if path.endswith(".csv"):
-            raise DataError(f"cannot read CSV manifest {storage.redact(uri)!r} ({_first_line(e)}): is it a CSV file "
+            raise DataError(f"cannot read CSV manifest {storage.redact(uri)!r} ({storage.first_line(e)}): is it a CSV file "
                             f"with a header row?") from None
-        raise DataError(f"cannot read Parquet data {storage.redact(uri)!r} ({_first_line(e)}): is it a complete "
+        raise DataError(f"cannot read Parquet data {storage.redact(uri)!r} ({storage.first_line(e)}): is it a complete "
                         f"Parquet file or directory (or a .csv manifest)?") from None
 
 
@@ -169,10 +169,6 @@ def _require_columns(names, wanted, uri):
     if missing:
         raise DataError(f"column {missing[0]!r} not in {storage.redact(uri)} (columns: {list(names)}): "
                         f"fix the column name in the config")
-
-
-def _first_line(e: Exception) -> str:
-    return storage.redact_text((str(e).splitlines() or [type(e).__name__])[0][:160])
 
 
 # -- labels ------------------------------------------------------------------------------------

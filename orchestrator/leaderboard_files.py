@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import metrics
+from .storage import first_line
 
 JSON_KEY = b"orchestrator.json_columns"   # schema metadata: columns holding JSON strings
 JSON_COLUMNS = ("config", "versions", "history")
@@ -372,7 +373,3 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(
         [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
          for f in schema], schema=schema)
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0][:200]

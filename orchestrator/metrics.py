@@ -58,14 +58,6 @@ def default_score(task_type: str) -> str:
     return metrics_for(task_type)[0]
 
 
-def base_name(column: str) -> str:
-    """``best_left_accuracy`` -> ``accuracy``; ``objective`` -> ``objective``."""
-    name = column.removeprefix("best_")
-    if name in RUN_METRICS or name == "objective":
-        return name
-    return name.rsplit("_", 1)[-1] if "_" in name else name
-
-
 def direction(column: str, *, objective_mode: Optional[str] = None) -> Optional[str]:
     """"max" or "min" for a metric column, None if the column is not a known metric.
 
@@ -93,13 +85,6 @@ def score(metric: str, value: float) -> float:
     return -value if TASK_METRICS[metric].mode == "min" else value
 
 
-def better(a: Optional[float], b: Optional[float], mode: str) -> bool:
-    """Is ``a`` strictly better than ``b``? Missing or NaN values are worse than anything."""
-    if a is None or (isinstance(a, float) and math.isnan(a)):
-        return False
-    if b is None or (isinstance(b, float) and math.isnan(b)):
-        return True
-    return a > b if mode == "max" else a < b
 
 
 def best_of(values, mode: str) -> Optional[float]:

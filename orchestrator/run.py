@@ -16,7 +16,7 @@ from . import checkpoints, storage
 from .failures import attempts
 from .config import ExperimentConfig, frozen_blocks
 from .data import DataSpec, PreparedData, prepare
-from .errors import ConfigError, DataError, UserError
+from .errors import ConfigError, DataError
 from .pipeline import decode_options, rows_per_rank
 
 # Ray Train waits this long for a worker group before retrying. TF start-up on 2 cores can pass

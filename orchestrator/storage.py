@@ -118,8 +118,12 @@ def read_bytes_or_fail(location: str, *, where: str) -> bytes:
     try:
         return read_bytes(location)
     except (OSError, ValueError) as e:
-        reason = redact_text((str(e).splitlines() or [type(e).__name__])[0][:120])
-        raise DataError(f"{where} cannot be read ({reason}): fix the path or drop the row") from None
+        raise DataError(f"{where} cannot be read ({first_line(e, 120)}): fix the path or drop the row") from None
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """An exception's first line, shortened, credentials removed: for one-line errors."""
+    return redact_text((str(error).splitlines() or [type(error).__name__])[0][:limit])
 
 
 def atomic_write(location: str, data: bytes | memoryview) -> None:

@@ -225,7 +225,7 @@ def _tuner(p: Prepared, *, sweep_id: str, data: dict, backbone_ref, callback, pa
 
 
 def run_configs(p: Prepared, configs: list[ExperimentConfig], *, kind: str, data: dict, backbone_ref, out=print,
-                extra: list[dict] | None = None, trial_names: list[str] | None = None, verbose: bool = False) -> list:
+                extra: list[dict] | None = None, verbose: bool = False) -> list:
     """Train explicit configurations as one Tune run (baselines, confirmation runs); rows of ``kind``."""
     from ray import tune as rtune
 
@@ -263,7 +263,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     init_ray(address, log_to_driver=verbose)
     concurrent = plan_concurrency(cfg, say=out)
     board = Leaderboard(cfg.storage)
-    written = set(board.table(sweep_id=sweep_id, kind=None).column("trial_id").to_pylist()) if resume else set()
+    written = set(board.table(sweep_id=sweep_id, kind=None, columns=["trial_id"]).column("trial_id").to_pylist()) if resume else set()
     t0 = time.perf_counter()
     data, backbone_ref = ship_data(p), ship_backbone(cfg)
     baselines = None

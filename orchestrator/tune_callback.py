@@ -7,14 +7,15 @@ be written stops the sweep loudly (``LeaderboardWriteError``) rather than being 
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from datetime import datetime, timezone
 
 from . import storage
 from .config import ExperimentConfig
-from .failures import WAIT_LINE_EVERY_S, read_progress, waiting_line
+from .failures import WAIT_LINE_EVERY_S, read_progress, release_orphaned_placement_groups, waiting_line
+
+RELEASE_EVERY_S = 5.0   # how often the driver looks for placement groups left by killed trials
 from .rows import trial_row
 from .search import hp_columns, materialize
 
@@ -58,6 +59,7 @@ def make_callback(*args, **kwargs):
             self.started: dict[str, datetime] = {}
             self.last_print: dict[str, float] = {}
             self.rows: list[dict] = []
+            self.released_at = 0.0
             self.out = out
             self.request = request or {}
 
@@ -78,6 +80,10 @@ def make_callback(*args, **kwargs):
 
         def on_step_begin(self, iteration, trials, **info):
             now = time.monotonic()
+            if now - self.released_at >= RELEASE_EVERY_S:
+                # Killed trials can leave their Train worker group's resources reserved: see failures.py.
+                self.released_at = now
+                release_orphaned_placement_groups()
             for trial in trials:
                 if trial.status != "RUNNING" or self.history.get(trial.trial_id):
                     continue
@@ -168,7 +174,3 @@ def error_line(trial) -> str:
                 line = line.replace(prefix, "")
             return storage.redact_text(line[:300])
     return "trial failed"
-
-
-def finite(v) -> bool:
-    return isinstance(v, float) and math.isfinite(v)

@@ -63,6 +63,27 @@ def ray_session():
 
 
 @pytest.fixture
+def no_ray(monkeypatch):
+    """Fail loudly if anything tries to start or join Ray: errors must stop before that."""
+    import ray
+
+    def forbidden(*a, **k):
+        raise AssertionError("ray.init was called for a bad input")
+
+    monkeypatch.setattr(ray, "init", forbidden)
+
+
+def run_cli(capsys, *argv):
+    """The CLI in this process, as a user runs it: (exit code, stderr, stdout)."""
+    from orchestrator.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(argv))
+    captured = capsys.readouterr()
+    return e.value.code, captured.err.strip(), captured.out
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

@@ -8,25 +8,10 @@ import pytest
 
 from orchestrator.cli import main
 
-from conftest import experiment, small_table, write_parquet, write_yaml
+from conftest import experiment, run_cli, small_table, write_parquet, write_yaml
 
 
-@pytest.fixture(autouse=True)
-def no_ray(monkeypatch):
-    """Fail loudly if anything tries to start or join Ray: errors must stop before that."""
-    import ray
-
-    def forbidden(*a, **k):
-        raise AssertionError("ray.init was called for a bad input")
-
-    monkeypatch.setattr(ray, "init", forbidden)
-
-
-def run_cli(capsys, *argv):
-    with pytest.raises(SystemExit) as e:
-        main(list(argv))
-    err = capsys.readouterr().err.strip()
-    return e.value.code, err
+pytestmark = pytest.mark.usefixtures("no_ray")
 
 
 def with_column(table: pa.Table, name: str, values) -> pa.Table:
@@ -83,7 +68,7 @@ def test_bad_data_exits_2_with_one_line(tmp_path, capsys, case):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", table), **sections)
     if val:
         cfg["data"]["validation"] = val
-    code, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg))
+    code, err, _ = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2
     assert err.startswith("error: ") and expected in err and "\n" not in err, err
 
@@ -92,10 +77,10 @@ def test_truncated_and_missing_files(tmp_path, capsys):
     path = write_parquet(tmp_path / "train.parquet", small_table(50))
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
-    code, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", experiment(tmp_path, path)))
+    code, err, _ = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", experiment(tmp_path, path)))
     assert code == 2 and "cannot read Parquet data" in err and "\n" not in err
     cfg = experiment(tmp_path, str(tmp_path / "nope.parquet"))
-    code, err = run_cli(capsys, "train", write_yaml(tmp_path / "e2.yaml", cfg))
+    code, err, _ = run_cli(capsys, "train", write_yaml(tmp_path / "e2.yaml", cfg))
     assert code == 2 and "not found" in err
 
 
@@ -108,7 +93,7 @@ def test_truncated_and_missing_files(tmp_path, capsys):
 ])
 def test_bad_config_exits_2(tmp_path, capsys, change, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)), **change)
-    code, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg))
+    code, err, _ = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and expected in err and "\n" not in err, err
 
 
@@ -137,11 +122,11 @@ def test_validate_prints_a_summary(tmp_path, capsys):
 def test_bad_search_space_exits_2_before_ray(tmp_path, capsys, space, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)),
                      search={"space": space})
-    code, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
+    code, err, _ = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and expected in err and "\n" not in err, err
 
 
 def test_tune_without_search_section_is_a_config_error(tmp_path, capsys):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)))
-    code, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
+    code, err, _ = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and "has no 'search' section" in err

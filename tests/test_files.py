@@ -9,24 +9,10 @@ from PIL import Image
 
 from orchestrator.cli import main
 
-from conftest import experiment, write_yaml
+from conftest import experiment, run_cli, write_yaml
 
 
-@pytest.fixture(autouse=True)
-def no_ray(monkeypatch):
-    import ray
-
-    def forbidden(*a, **k):
-        raise AssertionError("ray.init was called for a bad input")
-
-    monkeypatch.setattr(ray, "init", forbidden)
-
-
-def run_cli(capsys, *argv):
-    with pytest.raises(SystemExit) as e:
-        main(list(argv))
-    captured = capsys.readouterr()
-    return e.value.code, captured.err.strip(), captured.out
+pytestmark = pytest.mark.usefixtures("no_ray")
 
 
 def image_files(folder, n=24, *, sizes=((20, 24), (16, 16), (30, 22)), mode="RGB", seed=0):

@@ -6,30 +6,14 @@ import sys
 import threading
 
 import pytest
-import yaml
 
 from orchestrator.cli import main
 from orchestrator.config import parse_config
 from orchestrator.leaderboard import Leaderboard
 
-from conftest import experiment, small_table, write_parquet, write_yaml
+from conftest import experiment, run_cli, small_table, write_parquet, write_yaml
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    import ray
-
-    def forbidden(*a, **k):
-        raise AssertionError("ray.init was called for a bad input")
-
-    monkeypatch.setattr(ray, "init", forbidden)
-
-
-def run_cli(capsys, *argv):
-    with pytest.raises(SystemExit) as e:
-        main(list(argv))
-    captured = capsys.readouterr()
-    return e.value.code, captured.err.strip(), captured.out
 
 
 def minimized_rows():
