@@ -126,6 +126,7 @@ def keras_tuner_search(kind: str, *, base, spec, train, val, trials: int, epochs
             "train.loss_weights": simplex_weights(u, CONCENTRATION)})
         keras.utils.set_random_seed(cfg.train.seed)
         model = TwoRates(build(cfg, spec), cfg.train.loss_weights)
+        model(np.zeros((1, *spec.image_shape), np.float32))   # built: Hyperband loads earlier rounds' weights into it
         cfg_of[id(model)] = cfg
         model.compile(make_optimizer(cfg, cfg.train.backbone_lr), make_optimizer(cfg, cfg.train.head_lr))
         return model
