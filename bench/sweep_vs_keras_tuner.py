@@ -129,6 +129,10 @@ def keras_tuner_search(kind: str, *, base, spec, train, val, trials: int, epochs
         model(np.zeros((1, *spec.image_shape), np.float32))   # built: Hyperband loads earlier rounds' weights into it
         cfg_of[id(model)] = cfg
         model.compile(make_optimizer(cfg, cfg.train.backbone_lr), make_optimizer(cfg, cfg.train.head_lr))
+        bb, heads = model.mt.variable_groups()
+        if bb:   # built now, so Hyperband's next round restores their state (Adam moments) with the weights
+            model.backbone_opt.build(bb)
+        model.head_opt.build(heads)
         return model
 
     objective = kt.Objective("mean_score", direction="max")
