@@ -108,6 +108,9 @@ def waiting_line(what: str, request: dict, *, workers: int) -> Optional[str]:
             f"{len(pending)} placement group(s) pending (an autoscaler adds nodes if it can)")
 
 
+RELEASE_EVERY_S = 5.0   # how often a waiting driver looks for placement groups left by killed trials
+
+
 def release_orphaned_placement_groups() -> int:
     """Remove placement groups whose creating actor is dead; returns how many.
 
@@ -141,7 +144,7 @@ def watch(run_dir: str, *, request: dict, workers: int, on_epoch: Callable[[dict
     until rank 0 has started."""
     def loop():
         seen, started, t0 = 0, False, time.monotonic()
-        last_wait = t0
+        last_wait, last_release = t0, t0 - RELEASE_EVERY_S
         while not stop.is_set():
             progress = read_progress(run_dir)
             if progress is not None:
@@ -149,7 +152,14 @@ def watch(run_dir: str, *, request: dict, workers: int, on_epoch: Callable[[dict
                 for m in progress["history"][seen:]:
                     on_epoch(m)
                 seen = max(seen, len(progress["history"]))
-            elif not started and time.monotonic() - last_wait >= WAIT_LINE_EVERY_S:
+            elif not started and time.monotonic() - last_release >= RELEASE_EVERY_S:
+                # an earlier sweep in this process may have left reserved resources behind (see above)
+                last_release = time.monotonic()
+                try:
+                    release_orphaned_placement_groups()
+                except Exception:  # noqa: BLE001 - best effort; the waiting line says what is missing
+                    pass
+            if not started and time.monotonic() - last_wait >= WAIT_LINE_EVERY_S:
                 last_wait = time.monotonic()
                 try:
                     line = waiting_line(what, request, workers=workers)

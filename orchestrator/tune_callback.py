@@ -13,9 +13,7 @@ from datetime import datetime, timezone
 
 from . import storage
 from .config import ExperimentConfig
-from .failures import WAIT_LINE_EVERY_S, read_progress, release_orphaned_placement_groups, waiting_line
-
-RELEASE_EVERY_S = 5.0   # how often the driver looks for placement groups left by killed trials
+from .failures import RELEASE_EVERY_S, WAIT_LINE_EVERY_S, read_progress, release_orphaned_placement_groups, waiting_line
 from .rows import trial_row
 from .search import hp_columns, materialize
 
