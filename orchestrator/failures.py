@@ -130,8 +130,11 @@ def release_orphaned_placement_groups() -> int:
     table = gcs_pb2.PlacementGroupTableData
     for raw in state._connect_and_get_accessor().get_placement_group_table():
         pg = table.FromString(raw)
-        if (pg.state == table.REMOVED or pg.is_detached or not pg.creator_actor_dead
-                or ray.ActorID(pg.creator_actor_id).is_nil()):
+        if pg.state == table.REMOVED or pg.is_detached or ray.ActorID(pg.creator_actor_id).is_nil():
+            continue
+        # GCS marks creator_actor_dead on some deaths only: a controller destroyed with its trial's own
+        # placement group leaves it False, so ask the actor table too.
+        if not pg.creator_actor_dead and state.actor_table(pg.creator_actor_id.hex()).get("State") != "DEAD":
             continue
         ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))
         removed += 1
