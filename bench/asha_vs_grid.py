@@ -30,16 +30,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-BASE = {
-    "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},
-    "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"},
-              "sum": {"type": "regression", "metric": "r2"}},
-    "backbone": {"kind": "builtin", "name": "digits-cnn", "weights": "pretrained"},
-    "heads": {"hidden_units": 64},
-    "train": {"epochs": 6, "batch_size": 128, "optimizer": "adam", "backbone_lr": 0.001, "head_lr": 0.003,
-              "freeze_depth": 0, "loss_weighting": "static", "seed": 0},
-    "resources": {"workers": 1, "cpus_per_worker": 0.45},   # the demo's: 4 trials at once on 2 cores
-}
+from _embedded import DEMO_RESOURCES, DEMO_TRAIN, EMBEDDED  # noqa: E402
+
+BASE = {**EMBEDDED, "train": DEMO_TRAIN, "resources": DEMO_RESOURCES}
 FREEZE = [0, 2, 3, 4, "all"]
 GRID_LR = [3e-4, 1e-3, 3e-3]
 

@@ -27,14 +27,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-BASE = {
-    "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},
-    "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"},
-              "sum": {"type": "regression", "metric": "r2"}},
-    "backbone": {"kind": "builtin", "name": "digits-cnn", "weights": "pretrained"},
-    "heads": {"hidden_units": 64},
-    "train": {"epochs": 6, "batch_size": 128, "backbone_lr": 0.001, "head_lr": 0.003, "seed": 0},
-}
+from _embedded import EMBEDDED  # noqa: E402
+
+BASE = {**EMBEDDED, "train": {"epochs": 6, "batch_size": 128, "backbone_lr": 0.001, "head_lr": 0.003, "seed": 0}}
 
 
 def config(storage, name, *, workers, search):
