@@ -105,6 +105,8 @@ def console(log_path: str | None, *, verbose: bool = False):
             optuna.logging.set_verbosity(optuna.logging.WARNING)
         except ImportError:
             pass
+        # Ray Data warns once per process that its progress bars are off, on its own console handler
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         # Raylet/GCS messages ("N worker processes have been started...") reach the driver through this
         # function whatever log_to_driver says: to the log file instead.
         ray_worker.print_to_stdstream = lambda data, *a, **k: log and log.write(
