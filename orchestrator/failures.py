@@ -141,13 +141,26 @@ def release_orphaned_placement_groups() -> int:
     return removed
 
 
+def release_now_and_then(last: float) -> float:
+    """``release_orphaned_placement_groups`` at most every RELEASE_EVERY_S, best effort (a status check must never
+    break a run); returns the time of the latest try, to pass back next time."""
+    now = time.monotonic()
+    if now - last < RELEASE_EVERY_S:
+        return last
+    try:
+        release_orphaned_placement_groups()
+    except Exception:  # noqa: BLE001 - the waiting line still says what is missing
+        pass
+    return now
+
+
 def watch(run_dir: str, *, request: dict, workers: int, on_epoch: Callable[[dict], None], out=print,
           stop: threading.Event, poll_s: float = 1.0, what: str = "the run") -> threading.Thread:
     """Follow ``progress.json`` in a thread: ``on_epoch`` for each new epoch; a waiting line every 30 s
     until rank 0 has started."""
     def loop():
         seen, started, t0 = 0, False, time.monotonic()
-        last_wait, last_release = t0, t0 - RELEASE_EVERY_S
+        last_wait, last_release = t0, float("-inf")
         while not stop.is_set():
             progress = read_progress(run_dir)
             if progress is not None:
@@ -155,13 +168,8 @@ def watch(run_dir: str, *, request: dict, workers: int, on_epoch: Callable[[dict
                 for m in progress["history"][seen:]:
                     on_epoch(m)
                 seen = max(seen, len(progress["history"]))
-            elif not started and time.monotonic() - last_release >= RELEASE_EVERY_S:
-                # an earlier sweep in this process may have left reserved resources behind (see above)
-                last_release = time.monotonic()
-                try:
-                    release_orphaned_placement_groups()
-                except Exception:  # noqa: BLE001 - best effort; the waiting line says what is missing
-                    pass
+            elif not started:   # an earlier sweep in this process may have left reserved resources behind
+                last_release = release_now_and_then(last_release)
             if not started and time.monotonic() - last_wait >= WAIT_LINE_EVERY_S:
                 last_wait = time.monotonic()
                 try:

@@ -99,7 +99,7 @@ def _array(name: str, values: list, type_: Optional[pa.DataType]) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
         want = f" (must be {type_})" if type_ is not None else ""
         raise TypeError(f"leaderboard column {name!r} has values of mixed or wrong types{want}: "
-                        f"{first_line(e)}") from None
+                        f"{first_line(e, 200)}") from None
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class Folder:
         """Leave an unreadable file out of every read of this folder, with one warning line."""
         if path not in self._bad:
             self._bad.add(path)
-            print(f"warning: skipping unreadable leaderboard file {path} ({first_line(error)}): move it out of "
+            print(f"warning: skipping unreadable leaderboard file {path} ({first_line(error, 200)}): move it out of "
                   f"{self.label} to silence this warning", file=sys.stderr, flush=True)
 
     # -- reading ------------------------------------------------------------------------------

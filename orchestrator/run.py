@@ -81,7 +81,7 @@ def advice(p: Prepared) -> list[str]:
     """What the data is and how workers will get it, then things that are allowed but probably wrong, one line
     each (printed by validate, train, tune)."""
     s, mode = p.spec, cache_mode(p.cfg, p.spec)
-    share_mb = (s.n_train + s.n_val) / p.cfg.resources.workers * s.decoded_bytes_per_image / 2 ** 20
+    share_mb = worker_share_bytes(p.cfg, s) / 2 ** 20
     how = ("kept in memory" if mode == "memory" else "streamed every epoch") + \
         (f" (data.cache: auto, budget {p.cfg.data.cache_budget_mb:g} MB)" if p.cfg.data.cache == "auto" else "")
     lines = [f"data: {s.n_train} training + {s.n_val} validation images, {'x'.join(map(str, s.image_shape))} "
@@ -157,8 +157,12 @@ def cache_mode(cfg: ExperimentConfig, spec: DataSpec) -> str:
     """memory or stream: ``auto`` keeps a worker's decoded shard in memory when it fits the budget."""
     if cfg.data.cache != "auto":
         return "memory" if cfg.data.cache == "memory" else "stream"
-    shard = (spec.n_train + spec.n_val) / cfg.resources.workers * spec.decoded_bytes_per_image
-    return "memory" if shard <= cfg.data.cache_budget_mb * 2 ** 20 else "stream"
+    return "memory" if worker_share_bytes(cfg, spec) <= cfg.data.cache_budget_mb * 2 ** 20 else "stream"
+
+
+def worker_share_bytes(cfg: ExperimentConfig, spec: DataSpec) -> float:
+    """Decoded bytes of one worker's share of the training and validation rows."""
+    return (spec.n_train + spec.n_val) / cfg.resources.workers * spec.decoded_bytes_per_image
 
 
 def ship_data(p: Prepared) -> dict:

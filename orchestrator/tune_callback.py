@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from . import storage
 from .config import ExperimentConfig
-from .failures import RELEASE_EVERY_S, WAIT_LINE_EVERY_S, read_progress, release_orphaned_placement_groups, waiting_line
+from .failures import WAIT_LINE_EVERY_S, read_progress, release_now_and_then, waiting_line
 from .rows import trial_row
 from .search import hp_columns, materialize
 
@@ -57,7 +57,7 @@ def make_callback(*args, **kwargs):
             self.started: dict[str, datetime] = {}
             self.last_print: dict[str, float] = {}
             self.rows: list[dict] = []
-            self.released_at = 0.0
+            self.released_at = float("-inf")
             self.out = out
             self.request = request or {}
 
@@ -78,10 +78,8 @@ def make_callback(*args, **kwargs):
 
         def on_step_begin(self, iteration, trials, **info):
             now = time.monotonic()
-            if now - self.released_at >= RELEASE_EVERY_S:
-                # Killed trials can leave their Train worker group's resources reserved: see failures.py.
-                self.released_at = now
-                release_orphaned_placement_groups()
+            # Killed trials can leave their Train worker group's resources reserved: see failures.py.
+            self.released_at = release_now_and_then(self.released_at)
             for trial in trials:
                 if trial.status != "RUNNING" or self.history.get(trial.trial_id):
                     continue
