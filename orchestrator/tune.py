@@ -127,7 +127,6 @@ def _trial(params: dict, *, base: dict, configs: list | None, spec: dict, data: 
            baselines=None):
     """One Tune trial: fit one TensorflowTrainer with this trial's configuration."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from .data import DataSpec
     from .failures import one_line
@@ -135,17 +134,67 @@ def _trial(params: dict, *, base: dict, configs: list | None, spec: dict, data: 
     cfg = (ExperimentConfig.model_validate(configs[params["index"]]) if configs is not None
            else trial_config(ExperimentConfig.model_validate(base), params))
     trial_id = tune.get_context().get_trial_id()
+    reports = _report_queue()
     trainer = make_trainer(cfg, DataSpec.from_dict(spec), name=f"{sweep_id}-{trial_id}", data=data,  # stable name:
-                           backbone_ref=backbone_ref, callbacks=[TuneReportCallback()], baselines=baselines)  # resumable
+                           backbone_ref=backbone_ref, callbacks=[_to_trial(reports)], baselines=baselines)  # resumable
     marks = {"trial_fit_start": time.time()}
     try:
-        trainer.fit()
+        _fit_reporting(trainer, reports, tune.report)
     except Exception as e:  # noqa: BLE001 - the trial's row keeps one line, not Ray's wrappers
         raise TrialFailed(one_line(e)) from None
     finally:   # where the trial's time went, beside the worker's own marks (bench/sweep_overhead.py)
         marks["trial_fit_end"] = time.time()
         storage.atomic_write(storage.join(run_dir(cfg, f"{sweep_id}-{trial_id}"), "trial.json"),
                              json.dumps(marks).encode())
+
+
+# Rank 0's metrics reach Tune from the trial's own thread, each epoch in order and all of them before the trial
+# function returns. Ray's TuneReportCallback hands them to the trial actor's main thread instead; when the driver
+# is slower than the trial, the last epoch and the function's end then arrive together and the actor deadlocks
+# (Queue.put on a full result queue that only it reads: a sweep that never ends; tests/test_faults.py).
+def _report_queue():
+    from ray.util.queue import Queue
+
+    return Queue(1, actor_options={"num_cpus": 0})   # one in flight: the Train run waits while Tune decides (ASHA)
+
+
+def _to_trial(queue):
+    """A Train callback for the controller: rank 0's metrics of each report, into the trial's queue."""
+    from ray.train import UserCallback
+
+    class ToTrial(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            queue.put(dict(metrics[0]))   # returns once queued: every put is done before fit() returns
+
+    return ToTrial()
+
+
+def _fit_reporting(trainer, reports, report, *, poll_s: float = 0.5) -> None:
+    """``trainer.fit()`` in a helper thread; this thread passes each queued report to Tune, then re-raises."""
+    import queue as stdqueue
+    import threading
+
+    done, failure = threading.Event(), []
+
+    def fit():
+        try:
+            trainer.fit()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the trial's thread below
+            failure.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=fit, name="train-fit", daemon=True).start()
+    while True:
+        try:
+            metrics = reports.get(timeout=poll_s)
+        except stdqueue.Empty:
+            if done.is_set() and reports.empty():   # no put can follow fit()'s end
+                break
+            continue
+        report(metrics)   # blocks until Tune asks for the next result; ASHA's stop ends this thread here
+    if failure:
+        raise failure[0]
 
 
 class TrialFailed(RuntimeError):

@@ -64,6 +64,16 @@ class FakeAutoscalingCluster:
         with open(os.path.join(self.temp, "start.log"), "w") as log:
             subprocess.run(cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, check=True, timeout=300)
 
+    def logs(self, chars: int = 3000) -> str:
+        """The tails of the autoscaler's and the nodes' logs, for a failure message."""
+        out = []
+        for pattern in ("monitor.log", "monitor.err", "raylet*.err", "raylet*.out", "gcs_server.err"):
+            for path in sorted(Path(self.temp).glob(f"session_latest/logs/{pattern}")):
+                text = path.read_text(errors="replace")
+                if text.strip():
+                    out.append(f"--- {path.name}\n{text[-chars:]}")
+        return "\n".join(out) or f"(no logs under {self.temp})"
+
     def _pids(self) -> list[int]:
         needle = f"ORCH_TEST_CLUSTER_TAG={self.tag}".encode()
         pids = []

@@ -38,6 +38,19 @@ def autoscaling():
         cluster.shutdown()
 
 
+def tune(cluster, path, cwd, *, timeout):
+    """``orchestrator tune`` on the cluster. A sweep that outlives ``timeout`` fails the test with its own output and
+    the autoscaler's logs (well before conftest's watchdog, which would end the run with stacks only)."""
+    cmd = [str(BIN / "orchestrator"), "tune", str(path), "--address", cluster.address]
+    try:
+        return subprocess.run(cmd, env=cluster.env(), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        pytest.fail(f"tune still running after {timeout} s\n--- stdout\n{out[-4000:]}\n--- stderr\n{err[-3000:]}\n"
+                    f"{cluster.logs()}", pytrace=False)
+
+
 def gpu_sweep(storage, name, *, gpus):
     return {
         "name": name, "storage": str(storage),
@@ -54,9 +67,8 @@ def gpu_sweep(storage, name, *, gpus):
 def test_a_gpu_sweep_scales_the_cluster_up(autoscaling, tmp_path):
     path = tmp_path / "gpu.yaml"
     path.write_text(yaml.safe_dump(gpu_sweep(tmp_path / "runs", "autoscale", gpus=1)))
-    proc = subprocess.run([str(BIN / "orchestrator"), "tune", str(path), "--address", autoscaling.address],
-                          env=autoscaling.env(), cwd=tmp_path, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = tune(autoscaling, path, tmp_path, timeout=480)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + autoscaling.logs()
     # concurrency from the cluster's maximum size (2 GPU nodes), not from what was up at the start (0 GPUs)
     assert "autoscaling cluster: up to 2 trials at once" in proc.stdout, proc.stdout[-2000:]
     assert "up to 2 at once" in proc.stdout
@@ -71,8 +83,7 @@ def test_a_gpu_sweep_scales_the_cluster_up(autoscaling, tmp_path):
 def test_a_request_no_node_can_hold_is_refused_before_any_trial(autoscaling, tmp_path):
     path = tmp_path / "big.yaml"
     path.write_text(yaml.safe_dump(gpu_sweep(tmp_path / "runs", "too-big", gpus=2)))
-    proc = subprocess.run([str(BIN / "orchestrator"), "tune", str(path), "--address", autoscaling.address],
-                          env=autoscaling.env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = tune(autoscaling, path, tmp_path, timeout=240)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "GPU: 2" in err[0] and "no node can ever have that" in err[0], err

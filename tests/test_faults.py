@@ -238,3 +238,46 @@ def test_placement_groups_of_actors_destroyed_with_their_own_group_are_released(
     assert placement_group_table()[orphan]["state"] == "CREATED"
     assert release_orphaned_placement_groups() == 1
     assert placement_group_table()[orphan]["state"] == "REMOVED"
+
+
+SLOW_DRIVER = """
+import sys, time
+import orchestrator.tune_callback as tc
+
+real = tc.make_callback
+
+def slow_callback(*args, **kwargs):      # the sweep driver is busy for a while after each result
+    callback = real(*args, **kwargs)
+    on_result = callback.on_trial_result
+    def on_trial_result(*a, **k):
+        time.sleep(8)
+        return on_result(*a, **k)
+    callback.on_trial_result = on_trial_result
+    return callback
+
+tc.make_callback = slow_callback
+from orchestrator.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_busy_sweep_driver_does_not_strand_a_finished_trial(tmp_path):
+    """A driver slower than the trial (here: 8 s in the Tune callback after each result, as a loaded head node or a
+    slow leaderboard write can be): the trial's last epoch and its end reach Tune out of order. With Ray's
+    TuneReportCallback that deadlocks the trial actor (measured in CI on the autoscaling test: the last trial's
+    Train run finished, its Tune actor blocked in Queue.put forever). The sweep must end, its row completed."""
+    cfg = sweep_config(tmp_path, "busy-driver", samples=1, epochs=2)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_DRIVER, "tune", str(path), "--address", "local"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            cwd=tmp_path)
+    try:
+        out, _ = proc.communicate(timeout=180)      # about 40 s when it works
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out = proc.communicate()[0] + "\n(killed after 180 s)"
+    assert "(killed after" not in out, "the sweep hung after its trial's last epoch:\n" + out[-3000:]
+    assert proc.returncode == 0, out[-3000:]
+    rows = Leaderboard(str(tmp_path)).table(experiment="busy-driver").to_pylist()
+    assert len(rows) == 1 and rows[0]["status"] == "completed" and rows[0]["epochs"] == 2, rows
