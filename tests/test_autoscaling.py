@@ -45,10 +45,10 @@ def tune(cluster, path, cwd, *, timeout):
     try:
         return subprocess.run(cmd, env=cluster.env(), cwd=cwd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-        pytest.fail(f"tune still running after {timeout} s\n--- stdout\n{out[-4000:]}\n--- stderr\n{err[-3000:]}\n"
-                    f"{cluster.logs()}", pytrace=False)
+        def text(b):   # what was captured before the timeout: bytes, whatever text=True says
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+        pytest.fail(f"tune still running after {timeout} s\n--- stdout\n{text(e.stdout)[-4000:]}\n--- stderr\n"
+                    f"{text(e.stderr)[-3000:]}\n{cluster.logs()}", pytrace=False)
 
 
 def gpu_sweep(storage, name, *, gpus):
