@@ -85,8 +85,6 @@ def score(metric: str, value: float) -> float:
     return -value if TASK_METRICS[metric].mode == "min" else value
 
 
-
-
 def best_of(values, mode: str) -> Optional[float]:
     """The best finite value, None if there is none."""
     finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]

@@ -170,6 +170,22 @@ def test_a_bad_image_met_in_a_worker_fails_at_once(tmp_path):
     assert attempts(str(tmp_path / "runs" / "trials" / "badrun")) == [0]      # one attempt: no retry
 
 
+def group_maker(*, num_cpus: float):
+    """An actor class whose ``make`` creates a 0.5-CPU placement group from inside the actor, as a Train
+    controller makes its worker group's (defined here, not at module level, so Ray ships it by value)."""
+    import ray
+    from ray.util.placement_group import placement_group
+
+    @ray.remote(num_cpus=num_cpus)
+    class GroupMaker:
+        def make(self):
+            pg = placement_group([{"CPU": 0.5}])
+            ray.get(pg.ready())
+            return pg.id.hex()
+
+    return GroupMaker
+
+
 def test_placement_groups_of_dead_actors_are_released(ray_session):
     """Ray keeps a placement group made by an actor until the job ends, even when the actor dies first (a Train
     controller killed with its trial, mid-restart). Such groups hold CPUs forever and a later trial waits for
@@ -182,16 +198,9 @@ def test_placement_groups_of_dead_actors_are_released(ray_session):
 
     from orchestrator.failures import release_orphaned_placement_groups
 
-    @ray.remote(num_cpus=0)
-    class Maker:
-        def make(self):
-            pg = placement_group([{"CPU": 0.5}])
-            ray.get(pg.ready())
-            return pg.id.hex()
-
     kept = placement_group([{"CPU": 0.25}])           # the driver's: must survive
     ray.get(kept.ready())
-    maker = Maker.remote()
+    maker = group_maker(num_cpus=0).remote()
     orphan = ray.get(maker.make.remote())
     free_with_both = ray.available_resources().get("CPU", 0.0)
     ray.kill(maker)
@@ -222,16 +231,10 @@ def test_placement_groups_of_actors_destroyed_with_their_own_group_are_released(
 
     from orchestrator.failures import release_orphaned_placement_groups
 
-    @ray.remote(num_cpus=0.1)
-    class Controller:
-        def make(self):
-            pg = placement_group([{"CPU": 0.5}])
-            ray.get(pg.ready())
-            return pg.id.hex()
-
     trial = placement_group([{"CPU": 0.1}])
     ray.get(trial.ready())
-    controller = Controller.options(scheduling_strategy=PlacementGroupSchedulingStrategy(trial)).remote()
+    in_trial = PlacementGroupSchedulingStrategy(trial)
+    controller = group_maker(num_cpus=0.1).options(scheduling_strategy=in_trial).remote()
     orphan = ray.get(controller.make.remote())
     ray.util.remove_placement_group(trial)       # what Tune does when it ends a trial
     time.sleep(3)
