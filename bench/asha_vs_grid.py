@@ -40,7 +40,7 @@ GRID_LR = [3e-4, 1e-3, 3e-3]
 def sweep(storage: str, name: str, search: dict) -> tuple[dict, list[dict]]:
     from orchestrator.config import parse_config
     from orchestrator.leaderboard import Leaderboard
-    from orchestrator.tune import tune
+    from orchestrator.sweep.tuner import tune
 
     cfg = parse_config({**BASE, "name": name, "storage": storage, "search": search})
     summary = tune(cfg, out=lambda line: None)
@@ -69,7 +69,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
 
     from orchestrator.console import console
-    from orchestrator.pretrain import pretrain
+    from orchestrator.train.pretrain import pretrain
 
     work = tempfile.mkdtemp(prefix="bench-asha-")
     storage = os.path.join(work, "runs")

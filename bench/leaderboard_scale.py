@@ -44,7 +44,7 @@ def experiments():
 
 def base_row(cfg, rng):
     """One realistic trial row: 6 epochs of per-task metrics, losses, loss weights, throughput."""
-    from orchestrator.rows import trial_row
+    from orchestrator.leaderboard.rows import trial_row
 
     history = []
     for epoch in range(1, 7):

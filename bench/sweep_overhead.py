@@ -67,7 +67,7 @@ def trial_marks(storage, row):
 def fixed_cost(storage, workers):
     """Trials one at a time over epochs {1, 2, 4, 6}: least-squares wall = fixed + per_epoch * epochs."""
     from orchestrator.leaderboard import Leaderboard
-    from orchestrator.tune import tune
+    from orchestrator.sweep.tuner import tune
 
     name = f"fixed-{workers}w"
     search = {"searcher": "grid", "scheduler": {"type": "none"}, "max_concurrent_trials": 1, "base_first": False,
@@ -101,8 +101,8 @@ def replay(storage, rows):
     import tensorflow as tf
 
     from orchestrator.config import parse_config
-    from orchestrator.pipeline import load_arrays
-    from orchestrator.worker import fit_arrays
+    from orchestrator.data.pipeline import load_arrays
+    from orchestrator.train.loop import fit_arrays
 
     cache = {}
     t0 = time.perf_counter()
@@ -122,8 +122,8 @@ def replay(storage, rows):
 def main() -> None:
     from orchestrator.console import console
     from orchestrator.leaderboard import Leaderboard
-    from orchestrator.pretrain import pretrain
-    from orchestrator.tune import tune
+    from orchestrator.train.pretrain import pretrain
+    from orchestrator.sweep.tuner import tune
 
     work = tempfile.mkdtemp(prefix="bench-overhead-")
     storage = os.path.join(work, "runs")

@@ -9,11 +9,11 @@ pretrained on digits 0-4 once, not timed) and heads, same search space, same bud
 - budget: ``--trials`` trials of at most ``--epochs`` epochs (Hyperband decides its own trial count from
   ``max_epochs``; its epochs are printed);
 - objective: ``mean_score`` (mean of left accuracy, right accuracy, sum R²) on the same validation set,
-  computed by the same function (``orchestrator.model.eval_sums`` + ``metrics_from_sums``) after every epoch;
+  computed by the same function (``orchestrator.model.multitask.eval_sums`` + ``metrics_from_sums``) after every epoch;
   a trial's score is its best epoch (Keras Tuner's rule; the orchestrator's ``best_objective`` column).
 
 Keras Tuner runs as a Keras user would run it: ``RandomSearch`` and ``Hyperband``, in this process,
-``model.fit``. The model is the orchestrator's (``orchestrator.model.build``) behind a ``keras.Model`` whose
+``model.fit``. The model is the orchestrator's (``orchestrator.model.multitask.build``) behind a ``keras.Model`` whose
 ``train_step`` applies two optimizers (backbone lr, head lr: Keras's documented way to customize ``fit``), with
 the batch size, losses and weights of the orchestrator's step. The orchestrator runs ``tune`` (random + ASHA,
 Optuna + ASHA; grace 1, reduction factor 2) with the demo's resources (1 worker per trial, 0.45 CPU: 4 trials
@@ -59,9 +59,9 @@ def keras_tuner_search(kind: str, *, base, spec, train, val, trials: int, epochs
     import keras_tuner as kt
     import tensorflow as tf
 
-    from orchestrator.model import build, eval_sums, array_batches, make_optimizer, mean_score, metrics_from_sums
-    from orchestrator.model import per_example_losses
-    from orchestrator.search import simplex_weights
+    from orchestrator.model.multitask import build, eval_sums, array_batches, make_optimizer, mean_score, metrics_from_sums
+    from orchestrator.model.multitask import per_example_losses
+    from orchestrator.config.space import simplex_weights
 
     tasks = list(base.tasks)
     (x, y), (xv, yv) = train, val
@@ -148,7 +148,7 @@ def orchestrator_sweep(searcher: str, *, storage: str, trials: int, epochs: int,
     """One `tune`; returns (wall_s, [(seconds since start, best_objective) per trial, by end time], epochs run)."""
     from orchestrator.config import parse_config
     from orchestrator.leaderboard import Leaderboard
-    from orchestrator.tune import tune
+    from orchestrator.sweep.tuner import tune
 
     name = f"{searcher}-{seed}"
     cfg = parse_config({**BASE, "train": {**BASE["train"], "epochs": epochs}, "name": name, "storage": storage,
@@ -185,10 +185,10 @@ def main() -> None:
 
     tf = quiet_tensorflow()
     from orchestrator.config import parse_config
-    from orchestrator.pipeline import load_arrays
-    from orchestrator.pretrain import pretrain
-    from orchestrator.run import init_ray
-    from orchestrator.worker import fit_arrays
+    from orchestrator.data.pipeline import load_arrays
+    from orchestrator.train.pretrain import pretrain
+    from orchestrator.train.driver import init_ray
+    from orchestrator.train.loop import fit_arrays
 
     work = tempfile.mkdtemp(prefix="bench-kt-")
     storage = os.path.join(work, "runs")

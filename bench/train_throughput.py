@@ -50,11 +50,11 @@ def main() -> None:
     tf = quiet_tensorflow()
     import pyarrow.parquet as pq
 
-    from orchestrator import builtin
+    from orchestrator.data import builtin
     from orchestrator.config import parse_config
-    from orchestrator.pipeline import load_arrays
-    from orchestrator.run import train
-    from orchestrator.worker import fit_arrays
+    from orchestrator.data.pipeline import load_arrays
+    from orchestrator.train.driver import train
+    from orchestrator.train.loop import fit_arrays
 
     work = tempfile.mkdtemp(prefix="bench-throughput-")
     try:

@@ -44,7 +44,8 @@ def render(canvas: np.ndarray, rng: np.random.Generator, *, min_side: int = 24, 
 
 def write_split(out_dir: str, part: str, *, n: int, seed: int = 0, min_side: int = 24, max_side: int = 48) -> str:
     """OUT_DIR/<part>/<left>/<i>.png|jpg and OUT_DIR/<part>.csv (image,left,right,sum); returns the CSV path."""
-    from orchestrator import builtin, storage
+    from orchestrator.data import builtin
+    from orchestrator import storage
 
     arrays = builtin.composites(DIGITS, "train" if part == "train" else "val", n=n, seed=seed)
     rng = np.random.default_rng([seed, 0 if part == "train" else 1])

@@ -5,10 +5,10 @@
     tune(load_config("experiment.yaml"))
     Leaderboard("runs").top(5)
 """
-from .config import ExperimentConfig, load_config
+from .config.schema import ExperimentConfig, load_config
 from .errors import ConfigError, DataError, UserError
-from .leaderboard import Leaderboard
-from .run import train
-from .tune import tune
+from .leaderboard.leaderboard import Leaderboard
+from .train.driver import train
+from .sweep.tuner import tune
 
 __all__ = ["ExperimentConfig", "load_config", "train", "tune", "Leaderboard", "ConfigError", "DataError", "UserError"]

@@ -11,7 +11,7 @@ import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from orchestrator import builtin  # noqa: E402
+from orchestrator.data import builtin  # noqa: E402
 
 
 def small_table(n: int = 200, *, seed: int = 0, part: str = "train") -> pa.Table:
@@ -55,7 +55,7 @@ def ray_session():
     """One local Ray for the slow tests (2 CPUs, 1 logical GPU for scheduling tests)."""
     import ray
 
-    from orchestrator.run import init_ray
+    from orchestrator.train.driver import init_ray
 
     init_ray(None, num_gpus=1)
     yield ray

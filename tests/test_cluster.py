@@ -163,8 +163,8 @@ def test_relative_data_and_backbone_paths_in_a_ray_job(cluster, tmp_path):
     the backbone file reaches the workers through the object store; a relative storage is refused."""
     import pyarrow.parquet as pq
 
-    from orchestrator import builtin
-    from orchestrator.backbones import digits_cnn
+    from orchestrator.data import builtin
+    from orchestrator.model.backbones import digits_cnn
 
     storage = str(tmp_path / "storage")
     run_fields = experiment("relative", storage, backbone={"kind": "file", "path": "models/bb.keras"})

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import compaction, leaderboard_files
+from orchestrator.leaderboard import compaction
+from orchestrator.leaderboard import files as leaderboard_files
 from orchestrator.leaderboard import Leaderboard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,7 +138,7 @@ def test_two_compactors_at_once(tmp_path):
 
 KILLED_AFTER_N_DELETES = """
 import os, sys
-from orchestrator import compaction
+from orchestrator.leaderboard import compaction
 from orchestrator.leaderboard import Leaderboard
 real, n = compaction._remove, int(sys.argv[2])
 def remove(fs, path):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from orchestrator.failures import attempts, read_progress
+from orchestrator.train.failures import attempts, read_progress
 from orchestrator.leaderboard import Leaderboard
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_a_killed_train_worker_resumes_from_its_last_epoch(ray_session, tmp_path
     import threading
 
     from orchestrator.config import parse_config
-    from orchestrator.tune import tune
+    from orchestrator.sweep.tuner import tune
 
     cfg = parse_config(sweep_config(tmp_path, "kill-worker", samples=1, epochs=6, workers=2,
                                     space={"train.head_lr": {"choice": [3e-3]}}))
@@ -141,7 +141,7 @@ def test_a_killed_sweep_resumes_without_duplicates(tmp_path):
 def test_a_bad_image_met_in_a_worker_fails_at_once(tmp_path):
     """A corrupt file the driver's sample does not include: found while streaming in a worker, the run
     fails with one line naming the file, exit 2, and no retry."""
-    from orchestrator.data import sample_rows
+    from orchestrator.data.prepare import sample_rows
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "img"
@@ -196,7 +196,7 @@ def test_placement_groups_of_dead_actors_are_released(ray_session):
     import ray
     from ray.util.placement_group import placement_group, placement_group_table
 
-    from orchestrator.failures import release_orphaned_placement_groups
+    from orchestrator.train.failures import release_orphaned_placement_groups
 
     kept = placement_group([{"CPU": 0.25}])           # the driver's: must survive
     ray.get(kept.ready())
@@ -229,7 +229,7 @@ def test_placement_groups_of_actors_destroyed_with_their_own_group_are_released(
     from ray.util.placement_group import placement_group, placement_group_table
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from orchestrator.failures import release_orphaned_placement_groups
+    from orchestrator.train.failures import release_orphaned_placement_groups
 
     trial = placement_group([{"CPU": 0.1}])
     ray.get(trial.ready())
@@ -245,7 +245,7 @@ def test_placement_groups_of_actors_destroyed_with_their_own_group_are_released(
 
 SLOW_DRIVER = """
 import sys, time
-import orchestrator.tune_callback as tc
+import orchestrator.sweep.callback as tc
 
 real = tc.make_callback
 

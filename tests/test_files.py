@@ -83,7 +83,7 @@ def test_missing_backbone_file_exits_2(tmp_path, capsys):
 def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch, capsys):
     import keras
 
-    from orchestrator.backbones import digits_cnn
+    from orchestrator.model.backbones import digits_cnn
 
     project = tmp_path / "project"
     manifest = image_files(project / "data", mode="L")
@@ -121,9 +121,9 @@ def test_application_backbones_apply_their_own_preprocess_input(tmp_path, name):
 
     import keras
 
-    from orchestrator.backbones import build_backbone
-    from orchestrator.config import BackboneConfig
-    from orchestrator.pipeline import decode_image
+    from orchestrator.model.backbones import build_backbone
+    from orchestrator.config.schema import BackboneConfig
+    from orchestrator.data.pipeline import decode_image
 
     rng = np.random.default_rng(0)
     path = tmp_path / "x.png"

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orchestrator.backbones import apply_freeze, blocks, digits_cnn, freeze_mask
+from orchestrator.model.backbones import apply_freeze, blocks, digits_cnn, freeze_mask
 from orchestrator.config import parse_config
-from orchestrator.pipeline import load_arrays
+from orchestrator.data.pipeline import load_arrays
 from orchestrator.errors import ConfigError
-from orchestrator.worker import fit_arrays
+from orchestrator.train.loop import fit_arrays
 
 from conftest import experiment, small_table, write_parquet
 

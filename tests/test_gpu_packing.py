@@ -4,8 +4,8 @@ import pytest
 
 from orchestrator.config import parse_config
 from orchestrator.leaderboard import Leaderboard
-from orchestrator.cluster import NodeType, concurrency
-from orchestrator.tune import TRIAL_DRIVER_CPU, tune
+from orchestrator.sweep.capacity import NodeType, concurrency
+from orchestrator.sweep.tuner import TRIAL_DRIVER_CPU, tune
 
 
 def packed(storage, name, gpus, depths):

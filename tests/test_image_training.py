@@ -7,7 +7,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from orchestrator.config import parse_config
-from orchestrator.run import cache_mode, check, train
+from orchestrator.train.driver import cache_mode, check, train
 
 from conftest import experiment
 

@@ -1,4 +1,4 @@
-"""orchestrator.jobs without a cluster: local checks, unreachable or refusing endpoints, a fake client.
+"""orchestrator.cli.jobs without a cluster: local checks, unreachable or refusing endpoints, a fake client.
 
 Servers here are stdlib HTTP servers on 127.0.0.1 that answer like a Ray dashboard with token auth
 on (401/403) or like something that is not a dashboard (404). Nothing starts Ray.
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import jobs
+from orchestrator.cli import jobs
 from orchestrator.errors import ConfigError, UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_token_mode_without_token(tmp_path):
         listener.listen()
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")}
         env.pop("RAY_AUTH_TOKEN", None)
-        code = ("from orchestrator import jobs\n"
+        code = ("from orchestrator.cli import jobs\n"
                 "try:\n"
                 f"    jobs.status('http://127.0.0.1:{listener.getsockname()[1]}')\n"
                 "except jobs.ClusterAuthError as e:\n"

@@ -15,9 +15,9 @@ from orchestrator import metrics
 from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
 from orchestrator.leaderboard import Leaderboard, NoMatchingRows, render
-from orchestrator.leaderboard_files import KNOWN_TYPES
-from orchestrator.query import front
-from orchestrator.rows import trial_row
+from orchestrator.leaderboard.files import KNOWN_TYPES
+from orchestrator.leaderboard.query import front
+from orchestrator.leaderboard.rows import trial_row
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 N_BLOCKS = 5   # freeze depth 'all' is stored as the number of backbone blocks
@@ -446,8 +446,8 @@ def run(capsys, *argv):
 
 @pytest.fixture
 def with_pareto(monkeypatch):
-    from orchestrator.cli import cli
-    from orchestrator.cli_query import pareto
+    from orchestrator.cli.main import cli
+    from orchestrator.cli.query import pareto
 
     monkeypatch.setitem(cli.commands, "pareto", cli.commands.get("pareto", pareto))
 

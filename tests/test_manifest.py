@@ -178,7 +178,7 @@ def test_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, case,
 
 
 def test_manifest_module_imports_no_tensorflow_or_ray():
-    code = ("import sys, orchestrator.manifest, orchestrator.cli_data; "
+    code = ("import sys, orchestrator.data.manifest, orchestrator.cli.data; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", (proc.stdout, proc.stderr)

@@ -5,7 +5,7 @@ import pytest
 
 from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
-from orchestrator.search import hp_columns, materialize, param_space, simplex_weights
+from orchestrator.config.space import hp_columns, materialize, param_space, simplex_weights
 
 from conftest import experiment
 
@@ -47,7 +47,7 @@ def test_every_searched_field_reaches_the_trial_config(tmp_path):
     """Sample Tune's space the way Tune does, materialize, and check the trial's config."""
     from ray.tune.search.variant_generator import generate_variants
 
-    from orchestrator.tune import trial_config
+    from orchestrator.sweep.tuner import trial_config
 
     cfg = sweep_cfg(tmp_path)
     space = param_space(cfg.search, list(cfg.tasks))
@@ -105,6 +105,6 @@ def test_search_code_never_imports_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys; import orchestrator.search, orchestrator.config, orchestrator.leaderboard; "
+    code = ("import sys; import orchestrator.config.space, orchestrator.config.schema, orchestrator.leaderboard.leaderboard; "
             "print('tensorflow' in sys.modules or 'keras' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

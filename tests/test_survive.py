@@ -44,8 +44,8 @@ def test_one_registry_gives_every_metric_its_direction():
 def test_optuna_accepts_the_simplex_space(tmp_path):
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.search import param_space
-    from orchestrator.tune import trial_config
+    from orchestrator.config.space import param_space
+    from orchestrator.sweep.tuner import trial_config
 
     cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={
         "searcher": "optuna", "space": {"train.loss_weights": {"simplex": {"concentration": 1.0}},
@@ -58,7 +58,7 @@ def test_optuna_accepts_the_simplex_space(tmp_path):
 
 
 def test_default_run_names_are_unique():
-    from orchestrator.run import run_name
+    from orchestrator.train.driver import run_name
 
     names = {run_name("exp") for _ in range(50)}
     assert len(names) == 50
@@ -204,8 +204,8 @@ def test_credentials_are_redacted_everywhere(tmp_path, capsys, no_ray):
 
 
 def test_searched_epochs_set_the_scheduler_and_the_status(tmp_path):
-    from orchestrator.rows import trial_row
-    from orchestrator.tune import make_scheduler
+    from orchestrator.leaderboard.rows import trial_row
+    from orchestrator.sweep.tuner import make_scheduler
 
     cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2},
                                   search={"space": {"train.epochs": {"choice": [2, 6]}}}))
@@ -219,7 +219,7 @@ def test_searched_epochs_set_the_scheduler_and_the_status(tmp_path):
 
 
 def test_use_gpu_built_in_python_gets_one_gpu_per_worker():
-    from orchestrator.config import ResourcesConfig
+    from orchestrator.config.schema import ResourcesConfig
 
     assert ResourcesConfig(use_gpu=True).gpus_per_worker == 1.0
 

@@ -9,8 +9,8 @@ import yaml
 from orchestrator.cli import main
 from orchestrator.config import load_config, parse_config
 from orchestrator.leaderboard import Leaderboard
-from orchestrator.run import train
-from orchestrator.tune import tune
+from orchestrator.train.driver import train
+from orchestrator.sweep.tuner import tune
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +156,7 @@ def test_baselines_are_trained_once_and_give_delta_m(swept):
 
 
 def test_confirm_reruns_the_top_configs_with_new_seeds(swept, tmp_path):
-    from orchestrator.confirm import confirm
+    from orchestrator.sweep.confirm import confirm
 
     storage, _, _ = swept
     ranking = confirm(storage, "grid-a", top=1, seeds=2, out=lambda line: None)

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from orchestrator.config import parse_config
-from orchestrator.weighting import dwa_weights
+from orchestrator.model.weighting import dwa_weights
 
 from conftest import experiment, small_table, write_parquet
 
@@ -32,8 +32,8 @@ def test_dwa_weights_are_applied_each_epoch(tmp_path):
     """The loop feeds all-reduced epoch losses to DWA: epoch 3's applied weights follow epochs 1-2's losses."""
     import tensorflow as tf
 
-    from orchestrator.pipeline import load_arrays
-    from orchestrator.worker import fit_arrays
+    from orchestrator.data.pipeline import load_arrays
+    from orchestrator.train.loop import fit_arrays
 
     cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(300)),
                                   train={"epochs": 3, "batch_size": 50, "loss_weighting": "dwa",
@@ -54,8 +54,8 @@ def test_dwa_weights_are_applied_each_epoch(tmp_path):
 def test_uncertainty_gives_a_noisy_task_the_lowest_weight(tmp_path):
     import tensorflow as tf
 
-    from orchestrator.pipeline import load_arrays
-    from orchestrator.worker import fit_arrays
+    from orchestrator.data.pipeline import load_arrays
+    from orchestrator.train.loop import fit_arrays
 
     table = small_table(800)
     rng = np.random.default_rng(0)
@@ -71,7 +71,7 @@ def test_uncertainty_gives_a_noisy_task_the_lowest_weight(tmp_path):
     weights = {t: final[f"eff_weight_{t}"] for t in cfg.tasks}
     assert min(weights, key=weights.get) == "noise", weights
     # Both regression tasks start at the same weight (log-variance 0: 1/2); the gap is learned.
-    from orchestrator.weighting import LossWeighting
+    from orchestrator.model.weighting import LossWeighting
 
     assert LossWeighting(cfg).effective() == {"left": 1.0, "right": 1.0, "sum": 0.5, "noise": 0.5}
     assert weights["noise"] < 0.8 * weights["sum"], weights
@@ -80,8 +80,8 @@ def test_uncertainty_gives_a_noisy_task_the_lowest_weight(tmp_path):
 def test_augmentation_is_training_only_and_searchable(tmp_path):
     """data.augment: Keras preprocessing layers in the training input pipeline only; its fields are
     searchable by dotted path."""
-    from orchestrator.pipeline import ArrayData, load_arrays
-    from orchestrator.search import check_paths
+    from orchestrator.data.pipeline import ArrayData, load_arrays
+    from orchestrator.config.space import check_paths
 
     base = experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(64)), train={"batch_size": 16})
     plain = parse_config(base)

@@ -1,0 +1,250 @@
+"""Ray Jobs API helpers for the CLI: submit an experiment to a cluster, list jobs, show logs.
+
+A job runs ``python jobs/tune.py CONFIG`` with the project directory as its runtime_env working_dir
+(uploaded without EXCLUDES and .gitignore/.rayignore matches). Mistakes the user can fix (config
+outside the project, cluster unreachable, token missing or wrong) raise ConfigError / ClusterError.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError, UserError
+
+EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info"]
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+CONNECT_TIMEOUT_S = 5.0  # the Jobs SDK's HTTP calls have no timeout: an unroutable host hangs for minutes
+POLL_S = 2.0
+_UNREACHABLE = ("cannot reach Ray dashboard at {}: is the cluster up? "
+                "(`ray dashboard cluster.yaml` opens a tunnel)")
+_QUIET = logging.getLogger(__name__ + ".upload")
+_QUIET.setLevel(logging.ERROR)
+
+
+class ClusterError(UserError):
+    """The Ray cluster cannot be reached, or its Jobs API refused the request."""
+
+
+class ClusterAuthError(ClusterError):
+    """Token authentication failed (Ray 2.60: RAY_AUTH_MODE=token and the cluster's token)."""
+
+
+def submit(config_path: str, address: str | None, *, entrypoint_script: str = "jobs/tune.py",
+           extra_args: list[str] = (), working_dir: str | None = None, follow: bool = False,
+           wait: bool = True, out=print) -> int:
+    """Submit ``python ENTRYPOINT_SCRIPT CONFIG [EXTRA_ARGS]``; return 0 (succeeded / not waited) or 1."""
+    root = Path(working_dir).resolve() if working_dir else _project_root(entrypoint_script)
+    if not (root / entrypoint_script).is_file():
+        raise ConfigError(f"{entrypoint_script} not found in {root}: run from the project directory")
+    cfg = Path(config_path).resolve()
+    if not cfg.is_file():
+        raise ConfigError(f"config file {str(config_path)!r} not found: pass the path to an experiment YAML")
+    if not cfg.is_relative_to(root):
+        raise ConfigError(f"config file {config_path} is outside {root}, the directory uploaded with the "
+                          "job: place it in the project directory")
+    rel = cfg.relative_to(root).as_posix()
+    if _excluded(root, rel):
+        raise ConfigError(f"config file {rel} is left out of the upload (.gitignore, .rayignore or "
+                          f"{', '.join(EXCLUDES)}): copy it to an uploaded path, e.g. examples/")
+    require_shared_storage(_raw_storage(cfg))
+    entrypoint = shlex.join(["python", entrypoint_script, rel, *extra_args])
+    url = _url(address)
+    with _translate(url):
+        client = _client(url)
+        job_id = _submit_when_ready(client, entrypoint=entrypoint, entrypoint_num_cpus=0.1,
+                                    runtime_env={"working_dir": str(root), "excludes": list(EXCLUDES)})
+    out(f"submitted job {job_id} to {url}: {entrypoint}")
+    if follow:
+        return _follow(client, url, job_id, out)
+    return _wait(client, url, job_id, out, changes=True) if wait else 0
+
+
+def _raw_storage(path: Path) -> str:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return "runs"   # load_config reports the YAML error itself
+    return str((data or {}).get("storage", "runs")) if isinstance(data, dict) else "runs"
+
+
+def require_shared_storage(location: str) -> None:
+    """A Ray job's working directory is temporary: a relative local storage would be lost with it."""
+    if "://" not in location and not os.path.isabs(location):
+        raise ConfigError(f"storage {location!r} is a relative local path: in a Ray job it lands in the job's "
+                          f"temporary working directory and is lost; set storage to shared storage every node "
+                          f"reaches (s3://bucket/prefix, or an absolute path on a shared filesystem)")
+
+
+def _submit_when_ready(client, *, patience_s: float = 120.0, **kwargs) -> str:
+    """A cluster that just started has no job agent yet ("try again later"): retry for a while."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as e:
+            if "try again later" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_S)
+
+
+def status(address: str | None, job_id: str | None = None, *, out=print) -> int:
+    """One job's status, or all jobs as a table: id, status, entrypoint, start time."""
+    url = _url(address)
+    with _translate(url, job_id):
+        client = _client(url)
+        if job_id:
+            info = client.get_job_info(job_id)
+            note = f"  ({info.message})" if info.message else ""
+            out(f"{job_id}  {info.status}  {info.entrypoint}{note}")
+            return 0
+        jobs = sorted(client.list_jobs(), key=lambda j: j.start_time or 0)
+    if not jobs:
+        out(f"no jobs on {url}")
+        return 0
+    rows = [("ID", "STATUS", "ENTRYPOINT", "STARTED")] + [(
+        j.submission_id or j.job_id or "-", str(j.status),
+        j.entrypoint if len(j.entrypoint) <= 60 else j.entrypoint[:57] + "...",
+        datetime.fromtimestamp(j.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S") if j.start_time else "-",
+    ) for j in jobs]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        out("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    return 0
+
+
+def logs(address: str | None, job_id: str, *, follow: bool = False, out=print) -> int:
+    """Print a job's logs; with follow, stream them until it ends: 0 if it SUCCEEDED else 1."""
+    url = _url(address)
+    with _translate(url, job_id):
+        client = _client(url)
+        if not follow:
+            out(client.get_job_logs(job_id).rstrip("\n"))
+            return 0
+    return _follow(client, url, job_id, out)
+
+
+def _follow(client, url, job_id, out) -> int:
+    async def tail():
+        async for chunk in client.tail_job_logs(job_id):
+            out(chunk.rstrip("\n"))
+    try:
+        with _translate(url, job_id):
+            asyncio.run(tail())
+    except KeyboardInterrupt:
+        out(f"stopped following; job {job_id} keeps running (`ray job stop {job_id}` stops it)")
+        return 130
+    return _wait(client, url, job_id, out, changes=False)
+
+
+def _wait(client, url, job_id, out, *, changes: bool) -> int:
+    """Poll until the job ends; print status changes (changes=True) and the end: 0 if SUCCEEDED else 1."""
+    last = None
+    try:
+        with _translate(url, job_id):
+            while not (info := client.get_job_info(job_id)).status.is_terminal():
+                if changes and info.status != last:
+                    out(f"job {job_id}: {info.status}")
+                    last = info.status
+                time.sleep(POLL_S)
+            ok = str(info.status) == "SUCCEEDED"
+            if changes and not ok:  # show why (unless the logs were just streamed)
+                out("\n".join(client.get_job_logs(job_id).rstrip("\n").splitlines()[-20:]))
+    except KeyboardInterrupt:
+        out(f"stopped waiting; job {job_id} keeps running (`ray job logs --follow {job_id}`)")
+        return 130
+    out(f"job {job_id} {info.status}" + ("" if ok or not info.message else f": {info.message}"))
+    return 0 if ok else 1
+
+
+def _project_root(entrypoint_script: str) -> Path:
+    here = Path(__file__).resolve().parents[1]  # the repository (source checkout or editable install)
+    return here if (here / entrypoint_script).is_file() else Path.cwd().resolve()
+
+
+def _excluded(root: Path, rel: str) -> bool:
+    """Would Ray's working_dir upload leave the file out? Same walk as runtime_env packaging."""
+    try:
+        from ray._private.runtime_env.packaging import _get_excludes, get_excludes_from_ignore_files
+    except ImportError:  # private helpers moved: skip the check
+        return False
+    gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+    checks, path = [_get_excludes(root, EXCLUDES)], root
+    for part in Path(rel).parts:
+        checks += get_excludes_from_ignore_files(path, include_gitignore=gitignore, logger=_QUIET)
+        path = path / part
+        if any(check(path) for check in checks):
+            return True
+    return False
+
+
+def _url(address: str | None) -> str:
+    address = (address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS).strip()
+    return (address if "://" in address else f"http://{address}").rstrip("/")
+
+
+def _client(url: str):
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError(url)
+    except ValueError:
+        raise ClusterError(f"invalid Ray dashboard address {url!r}: use e.g. {DEFAULT_ADDRESS}") from None
+    try:  # fail fast, before the SDK's untimed requests
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError:
+        raise ClusterError(_UNREACHABLE.format(url)) from None
+    from ray.job_submission import JobSubmissionClient
+    saved = {k: os.environ.pop(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if k in os.environ}
+    try:  # Ray lets these variables override the address; the explicit one wins here
+        return JobSubmissionClient(url)
+    finally:
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _translate(url: str, job_id: str | None = None):
+    """Ray Jobs SDK exceptions -> ClusterError with one line naming the fix."""
+    import aiohttp
+    import requests
+    from ray.exceptions import AuthenticationError
+    no_job = f"no job {job_id!r} on the cluster at {url}: `ray job list --address {url}` lists jobs"
+    try:
+        yield
+    except AuthenticationError as e:  # HTTP 401/403, or RAY_AUTH_MODE=token and no local token
+        raise ClusterAuthError(_auth_message(getattr(e, "message", str(e)), url)) from None
+    except aiohttp.WSServerHandshakeError as e:  # tail_job_logs
+        if e.status in (401, 403):
+            raise ClusterAuthError(_auth_message(f"HTTP {e.status}", url)) from None
+        raise ClusterError(no_job if e.status == 404 and job_id else f"cannot follow logs at {url}: "
+                           f"HTTP {e.status}") from None
+    except (ConnectionError, requests.exceptions.ConnectionError, aiohttp.ClientConnectionError):
+        raise ClusterError(_UNREACHABLE.format(url)) from None
+    except RuntimeError as e:  # the SDK's "Request failed with status code N: ..."
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        if "Version check returned 404" in text:
+            text = "not a Ray dashboard (no Jobs API): check the address, default port 8265"
+        elif job_id and "status code 404" in text:
+            raise ClusterError(no_job) from None
+        raise ClusterError(f"Ray Jobs API at {url}: {text}") from None
+
+
+def _auth_message(detail: str, url: str) -> str:
+    if detail.startswith(("Authentication failed", "HTTP 403")):
+        return (f"Ray cluster at {url} rejected the auth token: use the cluster's token (RAY_AUTH_TOKEN or "
+                "RAY_AUTH_TOKEN_PATH; it is ~/.ray/auth_token on the head)")
+    if detail.startswith(("Authentication required", "HTTP 401")):
+        return (f"Ray cluster at {url} requires a token: export RAY_AUTH_MODE=token (token from "
+                "~/.ray/auth_token on the head, or RAY_AUTH_TOKEN)")
+    first = detail.splitlines()[0].split(". ")[0].rstrip(".")
+    return f"no Ray auth token: {first} (copy ~/.ray/auth_token from the head, or set RAY_AUTH_TOKEN)"

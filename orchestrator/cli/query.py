@@ -1,0 +1,131 @@
+"""`orchestrator leaderboard [compact] | best | pareto`: query and tidy the leaderboard (registered on the main
+CLI group). Mistakes raise ConfigError: one line on stderr, exit code 2."""
+from __future__ import annotations
+
+import math
+
+import click
+import yaml
+
+from ..errors import ConfigError
+
+_KINDS = ["trial", "baseline", "confirm", "all"]
+
+
+def write_best(row: dict, output: str) -> None:
+    """The winner's config as a runnable YAML (rows hold credentials-free configs), written atomically."""
+    from .. import storage
+
+    if not isinstance(row.get("config"), dict):
+        raise ConfigError(f"row {row.get('trial_id')!r} has no config to write; pick a row written by a sweep")
+    objective = row.get("objective")
+    shown = f"{objective:.4f}" if isinstance(objective, float) and math.isfinite(objective) else "n/a"
+    header = (f"# best trial {row.get('trial_id')} of experiment {row.get('experiment')} (sweep {row.get('sweep_id')}):"
+              f" objective {shown} ({row.get('status')}, {row.get('epochs')} epochs)\n"
+              f"# retrain: orchestrator train {output}\n")
+    storage.atomic_write(output, (header + yaml.safe_dump(row["config"], sort_keys=False)).encode())
+    click.echo(f"wrote {output} (trial {row.get('trial_id')}, objective {shown})")
+
+
+_storage_opt = click.option("--storage", default="runs", show_default=True, help="storage holding the leaderboard")
+_filter_opts = [
+    click.option("--experiment", "-e", multiple=True, help="only these experiments (repeatable)"),
+    click.option("--where", "-w", default=None, help='filter, e.g. "right_accuracy >= 0.9 and freeze_depth <= 2"'),
+    click.option("--sweep", multiple=True, help="only these sweep ids (repeatable)"),
+    click.option("--kind", type=click.Choice(_KINDS), default="trial", show_default=True,
+                 help="trial rows, single-task baselines, confirmation runs, or all"),
+]
+_format_opt = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+                           show_default=True)
+
+
+def _filters(f):
+    for opt in reversed(_filter_opts):
+        f = opt(f)
+    return _storage_opt(f)
+
+
+def _scope(experiment, where, sweep, kind) -> dict:
+    return {"experiment": list(experiment) or None, "where": where, "sweep_id": list(sweep) or None,
+            "kind": None if kind == "all" else kind}
+
+
+@click.group(invoke_without_command=True)
+@_filters
+@click.option("--sort", "metric", default="objective", show_default=True, help="metric to sort by (direction known)")
+@click.option("--top", "k", type=click.IntRange(min=1), default=20, show_default=True, help="rows to show")
+@_format_opt
+@click.pass_context
+def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
+    """Show the leaderboard: best trials first. `leaderboard compact` merges its small files."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..leaderboard.leaderboard import Leaderboard, render
+
+    board = Leaderboard(storage)
+    table = board.top(k, metric=metric, **_scope(experiment, where, sweep, kind))
+    click.echo(render(table, fmt=fmt) if table.num_rows or fmt != "table" else f"no matching rows in {board.uri}")
+
+
+@leaderboard.command("compact")
+@click.option("--storage", default=None, help="storage holding the leaderboard  [default: runs]")
+@click.pass_context
+def compact_cmd(ctx, storage):
+    """Merge the leaderboard's small files into few large ones (safe while sweeps run)."""
+    from ..leaderboard.leaderboard import Leaderboard
+
+    board = Leaderboard(storage or ctx.parent.params.get("storage") or "runs")
+    r = board.compact()
+    click.echo(f"compacted {board.uri}: {r['files_before']} -> {r['files_after']} files, {r['rows']} rows merged "
+               f"from {r['files_merged']} files, {r['duplicates']} duplicate copies dropped, {r['seconds']} s")
+
+
+@click.command()
+@_filters
+@click.option("--metric", "-m", default="objective", show_default=True, help="metric that decides the winner")
+@click.option("--confirmed", is_flag=True, help="rank by the mean objective of confirmation runs "
+                                                "(`orchestrator confirm`), not by one trial's score")
+@click.option("--output", "-o", default="best.yaml", show_default=True)
+def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
+    """Write the best trial's configuration as a runnable YAML (no search block)."""
+    from ..leaderboard.leaderboard import Leaderboard
+
+    board = Leaderboard(storage)
+    if not confirmed:
+        write_best(board.best(metric=metric, **_scope(experiment, where, sweep, kind)), output)
+        return
+    from ..sweep.confirm import confirmed as ranking
+
+    if len(experiment) != 1:
+        raise ConfigError("--confirmed ranks one experiment's confirmation runs: give exactly one --experiment")
+    ranked = ranking(board, experiment[0])
+    if not ranked:
+        raise ConfigError(f"experiment {experiment[0]!r} has no confirmation runs: run `orchestrator confirm -e "
+                          f"{experiment[0]}` first")
+    top = ranked[0]
+    row = board.best(experiment=experiment[0], where=f"trial_id == '{top['confirm_of']}'")
+    click.echo(f"confirmed winner {top['confirm_of']}: mean objective {top['mean']:.4f} ± {top['std']:.4f} over "
+               f"{top['n']} seeds")
+    write_best(row, output)
+
+
+@click.command()
+@_filters
+@click.option("--metrics", "-m", "names", multiple=True, required=True,
+              help="two or more metrics, comma-separated (-m left_accuracy,right_accuracy) or repeated "
+                   "(-m left_accuracy -m right_accuracy); directions come from the metric registry")
+@_format_opt
+def pareto(storage, experiment, where, sweep, kind, names, fmt):
+    """Show the Pareto front: trials that no other trial beats on every metric."""
+    from ..leaderboard.leaderboard import Leaderboard, render
+    from ..leaderboard.query import default_columns
+
+    metrics = [m.strip() for part in names for m in part.split(",") if m.strip()]
+    if len(metrics) < 2:
+        raise ConfigError(f"--metrics needs two or more metrics, got {metrics}: e.g. -m left_accuracy,right_accuracy")
+    board = Leaderboard(storage)
+    table = board.pareto(metrics, **_scope(experiment, where, sweep, kind))
+    if fmt == "table" and not table.num_rows:
+        click.echo(f"no matching rows with {', '.join(metrics)} in {board.uri}")
+        return
+    click.echo(render(table, fmt=fmt, columns=default_columns(table, also=tuple(metrics)) if fmt == "table" else None))

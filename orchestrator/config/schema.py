@@ -1,0 +1,349 @@
+"""Experiment config: YAML -> one frozen, validated pydantic object.
+
+The driver validates it once; workers receive ``model_dump()`` and validate it again. Every
+field a sweep may search is a plain value, addressable by dotted path (``train.freeze_depth``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .. import metrics
+from ..errors import ConfigError
+from .space import SearchConfig, check_paths
+from ..storage import is_uri, redact
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AugmentConfig(_Strict):
+    """Training-only augmentation with Keras preprocessing layers (run on the workers)."""
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    rotation: float = Field(0.0, ge=0.0, le=1.0, description="max rotation, fraction of a full turn")
+    zoom: float = Field(0.0, ge=0.0, lt=1.0, description="max zoom in/out, fraction of the size")
+    contrast: float = Field(0.0, ge=0.0, le=1.0, description="max contrast change, fraction")
+
+    @property
+    def active(self) -> bool:
+        return self.flip != "none" or bool(self.rotation or self.zoom or self.contrast)
+
+
+class DataConfig(_Strict):
+    train: str = Field(description="Parquet data, or a manifest (Parquet/CSV with a column of image paths), "
+                                   "local path or URI (s3://...), or builtin:NAME")
+    validation: Union[float, str] = Field(0.2, description="fraction of train held out, or a path/URI like train")
+    split_seed: int = Field(0, description="seed of the train/validation split (train.seed does not move it, so "
+                                           "runs with other seeds are judged on the same validation rows)")
+    image_column: str = "image"
+    image_shape: Optional[tuple[int, int, int]] = Field(None, description="(height, width, channels) of flat pixel lists")
+    image_size: Optional[tuple[int, int]] = Field(None, description="(height, width): resize every image on decode")
+    color_mode: Literal["keep", "rgb", "grayscale"] = Field("keep", description="convert decoded images' channels")
+    augment: AugmentConfig = AugmentConfig()
+    cache: Literal["auto", "memory", "none"] = Field(
+        "auto", description="memory: decode once, keep each worker's shard in memory; none: stream every epoch; "
+                            "auto: memory when a worker's decoded shard fits cache_budget_mb")
+    cache_budget_mb: float = Field(1024.0, gt=0, description="auto: largest decoded shard per worker kept in memory")
+
+    @field_validator("validation")
+    @classmethod
+    def _fraction(cls, v):
+        if isinstance(v, float) and not 0.0 < v < 1.0:
+            raise ValueError("validation fraction must be between 0 and 1 (exclusive)")
+        return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v):
+        if v is not None and min(v) < 1:
+            raise ValueError("image_size must be [height, width], both >= 1")
+        return v
+
+
+class TaskConfig(_Strict):
+    type: Literal["classification", "binary", "regression"]
+    label: Optional[str] = Field(None, description="label column; defaults to the task name")
+    metric: Optional[str] = Field(None, description="score used by the objective")
+    classes: Optional[list[Union[int, str]]] = Field(
+        None, description="classification: allowed labels, in index order (default: sorted labels seen in train)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        allowed = metrics.metrics_for(self.type)
+        if self.metric is not None and self.metric not in allowed:
+            raise ValueError(f"metric {self.metric!r} is not available for {self.type} tasks; use one of {list(allowed)}")
+        if self.classes is not None and self.type != "classification":
+            raise ValueError("'classes' only applies to classification tasks")
+        if self.classes is not None and len(set(map(str, self.classes))) != len(self.classes):
+            raise ValueError("'classes' has duplicates")
+        return self
+
+    @property
+    def score_metric(self) -> str:
+        return self.metric or metrics.default_score(self.type)
+
+
+class BackboneConfig(_Strict):
+    kind: Literal["builtin", "application", "file"] = "builtin"
+    name: str = Field("digits-cnn", description="builtin name, or keras.applications class (e.g. MobileNetV2)")
+    weights: str = Field("pretrained", description="builtin: pretrained|none; application: imagenet|none|<file>")
+    path: Optional[str] = Field(None, description="kind=file: a .keras model file (local path or URI)")
+    blocks: Optional[list[str]] = Field(
+        None, description="layer-name prefixes, one per block, in input order (default: derived from layer names)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kind == "file" and not self.path:
+            raise ValueError("backbone.kind 'file' needs backbone.path (a .keras file)")
+        if self.kind != "file" and self.path:
+            raise ValueError("backbone.path is only used with backbone.kind 'file'")
+        if self.kind == "builtin" and self.name != "digits-cnn":
+            raise ValueError(f"unknown builtin backbone {self.name!r}; the builtin is 'digits-cnn'")
+        if self.kind == "builtin" and self.weights not in ("pretrained", "none"):
+            raise ValueError("builtin backbone weights must be 'pretrained' or 'none'")
+        return self
+
+
+class HeadsConfig(_Strict):
+    hidden_units: int = Field(64, ge=0, description="0 = a linear head")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(128, ge=1, description="global batch size, split across workers")
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    backbone_lr: float = Field(1e-3, gt=0)
+    head_lr: float = Field(1e-3, gt=0)
+    freeze_depth: Union[int, Literal["all"]] = Field(0, description="backbone blocks kept frozen, from the input")
+    loss_weights: Optional[dict[str, float]] = Field(None, description="per task; normalized to sum 1; default equal")
+    loss_weighting: Literal["static", "uncertainty", "dwa"] = Field(
+        "static", description="static: loss_weights; uncertainty: Kendall et al. 2018; dwa: Liu et al. 2019")
+    dwa_temperature: float = Field(2.0, gt=0, description="DWA's softmax temperature T")
+    weight_decay: float = Field(0.0, ge=0)
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (the last epoch always); a lost "
+                                                       "worker redoes at most this many epochs")
+    seed: int = 0
+
+    @field_validator("freeze_depth", mode="before")
+    @classmethod
+    def _depth(cls, v):
+        if isinstance(v, str) and v.isdigit():
+            v = int(v)
+        if isinstance(v, bool) or not (v == "all" or (isinstance(v, int) and v >= 0)):
+            raise ValueError(f"freeze_depth must be >= 0 or 'all', not {v!r}")
+        return v
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _weights(cls, v):
+        if v is not None:
+            if any(w < 0 for w in v.values()):
+                raise ValueError("loss weights must be >= 0")
+            if sum(v.values()) <= 0:
+                raise ValueError("loss weights must not all be 0")
+        return v
+
+
+class ResourcesConfig(_Strict):
+    workers: int = Field(2, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    use_gpu: bool = False
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="how a trial's workers are placed on nodes (Ray placement group strategy)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_gpu_by_default(cls, data):
+        if isinstance(data, dict) and data.get("use_gpu") and not data.get("gpus_per_worker"):
+            return {**data, "gpus_per_worker": 1.0}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.gpus_per_worker > 0 and not self.use_gpu:
+            raise ValueError("gpus_per_worker > 0 needs use_gpu: true")
+        return self
+
+
+class ObjectiveConfig(_Strict):
+    metric: str = Field("mean_score", description="'mean_score', 'delta_m' or any reported metric, e.g. left_accuracy")
+    mode: Optional[Literal["max", "min"]] = Field(None, description="optional; must agree with the metric registry")
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    data: DataConfig
+    tasks: dict[str, TaskConfig]
+    backbone: BackboneConfig = BackboneConfig()
+    heads: HeadsConfig = HeadsConfig()
+    train: TrainConfig = TrainConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    storage: str = Field("runs", description="local directory or URI (s3://...) for checkpoints, leaderboard, cache")
+    search: Optional[SearchConfig] = Field(None, description="sweep definition, see orchestrator.search")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.tasks:
+            raise ValueError("define at least one task under 'tasks'")
+        for name in self.tasks:
+            if not name.isidentifier():
+                raise ValueError(f"task name {name!r} must be a plain identifier (letters, digits, _)")
+        if self.train.loss_weights is not None:
+            unknown = set(self.train.loss_weights) - set(self.tasks)
+            if unknown:
+                raise ValueError(f"train.loss_weights names unknown task(s) {sorted(unknown)}; tasks are {sorted(self.tasks)}")
+        known = metrics.known_metric_names({t: tc.type for t, tc in self.tasks.items()})
+        if self.objective.metric not in known:
+            raise ValueError(f"objective.metric {self.objective.metric!r} is not reported; use one of {known}")
+        registered = metrics.direction(self.objective.metric)
+        if self.objective.mode is not None and self.objective.mode != registered:
+            raise ValueError(f"objective.mode {self.objective.mode} contradicts {self.objective.metric} "
+                             f"({'higher' if registered == 'max' else 'lower'} is better): remove objective.mode")
+        if self.train.loss_weighting == "dwa" and len(self.tasks) < 2:
+            raise ValueError("train.loss_weighting dwa needs at least two tasks")
+        if self.search is not None:
+            check_paths(self.search, self.run_fields(), list(self.tasks))
+        return self
+
+    # -- derived values -------------------------------------------------------------------
+    def label_of(self, task: str) -> str:
+        return self.tasks[task].label or task
+
+    def normalized_loss_weights(self) -> dict[str, float]:
+        raw = self.train.loss_weights or {}
+        w = {t: float(raw.get(t, 0.0 if raw else 1.0)) for t in self.tasks}
+        total = sum(w.values())
+        return {t: v / total for t, v in w.items()}
+
+    @property
+    def objective_mode(self) -> str:
+        """The objective's direction, from the metric registry (the one place it is written)."""
+        return metrics.direction(self.objective.metric)
+
+    def run_fields(self, *, public: bool = True) -> dict:
+        """Everything but the search block: what one trial trains (and what `best` writes).
+
+        ``public``: credentials in URIs redacted, for anything printed or stored."""
+        d = self.model_dump(mode="json")
+        d.pop("search", None)
+        if public:
+            d = redact_paths(d)
+        return d
+
+    def public_dump(self) -> dict:
+        """The whole config, credentials redacted: what `resolved config` prints."""
+        return redact_paths(self.model_dump(mode="json"))
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.run_fields(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def with_values(self, values: dict[str, Any]) -> "ExperimentConfig":
+        """A copy with dotted-path values set (``{"train.freeze_depth": 2}``), re-validated."""
+        d = self.model_dump(mode="json")
+        for path, value in values.items():
+            set_dotted(d, path, value)
+        return parse_config(d)
+
+
+def frozen_blocks(depth: Union[int, str], n_blocks: int, *, where: str = "train.freeze_depth") -> int:
+    """How many blocks a freeze depth freezes ('all' = every block); ConfigError if out of range."""
+    n = n_blocks if depth == "all" else int(depth)
+    if not 0 <= n <= n_blocks:
+        raise ConfigError(f"{where} {depth} is beyond the backbone's {n_blocks} blocks; use 0..{n_blocks} or 'all'")
+    return n
+
+
+PATH_FIELDS = (("data", "train"), ("data", "validation"), ("backbone", "path"), ("backbone", "weights"), ("storage",))
+_NOT_PATHS = {"imagenet", "none", "pretrained"}
+
+
+def _is_relative_path(value: Any) -> bool:
+    return (isinstance(value, str) and bool(value) and value not in _NOT_PATHS and not value.startswith("builtin:")
+            and not is_uri(value) and not Path(value).is_absolute())
+
+
+def resolve_paths(data: dict, base: Path) -> dict:
+    """Relative paths in a config (data, backbone file, storage) -> absolute, against ``base``."""
+    out = json.loads(json.dumps(data, default=str))
+    for keys in PATH_FIELDS:
+        node = out
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and _is_relative_path(node.get(keys[-1])):
+            node[keys[-1]] = str((base / node[keys[-1]]).resolve())
+    return out
+
+
+def redact_paths(data: dict) -> dict:
+    out = json.loads(json.dumps(data, default=str))
+    for keys in PATH_FIELDS:
+        node = out
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            node[keys[-1]] = redact(node[keys[-1]])
+    return out
+
+
+def set_dotted(d: dict, path: str, value: Any) -> None:
+    keys = path.split(".")
+    node = d
+    for i, k in enumerate(keys[:-1]):
+        if node.get(k) is None:
+            node[k] = {}
+        if not isinstance(node[k], dict):
+            raise ConfigError(f"cannot set {path!r}: {'.'.join(keys[:i + 1])} is a value, not a section; "
+                              f"write --set {'.'.join(keys[:i + 1])}=VALUE")
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key '{loc}': remove it or check the spelling (see README, 'Experiment config')"
+    if first["type"] == "missing":
+        return f"missing config key '{loc}': add it (see README, 'Experiment config')"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    where = f"'{loc}': " if loc else ""
+    return f"invalid config {where}{msg}{more}"
+
+
+def parse_config(data: Any) -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("the experiment config must be a YAML mapping (key: value)")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read YAML, resolve its relative paths against its folder, apply dotted-path overrides
+    (``--set train.epochs=3``; relative paths given there resolve against the working directory), validate."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} not found: pass the path to an experiment YAML")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p} is not valid YAML{at}: fix the syntax") from None
+    if isinstance(data, dict):
+        data = resolve_paths(data, p.resolve().parent)
+        for k, v in (overrides or {}).items():
+            set_dotted(data, k, v)
+    return parse_config(data)

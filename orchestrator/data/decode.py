@@ -1,0 +1,134 @@
+"""Decoding images and pixel lists into arrays. Pure numpy + Pillow + pyarrow: no TensorFlow, so the
+Ray Data tasks that decode stay light.
+
+The input convention (README, "Images"): decoded PNG/JPEG files and bytes give uint8 pixels 0-255,
+height x width x channels; pixel lists stay as stored (float32). A ``keras.applications`` backbone
+expects 0-255 and applies its own ``preprocess_input`` inside the model.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from typing import Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import DataError
+
+_MODES = {"rgb": "RGB", "grayscale": "L"}
+
+
+def decode_image(data: bytes, *, where: str, size: Optional[Sequence[int]] = None,
+                 color_mode: str = "keep") -> np.ndarray:
+    """Encoded bytes (PNG, JPEG, ...) -> uint8 array (H, W, C); resized (bilinear) to ``size`` = (H, W)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if color_mode in _MODES:
+                img = img.convert(_MODES[color_mode])
+            elif img.mode not in ("L", "RGB"):
+                img = img.convert("RGBA" if "A" in img.getbands() and img.mode != "LA" else
+                                  ("L" if img.mode in ("LA", "I", "I;16", "F", "1") else "RGB"))
+                if img.mode == "RGBA":
+                    img = img.convert("RGB")
+            if size is not None and img.size != (size[1], size[0]):
+                img = img.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e).splitlines()[0])[:120] if str(e) \
+            else type(e).__name__
+        raise DataError(f"{where} is not a decodable image ({reason}): fix or remove it") from None
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def resize_pixels(arr: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resize float pixels (H, W, C) bilinearly, channel by channel (Pillow's float mode)."""
+    from PIL import Image
+
+    if tuple(arr.shape[:2]) == tuple(size):
+        return arr
+    channels = [np.asarray(Image.fromarray(arr[..., c].astype(np.float32), mode="F")
+                           .resize((int(size[1]), int(size[0])), Image.BILINEAR)) for c in range(arr.shape[-1])]
+    return np.stack(channels, axis=-1).astype(np.float32)
+
+
+def convert_channels(arr: np.ndarray, color_mode: str, *, where: str) -> np.ndarray:
+    if color_mode == "rgb" and arr.shape[-1] == 1:
+        return np.repeat(arr, 3, axis=-1)
+    if color_mode == "grayscale" and arr.shape[-1] == 3:
+        return (arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None].astype(arr.dtype)
+    if color_mode != "keep" and arr.shape[-1] not in (1, 3):
+        raise DataError(f"{where} has {arr.shape[-1]} channels; color_mode {color_mode} converts 1 or 3")
+    return arr
+
+
+def pixel_array(col: pa.ChunkedArray | pa.Array, *, shape: Optional[Sequence[int]], where: str) -> np.ndarray:
+    """(n, H, W, C) float32 from a fixed-size list, list or nested-list column."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if col.null_count:
+        row = pc.index(pc.is_null(col), True).as_py()
+        raise DataError(f"row {row} of the image column in {where} is null; drop rows without an image")
+    depth, inner = 0, col
+    while pa.types.is_list(inner.type) or pa.types.is_large_list(inner.type) or pa.types.is_fixed_size_list(inner.type):
+        lengths = pc.list_value_length(inner).to_numpy(zero_copy_only=False)
+        if len(lengths) and (lengths != lengths[0]).any():
+            row = int(np.argmax(lengths != lengths[0]))
+            raise DataError(f"the image column in {where} is ragged: row {row} has {lengths[row]} values where row 0 "
+                            f"has {lengths[0]}; make every image the same size")
+        inner, depth = inner.flatten(), depth + 1
+    if not (pa.types.is_integer(inner.type) or pa.types.is_floating(inner.type)):
+        raise DataError(f"the image column in {where} holds {inner.type}, not numbers: store pixel values")
+    flat = inner.to_numpy(zero_copy_only=False).astype(np.float32)
+    n = len(col)
+    arr = flat.reshape(n, -1) if depth == 1 else flat.reshape(n, *_nested_shape(col, depth))
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if not np.isfinite(arr).all():
+        row = int(np.argmax(~np.isfinite(arr.reshape(n, -1)).all(axis=1)))
+        raise DataError(f"row {row} of the image column in {where} has NaN/inf pixels; clean that row")
+    if arr.ndim == 2:   # flat vectors: need a shape
+        if shape is None:
+            side = math.isqrt(arr.shape[1])
+            if side * side != arr.shape[1]:
+                raise DataError(f"the image column in {where} holds flat vectors of {arr.shape[1]} values: "
+                                f"set data.image_shape")
+            shape = (side, side, 1)
+        if math.prod(shape) != arr.shape[1]:
+            raise DataError(f"the image column in {where} has {arr.shape[1]} values per image but data.image_shape "
+                            f"{list(shape)} needs {math.prod(shape)}; fix data.image_shape or the data")
+        arr = arr.reshape(n, *shape)
+    elif shape is not None and tuple(arr.shape[1:]) != tuple(shape):
+        raise DataError(f"images in {where} are {list(arr.shape[1:])} but data.image_shape is {list(shape)}; "
+                        f"fix data.image_shape or resize the images")
+    return arr
+
+
+def _nested_shape(col: pa.Array, depth: int) -> list[int]:
+    shape, inner = [], col
+    for _ in range(depth):
+        shape.append(int(pc.list_value_length(inner)[0].as_py()) if len(inner) else 0)
+        inner = inner.flatten()
+    return shape
+
+
+def conform(images: list[np.ndarray], *, size: Optional[Sequence[int]], color_mode: str,
+            where: Sequence[str]) -> np.ndarray:
+    """Stack decoded images into (n, H, W, C), resizing and converting channels as configured."""
+    out = []
+    for img, w in zip(images, where):
+        img = convert_channels(img, color_mode, where=w)
+        if size is not None:
+            img = resize_pixels(img, size) if img.dtype != np.uint8 else img
+        if out and img.shape != out[0].shape:
+            what = "channels" if img.shape[:2] == out[0].shape[:2] else "sizes"
+            fix = ("set data.color_mode: rgb (or grayscale)" if what == "channels"
+                   else "set data.image_size: [height, width] to resize every image on decode")
+            raise DataError(f"images differ in {what}: {where[0]} is {list(out[0].shape)}, {w} is {list(img.shape)}; "
+                            f"{fix}")
+        out.append(img)
+    return np.stack(out)

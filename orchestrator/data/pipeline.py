@@ -1,0 +1,332 @@
+"""Decoding on the cluster: units (``data.make_units``) -> Ray Data -> decoded arrays, per worker.
+
+Two modes (``data.cache``):
+- **memory**: the units are decoded once per run or sweep by Ray Data on the cluster and kept in the
+  object store; each worker fetches its units (zero-copy on its node) and trains from memory. A
+  sweep decodes once for all its trials.
+- **none** (streaming): each worker runs a Ray Data pipeline over its units every epoch; decoded
+  batches stream into its input pipeline and are never held whole.
+
+Which units a worker gets is a pure function of (epoch, rank, world size, seed), so every rank
+knows every rank's row count: all ranks run the same number of steps, and validation covers every
+row exactly once. Augmentation runs in the worker's input pipeline (``augment_fn``).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import numpy as np
+
+from ..errors import DataError
+from .decode import conform, decode_image, pixel_array  # noqa: F401 - decode_image is part of this module's API
+
+DECODE_CPUS = 0.5     # per decode task when decoding into the object store, before any training
+STREAM_DECODERS = 2   # decode tasks per worker while streaming
+VAL_BATCH_BYTES = 16 * 2 ** 20   # decoded bytes per validation batch: 1024 small images, 111 at 224x224x3
+
+
+def val_batch_size(spec) -> int:
+    """Images per validation batch: up to 1024, fewer when they are large (1024 RGB images at 224x224 are
+    616 MB as float32 before the model's own activations; validation sums add up whatever the batch)."""
+    return int(max(1, min(1024, VAL_BATCH_BYTES // spec.decoded_bytes_per_image)))
+
+
+def decode_options(cfg_dict: dict, spec_dict: dict) -> dict:
+    """What a decode task needs (plain values, cheap to ship)."""
+    d = cfg_dict["data"]
+    return {"image_column": d["image_column"], "image_size": d["image_size"], "color_mode": d["color_mode"],
+            "image_shape": tuple(spec_dict["image_shape"]), "pixel_dtype": spec_dict["pixel_dtype"]}
+
+
+def decode_unit(unit: dict, opts: dict) -> dict:
+    """One unit -> {"image": (n, H, W, C), "y_<task>": (n,), "row": (n,)}. Runs in Ray Data tasks."""
+    rows, source = unit["rows"], unit["source"]
+    size, color = opts["image_size"], opts["color_mode"]
+    if "pixels" in unit:
+        imgs = unit["pixels"]
+        if size is not None or color != "keep":
+            imgs = conform(list(imgs), size=size, color_mode=color, where=[f"row {r} of {source}" for r in rows])
+    elif "paths" in unit:
+        from ..storage import read_bytes_or_fail
+
+        where = [f"image {p} (row {r} of {source})" for p, r in zip(unit["paths"], rows)]
+        imgs = conform([decode_image(read_bytes_or_fail(p, where=w), where=w, size=size, color_mode=color)
+                        for p, w in zip(unit["paths"], where)], size=size, color_mode=color, where=where)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from ..storage import filesystem
+
+        file, group, positions = unit["parquet"]
+        fs, path = filesystem(file)
+        col = pq.ParquetFile(path, filesystem=fs).read_row_group(group, columns=[opts["image_column"]]).column(0)
+        col = col.take(pa.array(positions))
+        where = [f"row {r} of the image column in {source}" for r in rows]
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            imgs = [decode_image(b, where=w, size=size, color_mode=color) for b, w in zip(col.to_pylist(), where)]
+        else:
+            imgs = list(pixel_array(col, shape=opts["image_shape"] if size is None else None, where=source))
+        imgs = conform(imgs, size=size, color_mode=color, where=where)
+    imgs = np.asarray(imgs)
+    if tuple(imgs.shape[1:]) != tuple(opts["image_shape"]):
+        raise DataError(f"row {rows[0]} of {source}: images are {list(imgs.shape[1:])}, the sample was "
+                        f"{list(opts['image_shape'])}; set data.image_size (and data.color_mode) so all images match")
+    return {"image": imgs.astype(opts["pixel_dtype"], copy=False), "row": np.asarray(rows, np.int64),
+            **{f"y_{t}": v for t, v in unit["y"].items()}}
+
+
+def concat(batches: list[dict]) -> dict:
+    keys = batches[0].keys()
+    return {k: np.concatenate([b[k] for b in batches]) for k in keys}
+
+
+def decode_all(units: list[dict], opts: dict) -> dict:
+    """Every unit decoded in this process (small data, in-process runs and tests)."""
+    return concat([decode_unit(u, opts) for u in units])
+
+
+def load_arrays(cfg):
+    """Check and decode a small data set in this process: ((x, y), (xv, yv), spec). For the built-in
+    data and in-process runs (pretraining, benches, tests), not for the product's distributed path."""
+    from .prepare import prepare
+
+    data = prepare(cfg)
+    opts = decode_options(cfg.model_dump(mode="json"), data.spec.to_dict())
+    tasks = list(cfg.tasks)
+    out = []
+    for units in (data.train_units, data.val_units):
+        d = decode_all(units, opts)
+        out.append((d["image"], {t: d[f"y_{t}"] for t in tasks}))
+    return out[0], out[1], data.spec
+
+
+# -- which units a worker gets -------------------------------------------------------------------
+def assign(n_units: int, *, rank: int, world: int, epoch: Optional[int], seed: int) -> list[int]:
+    """Unit indices of one rank: dealt round-robin, in an order reshuffled each epoch (None: fixed)."""
+    order = np.arange(n_units) if epoch is None else np.random.default_rng([seed, epoch]).permutation(n_units)
+    return [int(i) for i in order[rank::world]]
+
+
+def rows_per_rank(sizes: list[int], *, world: int, epoch: Optional[int], seed: int) -> list[int]:
+    return [sum(sizes[i] for i in assign(len(sizes), rank=r, world=world, epoch=epoch, seed=seed))
+            for r in range(world)]
+
+
+def cause_message(e: BaseException) -> Optional[str]:
+    """The one-line message of a DataError raised inside a Ray Data task, however Ray wrapped it."""
+    import re
+
+    chain, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        if isinstance(e, DataError):
+            return str(e).splitlines()[0]
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    for exc in chain:   # Ray keeps the original only as text: "...DataError: <message>"
+        found = re.findall(r"DataError: (.*)", str(exc))
+        if found:
+            return found[-1].strip()
+    return None
+
+
+def stream(units: list[dict], opts: dict, *, batch_size: int, seed: int, drop_last: bool = False) -> Iterator[dict]:
+    """Decoded batches of these units through a Ray Data pipeline (decoding runs in Ray tasks)."""
+    import ray.data
+
+    ds = ray.data.from_items([{"unit": i} for i in range(len(units))], override_num_blocks=max(len(units), 1))
+    # Inside a Train worker the workers may hold every CPU: decode tasks ask for none (they would wait
+    # forever) and a small pool caps them instead.
+    ds = ds.map_batches(_decode_batch, fn_kwargs={"units": units, "opts": opts}, batch_size=1, batch_format="numpy",
+                        num_cpus=0, compute=ray.data.TaskPoolStrategy(size=STREAM_DECODERS))
+    try:
+        yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last,
+                                   local_shuffle_buffer_size=4 * batch_size if seed is not None else None,
+                                   local_shuffle_seed=seed, prefetch_batches=2)
+    except Exception as e:  # noqa: BLE001 - Ray wraps the decode task's error; keep its one line
+        msg = cause_message(e)
+        if msg:
+            raise DataError(msg) from None
+        raise
+
+
+def _decode_batch(batch: dict, *, units: list[dict], opts: dict) -> dict:
+    return concat([decode_unit(units[int(i)], opts) for i in batch["unit"]])
+
+
+# -- what the training loop reads ----------------------------------------------------------------
+def augmenter(cfg):
+    """Training-only augmentation from Keras preprocessing layers, or None."""
+    a = cfg.data.augment
+    if not a.active:
+        return None
+    import keras
+
+    seed = cfg.train.seed
+    layers = []
+    if a.flip != "none":
+        layers.append(keras.layers.RandomFlip(a.flip, seed=seed))
+    if a.rotation:
+        layers.append(keras.layers.RandomRotation(a.rotation, seed=seed + 1))
+    if a.zoom:
+        layers.append(keras.layers.RandomZoom(a.zoom, seed=seed + 2))
+    if a.contrast:
+        layers.append(keras.layers.RandomContrast(a.contrast, seed=seed + 3))
+    return keras.Sequential(layers, name="augment")
+
+
+def _finish(ds, cfg, tasks, spec):
+    """Batches of (float32 images, {task: labels}): cast, standardize regression targets, augment."""
+    import tensorflow as tf
+
+    aug = augmenter(cfg)
+    mean, std = spec.label_mean, spec.label_std
+
+    def prep(x, y):
+        x = tf.cast(x, tf.float32)
+        if aug is not None:
+            x = aug(x, training=True)
+        return x, {t: (tf.cast(y[t], tf.float32) - mean[t]) / std[t] if t in mean else y[t] for t in tasks}
+
+    return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+class ArrayData:
+    """In-memory arrays: in-process runs, and a worker's cached shard."""
+
+    def __init__(self, cfg, spec, train, val, *, rank: int = 0, world: int = 1):
+        (self.x, self.y), (self.xv, self.yv) = train, val
+        self.cfg, self.spec, self.rank, self.world = cfg, spec, rank, world
+        self.steps = None
+
+    def agree_steps(self, per_worker: int, allreduce_sum) -> None:
+        """Every rank must run the same number of collective steps: the fewest any rank can fill."""
+        counts = allreduce_sum(np.eye(self.world)[self.rank] * (len(self.x) // per_worker))
+        self.steps = int(counts.min())
+        if self.steps < 1:
+            raise DataError(f"train.batch_size {self.cfg.train.batch_size} is larger than a worker's "
+                            f"{int(len(self.x))} training examples; lower it or use fewer workers")
+
+    def set_epoch(self, epoch: int) -> int:
+        return self.steps
+
+    def train_dataset(self, per_worker: int):
+        import tensorflow as tf
+
+        tasks = list(self.cfg.tasks)
+        ds = (tf.data.Dataset.from_tensor_slices((self.x, {t: self.y[t] for t in tasks}))
+              .shuffle(len(self.x), seed=self.cfg.train.seed + self.rank, reshuffle_each_iteration=True)
+              .batch(per_worker, drop_remainder=True).take(self.steps))
+        return _finish(ds, self.cfg, tasks, self.spec)
+
+    def val_batches(self):
+        size = val_batch_size(self.spec)
+        for i in range(0, len(self.xv), size):
+            yield self.xv[i:i + size], {t: v[i:i + size] for t, v in self.yv.items()}
+
+
+def worker_data(payload: dict, cfg, spec, *, rank: int, world: int):
+    """A Ray Train worker's data. ``payload["mode"]``: ``memory`` (``train``/``val``: ObjectRefs of
+    decoded blocks, fetched once) or ``stream`` (``train``/``val``: an ObjectRef of the units list,
+    decoded by Ray Data every epoch)."""
+    import ray
+
+    tasks = list(cfg.tasks)
+    if payload["mode"] == "memory":
+        train = _gather(ray.get(payload["train"][rank::world]))
+        val = _gather(ray.get(payload["val"][rank::world]), allow_empty=True)
+        return ArrayData(cfg, spec, (train["image"], {t: train[f"y_{t}"] for t in tasks}),
+                         (val.get("image", np.zeros((0, *spec.image_shape))), {t: val.get(f"y_{t}", np.zeros(0))
+                                                                              for t in tasks}),
+                         rank=rank, world=world)
+    return StreamData(payload, cfg, spec, rank=rank, world=world)
+
+
+class StreamData:
+    """Units decoded by Ray Data every epoch; which units a rank gets changes each epoch (seeded)."""
+
+    def __init__(self, payload: dict, cfg, spec, *, rank: int, world: int):
+        import ray
+
+        self.opts, self.cfg, self.spec, self.rank, self.world = payload["opts"], cfg, spec, rank, world
+        self.units, val_units = ray.get(payload["train"]), ray.get(payload["val"])
+        self.val_units = [val_units[i] for i in assign(len(val_units), rank=rank, world=world, epoch=None, seed=0)]
+        self.sizes = [len(u["rows"]) for u in self.units]
+        self.seed, self.epoch, self.per_worker = cfg.train.seed, 0, None
+        self.tasks = list(cfg.tasks)
+        self.error = None
+
+    def agree_steps(self, per_worker: int, allreduce_sum) -> None:
+        self.per_worker = per_worker   # every rank computes every rank's rows from the same units: no collective
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> int:
+        self.epoch = epoch
+        rows = rows_per_rank(self.sizes, world=self.world, epoch=epoch, seed=self.seed)
+        steps = min(rows) // self.per_worker
+        if steps < 1:
+            raise DataError(f"train.batch_size {self.cfg.train.batch_size} is larger than a worker's {min(rows)} "
+                            f"training examples; lower it or use fewer workers")
+        return steps
+
+    def train_dataset(self, per_worker: int):
+        import tensorflow as tf
+
+        shape = tuple(self.spec.image_shape)
+        dtype = tf.uint8 if self.spec.pixel_dtype == "uint8" else tf.float32
+        signature = (tf.TensorSpec((per_worker, *shape), dtype),
+                     {t: tf.TensorSpec((per_worker,), tf.int32 if t in self.spec.classes else tf.float32)
+                      for t in self.tasks})
+
+        def batches():
+            steps = self.set_epoch(self.epoch)
+            mine = assign(len(self.units), rank=self.rank, world=self.world, epoch=self.epoch, seed=self.seed)
+            try:
+                for i, b in enumerate(stream([self.units[j] for j in mine], self.opts, batch_size=per_worker,
+                                             seed=self.seed + self.epoch, drop_last=True)):
+                    if i >= steps:
+                        break
+                    yield b["image"], {t: b[f"y_{t}"] for t in self.tasks}
+            except DataError as e:
+                self.error = e   # TensorFlow turns it into an opaque op error: the loop re-raises this one
+                raise
+
+        ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        return _finish(ds, self.cfg, self.tasks, self.spec)
+
+    def val_batches(self):
+        if not self.val_units:
+            return
+        for b in stream(self.val_units, self.opts, batch_size=val_batch_size(self.spec), seed=None):
+            yield b["image"], {t: b[f"y_{t}"] for t in self.tasks}
+
+
+def _gather(decoded: list[dict], *, allow_empty: bool = False) -> dict:
+    if not decoded:
+        if allow_empty:
+            return {}
+        raise DataError("a worker got no training data: use fewer workers (the data has too few blocks)")
+    return concat(decoded)
+
+
+def decode_to_object_store(units: list[dict], opts: dict) -> list:
+    """Decode every unit once with Ray Data on the cluster; ObjectRefs of the decoded blocks.
+    The driver holds references only. A bad image fails here, before any training."""
+    import ray
+    import ray.data
+
+    if not units:
+        return []
+    if all("pixels" in u for u in units) and opts["image_size"] is None and opts["color_mode"] == "keep":
+        return [ray.put(decode_unit(u, opts)) for u in units]   # already pixels in memory: nothing to decode
+    ds = ray.data.from_items([{"unit": i} for i in range(len(units))], override_num_blocks=len(units))
+    ds = ds.map_batches(_decode_batch, fn_kwargs={"units": units, "opts": opts}, batch_size=1, batch_format="numpy",
+                        num_cpus=DECODE_CPUS)
+    try:
+        return ds.to_numpy_refs()
+    except Exception as e:  # noqa: BLE001
+        msg = cause_message(e)
+        if msg:
+            raise DataError(msg) from None
+        raise

@@ -1,0 +1,374 @@
+"""Driver-side data checks, before any Ray work starts. Never decodes the data set on the driver.
+
+The driver reads the schema, every label (and, for a manifest, every image path), and a sample of
+images; it checks them, and cuts the data into *units* (a few hundred rows each: their labels plus
+where their images are) that Ray Data decodes on the cluster (``orchestrator.pipeline``). Every
+problem is a ``DataError`` naming the file, the row and the fix.
+
+Sources, by the type of the image column:
+- a string column: a **manifest** (Parquet or CSV) of image file paths or URIs, relative ones
+  resolving against the manifest's folder;
+- a binary column: encoded PNG/JPEG bytes inside Parquet;
+- a list / fixed-size list column: pixel values inside Parquet;
+- ``builtin:NAME``: the embedded default (pixels made in memory from scikit-learn's digits).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from . import builtin
+from .. import storage
+from ..config.schema import ExperimentConfig
+from ..errors import DataError
+from .decode import conform, decode_image, pixel_array
+
+UNIT_ROWS = {"paths": 128, "bytes": 256, "pixels": 1024}
+SAMPLE = 48
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    image_shape: tuple[int, int, int]   # what reaches the model, after resizing and channel conversion
+    image_kind: str                     # paths | bytes | pixels
+    pixel_dtype: str                    # uint8 (decoded files, 0-255) | float32 (pixel lists, as stored)
+    classes: dict[str, list]            # classification task -> labels in index order
+    label_mean: dict[str, float]        # regression task -> train mean (targets are standardized)
+    label_std: dict[str, float]
+    n_train: int
+    n_val: int
+    fingerprint: str
+    max_pixel: float = 255.0            # largest pixel value in the sample
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataSpec":
+        return cls(**{**d, "image_shape": tuple(d["image_shape"])})
+
+    @property
+    def decoded_bytes_per_image(self) -> int:
+        return math.prod(self.image_shape) * (1 if self.pixel_dtype == "uint8" else 4)
+
+
+@dataclass
+class Source:
+    """One split's labels (all rows) and where its images are."""
+    uri: str
+    labels: pa.Table                    # label columns (+ the path column of a manifest)
+    kind: str                           # paths | bytes | pixels
+    pixels: np.ndarray | None = None    # builtin only: in memory
+    paths: list[str] | None = None      # manifest: resolved image locations
+    row_groups: list[tuple[str, int, int, int]] = field(default_factory=list)   # (file, group, first row, rows)
+    shape_meta: tuple | None = None
+
+
+@dataclass
+class PreparedData:
+    spec: DataSpec
+    train_units: list[dict]
+    val_units: list[dict]
+
+
+# -- reading -------------------------------------------------------------------------------------
+def _read_source(uri: str, image_column: str, label_columns: list[str]) -> Source:
+    if uri.startswith("builtin:"):
+        table = builtin.load(uri)
+        return Source(uri, table.select(label_columns), "pixels", pixels=_builtin_pixels(table))
+    fs, path = storage.filesystem(uri)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as e:
+        raise DataError(f"cannot reach data {storage.redact(uri)!r} ({storage.first_line(e)})") from None
+    if info.type == pafs.FileType.NotFound:
+        what = "manifest" if path.endswith(".csv") else "data file"
+        raise DataError(f"{what} {storage.redact(uri)!r} not found: check data.train / data.validation "
+                        f"(relative paths resolve against the config file's folder)")
+    try:
+        if path.endswith(".csv"):
+            return _read_csv(uri, fs, path, image_column, label_columns)
+        return _read_parquet(uri, fs, path, image_column, label_columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        if path.endswith(".csv"):
+            raise DataError(f"cannot read CSV manifest {storage.redact(uri)!r} ({storage.first_line(e)}): is it a CSV file "
+                            f"with a header row?") from None
+        raise DataError(f"cannot read Parquet data {storage.redact(uri)!r} ({storage.first_line(e)}): is it a complete "
+                        f"Parquet file or directory (or a .csv manifest)?") from None
+
+
+def _read_csv(uri, fs, path, image_column, label_columns) -> Source:
+    import pyarrow.csv as pacsv
+
+    with fs.open_input_stream(path) as f:
+        table = pacsv.read_csv(f)
+    _require_columns(table.column_names, [image_column] + label_columns, uri)
+    if not pa.types.is_string(table.schema.field(image_column).type):
+        raise DataError(f"column {image_column!r} of the CSV manifest {storage.redact(uri)} must hold image paths")
+    return _manifest(uri, table, image_column, label_columns)
+
+
+def _read_parquet(uri, fs, path, image_column, label_columns) -> Source:
+    ds = pads.dataset(path, filesystem=fs, format="parquet")
+    _require_columns(ds.schema.names, [image_column] + label_columns, uri)
+    t = ds.schema.field(image_column).type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _manifest(uri, ds.to_table(columns=[image_column] + label_columns), image_column, label_columns)
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        kind = "bytes"
+    elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        kind = "pixels"
+    else:
+        raise DataError(f"column {image_column!r} in {storage.redact(uri)} has type {t}; store image paths "
+                        f"(strings), PNG/JPEG bytes, or lists of pixel values")
+    groups, first = [], 0
+    for file in ds.files:
+        meta = pq.ParquetFile(file, filesystem=fs).metadata
+        for g in range(meta.num_row_groups):
+            rows = meta.row_group(g).num_rows
+            groups.append((_file_uri(uri, path, file), g, first, rows))
+            first += rows
+    meta = (ds.schema.metadata or {}).get(b"orchestrator.image_shape")
+    shape = tuple(int(v) for v in meta.decode().split(",")) if meta else None
+    return Source(uri, ds.to_table(columns=label_columns), kind, row_groups=groups, shape_meta=shape)
+
+
+def _file_uri(uri: str, root_path: str, file: str) -> str:
+    """A dataset file as a location the cluster can open (keeps the URI's scheme and options)."""
+    if not storage.is_uri(uri):
+        return file
+    rel = os.path.relpath(file, root_path) if file != root_path else ""
+    return storage.join(uri, rel) if rel and rel != "." else uri
+
+
+def _manifest(uri: str, table: pa.Table, image_column: str, label_columns: list[str]) -> Source:
+    raw = table.column(image_column).to_pylist()
+    base = storage.parent(uri)
+    paths = []
+    for i, p in enumerate(raw):
+        if not p:
+            raise DataError(f"row {i} of {storage.redact(uri)} has no image path in column {image_column!r}; "
+                            f"fill or drop that row")
+        paths.append(p if storage.is_uri(p) or os.path.isabs(p) else storage.join(base, p))
+    return Source(uri, table.select(label_columns), "paths", paths=paths)
+
+
+def _builtin_pixels(table: pa.Table) -> np.ndarray:
+    return pixel_array(table.column("image"), shape=builtin.IMAGE_SHAPE, where="builtin data")
+
+
+def _require_columns(names, wanted, uri):
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise DataError(f"column {missing[0]!r} not in {storage.redact(uri)} (columns: {list(names)}): "
+                        f"fix the column name in the config")
+
+
+# -- labels ------------------------------------------------------------------------------------
+def _labels(cfg: ExperimentConfig, task: str, table: pa.Table, uri: str, classes: list | None) -> np.ndarray:
+    tc, column = cfg.tasks[task], cfg.label_of(task)
+    col = table.column(column)
+    values = col.to_pylist()
+    where = storage.redact(uri)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            raise DataError(f"row {i} of label column {column!r} (task {task!r}) in {where} is null/NaN; "
+                            f"drop or fill unlabeled rows")
+    if tc.type == "regression":
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            raise DataError(f"label column {column!r} of regression task {task!r} has type {col.type}; it must be numeric")
+        return np.asarray(values, np.float32)
+    if tc.type == "binary":
+        bad = [i for i, v in enumerate(values) if v not in (0, 1, True, False)]
+        if bad:
+            raise DataError(f"row {bad[0]} of label column {column!r} (binary task {task!r}) in {where} is "
+                            f"{values[bad[0]]!r}, not 0/1; map labels to 0/1 or use type: classification")
+        return np.asarray(values, np.float32)
+    index = {str(c): i for i, c in enumerate(classes)}
+    out = np.empty(len(values), np.int32)
+    for i, v in enumerate(values):
+        j = index.get(str(v))
+        if j is None:
+            hint = "add it to 'classes'" if tc.classes else "the training data never has this label"
+            raise DataError(f"row {i} of label column {column!r} (task {task!r}) in {where}: label {v!r} is not one "
+                            f"of the classes {classes}; {hint}")
+        out[i] = j
+    return out
+
+
+def _class_list(cfg: ExperimentConfig, task: str, table: pa.Table) -> list:
+    tc = cfg.tasks[task]
+    if tc.classes is not None:
+        return list(tc.classes)
+    seen = {v for v in table.column(cfg.label_of(task)).to_pylist() if v is not None}
+    return sorted(seen, key=lambda v: (isinstance(v, str), v))
+
+
+# -- a sample of images --------------------------------------------------------------------------
+def sample_rows(n: int, seed: int) -> np.ndarray:
+    """Every row of a small set; else the first rows plus a random spread."""
+    if n <= SAMPLE:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    return np.unique(np.concatenate([np.arange(16), rng.choice(n, SAMPLE - 16, replace=False)]))
+
+
+def _where(src: Source, row: int) -> str:
+    if src.kind == "paths":
+        return f"image {src.paths[row]} (row {row} of {storage.redact(src.uri)})"
+    return f"row {row} of the image column in {storage.redact(src.uri)}"
+
+
+def _check_paths_exist(src: Source) -> None:
+    """Local image files: every one must exist (a stat each; remote ones are only sampled)."""
+    for i, p in enumerate(src.paths):
+        if not storage.is_uri(p) and not os.path.isfile(p):
+            raise DataError(f"image file {p} (row {i} of {storage.redact(src.uri)}) not found: fix the path or drop "
+                            f"the row (relative paths resolve against the manifest's folder)")
+
+
+def read_images(src: Source, rows, *, cfg: ExperimentConfig, shape=None) -> np.ndarray:
+    """Decoded images of some rows of a source: (n, H, W, C), resized and converted as configured."""
+    d = cfg.data
+    rows = np.asarray(rows, np.int64)
+    if src.kind == "pixels" and src.pixels is not None:
+        imgs = list(src.pixels[rows])
+    elif src.kind == "paths":
+        imgs = [decode_image(storage.read_bytes_or_fail(src.paths[r], where=_where(src, r)), where=_where(src, r),
+                             size=d.image_size, color_mode=d.color_mode) for r in rows]
+    else:
+        imgs = []
+        for file, group, first, count in src.row_groups:
+            mine = rows[(rows >= first) & (rows < first + count)]
+            if not len(mine):
+                continue
+            fs, path = storage.filesystem(file)
+            col = pq.ParquetFile(path, filesystem=fs).read_row_group(group, columns=[d.image_column]).column(0)
+            col = col.take(pa.array(mine - first))
+            if src.kind == "bytes":
+                imgs += [decode_image(b, where=_where(src, r), size=d.image_size, color_mode=d.color_mode)
+                         for b, r in zip(col.to_pylist(), mine)]
+            else:
+                imgs += list(pixel_array(col, shape=shape or d.image_shape or src.shape_meta,
+                                         where=storage.redact(src.uri)))
+    return conform(imgs, size=d.image_size, color_mode=d.color_mode, where=[_where(src, r) for r in rows])
+
+
+# -- units: what Ray Data decodes ----------------------------------------------------------------
+def make_units(src: Source, rows: np.ndarray, y: dict[str, np.ndarray], *, shuffle_seed: int | None,
+               workers: int = 1) -> list[dict]:
+    """Cut ``rows`` of a source into units of up to a few hundred rows: labels, row numbers, where the
+    images are. At least four units per worker, so every worker gets a share.
+
+    File paths can be read in any order, so their rows are shuffled across units (``shuffle_seed``);
+    Parquet units stay inside one row group."""
+    rows = np.asarray(rows, np.int64)
+    if src.kind == "paths" and shuffle_seed is not None:
+        rows = np.random.default_rng(shuffle_seed).permutation(rows)
+    size = int(min(UNIT_ROWS[src.kind], max(1, len(rows) // (4 * workers))))
+    units = []
+    if src.kind in ("paths", "pixels") and not src.row_groups:
+        for start in range(0, len(rows), size):
+            r = rows[start:start + size]
+            unit = {"rows": r, "source": storage.redact(src.uri), "y": {t: v[r] for t, v in y.items()}}
+            if src.kind == "paths":
+                unit["paths"] = [src.paths[i] for i in r]
+            else:
+                unit["pixels"] = np.ascontiguousarray(src.pixels[r])
+            units.append(unit)
+        return units
+    rows = np.sort(rows)
+    for file, group, first, count in src.row_groups:
+        lo, hi = np.searchsorted(rows, [first, first + count])
+        for start in range(lo, hi, size):
+            r = rows[start:min(hi, start + size)]
+            units.append({"rows": r, "source": storage.redact(src.uri), "y": {t: v[r] for t, v in y.items()},
+                          "parquet": (file, group, (r - first).astype(np.int64))})
+    return units
+
+
+def _fingerprint(cfg: ExperimentConfig, *sources: Source) -> str:
+    d = cfg.data
+    h = hashlib.sha256(repr((d.image_size, d.color_mode, d.image_shape, d.split_seed, d.validation)).encode())
+    for src in sources:
+        h.update(src.uri.encode() if src.uri.startswith("builtin:") else b"")
+        for name in src.labels.column_names:
+            h.update(name.encode())
+            for chunk in src.labels.column(name).chunks:
+                for buf in chunk.buffers():
+                    if buf is not None:
+                        h.update(memoryview(buf))
+        for p in src.paths or []:
+            h.update(p.encode())
+        for file, group, first, count in src.row_groups:
+            h.update(f"{storage.redact(file)}:{group}:{first}:{count}".encode())
+        if src.pixels is not None:
+            h.update(np.ascontiguousarray(src.pixels).tobytes())
+    return h.hexdigest()[:16]
+
+
+# -- the whole check -----------------------------------------------------------------------------
+def prepare(cfg: ExperimentConfig) -> PreparedData:
+    """Read labels, check them and a sample of images, split, cut into units (enough for the most
+    workers a run or sweep can have). Raises DataError."""
+    d = cfg.data
+    label_columns = sorted({cfg.label_of(t) for t in cfg.tasks})
+    train = _read_source(d.train, d.image_column, label_columns)
+    n = train.labels.num_rows
+    if n == 0:
+        raise DataError(f"data set {storage.redact(d.train)!r} has no rows: point data.train at non-empty data")
+    classes = {t: _class_list(cfg, t, train.labels) for t, tc in cfg.tasks.items() if tc.type == "classification"}
+    for t, cl in classes.items():
+        if len(cl) < 2:
+            raise DataError(f"task {t!r} has only {len(cl)} class(es) in the training data; it needs at least 2")
+    y_train = {t: _labels(cfg, t, train.labels, d.train, classes.get(t)) for t in cfg.tasks}
+    sources = [train]
+    if isinstance(d.validation, str):
+        val = _read_source(d.validation, d.image_column, label_columns)
+        if val.labels.num_rows == 0:
+            raise DataError(f"data set {storage.redact(d.validation)!r} has no rows: point data.validation at "
+                            f"non-empty data")
+        y_val = {t: _labels(cfg, t, val.labels, d.validation, classes.get(t)) for t in cfg.tasks}
+        train_rows, val_rows = np.arange(n), np.arange(val.labels.num_rows)
+        sources.append(val)
+    else:
+        order = np.random.default_rng(cfg.data.split_seed).permutation(n)
+        cut = int(round(n * (1 - d.validation)))
+        if cut < 1 or cut >= n:
+            raise DataError(f"{n} rows are too few to hold out {d.validation:.0%} for validation")
+        train_rows, val_rows, val, y_val = np.sort(order[:cut]), np.sort(order[cut:]), train, y_train
+    for src in sources:
+        if src.kind == "paths":
+            _check_paths_exist(src)
+    sample = read_images(train, sample_rows(n, cfg.data.split_seed), cfg=cfg)
+    if val is not train:
+        vs = read_images(val, sample_rows(val.labels.num_rows, cfg.data.split_seed), cfg=cfg, shape=sample.shape[1:])
+        if vs.shape[1:] != sample.shape[1:]:
+            raise DataError(f"validation images are {list(vs.shape[1:])} but training images are "
+                            f"{list(sample.shape[1:])}; set data.image_size (and data.color_mode) so they match")
+    reg = [t for t, tc in cfg.tasks.items() if tc.type == "regression"]
+    yt = {t: v[train_rows] for t, v in y_train.items()}
+    spec = DataSpec(image_shape=tuple(int(s) for s in sample.shape[1:]), image_kind=train.kind,
+                    pixel_dtype="uint8" if sample.dtype == np.uint8 else "float32", classes=classes,
+                    label_mean={t: float(yt[t].mean()) for t in reg}, label_std={t: float(yt[t].std()) or 1.0 for t in reg},
+                    n_train=len(train_rows), n_val=len(val_rows), fingerprint=_fingerprint(cfg, *sources),
+                    max_pixel=float(sample.max()))
+    seed, workers = cfg.data.split_seed, most_workers(cfg)
+    return PreparedData(spec, make_units(train, train_rows, y_train, shuffle_seed=seed, workers=workers),
+                        make_units(val, val_rows, y_val, shuffle_seed=None, workers=workers))
+
+
+def most_workers(cfg: ExperimentConfig) -> int:
+    if cfg.search is not None:
+        from ..config.space import largest
+
+        return int(largest(cfg.search, "resources.workers", cfg.resources.workers))
+    return cfg.resources.workers

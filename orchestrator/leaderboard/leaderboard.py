@@ -1,0 +1,241 @@
+"""The leaderboard: every finished trial of every experiment, a Parquet dataset under ``<storage>/leaderboard/``.
+
+Each ``append`` writes one new file (atomically, retried); ``compact`` merges small files into few large ones.
+Every row has a ``row_id`` and reads keep one row per id, so a row that a compaction copied into a merged file
+but has not yet removed from its source counts once. Queries read only the columns they need and fetch whole
+rows (the JSON columns ``config``, ``history``, ``versions`` included) only for the rows they return.
+Files and types: ``leaderboard_files``; ``--where``, Pareto fronts and rendering: ``query``; merging:
+``compaction``. Metric directions come from ``metrics.direction`` (the one registry).
+"""
+from __future__ import annotations
+
+import math
+import operator
+import os
+import time
+from functools import reduce
+from typing import Callable, Optional, TypeVar, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import storage
+from ..errors import ConfigError
+from ..metrics import direction
+from .files import (KNOWN_TYPES, MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences,
+                                parquet_bytes, rows_to_table)
+from .query import compile_where, front, numeric, render, rows as row_dicts  # noqa: F401 - render: public API
+
+Names = Union[str, list[str], tuple[str, ...], None]
+T = TypeVar("T")
+_OBJECTIVES = ("objective", "best_objective")   # direction per row, from its objective_mode
+_ATTEMPTS = 8
+
+
+class NoMatchingRows(ConfigError, LookupError):
+    """``best`` found no row with a value for the metric."""
+
+
+class Leaderboard:
+    """The Parquet leaderboard under ``<storage>/leaderboard/`` (local path or URI such as ``s3://b/p``).
+
+    Filters shared by ``table``/``top``/``best``/``pareto``: ``experiment`` and ``sweep_id`` (a name or a list),
+    ``where`` (e.g. ``"right_accuracy >= 0.9 and freeze_depth <= 2"``) and ``kind`` ("trial" by default, rows
+    written before kinds existed count as trials; a list; None for every kind)."""
+
+    def __init__(self, storage_location: str):
+        if storage.is_uri(storage_location):
+            self._location = storage.join(storage_location, "leaderboard")
+        else:
+            self._location = os.path.join(os.path.abspath(storage_location), "leaderboard")
+        fs, path = storage.filesystem(self._location)
+        self._files = Folder(fs, path, storage.redact(self._location))
+
+    @property
+    def uri(self) -> str:
+        """Where the files are (credentials redacted: safe to print)."""
+        return storage.redact(self._location)
+
+    def append(self, rows: list[dict]) -> str:
+        """Write ``rows`` as one new Parquet file and return its location; "" if ``rows`` is empty.
+
+        The file is serialized in memory and written atomically (readers see all of it or nothing); storage
+        errors are retried, then raised: a row is never dropped silently."""
+        if not rows:
+            return ""
+        data = parquet_bytes(rows_to_table(rows)).to_pybytes()
+        location = storage.join(self._location, storage.unique_name("", ".parquet"))
+        storage.retry(lambda: storage.atomic_write(location, data), what="leaderboard append")
+        return location
+
+    # -- queries ---------------------------------------------------------------------------------------
+    def table(self, *, experiment: Names = None, where: Optional[str] = None, sweep_id: Names = None,
+              kind: Names = "trial", columns: Optional[list[str]] = None) -> pa.Table:
+        """Matching rows, one per row id, with every column (unified schema) or only ``columns``."""
+        def work(snap: Snapshot) -> pa.Table:
+            if not snap.infos:
+                return _empty(columns)
+            unknown = [c for c in columns or () if c not in snap.schema.names]
+            if unknown:
+                raise ConfigError(f"unknown column {unknown[0]!r}; available columns: {', '.join(snap.schema.names)}")
+            snap, light = self._select(snap, columns or [], experiment=experiment, where=where, sweep_id=sweep_id,
+                                       kind=kind)
+            if columns is not None:
+                return light.select(columns).replace_schema_metadata(snap.schema.metadata)
+            return self._files.fetch(snap, light)
+        return self._read(work)
+
+    def to_pandas(self, **filters):
+        """``table(**filters)`` as a pandas DataFrame."""
+        return self.table(**filters).to_pandas()
+
+    def top(self, k: int = 10, *, metric: str = "objective", experiment: Names = None, where: Optional[str] = None,
+            sweep_id: Names = None, kind: Names = "trial", ascending: Optional[bool] = None) -> pa.Table:
+        """The ``k`` best rows by ``metric``, NaN and missing values last. Direction: ``metrics.direction``;
+        ``objective``/``best_objective`` follow each row's ``objective_mode`` (none: max); unknown columns sort
+        descending unless ``ascending`` is given."""
+        def work(snap: Snapshot) -> pa.Table:
+            if not snap.infos:
+                return _empty()
+            _check_numeric(snap.schema, metric, what="metric")
+            snap, light = self._select(snap, [metric, "objective_mode"], experiment=experiment, where=where,
+                                       sweep_id=sweep_id, kind=kind)
+            if ascending is None:
+                key, order = _score(light, metric), "descending"
+            else:
+                key, order = light.column(metric).cast(pa.float64()), "ascending" if ascending else "descending"
+            best = pc.sort_indices(pa.table({"key": key}), sort_keys=[("key", order, "at_end")])
+            return self._files.fetch(snap, light.take(best[:max(k, 0)]))
+        return self._read(work)
+
+    def best(self, *, metric: str = "objective", experiment: Names = None, where: Optional[str] = None,
+             sweep_id: Names = None, kind: Names = "trial") -> dict:
+        """The best row by ``metric`` as a dict, JSON columns parsed; NoMatchingRows if no row has a value."""
+        table = self.top(1, metric=metric, experiment=experiment, where=where, sweep_id=sweep_id, kind=kind)
+        row = row_dicts(table)[0] if table.num_rows else {}
+        value = row.get(metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            scope = "".join(f" {k}={v!r}" for k, v in (("experiment", experiment), ("sweep_id", sweep_id),
+                                                        ("kind", kind), ("where", where)) if v)
+            raise NoMatchingRows(f"no leaderboard rows with a {metric} value in {self.uri}{scope} (experiments: "
+                                 f"{self.experiments()}); run `orchestrator tune` first or relax the filters")
+        return row
+
+    def pareto(self, metrics: list[str], *, experiment: Names = None, where: Optional[str] = None,
+               sweep_id: Names = None, kind: Names = "trial") -> pa.Table:
+        """The non-dominated rows for ``metrics`` (2 or more; each metric's direction from ``metrics.direction``),
+        best first by the first metric. Rows missing any of the metrics are left out; rows that tie on every
+        metric are all kept."""
+        names = [metrics] if isinstance(metrics, str) else list(dict.fromkeys(metrics))
+        if len(names) < 2:
+            raise ConfigError(f"a Pareto front needs two or more metrics, got {names}; for one metric use top/best")
+
+        def work(snap: Snapshot) -> pa.Table:
+            if not snap.infos:
+                return _empty()
+            for m in names:
+                _check_numeric(snap.schema, m, what="Pareto metric")
+                if m not in _OBJECTIVES and direction(m) is None:
+                    raise ConfigError(f"Pareto metric {m!r} has no known direction (higher or lower is better); "
+                                      f"use metrics such as <task>_accuracy, <task>_mae, mean_score, objective")
+            snap, light = self._select(snap, [*names, "objective_mode"], experiment=experiment, where=where,
+                                       sweep_id=sweep_id, kind=kind)
+            values = np.column_stack([_score(light, m).to_numpy(zero_copy_only=False) for m in names])
+            complete = np.flatnonzero(np.isfinite(values).all(axis=1))
+            return self._files.fetch(snap, light.take(complete[front(values[complete])]))
+        return self._read(work)
+
+    def experiments(self) -> list[str]:
+        """Sorted names of the experiments that have rows (of any kind)."""
+        def work(snap: Snapshot) -> list[str]:
+            if "experiment" not in snap.schema.names:
+                return []
+            values = pc.unique(self._files.scan(snap, ["experiment"])[1].column("experiment")).to_pylist()
+            return sorted(v for v in values if v is not None)
+        return self._read(work)
+
+    # -- compaction ------------------------------------------------------------------------------------
+    def compact(self, *, min_files: int = 2) -> dict:
+        """Merge the small files into as few files as possible and delete the merged sources; safe while other
+        processes append, read or compact. Returns counts: files_before, files_after, rows (merged),
+        duplicates (dropped), seconds."""
+        from .compaction import compact
+
+        return compact(self._files, self._location, min_files=min_files)
+
+    def maybe_compact(self, *, threshold_files: int = 64) -> Optional[dict]:
+        """``compact()`` when more than ``threshold_files`` files were appended since the last compaction (the
+        sweep driver calls it at the end of each sweep); None otherwise."""
+        fresh = [p for p in self._files.list() if not p.rsplit("/", 1)[-1].startswith(MERGED_PREFIX)]
+        return self.compact() if len(fresh) > threshold_files else None
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _read(self, work: Callable[[Snapshot], T]) -> T:
+        """``work`` on a fresh snapshot of the files; again when a file vanished under it (a compaction)."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                return work(self._files.snapshot())
+            except Vanished:
+                time.sleep(0.02 * 2 ** attempt)
+        raise OSError(f"the leaderboard files in {self.uri} kept changing during {_ATTEMPTS} reads; try again")
+
+    def _select(self, snap: Snapshot, columns: list[str], *, experiment: Names, where: Optional[str],
+                sweep_id: Names, kind: Names) -> tuple[Snapshot, pa.Table]:
+        """``columns`` (and what the filters read) of the matching rows, one per row id, with their places in
+        the files of the returned snapshot."""
+        schema, scope, used, exprs = snap.schema, [], set(), []
+        for name, values in (("experiment", experiment), ("sweep_id", sweep_id), ("kind", kind)):
+            if values is None:
+                continue
+            wanted = _names(values)
+            if name not in schema.names:         # files from before kinds existed hold trials
+                exprs.append(pc.scalar(name == "kind" and "trial" in wanted))
+                continue
+            scope.append(name)
+            expr = pc.field(name).isin(wanted)
+            exprs.append(expr | pc.field(name).is_null() if name == "kind" and "trial" in wanted else expr)
+        if where:
+            exprs.append(compile_where(where, schema, used))
+        snap, light = self._files.scan(snap, [*columns, *scope, *sorted(used)])
+        keep = first_occurrences(light.column("row_id"))
+        if keep is not None:
+            light = light.take(keep)
+        if not exprs:
+            return snap, light
+        try:
+            return snap, light.filter(reduce(operator.and_, exprs))
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            types = ", ".join(f"{c} is {schema.field(c).type}" for c in sorted(used) if c in schema.names)
+            raise ConfigError(f"cannot evaluate --where {where!r}: {str(e).splitlines()[0][:200]} ({types}); "
+                              f"compare columns with values of their type (quote strings)") from None
+
+
+def _empty(columns: Optional[list[str]] = None) -> pa.Table:
+    """No rows yet: the known columns (or ``columns``), so that ``table().column("trial_id")`` works."""
+    schema = pa.schema(KNOWN_TYPES.items())
+    if columns is None:
+        return schema.empty_table()
+    return pa.schema([schema.field(c) if c in schema.names else pa.field(c, pa.null()) for c in columns]).empty_table()
+
+
+def _names(values: Names) -> list[str]:
+    return [values] if isinstance(values, str) else list(values)
+
+
+def _check_numeric(schema: pa.Schema, name: str, *, what: str) -> None:
+    nums = [f.name for f in schema if numeric(f.type) or pa.types.is_null(f.type)]
+    if name not in nums:
+        raise ConfigError(f"unknown {what} {name!r}: use one of the numeric columns {nums}")
+
+
+def _score(light: pa.Table, metric: str) -> pa.ChunkedArray:
+    """``metric`` signed so that higher is better: the registry's direction, each row's ``objective_mode`` for the
+    objective (rows without one count as max); columns of unknown direction count as max."""
+    values = light.column(metric).cast(pa.float64())
+    if metric in _OBJECTIVES:
+        if "objective_mode" not in light.column_names:
+            return values
+        sign = pc.if_else(pc.equal(light.column("objective_mode"), "min"), -1.0, 1.0).fill_null(1.0)
+        return pc.multiply(values, sign)
+    return pc.negate(values) if direction(metric) == "min" else values

@@ -1,0 +1,230 @@
+"""Leaderboard queries that need no files: the ``--where`` language, Pareto fronts, and rendering rows as a
+table, JSON or CSV."""
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import math
+import operator
+import re
+from datetime import date, datetime, timezone
+from functools import reduce
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import ConfigError
+from .files import JSON_KEY, KNOWN_TYPES, column_type
+
+_CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+        ast.Gt: operator.gt, ast.GtE: operator.ge}
+
+
+def compile_where(where: str, schema: pa.Schema, used: set[str] | None = None) -> pc.Expression:
+    """Compile a filter such as ``"acc >= 0.9 and status in ['completed']"`` to a pyarrow Expression."""
+    try:
+        tree = ast.parse(where, mode="eval")
+    except SyntaxError as e:
+        raise ConfigError(f"--where {where!r} is not a valid expression ({e.msg})") from None
+    return _compile(tree.body, schema, set() if used is None else used)
+
+
+def _compile(node: ast.AST, schema: pa.Schema, used: set[str]):
+    if isinstance(node, ast.BoolOp):
+        op = operator.and_ if isinstance(node.op, ast.And) else operator.or_
+        return reduce(op, [_compile(v, schema, used) for v in node.values])
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return ~_compile(node.operand, schema, used)
+    if isinstance(node, ast.Compare):
+        sides = [node.left, *node.comparators]
+        return reduce(operator.and_, [_compare(a, op, b, schema, used)
+                                      for a, op, b in zip(sides, node.ops, sides[1:])])
+    if isinstance(node, ast.Name):
+        return _column(node.id, schema, used)
+    raise _unsupported(node)
+
+
+def _compare(left: ast.AST, op: ast.cmpop, right: ast.AST, schema: pa.Schema, used: set[str]) -> pc.Expression:
+    if isinstance(op, (ast.In, ast.NotIn)):
+        if not isinstance(left, ast.Name) or not isinstance(right, (ast.List, ast.Tuple, ast.Set)):
+            raise ConfigError(f"`{ast.unparse(left)} in {ast.unparse(right)}` needs a column name on the "
+                              f"left and a list of values on the right, e.g. experiment in ['a', 'b']")
+        expr = _column(left.id, schema, used).isin([_constant(v) for v in right.elts])
+        return ~expr if isinstance(op, ast.NotIn) else expr
+    if type(op) not in _CMP:
+        raise ConfigError(f"unsupported operator {type(op).__name__} in --where: use == != < <= > >= or in [...] "
+                          f"(write x == None, not x is None)")
+    a, b = (_column(n.id, schema, used) if isinstance(n, ast.Name) else _constant(n) for n in (left, right))
+    if a is None or b is None:
+        other = b if a is None else a
+        if not isinstance(other, pc.Expression) or not isinstance(op, (ast.Eq, ast.NotEq)):
+            raise ConfigError("None can only be compared with == or != to a column, e.g. reason == None")
+        return other.is_null() if isinstance(op, ast.Eq) else other.is_valid()
+    return _CMP[type(op)](_scalar(a, right, schema), _scalar(b, left, schema))
+
+
+def _scalar(value, other: ast.AST, schema: pa.Schema):
+    """Wrap a constant; an ISO string compared with a timestamp column becomes a UTC timestamp."""
+    if isinstance(value, pc.Expression):
+        return value
+    if isinstance(value, str) and isinstance(other, ast.Name) and pa.types.is_timestamp(schema.field(other.id).type):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"{value!r} is not an ISO date/time to compare with {other.id}") from None
+        value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return pc.scalar(pa.scalar(value, type=schema.field(other.id).type))
+    return pc.scalar(value)
+
+
+def _constant(node: ast.AST):
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _constant(node.operand)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (bool, int, float, str))):
+        return node.value
+    raise _unsupported(node)
+
+
+def _column(name: str, schema: pa.Schema, used: set[str]) -> pc.Expression:
+    if name not in schema.names:
+        raise ConfigError(f"unknown column {name!r} in --where; available columns: {', '.join(schema.names)}")
+    used.add(name)
+    return pc.field(name)
+
+
+def _unsupported(node: ast.AST) -> ConfigError:
+    return ConfigError(f"unsupported {type(node).__name__} `{ast.unparse(node)}` in --where: use column names, "
+                       f"numbers, quoted strings, True/False/None, == != < <= > >=, in [...], and/or/not")
+
+
+def render(table: pa.Table, *, fmt: str = "table", columns: list[str] | None = None) -> str:
+    """Format rows as "table" (rich; compact columns, short headers), "json" (array of objects) or "csv"."""
+    if columns is not None:
+        unknown = [c for c in columns if c not in table.column_names and not (fmt == "table" and c == "rank")]
+        if unknown:
+            raise ConfigError(f"unknown column {unknown[0]!r}; available columns: {', '.join(table.column_names)}")
+    if fmt == "table":
+        return _rich_table(table, columns or default_columns(table))
+    if fmt not in ("json", "csv"):
+        raise ConfigError(f"unknown format {fmt!r}: use table, json or csv")
+    table = table.select(columns) if columns else table
+    if fmt == "json":
+        return json.dumps([{k: _plain(v) for k, v in row.items()} for row in rows(table)], indent=2, allow_nan=False)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=table.column_names, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else _plain(v) for k, v in row.items()} for row in table.to_pylist())
+    return out.getvalue()
+
+
+_METRIC = re.compile(r"_(accuracy|auc|r2|mae|rmse)$")
+_HPARAMS = ("freeze_depth", "backbone_lr", "head_lr")
+_WHEN_VARIED = ("loss_weighting", "optimizer", "batch_size", "max_epochs", "seed")
+
+
+def default_columns(table: pa.Table, *, also: tuple[str, ...] = ()) -> list[str]:
+    """rank, ids, objective, ``also``, final score metric per task, Δm%, hyperparameters (freeze depth, learning
+    rates, loss weights, other searched values; loss weighting, optimizer, batch size... when they vary), epochs,
+    wall time. All-null columns are left out, and the experiment column when there is one experiment."""
+    shown = [c for c in table.column_names if table.num_rows == 0 or table.column(c).null_count < table.num_rows]
+    fixed = ["experiment", "trial_id", "status", "objective", *also]
+    if "experiment" in shown and len(set(table.column("experiment").to_pylist())) == 1:
+        fixed = fixed[1:]   # one experiment: its name needs no column
+    nums = [f.name for f in table.schema if f.name in shown and numeric(f.type)]
+    scores = [c for c in nums if f"best_{c}" in table.column_names and c not in fixed]   # each task's score metric
+    metrics = (scores or [c for c in nums if _METRIC.search(c) and not c.startswith("best_")]) + ["delta_m_pct"]
+    searched = [c for c in nums if c.startswith("weight_") or (c not in KNOWN_TYPES and column_type(c) is None)]
+    varied = [c for c in _WHEN_VARIED if c in shown and len(set(table.column(c).to_pylist())) > 1]
+    tail = ["epochs", "wall_time_s"]
+    return ["rank"] + list(dict.fromkeys(c for c in fixed + metrics + [*_HPARAMS, *searched, *varied] + tail
+                                         if c in shown))
+
+
+def _rich_table(table: pa.Table, columns: list[str]) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    view = Table(show_edge=False)
+    for c in columns:
+        view.add_column(_header(c), justify="right" if c == "rank" or numeric(table.schema.field(c).type) else "left")
+    rows = table.select([c for c in columns if c != "rank"]).to_pylist()
+    for rank, row in enumerate(rows, 1):
+        view.add_row(*[str(rank) if c == "rank" else _text(row[c]) for c in columns])
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    console.print(view)
+    return console.file.getvalue()
+
+
+_SHORT = [(r"^weight_", "w_"), (r"_accuracy$", "_acc"), (r"^freeze_depth$", "freeze"),
+          (r"^backbone_lr$", "bb_lr"), (r"^wall_time_s$", "time_s")]
+
+
+def _header(column: str) -> str:
+    """Short table header (table view only; json/csv keep column names): right_accuracy -> right_acc,
+    weight_left -> w_left, freeze_depth -> freeze, backbone_lr -> bb_lr, wall_time_s -> time_s."""
+    for pattern, repl in _SHORT:
+        column = re.sub(pattern, repl, column)
+    return column
+
+
+def _text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    return "-" if value is None else str(value)
+
+
+def json_columns(schema: pa.Schema) -> list[str]:
+    return json.loads((schema.metadata or {}).get(JSON_KEY, b"[]"))
+
+
+def rows(table: pa.Table) -> list[dict]:
+    """Rows as dicts, JSON columns parsed."""
+    json_cols = set(json_columns(table.schema))
+    return [{k: json.loads(v) if k in json_cols and isinstance(v, str) else v for k, v in row.items()}
+            for row in table.to_pylist()]
+
+
+def _plain(value):
+    """A JSON/CSV-safe value: NaN/inf -> None, dates -> ISO strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def front(values: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated rows of ``values`` (n x d, higher is better in every column, all finite),
+    best first by the first column. A row is dominated when another is at least as good everywhere and better
+    somewhere; rows equal on every column do not dominate each other, so ties are all kept."""
+    n, d = values.shape
+    order = np.lexsort([-values[:, k] for k in reversed(range(d))])     # descending, first column first
+    if n == 0:
+        return order
+    if d == 2:                     # one pass: best y among rows with a strictly greater x
+        xs, ys = values[order, 0], values[order, 1]
+        first = np.r_[True, xs[1:] != xs[:-1]]
+        group = np.cumsum(first) - 1
+        group_best = ys[first]
+        before = np.r_[-np.inf, np.maximum.accumulate(group_best)[:-1]]
+        return order[(ys == group_best[group]) & (ys > before[group])]
+    kept: list[int] = []
+    for i in order:                # a dominating row always sorts before the rows it dominates
+        p = values[i]
+        if kept:
+            f = values[kept]
+            if np.any(np.all(f >= p, axis=1) & np.any(f > p, axis=1)):
+                continue
+        kept.append(int(i))
+    return np.array(kept, dtype=np.int64)

@@ -1,0 +1,172 @@
+"""Backbones and their blocks. Knows nothing of Ray or Tune.
+
+A backbone maps an image batch to a feature vector. Its *blocks* are an ordered grouping of its
+weighted layers, from the input; ``freeze_depth`` counts blocks. Three kinds:
+- ``builtin``: ``digits-cnn``, the small CNN `orchestrator pretrain` trains on the source task;
+- ``application``: ``keras.applications`` by class name, ``weights: imagenet | none | <file>``;
+- ``file``: a saved ``.keras`` model (loaded with ``safe_mode=True``).
+"""
+from __future__ import annotations
+
+import importlib
+import re
+
+from ..console import quiet_tensorflow
+
+quiet_tensorflow()   # before Keras loads TensorFlow: its start-up lines go to a log, not to the user
+
+import keras  # noqa: E402
+
+from .. import storage as store  # noqa: E402
+from ..config.schema import BackboneConfig, frozen_blocks  # noqa: E402
+from ..errors import ConfigError  # noqa: E402
+
+BUILTIN_FILE = "backbones/digits-cnn-v1.keras"   # under the experiment's storage
+_BLOCK = re.compile(r"^(.*?block_?\d+[a-z]?)(_|$)")
+
+
+def digits_cnn(input_shape, *, seed: int = 0) -> keras.Model:
+    """Five blocks: conv32, conv32+pool, conv64+pool, dense64, dense64 (science.md's pilot CNN)."""
+    init = lambda i: keras.initializers.GlorotUniform(seed=seed + i)  # noqa: E731
+    inp = keras.Input(input_shape, name="image")
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init(1), name="block1_conv")(inp)
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init(2), name="block2_conv")(h)
+    h = keras.layers.MaxPooling2D(name="block2_pool")(h)
+    h = keras.layers.Conv2D(64, 3, padding="same", activation="relu", kernel_initializer=init(3), name="block3_conv")(h)
+    h = keras.layers.MaxPooling2D(name="block3_pool")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.Dense(64, activation="relu", kernel_initializer=init(4), name="block4_dense")(h)
+    h = keras.layers.Dense(64, activation="relu", kernel_initializer=init(5), name="block5_dense")(h)
+    return keras.Model(inp, h, name="digits_cnn")
+
+
+@keras.saving.register_keras_serializable(package="orchestrator")
+class Preprocess(keras.layers.Layer):
+    """A ``keras.applications`` model's own ``preprocess_input``, inside the model: images go in as
+    decoded pixels (0-255) and reach the backbone exactly as its ImageNet weights expect."""
+
+    def __init__(self, application: str, **kwargs):
+        super().__init__(**kwargs)
+        self.application = application
+        self._fn = preprocess_fn(application)
+
+    def call(self, x):
+        return self._fn(keras.ops.cast(x, "float32"))
+
+    def get_config(self):
+        return {**super().get_config(), "application": self.application}
+
+
+def preprocess_fn(application: str):
+    ctor = getattr(keras.applications, application, None)
+    if ctor is None or not callable(ctor):
+        raise ConfigError(f"keras.applications has no model {application!r}; use a class name like MobileNetV2 or "
+                          f"ResNet50")
+    return importlib.import_module(ctor.__module__).preprocess_input
+
+
+def load_model_file(location: str, *, what: str) -> keras.Model:
+    """A ``.keras`` file (local or URI), loaded with ``safe_mode=True``; ConfigError if missing or unloadable."""
+    if not store.is_file(location):
+        raise ConfigError(f"{what} {store.redact(location)} not found: fix the path (relative paths resolve "
+                          f"against the config file's folder)")
+    try:
+        return keras.models.load_model(store.local_copy(location), safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise ConfigError(f"{what} {store.redact(location)} cannot be loaded ({store.first_line(e)}): is it a Keras 3 "
+                          f".keras file?") from None
+
+
+def application(cfg: BackboneConfig, input_shape, *, weights_file: str | None = None) -> keras.Model:
+    """The ``keras.applications`` model itself (no preprocessing), with its weights."""
+    ctor = getattr(keras.applications, cfg.name, None)
+    if ctor is None or not callable(ctor):
+        raise ConfigError(f"keras.applications has no model {cfg.name!r}; use a class name like MobileNetV2 or "
+                          f"ResNet50")
+    weights = "imagenet" if cfg.weights == "imagenet" else None
+    try:
+        model = ctor(include_top=False, weights=weights, input_shape=tuple(input_shape), pooling="avg")
+    except ValueError as e:
+        raise ConfigError(f"backbone {cfg.name}: {store.first_line(e)}") from None
+    if cfg.weights not in ("none", "imagenet"):
+        location = weights_file or cfg.weights
+        if not store.is_file(location):
+            raise ConfigError(f"backbone weights file {store.redact(cfg.weights)} not found: fix backbone.weights")
+        try:
+            model.load_weights(store.local_copy(location))
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError(f"backbone weights {store.redact(cfg.weights)} do not fit {cfg.name} at input "
+                              f"{list(input_shape)} ({store.first_line(e)})") from None
+    return model
+
+
+def build_backbone(cfg: BackboneConfig, input_shape, *, storage: str, seed: int = 0,
+                   file: str | None = None) -> keras.Model:
+    """The backbone: image batch -> features. ``file``: a local copy of the model or weights file, if
+    the caller already has one (workers get it through the object store)."""
+    if cfg.kind == "builtin":
+        model = digits_cnn(input_shape, seed=seed)
+        if cfg.weights == "pretrained":
+            pretrained = load_model_file(file or builtin_backbone_uri(storage), what="pretrained built-in backbone")
+            model.set_weights(pretrained.get_weights())
+        return model
+    if cfg.kind == "file":
+        model = load_model_file(file or cfg.path, what="backbone file")
+        if tuple(model.input_shape[1:]) != tuple(input_shape):
+            raise ConfigError(f"backbone {store.redact(cfg.path)} expects inputs {list(model.input_shape[1:])} but "
+                              f"images are {list(input_shape)}; set data.image_size / data.color_mode or use a "
+                              f"matching backbone")
+        return model
+    app = application(cfg, input_shape, weights_file=file)
+    inp = keras.Input(tuple(input_shape), name="image")
+    return keras.Model(inp, app(Preprocess(cfg.name, name="preprocess")(inp)), name=f"{app.name}_backbone")
+
+
+def builtin_backbone_uri(storage_location: str) -> str:
+    return store.join(storage_location, BUILTIN_FILE)
+
+
+def block_model(backbone: keras.Model) -> keras.Model:
+    """The model whose layers are grouped into blocks: the application inside the wrapper, if any."""
+    inner = [layer for layer in backbone.layers if isinstance(layer, keras.Model)]
+    return inner[0] if len(inner) == 1 and isinstance(backbone.get_layer(index=1), Preprocess) else backbone
+
+
+def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[str]]:
+    """Weighted layer names grouped into blocks, in input order.
+
+    With ``prefixes``, block i holds the layers whose names start with ``prefixes[i]``. Otherwise
+    names like ``conv2_block1_...``, ``block_3_...``, ``block4a_...`` group by that block key;
+    weighted layers before the first block form a ``stem`` block, those after it join the previous
+    one; models without such names get one block per weighted layer.
+    """
+    weighted = [layer.name for layer in model.layers if layer.weights]
+    if prefixes:
+        groups = [[n for n in weighted if n.startswith(p)] for p in prefixes]
+        empty = [p for p, g in zip(prefixes, groups) if not g]
+        if empty:
+            raise ConfigError(f"backbone.blocks prefix {empty[0]!r} matches no weighted layer of {model.name}")
+        return groups
+    keys = [(_BLOCK.match(n).group(1) if _BLOCK.match(n) else None) for n in weighted]
+    if not any(keys):
+        return [[n] for n in weighted]
+    groups: dict[str, list[str]] = {}
+    current = "stem"
+    for name, key in zip(weighted, keys):
+        current = key or current
+        groups.setdefault(current, []).append(name)
+    return list(groups.values())
+
+
+def freeze_mask(n_blocks: int, depth: int | str) -> list[bool]:
+    """trainable flag per block: the first ``depth`` blocks are frozen ('all' = every block)."""
+    frozen = frozen_blocks(depth, n_blocks)
+    return [i >= frozen for i in range(n_blocks)]
+
+
+def apply_freeze(model: keras.Model, groups: list[list[str]], depth: int | str) -> None:
+    """The one place freezing happens. A frozen BatchNormalization runs in inference mode
+    (Keras 3 semantics of ``trainable=False``), so its moving statistics stay fixed too."""
+    for trainable, names in zip(freeze_mask(len(groups), depth), groups):
+        for name in names:
+            model.get_layer(name).trainable = trainable

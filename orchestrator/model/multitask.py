@@ -1,0 +1,192 @@
+"""Multi-task model: backbone + one head per task, losses, and exact validation metrics.
+
+Knows nothing of Ray or Tune. Metrics are computed from additive sums (correct counts, absolute
+and squared errors, score histograms), so sums from several workers combine into the exact
+metric over the whole validation set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .backbones import apply_freeze, block_model, blocks, build_backbone  # quiet TensorFlow first
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from .. import metrics as registry  # noqa: E402
+from ..config.schema import ExperimentConfig  # noqa: E402
+from ..data.prepare import DataSpec  # noqa: E402
+
+AUC_BINS = 200
+
+
+@dataclass
+class MultiTaskModel:
+    model: keras.Model          # image -> {task: logits or standardized value}
+    backbone: keras.Model
+    blocks: list[list[str]]
+    extra_variables: list = field(default_factory=list)   # e.g. learned loss weights: trained with the heads
+
+    def variable_groups(self) -> tuple[list, list]:
+        """(trainable backbone variables, trainable head variables): separate learning rates."""
+        ids = {id(v) for v in self.backbone.trainable_variables}
+        heads = [v for v in self.model.trainable_variables if id(v) not in ids]
+        return list(self.backbone.trainable_variables), heads + list(self.extra_variables)
+
+
+def output_units(cfg: ExperimentConfig, spec: DataSpec, task: str) -> int:
+    return len(spec.classes[task]) if cfg.tasks[task].type == "classification" else 1
+
+
+def build(cfg: ExperimentConfig, spec: DataSpec, *, backbone_file: str | None = None) -> MultiTaskModel:
+    """Build in the caller's strategy scope. Freezing is applied here, once."""
+    backbone = build_backbone(cfg.backbone, spec.image_shape, storage=cfg.storage, seed=cfg.train.seed,
+                              file=backbone_file)
+    inner = block_model(backbone)
+    groups = blocks(inner, cfg.backbone.blocks)
+    apply_freeze(inner, groups, cfg.train.freeze_depth)
+    inp = keras.Input(spec.image_shape, name="image")
+    features = backbone(inp)
+    outputs = {}
+    for i, task in enumerate(cfg.tasks):
+        h = features
+        if cfg.heads.hidden_units:
+            init = keras.initializers.GlorotUniform(seed=cfg.train.seed + 100 + i)
+            h = keras.layers.Dense(cfg.heads.hidden_units, activation="relu", kernel_initializer=init,
+                                   name=f"head_{task}_hidden")(h)
+        if cfg.heads.dropout:
+            h = keras.layers.Dropout(cfg.heads.dropout, seed=cfg.train.seed + i, name=f"head_{task}_dropout")(h)
+        init = keras.initializers.GlorotUniform(seed=cfg.train.seed + 200 + i)
+        outputs[task] = keras.layers.Dense(output_units(cfg, spec, task), kernel_initializer=init,
+                                           name=f"head_{task}")(h)
+    return MultiTaskModel(keras.Model(inp, outputs, name="multitask"), backbone, groups)
+
+
+def make_optimizer(cfg: ExperimentConfig, lr: float) -> keras.Optimizer:
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=t.weight_decay or None)
+    if t.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
+    return keras.optimizers.Adam(lr, weight_decay=t.weight_decay or None)
+
+
+def per_example_losses(cfg: ExperimentConfig, y: dict, out: dict) -> dict:
+    """Unreduced loss per task (classification: cross-entropy; binary: logistic; regression:
+    squared error on the standardized target)."""
+    losses = {}
+    for task, tc in cfg.tasks.items():
+        if tc.type == "classification":
+            losses[task] = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y[task], tf.int32), out[task])
+        elif tc.type == "binary":
+            losses[task] = tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(y[task], tf.float32), out[task][:, 0])
+        else:
+            losses[task] = tf.square(tf.cast(y[task], tf.float32) - out[task][:, 0])
+    return losses
+
+
+def standardize(cfg: ExperimentConfig, spec: DataSpec, y: dict) -> dict:
+    """Regression targets to zero mean, unit variance (train statistics): comparable loss scales."""
+    return {t: ((v - spec.label_mean[t]) / spec.label_std[t]).astype(np.float32) if cfg.tasks[t].type == "regression"
+            else v for t, v in y.items()}
+
+
+# -- exact metrics from additive sums ---------------------------------------------------------
+def _sum_layout(cfg: ExperimentConfig) -> list[tuple[str, str, int]]:
+    layout = []
+    for task, tc in cfg.tasks.items():
+        layout += [(task, "n", 1), (task, "loss", 1)]
+        if tc.type in ("classification", "binary"):
+            layout.append((task, "correct", 1))
+        if tc.type == "binary":
+            layout += [(task, "pos_hist", AUC_BINS), (task, "neg_hist", AUC_BINS)]
+        if tc.type == "regression":
+            layout += [(task, k, 1) for k in ("abs_err", "sq_err", "y", "y2")]
+    return layout
+
+
+def eval_sums(cfg: ExperimentConfig, spec: DataSpec, model: keras.Model, batches) -> np.ndarray:
+    """Additive validation sums over ``batches`` of ``(images, {task: labels})``, as one float64 vector
+    (see ``metrics_from_sums``): sums from several workers add up to the whole validation set's."""
+    acc = {(t, k): np.zeros(n) for t, k, n in _sum_layout(cfg)}
+    for x, y in batches:
+        out = {t: v.numpy() for t, v in _predict(model, tf.cast(tf.constant(x), tf.float32)).items()}
+        yb = standardize(cfg, spec, y)
+        losses = per_example_losses(cfg, yb, out)
+        for task, tc in cfg.tasks.items():
+            acc[task, "n"] += len(yb[task])
+            acc[task, "loss"] += float(np.sum(losses[task]))
+            if tc.type == "classification":
+                acc[task, "correct"] += float(np.sum(out[task].argmax(-1) == yb[task]))
+            elif tc.type == "binary":
+                p = 1.0 / (1.0 + np.exp(-out[task][:, 0]))
+                acc[task, "correct"] += float(np.sum((p > 0.5) == (yb[task] > 0.5)))
+                bins = np.minimum((p * AUC_BINS).astype(int), AUC_BINS - 1)
+                acc[task, "pos_hist"] += np.bincount(bins[yb[task] > 0.5], minlength=AUC_BINS)
+                acc[task, "neg_hist"] += np.bincount(bins[yb[task] <= 0.5], minlength=AUC_BINS)
+            else:
+                pred = out[task][:, 0] * spec.label_std[task] + spec.label_mean[task]
+                true = y[task]
+                acc[task, "abs_err"] += float(np.sum(np.abs(pred - true)))
+                acc[task, "sq_err"] += float(np.sum((pred - true) ** 2))
+                acc[task, "y"] += float(np.sum(true))
+                acc[task, "y2"] += float(np.sum(np.square(true, dtype=np.float64)))
+    return np.concatenate([acc[t, k] for t, k, _ in _sum_layout(cfg)])
+
+
+def array_batches(x: np.ndarray, y: dict, batch_size: int = 1024):
+    for i in range(0, len(x), batch_size):
+        yield x[i:i + batch_size], {t: v[i:i + batch_size] for t, v in y.items()}
+
+
+@tf.function(reduce_retracing=True)
+def _predict(model, x):
+    return model(x, training=False)
+
+
+def metrics_from_sums(cfg: ExperimentConfig, sums: np.ndarray, *, baselines: dict | None = None) -> dict[str, float]:
+    """Per-task metrics (``<task>_accuracy``, ``<task>_mae`` ...), mean score, Δm% (with single-task
+    ``baselines``: task -> score) and the objective."""
+    parts, i = {}, 0
+    for t, k, n in _sum_layout(cfg):
+        parts[t, k] = sums[i:i + n] if n > 1 else float(sums[i])
+        i += n
+    m: dict[str, float] = {}
+    for task, tc in cfg.tasks.items():
+        n = max(parts[task, "n"], 1.0)
+        m[f"{task}_loss"] = parts[task, "loss"] / n
+        if tc.type in ("classification", "binary"):
+            m[f"{task}_accuracy"] = parts[task, "correct"] / n
+        if tc.type == "binary":
+            pos, neg = parts[task, "pos_hist"], parts[task, "neg_hist"]
+            below = np.cumsum(neg) - neg
+            denom = pos.sum() * neg.sum()
+            m[f"{task}_auc"] = float(np.sum(pos * (below + 0.5 * neg)) / denom) if denom else float("nan")
+        if tc.type == "regression":
+            sse, sy, sy2 = parts[task, "sq_err"], parts[task, "y"], parts[task, "y2"]
+            sst = sy2 - sy * sy / n
+            m[f"{task}_mae"] = parts[task, "abs_err"] / n
+            m[f"{task}_rmse"] = float(np.sqrt(sse / n))
+            m[f"{task}_r2"] = float(1.0 - sse / sst) if sst > 0 else float("nan")
+    m["mean_score"] = mean_score(cfg, m)
+    if baselines:
+        dm = registry.delta_m_pct({t: (tc.score_metric, m[f"{t}_{tc.score_metric}"]) for t, tc in cfg.tasks.items()},
+                                  baselines)
+        m["delta_m"] = float("nan") if dm is None else dm
+    m["objective"] = objective(cfg, m)
+    return m
+
+
+def mean_score(cfg: ExperimentConfig, m: dict[str, float]) -> float:
+    """Mean over tasks of each task's score metric, negated where lower is better (registry)."""
+    return float(np.mean([registry.score(tc.score_metric, m[f"{t}_{tc.score_metric}"]) for t, tc in cfg.tasks.items()]))
+
+
+def objective(cfg: ExperimentConfig, m: dict[str, float]) -> float:
+    """The objective's value (``delta_m`` needs baselines: the driver computes it; here it is NaN)."""
+    if cfg.objective.metric == "mean_score":
+        return mean_score(cfg, m)
+    if cfg.objective.metric == "delta_m":
+        return float(m.get("delta_m", float("nan")))
+    return float(m[cfg.objective.metric])

@@ -1,0 +1,80 @@
+"""Is the winner really the winner? Retrain the top configurations with new seeds and rank by mean.
+
+The best of N trials is optimistic: seed and data-order noise plus the maximum over N. ``confirm``
+retrains each of the K best configurations of an experiment with S new seeds (``train.seed`` + 1..S;
+the validation split does not move, see ``data.split_seed``), at the target scale, as one Tune run.
+Every run is a leaderboard row of kind ``confirm`` naming its original trial (``confirm_of``), and
+``confirmed`` ranks configurations by mean ± std.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+from ..config.schema import ExperimentConfig, parse_config
+from ..errors import ConfigError
+
+
+def confirmed(board, experiment: str) -> list[dict]:
+    """Configurations of ``experiment`` with confirmation runs, best mean first (objective's direction)."""
+    table = board.table(experiment=experiment, kind="confirm")
+    groups: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        obj = row.get("objective")
+        if row.get("confirm_of") and isinstance(obj, float) and math.isfinite(obj):
+            groups.setdefault(row["confirm_of"], []).append(row)
+    ranked = []
+    for trial_id, rows in groups.items():
+        values = [r["objective"] for r in rows]
+        ranked.append({"confirm_of": trial_id, "n": len(values), "mean": statistics.fmean(values),
+                       "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                       "mode": rows[0].get("objective_mode") or "max", "config": rows[0]["config"],
+                       "seeds": sorted(r["seed"] for r in rows)})
+    sign = {"max": -1.0, "min": 1.0}
+    return sorted(ranked, key=lambda c: sign[c["mode"]] * c["mean"])
+
+
+def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: int | None, storage: str,
+                    trials: tuple[str, ...] = ()) -> tuple[list[ExperimentConfig], list[dict]]:
+    rows = board.top(top, experiment=experiment).to_pylist()
+    for trial_id in trials:   # named trials too (e.g. the base config, a sweep's first trial)
+        if trial_id not in {r["trial_id"] for r in rows}:
+            found = board.table(experiment=experiment, where=f"trial_id == {trial_id!r}").to_pylist()
+            if not found:
+                raise ConfigError(f"experiment {experiment!r} has no trial {trial_id!r}: see `orchestrator "
+                                  f"leaderboard -e {experiment}`")
+            rows.append(board.best(experiment=experiment, where=f"trial_id == {trial_id!r}"))
+    if not rows:
+        raise ConfigError(f"experiment {experiment!r} has no trials in {board.uri}: run `orchestrator tune` first "
+                          f"(experiments: {board.experiments()})")
+    configs, extra = [], []
+    for row in rows:
+        base = parse_config(json.loads(row["config"]) if isinstance(row["config"], str) else row["config"])
+        for i in range(1, seeds + 1):
+            values = {"train.seed": base.train.seed + i, "storage": storage}
+            if workers:
+                values["resources.workers"] = workers
+            configs.append(base.with_values(values))
+            extra.append({"confirm_of": row["trial_id"]})
+    return configs, extra
+
+
+def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int | None = None,
+            address: str | None = None, trials: tuple[str, ...] = (), out=print) -> list[dict]:
+    """Run the confirmation runs (one Tune run) and return the ranking."""
+    from ..leaderboard.leaderboard import Leaderboard
+    from ..train.driver import check, ensure_pretrained, init_ray, ship_backbone, ship_data
+    from .tuner import run_configs
+
+    board = Leaderboard(storage)
+    configs, extra = confirm_configs(board, experiment, top=top, seeds=seeds, workers=workers, storage=storage,
+                                     trials=trials)
+    p = check(configs[0])
+    out(f"confirming the {len(configs) // seeds} best configurations of {experiment} with {seeds} new seeds each "
+        f"({len(configs)} runs, {p.cfg.resources.workers} worker(s) each)")
+    ensure_pretrained(p.cfg, out=out)
+    init_ray(address)
+    data, backbone_ref = ship_data(p), ship_backbone(p.cfg)
+    run_configs(p, configs, kind="confirm", data=data, backbone_ref=backbone_ref, out=out, extra=extra)
+    return confirmed(board, experiment)

@@ -1,0 +1,44 @@
+"""TensorBoard event files of a run: per-task metrics per epoch, written by rank 0.
+
+``tensorboard --logdir <storage>/trials`` shows every run (trials of every sweep, `train` runs). Events
+are written to a local file (tensorboardX, which Ray Tune already brings) and copied to
+``<run>/tb/`` after each epoch, so remote storage gets them too.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from .. import storage
+
+SKIP = ("rank", "steps_per_epoch", "world_size", "epoch")
+
+
+class EpochBoard:
+    def __init__(self, run_dir: str):
+        from tensorboardX import SummaryWriter
+
+        self.run_dir = run_dir
+        self.local = tempfile.mkdtemp(prefix="tb-")
+        self.writer = SummaryWriter(self.local, flush_secs=3600)
+
+    def write(self, metrics: dict) -> None:
+        epoch = int(metrics["epoch"])
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not key.startswith(SKIP):
+                self.writer.add_scalar(_tag(key), float(value), epoch)
+        self.writer.flush()
+        for name in os.listdir(self.local):
+            with open(os.path.join(self.local, name), "rb") as f:
+                storage.atomic_write(storage.join(self.run_dir, "tb", name), f.read())
+
+
+def _tag(key: str) -> str:
+    """``left_accuracy`` -> ``left/accuracy`` (TensorBoard groups by the part before the slash)."""
+    for prefix in ("train_loss_", "eff_weight_"):
+        if key.startswith(prefix):
+            return f"{prefix.rstrip('_')}/{key[len(prefix):]}"
+    if "_" in key and key not in ("train_loss", "mean_score", "examples_per_s", "epoch_seconds", "delta_m"):
+        task, metric = key.split("_", 1)
+        return f"{task}/{metric}"
+    return f"run/{key}"
