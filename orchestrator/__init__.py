@@ -5,7 +5,7 @@
     tune(load_config("experiment.yaml"))
     Leaderboard("runs").top(5)
 """
-from .config.schema import ExperimentConfig, load_config
+from .config import ExperimentConfig, load_config
 from .errors import ConfigError, DataError, UserError
 from .leaderboard.leaderboard import Leaderboard
 from .train.driver import train

@@ -36,7 +36,9 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
 def join(location: str, *parts: str) -> str:
     """``join("s3://b/p?endpoint_override=x", "a", "b")`` -> ``s3://b/p/a/b?endpoint_override=x``."""
     if not is_uri(location):
-        return os.path.normpath(os.path.join(location, *parts))
+        for part in parts:
+            location = os.path.join(location, part)
+        return os.path.normpath(location)
     s = urlsplit(location)
     path = "/".join([s.path.rstrip("/")] + [p.strip("/") for p in parts])
     return urlunsplit((s.scheme, s.netloc, path, s.query, s.fragment))

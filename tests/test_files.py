@@ -123,7 +123,7 @@ def test_application_backbones_apply_their_own_preprocess_input(tmp_path, name):
 
     from orchestrator.model.backbones import build_backbone
     from orchestrator.config.schema import BackboneConfig
-    from orchestrator.data.pipeline import decode_image
+    from orchestrator.data.decode import decode_image
 
     rng = np.random.default_rng(0)
     path = tmp_path / "x.png"
@@ -159,3 +159,26 @@ def test_validate_from_another_process_and_folder(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", path], cwd=tmp_path,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0 and "ok:" in proc.stdout, proc.stderr
+
+
+def test_flat_pixel_lists_with_image_shape_and_image_size_decode_on_the_cluster_as_validated(tmp_path):
+    """One decoder for the driver's sample and the cluster: flat pixel lists (no shape metadata) with both
+    data.image_shape (how they are stored) and data.image_size (resize on decode) validate, and the units the
+    cluster decodes come out at the validated shape."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from orchestrator.config import parse_config
+    from orchestrator.data.pipeline import load_arrays
+
+    rng = np.random.default_rng(0)
+    n = 64
+    flat = pa.array([list(rng.random(144).astype(np.float32)) for _ in range(n)], pa.list_(pa.float32()))
+    table = pa.table({"image": flat, "left": rng.integers(0, 3, n), "right": rng.integers(0, 3, n),
+                      "sum": rng.random(n).astype(np.float32)})
+    pq.write_table(table, tmp_path / "flat.parquet")
+    cfg = parse_config(experiment(tmp_path, str(tmp_path / "flat.parquet"),
+                                  data={"image_shape": [6, 8, 3], "image_size": [16, 16]}))
+    (x, y), (xv, yv), spec = load_arrays(cfg)   # the cluster's decoder, run in this process
+    assert spec.image_shape == (16, 16, 3)
+    assert x.shape == (48, 16, 16, 3) and xv.shape == (16, 16, 16, 3)

@@ -24,7 +24,7 @@ def _overrides(pairs: tuple[str, ...]) -> dict:
 
 
 def _load(path, sets, *, in_job: bool = False):
-    from ..config.schema import load_config
+    from ..config import load_config
 
     overrides = _overrides(sets)
     if in_job:   # a Ray job's working directory is temporary: its storage must be shared

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import metrics
 from ..errors import ConfigError
+from .paths import redact_paths, set_dotted
 from .space import SearchConfig, check_paths
-from ..storage import is_uri, redact
 
 
 class _Strict(BaseModel):
@@ -263,51 +261,6 @@ def frozen_blocks(depth: Union[int, str], n_blocks: int, *, where: str = "train.
     return n
 
 
-PATH_FIELDS = (("data", "train"), ("data", "validation"), ("backbone", "path"), ("backbone", "weights"), ("storage",))
-_NOT_PATHS = {"imagenet", "none", "pretrained"}
-
-
-def _is_relative_path(value: Any) -> bool:
-    return (isinstance(value, str) and bool(value) and value not in _NOT_PATHS and not value.startswith("builtin:")
-            and not is_uri(value) and not Path(value).is_absolute())
-
-
-def resolve_paths(data: dict, base: Path) -> dict:
-    """Relative paths in a config (data, backbone file, storage) -> absolute, against ``base``."""
-    out = json.loads(json.dumps(data, default=str))
-    for keys in PATH_FIELDS:
-        node = out
-        for k in keys[:-1]:
-            node = node.get(k) if isinstance(node, dict) else None
-        if isinstance(node, dict) and _is_relative_path(node.get(keys[-1])):
-            node[keys[-1]] = str((base / node[keys[-1]]).resolve())
-    return out
-
-
-def redact_paths(data: dict) -> dict:
-    out = json.loads(json.dumps(data, default=str))
-    for keys in PATH_FIELDS:
-        node = out
-        for k in keys[:-1]:
-            node = node.get(k) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
-            node[keys[-1]] = redact(node[keys[-1]])
-    return out
-
-
-def set_dotted(d: dict, path: str, value: Any) -> None:
-    keys = path.split(".")
-    node = d
-    for i, k in enumerate(keys[:-1]):
-        if node.get(k) is None:
-            node[k] = {}
-        if not isinstance(node[k], dict):
-            raise ConfigError(f"cannot set {path!r}: {'.'.join(keys[:i + 1])} is a value, not a section; "
-                              f"write --set {'.'.join(keys[:i + 1])}=VALUE")
-        node = node[k]
-    node[keys[-1]] = value
-
-
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
@@ -328,22 +281,3 @@ def parse_config(data: Any) -> ExperimentConfig:
         return ExperimentConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_error(e)) from None
-
-
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read YAML, resolve its relative paths against its folder, apply dotted-path overrides
-    (``--set train.epochs=3``; relative paths given there resolve against the working directory), validate."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} not found: pass the path to an experiment YAML")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{p} is not valid YAML{at}: fix the syntax") from None
-    if isinstance(data, dict):
-        data = resolve_paths(data, p.resolve().parent)
-        for k, v in (overrides or {}).items():
-            set_dotted(data, k, v)
-    return parse_config(data)

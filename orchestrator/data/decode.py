@@ -1,5 +1,6 @@
-"""Decoding images and pixel lists into arrays. Pure numpy + Pillow + pyarrow: no TensorFlow, so the
-Ray Data tasks that decode stay light.
+"""The one decoder: images and pixel lists into arrays, for the driver's sample and on the cluster alike (a *unit*,
+``prepare.make_units``, in; decoded arrays out). Pure numpy + Pillow + pyarrow: no TensorFlow, so the Ray Data tasks
+that decode stay light.
 
 The input convention (README, "Images"): decoded PNG/JPEG files and bytes give uint8 pixels 0-255,
 height x width x channels; pixel lists stay as stored (float32). A ``keras.applications`` backbone
@@ -132,3 +133,57 @@ def conform(images: list[np.ndarray], *, size: Optional[Sequence[int]], color_mo
                             f"{fix}")
         out.append(img)
     return np.stack(out)
+
+
+# -- units: what the driver samples and what Ray Data decodes on the cluster --------------------------
+def decode_options(cfg_dict: dict, spec_dict: dict | None = None) -> dict:
+    """What decoding needs (plain values, cheap to ship). ``stored_shape``: how flat pixel lists are stored
+    (``data.image_shape``; else a Parquet file's shape metadata, carried by its units). Without ``spec_dict`` (the
+    driver's sample, which finds the shape) decoded images are not checked against a shape or cast."""
+    d = cfg_dict["data"]
+    return {"image_column": d["image_column"], "image_size": d["image_size"], "color_mode": d["color_mode"],
+            "stored_shape": d["image_shape"],
+            "image_shape": tuple(spec_dict["image_shape"]) if spec_dict else None,
+            "pixel_dtype": spec_dict["pixel_dtype"] if spec_dict else None}
+
+
+def decode_unit(unit: dict, opts: dict) -> dict:
+    """One unit -> {"image": (n, H, W, C), "y_<task>": (n,), "row": (n,)}."""
+    rows, source = unit["rows"], unit["source"]
+    imgs = np.asarray(_images(unit, opts))
+    if opts["image_shape"] is not None and tuple(imgs.shape[1:]) != tuple(opts["image_shape"]):
+        raise DataError(f"row {rows[0]} of {source}: images are {list(imgs.shape[1:])}, the sample was "
+                        f"{list(opts['image_shape'])}; set data.image_size (and data.color_mode) so all images match")
+    if opts["pixel_dtype"] is not None:
+        imgs = imgs.astype(opts["pixel_dtype"], copy=False)
+    return {"image": imgs, "row": np.asarray(rows, np.int64), **{f"y_{t}": v for t, v in unit["y"].items()}}
+
+
+def _images(unit: dict, opts: dict):
+    rows, source = unit["rows"], unit["source"]
+    size, color = opts["image_size"], opts["color_mode"]
+    if "pixels" in unit:
+        imgs = unit["pixels"]
+        if size is None and color == "keep":
+            return imgs
+        return conform(list(imgs), size=size, color_mode=color, where=[f"row {r} of {source}" for r in rows])
+    if "paths" in unit:
+        from ..storage import read_bytes_or_fail
+
+        where = [f"image {p} (row {r} of {source})" for p, r in zip(unit["paths"], rows)]
+        return conform([decode_image(read_bytes_or_fail(p, where=w), where=w, size=size, color_mode=color)
+                        for p, w in zip(unit["paths"], where)], size=size, color_mode=color, where=where)
+    import pyarrow.parquet as pq
+
+    from ..storage import filesystem
+
+    file, group, positions = unit["parquet"]
+    fs, path = filesystem(file)
+    col = pq.ParquetFile(path, filesystem=fs).read_row_group(group, columns=[opts["image_column"]]).column(0)
+    col = col.take(pa.array(positions))
+    where = [f"row {r} of the image column in {source}" for r in rows]
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        imgs = [decode_image(b, where=w, size=size, color_mode=color) for b, w in zip(col.to_pylist(), where)]
+    else:
+        imgs = list(pixel_array(col, shape=opts["stored_shape"] or unit.get("shape"), where=source))
+    return conform(imgs, size=size, color_mode=color, where=where)

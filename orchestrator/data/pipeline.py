@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from ..errors import DataError
-from .decode import conform, decode_image, pixel_array  # noqa: F401 - decode_image is part of this module's API
+from .decode import decode_options, decode_unit
 
 DECODE_CPUS = 0.5     # per decode task when decoding into the object store, before any training
 STREAM_DECODERS = 2   # decode tasks per worker while streaming
@@ -29,51 +29,6 @@ def val_batch_size(spec) -> int:
     """Images per validation batch: up to 1024, fewer when they are large (1024 RGB images at 224x224 are
     616 MB as float32 before the model's own activations; validation sums add up whatever the batch)."""
     return int(max(1, min(1024, VAL_BATCH_BYTES // spec.decoded_bytes_per_image)))
-
-
-def decode_options(cfg_dict: dict, spec_dict: dict) -> dict:
-    """What a decode task needs (plain values, cheap to ship)."""
-    d = cfg_dict["data"]
-    return {"image_column": d["image_column"], "image_size": d["image_size"], "color_mode": d["color_mode"],
-            "image_shape": tuple(spec_dict["image_shape"]), "pixel_dtype": spec_dict["pixel_dtype"]}
-
-
-def decode_unit(unit: dict, opts: dict) -> dict:
-    """One unit -> {"image": (n, H, W, C), "y_<task>": (n,), "row": (n,)}. Runs in Ray Data tasks."""
-    rows, source = unit["rows"], unit["source"]
-    size, color = opts["image_size"], opts["color_mode"]
-    if "pixels" in unit:
-        imgs = unit["pixels"]
-        if size is not None or color != "keep":
-            imgs = conform(list(imgs), size=size, color_mode=color, where=[f"row {r} of {source}" for r in rows])
-    elif "paths" in unit:
-        from ..storage import read_bytes_or_fail
-
-        where = [f"image {p} (row {r} of {source})" for p, r in zip(unit["paths"], rows)]
-        imgs = conform([decode_image(read_bytes_or_fail(p, where=w), where=w, size=size, color_mode=color)
-                        for p, w in zip(unit["paths"], where)], size=size, color_mode=color, where=where)
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from ..storage import filesystem
-
-        file, group, positions = unit["parquet"]
-        fs, path = filesystem(file)
-        col = pq.ParquetFile(path, filesystem=fs).read_row_group(group, columns=[opts["image_column"]]).column(0)
-        col = col.take(pa.array(positions))
-        where = [f"row {r} of the image column in {source}" for r in rows]
-        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-            imgs = [decode_image(b, where=w, size=size, color_mode=color) for b, w in zip(col.to_pylist(), where)]
-        else:
-            imgs = list(pixel_array(col, shape=opts["image_shape"] if size is None else None, where=source))
-        imgs = conform(imgs, size=size, color_mode=color, where=where)
-    imgs = np.asarray(imgs)
-    if tuple(imgs.shape[1:]) != tuple(opts["image_shape"]):
-        raise DataError(f"row {rows[0]} of {source}: images are {list(imgs.shape[1:])}, the sample was "
-                        f"{list(opts['image_shape'])}; set data.image_size (and data.color_mode) so all images match")
-    return {"image": imgs.astype(opts["pixel_dtype"], copy=False), "row": np.asarray(rows, np.int64),
-            **{f"y_{t}": v for t, v in unit["y"].items()}}
 
 
 def concat(batches: list[dict]) -> dict:

@@ -29,7 +29,7 @@ from . import builtin
 from .. import storage
 from ..config.schema import ExperimentConfig
 from ..errors import DataError
-from .decode import conform, decode_image, pixel_array
+from .decode import conform, decode_options, decode_unit, pixel_array
 
 UNIT_ROWS = {"paths": 128, "bytes": 256, "pixels": 1024}
 SAMPLE = 48
@@ -221,12 +221,6 @@ def sample_rows(n: int, seed: int) -> np.ndarray:
     return np.unique(np.concatenate([np.arange(16), rng.choice(n, SAMPLE - 16, replace=False)]))
 
 
-def _where(src: Source, row: int) -> str:
-    if src.kind == "paths":
-        return f"image {src.paths[row]} (row {row} of {storage.redact(src.uri)})"
-    return f"row {row} of the image column in {storage.redact(src.uri)}"
-
-
 def _check_paths_exist(src: Source) -> None:
     """Local image files: every one must exist (a stat each; remote ones are only sampled)."""
     for i, p in enumerate(src.paths):
@@ -235,31 +229,22 @@ def _check_paths_exist(src: Source) -> None:
                             f"the row (relative paths resolve against the manifest's folder)")
 
 
-def read_images(src: Source, rows, *, cfg: ExperimentConfig, shape=None) -> np.ndarray:
-    """Decoded images of some rows of a source: (n, H, W, C), resized and converted as configured."""
-    d = cfg.data
-    rows = np.asarray(rows, np.int64)
-    if src.kind == "pixels" and src.pixels is not None:
-        imgs = list(src.pixels[rows])
-    elif src.kind == "paths":
-        imgs = [decode_image(storage.read_bytes_or_fail(src.paths[r], where=_where(src, r)), where=_where(src, r),
-                             size=d.image_size, color_mode=d.color_mode) for r in rows]
-    else:
-        imgs = []
-        for file, group, first, count in src.row_groups:
-            mine = rows[(rows >= first) & (rows < first + count)]
-            if not len(mine):
-                continue
-            fs, path = storage.filesystem(file)
-            col = pq.ParquetFile(path, filesystem=fs).read_row_group(group, columns=[d.image_column]).column(0)
-            col = col.take(pa.array(mine - first))
-            if src.kind == "bytes":
-                imgs += [decode_image(b, where=_where(src, r), size=d.image_size, color_mode=d.color_mode)
-                         for b, r in zip(col.to_pylist(), mine)]
-            else:
-                imgs += list(pixel_array(col, shape=shape or d.image_shape or src.shape_meta,
-                                         where=storage.redact(src.uri)))
-    return conform(imgs, size=d.image_size, color_mode=d.color_mode, where=[_where(src, r) for r in rows])
+def sample_images(src: Source, rows, *, cfg: ExperimentConfig) -> np.ndarray:
+    """Decoded images of some rows of a source, (n, H, W, C), by the cluster's own decoder: the rows are cut into
+    units as for training and each unit goes through ``decode.decode_unit``."""
+    units = make_units(src, np.asarray(rows, np.int64), {}, shuffle_seed=None)
+    opts = decode_options(cfg.model_dump(mode="json"))
+    images, where = [], []
+    for unit in units:
+        images += list(decode_unit(unit, opts)["image"])
+        where += _where(src, unit)
+    return conform(images, size=None, color_mode="keep", where=where)   # one shape for all, or a clear error
+
+
+def _where(src: Source, unit: dict) -> list[str]:
+    if src.kind == "paths":
+        return [f"image {p} (row {r} of {storage.redact(src.uri)})" for p, r in zip(unit["paths"], unit["rows"])]
+    return [f"row {r} of the image column in {storage.redact(src.uri)}" for r in unit["rows"]]
 
 
 # -- units: what Ray Data decodes ----------------------------------------------------------------
@@ -291,7 +276,7 @@ def make_units(src: Source, rows: np.ndarray, y: dict[str, np.ndarray], *, shuff
         for start in range(lo, hi, size):
             r = rows[start:min(hi, start + size)]
             units.append({"rows": r, "source": storage.redact(src.uri), "y": {t: v[r] for t, v in y.items()},
-                          "parquet": (file, group, (r - first).astype(np.int64))})
+                          "parquet": (file, group, (r - first).astype(np.int64)), "shape": src.shape_meta})
     return units
 
 
@@ -348,9 +333,9 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
     for src in sources:
         if src.kind == "paths":
             _check_paths_exist(src)
-    sample = read_images(train, sample_rows(n, cfg.data.split_seed), cfg=cfg)
+    sample = sample_images(train, sample_rows(n, cfg.data.split_seed), cfg=cfg)
     if val is not train:
-        vs = read_images(val, sample_rows(val.labels.num_rows, cfg.data.split_seed), cfg=cfg, shape=sample.shape[1:])
+        vs = sample_images(val, sample_rows(val.labels.num_rows, cfg.data.split_seed), cfg=cfg)
         if vs.shape[1:] != sample.shape[1:]:
             raise DataError(f"validation images are {list(vs.shape[1:])} but training images are "
                             f"{list(sample.shape[1:])}; set data.image_size (and data.color_mode) so they match")

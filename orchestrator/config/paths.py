@@ -1,0 +1,54 @@
+"""Paths inside a plain config dict: which fields hold paths or URIs, resolving the relative ones against the
+config file's folder, redacting credentials, and setting a value by dotted path (``--set``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..storage import is_uri, redact
+
+PATH_FIELDS = (("data", "train"), ("data", "validation"), ("backbone", "path"), ("backbone", "weights"), ("storage",))
+_NOT_PATHS = {"imagenet", "none", "pretrained"}
+
+
+def _is_relative_path(value: Any) -> bool:
+    return (isinstance(value, str) and bool(value) and value not in _NOT_PATHS and not value.startswith("builtin:")
+            and not is_uri(value) and not Path(value).is_absolute())
+
+
+def resolve_paths(data: dict, base: Path) -> dict:
+    """Relative paths in a config (data, backbone file, storage) -> absolute, against ``base``."""
+    out = json.loads(json.dumps(data, default=str))
+    for keys in PATH_FIELDS:
+        node = out
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and _is_relative_path(node.get(keys[-1])):
+            node[keys[-1]] = str((base / node[keys[-1]]).resolve())
+    return out
+
+
+def redact_paths(data: dict) -> dict:
+    out = json.loads(json.dumps(data, default=str))
+    for keys in PATH_FIELDS:
+        node = out
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            node[keys[-1]] = redact(node[keys[-1]])
+    return out
+
+
+def set_dotted(d: dict, path: str, value: Any) -> None:
+    keys = path.split(".")
+    node = d
+    for i, k in enumerate(keys[:-1]):
+        if node.get(k) is None:
+            node[k] = {}
+        if not isinstance(node[k], dict):
+            raise ConfigError(f"cannot set {path!r}: {'.'.join(keys[:i + 1])} is a value, not a section; "
+                              f"write --set {'.'.join(keys[:i + 1])}=VALUE")
+        node = node[k]
+    node[keys[-1]] = value
