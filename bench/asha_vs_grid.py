@@ -69,7 +69,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
 
     from orchestrator.console import console
-    from orchestrator.train.pretrain import pretrain
+    from orchestrator.training.pretrain import pretrain
 
     work = tempfile.mkdtemp(prefix="bench-asha-")
     storage = os.path.join(work, "runs")

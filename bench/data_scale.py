@@ -8,7 +8,7 @@
    (upscaled 8x8 noise), so JPEGs are small; tasks: `color` (which channel is brightest, 3 classes) and
    `brightness` (mean pixel, regression).
 2. Trains the large set for 2 epochs on 2 workers with ``data.cache: none`` (streaming) through
-   ``orchestrator.train.driver.train`` in this process, which is then the Ray driver and does nothing else heavy.
+   ``orchestrator.training.driver.train`` in this process, which is then the Ray driver and does nothing else heavy.
 3. Trains the small set with ``cache: memory`` and with ``cache: none``, same model and epochs, and
    compares steady-state examples/s (epochs 2..N).
 
@@ -110,7 +110,8 @@ def config(folder: str, work: str, *, name: str, side: int, cache: str, epochs: 
 
 
 def run(cfg, label: str) -> dict:
-    from orchestrator.train.driver import cache_mode, check, train
+    from orchestrator.training.driver import train
+    from orchestrator.training.session import cache_mode, check
 
     mode = cache_mode(cfg, check(cfg).spec)
     t0 = time.perf_counter()
@@ -216,7 +217,7 @@ def main() -> None:
               f"{args.small_images} + 200 at 64x64; backbones {args.backbone} (large), {args.small_backbone} (small)",
               flush=True)
 
-        from orchestrator.train.driver import init_ray
+        from orchestrator.training.session import init_ray
 
         init_ray(None)
         print(f"driver peak RSS after ray.init: {driver_peak_mb():.0f} MB", flush=True)

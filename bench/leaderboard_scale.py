@@ -44,7 +44,7 @@ def experiments():
 
 def base_row(cfg, rng):
     """One realistic trial row: 6 epochs of per-task metrics, losses, loss weights, throughput."""
-    from orchestrator.leaderboard.rows import trial_row
+    from orchestrator.leaderboard.rows import RowContext, TrialFacts, trial_row
 
     history = []
     for epoch in range(1, 7):
@@ -62,9 +62,10 @@ def base_row(cfg, rng):
             m["objective"] = m["sum_mae"]
         history.append(m)
     searched = {"train.freeze_depth": 1, "train.backbone_lr": 1e-4, "train.head_lr": 1e-3}
-    return trial_row(cfg, history, sweep_id="s", trial_id="t", searched=searched, n_blocks=5, fingerprint="f" * 16,
-                     wall_time_s=42.0, checkpoint="s3://bucket/runs/trials/t/checkpoints/epoch_000006",
-                     versions={"python": "3.11", "tensorflow": "2.20", "keras": "3.11", "ray": "2.60"})
+    context = RowContext("s", 5, fingerprint="f" * 16,
+                         versions={"python": "3.11", "tensorflow": "2.20", "keras": "3.11", "ray": "2.60"})
+    facts = TrialFacts("t", searched, wall_time_s=42.0, checkpoint="s3://bucket/runs/trials/t/checkpoints/epoch_000006")
+    return trial_row(cfg, history, context=context, trial=facts)
 
 
 def trial(base, i, rng):

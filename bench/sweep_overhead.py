@@ -102,7 +102,7 @@ def replay(storage, rows):
 
     from orchestrator.config import parse_config
     from orchestrator.data.pipeline import load_arrays
-    from orchestrator.train.loop import fit_arrays
+    from orchestrator.training.loop import fit_arrays
 
     cache = {}
     t0 = time.perf_counter()
@@ -122,7 +122,7 @@ def replay(storage, rows):
 def main() -> None:
     from orchestrator.console import console
     from orchestrator.leaderboard import Leaderboard
-    from orchestrator.train.pretrain import pretrain
+    from orchestrator.training.pretrain import pretrain
     from orchestrator.sweep.tuner import tune
 
     work = tempfile.mkdtemp(prefix="bench-overhead-")

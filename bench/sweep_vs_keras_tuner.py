@@ -186,9 +186,9 @@ def main() -> None:
     tf = quiet_tensorflow()
     from orchestrator.config import parse_config
     from orchestrator.data.pipeline import load_arrays
-    from orchestrator.train.pretrain import pretrain
-    from orchestrator.train.driver import init_ray
-    from orchestrator.train.loop import fit_arrays
+    from orchestrator.training.pretrain import pretrain
+    from orchestrator.training.session import init_ray
+    from orchestrator.training.loop import fit_arrays
 
     work = tempfile.mkdtemp(prefix="bench-kt-")
     storage = os.path.join(work, "runs")

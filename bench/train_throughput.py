@@ -53,8 +53,8 @@ def main() -> None:
     from orchestrator.data import builtin
     from orchestrator.config import parse_config
     from orchestrator.data.pipeline import load_arrays
-    from orchestrator.train.driver import train
-    from orchestrator.train.loop import fit_arrays
+    from orchestrator.training.driver import train
+    from orchestrator.training.loop import fit_arrays
 
     work = tempfile.mkdtemp(prefix="bench-throughput-")
     try:

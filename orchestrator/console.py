@@ -65,6 +65,20 @@ def ray_env_quiet() -> None:
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 
+def quiet_logs() -> None:
+    """Per-epoch lines come from the driver; silence per-step chatter from Ray Data and Ray Train (workers and
+    driver alike: Ray Data decodes on the driver's behalf too)."""
+    from ray.data import DataContext
+
+    from . import _ray
+
+    DataContext.get_current().enable_progress_bars = False
+    DataContext.get_current().print_on_execution_start = False
+    for name in ("ray.data", "ray.train", "ray.train.v2", "ray.util"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    _ray.quiet_train_reports()
+
+
 def mute_ray_stderr() -> None:
     """Ray attaches its own stderr handler to the "ray" logger (again in ray.init): mute it."""
     for handler in logging.getLogger("ray").handlers:
@@ -74,10 +88,11 @@ def mute_ray_stderr() -> None:
 
 @contextlib.contextmanager
 def console(log_path: str | None, *, verbose: bool = False):
-    """Our lines on stdout (and in the log file); Ray's and Tune's own output only in the log file,
-    unless ``verbose``. Yields ``out(line)``."""
+    """Our lines on stdout (and in the log file); Ray's and Tune's own output, and the ``orchestrator`` logger's
+    records (the resolved config), only in the log file, unless ``verbose``. Yields ``out(line)``."""
     import ray  # noqa: F401 - its logger must exist before we attach to it
-    import ray._private.worker as ray_worker
+
+    from . import _ray
 
     ray_env_quiet()
     log = None
@@ -85,11 +100,14 @@ def console(log_path: str | None, *, verbose: bool = False):
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         log = open(log_path, "a", buffering=1)
     handler = logging.StreamHandler(log) if log else None
-    ray_logger = logging.getLogger("ray")
+    # Ray's own logs, and ours that belong in the file only (the resolved config): to the log file.
+    loggers = [logging.getLogger("ray"), logging.getLogger("orchestrator")]
     if handler:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        ray_logger.addHandler(handler)
-    printer = ray_worker.print_to_stdstream
+        loggers[1].setLevel(logging.INFO)
+        for logger in loggers:
+            logger.addHandler(handler)
+    printer = _ray.stdstream_printer()
     if not verbose:
         mute_ray_stderr()
         quiet_warnings()
@@ -109,8 +127,8 @@ def console(log_path: str | None, *, verbose: bool = False):
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         # Raylet/GCS messages ("N worker processes have been started...") reach the driver through this
         # function whatever log_to_driver says: to the log file instead.
-        ray_worker.print_to_stdstream = lambda data, *a, **k: log and log.write(
-            "".join(str(line) + "\n" for line in data.get("lines", [])))
+        _ray.set_stdstream_printer(lambda data, *_, **__: log and log.write(
+            "".join(str(line) + "\n" for line in data.get("lines", []))))
 
     def out(line: str) -> None:
         print(line, flush=True)
@@ -120,8 +138,9 @@ def console(log_path: str | None, *, verbose: bool = False):
     try:
         yield out
     finally:
-        ray_worker.print_to_stdstream = printer
+        _ray.set_stdstream_printer(printer)
         if handler:
-            ray_logger.removeHandler(handler)
+            for logger in loggers:
+                logger.removeHandler(handler)
         if log:
             log.close()

@@ -74,15 +74,29 @@ def direction(column: str, *, objective_mode: Optional[str] = None) -> Optional[
     return None
 
 
+def task_metric_columns(columns) -> list[str]:
+    """The per-task metric columns (``<task>_<metric>`` for every registered metric but the loss) among ``columns``,
+    in their order: what epoch lines and tables show per task."""
+    suffixes = tuple(f"_{m}" for m in TASK_METRICS if m != "loss")
+    return [c for c in columns if c.endswith(suffixes) and not c.startswith(("best_", "train_loss_", "eff_weight_"))
+            and len(c.split("_", 1)[0]) > 0]
+
+
 def known_metric_names(tasks: Mapping[str, str]) -> list[str]:
     """Every metric a run with these tasks (name -> type) reports, plus the run-level ones."""
     names = [f"{t}_{m}" for t, tt in tasks.items() for m in metrics_for(tt) + ("loss",)]
     return names + ["mean_score", "delta_m"]
 
 
+def sign(mode: Optional[str]) -> float:
+    """+1 where higher is better ("max", or no known direction), -1 where lower is better ("min"): the one place a
+    direction becomes a sign."""
+    return -1.0 if mode == "min" else 1.0
+
+
 def score(metric: str, value: float) -> float:
     """Higher is better: a metric's value, negated when lower is better."""
-    return -value if TASK_METRICS[metric].mode == "min" else value
+    return sign(TASK_METRICS[metric].mode) * value
 
 
 def best_of(values, mode: str) -> Optional[float]:
@@ -103,6 +117,5 @@ def delta_m_pct(scores: Mapping[str, tuple[str, float]], baselines: Mapping[str,
         base = baselines.get(task)
         if base is None or value is None or not math.isfinite(value) or not math.isfinite(base) or base == 0:
             return None
-        sign = 1.0 if TASK_METRICS[metric].mode == "max" else -1.0
-        terms.append(sign * (value - base) / abs(base))
+        terms.append(sign(TASK_METRICS[metric].mode) * (value - base) / abs(base))
     return 100.0 * sum(terms) / len(terms) if terms else None

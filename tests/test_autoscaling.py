@@ -1,7 +1,6 @@
 """An autoscaling cluster (Ray's local fake autoscaler, slow): a GPU sweep sized by the cluster's maximum
 makes the autoscaler add nodes and runs trials side by side; a request no node can ever hold is refused
 before any trial starts. GPUs are logical here (TensorFlow runs on the CPU)."""
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,14 +13,10 @@ from orchestrator.leaderboard import Leaderboard
 
 from autoscaling_cluster import FakeAutoscalingCluster
 
+from factories import free_port
+
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

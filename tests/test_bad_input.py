@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.cli import main
 
-from conftest import experiment, run_cli, small_table, write_parquet, write_yaml
+from factories import experiment, run_cli, small_table, write_parquet, write_yaml
 
 
 pytestmark = pytest.mark.usefixtures("no_ray")
@@ -68,7 +68,7 @@ def test_bad_data_exits_2_with_one_line(tmp_path, capsys, case):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", table), **sections)
     if val:
         cfg["data"]["validation"] = val
-    code, err, _ = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg))
+    code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2
     assert err.startswith("error: ") and expected in err and "\n" not in err, err
 
@@ -77,10 +77,10 @@ def test_truncated_and_missing_files(tmp_path, capsys):
     path = write_parquet(tmp_path / "train.parquet", small_table(50))
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
-    code, err, _ = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", experiment(tmp_path, path)))
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", experiment(tmp_path, path)))
     assert code == 2 and "cannot read Parquet data" in err and "\n" not in err
     cfg = experiment(tmp_path, str(tmp_path / "nope.parquet"))
-    code, err, _ = run_cli(capsys, "train", write_yaml(tmp_path / "e2.yaml", cfg))
+    code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e2.yaml", cfg))
     assert code == 2 and "not found" in err
 
 
@@ -93,7 +93,7 @@ def test_truncated_and_missing_files(tmp_path, capsys):
 ])
 def test_bad_config_exits_2(tmp_path, capsys, change, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)), **change)
-    code, err, _ = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg))
+    code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and expected in err and "\n" not in err, err
 
 
@@ -122,11 +122,11 @@ def test_validate_prints_a_summary(tmp_path, capsys):
 def test_bad_search_space_exits_2_before_ray(tmp_path, capsys, space, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)),
                      search={"space": space})
-    code, err, _ = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
+    code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and expected in err and "\n" not in err, err
 
 
 def test_tune_without_search_section_is_a_config_error(tmp_path, capsys):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)))
-    code, err, _ = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
+    code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and "has no 'search' section" in err

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.leaderboard import compaction
-from orchestrator.leaderboard import files as leaderboard_files
+from orchestrator.leaderboard import columns
 from orchestrator.leaderboard import Leaderboard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -280,4 +280,4 @@ def test_schemas_differ_between_merged_files(tmp_path):
     assert t.num_rows == 2 and t.schema.field("freeze_depth").type == pa.int64()
     rows = {r["trial_id"]: r for r in t.to_pylist()}
     assert rows["t0000"]["sum_mae"] is None and rows["t0001"]["left_accuracy"] is None
-    assert rows["t0001"]["kind"] == "baseline" and leaderboard_files.column_type("sum_mae") == pa.float64()
+    assert rows["t0001"]["kind"] == "baseline" and columns.column_type("sum_mae") == pa.float64()

@@ -3,7 +3,7 @@ import pytest
 from orchestrator.config import load_config, parse_config
 from orchestrator.errors import ConfigError
 
-from conftest import experiment, write_yaml
+from factories import experiment, write_yaml
 
 
 def base(tmp_path, **kw):

@@ -10,7 +10,7 @@ import pytest
 from orchestrator.config import parse_config
 from orchestrator.data.pipeline import load_arrays
 
-from conftest import experiment, small_table, write_parquet
+from factories import experiment, small_table, write_parquet
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +22,10 @@ def one_step_per_worker(payload):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import ray.train
     from orchestrator.config import ExperimentConfig
-    from orchestrator.data.prepare import DataSpec
+    from orchestrator.data.spec import DataSpec
     from orchestrator.model.multitask import build, make_optimizer, standardize
     from orchestrator.model.weighting import LossWeighting
-    from orchestrator.train.loop import make_train_step
+    from orchestrator.training.loop import make_train_step
 
     cfg, spec = ExperimentConfig.model_validate(payload["config"]), DataSpec.from_dict(payload["data_spec"])
     rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
@@ -91,7 +91,7 @@ def test_two_workers_one_step_equals_one_worker(ray_session, tmp_path, weighting
 
 @pytest.fixture(scope="session")
 def pretrained_storage(tmp_path_factory):
-    from orchestrator.train.pretrain import pretrain
+    from orchestrator.training.pretrain import pretrain
 
     storage = str(tmp_path_factory.mktemp("storage"))
     pretrain(storage)
@@ -99,7 +99,7 @@ def pretrained_storage(tmp_path_factory):
 
 
 def test_train_two_workers_end_to_end(ray_session, pretrained_storage, tmp_path):
-    from orchestrator.train.driver import train
+    from orchestrator.training.driver import train
 
     cfg = parse_config({**experiment(tmp_path, "builtin:multidigits/train"),
                         "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},

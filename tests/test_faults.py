@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from orchestrator.train.failures import attempts, read_progress
+from orchestrator.training.progress import attempts, read_progress
 from orchestrator.leaderboard import Leaderboard
 
 pytestmark = pytest.mark.slow
@@ -196,7 +196,7 @@ def test_placement_groups_of_dead_actors_are_released(ray_session):
     import ray
     from ray.util.placement_group import placement_group, placement_group_table
 
-    from orchestrator.train.failures import release_orphaned_placement_groups
+    from orchestrator.training.progress import release_orphaned_placement_groups
 
     kept = placement_group([{"CPU": 0.25}])           # the driver's: must survive
     ray.get(kept.ready())
@@ -229,7 +229,7 @@ def test_placement_groups_of_actors_destroyed_with_their_own_group_are_released(
     from ray.util.placement_group import placement_group, placement_group_table
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from orchestrator.train.failures import release_orphaned_placement_groups
+    from orchestrator.training.progress import release_orphaned_placement_groups
 
     trial = placement_group([{"CPU": 0.1}])
     ray.get(trial.ready())
@@ -247,18 +247,13 @@ SLOW_DRIVER = """
 import sys, time
 import orchestrator.sweep.callback as tc
 
-real = tc.make_callback
+real = tc.SweepCallback.on_trial_result
 
-def slow_callback(*args, **kwargs):      # the sweep driver is busy for a while after each result
-    callback = real(*args, **kwargs)
-    on_result = callback.on_trial_result
-    def on_trial_result(*a, **k):
-        time.sleep(8)
-        return on_result(*a, **k)
-    callback.on_trial_result = on_trial_result
-    return callback
+def on_trial_result(self, *a, **k):      # the sweep driver is busy for a while after each result
+    time.sleep(8)
+    return real(self, *a, **k)
 
-tc.make_callback = slow_callback
+tc.SweepCallback.on_trial_result = on_trial_result
 from orchestrator.cli import main
 main(sys.argv[1:])
 """

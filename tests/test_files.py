@@ -9,7 +9,7 @@ from PIL import Image
 
 from orchestrator.cli import main
 
-from conftest import experiment, run_cli, write_yaml
+from factories import experiment, run_cli, write_yaml
 
 
 pytestmark = pytest.mark.usefixtures("no_ray")
@@ -62,7 +62,7 @@ def test_bad_image_files_exit_2_with_one_line(tmp_path, capsys, case, expected):
     else:
         os.remove(tmp_path / "d" / "img" / "006.jpg")
     cfg = experiment(tmp_path, manifest, data=data, train={"batch_size": 8})
-    code, err, _ = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and expected in err and "\n" not in err, err
 
 
@@ -70,13 +70,13 @@ def test_one_channel_images_with_imagenet_weights_exit_2(tmp_path, capsys):
     manifest = image_files(tmp_path / "d", mode="L")
     cfg = manifest_cfg(tmp_path, manifest, image_size=(32, 32),
                        backbone={"kind": "application", "name": "MobileNetV2", "weights": "imagenet"})
-    code, err, _ = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and "3 channels" in err and "1" in err and "\n" not in err, err
 
 
 def test_missing_backbone_file_exits_2(tmp_path, capsys):
     cfg = experiment(tmp_path, "builtin:multidigits/train", backbone={"kind": "file", "path": "nope.keras"})
-    code, err, _ = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and "nope.keras" in err and "not found" in err, err
 
 
@@ -107,7 +107,7 @@ def test_submit_refuses_a_relative_local_storage(tmp_path, capsys):
     (root / "jobs" / "tune.py").write_text("")
     cfg = experiment(tmp_path, "builtin:multidigits/train", storage="runs")
     path = write_yaml(root / "e.yaml", cfg)
-    code, err, _ = run_cli(capsys, "submit", path, "--address", "http://127.0.0.1:9", "--working-dir", str(root))
+    code, _, err = run_cli(capsys, "submit", path, "--address", "http://127.0.0.1:9", "--working-dir", str(root))
     assert code == 2 and "storage" in err and "shared" in err and "\n" not in err, err
 
 

@@ -8,17 +8,17 @@ from orchestrator.model.backbones import apply_freeze, blocks, digits_cnn, freez
 from orchestrator.config import parse_config
 from orchestrator.data.pipeline import load_arrays
 from orchestrator.errors import ConfigError
-from orchestrator.train.loop import fit_arrays
+from orchestrator.training.loop import fit_arrays
 
-from conftest import experiment, small_table, write_parquet
+from factories import experiment, small_table, write_parquet
 
 
 def test_freeze_mask_is_pure():
-    assert freeze_mask(5, 0) == [True] * 5
-    assert freeze_mask(5, 2) == [False, False, True, True, True]
-    assert freeze_mask(5, "all") == [False] * 5
+    assert freeze_mask(0, 5) == [False] * 5
+    assert freeze_mask(2, 5) == [True, True, False, False, False]
+    assert freeze_mask("all", 5) == [True] * 5
     with pytest.raises(ConfigError, match="beyond the backbone's 5 blocks"):
-        freeze_mask(5, 6)
+        freeze_mask(6, 5)
 
 
 def tiny_bn_model():

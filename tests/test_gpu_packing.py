@@ -5,7 +5,8 @@ import pytest
 from orchestrator.config import parse_config
 from orchestrator.leaderboard import Leaderboard
 from orchestrator.sweep.capacity import NodeType, concurrency
-from orchestrator.sweep.tuner import TRIAL_DRIVER_CPU, tune
+from orchestrator.sweep.runner import TRIAL_DRIVER_CPU
+from orchestrator.sweep.tuner import tune
 
 
 def packed(storage, name, gpus, depths):

@@ -7,9 +7,10 @@ import pyarrow.csv as pacsv
 import pytest
 
 from orchestrator.config import parse_config
-from orchestrator.train.driver import cache_mode, check, train
+from orchestrator.training.driver import train
+from orchestrator.training.session import cache_mode, check
 
-from conftest import experiment
+from factories import experiment
 
 pytestmark = pytest.mark.slow
 

@@ -21,13 +21,9 @@ import pytest
 from orchestrator.cli import jobs
 from orchestrator.errors import ConfigError, UserError
 
+from factories import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -77,7 +73,7 @@ def test_config_outside_working_dir(project, tmp_path_factory):
     outside = tmp_path_factory.mktemp("elsewhere") / "exp.yaml"
     outside.write_text("name: t\nstorage: /shared/runs\n")
     with pytest.raises(ConfigError, match="outside .*place it in the project directory"):
-        jobs.submit(str(outside), "http://127.0.0.1:1", working_dir=str(project))
+        jobs.submit_job(str(outside), "http://127.0.0.1:1", working_dir=str(project))
 
 
 def test_config_ignored_by_gitignore(project):
@@ -86,14 +82,14 @@ def test_config_ignored_by_gitignore(project):
     (project / "runs" / "exp.yaml").write_text("name: t\nstorage: /shared/runs\n")
     for path in ("best.yaml", "runs/exp.yaml"):
         with pytest.raises(ConfigError, match="left out of the upload"):
-            jobs.submit(str(project / path), "http://127.0.0.1:1", working_dir=str(project))
+            jobs.submit_job(str(project / path), "http://127.0.0.1:1", working_dir=str(project))
 
 
 def test_missing_config_and_entrypoint(project):
     with pytest.raises(ConfigError, match="not found"):
-        jobs.submit(str(project / "nope.yaml"), "http://127.0.0.1:1", working_dir=str(project))
+        jobs.submit_job(str(project / "nope.yaml"), "http://127.0.0.1:1", working_dir=str(project))
     with pytest.raises(ConfigError, match="jobs/train.py not found"):
-        jobs.submit(str(project / "exp.yaml"), "http://127.0.0.1:1", working_dir=str(project),
+        jobs.submit_job(str(project / "exp.yaml"), "http://127.0.0.1:1", working_dir=str(project),
                     entrypoint_script="jobs/train.py")
 
 
@@ -108,7 +104,7 @@ def test_excluded_mirrors_ray_upload_rules(project):
 def test_unreachable_address_fails_fast(project):
     url = f"http://127.0.0.1:{free_port()}"
     calls = [
-        lambda: jobs.submit(str(project / "exp.yaml"), url, working_dir=str(project)),
+        lambda: jobs.submit_job(str(project / "exp.yaml"), url, working_dir=str(project)),
         lambda: jobs.status(url),
         lambda: jobs.status(url, "raysubmit_x"),
         lambda: jobs.logs(url, "raysubmit_x", follow=True),
@@ -211,7 +207,7 @@ def run_submit(monkeypatch, project, client, **kwargs):
     monkeypatch.setattr(jobs, "_client", lambda url: client)
     monkeypatch.setattr(jobs, "POLL_S", 0)
     lines = []
-    code = jobs.submit(str(project / "exp.yaml"), "127.0.0.1:8265", working_dir=str(project),
+    code = jobs.submit_job(str(project / "exp.yaml"), "127.0.0.1:8265", working_dir=str(project),
                        out=lines.append, **kwargs)
     return code, lines
 

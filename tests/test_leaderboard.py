@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from factories import row as trial_row, run_cli
 from orchestrator import metrics
 from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
 from orchestrator.leaderboard import Leaderboard, NoMatchingRows, render
-from orchestrator.leaderboard.files import KNOWN_TYPES
-from orchestrator.leaderboard.query import front
-from orchestrator.leaderboard.rows import trial_row
+from orchestrator.leaderboard.columns import KNOWN_TYPES
+from orchestrator.leaderboard.ranking import front
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 N_BLOCKS = 5   # freeze depth 'all' is stored as the number of backbone blocks
@@ -432,18 +432,6 @@ def test_files_readable_without_orchestrator(board, tmp_path):
 
 
 # -- command line ---------------------------------------------------------------------------------------
-def run(capsys, *argv):
-    from orchestrator.cli import main
-
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err.strip()
-
-
 @pytest.fixture
 def with_pareto(monkeypatch):
     from orchestrator.cli.main import cli
@@ -454,48 +442,48 @@ def with_pareto(monkeypatch):
 
 def test_cli_leaderboard(board, tmp_path, capsys):
     storage = str(tmp_path / "runs")
-    code, out, _ = run(capsys, "leaderboard", "--storage", storage, "--format", "json", "--sweep", "sw2")
+    code, out, _ = run_cli(capsys, "leaderboard", "--storage", storage, "--format", "json", "--sweep", "sw2")
     assert code == 0 and [r["trial_id"] for r in json.loads(out)] == ["s2", "s3"]
-    code, out, _ = run(capsys, "leaderboard", "--storage", storage, "-e", "sums", "--where", "sum_mae < 0.2",
+    code, out, _ = run_cli(capsys, "leaderboard", "--storage", storage, "-e", "sums", "--where", "sum_mae < 0.2",
                        "--format", "csv")
     assert [r["trial_id"] for r in csv.DictReader(io.StringIO(out))] == ["s2"]
-    code, out, _ = run(capsys, "leaderboard", "--storage", storage, "--sort", "sum_mae", "--top", "1")
+    code, out, _ = run_cli(capsys, "leaderboard", "--storage", storage, "--sort", "sum_mae", "--top", "1")
     assert code == 0 and "s2" in out and "s1" not in out
     board.append([trial(SUMS, "b1", {"objective": 0.99, "sum_r2": 0.99}, kind="baseline")])
-    _, out, _ = run(capsys, "leaderboard", "--storage", storage, "--kind", "baseline", "--format", "json")
+    _, out, _ = run_cli(capsys, "leaderboard", "--storage", storage, "--kind", "baseline", "--format", "json")
     assert [r["trial_id"] for r in json.loads(out)] == ["b1"]
-    _, out, _ = run(capsys, "leaderboard", "--storage", storage, "--kind", "all", "--format", "json")
+    _, out, _ = run_cli(capsys, "leaderboard", "--storage", storage, "--kind", "all", "--format", "json")
     assert len(json.loads(out)) == 7
-    code, _, err = run(capsys, "leaderboard", "--storage", storage, "--where", "accuracy > 1")
+    code, _, err = run_cli(capsys, "leaderboard", "--storage", storage, "--where", "accuracy > 1")
     assert code == 2 and err.startswith("error: unknown column 'accuracy'") and "\n" not in err
-    code, out, _ = run(capsys, "leaderboard", "compact", "--storage", storage)
+    code, out, _ = run_cli(capsys, "leaderboard", "compact", "--storage", storage)
     assert code == 0 and "3 -> 1 files" in out and len(os.listdir(tmp_path / "runs" / "leaderboard")) == 1
-    code, out, _ = run(capsys, "leaderboard", "--storage", storage, "compact")     # the group's --storage
+    code, out, _ = run_cli(capsys, "leaderboard", "--storage", storage, "compact")     # the group's --storage
     assert code == 0 and "1 -> 1 files" in out
 
 
 def test_cli_best_writes_the_config(board, tmp_path, capsys):
     out_file = tmp_path / "best.yaml"
-    code, out, _ = run(capsys, "best", "--storage", str(tmp_path / "runs"), "--sweep", "sw2", "-o", str(out_file))
+    code, out, _ = run_cli(capsys, "best", "--storage", str(tmp_path / "runs"), "--sweep", "sw2", "-o", str(out_file))
     assert code == 0 and "trial s2" in out
     text = out_file.read_text()
     assert text.startswith("# best trial s2 of experiment sums (sweep sw2): objective 0.8500")
     cfg = yaml.safe_load(text)
     assert cfg["name"] == "sums" and "search" not in cfg and parse_config(cfg).train.epochs == 3
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []      # no temporary left
-    code, _, err = run(capsys, "best", "--storage", str(tmp_path / "runs"), "--sweep", "nope", "-o", str(out_file))
+    code, _, err = run_cli(capsys, "best", "--storage", str(tmp_path / "runs"), "--sweep", "nope", "-o", str(out_file))
     assert code == 2 and "no leaderboard rows" in err and "\n" not in err
 
 
 def test_cli_pareto(board, tmp_path, capsys, with_pareto):
     storage = str(tmp_path / "runs")
-    code, out, _ = run(capsys, "pareto", "--storage", storage, "-e", "digits", "--metrics",
+    code, out, _ = run_cli(capsys, "pareto", "--storage", storage, "-e", "digits", "--metrics",
                        "left_accuracy,right_accuracy", "--format", "json")
     assert code == 0 and [r["trial_id"] for r in json.loads(out)] == ["d2", "d1"]
-    code, out, _ = run(capsys, "pareto", "--storage", storage, "-e", "digits", "-m", "left_accuracy", "-m",
+    code, out, _ = run_cli(capsys, "pareto", "--storage", storage, "-e", "digits", "-m", "left_accuracy", "-m",
                        "right_accuracy")
     assert code == 0 and header_of(out)[:5] == ["rank", "trial_id", "status", "objective", "left_acc"]
-    code, _, err = run(capsys, "pareto", "--storage", storage, "-m", "left_accuracy")
+    code, _, err = run_cli(capsys, "pareto", "--storage", storage, "-m", "left_accuracy")
     assert code == 2 and "two or more" in err
-    code, _, err = run(capsys, "pareto", "--storage", storage, "-m", "left_accuracy,max_epochs")
+    code, _, err = run_cli(capsys, "pareto", "--storage", storage, "-m", "left_accuracy,max_epochs")
     assert code == 2 and "no known direction" in err and "\n" not in err

@@ -11,28 +11,12 @@ from PIL import Image
 
 from orchestrator.cli import main
 
-from conftest import experiment, write_yaml
+from factories import experiment, run_cli, write_yaml
 
 
 @pytest.fixture(autouse=True)
-def no_ray(monkeypatch):
-    import ray
-
-    def forbidden(*a, **k):
-        raise AssertionError("ray.init was called")
-
-    monkeypatch.setattr(ray, "init", forbidden)
-
-
-def run_cli(capsys, *argv):
-    """(exit code, stderr, stdout) of one CLI call."""
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.err.strip(), captured.out
+def _no_ray(no_ray):
+    """Nothing here starts Ray."""
 
 
 def save(path, size=(10, 12), seed=0):
@@ -53,7 +37,7 @@ def class_tree(root, classes=("5", "6", "7"), per_class=4):
 def test_one_task_tree_to_csv_with_paths_relative_to_the_manifest(tmp_path, capsys):
     class_tree(tmp_path / "data" / "train")
     out = tmp_path / "manifests" / "train.csv"          # not next to the images: paths go through ..
-    code, err, stdout = run_cli(capsys, "manifest", str(tmp_path / "data" / "train"), "-o", str(out))
+    code, stdout, err = run_cli(capsys, "manifest", str(tmp_path / "data" / "train"), "-o", str(out))
     assert code == 0, err
     assert "12 images" in stdout and "label: 3 classes (5, 6, 7)" in stdout, stdout
     table = pacsv.read_csv(out)
@@ -88,7 +72,7 @@ def test_nested_folders_map_to_task_columns(tmp_path, capsys):
     for left, right in [("5", "7"), ("5", "8"), ("6", "7"), ("9", "8")]:
         save(root / left / right / f"{left}{right}.png")
     out = tmp_path / "m.csv"
-    code, err, stdout = run_cli(capsys, "manifest", str(root), "-o", str(out), "--tasks", "left,right")
+    code, stdout, err = run_cli(capsys, "manifest", str(root), "-o", str(out), "--tasks", "left,right")
     assert code == 0, err
     table = pacsv.read_csv(out)
     assert table.column_names == ["image", "left", "right"]
@@ -101,7 +85,7 @@ def test_nested_folders_map_to_task_columns(tmp_path, capsys):
 
 def test_parquet_output_keeps_folder_names_as_text(tmp_path, capsys):
     class_tree(tmp_path / "t", classes=("cat", "dog", "007"), per_class=2)
-    code, err, _ = run_cli(capsys, "manifest", str(tmp_path / "t"), "-o", str(tmp_path / "m.parquet"),
+    code, _, err = run_cli(capsys, "manifest", str(tmp_path / "t"), "-o", str(tmp_path / "m.parquet"),
                            "--image-column", "path", "--tasks", "animal")
     assert code == 0, err
     table = pq.read_table(tmp_path / "m.parquet")
@@ -117,12 +101,12 @@ def test_extensions_hidden_files_and_empty_class_folders(tmp_path, capsys):
     save(root / "a" / ".hidden.png")
     save(root / ".cache" / "x" / "deep.png")                                  # hidden folder: skipped whole
     (root / "empty").mkdir()
-    code, err, stdout = run_cli(capsys, "manifest", str(root), "-o", str(tmp_path / "all.csv"))
+    code, stdout, err = run_cli(capsys, "manifest", str(root), "-o", str(tmp_path / "all.csv"))
     assert code == 0, err
     assert pacsv.read_csv(tmp_path / "all.csv").column("image").to_pylist() == [
         "t/a/0.jpg", "t/a/1.png", "t/a/2.JPEG", "t/b/0.jpg", "t/b/1.png"]
     assert "1 class folder(s) hold no image" in stdout and "empty" in stdout, stdout
-    code, err, _ = run_cli(capsys, "manifest", str(root), "-o", str(tmp_path / "png.csv"), "--extensions", ".PNG")
+    code, _, err = run_cli(capsys, "manifest", str(root), "-o", str(tmp_path / "png.csv"), "--extensions", ".PNG")
     assert code == 0, err
     assert pacsv.read_csv(tmp_path / "png.csv").column("image").to_pylist() == ["t/a/1.png", "t/b/1.png"]
 
@@ -171,7 +155,7 @@ def test_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, case,
     out.write_text("old\n")                      # a failed run leaves an existing manifest as it was
     if "-o" not in args:
         args = ["-o", str(out), *args]
-    code, err, _ = run_cli(capsys, "manifest", str(root), *args)
+    code, _, err = run_cli(capsys, "manifest", str(root), *args)
     assert code == 2 and err.startswith("error: ") and expected in err and "\n" not in err, err
     assert out.read_text() == "old\n"
     assert sorted(os.listdir(tmp_path)) == sorted(["m.csv"] + (["t"] if root.exists() else []))

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from factories import row as trial_row
 from orchestrator.sweep.baselines import single_task
 from orchestrator.cli.main import cli, main
 from orchestrator.cli.report import report
 from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
 from orchestrator.leaderboard import Leaderboard
-from orchestrator.report.report import FILES, summary_lines, write_report
-from orchestrator.leaderboard.rows import trial_row
+from orchestrator.report import FILES, summary_lines, write_report
 
 N_BLOCKS = 5
 EPOCHS = 4

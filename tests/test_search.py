@@ -7,7 +7,7 @@ from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
 from orchestrator.config.space import hp_columns, materialize, param_space, simplex_weights
 
-from conftest import experiment
+from factories import experiment
 
 SPACE = {
     "train.freeze_depth": {"choice": [0, 1, 2, "all"]},
@@ -47,7 +47,7 @@ def test_every_searched_field_reaches_the_trial_config(tmp_path):
     """Sample Tune's space the way Tune does, materialize, and check the trial's config."""
     from ray.tune.search.variant_generator import generate_variants
 
-    from orchestrator.sweep.tuner import trial_config
+    from orchestrator.sweep.runner import trial_config
 
     cfg = sweep_cfg(tmp_path)
     space = param_space(cfg.search, list(cfg.tasks))
@@ -108,3 +108,34 @@ def test_search_code_never_imports_tensorflow():
     code = ("import sys; import orchestrator.config.space, orchestrator.config.schema, orchestrator.leaderboard.leaderboard; "
             "print('tensorflow' in sys.modules or 'keras' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_optuna_accepts_the_simplex_space(tmp_path):
+    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.config.space import param_space
+    from orchestrator.sweep.runner import trial_config
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={
+        "searcher": "optuna", "space": {"train.loss_weights": {"simplex": {"concentration": 1.0}},
+                                        "train.freeze_depth": {"choice": [0, 2]}}}))
+    searcher = OptunaSearch(seed=0)
+    assert searcher.set_search_properties("objective", "max", param_space(cfg.search, list(cfg.tasks)))
+    params = searcher.suggest("trial-1")
+    weights = trial_config(cfg, params).normalized_loss_weights()
+    assert sum(weights.values()) == pytest.approx(1.0) and set(weights) == {"left", "right", "sum"}
+
+
+def test_searched_epochs_set_the_scheduler_and_the_status(tmp_path):
+    from factories import row as trial_row
+    from orchestrator.sweep.tuner import make_scheduler
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2},
+                                  search={"space": {"train.epochs": {"choice": [2, 6]}}}))
+    assert make_scheduler(cfg)._max_t == 6
+    trial = cfg.with_values({"train.epochs": 6})
+    history = [{"epoch": e, "objective": 0.5, "status": "running"} for e in (1, 2)]
+    row = trial_row(trial, history, sweep_id="s", trial_id="t", searched={"train.epochs": 6}, n_blocks=5)
+    assert row["status"] == "stopped"
+    row = trial_row(cfg, history, sweep_id="s", trial_id="t", searched={"train.epochs": 2}, n_blocks=5)
+    assert row["status"] == "completed"

@@ -8,7 +8,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "orchestrator"
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_POSITIONAL, MAX_PARAMETERS = 350, 60, 6, 10
 # The flow of one sweep, lowest first: a module may import from its own stage and the stages below it.
-STAGES = ["", "config", "data", "model", "train", "leaderboard", "sweep", "report", "cli"]
+STAGES = ["", "config", "data", "model", "training", "leaderboard", "sweep", "report", "cli"]
+# Signatures that are not ours to choose: they forward what their framework passes.
+FORWARDING_ALLOWED = {
+    "orchestrator._ray._initialize_and_run_controller": "Ray Train's own hook; its keywords pass through to Ray",
+    "orchestrator.model.backbones.__init__": "a Keras layer passes its base config (name, dtype, trainable) through",
+}
 
 
 def modules() -> dict[str, ast.Module]:
@@ -84,7 +89,7 @@ def test_signatures_are_short_and_nothing_forwards_star_args():
             for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call)):
                 passed = [s.value.id for s in call.args if isinstance(s, ast.Starred) and isinstance(s.value, ast.Name)]
                 passed += [k.value.id for k in call.keywords if k.arg is None and isinstance(k.value, ast.Name)]
-                if star & set(passed):
+                if star & set(passed) and f"{name}.{fn.name}" not in FORWARDING_ALLOWED:
                     forwarding.append(f"{name}.{fn.name} forwards {sorted(star & set(passed))}")
     assert not wide, wide
     assert not forwarding, forwarding

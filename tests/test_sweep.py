@@ -9,7 +9,7 @@ import yaml
 from orchestrator.cli import main
 from orchestrator.config import load_config, parse_config
 from orchestrator.leaderboard import Leaderboard
-from orchestrator.train.driver import train
+from orchestrator.training.driver import train
 from orchestrator.sweep.tuner import tune
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""How a trial hands its Train run's reports to Tune (orchestrator.sweep.tuner._fit_reporting), without Ray: a stand-in
+"""How a trial hands its Train run's reports to Tune (orchestrator.sweep.runner._fit_reporting), without Ray: a stand-in
 trainer whose fit() puts metrics where the Train callback would, into a one-slot queue. The real path (Ray Train +
 Tune, a driver slower than the trial) is tests/test_faults.py::test_a_busy_sweep_driver_does_not_strand_a_finished_trial."""
 import queue
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestrator.sweep.tuner import _fit_reporting
+from orchestrator.sweep.runner import _fit_reporting
 
 
 class Trainer:

@@ -8,7 +8,7 @@ import pytest
 from orchestrator.config import parse_config
 from orchestrator.model.weighting import dwa_weights
 
-from conftest import experiment, small_table, write_parquet
+from factories import experiment, small_table, write_parquet
 
 
 def test_dwa_matches_its_formula_on_a_known_loss_history():
@@ -33,7 +33,7 @@ def test_dwa_weights_are_applied_each_epoch(tmp_path):
     import tensorflow as tf
 
     from orchestrator.data.pipeline import load_arrays
-    from orchestrator.train.loop import fit_arrays
+    from orchestrator.training.loop import fit_arrays
 
     cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(300)),
                                   train={"epochs": 3, "batch_size": 50, "loss_weighting": "dwa",
@@ -55,7 +55,7 @@ def test_uncertainty_gives_a_noisy_task_the_lowest_weight(tmp_path):
     import tensorflow as tf
 
     from orchestrator.data.pipeline import load_arrays
-    from orchestrator.train.loop import fit_arrays
+    from orchestrator.training.loop import fit_arrays
 
     table = small_table(800)
     rng = np.random.default_rng(0)

@@ -1,4 +1,5 @@
-"""Ray Jobs API helpers for the CLI: submit an experiment to a cluster, list jobs, show logs.
+"""`orchestrator submit | jobs`: the Ray Jobs API from the command line: submit an experiment to a cluster, list
+jobs, show logs.
 
 A job runs ``python jobs/tune.py CONFIG`` with the project directory as its runtime_env working_dir
 (uploaded without EXCLUDES and .gitignore/.rayignore matches). Mistakes the user can fix (config
@@ -12,11 +13,15 @@ import logging
 import os
 import shlex
 import socket
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import click
+
+from .. import _ray
 from ..errors import ConfigError, UserError
 
 EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info"]
@@ -37,7 +42,7 @@ class ClusterAuthError(ClusterError):
     """Token authentication failed (Ray 2.60: RAY_AUTH_MODE=token and the cluster's token)."""
 
 
-def submit(config_path: str, address: str | None, *, entrypoint_script: str = "jobs/tune.py",
+def submit_job(config_path: str, address: str | None, *, entrypoint_script: str = "jobs/tune.py",
            extra_args: list[str] = (), working_dir: str | None = None, follow: bool = False,
            wait: bool = True, out=print) -> int:
     """Submit ``python ENTRYPOINT_SCRIPT CONFIG [EXTRA_ARGS]``; return 0 (succeeded / not waited) or 1."""
@@ -54,12 +59,12 @@ def submit(config_path: str, address: str | None, *, entrypoint_script: str = "j
     if _excluded(root, rel):
         raise ConfigError(f"config file {rel} is left out of the upload (.gitignore, .rayignore or "
                           f"{', '.join(EXCLUDES)}): copy it to an uploaded path, e.g. examples/")
-    require_shared_storage(_raw_storage(cfg))
+    require_shared_storage(raw_storage(cfg))
     entrypoint = shlex.join(["python", entrypoint_script, rel, *extra_args])
     url = _url(address)
     with _translate(url):
         client = _client(url)
-        job_id = _submit_when_ready(client, entrypoint=entrypoint, entrypoint_num_cpus=0.1,
+        job_id = _submit_when_ready(client, entrypoint=entrypoint,
                                     runtime_env={"working_dir": str(root), "excludes": list(EXCLUDES)})
     out(f"submitted job {job_id} to {url}: {entrypoint}")
     if follow:
@@ -67,7 +72,8 @@ def submit(config_path: str, address: str | None, *, entrypoint_script: str = "j
     return _wait(client, url, job_id, out, changes=True) if wait else 0
 
 
-def _raw_storage(path: Path) -> str:
+def raw_storage(path: Path) -> str:
+    """The storage a config file names, read without validating it (load_config reports errors itself)."""
     import yaml
 
     try:
@@ -85,12 +91,12 @@ def require_shared_storage(location: str) -> None:
                           f"reaches (s3://bucket/prefix, or an absolute path on a shared filesystem)")
 
 
-def _submit_when_ready(client, *, patience_s: float = 120.0, **kwargs) -> str:
+def _submit_when_ready(client, *, entrypoint: str, runtime_env: dict, patience_s: float = 120.0) -> str:
     """A cluster that just started has no job agent yet ("try again later"): retry for a while."""
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            return client.submit_job(**kwargs)
+            return client.submit_job(entrypoint=entrypoint, entrypoint_num_cpus=0.1, runtime_env=runtime_env)
         except RuntimeError as e:
             if "try again later" not in str(e) or time.monotonic() > deadline:
                 raise
@@ -167,24 +173,17 @@ def _wait(client, url, job_id, out, *, changes: bool) -> int:
 
 
 def _project_root(entrypoint_script: str) -> Path:
-    here = Path(__file__).resolve().parents[1]  # the repository (source checkout or editable install)
+    here = Path(__file__).resolve().parents[2]  # the repository (source checkout or editable install)
     return here if (here / entrypoint_script).is_file() else Path.cwd().resolve()
 
 
 def _excluded(root: Path, rel: str) -> bool:
     """Would Ray's working_dir upload leave the file out? Same walk as runtime_env packaging."""
+    gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
     try:
-        from ray._private.runtime_env.packaging import _get_excludes, get_excludes_from_ignore_files
+        return _ray.upload_exclusions(root, EXCLUDES, Path(rel).parts, gitignore=gitignore, logger=_QUIET)
     except ImportError:  # private helpers moved: skip the check
         return False
-    gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
-    checks, path = [_get_excludes(root, EXCLUDES)], root
-    for part in Path(rel).parts:
-        checks += get_excludes_from_ignore_files(path, include_gitignore=gitignore, logger=_QUIET)
-        path = path / part
-        if any(check(path) for check in checks):
-            return True
-    return False
 
 
 def _url(address: str | None) -> str:
@@ -248,3 +247,34 @@ def _auth_message(detail: str, url: str) -> str:
                 "~/.ray/auth_token on the head, or RAY_AUTH_TOKEN)")
     first = detail.splitlines()[0].split(". ")[0].rstrip(".")
     return f"no Ray auth token: {first} (copy ~/.ray/auth_token from the head, or set RAY_AUTH_TOKEN)"
+
+
+@click.command()
+@click.argument("config", type=click.Path())
+@click.option("--address", required=True, help="Ray dashboard URL, e.g. http://127.0.0.1:8265")
+@click.option("--entrypoint", type=click.Choice(["tune", "train"]), default="tune", show_default=True)
+@click.option("--follow/--no-follow", default=False, help="stream the job's logs until it ends")
+@click.option("--wait/--no-wait", default=True, help="wait for the job to end (default) or return at once")
+@click.option("--working-dir", default=None, type=click.Path(file_okay=False),
+              help="directory uploaded with the job (default: this project's root)")
+@click.option("--resume", is_flag=True, help="tune: continue the experiment's latest interrupted sweep")
+def submit(config, address, entrypoint, follow, wait, working_dir, resume):
+    """Submit a sweep (or a train run) to a Ray cluster as a Ray job."""
+    if resume and entrypoint != "tune":
+        raise UserError("--resume continues a sweep: use it with --entrypoint tune")
+    sys.exit(submit_job(config, address, entrypoint_script=f"jobs/{entrypoint}.py", follow=follow, wait=wait,
+                        working_dir=working_dir, extra_args=["--resume"] if resume else [], out=click.echo))
+
+
+@click.command()
+@click.argument("job_id", required=False)
+@click.option("--address", required=True, help="Ray dashboard URL")
+@click.option("--logs", "show_logs", is_flag=True, help="print the job's logs")
+@click.option("--follow", is_flag=True, help="with --logs: keep streaming")
+def jobs(job_id, address, show_logs, follow):
+    """List Ray jobs, or show one job's status (and logs)."""
+    if show_logs:
+        if not job_id:
+            raise click.UsageError("--logs needs a JOB_ID")
+        sys.exit(logs(address, job_id, follow=follow, out=click.echo))
+    sys.exit(status(address, job_id, out=click.echo))

@@ -60,7 +60,7 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
     """Show the leaderboard: best trials first. `leaderboard compact` merges its small files."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..leaderboard.leaderboard import Leaderboard, render
+    from ..leaderboard import Leaderboard, render
 
     board = Leaderboard(storage)
     table = board.top(k, metric=metric, **_scope(experiment, where, sweep, kind))
@@ -72,7 +72,7 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
 @click.pass_context
 def compact_cmd(ctx, storage):
     """Merge the leaderboard's small files into few large ones (safe while sweeps run)."""
-    from ..leaderboard.leaderboard import Leaderboard
+    from ..leaderboard import Leaderboard
 
     board = Leaderboard(storage or ctx.parent.params.get("storage") or "runs")
     r = board.compact()
@@ -88,7 +88,7 @@ def compact_cmd(ctx, storage):
 @click.option("--output", "-o", default="best.yaml", show_default=True)
 def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
     """Write the best trial's configuration as a runnable YAML (no search block)."""
-    from ..leaderboard.leaderboard import Leaderboard
+    from ..leaderboard import Leaderboard
 
     board = Leaderboard(storage)
     if not confirmed:
@@ -117,7 +117,7 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
 @_format_opt
 def pareto(storage, experiment, where, sweep, kind, names, fmt):
     """Show the Pareto front: trials that no other trial beats on every metric."""
-    from ..leaderboard.leaderboard import Leaderboard, render
+    from ..leaderboard import Leaderboard, render
     from ..leaderboard.query import default_columns
 
     metrics = [m.strip() for part in names for m in part.split(",") if m.strip()]

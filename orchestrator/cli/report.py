@@ -18,8 +18,8 @@ from ..errors import ConfigError
 def report(experiment, out_dir, storage, names, sweep):
     """Write PNG plots and report.md for one experiment: objective by freeze depth, Pareto front, scores against
     loss weights, learning curves, Δm% by loss weighting, confirmation runs."""
-    from ..leaderboard.leaderboard import Leaderboard
-    from ..report.report import summary_lines, write_report
+    from ..leaderboard import Leaderboard
+    from ..report import summary_lines, write_report
     from ..storage import redact
 
     metrics = None

@@ -44,9 +44,9 @@ class DataConfig(_Strict):
     image_size: Optional[tuple[int, int]] = Field(None, description="(height, width): resize every image on decode")
     color_mode: Literal["keep", "rgb", "grayscale"] = Field("keep", description="convert decoded images' channels")
     augment: AugmentConfig = AugmentConfig()
-    cache: Literal["auto", "memory", "none"] = Field(
-        "auto", description="memory: decode once, keep each worker's shard in memory; none: stream every epoch; "
-                            "auto: memory when a worker's decoded shard fits cache_budget_mb")
+    cache: Literal["auto", "memory", "stream", "none"] = Field(
+        "auto", description="memory: decode once, keep each worker's shard in memory; stream: decode every epoch "
+                            "('none' is its old name); auto: memory when a worker's decoded shard fits cache_budget_mb")
     cache_budget_mb: float = Field(1024.0, gt=0, description="auto: largest decoded shard per worker kept in memory")
 
     @field_validator("validation")

@@ -2,7 +2,7 @@
 
 The driver reads the schema, every label (and, for a manifest, every image path), and a sample of
 images; it checks them, and cuts the data into *units* (a few hundred rows each: their labels plus
-where their images are) that Ray Data decodes on the cluster (``orchestrator.pipeline``). Every
+where their images are) that Ray Data decodes on the cluster (``data.pipeline``). Every
 problem is a ``DataError`` naming the file, the row and the fix.
 
 Sources, by the type of the image column:
@@ -15,201 +15,19 @@ Sources, by the type of the image column:
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from . import builtin
 from .. import storage
 from ..config.schema import ExperimentConfig
 from ..errors import DataError
-from .decode import conform, decode_options, decode_unit, pixel_array
+from .decode import conform, decode_options, decode_unit
+from .sources import class_list, labels, read_source
+from .spec import DataSpec, PreparedData, Source
 
 UNIT_ROWS = {"paths": 128, "bytes": 256, "pixels": 1024}
 SAMPLE = 48
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    image_shape: tuple[int, int, int]   # what reaches the model, after resizing and channel conversion
-    image_kind: str                     # paths | bytes | pixels
-    pixel_dtype: str                    # uint8 (decoded files, 0-255) | float32 (pixel lists, as stored)
-    classes: dict[str, list]            # classification task -> labels in index order
-    label_mean: dict[str, float]        # regression task -> train mean (targets are standardized)
-    label_std: dict[str, float]
-    n_train: int
-    n_val: int
-    fingerprint: str
-    max_pixel: float = 255.0            # largest pixel value in the sample
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DataSpec":
-        return cls(**{**d, "image_shape": tuple(d["image_shape"])})
-
-    @property
-    def decoded_bytes_per_image(self) -> int:
-        return math.prod(self.image_shape) * (1 if self.pixel_dtype == "uint8" else 4)
-
-
-@dataclass
-class Source:
-    """One split's labels (all rows) and where its images are."""
-    uri: str
-    labels: pa.Table                    # label columns (+ the path column of a manifest)
-    kind: str                           # paths | bytes | pixels
-    pixels: np.ndarray | None = None    # builtin only: in memory
-    paths: list[str] | None = None      # manifest: resolved image locations
-    row_groups: list[tuple[str, int, int, int]] = field(default_factory=list)   # (file, group, first row, rows)
-    shape_meta: tuple | None = None
-
-
-@dataclass
-class PreparedData:
-    spec: DataSpec
-    train_units: list[dict]
-    val_units: list[dict]
-
-
-# -- reading -------------------------------------------------------------------------------------
-def _read_source(uri: str, image_column: str, label_columns: list[str]) -> Source:
-    if uri.startswith("builtin:"):
-        table = builtin.load(uri)
-        return Source(uri, table.select(label_columns), "pixels", pixels=_builtin_pixels(table))
-    fs, path = storage.filesystem(uri)
-    try:
-        info = fs.get_file_info(path)
-    except OSError as e:
-        raise DataError(f"cannot reach data {storage.redact(uri)!r} ({storage.first_line(e)})") from None
-    if info.type == pafs.FileType.NotFound:
-        what = "manifest" if path.endswith(".csv") else "data file"
-        raise DataError(f"{what} {storage.redact(uri)!r} not found: check data.train / data.validation "
-                        f"(relative paths resolve against the config file's folder)")
-    try:
-        if path.endswith(".csv"):
-            return _read_csv(uri, fs, path, image_column, label_columns)
-        return _read_parquet(uri, fs, path, image_column, label_columns)
-    except (pa.ArrowInvalid, OSError) as e:
-        if path.endswith(".csv"):
-            raise DataError(f"cannot read CSV manifest {storage.redact(uri)!r} ({storage.first_line(e)}): is it a CSV file "
-                            f"with a header row?") from None
-        raise DataError(f"cannot read Parquet data {storage.redact(uri)!r} ({storage.first_line(e)}): is it a complete "
-                        f"Parquet file or directory (or a .csv manifest)?") from None
-
-
-def _read_csv(uri, fs, path, image_column, label_columns) -> Source:
-    import pyarrow.csv as pacsv
-
-    with fs.open_input_stream(path) as f:
-        table = pacsv.read_csv(f)
-    _require_columns(table.column_names, [image_column] + label_columns, uri)
-    if not pa.types.is_string(table.schema.field(image_column).type):
-        raise DataError(f"column {image_column!r} of the CSV manifest {storage.redact(uri)} must hold image paths")
-    return _manifest(uri, table, image_column, label_columns)
-
-
-def _read_parquet(uri, fs, path, image_column, label_columns) -> Source:
-    ds = pads.dataset(path, filesystem=fs, format="parquet")
-    _require_columns(ds.schema.names, [image_column] + label_columns, uri)
-    t = ds.schema.field(image_column).type
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return _manifest(uri, ds.to_table(columns=[image_column] + label_columns), image_column, label_columns)
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        kind = "bytes"
-    elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        kind = "pixels"
-    else:
-        raise DataError(f"column {image_column!r} in {storage.redact(uri)} has type {t}; store image paths "
-                        f"(strings), PNG/JPEG bytes, or lists of pixel values")
-    groups, first = [], 0
-    for file in ds.files:
-        meta = pq.ParquetFile(file, filesystem=fs).metadata
-        for g in range(meta.num_row_groups):
-            rows = meta.row_group(g).num_rows
-            groups.append((_file_uri(uri, path, file), g, first, rows))
-            first += rows
-    meta = (ds.schema.metadata or {}).get(b"orchestrator.image_shape")
-    shape = tuple(int(v) for v in meta.decode().split(",")) if meta else None
-    return Source(uri, ds.to_table(columns=label_columns), kind, row_groups=groups, shape_meta=shape)
-
-
-def _file_uri(uri: str, root_path: str, file: str) -> str:
-    """A dataset file as a location the cluster can open (keeps the URI's scheme and options)."""
-    if not storage.is_uri(uri):
-        return file
-    rel = os.path.relpath(file, root_path) if file != root_path else ""
-    return storage.join(uri, rel) if rel and rel != "." else uri
-
-
-def _manifest(uri: str, table: pa.Table, image_column: str, label_columns: list[str]) -> Source:
-    raw = table.column(image_column).to_pylist()
-    base = storage.parent(uri)
-    paths = []
-    for i, p in enumerate(raw):
-        if not p:
-            raise DataError(f"row {i} of {storage.redact(uri)} has no image path in column {image_column!r}; "
-                            f"fill or drop that row")
-        paths.append(p if storage.is_uri(p) or os.path.isabs(p) else storage.join(base, p))
-    return Source(uri, table.select(label_columns), "paths", paths=paths)
-
-
-def _builtin_pixels(table: pa.Table) -> np.ndarray:
-    return pixel_array(table.column("image"), shape=builtin.IMAGE_SHAPE, where="builtin data")
-
-
-def _require_columns(names, wanted, uri):
-    missing = [c for c in wanted if c not in names]
-    if missing:
-        raise DataError(f"column {missing[0]!r} not in {storage.redact(uri)} (columns: {list(names)}): "
-                        f"fix the column name in the config")
-
-
-# -- labels ------------------------------------------------------------------------------------
-def _labels(cfg: ExperimentConfig, task: str, table: pa.Table, uri: str, classes: list | None) -> np.ndarray:
-    tc, column = cfg.tasks[task], cfg.label_of(task)
-    col = table.column(column)
-    values = col.to_pylist()
-    where = storage.redact(uri)
-    for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            raise DataError(f"row {i} of label column {column!r} (task {task!r}) in {where} is null/NaN; "
-                            f"drop or fill unlabeled rows")
-    if tc.type == "regression":
-        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-            raise DataError(f"label column {column!r} of regression task {task!r} has type {col.type}; it must be numeric")
-        return np.asarray(values, np.float32)
-    if tc.type == "binary":
-        bad = [i for i, v in enumerate(values) if v not in (0, 1, True, False)]
-        if bad:
-            raise DataError(f"row {bad[0]} of label column {column!r} (binary task {task!r}) in {where} is "
-                            f"{values[bad[0]]!r}, not 0/1; map labels to 0/1 or use type: classification")
-        return np.asarray(values, np.float32)
-    index = {str(c): i for i, c in enumerate(classes)}
-    out = np.empty(len(values), np.int32)
-    for i, v in enumerate(values):
-        j = index.get(str(v))
-        if j is None:
-            hint = "add it to 'classes'" if tc.classes else "the training data never has this label"
-            raise DataError(f"row {i} of label column {column!r} (task {task!r}) in {where}: label {v!r} is not one "
-                            f"of the classes {classes}; {hint}")
-        out[i] = j
-    return out
-
-
-def _class_list(cfg: ExperimentConfig, task: str, table: pa.Table) -> list:
-    tc = cfg.tasks[task]
-    if tc.classes is not None:
-        return list(tc.classes)
-    seen = {v for v in table.column(cfg.label_of(task)).to_pylist() if v is not None}
-    return sorted(seen, key=lambda v: (isinstance(v, str), v))
 
 
 # -- a sample of images --------------------------------------------------------------------------
@@ -306,22 +124,22 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
     workers a run or sweep can have). Raises DataError."""
     d = cfg.data
     label_columns = sorted({cfg.label_of(t) for t in cfg.tasks})
-    train = _read_source(d.train, d.image_column, label_columns)
+    train = read_source(d.train, d.image_column, label_columns)
     n = train.labels.num_rows
     if n == 0:
         raise DataError(f"data set {storage.redact(d.train)!r} has no rows: point data.train at non-empty data")
-    classes = {t: _class_list(cfg, t, train.labels) for t, tc in cfg.tasks.items() if tc.type == "classification"}
+    classes = {t: class_list(cfg, t, train.labels) for t, tc in cfg.tasks.items() if tc.type == "classification"}
     for t, cl in classes.items():
         if len(cl) < 2:
             raise DataError(f"task {t!r} has only {len(cl)} class(es) in the training data; it needs at least 2")
-    y_train = {t: _labels(cfg, t, train.labels, d.train, classes.get(t)) for t in cfg.tasks}
+    y_train = {t: labels(cfg, t, train.labels, d.train, classes.get(t)) for t in cfg.tasks}
     sources = [train]
     if isinstance(d.validation, str):
-        val = _read_source(d.validation, d.image_column, label_columns)
+        val = read_source(d.validation, d.image_column, label_columns)
         if val.labels.num_rows == 0:
             raise DataError(f"data set {storage.redact(d.validation)!r} has no rows: point data.validation at "
                             f"non-empty data")
-        y_val = {t: _labels(cfg, t, val.labels, d.validation, classes.get(t)) for t in cfg.tasks}
+        y_val = {t: labels(cfg, t, val.labels, d.validation, classes.get(t)) for t in cfg.tasks}
         train_rows, val_rows = np.arange(n), np.arange(val.labels.num_rows)
         sources.append(val)
     else:

@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .. import storage
-from .files import MERGED_PREFIX, ROW_GROUP_ROWS, FileInfo, Folder, conform, dataset, fill_row_ids, unify
+from .files import MERGED_PREFIX, ROW_GROUP_ROWS, FileInfo, Folder, dataset, fill_row_ids, to_schema, unify
 
 ROWS_PER_FILE = 200_000    # a merged file holds up to this many rows; a file this full is never merged again
 
@@ -201,7 +201,7 @@ def _stream(folder: Folder, info: FileInfo, schema: pa.Schema):
     def batches():
         first = 0
         for batch in handle.iter_batches(batch_size=ROW_GROUP_ROWS, columns=columns):
-            yield first, conform(pa.Table.from_batches([batch]), schema)
+            yield first, to_schema(pa.Table.from_batches([batch]), schema)
             first += batch.num_rows
     return batches()
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Iterable, Optional
 
 import numpy as np
@@ -23,23 +21,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .. import metrics
 from ..storage import first_line
+from .columns import JSON_KEY
 
-JSON_KEY = b"orchestrator.json_columns"   # schema metadata: columns holding JSON strings
-JSON_COLUMNS = ("config", "versions", "history")
-_S, _F, _I, _TS = pa.string(), pa.float64(), pa.int64(), pa.timestamp("us", tz="UTC")
-KNOWN_TYPES: dict[str, pa.DataType] = {
-    "row_id": _S, "kind": _S, "experiment": _S, "sweep_id": _S, "trial_id": _S, "status": _S, "reason": _S,
-    "objective": _F, "best_objective": _F, "objective_metric": _S, "objective_mode": _S, "mean_score": _F,
-    "delta_m_pct": _F, "freeze_depth": _I, "backbone_lr": _F, "head_lr": _F, "loss_weighting": _S, "optimizer": _S,
-    "batch_size": _I, "max_epochs": _I, "seed": _I, "epochs": _I, "train_loss": _F, "wall_time_s": _F,
-    "world_size": _I, "examples_per_s": _F, "checkpoint": _S, "config": _S, "versions": _S, "history": _S,
-    "config_hash": _S, "worker_config_hash": _S, "data_fingerprint": _S, "backbone": _S,
-    "started_at": _TS, "created_at": _TS,
-}
-_FLOAT_PREFIXES = ("best_", "weight_", "eff_weight_")
-_FLOAT_SUFFIXES = tuple(f"_{m}" for m in metrics.TASK_METRICS)   # <task>_<metric>
 MERGED_PREFIX = "compact-"     # merged files: compact-<time>-<random>.parquet
 ROW_GROUP_ROWS = 8192          # merged files: a row group is the unit read to fetch one whole row
 
@@ -47,59 +31,6 @@ ROW_GROUP_ROWS = 8192          # merged files: a row group is the unit read to f
 class Vanished(Exception):
     """The files changed under a read in a way it cannot absorb (a file gone between scan and fetch, new
     columns): the query starts over on a fresh listing."""
-
-
-def column_type(name: str) -> Optional[pa.DataType]:
-    """The fixed type of a leaderboard column, None for columns whose type is inferred."""
-    if name in KNOWN_TYPES:
-        return KNOWN_TYPES[name]
-    if name.startswith(_FLOAT_PREFIXES) or (name.endswith(_FLOAT_SUFFIXES) and name.split("_", 1)[0]):
-        return _F
-    return None
-
-
-def rows_to_table(rows: list[dict]) -> pa.Table:
-    """Rows -> one table: known columns with fixed types, dict/list values as JSON strings (listed in the
-    schema metadata), naive datetimes as UTC; missing row_id -> new uuid4 hex, created_at -> now, kind -> trial."""
-    now = datetime.now(timezone.utc)
-    defaults = {"row_id": lambda: uuid.uuid4().hex, "kind": lambda: "trial", "created_at": lambda: now}
-    rows = [{**r, **{k: make() for k, make in defaults.items() if r.get(k) is None}} for r in rows]
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    json_cols = [k for k in names if k in JSON_COLUMNS
-                 or any(isinstance(r.get(k), (dict, list, tuple)) for r in rows)]
-    columns = {}
-    for name in names:
-        values = [_cell(r.get(name), name in json_cols) for r in rows]
-        columns[name] = _array(name, values, _S if name in json_cols else column_type(name))
-    return pa.table(columns).replace_schema_metadata({JSON_KEY: json.dumps(json_cols)})
-
-
-def parquet_bytes(table: pa.Table, **options) -> pa.Buffer:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **options)
-    return sink.getvalue()
-
-
-def _cell(value, as_json: bool):
-    if as_json and value is not None:
-        return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    return value
-
-
-def _array(name: str, values: list, type_: Optional[pa.DataType]) -> pa.Array:
-    try:
-        if type_ is None:
-            return pa.array(values)
-        try:
-            return pa.array(values, type=type_)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return pa.array(values).cast(type_)       # e.g. 2.0 -> int64 (safe casts only)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-        want = f" (must be {type_})" if type_ is not None else ""
-        raise TypeError(f"leaderboard column {name!r} has values of mixed or wrong types{want}: "
-                        f"{first_line(e, 200)}") from None
 
 
 @dataclass(frozen=True)
@@ -248,7 +179,7 @@ class Folder:
                     gone = True
                 continue
             read.append(info)
-            tables.append(conform(table, light))
+            tables.append(to_schema(table, light))
         return read, tables, gone
 
     def fetch(self, snap: Snapshot, rows: pa.Table) -> pa.Table:
@@ -297,7 +228,7 @@ class Folder:
         part = pq.ParquetFile(info.path, filesystem=self.fs).read_row_groups(
             wanted, columns=[c for c in schema.names if c in info.schema.names])
         local = [offsets[g] + p for g, p in zip(groups.tolist(), positions.tolist())]
-        return conform(part.take(pa.array(local, type=pa.int64())), schema)
+        return to_schema(part.take(pa.array(local, type=pa.int64())), schema)
 
     def read_file(self, info: FileInfo, schema: pa.Schema) -> Optional[pa.Table]:
         """One whole file conformed to ``schema``, row ids filled; None if it is gone or unreadable (warned)."""
@@ -308,7 +239,7 @@ class Folder:
             if self.exists(info.path):
                 self.skip(info.path, e)
             return None
-        return fill_row_ids(conform(table, schema), [info.name])
+        return fill_row_ids(to_schema(table, schema), [info.name])
 
 
 def dataset(fs: pafs.FileSystem, paths: list[str], schema: pa.Schema) -> ds.Dataset:
@@ -368,7 +299,7 @@ def unify(schemas: list[pa.Schema]) -> pa.Schema:
     return merged.with_metadata({JSON_KEY: json.dumps(json_cols)})
 
 
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with exactly ``schema``'s columns and types (missing -> nulls)."""
     return pa.Table.from_arrays(
         [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)

@@ -16,20 +16,19 @@ import time
 from functools import reduce
 from typing import Callable, Optional, TypeVar, Union
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import storage
 from ..errors import ConfigError
 from ..metrics import direction
-from .files import (KNOWN_TYPES, MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences,
-                                parquet_bytes, rows_to_table)
-from .query import compile_where, front, numeric, render, rows as row_dicts  # noqa: F401 - render: public API
+from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
+from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
+from .query import compile_where, numeric, rows as row_dicts
+from .ranking import OBJECTIVES, best_first, front_rows
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
-_OBJECTIVES = ("objective", "best_objective")   # direction per row, from its objective_mode
 _ATTEMPTS = 8
 
 
@@ -86,9 +85,10 @@ class Leaderboard:
             return self._files.fetch(snap, light)
         return self._read(work)
 
-    def to_pandas(self, **filters):
-        """``table(**filters)`` as a pandas DataFrame."""
-        return self.table(**filters).to_pandas()
+    def to_pandas(self, *, experiment: Names = None, where: Optional[str] = None, sweep_id: Names = None,
+                  kind: Names = "trial"):
+        """``table(...)`` as a pandas DataFrame."""
+        return self.table(experiment=experiment, where=where, sweep_id=sweep_id, kind=kind).to_pandas()
 
     def top(self, k: int = 10, *, metric: str = "objective", experiment: Names = None, where: Optional[str] = None,
             sweep_id: Names = None, kind: Names = "trial", ascending: Optional[bool] = None) -> pa.Table:
@@ -102,10 +102,10 @@ class Leaderboard:
             snap, light = self._select(snap, [metric, "objective_mode"], experiment=experiment, where=where,
                                        sweep_id=sweep_id, kind=kind)
             if ascending is None:
-                key, order = _score(light, metric), "descending"
+                best = best_first(light, metric)
             else:
                 key, order = light.column(metric).cast(pa.float64()), "ascending" if ascending else "descending"
-            best = pc.sort_indices(pa.table({"key": key}), sort_keys=[("key", order, "at_end")])
+                best = pc.sort_indices(pa.table({"key": key}), sort_keys=[("key", order, "at_end")])
             return self._files.fetch(snap, light.take(best[:max(k, 0)]))
         return self._read(work)
 
@@ -136,14 +136,12 @@ class Leaderboard:
                 return _empty()
             for m in names:
                 _check_numeric(snap.schema, m, what="Pareto metric")
-                if m not in _OBJECTIVES and direction(m) is None:
+                if m not in OBJECTIVES and direction(m) is None:
                     raise ConfigError(f"Pareto metric {m!r} has no known direction (higher or lower is better); "
                                       f"use metrics such as <task>_accuracy, <task>_mae, mean_score, objective")
             snap, light = self._select(snap, [*names, "objective_mode"], experiment=experiment, where=where,
                                        sweep_id=sweep_id, kind=kind)
-            values = np.column_stack([_score(light, m).to_numpy(zero_copy_only=False) for m in names])
-            complete = np.flatnonzero(np.isfinite(values).all(axis=1))
-            return self._files.fetch(snap, light.take(complete[front(values[complete])]))
+            return self._files.fetch(snap, light.take(front_rows(light, names)))
         return self._read(work)
 
     def experiments(self) -> list[str]:
@@ -227,15 +225,3 @@ def _check_numeric(schema: pa.Schema, name: str, *, what: str) -> None:
     nums = [f.name for f in schema if numeric(f.type) or pa.types.is_null(f.type)]
     if name not in nums:
         raise ConfigError(f"unknown {what} {name!r}: use one of the numeric columns {nums}")
-
-
-def _score(light: pa.Table, metric: str) -> pa.ChunkedArray:
-    """``metric`` signed so that higher is better: the registry's direction, each row's ``objective_mode`` for the
-    objective (rows without one count as max); columns of unknown direction count as max."""
-    values = light.column(metric).cast(pa.float64())
-    if metric in _OBJECTIVES:
-        if "objective_mode" not in light.column_names:
-            return values
-        sign = pc.if_else(pc.equal(light.column("objective_mode"), "min"), -1.0, 1.0).fill_null(1.0)
-        return pc.multiply(values, sign)
-    return pc.negate(values) if direction(metric) == "min" else values

@@ -12,12 +12,11 @@ import re
 from datetime import date, datetime, timezone
 from functools import reduce
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ConfigError
-from .files import JSON_KEY, KNOWN_TYPES, column_type
+from .columns import JSON_KEY, KNOWN_TYPES, column_type
 
 _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
         ast.Gt: operator.gt, ast.GtE: operator.ge}
@@ -202,29 +201,3 @@ def _plain(value):
 
 def numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
-
-
-def front(values: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated rows of ``values`` (n x d, higher is better in every column, all finite),
-    best first by the first column. A row is dominated when another is at least as good everywhere and better
-    somewhere; rows equal on every column do not dominate each other, so ties are all kept."""
-    n, d = values.shape
-    order = np.lexsort([-values[:, k] for k in reversed(range(d))])     # descending, first column first
-    if n == 0:
-        return order
-    if d == 2:                     # one pass: best y among rows with a strictly greater x
-        xs, ys = values[order, 0], values[order, 1]
-        first = np.r_[True, xs[1:] != xs[:-1]]
-        group = np.cumsum(first) - 1
-        group_best = ys[first]
-        before = np.r_[-np.inf, np.maximum.accumulate(group_best)[:-1]]
-        return order[(ys == group_best[group]) & (ys > before[group])]
-    kept: list[int] = []
-    for i in order:                # a dominating row always sorts before the rows it dominates
-        p = values[i]
-        if kept:
-            f = values[kept]
-            if np.any(np.all(f >= p, axis=1) & np.any(f > p, axis=1)):
-                continue
-        kept.append(int(i))
-    return np.array(kept, dtype=np.int64)

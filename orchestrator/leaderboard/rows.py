@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -48,21 +49,58 @@ def _finite(v) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def trial_row(cfg: ExperimentConfig, history: list[dict], *, sweep_id: str, trial_id: str, searched: dict[str, Any],
-              n_blocks: int, kind: str = "trial", error: Optional[str] = None, fingerprint: Optional[str] = None,
-              wall_time_s: Optional[float] = None, started_at: Optional[datetime] = None,
-              checkpoint: Optional[str] = None, versions: Optional[dict] = None,
-              baselines: Optional[dict[str, float]] = None, extra: Optional[dict] = None) -> dict:
+@dataclass(frozen=True)
+class RowContext:
+    """What every row of one Tune run shares: its sweep, the backbone's block count (freeze depth 'all' is stored
+    as a number), the row kind, the data fingerprint, package versions and single-task baselines (for Δm%)."""
+    sweep_id: str
+    n_blocks: int
+    kind: str = "trial"
+    fingerprint: Optional[str] = None
+    versions: Optional[dict] = None
+    baselines: Optional[dict[str, float]] = None
+
+
+@dataclass(frozen=True)
+class TrialFacts:
+    """What the driver knows of one ended trial besides its config and history."""
+    trial_id: str
+    searched: dict[str, Any] = field(default_factory=dict)   # its searched values by dotted path
+    error: Optional[str] = None
+    wall_time_s: Optional[float] = None
+    started_at: Optional[datetime] = None
+    checkpoint: Optional[str] = None
+    extra: Optional[dict] = None                               # kind-specific columns (baseline_task, confirm_of)
+
+
+def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext, trial: TrialFacts) -> dict:
     """One leaderboard row. ``history``: the per-epoch metrics the worker reported, in order."""
     last = history[-1] if history else {}
-    status, reason = trial_status(cfg, history, error)
+    status, reason = trial_status(cfg, history, trial.error)
     mode = cfg.objective_mode
     row: dict[str, Any] = {
-        "row_id": uuid.uuid4().hex, "kind": kind, "experiment": cfg.name, "sweep_id": sweep_id, "trial_id": trial_id,
-        "status": status, "reason": reason,
+        "row_id": uuid.uuid4().hex, "kind": context.kind, "experiment": cfg.name, "sweep_id": context.sweep_id,
+        "trial_id": trial.trial_id, "status": status, "reason": reason,
         "objective": _finite(last.get("objective")), "objective_metric": cfg.objective.metric, "objective_mode": mode,
         "best_objective": metrics.best_of([h.get("objective") for h in history], mode),
     }
+    row.update(_task_columns(cfg, history, baselines=context.baselines))
+    row.update(_config_columns(cfg, last, n_blocks=context.n_blocks))
+    row.update(hp_columns(trial.searched, n_blocks=context.n_blocks))
+    row.update(
+        epochs=int(last.get("epoch", 0)), train_loss=_finite(last.get("train_loss")), wall_time_s=trial.wall_time_s,
+        world_size=last.get("world_size"), examples_per_s=_finite(last.get("examples_per_s")),
+        checkpoint=trial.checkpoint, config=cfg.run_fields(), config_hash=cfg.config_hash(),
+        worker_config_hash=last.get("config_hash"), data_fingerprint=context.fingerprint, backbone=backbone_key(cfg),
+        versions=context.versions or {}, history=[compact_epoch(h) for h in history], started_at=trial.started_at,
+        created_at=datetime.now(timezone.utc))
+    row.update(trial.extra or {})
+    return row
+
+
+def _task_columns(cfg: ExperimentConfig, history: list[dict], *, baselines: Optional[dict]) -> dict:
+    """Per-task final metrics, each task's best score metric, the mean score and Δm%."""
+    last, row = (history[-1] if history else {}), {}
     for task, tc in cfg.tasks.items():
         for name in metrics.metrics_for(tc.type) + ("loss",):
             row[f"{task}_{name}"] = _finite(last.get(f"{task}_{name}"))
@@ -71,21 +109,18 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, sweep_id: str, tria
     row["mean_score"] = _finite(last.get("mean_score"))
     scores = {t: (tc.score_metric, row[f"{t}_{tc.score_metric}"]) for t, tc in cfg.tasks.items()}
     row["delta_m_pct"] = metrics.delta_m_pct(scores, baselines) if baselines else None
+    return row
+
+
+def _config_columns(cfg: ExperimentConfig, last: dict, *, n_blocks: int) -> dict:
+    """The recipe's main values as columns (freeze depth 'all' as the number of blocks), loss weights as configured
+    and as applied (learned weighting)."""
     t = cfg.train
-    row.update(freeze_depth=n_blocks if t.freeze_depth == "all" else int(t.freeze_depth), backbone_lr=t.backbone_lr,
+    row = dict(freeze_depth=n_blocks if t.freeze_depth == "all" else int(t.freeze_depth), backbone_lr=t.backbone_lr,
                head_lr=t.head_lr, loss_weighting=t.loss_weighting, optimizer=t.optimizer, batch_size=t.batch_size,
                max_epochs=t.epochs, seed=t.seed)
     row.update({f"weight_{task}": w for task, w in cfg.normalized_loss_weights().items()})
     row.update({f"eff_weight_{task}": _finite(last.get(f"eff_weight_{task}")) for task in cfg.tasks})
-    row.update(hp_columns(searched, n_blocks=n_blocks))
-    row.update(
-        epochs=int(last.get("epoch", 0)), train_loss=_finite(last.get("train_loss")),
-        wall_time_s=wall_time_s, world_size=last.get("world_size"), examples_per_s=_finite(last.get("examples_per_s")),
-        checkpoint=checkpoint, config=cfg.run_fields(), config_hash=cfg.config_hash(),
-        worker_config_hash=last.get("config_hash"), data_fingerprint=fingerprint, backbone=backbone_key(cfg),
-        versions=versions or {}, history=[compact_epoch(h) for h in history], started_at=started_at,
-        created_at=datetime.now(timezone.utc))
-    row.update(extra or {})
     return row
 
 

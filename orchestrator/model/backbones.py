@@ -17,11 +17,10 @@ quiet_tensorflow()   # before Keras loads TensorFlow: its start-up lines go to a
 
 import keras  # noqa: E402
 
-from .. import storage as store  # noqa: E402
+from .. import layout, storage as store  # noqa: E402
 from ..config.schema import BackboneConfig, frozen_blocks  # noqa: E402
 from ..errors import ConfigError  # noqa: E402
 
-BUILTIN_FILE = "backbones/digits-cnn-v1.keras"   # under the experiment's storage
 _BLOCK = re.compile(r"^(.*?block_?\d+[a-z]?)(_|$)")
 
 
@@ -107,7 +106,7 @@ def build_backbone(cfg: BackboneConfig, input_shape, *, storage: str, seed: int 
     if cfg.kind == "builtin":
         model = digits_cnn(input_shape, seed=seed)
         if cfg.weights == "pretrained":
-            pretrained = load_model_file(file or builtin_backbone_uri(storage), what="pretrained built-in backbone")
+            pretrained = load_model_file(file or layout.builtin_backbone(storage), what="pretrained built-in backbone")
             model.set_weights(pretrained.get_weights())
         return model
     if cfg.kind == "file":
@@ -120,10 +119,6 @@ def build_backbone(cfg: BackboneConfig, input_shape, *, storage: str, seed: int 
     app = application(cfg, input_shape, weights_file=file)
     inp = keras.Input(tuple(input_shape), name="image")
     return keras.Model(inp, app(Preprocess(cfg.name, name="preprocess")(inp)), name=f"{app.name}_backbone")
-
-
-def builtin_backbone_uri(storage_location: str) -> str:
-    return store.join(storage_location, BUILTIN_FILE)
 
 
 def block_model(backbone: keras.Model) -> keras.Model:
@@ -158,15 +153,16 @@ def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[s
     return list(groups.values())
 
 
-def freeze_mask(n_blocks: int, depth: int | str) -> list[bool]:
-    """trainable flag per block: the first ``depth`` blocks are frozen ('all' = every block)."""
+def freeze_mask(depth: int | str, n_blocks: int) -> list[bool]:
+    """Frozen flag per block, in input order: the first ``depth`` blocks are frozen ('all' = every block).
+    Arguments in the order of ``config.frozen_blocks``."""
     frozen = frozen_blocks(depth, n_blocks)
-    return [i >= frozen for i in range(n_blocks)]
+    return [i < frozen for i in range(n_blocks)]
 
 
 def apply_freeze(model: keras.Model, groups: list[list[str]], depth: int | str) -> None:
     """The one place freezing happens. A frozen BatchNormalization runs in inference mode
     (Keras 3 semantics of ``trainable=False``), so its moving statistics stay fixed too."""
-    for trainable, names in zip(freeze_mask(len(groups), depth), groups):
+    for frozen, names in zip(freeze_mask(depth, len(groups)), groups):
         for name in names:
-            model.get_layer(name).trainable = trainable
+            model.get_layer(name).trainable = not frozen

@@ -16,7 +16,7 @@ import tensorflow as tf  # noqa: E402
 
 from .. import metrics as registry  # noqa: E402
 from ..config.schema import ExperimentConfig  # noqa: E402
-from ..data.prepare import DataSpec  # noqa: E402
+from ..data.spec import DataSpec  # noqa: E402
 
 AUC_BINS = 200
 

@@ -38,20 +38,20 @@ def recorded(cfg: ExperimentConfig, key: str) -> dict[str, float]:
     return out
 
 
-def baselines_for(p, *, data: dict, backbone_ref, out=print) -> dict[str, float]:
-    """Baseline scores for every task of ``p.cfg``: reused when recorded, trained (once) when not."""
-    cfg = p.cfg
-    key = baseline_key(cfg, p.spec.fingerprint)
+def baselines_for(session, *, out=print) -> dict[str, float]:
+    """Baseline scores for every task of the session's config: reused when recorded, trained (once) when not."""
+    cfg = session.cfg
+    key = baseline_key(cfg, session.prepared.spec.fingerprint)
     have = recorded(cfg, key)
     missing = [t for t in cfg.tasks if t not in have]
     if have:
         out("single-task baselines reused: " + ", ".join(f"{t} {v:.4f}" for t, v in have.items()))
     if missing:
-        from .tuner import run_configs
+        from .runner import run_configs
 
         out(f"training single-task baselines for {', '.join(missing)} (same backbone, budget, freeze depth, rates)")
         configs = [single_task(cfg, t) for t in missing]
-        run_configs(p, configs, kind="baseline", data=data, backbone_ref=backbone_ref, out=out,
+        run_configs(session, configs, kind="baseline", out=out,
                     extra=[{"baseline_task": t, "baseline_key": key} for t in missing])
         have = recorded(cfg, key)
     lost = [t for t in cfg.tasks if t not in have]

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime, timezone
+from importlib import metadata
 
-from .. import storage
+from ray import tune
+
+from .. import layout, storage
 from ..config.schema import ExperimentConfig
-from ..train.failures import WAIT_LINE_EVERY_S, read_progress, release_now_and_then, waiting_line
-from ..leaderboard.rows import trial_row
 from ..config.space import hp_columns, materialize
+from ..leaderboard.rows import RowContext, TrialFacts, trial_row
+from ..training.progress import WAIT_LINE_EVERY_S, read_progress, release_now_and_then, waiting_line
 
 PROGRESS_EVERY_S = 10.0
 
@@ -40,118 +43,115 @@ def scores_text(cfg: ExperimentConfig, m: dict) -> str:
     return " ".join(parts)
 
 
-def make_callback(*args, **kwargs):
-    from ray import tune
+class SweepCallback(tune.Callback):
+    """Runs on the driver. Keeps only small, plain state (Tune pickles callbacks with its experiment).
 
-    class SweepCallback(tune.Callback):
-        """Runs on the driver. Keeps only small, plain state (Tune pickles callbacks with its experiment)."""
+    ``context``: what every row of this Tune run shares; ``written``: trial ids that have a row already (a resumed
+    sweep skips them); ``configs``/``extra``: explicit configurations (params ``{"index": i}``) and their extra
+    columns; ``request``: one worker's resources, for the waiting line."""
 
-        def __init__(self, cfg: ExperimentConfig, *, sweep_id: str, n_blocks: int, fingerprint: str, versions: dict,
-                     kind: str = "trial", baselines: dict | None = None, written: set | None = None,
-                     configs: list | None = None, extra: list | None = None, out=print, request: dict | None = None):
-            self.cfg, self.sweep_id, self.n_blocks, self.fingerprint = cfg, sweep_id, n_blocks, fingerprint
-            self.versions, self.kind, self.baselines = versions, kind, baselines
-            self.written = set(written or ())          # trial ids with a row (a resumed sweep skips them)
-            self.configs, self.extra = configs, extra    # explicit configs (params {"index": i}) and their extra columns
-            self.history: dict[str, list[dict]] = {}
-            self.started: dict[str, datetime] = {}
-            self.last_print: dict[str, float] = {}
-            self.rows: list[dict] = []
-            self.released_at = float("-inf")
-            self.out = out
-            self.request = request or {}
+    def __init__(self, cfg: ExperimentConfig, *, context: RowContext, written: set | None = None,
+                 configs: list | None = None, extra: list | None = None, request: dict | None = None, out=print):
+        self.cfg, self.context = cfg, context
+        self.written = set(written or ())
+        self.configs, self.extra = configs, extra
+        self.history: dict[str, list[dict]] = {}
+        self.started: dict[str, datetime] = {}
+        self.last_print: dict[str, float] = {}
+        self.rows: list[dict] = []
+        self.released_at = float("-inf")
+        self.out = out
+        self.request = request or {}
 
-        def __getstate__(self):
-            d = dict(self.__dict__)
-            d["out"] = print
-            return d
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["out"] = print
+        return d
 
-        # -- Tune hooks --------------------------------------------------------------------------
-        def on_trial_start(self, iteration, trials, trial, **info):
-            self.started.setdefault(trial.trial_id, datetime.now(timezone.utc))
-            self.last_print[trial.trial_id] = time.monotonic()
-            cfg, values = self._config(trial)
-            what = short_values(values, self.n_blocks) if values else (
-                f"{self.kind} {', '.join(cfg.tasks)}" if self.kind == "baseline" else
-                f"seed {cfg.train.seed}" if self.kind == "confirm" else "base config")
-            self.out(f"[{trial.trial_id}] started: {what}")
+    # -- Tune hooks --------------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, datetime.now(timezone.utc))
+        self.last_print[trial.trial_id] = time.monotonic()
+        cfg, values = self._config(trial)
+        kind = self.context.kind
+        what = short_values(values, self.context.n_blocks) if values else (
+            f"{kind} {', '.join(cfg.tasks)}" if kind == "baseline" else
+            f"seed {cfg.train.seed}" if kind == "confirm" else "base config")
+        self.out(f"[{trial.trial_id}] started: {what}")
 
-        def on_step_begin(self, iteration, trials, **info):
-            now = time.monotonic()
-            # Killed trials can leave their Train worker group's resources reserved: see failures.py.
-            self.released_at = release_now_and_then(self.released_at)
-            for trial in trials:
-                if trial.status != "RUNNING" or self.history.get(trial.trial_id):
-                    continue
-                if now - self.last_print.get(trial.trial_id, now) < WAIT_LINE_EVERY_S:
-                    continue
-                self.last_print[trial.trial_id] = now
-                if read_progress(self._run_dir(trial)) is None:
-                    line = waiting_line(f"[{trial.trial_id}]", self.request, workers=self.cfg.resources.workers)
-                    if line:
-                        self.out(line)
+    def on_step_begin(self, iteration, trials, **info):
+        now = time.monotonic()
+        # Killed trials can leave their Train worker group's resources reserved: see training/progress.py.
+        self.released_at = release_now_and_then(self.released_at)
+        for trial in trials:
+            if trial.status != "RUNNING" or self.history.get(trial.trial_id):
+                continue
+            if now - self.last_print.get(trial.trial_id, now) < WAIT_LINE_EVERY_S:
+                continue
+            self.last_print[trial.trial_id] = now
+            if read_progress(self._run_dir(trial)) is None:
+                line = waiting_line(f"[{trial.trial_id}]", self.request, workers=self.cfg.resources.workers)
+                if line:
+                    self.out(line)
 
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.history.setdefault(trial.trial_id, []).append(_plain(result))
-            now = time.monotonic()
-            if now - self.last_print.get(trial.trial_id, 0.0) >= PROGRESS_EVERY_S:
-                self.last_print[trial.trial_id] = now
-                obj = result.get("objective")
-                self.out(f"[{trial.trial_id}] epoch {result.get('epoch')}: objective "
-                         f"{obj:.4f} {scores_text(self.cfg, result)}" if isinstance(obj, float) else
-                         f"[{trial.trial_id}] epoch {result.get('epoch')}")
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.history.setdefault(trial.trial_id, []).append(_plain(result))
+        now = time.monotonic()
+        if now - self.last_print.get(trial.trial_id, 0.0) >= PROGRESS_EVERY_S:
+            self.last_print[trial.trial_id] = now
+            obj = result.get("objective")
+            self.out(f"[{trial.trial_id}] epoch {result.get('epoch')}: objective "
+                     f"{obj:.4f} {scores_text(self.cfg, result)}" if isinstance(obj, float) else
+                     f"[{trial.trial_id}] epoch {result.get('epoch')}")
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._finish(trial, None)
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, None)
 
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._finish(trial, error_line(trial))
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, error_line(trial))
 
-        # -- rows ---------------------------------------------------------------------------------
-        def _config(self, trial) -> tuple[ExperimentConfig, dict]:
-            """(this trial's config, its searched values by dotted path)."""
-            if self.configs is not None:
-                return self.configs[trial.config["index"]], {}
-            values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks))
-            return self.cfg.with_values(values), values
+    # -- rows ---------------------------------------------------------------------------------
+    def _config(self, trial) -> tuple[ExperimentConfig, dict]:
+        """(this trial's config, its searched values by dotted path)."""
+        if self.configs is not None:
+            return self.configs[trial.config["index"]], {}
+        values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks))
+        return self.cfg.with_values(values), values
 
-        def _run_dir(self, trial) -> str:
-            return storage.join(self.cfg.storage, "trials", f"{self.sweep_id}-{trial.trial_id}")
+    def _run_dir(self, trial) -> str:
+        return layout.run_dir(self.cfg.storage, layout.trial_run_name(self.context.sweep_id, trial.trial_id))
 
-        def _finish(self, trial, error):
-            if trial.trial_id in self.written:
-                return
-            cfg, values = self._config(trial)
-            hist = self.history.get(trial.trial_id, [])
-            # The run's own record (rank 0, every epoch) holds epochs Tune never heard of: those before a
-            # resume, or a last report lost when the run ended. Use the longer history.
-            progress = read_progress(self._run_dir(trial))
-            if progress and len(progress["history"]) > len(hist):
-                hist = progress["history"]
-            extra = self.extra[trial.config["index"]] if self.extra is not None else None
-            started = self.started.get(trial.trial_id)
-            wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
-            row = trial_row(cfg, hist, sweep_id=self.sweep_id, trial_id=trial.trial_id, searched=values,
-                            n_blocks=self.n_blocks, kind=self.kind, error=error, fingerprint=self.fingerprint,
-                            wall_time_s=wall, started_at=started, versions=self.versions, baselines=self.baselines,
-                            checkpoint=storage.redact(storage.join(self._run_dir(trial), "checkpoints")), extra=extra)
-            from ..leaderboard.leaderboard import Leaderboard
+    def _finish(self, trial, error):
+        if trial.trial_id in self.written:
+            return
+        cfg, values = self._config(trial)
+        hist = self.history.get(trial.trial_id, [])
+        # The run's own record (rank 0, every epoch) holds epochs Tune never heard of: those before a
+        # resume, or a last report lost when the run ended. Use the longer history.
+        progress = read_progress(self._run_dir(trial))
+        if progress and len(progress["history"]) > len(hist):
+            hist = progress["history"]
+        extra = self.extra[trial.config["index"]] if self.extra is not None else None
+        started = self.started.get(trial.trial_id)
+        wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
+        facts = TrialFacts(trial.trial_id, values, error=error, wall_time_s=wall, started_at=started, extra=extra,
+                           checkpoint=storage.redact(layout.checkpoints(self._run_dir(trial))))
+        row = trial_row(cfg, hist, context=self.context, trial=facts)
+        from ..leaderboard.leaderboard import Leaderboard
 
-            try:
-                Leaderboard(cfg.storage).append([row])
-            except OSError as e:
-                raise LeaderboardWriteError(f"could not write the row of trial {trial.trial_id} to "
-                                            f"{storage.redact(cfg.storage)} ({e}); the sweep stops: resume it with "
-                                            f"--resume once storage works") from None
-            self.written.add(trial.trial_id)
-            self.rows.append(row)
-            obj = row["objective"]
-            dm = row.get("delta_m_pct")
-            self.out(f"[{trial.trial_id}] {row['status']}" + (f" ({row['reason']})" if row["reason"] else "") +
-                     f": {row['epochs']} epochs, objective " + (f"{obj:.4f}" if isinstance(obj, float) else "n/a") +
-                     (f", Δm {dm:+.2f}%" if isinstance(dm, float) else "") + f" {scores_text(cfg, row)}".rstrip())
-
-    return SweepCallback(*args, **kwargs)
+        try:
+            Leaderboard(cfg.storage).append([row])
+        except OSError as e:
+            raise LeaderboardWriteError(f"could not write the row of trial {trial.trial_id} to "
+                                        f"{storage.redact(cfg.storage)} ({e}); the sweep stops: resume it with "
+                                        f"--resume once storage works") from None
+        self.written.add(trial.trial_id)
+        self.rows.append(row)
+        obj = row["objective"]
+        dm = row.get("delta_m_pct")
+        self.out(f"[{trial.trial_id}] {row['status']}" + (f" ({row['reason']})" if row["reason"] else "") +
+                 f": {row['epochs']} epochs, objective " + (f"{obj:.4f}" if isinstance(obj, float) else "n/a") +
+                 (f", Δm {dm:+.2f}%" if isinstance(dm, float) else "") + f" {scores_text(cfg, row)}".rstrip())
 
 
 def _plain(result: dict) -> dict:
@@ -166,7 +166,18 @@ def error_line(trial) -> str:
             lines = [ln.strip() for ln in f.read().strip().splitlines() if ln.strip()]
         if lines:
             line = lines[-1]
-            for prefix in ("orchestrator.errors.", "orchestrator.sweep.tuner.", "ray.train.v2.api.exceptions."):
+            for prefix in ("orchestrator.errors.", "orchestrator.sweep.runner.", "ray.train.v2.api.exceptions."):
                 line = line.replace(prefix, "")
             return storage.redact_text(line[:300])
     return "trial failed"
+
+
+def versions() -> dict:
+    """Package versions behind a row (its provenance)."""
+    out = {}
+    for pkg in ("orchestrator", "ray", "tensorflow", "keras", "pyarrow"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out

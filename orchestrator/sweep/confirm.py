@@ -9,30 +9,15 @@ Every run is a leaderboard row of kind ``confirm`` naming its original trial (``
 from __future__ import annotations
 
 import json
-import math
-import statistics
 
 from ..config.schema import ExperimentConfig, parse_config
 from ..errors import ConfigError
+from ..leaderboard import ranking
 
 
 def confirmed(board, experiment: str) -> list[dict]:
-    """Configurations of ``experiment`` with confirmation runs, best mean first (objective's direction)."""
-    table = board.table(experiment=experiment, kind="confirm")
-    groups: dict[str, list[dict]] = {}
-    for row in table.to_pylist():
-        obj = row.get("objective")
-        if row.get("confirm_of") and isinstance(obj, float) and math.isfinite(obj):
-            groups.setdefault(row["confirm_of"], []).append(row)
-    ranked = []
-    for trial_id, rows in groups.items():
-        values = [r["objective"] for r in rows]
-        ranked.append({"confirm_of": trial_id, "n": len(values), "mean": statistics.fmean(values),
-                       "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                       "mode": rows[0].get("objective_mode") or "max", "config": rows[0]["config"],
-                       "seeds": sorted(r["seed"] for r in rows)})
-    sign = {"max": -1.0, "min": 1.0}
-    return sorted(ranked, key=lambda c: sign[c["mode"]] * c["mean"])
+    """Configurations of ``experiment`` with confirmation runs, best mean first (``ranking.confirmed``)."""
+    return ranking.confirmed(board.table(experiment=experiment, kind="confirm").to_pylist())
 
 
 def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: int | None, storage: str,
@@ -63,18 +48,19 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
 def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int | None = None,
             address: str | None = None, trials: tuple[str, ...] = (), out=print) -> list[dict]:
     """Run the confirmation runs (one Tune run) and return the ranking."""
+    from .. import layout
     from ..leaderboard.leaderboard import Leaderboard
-    from ..train.driver import check, ensure_pretrained, init_ray, ship_backbone, ship_data
-    from .tuner import run_configs
+    from ..training.session import check, describe, start
+    from .runner import new_sweep_id, run_configs
 
     board = Leaderboard(storage)
     configs, extra = confirm_configs(board, experiment, top=top, seeds=seeds, workers=workers, storage=storage,
                                      trials=trials)
     p = check(configs[0])
+    sweep_id = f"confirm-{new_sweep_id()}"
+    describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
     out(f"confirming the {len(configs) // seeds} best configurations of {experiment} with {seeds} new seeds each "
         f"({len(configs)} runs, {p.cfg.resources.workers} worker(s) each)")
-    ensure_pretrained(p.cfg, out=out)
-    init_ray(address)
-    data, backbone_ref = ship_data(p), ship_backbone(p.cfg)
-    run_configs(p, configs, kind="confirm", data=data, backbone_ref=backbone_ref, out=out, extra=extra)
+    session = start(p, address=address, out=out)
+    run_configs(session, configs, kind="confirm", sweep_id=sweep_id, out=out, extra=extra)
     return confirmed(board, experiment)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from .. import storage
+from .. import layout, storage
 from ..config.schema import ExperimentConfig, parse_config
 
 SOURCE = {
@@ -21,20 +21,14 @@ SOURCE = {
 }
 
 
-def backbone_uri(storage_location: str) -> str:
-    from ..model.backbones import builtin_backbone_uri
-
-    return builtin_backbone_uri(storage_location)
-
-
 def exists(storage_location: str) -> bool:
-    return storage.is_file(backbone_uri(storage_location))
+    return storage.is_file(layout.builtin_backbone(storage_location))
 
 
 def pretrain(storage_location: str, *, force: bool = False, out=print, epoch_out=None) -> dict:
     """Train and save the source backbone unless cached. Returns its source-task metrics.
     ``out`` gets the start and end lines, ``epoch_out`` (if given) one line per epoch."""
-    uri = backbone_uri(storage_location)
+    uri = layout.builtin_backbone(storage_location)
     if exists(storage_location) and not force:
         out(f"built-in backbone cached at {storage.redact(uri)}")
         return {}

@@ -17,12 +17,7 @@ from dataclasses import dataclass
 
 from ray.train.backend import Backend, BackendConfig
 
-
-def _worker_address() -> str:
-    from ray._common.network_utils import build_address
-    from ray.train._internal.utils import get_address_and_port
-
-    return build_address(*get_address_and_port())
+from .. import _ray
 
 
 def _set_tf_config(worker_addresses: list[str], index: int) -> None:
@@ -35,7 +30,7 @@ class _MultiWorkerBackend(Backend):
     def on_start(self, worker_group, backend_config):
         import ray
 
-        urls = worker_group.execute(_worker_address)
+        urls = worker_group.execute(_ray.worker_address)
         ray.get([worker_group.execute_single_async(i, _set_tf_config, worker_addresses=urls, index=i)
                  for i in range(len(worker_group))])
 
@@ -49,15 +44,10 @@ class MultiWorkerConfig(BackendConfig):
         return _MultiWorkerBackend
 
 
-def make(train_loop_per_worker, **kwargs):
+def make(train_loop_per_worker, *, train_loop_config: dict, scaling_config, run_config):
     """A DataParallelTrainer with the MultiWorkerMirroredStrategy backend and the fail-fast policy."""
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
     from .failures import failure_policy
 
-    class Trainer(DataParallelTrainer):
-        def _initialize_and_run_controller(self, **controller_kwargs):
-            controller_kwargs["failure_policy"] = failure_policy(self.run_config.failure_config)
-            return super()._initialize_and_run_controller(**controller_kwargs)
-
-    return Trainer(train_loop_per_worker, backend_config=MultiWorkerConfig(), **kwargs)
+    trainer = _ray.trainer_class(failure_policy)
+    return trainer(train_loop_per_worker, backend_config=MultiWorkerConfig(), train_loop_config=train_loop_config,
+                   scaling_config=scaling_config, run_config=run_config)

@@ -1,0 +1,144 @@
+"""Every use of a private Ray API, in one place. Each was read in, and checked on, Ray ``CHECKED_ON``;
+``tests/test_ray_private.py`` resolves every one of them and fails loudly, naming what moved, when a Ray upgrade
+changes them. Nothing else in the package imports ``ray._private``, ``ray._common``, ``ray.core`` or a Ray
+``_internal`` module, nor touches a private attribute of a Ray object.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+CHECKED_ON = "2.60.0"
+
+
+def worker_address() -> str:
+    """``host:port`` of a free port on this Ray Train worker (what TF_CONFIG lists for MultiWorkerMirroredStrategy).
+    Ray's TensorFlow backend uses the same two helpers."""
+    from ray._common.network_utils import build_address
+    from ray.train._internal.utils import get_address_and_port
+
+    return build_address(*get_address_and_port())
+
+
+def trainer_class(policy: Callable) -> type:
+    """Ray Train V2's DataParallelTrainer whose controller gets ``policy(failure_config)`` as its failure policy
+    (V2 has no public way to pass one: ``_initialize_and_run_controller`` builds the controller)."""
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    class Trainer(DataParallelTrainer):
+        def _initialize_and_run_controller(self, **controller_kwargs):  # Ray's signature: its keywords pass through
+            controller_kwargs["failure_policy"] = policy(self.run_config.failure_config)
+            return super()._initialize_and_run_controller(**controller_kwargs)
+
+    return Trainer
+
+
+def failure_policy_base() -> tuple[type, type]:
+    """(DefaultFailurePolicy, FailureDecision) of Ray Train V2: retry worker failures up to ``max_failures``."""
+    from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy, FailureDecision
+
+    return DefaultFailurePolicy, FailureDecision
+
+
+def exception_causes(exc: BaseException) -> list:
+    """The exceptions Ray's and Ray Train's wrappers hold inside ``exc``: the original of a RayTaskError
+    (``_base_exc``), a health-check failure, ``cause``, Python's own chain, and every worker's failure."""
+    inner = [getattr(exc, "_base_exc", None), getattr(exc, "health_check_failure", None), getattr(exc, "cause", None),
+             exc.__cause__, exc.__context__]
+    failures = getattr(exc, "worker_failures", None)
+    if isinstance(failures, dict):
+        inner += list(failures.values())
+    return [e for e in inner if e is not None]
+
+
+def original_error(exc: BaseException) -> BaseException:
+    """The exception a RayTaskError wraps, or ``exc`` itself."""
+    return getattr(exc, "_base_exc", exc)
+
+
+def placement_groups_with_dead_creators() -> list[dict]:
+    """Placement groups made by an actor that is dead now (``{"id": hex, "job_id": hex}``). GCS marks
+    ``creator_actor_dead`` on some deaths only (a Train controller destroyed with its trial's own placement group
+    leaves it False), so the actor table decides too. Groups made by a driver (Tune's trial groups) have no creator
+    actor and are not listed, nor are detached or removed ones."""
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    table = gcs_pb2.PlacementGroupTableData
+    found = []
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        pg = table.FromString(raw)
+        if pg.state == table.REMOVED or pg.is_detached or ray.ActorID(pg.creator_actor_id).is_nil():
+            continue
+        if not pg.creator_actor_dead and state.actor_table(pg.creator_actor_id.hex()).get("State") != "DEAD":
+            continue
+        found.append({"id": pg.placement_group_id.hex(), "job_id": pg.creator_job_id.hex()})
+    return found
+
+
+def quiet_train_reports() -> None:
+    """Ray Train logs every report at INFO under a logger named by its file path: raise it to WARNING."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+
+        context.logger.setLevel(logging.WARNING)
+    except (ImportError, AttributeError):
+        pass
+
+
+def stdstream_printer() -> Callable:
+    """The function through which raylet/GCS messages and workers' logs reach the driver's terminal."""
+    import ray._private.worker as ray_worker
+
+    return ray_worker.print_to_stdstream
+
+
+def set_stdstream_printer(fn: Callable) -> None:
+    import ray._private.worker as ray_worker
+
+    ray_worker.print_to_stdstream = fn
+
+
+def upload_exclusions(root, excludes: list[str], rel_parts: tuple[str, ...], *, gitignore: bool, logger) -> bool:
+    """Would Ray's working_dir upload leave out ``root/<rel_parts>``? The same walk as runtime_env packaging."""
+    from ray._private.runtime_env.packaging import _get_excludes, get_excludes_from_ignore_files
+
+    checks, path = [_get_excludes(root, excludes)], root
+    for part in rel_parts:
+        checks += get_excludes_from_ignore_files(path, include_gitignore=gitignore, logger=logger)
+        path = path / part
+        if any(check(path) for check in checks):
+            return True
+    return False
+
+
+def replace_run_config(tuner, run_config) -> None:
+    """A restored Tuner keeps the RunConfig it was pickled with; give it today's (callbacks hold live objects)."""
+    tuner._local_tuner._run_config = run_config
+
+
+def check() -> None:
+    """Resolve every private name used above; RuntimeError naming the first that moved."""
+    import importlib
+
+    names = [("ray._common.network_utils", "build_address"), ("ray.train._internal.utils", "get_address_and_port"),
+             ("ray.train.v2.api.data_parallel_trainer", "DataParallelTrainer"),
+             ("ray.train.v2._internal.execution.failure_handling", "DefaultFailurePolicy"),
+             ("ray.train.v2._internal.execution.failure_handling", "FailureDecision"),
+             ("ray._private.state", "state"), ("ray.core.generated.gcs_pb2", "PlacementGroupTableData"),
+             ("ray.train.v2._internal.execution.context", "logger"), ("ray._private.worker", "print_to_stdstream"),
+             ("ray._private.runtime_env.packaging", "_get_excludes"),
+             ("ray._private.runtime_env.packaging", "get_excludes_from_ignore_files")]
+    for module, name in names:
+        try:
+            getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise RuntimeError(f"Ray moved {module}.{name} (checked on Ray {CHECKED_ON}): update orchestrator/_ray.py "
+                               f"({e})") from None
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    if not hasattr(DataParallelTrainer, "_initialize_and_run_controller"):
+        raise RuntimeError(f"Ray Train's DataParallelTrainer has no _initialize_and_run_controller any more (checked "
+                           f"on Ray {CHECKED_ON}): update orchestrator/_ray.py trainer_class")

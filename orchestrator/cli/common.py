@@ -1,0 +1,39 @@
+"""What every command that reads a config shares: ``--set`` overrides, ``--address``, and loading the config (with the
+storage check a Ray job needs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+
+from ..errors import UserError
+
+
+def overrides(pairs: tuple[str, ...]) -> dict:
+    """``--set a.b=VALUE`` pairs -> ``{"a.b": value}`` (values parsed as YAML)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--set {pair!r} is not KEY=VALUE; write e.g. --set train.epochs=3")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def load(path, sets, *, in_job: bool = False):
+    from ..config import load_config
+
+    values = overrides(sets)
+    if in_job:   # a Ray job's working directory is temporary: its storage must be shared
+        from .jobs import raw_storage, require_shared_storage
+
+        require_shared_storage(str(values.get("storage") or raw_storage(Path(path))))
+    return load_config(path, values)
+
+
+set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                       help="override a config value by dotted path, e.g. --set train.epochs=3")
+address_opt = click.option("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+job_opt = click.option("--in-ray-job", "in_job", is_flag=True, hidden=True,
+                       help="set by jobs/*.py: refuse storage that would be lost with the job's working directory")

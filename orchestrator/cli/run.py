@@ -1,0 +1,196 @@
+"""`orchestrator pretrain | validate | train | tune | baselines | confirm | demo`: the commands that train."""
+from __future__ import annotations
+
+import sys
+
+import click
+import yaml
+
+from .. import layout, storage
+from ..console import console
+from ..errors import UserError
+from .common import address_opt, job_opt, load, set_opt
+from .query import write_best
+
+
+@click.command()
+@click.option("--storage", "location", default="runs", show_default=True, help="where the backbone is cached")
+@click.option("--force", is_flag=True, help="retrain even if cached")
+@job_opt
+def pretrain(location, force, in_job):
+    """Pretrain the built-in backbone on the source task (digits 0-4); cached in storage."""
+    from ..training.pretrain import pretrain as run
+
+    if in_job:
+        from .jobs import require_shared_storage
+
+        require_shared_storage(location)
+    run(location, force=force, epoch_out=click.echo)
+
+
+@click.command()
+@click.argument("config", type=click.Path())
+@set_opt
+def validate(config, sets):
+    """Run every check `train` and `tune` run (config, data, backbone, search space); trains nothing,
+    writes nothing, starts no Ray."""
+    from ..sweep.tuner import check_space
+    from ..training.session import check, describe
+
+    cfg = load(config, sets)
+    p = check(cfg, also=[check_space] if cfg.search is not None else [])
+    describe(p, record=None, out=click.echo)
+    cfg, spec = p.cfg, p.spec
+    kind = {"paths": "image files", "bytes": "encoded images", "pixels": "pixel arrays"}[spec.image_kind]
+    click.echo(f"ok: {config}: {len(cfg.tasks)} tasks ({', '.join(cfg.tasks)}), {kind}, "
+               f"backbone {cfg.backbone.kind}:{cfg.backbone.name} with {p.n_blocks} blocks, "
+               f"data fingerprint {spec.fingerprint}, storage {storage.redact(cfg.storage)}")
+
+
+@click.command()
+@click.argument("config", type=click.Path())
+@set_opt
+@address_opt
+@click.option("--name", default=None, help="run name (default: unique); an existing run of the same config continues")
+@click.option("--verbose", "-v", is_flag=True, help="also show Ray's own output")
+@job_opt
+def train(config, sets, address, name, verbose, in_job):
+    """Train one configuration on Ray Train (also accepts the YAML written by `best`)."""
+    from ..training.driver import train as run
+
+    cfg = load(config, sets, in_job=in_job)
+    with console(layout.log_file(cfg.storage, "train", cfg.name), verbose=verbose) as out:
+        summary = run(cfg, address=address, name=name, out=out, verbose=verbose)
+    if summary.get("user_error"):
+        raise UserError(summary["error"])   # one line, exit 2: nothing was retried
+    click.echo(summary_text(summary))
+    if summary["status"] != "completed":
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("config", type=click.Path())
+@set_opt
+@address_opt
+@click.option("--name", default=None, help="experiment name (default: the config's name)")
+@click.option("--resume", is_flag=True, help="continue the latest (or --sweep) interrupted sweep of this experiment")
+@click.option("--sweep", "sweep_id", default=None, help="with --resume: the sweep id to continue")
+@click.option("--verbose", "-v", is_flag=True, help="also show Ray's and Tune's own output")
+@job_opt
+def tune(config, sets, address, name, resume, sweep_id, verbose, in_job):
+    """Run a sweep (the config's `search` section); every trial lands in the leaderboard."""
+    if sweep_id and not resume:
+        raise UserError("--sweep names a sweep to continue: add --resume")
+    tune_and_report(load(config, sets, in_job=in_job), name=name, address=address, resume=resume, sweep_id=sweep_id,
+                    verbose=verbose)
+
+
+def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None, verbose=False) -> dict:
+    from ..leaderboard import Leaderboard, render
+    from ..sweep.tuner import tune as run
+
+    log = layout.log_file(cfg.storage, "tune", name or cfg.name)
+    click.echo(f"full log: {log}")
+    with console(log, verbose=verbose) as out:
+        s = run(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out)
+    click.echo(f"\n== experiment {s['experiment']}, sweep {s['sweep_id']}: {s['trials']} trials {s['statuses']} in "
+               f"{s['wall_time_s']} s; leaderboard {s['leaderboard']}")
+    click.echo(render(Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"])))
+    return s
+
+
+@click.command()
+@click.argument("config", type=click.Path())
+@set_opt
+@address_opt
+def baselines(config, sets, address):
+    """Train each task alone (same backbone, data, budget, freeze depth, rates): the Δm% reference."""
+    from ..sweep.baselines import baselines_for
+    from ..training.session import check, describe, start
+
+    cfg = load(config, sets)
+    with console(layout.log_file(cfg.storage, "baselines", cfg.name), verbose=False) as out:
+        p = check(cfg)
+        describe(p, record=None, out=out)
+        found = baselines_for(start(p, address=address, out=out), out=out)
+    for task, value in found.items():
+        click.echo(f"  {task:>12}: {p.cfg.tasks[task].score_metric} {value:.4f}")
+
+
+@click.command()
+@click.option("--experiment", "-e", required=True, help="the experiment whose best trials to confirm")
+@click.option("--top", "k", type=click.IntRange(min=1), default=3, show_default=True, help="configurations to confirm")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="new seeds per configuration")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray Train workers per run (default: as swept)")
+@click.option("--trial", "trials", multiple=True, help="also confirm this trial (repeatable), e.g. the base config")
+@click.option("--storage", "location", default="runs", show_default=True, help="storage holding the leaderboard")
+@address_opt
+def confirm(experiment, k, seeds, workers, trials, location, address):
+    """Retrain the top K configurations with S new seeds; rank them by mean ± std (rows of kind confirm)."""
+    import os
+
+    from ..sweep.confirm import confirm as run
+
+    location = location if storage.is_uri(location) else os.path.abspath(location)
+    with console(layout.log_file(location, "confirm", experiment), verbose=False) as out:
+        ranking = run(location, experiment, top=k, seeds=seeds, workers=workers, address=address, trials=trials,
+                      out=out)
+    click.echo(f"\nconfirmed ranking of {experiment} (objective mean ± std over seeds):")
+    for i, c in enumerate(ranking, 1):
+        click.echo(f"  {i}. {c['confirm_of']}: {c['mean']:.4f} ± {c['std']:.4f} (n={c['n']}, seeds {c['seeds']})")
+
+
+@click.command()
+@click.option("--storage", "location", default="runs", show_default=True, help="where runs, cache and leaderboard go")
+@click.option("--output", "-o", default="best.yaml", show_default=True, help="where to write the winner's config")
+@click.option("--retrain-workers", default=2, show_default=True,
+              help="retrain the winner on this many Ray Train workers (0: skip the retrain)")
+@address_opt
+def demo(location, output, retrain_workers, address):
+    """Pretrain (cached), baselines, sweep the embedded default, report, write best.yaml, retrain the winner."""
+    from importlib.resources import files
+
+    from ..config import parse_config
+    from ..leaderboard import Leaderboard
+    from ..report import summary_lines, write_report
+    from ..training.driver import train as run_train
+
+    data = yaml.safe_load(files("orchestrator.experiments").joinpath("demo.yaml").read_text())
+    s = tune_and_report(parse_config({**data, "storage": location}), address=address)
+    board = Leaderboard(s["storage"])
+    report_dir = layout.report_dir(s["storage"], s["experiment"])
+    if report_dir:
+        result = write_report(board, s["experiment"], report_dir, sweep_id=s["sweep_id"])
+        click.echo(f"report: {result['report']}")
+        for line in summary_lines(result):
+            click.echo(line)
+    best = board.best(experiment=s["experiment"], sweep_id=s["sweep_id"])
+    write_best(best, output)
+    if not retrain_workers:
+        return
+    click.echo(f"\nretraining the winner ({best['trial_id']}) with {retrain_workers} workers: "
+               f"orchestrator train {output} --set resources.workers={retrain_workers}")
+    again = parse_config(best["config"]).with_values({"resources.workers": retrain_workers,
+                                                       "resources.cpus_per_worker": 1.0})
+    with console(layout.log_file(again.storage, "train", again.name), verbose=False) as out:
+        summary = run_train(again, address=address, name=f"retrain-{s['sweep_id']}-{best['trial_id']}",
+                            out=lambda line: None if line.startswith(("epoch", "config:", "data:")) else out(line))
+    click.echo(summary_text(summary))
+    click.echo(f"  sweep objective {best['objective']:.4f} -> retrained {summary['objective']:.4f} "
+               f"(difference {abs(summary['objective'] - best['objective']) * 100:.2f} points; the sweep's maximum "
+               f"is optimistic: `orchestrator confirm -e {s['experiment']}` retrains the top configurations "
+               f"with new seeds)")
+
+
+def summary_text(s: dict) -> str:
+    lines = [f"\n== {s['run']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else "")]
+    for task, m in s["tasks"].items():
+        lines.append(f"  {task:>10}: " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))
+    obj = s["objective"]
+    lines += [f"  objective ({s['objective_metric']}): {obj:.4f}" if obj is not None else "  objective: n/a",
+              f"  world size {s['world_size']}, steps per rank {s['rank_steps']}, epochs {s['epochs']}, "
+              f"{s['wall_time_s']} s",
+              f"  checkpoint: {s['checkpoint']}", f"  summary:    {s['summary_file']}"]
+    if len(s.get("attempts") or []) > 1:
+        lines.append(f"  restarts:   {len(s['attempts']) - 1} (resumed from epochs {s['attempts'][1:]})")
+    return "\n".join(lines)

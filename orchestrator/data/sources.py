@@ -1,0 +1,152 @@
+"""Reading one split: a manifest (Parquet or CSV of image paths or URIs), Parquet with image bytes or pixel lists, or
+``builtin:NAME``; every label read and checked, with the file, the row and the fix in each ``DataError``."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from . import builtin
+from .. import storage
+from ..config.schema import ExperimentConfig
+from ..errors import DataError
+from .decode import pixel_array
+from .spec import Source
+
+
+# -- reading -------------------------------------------------------------------------------------
+def read_source(uri: str, image_column: str, label_columns: list[str]) -> Source:
+    if uri.startswith("builtin:"):
+        table = builtin.load(uri)
+        return Source(uri, table.select(label_columns), "pixels", pixels=_builtin_pixels(table))
+    fs, path = storage.filesystem(uri)
+    try:
+        info = fs.get_file_info(path)
+    except OSError as e:
+        raise DataError(f"cannot reach data {storage.redact(uri)!r} ({storage.first_line(e)})") from None
+    if info.type == pafs.FileType.NotFound:
+        what = "manifest" if path.endswith(".csv") else "data file"
+        raise DataError(f"{what} {storage.redact(uri)!r} not found: check data.train / data.validation "
+                        f"(relative paths resolve against the config file's folder)")
+    try:
+        if path.endswith(".csv"):
+            return _read_csv(uri, fs, path, image_column, label_columns)
+        return _read_parquet(uri, fs, path, image_column, label_columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        if path.endswith(".csv"):
+            raise DataError(f"cannot read CSV manifest {storage.redact(uri)!r} ({storage.first_line(e)}): is it a CSV file "
+                            f"with a header row?") from None
+        raise DataError(f"cannot read Parquet data {storage.redact(uri)!r} ({storage.first_line(e)}): is it a complete "
+                        f"Parquet file or directory (or a .csv manifest)?") from None
+
+
+def _read_csv(uri, fs, path, image_column, label_columns) -> Source:
+    import pyarrow.csv as pacsv
+
+    with fs.open_input_stream(path) as f:
+        table = pacsv.read_csv(f)
+    _require_columns(table.column_names, [image_column] + label_columns, uri)
+    if not pa.types.is_string(table.schema.field(image_column).type):
+        raise DataError(f"column {image_column!r} of the CSV manifest {storage.redact(uri)} must hold image paths")
+    return _manifest(uri, table, image_column, label_columns)
+
+
+def _read_parquet(uri, fs, path, image_column, label_columns) -> Source:
+    ds = pads.dataset(path, filesystem=fs, format="parquet")
+    _require_columns(ds.schema.names, [image_column] + label_columns, uri)
+    t = ds.schema.field(image_column).type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _manifest(uri, ds.to_table(columns=[image_column] + label_columns), image_column, label_columns)
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        kind = "bytes"
+    elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        kind = "pixels"
+    else:
+        raise DataError(f"column {image_column!r} in {storage.redact(uri)} has type {t}; store image paths "
+                        f"(strings), PNG/JPEG bytes, or lists of pixel values")
+    groups, first = [], 0
+    for file in ds.files:
+        meta = pq.ParquetFile(file, filesystem=fs).metadata
+        for g in range(meta.num_row_groups):
+            rows = meta.row_group(g).num_rows
+            groups.append((_file_uri(uri, path, file), g, first, rows))
+            first += rows
+    meta = (ds.schema.metadata or {}).get(b"orchestrator.image_shape")
+    shape = tuple(int(v) for v in meta.decode().split(",")) if meta else None
+    return Source(uri, ds.to_table(columns=label_columns), kind, row_groups=groups, shape_meta=shape)
+
+
+def _file_uri(uri: str, root_path: str, file: str) -> str:
+    """A dataset file as a location the cluster can open (keeps the URI's scheme and options)."""
+    if not storage.is_uri(uri):
+        return file
+    rel = os.path.relpath(file, root_path) if file != root_path else ""
+    return storage.join(uri, rel) if rel and rel != "." else uri
+
+
+def _manifest(uri: str, table: pa.Table, image_column: str, label_columns: list[str]) -> Source:
+    raw = table.column(image_column).to_pylist()
+    base = storage.parent(uri)
+    paths = []
+    for i, p in enumerate(raw):
+        if not p:
+            raise DataError(f"row {i} of {storage.redact(uri)} has no image path in column {image_column!r}; "
+                            f"fill or drop that row")
+        paths.append(p if storage.is_uri(p) or os.path.isabs(p) else storage.join(base, p))
+    return Source(uri, table.select(label_columns), "paths", paths=paths)
+
+
+def _builtin_pixels(table: pa.Table) -> np.ndarray:
+    return pixel_array(table.column("image"), shape=builtin.IMAGE_SHAPE, where="builtin data")
+
+
+def _require_columns(names, wanted, uri):
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise DataError(f"column {missing[0]!r} not in {storage.redact(uri)} (columns: {list(names)}): "
+                        f"fix the column name in the config")
+
+
+# -- labels ------------------------------------------------------------------------------------
+def labels(cfg: ExperimentConfig, task: str, table: pa.Table, uri: str, classes: list | None) -> np.ndarray:
+    tc, column = cfg.tasks[task], cfg.label_of(task)
+    col = table.column(column)
+    values = col.to_pylist()
+    where = storage.redact(uri)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            raise DataError(f"row {i} of label column {column!r} (task {task!r}) in {where} is null/NaN; "
+                            f"drop or fill unlabeled rows")
+    if tc.type == "regression":
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            raise DataError(f"label column {column!r} of regression task {task!r} has type {col.type}; it must be numeric")
+        return np.asarray(values, np.float32)
+    if tc.type == "binary":
+        bad = [i for i, v in enumerate(values) if v not in (0, 1, True, False)]
+        if bad:
+            raise DataError(f"row {bad[0]} of label column {column!r} (binary task {task!r}) in {where} is "
+                            f"{values[bad[0]]!r}, not 0/1; map labels to 0/1 or use type: classification")
+        return np.asarray(values, np.float32)
+    index = {str(c): i for i, c in enumerate(classes)}
+    out = np.empty(len(values), np.int32)
+    for i, v in enumerate(values):
+        j = index.get(str(v))
+        if j is None:
+            hint = "add it to 'classes'" if tc.classes else "the training data never has this label"
+            raise DataError(f"row {i} of label column {column!r} (task {task!r}) in {where}: label {v!r} is not one "
+                            f"of the classes {classes}; {hint}")
+        out[i] = j
+    return out
+
+
+def class_list(cfg: ExperimentConfig, task: str, table: pa.Table) -> list:
+    tc = cfg.tasks[task]
+    if tc.classes is not None:
+        return list(tc.classes)
+    seen = {v for v in table.column(cfg.label_of(task)).to_pylist() if v is not None}
+    return sorted(seen, key=lambda v: (isinstance(v, str), v))

@@ -1,0 +1,98 @@
+"""Every path under a storage location (a local folder or a URI), in one place.
+
+    <storage>/trials/<run>/                 one Ray Train run (a `train` run, or one trial: <sweep id>-<trial id>)
+        checkpoints/epoch_000003/           model.weights.h5, optimizers.npz, state.json (written last)
+        progress.json  attempts/  tb/       rank 0's record of the run, its (re)starts, TensorBoard events
+        summary.json  trial.json            `train`'s summary; a trial's start/end marks
+        config.json                         the resolved config of a `train` run
+    <storage>/sweeps/<experiment>/<sweep id>/   Ray Tune's state, sweep.json, config.json
+    <storage>/leaderboard/                  the leaderboard's Parquet files
+    <storage>/backbones/                    the pretrained built-in backbone
+    <storage>/logs/   <storage>/reports/<experiment>/
+
+A remote storage keeps no logs: they go to ./orchestrator-logs/.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from . import storage
+
+BUILTIN_BACKBONE = "backbones/digits-cnn-v1.keras"
+CONFIG_FILE = "config.json"
+
+
+def trials(location: str) -> str:
+    """Where Ray Train keeps its runs (its ``storage_path``)."""
+    return storage.join(location, "trials")
+
+
+def run_dir(location: str, name: str) -> str:
+    return storage.join(location, "trials", name)
+
+
+def trial_run_name(sweep_id: str, trial_id: str) -> str:
+    """A trial's Ray Train run: a stable name, so a resumed trial finds its checkpoints."""
+    return f"{sweep_id}-{trial_id}"
+
+
+def checkpoints(run: str) -> str:
+    return storage.join(run, "checkpoints")
+
+
+def checkpoint(run: str, epoch: int) -> str:
+    return storage.join(run, "checkpoints", f"epoch_{epoch:06d}")
+
+
+def progress_file(run: str) -> str:
+    return storage.join(run, "progress.json")
+
+
+def attempts(run: str) -> str:
+    return storage.join(run, "attempts")
+
+
+def tensorboard(run: str) -> str:
+    return storage.join(run, "tb")
+
+
+def summary_file(run: str) -> str:
+    return storage.join(run, "summary.json")
+
+
+def trial_marks(run: str) -> str:
+    return storage.join(run, "trial.json")
+
+
+def sweeps(location: str, experiment: str) -> str:
+    return storage.join(location, "sweeps", experiment)
+
+
+def sweep_dir(location: str, experiment: str, sweep_id: str) -> str:
+    return storage.join(location, "sweeps", experiment, sweep_id)
+
+
+def sweep_record(location: str, experiment: str, sweep_id: str) -> str:
+    return storage.join(sweep_dir(location, experiment, sweep_id), "sweep.json")
+
+
+def leaderboard(location: str) -> str:
+    return storage.join(location if storage.is_uri(location) else os.path.abspath(location), "leaderboard")
+
+
+def builtin_backbone(location: str) -> str:
+    return storage.join(location, BUILTIN_BACKBONE)
+
+
+def report_dir(location: str, experiment: str) -> str | None:
+    """Reports of the demo: a local folder under storage (None for remote storage)."""
+    return None if storage.is_uri(location) else os.path.join(location, "reports", experiment)
+
+
+def log_file(location: str, what: str, experiment: str) -> str:
+    """A command's full log: under local storage (logs/), or ./orchestrator-logs/ for remote storage."""
+    name = f"{what}-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    if storage.is_uri(location):
+        return os.path.join(os.path.abspath("orchestrator-logs"), name)
+    return os.path.join(os.path.abspath(location), "logs", name)

@@ -1,0 +1,97 @@
+"""Ranking, one place for each fact: a metric's direction as a sign on a column (``metrics.sign``; the objective's
+per row, from ``objective_mode``), which rows are trials, Pareto fronts, and the confirmed ranking. Pure: numpy and
+pyarrow, no files."""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..metrics import direction, sign
+
+OBJECTIVES = ("objective", "best_objective")   # their direction is each row's objective_mode
+
+
+def kind_of(row: dict) -> str:
+    """A row's kind; rows written before kinds existed are trials."""
+    return row.get("kind") or "trial"
+
+
+def finite(value) -> Optional[float]:
+    """A finite number as float, else None (missing, NaN, inf, bool, text)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def signed(light: pa.Table, metric: str) -> pa.ChunkedArray:
+    """``metric`` signed so that higher is better: the registry's direction, each row's ``objective_mode`` for the
+    objective (rows without one count as max); columns of unknown direction count as max."""
+    values = light.column(metric).cast(pa.float64())
+    if metric in OBJECTIVES:
+        if "objective_mode" not in light.column_names:
+            return values
+        per_row = pc.if_else(pc.equal(light.column("objective_mode"), "min"), sign("min"), sign("max"))
+        return pc.multiply(values, per_row.fill_null(sign("max")))
+    return pc.multiply(values, sign(direction(metric)))
+
+
+def best_first(light: pa.Table, metric: str) -> pa.Array:
+    """Row indices, best ``metric`` first (``signed``), rows without a value last; ties keep their order."""
+    return pc.sort_indices(pa.table({"key": signed(light, metric)}), sort_keys=[("key", "descending", "at_end")])
+
+
+def front_rows(light: pa.Table, metrics: list[str]) -> np.ndarray:
+    """Indices of the non-dominated rows for ``metrics`` (each ``signed``), best first by the first metric; rows
+    missing any of the metrics are left out, rows that tie on every metric are all kept."""
+    values = np.column_stack([signed(light, m).to_numpy(zero_copy_only=False) for m in metrics])
+    complete = np.flatnonzero(np.isfinite(values).all(axis=1))
+    return complete[front(values[complete])]
+
+
+def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dict]:
+    """Configurations with confirmation runs (rows of kind ``confirm``, grouped by ``confirm_of``; runs without a
+    finite objective left out), best mean first in the objective's direction: n, mean, sample std, seeds, the
+    objectives, the config, and the original trial's objective (``originals``: trial id -> its row)."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if kind_of(row) == "confirm" and row.get("confirm_of") and finite(row.get("objective")) is not None:
+            groups.setdefault(row["confirm_of"], []).append(row)
+    ranked = []
+    for trial_id, group in groups.items():
+        values = [r["objective"] for r in group]
+        ranked.append({"confirm_of": trial_id, "n": len(values), "objectives": values,
+                       "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                       "mode": group[0].get("objective_mode") or "max", "config": group[0].get("config"),
+                       "seeds": sorted(r.get("seed") for r in group), "freeze_depth": group[0].get("freeze_depth"),
+                       "original": finite((originals or {}).get(trial_id, {}).get("objective"))})
+    return sorted(ranked, key=lambda c: -sign(c["mode"]) * c["mean"])
+
+
+def front(values: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated rows of ``values`` (n x d, higher is better in every column, all finite),
+    best first by the first column. A row is dominated when another is at least as good everywhere and better
+    somewhere; rows equal on every column do not dominate each other, so ties are all kept."""
+    n, d = values.shape
+    order = np.lexsort([-values[:, k] for k in reversed(range(d))])     # descending, first column first
+    if n == 0:
+        return order
+    if d == 2:                     # one pass: best y among rows with a strictly greater x
+        xs, ys = values[order, 0], values[order, 1]
+        first = np.r_[True, xs[1:] != xs[:-1]]
+        group = np.cumsum(first) - 1
+        group_best = ys[first]
+        before = np.r_[-np.inf, np.maximum.accumulate(group_best)[:-1]]
+        return order[(ys == group_best[group]) & (ys > before[group])]
+    kept: list[int] = []
+    for i in order:                # a dominating row always sorts before the rows it dominates
+        p = values[i]
+        if kept:
+            f = values[kept]
+            if np.any(np.all(f >= p, axis=1) & np.any(f > p, axis=1)):
+                continue
+        kept.append(int(i))
+    return np.array(kept, dtype=np.int64)

@@ -1,0 +1,180 @@
+"""The one runner: a Ray Tune run whose every trial fits one Ray Train run. The deciders hand it configurations: the
+search space and its searcher (``tuner``), single-task baselines and confirmation runs (explicit configurations,
+``run_configs``). Every trial that ends becomes one leaderboard row, written on the driver by the sweep's callback.
+
+A Tune run's state lives in ``<storage>/sweeps/<experiment>/<sweep id>``; its trials' Train runs in
+``<storage>/trials/<sweep id>-<trial id>`` (a stable name: a resumed trial continues its own checkpoints).
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue as stdqueue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import _ray, layout, storage
+from ..config.schema import ExperimentConfig
+from ..config.space import materialize
+from ..training.driver import RunInputs, make_trainer
+
+TRIAL_DRIVER_CPU = 0.05   # the Tune trial only drives its Train run; Ray refuses 0 CPUs here
+EXPERIMENT_STATE_EVERY_S = "2"
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What every trial of one Tune run is handed (pickled once, with the trainable): how to make its config
+    (from the search space over ``base``, or ``configs[params["index"]]``) and where its inputs are."""
+    sweep_id: str
+    base: dict
+    inputs: RunInputs
+    configs: Optional[tuple] = None
+
+    def config(self, params: dict) -> ExperimentConfig:
+        if self.configs is not None:
+            return ExperimentConfig.model_validate(self.configs[params["index"]])
+        return trial_config(ExperimentConfig.model_validate(self.base), params)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """One Tune run: its trials, what they search, how many run at once, and the driver's callbacks."""
+    plan: TrialPlan
+    param_space: dict
+    num_samples: int = 1
+    searcher: object = None
+    scheduler: object = None
+    concurrent: int = 1
+    callbacks: tuple = ()
+    verbose: bool = False
+
+
+def trial_config(base: ExperimentConfig, params: dict) -> ExperimentConfig:
+    return base.with_values(materialize(base.search, params, list(base.tasks)))
+
+
+def new_sweep_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def make_tuner(cfg: ExperimentConfig, spec: SweepSpec, *, resume: bool = False):
+    """A Tuner over ``run_trial`` (or its restore, with today's callbacks)."""
+    from ray import tune
+
+    # Tune saves its experiment state at most every 10 s by default, and not when a trial ends: a lost
+    # driver would then rerun finished trials. Every 2 s bounds what a resume redoes.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_EVERY_S)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=spec.plan), {"CPU": TRIAL_DRIVER_CPU})
+    fs, sweeps_path = storage.filesystem(layout.sweeps(cfg.storage, cfg.name))
+    run_config = tune.RunConfig(name=spec.plan.sweep_id, storage_path=sweeps_path, storage_filesystem=fs,
+                                callbacks=list(spec.callbacks), failure_config=tune.FailureConfig(max_failures=0),
+                                verbose=1 if spec.verbose else 0)
+    if resume:
+        tuner = tune.Tuner.restore(f"{sweeps_path.rstrip('/')}/{spec.plan.sweep_id}", trainable,
+                                   resume_unfinished=True, resume_errored=True, storage_filesystem=fs)
+        _ray.replace_run_config(tuner, run_config)   # today's callbacks (rows already written are skipped)
+        return tuner
+    return tune.Tuner(
+        trainable, param_space=spec.param_space,
+        tune_config=tune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=spec.num_samples,
+                                    search_alg=spec.searcher, scheduler=spec.scheduler,
+                                    max_concurrent_trials=None if spec.searcher is not None else spec.concurrent),
+        run_config=run_config)
+
+
+def run_trial(params: dict, *, plan: TrialPlan):
+    """One Tune trial: fit one Ray Train run with this trial's configuration."""
+    from ray import tune
+
+    from ..training.failures import one_line
+
+    cfg = plan.config(params)
+    trial_id = tune.get_context().get_trial_id()
+    name = layout.trial_run_name(plan.sweep_id, trial_id)
+    reports = _report_queue()
+    trainer = make_trainer(cfg, plan.inputs, name=name, callbacks=[_to_trial(reports)])
+    marks = {"trial_fit_start": time.time()}
+    try:
+        _fit_reporting(trainer, reports, tune.report)
+    except Exception as e:  # noqa: BLE001 - the trial's row keeps one line, not Ray's wrappers
+        raise TrialFailed(one_line(e)) from None
+    finally:   # where the trial's time went, beside the worker's own marks (bench/sweep_overhead.py)
+        marks["trial_fit_end"] = time.time()
+        storage.atomic_write(layout.trial_marks(layout.run_dir(cfg.storage, name)), json.dumps(marks).encode())
+
+
+# Rank 0's metrics reach Tune from the trial's own thread, each epoch in order and all of them before the trial
+# function returns. Ray's TuneReportCallback hands them to the trial actor's main thread instead; when the driver
+# is slower than the trial, the last epoch and the function's end then arrive together and the actor deadlocks
+# (Queue.put on a full result queue that only it reads: a sweep that never ends; tests/test_faults.py).
+def _report_queue():
+    from ray.util.queue import Queue
+
+    return Queue(1, actor_options={"num_cpus": 0})   # one in flight: the Train run waits while Tune decides (ASHA)
+
+
+def _to_trial(reports):
+    """A Train callback for the controller: rank 0's metrics of each report, into the trial's queue."""
+    from ray.train import UserCallback
+
+    class ToTrial(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            reports.put(dict(metrics[0]))   # returns once queued: every put is done before fit() returns
+
+    return ToTrial()
+
+
+def _fit_reporting(trainer, reports, report, *, poll_s: float = 0.5) -> None:
+    """``trainer.fit()`` in a helper thread; this thread passes each queued report to Tune, then re-raises."""
+    done, failure = threading.Event(), []
+
+    def fit():
+        try:
+            trainer.fit()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the trial's thread below
+            failure.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=fit, name="train-fit", daemon=True).start()
+    while True:
+        try:
+            metrics = reports.get(timeout=poll_s)
+        except stdqueue.Empty:
+            if done.is_set() and reports.empty():   # no put can follow fit()'s end
+                break
+            continue
+        report(metrics)   # blocks until Tune asks for the next result; ASHA's stop ends this thread here
+    if failure:
+        raise failure[0]
+
+
+class TrialFailed(RuntimeError):
+    """A trial's run failed; the message is one line."""
+
+
+def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id: str | None = None, out=print,
+                extra: list[dict] | None = None, verbose: bool = False) -> list:
+    """Train explicit configurations as one Tune run (baselines, confirmation runs); rows of ``kind``."""
+    from ray import tune
+
+    from ..leaderboard.rows import RowContext
+    from .callback import SweepCallback, versions
+    from .capacity import plan_concurrency
+
+    p = session.prepared
+    sweep_id = sweep_id or f"{kind}-{new_sweep_id()}"
+    callback = SweepCallback(p.cfg, out=out, configs=configs, extra=extra,
+                             context=RowContext(sweep_id, p.n_blocks, kind=kind, fingerprint=p.spec.fingerprint,
+                                                versions=versions()))
+    plan = TrialPlan(sweep_id, p.cfg.model_dump(mode="json"), RunInputs.of(session),
+                     configs=tuple(c.model_dump(mode="json") for c in configs))
+    spec = SweepSpec(plan, {"index": tune.grid_search(list(range(len(configs))))}, verbose=verbose,
+                     concurrent=min(len(configs), plan_concurrency(configs[0], say=lambda m: None)),
+                     callbacks=(callback,))
+    make_tuner(p.cfg, spec).fit()
+    return callback.rows

@@ -1,0 +1,138 @@
+"""One run on Ray Train, driven from here: `orchestrator train`, and the trainer every Tune trial fits.
+
+The run is a DataParallelTrainer with our TF_CONFIG backend (``training.backend``); its workers run
+``training.loop.train_loop_per_worker``. The driver follows the run through rank 0's progress file and writes
+``summary.json`` at the end.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import layout, storage
+from ..config.schema import ExperimentConfig
+from ..data.spec import DataSpec
+from ..errors import ConfigError
+from . import checkpoints
+from .session import Prepared, Session, check, describe, start
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What every worker of a run reads besides its config: the data spec, the shipped data and backbone (object
+    store references, see ``session``) and single-task baselines for Δm%."""
+    spec: DataSpec
+    data: dict
+    backbone: Optional[dict]
+    baselines: Optional[dict] = None
+
+    @classmethod
+    def of(cls, session: Session, *, baselines: Optional[dict] = None) -> "RunInputs":
+        return cls(session.prepared.spec, session.data, session.backbone, baselines)
+
+
+def make_trainer(cfg: ExperimentConfig, inputs: RunInputs, *, name: str, callbacks=(), max_failures: int = 2):
+    """The Ray Train run for one configuration (used by `train` and by every Tune trial)."""
+    import ray.train
+
+    from . import backend
+    from .loop import train_loop_per_worker
+
+    r = cfg.resources
+    fs, path = storage.filesystem(layout.trials(cfg.storage))
+    return backend.make(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.model_dump(mode="json"), "data_spec": inputs.spec.to_dict(),
+                           "data": inputs.data, "backbone_file": inputs.backbone,
+                           "run_dir": layout.run_dir(cfg.storage, name), "baselines": inputs.baselines},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=r.workers, use_gpu=r.use_gpu, placement_strategy=r.placement_strategy,
+            resources_per_worker=worker_request(cfg)),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=path, storage_filesystem=fs, callbacks=list(callbacks),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures)),
+    )
+
+
+def worker_request(cfg: ExperimentConfig) -> dict:
+    r = cfg.resources
+    return {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}
+
+
+def fit_and_watch(session: Session, *, name: str, out=print) -> tuple[list[dict], str | None, bool]:
+    """Fit one run, printing its epochs as they land; (history, one-line error or None, user error?)."""
+    from .failures import find_user_error, one_line
+    from .loop import format_epoch
+    from .progress import read_progress, watch
+
+    cfg, run = session.cfg, layout.run_dir(session.cfg.storage, name)
+    stop = threading.Event()
+    thread = watch(run, request=worker_request(cfg), workers=cfg.resources.workers, out=out, stop=stop,
+                   on_epoch=lambda m: out(format_epoch(m, cfg.train.epochs)), what=f"run {name}")
+    error, user = None, False
+    try:
+        make_trainer(cfg, RunInputs.of(session), name=name).fit()
+    except Exception as e:  # noqa: BLE001 - Ray Train raises its own wrappers; keep one line
+        error, user = one_line(e), find_user_error(e) is not None
+    finally:
+        stop.set()
+        thread.join()   # the watcher reads the progress file once more after stop: the last epoch is printed
+    progress = read_progress(run) or {"history": []}
+    return progress["history"], error, user
+
+
+def run_summary(p: Prepared, history: list[dict], *, name: str, error: str | None, wall_time_s: float) -> dict:
+    from .progress import attempts
+
+    m = history[-1] if history else {}
+    run = layout.run_dir(p.cfg.storage, name)
+    task_metrics = {t: {k.removeprefix(f"{t}_"): v for k, v in m.items() if k.startswith(f"{t}_")
+                        and not k.startswith(f"{t}_loss_")} for t in p.cfg.tasks}
+    world = int(m.get("world_size", 0))
+    status = "failed" if error else "diverged" if m.get("status") == "diverged" else "completed"
+    return {
+        "run": name, "status": status, "error": error,
+        "objective": m.get("objective"), "objective_metric": p.cfg.objective.metric,
+        "tasks": task_metrics, "epochs": m.get("epoch"), "train_loss": m.get("train_loss"),
+        "world_size": world, "rank_steps": [m.get(f"rank{r}_steps") for r in range(world)],
+        "examples_per_s": m.get("examples_per_s"), "wall_time_s": round(wall_time_s, 1),
+        "checkpoint": storage.redact(layout.checkpoints(run)), "attempts": attempts(run),
+        "data": {"n_train": p.spec.n_train, "n_val": p.spec.n_val, "fingerprint": p.spec.fingerprint},
+        "history": history, "config": p.cfg.run_fields(),
+    }
+
+
+def run_name(experiment: str) -> str:
+    """A run name no other run has: time plus random suffix."""
+    return f"train-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def check_run_name(cfg: ExperimentConfig, name: str) -> None:
+    """A run continues only its own checkpoints: a name used by another config is refused."""
+    state = checkpoints.latest_state(layout.run_dir(cfg.storage, name))
+    if state is not None and state.get("config_hash") != cfg.config_hash():
+        raise ConfigError(f"run {name!r} already exists with another config (checkpoint at epoch {state['epoch']}, "
+                          f"config hash {state.get('config_hash')}, this config {cfg.config_hash()}): pick another "
+                          f"--name, or omit it for a new unique one")
+
+
+def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
+          verbose: bool = False) -> dict:
+    """`orchestrator train`: check, fit one configuration on Ray Train, write summary.json."""
+    p = check(cfg)
+    name = name or run_name(p.cfg.name)
+    check_run_name(p.cfg, name)
+    run = layout.run_dir(p.cfg.storage, name)
+    describe(p, record=run, out=out)
+    t0 = time.perf_counter()
+    session = start(p, address=address, verbose=verbose, out=out)
+    history, error, user_error = fit_and_watch(session, name=name, out=out)
+    summary = run_summary(p, history, name=name, error=error, wall_time_s=time.perf_counter() - t0)
+    summary["user_error"] = user_error
+    summary["summary_file"] = storage.redact(layout.summary_file(run))
+    storage.atomic_write(layout.summary_file(run), json.dumps(summary, indent=2, default=str).encode())
+    return summary

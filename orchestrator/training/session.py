@@ -1,0 +1,218 @@
+"""The driver's start-up: the one sequence every command runs, so all of them print the same lines in the same order.
+
+    check      config, data, backbone, freeze depth, batch against a worker's share (+ the caller's own checks, e.g.
+               the search space): every mistake the user can make, before anything starts
+    describe   config.json next to the run or sweep, one line saying where it is, the data line and advice
+    start      pretrain the built-in backbone (cached) -> start or join Ray -> ship data and backbone
+
+`train`, `tune`, `baselines`, `confirm` and `demo` run all three; `validate` runs check and describe only, and never
+pretrains or starts Ray.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from .. import layout, storage
+from ..config.schema import ExperimentConfig, frozen_blocks
+from ..data.pipeline import rows_per_rank
+from ..data.prepare import prepare
+from ..data.spec import DataSpec, PreparedData
+from ..errors import ConfigError, DataError
+
+log = logging.getLogger("orchestrator")
+
+# Ray Train waits this long for a worker group before retrying. TF start-up on 2 cores can pass
+# Ray's default of 60 s; raised here (the driver's environment is passed to the controller).
+WORKER_START_TIMEOUT_S = "600"
+HEALTH_CHECK_INTERVAL_S = "0.1"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked configuration: the config (storage made absolute), its data cut into units, its backbone's blocks."""
+    cfg: ExperimentConfig
+    data: PreparedData
+    n_blocks: int
+
+    @property
+    def spec(self) -> DataSpec:
+        return self.data.spec
+
+
+@dataclass(frozen=True)
+class Session:
+    """What the driver holds once started: the checked configuration, and where workers find data and backbone."""
+    prepared: Prepared
+    data: dict                      # `ship_data`: ObjectRefs of decoded blocks, or of units to stream
+    backbone: Optional[dict]        # `ship_backbone`: the backbone or weights file, or None
+
+    @property
+    def cfg(self) -> ExperimentConfig:
+        return self.prepared.cfg
+
+
+def check(cfg: ExperimentConfig, *, also: Sequence[Callable[[Prepared], None]] = ()) -> Prepared:
+    """Everything that can fail because of the user's input, before any Ray resources are used."""
+    cfg = resolve_storage(cfg)
+    data = prepare(cfg)
+    spec = data.spec
+    b = cfg.backbone
+    if b.kind == "application" and b.weights == "imagenet" and spec.image_shape[-1] != 3:
+        raise DataError(f"backbone {b.name} with ImageNet weights needs 3 channels; the images have "
+                        f"{spec.image_shape[-1]}: set data.color_mode: rgb (or use weights: none)")
+    n_blocks = count_blocks(cfg, spec.image_shape)
+    frozen_blocks(cfg.train.freeze_depth, n_blocks)
+    check_batch(cfg, data)
+    p = Prepared(cfg, data, n_blocks)
+    for more in also:
+        more(p)
+    return p
+
+
+def describe(p: Prepared, *, record: Optional[str], out=print) -> None:
+    """The resolved config to ``<record>/config.json`` and the log, one line saying where; then the data line and
+    advice. ``record``: the run's or sweep's folder (None: `validate`, which writes nothing)."""
+    public = p.cfg.public_dump()
+    log.info("resolved config: %s", json.dumps(public, sort_keys=True))
+    if record is not None:
+        location = storage.join(record, layout.CONFIG_FILE)
+        storage.atomic_write(location, json.dumps(public, indent=2, sort_keys=True).encode())
+        out(f"config: {storage.redact(location)}")
+    for line in advice(p):
+        out(line)
+
+
+def start(p: Prepared, *, address: Optional[str] = None, verbose: bool = False, out=print) -> Session:
+    """Pretrain the built-in backbone (cached), start or join Ray, ship data and backbone."""
+    ensure_pretrained(p.cfg, out=out)
+    init_ray(address, log_to_driver=verbose)
+    return Session(p, ship_data(p), ship_backbone(p.cfg))
+
+
+def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Relative local storage (given on the command line or by default) becomes absolute; credentials in
+    storage or data URIs move to the environment (``storage.adopt_credentials``)."""
+    values = {}
+    for path, value in (("storage", cfg.storage), ("data.train", cfg.data.train),
+                        ("data.validation", cfg.data.validation)):
+        if isinstance(value, str) and storage.has_credentials(value):
+            values[path] = storage.adopt_credentials(value)
+    if not storage.is_uri(cfg.storage) and not os.path.isabs(cfg.storage):
+        values["storage"] = os.path.abspath(cfg.storage)
+    return cfg.with_values(values) if values else cfg
+
+
+def count_blocks(cfg: ExperimentConfig, image_shape) -> int:
+    """Blocks of the configured backbone: builds it (a file backbone or weights file is loaded, once,
+    here on the driver; the built-in's pretrained weights are not needed to count)."""
+    from ..model.backbones import block_model, blocks, build_backbone
+
+    bb = cfg.backbone
+    if bb.kind == "builtin":
+        bb = bb.model_copy(update={"weights": "none"})
+    elif bb.kind == "application" and bb.weights == "imagenet":
+        bb = bb.model_copy(update={"weights": "none"})   # the architecture is the same; no download here
+    return len(blocks(block_model(build_backbone(bb, image_shape, storage=cfg.storage)), cfg.backbone.blocks))
+
+
+def advice(p: Prepared) -> list[str]:
+    """What the data is and how workers will get it, then things that are allowed but probably wrong, one line each."""
+    s, mode = p.spec, cache_mode(p.cfg, p.spec)
+    share_mb = worker_share_bytes(p.cfg, s) / 2 ** 20
+    how = ("kept in memory" if mode == "memory" else "streamed every epoch") + \
+        (f" (data.cache: auto, budget {p.cfg.data.cache_budget_mb:g} MB)" if p.cfg.data.cache == "auto" else "")
+    lines = [f"data: {s.n_train} training + {s.n_val} validation images, {'x'.join(map(str, s.image_shape))} "
+             f"{s.pixel_dtype}; a worker's decoded share is {share_mb:.1f} MB, {how}"]
+    if p.cfg.data.cache == "none":
+        lines.append("note: data.cache: none is now called stream (the old name still works): write data.cache: stream")
+    if p.cfg.backbone.kind == "application" and p.spec.max_pixel <= 1.0:
+        lines.append(f"warning: the sampled pixels are at most {p.spec.max_pixel:g}, but {p.cfg.backbone.name} expects "
+                     f"0-255 (its preprocess_input is inside the model): store pixels as 0-255")
+    return lines
+
+
+def check_batch(cfg: ExperimentConfig, data: PreparedData, *, workers: int | None = None) -> None:
+    """Every worker must fill at least one batch of its share of the global batch."""
+    world = workers or cfg.resources.workers
+    per_worker = cfg.train.batch_size // world
+    if per_worker < 1:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is smaller than resources.workers {world}: "
+                          f"each worker needs at least one example per step")
+    rows = min(rows_per_rank([len(u["rows"]) for u in data.train_units], world=world, epoch=None, seed=0))
+    if rows < per_worker:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} needs {per_worker} examples per worker per "
+                          f"step, but a worker's share of the {data.spec.n_train} training examples can be {rows}: "
+                          f"lower train.batch_size or use fewer workers")
+
+
+def ensure_pretrained(cfg: ExperimentConfig, *, out=print) -> None:
+    """The built-in backbone's pretrained weights, trained once per storage (cached)."""
+    if cfg.backbone.kind == "builtin" and cfg.backbone.weights == "pretrained":
+        from .pretrain import pretrain
+
+        pretrain(cfg.storage, out=out)
+
+
+def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_to_driver: bool = False) -> None:
+    import ray
+
+    from ..console import mute_ray_stderr, quiet_logs
+
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_START_TIMEOUT_S)
+    # The Train controller polls its workers at this pace; reports and the end of a run wait for a poll.
+    # A late poll is only awaited again (a worker counts as dead after 600 s), so a short interval is safe.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
+    if not ray.is_initialized():
+        options = {"num_gpus": num_gpus} if (num_gpus is not None and not address) else {}
+        if storage.adopted_env():   # credentials taken out of a URI: every Ray process gets them
+            options["runtime_env"] = {"env_vars": storage.adopted_env()}
+        ray.init(address=address, log_to_driver=log_to_driver, configure_logging=True, logging_level="ERROR",
+                 include_dashboard=None, **options)
+    quiet_logs()   # Ray Data runs on the driver too (decoding into the object store)
+    if not log_to_driver:
+        mute_ray_stderr()   # ray.init attached its stderr handler again
+
+
+def cache_mode(cfg: ExperimentConfig, spec: DataSpec) -> str:
+    """memory or stream: ``auto`` keeps a worker's decoded shard in memory when it fits the budget."""
+    if cfg.data.cache != "auto":
+        return "memory" if cfg.data.cache == "memory" else "stream"     # "none": stream's old name
+    return "memory" if worker_share_bytes(cfg, spec) <= cfg.data.cache_budget_mb * 2 ** 20 else "stream"
+
+
+def worker_share_bytes(cfg: ExperimentConfig, spec: DataSpec) -> float:
+    """Decoded bytes of one worker's share of the training and validation rows."""
+    return (spec.n_train + spec.n_val) / cfg.resources.workers * spec.decoded_bytes_per_image
+
+
+def ship_data(p: Prepared) -> dict:
+    """What workers read: decoded blocks in the object store (memory), or units to stream."""
+    import ray
+
+    from ..data.decode import decode_options
+    from ..data.pipeline import decode_to_object_store
+
+    opts = decode_options(p.cfg.model_dump(mode="json"), p.spec.to_dict())
+    mode = cache_mode(p.cfg, p.spec)
+    if mode == "memory":
+        return {"mode": mode, "opts": opts, "train": decode_to_object_store(p.data.train_units, opts),
+                "val": decode_to_object_store(p.data.val_units, opts)}
+    return {"mode": mode, "opts": opts, "train": ray.put(p.data.train_units), "val": ray.put(p.data.val_units)}
+
+
+def ship_backbone(cfg: ExperimentConfig) -> Optional[dict]:
+    """A backbone or weights file the workers need, through the object store (any cluster, no shared disk)."""
+    import ray
+
+    b = cfg.backbone
+    location = (b.path if b.kind == "file" else layout.builtin_backbone(cfg.storage) if b.kind == "builtin" and
+                b.weights == "pretrained" else b.weights if b.kind == "application" and b.weights not in
+                ("imagenet", "none") else None)
+    if location is None:
+        return None
+    # Wrapped in a dict: Tune's with_parameters resolves top-level ObjectRefs, nested ones stay references.
+    return {"ref": ray.put((storage.read_bytes(location), os.path.splitext(location.split("?")[0])[1]))}

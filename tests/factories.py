@@ -1,0 +1,105 @@
+"""What tests make: data sets, experiment configs, leaderboard rows, free ports, and one CLI runner."""
+from __future__ import annotations
+
+import socket
+from typing import NamedTuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from orchestrator.data import builtin
+
+
+def small_table(n: int = 200, *, seed: int = 0, part: str = "train") -> pa.Table:
+    """MultiDigits canvases (digits 5-9) as a Parquet-ready table: image, left, right, sum."""
+    return builtin.image_table(builtin.composites((5, 6, 7, 8, 9), part, n=n, seed=seed))
+
+
+def write_parquet(path, table: pa.Table) -> str:
+    pq.write_table(table, path)
+    return str(path)
+
+
+def experiment(tmp_path, data_uri: str, **sections) -> dict:
+    """A small experiment dict on ``data_uri``; ``sections`` replace or extend top-level keys."""
+    cfg = {
+        "name": "t",
+        "data": {"train": data_uri, "validation": 0.25},
+        "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"},
+                  "sum": {"type": "regression", "metric": "r2"}},
+        "backbone": {"kind": "builtin", "weights": "none"},
+        "heads": {"hidden_units": 16},
+        "train": {"epochs": 1, "batch_size": 32, "seed": 0},
+        "resources": {"workers": 1},
+        "storage": str(tmp_path / "runs"),
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def write_yaml(path, cfg: dict) -> str:
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cli(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(capsys, *argv) -> Cli:
+    """The CLI in this process, as a user runs it: exit code (0 when it returned), stdout, stderr (stripped)."""
+    from orchestrator.cli import main
+
+    code = 0
+    try:
+        main(list(argv))
+    except SystemExit as e:
+        code = e.code or 0
+    captured = capsys.readouterr()
+    return Cli(code, captured.out, captured.err.strip())
+
+
+def row(cfg, history: list[dict], *, trial_id: str = "t", sweep_id: str = "s", searched: dict | None = None,
+        n_blocks: int = 5, kind: str = "trial", error=None, fingerprint=None, wall_time_s=None, checkpoint=None,
+        versions=None, baselines=None, extra=None) -> dict:
+    """A leaderboard row as the sweep's callback builds it (``rows.trial_row``)."""
+    from orchestrator.leaderboard.rows import RowContext, TrialFacts, trial_row
+
+    context = RowContext(sweep_id, n_blocks, kind=kind, fingerprint=fingerprint, versions=versions,
+                         baselines=baselines)
+    facts = TrialFacts(trial_id, searched or {}, error=error, wall_time_s=wall_time_s, checkpoint=checkpoint,
+                       extra=extra)
+    return trial_row(cfg, history, context=context, trial=facts)
+
+
+def minimized_rows():
+    """Two trials of an experiment whose objective is sum_mae, minimized."""
+    common = {"experiment": "mae", "sweep_id": "s1", "kind": "trial", "status": "completed",
+              "objective_metric": "sum_mae", "objective_mode": "min"}
+    return [{**common, "trial_id": "good", "objective": 0.2, "best_objective": 0.2, "sum_mae": 0.2},
+            {**common, "trial_id": "bad", "objective": 0.9, "best_objective": 0.9, "sum_mae": 0.9}]
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fail loudly if anything tries to start or join Ray: errors must stop before that."""
+    import ray
+
+    def forbidden(*a, **k):
+        raise AssertionError("ray.init was called for a bad input")
+
+    monkeypatch.setattr(ray, "init", forbidden)

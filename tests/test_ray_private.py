@@ -1,0 +1,50 @@
+"""Every private Ray API the package uses lives in orchestrator/_ray.py, checked on one Ray version: this fails loudly,
+naming what moved, when a Ray upgrade changes one of them, and when another module starts using one."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import ray
+
+from orchestrator import _ray
+
+PACKAGE = Path(__file__).resolve().parents[1] / "orchestrator"
+PRIVATE_MODULES = ("ray._private", "ray._common", "ray.core", "ray._raylet")
+
+
+def private_uses(tree: ast.Module) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith(PRIVATE_MODULES) or "._internal" in node.module:
+                found.append(f"from {node.module} import ...")
+        elif isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name.startswith(PRIVATE_MODULES)
+                      or "._internal" in a.name]
+        elif isinstance(node, ast.Attribute) and node.attr in ("_local_tuner", "_base_exc", "print_to_stdstream",
+                                                               "_initialize_and_run_controller"):
+            found.append(f".{node.attr}")
+    return found
+
+
+def test_ray_is_the_version_the_private_uses_were_checked_on():
+    assert ray.__version__ == _ray.CHECKED_ON, (
+        f"Ray {ray.__version__} is installed; orchestrator/_ray.py was checked on {_ray.CHECKED_ON}: read each use "
+        f"there against the new Ray, then update CHECKED_ON")
+
+
+def test_every_private_name_still_resolves():
+    _ray.check()
+
+
+def test_no_other_module_uses_a_private_ray_api():
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "_ray.py":
+            continue
+        uses = private_uses(ast.parse(path.read_text()))
+        if uses:
+            offenders[str(path.relative_to(PACKAGE.parent))] = uses
+    assert not offenders, offenders
+    assert private_uses(ast.parse((PACKAGE / "_ray.py").read_text())), "the scan finds the uses in _ray.py itself"
