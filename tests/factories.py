@@ -22,9 +22,20 @@ def write_parquet(path, table: pa.Table) -> str:
     return str(path)
 
 
+EMBEDDED_DATA = {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"}
+
+
+def merged(base: dict, sections: dict) -> dict:
+    """``base`` with top-level ``sections`` replacing its values, or extending them where both are mappings."""
+    cfg = dict(base)
+    for key, value in sections.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+    return cfg
+
+
 def experiment(tmp_path, data_uri: str, **sections) -> dict:
-    """A small experiment dict on ``data_uri``; ``sections`` replace or extend top-level keys."""
-    cfg = {
+    """A small experiment dict on ``data_uri`` (a quarter held out), three tasks, under ``tmp_path/runs``."""
+    return merged({
         "name": "t",
         "data": {"train": data_uri, "validation": 0.25},
         "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"},
@@ -34,13 +45,20 @@ def experiment(tmp_path, data_uri: str, **sections) -> dict:
         "train": {"epochs": 1, "batch_size": 32, "seed": 0},
         "resources": {"workers": 1},
         "storage": str(tmp_path / "runs"),
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg
+    }, sections)
+
+
+def embedded(storage, **sections) -> dict:
+    """An experiment dict on the embedded default (its own validation split), the two digit tasks, small heads:
+    what end-to-end tests train."""
+    return merged({
+        "name": "t", "storage": str(storage), "data": dict(EMBEDDED_DATA),
+        "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"}},
+        "backbone": {"kind": "builtin", "weights": "none"},
+        "heads": {"hidden_units": 16},
+        "train": {"epochs": 1, "batch_size": 64, "seed": 0},
+        "resources": {"workers": 1, "cpus_per_worker": 0.9},
+    }, sections)
 
 
 def write_yaml(path, cfg: dict) -> str:
@@ -52,6 +70,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until(condition, *, timeout_s: float, what: str, poll_s: float = 0.1):
+    """Poll ``condition()`` until it returns something truthy (returned); AssertionError naming ``what`` after
+    ``timeout_s``. Instead of fixed sleeps: as fast as the machine allows, as patient as it needs."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout_s} s")
+        time.sleep(poll_s)
+
+
+def dead_creator_group(group_id: str) -> bool:
+    """Is ``group_id`` among the placement groups whose creating actor Ray reports dead?"""
+    from orchestrator import _ray
+
+    return any(g["id"] == group_id for g in _ray.placement_groups_with_dead_creators())
 
 
 class Cli(NamedTuple):

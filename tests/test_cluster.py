@@ -18,7 +18,7 @@ import yaml
 
 from orchestrator.leaderboard import Leaderboard
 
-from factories import free_port
+from factories import embedded, free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,16 +80,7 @@ def job_dir(tmp_path: Path, name: str, run_fields: dict) -> Path:
 
 
 def experiment(name: str, storage: str, **extra) -> dict:
-    return {
-        "name": name, "storage": storage,
-        "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},
-        "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"}},
-        "backbone": {"kind": "builtin", "weights": "none"},
-        "heads": {"hidden_units": 16},
-        "train": {"epochs": 1, "batch_size": 128, "head_lr": 3e-3, "backbone_lr": 3e-3},
-        "resources": {"workers": 1, "cpus_per_worker": 0.9},
-        **extra,
-    }
+    return embedded(storage, name=name, train={"batch_size": 128, "head_lr": 3e-3, "backbone_lr": 3e-3}, **extra)
 
 
 SEARCH = {"space": {"train.freeze_depth": {"choice": [0, "all"]}}, "searcher": "grid", "scheduler": {"type": "none"},

@@ -12,8 +12,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from orchestrator.training.progress import attempts, read_progress
 from orchestrator.leaderboard import Leaderboard
+from orchestrator.training.progress import attempts, read_progress
+
+from factories import dead_creator_group, embedded, wait_until
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -34,18 +36,11 @@ def train_worker_pids():
 
 
 def sweep_config(storage, name, *, samples, epochs, workers=1, space=None):
-    return {
-        "name": name, "storage": str(storage),
-        "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},
-        "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"}},
-        "backbone": {"kind": "builtin", "weights": "none"},
-        "heads": {"hidden_units": 16},
-        "train": {"epochs": epochs, "batch_size": 64, "head_lr": 3e-3},
-        "resources": {"workers": workers, "cpus_per_worker": 0.9 if workers == 1 else 0.45},
-        "search": {"num_samples": samples, "searcher": "random", "scheduler": {"type": "none"},
-                   "max_concurrent_trials": 2,
-                   "space": space or {"train.backbone_lr": {"loguniform": [3e-4, 3e-3]}}},
-    }
+    return embedded(storage, name=name, train={"epochs": epochs, "head_lr": 3e-3},
+                    resources={"workers": workers, "cpus_per_worker": 0.9 if workers == 1 else 0.45},
+                    search={"num_samples": samples, "searcher": "random", "scheduler": {"type": "none"},
+                            "max_concurrent_trials": 2,
+                            "space": space or {"train.backbone_lr": {"loguniform": [3e-4, 3e-3]}}})
 
 
 def run_dirs(storage):
@@ -191,8 +186,6 @@ def test_placement_groups_of_dead_actors_are_released(ray_session):
     controller killed with its trial, mid-restart). Such groups hold CPUs forever and a later trial waits for
     them: this stuck bench/asha_vs_grid.py (4 x 0.45 CPU held on 2 CPUs). The sweep's callback releases them;
     groups made by the driver (Tune's trial groups) stay."""
-    import time
-
     import ray
     from ray.util.placement_group import placement_group, placement_group_table
 
@@ -204,14 +197,13 @@ def test_placement_groups_of_dead_actors_are_released(ray_session):
     orphan = ray.get(maker.make.remote())
     free_with_both = ray.available_resources().get("CPU", 0.0)
     ray.kill(maker)
-    time.sleep(3)
+    wait_until(lambda: dead_creator_group(orphan), timeout_s=30, what="Ray reports the group's creator dead")
     # Ray's own behaviour, the reason for the fix: the dead actor's group still holds its CPU.
     assert placement_group_table()[orphan]["state"] == "CREATED"
     assert ray.available_resources().get("CPU", 0.0) == pytest.approx(free_with_both)
     assert release_orphaned_placement_groups() == 1
-    deadline = time.monotonic() + 10
-    while ray.available_resources().get("CPU", 0.0) < free_with_both + 0.5 - 1e-6 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: ray.available_resources().get("CPU", 0.0) >= free_with_both + 0.5 - 1e-6, timeout_s=10,
+               what="the released group's CPU comes back")
     assert ray.available_resources().get("CPU", 0.0) == pytest.approx(free_with_both + 0.5)
     assert placement_group_table()[orphan]["state"] == "REMOVED"
     assert placement_group_table()[kept.id.hex()]["state"] == "CREATED"
@@ -223,8 +215,6 @@ def test_placement_groups_of_actors_destroyed_with_their_own_group_are_released(
     """The way a Train controller dies when Tune removes its trial's placement group: GCS leaves
     creator_actor_dead False on the groups it made, so the actor table decides (measured in the demo: the
     retrain waited on 2 x 0.45 CPU held this way)."""
-    import time
-
     import ray
     from ray.util.placement_group import placement_group, placement_group_table
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -237,7 +227,7 @@ def test_placement_groups_of_actors_destroyed_with_their_own_group_are_released(
     controller = group_maker(num_cpus=0.1).options(scheduling_strategy=in_trial).remote()
     orphan = ray.get(controller.make.remote())
     ray.util.remove_placement_group(trial)       # what Tune does when it ends a trial
-    time.sleep(3)
+    wait_until(lambda: dead_creator_group(orphan), timeout_s=30, what="Ray reports the group's creator dead")
     assert placement_group_table()[orphan]["state"] == "CREATED"
     assert release_orphaned_placement_groups() == 1
     assert placement_group_table()[orphan]["state"] == "REMOVED"

@@ -487,3 +487,14 @@ def test_cli_pareto(board, tmp_path, capsys, with_pareto):
     assert code == 2 and "two or more" in err
     code, _, err = run_cli(capsys, "pareto", "--storage", storage, "-m", "left_accuracy,max_epochs")
     assert code == 2 and "no known direction" in err and "\n" not in err
+
+
+def test_the_table_fits_the_terminal_and_names_what_it_left_out(board):
+    wide = render(board.top(10), width=400)
+    assert "more columns" not in wide
+    narrow = render(board.top(10), width=70)
+    lines = narrow.splitlines()
+    assert all(len(line) <= 70 for line in lines), max(map(len, lines))
+    assert header_of(narrow)[:4] == header_of(wide)[:4]          # the first columns (ids, objective) always stay
+    assert lines[-1].startswith("(") and "more columns" in lines[-1] and "--format csv" in lines[-1]
+    assert len(lines) == len(wide.splitlines()) + 1              # one line per row still, plus that note

@@ -12,23 +12,18 @@ from orchestrator.leaderboard import Leaderboard
 from orchestrator.training.driver import train
 from orchestrator.sweep.tuner import tune
 
+from factories import embedded
+
 pytestmark = pytest.mark.slow
 
 
 def sweep(storage, name, space, *, epochs=4, searcher="grid", scheduler=None, optimizer="adam", samples=1):
-    return parse_config({
-        "name": name,
-        "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},
-        "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"},
-                  "sum": {"type": "regression", "metric": "r2"}},
-        "backbone": {"kind": "builtin", "weights": "pretrained"},
-        "heads": {"hidden_units": 32},
-        "train": {"epochs": epochs, "batch_size": 128, "optimizer": optimizer, "head_lr": 3e-3, "seed": 0},
-        "resources": {"workers": 1, "cpus_per_worker": 0.9},
-        "storage": storage,
-        "search": {"space": space, "searcher": searcher, "num_samples": samples,
-                   "scheduler": scheduler or {"type": "asha", "grace_period": 1, "reduction_factor": 2}},
-    })
+    return parse_config(embedded(
+        storage, name=name, tasks={"sum": {"type": "regression", "metric": "r2"}},
+        backbone={"weights": "pretrained"}, heads={"hidden_units": 32},
+        train={"epochs": epochs, "batch_size": 128, "optimizer": optimizer, "head_lr": 3e-3},
+        search={"space": space, "searcher": searcher, "num_samples": samples,
+                "scheduler": scheduler or {"type": "asha", "grace_period": 1, "reduction_factor": 2}}))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +48,11 @@ def test_every_trial_lands_in_one_shared_leaderboard(swept):
     assert len({r["config_hash"] for r in rows_a}) == 4                      # distinct configs
     for r in rows_a + rows_b:
         assert r["worker_config_hash"] == r["config_hash"]                  # the worker trained that config
-        assert r["status"] in {"completed", "stopped", "diverged", "failed"}
+        # each status says what happened to the trial: its epochs and reason agree with it
+        assert {"completed": r["epochs"] == r["max_epochs"] and r["reason"] is None,
+                "stopped": r["epochs"] < r["max_epochs"] and "stopped early" in (r["reason"] or ""),
+                "diverged": "non-finite" in (r["reason"] or ""),
+                "failed": bool(r["reason"])}[r["status"]], r
         assert r["data_fingerprint"] and r["versions"]
     # ASHA can stop trials mid-training: stopped rows ran fewer epochs
     stopped = [r for r in rows_a if r["status"] == "stopped"]

@@ -9,8 +9,10 @@ import json
 import math
 import operator
 import re
+import shutil
 from datetime import date, datetime, timezone
 from functools import reduce
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -101,14 +103,14 @@ def _unsupported(node: ast.AST) -> ConfigError:
                        f"numbers, quoted strings, True/False/None, == != < <= > >=, in [...], and/or/not")
 
 
-def render(table: pa.Table, *, fmt: str = "table", columns: list[str] | None = None) -> str:
+def render(table: pa.Table, *, fmt: str = "table", columns: list[str] | None = None, width: int | None = None) -> str:
     """Format rows as "table" (rich; compact columns, short headers), "json" (array of objects) or "csv"."""
     if columns is not None:
         unknown = [c for c in columns if c not in table.column_names and not (fmt == "table" and c == "rank")]
         if unknown:
             raise ConfigError(f"unknown column {unknown[0]!r}; available columns: {', '.join(table.column_names)}")
     if fmt == "table":
-        return _rich_table(table, columns or default_columns(table))
+        return _rich_table(table, columns or default_columns(table), width=width)
     if fmt not in ("json", "csv"):
         raise ConfigError(f"unknown format {fmt!r}: use table, json or csv")
     table = table.select(columns) if columns else table
@@ -144,19 +146,39 @@ def default_columns(table: pa.Table, *, also: tuple[str, ...] = ()) -> list[str]
                                          if c in shown))
 
 
-def _rich_table(table: pa.Table, columns: list[str]) -> str:
+def _rich_table(table: pa.Table, columns: list[str], *, width: Optional[int] = None) -> str:
+    """The table at the terminal's width (``width``; piped output: COLUMNS, else 200): columns in priority order
+    while they fit, one line per row, and a last line naming the columns left out (``--format csv`` has them all)."""
     from rich.console import Console
     from rich.table import Table
 
-    view = Table(show_edge=False)
-    for c in columns:
-        view.add_column(_header(c), justify="right" if c == "rank" or numeric(table.schema.field(c).type) else "left")
+    width = width or shutil.get_terminal_size((200, 24)).columns
     rows = table.select([c for c in columns if c != "rank"]).to_pylist()
-    for rank, row in enumerate(rows, 1):
-        view.add_row(*[str(rank) if c == "rank" else _text(row[c]) for c in columns])
-    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    cells = {c: [str(i) for i in range(1, len(rows) + 1)] if c == "rank" else [_text(r[c]) for r in rows]
+             for c in columns}
+    shown, used = [], 0
+    for c in columns:
+        need = max([len(_header(c)), *map(len, cells[c])]) + 3     # rich's padding and separator
+        if used + need > width and shown:
+            continue
+        shown.append(c)
+        used += need
+    view = Table(show_edge=False)
+    for c in shown:
+        view.add_column(_header(c), no_wrap=True, overflow="ellipsis",
+                        justify="right" if c == "rank" or numeric(table.schema.field(c).type) else "left")
+    for i in range(len(rows)):
+        view.add_row(*[cells[c][i] for c in shown])
+    console = Console(file=io.StringIO(), width=width, force_terminal=False)
     console.print(view)
-    return console.file.getvalue()
+    left_out = [c for c in columns if c not in shown]
+    if not left_out:
+        return console.file.getvalue()
+    tail = "; --format csv or json shows them)"
+    names = ", ".join(left_out)
+    room = width - len(f"({len(left_out)} more columns: ") - len(tail)
+    names = names if len(names) <= room else names[:max(room - 1, 0)] + "…"
+    return console.file.getvalue() + f"({len(left_out)} more columns: {names}{tail}\n"
 
 
 _SHORT = [(r"^weight_", "w_"), (r"_accuracy$", "_acc"), (r"^freeze_depth$", "freeze"),
