@@ -37,7 +37,7 @@ def compact(folder: Folder, location: str, *, min_files: int = 2) -> dict:
               "files_merged": 0, "seconds": 0.0}
     if len(small) >= max(min_files, 2):
         full_ids = _ids(folder, [i for i in infos if i.num_rows >= ROWS_PER_FILE])
-        for group in _groups(small):
+        for group in _batches(small, ROWS_PER_FILE):
             if len(group) < 2:
                 continue
             merged = _merge(folder, group, full_ids)
@@ -79,17 +79,19 @@ def _remove(fs: pafs.FileSystem, path: str) -> None:
             raise
 
 
-def _groups(small: list[FileInfo]) -> Iterator[list[FileInfo]]:
-    """Consecutive files (name order) of up to ``ROWS_PER_FILE`` rows together."""
-    group, rows = [], 0
-    for info in small:
-        if group and rows + info.num_rows > ROWS_PER_FILE:
-            yield group
-            group, rows = [], 0
-        group.append(info)
+def _batches(infos: list[FileInfo], limit: int, *, alone: bool = False) -> Iterator[list[FileInfo]]:
+    """Consecutive files (name order) of up to ``limit`` rows together; with ``alone``, a file of more than
+    ``limit`` rows on its own. Groups (``ROWS_PER_FILE``): one merged file each; chunks (``ROW_GROUP_ROWS``):
+    read at once, a big file streamed alone."""
+    batch, rows = [], 0
+    for info in infos:
+        if batch and (rows + info.num_rows > limit or (alone and info.num_rows > limit)):
+            yield batch
+            batch, rows = [], 0
+        batch.append(info)
         rows += info.num_rows
-    if group:
-        yield group
+    if batch:
+        yield batch
 
 
 def _ids(folder: Folder, infos: list[FileInfo]) -> set:
@@ -132,7 +134,7 @@ def _merge(folder: Folder, group: list[FileInfo], full_ids: set) -> Optional[tup
 
     sources: list[FileInfo] = []
     with writer:
-        for chunk in _chunks(group):
+        for chunk in _batches(group, ROW_GROUP_ROWS, alone=True):
             if len(chunk) == 1 and chunk[0].num_rows > ROW_GROUP_ROWS:      # a big file: stream it
                 batches = _stream(folder, chunk[0], schema)
                 if batches is None:
@@ -151,20 +153,6 @@ def _merge(folder: Folder, group: list[FileInfo], full_ids: set) -> Optional[tup
                 sources.extend(infos)
         flush()
     return sink.getvalue(), counts["rows"], counts["duplicates"], sources
-
-
-def _chunks(group: list[FileInfo]) -> Iterator[list[FileInfo]]:
-    """Small files in chunks of about ``ROW_GROUP_ROWS`` rows (read at once); a big file alone."""
-    chunk, rows = [], 0
-    for info in group:
-        if info.num_rows > ROW_GROUP_ROWS or rows + info.num_rows > ROW_GROUP_ROWS:
-            if chunk:
-                yield chunk
-            chunk, rows = [], 0
-        chunk.append(info)
-        rows += info.num_rows
-    if chunk:
-        yield chunk
 
 
 def _read_chunk(folder: Folder, chunk: list[FileInfo], schema: pa.Schema) -> Iterator[tuple[list, pa.Table]]:

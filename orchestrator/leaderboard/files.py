@@ -169,18 +169,23 @@ class Folder:
             infos, gone = there, True
         read, tables = [], []
         for info in infos:
-            try:
-                table = pq.ParquetFile(info.path, filesystem=self.fs).read(
-                    columns=[c for c in light.names if c in info.schema.names])
-            except (OSError, pa.ArrowException) as e:
-                if self.exists(info.path):
-                    self.skip(info.path, e)
-                else:
-                    gone = True
-                continue
-            read.append(info)
-            tables.append(to_schema(table, light))
+            table, vanished = self._read_columns(info, light.names)
+            gone = gone or vanished
+            if table is not None:
+                read.append(info)
+                tables.append(to_schema(table, light))
         return read, tables, gone
+
+    def _read_columns(self, info: FileInfo, names: list[str]) -> tuple[Optional[pa.Table], bool]:
+        """(``names`` that exist of one file, or None; whether it had vanished). An unreadable file is skipped."""
+        try:
+            return pq.ParquetFile(info.path, filesystem=self.fs).read(
+                columns=[c for c in names if c in info.schema.names]), False
+        except (OSError, pa.ArrowException) as e:
+            if self.exists(info.path):
+                self.skip(info.path, e)
+                return None, False
+            return None, True
 
     def fetch(self, snap: Snapshot, rows: pa.Table) -> pa.Table:
         """Whole rows (every column of the unified schema) for the ``rows`` of a ``scan``, in their order."""
@@ -232,14 +237,8 @@ class Folder:
 
     def read_file(self, info: FileInfo, schema: pa.Schema) -> Optional[pa.Table]:
         """One whole file conformed to ``schema``, row ids filled; None if it is gone or unreadable (warned)."""
-        try:
-            table = pq.ParquetFile(info.path, filesystem=self.fs).read(
-                columns=[c for c in schema.names if c in info.schema.names])
-        except (OSError, pa.ArrowException) as e:
-            if self.exists(info.path):
-                self.skip(info.path, e)
-            return None
-        return fill_row_ids(to_schema(table, schema), [info.name])
+        table, _ = self._read_columns(info, schema.names)
+        return None if table is None else fill_row_ids(to_schema(table, schema), [info.name])
 
 
 def dataset(fs: pafs.FileSystem, paths: list[str], schema: pa.Schema) -> ds.Dataset:
