@@ -25,7 +25,7 @@ def one_step_per_worker(payload):
     from orchestrator.data.spec import DataSpec
     from orchestrator.model.multitask import build, make_optimizer, standardize
     from orchestrator.model.weighting import LossWeighting
-    from orchestrator.training.loop import make_train_step
+    from orchestrator.training.step import make_train_step
 
     cfg, spec = ExperimentConfig.model_validate(payload["config"]), DataSpec.from_dict(payload["data_spec"])
     rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
@@ -41,7 +41,7 @@ def one_step_per_worker(payload):
     y = standardize(cfg, spec, y)
     per = len(x) // world
     part = slice(rank * per, (rank + 1) * per)   # the global batch, split explicitly
-    step = make_train_step(strategy, mt, cfg, weighting, opt_b, opt_h, global_batch=len(x))
+    step = make_train_step(strategy, mt, cfg, weighting, {"backbone": opt_b, "heads": opt_h}, global_batch=len(x))
     step(tf.constant(x[part]), {t: tf.constant(v[part]) for t, v in y.items()})
     if rank == 0:
         extra = [v.numpy() for v in weighting.trainable_variables]
