@@ -21,10 +21,17 @@ def worker_address() -> str:
 
 def trainer_class(policy: Callable) -> type:
     """Ray Train V2's DataParallelTrainer whose controller gets ``policy(failure_config)`` as its failure policy
-    (V2 has no public way to pass one: ``_initialize_and_run_controller`` builds the controller)."""
+    (V2 has no public way to pass one: ``_initialize_and_run_controller`` builds the controller), and that starts
+    no DatasetManager actor: Ray's DatasetsCallback starts one per run even when no Ray Dataset is passed (ours
+    never pass one: workers read their own units), and it cost a trial about a third of a core while it lived."""
+    from ray.train.v2._internal.callbacks import DatasetsCallback
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     class Trainer(DataParallelTrainer):
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            return callbacks if self.datasets else [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+
         def _initialize_and_run_controller(self, **controller_kwargs):  # Ray's signature: its keywords pass through
             controller_kwargs["failure_policy"] = policy(self.run_config.failure_config)
             return super()._initialize_and_run_controller(**controller_kwargs)
@@ -125,6 +132,7 @@ def check() -> None:
 
     names = [("ray._common.network_utils", "build_address"), ("ray.train._internal.utils", "get_address_and_port"),
              ("ray.train.v2.api.data_parallel_trainer", "DataParallelTrainer"),
+             ("ray.train.v2._internal.callbacks", "DatasetsCallback"),
              ("ray.train.v2._internal.execution.failure_handling", "DefaultFailurePolicy"),
              ("ray.train.v2._internal.execution.failure_handling", "FailureDecision"),
              ("ray._private.state", "state"), ("ray.core.generated.gcs_pb2", "PlacementGroupTableData"),
@@ -139,6 +147,7 @@ def check() -> None:
                                f"({e})") from None
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    if not hasattr(DataParallelTrainer, "_initialize_and_run_controller"):
-        raise RuntimeError(f"Ray Train's DataParallelTrainer has no _initialize_and_run_controller any more (checked "
+    if not all(hasattr(DataParallelTrainer, m) for m in ("_initialize_and_run_controller",
+                                                         "_create_default_callbacks")):
+        raise RuntimeError(f"Ray Train's DataParallelTrainer lost _initialize_and_run_controller or _create_default_callbacks (checked "
                            f"on Ray {CHECKED_ON}): update orchestrator/_ray.py trainer_class")

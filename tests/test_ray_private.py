@@ -48,3 +48,17 @@ def test_no_other_module_uses_a_private_ray_api():
             offenders[str(path.relative_to(PACKAGE.parent))] = uses
     assert not offenders, offenders
     assert private_uses(ast.parse((PACKAGE / "_ray.py").read_text())), "the scan finds the uses in _ray.py itself"
+
+
+def test_a_run_without_ray_datasets_starts_no_dataset_manager(tmp_path):
+    """Ray's DatasetsCallback starts a DatasetManager actor per run even with no datasets; ours pass none."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.v2._internal.callbacks import DatasetsCallback
+
+    from orchestrator.training import backend
+
+    trainer = backend.make(lambda config: None, train_loop_config={}, scaling_config=ScalingConfig(num_workers=1),
+                           run_config=RunConfig(name="t", storage_path=str(tmp_path)))
+    kinds = [type(c).__name__ for c in trainer._create_default_callbacks()]
+    assert "BackendSetupCallback" in kinds and "PlacementGroupCleanerCallback" in kinds, kinds
+    assert not any(isinstance(c, DatasetsCallback) for c in trainer._create_default_callbacks()), kinds
