@@ -11,3 +11,16 @@ EMBEDDED = {
 DEMO_TRAIN = {"epochs": 6, "batch_size": 128, "optimizer": "adam", "backbone_lr": 0.001, "head_lr": 0.003,
               "freeze_depth": 0, "loss_weighting": "static", "seed": 0}
 DEMO_RESOURCES = {"workers": 1, "cpus_per_worker": 0.45}
+# Round 2's demo experiment, pinned: bench/sweep_overhead.py measures launch costs on it, so a new demo space
+# (fewer or other trials) does not move its numbers. Baselines off: they are not the sweep's overhead.
+DEMO_R2 = {
+    "name": "demo-like", **EMBEDDED,
+    "train": {k: v for k, v in DEMO_TRAIN.items() if k != "loss_weighting"}, "resources": DEMO_RESOURCES,
+    "search": {"num_samples": 10, "searcher": "random", "seed": 0, "baselines": False,
+               "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2},
+               "space": {"train.freeze_depth": {"choice": [0, 2, 3, "all"]},
+                         "train.backbone_lr": {"loguniform": [1.0e-3, 1.0e-2]},
+                         "train.head_lr": {"loguniform": [1.0e-3, 1.0e-2]},
+                         "train.loss_weighting": {"choice": ["static", "uncertainty", "dwa"]},
+                         "train.loss_weights": {"simplex": {"concentration": 8.0}}}},
+}

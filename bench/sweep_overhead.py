@@ -6,13 +6,20 @@
 2. Where the fixed cost goes, from the marks each run records (trial.json, progress.json): Tune
    trial start, Train controller + worker group start, TensorFlow import, data reaching the worker,
    model build, first step (tracing), checkpoint per epoch, teardown.
-3. The demo's sweep (its experiment file without the baselines: 10 trials, random + ASHA, its resources
-   and the concurrency the product picks for them), then the same
+3. floor_s: a trial whose Train run does nothing (one report), on the same launch path (a Tune function trial
+   with the product's trial resources fitting a DataParallelTrainer with our backend and 1 worker): what Ray
+   itself costs per trial here, Tune's trial start to its end. The product's goal is fixed_s_1w <= 1.2 x floor_s.
+4. helper_cpu_s: CPU seconds per 1-worker trial of Ray Train's helper actors (TrainController,
+   SynchronizationActor, PlacementGroupCleaner, PreemptionWatcher, DatasetManager), read from /proc over the
+   trials of step 1, against a 1-epoch trial's training CPU (the worker process, fit over epochs 1/2/4/6).
+5. Round 2's demo sweep, pinned (bench/_embedded.py DEMO_R2: 10 trials, random + ASHA, 4 at once), with the
+   busy fraction of the machine's CPUs over it (cpu_busy_frac), then the same
    trials replayed one after another in this process (same configs, same epochs each trial ran,
    through fit_arrays, no Ray): the ratio of wall times.
 
     python bench/sweep_overhead.py            # about 10 minutes on 2 cores
-Last line: RESULT fixed_s_1w=... fixed_s_2w=... epoch_overhead_s=... sweep_vs_inprocess=...
+Last line: RESULT fixed_s_1w=... fixed_s_2w=... floor_s=... epoch_overhead_s=... sweep_vs_inprocess=...
+helper_cpu_s=... train_cpu_s_1epoch=... cpu_busy_frac=...
 """
 from __future__ import annotations
 
@@ -27,7 +34,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _embedded import EMBEDDED  # noqa: E402
+from _embedded import DEMO_R2, EMBEDDED  # noqa: E402
+from _procs import Sampler  # noqa: E402
+
+HELPERS = ("TrainController", "SynchronizationActor", "PlacementGroupCleaner", "PreemptionWatcher", "DatasetManager")
 
 BASE = {**EMBEDDED, "train": {"epochs": 6, "batch_size": 128, "backbone_lr": 0.001, "head_lr": 0.003, "seed": 0}}
 
@@ -41,17 +51,53 @@ def config(storage, name, *, workers, search):
 
 
 def demo_config(storage):
-    """The demo's own experiment (orchestrator/experiments/demo.yaml: space, searcher, ASHA, resources),
-    without its single-task baselines."""
-    from importlib.resources import files
-
-    import yaml
-
+    """Round 2's demo experiment (pinned in bench/_embedded.py), without its single-task baselines."""
     from orchestrator.config import parse_config
 
-    data = yaml.safe_load(files("orchestrator.experiments").joinpath("demo.yaml").read_text())
-    data["search"]["baselines"] = False
-    return parse_config({**data, "name": "demo-like", "storage": storage})
+    return parse_config({**DEMO_R2, "storage": storage})
+
+
+def _noop_loop(config):
+    import ray.train
+
+    ray.train.report({"objective": 0.0})
+
+
+def _noop_trial(params):
+    """A Tune trial that fits a Train run doing nothing: the floor of the product's launch path."""
+    import ray.train
+
+    from orchestrator.training import backend
+
+    backend.make(_noop_loop, train_loop_config={}, scaling_config=ray.train.ScalingConfig(
+        num_workers=1, resources_per_worker={"CPU": 0.9}), run_config=ray.train.RunConfig(
+        name=f"noop-{params['i']}", storage_path=params["storage"])).fit()
+    from ray import tune
+    tune.report({"objective": 0.0})
+
+
+def floor(storage, n=4):
+    """Mean seconds from Tune's trial start to its end, for n no-op trials one at a time."""
+    from ray import tune
+
+    from orchestrator.sweep.runner import TRIAL_DRIVER_CPU
+
+    class Times(tune.Callback):
+        def __init__(self):
+            self.start, self.end = {}, {}
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.start[trial.trial_id] = time.perf_counter()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.end[trial.trial_id] = time.perf_counter()
+
+    times = Times()
+    tune.Tuner(tune.with_resources(_noop_trial, {"CPU": TRIAL_DRIVER_CPU}),
+               param_space={"i": tune.grid_search(list(range(n))), "storage": storage},
+               tune_config=tune.TuneConfig(max_concurrent_trials=1),
+               run_config=tune.RunConfig(name="floor", storage_path=storage, callbacks=[times], verbose=0)).fit()
+    return float(np.mean([times.end[t] - times.start[t] for t in times.end]))
 
 
 def trial_marks(storage, row):
@@ -96,6 +142,18 @@ def breakdown(marks):
     return {k: float(np.mean([f(m) for m in marks])) for k, f in steps.items()}
 
 
+def helper_cpu(sampler, marks):
+    """(helper actors' CPU seconds per trial, a 1-epoch trial's training CPU). Step 1's trials run one at a time
+    with one worker each, so the n-th worker process is the n-th trial's: its CPU = a + b x epochs, at 1 epoch."""
+    helpers = sum(sampler.cpu_s.get(name, 0.0) for name in HELPERS) / len(marks)
+    workers = [cpu for _, name, cpu in sampler.per_process if name == "RayTrainWorker"]
+    epochs = [m["epochs"] for m in sorted(marks, key=lambda m: m["started"])]
+    if len(workers) != len(epochs):   # a restarted worker: no one-to-one match, use the mean per epoch
+        return helpers, sum(workers) / sum(epochs)
+    per_epoch, fixed = np.polyfit(np.array(epochs, float), np.array(workers), 1)
+    return helpers, float(fixed + per_epoch)
+
+
 def replay(storage, rows):
     """The same trials in this process, one after another (same configs and epochs, no Ray)."""
     import tensorflow as tf
@@ -130,16 +188,27 @@ def main() -> None:
     try:
         with console(os.path.join(work, "bench.log")) as out:
             pretrain(storage, out=lambda line: None)
-            fixed_1w, epoch_1w, marks_1w = fixed_cost(storage, 1)
+            with Sampler() as cpu_1w:
+                fixed_1w, epoch_1w, marks_1w = fixed_cost(storage, 1)
             fixed_2w, epoch_2w, marks_2w = fixed_cost(storage, 2)
+            floor_s = floor(os.path.join(work, "floor"))
             t0 = time.perf_counter()
-            tune(demo_config(storage), out=lambda line: None)
+            with Sampler() as cpu_demo:
+                tune(demo_config(storage), out=lambda line: None)
             sweep_s = time.perf_counter() - t0
             rows = Leaderboard(storage).table(experiment="demo-like").to_pylist()
             replay_s, inproc_epoch = replay(storage, rows)
         print("\n== fixed cost per trial (trials one at a time, epochs 1/2/4/6; wall = fixed + per_epoch x epochs)")
         print(f"  1 worker : fixed {fixed_1w:6.2f} s, per epoch {epoch_1w:5.2f} s")
         print(f"  2 workers: fixed {fixed_2w:6.2f} s, per epoch {epoch_2w:5.2f} s")
+        print(f"  floor (a no-op Train run under Tune, same launch path): {floor_s:6.2f} s; "
+              f"fixed_s_1w / floor_s = {fixed_1w / floor_s:.2f}")
+        helper_s, train_1epoch = helper_cpu(cpu_1w, marks_1w)
+        print("\n== CPU seconds per 1-worker trial, by Ray process (trials of step 1)")
+        for name, sec in sorted(cpu_1w.cpu_s.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<28} {sec / len(marks_1w):7.2f} s{'  (helper)' if name in HELPERS else ''}")
+        print(f"  helpers {helper_s:.2f} s per trial; a 1-epoch trial's training CPU {train_1epoch:.2f} s "
+              f"-> {helper_s / train_1epoch:.0%}")
         print("\n== where a 1-worker trial's fixed cost goes (mean over its trials)        1 worker   2 workers")
         b1, b2 = breakdown(marks_1w), breakdown(marks_2w)
         for k in b1:
@@ -152,8 +221,11 @@ def main() -> None:
         overhead = epoch_1w - inproc_epoch
         print(f"  per-epoch time: in a trial {epoch_1w:.2f} s, in-process {inproc_epoch:.2f} s -> overhead "
               f"{overhead:.2f} s")
-        print(f"RESULT fixed_s_1w={fixed_1w:.2f} fixed_s_2w={fixed_2w:.2f} epoch_overhead_s={overhead:.2f} "
-              f"sweep_vs_inprocess={sweep_s / replay_s:.2f}")
+        print(f"  CPUs busy over the sweep: {cpu_demo.busy_frac:.2f}")
+        print(f"RESULT fixed_s_1w={fixed_1w:.2f} fixed_s_2w={fixed_2w:.2f} floor_s={floor_s:.2f} "
+              f"epoch_overhead_s={overhead:.2f} sweep_vs_inprocess={sweep_s / replay_s:.2f} "
+              f"helper_cpu_s={helper_s:.2f} train_cpu_s_1epoch={train_1epoch:.2f} "
+              f"cpu_busy_frac={cpu_demo.busy_frac:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
