@@ -97,3 +97,16 @@ def test_streaming_reaches_the_accuracy_of_the_memory_run(memory_run, image_file
         # Batches come in another order (units dealt per epoch vs a shuffled array): similar, not equal.
         assert abs(streamed[task]["accuracy"] - memory[task]["accuracy"]) <= 0.1, (streamed, memory)
     assert streamed["sum"]["r2"] > 0.2 and abs(streamed["sum"]["r2"] - memory["sum"]["r2"]) <= 0.15, (streamed, memory)
+
+
+def test_disk_cache_reaches_the_accuracy_of_the_memory_run_and_is_removed(memory_run, image_files, tmp_path):
+    mem_cfg, mem = memory_run
+    cfg = image_config(tmp_path, image_files, cache="disk").with_values({"data.cache_dir": str(tmp_path / "cache")})
+    s = run(cfg)
+    assert_trained_on_both_workers(s)
+    assert s["data"]["fingerprint"] == mem["data"]["fingerprint"]
+    for task in ("left", "right"):
+        assert s["tasks"][task]["accuracy"] > CHANCE + MARGIN, s["tasks"]
+        assert abs(s["tasks"][task]["accuracy"] - mem["tasks"][task]["accuracy"]) <= 0.1, (s["tasks"], mem["tasks"])
+    assert s["tasks"]["sum"]["r2"] > 0.2, s["tasks"]
+    assert os.listdir(tmp_path / "cache") == []        # the run's cache folder is gone when the run ends

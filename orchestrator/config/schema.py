@@ -44,10 +44,14 @@ class DataConfig(_Strict):
     image_size: Optional[tuple[int, int]] = Field(None, description="(height, width): resize every image on decode")
     color_mode: Literal["keep", "rgb", "grayscale"] = Field("keep", description="convert decoded images' channels")
     augment: AugmentConfig = AugmentConfig()
-    cache: Literal["auto", "memory", "stream", "none"] = Field(
-        "auto", description="memory: decode once, keep each worker's shard in memory; stream: decode every epoch "
-                            "('none' is its old name); auto: memory when a worker's decoded shard fits cache_budget_mb")
+    cache: Literal["auto", "memory", "disk", "stream", "none"] = Field(
+        "auto", description="memory: decode once, keep each worker's shard in memory; disk: decode once per node "
+                            "into cache_dir, read memory-mapped; stream: decode every epoch ('none' is its old name); "
+                            "auto: memory when a worker's decoded shard fits cache_budget_mb, else disk when the "
+                            "node's free disk holds the data set, else stream")
     cache_budget_mb: float = Field(1024.0, gt=0, description="auto: largest decoded shard per worker kept in memory")
+    cache_dir: Optional[str] = Field(None, description="disk: each node's cache folder (default "
+                                                       "~/.cache/orchestrator/decoded; a disk, not tmpfs)")
 
     @field_validator("validation")
     @classmethod

@@ -1,11 +1,13 @@
 """Decoding on the cluster: units (``data.make_units``) -> Ray Data -> decoded arrays, per worker.
 
-Two modes (``data.cache``):
+Three modes (``data.cache``):
 - **memory**: the units are decoded once per run or sweep by Ray Data on the cluster and kept in the
   object store; each worker fetches its units (zero-copy on its node) and trains from memory. A
   sweep decodes once for all its trials.
 - **none** (streaming): each worker runs a Ray Data pipeline over its units every epoch; decoded
   batches stream into its input pipeline and are never held whole.
+- **disk**: like streaming, but each unit is decoded once per node into a file (``data.disk_cache``) that
+  later epochs and trials read memory-mapped.
 
 Which units a worker gets is a pure function of (epoch, rank, world size, seed), so every rank
 knows every rank's row count: all ranks run the same number of steps, and validation covers every
@@ -183,8 +185,8 @@ class ArrayData:
 
 def worker_data(payload: dict, cfg, spec, *, rank: int, world: int):
     """A Ray Train worker's data. ``payload["mode"]``: ``memory`` (``train``/``val``: ObjectRefs of
-    decoded blocks, fetched once) or ``stream`` (``train``/``val``: an ObjectRef of the units list,
-    decoded by Ray Data every epoch)."""
+    decoded blocks, fetched once), ``stream`` (``train``/``val``: an ObjectRef of the units list,
+    decoded by Ray Data every epoch) or ``disk`` (the same units, decoded once per node into ``folder``)."""
     import ray
 
     tasks = list(cfg.tasks)
@@ -195,7 +197,7 @@ def worker_data(payload: dict, cfg, spec, *, rank: int, world: int):
                          (val.get("image", np.zeros((0, *spec.image_shape))), {t: val.get(f"y_{t}", np.zeros(0))
                                                                               for t in tasks}),
                          rank=rank, world=world)
-    return StreamData(payload, cfg, spec, rank=rank, world=world)
+    return (DiskData if payload["mode"] == "disk" else StreamData)(payload, cfg, spec, rank=rank, world=world)
 
 
 class StreamData:
@@ -205,8 +207,9 @@ class StreamData:
         import ray
 
         self.opts, self.cfg, self.spec, self.rank, self.world = payload["opts"], cfg, spec, rank, world
-        self.units, val_units = ray.get(payload["train"]), ray.get(payload["val"])
-        self.val_units = [val_units[i] for i in assign(len(val_units), rank=rank, world=world, epoch=None, seed=0)]
+        self.units, self.all_val_units = ray.get(payload["train"]), ray.get(payload["val"])
+        self.val_units = [self.all_val_units[i] for i in assign(len(self.all_val_units), rank=rank, world=world,
+                                                                epoch=None, seed=0)]
         self.sizes = [len(u["rows"]) for u in self.units]
         self.seed, self.epoch, self.per_worker = cfg.train.seed, 0, None
         self.tasks = list(cfg.tasks)
@@ -238,8 +241,7 @@ class StreamData:
             steps = self.set_epoch(self.epoch)
             mine = assign(len(self.units), rank=self.rank, world=self.world, epoch=self.epoch, seed=self.seed)
             try:
-                for i, b in enumerate(stream([self.units[j] for j in mine], self.opts, batch_size=per_worker,
-                                             seed=self.seed + self.epoch, drop_last=True)):
+                for i, b in enumerate(self.epoch_batches(mine, per_worker)):
                     if i >= steps:
                         break
                     yield b["image"], {t: b[f"y_{t}"] for t in self.tasks}
@@ -250,11 +252,39 @@ class StreamData:
         ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
         return _finish(ds, self.cfg, self.tasks, self.spec)
 
+    def epoch_batches(self, mine: list[int], per_worker: int) -> Iterator[dict]:
+        return stream([self.units[j] for j in mine], self.opts, batch_size=per_worker, seed=self.seed + self.epoch,
+                      drop_last=True)
+
     def val_batches(self):
         if not self.val_units:
             return
         for b in stream(self.val_units, self.opts, batch_size=val_batch_size(self.spec), seed=None):
             yield b["image"], {t: b[f"y_{t}"] for t in self.tasks}
+
+
+class DiskData(StreamData):
+    """Units decoded once per node into ``data.disk_cache``'s files, then read memory-mapped every epoch."""
+
+    def __init__(self, payload: dict, cfg, spec, *, rank: int, world: int):
+        super().__init__(payload, cfg, spec, rank=rank, world=world)
+        self.folder = payload["folder"]
+        self.keys = ["image", *(f"y_{t}" for t in self.tasks)]
+
+    def epoch_batches(self, mine: list[int], per_worker: int) -> Iterator[dict]:
+        from .disk_cache import shuffled_batches, units_in_order
+
+        arrays = units_in_order(self.folder, "train", mine, self.units, self.opts)
+        return shuffled_batches(arrays, batch_size=per_worker, seed=self.seed + self.epoch, keys=self.keys)
+
+    def val_batches(self):
+        from .disk_cache import units_in_order
+
+        mine = assign(len(self.all_val_units), rank=self.rank, world=self.world, epoch=None, seed=0)
+        size = val_batch_size(self.spec)
+        for unit in units_in_order(self.folder, "val", mine, self.all_val_units, self.opts):
+            for i in range(0, len(unit["image"]), size):
+                yield np.asarray(unit["image"][i:i + size]), {t: unit[f"y_{t}"][i:i + size] for t in self.tasks}
 
 
 def _gather(decoded: list[dict], *, allow_empty: bool = False) -> dict:

@@ -50,7 +50,7 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
     """Run the confirmation runs (one Tune run) and return the ranking."""
     from .. import layout
     from ..leaderboard.leaderboard import Leaderboard
-    from ..training.session import check, describe, start
+    from ..training.session import check, describe, release, start
     from .runner import new_sweep_id, run_configs
 
     board = Leaderboard(storage)
@@ -63,4 +63,5 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
         f"({len(configs)} runs, {p.cfg.resources.workers} worker(s) each)")
     session = start(p, address=address, out=out)
     run_configs(session, configs, kind="confirm", sweep_id=sweep_id, out=out, extra=extra)
+    release(session)
     return confirmed(board, experiment)

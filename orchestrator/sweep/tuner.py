@@ -18,7 +18,7 @@ from ..config.space import candidate_values, largest, param_space, point_for
 from ..errors import ConfigError
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
-from ..training.session import Prepared, check, check_batch, describe, start
+from ..training.session import Prepared, check, check_batch, describe, release, start
 from .callback import SweepCallback, versions
 from .runner import SweepSpec, TrialPlan, make_tuner, new_sweep_id
 
@@ -174,6 +174,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
                      searcher=None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out)),
                      scheduler=make_scheduler(cfg), concurrent=concurrent, callbacks=(callback,), verbose=verbose)
     make_tuner(cfg, spec, resume=resume).fit()
+    release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
     board.maybe_compact()
     return {"experiment": cfg.name, "sweep_id": sweep_id, "trials": len(callback.rows) + len(written),
             "leaderboard": storage.redact(board.uri), "storage": cfg.storage, "baselines": baselines,

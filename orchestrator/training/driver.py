@@ -18,7 +18,7 @@ from ..config.schema import ExperimentConfig
 from ..data.spec import DataSpec
 from ..errors import ConfigError
 from . import checkpoints
-from .session import Prepared, Session, check, describe, start
+from .session import Prepared, Session, check, describe, release, start
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,7 @@ def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None
     t0 = time.perf_counter()
     session = start(p, address=address, verbose=verbose, out=out)
     history, error, user_error = fit_and_watch(session, name=name, out=out)
+    release(session)
     summary = run_summary(p, history, name=name, error=error, wall_time_s=time.perf_counter() - t0)
     summary["user_error"] = user_error
     summary["summary_file"] = storage.redact(layout.summary_file(run))

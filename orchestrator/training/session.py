@@ -125,7 +125,8 @@ def advice(p: Prepared) -> list[str]:
     """What the data is and how workers will get it, then things that are allowed but probably wrong, one line each."""
     s, mode = p.spec, cache_mode(p.cfg, p.spec)
     share_mb = worker_share_bytes(p.cfg, s) / 2 ** 20
-    how = ("kept in memory" if mode == "memory" else "streamed every epoch") + \
+    how = {"memory": "kept in memory", "disk": f"decoded once per node into a disk cache under {disk_root(p)}",
+           "stream": "streamed every epoch"}[mode] + \
         (f" (data.cache: auto, budget {p.cfg.data.cache_budget_mb:g} MB)" if p.cfg.data.cache == "auto" else "")
     lines = [f"data: {s.n_train} training + {s.n_val} validation images, {'x'.join(map(str, s.image_shape))} "
              f"{s.pixel_dtype}; a worker's decoded share is {share_mb:.1f} MB, {how}"]
@@ -183,10 +184,15 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
 
 
 def cache_mode(cfg: ExperimentConfig, spec: DataSpec) -> str:
-    """memory or stream: ``auto`` keeps a worker's decoded shard in memory when it fits the budget."""
+    """memory, disk or stream. ``auto``: memory when a worker's decoded shard fits the budget, else disk when this
+    node's cache disk holds the whole decoded data set (any unit can reach any rank), else stream."""
+    from ..data.disk_cache import fits
+
     if cfg.data.cache != "auto":
-        return "memory" if cfg.data.cache == "memory" else "stream"     # "none": stream's old name
-    return "memory" if worker_share_bytes(cfg, spec) <= cfg.data.cache_budget_mb * 2 ** 20 else "stream"
+        return "stream" if cfg.data.cache == "none" else cfg.data.cache     # "none": stream's old name
+    if worker_share_bytes(cfg, spec) <= cfg.data.cache_budget_mb * 2 ** 20:
+        return "memory"
+    return "disk" if fits(cfg.data.cache_dir, (spec.n_train + spec.n_val) * spec.decoded_bytes_per_image) else "stream"
 
 
 def worker_share_bytes(cfg: ExperimentConfig, spec: DataSpec) -> float:
@@ -206,7 +212,34 @@ def ship_data(p: Prepared) -> dict:
     if mode == "memory":
         return {"mode": mode, "opts": opts, "train": decode_to_object_store(p.data.train_units, opts),
                 "val": decode_to_object_store(p.data.val_units, opts)}
-    return {"mode": mode, "opts": opts, "train": ray.put(p.data.train_units), "val": ray.put(p.data.val_units)}
+    shipped = {"mode": mode, "opts": opts, "train": ray.put(p.data.train_units), "val": ray.put(p.data.val_units)}
+    if mode == "disk":
+        shipped["folder"] = disk_folder(p)
+    return shipped
+
+
+def disk_folder(p: Prepared) -> str:
+    """The node-local folder of this data set's disk cache (the same on every node, and for every run of it)."""
+    from ..data.decode import decode_options
+    from ..data.disk_cache import cache_folder, file_stats
+
+    opts = decode_options(p.cfg.model_dump(mode="json"), p.spec.to_dict())
+    return cache_folder(p.cfg.data.cache_dir, fingerprint=p.spec.fingerprint, opts=opts,
+                        stats=file_stats(p.data.train_units + p.data.val_units))
+
+
+def disk_root(p: Prepared) -> str:
+    from ..data.disk_cache import root
+
+    return root(p.cfg.data.cache_dir)
+
+
+def release(session: "Session") -> None:
+    """What a command's session leaves on the cluster when it ends normally: the disk cache on every node."""
+    if session.data.get("mode") == "disk":
+        from ..data.disk_cache import remove_everywhere
+
+        remove_everywhere(session.data["folder"])
 
 
 def ship_backbone(cfg: ExperimentConfig) -> Optional[dict]:

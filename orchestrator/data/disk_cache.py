@@ -1,0 +1,116 @@
+"""``data.cache: disk``: decoded units as uint8 ``.npy`` files on each node's disk, read memory-mapped.
+
+One cache per node and data set (key: data fingerprint + decode options + the image files' sizes and mtimes), so
+the trials of a sweep on one node share it. Units are dealt to ranks anew every epoch, so a node may need any unit:
+the cache holds units, not shards. It is filled lazily: the first worker that needs a unit decodes it (in its own
+process, two at a time) and writes it to a temporary file renamed into place, so a half-written file is never read;
+two writers of one unit write the same bytes, and the last rename wins. Later epochs and later trials read the
+files memory-mapped, at the speed of the page cache. The driver removes the folder on every node when the command
+ends; a killed sweep leaves it for ``--resume``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Optional
+
+import numpy as np
+
+DEFAULT_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "orchestrator", "decoded")
+DECODERS = 2           # units decoded at once by a worker on a cache miss
+SHUFFLE_UNITS = 4      # units mixed in a worker's shuffle buffer
+
+
+def root(cache_dir: Optional[str]) -> str:
+    return os.path.expanduser(cache_dir) if cache_dir else DEFAULT_ROOT
+
+
+def file_stats(units: list[dict]) -> list:
+    """(size, mtime) of every image or Parquet file the units read, in order (pixels in memory: none)."""
+    from ..storage import filesystem
+
+    locations = sorted({p for u in units for p in u.get("paths", [])} | {u["parquet"][0] for u in units
+                                                                          if "parquet" in u})
+    if not locations:
+        return []
+    fs, _ = filesystem(locations[0])
+    infos = fs.get_file_info([filesystem(loc)[1] for loc in locations])
+    return [(i.size, i.mtime_ns) for i in infos]
+
+
+def cache_folder(cache_dir: Optional[str], *, fingerprint: str, opts: dict, stats: list) -> str:
+    key = json.dumps([fingerprint, opts, stats], sort_keys=True, default=str)
+    return os.path.join(root(cache_dir), hashlib.sha256(key.encode()).hexdigest()[:24])
+
+
+def _paths(folder: str, split: str, index: int) -> tuple[str, str]:
+    return os.path.join(folder, f"{split}-{index}.npy"), os.path.join(folder, f"{split}-{index}-labels.npz")
+
+
+def load_or_decode(folder: str, split: str, index: int, unit: dict, opts: dict) -> dict:
+    """One unit's decoded arrays: memory-mapped from the cache, or decoded and written there first."""
+    from .decode import decode_unit
+
+    images, labels = _paths(folder, split, index)
+    if os.path.exists(images):   # renamed into place last: its labels are complete too
+        with np.load(labels) as y:
+            return {"image": np.load(images, mmap_mode="r"), **{k: y[k] for k in y.files}}
+    d = decode_unit(unit, opts)
+    os.makedirs(folder, exist_ok=True)
+    tmp = f".tmp-{os.getpid()}-{split}-{index}"
+    np.savez(os.path.join(folder, tmp + ".npz"), **{k: v for k, v in d.items() if k != "image"})
+    os.replace(os.path.join(folder, tmp + ".npz"), labels)
+    np.save(os.path.join(folder, tmp + ".npy"), np.ascontiguousarray(d["image"]))
+    os.replace(os.path.join(folder, tmp + ".npy"), images)
+    return d
+
+
+def units_in_order(folder: str, split: str, indices: list[int], units: list[dict], opts: dict) -> Iterator[dict]:
+    """Decoded units in this order; misses are decoded ``DECODERS`` at a time ahead of the reader."""
+    with ThreadPoolExecutor(DECODERS) as pool:
+        yield from pool.map(lambda i: load_or_decode(folder, split, i, units[i], opts), indices)
+
+
+def shuffled_batches(arrays: Iterator[dict], *, batch_size: int, seed: int, keys: list[str]) -> Iterator[dict]:
+    """Batches of ``batch_size`` rows, shuffled within a buffer of ``SHUFFLE_UNITS`` units (the units come in an
+    order reshuffled every epoch); the remainder short of a batch is dropped."""
+    rng, buffer = np.random.default_rng(seed), []
+
+    def drain(final: bool):
+        data = {k: np.concatenate([b[k] for b in buffer]) for k in keys}
+        order = rng.permutation(len(data[keys[0]]))
+        whole = len(order) // batch_size * batch_size
+        for start in range(0, whole, batch_size):
+            yield {k: v[order[start:start + batch_size]] for k, v in data.items()}
+        rest = order[whole:]
+        buffer.clear()
+        if len(rest) and not final:
+            buffer.append({k: v[rest] for k, v in data.items()})
+
+    for unit in arrays:
+        buffer.append({k: unit[k] for k in keys})
+        if len(buffer) >= SHUFFLE_UNITS:
+            yield from drain(final=False)
+    if buffer:
+        yield from drain(final=True)
+
+
+def remove_everywhere(folder: str) -> None:
+    """Delete the cache folder on every alive node of the Ray cluster (a task pinned to each node)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remove = ray.remote(num_cpus=0)(shutil.rmtree)
+    ray.get([remove.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+             .remote(folder, ignore_errors=True) for n in ray.nodes() if n["Alive"]])
+
+
+def fits(cache_dir: Optional[str], needed_bytes: float) -> bool:
+    """Does this node's cache disk hold ``needed_bytes`` with a fifth to spare?"""
+    path = root(cache_dir)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free >= 1.2 * needed_bytes

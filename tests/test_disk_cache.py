@@ -1,0 +1,105 @@
+"""data.cache: disk: units decoded once into a node's cache folder, then read memory-mapped; the key follows the
+files; auto picks memory, then disk, then stream."""
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from orchestrator.config import parse_config
+from orchestrator.data import decode, disk_cache
+from orchestrator.data.decode import decode_options
+from orchestrator.data.prepare import prepare
+from orchestrator.training.session import cache_mode
+
+from factories import experiment, small_table, write_parquet
+
+
+@pytest.fixture()
+def prepared(tmp_path):
+    cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(300))))
+    data = prepare(cfg)
+    return cfg, data, decode_options(cfg.model_dump(mode="json"), data.spec.to_dict())
+
+
+def test_units_are_decoded_once_then_read_from_the_cache(prepared, tmp_path, monkeypatch):
+    cfg, data, opts = prepared
+    calls = Counter()
+    real = decode.decode_unit
+
+    def counting(unit, opts):
+        calls[unit["rows"][0]] += 1
+        return real(unit, opts)
+
+    monkeypatch.setattr(decode, "decode_unit", counting)
+    folder, units = str(tmp_path / "cache"), data.train_units
+    order = list(range(len(units)))[::-1]
+    first = list(disk_cache.units_in_order(folder, "train", order, units, opts))
+    assert sum(calls.values()) == len(units) and set(calls.values()) == {1}
+    again = list(disk_cache.units_in_order(folder, "train", order, units, opts))
+    assert sum(calls.values()) == len(units)          # nothing decoded twice
+    for a, b, i in zip(first, again, order):
+        expected = real(units[i], opts)
+        assert isinstance(b["image"], np.memmap) and b["image"].dtype == np.dtype(data.spec.pixel_dtype)
+        np.testing.assert_array_equal(b["image"], expected["image"])
+        np.testing.assert_array_equal(a["image"], expected["image"])
+        for task in cfg.tasks:
+            np.testing.assert_array_equal(b[f"y_{task}"], expected[f"y_{task}"])
+
+
+def test_a_half_written_unit_is_never_read(prepared, tmp_path):
+    _, data, opts = prepared
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    images, labels = disk_cache._paths(str(folder), "train", 0)
+    (folder / f".tmp-1-train-0.npy").write_bytes(b"\x93NUMPY half")   # a writer killed before its rename
+    with open(labels, "wb") as f:
+        f.write(b"half")                                               # labels renamed, images not yet
+    got = disk_cache.load_or_decode(str(folder), "train", 0, data.train_units[0], opts)
+    np.testing.assert_array_equal(got["image"], decode.decode_unit(data.train_units[0], opts)["image"])
+    assert os.path.exists(images) and np.load(labels)["row"].shape == (len(data.train_units[0]["rows"]),)
+
+
+def test_shuffled_batches_are_full_and_never_repeat_a_row():
+    units = [{"image": np.arange(n)[:, None], "row": np.arange(n) + 100 * k} for k, n in enumerate([7, 5, 9, 3, 8])]
+    batches = list(disk_cache.shuffled_batches(iter(units), batch_size=4, seed=0, keys=["image", "row"]))
+    rows = np.concatenate([b["row"] for b in batches])
+    assert all(len(b["row"]) == 4 for b in batches) and len(rows) == len(set(rows.tolist()))
+    assert len(rows) > 32 - 4 and len(rows) % 4 == 0
+    again = list(disk_cache.shuffled_batches(iter(units), batch_size=4, seed=0, keys=["image", "row"]))
+    assert all((a["row"] == b["row"]).all() for a, b in zip(batches, again))      # seeded
+
+
+def test_the_cache_key_follows_the_image_files(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("m", os.path.join(os.path.dirname(__file__), "..", "examples",
+                                                                    "make_image_files.py"))
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    manifest = maker.write_split(str(tmp_path), "train", n=20, seed=0, min_side=12, max_side=14)
+    cfg = parse_config(experiment(tmp_path, manifest, data={"image_size": [12, 12], "color_mode": "rgb"}))
+    data = prepare(cfg)
+    opts = decode_options(cfg.model_dump(mode="json"), data.spec.to_dict())
+    key = lambda: disk_cache.cache_folder(None, fingerprint=data.spec.fingerprint, opts=opts,  # noqa: E731
+                                          stats=disk_cache.file_stats(data.train_units))
+    before = key()
+    assert before == key() and before.startswith(disk_cache.DEFAULT_ROOT)
+    path = data.train_units[0]["paths"][0]
+    os.utime(path, ns=(1, 1))           # the same name, another file: the cache must not serve the old one
+    assert key() != before
+
+
+def test_auto_picks_memory_then_disk_then_stream(prepared, tmp_path, monkeypatch):
+    cfg, data, _ = prepared
+    small = cfg.with_values({"data.cache_budget_mb": 1024.0})
+    tight = cfg.with_values({"data.cache_budget_mb": 0.001, "data.cache_dir": str(tmp_path / "c")})
+    assert cache_mode(small, data.spec) == "memory"
+    assert cache_mode(tight, data.spec) == "disk"
+    # A full disk cannot be made here: shutil.disk_usage stands in for one with 1 KB free.
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 12, 10 ** 12, 1024))
+    assert cache_mode(tight, data.spec) == "stream"
+    assert cache_mode(cfg.with_values({"data.cache": "disk"}), data.spec) == "disk"
