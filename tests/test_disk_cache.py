@@ -55,7 +55,7 @@ def test_a_half_written_unit_is_never_read(prepared, tmp_path):
     folder = tmp_path / "cache"
     folder.mkdir()
     images, labels = disk_cache._paths(str(folder), "train", 0)
-    (folder / f".tmp-1-train-0.npy").write_bytes(b"\x93NUMPY half")   # a writer killed before its rename
+    (folder / ".tmp-1-train-0.npy").write_bytes(b"\x93NUMPY half")   # a writer killed before its rename
     with open(labels, "wb") as f:
         f.write(b"half")                                               # labels renamed, images not yet
     got = disk_cache.load_or_decode(str(folder), "train", 0, data.train_units[0], opts)
