@@ -43,7 +43,7 @@ def make_trainer(cfg: ExperimentConfig, inputs: RunInputs, *, name: str, callbac
     from .loop import train_loop_per_worker
 
     r = cfg.resources
-    fs, path = storage.filesystem(layout.trials(cfg.storage))
+    fs, path = storage.ray_filesystem(layout.trials(cfg.storage))
     return backend.make(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "data_spec": inputs.spec.to_dict(),
