@@ -115,3 +115,15 @@ def test_backbone_uris_are_redacted_in_rows_and_configs(tmp_path):
         "kind": "file", "path": f"s3://{KEY}:{SECRET}@bucket/models/bb.keras"}))
     assert backbone_key(cfg) == "file:s3://bucket/models/bb.keras:none"
     assert SECRET not in json.dumps(cfg.public_dump()) and SECRET not in json.dumps(cfg.run_fields())
+
+
+def test_manifest_image_uris_are_redacted_in_errors(tmp_path, capsys):
+    from factories import experiment, run_cli, write_yaml
+
+    image = f"s3://{KEY}:{SECRET}@bucket/img/0.png?endpoint_override=127.0.0.1:1&scheme=http"
+    rows = "".join(f"{image},{i % 10},{i % 10},{i}\n" for i in range(8))
+    (tmp_path / "m.csv").write_text("image,left,right,sum\n" + rows)
+    cfg = experiment(tmp_path, str(tmp_path / "m.csv"), data={"image_size": [12, 12]})
+    code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "s3://bucket/img/0.png" in err, err
+    assert SECRET.split("/")[0] not in out + err and KEY not in out + err, err
