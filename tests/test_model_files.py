@@ -37,29 +37,39 @@ def test_keras_versions_with_safe_mode_bypasses_are_refused():
     check_keras(keras.__version__)                # the installed one is safe
 
 
-@pytest.mark.parametrize("path", ["backbone.path", "backbone.weights"])
-def test_searched_backbone_files_are_refused(tmp_path, capsys, path):
-    cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)),
-                     search={"space": {path: {"choice": ["a.keras", "b.keras"]}}})
+def tiny_backbone(path, units: int) -> str:
+    """A one-block .keras backbone for 12x12x1 images."""
+    import keras
+
+    inp = keras.Input((12, 12, 1))
+    keras.Model(inp, keras.layers.Dense(units, name="block1_dense")(keras.layers.Flatten(name="flatten")(inp))).save(
+        str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("path, backbone", [
+    ("backbone.path", {"kind": "file", "weights": "none"}),
+    ("backbone.weights", {"kind": "application", "name": "MobileNetV2", "weights": "none"})])
+def test_searched_backbone_files_are_refused(tmp_path, capsys, path, backbone):
+    """Each trial would train the base config's file while its row names another."""
+    files = [tiny_backbone(tmp_path / f"{n}.keras", 8) for n in ("a", "b")]
+    if backbone["kind"] == "file":
+        backbone["path"] = files[0]
+    size = {"data": {"image_size": [32, 32]}} if backbone["kind"] == "application" else {}   # MobileNetV2's least
+    cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)), backbone=backbone,
+                     search={"space": {path: {"choice": files}}}, **size)
     code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and f"search.space {path}: searched backbone files" in err and "\n" not in err, err
 
 
 def test_confirm_prepares_every_configurations_backbone(tmp_path, monkeypatch):
     """Two sweeps of one experiment on two backbone files: each confirmation run trains its own backbone."""
-    import keras
-
     from orchestrator.config.schema import parse_config
     from orchestrator.leaderboard import Leaderboard
     from orchestrator.sweep import confirm as confirm_module
     from orchestrator.training import session
 
-    files = []
-    for units in (8, 16):
-        inp = keras.Input((12, 12, 1))
-        out = keras.layers.Dense(units, name="block1_dense")(keras.layers.Flatten(name="flatten")(inp))
-        files.append(str(tmp_path / f"bb{units}.keras"))
-        keras.Model(inp, out).save(files[-1])
+    files = [tiny_backbone(tmp_path / f"bb{units}.keras", units) for units in (8, 16)]
     data = write_parquet(tmp_path / "train.parquet", small_table(80))
     board = Leaderboard(str(tmp_path / "runs"))
     for i, f in enumerate(files):
