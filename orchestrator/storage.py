@@ -29,6 +29,8 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     location uses the credentials adopted for it (``credentials``), else the environment's."""
     if not is_uri(location):
         return pafs.LocalFileSystem(), os.path.abspath(location)
+    if credentials.pair(location) is not None:      # written into this very URI (e.g. `best --storage`)
+        location = credentials.adopt(location)
     found = credentials.lookup(location) if location.startswith("s3://") else None
     if found is None:
         return pafs.FileSystem.from_uri(location)

@@ -127,3 +127,13 @@ def test_manifest_image_uris_are_redacted_in_errors(tmp_path, capsys):
     code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and "s3://bucket/img/0.png" in err, err
     assert SECRET.split("/")[0] not in out + err and KEY not in out + err, err
+
+
+def test_a_uri_with_credentials_opens_as_given(no_ray):
+    """`best --storage s3://KEY:SECRET@...`: the pair is taken from the very URI, even with '/' and '+'."""
+    import pickle
+
+    from orchestrator import storage
+
+    fs, path = storage.filesystem(f"s3://{KEY}:{SECRET}@bucket3/exp/x.parquet?endpoint_override=127.0.0.1:1&scheme=http")
+    assert path == "bucket3/exp/x.parquet" and SECRET.encode() in pickle.dumps(fs)
