@@ -37,7 +37,7 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     _, _, rest = credentials.split_userinfo(location)
     base, _, query = rest.partition("?")
     extra = {k: v for k, v in found.items() if k == "session_token"}
-    query = urlencode(parse_qsl(query, keep_blank_values=True) + list(extra.items()))
+    query = urlencode(parse_qsl(query, keep_blank_values=True) + list(extra.items()), safe=":/")
     userinfo = f"{quote(found['access_key'], safe='')}:{quote(found['secret_key'], safe='')}"
     return pafs.FileSystem.from_uri(f"s3://{userinfo}@{base}" + (f"?{query}" if query else ""))
 
