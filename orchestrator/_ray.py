@@ -62,8 +62,9 @@ def original_error(exc: BaseException) -> BaseException:
     return getattr(exc, "_base_exc", exc)
 
 
-def placement_groups_with_dead_creators() -> list[dict]:
-    """Placement groups made by an actor that is dead now (``{"id": hex, "job_id": hex}``). GCS marks
+def placement_groups_with_dead_creators(job_id: str | None = None) -> list[dict]:
+    """Placement groups made by an actor that is dead now (``{"id": hex, "job_id": hex}``); with ``job_id`` (hex),
+    only that job's (a shared cluster's other jobs are theirs to clean). GCS marks
     ``creator_actor_dead`` on some deaths only (a Train controller destroyed with its trial's own placement group
     leaves it False), so the actor table decides too. Groups made by a driver (Tune's trial groups) have no creator
     actor and are not listed, nor are detached or removed ones."""
@@ -76,6 +77,8 @@ def placement_groups_with_dead_creators() -> list[dict]:
     for raw in state._connect_and_get_accessor().get_placement_group_table():
         pg = table.FromString(raw)
         if pg.state == table.REMOVED or pg.is_detached or ray.ActorID(pg.creator_actor_id).is_nil():
+            continue
+        if job_id is not None and pg.creator_job_id.hex() != job_id:
             continue
         if not pg.creator_actor_dead and state.actor_table(pg.creator_actor_id.hex()).get("State") != "DEAD":
             continue

@@ -13,24 +13,111 @@ import tempfile
 import time
 import uuid
 from typing import Callable, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
+from . import credentials
+
 T = TypeVar("T")
-_SECRET_PARAMS = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key",
-                  "token", "password", "credential", "credentials"}
-
-
 def is_uri(location: str) -> bool:
     return "://" in location
 
 
 def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    """pyarrow filesystem + path for a local path or any URI pyarrow knows (s3://, gs://, ...)."""
-    if is_uri(location):
+    """pyarrow filesystem + path for a local path or any URI pyarrow knows (s3://, gs://, ...). An ``s3://``
+    location uses the credentials adopted for it (``credentials``), else the environment's."""
+    if not is_uri(location):
+        return pafs.LocalFileSystem(), os.path.abspath(location)
+    if credentials.pair(location) is not None:      # written into this very URI (e.g. `best --storage`)
+        location = credentials.adopt(location)
+    found = credentials.lookup(location) if location.startswith("s3://") else None
+    if found is None:
         return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), os.path.abspath(location)
+    _, _, rest = credentials.split_userinfo(location)
+    base, _, query = rest.partition("?")
+    extra = {k: v for k, v in found.items() if k == "session_token"}
+    query = urlencode(parse_qsl(query, keep_blank_values=True) + list(extra.items()), safe=":/")
+    userinfo = f"{quote(found['access_key'], safe='')}:{quote(found['secret_key'], safe='')}"
+    return pafs.FileSystem.from_uri(f"s3://{userinfo}@{base}" + (f"?{query}" if query else ""))
+
+
+class _LocationHandler(pafs.FileSystemHandler):
+    """A filesystem that pickles as its location only (credentials redacted) and builds the real one, with the
+    credentials of the process it is in, on first use: what Ray Tune and Ray Train get, since they pickle it into
+    their state files and into every trial and controller."""
+
+    def __init__(self, location: str):
+        self._location, self._inner = location, None
+
+    def __reduce__(self):
+        return _LocationHandler, (self._location,)
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        if self._inner is None:
+            self._inner = filesystem(self._location)[0]
+        return self._inner
+
+    def __eq__(self, other):
+        return isinstance(other, _LocationHandler) and other._location == self._location
+
+    def get_type_name(self):
+        return "orchestrator+" + self.fs.type_name
+
+    def normalize_path(self, path):
+        return self.fs.normalize_path(path)
+
+    def equals(self, other):
+        return self == other
+
+    def get_file_info(self, paths):
+        return self.fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.fs.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.fs.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.fs.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        self.fs.delete_dir_contents("/", accept_root_dir=True)
+
+    def delete_file(self, path):
+        self.fs.delete_file(path)
+
+    def move(self, src, dest):
+        self.fs.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.fs.copy_file(src, dest)
+
+    def open_input_stream(self, path):
+        return self.fs.open_input_stream(path)
+
+    def open_input_file(self, path):
+        return self.fs.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        return self.fs.open_output_stream(path, metadata=metadata)
+
+    def open_append_stream(self, path, metadata):
+        return self.fs.open_append_stream(path, metadata=metadata)
+
+
+def ray_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """``filesystem`` for Ray Tune's and Ray Train's ``storage_filesystem``: one that never carries credentials
+    adopted from a URI (it pickles as its location and finds them in each process, see ``credentials``)."""
+    fs, path = filesystem(location)
+    if not (location.startswith("s3://") and credentials.lookup(location) is not None):
+        return fs, path
+    return pafs.PyFileSystem(_LocationHandler(redact(location))), path
 
 
 def join(location: str, *parts: str) -> str:
@@ -53,13 +140,9 @@ def parent(location: str) -> str:
 
 
 def redact(location: str) -> str:
-    """The location without credentials (user:password@ and secret query parameters)."""
-    if not is_uri(location):
-        return location
-    s = urlsplit(location)
-    netloc = s.netloc.rsplit("@", 1)[-1]
-    query = [(k, v) for k, v in parse_qsl(s.query, keep_blank_values=True) if k.lower() not in _SECRET_PARAMS]
-    return urlunsplit((s.scheme, netloc, s.path, urlencode(query, safe=":/"), s.fragment))
+    """The location without credentials (user:password@, even with ``/`` in the secret, and secret query
+    parameters)."""
+    return credentials.strip(location) if is_uri(location) else location
 
 
 def redact_text(text: str) -> str:
@@ -71,30 +154,11 @@ def has_credentials(location: str) -> bool:
     return redact(location) != location
 
 
-_ADOPTED: dict[str, str] = {}
-
-
 def adopt_credentials(location: str) -> str:
-    """Credentials written into an ``s3://KEY:SECRET@bucket/...`` URI move to this process's environment
-    (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, also given to Ray's workers, see ``adopted_env``);
-    the location comes back without them. So nothing printed, pickled or stored ever holds them."""
-    if not is_uri(location) or not has_credentials(location):
-        return location
-    s = urlsplit(location)
-    query = dict(parse_qsl(s.query, keep_blank_values=True))
-    key = s.username or query.get("access_key")
-    secret = s.password or query.get("secret_key")
-    if s.scheme == "s3" and key and secret:
-        _ADOPTED.update({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret})
-        if query.get("session_token"):
-            _ADOPTED["AWS_SESSION_TOKEN"] = query["session_token"]
-        os.environ.update(_ADOPTED)
-    return redact(location)
-
-
-def adopted_env() -> dict[str, str]:
-    """Environment variables Ray's processes need for credentials adopted from URIs."""
-    return dict(_ADOPTED)
+    """Credentials written into an ``s3://KEY:SECRET@bucket/...`` URI are kept in memory for that location
+    (``credentials.adopt``); the location comes back without them. So nothing printed, pickled or stored ever
+    holds them."""
+    return credentials.adopt(location)
 
 
 def exists(location: str) -> bool:

@@ -1,10 +1,15 @@
 """Storage on a real S3-compatible server (moto's server mode, slow): a sweep, its resume, queries.
 
-Credentials are written into the storage URI, as a user might: they must reach every Ray process and
-never be printed or stored (rows, best.yaml, Tune's pickled state, checkpoints, logs)."""
+Credentials are written into the storage URI, as a user might, with a secret holding ``/`` and ``+`` as AWS
+secrets do: they must reach every Ray process and never be printed or stored (rows, best.yaml, Tune's pickled
+state, checkpoints, TensorBoard files, Ray's session logs, the job table and its runtime_env)."""
+import json
+import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pyarrow.fs as pafs
 import pytest
@@ -12,7 +17,25 @@ import yaml
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-KEY, SECRET = "AKIAORCHTEST", "s3cr3tOrchestratorKey"
+KEY, SECRET = "AKIAORCHTEST", "s3cr3t/Orch+estrator/Key+"
+FORMS = [SECRET, quote(SECRET, safe=""), quote(SECRET), json.dumps(SECRET)[1:-1], SECRET.replace("/", "\\/"),
+         quote(SECRET, safe="").lower()]
+JOB_TABLE = """
+import json, sys
+from orchestrator.config.loading import load_config
+from orchestrator.training.session import init_ray, resolve_storage
+resolve_storage(load_config(sys.argv[1]))
+init_ray(None)
+import ray
+from ray.util.state import list_jobs
+print(json.dumps({"runtime_env": ray.get_runtime_context().runtime_env,
+                  "jobs": [j.__dict__ if hasattr(j, "__dict__") else str(j) for j in list_jobs(detail=True)]},
+                 default=str))
+"""
+
+
+def leaked(text: str) -> list[str]:
+    return [form for form in FORMS if form in text]
 
 
 def objects(endpoint, bucket):
@@ -28,6 +51,8 @@ def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
     fs.create_dir(bucket)
     plain = f"s3://{bucket}/exp?endpoint_override={s3_server}&scheme=http&region=us-east-1"
     storage = f"s3://{KEY}:{SECRET}@{bucket}/exp?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    ray_tmp = f"/tmp/rs{uuid.uuid4().hex[:6]}"          # this test's Ray sessions only (short: see ray-2.60.md)
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     cfg = {"name": "s3sweep", "storage": storage,
            "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},
            "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"}},
@@ -39,11 +64,11 @@ def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
     path = tmp_path / "s3.yaml"
     path.write_text(yaml.safe_dump(cfg))
     first = subprocess.run([str(BIN / "orchestrator"), "tune", str(path), "--address", "local"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=1500)
+                           capture_output=True, text=True, timeout=1500, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     # --resume of a finished sweep: nothing reruns, nothing is written twice
     again = subprocess.run([str(BIN / "orchestrator"), "tune", str(path), "--address", "local", "--resume"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=900)
+                           cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
     assert again.returncode == 0 and "resuming sweep" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
     board = subprocess.run([str(BIN / "orchestrator"), "leaderboard", "--storage", plain, "--format", "json"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -52,20 +77,27 @@ def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
     rows = yaml.safe_load(board.stdout)
     assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"} and len({r["trial_id"] for r in rows}) == 2
     best = subprocess.run([str(BIN / "orchestrator"), "best", "--storage", storage, "-o", str(tmp_path / "best.yaml")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert best.returncode == 0, best.stderr
+    jobs = subprocess.run([sys.executable, "-c", JOB_TABLE, str(path)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert jobs.returncode == 0 and '"jobs"' in jobs.stdout, jobs.stderr[-2000:]
     names = [i.path for i in objects(s3_server, bucket)[1]]
     assert any(n.endswith("backbones/digits-cnn-v1.keras") for n in names)          # the pretrain cache
     assert any("/checkpoints/epoch_000002/state.json" in n for n in names)          # trial checkpoints
     assert any("/leaderboard/" in n and n.endswith(".parquet") for n in names)       # the leaderboard
     assert any(n.endswith("/tuner.pkl") for n in names)                             # Tune's state (resume)
-    # the secret is never printed and never stored: not in any output, object, best.yaml or log
-    outputs = first.stdout + first.stderr + again.stdout + again.stderr + board.stdout + best.stdout + best.stderr
-    assert SECRET not in outputs and KEY not in outputs
-    assert SECRET not in (tmp_path / "best.yaml").read_text()
+    # the secret is never printed and never stored, in any form: not in any output, object, best.yaml or log
+    outputs = [first.stdout, first.stderr, again.stdout, again.stderr, board.stdout, board.stderr, best.stdout,
+               best.stderr, jobs.stdout, jobs.stderr]
+    assert not [leaked(o) for o in outputs if leaked(o)] and not any(KEY in o for o in outputs)
+    assert not leaked((tmp_path / "best.yaml").read_text())
     fs_, files = objects(s3_server, bucket)
+    assert any("events.out.tfevents" in i.path for i in files)                    # TensorBoard was written too
     for info in files:
         with fs_.open_input_stream(info.path) as f:
-            assert SECRET.encode() not in f.read(), info.path
-    for log in tmp_path.rglob("*.log"):
-        assert SECRET not in log.read_text(errors="replace"), log
+            assert not leaked(f.read().decode("latin-1")), info.path
+    sessions = [p for p in Path(ray_tmp).rglob("*") if p.is_file()]
+    assert any(p.name.startswith("gcs_server") for p in sessions)                 # Ray's own logs were scanned
+    for p in sessions + [p for p in tmp_path.rglob("*") if p.is_file()]:
+        assert not leaked(p.read_bytes().decode("latin-1")), p

@@ -1,4 +1,5 @@
 """Storage: atomic writes (fsync before rename, no shared temporary names) and credentials redacted everywhere."""
+import json
 import os
 import threading
 
@@ -57,3 +58,82 @@ def test_credentials_are_redacted_everywhere(tmp_path, capsys, no_ray):
     assert code in (None, 0), out.err
     assert "ok:" in out.out and "storage s3://bucket/prefix" in out.out, out.out
     assert "SECRET" not in out.out + out.err and "AKIDEXAMPLE" not in out.out + out.err
+
+
+# A secret as AWS issues them: '/' and '+' inside (urlsplit does not see such userinfo at all).
+KEY, SECRET = "AKIDSLASHPLUS", "wJal/rXUt+nFEMI/K7MDENG+bPxRfiCY"
+
+
+def test_secrets_with_slash_and_plus_are_redacted():
+    from orchestrator.storage import redact, redact_text
+
+    uri = f"s3://{KEY}:{SECRET}@bucket/prefix/run?region=us-east-1&endpoint_override=h:1"
+    assert redact(uri) == "s3://bucket/prefix/run?region=us-east-1&endpoint_override=h:1"
+    text = f"cannot open '{uri}' (403) and {uri.replace(SECRET, SECRET.replace('/', '%2F').replace('+', '%2B'))}"
+    assert SECRET.split("/")[0] not in redact_text(text) and "%2B" not in redact_text(text)
+    assert redact("s3://bucket/a@b/c") == "s3://bucket/a@b/c"        # an '@' in a path is not userinfo
+    assert redact("s3://bucket/t:1@2/c") == "s3://bucket/t:1@2/c"
+
+
+def test_percent_encoded_secrets_are_unquoted_and_kept_per_storage(no_ray):
+    from orchestrator import credentials
+
+    quoted = SECRET.replace("/", "%2F").replace("+", "%2B")
+    a = credentials.adopt(f"s3://{KEY}:{quoted}@bucket-a/exp?region=us-east-1")
+    b = credentials.adopt("s3://OTHERKEY:other%2Fsecret@bucket-b/exp")
+    assert a == "s3://bucket-a/exp?region=us-east-1" and b == "s3://bucket-b/exp"
+    assert credentials.lookup("s3://bucket-a/exp/leaderboard/x.parquet?region=us-east-1") == \
+        {"access_key": KEY, "secret_key": SECRET}
+    assert credentials.lookup("s3://bucket-b/exp/sweeps")["secret_key"] == "other/secret"
+    assert credentials.lookup("s3://bucket-c/exp") is None
+    assert SECRET not in repr(os.environ) and "other/secret" not in repr(os.environ)
+
+
+def test_filesystems_given_to_ray_hold_no_secret(no_ray):
+    """Tune pickles its storage filesystem into tuner.pkl and into every trial: only the location goes with it."""
+    import pickle
+
+    import pyarrow.fs as pafs
+
+    from orchestrator import credentials, storage
+
+    location = credentials.adopt(f"s3://{KEY}:{SECRET}@bucket/exp?endpoint_override=127.0.0.1:1&scheme=http")
+    fs, path = storage.ray_filesystem(location)
+    assert path == "bucket/exp" and isinstance(fs, pafs.PyFileSystem)
+    blob = pickle.dumps(fs)
+    assert SECRET.encode() not in blob and KEY.encode() not in blob
+    direct, _ = storage.filesystem(location)
+    assert SECRET.encode() in pickle.dumps(direct)        # the driver's own filesystem does hold it, in memory
+
+
+def test_backbone_uris_are_redacted_in_rows_and_configs(tmp_path):
+    from factories import experiment
+    from orchestrator.config.schema import ExperimentConfig
+    from orchestrator.leaderboard.rows import backbone_key
+
+    cfg = ExperimentConfig.model_validate(experiment(tmp_path, "builtin:multidigits/train", backbone={
+        "kind": "file", "path": f"s3://{KEY}:{SECRET}@bucket/models/bb.keras"}))
+    assert backbone_key(cfg) == "file:s3://bucket/models/bb.keras:none"
+    assert SECRET not in json.dumps(cfg.public_dump()) and SECRET not in json.dumps(cfg.run_fields())
+
+
+def test_manifest_image_uris_are_redacted_in_errors(tmp_path, capsys):
+    from factories import experiment, run_cli, write_yaml
+
+    image = f"s3://{KEY}:{SECRET}@bucket/img/0.png?endpoint_override=127.0.0.1:1&scheme=http"
+    rows = "".join(f"{image},{i % 10},{i % 10},{i}\n" for i in range(8))
+    (tmp_path / "m.csv").write_text("image,left,right,sum\n" + rows)
+    cfg = experiment(tmp_path, str(tmp_path / "m.csv"), data={"image_size": [12, 12]})
+    code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "s3://bucket/img/0.png" in err, err
+    assert SECRET.split("/")[0] not in out + err and KEY not in out + err, err
+
+
+def test_a_uri_with_credentials_opens_as_given(no_ray):
+    """`best --storage s3://KEY:SECRET@...`: the pair is taken from the very URI, even with '/' and '+'."""
+    import pickle
+
+    from orchestrator import storage
+
+    fs, path = storage.filesystem(f"s3://{KEY}:{SECRET}@bucket3/exp/x.parquet?endpoint_override=127.0.0.1:1&scheme=http")
+    assert path == "bucket3/exp/x.parquet" and SECRET.encode() in pickle.dumps(fs)

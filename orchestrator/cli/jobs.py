@@ -28,6 +28,7 @@ EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 CONNECT_TIMEOUT_S = 5.0  # the Jobs SDK's HTTP calls have no timeout: an unroutable host hangs for minutes
 POLL_S = 2.0
+ENTRYPOINT_CPUS = 0.1   # what a submitted job's entrypoint (its driver) holds while the job runs
 _UNREACHABLE = ("cannot reach Ray dashboard at {}: is the cluster up? "
                 "(`ray dashboard cluster.yaml` opens a tunnel)")
 _QUIET = logging.getLogger(__name__ + ".upload")
@@ -96,7 +97,7 @@ def _submit_when_ready(client, *, entrypoint: str, runtime_env: dict, patience_s
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            return client.submit_job(entrypoint=entrypoint, entrypoint_num_cpus=0.1, runtime_env=runtime_env)
+            return client.submit_job(entrypoint=entrypoint, entrypoint_num_cpus=ENTRYPOINT_CPUS, runtime_env=runtime_env)
         except RuntimeError as e:
             if "try again later" not in str(e) or time.monotonic() > deadline:
                 raise

@@ -10,6 +10,7 @@ from .. import layout, storage
 from ..console import console
 from ..errors import UserError
 from .common import address_opt, job_opt, load, set_opt
+from .jobs import ENTRYPOINT_CPUS
 from .query import write_best
 
 
@@ -56,11 +57,14 @@ def validate(config, sets):
 @job_opt
 def train(config, sets, address, name, verbose, in_job):
     """Train one configuration on Ray Train (also accepts the YAML written by `best`)."""
+    from ..sweep.capacity import check_fits
     from ..training.driver import train as run
 
     cfg = load(config, sets, in_job=in_job)
+    reserved = ENTRYPOINT_CPUS if in_job else 0.0   # a Ray job's entrypoint holds its CPUs while the run waits
     with console(layout.log_file(cfg.storage, "train", cfg.name), verbose=verbose) as out:
-        summary = run(cfg, address=address, name=name, out=out, verbose=verbose)
+        summary = run(cfg, address=address, name=name, out=out, verbose=verbose,
+                      ready=lambda c: check_fits(c, reserved_cpu=reserved, what="run"))
     if summary.get("user_error"):
         raise UserError(summary["error"])   # one line, exit 2: nothing was retried
     click.echo(summary_text(summary))
@@ -82,17 +86,19 @@ def tune(config, sets, address, name, resume, sweep_id, verbose, in_job):
     if sweep_id and not resume:
         raise UserError("--sweep names a sweep to continue: add --resume")
     tune_and_report(load(config, sets, in_job=in_job), name=name, address=address, resume=resume, sweep_id=sweep_id,
-                    verbose=verbose)
+                    verbose=verbose, reserved_cpu=ENTRYPOINT_CPUS if in_job else 0.0)
 
 
-def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None, verbose=False) -> dict:
+def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None, verbose=False,
+                    reserved_cpu: float = 0.0) -> dict:
     from ..leaderboard import Leaderboard, render
     from ..sweep.tuner import tune as run
 
     log = layout.log_file(cfg.storage, "tune", name or cfg.name)
     click.echo(f"full log: {log}")
     with console(log, verbose=verbose) as out:
-        s = run(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out)
+        s = run(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out,
+                reserved_cpu=reserved_cpu)
     click.echo(f"\n== experiment {s['experiment']}, sweep {s['sweep_id']}: {s['trials']} trials {s['statuses']} in "
                f"{s['wall_time_s']} s; leaderboard {s['leaderboard']}")
     click.echo(render(Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"])))

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .. import metrics
 from ..errors import ConfigError
+from ..storage import redact
 from .paths import redact_paths, set_dotted
 from .space import SearchConfig, check_paths
 
@@ -109,7 +110,20 @@ class BackboneConfig(_Strict):
             raise ValueError(f"unknown builtin backbone {self.name!r}; the builtin is 'digits-cnn'")
         if self.kind == "builtin" and self.weights not in ("pretrained", "none"):
             raise ValueError("builtin backbone weights must be 'pretrained' or 'none'")
+        _check_model_file(self.path, self.weights if self.kind == "application" else None)
         return self
+
+
+def _check_model_file(path: Optional[str], weights: Optional[str]) -> None:
+    """Only Keras 3 archives are loaded from users: they load with safe_mode (no code runs); legacy HDF5 models and
+    SavedModel folders can run code."""
+    bare = lambda p: redact(p).split("?", 1)[0].rstrip("/")  # noqa: E731
+    if path and not bare(path).endswith(".keras"):
+        raise ValueError(f"backbone.path {redact(path)} is not a .keras archive: only .keras files are loaded (safely); "
+                         f"re-save the model with model.save('backbone.keras') under Keras 3")
+    if weights and weights not in ("imagenet", "none") and not bare(weights).endswith((".weights.h5", ".keras")):
+        raise ValueError(f"backbone.weights {redact(weights)} is not a .weights.h5 or .keras file: save them with "
+                         f"model.save_weights('backbone.weights.h5') under Keras 3")
 
 
 class HeadsConfig(_Strict):

@@ -168,9 +168,9 @@ def _images(unit: dict, opts: dict):
             return imgs
         return conform(list(imgs), size=size, color_mode=color, where=[f"row {r} of {source}" for r in rows])
     if "paths" in unit:
-        from ..storage import read_bytes_or_fail
+        from ..storage import read_bytes_or_fail, redact
 
-        where = [f"image {p} (row {r} of {source})" for p, r in zip(unit["paths"], rows)]
+        where = [f"image {redact(p)} (row {r} of {source})" for p, r in zip(unit["paths"], rows)]
         return conform([decode_image(read_bytes_or_fail(p, where=w), where=w, size=size, color_mode=color)
                         for p, w in zip(unit["paths"], where)], size=size, color_mode=color, where=where)
     import pyarrow.parquet as pq

@@ -43,7 +43,7 @@ def _check_paths_exist(src: Source) -> None:
     """Local image files: every one must exist (a stat each; remote ones are only sampled)."""
     for i, p in enumerate(src.paths):
         if not storage.is_uri(p) and not os.path.isfile(p):
-            raise DataError(f"image file {p} (row {i} of {storage.redact(src.uri)}) not found: fix the path or drop "
+            raise DataError(f"image file {storage.redact(p)} (row {i} of {storage.redact(src.uri)}) not found: fix the path or drop "
                             f"the row (relative paths resolve against the manifest's folder)")
 
 
@@ -61,7 +61,7 @@ def sample_images(src: Source, rows, *, cfg: ExperimentConfig) -> np.ndarray:
 
 def _where(src: Source, unit: dict) -> list[str]:
     if src.kind == "paths":
-        return [f"image {p} (row {r} of {storage.redact(src.uri)})" for p, r in zip(unit["paths"], unit["rows"])]
+        return [f"image {storage.redact(p)} (row {r} of {storage.redact(src.uri)})" for p, r in zip(unit["paths"], unit["rows"])]
     return [f"row {r} of the image column in {storage.redact(src.uri)}" for r in unit["rows"]]
 
 

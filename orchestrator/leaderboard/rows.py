@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from .. import metrics
+from .. import metrics, storage
 from ..config.schema import ExperimentConfig
 from ..config.space import hp_columns
 
@@ -33,8 +33,8 @@ def trial_status(cfg: ExperimentConfig, history: list[dict], error: Optional[str
 
 def backbone_key(cfg: ExperimentConfig) -> str:
     b = cfg.backbone
-    what = b.path if b.kind == "file" else b.name
-    return f"{b.kind}:{what}:{b.weights}"
+    what = storage.redact(b.path) if b.kind == "file" else b.name
+    return f"{b.kind}:{what}:{storage.redact(b.weights)}"
 
 
 def baseline_key(cfg: ExperimentConfig, fingerprint: str) -> str:

@@ -64,8 +64,20 @@ def preprocess_fn(application: str):
     return importlib.import_module(ctor.__module__).preprocess_input
 
 
+SAFE_KERAS = (3, 12, 1)   # earlier versions have published safe_mode bypasses (e.g. CVE-2025-1550, CVE-2025-9906)
+
+
+def check_keras(version: str) -> None:
+    """ConfigError unless ``version`` of Keras has no published safe_mode bypass (users' model files run no code)."""
+    parts = [int(re.match(r"\d*", p).group() or 0) for p in version.split(".")[:3]]
+    if tuple(parts + [0] * (3 - len(parts))) < SAFE_KERAS:
+        raise ConfigError(f"keras {version} has published safe_mode bypasses (a model file could run code): "
+                          f"pip install 'keras>=3.12.1'")
+
+
 def load_model_file(location: str, *, what: str) -> keras.Model:
     """A ``.keras`` file (local or URI), loaded with ``safe_mode=True``; ConfigError if missing or unloadable."""
+    check_keras(keras.__version__)
     if not store.is_file(location):
         raise ConfigError(f"{what} {store.redact(location)} not found: fix the path (relative paths resolve "
                           f"against the config file's folder)")

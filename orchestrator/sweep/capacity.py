@@ -25,6 +25,7 @@ class NodeType:
     name: str
     resources: dict            # per node
     max_count: int             # nodes of this type the cluster can have (up now, or up to max_workers)
+    head: bool = False         # the head node (where this job's own driver is counted)
 
 
 def trial_request(cfg: ExperimentConfig) -> tuple[dict, int]:
@@ -40,9 +41,12 @@ def _per_node(bundle: dict, node: dict) -> int:
     return min(counts) if counts else 0
 
 
-def check_feasible(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: float) -> None:
-    """A ConfigError with the numbers if one trial can never be placed, even at the cluster's largest.
-    The bundles of a trial are identical, so placing them is counting how many each node holds."""
+def check_feasible(cfg: ExperimentConfig, nodes: list[NodeType], *, reserved_cpu: float = 0.0,
+                   autoscaling: bool = False, what: str = "trial") -> None:
+    """A ConfigError with the numbers if one trial (or run) can never be placed, even at the cluster's largest.
+    The bundles of a trial are identical, so placing them is counting how many each node holds. ``reserved_cpu``:
+    what this job itself holds while the workers wait (a Ray job's entrypoint, a Tune trial's own actor), counted
+    on the head node."""
     bundle, n = trial_request(cfg)
     strategy = cfg.resources.placement_strategy
     where = ", ".join(f"{t.name} x{t.max_count} {_fmt(t.resources)}" for t in nodes) or "no nodes"
@@ -58,10 +62,37 @@ def check_feasible(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: 
     if strategy == "STRICT_SPREAD" and spread < n:
         raise ConfigError(f"placement STRICT_SPREAD needs {n} nodes that each fit {_fmt(bundle)}; the cluster can "
                           f"have {spread} (cluster at its largest: {where}): use SPREAD or fewer workers")
-    placeable = sum(_per_node(bundle, t.resources) * t.max_count for t in nodes)
-    if placeable < n:
-        raise ConfigError(f"one trial needs {n} workers of {_fmt(bundle)}; the cluster at its largest holds "
-                          f"{placeable} ({where}): use fewer workers or smaller requests")
+    placeable = _placeable(bundle, nodes, reserved_cpu)
+    if placeable >= n:
+        return
+    held = f"; this job itself holds {reserved_cpu:g} CPU while it waits" if reserved_cpu > 0 else ""
+    scope = "at its autoscaler's maximum" if autoscaling else "(no autoscaler: it never grows)"
+    fits = _fitting_cpus(bundle, nodes, reserved_cpu, n)
+    fix = f"set resources.cpus_per_worker: {fits:g} or use fewer workers" if fits else "use fewer workers"
+    raise ConfigError(f"one {what} needs {n} workers of {_fmt(bundle)}{held}, so the cluster {scope} holds "
+                      f"{placeable} ({where}): {fix}")
+
+
+def _placeable(bundle: dict, nodes: list[NodeType], reserved_cpu: float) -> int:
+    """Bundles the cluster holds at its largest, after ``reserved_cpu`` on the head node (else the first node)."""
+    head = next((t for t in nodes if t.head), nodes[0] if nodes else None)
+    total = 0
+    for t in nodes:
+        total += _per_node(bundle, t.resources) * t.max_count
+        if t is head and reserved_cpu > 0:
+            less = {**t.resources, "CPU": max(0.0, t.resources.get("CPU", 0.0) - reserved_cpu)}
+            total += _per_node(bundle, less) - _per_node(bundle, t.resources)
+    return total
+
+
+def _fitting_cpus(bundle: dict, nodes: list[NodeType], reserved_cpu: float, n: int) -> float | None:
+    """The largest CPUs per worker (in hundredths) with which ``n`` workers fit, or None if CPUs are not the limit."""
+    if not bundle.get("CPU"):
+        return None
+    for hundredths in range(int(bundle["CPU"] * 100) - 1, 0, -1):
+        if _placeable({**bundle, "CPU": hundredths / 100}, nodes, reserved_cpu) >= n:
+            return hundredths / 100
+    return None
 
 
 def concurrency(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: float) -> int:
@@ -85,7 +116,8 @@ def current_nodes() -> list[NodeType]:
     for node in ray.nodes():
         if node.get("Alive"):
             res = {k: v for k, v in node.get("Resources", {}).items() if k in ("CPU", "GPU") or not k.startswith("node:")}
-            out.append(NodeType(node.get("NodeManagerAddress", "node"), res, 1))
+            out.append(NodeType(node.get("NodeManagerAddress", "node"), res, 1,
+                                head=HEAD_MARKER in node.get("Resources", {})))
     return out
 
 
@@ -95,9 +127,17 @@ def max_nodes() -> tuple[list[NodeType], bool]:
     return (types, True) if types else (current_nodes(), False)
 
 
-def plan_concurrency(cfg: ExperimentConfig, *, say=print, driver_cpu: float = 0.05) -> int:
+def check_fits(cfg: ExperimentConfig, *, reserved_cpu: float = 0.0, what: str = "run") -> None:
+    """``check_feasible`` against the cluster as it can get (its autoscaler's maximum, or the nodes up now)."""
     nodes, autoscaling = max_nodes()
-    check_feasible(cfg, nodes, driver_cpu=driver_cpu)
+    check_feasible(cfg, nodes, reserved_cpu=reserved_cpu, autoscaling=autoscaling, what=what)
+
+
+def plan_concurrency(cfg: ExperimentConfig, *, say=print, driver_cpu: float = 0.05, reserved_cpu: float = 0.0) -> int:
+    """Trials to run at once; first a ConfigError if one trial never fits (its own ``driver_cpu`` and the job's
+    ``reserved_cpu`` counted)."""
+    nodes, autoscaling = max_nodes()
+    check_feasible(cfg, nodes, reserved_cpu=reserved_cpu + driver_cpu, autoscaling=autoscaling)
     if cfg.search is not None and cfg.search.max_concurrent_trials:
         return cfg.search.max_concurrent_trials
     n = concurrency(cfg, nodes, driver_cpu=driver_cpu)
@@ -127,9 +167,10 @@ def _read_config_on_head(gcs_address: str):
         if not any(a.endswith("monitor.py") for a in argv):
             continue
         opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
-        if opts.get("autoscaling-config"):
-            same = opts.get("gcs-address", "").rsplit(":", 1)[-1] == gcs_address.rsplit(":", 1)[-1]
-            candidates.append((0 if same else 1, os.path.expanduser(opts["autoscaling-config"])))
+        # only this cluster's monitor: other clusters may run on the same host (tests, shared machines)
+        if opts.get("autoscaling-config") and opts.get("gcs-address", "").rsplit(":", 1)[-1] == \
+                gcs_address.rsplit(":", 1)[-1]:
+            candidates.append((0, os.path.expanduser(opts["autoscaling-config"])))
     candidates = sorted(candidates) + [(2, os.path.expanduser("~/ray_bootstrap_config.yaml"))]
     for _, path in candidates:
         if os.path.exists(path):
@@ -159,7 +200,7 @@ def autoscaler_node_types(timeout_s: float = 60.0) -> list[NodeType]:
     if not info:
         return []
     head_resources = {k: v for k, v in head["Resources"].items() if not k.startswith("node:")}
-    types = [NodeType("head", head_resources, 1)]
+    types = [NodeType("head", head_resources, 1, head=True)]
     budget = info["max_workers"]
     for name, t in info["node_types"].items():
         if name == info["head_node_type"]:

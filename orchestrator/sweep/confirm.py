@@ -56,12 +56,23 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
     board = Leaderboard(storage)
     configs, extra = confirm_configs(board, experiment, top=top, seeds=seeds, workers=workers, storage=storage,
                                      trials=trials)
-    p = check(configs[0])
-    sweep_id = f"confirm-{new_sweep_id()}"
-    describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
     out(f"confirming the {len(configs) // seeds} best configurations of {experiment} with {seeds} new seeds each "
-        f"({len(configs)} runs, {p.cfg.resources.workers} worker(s) each)")
-    session = start(p, address=address, out=out)
-    run_configs(session, configs, kind="confirm", sweep_id=sweep_id, out=out, extra=extra)
-    release(session)
+        f"({len(configs)} runs)")
+    for group in by_inputs(configs, extra):   # each backbone and data set prepared and shipped for its own runs
+        p = check(group[0][0])
+        sweep_id = f"confirm-{new_sweep_id()}"
+        describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
+        session = start(p, address=address, out=out)
+        run_configs(session, [c for c, _ in group], kind="confirm", sweep_id=sweep_id, out=out,
+                    extra=[e for _, e in group])
+        release(session)
     return confirmed(board, experiment)
+
+
+def by_inputs(configs: list[ExperimentConfig], extra: list[dict]) -> list[list[tuple[ExperimentConfig, dict]]]:
+    """The runs grouped by what a session prepares once for all its runs: the backbone and the data."""
+    groups: dict[str, list] = {}
+    for cfg, e in zip(configs, extra):
+        key = json.dumps([cfg.backbone.model_dump(mode="json"), cfg.data.model_dump(mode="json")], sort_keys=True)
+        groups.setdefault(key, []).append((cfg, e))
+    return list(groups.values())

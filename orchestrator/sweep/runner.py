@@ -69,7 +69,7 @@ def make_tuner(cfg: ExperimentConfig, spec: SweepSpec, *, resume: bool = False):
     # driver would then rerun finished trials. Every 2 s bounds what a resume redoes.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_EVERY_S)
     trainable = tune.with_resources(tune.with_parameters(run_trial, plan=spec.plan), {"CPU": TRIAL_DRIVER_CPU})
-    fs, sweeps_path = storage.filesystem(layout.sweeps(cfg.storage, cfg.name))
+    fs, sweeps_path = storage.ray_filesystem(layout.sweeps(cfg.storage, cfg.name))
     run_config = tune.RunConfig(name=spec.plan.sweep_id, storage_path=sweeps_path, storage_filesystem=fs,
                                 callbacks=list(spec.callbacks), failure_config=tune.FailureConfig(max_failures=0),
                                 verbose=1 if spec.verbose else 0)

@@ -30,6 +30,9 @@ def check_space(p: Prepared) -> None:
         raise ConfigError("the experiment has no 'search' section: add one (see README, 'Sweeps') or use "
                           "`orchestrator train`")
     for path, domain in cfg.search.space.items():
+        if path in ("backbone.path", "backbone.weights"):
+            raise ConfigError(f"search.space {path}: searched backbone files are not shipped to the trials (each "
+                              f"would train the base backbone): run one sweep per backbone file")
         for value in candidate_values(domain, list(cfg.tasks)):
             try:
                 trial = cfg.with_values({path: value})
@@ -138,7 +141,7 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None) -> str:
 
 
 def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None = None, resume: bool = False,
-         sweep_id: str | None = None, verbose: bool = False, out=print) -> dict:
+         sweep_id: str | None = None, verbose: bool = False, out=print, reserved_cpu: float = 0.0) -> dict:
     """`orchestrator tune`: run (or resume) a sweep; one leaderboard row per trial; returns a summary."""
     from ..leaderboard.leaderboard import Leaderboard
     from .capacity import plan_concurrency
@@ -150,7 +153,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     sweep_id = find_sweep(cfg, sweep_id) if resume else (sweep_id or new_sweep_id())
     describe(p, record=layout.sweep_dir(cfg.storage, cfg.name, sweep_id), out=out)
     session = start(p, address=address, verbose=verbose, out=out)
-    concurrent = plan_concurrency(cfg, say=out)
+    concurrent = plan_concurrency(cfg, say=out, reserved_cpu=reserved_cpu)   # the job's own entrypoint CPUs
     board = Leaderboard(cfg.storage)
     written = set(board.table(sweep_id=sweep_id, kind=None, columns=["trial_id"]).column("trial_id").to_pylist()) \
         if resume else set()

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from .. import layout, storage
 from ..config.schema import ExperimentConfig
@@ -43,7 +43,7 @@ def make_trainer(cfg: ExperimentConfig, inputs: RunInputs, *, name: str, callbac
     from .loop import train_loop_per_worker
 
     r = cfg.resources
-    fs, path = storage.filesystem(layout.trials(cfg.storage))
+    fs, path = storage.ray_filesystem(layout.trials(cfg.storage))
     return backend.make(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json"), "data_spec": inputs.spec.to_dict(),
@@ -121,8 +121,9 @@ def check_run_name(cfg: ExperimentConfig, name: str) -> None:
 
 
 def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
-          verbose: bool = False) -> dict:
-    """`orchestrator train`: check, fit one configuration on Ray Train, write summary.json."""
+          verbose: bool = False, ready: Optional[Callable[[ExperimentConfig], None]] = None) -> dict:
+    """`orchestrator train`: check, fit one configuration on Ray Train, write summary.json. ``ready``: a last check
+    once Ray is up (the cluster can hold the run), before anything is written."""
     p = check(cfg)
     name = name or run_name(p.cfg.name)
     check_run_name(p.cfg, name)
@@ -130,6 +131,8 @@ def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None
     describe(p, record=run, out=out)
     t0 = time.perf_counter()
     session = start(p, address=address, verbose=verbose, out=out)
+    if ready is not None:
+        ready(p.cfg)
     history, error, user_error = fit_and_watch(session, name=name, out=out)
     release(session)
     summary = run_summary(p, history, name=name, error=error, wall_time_s=time.perf_counter() - t0)

@@ -55,7 +55,8 @@ def waiting_line(what: str, request: dict, *, workers: int) -> Optional[str]:
 
 
 def release_orphaned_placement_groups() -> int:
-    """Remove placement groups whose creating actor is dead; returns how many.
+    """Remove this job's placement groups whose creating actor is dead; returns how many. Other jobs' groups on a
+    shared cluster are left alone (their creators are theirs to judge, and their job's end releases them).
 
     Ray ties a placement group made by an actor to its job, not to the actor: it outlives a dead creator
     until the job ends. Ray Train's controller makes its worker group's, and hands it to a cleaner actor only
@@ -67,7 +68,7 @@ def release_orphaned_placement_groups() -> int:
     from ray.util.placement_group import PlacementGroup
 
     removed = 0
-    for group in _ray.placement_groups_with_dead_creators():
+    for group in _ray.placement_groups_with_dead_creators(ray.get_runtime_context().get_job_id()):
         ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group["id"]))))
         removed += 1
     return removed

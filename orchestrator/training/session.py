@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from .. import layout, storage
+from .. import credentials, layout, storage
 from ..config.schema import ExperimentConfig, frozen_blocks
 from ..data.pipeline import rows_per_rank
 from ..data.prepare import prepare
@@ -97,10 +97,11 @@ def start(p: Prepared, *, address: Optional[str] = None, verbose: bool = False, 
 
 def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
     """Relative local storage (given on the command line or by default) becomes absolute; credentials in
-    storage or data URIs move to the environment (``storage.adopt_credentials``)."""
+    storage, data or backbone URIs are kept in memory (``storage.adopt_credentials``), for this location only."""
     values = {}
     for path, value in (("storage", cfg.storage), ("data.train", cfg.data.train),
-                        ("data.validation", cfg.data.validation)):
+                        ("data.validation", cfg.data.validation), ("backbone.path", cfg.backbone.path),
+                        ("backbone.weights", cfg.backbone.weights)):
         if isinstance(value, str) and storage.has_credentials(value):
             values[path] = storage.adopt_credentials(value)
     if not storage.is_uri(cfg.storage) and not os.path.isabs(cfg.storage):
@@ -174,10 +175,9 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     if not ray.is_initialized():
         options = {"num_gpus": num_gpus} if (num_gpus is not None and not address) else {}
-        if storage.adopted_env():   # credentials taken out of a URI: every Ray process gets them
-            options["runtime_env"] = {"env_vars": storage.adopted_env()}
         ray.init(address=address, log_to_driver=log_to_driver, configure_logging=True, logging_level="ERROR",
                  include_dashboard=None, **options)
+    credentials.publish()   # credentials taken out of URIs reach Ray's processes through the object store
     quiet_logs()   # Ray Data runs on the driver too (decoding into the object store)
     if not log_to_driver:
         mute_ray_stderr()   # ray.init attached its stderr handler again

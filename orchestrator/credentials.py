@@ -1,0 +1,142 @@
+"""Credentials written into URIs (``s3://KEY:SECRET@bucket/...``): taken out, kept per storage location in this
+process's memory, and never printed, stored, pickled, logged or put in an environment variable.
+
+- ``split_userinfo`` finds them by hand: AWS secrets hold ``/`` and ``+``, which ``urllib.parse.urlsplit`` reads as
+  the start of the path (it then sees no userinfo at all). Percent-encoded secrets (pyarrow's documented form) are
+  unquoted.
+- ``adopt`` keeps them under the location without them (its scheme, bucket and path; query left out), so two
+  storages (e.g. a merge of two leaderboards) each keep their own pair. ``lookup`` finds the pair of the longest
+  adopted location a URI lies under.
+- Ray's processes (trial actors, Train workers and controller, Ray Data tasks) get them from a per-job actor that
+  holds the pairs (``publish``): through the object store, never through ``runtime_env`` (Ray logs it and the
+  dashboard shows it). A process without a pair for a location uses the environment (``AWS_*``) as before.
+"""
+from __future__ import annotations
+
+from typing import Optional
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+SECRET_PARAMS = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key",
+                 "token", "password", "credential", "credentials"}
+ACTOR_PREFIX = "orchestrator-credentials-"
+_BY_LOCATION: dict[str, dict] = {}
+
+
+def split_userinfo(location: str) -> tuple[str, Optional[str], str]:
+    """``(scheme, userinfo or None, rest)`` of ``scheme://[userinfo@]rest``. The userinfo ends at the last ``@``
+    before the query; a ``user:secret`` whose user has no ``/`` counts even when the secret holds ``/``, while an
+    ``@`` inside a path (``s3://bucket/a@b``) does not."""
+    scheme, rest = location.split("://", 1)
+    end = min([i for i in (rest.find("?"), rest.find("#")) if i >= 0] or [len(rest)])
+    at = rest.rfind("@", 0, end)
+    if at < 0:
+        return scheme, None, rest
+    candidate = rest[:at]
+    if "/" in candidate and ("/" in candidate.split(":", 1)[0] or ":" not in candidate):
+        return scheme, None, rest
+    return scheme, candidate, rest[at + 1:]
+
+
+def strip(location: str) -> str:
+    """``scheme://[userinfo@]rest?query`` without the userinfo and the query's secret parameters."""
+    scheme, _, rest = split_userinfo(location)
+    s = urlsplit(f"{scheme}://{rest}")
+    query = [(k, v) for k, v in parse_qsl(s.query, keep_blank_values=True) if k.lower() not in SECRET_PARAMS]
+    return urlunsplit((s.scheme, s.netloc, s.path, urlencode(query, safe=":/"), s.fragment))
+
+
+def _key(location: str) -> str:
+    """Where a location points, without credentials, query or trailing slash: what pairs are kept under."""
+    scheme, _, rest = split_userinfo(location)
+    return f"{scheme}://{rest.split('?', 1)[0].split('#', 1)[0].rstrip('/')}"
+
+
+def pair(location: str) -> Optional[dict]:
+    """The credentials written into a URI (userinfo, or ``access_key``/``secret_key``/``session_token`` in the
+    query), unquoted; None without a complete pair."""
+    scheme, userinfo, rest = split_userinfo(location)
+    query = dict(parse_qsl(rest.split("?", 1)[1], keep_blank_values=True)) if "?" in rest else {}
+    key = secret = None
+    if userinfo is not None:
+        user, _, password = userinfo.partition(":")
+        key, secret = unquote(user), unquote(password)
+    key, secret = key or query.get("access_key"), secret or query.get("secret_key")
+    if not (key and secret):
+        return None
+    found = {"access_key": key, "secret_key": secret}
+    if query.get("session_token"):
+        found["session_token"] = query["session_token"]
+    return found
+
+
+def adopt(location: str) -> str:
+    """Keep the credentials of ``location`` (if any) in memory under it; the location without them comes back."""
+    if "://" not in location:
+        return location
+    found = pair(location)
+    if found is not None:
+        _BY_LOCATION[_key(location)] = found
+    return strip(location)
+
+
+def lookup(location: str) -> Optional[dict]:
+    """The pair adopted for ``location`` or a folder above it (the longest match), else from this job's actor when
+    in a Ray worker, else None (the environment's then)."""
+    key = _key(location)
+    matches = [k for k in _BY_LOCATION if key == k or key.startswith(k + "/")]
+    if not matches:
+        _fetch_from_job()
+        matches = [k for k in _BY_LOCATION if key == k or key.startswith(k + "/")]
+    return dict(_BY_LOCATION[max(matches, key=len)]) if matches else None
+
+
+def install(pairs: dict[str, dict]) -> None:
+    _BY_LOCATION.update(pairs)
+
+
+def forget() -> None:
+    """Drop every adopted pair (tests)."""
+    _BY_LOCATION.clear()
+
+
+class _Holder:
+    """The job's pairs, for its Ray processes (an actor: what it returns travels through the object store)."""
+
+    def __init__(self):
+        self._pairs: dict = {}
+
+    def put(self, pairs: dict) -> None:
+        self._pairs.update(pairs)
+
+    def get(self) -> dict:
+        return dict(self._pairs)
+
+
+def publish() -> None:
+    """Hand this process's pairs to the job's holder actor (made once; it ends with the job). No-op without pairs."""
+    import ray
+
+    if not _BY_LOCATION or not ray.is_initialized():
+        return
+    name = ACTOR_PREFIX + ray.get_runtime_context().get_job_id()
+    holder = ray.remote(num_cpus=0)(_Holder).options(name=name, get_if_exists=True, lifetime=None).remote()
+    ray.get(holder.put.remote(dict(_BY_LOCATION)))
+
+
+_FETCHED = [False]
+
+
+def _fetch_from_job() -> None:
+    """In a Ray worker of a job that published pairs: copy them here, once."""
+    if _FETCHED[0]:
+        return
+    try:
+        import ray
+
+        if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+            return
+        _FETCHED[0] = True
+        holder = ray.get_actor(ACTOR_PREFIX + ray.get_runtime_context().get_job_id())
+        install(ray.get(holder.get.remote(), timeout=60))
+    except (ValueError, ImportError):      # no holder: this job adopted nothing
+        return

@@ -1,0 +1,48 @@
+"""A run that can never fit a cluster without an autoscaler (or beyond its maximum) fails at once, naming the
+numbers, the job's own reservation included, and the fix; it never waits forever."""
+import pytest
+
+from factories import embedded, run_cli, write_yaml
+
+
+def config(tmp_path, *, workers: int, cpus: float, **sections):
+    from orchestrator.config.schema import parse_config
+
+    return parse_config(embedded(tmp_path / "runs", resources={"workers": workers, "cpus_per_worker": cpus},
+                                 **sections))
+
+
+def test_a_run_that_never_fits_a_fixed_cluster_names_the_numbers_and_the_fix(tmp_path):
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.capacity import NodeType, check_feasible
+
+    two_cpus = [NodeType("127.0.0.1", {"CPU": 2.0}, 1, head=True)]
+    with pytest.raises(ConfigError) as e:      # the job's 0.1-CPU entrypoint leaves 1.9
+        check_feasible(config(tmp_path, workers=2, cpus=1.0), two_cpus, reserved_cpu=0.1, autoscaling=False)
+    msg = str(e.value)
+    assert "2 workers of {CPU: 1}" in msg and "this job itself holds 0.1 CPU" in msg and "holds 1" in msg, msg
+    assert "no autoscaler" in msg and "resources.cpus_per_worker: 0.95" in msg, msg
+    with pytest.raises(ConfigError, match=r"cpus_per_worker: 0\.66"):
+        check_feasible(config(tmp_path, workers=3, cpus=1.0), two_cpus, reserved_cpu=0.0, autoscaling=False)
+    check_feasible(config(tmp_path, workers=2, cpus=0.95), two_cpus, reserved_cpu=0.1, autoscaling=False)
+
+
+def test_with_an_autoscaler_its_maximum_counts(tmp_path):
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.capacity import NodeType, check_feasible
+
+    grows = [NodeType("head", {"CPU": 2.0}, 1, head=True), NodeType("cpu", {"CPU": 2.0}, 2)]
+    check_feasible(config(tmp_path, workers=5, cpus=1.0), grows, reserved_cpu=0.15, autoscaling=True)
+    with pytest.raises(ConfigError, match="autoscaler's maximum"):
+        check_feasible(config(tmp_path, workers=6, cpus=1.0), grows, reserved_cpu=0.15, autoscaling=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, workers", [("train", 2), ("tune", 3)])
+def test_train_and_tune_jobs_that_never_fit_fail_at_once(ray_session, tmp_path, capsys, command, workers):
+    """As a submitted job (its entrypoint holds 0.1 CPU) on the tests' 2-CPU cluster, which has no autoscaler."""
+    search = {"search": {"num_samples": 1, "space": {"train.head_lr": {"choice": [1e-3]}}}} if command == "tune" else {}
+    cfg = embedded(tmp_path / "runs", resources={"workers": workers, "cpus_per_worker": 1.0}, **search)
+    code, out, err = run_cli(capsys, command, write_yaml(tmp_path / "e.yaml", cfg), "--in-ray-job")
+    assert code == 2 and "this job itself holds" in err and "resources.cpus_per_worker: 0." in err, out + err
+    assert "\n" not in err and "waits for resources" not in out

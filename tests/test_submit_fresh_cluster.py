@@ -1,0 +1,84 @@
+"""`orchestrator submit` seconds after `ray start` (slow): the job gets its working dir and succeeds.
+
+Starts its own head (free ports, its own short temp dir, token auth on) and stops only that head's processes, by PID.
+"""
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from factories import free_port, wait_until
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def pids_of(temp: str) -> list[int]:
+    """Processes whose command line names this head's temp dir (every Ray daemon of it does)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if temp.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture
+def fresh_head():
+    temp = tempfile.mkdtemp(prefix="rf", dir="/tmp")   # short: Ray's socket paths have a length limit
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env.pop("RAY_ADDRESS", None)
+    dash = free_port()
+    args = ["--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}", f"--dashboard-port={dash}",
+            "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}", "--num-cpus=1",
+            f"--temp-dir={temp}", "--disable-usage-stats"]
+    try:
+        with open(f"{temp}.log", "w") as log:
+            started = subprocess.run([str(BIN / "ray"), "start", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, timeout=300)
+        assert started.returncode == 0, Path(f"{temp}.log").read_text()[-3000:]
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids_of(temp):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                wait_until(lambda: not pids_of(temp), timeout_s=15, what="the test's head stops")
+                break
+            except AssertionError:
+                continue
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_submit_right_after_ray_start_succeeds(fresh_head, tmp_path, monkeypatch):
+    from orchestrator.cli.jobs import submit_job
+
+    url, env = fresh_head
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.setenv(key, env[key])
+    wd = tmp_path / "wd"
+    (wd / "jobs").mkdir(parents=True)
+    (wd / "jobs" / "hello.py").write_text("import sys, pathlib\nprint('hello from', pathlib.Path.cwd().name, "
+                                          "open(sys.argv[1]).read().strip())\n")
+    (wd / "experiment.yaml").write_text(f"storage: {tmp_path / 'storage'}\n")
+    lines = []
+    code = submit_job(str(wd / "experiment.yaml"), url, entrypoint_script="jobs/hello.py", working_dir=str(wd),
+                      follow=True, out=lines.append)
+    assert code == 0, lines[-20:]
+    assert any("hello from" in line and "storage:" in line for line in lines), lines[-20:]
