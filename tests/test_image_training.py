@@ -110,3 +110,22 @@ def test_disk_cache_reaches_the_accuracy_of_the_memory_run_and_is_removed(memory
         assert abs(s["tasks"][task]["accuracy"] - mem["tasks"][task]["accuracy"]) <= 0.1, (s["tasks"], mem["tasks"])
     assert s["tasks"]["sum"]["r2"] > 0.2, s["tasks"]
     assert os.listdir(tmp_path / "cache") == []        # the run's cache folder is gone when the run ends
+def test_streamed_batches_come_in_the_order_dealt_every_time(ray_session, image_files, tmp_path):
+    """A seeded streamed run must see the same batches each time, however the decode tasks' finishing order falls."""
+    from orchestrator.data.decode import decode_options
+    from orchestrator.data.pipeline import stream
+    from orchestrator.data.prepare import prepare
+
+    cfg = image_config(tmp_path, image_files, cache="stream")
+    data = prepare(cfg)
+    opts = decode_options(cfg.model_dump(mode="json"), data.spec.to_dict())
+    units = data.train_units[:8]
+
+    def rows():
+        return [b["row"].tolist() for b in stream(units, opts, batch_size=32, seed=3, drop_last=True)]
+
+    first = rows()
+    flat = [r for b in first for r in b]
+    assert len(first) >= 8 and len(set(flat)) == len(flat) and set(flat) <= {r for u in units for r in u["rows"]}
+    for _ in range(3):
+        assert rows() == first
