@@ -85,7 +85,7 @@ def pareto_optuna(cfg: ExperimentConfig, points: list[dict]):
 
     class ParetoOptuna(OptunaSearch):
         def set_search_properties(self, metric, mode, config, **spec):   # keep its metrics, not TuneConfig's one
-            return super().set_search_properties(None, None, config, **spec)
+            return super().set_search_properties(None, None, config)
 
     return ParetoOptuna(metric=list(sch.metrics), mode=[metrics.direction(m) for m in sch.metrics],
                         seed=cfg.search.seed, points_to_evaluate=points or None)
@@ -143,7 +143,7 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None) -> str:
 
     fs, path = storage.filesystem(layout.sweeps(cfg.storage, cfg.name))
     ids = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-                 if i.type == pafs.FileType.Directory and not i.base_name.startswith(("baseline-", "confirm-")))
+                 if i.type == pafs.FileType.Directory and not i.base_name.startswith(("baseline-", "confirm-", "ablation-")))
     if sweep_id is None:
         if not ids:
             raise ConfigError(f"no sweep of experiment {cfg.name!r} to resume in {storage.redact(cfg.storage)}: "
