@@ -146,3 +146,23 @@ def test_the_sweep_makes_moasha_and_optuna_searches_the_same_metrics(tmp_path):
     searcher = make_searcher(cfg, 2, [])
     searcher.set_search_properties("objective", "max", {"train.freeze_depth": __import__("ray").tune.choice([0, 1])})
     assert searcher.searcher.metric == names and searcher.searcher.mode == ["max", "min"]
+
+
+def test_the_bench_counts_equal_epochs_and_measures_fronts_of_full_trials(monkeypatch):
+    """bench/moasha.py's accounting (its runs are too heavy for the suite; `--smoke` runs it end to end)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "moasha.py"
+    monkeypatch.syspath_prepend(str(path.parent))
+    spec = importlib.util.spec_from_file_location("bench_moasha", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [{"created_at": f"2026-01-0{i}", "epochs": e, "left_accuracy": la, "right_accuracy": ra, "sum_r2": r2}
+            for i, (e, la, ra, r2) in enumerate([(6, 0.9, 0.6, 0.5), (1, 0.99, 0.99, 0.9), (6, 0.6, 0.9, 0.5),
+                                                  (6, 0.5, 0.5, 0.1), (6, 0.95, 0.95, 0.9)], 1)]
+    counted = bench.within_budget(list(reversed(rows)), 19)
+    assert [r["created_at"] for r in counted] == ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+    hv, size = bench.front_hypervolume(counted, 6)   # the 1-epoch trial is not on the front
+    union = 0.7 * 0.4 * 0.5 + 0.4 * 0.7 * 0.5 - 0.4 * 0.4 * 0.5
+    assert size == 2 and hv == pytest.approx(union)
