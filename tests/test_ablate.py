@@ -163,3 +163,18 @@ def test_a_moasha_sweep_then_ablate_then_its_report(tmp_path, capsys):
     text = open(tmp_path / "rep" / "report.md").read()
     assert "## What mattered" in text and "No ablation runs" not in text and "train.freeze_depth" in text
     assert "## Front hypervolume by scheduler" in text and "| moasha |" in text
+
+
+def test_a_conditional_choice_ablates_its_parent_values(tmp_path):
+    """A branch written as {static: {train.loss_weights: ...}} is the value static."""
+    from orchestrator.sweep.ablate import alternatives
+
+    runs = sweep_board(tmp_path)
+    record = layout.sweep_record(runs, "exp", "sw1")
+    saved = json.loads(storage.read_bytes(record))
+    saved["config"]["search"]["space"]["train.loss_weighting"] = {
+        "choice": [{"static": {"train.loss_weights": {"simplex": {"concentration": 1.0}}}}, "uncertainty", "dwa"]}
+    storage.atomic_write(record, json.dumps(saved).encode())
+    winner = {"experiment": "exp", "sweep_id": "sw1", "config": base_cfg(runs).run_fields()}
+    assert alternatives(None, winner, ["train.loss_weighting"], {}) == {
+        "train.loss_weighting": ["static", "uncertainty", "dwa"]}

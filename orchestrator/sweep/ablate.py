@@ -83,7 +83,8 @@ def alternatives(board, winner: dict, dims: list[str], given: dict[str, list]) -
         if dim in given:
             out[dim] = given[dim]
         elif isinstance(space.get(dim), dict) and "choice" in space[dim]:
-            out[dim] = list(space[dim]["choice"])
+            # a conditional branch ({static: {train.loss_weights: ...}}) is its parent's value
+            out[dim] = [next(iter(v)) if isinstance(v, dict) and len(v) == 1 else v for v in space[dim]["choice"]]
         else:
             raise ConfigError(f"--dims {dim}: not a choice in sweep {winner['sweep_id']}'s space; give its "
                               f"alternatives with --values {dim}=V1,V2")
