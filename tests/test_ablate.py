@@ -50,7 +50,8 @@ def test_the_plan_varies_the_winner_one_dimension_at_a_time(tmp_path):
     todo = plan(Leaderboard(runs), "exp", dims=["train.loss_weighting", "train.freeze_depth"], seeds=2, values={},
                 storage_location=runs)
     assert todo.winner["trial_id"] == "t1"          # the best completed trial (no confirmation runs)
-    made = [(x["ablation_dim"], json.loads(x["ablation_value"]), c.train.seed) for c, x in zip(todo.configs, todo.extra)]
+    made = [(x["ablation_dim"], json.loads(x["ablation_value"]), c.train.seed)
+            for c, x in zip(todo.configs, todo.extra)]
     assert made == [(REFERENCE, None, 1), (REFERENCE, None, 2),
                     ("train.loss_weighting", "static", 1), ("train.loss_weighting", "static", 2),
                     ("train.loss_weighting", "dwa", 1), ("train.loss_weighting", "dwa", 2),
@@ -156,7 +157,8 @@ def test_a_moasha_sweep_then_ablate_then_its_report(tmp_path, capsys):
     assert "train.freeze_depth=" in r.out and "*" in r.out
     rows = Leaderboard(str(runs)).table(experiment="mo", kind="ablation").to_pylist()
     assert len(rows) == 2 and {x["ablation_dim"] for x in rows} == {REFERENCE, "train.freeze_depth"}
-    again = run_cli(capsys, "ablate", "-e", "mo", "--dims", "train.freeze_depth", "--seeds", "1", "--storage", str(runs))
+    again = run_cli(capsys, "ablate", "-e", "mo", "--dims", "train.freeze_depth", "--seeds", "1",
+                    "--storage", str(runs))
     assert again.code == 0 and "0 runs to train, 2 reused" in again.out + again.err + open(
         layout.log_file(str(runs), "ablate", "mo")).read()
     assert run_cli(capsys, "report", "-e", "mo", "-o", str(tmp_path / "rep"), "--storage", str(runs)).code == 0

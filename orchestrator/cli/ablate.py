@@ -14,10 +14,12 @@ from .common import address_opt
 @click.option("--experiment", "-e", required=True, help="the experiment whose winner is ablated")
 @click.option("--trial", default=None, help="ablate this trial (default: the confirmed winner, else the best "
                                             "completed trial)")
-@click.option("--dims", required=True, help="dotted paths, comma-separated, e.g. train.loss_weighting,train.freeze_depth")
+@click.option("--dims", required=True,
+              help="dotted paths, comma-separated, e.g. train.loss_weighting,train.freeze_depth")
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(1), help="seeds per alternative")
 @click.option("--values", "values", multiple=True, metavar="DIM=V1,V2",
-              help="alternatives of a dimension that is not a choice in the sweep's space, e.g. train.head_lr=1e-3,1e-2")
+              help="alternatives of a dimension that is not a choice in the sweep's space, e.g. "
+                   "train.head_lr=1e-3,1e-2")
 @click.option("--storage", "location", default="runs", show_default=True, help="storage holding the leaderboard")
 @address_opt
 def ablate(experiment, trial, dims, seeds, values, location, address):

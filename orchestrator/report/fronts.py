@@ -80,5 +80,6 @@ def markdown_lines(res: dict, table) -> list[str]:
            f"level: " + "; ".join(f"`{m}` {f['reference'][m]:.4g} ({f['how'][m]})" for m in f["metrics"]) +
            ". Larger is better.", ""]
     out += table(["scheduler", "sweeps", "completed trials", "front size", "hypervolume"],
-                 [[name, len(b["sweeps"]), b["n"], b["front"], b["hypervolume"]] for name, b in f["by_scheduler"].items()])
+                 [[name, len(b["sweeps"]), b["n"], b["front"], b["hypervolume"]]
+                  for name, b in f["by_scheduler"].items()])
     return out

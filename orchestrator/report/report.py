@@ -43,7 +43,8 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
         raise ConfigError(f"experiment {experiment!r} has no trials in sweep {sweep_id!r}; its sweeps: "
                           f"{', '.join(sweeps) or 'none'}")
     ids = {r["trial_id"] for r in trials}
-    ablations = [r for r in rows if ranking.kind_of(r) == "ablation" and (sweep_id is None or r.get("ablation_of") in ids)]
+    ablations = [r for r in rows
+                 if ranking.kind_of(r) == "ablation" and (sweep_id is None or r.get("ablation_of") in ids)]
     rows = trials + [r for r in rows if ranking.kind_of(r) == "baseline"
                      or (ranking.kind_of(r) == "confirm" and (sweep_id is None or r.get("confirm_of") in ids))]
     pair = pareto_metrics(trials, metrics)

@@ -143,7 +143,8 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None) -> str:
 
     fs, path = storage.filesystem(layout.sweeps(cfg.storage, cfg.name))
     ids = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-                 if i.type == pafs.FileType.Directory and not i.base_name.startswith(("baseline-", "confirm-", "ablation-")))
+                 if i.type == pafs.FileType.Directory
+                 and not i.base_name.startswith(("baseline-", "confirm-", "ablation-")))
     if sweep_id is None:
         if not ids:
             raise ConfigError(f"no sweep of experiment {cfg.name!r} to resume in {storage.redact(cfg.storage)}: "
