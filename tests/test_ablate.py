@@ -127,7 +127,7 @@ def test_the_report_has_what_mattered_importance_and_hypervolume(tmp_path):
     assert f["reference"] == {"left_accuracy": 0.0, "right_accuracy": 0.0}
     # front: (0.9, 0.8) t1, (0.6, 0.9) t3, (0.7, 0.6) x2*, dominated by t1: HV = 0.9*0.8 + 0.6*0.1
     assert f["by_scheduler"]["moasha"]["hypervolume"] == pytest.approx(0.9 * 0.8 + 0.6 * 0.1)
-    assert "## Front hypervolume by scheduler" in text and "0 (classes not listed in the config)" in text
+    assert "## Front hypervolume by scheduler" in text and "`left_accuracy` 0 (classes not listed in the config)" in text
 
 
 def test_ablate_mistakes_are_one_line_and_start_no_ray(tmp_path, capsys, no_ray):

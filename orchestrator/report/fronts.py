@@ -33,13 +33,13 @@ def chance_level(metric: str, tasks: dict, values: list[float]) -> tuple[float, 
     spec = tasks.get(task) or {}
     if name == "accuracy":
         k = len(spec.get("classes") or ()) or (2 if spec.get("type") == "binary" else 0)
-        return (1.0 / k, f"1/{k} classes") if k else (0.0, "0 (classes not listed in the config)")
+        return (1.0 / k, f"1/{k}: {k} classes") if k else (0.0, "classes not listed in the config")
     if name == "auc":
-        return 0.5, "0.5"
+        return 0.5, "chance"
     if name == "r2":
-        return 0.0, "0 (predicting the mean)"
+        return 0.0, "predicting the mean"
     worst = registry.best_of(values, "max" if registry.direction(metric) == "min" else "min")
-    return (worst if worst is not None else 0.0), "the worst value reached (no chance level without the labels)"
+    return (worst if worst is not None else 0.0), "the worst value reached: no chance level without the labels"
 
 
 def scheduler_fronts(trials: list[dict], root: str, experiment: str) -> Optional[dict]:

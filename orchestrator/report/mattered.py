@@ -114,8 +114,8 @@ def markdown_lines(res: dict, table) -> list[str]:
     out = ["## What mattered", ""]
     m = res.get("mattered")
     if m is None:
-        out += ["No ablation runs: `orchestrator ablate -e EXP --dims train.loss_weighting,train.freeze_depth "
-                "--seeds 3` varies the winner one dimension at a time.", ""]
+        out += [f"No ablation runs: `orchestrator ablate -e {res['experiment']} --dims train.loss_weighting,"
+                f"train.freeze_depth --seeds 3` varies the winner one dimension at a time.", ""]
     else:
         out += [f"The winner ({m['winner']}) varied one dimension at a time, everything else held, seeds "
                 f"{', '.join(map(str, m['seeds']))} for every alternative: objective mean ± std over seeds "
