@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..errors import UserError
+from .ablate import ablate
 from .data import manifest
 from .jobs import jobs, submit
 from .query import best, leaderboard, pareto
@@ -19,8 +20,8 @@ def cli():
     """Multi-task fine-tuning sweeps on Ray: train, tune, and query the leaderboard."""
 
 
-for command in (pretrain, validate, train, tune, baselines, confirm, demo, submit, jobs, leaderboard, best, pareto,
-                report, manifest):
+for command in (pretrain, validate, train, tune, baselines, confirm, ablate, demo, submit, jobs, leaderboard, best,
+                pareto, report, manifest):
     cli.add_command(command)
 
 

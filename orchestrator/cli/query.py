@@ -9,7 +9,7 @@ import yaml
 
 from ..errors import ConfigError
 
-_KINDS = ["trial", "baseline", "confirm", "all"]
+_KINDS = ["trial", "baseline", "confirm", "ablation", "all"]
 
 
 def write_best(row: dict, output: str) -> None:

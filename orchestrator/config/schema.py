@@ -228,6 +228,9 @@ class ExperimentConfig(_Strict):
             raise ValueError("train.loss_weighting dwa needs at least two tasks")
         if self.search is not None:
             check_paths(self.search, self.run_fields(), list(self.tasks))
+            for name in self.search.scheduler.metrics or ():
+                if name not in known or name == "delta_m":
+                    raise ValueError(f"search.scheduler.metrics: {name!r} is not reported; use some of {known[:-1]}")
         return self
 
     # -- derived values -------------------------------------------------------------------

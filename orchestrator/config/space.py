@@ -3,7 +3,8 @@
     search:
       num_samples: 12
       searcher: random            # random | grid (choices as a grid, the rest sampled) | optuna
-      scheduler: {type: asha, grace_period: 1, reduction_factor: 2}   # or {type: none}
+      scheduler: {type: asha, grace_period: 1, reduction_factor: 2}   # or {type: none}, or
+      #   {type: moasha, metrics: [left_accuracy, right_accuracy]}: stops on Pareto ranks (sweep/moasha.py)
       max_concurrent_trials: null # default: what the cluster's resources fit
       seed: 0
       space:
@@ -60,9 +61,20 @@ class Domain(_Strict):
 
 
 class SchedulerConfig(_Strict):
-    type: Literal["asha", "none"] = "asha"
+    type: Literal["asha", "moasha", "none"] = Field(
+        "asha", description="asha: on the objective; moasha: on several metrics at once (Pareto ranks); none")
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
     reduction_factor: float = Field(2.0, gt=1)
+    metrics: Optional[tuple[str, ...]] = Field(None, description="moasha: the reported metrics it ranks trials by")
+
+    @model_validator(mode="after")
+    def _metrics(self):
+        if self.type == "moasha" and not self.metrics:
+            raise ValueError("scheduler moasha needs metrics, e.g. metrics: [left_accuracy, right_accuracy]")
+        if self.type != "moasha" and self.metrics:
+            raise ValueError(f"scheduler metrics only apply to moasha, not {self.type}: remove them or use "
+                             f"type: moasha")
+        return self
 
 
 class WarmStartConfig(_Strict):

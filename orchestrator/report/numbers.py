@@ -14,7 +14,7 @@ from ..leaderboard.columns import KNOWN_TYPES, column_type
 from ..leaderboard.ranking import finite
 
 METHODS = ("static", "uncertainty", "dwa")
-_NOT_HP = {"confirm_of", "baseline_task", "baseline_key"}
+_NOT_HP = {"confirm_of", "baseline_task", "baseline_key", "ablation_of", "ablation_dim", "ablation_value"}
 _HP = ("freeze_depth", "backbone_lr", "head_lr", "loss_weighting", "optimizer", "batch_size", "max_epochs", "seed")
 
 

@@ -13,7 +13,7 @@ from .. import storage
 from ..errors import ConfigError
 from ..leaderboard import ranking
 from ..leaderboard.query import rows as row_dicts
-from . import plots
+from . import fronts, mattered, plots
 from .numbers import finite, fmt, pareto_metrics, summarize
 from .plots import NO_BASELINES
 
@@ -43,6 +43,8 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
         raise ConfigError(f"experiment {experiment!r} has no trials in sweep {sweep_id!r}; its sweeps: "
                           f"{', '.join(sweeps) or 'none'}")
     ids = {r["trial_id"] for r in trials}
+    ablations = [r for r in rows
+                 if ranking.kind_of(r) == "ablation" and (sweep_id is None or r.get("ablation_of") in ids)]
     rows = trials + [r for r in rows if ranking.kind_of(r) == "baseline"
                      or (ranking.kind_of(r) == "confirm" and (sweep_id is None or r.get("confirm_of") in ids))]
     pair = pareto_metrics(trials, metrics)
@@ -52,6 +54,9 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     best = trials[order[0]] if any(finite(r.get("objective")) is not None for r in trials) else None
     result = summarize(rows, best=best, front=front, pair=pair)
     result["experiment"], result["board"] = experiment, board.uri
+    result["mattered"] = mattered.what_mattered(ablations + rows, result["tasks"])
+    result["importance"] = mattered.importance(trials)
+    result["fronts"] = fronts.scheduler_fronts(trials, storage.parent(board.uri), experiment)
     result["paths"] = _draw(trials, result, out_dir)
     result["report"] = storage.join(out_dir, REPORT)
     storage.atomic_write(result["report"], markdown(result).encode())
@@ -129,6 +134,8 @@ def markdown(res: dict) -> str:
     else:
         out += [NO_BASELINES[0].upper() + NO_BASELINES[1:] + ".", ""]
     out += image("delta_m", "Δm% by loss weighting")
+    out += ["This averages over whatever else each trial sampled; \"What mattered\" below holds the rest fixed.", ""]
+    out += mattered.markdown_lines(res, _table) + fronts.markdown_lines(res, _table)
     if res["confirm"]:
         out += ["## Confirmation runs", "", "Top configurations retrained with new seeds, ranked by mean objective.",
                 ""]

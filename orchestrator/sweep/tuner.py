@@ -44,14 +44,21 @@ def check_space(p: Prepared) -> None:
                 check_batch(trial, p.data)
 
 
-def make_scheduler(cfg: ExperimentConfig):
-    """ASHA on the reported epoch; ``max_t`` is the largest epoch budget a trial can have."""
+def make_scheduler(cfg: ExperimentConfig, *, sweep_id: str | None = None):
+    """ASHA (or MO-ASHA) on the reported epoch; ``max_t`` is the largest epoch budget a trial can have. MO-ASHA
+    keeps its rungs in the sweep's folder, for ``--resume``."""
     sch = cfg.search.scheduler
     if sch.type == "none":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     max_t = int(largest(cfg.search, "train.epochs", cfg.train.epochs))
+    if sch.type == "moasha":
+        from .moasha import MOASHA
+
+        state = layout.scheduler_state(cfg.storage, cfg.name, sweep_id) if sweep_id else None
+        return MOASHA(list(sch.metrics), max_t=max_t, grace_period=min(sch.grace_period, max_t),
+                      reduction_factor=sch.reduction_factor, state=state)
     return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=min(sch.grace_period, max_t),
                          reduction_factor=sch.reduction_factor)
 
@@ -62,11 +69,29 @@ def make_searcher(cfg: ExperimentConfig, concurrent: int, points: list[dict]):
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return ConcurrencyLimiter(OptunaSearch(seed=s.seed, points_to_evaluate=points or None),
-                                  max_concurrent=concurrent)
+        searcher = pareto_optuna(cfg, points) or OptunaSearch(seed=s.seed, points_to_evaluate=points or None)
+        return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
     from ray.tune.search import BasicVariantGenerator
 
     return BasicVariantGenerator(random_state=s.seed, max_concurrent=concurrent, points_to_evaluate=points or None)
+
+
+def pareto_optuna(cfg: ExperimentConfig, points: list[dict]):
+    """Under MO-ASHA, Optuna searches the scheduler's metrics multi-objectively (each direction from the registry);
+    None under any other scheduler."""
+    from .. import metrics
+
+    sch = cfg.search.scheduler
+    if sch.type != "moasha":
+        return None
+    from ray.tune.search.optuna import OptunaSearch
+
+    class ParetoOptuna(OptunaSearch):
+        def set_search_properties(self, metric, mode, config, **spec):   # keep its metrics, not TuneConfig's one
+            return super().set_search_properties(None, None, config)
+
+    return ParetoOptuna(metric=list(sch.metrics), mode=[metrics.direction(m) for m in sch.metrics],
+                        seed=cfg.search.seed, points_to_evaluate=points or None)
 
 
 def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
@@ -121,7 +146,8 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None) -> str:
 
     fs, path = storage.filesystem(layout.sweeps(cfg.storage, cfg.name))
     ids = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-                 if i.type == pafs.FileType.Directory and not i.base_name.startswith(("baseline-", "confirm-")))
+                 if i.type == pafs.FileType.Directory
+                 and not i.base_name.startswith(("baseline-", "confirm-", "ablation-")))
     if sweep_id is None:
         if not ids:
             raise ConfigError(f"no sweep of experiment {cfg.name!r} to resume in {storage.redact(cfg.storage)}: "
@@ -175,7 +201,8 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     spec = SweepSpec(TrialPlan(sweep_id, cfg.model_dump(mode="json"), RunInputs.of(session, baselines=baselines)),
                      param_space(cfg.search, list(cfg.tasks)), num_samples=cfg.search.samples,
                      searcher=None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out)),
-                     scheduler=make_scheduler(cfg), concurrent=concurrent, callbacks=(callback,), verbose=verbose)
+                     scheduler=make_scheduler(cfg, sweep_id=sweep_id), concurrent=concurrent, callbacks=(callback,),
+                     verbose=verbose)
     make_tuner(cfg, spec, resume=resume).fit()
     release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
     board.maybe_compact()

@@ -1,0 +1,139 @@
+"""The report's "What mattered" numbers, pure functions of leaderboard rows: the ablation runs (``orchestrator ablate``,
+rows of kind ``ablation``) as mean ± std per alternative and controlled Δm% per loss-weighting method, and the
+parameter importance over the sweep's trials (fANOVA, ``optuna.importance``)."""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from typing import Optional
+
+from .. import metrics as registry
+from ..config.space import dotted_get
+from ..leaderboard import ranking
+from ..leaderboard.ranking import finite
+
+REFERENCE = "reference"   # sweep.ablate's mark for the winner's own values
+IMPORTANCE_COLUMNS = ("freeze_depth", "backbone_lr", "head_lr", "loss_weighting", "optimizer", "batch_size",
+                      "max_epochs")
+MIN_TRIALS_FOR_IMPORTANCE = 4
+
+
+def _label(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _baselines(rows: list[dict], tasks: list[tuple[str, str]]) -> dict[str, float]:
+    """task -> the latest completed single-task baseline's score."""
+    out = {}
+    for r in sorted((r for r in rows if ranking.kind_of(r) == "baseline" and r.get("status") == "completed"),
+                    key=lambda r: str(r.get("created_at"))):
+        for t, m in tasks:
+            if r.get("baseline_task") == t and finite(r.get(f"{t}_{m}")) is not None:
+                out[t] = r[f"{t}_{m}"]
+    return out
+
+
+def _delta_m(row: dict, tasks: list[tuple[str, str]], baselines: dict[str, float]) -> Optional[float]:
+    if finite(row.get("delta_m_pct")) is not None:
+        return row["delta_m_pct"]
+    if not baselines:
+        return None
+    return registry.delta_m_pct({t: (m, finite(row.get(f"{t}_{m}"))) for t, m in tasks}, baselines)
+
+
+def _stats(values: list[float]) -> dict:
+    return {"n": len(values), "mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None}
+
+
+def what_mattered(rows: list[dict], tasks: list[tuple[str, str]]) -> Optional[dict]:
+    """The latest ablated winner's runs: per dimension, per alternative (the winner's own value marked), the
+    objective's mean ± std over seeds, and for ``train.loss_weighting`` the mean Δm% (None without baselines)."""
+    runs = [r for r in rows if ranking.kind_of(r) == "ablation" and r.get("status") == "completed"
+            and finite(r.get("objective")) is not None]
+    if not runs:
+        return None
+    winner = max(runs, key=lambda r: str(r.get("created_at")))["ablation_of"]
+    runs = [r for r in runs if r.get("ablation_of") == winner]
+    reference = [r for r in runs if r.get("ablation_dim") == REFERENCE]
+    dims = list(dict.fromkeys(r["ablation_dim"] for r in runs if r.get("ablation_dim") != REFERENCE))
+    baselines = _baselines(rows, tasks)
+    out = {}
+    for dim in dims:
+        groups: dict[str, list[dict]] = defaultdict(list)
+        own = None
+        for r in reference:
+            own = _label(dotted_get(r["config"], dim) if isinstance(r.get("config"), dict) else None)
+            groups[own].append(r)
+        for r in runs:
+            if r.get("ablation_dim") == dim:
+                groups[_label(json.loads(r["ablation_value"]))].append(r)
+        out[dim] = {value: {**_stats([r["objective"] for r in g]), "winner": value == own,
+                            "delta_m": _stats([d for r in g if (d := _delta_m(r, tasks, baselines)) is not None])}
+                    for value, g in groups.items()}
+    mode = runs[0].get("objective_mode") or "max"
+    return {"winner": winner, "dims": out, "mode": mode, "baselines": bool(baselines),
+            "seeds": sorted({r.get("seed") for r in runs if r.get("seed") is not None})}
+
+
+def importance(trials: list[dict]) -> Optional[dict]:
+    """fANOVA importance of each hyperparameter column that varies over the trials with a finite objective
+    (stopped trials included, at the epoch they stopped); None with fewer than 4 such trials or nothing varying."""
+    import optuna
+
+    done = [r for r in trials if ranking.kind_of(r) == "trial" and finite(r.get("objective")) is not None]
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
+        return None
+    names = [*IMPORTANCE_COLUMNS, *sorted({k for r in done for k in r if k.startswith("weight_")})]
+    dists = {}
+    for name in names:
+        values = [r.get(name) for r in done]
+        if any(v is None for v in values) or len(set(values)) < 2:
+            continue
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            dists[name] = optuna.distributions.FloatDistribution(float(min(values)), float(max(values)))
+        else:
+            dists[name] = optuna.distributions.CategoricalDistribution(sorted({str(v) for v in values}))
+    if not dists:
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    mode = done[0].get("objective_mode") or "max"
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for r in done:
+        params = {k: (float(r[k]) if isinstance(d, optuna.distributions.FloatDistribution) else str(r[k]))
+                  for k, d in dists.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(r["objective"])))
+    ranked = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    return {"n": len(done), "importance": {k: float(v) for k, v in ranked.items()}}
+
+
+def markdown_lines(res: dict, table) -> list[str]:
+    """The "What mattered" section (``table``: the report's markdown table writer)."""
+    out = ["## What mattered", ""]
+    m = res.get("mattered")
+    if m is None:
+        out += [f"No ablation runs: `orchestrator ablate -e {res['experiment']} --dims train.loss_weighting,"
+                f"train.freeze_depth --seeds 3` varies the winner one dimension at a time.", ""]
+    else:
+        out += [f"The winner ({m['winner']}) varied one dimension at a time, everything else held, seeds "
+                f"{', '.join(map(str, m['seeds']))} for every alternative: objective mean ± std over seeds "
+                f"(* = the winner's own value).", ""]
+        for dim, alts in m["dims"].items():
+            dm = dim == "train.loss_weighting"
+            header = [dim, "n", "mean", "std", *(["controlled Δm%"] if dm else [])]
+            out += table(header, [[f"{v}{' *' if a['winner'] else ''}", a["n"], a["mean"], a["std"],
+                                                  *([a["delta_m"]["mean"]] if dm else [])] for v, a in alts.items()])
+            if dm and not m["baselines"]:
+                out += ["Controlled Δm% needs single-task baselines: `orchestrator baselines CONFIG`.", ""]
+    imp = res.get("importance")
+    out += ["### Parameter importance (fANOVA over the sweep's trials)", ""]
+    if imp is None:
+        out += [f"Fewer than {MIN_TRIALS_FOR_IMPORTANCE} trials with an objective, or no parameter varied.", ""]
+    else:
+        out += [f"{imp['n']} trials (final objective; stopped trials at the epoch they stopped). "
+                f"Importance sums to 1.", ""]
+        out += table(["parameter", "importance"], [[k, v] for k, v in imp["importance"].items()])
+    return out
+

@@ -1,0 +1,157 @@
+"""Which choices mattered? Vary the winner's recipe one dimension at a time, with new seeds, as one Tune run.
+
+A sweep's "Δm% by loss weighting" averages over whatever freeze depths and learning rates random sampling gave each
+method: confounded. ``ablate`` holds everything at the winner's values (its scale, budget and data) and changes one
+dimension (``--dims train.loss_weighting,train.freeze_depth``) over its alternatives: a choice dimension's values in
+the sweep's space, or the values given with ``--values DIM=V1,V2``. Every alternative, the winner's own value
+included, runs with the same S seeds (``train.seed`` + 1..S), so differences are controlled comparisons.
+
+The winner: ``--trial``, else the confirmed winner (``confirm``), else the best completed trial. ``static`` weighting
+uses the winner's loss weights, or the best static trial's when the winner learns its weights. Rows are kind
+``ablation`` (``ablation_of``: the winner's trial id; ``ablation_dim``/``ablation_value``: what changed, ``reference``
+for the winner's own values) and are reused on reruns: a configuration with a completed ablation row is not trained
+again.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import yaml
+
+from .. import layout, storage
+from ..config.schema import ExperimentConfig, parse_config
+from ..config.space import dotted_get
+from ..errors import ConfigError
+from ..leaderboard import ranking
+
+REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """What one ``ablate`` trains: the winner, and per configuration its extra row columns."""
+    winner: dict
+    configs: tuple
+    extra: tuple
+    reused: int = 0
+
+
+def _config(row: dict) -> ExperimentConfig:
+    return parse_config(json.loads(row["config"]) if isinstance(row["config"], str) else row["config"])
+
+
+def winner_row(board, experiment: str, trial: str | None = None) -> dict:
+    """``trial``'s row, else the confirmed winner's, else the best completed trial's."""
+    if trial is None:
+        confirmed = ranking.confirmed(board.table(experiment=experiment, kind="confirm").to_pylist())
+        trial = confirmed[0]["confirm_of"] if confirmed else None
+    if trial is not None:
+        found = board.table(experiment=experiment, where=f"trial_id == {trial!r}").to_pylist()
+        if not found:
+            raise ConfigError(f"experiment {experiment!r} has no trial {trial!r}: see `orchestrator leaderboard "
+                              f"-e {experiment}`")
+        return board.best(experiment=experiment, where=f"trial_id == {trial!r}")
+    if board.table(experiment=experiment, where="status == 'completed'", columns=["trial_id"]).num_rows == 0:
+        raise ConfigError(f"experiment {experiment!r} has no completed trials in {board.uri}: run `orchestrator "
+                          f"tune` first (experiments: {board.experiments()})")
+    return board.best(experiment=experiment, where="status == 'completed'")
+
+
+def parse_values(pairs: tuple[str, ...]) -> dict[str, list]:
+    """``--values DIM=V1,V2`` -> ``{DIM: [V1, V2]}`` (each value parsed as YAML)."""
+    out = {}
+    for pair in pairs:
+        dim, sep, values = pair.partition("=")
+        if not sep or not values.strip():
+            raise ConfigError(f"--values {pair!r} is not DIM=V1,V2: write e.g. --values train.head_lr=0.001,0.01")
+        out[dim.strip()] = [yaml.safe_load(v.strip()) for v in values.split(",") if v.strip()]
+    return out
+
+
+def alternatives(board, winner: dict, dims: list[str], given: dict[str, list]) -> dict[str, list]:
+    """dim -> its values: ``given``, else the choice in the winner's sweep's space."""
+    space = {}
+    try:
+        record = json.loads(storage.read_bytes(layout.sweep_record(_config(winner).storage, winner["experiment"],
+                                                                   winner["sweep_id"])))
+        space = (record["config"].get("search") or {}).get("space") or {}
+    except (OSError, ValueError, KeyError):
+        pass
+    out = {}
+    for dim in dims:
+        if dim in given:
+            out[dim] = given[dim]
+        elif isinstance(space.get(dim), dict) and "choice" in space[dim]:
+            # a conditional branch ({static: {train.loss_weights: ...}}) is its parent's value
+            out[dim] = [next(iter(v)) if isinstance(v, dict) and len(v) == 1 else v for v in space[dim]["choice"]]
+        else:
+            raise ConfigError(f"--dims {dim}: not a choice in sweep {winner['sweep_id']}'s space; give its "
+                              f"alternatives with --values {dim}=V1,V2")
+    return out
+
+
+def static_weights(board, winner: dict) -> dict | None:
+    """Loss weights for a ``static`` alternative: the winner's if it is static, else the best static trial's."""
+    cfg = _config(winner)
+    if cfg.train.loss_weighting == "static":
+        return cfg.train.loss_weights
+    rows = board.top(1, experiment=winner["experiment"], where="loss_weighting == 'static'").to_pylist()
+    return _config(rows[0]).train.loss_weights if rows and rows[0].get("objective") is not None else None
+
+
+def plan(board, experiment: str, *, dims: list[str], seeds: int, values: dict[str, list], storage_location: str,
+         trial: str | None = None) -> Ablation:
+    """Every configuration to train (those with a completed ablation row already left out)."""
+    winner = winner_row(board, experiment, trial)
+    base = _config(winner).with_values({"storage": storage_location})
+    alts = alternatives(board, winner, dims, values)
+    wanted: list[tuple[str, object]] = [(REFERENCE, None)]
+    for dim, vals in alts.items():
+        own = dotted_get(base.run_fields(public=False), dim)
+        wanted += [(dim, v) for v in vals if v != own]
+    done = _done(board, experiment)
+    configs, extra, reused = [], [], 0
+    for dim, value in wanted:
+        changed = {} if dim == REFERENCE else {dim: value}
+        if dim == "train.loss_weighting" and value == "static":
+            changed["train.loss_weights"] = static_weights(board, winner)
+        try:
+            cfg = base.with_values(changed)
+        except ConfigError as e:
+            raise ConfigError(f"ablation {dim}={value!r} is not a valid config ({e})") from None
+        for i in range(1, seeds + 1):
+            run = cfg.with_values({"train.seed": base.train.seed + i})
+            if run.config_hash() in done:
+                reused += 1
+                continue
+            configs.append(run)
+            extra.append({"ablation_of": winner["trial_id"], "ablation_dim": dim,
+                          "ablation_value": json.dumps(value if dim != REFERENCE else None)})
+    return Ablation(winner, tuple(configs), tuple(extra), reused)
+
+
+def _done(board, experiment: str) -> set:
+    table = board.table(experiment=experiment, kind="ablation", where="status == 'completed'")
+    return set(table.column("config_hash").to_pylist()) if table.num_rows else set()
+
+
+def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: int, values: dict[str, list],
+           trial: str | None = None, address: str | None = None, out=print) -> dict:
+    """Plan, train what is missing (one Tune run, rows of kind ``ablation``), and return the summary by dimension."""
+    from ..leaderboard.leaderboard import Leaderboard
+    from ..training.session import check, describe, start
+    from .runner import new_sweep_id, run_configs
+
+    board = Leaderboard(storage_location)
+    todo = plan(board, experiment, dims=dims, seeds=seeds, values=values, storage_location=storage_location,
+                trial=trial)
+    out(f"ablating {experiment}'s winner {todo.winner['trial_id']} over {', '.join(dims)} with {seeds} seeds each: "
+        f"{len(todo.configs)} runs to train, {todo.reused} reused")
+    if todo.configs:
+        p = check(todo.configs[0])
+        sweep_id = f"ablation-{new_sweep_id()}"
+        describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
+        session = start(p, address=address, out=out)
+        run_configs(session, list(todo.configs), kind="ablation", sweep_id=sweep_id, out=out, extra=list(todo.extra))
+    return {"winner": todo.winner["trial_id"], "trained": len(todo.configs), "reused": todo.reused}

@@ -1,0 +1,135 @@
+"""MO-ASHA: asynchronous successive halving that ranks trials on several metrics at once (``search.scheduler:
+{type: moasha, metrics: [left_accuracy, right_accuracy, sum_r2]}``). Pure Python and Ray Tune; no TensorFlow.
+
+Ray Tune's schedulers take one metric (ray#8018), and Optuna does not prune multi-objective studies (optuna#3450),
+so a trial best on one task but mediocre on the mean would be stopped by ASHA on ``mean_score``. MO-ASHA
+(Schmucker et al. 2021, arXiv 2106.12639; Syne Tune's MOASHA) keeps ASHA's rungs (epochs ``grace_period * η^k``
+below ``max_t``) and its asynchrony, and changes only the ranking: when a trial reaches a rung, the rung's recorded
+trials (it included) are ordered by non-dominated sorting, with an ε-net inside each front (``pareto.mo_order``), and
+the trial continues if it is among the first ``ceil(n / η)`` (or ties exactly with one of them, as ASHA keeps
+ties), else it stops. With one metric this is ASHA's rule by rank.
+
+Each metric's direction comes from the registry (``metrics.direction``). Tune does not save a scheduler's state in
+its experiment state (a restored Tuner gets the scheduler it was created with, empty), so the rungs are written to
+``state`` (a file in the sweep's folder, local or URI) whenever they change and read back on first use: a resumed
+sweep ranks its trials against everything recorded before the interruption, and a trial already recorded at a rung
+is not ranked there again.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Optional
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from .. import storage
+from ..pareto import mo_order, signed_point
+
+
+def milestones(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
+    """ASHA's rungs: ``grace_period * η^k`` epochs, below ``max_t``, ascending."""
+    out, k = [], 0
+    while (m := int(round(grace_period * reduction_factor ** k))) < max_t:
+        if not out or m > out[-1]:
+            out.append(m)
+        k += 1
+    return out
+
+
+class Rungs:
+    """The rung records and the decision, without Tune: milestone -> {trial id: point (higher is better)}, each
+    rung in arrival order (the ε-net's ties go to the earlier trial)."""
+
+    def __init__(self, marks: list[int], reduction_factor: float):
+        self.marks, self.rf = list(marks), float(reduction_factor)
+        self.recorded: dict[int, dict[str, list[float]]] = {m: {} for m in self.marks}
+
+    def on_result(self, trial_id: str, t: float, point: tuple) -> tuple[bool, bool]:
+        """(continue?, recorded something?) for a trial that reached epoch ``t`` with ``point``: ranked at the
+        highest rung it reached and is not yet recorded at; a trial recorded there already continues."""
+        for m in reversed(self.marks):
+            if t < m:
+                continue
+            rung = self.recorded[m]
+            if trial_id in rung:
+                return True, False
+            rung[trial_id] = [float(x) for x in point]
+            ids = list(rung)
+            order = [ids[i] for i in mo_order([tuple(rung[i]) for i in ids])]
+            kept = order[:math.ceil(len(ids) / self.rf)]
+            # an exact tie with a kept trial continues too, as under ASHA (value >= cutoff)
+            return trial_id in kept or any(rung[k] == rung[trial_id] for k in kept), True
+        return True, False
+
+    def to_json(self) -> str:
+        return json.dumps({"marks": self.marks, "rf": self.rf,
+                           "recorded": {str(m): r for m, r in self.recorded.items()}})
+
+    def load(self, text: str) -> None:
+        """Records saved by ``to_json`` (the same rungs), merged under today's: nothing recorded is lost."""
+        saved = json.loads(text)
+        for m, rung in saved.get("recorded", {}).items():
+            if int(m) in self.recorded:
+                self.recorded[int(m)] = {**rung, **self.recorded[int(m)]}
+
+
+class MOASHA(FIFOScheduler):
+    """A Tune scheduler: MO-ASHA over ``metrics`` on ``time_attr`` (the reported epoch)."""
+
+    def __init__(self, metrics: list[str], *, max_t: int, grace_period: int = 1, reduction_factor: float = 2.0,
+                 time_attr: str = "epoch", state: Optional[str] = None):
+        super().__init__()
+        self.metrics, self.max_t, self.time_attr, self.state = list(metrics), int(max_t), time_attr, state
+        self.rungs = Rungs(milestones(self.max_t, grace_period, reduction_factor), reduction_factor)
+        self._loaded = False
+        self.stopped = 0
+
+    def __getstate__(self):   # Tune pickles the scheduler once, empty: the records live in ``state``
+        d = dict(self.__dict__)
+        d["_loaded"] = False
+        return d
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True   # TuneConfig's one metric (the objective) is not what MO-ASHA ranks by
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.state and storage.exists(self.state):
+            self.rungs.load(storage.read_bytes(self.state).decode())
+
+    def _save(self) -> None:
+        if self.state:
+            storage.atomic_write(self.state, self.rungs.to_json().encode())
+
+    def decide(self, trial_id: str, result: dict) -> str:
+        """CONTINUE or STOP for one reported result (Tune-free, for tests and the bench)."""
+        self._load()
+        if self.time_attr not in result or any(m not in result for m in self.metrics):
+            return TrialScheduler.CONTINUE
+        t = result[self.time_attr]
+        if t >= self.max_t:
+            return TrialScheduler.STOP   # the last epoch: nothing left to decide (ASHA does the same)
+        keep, changed = self.rungs.on_result(trial_id, t, signed_point([result[m] for m in self.metrics],
+                                                                        self.metrics))
+        if changed:
+            self._save()
+        if not keep:
+            self.stopped += 1
+        return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
+
+    def on_trial_add(self, tune_controller, trial):
+        self._load()
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        return self.decide(trial.trial_id, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict):
+        pass   # a finished trial has been ranked at every rung it reached
+
+    def debug_string(self) -> str:
+        sizes = ", ".join(f"epoch {m}: {len(r)}" for m, r in self.rungs.recorded.items())
+        return f"MO-ASHA over {', '.join(self.metrics)}: {self.stopped} stopped; recorded {sizes or '-'}"
+

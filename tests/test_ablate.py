@@ -1,0 +1,182 @@
+"""`orchestrator ablate`: the winner varied one dimension at a time (plan, reuse, mistakes), the report's "What
+mattered" and front-hypervolume sections, and (slow) a real 2-worker MO-ASHA sweep + ablate + report."""
+import json
+import os
+import statistics
+
+import pytest
+
+from factories import embedded, row, run_cli, write_yaml
+from orchestrator import layout, storage
+from orchestrator.config import parse_config
+from orchestrator.errors import ConfigError
+from orchestrator.leaderboard import Leaderboard
+from orchestrator.report.mattered import what_mattered
+from orchestrator.sweep.ablate import REFERENCE, plan
+
+SPACE = {"train.loss_weighting": {"choice": ["static", "uncertainty", "dwa"]},
+         "train.freeze_depth": {"choice": [0, 1, 2]},
+         "train.head_lr": {"loguniform": [1e-4, 1e-2]}}
+TASKS = [("left", "accuracy"), ("right", "accuracy")]
+
+
+def base_cfg(storage_dir, **train):
+    return parse_config(embedded(storage_dir, name="exp", train={"epochs": 2, "batch_size": 64, "seed": 0, **train}))
+
+
+def metrics_history(left, right, epochs=2):
+    return [{"epoch": e, "objective": (left + right) / 2, "mean_score": (left + right) / 2, "left_accuracy": left,
+             "right_accuracy": right} for e in range(1, epochs + 1)]
+
+
+def sweep_board(tmp_path, scheduler="asha"):
+    """A finished sweep: its sweep.json (with the space) and three trial rows; the winner learns its weights."""
+    runs = str(tmp_path / "runs")
+    cfg = base_cfg(runs)
+    search = {"space": SPACE, "num_samples": 3, "scheduler": {"type": scheduler}}
+    if scheduler == "moasha":
+        search["scheduler"]["metrics"] = ["left_accuracy", "right_accuracy"]
+    storage.atomic_write(layout.sweep_record(runs, "exp", "sw1"), json.dumps(
+        {"sweep_id": "sw1", "config": {**cfg.public_dump(), "search": search}}).encode())
+    trials = [("t1", cfg.with_values({"train.loss_weighting": "uncertainty", "train.freeze_depth": 1}), 0.9, 0.8),
+              ("t2", cfg.with_values({"train.loss_weights": {"left": 0.7, "right": 0.3}}), 0.85, 0.75),
+              ("t3", cfg.with_values({"train.loss_weights": {"left": 0.2, "right": 0.8}}), 0.6, 0.9)]
+    Leaderboard(runs).append([row(c, metrics_history(a, b), trial_id=t, sweep_id="sw1") for t, c, a, b in trials])
+    return runs
+
+
+def test_the_plan_varies_the_winner_one_dimension_at_a_time(tmp_path):
+    runs = sweep_board(tmp_path)
+    todo = plan(Leaderboard(runs), "exp", dims=["train.loss_weighting", "train.freeze_depth"], seeds=2, values={},
+                storage_location=runs)
+    assert todo.winner["trial_id"] == "t1"          # the best completed trial (no confirmation runs)
+    made = [(x["ablation_dim"], json.loads(x["ablation_value"]), c.train.seed)
+            for c, x in zip(todo.configs, todo.extra)]
+    assert made == [(REFERENCE, None, 1), (REFERENCE, None, 2),
+                    ("train.loss_weighting", "static", 1), ("train.loss_weighting", "static", 2),
+                    ("train.loss_weighting", "dwa", 1), ("train.loss_weighting", "dwa", 2),
+                    ("train.freeze_depth", 0, 1), ("train.freeze_depth", 0, 2),
+                    ("train.freeze_depth", 2, 1), ("train.freeze_depth", 2, 2)]
+    for c, x in zip(todo.configs, todo.extra):       # everything else held at the winner's values
+        assert c.train.freeze_depth == (json.loads(x["ablation_value"]) if x["ablation_dim"] == "train.freeze_depth"
+                                        else 1)
+        assert c.train.epochs == 2 and c.resources.workers == 1 and x["ablation_of"] == "t1"
+    static = todo.configs[2]
+    assert static.train.loss_weighting == "static"
+    assert static.train.loss_weights == {"left": 0.7, "right": 0.3}   # the best static trial's weights (t2)
+
+
+def test_a_dimension_that_is_not_a_choice_needs_values(tmp_path):
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    with pytest.raises(ConfigError, match="--values train.head_lr=V1,V2"):
+        plan(board, "exp", dims=["train.head_lr"], seeds=1, values={}, storage_location=runs)
+    todo = plan(board, "exp", dims=["train.head_lr"], seeds=1, values={"train.head_lr": [0.01]}, storage_location=runs)
+    assert [c.train.head_lr for c in todo.configs] == [0.001, 0.01]
+    with pytest.raises(ConfigError, match="has no trial 'nope'"):
+        plan(board, "exp", dims=["train.head_lr"], seeds=1, values={}, storage_location=runs, trial="nope")
+
+
+def test_ablation_rows_are_reused_on_reruns_and_summed_up_by_alternative(tmp_path):
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    todo = plan(board, "exp", dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
+    scores = {REFERENCE: (0.9, 0.8), "static": (0.8, 0.8), "dwa": (0.7, 0.6)}
+    rows = []
+    for i, (c, x) in enumerate(zip(todo.configs, todo.extra)):
+        left, right = scores[json.loads(x["ablation_value"]) or REFERENCE]
+        left += 0.01 * i   # seeds differ
+        rows.append(row(c, metrics_history(left, right), trial_id=f"a{i}", sweep_id="ab", kind="ablation", extra=x))
+    board.append(rows)
+    again = plan(board, "exp", dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
+    assert again.configs == () and again.reused == 6
+    board.append([row(base_cfg(runs), metrics_history(0.95, 0.95), trial_id=f"b{t}", kind="baseline",
+                      extra={"baseline_task": t}) for t in ("left", "right")])
+    from orchestrator.leaderboard.query import rows as row_dicts
+
+    m = what_mattered(row_dicts(board.table(experiment="exp", kind=None)), TASKS)
+    alts = m["dims"]["train.loss_weighting"]
+    assert set(alts) == {"uncertainty", "static", "dwa"} and alts["uncertainty"]["winner"]
+    mine = [r for r in rows if json.loads(r["ablation_value"]) == "dwa"]
+    assert alts["dwa"]["n"] == 2
+    assert alts["dwa"]["mean"] == pytest.approx(statistics.fmean(r["objective"] for r in mine))
+    assert alts["dwa"]["std"] == pytest.approx(statistics.stdev(r["objective"] for r in mine))
+    want_dm = statistics.fmean(100 * ((r["left_accuracy"] - 0.95) / 0.95 + (r["right_accuracy"] - 0.95) / 0.95) / 2
+                               for r in mine)
+    assert alts["dwa"]["delta_m"]["mean"] == pytest.approx(want_dm)
+
+
+def test_the_report_has_what_mattered_importance_and_hypervolume(tmp_path):
+    from orchestrator.report import write_report
+
+    runs = sweep_board(tmp_path, scheduler="moasha")
+    board = Leaderboard(runs)
+    cfg = base_cfg(runs)
+    board.append([row(cfg.with_values({"train.freeze_depth": d, "train.head_lr": lr}),
+                      metrics_history(0.5 + 0.1 * d, 0.7 - 0.05 * d), trial_id=f"x{d}{i}", sweep_id="sw1",
+                      searched={"train.freeze_depth": d, "train.head_lr": lr})
+                  for i, lr in enumerate((1e-3, 3e-3)) for d in (0, 1, 2)])
+    res = write_report(board, "exp", str(tmp_path / "rep"))
+    text = open(os.path.join(tmp_path, "rep", "report.md")).read()
+    assert "## What mattered" in text and "No ablation runs" in text
+    assert "### Parameter importance (fANOVA" in text
+    assert set(res["importance"]["importance"]) >= {"freeze_depth", "head_lr"}
+    assert sum(res["importance"]["importance"].values()) == pytest.approx(1.0)
+    f = res["fronts"]
+    assert f["metrics"] == ["left_accuracy", "right_accuracy"] and list(f["by_scheduler"]) == ["moasha"]
+    assert f["reference"] == {"left_accuracy": 0.0, "right_accuracy": 0.0}
+    # front: (0.9, 0.8) t1, (0.6, 0.9) t3, (0.7, 0.6) x2*, dominated by t1: HV = 0.9*0.8 + 0.6*0.1
+    assert f["by_scheduler"]["moasha"]["hypervolume"] == pytest.approx(0.9 * 0.8 + 0.6 * 0.1)
+    assert "## Front hypervolume by scheduler" in text and "`left_accuracy` 0 (classes not listed in the config)" in text
+
+
+def test_ablate_mistakes_are_one_line_and_start_no_ray(tmp_path, capsys, no_ray):
+    runs = sweep_board(tmp_path)
+    r = run_cli(capsys, "ablate", "-e", "exp", "--dims", "train.head_lr", "--storage", runs)
+    assert r.code == 2 and r.err.count("\n") == 0 and "--values train.head_lr=V1,V2" in r.err
+    r = run_cli(capsys, "ablate", "-e", "exp", "--dims", "x", "--values", "x", "--storage", runs)
+    assert r.code == 2 and "is not DIM=V1,V2" in r.err
+    r = run_cli(capsys, "ablate", "-e", "nope", "--dims", "train.freeze_depth", "--storage", runs)
+    assert r.code == 2 and "no completed trials" in r.err
+
+
+@pytest.mark.slow
+def test_a_moasha_sweep_then_ablate_then_its_report(tmp_path, capsys):
+    """The embedded default, 2 workers per trial: a real MO-ASHA sweep, ablate on its winner, and the report."""
+    runs = tmp_path / "runs"
+    cfg = embedded(runs, name="mo", train={"epochs": 2, "batch_size": 64, "seed": 0},
+                   resources={"workers": 2, "cpus_per_worker": 0.45},
+                   search={"space": {"train.freeze_depth": {"choice": [1, 4]}}, "num_samples": 3, "searcher": "optuna",
+                           "scheduler": {"type": "moasha", "metrics": ["left_accuracy", "right_accuracy"],
+                                         "reduction_factor": 2}, "max_concurrent_trials": 1})
+    path = write_yaml(tmp_path / "mo.yaml", cfg)
+    assert run_cli(capsys, "tune", path).code == 0
+    assert storage.exists(layout.scheduler_state(str(runs), "mo", next(iter(os.listdir(runs / "sweeps" / "mo")))))
+    r = run_cli(capsys, "ablate", "-e", "mo", "--dims", "train.freeze_depth", "--seeds", "1", "--storage", str(runs))
+    assert r.code == 0, r.err
+    assert "train.freeze_depth=" in r.out and "*" in r.out
+    rows = Leaderboard(str(runs)).table(experiment="mo", kind="ablation").to_pylist()
+    assert len(rows) == 2 and {x["ablation_dim"] for x in rows} == {REFERENCE, "train.freeze_depth"}
+    again = run_cli(capsys, "ablate", "-e", "mo", "--dims", "train.freeze_depth", "--seeds", "1",
+                    "--storage", str(runs))
+    assert again.code == 0 and "0 runs to train, 2 reused" in again.out + again.err + open(
+        layout.log_file(str(runs), "ablate", "mo")).read()
+    assert run_cli(capsys, "report", "-e", "mo", "-o", str(tmp_path / "rep"), "--storage", str(runs)).code == 0
+    text = open(tmp_path / "rep" / "report.md").read()
+    assert "## What mattered" in text and "No ablation runs" not in text and "train.freeze_depth" in text
+    assert "## Front hypervolume by scheduler" in text and "| moasha |" in text
+
+
+def test_a_conditional_choice_ablates_its_parent_values(tmp_path):
+    """A branch written as {static: {train.loss_weights: ...}} is the value static."""
+    from orchestrator.sweep.ablate import alternatives
+
+    runs = sweep_board(tmp_path)
+    record = layout.sweep_record(runs, "exp", "sw1")
+    saved = json.loads(storage.read_bytes(record))
+    saved["config"]["search"]["space"]["train.loss_weighting"] = {
+        "choice": [{"static": {"train.loss_weights": {"simplex": {"concentration": 1.0}}}}, "uncertainty", "dwa"]}
+    storage.atomic_write(record, json.dumps(saved).encode())
+    winner = {"experiment": "exp", "sweep_id": "sw1", "config": base_cfg(runs).run_fields()}
+    assert alternatives(None, winner, ["train.loss_weighting"], {}) == {
+        "train.loss_weighting": ["static", "uncertainty", "dwa"]}
