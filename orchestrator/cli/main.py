@@ -8,6 +8,7 @@ import click
 
 from ..errors import UserError
 from .data import manifest
+from .interop import export
 from .jobs import jobs, submit
 from .query import best, leaderboard, pareto
 from .report import report
@@ -20,7 +21,7 @@ def cli():
 
 
 for command in (pretrain, validate, train, tune, baselines, confirm, demo, submit, jobs, leaderboard, best, pareto,
-                report, manifest):
+                report, manifest, export):
     cli.add_command(command)
 
 

@@ -168,6 +168,14 @@ class Leaderboard:
         fresh = [p for p in self._files.list() if not p.rsplit("/", 1)[-1].startswith(MERGED_PREFIX)]
         return self.compact() if len(fresh) > threshold_files else None
 
+    # -- interop (merge, export) ---------------------------------------------------------------------------
+    def export(self, to: str, *, experiment: Names = None, sweep_id: Names = None, kind: Names = "trial") -> dict:
+        """Write the matching rows to ``mlflow:URI``, ``tensorboard:DIR``, ``csv:FILE`` or ``parquet:FILE``
+        (``export.export``); returns what was written."""
+        from .export import export
+
+        return export(self, to, experiment=experiment, sweep_id=sweep_id, kind=kind)
+
     # -- internals -------------------------------------------------------------------------------------
     def _read(self, work: Callable[[Snapshot], T]) -> T:
         """``work`` on a fresh snapshot of the files; again when a file vanished under it (a compaction)."""

@@ -1,0 +1,93 @@
+"""Export: flat CSV/Parquet (one column per hyperparameter and per-task metric, history in a long file), MLflow and
+TensorBoard HParams. Fast tests on factory rows; a slow one exports a real sweep."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from factories import embedded, row, run_cli
+from orchestrator.config import parse_config
+from orchestrator.leaderboard import Leaderboard
+from orchestrator.leaderboard.flat import flat, hparam_columns, history_long, metric_columns
+
+HISTORY = [{"epoch": 1, "left_accuracy": 0.5, "right_accuracy": 0.4, "objective": 0.45, "mean_score": 0.45, "train_loss": 1.2},
+           {"epoch": 2, "left_accuracy": 0.7, "right_accuracy": 0.6, "objective": 0.65, "mean_score": 0.65, "train_loss": 0.8}]
+
+
+def board_with_trials(tmp_path, n: int = 3) -> Leaderboard:
+    cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 2}))
+    rows = []
+    for i in range(n):
+        hist = [{**h, "left_accuracy": h["left_accuracy"] + i / 10, "objective": h["objective"] + i / 10}
+                for h in HISTORY]
+        rows.append(row(cfg.with_values({"train.head_lr": 1e-3 * (i + 1)}), hist, trial_id=f"t{i}", sweep_id="s1",
+                        searched={"train.head_lr": 1e-3 * (i + 1), "heads.dropout": 0.1 * i},
+                        checkpoint=f"/ckpt/t{i}"))
+    board = Leaderboard(str(tmp_path / "runs"))
+    board.append(rows)
+    return board
+
+
+def test_flat_has_one_column_per_hyperparameter_and_task_metric_and_no_json(tmp_path):
+    table = board_with_trials(tmp_path).table()
+    out = flat(table)
+    assert not {"config", "history", "versions"} & set(out.column_names)
+    assert {"head_lr", "dropout", "freeze_depth", "weight_left", "left_accuracy", "right_accuracy"} <= set(
+        out.column_names)
+    for name in out.column_names:
+        assert not any(isinstance(v, str) and v.startswith(("{", "[")) for v in out.column(name).to_pylist()), name
+    hps = hparam_columns(table)
+    assert {"head_lr", "dropout", "freeze_depth", "backbone_lr", "weight_left"} <= set(hps)
+    assert not {"epochs", "kind", "left_accuracy", "trial_id", "status"} & set(hps)
+    assert {"left_accuracy", "right_accuracy", "objective", "mean_score"} <= set(metric_columns(table))
+    assert not set(hps) & set(metric_columns(table))
+
+
+def test_history_goes_to_a_long_table(tmp_path):
+    long = history_long(board_with_trials(tmp_path, n=2).table())
+    assert {"row_id", "trial_id", "epoch", "metric", "value"} <= set(long.column_names)
+    got = {(r["trial_id"], r["epoch"], r["metric"]): r["value"] for r in long.to_pylist()}
+    assert got[("t1", 2, "left_accuracy")] == pytest.approx(0.8)
+    assert got[("t0", 1, "train_loss")] == pytest.approx(1.2)
+    assert long.num_rows == 2 * 2 * 5       # trials x epochs x metrics (epoch itself is not a metric)
+
+
+def test_export_csv_and_parquet_files(tmp_path):
+    board = board_with_trials(tmp_path)
+    summary = board.export(f"csv:{tmp_path / 'out.csv'}")
+    assert summary["rows"] == 3 and summary["history"].endswith("out-history.csv")
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
+    assert [r["trial_id"] for r in rows] and "config" not in rows[0] and float(rows[2]["head_lr"]) == 0.003
+    hist = list(csv.DictReader(io.StringIO((tmp_path / "out-history.csv").read_text())))
+    assert {"trial_id", "epoch", "metric", "value"} <= set(hist[0]) and len(hist) == 30
+    board.export(f"parquet:{tmp_path / 'out.parquet'}", experiment="t")
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 3
+    assert pq.read_table(tmp_path / "out-history.parquet").num_rows == 30
+
+
+def test_leaderboard_csv_format_is_flat(tmp_path, capsys):
+    board_with_trials(tmp_path)
+    r = run_cli(capsys, "leaderboard", "--storage", str(tmp_path / "runs"), "--format", "csv")
+    assert r.code == 0, r.err
+    rows = list(csv.DictReader(io.StringIO(r.out)))
+    assert len(rows) == 3 and "history" not in rows[0] and "config" not in rows[0] and "dropout" in rows[0]
+
+
+def test_export_cli_and_bad_targets(tmp_path, capsys):
+    board_with_trials(tmp_path)
+    r = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "-e", "t", "--to", f"csv:{tmp_path / 'x.csv'}")
+    assert r.code == 0, r.err
+    assert "3 rows" in r.out and (tmp_path / "x-history.csv").exists()
+    bad = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--to", "excel:x.xlsx")
+    assert bad.code == 2 and "mlflow:URI" in bad.err and "Traceback" not in bad.err
+
+
+def test_history_json_is_not_needed_for_rows_without_one(tmp_path):
+    board = Leaderboard(str(tmp_path / "runs"))
+    board.append([{"experiment": "old", "trial_id": "a", "objective": 0.5, "history": json.dumps([])}])
+    assert history_long(board.table()).num_rows == 0
+    assert flat(board.table()).column("trial_id").to_pylist() == ["a"]
