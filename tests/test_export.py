@@ -17,7 +17,6 @@ from orchestrator.leaderboard.flat import flat, hparam_columns, history_long, me
 HISTORY = [{"epoch": 1, "left_accuracy": 0.5, "right_accuracy": 0.4, "objective": 0.45, "mean_score": 0.45, "train_loss": 1.2},
            {"epoch": 2, "left_accuracy": 0.7, "right_accuracy": 0.6, "objective": 0.65, "mean_score": 0.65, "train_loss": 0.8}]
 
-
 def board_with_trials(tmp_path, n: int = 3) -> Leaderboard:
     cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 2}))
     rows = []
@@ -26,11 +25,10 @@ def board_with_trials(tmp_path, n: int = 3) -> Leaderboard:
                 for h in HISTORY]
         rows.append(row(cfg.with_values({"train.head_lr": 1e-3 * (i + 1)}), hist, trial_id=f"t{i}", sweep_id="s1",
                         searched={"train.head_lr": 1e-3 * (i + 1), "heads.dropout": 0.1 * i},
-                        checkpoint=f"/ckpt/t{i}"))
+                        checkpoint=f"/ckpt/t{i}", baselines={"left": 0.5, "right": 0.5}))
     board = Leaderboard(str(tmp_path / "runs"))
     board.append(rows)
     return board
-
 
 def test_flat_has_one_column_per_hyperparameter_and_task_metric_and_no_json(tmp_path):
     table = board_with_trials(tmp_path).table()
@@ -46,7 +44,6 @@ def test_flat_has_one_column_per_hyperparameter_and_task_metric_and_no_json(tmp_
     assert {"left_accuracy", "right_accuracy", "objective", "mean_score"} <= set(metric_columns(table))
     assert not set(hps) & set(metric_columns(table))
 
-
 def test_history_goes_to_a_long_table(tmp_path):
     long = history_long(board_with_trials(tmp_path, n=2).table())
     assert {"row_id", "trial_id", "epoch", "metric", "value"} <= set(long.column_names)
@@ -54,7 +51,6 @@ def test_history_goes_to_a_long_table(tmp_path):
     assert got[("t1", 2, "left_accuracy")] == pytest.approx(0.8)
     assert got[("t0", 1, "train_loss")] == pytest.approx(1.2)
     assert long.num_rows == 2 * 2 * 5       # trials x epochs x metrics (epoch itself is not a metric)
-
 
 def test_export_csv_and_parquet_files(tmp_path):
     board = board_with_trials(tmp_path)
@@ -68,14 +64,12 @@ def test_export_csv_and_parquet_files(tmp_path):
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 3
     assert pq.read_table(tmp_path / "out-history.parquet").num_rows == 30
 
-
 def test_leaderboard_csv_format_is_flat(tmp_path, capsys):
     board_with_trials(tmp_path)
     r = run_cli(capsys, "leaderboard", "--storage", str(tmp_path / "runs"), "--format", "csv")
     assert r.code == 0, r.err
     rows = list(csv.DictReader(io.StringIO(r.out)))
     assert len(rows) == 3 and "history" not in rows[0] and "config" not in rows[0] and "dropout" in rows[0]
-
 
 def test_export_cli_and_bad_targets(tmp_path, capsys):
     board_with_trials(tmp_path)
@@ -85,9 +79,54 @@ def test_export_cli_and_bad_targets(tmp_path, capsys):
     bad = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--to", "excel:x.xlsx")
     assert bad.code == 2 and "mlflow:URI" in bad.err and "Traceback" not in bad.err
 
-
 def test_history_json_is_not_needed_for_rows_without_one(tmp_path):
     board = Leaderboard(str(tmp_path / "runs"))
     board.append([{"experiment": "old", "trial_id": "a", "objective": 0.5, "history": json.dumps([])}])
     assert history_long(board.table()).num_rows == 0
     assert flat(board.table()).column("trial_id").to_pylist() == ["a"]
+
+def test_mlflow_record_of_a_row(tmp_path):
+    from orchestrator.leaderboard.export_mlflow import trial_record
+    from orchestrator.leaderboard.query import rows as row_dicts
+
+    table = board_with_trials(tmp_path).table(where="trial_id == 't1'")
+    tags, params, points = trial_record(row_dicts(table)[0], params=hparam_columns(table),
+                                        metrics=metric_columns(table))
+    assert tags["trial_id"] == "t1" and tags["sweep_id"] == "s1" and tags["status"] == "completed"
+    assert tags["checkpoint"] == "/ckpt/t1" and tags["mlflow.runName"] == "t1" and float(tags["delta_m_pct"]) > 0
+    assert tags["row_id"] == table.column("row_id")[0].as_py()
+    assert float(params["head_lr"]) == pytest.approx(0.002) and float(params["dropout"]) == pytest.approx(0.1)
+    assert "left_accuracy" not in params and "trial_id" not in params
+    curve = sorted((step, value) for step, key, value in points if key == "left_accuracy")
+    assert curve == [(1, pytest.approx(0.6)), (2, pytest.approx(0.8))]      # the final value is the last epoch's
+    finals = {key: step for step, key, _ in points if key in ("delta_m_pct", "best_left_accuracy")}
+    assert finals == {"delta_m_pct": 2, "best_left_accuracy": 2}
+
+
+@pytest.mark.slow
+def test_export_to_mlflow_nests_trials_under_their_sweep_and_updates_by_row_id(tmp_path):
+    import mlflow
+
+    board = board_with_trials(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = board.export(f"mlflow:{uri}")
+    assert first["rows"] == 3 and first["created"] == 3
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["t"])
+    parents = runs[runs["tags.orchestrator.kind"] == "sweep"]
+    trials = runs[runs["tags.orchestrator.kind"] == "trial"]
+    assert len(parents) == 1 and parents.iloc[0]["tags.mlflow.runName"] == "s1" and len(trials) == 3
+    assert set(trials["tags.mlflow.parentRunId"]) == {parents.iloc[0]["run_id"]}
+    t1 = trials[trials["tags.trial_id"] == "t1"].iloc[0]
+    assert float(t1["params.head_lr"]) == pytest.approx(0.002) and float(t1["params.dropout"]) == pytest.approx(0.1)
+    assert t1["metrics.left_accuracy"] == pytest.approx(0.8) and t1["tags.checkpoint"] == "/ckpt/t1"
+    assert {"tags.experiment", "tags.sweep_id", "tags.status", "tags.row_id", "tags.delta_m_pct"} <= set(runs.columns)
+    assert t1["tags.status"] == "completed" and t1["status"] == "FINISHED"
+    curve = mlflow.MlflowClient(uri).get_metric_history(t1["run_id"], "left_accuracy")
+    assert sorted((m.step, round(m.value, 6)) for m in curve) == [(1, 0.6), (2, 0.8)]
+    again = board.export(f"mlflow:{uri}")          # again: the same runs, found by row_id, nothing duplicated
+    assert again["created"] == 0 and again["updated"] == 3
+    runs = mlflow.search_runs(experiment_names=["t"])
+    assert len(runs) == 4 and sorted(runs["tags.row_id"].dropna()) == sorted(board.table().column("row_id").to_pylist())
+    curve = mlflow.MlflowClient(uri).get_metric_history(t1["run_id"], "left_accuracy")
+    assert len(curve) == 2
