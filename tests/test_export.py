@@ -103,6 +103,72 @@ def test_mlflow_record_of_a_row(tmp_path):
     assert finals == {"delta_m_pct": 2, "best_left_accuracy": 2}
 
 
+def read_events(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def hparams_of(run_dir):
+    """(experiment config, session start info) that TensorBoard's HParams plugin reads in ``run_dir``."""
+    from tensorboard.plugins.hparams import metadata
+
+    content = read_events(run_dir).PluginTagToContent(metadata.PLUGIN_NAME)
+    experiment = content.get(metadata.EXPERIMENT_TAG)
+    session = content.get(metadata.SESSION_START_INFO_TAG)
+    return (experiment and metadata.parse_experiment_plugin_data(experiment),
+            session and metadata.parse_session_start_info_plugin_data(session))
+
+
+def test_tensorboard_config_and_sessions_of_rows(tmp_path):
+    """The protos the HParams dashboard reads, without reading files (TensorBoard's readers import TensorFlow)."""
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    from orchestrator.leaderboard.export_tensorboard import _config, _session
+    from orchestrator.leaderboard.flat import row_points
+    from orchestrator.leaderboard.query import rows as row_dicts
+
+    table = board_with_trials(tmp_path).table()
+    rows, params = row_dicts(table), hparam_columns(table)
+    config = _config(rows, params, ["left_accuracy", "objective"]).value[0]
+    experiment = metadata.parse_experiment_plugin_data(config.metadata.plugin_data.content)
+    assert {h.name for h in experiment.hparam_infos} >= {"head_lr", "dropout", "optimizer"}
+    assert [m.name.tag for m in experiment.metric_infos] == ["left_accuracy", "objective"]
+    events = _session(rows[2], params, row_points(rows[2], metric_columns(table)))
+    start = metadata.parse_session_start_info_plugin_data(events[0][1].value[0].metadata.plugin_data.content)
+    assert start.hparams["head_lr"].number_value == pytest.approx(0.003) and start.group_name
+    end = metadata.parse_session_end_info_plugin_data(events[-1][1].value[0].metadata.plugin_data.content)
+    assert end.status == api_pb2.STATUS_SUCCESS
+    scalars = {(step, s.value[0].tag): s.value[0].simple_value for step, s in events[1:-1]}
+    assert scalars[(2, "left_accuracy")] == pytest.approx(0.9)
+
+
+@pytest.mark.slow
+def test_export_to_tensorboard_hparams_one_session_per_trial_next_to_its_scalars(tmp_path):
+    board = board_with_trials(tmp_path)
+    summary = board.export(f"tensorboard:{tmp_path / 'tb'}")
+    assert summary["rows"] == 3 and summary["sessions"] == 3
+    root = tmp_path / "tb" / "t"
+    experiment, _ = hparams_of(root)
+    hps = {h.name: h for h in experiment.hparam_infos}
+    assert {"head_lr", "dropout", "freeze_depth"} <= set(hps)
+    assert (hps["head_lr"].domain_interval.min_value, hps["head_lr"].domain_interval.max_value) == pytest.approx(
+        (0.001, 0.003))
+    assert {"left_accuracy", "objective"} <= {m.name.tag for m in experiment.metric_infos}
+    sessions = sorted(p.parent for p in root.rglob("events.out.tfevents*") if p.parent != root)
+    assert [s.name for s in sessions] == ["t0", "t1", "t2"]
+    for i, run in enumerate(sessions):
+        _, start = hparams_of(run)
+        assert start.hparams["head_lr"].number_value == pytest.approx(1e-3 * (i + 1))
+        assert start.hparams["optimizer"].string_value == "adam"
+        curve = [(e.step, round(e.value, 6)) for e in read_events(run).Scalars("left_accuracy")]
+        assert curve == [(1, round(0.5 + i / 10, 6)), (2, round(0.7 + i / 10, 6))]
+    board.export(f"tensorboard:{tmp_path / 'tb'}")            # again: the same files, replaced
+    assert len(list(root.rglob("events.out.tfevents*"))) == 4
+
+
 @pytest.mark.slow
 def test_export_to_mlflow_nests_trials_under_their_sweep_and_updates_by_row_id(tmp_path):
     import mlflow

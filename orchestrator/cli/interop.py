@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .query import leaderboard
+
 
 _KINDS = ["trial", "baseline", "confirm", "all"]
 
@@ -26,3 +28,18 @@ def export(storage, experiment, sweep, kind, to):
                      kind=None if kind == "all" else kind)
     more = "".join(f", {k} {v}" for k, v in r.items() if k not in ("target", "rows", "to"))
     click.echo(f"exported {r['rows']} rows of {board.uri} to {r['target']} {r['to']}{more}")
+
+
+@leaderboard.command("merge")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--into", "into", required=True, help="the storage whose leaderboard receives the rows")
+def merge_cmd(sources, into):
+    """Pull the rows of other storages' leaderboards (local or s3://...) into --into's, each row once."""
+    from .. import storage
+    from ..leaderboard import Leaderboard
+
+    board = Leaderboard(into)
+    r = board.merge(list(sources), out=click.echo)
+    click.echo(f"merged {r['rows']} rows from {r['sources']} storage(s) into {board.uri} ({r['duplicates']} of work "
+               f"already there, marked duplicate_of; {r['skipped']} rows already there), {r['seconds']} s"
+               if r["rows"] or r["skipped"] else f"nothing to merge into {storage.redact(into)}")

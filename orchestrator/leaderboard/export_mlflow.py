@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from ..errors import ConfigError
 from ..storage import first_line, redact
-from .flat import epoch_points, hparam_columns, metric_columns
+from .flat import hparam_columns, metric_columns, row_points
 from .query import rows as row_dicts
 
 KIND, COMPLETE = "orchestrator.kind", "orchestrator.complete"
@@ -115,19 +115,10 @@ def _trial_run(client, exp_id: str, row: dict, *, parent: str, found, names: dic
 
 
 def trial_record(row: dict, *, params: list[str], metrics: list[str]) -> tuple[dict, dict, list]:
-    """One row as MLflow sees it: (tags, params, metric points (step, key, value)). Points: the per-epoch history
-    (step = epoch), then the row's final values not already logged at the last epoch."""
+    """One row as MLflow sees it: (tags, params, metric points (step, key, value), see ``flat.row_points``)."""
     tags = {KIND: "trial", "mlflow.runName": str(row.get("trial_id") or row["row_id"])}
     tags.update({k: str(row[k]) for k in TAGS if row.get(k) is not None})
-    values = {k: str(row[k]) for k in params if row.get(k) is not None}
-    points = list(epoch_points(row.get("history") or []))
-    last = max((epoch for epoch, _, _ in points), default=int(row.get("epochs") or 0))
-    done = {(epoch, key) for epoch, key, _ in points}
-    for key in metrics:
-        value = row.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and (last, key) not in done:
-            points.append((last, key, float(value)))
-    return tags, values, points
+    return tags, {k: str(row[k]) for k in params if row.get(k) is not None}, row_points(row, metrics)
 
 
 def _log(client, run_id: str, *, params: Optional[dict] = None, metrics: Optional[list] = None,

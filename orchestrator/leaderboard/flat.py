@@ -82,6 +82,19 @@ def epoch_points(history: list[dict]) -> Iterator[tuple[int, str, float]]:
                 yield epoch, key, float(value)
 
 
+def row_points(row: dict, metrics: list[str]) -> list[tuple[int, str, float]]:
+    """A row's (step, metric, value) points, JSON parsed: the per-epoch history (step = epoch), then the row's final
+    values of ``metrics`` not already recorded at the last epoch (best-of-run values, Δm%...)."""
+    points = list(epoch_points(row.get("history") or []))
+    last = max((epoch for epoch, _, _ in points), default=int(row.get("epochs") or 0))
+    done = {(epoch, key) for epoch, key, _ in points}
+    for key in metrics:
+        value = row.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (last, key) not in done:
+            points.append((last, key, float(value)))
+    return points
+
+
 def _parsed(table: pa.Table, column: str) -> list:
     if column not in table.column_names:
         return [None] * table.num_rows
