@@ -121,3 +121,20 @@ def test_cli_merge(tmp_path, capsys):
     assert again.code == 0 and "0 rows merged, 1 already there" in again.out
     bad = run_cli(capsys, "leaderboard", "merge", str(tmp_path / "nowhere"), "--into", dst)
     assert bad.code == 2 and "no leaderboard" in bad.err and "Traceback" not in bad.err
+
+
+def test_confirm_checks_that_merged_rows_data_and_backbone_are_reachable_here(tmp_path):
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.confirm import confirm_configs
+
+    home, dst = str(tmp_path / "home"), str(tmp_path / "dst")
+    data = write_parquet(tmp_path / "d.parquet", small_table(40))
+    cfg = parse_config(experiment(tmp_path, data, storage=home))
+    Leaderboard(home).append([row(cfg, HISTORY, trial_id="h1")])
+    board = Leaderboard(dst)
+    board.merge(home)
+    configs, _ = confirm_configs(board, "t", top=1, seeds=2, workers=None, storage=dst)
+    assert [c.storage for c in configs] == [dst, dst] and [c.train.seed for c in configs] == [1, 2]
+    (tmp_path / "d.parquet").unlink()                            # the data stayed behind where the trial ran
+    with pytest.raises(ConfigError, match=r"h1 .*d\.parquet.* not reachable from here"):
+        confirm_configs(board, "t", top=1, seeds=2, workers=None, storage=dst)
