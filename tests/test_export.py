@@ -14,8 +14,10 @@ from orchestrator.config import parse_config
 from orchestrator.leaderboard import Leaderboard
 from orchestrator.leaderboard.flat import flat, hparam_columns, history_long, metric_columns
 
-HISTORY = [{"epoch": 1, "left_accuracy": 0.5, "right_accuracy": 0.4, "objective": 0.45, "mean_score": 0.45, "train_loss": 1.2},
-           {"epoch": 2, "left_accuracy": 0.7, "right_accuracy": 0.6, "objective": 0.65, "mean_score": 0.65, "train_loss": 0.8}]
+HISTORY = [{"epoch": 1, "left_accuracy": 0.5, "right_accuracy": 0.4, "objective": 0.45, "mean_score": 0.45,
+            "train_loss": 1.2},
+           {"epoch": 2, "left_accuracy": 0.7, "right_accuracy": 0.6, "objective": 0.65, "mean_score": 0.65,
+            "train_loss": 0.8}]
 
 def board_with_trials(tmp_path, n: int = 3) -> Leaderboard:
     cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 2}))
@@ -196,3 +198,40 @@ def test_export_to_mlflow_nests_trials_under_their_sweep_and_updates_by_row_id(t
     assert len(runs) == 4 and sorted(runs["tags.row_id"].dropna()) == sorted(board.table().column("row_id").to_pylist())
     curve = mlflow.MlflowClient(uri).get_metric_history(t1["run_id"], "left_accuracy")
     assert len(curve) == 2
+
+
+@pytest.mark.slow
+def test_a_real_sweep_logged_live_then_exported_to_mlflow_and_tensorboard(ray_session, tmp_path):
+    import mlflow
+
+    from orchestrator.sweep.tuner import tune
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = parse_config(embedded(tmp_path / "runs", name="live", train={"epochs": 2},
+                                search={"space": {"train.head_lr": {"choice": [3e-3, 1e-3]}}, "searcher": "grid",
+                                        "scheduler": {"type": "none"}, "mlflow": uri}))
+    s = tune(cfg, out=lambda line: None)
+    mlflow.set_tracking_uri(uri)
+    live = mlflow.search_runs(experiment_names=["live"])
+    assert len(live) == 2 and set(live["tags.sweep_id"]) == {s["sweep_id"]}          # Ray's MLflowLoggerCallback
+    assert live["metrics.left_accuracy"].notna().all()
+    board = Leaderboard(str(tmp_path / "runs"))
+    assert board.export(f"mlflow:{uri}", experiment="live")["created"] == 2
+    runs = mlflow.search_runs(experiment_names=["live"])
+    trials = runs[runs["tags.orchestrator.kind"] == "trial"]
+    assert len(trials) == 2 and sorted(trials["params.head_lr"].astype(float)) == [1e-3, 3e-3]
+    assert set(trials["tags.row_id"]) == set(board.table().column("row_id").to_pylist())
+    curve = mlflow.MlflowClient(uri).get_metric_history(trials.iloc[0]["run_id"], "left_accuracy")
+    assert sorted(m.step for m in curve) == [1, 2]
+    assert board.export(f"mlflow:{uri}", experiment="live")["created"] == 0
+    assert len(mlflow.search_runs(experiment_names=["live"])) == 2 + 1 + 2               # live, sweep, trials
+    board.export(f"tensorboard:{tmp_path / 'tb'}", experiment="live")
+    experiment, _ = hparams_of(tmp_path / "tb" / "live")
+    assert "head_lr" in {h.name for h in experiment.hparam_infos}
+    sessions = [p.parent for p in (tmp_path / "tb" / "live").rglob("events.out.tfevents*")
+                if p.parent != tmp_path / "tb" / "live"]
+    assert len(sessions) == 2
+    for run in sessions:
+        _, start = hparams_of(run)
+        assert start.hparams["head_lr"].number_value in (pytest.approx(1e-3), pytest.approx(3e-3))
+        assert [e.step for e in read_events(run).Scalars("left_accuracy")] == [1, 2]

@@ -138,3 +138,44 @@ def test_confirm_checks_that_merged_rows_data_and_backbone_are_reachable_here(tm
     (tmp_path / "d.parquet").unlink()                            # the data stayed behind where the trial ran
     with pytest.raises(ConfigError, match=r"h1 .*d\.parquet.* not reachable from here"):
         confirm_configs(board, "t", top=1, seeds=2, workers=None, storage=dst)
+
+
+@pytest.mark.slow
+def test_two_sweeps_in_two_storages_merged_queried_and_merged_again(ray_session, s3_server, tmp_path, capsys):
+    """A sweep on local disk and the same sweep (another name) on moto S3: merged, the same work counted once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow.fs as pafs
+    import yaml
+
+    from orchestrator.sweep.tuner import tune
+
+    key, secret, bucket = "AKIAMERGETEST", "mergeS3cretKey", "merge-test"
+    fs = pafs.S3FileSystem(access_key=key, secret_key=secret, endpoint_override=s3_server, scheme="http",
+                           region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir(bucket)
+    away = f"s3://{key}:{secret}@{bucket}/away?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    search = {"space": {"train.head_lr": {"choice": [3e-3, 1e-3]}}, "searcher": "grid", "scheduler": {"type": "none"}}
+    local = str(tmp_path / "home")
+    tune(parse_config(embedded(local, name="home", search=search)), out=lambda line: None)
+    path = tmp_path / "away.yaml"
+    path.write_text(yaml.safe_dump(embedded(away, name="away", search=search)))
+    done = subprocess.run([str(Path(sys.executable).parent / "orchestrator"), "tune", str(path), "--address", "local"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r = run_cli(capsys, "leaderboard", "merge", away, "--into", local)
+    assert r.code == 0, r.err
+    assert secret not in r.out + r.err
+    board = Leaderboard(local)
+    rows = board.table().to_pylist()
+    assert len(rows) == 4 and {x["experiment"] for x in rows} == {"home", "away"}
+    merged = [x for x in rows if x.get("merged_from")]
+    assert len(merged) == 2 and all(secret not in x["merged_from"] and x["duplicate_of"] for x in merged)
+    assert all(json.loads(x["config"])["storage"] == local for x in merged)
+    assert len(board.top(10)) == 2                                      # each work once
+    assert board.best()["experiment"] == "home"
+    assert len(board.table(experiment="away")) == 2                     # report and confirm read them by experiment
+    again = run_cli(capsys, "leaderboard", "merge", away, local, "--into", local)
+    assert again.code == 0 and len(board.table()) == 4
