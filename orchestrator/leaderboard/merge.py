@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import time
 from typing import Callable, Optional
 
@@ -108,7 +109,8 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into
             counts[key] = r["row_id"]
         keep.append(i)
         new["work_key"][i], new["duplicate_of"][i] = key, counted
-        new["merged_from"][i] = r.get("merged_from") or storage.redact(source)
+        new["merged_from"][i] = r.get("merged_from") or storage.redact(
+            source if storage.is_uri(source) else os.path.abspath(source))
         new["config"][i] = _pointed_at(r.get("config"), into)
         existing.append({"row_id": r["row_id"], "work_key": key, "objective": r.get("objective"),
                          "duplicate_of": counted})
