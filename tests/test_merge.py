@@ -111,6 +111,28 @@ def test_merge_killed_midway_loses_and_duplicates_nothing(tmp_path, monkeypatch)
     assert sorted(r["trial_id"] for r in board.table().to_pylist()) == ["h1", "w1"]
 
 
+def test_merge_from_s3_and_local_into_s3(s3_server, tmp_path, capsys):
+    """Rows on a real S3-compatible server (moto) and on local disk, merged both ways; credentials never stored."""
+    import pyarrow.fs as pafs
+
+    key, secret = "AKIAMERGEFAST", "fastMergeS3cret"
+    pafs.S3FileSystem(access_key=key, secret_key=secret, endpoint_override=s3_server, scheme="http",
+                      region="us-east-1", allow_bucket_creation=True).create_dir("merge-fast")
+    bucket = f"s3://{key}:{secret}@merge-fast/%s?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    away, shared, home = bucket % "away", bucket % "shared", str(tmp_path / "home")
+    Leaderboard(away).append([trial(away, trial_id="w1", lr=1e-3), trial(away, trial_id="w2", lr=2e-3)])
+    Leaderboard(home).append([trial(home, trial_id="h1", lr=1e-3)])                           # w1's work
+    r = run_cli(capsys, "leaderboard", "merge", home, away, "--into", shared)
+    assert r.code == 0, r.err
+    board = Leaderboard(shared)
+    rows = {x["trial_id"]: x for x in board.table().to_pylist()}
+    assert set(rows) == {"h1", "w1", "w2"} and rows["w1"]["duplicate_of"] == rows["h1"]["row_id"]
+    assert secret not in r.out + r.err and not any(secret in json.dumps(x, default=str) for x in rows.values())
+    assert json.loads(rows["h1"]["config"])["storage"] == storage.redact(shared)
+    assert board.merge([home, away])["rows"] == 0
+    assert Leaderboard(home).merge(shared)["rows"] == 2 and len(Leaderboard(home).top(10)) == 2
+
+
 def test_cli_merge(tmp_path, capsys):
     home, dst = str(tmp_path / "home"), str(tmp_path / "dst")
     Leaderboard(home).append([trial(home, trial_id="h1")])
