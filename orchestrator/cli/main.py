@@ -9,6 +9,7 @@ import click
 from ..errors import UserError
 from .ablate import ablate
 from .data import manifest
+from .interop import export
 from .jobs import jobs, submit
 from .query import best, leaderboard, pareto
 from .report import report
@@ -21,7 +22,7 @@ def cli():
 
 
 for command in (pretrain, validate, train, tune, baselines, confirm, ablate, demo, submit, jobs, leaderboard, best,
-                pareto, report, manifest):
+                pareto, report, manifest, export):
     cli.add_command(command)
 
 

@@ -93,6 +93,7 @@ class SearchConfig(_Strict):
     base_first: bool = Field(True, description="evaluate the config as written as the first trial")
     warm_start: Optional[WarmStartConfig] = None
     baselines: bool = Field(False, description="train each task alone first (reused), for Δm%")
+    mlflow: Optional[str] = Field(None, description="MLflow tracking URI: log the sweep live there too")
 
     @property
     def samples(self) -> int:

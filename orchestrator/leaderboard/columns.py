@@ -25,13 +25,16 @@ KNOWN_TYPES: dict[str, pa.DataType] = {
     "config_hash": _S, "worker_config_hash": _S, "data_fingerprint": _S, "backbone": _S,
     "started_at": _TS, "created_at": _TS,
 }
+# merged rows (leaderboard/merge.py): the work a row did (config without storage or name, data by content, seed), the
+# row of the same work that counts for it, and the storage the row was merged from
+MERGE_TYPES: dict[str, pa.DataType] = {"work_key": _S, "duplicate_of": _S, "merged_from": _S}
 _FLOAT_PREFIXES = ("best_", "weight_", "eff_weight_")
 _FLOAT_SUFFIXES = tuple(f"_{m}" for m in metrics.TASK_METRICS)   # <task>_<metric>
 
 def column_type(name: str) -> Optional[pa.DataType]:
     """The fixed type of a leaderboard column, None for columns whose type is inferred."""
-    if name in KNOWN_TYPES:
-        return KNOWN_TYPES[name]
+    if name in KNOWN_TYPES or name in MERGE_TYPES:
+        return KNOWN_TYPES.get(name) or MERGE_TYPES[name]
     if name.startswith(_FLOAT_PREFIXES) or (name.endswith(_FLOAT_SUFFIXES) and name.split("_", 1)[0]):
         return _F
     return None

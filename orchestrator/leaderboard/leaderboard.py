@@ -100,7 +100,7 @@ class Leaderboard:
                 return _empty()
             _check_numeric(snap.schema, metric, what="metric")
             snap, light = self._select(snap, [metric, "objective_mode"], experiment=experiment, where=where,
-                                       sweep_id=sweep_id, kind=kind)
+                                       sweep_id=sweep_id, kind=kind, once=True)
             if ascending is None:
                 best = best_first(light, metric)
             else:
@@ -140,7 +140,7 @@ class Leaderboard:
                     raise ConfigError(f"Pareto metric {m!r} has no known direction (higher or lower is better); "
                                       f"use metrics such as <task>_accuracy, <task>_mae, mean_score, objective")
             snap, light = self._select(snap, [*names, "objective_mode"], experiment=experiment, where=where,
-                                       sweep_id=sweep_id, kind=kind)
+                                       sweep_id=sweep_id, kind=kind, once=True)
             return self._files.fetch(snap, light.take(front_rows(light, names)))
         return self._read(work)
 
@@ -168,6 +168,28 @@ class Leaderboard:
         fresh = [p for p in self._files.list() if not p.rsplit("/", 1)[-1].startswith(MERGED_PREFIX)]
         return self.compact() if len(fresh) > threshold_files else None
 
+    # -- interop (merge, export) ---------------------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        """Where the files are, credentials included (for writing; print ``uri``)."""
+        return self._location
+
+    def merge(self, sources: Union[str, list[str]], *, out: Callable[[str], None] = lambda line: None) -> dict:
+        """Pull the rows of other storages' leaderboards (local paths or URIs) into this one (``merge.merge``):
+        deduplicated by row id, the same work marked ``duplicate_of``, ``merged_from`` naming the source.
+        Idempotent and safe to kill. Returns counts: rows (added), skipped (already here), duplicates, files."""
+        from .merge import merge
+
+        return merge(self, storage.parent(self._location), [sources] if isinstance(sources, str) else list(sources),
+                     open_board=type(self), out=out)
+
+    def export(self, to: str, *, experiment: Names = None, sweep_id: Names = None, kind: Names = "trial") -> dict:
+        """Write the matching rows to ``mlflow:URI``, ``tensorboard:DIR``, ``csv:FILE`` or ``parquet:FILE``
+        (``export.export``); returns what was written."""
+        from .export import export
+
+        return export(self, to, experiment=experiment, sweep_id=sweep_id, kind=kind)
+
     # -- internals -------------------------------------------------------------------------------------
     def _read(self, work: Callable[[Snapshot], T]) -> T:
         """``work`` on a fresh snapshot of the files; again when a file vanished under it (a compaction)."""
@@ -179,10 +201,13 @@ class Leaderboard:
         raise OSError(f"the leaderboard files in {self.uri} kept changing during {_ATTEMPTS} reads; try again")
 
     def _select(self, snap: Snapshot, columns: list[str], *, experiment: Names, where: Optional[str],
-                sweep_id: Names, kind: Names) -> tuple[Snapshot, pa.Table]:
+                sweep_id: Names, kind: Names, once: bool = False) -> tuple[Snapshot, pa.Table]:
         """``columns`` (and what the filters read) of the matching rows, one per row id, with their places in
-        the files of the returned snapshot."""
+        the files of the returned snapshot. ``once``: each work once (merged rows marked ``duplicate_of`` left out)."""
         schema, scope, used, exprs = snap.schema, [], set(), []
+        if once and "duplicate_of" in schema.names:
+            scope.append("duplicate_of")
+            exprs.append(pc.field("duplicate_of").is_null())
         for name, values in (("experiment", experiment), ("sweep_id", sweep_id), ("kind", kind)):
             if values is None:
                 continue

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from ..errors import ConfigError
 from .columns import JSON_KEY, KNOWN_TYPES, column_type
+from .flat import flat
 
 _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
         ast.Gt: operator.gt, ast.GtE: operator.ge}
@@ -104,7 +105,8 @@ def _unsupported(node: ast.AST) -> ConfigError:
 
 
 def render(table: pa.Table, *, fmt: str = "table", columns: list[str] | None = None, width: int | None = None) -> str:
-    """Format rows as "table" (rich; compact columns, short headers), "json" (array of objects) or "csv"."""
+    """Format rows as "table" (rich; compact columns, short headers), "json" (array of objects) or "csv" (flat:
+    no JSON columns, see ``flat``)."""
     if columns is not None:
         unknown = [c for c in columns if c not in table.column_names and not (fmt == "table" and c == "rank")]
         if unknown:
@@ -114,6 +116,8 @@ def render(table: pa.Table, *, fmt: str = "table", columns: list[str] | None = N
     if fmt not in ("json", "csv"):
         raise ConfigError(f"unknown format {fmt!r}: use table, json or csv")
     table = table.select(columns) if columns else table
+    if fmt == "csv":
+        table = flat(table)       # no JSON blobs in a spreadsheet: one column per value (``flat``)
     if fmt == "json":
         return json.dumps([{k: _plain(v) for k, v in row.items()} for row in rows(table)], indent=2, allow_nan=False)
     out = io.StringIO()

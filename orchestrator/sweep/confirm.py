@@ -36,6 +36,7 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
     configs, extra = [], []
     for row in rows:
         base = parse_config(json.loads(row["config"]) if isinstance(row["config"], str) else row["config"])
+        check_reachable(base, row)
         for i in range(1, seeds + 1):
             values = {"train.seed": base.train.seed + i, "storage": storage}
             if workers:
@@ -43,6 +44,23 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
             configs.append(base.with_values(values))
             extra.append({"confirm_of": row["trial_id"]})
     return configs, extra
+
+
+def check_reachable(cfg: ExperimentConfig, row: dict) -> None:
+    """The data and backbone files a row trained on must be reachable from here (a row merged from another storage
+    may name files that stayed there): ConfigError naming the first one that is not."""
+    from .. import storage as places
+
+    b = cfg.backbone
+    wanted = [("data.train", cfg.data.train), ("data.validation", cfg.data.validation), ("backbone.path", b.path),
+              ("backbone.weights", b.weights if b.kind == "application" and b.weights not in ("imagenet", "none")
+               else None)]
+    for field, location in wanted:
+        if isinstance(location, str) and not location.startswith("builtin:") and not places.exists(location):
+            where = f" (merged from {row['merged_from']})" if row.get("merged_from") else ""
+            raise ConfigError(f"trial {row.get('trial_id')}{where} needs {field} {places.redact(location)!r}, which "
+                              f"is not reachable from here: copy it here and set {field} in its config, or confirm "
+                              f"where it ran")
 
 
 def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int | None = None,

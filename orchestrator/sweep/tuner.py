@@ -171,6 +171,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     """`orchestrator tune`: run (or resume) a sweep; one leaderboard row per trial; returns a summary."""
     from ..leaderboard.leaderboard import Leaderboard
     from .capacity import plan_concurrency
+    from .loggers import live_loggers
 
     if name:
         cfg = cfg.with_values({"name": name})
@@ -201,8 +202,8 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     spec = SweepSpec(TrialPlan(sweep_id, cfg.model_dump(mode="json"), RunInputs.of(session, baselines=baselines)),
                      param_space(cfg.search, list(cfg.tasks)), num_samples=cfg.search.samples,
                      searcher=None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out)),
-                     scheduler=make_scheduler(cfg, sweep_id=sweep_id), concurrent=concurrent, callbacks=(callback,),
-                     verbose=verbose)
+                     scheduler=make_scheduler(cfg, sweep_id=sweep_id), concurrent=concurrent,
+                     callbacks=(callback, *live_loggers(cfg, sweep_id)), verbose=verbose)
     make_tuner(cfg, spec, resume=resume).fit()
     release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
     board.maybe_compact()

@@ -1,0 +1,45 @@
+"""`orchestrator export` and `orchestrator leaderboard merge`: the leaderboard in the tools teams already use, and
+leaderboards of other storages pulled into this one. Mistakes raise ConfigError: one line on stderr, exit code 2."""
+from __future__ import annotations
+
+import click
+
+from .query import leaderboard
+
+
+_KINDS = ["trial", "baseline", "confirm", "all"]
+
+
+@click.command()
+@click.option("--storage", default="runs", show_default=True, help="storage holding the leaderboard")
+@click.option("--experiment", "-e", multiple=True, help="only these experiments (repeatable)")
+@click.option("--sweep", multiple=True, help="only these sweep ids (repeatable)")
+@click.option("--kind", type=click.Choice(_KINDS), default="trial", show_default=True)
+@click.option("--to", "to", required=True, metavar="TARGET",
+              help="mlflow:URI (e.g. mlflow:sqlite:///mlflow.db), tensorboard:DIR, csv:FILE or parquet:FILE")
+def export(storage, experiment, sweep, kind, to):
+    """Export leaderboard rows to MLflow, TensorBoard HParams, or flat CSV / Parquet (history in FILE-history)."""
+    from ..leaderboard import Leaderboard
+    from ..leaderboard.export import parse_target
+
+    parse_target(to)     # a bad target fails before anything is read
+    board = Leaderboard(storage)
+    r = board.export(to, experiment=list(experiment) or None, sweep_id=list(sweep) or None,
+                     kind=None if kind == "all" else kind)
+    more = "".join(f", {k} {v}" for k, v in r.items() if k not in ("target", "rows", "to"))
+    click.echo(f"exported {r['rows']} rows of {board.uri} to {r['target']} {r['to']}{more}")
+
+
+@leaderboard.command("merge")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--into", "into", required=True, help="the storage whose leaderboard receives the rows")
+def merge_cmd(sources, into):
+    """Pull the rows of other storages' leaderboards (local or s3://...) into --into's, each row once."""
+    from .. import storage
+    from ..leaderboard import Leaderboard
+
+    board = Leaderboard(into)
+    r = board.merge(list(sources), out=click.echo)
+    click.echo(f"merged {r['rows']} rows from {r['sources']} storage(s) into {board.uri} ({r['duplicates']} of work "
+               f"already there, marked duplicate_of; {r['skipped']} rows already there), {r['seconds']} s"
+               if r["rows"] or r["skipped"] else f"nothing to merge into {storage.redact(into)}")

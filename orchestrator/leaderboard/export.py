@@ -1,0 +1,56 @@
+"""``export``: leaderboard rows into the tools teams already use. ``csv:FILE`` / ``parquet:FILE`` write flat rows
+(``flat``) and the per-epoch history as a second, long file next to it (``FILE`` -> ``FILE-history``);
+``mlflow:URI`` and ``tensorboard:DIR`` are in their own modules (MLflow is an optional extra, imported only there).
+Every file is written whole or not at all (``storage.atomic_write``): local paths or URIs."""
+from __future__ import annotations
+
+from typing import Union
+
+from .. import storage
+from ..errors import ConfigError
+from .columns import parquet_bytes
+from .flat import flat, history_long
+
+Names = Union[str, list[str], tuple[str, ...], None]
+TARGETS = "mlflow:URI, tensorboard:DIR, csv:FILE or parquet:FILE"
+
+
+def parse_target(to: str) -> tuple[str, str]:
+    """``"csv:out.csv"`` -> ``("csv", "out.csv")``; ConfigError naming the forms for anything else."""
+    kind, sep, where = to.partition(":")
+    if not sep or kind not in ("mlflow", "tensorboard", "csv", "parquet") or not where:
+        raise ConfigError(f"unknown export target {to!r}: use {TARGETS} (e.g. --to mlflow:sqlite:///mlflow.db)")
+    return kind, where
+
+
+def export(board, to: str, *, experiment: Names = None, sweep_id: Names = None, kind: Names = "trial") -> dict:
+    """Write the matching rows of ``board`` (a Leaderboard) to ``to``; returns what was written (rows, where...)."""
+    target, where = parse_target(to)
+    table = board.table(experiment=experiment, sweep_id=sweep_id, kind=kind)
+    if target == "mlflow":
+        from .export_mlflow import export_mlflow
+
+        return export_mlflow(table, where)
+    if target == "tensorboard":
+        from .export_tensorboard import export_tensorboard
+
+        return export_tensorboard(table, where)
+    history = history_path(where)
+    if target == "csv":
+        from .query import render
+
+        storage.atomic_write(where, render(table, fmt="csv").encode())
+        storage.atomic_write(history, render(history_long(table), fmt="csv").encode())
+    else:
+        storage.atomic_write(where, parquet_bytes(flat(table)).to_pybytes())
+        storage.atomic_write(history, parquet_bytes(history_long(table)).to_pybytes())
+    return {"target": target, "rows": table.num_rows, "to": storage.redact(where), "history": storage.redact(history)}
+
+
+def history_path(location: str) -> str:
+    """``runs/out.csv`` -> ``runs/out-history.csv`` (a URI's query string kept at its end)."""
+    path, q, query = location.partition("?")
+    base, dot, ext = path.rpartition(".")
+    if not dot or "/" in ext:
+        base, dot, ext = path, "", ""
+    return f"{base}-history{dot}{ext}{q}{query}"

@@ -1,0 +1,139 @@
+"""Leaderboard rows -> MLflow (the optional extra ``orchestrator[mlflow]``): an MLflow experiment per experiment, a
+parent run per sweep, and a nested run per trial with its hyperparameters as params, its final and per-epoch
+metrics (step = epoch), tags (experiment, sweep, status, Δm%, row id, checkpoint) and its start and end times.
+
+Exporting again finds the runs by their ``row_id`` tag: a finished run gets its tags refreshed, nothing is logged
+twice. A run that an earlier export left unfinished (killed midway: no ``orchestrator.complete`` tag) is deleted and
+written again. Any tracking URI MLflow accepts works (``sqlite:///mlflow.db``, ``http://host:5000``, ...)."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+import pyarrow as pa
+
+from ..errors import ConfigError
+from ..storage import first_line, redact
+from .flat import hparam_columns, metric_columns, row_points
+from .query import rows as row_dicts
+
+KIND, COMPLETE = "orchestrator.kind", "orchestrator.complete"
+TAGS = ("experiment", "sweep_id", "trial_id", "status", "reason", "delta_m_pct", "row_id", "checkpoint", "kind")
+
+
+def export_mlflow(table: pa.Table, uri: str) -> dict:
+    """Write the rows of ``table`` to the MLflow tracking server or database at ``uri``."""
+    client, errors = _client(uri)
+    counts = {"target": "mlflow", "rows": table.num_rows, "to": redact(uri), "created": 0, "updated": 0}
+    names = {"params": hparam_columns(table), "metrics": metric_columns(table)}
+    quiet = [(lg, lg.level) for lg in map(logging.getLogger, ("mlflow", "alembic"))]
+    for lg, _ in quiet:
+        lg.setLevel(logging.WARNING)
+    try:
+        by_experiment: dict[str, list[dict]] = {}
+        for row in row_dicts(table):
+            by_experiment.setdefault(row.get("experiment") or "default", []).append(row)
+        for experiment, rows in by_experiment.items():
+            exp_id = _experiment_id(client, experiment)
+            sweeps, trials = _existing(client, exp_id)
+            for row in rows:
+                parent = sweeps.get(row.get("sweep_id"))
+                if parent is None:
+                    parent = sweeps[row.get("sweep_id")] = _sweep_run(client, exp_id, experiment, row.get("sweep_id"))
+                counts["updated" if _trial_run(client, exp_id, row, parent=parent, found=trials.get(row["row_id"]),
+                                                names=names) else "created"] += 1
+    except errors as e:
+        raise ConfigError(f"MLflow at {redact(uri)} refused the export: {first_line(e, 200)}") from None
+    finally:
+        for lg, level in quiet:
+            lg.setLevel(level)
+    return counts
+
+
+def _client(uri: str):
+    try:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+    except ImportError:
+        raise ConfigError("exporting to MLflow needs the mlflow extra: pip install 'orchestrator[mlflow]'") from None
+    return MlflowClient(tracking_uri=uri), (MlflowException,)
+
+
+def _experiment_id(client, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None and found.lifecycle_stage == "active":
+        return found.experiment_id
+    if found is not None:
+        client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    return client.create_experiment(name, tags={KIND: "experiment"})
+
+
+def _existing(client, exp_id: str) -> tuple[dict, dict]:
+    """(sweep id -> parent run id, row id -> trial run) of the runs already in the experiment."""
+    sweeps, trials, token = {}, {}, None
+    while True:
+        page = client.search_runs([exp_id], max_results=1000, page_token=token)
+        for run in page:
+            tags = run.data.tags
+            if tags.get(KIND) == "sweep" and tags.get("sweep_id") not in sweeps:
+                sweeps[tags.get("sweep_id")] = run.info.run_id
+            elif tags.get(KIND) == "trial" and tags.get("row_id"):
+                trials[tags["row_id"]] = run
+        token = page.token
+        if not token:
+            return sweeps, trials
+
+
+def _sweep_run(client, exp_id: str, experiment: str, sweep_id: Optional[str]) -> str:
+    run = client.create_run(exp_id, run_name=sweep_id or "sweep",
+                            tags={KIND: "sweep", "experiment": experiment, "sweep_id": sweep_id or ""})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def _trial_run(client, exp_id: str, row: dict, *, parent: str, found, names: dict) -> bool:
+    """Create (or refresh the tags of) one trial's run; True if it existed and was complete."""
+    from mlflow.entities import Metric
+
+    tags, params, points = trial_record(row, params=names["params"], metrics=names["metrics"])
+    tags["mlflow.parentRunId"] = parent
+    if found is not None and found.data.tags.get(COMPLETE) == "1":
+        _log(client, found.info.run_id, tags=tags)
+        return True
+    if found is not None:                   # left unfinished by a killed export: write it again
+        client.delete_run(found.info.run_id)
+    start = _ms(row.get("started_at")) or _ms(row.get("created_at"))
+    run_id = client.create_run(exp_id, start_time=start, tags=tags, run_name=tags["mlflow.runName"]).info.run_id
+    when = _ms(row.get("created_at")) or int(time.time() * 1000)
+    _log(client, run_id, params=params, metrics=[Metric(key, value, when, step) for step, key, value in points])
+    _log(client, run_id, tags={COMPLETE: "1"})
+    client.set_terminated(run_id, "FAILED" if row.get("status") == "failed" else "FINISHED",
+                          end_time=_ms(row.get("created_at")))
+    return False
+
+
+def trial_record(row: dict, *, params: list[str], metrics: list[str]) -> tuple[dict, dict, list]:
+    """One row as MLflow sees it: (tags, params, metric points (step, key, value), see ``flat.row_points``)."""
+    tags = {KIND: "trial", "mlflow.runName": str(row.get("trial_id") or row["row_id"])}
+    tags.update({k: str(row[k]) for k in TAGS if row.get(k) is not None})
+    return tags, {k: str(row[k]) for k in params if row.get(k) is not None}, row_points(row, metrics)
+
+
+def _log(client, run_id: str, *, params: Optional[dict] = None, metrics: Optional[list] = None,
+         tags: Optional[dict] = None) -> None:
+    """``log_batch`` within MLflow's limits (100 params or tags, 1000 metrics per call)."""
+    from mlflow.entities import Param, RunTag
+
+    params = [Param(k, v) for k, v in (params or {}).items()]
+    tags = [RunTag(k, v) for k, v in (tags or {}).items()]
+    metrics = metrics or []
+    for i in range(0, max(len(params), len(tags), 1), 100):
+        client.log_batch(run_id, params=params[i:i + 100], tags=tags[i:i + 100])
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
+
+def _ms(value) -> Optional[int]:
+    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else None

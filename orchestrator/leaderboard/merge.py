@@ -1,0 +1,169 @@
+"""``leaderboard merge SRC [SRC...] --into DST``: other storages' rows pulled into this leaderboard, so that
+``best``, ``confirm``, ``report`` and warm starts see trials run elsewhere.
+
+- Rows keep their ``row_id``; a row whose id DST already has is skipped, so merging twice adds nothing.
+- Every merged row gets a ``work_key`` (``work_key``: the config without storage, name or where it ran, with the
+  data identified by content, seed included), ``merged_from`` (the source storage, credentials redacted; a row
+  merged before keeps its first source), and points at DST: its config's ``storage`` is DST, so ``best`` /
+  ``confirm`` train there. Checkpoint paths still name where the trial ran.
+- Rows of work that DST already holds (or that an earlier row of this merge holds) get ``duplicate_of``: the row id
+  of the row that counts for that work (one with an objective first), and ranked queries leave them out.
+- Schemas may differ (older rows, other tasks): the columns are unioned, missing values are nulls.
+- The new rows are written as new leaderboard files, each whole or not at all (``storage.atomic_write``, the
+  machinery compaction uses): a kill midway leaves some files written and the next merge adds the rest; reads
+  keep one row per id, so nothing is lost or counted twice.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from typing import Callable, Optional
+
+import pyarrow as pa
+
+from .. import storage
+from ..data.identity import data_identity
+from ..errors import ConfigError
+from .columns import parquet_bytes
+from .compaction import ROWS_PER_FILE
+from .files import to_schema, unify
+from .ranking import finite
+
+EXECUTION_ONLY = (("storage",), ("name",), ("search",), ("resources",), ("data", "cache"), ("data", "cache_budget_mb"))
+
+
+def work_key(config: dict, identity: Callable[[str, str], str]) -> str:
+    """What a row trained, wherever and under whatever name: a hash of its config without storage, name, search
+    block or resources (where it ran, not what it learned), with ``data.train`` / ``data.validation`` replaced by
+    ``identity(location, image_column)``; the seed (``train.seed``) stays in."""
+    c = copy.deepcopy(config)
+    for path in EXECUTION_ONLY:
+        node = c
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    data = c.get("data") or {}
+    for field in ("train", "validation"):
+        if isinstance(data.get(field), str):
+            data[field] = identity(data[field], data.get("image_column") or "image")
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Identities:
+    """``data_identity`` per location, computed once; unreachable data is identified by its location instead."""
+
+    def __init__(self):
+        self._seen: dict[tuple[str, str], str] = {}
+
+    def __call__(self, location: str, image_column: str) -> str:
+        key = (location, image_column)
+        if key not in self._seen:
+            try:
+                self._seen[key] = data_identity(location, image_column=image_column)
+            except (OSError, pa.ArrowException, ValueError):
+                self._seen[key] = "location:" + storage.redact(location)
+        return self._seen[key]
+
+
+def row_work_key(row: dict, identity: Callable[[str, str], str]) -> Optional[str]:
+    """A row's stored ``work_key``, else computed from its config; None for rows without a config."""
+    if row.get("work_key"):
+        return row["work_key"]
+    config = row.get("config")
+    config = json.loads(config) if isinstance(config, str) else config
+    return work_key(config, identity) if isinstance(config, dict) else None
+
+
+def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into: str,
+                identity: Callable[[str, str], str]) -> tuple[list[int], dict[str, list]]:
+    """Which ``incoming`` rows (of one source, JSON columns as strings) DST lacks, and their new column values:
+    (indices, {"work_key", "duplicate_of", "merged_from", "config"}). ``existing``: DST's rows (row_id, work_key,
+    objective, duplicate_of, config); it is extended with the new rows, so the next source sees them. The row that
+    counts for a work: DST's first, unless it has no objective and a new one has."""
+    have = {r["row_id"] for r in existing}
+    scored = {r["row_id"] for r in existing if finite(r.get("objective")) is not None}
+    counts: dict[str, str] = {}
+    for r in existing:
+        r["work_key"] = key = r.get("work_key") or row_work_key(r, identity)
+        if key and not r.get("duplicate_of") and (key not in counts or (r["row_id"] in scored
+                                                                        and counts[key] not in scored)):
+            counts[key] = r["row_id"]
+    order = sorted(range(len(incoming)), key=lambda i: finite(incoming[i].get("objective")) is None)
+    keep, new = [], {"work_key": {}, "duplicate_of": {}, "merged_from": {}, "config": {}}
+    for i in order:
+        r = incoming[i]
+        if r["row_id"] in have:
+            continue
+        have.add(r["row_id"])
+        if finite(r.get("objective")) is not None:
+            scored.add(r["row_id"])
+        key = row_work_key(r, identity)
+        counted = counts.get(key) if key else None
+        if counted is not None and counted not in scored and r["row_id"] in scored:
+            counted = None               # a failed run elsewhere does not hide a finished one
+        if key and counted is None:
+            counts[key] = r["row_id"]
+        keep.append(i)
+        new["work_key"][i], new["duplicate_of"][i] = key, counted
+        new["merged_from"][i] = r.get("merged_from") or storage.redact(
+            source if storage.is_uri(source) else os.path.abspath(source))
+        new["config"][i] = _pointed_at(r.get("config"), into)
+        existing.append({"row_id": r["row_id"], "work_key": key, "objective": r.get("objective"),
+                         "duplicate_of": counted})
+    keep.sort()
+    return keep, {name: [values[i] for i in keep] for name, values in new.items()}
+
+
+def _pointed_at(config, into: str):
+    """The row's config with ``storage`` = DST (credentials redacted), as a JSON string."""
+    parsed = json.loads(config) if isinstance(config, str) else config
+    if not isinstance(parsed, dict):
+        return config
+    return json.dumps({**parsed, "storage": storage.redact(into)}, sort_keys=True, default=str)
+
+
+def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Callable[[str], None]) -> dict:
+    """Merge the leaderboards of ``sources`` (storage locations, each opened by ``open_board``) into ``board`` (the
+    Leaderboard of ``into``)."""
+    t0, identity = time.perf_counter(), Identities()
+    wanted = ["row_id", "work_key", "objective", "duplicate_of", "config"]
+    current = board.table(kind=None)
+    existing = current.select([c for c in wanted if c in current.column_names]).to_pylist()
+    result = {"sources": len(sources), "rows": 0, "skipped": 0, "duplicates": 0, "files": 0}
+    for source in sources:
+        table = open_board(source).table(kind=None)
+        if not table.num_rows:
+            raise ConfigError(f"no leaderboard rows in {storage.redact(source)}: give the storage that holds them "
+                              f"(the folder or URI above its leaderboard/)")
+        incoming = table.to_pylist()
+        keep, values = merged_rows(existing, incoming, source=source, into=into, identity=identity)
+        result["skipped"] += len(incoming) - len(keep)
+        result["duplicates"] += sum(v is not None for v in values["duplicate_of"])
+        for start in range(0, len(keep), ROWS_PER_FILE):
+            part = _with_columns(table.take(pa.array(keep[start:start + ROWS_PER_FILE], pa.int64())),
+                                 {k: v[start:start + ROWS_PER_FILE] for k, v in values.items()})
+            location = storage.join(board.location, storage.unique_name("", ".parquet"))
+            data = parquet_bytes(part).to_pybytes()
+            storage.retry(lambda: storage.atomic_write(location, data), what="leaderboard merge")
+            result["files"] += 1
+        result["rows"] += len(keep)
+        out(f"{storage.redact(source)}: {len(keep)} rows merged, {len(incoming) - len(keep)} already there")
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _with_columns(table: pa.Table, values: dict[str, list]) -> pa.Table:
+    """``table`` with the merge's columns set (added at the end if new), typed, JSON columns still named."""
+    metadata = table.schema.metadata
+    for name, column in values.items():
+        array = pa.array(column, pa.string())
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, array)
+        else:
+            table = table.append_column(name, array)
+    schema = unify([table.schema.with_metadata(metadata or {})])
+    return to_schema(table, schema).replace_schema_metadata(schema.metadata)

@@ -1,0 +1,24 @@
+"""Loggers that follow a sweep live, beside the leaderboard (which records each trial once it ends).
+
+``search.mlflow: URI``: Ray Tune's own ``MLflowLoggerCallback`` (``ray.air.integrations.mlflow``) logs every trial
+of the sweep as it runs into the MLflow experiment named like ours: its config as params, each report as metrics,
+tagged with the sweep id. ``orchestrator export --to mlflow:URI`` writes the finished rows (nested under their
+sweep) afterwards; the two do not collide (export's runs carry ``orchestrator.kind``)."""
+from __future__ import annotations
+
+from ..config.schema import ExperimentConfig
+from ..errors import ConfigError
+
+
+def live_loggers(cfg: ExperimentConfig, sweep_id: str) -> tuple:
+    """The Tune callbacks that log ``cfg``'s sweep live (none unless ``search.mlflow`` is set)."""
+    uri = cfg.search.mlflow if cfg.search is not None else None
+    if not uri:
+        return ()
+    try:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+    except ImportError:
+        raise ConfigError("search.mlflow needs MLflow: pip install 'orchestrator[mlflow]' (or remove search.mlflow)"
+                          ) from None
+    return (MLflowLoggerCallback(tracking_uri=uri, experiment_name=cfg.name,
+                                 tags={"experiment": cfg.name, "sweep_id": sweep_id}),)

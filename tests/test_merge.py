@@ -1,0 +1,203 @@
+"""Leaderboard merge: rows of other storages pulled in, deduplicated by row id, the same work recognized by its
+work_key (config without storage or name, data by content, seed), provenance kept, idempotent and kill-safe. Fast
+tests on factory rows; a slow one merges real sweeps from local disk and moto S3."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from factories import embedded, experiment, row, run_cli, small_table, write_parquet
+from orchestrator import storage
+from orchestrator.config import parse_config
+from orchestrator.data.identity import data_identity
+from orchestrator.leaderboard import Leaderboard
+from orchestrator.leaderboard.merge import Identities, work_key
+
+HISTORY = [{"epoch": 1, "left_accuracy": 0.5, "right_accuracy": 0.5, "objective": 0.5}]
+
+
+def trial(store, *, name="t", trial_id="a", lr=1e-3, seed=0, objective=0.5, sweep_id="s", **extra) -> dict:
+    cfg = parse_config(embedded(store, name=name, train={"head_lr": lr, "seed": seed}))
+    r = row(cfg, [{**HISTORY[0], "objective": objective}], trial_id=trial_id, sweep_id=sweep_id)
+    return {**r, **extra}
+
+
+def test_work_key_ignores_storage_and_name_and_sees_seed_and_data_content(tmp_path):
+    ident = Identities()
+    config = parse_config(embedded(tmp_path / "a", name="x")).run_fields()
+    same = parse_config(embedded("s3://bucket/b", name="y", resources={"workers": 3})).run_fields()
+    seeded = parse_config(embedded(tmp_path / "a", train={"seed": 1})).run_fields()
+    assert work_key(config, ident) == work_key(same, ident) != work_key(seeded, ident)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    a = write_parquet(tmp_path / "one" / "d.parquet", small_table(40))
+    b = write_parquet(tmp_path / "two" / "d.parquet", small_table(40))        # a copy elsewhere
+    c = write_parquet(tmp_path / "two" / "e.parquet", small_table(40, seed=1))
+    assert data_identity(a) == data_identity(b) != data_identity(c)
+    (tmp_path / "three").mkdir()
+    write_parquet(tmp_path / "three" / "d.parquet", small_table(40))
+    assert data_identity(str(tmp_path / "one")) == data_identity(str(tmp_path / "three")) != data_identity(
+        str(tmp_path / "two"))                                                  # folders: by their files
+    on = [parse_config(experiment(tmp_path, p)).run_fields() for p in (a, b, c)]
+    assert work_key(on[0], ident) == work_key(on[1], ident) != work_key(on[2], ident)
+    manifest = tmp_path / "m.csv"
+    (tmp_path / "img.png").write_bytes(b"x" * 10)
+    manifest.write_text("image,left\nimg.png,1\n")
+    before = data_identity(str(manifest))
+    (tmp_path / "img.png").write_bytes(b"x" * 11)                              # same manifest, other image
+    assert data_identity(str(manifest)) != before
+    missing = Identities()(str(tmp_path / "gone.parquet"), "image")
+    assert missing.startswith("location:")
+
+
+def test_merge_pulls_rows_in_once_marks_the_same_work_and_points_at_the_queried_storage(tmp_path):
+    home, away, dst = (str(tmp_path / n) for n in ("home", "away", "dst"))
+    Leaderboard(home).append([trial(home, trial_id="h1", lr=1e-3, objective=0.6),
+                              trial(home, trial_id="h2", lr=2e-3, objective=0.7)])
+    Leaderboard(away).append([trial(away, name="other", trial_id="w1", lr=1e-3, objective=0.9),   # h1's work
+                              trial(away, name="other", trial_id="w2", lr=3e-3, objective=0.8, extra_col=7.0)])
+    board = Leaderboard(dst)
+    first = board.merge([home, away])
+    assert (first["rows"], first["duplicates"], first["skipped"]) == (4, 1, 0)
+    rows = {r["trial_id"]: r for r in board.table(kind=None).to_pylist()}
+    assert set(rows) == {"h1", "h2", "w1", "w2"}
+    assert rows["h1"]["duplicate_of"] is None and rows["w1"]["duplicate_of"] == rows["h1"]["row_id"]
+    assert rows["w1"]["work_key"] == rows["h1"]["work_key"] != rows["w2"]["work_key"]
+    assert rows["h1"]["merged_from"] == home and rows["w2"]["merged_from"] == away
+    assert rows["w2"]["extra_col"] == 7.0 and rows["h1"]["extra_col"] is None              # schemas unioned
+    assert {json.loads(r["config"])["storage"] for r in rows.values()} == {dst}              # best trains here
+    top = board.top(10).column("trial_id").to_pylist()
+    assert top == ["w2", "h2", "h1"]                                    # w1 is h1's work: counted once
+    assert board.best()["trial_id"] == "w2" and len(board.table()) == 4
+    again = board.merge([home, away])
+    assert (again["rows"], again["skipped"]) == (0, 4) and len(board.table()) == 4
+    Leaderboard(away).append([trial(away, trial_id="w3", lr=2e-3, seed=0, objective=0.1)])   # h2's work
+    third = board.merge(away)
+    rows = {r["trial_id"]: r for r in board.table().to_pylist()}
+    assert third["rows"] == 1 and rows["w3"]["duplicate_of"] == rows["h2"]["row_id"]
+    assert board.merge(dst)["rows"] == 0                                  # itself: nothing new
+
+
+def test_a_finished_run_is_not_hidden_behind_a_failed_one(tmp_path):
+    home, away, dst = (str(tmp_path / n) for n in ("home", "away", "dst"))
+    Leaderboard(home).append([trial(home, trial_id="broke", objective=None, status="failed")])
+    Leaderboard(away).append([trial(away, trial_id="fine", objective=0.4)])
+    board = Leaderboard(dst)
+    board.merge([home, away])
+    rows = {r["trial_id"]: r for r in board.table().to_pylist()}
+    assert rows["fine"]["duplicate_of"] is None and board.best()["trial_id"] == "fine"
+
+
+def test_merge_killed_midway_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    home, away, dst = (str(tmp_path / n) for n in ("home", "away", "dst"))
+    Leaderboard(home).append([trial(home, trial_id="h1")])
+    Leaderboard(away).append([trial(away, trial_id="w1", lr=5e-3)])
+    real, calls = storage.atomic_write, []
+
+    def dies_on_the_second(location, data):
+        calls.append(location)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        real(location, data)
+
+    monkeypatch.setattr(storage, "atomic_write", dies_on_the_second)
+    board = Leaderboard(dst)
+    with pytest.raises(KeyboardInterrupt):
+        board.merge([home, away])
+    monkeypatch.setattr(storage, "atomic_write", real)
+    assert [r["trial_id"] for r in board.table().to_pylist()] == ["h1"]    # the first file, whole
+    assert board.merge([home, away])["rows"] == 1
+    assert sorted(r["trial_id"] for r in board.table().to_pylist()) == ["h1", "w1"]
+
+
+def test_merge_from_s3_and_local_into_s3(s3_server, tmp_path, capsys):
+    """Rows on a real S3-compatible server (moto) and on local disk, merged both ways; credentials never stored."""
+    import pyarrow.fs as pafs
+
+    key, secret = "AKIAMERGEFAST", "fastMergeS3cret"
+    pafs.S3FileSystem(access_key=key, secret_key=secret, endpoint_override=s3_server, scheme="http",
+                      region="us-east-1", allow_bucket_creation=True).create_dir("merge-fast")
+    bucket = f"s3://{key}:{secret}@merge-fast/%s?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    away, shared, home = bucket % "away", bucket % "shared", str(tmp_path / "home")
+    Leaderboard(away).append([trial(away, trial_id="w1", lr=1e-3), trial(away, trial_id="w2", lr=2e-3)])
+    Leaderboard(home).append([trial(home, trial_id="h1", lr=1e-3)])                           # w1's work
+    r = run_cli(capsys, "leaderboard", "merge", home, away, "--into", shared)
+    assert r.code == 0, r.err
+    board = Leaderboard(shared)
+    rows = {x["trial_id"]: x for x in board.table().to_pylist()}
+    assert set(rows) == {"h1", "w1", "w2"} and rows["w1"]["duplicate_of"] == rows["h1"]["row_id"]
+    assert secret not in r.out + r.err and not any(secret in json.dumps(x, default=str) for x in rows.values())
+    assert json.loads(rows["h1"]["config"])["storage"] == storage.redact(shared)
+    assert board.merge([home, away])["rows"] == 0
+    assert Leaderboard(home).merge(shared)["rows"] == 2 and len(Leaderboard(home).top(10)) == 2
+
+
+def test_cli_merge(tmp_path, capsys):
+    home, dst = str(tmp_path / "home"), str(tmp_path / "dst")
+    Leaderboard(home).append([trial(home, trial_id="h1")])
+    r = run_cli(capsys, "leaderboard", "merge", home, "--into", dst)
+    assert r.code == 0, r.err
+    assert "1 rows merged" in r.out and Leaderboard(dst).best()["trial_id"] == "h1"
+    again = run_cli(capsys, "leaderboard", "merge", home, "--into", dst)
+    assert again.code == 0 and "0 rows merged, 1 already there" in again.out
+    bad = run_cli(capsys, "leaderboard", "merge", str(tmp_path / "nowhere"), "--into", dst)
+    assert bad.code == 2 and "no leaderboard" in bad.err and "Traceback" not in bad.err
+
+
+def test_confirm_checks_that_merged_rows_data_and_backbone_are_reachable_here(tmp_path):
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.confirm import confirm_configs
+
+    home, dst = str(tmp_path / "home"), str(tmp_path / "dst")
+    data = write_parquet(tmp_path / "d.parquet", small_table(40))
+    cfg = parse_config(experiment(tmp_path, data, storage=home))
+    Leaderboard(home).append([row(cfg, HISTORY, trial_id="h1")])
+    board = Leaderboard(dst)
+    board.merge(home)
+    configs, _ = confirm_configs(board, "t", top=1, seeds=2, workers=None, storage=dst)
+    assert [c.storage for c in configs] == [dst, dst] and [c.train.seed for c in configs] == [1, 2]
+    (tmp_path / "d.parquet").unlink()                            # the data stayed behind where the trial ran
+    with pytest.raises(ConfigError, match=r"h1 .*d\.parquet.* not reachable from here"):
+        confirm_configs(board, "t", top=1, seeds=2, workers=None, storage=dst)
+
+
+@pytest.mark.slow
+def test_two_sweeps_in_two_storages_merged_queried_and_merged_again(ray_session, s3_server, tmp_path, capsys):
+    """A sweep on local disk and the same sweep (another name) on moto S3: merged, the same work counted once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow.fs as pafs
+    import yaml
+
+    from orchestrator.sweep.tuner import tune
+
+    key, secret, bucket = "AKIAMERGETEST", "mergeS3cretKey", "merge-test"
+    fs = pafs.S3FileSystem(access_key=key, secret_key=secret, endpoint_override=s3_server, scheme="http",
+                           region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir(bucket)
+    away = f"s3://{key}:{secret}@{bucket}/away?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    search = {"space": {"train.head_lr": {"choice": [3e-3, 1e-3]}}, "searcher": "grid", "scheduler": {"type": "none"}}
+    local = str(tmp_path / "home")
+    tune(parse_config(embedded(local, name="home", search=search)), out=lambda line: None)
+    path = tmp_path / "away.yaml"
+    path.write_text(yaml.safe_dump(embedded(away, name="away", search=search)))
+    done = subprocess.run([str(Path(sys.executable).parent / "orchestrator"), "tune", str(path), "--address", "local"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r = run_cli(capsys, "leaderboard", "merge", away, "--into", local)
+    assert r.code == 0, r.err
+    assert secret not in r.out + r.err
+    board = Leaderboard(local)
+    rows = board.table().to_pylist()
+    assert len(rows) == 4 and {x["experiment"] for x in rows} == {"home", "away"}
+    merged = [x for x in rows if x.get("merged_from")]
+    assert len(merged) == 2 and all(secret not in x["merged_from"] and x["duplicate_of"] for x in merged)
+    assert all(json.loads(x["config"])["storage"] == local for x in merged)
+    assert len(board.top(10)) == 2                                      # each work once
+    assert board.best()["experiment"] == "home"
+    assert len(board.table(experiment="away")) == 2                     # report and confirm read them by experiment
+    again = run_cli(capsys, "leaderboard", "merge", away, local, "--into", local)
+    assert again.code == 0 and len(board.table()) == 4
