@@ -95,7 +95,8 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
         s = run(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out)
     click.echo(f"\n== experiment {s['experiment']}, sweep {s['sweep_id']}: {s['trials']} trials {s['statuses']} in "
                f"{s['wall_time_s']} s; leaderboard {s['leaderboard']}")
-    click.echo(render(Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"])))
+    listing = Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"], ranked=False)
+    click.echo(render(listing))
     return s
 
 

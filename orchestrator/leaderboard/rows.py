@@ -25,7 +25,7 @@ def trial_status(cfg: ExperimentConfig, history: list[dict], error: Optional[str
     if error:
         return "failed", error
     if last.get("status") == "diverged":
-        return "diverged", f"non-finite training loss at epoch {epochs}"
+        return "diverged", f"non-finite loss or model outputs at epoch {epochs}"
     if epochs < cfg.train.epochs:
         return "stopped", f"stopped early by the scheduler after epoch {epochs}"
     return "completed", None
@@ -74,17 +74,22 @@ class TrialFacts:
 
 
 def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext, trial: TrialFacts) -> dict:
-    """One leaderboard row. ``history``: the per-epoch metrics the worker reported, in order."""
+    """One leaderboard row. ``history``: the per-epoch metrics the worker reported, in order.
+
+    A diverged trial's objective and task metrics are null (no score comes from non-finite outputs); its ``best_*``
+    columns keep the epochs before the divergence."""
     last = history[-1] if history else {}
     status, reason = trial_status(cfg, history, trial.error)
+    judged = [h for h in history if h.get("status") != "diverged"]   # epochs whose scores mean something
+    final = {} if status == "diverged" else last
     mode = cfg.objective_mode
     row: dict[str, Any] = {
         "row_id": uuid.uuid4().hex, "kind": context.kind, "experiment": cfg.name, "sweep_id": context.sweep_id,
         "trial_id": trial.trial_id, "status": status, "reason": reason,
-        "objective": _finite(last.get("objective")), "objective_metric": cfg.objective.metric, "objective_mode": mode,
-        "best_objective": metrics.best_of([h.get("objective") for h in history], mode),
+        "objective": _finite(final.get("objective")), "objective_metric": cfg.objective.metric,
+        "objective_mode": mode, "best_objective": metrics.best_of([h.get("objective") for h in judged], mode),
     }
-    row.update(_task_columns(cfg, history, baselines=context.baselines))
+    row.update(_task_columns(cfg, final, judged, baselines=context.baselines))
     row.update(_config_columns(cfg, last, n_blocks=context.n_blocks))
     row.update(hp_columns(trial.searched, n_blocks=context.n_blocks))
     row.update(
@@ -98,9 +103,9 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
     return row
 
 
-def _task_columns(cfg: ExperimentConfig, history: list[dict], *, baselines: Optional[dict]) -> dict:
-    """Per-task final metrics, each task's best score metric, the mean score and Δm%."""
-    last, row = (history[-1] if history else {}), {}
+def _task_columns(cfg: ExperimentConfig, last: dict, history: list[dict], *, baselines: Optional[dict]) -> dict:
+    """Per-task final metrics (``last``), each task's best score metric over ``history``, the mean score and Δm%."""
+    row = {}
     for task, tc in cfg.tasks.items():
         for name in metrics.metrics_for(tc.type) + ("loss",):
             row[f"{task}_{name}"] = _finite(last.get(f"{task}_{name}"))
