@@ -4,7 +4,9 @@
   and exits with code 2, before any Ray resources are used; raised inside a Ray Train worker (a bad
   image met while streaming), it fails the run at once, never retried (``trainer.make``).
 - Anything else in a worker (a crash, a lost node) is retried from the latest checkpoint.
-A trial whose loss becomes NaN/inf is recorded as ``diverged`` and the sweep goes on.
+A trial whose loss or outputs become NaN/inf is recorded as ``diverged`` and the sweep goes on.
+- ``LeaderboardWriteError``: rows that storage refused after retries; they wait in a local spool file. One
+  line naming it, exit code 1.
 """
 
 
@@ -20,3 +22,10 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """The data set does not match the experiment config."""
+
+
+class LeaderboardWriteError(UserError):
+    """Rows could not be written to the leaderboard after retries; the message names the local spool file that
+    keeps them (``tune --resume`` appends it)."""
+
+    exit_code = 1

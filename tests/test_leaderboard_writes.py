@@ -75,3 +75,100 @@ def test_every_documented_reader_line_runs(tmp_path, monkeypatch):
         exec(line, scope)  # noqa: S102 - the README's own lines
         frame = scope["df"]
         assert len(frame) == 2 and set(frame["experiment"]) == {"a", "b"}, line
+
+
+# -- the sweep's callback: rows are never lost, relabelled, or left stale (driven directly, as Tune drives it) -----
+def sweep_callback(tmp_path, lines, **kw):
+    from types import SimpleNamespace
+
+    from factories import embedded
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback
+
+    cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 2}))
+    callback = SweepCallback(cfg, context=RowContext("s1", 5), configs=[cfg], out=lines.append, **kw)
+
+    def trial(trial_id):
+        return SimpleNamespace(trial_id=trial_id, config={"index": 0}, status="RUNNING", error_file=None)
+
+    def ended(trial_id, *, error=False):
+        t = trial(trial_id)
+        callback.on_trial_start(0, [t], t)
+        for epoch in (1, 2):
+            callback.on_trial_result(0, [t], t, {"epoch": epoch, "objective": 0.5 + epoch / 10, "status": "running"})
+        (callback.on_trial_error if error else callback.on_trial_complete)(0, [t], t)
+    return callback, ended
+
+
+def test_rows_storage_refuses_wait_in_the_spool_and_are_never_relabelled(tmp_path, monkeypatch):
+    """Storage refuses writes (a file stands where the leaderboard folder goes): the hook doesn't raise (Tune would
+    call on_trial_error and store a completed trial as failed); rows wait in the local spool and are written when a
+    later trial ends and storage works again."""
+    from orchestrator import layout, storage
+
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    lines = []
+    callback, ended = sweep_callback(tmp_path, lines)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "leaderboard").write_text("not a folder")             # storage refuses every write
+    ended("a")
+    ended("b")
+    spool = layout.spool_file(str(tmp_path / "runs"), "t", "s1")
+    assert callback.spool == spool and os.path.exists(spool), lines
+    import pyarrow.parquet as pq
+
+    spooled = pq.read_table(spool).to_pylist()
+    assert [(r["trial_id"], r["status"]) for r in spooled] == [("a", "completed"), ("b", "completed")]
+    assert any("could not write 2 row(s)" in ln and spool in ln for ln in lines), lines
+    (tmp_path / "runs" / "leaderboard").unlink()                                # storage is back
+    ended("c")
+    rows = Leaderboard(str(tmp_path / "runs")).table().to_pylist()
+    assert sorted((r["trial_id"], r["status"]) for r in rows) == [("a", "completed"), ("b", "completed"),
+                                                                 ("c", "completed")]
+    assert not os.path.exists(spool) and callback.pending == []
+    callback.close()                                                            # nothing left: no error
+
+
+def test_rows_still_unwritten_end_the_sweep_with_the_spool_named_and_resume_appends_them(tmp_path, monkeypatch):
+    from orchestrator import storage
+    from orchestrator.errors import LeaderboardWriteError
+    from orchestrator.sweep.tuner import recorded_rows
+
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    lines = []
+    callback, ended = sweep_callback(tmp_path, lines)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "leaderboard").write_text("not a folder")
+    ended("a")
+    with pytest.raises(LeaderboardWriteError, match=f"1 leaderboard row.*kept in {callback.spool}.*--resume") as info:
+        callback.close()
+    assert info.value.exit_code == 1 and "\n" not in str(info.value)
+    board = Leaderboard(str(tmp_path / "runs"))
+    with pytest.raises(LeaderboardWriteError, match="still cannot be written"):   # storage still down: kept
+        recorded_rows(board, callback.cfg, "s1", out=lines.append)
+    (tmp_path / "runs" / "leaderboard").unlink()
+    written, stale = recorded_rows(board, callback.cfg, "s1", out=lines.append)      # what `tune --resume` does
+    assert written == {"a"} and stale == {} and not os.path.exists(callback.spool)
+    assert [(r["trial_id"], r["status"]) for r in board.table().to_pylist()] == [("a", "completed")]
+
+
+def test_a_resumed_sweep_reruns_an_errored_trial_and_its_row_supersedes_the_failed_one(tmp_path):
+    from orchestrator.sweep.tuner import recorded_rows
+
+    lines = []
+    first, ended = sweep_callback(tmp_path, lines)
+    ended("ok")
+    ended("flaky", error=True)                                  # the first run: a failed row
+    board = Leaderboard(str(tmp_path / "runs"))
+    assert board.table(where="trial_id == 'flaky'").column("status").to_pylist() == ["failed"]
+    written, stale = recorded_rows(board, first.cfg, "s1")       # `tune --resume`: Tune reruns errored trials
+    assert written == {"ok"} and list(stale) == ["flaky"]
+    second, ended = sweep_callback(tmp_path, lines, written=written, stale=stale)
+    ended("ok")                                                  # not rerun by Tune, but even so: written once
+    ended("flaky")
+    rows = board.table().to_pylist()
+    assert sorted((r["trial_id"], r["status"]) for r in rows) == [("flaky", "completed"), ("ok", "completed")]
+    assert board.best(where="trial_id == 'flaky'")["supersedes"] == stale["flaky"]
+    assert board.table(kind=None, where="status == 'failed'").num_rows == 0   # the stale row is gone from every view
+    assert len(board.table(columns=["trial_id"], kind=None)) == 2

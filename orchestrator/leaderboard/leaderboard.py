@@ -63,7 +63,11 @@ class Leaderboard:
         errors are retried, then raised: a row is never dropped silently."""
         if not rows:
             return ""
-        data = parquet_bytes(rows_to_table(rows)).to_pybytes()
+        return self.append_parquet(parquet_bytes(rows_to_table(rows)).to_pybytes())
+
+    def append_parquet(self, data: bytes) -> str:
+        """Write one Parquet file made by ``append``'s serialization (a spool file) as a new leaderboard file;
+        its row ids are kept, so appending it twice counts its rows once."""
         location = storage.join(self._location, storage.unique_name("", ".parquet"))
         storage.retry(lambda: storage.atomic_write(location, data), what="leaderboard append")
         return location

@@ -177,4 +177,5 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
                      concurrent=min(len(configs), plan_concurrency(configs[0], say=lambda m: None)),
                      callbacks=(callback,))
     make_tuner(p.cfg, spec).fit()
+    callback.close()
     return callback.rows
