@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pyarrow.fs as pafs
 import pytest
 
 from orchestrator.leaderboard import Leaderboard
@@ -172,3 +173,101 @@ def test_a_resumed_sweep_reruns_an_errored_trial_and_its_row_supersedes_the_fail
     assert board.best(where="trial_id == 'flaky'")["supersedes"] == stale["flaky"]
     assert board.table(kind=None, where="status == 'failed'").num_rows == 0   # the stale row is gone from every view
     assert len(board.table(columns=["trial_id"], kind=None)) == 2
+
+
+# -- reads: a transient storage error is retried, only files that fail to parse are skipped -----------------------
+class Flaky(pafs.FileSystemHandler):
+    """A stand-in for S3 answering 503 now and then: a local filesystem whose listing fails once and whose reads of
+    each file fail ``failures`` times (``forever``: these file names always fail) before they work."""
+
+    def __init__(self, failures: int = 2, forever: tuple = ()):
+        self.local, self.failures, self.forever, self.errors = pafs.LocalFileSystem(), failures, forever, []
+        self.listed = False
+
+    def fail(self, path: str, what: str) -> None:
+        name = path.rsplit("/", 1)[-1]
+        if name in self.forever or sum(e == (what, name) for e in self.errors) < self.failures:
+            self.errors.append((what, name))
+            raise OSError(f"When reading information for key '{name}': AWS Error SLOW_DOWN during HeadObject: "
+                          f"Please reduce your request rate (503)")
+
+    # pyarrow.fs.FileSystemHandler
+    def get_type_name(self):
+        return "flaky"
+
+    def normalize_path(self, path):
+        return path
+
+    def get_file_info(self, paths):
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        if not self.listed:
+            self.listed = True
+            raise OSError("AWS Error SERVICE_UNAVAILABLE during ListObjectsV2 operation: Service Unavailable (503)")
+        return self.local.get_file_info(selector)
+
+    def open_input_file(self, path):
+        self.fail(path, "read")
+        return self.local.open_input_file(path)
+
+    def open_input_stream(self, path):
+        self.fail(path, "read")
+        return self.local.open_input_stream(path)
+
+    # writes, moves, deletes: the local filesystem's
+    def create_dir(self, path, recursive):
+        self.local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.local.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise OSError("not here")
+
+    def delete_file(self, path):
+        self.local.delete_file(path)
+
+    def move(self, src, dest):
+        self.local.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.local.copy_file(src, dest)
+
+    def open_output_stream(self, path, metadata):
+        return self.local.open_output_stream(path)
+
+    def open_append_stream(self, path, metadata):
+        return self.local.open_append_stream(path)
+
+
+def flaky_board(tmp_path, monkeypatch, **kw):
+    from orchestrator import storage
+
+    Leaderboard(str(tmp_path)).append(minimized_rows()[:1])
+    Leaderboard(str(tmp_path)).append(minimized_rows()[1:])
+    handler = Flaky(**kw)
+    fs = pafs.PyFileSystem(handler)
+    real = storage.filesystem
+    monkeypatch.setattr(storage, "filesystem", lambda location: (fs, real(location)[1]))
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    return Leaderboard(str(tmp_path)), handler
+
+
+def test_a_transient_read_error_is_retried_not_taken_for_a_corrupt_file(tmp_path, monkeypatch, capsys):
+    board, flaky = flaky_board(tmp_path, monkeypatch)
+    assert sorted(board.table().column("trial_id").to_pylist()) == ["bad", "good"]
+    assert board.best()["trial_id"] == "good" and len(board.top(5)) == 2
+    assert flaky.listed and len(flaky.errors) >= 4, flaky.errors        # every file failed twice, then was read
+    assert "skipping" not in capsys.readouterr().err
+
+
+def test_a_read_error_that_persists_fails_the_query_in_one_line(tmp_path, monkeypatch):
+    board, flaky = flaky_board(tmp_path, monkeypatch, failures=0)
+    flaky.forever = (sorted(os.listdir(tmp_path / "leaderboard"))[0],)
+    with pytest.raises(OSError, match=f"cannot read leaderboard file .*{flaky.forever[0]}.*503.*try again") as info:
+        board.table()
+    assert "\n" not in str(info.value)
