@@ -271,3 +271,19 @@ def test_a_read_error_that_persists_fails_the_query_in_one_line(tmp_path, monkey
     with pytest.raises(OSError, match=f"cannot read leaderboard file .*{flaky.forever[0]}.*503.*try again") as info:
         board.table()
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_written_files_honour_the_umask(tmp_path, umask, mode):
+    """A group-shared leaderboard (umask 002) stays readable by the group: files are not left at mkstemp's 0600."""
+    from orchestrator import storage
+
+    old = os.umask(umask)
+    try:
+        board = Leaderboard(str(tmp_path))
+        board.append(minimized_rows())
+        storage.atomic_write(str(tmp_path / "sweeps" / "sweep.json"), b"{}")
+    finally:
+        os.umask(old)
+    files = [*(tmp_path / "leaderboard").glob("*.parquet"), tmp_path / "sweeps" / "sweep.json"]
+    assert len(files) == 2 and {oct(os.stat(f).st_mode & 0o777) for f in files} == {oct(mode)}
