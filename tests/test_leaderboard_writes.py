@@ -85,10 +85,11 @@ def sweep_callback(tmp_path, lines, **kw):
     from factories import embedded
     from orchestrator.config import parse_config
     from orchestrator.leaderboard.rows import RowContext
-    from orchestrator.sweep.callback import SweepCallback
+    from orchestrator.sweep.callback import SweepCallback, provenance
 
     cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 2}))
-    callback = SweepCallback(cfg, context=RowContext("s1", 5), configs=[cfg], out=lines.append, **kw)
+    context = RowContext("s1", 5, code=provenance())                 # as the sweep makes it (tuner, runner)
+    callback = SweepCallback(cfg, context=context, configs=[cfg], out=lines.append, **kw)
 
     def trial(trial_id):
         return SimpleNamespace(trial_id=trial_id, config={"index": 0}, status="RUNNING", error_file=None)
@@ -287,3 +288,23 @@ def test_written_files_honour_the_umask(tmp_path, umask, mode):
         os.umask(old)
     files = [*(tmp_path / "leaderboard").glob("*.parquet"), tmp_path / "sweeps" / "sweep.json"]
     assert len(files) == 2 and {oct(os.stat(f).st_mode & 0o777) for f in files} == {oct(mode)}
+
+
+def test_rows_record_the_code_that_made_them(tmp_path):
+    """Next to the package versions: the project's version and the git commit of the code (this checkout here),
+    null where the code is not a git checkout (an installed wheel)."""
+    from importlib import metadata
+
+    import orchestrator
+    from orchestrator.sweep.callback import provenance
+
+    package = os.path.dirname(orchestrator.__file__)
+    head = subprocess.run(["git", "-C", package, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    lines = []
+    callback, ended = sweep_callback(tmp_path, lines)
+    ended("a")
+    (row,) = Leaderboard(str(tmp_path / "runs")).table().to_pylist()
+    assert row["code_version"] == metadata.version("orchestrator") and len(head) == 40
+    assert row["git_commit"] in (head, head + "-dirty"), (row["git_commit"], head)
+    assert provenance(str(tmp_path)) == {"code_version": metadata.version("orchestrator"), "git_commit": None}

@@ -52,13 +52,15 @@ def _finite(v) -> Optional[float]:
 @dataclass(frozen=True)
 class RowContext:
     """What every row of one Tune run shares: its sweep, the backbone's block count (freeze depth 'all' is stored
-    as a number), the row kind, the data fingerprint, package versions and single-task baselines (for Δm%)."""
+    as a number), the row kind, the data fingerprint, package versions, single-task baselines (for Δm%) and the
+    code that made it."""
     sweep_id: str
     n_blocks: int
     kind: str = "trial"
     fingerprint: Optional[str] = None
     versions: Optional[dict] = None
     baselines: Optional[dict[str, float]] = None
+    code: Optional[dict] = None            # code_version and git_commit (``sweep.callback.provenance``)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,9 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
         world_size=last.get("world_size"), examples_per_s=_finite(last.get("examples_per_s")),
         checkpoint=trial.checkpoint, config=cfg.run_fields(), config_hash=cfg.config_hash(),
         worker_config_hash=last.get("config_hash"), data_fingerprint=context.fingerprint, backbone=backbone_key(cfg),
-        versions=context.versions or {}, history=[compact_epoch(h) for h in history], started_at=trial.started_at,
+        versions=context.versions or {}, code_version=(context.code or {}).get("code_version"),
+        git_commit=(context.code or {}).get("git_commit"), history=[compact_epoch(h) for h in history],
+        started_at=trial.started_at,
         created_at=datetime.now(timezone.utc))
     row.update(trial.extra or {})
     return row

@@ -12,10 +12,13 @@ of an errored trial (a resumed sweep) writes a row that supersedes the trial's s
 """
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import time
 from datetime import datetime, timezone
 from importlib import metadata
+from typing import Optional
 
 from ray import tune
 
@@ -28,7 +31,7 @@ from ..leaderboard.rows import RowContext, TrialFacts, trial_row
 from ..training.progress import WAIT_LINE_EVERY_S, read_progress, release_now_and_then, waiting_line
 
 PROGRESS_EVERY_S = 10.0
-__all__ = ["LeaderboardWriteError", "SweepCallback", "recorded", "versions"]
+__all__ = ["LeaderboardWriteError", "SweepCallback", "provenance", "recorded", "versions"]
 
 
 def short_values(values: dict, n_blocks: int) -> str:
@@ -253,3 +256,37 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def provenance(package: Optional[str] = None) -> dict:
+    """The code behind a row: the project's version, and the git commit of ``package`` (this package's folder by
+    default) when it is tracked in a git checkout, with ``-dirty`` when its tracked files differ from the commit;
+    None when it is not (an installed wheel, even one inside some other repository)."""
+    if package is None:
+        return _own_provenance()
+    try:
+        version = metadata.version("orchestrator")
+    except metadata.PackageNotFoundError:
+        version = None
+    return {"code_version": version, "git_commit": _git_commit(package)}
+
+
+@functools.lru_cache(maxsize=1)
+def _own_provenance() -> dict:
+    return provenance(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _git_commit(folder: str) -> Optional[str]:
+    def git(*args) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    if not os.path.isdir(folder) or git("ls-files", "--error-unmatch", "--", ".") is None:
+        return None        # not a checkout, or this folder is not tracked in it
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    return commit + "-dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".") else commit

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
 from ..training.session import Prepared, check, check_batch, describe, start
-from .callback import SweepCallback, recorded, versions
+from .callback import SweepCallback, provenance, recorded, versions
 from .runner import SweepSpec, TrialPlan, make_tuner, new_sweep_id
 
 
@@ -174,7 +174,8 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
         from .baselines import baselines_for
 
         baselines = baselines_for(session, out=out) or None
-    context = RowContext(sweep_id, p.n_blocks, fingerprint=p.spec.fingerprint, versions=versions(), baselines=baselines)
+    context = RowContext(sweep_id, p.n_blocks, fingerprint=p.spec.fingerprint, versions=versions(), baselines=baselines,
+                         code=provenance())
     callback = SweepCallback(cfg, context=context, written=written, stale=stale, out=out,
                              request=worker_request(cfg))
     if resume:
