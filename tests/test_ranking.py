@@ -55,11 +55,17 @@ def test_confirm_and_warm_starts_take_only_ranked_rows(tmp_path):
     from factories import embedded
     from orchestrator.config import parse_config
 
+    from orchestrator.sweep.tuner import first_points
+
     cfg = parse_config(embedded(tmp_path))
     board = Leaderboard(str(tmp_path))
-    common = {"experiment": "t", "sweep_id": "s1", "kind": "trial", "objective_mode": "max",
-              "config": cfg.run_fields()}
-    board.append([{**common, "trial_id": "diverged", "status": "diverged", "objective": 0.99},
-                  {**common, "trial_id": "ok", "status": "completed", "objective": 0.5}])
+    common = {"experiment": "t", "sweep_id": "s1", "kind": "trial", "objective_mode": "max"}
+    board.append([{**common, "trial_id": "diverged", "status": "diverged", "objective": 0.99,
+                   "config": cfg.with_values({"train.head_lr": 5.0}).run_fields()},
+                  {**common, "trial_id": "ok", "status": "completed", "objective": 0.5,
+                   "config": cfg.with_values({"train.head_lr": 0.02}).run_fields()}])
     configs, extra = confirm_configs(board, "t", top=2, seeds=1, workers=None, storage=str(tmp_path))
     assert extra == [{"confirm_of": "ok"}]
+    warm = cfg.with_values({"search": {"space": {"train.head_lr": {"loguniform": [1e-4, 10.0]}}, "base_first": False,
+                                       "warm_start": {"experiment": "t", "top": 2}}})
+    assert [p["train.head_lr"] for p in first_points(warm, say=lambda line: None)] == [0.02]
