@@ -308,3 +308,18 @@ def test_rows_record_the_code_that_made_them(tmp_path):
     assert row["code_version"] == metadata.version("orchestrator") and len(head) == 40
     assert row["git_commit"] in (head, head + "-dirty"), (row["git_commit"], head)
     assert provenance(str(tmp_path)) == {"code_version": metadata.version("orchestrator"), "git_commit": None}
+
+
+def test_a_callback_error_is_one_line_once_and_never_raised(tmp_path):
+    from types import SimpleNamespace
+
+    lines = []
+    callback, ended = sweep_callback(tmp_path, lines)
+    broken = SimpleNamespace(trial_id="x", config={"index": 7}, status="RUNNING", error_file=None)   # no such config
+    for _ in range(3):
+        callback.on_trial_start(0, [broken], broken)
+    callback.on_trial_complete(0, [broken], broken)
+    errors = [ln for ln in lines if "sweep callback error" in ln]
+    assert len(errors) == 1 and errors[0].startswith("[x] ") and "\n" not in errors[0], lines   # once, same line
+    with pytest.raises(Exception, match="trial\\(s\\) x could not be made"):
+        callback.close()

@@ -65,6 +65,7 @@ class SweepCallback(tune.Callback):
         self.written, self.stale = set(written or ()), dict(stale or {})
         self.pending: list[dict] = []       # rows not written yet (also in the spool file)
         self.unmade: list[str] = []         # trials whose row could not even be built
+        self.said: set[str] = set()          # callback errors already printed
         self.spool = layout.spool_file(cfg.storage, cfg.name, context.sweep_id)
         self.configs, self.extra = configs, extra
         self.history: dict[str, list[dict]] = {}
@@ -101,7 +102,10 @@ class SweepCallback(tune.Callback):
             hook()
         except Exception as e:  # noqa: BLE001 - an exception here would relabel the trial (see the module's doc)
             who = f"[{trial.trial_id}] " if trial is not None else ""
-            self.out(f"{who}sweep callback error (the sweep goes on): {storage.first_line(e, 200)}")
+            line = f"{who}sweep callback error (the sweep goes on): {storage.first_line(e, 200)}"
+            if line not in self.said:      # once each: on_step_begin runs many times a second
+                self.said.add(line)
+                self.out(line)
 
     def _started(self, trial):
         self.started.setdefault(trial.trial_id, datetime.now(timezone.utc))
