@@ -5,6 +5,8 @@
   image met while streaming), it fails the run at once, never retried (``trainer.make``).
 - Anything else in a worker (a crash, a lost node) is retried from the latest checkpoint.
 A trial whose loss or outputs become NaN/inf is recorded as ``diverged`` and the sweep goes on.
+- ``StorageError``: storage kept failing after retries (a leaderboard read during an outage). One line, exit
+  code 1; also an OSError.
 - ``LeaderboardWriteError``: rows that storage refused after retries; they wait in a local spool file. One
   line naming it, exit code 1.
 """
@@ -27,5 +29,11 @@ class DataError(UserError):
 class LeaderboardWriteError(UserError):
     """Rows could not be written to the leaderboard after retries; the message names the local spool file that
     keeps them (``tune --resume`` appends it)."""
+
+    exit_code = 1
+
+
+class StorageError(UserError, OSError):
+    """Storage kept failing after retries; nothing was answered from partial data. Run the command again."""
 
     exit_code = 1

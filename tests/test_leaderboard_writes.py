@@ -266,12 +266,17 @@ def test_a_transient_read_error_is_retried_not_taken_for_a_corrupt_file(tmp_path
     assert "skipping" not in capsys.readouterr().err
 
 
-def test_a_read_error_that_persists_fails_the_query_in_one_line(tmp_path, monkeypatch):
+def test_a_read_error_that_persists_fails_the_query_in_one_line(tmp_path, monkeypatch, capsys):
+    from factories import run_cli
+
     board, flaky = flaky_board(tmp_path, monkeypatch, failures=0)
     flaky.forever = (sorted(os.listdir(tmp_path / "leaderboard"))[0],)
     with pytest.raises(OSError, match=f"cannot read leaderboard file .*{flaky.forever[0]}.*503.*try again") as info:
         board.table()
     assert "\n" not in str(info.value)
+    code, _, err = run_cli(capsys, "best", "--storage", str(tmp_path), "-o", str(tmp_path / "best.yaml"))
+    assert code == 1 and err.startswith("error: cannot read leaderboard file") and "\n" not in err, err
+    assert not (tmp_path / "best.yaml").exists()                 # no answer from the files it could read
 
 
 @pytest.mark.parametrize("umask, mode", [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])

@@ -6,7 +6,7 @@ dataset with the unified schema), remembers where each row lives (file, position
 rows, heavy JSON columns included, only for the rows it returns. A file that vanishes during a read
 (a compaction took it) is replaced by the files that appeared meanwhile (``Folder.scan``). A storage error
 (an S3 503, a dropped connection) is retried with backoff; only a file whose bytes fail to parse is skipped, with
-one warning, and an error that persists fails the read in one line (``Folder.attempt``).
+one warning, and an error that persists fails the read in one line (``StorageError``, ``Folder.attempt``).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ..errors import StorageError
 from ..storage import first_line
 from .schemas import to_schema, unify
 
@@ -124,7 +125,7 @@ class Folder:
             except OSError as e:
                 error = e
             time.sleep(0.1 * 2 ** attempt)
-        raise OSError(f"cannot {what} ({first_line(error, 200)}) after {READ_ATTEMPTS} attempts; try again") from None
+        raise StorageError(f"cannot {what} ({first_line(error, 200)}) after {READ_ATTEMPTS} attempts; try again") from None
 
     def attempt(self, path: str, read):
         """(``read()``, False); (None, True) when the file is gone (a compaction took it); (None, False) when its
@@ -141,7 +142,7 @@ class Folder:
                 self.skip(path, error)
                 return None, False
             time.sleep(0.1 * 2 ** attempt)
-        raise OSError(f"cannot read leaderboard file {path} ({first_line(error, 200)}) after {READ_ATTEMPTS} "
+        raise StorageError(f"cannot read leaderboard file {path} ({first_line(error, 200)}) after {READ_ATTEMPTS} "
                       f"attempts; try again") from None
 
     def unreadable(self, path: str, error: BaseException) -> None:
@@ -151,7 +152,7 @@ class Folder:
         if state == "corrupt":
             self.skip(path, error)
         elif state == "transient":
-            raise OSError(f"cannot read leaderboard file {path} ({first_line(error, 200)}); try again") from None
+            raise StorageError(f"cannot read leaderboard file {path} ({first_line(error, 200)}); try again") from None
 
     def _diagnose(self, path: str) -> str:
         """Why a read failed: "gone", "corrupt" (its bytes, read whole, fail to parse) or "transient" (storage)."""
