@@ -101,7 +101,7 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
         worker_config_hash=last.get("config_hash"), data_fingerprint=context.fingerprint, backbone=backbone_key(cfg),
         versions=context.versions or {}, code_version=(context.code or {}).get("code_version"),
         git_commit=(context.code or {}).get("git_commit"), history=[compact_epoch(h) for h in history],
-        started_at=trial.started_at,
+        started_at=trial.started_at, supersedes=None,   # a rerun's row names the stale row it replaces (callback)
         created_at=datetime.now(timezone.utc))
     row.update(trial.extra or {})
     return row
