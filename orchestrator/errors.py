@@ -4,7 +4,11 @@
   and exits with code 2, before any Ray resources are used; raised inside a Ray Train worker (a bad
   image met while streaming), it fails the run at once, never retried (``trainer.make``).
 - Anything else in a worker (a crash, a lost node) is retried from the latest checkpoint.
-A trial whose loss becomes NaN/inf is recorded as ``diverged`` and the sweep goes on.
+A trial whose loss or outputs become NaN/inf is recorded as ``diverged`` and the sweep goes on.
+- ``StorageError``: storage kept failing after retries (a leaderboard read during an outage). One line, exit
+  code 1; also an OSError.
+- ``LeaderboardWriteError``: rows that storage refused after retries; they wait in a local spool file. One
+  line naming it, exit code 1.
 """
 
 
@@ -20,3 +24,16 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """The data set does not match the experiment config."""
+
+
+class LeaderboardWriteError(UserError):
+    """Rows could not be written to the leaderboard after retries; the message names the local spool file that
+    keeps them (``tune --resume`` appends it)."""
+
+    exit_code = 1
+
+
+class StorageError(UserError, OSError):
+    """Storage kept failing after retries; nothing was answered from partial data. Run the command again."""
+
+    exit_code = 1

@@ -9,11 +9,14 @@
     <storage>/leaderboard/                  the leaderboard's Parquet files
     <storage>/backbones/                    the pretrained built-in backbone
     <storage>/logs/   <storage>/reports/<experiment>/
+    <storage>/spool/<experiment>/<sweep id>.parquet   rows the leaderboard could not take yet (``spool_file``)
 
-A remote storage keeps no logs: they go to ./orchestrator-logs/.
+A remote storage keeps no logs: they go to ./orchestrator-logs/. Its spool is local too:
+~/.orchestrator/spool/<hash of the location>/<experiment>/<sweep id>.parquet.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -101,3 +104,16 @@ def log_file(location: str, what: str, experiment: str) -> str:
     if storage.is_uri(location):
         return os.path.join(os.path.abspath("orchestrator-logs"), name)
     return os.path.join(os.path.abspath(location), "logs", name)
+
+
+def spool_dir(location: str, experiment: str) -> str:
+    """Where a sweep keeps the rows the leaderboard could not take (storage failing): always a local folder, so the
+    rows survive the sweep; ``tune --resume`` appends them."""
+    if not storage.is_uri(location):
+        return os.path.join(os.path.abspath(location), "spool", experiment)
+    key = hashlib.sha256(storage.redact(location).encode()).hexdigest()[:12]
+    return os.path.join(os.path.expanduser("~"), ".orchestrator", "spool", key, experiment)
+
+
+def spool_file(location: str, experiment: str, sweep_id: str) -> str:
+    return os.path.join(spool_dir(location, experiment), f"{sweep_id}.parquet")

@@ -203,6 +203,7 @@ def atomic_write(location: str, data: bytes | memoryview) -> None:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o666 & ~current_umask())   # mkstemp makes 0600: honour the umask (group-shared folders)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -217,6 +218,20 @@ def atomic_write(location: str, data: bytes | memoryview) -> None:
     fs.create_dir(os.path.dirname(path), recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux says it (``os.umask`` sets it, racing threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: str) -> None:

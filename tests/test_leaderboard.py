@@ -163,7 +163,7 @@ def test_rows_without_a_kind_column_count_as_trials(tmp_path):
     ("status == 'completed' or status == 'stopped'", ["d1", "d2", "s1", "s2"]),
     ("experiment in ['sums'] and not status in ('failed', 'diverged')", ["s1", "s2"]),
     ("status not in ['completed']", ["d3", "s2", "s3"]),
-    ("objective == None", ["d3"]),
+    ("objective == None", ["d3", "s3"]),           # failed and diverged rows have no objective
     ("None != reason", ["d3", "s2", "s3"]),
     ("0.8 < objective <= 0.91", ["d1", "s2"]),
     ("(weight_sum > -1) and sum_mae < 0.2", ["s2"]),
@@ -191,25 +191,26 @@ def test_bad_where(board, where, message):
     assert "\n" not in str(info.value)
 
 
-def test_top_max_metric_nulls_and_nan_last(board):
-    assert ids(board.top(10)) == ["d2", "d1", "s2", "s1", "s3", "d3"]
-    assert ids(board.top(2)) == ["d2", "d1"]
-    assert ids(board.top(10, metric="left_accuracy", experiment="digits")) == ["d2", "d1", "d3"]
-    assert ids(board.top(10, metric="right_accuracy", experiment="digits")) == ["d1", "d2", "d3"]
-    by_best_r2 = ids(board.top(10, metric="best_sum_r2"))                  # nulls last (file order)
+def test_top_max_metric_nulls_and_nan_last(board):   # a listing: every status, failed and diverged last
+    listed = ids(board.top(10, ranked=False))
+    assert listed[:4] == ["d2", "d1", "s2", "s1"] and sorted(listed[4:]) == ["d3", "s3"]   # ties: file order
+    assert ids(board.top(2, ranked=False)) == ["d2", "d1"]
+    assert ids(board.top(10, metric="left_accuracy", experiment="digits", ranked=False)) == ["d2", "d1", "d3"]
+    assert ids(board.top(10, metric="right_accuracy", experiment="digits", ranked=False)) == ["d1", "d2", "d3"]
+    by_best_r2 = ids(board.top(10, metric="best_sum_r2", ranked=False))                  # nulls last (file order)
     assert by_best_r2[:2] == ["s2", "s1"] and sorted(by_best_r2[2:]) == ["d1", "d2", "d3", "s3"]
-    assert ids(board.top(10, ascending=True, where="objective != None"))[:2] == ["s1", "s2"]
-    assert ids(board.top(3, where="experiment == 'sums'", sweep_id="sw2")) == ["s2", "s3"]
+    assert ids(board.top(10, ascending=True, where="objective != None", ranked=False))[:2] == ["s1", "s2"]
+    assert ids(board.top(3, where="experiment == 'sums'", sweep_id="sw2", ranked=False)) == ["s2", "s3"]
 
 
 def test_top_min_metric_from_the_registry(board):
-    assert ids(board.top(10, metric="sum_mae", experiment="sums")) == ["s2", "s1", "s3"]
-    assert ids(board.top(1, metric="sum_mae")) == ["s2"]
-    assert ids(board.top(1, metric="sum_rmse")) == ["s2"]                  # rmse: lower is better
-    by_loss = ids(board.top(10, metric="left_loss"))                        # nulls last (file order)
+    assert ids(board.top(10, metric="sum_mae", experiment="sums", ranked=False)) == ["s2", "s1", "s3"]
+    assert ids(board.top(1, metric="sum_mae", ranked=False)) == ["s2"]
+    assert ids(board.top(1, metric="sum_rmse", ranked=False)) == ["s2"]                  # rmse: lower is better
+    by_loss = ids(board.top(10, metric="left_loss", ranked=False))                        # nulls last (file order)
     assert by_loss[:2] == ["d2", "d1"] and sorted(by_loss[2:]) == ["d3", "s1", "s2", "s3"]
-    assert ids(board.top(10, metric="wall_time_s", experiment="digits"))[0] == "d3"
-    assert ids(board.top(10, metric="sum_mae", experiment="sums", ascending=False))[:2] == ["s1", "s2"]
+    assert ids(board.top(10, metric="wall_time_s", experiment="digits", ranked=False))[-1] == "d3"   # failed: last
+    assert ids(board.top(10, metric="sum_mae", experiment="sums", ascending=False, ranked=False))[:2] == ["s1", "s2"]
 
 
 def test_unknown_directions_sort_descending(tmp_path):
@@ -302,15 +303,15 @@ def test_front_matches_brute_force(d):
 
 
 def test_render_json(board):
-    out = json.loads(render(board.top(10), fmt="json"))
-    assert [r["trial_id"] for r in out] == ["d2", "d1", "s2", "s1", "s3", "d3"]
-    nan_row = out[4]
+    out = json.loads(render(board.top(10, ranked=False), fmt="json"))
+    assert [r["trial_id"] for r in out][:4] == ["d2", "d1", "s2", "s1"]
+    nan_row = next(r for r in out if r["trial_id"] == "s3")
     assert nan_row["objective"] is None and nan_row["sum_r2"] is None and nan_row["best_sum_r2"] is None
     assert out[0]["config"]["train"]["freeze_depth"] == "all"
     assert out[0]["freeze_depth"] == N_BLOCKS and out[0]["right_accuracy"] == 0.90
     assert {"right_accuracy", "weight_left", "backbone_lr", "wall_time_s"} <= set(out[0])   # full names
     assert out[0]["created_at"].startswith("2024-05-01T12:00:00")
-    assert json.loads(render(board.top(1), fmt="json", columns=["trial_id"])) == [{"trial_id": "d2"}]
+    assert json.loads(render(board.top(1, ranked=False), fmt="json", columns=["trial_id"])) == [{"trial_id": "d2"}]
 
 
 def test_render_csv(board):
@@ -327,7 +328,7 @@ def header_of(text):
 
 
 def test_render_table(board):
-    text = render(board.top(10))
+    text = render(board.top(10, ranked=False))
     for trial_id in ["d1", "d2", "d3", "s1", "s2", "s3"]:
         assert trial_id in text
     header = header_of(text)
@@ -345,7 +346,7 @@ def test_render_table(board):
         assert column not in header
     assert "…" not in text
     assert "0.0001" not in text and "0.001 " in text and "0.97 " in text
-    digits_header = header_of(render(board.top(10, experiment="digits")))
+    digits_header = header_of(render(board.top(10, experiment="digits", ranked=False)))
     assert "sum_r2" not in digits_header and "w_sum" not in digits_header  # all-null columns are left out
     assert "experiment" not in digits_header                                # one experiment: no column
     assert digits_header[:6] == ["rank", "trial_id", "status", "objective", "left_acc", "right_acc"]

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pyarrow.fs as pafs
 import pytest
 
 from orchestrator.leaderboard import Leaderboard
@@ -75,3 +76,255 @@ def test_every_documented_reader_line_runs(tmp_path, monkeypatch):
         exec(line, scope)  # noqa: S102 - the README's own lines
         frame = scope["df"]
         assert len(frame) == 2 and set(frame["experiment"]) == {"a", "b"}, line
+
+
+# -- the sweep's callback: rows are never lost, relabelled, or left stale (driven directly, as Tune drives it) -----
+def sweep_callback(tmp_path, lines, **kw):
+    from types import SimpleNamespace
+
+    from factories import embedded
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback, provenance
+
+    cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 2}))
+    context = RowContext("s1", 5, code=provenance())                 # as the sweep makes it (tuner, runner)
+    callback = SweepCallback(cfg, context=context, configs=[cfg], out=lines.append, **kw)
+
+    def trial(trial_id):
+        return SimpleNamespace(trial_id=trial_id, config={"index": 0}, status="RUNNING", error_file=None)
+
+    def ended(trial_id, *, error=False):
+        t = trial(trial_id)
+        callback.on_trial_start(0, [t], t)
+        for epoch in (1, 2):
+            callback.on_trial_result(0, [t], t, {"epoch": epoch, "objective": 0.5 + epoch / 10, "status": "running"})
+        (callback.on_trial_error if error else callback.on_trial_complete)(0, [t], t)
+    return callback, ended
+
+
+def test_rows_storage_refuses_wait_in_the_spool_and_are_never_relabelled(tmp_path, monkeypatch):
+    """Storage refuses writes (a file stands where the leaderboard folder goes): the hook doesn't raise (Tune would
+    call on_trial_error and store a completed trial as failed); rows wait in the local spool and are written when a
+    later trial ends and storage works again."""
+    from orchestrator import layout, storage
+
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    lines = []
+    callback, ended = sweep_callback(tmp_path, lines)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "leaderboard").write_text("not a folder")             # storage refuses every write
+    ended("a")
+    ended("b")
+    spool = layout.spool_file(str(tmp_path / "runs"), "t", "s1")
+    assert callback.spool == spool and os.path.exists(spool), lines
+    import pyarrow.parquet as pq
+
+    spooled = pq.read_table(spool).to_pylist()
+    assert [(r["trial_id"], r["status"]) for r in spooled] == [("a", "completed"), ("b", "completed")]
+    assert any("could not write 2 row(s)" in ln and spool in ln for ln in lines), lines
+    (tmp_path / "runs" / "leaderboard").unlink()                                # storage is back
+    ended("c")
+    rows = Leaderboard(str(tmp_path / "runs")).table().to_pylist()
+    assert sorted((r["trial_id"], r["status"]) for r in rows) == [("a", "completed"), ("b", "completed"),
+                                                                 ("c", "completed")]
+    assert not os.path.exists(spool) and callback.pending == []
+    callback.close()                                                            # nothing left: no error
+
+
+def test_rows_still_unwritten_end_the_sweep_with_the_spool_named_and_resume_appends_them(tmp_path, monkeypatch):
+    from orchestrator import storage
+    from orchestrator.errors import LeaderboardWriteError
+    from orchestrator.sweep.tuner import recorded_rows
+
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    lines = []
+    callback, ended = sweep_callback(tmp_path, lines)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "leaderboard").write_text("not a folder")
+    ended("a")
+    with pytest.raises(LeaderboardWriteError, match=f"1 leaderboard row.*kept in {callback.spool}.*--resume") as info:
+        callback.close()
+    assert info.value.exit_code == 1 and "\n" not in str(info.value)
+    board = Leaderboard(str(tmp_path / "runs"))
+    with pytest.raises(LeaderboardWriteError, match="still cannot be written"):   # storage still down: kept
+        recorded_rows(board, callback.cfg, "s1", out=lines.append)
+    (tmp_path / "runs" / "leaderboard").unlink()
+    written, stale = recorded_rows(board, callback.cfg, "s1", out=lines.append)      # what `tune --resume` does
+    assert written == {"a"} and stale == {} and not os.path.exists(callback.spool)
+    assert [(r["trial_id"], r["status"]) for r in board.table().to_pylist()] == [("a", "completed")]
+
+
+def test_a_resumed_sweep_reruns_an_errored_trial_and_its_row_supersedes_the_failed_one(tmp_path):
+    from orchestrator.sweep.tuner import recorded_rows
+
+    lines = []
+    first, ended = sweep_callback(tmp_path, lines)
+    ended("ok")
+    ended("flaky", error=True)                                  # the first run: a failed row
+    board = Leaderboard(str(tmp_path / "runs"))
+    assert board.table(where="trial_id == 'flaky'").column("status").to_pylist() == ["failed"]
+    written, stale = recorded_rows(board, first.cfg, "s1")       # `tune --resume`: Tune reruns errored trials
+    assert written == {"ok"} and list(stale) == ["flaky"]
+    second, ended = sweep_callback(tmp_path, lines, written=written, stale=stale)
+    ended("ok")                                                  # not rerun by Tune, but even so: written once
+    ended("flaky")
+    rows = board.table().to_pylist()
+    assert sorted((r["trial_id"], r["status"]) for r in rows) == [("flaky", "completed"), ("ok", "completed")]
+    assert board.best(where="trial_id == 'flaky'")["supersedes"] == stale["flaky"]
+    assert board.table(kind=None, where="status == 'failed'").num_rows == 0   # the stale row is gone from every view
+    assert len(board.table(columns=["trial_id"], kind=None)) == 2
+
+
+# -- reads: a transient storage error is retried, only files that fail to parse are skipped -----------------------
+class Flaky(pafs.FileSystemHandler):
+    """A stand-in for S3 answering 503 now and then: a local filesystem whose listing fails once and whose reads of
+    each file fail ``failures`` times (``forever``: these file names always fail) before they work."""
+
+    def __init__(self, failures: int = 2, forever: tuple = ()):
+        self.local, self.failures, self.forever, self.errors = pafs.LocalFileSystem(), failures, forever, []
+        self.listed = False
+
+    def fail(self, path: str, what: str) -> None:
+        name = path.rsplit("/", 1)[-1]
+        if name in self.forever or sum(e == (what, name) for e in self.errors) < self.failures:
+            self.errors.append((what, name))
+            raise OSError(f"When reading information for key '{name}': AWS Error SLOW_DOWN during HeadObject: "
+                          f"Please reduce your request rate (503)")
+
+    # pyarrow.fs.FileSystemHandler
+    def get_type_name(self):
+        return "flaky"
+
+    def normalize_path(self, path):
+        return path
+
+    def get_file_info(self, paths):
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        if not self.listed:
+            self.listed = True
+            raise OSError("AWS Error SERVICE_UNAVAILABLE during ListObjectsV2 operation: Service Unavailable (503)")
+        return self.local.get_file_info(selector)
+
+    def open_input_file(self, path):
+        self.fail(path, "read")
+        return self.local.open_input_file(path)
+
+    def open_input_stream(self, path):
+        self.fail(path, "read")
+        return self.local.open_input_stream(path)
+
+    # writes, moves, deletes: the local filesystem's
+    def create_dir(self, path, recursive):
+        self.local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.local.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise OSError("not here")
+
+    def delete_file(self, path):
+        self.local.delete_file(path)
+
+    def move(self, src, dest):
+        self.local.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.local.copy_file(src, dest)
+
+    def open_output_stream(self, path, metadata):
+        return self.local.open_output_stream(path)
+
+    def open_append_stream(self, path, metadata):
+        return self.local.open_append_stream(path)
+
+
+def flaky_board(tmp_path, monkeypatch, **kw):
+    from orchestrator import storage
+
+    Leaderboard(str(tmp_path)).append(minimized_rows()[:1])
+    Leaderboard(str(tmp_path)).append(minimized_rows()[1:])
+    handler = Flaky(**kw)
+    fs = pafs.PyFileSystem(handler)
+    real = storage.filesystem
+    monkeypatch.setattr(storage, "filesystem", lambda location: (fs, real(location)[1]))
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    return Leaderboard(str(tmp_path)), handler
+
+
+def test_a_transient_read_error_is_retried_not_taken_for_a_corrupt_file(tmp_path, monkeypatch, capsys):
+    board, flaky = flaky_board(tmp_path, monkeypatch)
+    assert sorted(board.table().column("trial_id").to_pylist()) == ["bad", "good"]
+    assert board.best()["trial_id"] == "good" and len(board.top(5)) == 2
+    assert flaky.listed and len(flaky.errors) >= 4, flaky.errors        # every file failed twice, then was read
+    assert "skipping" not in capsys.readouterr().err
+
+
+def test_a_read_error_that_persists_fails_the_query_in_one_line(tmp_path, monkeypatch, capsys):
+    from factories import run_cli
+
+    board, flaky = flaky_board(tmp_path, monkeypatch, failures=0)
+    flaky.forever = (sorted(os.listdir(tmp_path / "leaderboard"))[0],)
+    with pytest.raises(OSError, match=f"cannot read leaderboard file .*{flaky.forever[0]}.*503.*try again") as info:
+        board.table()
+    assert "\n" not in str(info.value)
+    code, _, err = run_cli(capsys, "best", "--storage", str(tmp_path), "-o", str(tmp_path / "best.yaml"))
+    assert code == 1 and err.startswith("error: cannot read leaderboard file") and "\n" not in err, err
+    assert not (tmp_path / "best.yaml").exists()                 # no answer from the files it could read
+
+
+@pytest.mark.parametrize("umask, mode", [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_written_files_honour_the_umask(tmp_path, umask, mode):
+    """A group-shared leaderboard (umask 002) stays readable by the group: files are not left at mkstemp's 0600."""
+    from orchestrator import storage
+
+    old = os.umask(umask)
+    try:
+        board = Leaderboard(str(tmp_path))
+        board.append(minimized_rows())
+        storage.atomic_write(str(tmp_path / "sweeps" / "sweep.json"), b"{}")
+    finally:
+        os.umask(old)
+    files = [*(tmp_path / "leaderboard").glob("*.parquet"), tmp_path / "sweeps" / "sweep.json"]
+    assert len(files) == 2 and {oct(os.stat(f).st_mode & 0o777) for f in files} == {oct(mode)}
+
+
+def test_rows_record_the_code_that_made_them(tmp_path):
+    """Next to the package versions: the project's version and the git commit of the code (this checkout here),
+    null where the code is not a git checkout (an installed wheel)."""
+    from importlib import metadata
+
+    import orchestrator
+    from orchestrator.sweep.callback import provenance
+
+    package = os.path.dirname(orchestrator.__file__)
+    head = subprocess.run(["git", "-C", package, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    lines = []
+    callback, ended = sweep_callback(tmp_path, lines)
+    ended("a")
+    (row,) = Leaderboard(str(tmp_path / "runs")).table().to_pylist()
+    assert row["code_version"] == metadata.version("orchestrator") and len(head) == 40
+    assert row["git_commit"] in (head, head + "-dirty"), (row["git_commit"], head)
+    assert provenance(str(tmp_path)) == {"code_version": metadata.version("orchestrator"), "git_commit": None}
+
+
+def test_a_callback_error_is_one_line_once_and_never_raised(tmp_path):
+    from types import SimpleNamespace
+
+    lines = []
+    callback, ended = sweep_callback(tmp_path, lines)
+    broken = SimpleNamespace(trial_id="x", config={"index": 7}, status="RUNNING", error_file=None)   # no such config
+    for _ in range(3):
+        callback.on_trial_start(0, [broken], broken)
+    callback.on_trial_complete(0, [broken], broken)
+    errors = [ln for ln in lines if "sweep callback error" in ln]
+    assert len(errors) == 1 and errors[0].startswith("[x] ") and "\n" not in errors[0], lines   # once, same line
+    with pytest.raises(Exception, match="trial\\(s\\) x could not be made"):
+        callback.close()

@@ -21,3 +21,51 @@ def test_one_registry_gives_every_metric_its_direction():
     assert direction("left_accuracy") == "max" and direction("sum_r2") == "max"
     assert direction("objective", objective_mode="min") == "min"
     assert direction("delta_m_pct") == "max"
+
+
+def test_failed_and_diverged_rows_are_never_ranked(tmp_path):
+    """Rows from before divergence was detected carry a finite objective (argmax of NaN logits is class 0): no ranking
+    may pick them, nor a failed row, whatever its numbers; listings show them last."""
+    from orchestrator.leaderboard import ranking
+
+    board = Leaderboard(str(tmp_path))
+    common = {"experiment": "e", "sweep_id": "s1", "kind": "trial", "objective_metric": "left_accuracy",
+              "objective_mode": "max", "config": {"name": "e"}}
+    board.append([{**common, "trial_id": t, "status": s, "objective": v, "left_accuracy": v, "right_accuracy": 1 - v}
+                  for t, s, v in (("ok", "completed", 0.5), ("diverged", "diverged", 0.99), ("failed", "failed", 0.98),
+                                  ("stopped", "stopped", 0.6), ("legacy", None, 0.4))])
+    assert board.best()["trial_id"] == "stopped"
+    assert set(ranking.UNRANKED) == {"failed", "diverged"}
+    assert board.top(10).column("trial_id").to_pylist() == ["stopped", "ok", "legacy"]
+    assert board.top(10, ascending=True).column("trial_id").to_pylist() == ["legacy", "ok", "stopped"]
+    listed = board.top(10, ranked=False).column("trial_id").to_pylist()
+    assert listed[:3] == ["stopped", "ok", "legacy"] and sorted(listed[3:]) == ["diverged", "failed"]
+    front = board.pareto(["left_accuracy", "right_accuracy"]).column("trial_id").to_pylist()
+    assert "diverged" not in front and "failed" not in front and front
+    confirms = [{**common, "kind": "confirm", "confirm_of": "ok", "trial_id": f"c{i}", "status": s, "objective": v,
+                 "seed": i} for i, (s, v) in enumerate((("completed", 0.5), ("completed", 0.7), ("diverged", 0.2)))]
+    board.append(confirms)
+    (top,) = ranking.confirmed(board.table(kind="confirm").to_pylist())
+    assert top["n"] == 2 and top["mean"] == 0.6
+
+
+def test_confirm_and_warm_starts_take_only_ranked_rows(tmp_path):
+    from orchestrator.sweep.confirm import confirm_configs
+
+    from factories import embedded
+    from orchestrator.config import parse_config
+
+    from orchestrator.sweep.tuner import first_points
+
+    cfg = parse_config(embedded(tmp_path))
+    board = Leaderboard(str(tmp_path))
+    common = {"experiment": "t", "sweep_id": "s1", "kind": "trial", "objective_mode": "max"}
+    board.append([{**common, "trial_id": "diverged", "status": "diverged", "objective": 0.99,
+                   "config": cfg.with_values({"train.head_lr": 5.0}).run_fields()},
+                  {**common, "trial_id": "ok", "status": "completed", "objective": 0.5,
+                   "config": cfg.with_values({"train.head_lr": 0.02}).run_fields()}])
+    configs, extra = confirm_configs(board, "t", top=2, seeds=1, workers=None, storage=str(tmp_path))
+    assert extra == [{"confirm_of": "ok"}]
+    warm = cfg.with_values({"search": {"space": {"train.head_lr": {"loguniform": [1e-4, 10.0]}}, "base_first": False,
+                                       "warm_start": {"experiment": "t", "top": 2}}})
+    assert [p["train.head_lr"] for p in first_points(warm, say=lambda line: None)] == [0.02]

@@ -63,7 +63,7 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
     from ..leaderboard import Leaderboard, render
 
     board = Leaderboard(storage)
-    table = board.top(k, metric=metric, **_scope(experiment, where, sweep, kind))
+    table = board.top(k, metric=metric, ranked=False, **_scope(experiment, where, sweep, kind))
     click.echo(render(table, fmt=fmt) if table.num_rows or fmt != "table" else f"no matching rows in {board.uri}")
 
 

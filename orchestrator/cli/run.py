@@ -101,7 +101,8 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
                 reserved_cpu=reserved_cpu)
     click.echo(f"\n== experiment {s['experiment']}, sweep {s['sweep_id']}: {s['trials']} trials {s['statuses']} in "
                f"{s['wall_time_s']} s; leaderboard {s['leaderboard']}")
-    click.echo(render(Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"])))
+    listing = Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"], ranked=False)
+    click.echo(render(listing))
     return s
 
 

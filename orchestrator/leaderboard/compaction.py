@@ -23,7 +23,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .. import storage
-from .files import MERGED_PREFIX, ROW_GROUP_ROWS, FileInfo, Folder, dataset, fill_row_ids, to_schema, unify
+from .files import MERGED_PREFIX, ROW_GROUP_ROWS, FileInfo, Folder, dataset, fill_row_ids
+from .schemas import to_schema, unify
 
 ROWS_PER_FILE = 200_000    # a merged file holds up to this many rows; a file this full is never merged again
 
@@ -143,8 +144,7 @@ def _merge(folder: Folder, group: list[FileInfo], full_ids: set) -> Optional[tup
                     for first, table in batches:
                         put(fill_row_ids(table, [chunk[0].name], first=first))
                 except (OSError, pa.ArrowException) as e:
-                    if folder.exists(chunk[0].path):
-                        folder.skip(chunk[0].path, e)
+                    folder.unreadable(chunk[0].path, e)
                     return None
                 sources.append(chunk[0])
                 continue
@@ -181,8 +181,7 @@ def _stream(folder: Folder, info: FileInfo, schema: pa.Schema):
     try:
         handle = pq.ParquetFile(info.path, filesystem=folder.fs)
     except (OSError, pa.ArrowException) as e:
-        if folder.exists(info.path):
-            folder.skip(info.path, e)
+        folder.unreadable(info.path, e)
         return None
     columns = [c for c in schema.names if c in info.schema.names]
 

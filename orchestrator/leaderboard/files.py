@@ -4,13 +4,14 @@ Files are immutable once written (unique names, atomic writes): their footers ar
 ``Folder`` and cached. A query scans only the columns it needs from every file at once (a pyarrow
 dataset with the unified schema), remembers where each row lives (file, position), and fetches whole
 rows, heavy JSON columns included, only for the rows it returns. A file that vanishes during a read
-(a compaction took it) is replaced by the files that appeared meanwhile (``Folder.scan``); a file
-that cannot be read is skipped with one warning.
+(a compaction took it) is replaced by the files that appeared meanwhile (``Folder.scan``). A storage error
+(an S3 503, a dropped connection) is retried with backoff; only a file whose bytes fail to parse is skipped, with
+one warning, and an error that persists fails the read in one line (``StorageError``, ``Folder.attempt``).
 """
 from __future__ import annotations
 
-import json
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -21,11 +22,13 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ..errors import StorageError
 from ..storage import first_line
-from .columns import JSON_KEY
+from .schemas import to_schema, unify
 
 MERGED_PREFIX = "compact-"     # merged files: compact-<time>-<random>.parquet
 ROW_GROUP_ROWS = 8192          # merged files: a row group is the unit read to fetch one whole row
+READ_ATTEMPTS = 5              # storage errors: tries per listing or file read, 0.1 s backoff doubling
 
 
 class Vanished(Exception):
@@ -77,7 +80,8 @@ class Folder:
     # -- listing and footers ----------------------------------------------------------------
     def list(self) -> list[str]:
         """Finished files in name order; temporary (".x.tmp") and skipped files left out."""
-        found = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        found = self.retried(lambda: self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True)),
+                             what=f"list the leaderboard files in {self.label}")
         return sorted(i.path for i in found if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
                       and not i.base_name.startswith((".", "_")) and i.path not in self._bad)
 
@@ -87,21 +91,20 @@ class Folder:
         for path in paths:
             info = self._infos.get(path)
             if info is None:
-                try:
-                    meta = pq.read_metadata(path, filesystem=self.fs)
-                    schema = meta.schema.to_arrow_schema()
-                    schema = self._schemas.setdefault((schema, tuple(sorted((schema.metadata or {}).items()))), schema)
-                    info = FileInfo(path, schema, meta.num_rows,
-                                    tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)))
-                except (OSError, pa.ArrowException) as e:
-                    if self.exists(path):
-                        self.skip(path, e)
-                    else:
-                        gone = True
+                info, vanished = self.attempt(path, lambda: self._footer(path))
+                gone = gone or vanished
+                if info is None:
                     continue
                 self._infos[path] = info
             out.append(info)
         return out, gone
+
+    def _footer(self, path: str) -> FileInfo:
+        meta = pq.read_metadata(path, filesystem=self.fs)
+        schema = meta.schema.to_arrow_schema()
+        schema = self._schemas.setdefault((schema, tuple(sorted((schema.metadata or {}).items()))), schema)
+        return FileInfo(path, schema, meta.num_rows, tuple(meta.row_group(i).num_rows
+                                                           for i in range(meta.num_row_groups)))
 
     def snapshot(self) -> Snapshot:
         """The files to read now, with their footers and unified schema."""
@@ -111,10 +114,65 @@ class Folder:
         return Snapshot(infos, unify([i.schema for i in infos]), frozenset(paths), gone)
 
     def exists(self, path: str) -> bool:
-        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+        return self.retried(lambda: self.fs.get_file_info(path).type, what=f"look for {path}") != \
+            pafs.FileType.NotFound
+
+    def retried(self, call, *, what: str):
+        """``call()``, again after a storage error (OSError) with a growing pause; a persisting error as one line."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return call()
+            except OSError as e:
+                error = e
+            time.sleep(0.1 * 2 ** attempt)
+        raise StorageError(f"cannot {what} ({first_line(error, 200)}) after {READ_ATTEMPTS} attempts; try again") from None
+
+    def attempt(self, path: str, read):
+        """(``read()``, False); (None, True) when the file is gone (a compaction took it); (None, False) when its
+        bytes fail to parse (skipped, warned). Storage errors are retried; OSError (one line) when they persist."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return read(), False
+            except (OSError, pa.ArrowException) as e:
+                error = e
+            state = self._diagnose(path)
+            if state == "gone":
+                return None, True
+            if state == "corrupt":
+                self.skip(path, error)
+                return None, False
+            time.sleep(0.1 * 2 ** attempt)
+        raise StorageError(f"cannot read leaderboard file {path} ({first_line(error, 200)}) after {READ_ATTEMPTS} "
+                      f"attempts; try again") from None
+
+    def unreadable(self, path: str, error: BaseException) -> None:
+        """After ``error`` reading ``path`` in a way that cannot be retried piecemeal: skip it if it fails to parse,
+        nothing if it is gone; OSError (one line) if storage failed."""
+        state = self._diagnose(path)
+        if state == "corrupt":
+            self.skip(path, error)
+        elif state == "transient":
+            raise StorageError(f"cannot read leaderboard file {path} ({first_line(error, 200)}); try again") from None
+
+    def _diagnose(self, path: str) -> str:
+        """Why a read failed: "gone", "corrupt" (its bytes, read whole, fail to parse) or "transient" (storage)."""
+        try:
+            if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return "gone"
+            with self.fs.open_input_file(path) as f:
+                data = f.read()
+        except FileNotFoundError:
+            return "gone"
+        except OSError:
+            return "transient"
+        try:
+            pq.ParquetFile(pa.BufferReader(data)).read()
+        except (OSError, pa.ArrowException):
+            return "corrupt"
+        return "transient"                    # it parses: the failure was the storage's
 
     def skip(self, path: str, error: BaseException) -> None:
-        """Leave an unreadable file out of every read of this folder, with one warning line."""
+        """Leave a file that fails to parse out of every read of this folder, with one warning line."""
         if path not in self._bad:
             self._bad.add(path)
             print(f"warning: skipping unreadable leaderboard file {path} ({first_line(error, 200)}): move it out of "
@@ -162,7 +220,8 @@ class Folder:
                     return infos, [table], gone
             except (OSError, pa.ArrowException):
                 pass
-            found = self.fs.get_file_info([i.path for i in infos])
+            found = self.retried(lambda: self.fs.get_file_info([i.path for i in infos]),
+                                 what=f"list the leaderboard files in {self.label}")
             there = [i for i, f in zip(infos, found) if f.type != pafs.FileType.NotFound]
             if len(there) == len(infos):
                 break
@@ -177,15 +236,10 @@ class Folder:
         return read, tables, gone
 
     def _read_columns(self, info: FileInfo, names: list[str]) -> tuple[Optional[pa.Table], bool]:
-        """(``names`` that exist of one file, or None; whether it had vanished). An unreadable file is skipped."""
-        try:
-            return pq.ParquetFile(info.path, filesystem=self.fs).read(
-                columns=[c for c in names if c in info.schema.names]), False
-        except (OSError, pa.ArrowException) as e:
-            if self.exists(info.path):
-                self.skip(info.path, e)
-                return None, False
-            return None, True
+        """(``names`` that exist of one file, or None; whether it had vanished). A file that fails to parse is
+        skipped (``attempt``)."""
+        return self.attempt(info.path, lambda: pq.ParquetFile(info.path, filesystem=self.fs).read(
+            columns=[c for c in names if c in info.schema.names]))
 
     def fetch(self, snap: Snapshot, rows: pa.Table) -> pa.Table:
         """Whole rows (every column of the unified schema) for the ``rows`` of a ``scan``, in their order."""
@@ -208,12 +262,9 @@ class Folder:
                     order.append(sel)
                 out = pa.concat_tables(pieces).take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
         except (OSError, pa.ArrowException):
-            for info in involved:      # gone since the scan (a compaction): read again; broken: skip it, read again
-                try:
-                    pq.ParquetFile(info.path, filesystem=self.fs).read()
-                except (OSError, pa.ArrowException) as e:
-                    if self.exists(info.path):
-                        self.skip(info.path, e)
+            for info in involved:      # gone since the scan (a compaction), or broken (skipped): read again
+                table, _ = self.attempt(info.path, lambda: pq.ParquetFile(info.path, filesystem=self.fs).read())
+                if table is None:
                     break
             raise Vanished() from None
         wanted = rows.column("row_id")
@@ -275,31 +326,3 @@ def first_occurrences(ids: pa.ChunkedArray | pa.Array) -> Optional[np.ndarray]:
 def _same_where_stored(stored: pa.ChunkedArray, wanted: pa.ChunkedArray) -> bool:
     a, b = stored.to_pylist(), wanted.to_pylist()
     return all(x is None or x == y for x, y in zip(a, b))
-
-
-def unify(schemas: list[pa.Schema]) -> pa.Schema:
-    """One schema for many files, columns in first-seen order: int + float -> float, null + x -> x, clashing
-    types -> string; the JSON-column lists of all files merged into the metadata."""
-    distinct = list({id(s): s for s in schemas}.values())
-    distinct = list({(s, tuple(sorted((s.metadata or {}).items()))): s for s in distinct}.values())
-    json_cols = sorted({c for s in distinct for c in json.loads((s.metadata or {}).get(JSON_KEY, b"[]"))})
-    plain = [s.remove_metadata() for s in distinct]
-    try:
-        merged = pa.unify_schemas(plain, promote_options="permissive") if plain else pa.schema([])
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-        fields = []
-        for name in dict.fromkeys(n for s in plain for n in s.names):
-            try:
-                parts = [pa.schema([s.field(name)]) for s in plain if name in s.names]
-                fields.append(pa.unify_schemas(parts, promote_options="permissive").field(0))
-            except (pa.ArrowTypeError, pa.ArrowInvalid):
-                fields.append(pa.field(name, pa.string()))
-        merged = pa.schema(fields)
-    return merged.with_metadata({JSON_KEY: json.dumps(json_cols)})
-
-
-def to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns and types (missing -> nulls)."""
-    return pa.Table.from_arrays(
-        [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-         for f in schema], schema=schema)

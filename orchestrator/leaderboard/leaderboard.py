@@ -25,7 +25,7 @@ from ..metrics import direction
 from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
-from .ranking import OBJECTIVES, best_first, front_rows
+from .ranking import OBJECTIVES, best_first, current, front_rows, ranked
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
@@ -63,7 +63,11 @@ class Leaderboard:
         errors are retried, then raised: a row is never dropped silently."""
         if not rows:
             return ""
-        data = parquet_bytes(rows_to_table(rows)).to_pybytes()
+        return self.append_parquet(parquet_bytes(rows_to_table(rows)).to_pybytes())
+
+    def append_parquet(self, data: bytes) -> str:
+        """Write one Parquet file made by ``append``'s serialization (a spool file) as a new leaderboard file;
+        its row ids are kept, so appending it twice counts its rows once."""
         location = storage.join(self._location, storage.unique_name("", ".parquet"))
         storage.retry(lambda: storage.atomic_write(location, data), what="leaderboard append")
         return location
@@ -91,27 +95,26 @@ class Leaderboard:
         return self.table(experiment=experiment, where=where, sweep_id=sweep_id, kind=kind).to_pandas()
 
     def top(self, k: int = 10, *, metric: str = "objective", experiment: Names = None, where: Optional[str] = None,
-            sweep_id: Names = None, kind: Names = "trial", ascending: Optional[bool] = None) -> pa.Table:
+            sweep_id: Names = None, kind: Names = "trial", ascending: Optional[bool] = None,
+            ranked: bool = True) -> pa.Table:
         """The ``k`` best rows by ``metric``, NaN and missing values last. Direction: ``metrics.direction``;
         ``objective``/``best_objective`` follow each row's ``objective_mode`` (none: max); unknown columns sort
-        descending unless ``ascending`` is given."""
+        descending unless ``ascending`` is given. Failed and diverged rows are never ranked (``ranking.UNRANKED``);
+        ``ranked=False`` (listings) keeps them, after all the others."""
         def work(snap: Snapshot) -> pa.Table:
             if not snap.infos:
                 return _empty()
             _check_numeric(snap.schema, metric, what="metric")
-            snap, light = self._select(snap, [metric, "objective_mode"], experiment=experiment, where=where,
-                                       sweep_id=sweep_id, kind=kind, once=True)
-            if ascending is None:
-                best = best_first(light, metric)
-            else:
-                key, order = light.column(metric).cast(pa.float64()), "ascending" if ascending else "descending"
-                best = pc.sort_indices(pa.table({"key": key}), sort_keys=[("key", order, "at_end")])
+            snap, light = self._select(snap, [metric, "objective_mode", "status"], experiment=experiment,
+                                       where=where, sweep_id=sweep_id, kind=kind, ranked_only=ranked, once=True)
+            best = best_first(light, metric, ascending=ascending)
             return self._files.fetch(snap, light.take(best[:max(k, 0)]))
         return self._read(work)
 
     def best(self, *, metric: str = "objective", experiment: Names = None, where: Optional[str] = None,
              sweep_id: Names = None, kind: Names = "trial") -> dict:
-        """The best row by ``metric`` as a dict, JSON columns parsed; NoMatchingRows if no row has a value."""
+        """The best row by ``metric`` as a dict, JSON columns parsed; NoMatchingRows if no row has a value (failed
+        and diverged rows never count)."""
         table = self.top(1, metric=metric, experiment=experiment, where=where, sweep_id=sweep_id, kind=kind)
         row = row_dicts(table)[0] if table.num_rows else {}
         value = row.get(metric)
@@ -140,7 +143,7 @@ class Leaderboard:
                     raise ConfigError(f"Pareto metric {m!r} has no known direction (higher or lower is better); "
                                       f"use metrics such as <task>_accuracy, <task>_mae, mean_score, objective")
             snap, light = self._select(snap, [*names, "objective_mode"], experiment=experiment, where=where,
-                                       sweep_id=sweep_id, kind=kind, once=True)
+                                       sweep_id=sweep_id, kind=kind, ranked_only=True, once=True)
             return self._files.fetch(snap, light.take(front_rows(light, names)))
         return self._read(work)
 
@@ -201,10 +204,14 @@ class Leaderboard:
         raise OSError(f"the leaderboard files in {self.uri} kept changing during {_ATTEMPTS} reads; try again")
 
     def _select(self, snap: Snapshot, columns: list[str], *, experiment: Names, where: Optional[str],
-                sweep_id: Names, kind: Names, once: bool = False) -> tuple[Snapshot, pa.Table]:
-        """``columns`` (and what the filters read) of the matching rows, one per row id, with their places in
-        the files of the returned snapshot. ``once``: each work once (merged rows marked ``duplicate_of`` left out)."""
+                sweep_id: Names, kind: Names, ranked_only: bool = False, once: bool = False) -> tuple[Snapshot, pa.Table]:
+        """``columns`` (and what the filters read) of the matching current rows (``ranking.current``), one per
+        row id, with their places in the files of the returned snapshot; ``ranked_only``: only rows a ranking may
+        pick (``ranking.ranked``); ``once``: each work once (merged rows marked ``duplicate_of`` left out)."""
         schema, scope, used, exprs = snap.schema, [], set(), []
+        if ranked_only and "status" in schema.names:
+            scope.append("status")
+            exprs.append(ranked(schema.names))
         if once and "duplicate_of" in schema.names:
             scope.append("duplicate_of")
             exprs.append(pc.field("duplicate_of").is_null())
@@ -220,10 +227,12 @@ class Leaderboard:
             exprs.append(expr | pc.field(name).is_null() if name == "kind" and "trial" in wanted else expr)
         if where:
             exprs.append(compile_where(where, schema, used))
-        snap, light = self._files.scan(snap, [*columns, *scope, *sorted(used)])
+        history = ["supersedes"] if "supersedes" in schema.names else []
+        snap, light = self._files.scan(snap, [*columns, *scope, *sorted(used), *history])
         keep = first_occurrences(light.column("row_id"))
         if keep is not None:
             light = light.take(keep)
+        light = current(light)
         if not exprs:
             return snap, light
         try:

@@ -1,5 +1,6 @@
 """Ranking, one place for each fact: a metric's direction as a sign on a column (``metrics.sign``; the objective's
-per row, from ``objective_mode``), which rows are trials, Pareto fronts, and the confirmed ranking. Pure: numpy and
+per row, from ``objective_mode``), which rows are trials, which rows a ranking may pick (never failed or diverged
+ones), which rows are current (not superseded by a rerun), Pareto fronts, and the confirmed ranking. Pure: numpy and
 pyarrow, no files."""
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pyarrow.compute as pc
 from ..metrics import direction, sign
 
 OBJECTIVES = ("objective", "best_objective")   # their direction is each row's objective_mode
+UNRANKED = ("failed", "diverged")               # statuses no ranking picks: best, top, confirm, warm starts, fronts
 
 
 def kind_of(row: dict) -> str:
@@ -39,9 +41,36 @@ def signed(light: pa.Table, metric: str) -> pa.ChunkedArray:
     return pc.multiply(values, sign(direction(metric)))
 
 
-def best_first(light: pa.Table, metric: str) -> pa.Array:
-    """Row indices, best ``metric`` first (``signed``), rows without a value last; ties keep their order."""
-    return pc.sort_indices(pa.table({"key": signed(light, metric)}), sort_keys=[("key", "descending", "at_end")])
+def ranked(schema_names) -> pc.Expression:
+    """The rows a ranking may pick: any status but ``UNRANKED`` (rows without a status are from before statuses)."""
+    if "status" not in schema_names:
+        return pc.scalar(True)
+    return pc.field("status").is_null() | ~pc.field("status").isin(list(UNRANKED))
+
+
+def current(light: pa.Table) -> pa.Table:
+    """``light`` without the rows another row supersedes (a rerun's row names the stale row it replaces in
+    ``supersedes``: a resumed sweep's rerun of an errored trial)."""
+    if "supersedes" not in light.column_names:
+        return light
+    stale = pc.drop_null(pc.unique(light.column("supersedes")))
+    if len(stale) == 0:
+        return light
+    return light.filter(pc.invert(pc.is_in(light.column("row_id"), value_set=stale)))
+
+
+def best_first(light: pa.Table, metric: str, *, ascending: Optional[bool] = None) -> pa.Array:
+    """Row indices, best ``metric`` first (``signed``; or by its raw value if ``ascending`` is given), rows without a
+    value last, and rows of ``UNRANKED`` statuses after all others; ties keep their order."""
+    if ascending is None:
+        key, order = signed(light, metric), "descending"
+    else:
+        key, order = light.column(metric).cast(pa.float64()), "ascending" if ascending else "descending"
+    keys = {"key": key}
+    if "status" in light.column_names:
+        keys = {"unranked": pc.fill_null(pc.is_in(light.column("status"), value_set=pa.array(UNRANKED)), False), **keys}
+    sort = [(k, order if k == "key" else "ascending", "at_end") for k in keys]
+    return pc.sort_indices(pa.table(keys), sort_keys=sort)
 
 
 def front_rows(light: pa.Table, metrics: list[str]) -> np.ndarray:
@@ -58,7 +87,8 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
     objectives, the config, and the original trial's objective (``originals``: trial id -> its row)."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        if kind_of(row) == "confirm" and row.get("confirm_of") and finite(row.get("objective")) is not None:
+        if (kind_of(row) == "confirm" and row.get("confirm_of") and finite(row.get("objective")) is not None
+                and row.get("status") not in UNRANKED):
             groups.setdefault(row["confirm_of"], []).append(row)
     ranked = []
     for trial_id, group in groups.items():

@@ -25,7 +25,7 @@ def trial_status(cfg: ExperimentConfig, history: list[dict], error: Optional[str
     if error:
         return "failed", error
     if last.get("status") == "diverged":
-        return "diverged", f"non-finite training loss at epoch {epochs}"
+        return "diverged", f"non-finite loss or model outputs at epoch {epochs}"
     if epochs < cfg.train.epochs:
         return "stopped", f"stopped early by the scheduler after epoch {epochs}"
     return "completed", None
@@ -52,13 +52,15 @@ def _finite(v) -> Optional[float]:
 @dataclass(frozen=True)
 class RowContext:
     """What every row of one Tune run shares: its sweep, the backbone's block count (freeze depth 'all' is stored
-    as a number), the row kind, the data fingerprint, package versions and single-task baselines (for Δm%)."""
+    as a number), the row kind, the data fingerprint, package versions, single-task baselines (for Δm%) and the
+    code that made it."""
     sweep_id: str
     n_blocks: int
     kind: str = "trial"
     fingerprint: Optional[str] = None
     versions: Optional[dict] = None
     baselines: Optional[dict[str, float]] = None
+    code: Optional[dict] = None            # code_version and git_commit (``sweep.callback.provenance``)
 
 
 @dataclass(frozen=True)
@@ -74,17 +76,22 @@ class TrialFacts:
 
 
 def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext, trial: TrialFacts) -> dict:
-    """One leaderboard row. ``history``: the per-epoch metrics the worker reported, in order."""
+    """One leaderboard row. ``history``: the per-epoch metrics the worker reported, in order.
+
+    A diverged trial's objective and task metrics are null (no score comes from non-finite outputs); its ``best_*``
+    columns keep the epochs before the divergence."""
     last = history[-1] if history else {}
     status, reason = trial_status(cfg, history, trial.error)
+    judged = [h for h in history if h.get("status") != "diverged"]   # epochs whose scores mean something
+    final = {} if status == "diverged" else last
     mode = cfg.objective_mode
     row: dict[str, Any] = {
         "row_id": uuid.uuid4().hex, "kind": context.kind, "experiment": cfg.name, "sweep_id": context.sweep_id,
         "trial_id": trial.trial_id, "status": status, "reason": reason,
-        "objective": _finite(last.get("objective")), "objective_metric": cfg.objective.metric, "objective_mode": mode,
-        "best_objective": metrics.best_of([h.get("objective") for h in history], mode),
+        "objective": _finite(final.get("objective")), "objective_metric": cfg.objective.metric,
+        "objective_mode": mode, "best_objective": metrics.best_of([h.get("objective") for h in judged], mode),
     }
-    row.update(_task_columns(cfg, history, baselines=context.baselines))
+    row.update(_task_columns(cfg, final, judged, baselines=context.baselines))
     row.update(_config_columns(cfg, last, n_blocks=context.n_blocks))
     row.update(hp_columns(trial.searched, n_blocks=context.n_blocks))
     row.update(
@@ -92,15 +99,17 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
         world_size=last.get("world_size"), examples_per_s=_finite(last.get("examples_per_s")),
         checkpoint=trial.checkpoint, config=cfg.run_fields(), config_hash=cfg.config_hash(),
         worker_config_hash=last.get("config_hash"), data_fingerprint=context.fingerprint, backbone=backbone_key(cfg),
-        versions=context.versions or {}, history=[compact_epoch(h) for h in history], started_at=trial.started_at,
+        versions=context.versions or {}, code_version=(context.code or {}).get("code_version"),
+        git_commit=(context.code or {}).get("git_commit"), history=[compact_epoch(h) for h in history],
+        started_at=trial.started_at, supersedes=None,   # a rerun's row names the stale row it replaces (callback)
         created_at=datetime.now(timezone.utc))
     row.update(trial.extra or {})
     return row
 
 
-def _task_columns(cfg: ExperimentConfig, history: list[dict], *, baselines: Optional[dict]) -> dict:
-    """Per-task final metrics, each task's best score metric, the mean score and Δm%."""
-    last, row = (history[-1] if history else {}), {}
+def _task_columns(cfg: ExperimentConfig, last: dict, history: list[dict], *, baselines: Optional[dict]) -> dict:
+    """Per-task final metrics (``last``), each task's best score metric over ``history``, the mean score and Δm%."""
+    row = {}
     for task, tc in cfg.tasks.items():
         for name in metrics.metrics_for(tc.type) + ("loss",):
             row[f"{task}_{name}"] = _finite(last.get(f"{task}_{name}"))

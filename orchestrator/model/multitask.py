@@ -96,7 +96,7 @@ def standardize(cfg: ExperimentConfig, spec: DataSpec, y: dict) -> dict:
 def _sum_layout(cfg: ExperimentConfig) -> list[tuple[str, str, int]]:
     layout = []
     for task, tc in cfg.tasks.items():
-        layout += [(task, "n", 1), (task, "loss", 1)]
+        layout += [(task, "n", 1), (task, "nonfinite", 1), (task, "loss", 1)]
         if tc.type in ("classification", "binary"):
             layout.append((task, "correct", 1))
         if tc.type == "binary":
@@ -108,31 +108,42 @@ def _sum_layout(cfg: ExperimentConfig) -> list[tuple[str, str, int]]:
 
 def eval_sums(cfg: ExperimentConfig, spec: DataSpec, model: keras.Model, batches) -> np.ndarray:
     """Additive validation sums over ``batches`` of ``(images, {task: labels})``, as one float64 vector
-    (see ``metrics_from_sums``): sums from several workers add up to the whole validation set's."""
+    (see ``metrics_from_sums``): sums from several workers add up to the whole validation set's. Examples whose
+    outputs or loss are not finite are only counted (``nonfinite``): argmax of NaN logits is 0, and NaN scores
+    cannot be binned."""
     acc = {(t, k): np.zeros(n) for t, k, n in _sum_layout(cfg)}
     for x, y in batches:
         out = {t: v.numpy() for t, v in _predict(model, tf.cast(tf.constant(x), tf.float32)).items()}
         yb = standardize(cfg, spec, y)
         losses = per_example_losses(cfg, yb, out)
         for task, tc in cfg.tasks.items():
-            acc[task, "n"] += len(yb[task])
-            acc[task, "loss"] += float(np.sum(losses[task]))
-            if tc.type == "classification":
-                acc[task, "correct"] += float(np.sum(out[task].argmax(-1) == yb[task]))
-            elif tc.type == "binary":
-                p = 1.0 / (1.0 + np.exp(-out[task][:, 0]))
-                acc[task, "correct"] += float(np.sum((p > 0.5) == (yb[task] > 0.5)))
-                bins = np.minimum((p * AUC_BINS).astype(int), AUC_BINS - 1)
-                acc[task, "pos_hist"] += np.bincount(bins[yb[task] > 0.5], minlength=AUC_BINS)
-                acc[task, "neg_hist"] += np.bincount(bins[yb[task] <= 0.5], minlength=AUC_BINS)
-            else:
-                pred = out[task][:, 0] * spec.label_std[task] + spec.label_mean[task]
-                true = y[task]
-                acc[task, "abs_err"] += float(np.sum(np.abs(pred - true)))
-                acc[task, "sq_err"] += float(np.sum((pred - true) ** 2))
-                acc[task, "y"] += float(np.sum(true))
-                acc[task, "y2"] += float(np.sum(np.square(true, dtype=np.float64)))
+            loss = np.asarray(losses[task], np.float64)
+            ok = np.isfinite(out[task].reshape(len(loss), -1)).all(axis=1) & np.isfinite(loss)
+            acc[task, "n"] += len(loss)
+            acc[task, "nonfinite"] += float(np.sum(~ok))
+            acc[task, "loss"] += float(np.sum(loss[ok]))
+            _add_task(acc, task, tc.type, out=out[task][ok], y=np.asarray(y[task])[ok], yb=np.asarray(yb[task])[ok],
+                      spec=spec)
     return np.concatenate([acc[t, k] for t, k, _ in _sum_layout(cfg)])
+
+
+def _add_task(acc: dict, task: str, kind: str, *, out: np.ndarray, y: np.ndarray, yb: np.ndarray,
+              spec: DataSpec) -> None:
+    """One task's sums over the examples of a batch whose outputs and loss are finite."""
+    if kind == "classification":
+        acc[task, "correct"] += float(np.sum(out.argmax(-1) == yb))
+    elif kind == "binary":
+        p = 1.0 / (1.0 + np.exp(-out[:, 0].astype(np.float64)))
+        acc[task, "correct"] += float(np.sum((p > 0.5) == (yb > 0.5)))
+        bins = np.minimum((p * AUC_BINS).astype(int), AUC_BINS - 1)
+        acc[task, "pos_hist"] += np.bincount(bins[yb > 0.5], minlength=AUC_BINS)
+        acc[task, "neg_hist"] += np.bincount(bins[yb <= 0.5], minlength=AUC_BINS)
+    else:
+        pred = out[:, 0] * spec.label_std[task] + spec.label_mean[task]
+        acc[task, "abs_err"] += float(np.sum(np.abs(pred - y)))
+        acc[task, "sq_err"] += float(np.sum((pred - y) ** 2))
+        acc[task, "y"] += float(np.sum(y))
+        acc[task, "y2"] += float(np.sum(np.square(y, dtype=np.float64)))
 
 
 def array_batches(x: np.ndarray, y: dict, batch_size: int = 1024):
@@ -152,9 +163,12 @@ def metrics_from_sums(cfg: ExperimentConfig, sums: np.ndarray, *, baselines: dic
     for t, k, n in _sum_layout(cfg):
         parts[t, k] = sums[i:i + n] if n > 1 else float(sums[i])
         i += n
-    m: dict[str, float] = {}
+    m: dict[str, float] = {"nonfinite_outputs": float(sum(parts[t, "nonfinite"] for t in cfg.tasks))}
     for task, tc in cfg.tasks.items():
         n = max(parts[task, "n"], 1.0)
+        if m["nonfinite_outputs"]:   # the model diverged: no score is computed from the examples still finite
+            m.update({f"{task}_{name}": float("nan") for name in registry.metrics_for(tc.type) + ("loss",)})
+            continue
         m[f"{task}_loss"] = parts[task, "loss"] / n
         if tc.type in ("classification", "binary"):
             m[f"{task}_accuracy"] = parts[task, "correct"] / n

@@ -2,29 +2,36 @@
 
 By default a sweep prints one line when a trial starts, at most one progress line per trial every
 few seconds, one line when it ends, and a waiting line every 30 s for a trial that waits for
-resources. Rows are built by the pure ``rows.trial_row`` and appended with retries; a row that cannot
-be written stops the sweep loudly (``LeaderboardWriteError``) rather than being dropped.
+resources. Rows are built by the pure ``rows.trial_row`` and appended with retries.
+
+No hook ever raises: Tune turns an exception in ``on_trial_complete`` into ``on_trial_error``, which would
+relabel a completed trial ``failed``. Rows that storage refuses wait in a local spool file
+(``layout.spool_file``) and are tried again each time a trial ends; when the Tune run is over, ``close`` raises
+``LeaderboardWriteError`` naming the spool if rows are still unwritten (``tune --resume`` appends them). A rerun
+of an errored trial (a resumed sweep) writes a row that supersedes the trial's stale ``failed`` row.
 """
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import time
 from datetime import datetime, timezone
 from importlib import metadata
+from typing import Optional
 
 from ray import tune
 
 from .. import layout, storage
 from ..config.schema import ExperimentConfig
 from ..config.space import hp_columns, materialize
+from ..errors import LeaderboardWriteError
+from ..leaderboard import spool
 from ..leaderboard.rows import RowContext, TrialFacts, trial_row
 from ..training.progress import WAIT_LINE_EVERY_S, read_progress, release_now_and_then, waiting_line
 
 PROGRESS_EVERY_S = 10.0
-
-
-class LeaderboardWriteError(RuntimeError):
-    """A trial's row could not be written after retries: the sweep stops rather than lose it."""
+__all__ = ["LeaderboardWriteError", "SweepCallback", "provenance", "recorded", "versions"]
 
 
 def short_values(values: dict, n_blocks: int) -> str:
@@ -47,13 +54,19 @@ class SweepCallback(tune.Callback):
     """Runs on the driver. Keeps only small, plain state (Tune pickles callbacks with its experiment).
 
     ``context``: what every row of this Tune run shares; ``written``: trial ids that have a row already (a resumed
-    sweep skips them); ``configs``/``extra``: explicit configurations (params ``{"index": i}``) and their extra
-    columns; ``request``: one worker's resources, for the waiting line."""
+    sweep skips them); ``stale``: trial id -> row id of its ``failed`` row, which a rerun's row supersedes;
+    ``configs``/``extra``: explicit configurations (params ``{"index": i}``) and their extra columns; ``request``:
+    one worker's resources, for the waiting line."""
 
     def __init__(self, cfg: ExperimentConfig, *, context: RowContext, written: set | None = None,
-                 configs: list | None = None, extra: list | None = None, request: dict | None = None, out=print):
+                 stale: dict | None = None, configs: list | None = None, extra: list | None = None,
+                 request: dict | None = None, out=print):
         self.cfg, self.context = cfg, context
-        self.written = set(written or ())
+        self.written, self.stale = set(written or ()), dict(stale or {})
+        self.pending: list[dict] = []       # rows not written yet (also in the spool file)
+        self.unmade: list[str] = []         # trials whose row could not even be built
+        self.said: set[str] = set()          # callback errors already printed
+        self.spool = layout.spool_file(cfg.storage, cfg.name, context.sweep_id)
         self.configs, self.extra = configs, extra
         self.history: dict[str, list[dict]] = {}
         self.started: dict[str, datetime] = {}
@@ -68,8 +81,33 @@ class SweepCallback(tune.Callback):
         d["out"] = print
         return d
 
-    # -- Tune hooks --------------------------------------------------------------------------
+    # -- Tune hooks (none raises: see the module's doc) -------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._guarded(lambda: self._started(trial), trial)
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._guarded(lambda: self._waiting(trials), None)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._guarded(lambda: self._result(trial, result), trial)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._guarded(lambda: self._finish(trial, None), trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._guarded(lambda: self._finish(trial, error_line(trial)), trial)
+
+    def _guarded(self, hook, trial) -> None:
+        try:
+            hook()
+        except Exception as e:  # noqa: BLE001 - an exception here would relabel the trial (see the module's doc)
+            who = f"[{trial.trial_id}] " if trial is not None else ""
+            line = f"{who}sweep callback error (the sweep goes on): {storage.first_line(e, 200)}"
+            if line not in self.said:      # once each: on_step_begin runs many times a second
+                self.said.add(line)
+                self.out(line)
+
+    def _started(self, trial):
         self.started.setdefault(trial.trial_id, datetime.now(timezone.utc))
         self.last_print[trial.trial_id] = time.monotonic()
         cfg, values = self._config(trial)
@@ -79,7 +117,7 @@ class SweepCallback(tune.Callback):
             f"seed {cfg.train.seed}" if kind == "confirm" else "base config")
         self.out(f"[{trial.trial_id}] started: {what}")
 
-    def on_step_begin(self, iteration, trials, **info):
+    def _waiting(self, trials):
         now = time.monotonic()
         # Killed trials can leave their Train worker group's resources reserved: see training/progress.py.
         self.released_at = release_now_and_then(self.released_at)
@@ -94,7 +132,7 @@ class SweepCallback(tune.Callback):
                 if line:
                     self.out(line)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def _result(self, trial, result):
         self.history.setdefault(trial.trial_id, []).append(_plain(result))
         now = time.monotonic()
         if now - self.last_print.get(trial.trial_id, 0.0) >= PROGRESS_EVERY_S:
@@ -103,12 +141,6 @@ class SweepCallback(tune.Callback):
             self.out(f"[{trial.trial_id}] epoch {result.get('epoch')}: objective "
                      f"{obj:.4f} {scores_text(self.cfg, result)}" if isinstance(obj, float) else
                      f"[{trial.trial_id}] epoch {result.get('epoch')}")
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, None)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, error_line(trial))
 
     # -- rows ---------------------------------------------------------------------------------
     def _config(self, trial) -> tuple[ExperimentConfig, dict]:
@@ -122,8 +154,59 @@ class SweepCallback(tune.Callback):
         return layout.run_dir(self.cfg.storage, layout.trial_run_name(self.context.sweep_id, trial.trial_id))
 
     def _finish(self, trial, error):
+        """The trial's row, written with every row still pending; a row that can't be built is named at the end."""
         if trial.trial_id in self.written:
             return
+        self.written.add(trial.trial_id)
+        try:
+            row = self._row(trial, error)
+        except Exception:
+            self.unmade.append(trial.trial_id)
+            raise
+        self.rows.append(row)
+        self.pending.append(row)
+        self.flush()
+        obj, dm = row["objective"], row.get("delta_m_pct")
+        self.out(f"[{trial.trial_id}] {row['status']}" + (f" ({row['reason']})" if row["reason"] else "") +
+                 f": {row['epochs']} epochs, objective " + (f"{obj:.4f}" if isinstance(obj, float) else "n/a") +
+                 (f", Δm {dm:+.2f}%" if isinstance(dm, float) else "") + f" {scores_text(self.cfg, row)}".rstrip())
+
+    def flush(self) -> bool:
+        """Write every pending row (one file, retried). Rows storage still refuses stay pending and in the spool
+        file, tried again when the next trial ends. Never raises; True when nothing is left pending."""
+        from ..leaderboard.leaderboard import Leaderboard
+
+        if not self.pending:
+            return True
+        try:
+            Leaderboard(self.cfg.storage).append(self.pending)
+        except Exception as e:  # noqa: BLE001 - any storage failure: keep the rows, never lose or relabel them
+            try:
+                spool.keep(self.spool, self.pending)
+                kept = f"kept in {self.spool}"
+            except OSError as spool_error:
+                kept = f"and not spooled to {self.spool} ({storage.first_line(spool_error)}): kept in memory"
+            self.out(f"could not write {len(self.pending)} row(s) to the leaderboard in {storage.redact(self.cfg.storage)}"
+                     f" ({storage.first_line(e)}); {kept}; tried again when the next trial ends")
+            return False
+        self.pending = []
+        spool.drop(self.spool)
+        return True
+
+    def close(self) -> None:
+        """After the Tune run: a last write of the pending rows; LeaderboardWriteError (one line) naming the spool
+        file if some rows are still unwritten or could not be made."""
+        if self.flush() and not self.unmade:
+            return
+        if self.pending:
+            raise LeaderboardWriteError(
+                f"{len(self.pending)} leaderboard row(s) could not be written to {storage.redact(self.cfg.storage)}; "
+                f"they are kept in {self.spool}: run the same command with --resume once storage works to append "
+                f"them")
+        raise LeaderboardWriteError(f"the leaderboard rows of trial(s) {', '.join(self.unmade)} could not be made "
+                                    f"(see the lines above)")
+
+    def _row(self, trial, error) -> dict:
         cfg, values = self._config(trial)
         hist = self.history.get(trial.trial_id, [])
         # The run's own record (rank 0, every epoch) holds epochs Tune never heard of: those before a
@@ -137,21 +220,9 @@ class SweepCallback(tune.Callback):
         facts = TrialFacts(trial.trial_id, values, error=error, wall_time_s=wall, started_at=started, extra=extra,
                            checkpoint=storage.redact(layout.checkpoints(self._run_dir(trial))))
         row = trial_row(cfg, hist, context=self.context, trial=facts)
-        from ..leaderboard.leaderboard import Leaderboard
-
-        try:
-            Leaderboard(cfg.storage).append([row])
-        except OSError as e:
-            raise LeaderboardWriteError(f"could not write the row of trial {trial.trial_id} to "
-                                        f"{storage.redact(cfg.storage)} ({e}); the sweep stops: resume it with "
-                                        f"--resume once storage works") from None
-        self.written.add(trial.trial_id)
-        self.rows.append(row)
-        obj = row["objective"]
-        dm = row.get("delta_m_pct")
-        self.out(f"[{trial.trial_id}] {row['status']}" + (f" ({row['reason']})" if row["reason"] else "") +
-                 f": {row['epochs']} epochs, objective " + (f"{obj:.4f}" if isinstance(obj, float) else "n/a") +
-                 (f", Δm {dm:+.2f}%" if isinstance(dm, float) else "") + f" {scores_text(cfg, row)}".rstrip())
+        if trial.trial_id in self.stale:      # a rerun of an errored trial: its row replaces the failed one
+            row["supersedes"] = self.stale[trial.trial_id]
+        return row
 
 
 def _plain(result: dict) -> dict:
@@ -172,6 +243,14 @@ def error_line(trial) -> str:
     return "trial failed"
 
 
+def recorded(board, sweep_id: str) -> tuple[set, dict]:
+    """What a resumed sweep finds in the leaderboard: (trial ids whose row is final, {trial id: row id} of trials
+    whose row says ``failed``: Tune reruns those, and the rerun's row supersedes the failed one)."""
+    rows = board.table(sweep_id=sweep_id, kind=None, columns=["trial_id", "status", "row_id"]).to_pylist()
+    stale = {r["trial_id"]: r["row_id"] for r in rows if r.get("status") == "failed"}
+    return {r["trial_id"] for r in rows} - set(stale), stale
+
+
 def versions() -> dict:
     """Package versions behind a row (its provenance)."""
     out = {}
@@ -181,3 +260,37 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def provenance(package: Optional[str] = None) -> dict:
+    """The code behind a row: the project's version, and the git commit of ``package`` (this package's folder by
+    default) when it is tracked in a git checkout, with ``-dirty`` when its tracked files differ from the commit;
+    None when it is not (an installed wheel, even one inside some other repository)."""
+    if package is None:
+        return _own_provenance()
+    try:
+        version = metadata.version("orchestrator")
+    except metadata.PackageNotFoundError:
+        version = None
+    return {"code_version": version, "git_commit": _git_commit(package)}
+
+
+@functools.lru_cache(maxsize=1)
+def _own_provenance() -> dict:
+    return provenance(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _git_commit(folder: str) -> Optional[str]:
+    def git(*args) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    if not os.path.isdir(folder) or git("ls-files", "--error-unmatch", "--", ".") is None:
+        return None        # not a checkout, or this folder is not tracked in it
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    return commit + "-dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".") else commit

@@ -163,18 +163,19 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
     from ray import tune
 
     from ..leaderboard.rows import RowContext
-    from .callback import SweepCallback, versions
+    from .callback import SweepCallback, provenance, versions
     from .capacity import plan_concurrency
 
     p = session.prepared
     sweep_id = sweep_id or f"{kind}-{new_sweep_id()}"
     callback = SweepCallback(p.cfg, out=out, configs=configs, extra=extra,
                              context=RowContext(sweep_id, p.n_blocks, kind=kind, fingerprint=p.spec.fingerprint,
-                                                versions=versions()))
+                                                versions=versions(), code=provenance()))
     plan = TrialPlan(sweep_id, p.cfg.model_dump(mode="json"), RunInputs.of(session),
                      configs=tuple(c.model_dump(mode="json") for c in configs))
     spec = SweepSpec(plan, {"index": tune.grid_search(list(range(len(configs))))}, verbose=verbose,
                      concurrent=min(len(configs), plan_concurrency(configs[0], say=lambda m: None)),
                      callbacks=(callback,))
     make_tuner(p.cfg, spec).fit()
+    callback.close()
     return callback.rows

@@ -4,7 +4,8 @@ and a scheduler (ASHA), run by the one runner (``sweep.runner``); every trial th
 A sweep has an id (``sweep_id``); its Tune state lives in ``<storage>/sweeps/<experiment>/<sweep id>``
 and its trials' runs in ``<storage>/trials/<sweep id>-<trial id>``. ``--resume`` restores the latest
 (or a named) sweep through ``Tuner.restore``: finished trials are not rerun, unfinished ones continue
-from their checkpoints, and rows already written are not written again.
+from their checkpoints, errored ones run again (their new row supersedes the ``failed`` one), rows already
+written are not written again, and rows a storage failure left in the local spool are appended first.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..errors import ConfigError
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
 from ..training.session import Prepared, check, check_batch, describe, release, start
-from .callback import SweepCallback, versions
+from .callback import SweepCallback, provenance, recorded, versions
 from .runner import SweepSpec, TrialPlan, make_tuner, new_sweep_id
 
 
@@ -166,6 +167,20 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None) -> str:
     return sweep_id
 
 
+def recorded_rows(board, cfg: ExperimentConfig, sweep_id: str, *, out=print) -> tuple[set, dict]:
+    """A resumed sweep's rows: spooled rows appended first, then ``callback.recorded``."""
+    from ..errors import LeaderboardWriteError
+    from ..leaderboard.spool import append_spooled, spooled
+
+    try:
+        for path in append_spooled(board, cfg.storage, cfg.name):
+            out(f"appended the spooled rows of {path} to the leaderboard")
+    except OSError as e:
+        raise LeaderboardWriteError(f"the spooled rows in {spooled(cfg.storage, cfg.name)[0]} still cannot be "
+                                    f"written ({storage.first_line(e)}); try --resume again once storage works") from None
+    return recorded(board, sweep_id)
+
+
 def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None = None, resume: bool = False,
          sweep_id: str | None = None, verbose: bool = False, out=print, reserved_cpu: float = 0.0) -> dict:
     """`orchestrator tune`: run (or resume) a sweep; one leaderboard row per trial; returns a summary."""
@@ -182,18 +197,20 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     session = start(p, address=address, verbose=verbose, out=out)
     concurrent = plan_concurrency(cfg, say=out, reserved_cpu=reserved_cpu)   # the job's own entrypoint CPUs
     board = Leaderboard(cfg.storage)
-    written = set(board.table(sweep_id=sweep_id, kind=None, columns=["trial_id"]).column("trial_id").to_pylist()) \
-        if resume else set()
+    written, stale = recorded_rows(board, cfg, sweep_id, out=out) if resume else (set(), {})
     t0 = time.perf_counter()
     baselines = None
     if cfg.search.baselines or cfg.objective.metric == "delta_m":
         from .baselines import baselines_for
 
         baselines = baselines_for(session, out=out) or None
-    context = RowContext(sweep_id, p.n_blocks, fingerprint=p.spec.fingerprint, versions=versions(), baselines=baselines)
-    callback = SweepCallback(cfg, context=context, written=written, out=out, request=worker_request(cfg))
+    context = RowContext(sweep_id, p.n_blocks, fingerprint=p.spec.fingerprint, versions=versions(), baselines=baselines,
+                         code=provenance())
+    callback = SweepCallback(cfg, context=context, written=written, stale=stale, out=out,
+                             request=worker_request(cfg))
     if resume:
-        out(f"resuming sweep {sweep_id} of experiment {cfg.name} ({len(written)} trials already recorded)")
+        out(f"resuming sweep {sweep_id} of experiment {cfg.name} ({len(written)} trials already recorded"
+            + (f", {len(stale)} failed: run again)" if stale else ")"))
     else:
         storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, sweep_id), json.dumps(
             {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump()}).encode())
@@ -206,6 +223,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
                      callbacks=(callback, *live_loggers(cfg, sweep_id)), verbose=verbose)
     make_tuner(cfg, spec, resume=resume).fit()
     release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
+    callback.close()   # rows storage still refuses: one line naming the spool file, exit code 1
     board.maybe_compact()
     return {"experiment": cfg.name, "sweep_id": sweep_id, "trials": len(callback.rows) + len(written),
             "leaderboard": storage.redact(board.uri), "storage": cfg.storage, "baselines": baselines,

@@ -242,7 +242,8 @@ class _Epochs:
                        **{f"eff_weight_{t}": v for t, v in applied.items()},
                        **{f"rank{r}_steps": int(c) for r, c in enumerate(summed["steps"])},
                        **{f"rank{r}_peak_rss_mb": float(m) for r, m in enumerate(summed["rss_mb"])},
-                       status="running" if np.isfinite(losses[0]) else "diverged", config_hash=cfg.config_hash())
+                       status="running" if np.isfinite(losses).all() and not metrics["nonfinite_outputs"] else
+                       "diverged", config_hash=cfg.config_hash())   # non-finite losses or validation outputs
         return metrics
 
     def _steps(self, width: int) -> np.ndarray:

@@ -1,0 +1,38 @@
+"""Rows the leaderboard could not take yet: one local Parquet file per sweep (``layout.spool_file``), rewritten whole
+whenever a write fails, removed once its rows are written, and appended by ``tune --resume`` (``append_spooled``)."""
+from __future__ import annotations
+
+import os
+
+from .. import layout, storage
+from .columns import parquet_bytes, rows_to_table
+
+
+def keep(path: str, rows: list[dict]) -> None:
+    """Write ``rows`` (all the sweep's unwritten rows) as the spool file ``path``, atomically."""
+    storage.atomic_write(path, parquet_bytes(rows_to_table(rows)).to_pybytes())
+
+
+def drop(path: str) -> None:
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def spooled(location: str, experiment: str) -> list[str]:
+    """The spool files of ``experiment``'s sweeps in this storage, oldest sweep first."""
+    folder = layout.spool_dir(location, experiment)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".parquet"))
+
+
+def append_spooled(board, location: str, experiment: str) -> list[str]:
+    """Append every spool file of ``experiment`` to ``board`` and remove it; returns the files appended. A storage
+    error propagates (the files stay)."""
+    done = []
+    for path in spooled(location, experiment):
+        with open(path, "rb") as f:
+            board.append_parquet(f.read())
+        drop(path)
+        done.append(path)
+    return done
