@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from .step import allreduce_fields, make_allreduce_sum, make_train_step, one_hot
 
 @dataclass
 class Worker:
-    """This process's place in the run and what the loop calls back: ``restore(load) -> state | None`` and
+    """This process's place in the run and what the loop calls back: ``restore(load, check) -> state | None`` and
     ``on_epoch(metrics, state, save)``. In-process runs (pretraining, benches, tests) use the defaults."""
     rank: int = 0
     world: int = 1
@@ -91,17 +92,23 @@ def train_loop_per_worker(payload: dict) -> None:
 
 
 def _restorer(run_dir: str, *, rank: int, world: int) -> Callable:
-    def restore(load):
-        # Rank 0 picks the checkpoint and tells the others, so all ranks resume from the same epoch.
+    def restore(load, check):
+        # Rank 0 picks the checkpoint (the newest whole one: checksums verified, ``check``ed before any weight is
+        # read) and tells the others, so all ranks resume from the same epoch.
         from ray.train.collective import broadcast_from_rank_zero
 
-        epochs = checkpoints.epochs_on_storage(run_dir) if rank == 0 else None
-        latest = epochs[-1] if epochs else 0
-        epoch = broadcast_from_rank_zero(latest) if world > 1 else latest
-        state = checkpoints.load(run_dir, epoch, load) if epoch else None
-        if rank == 0:   # one record per (re)start: which epoch it resumed from
+        notes: list[str] = []
+        state = checkpoints.restore_latest(run_dir, load, check=check, say=notes.append) if rank == 0 else None
+        epoch = state["epoch"] if state else 0
+        if world > 1:
+            epoch = broadcast_from_rank_zero(epoch)
+            if rank != 0 and epoch:
+                state = checkpoints.load(run_dir, epoch, load)
+        if rank == 0:   # one record per (re)start: which epoch it resumed from, and checkpoints passed over
+            for line in notes:
+                print(f"warning: {line}", file=sys.stderr, flush=True)
             storage.atomic_write(storage.join(layout.attempts(run_dir), f"{time.time():.3f}.json"),
-                                 json.dumps({"start_epoch": epoch, "pid": os.getpid()}).encode())
+                                 json.dumps({"start_epoch": epoch, "pid": os.getpid(), "notes": notes}).encode())
         return state
     return restore
 
@@ -193,16 +200,21 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
 
 
 def _restored(trainee: Trainee, cfg, w: Worker) -> dict:
-    config_hash = cfg.config_hash()
-    state = (w.restore and w.restore(trainee.load)) or {"epoch": 0, "history": []}
-    if state.get("config_hash", config_hash) != config_hash:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"the run's checkpoint was made by another config (hash {state['config_hash']}, this is "
-                          f"{config_hash}): use another run name")
+    state = (w.restore and w.restore(trainee.load, same_config(cfg.config_hash()))) or {"epoch": 0, "history": []}
     if "weighting" in state:
         trainee.weighting.restore(state["weighting"])
     return state
+
+
+def same_config(config_hash: str) -> Callable[[dict], None]:
+    """A checkpoint's state must come from this config: checked before its weights are loaded."""
+    def check(state: dict) -> None:
+        if state.get("config_hash", config_hash) != config_hash:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"the run's checkpoint was made by another config (hash {state['config_hash']}, this "
+                              f"is {config_hash}): use another run name")
+    return check
 
 
 @dataclass
