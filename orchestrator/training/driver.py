@@ -123,11 +123,19 @@ def check_run_name(cfg: ExperimentConfig, name: str) -> None:
 def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
           verbose: bool = False) -> dict:
     """`orchestrator train`: check, fit one configuration on Ray Train, write summary.json."""
+    from .lease import acquire
+
     p = check(cfg)
     name = name or run_name(p.cfg.name)
-    check_run_name(p.cfg, name)
     run = layout.run_dir(p.cfg.storage, name)
-    describe(p, record=run, out=out)
+    with acquire(run, what=f"train run {name}"):   # one live writer per run folder, until the summary is written
+        check_run_name(p.cfg, name)
+        describe(p, record=run, out=out)
+        return _train(p, name, address=address, out=out, verbose=verbose)
+
+
+def _train(p: Prepared, name: str, *, address: str | None, out, verbose: bool) -> dict:
+    run = layout.run_dir(p.cfg.storage, name)
     t0 = time.perf_counter()
     session = start(p, address=address, verbose=verbose, out=out)
     history, error, user_error = fit_and_watch(session, name=name, out=out)
