@@ -201,3 +201,61 @@ def test_the_config_hash_is_checked_before_any_weight_is_read(tmp_path):
     with pytest.raises(ConfigError, match="another config"):
         _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)))
     assert trainee.loaded == []
+
+
+@pytest.fixture
+def own_tmpdir(tmp_path, monkeypatch):
+    """A temp dir of this test's own (TMPDIR and tempfile's cache): what is left in it afterwards was leaked."""
+    import tempfile
+
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_a_local_copy_of_a_remote_file_is_deleted_after_use(s3_server, own_tmpdir, monkeypatch):
+    import pyarrow.fs as pafs
+
+    from orchestrator import storage
+
+    pafs.S3FileSystem(access_key="k", secret_key="s", endpoint_override=s3_server, scheme="http",
+                      region="us-east-1", allow_bucket_creation=True).create_dir("copies")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    remote = f"s3://copies/backbone.keras?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    storage.atomic_write(remote, b"model bytes")
+    with storage.local_file(remote) as path:
+        assert open(path, "rb").read() == b"model bytes" and path.startswith(str(own_tmpdir))
+    assert list(own_tmpdir.iterdir()) == []
+
+
+def test_the_tensorboard_writer_leaves_nothing_in_the_temp_dir(tmp_path, own_tmpdir):
+    from orchestrator.training.tensorboard import EpochBoard
+
+    with EpochBoard(str(tmp_path / "run")) as board:
+        board.write({"epoch": 1, "left_accuracy": 0.5, "train_loss": 1.0})
+        assert list(own_tmpdir.iterdir())                          # it does use the temp dir while open
+    assert list(own_tmpdir.iterdir()) == [] and board.writer.all_writers is None   # deleted, and the writer closed
+    assert [p.name for p in (tmp_path / "run" / "tb").iterdir()]   # the events reached the run folder
+
+
+def test_loading_a_backbone_from_s3_leaves_no_copy_behind(s3_server, own_tmpdir, monkeypatch):
+    import keras
+    import pyarrow.fs as pafs
+
+    from orchestrator import storage
+    from orchestrator.model.backbones import load_model_file
+
+    pafs.S3FileSystem(access_key="k", secret_key="s", endpoint_override=s3_server, scheme="http",
+                      region="us-east-1", allow_bucket_creation=True).create_dir("models")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.save(own_tmpdir.parent / "tiny.keras")
+    remote = f"s3://models/tiny.keras?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    storage.atomic_write(remote, (own_tmpdir.parent / "tiny.keras").read_bytes())
+    before = set(own_tmpdir.iterdir())
+    assert load_model_file(remote, what="backbone").output_shape == (None, 2)
+    assert set(own_tmpdir.iterdir()) == before, sorted(set(own_tmpdir.iterdir()) - before)

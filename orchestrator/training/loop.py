@@ -7,6 +7,7 @@ validation sums) and at ``ray.train.report`` (a barrier: every rank reports once
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -84,11 +85,13 @@ def train_loop_per_worker(payload: dict) -> None:
     cfg = ExperimentConfig.model_validate(payload["config"])  # workers re-validate
     spec = DataSpec.from_dict(payload["data_spec"])
     data = worker_data(payload["data"], cfg, spec, rank=rank, world=world)
-    worker = Worker(rank, world, restore=_restorer(run_dir, rank=rank, world=world), marks=marks,
-                    on_epoch=_reporter(run_dir, cfg, rank=rank, marks=marks), baselines=payload.get("baselines"),
-                    backbone_file=_local_file(payload.get("backbone_file")))
-    marks["data"] = time.time()
-    fit(strategy, cfg, spec, data, worker=worker)
+    # Nothing left behind in the temp dir: the backbone's local copy, TensorBoard's local folder and its writer.
+    with _shipped_file(payload.get("backbone_file")) as backbone_file, _board(run_dir, rank) as board:
+        worker = Worker(rank, world, restore=_restorer(run_dir, rank=rank, world=world), marks=marks,
+                        on_epoch=_reporter(run_dir, cfg, rank=rank, marks=marks, board=board),
+                        baselines=payload.get("baselines"), backbone_file=backbone_file)
+        marks["data"] = time.time()
+        fit(strategy, cfg, spec, data, worker=worker)
 
 
 def _restorer(run_dir: str, *, rank: int, world: int) -> Callable:
@@ -113,15 +116,10 @@ def _restorer(run_dir: str, *, rank: int, world: int) -> Callable:
     return restore
 
 
-def _reporter(run_dir: str, cfg, *, rank: int, marks: dict) -> Callable:
-    """``on_epoch``: rank 0 checkpoints, writes TensorBoard events and the progress file; every rank reports."""
+def _reporter(run_dir: str, cfg, *, rank: int, marks: dict, board) -> Callable:
+    """``on_epoch``: rank 0 checkpoints, writes TensorBoard events (``board``) and the progress file; every rank
+    reports."""
     import ray.train
-
-    board = None
-    if rank == 0:
-        from .tensorboard import EpochBoard
-
-        board = EpochBoard(run_dir)
 
     def on_epoch(metrics, state, save):
         last = metrics["epoch"] == cfg.train.epochs or metrics["status"] == "diverged"
@@ -137,17 +135,35 @@ def _reporter(run_dir: str, cfg, *, rank: int, marks: dict) -> Callable:
     return on_epoch
 
 
-def _local_file(shipped):
-    """A backbone/weights file shipped through the object store -> a local path on this worker."""
+@contextlib.contextmanager
+def _board(run_dir: str, rank: int):
+    """Rank 0's TensorBoard writer (None on other ranks), closed and its local folder deleted at the end."""
+    if rank != 0:
+        yield None
+        return
+    from .tensorboard import EpochBoard
+
+    with EpochBoard(run_dir) as board:
+        yield board
+
+
+@contextlib.contextmanager
+def _shipped_file(shipped):
+    """A backbone/weights file shipped through the object store -> a local path on this worker, deleted at the end."""
     if shipped is None:
-        return None
+        yield None
+        return
     import ray
 
     blob, suffix = ray.get(shipped["ref"])
     fd, path = tempfile.mkstemp(suffix=suffix)
-    with os.fdopen(fd, "wb") as f:
-        f.write(blob)
-    return path
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        del blob
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def build(strategy, cfg, spec, *, backbone_file: Optional[str]) -> Trainee:
