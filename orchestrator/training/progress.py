@@ -41,6 +41,21 @@ def write_progress(run_dir: str, history: list[dict], *, marks: Optional[dict] =
                                      "time": time.time(), "marks": marks or {}}, default=float).encode())
 
 
+def judged_history(received: list[dict], record: Optional[dict], *, failed: bool) -> list[dict]:
+    """The epochs a trial's row holds. ``received``: the results Tune had of this trial (this driver's); ``record``:
+    the run's ``progress.json``, written before each report, so it also holds epochs from before a resume, and
+    epochs Tune never received (a stopped run can be a report ahead). A trial that ended without error (completed,
+    or stopped by the scheduler) keeps the record's epochs up to the last one Tune received; a failed one, the
+    longer of the two (its last report may be lost)."""
+    own = (record or {}).get("history", [])
+    if not received or (failed and len(own) > len(received)):
+        return own or received
+    if failed:
+        return received
+    kept = [m for m in own if m.get("epoch", 0) <= received[-1]["epoch"]]
+    return kept if len(kept) >= len(received) else received
+
+
 def waiting_line(what: str, request: dict, *, workers: int) -> Optional[str]:
     """A line saying what a run waits for, or None if no placement group is pending (it is starting)."""
     import ray
