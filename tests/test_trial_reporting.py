@@ -118,7 +118,7 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
         return real(self, iteration, trials, trial, result, **info)
 
     monkeypatch.setattr(sweep_callback.SweepCallback, "on_trial_result", on_trial_result)
-    cfg = parse_config(embedded(tmp_path, name="asha-stop", train={"epochs": 6, "head_lr": 3e-3},
+    cfg = parse_config(embedded(tmp_path, name="asha-stop", train={"epochs": 4, "head_lr": 3e-3},
                                 resources={"workers": 1, "cpus_per_worker": 0.45},
                                 search={"num_samples": 4, "searcher": "random", "max_concurrent_trials": 2,
                                         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
