@@ -67,7 +67,7 @@ def fit_and_watch(session: Session, *, name: str, out=print) -> tuple[list[dict]
     """Fit one run, printing its epochs as they land; (history, one-line error or None, user error?)."""
     from .failures import find_user_error, one_line
     from .loop import format_epoch
-    from .progress import read_progress, watch
+    from .progress import attempt_records, read_progress, watch
 
     cfg, run = session.cfg, layout.run_dir(session.cfg.storage, name)
     stop = threading.Event()
@@ -81,6 +81,9 @@ def fit_and_watch(session: Session, *, name: str, out=print) -> tuple[list[dict]
     finally:
         stop.set()
         thread.join()   # the watcher reads the progress file once more after stop: the last epoch is printed
+    for record in attempt_records(run):
+        for line in record.get("notes", []):
+            out(f"warning: {line}")
     progress = read_progress(run) or {"history": []}
     return progress["history"], error, user
 

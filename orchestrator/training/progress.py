@@ -18,13 +18,17 @@ RELEASE_EVERY_S = 5.0   # how often a waiting driver looks for placement groups 
 
 def attempts(run_dir: str) -> list[int]:
     """The epoch each (re)start of a run resumed from, in order (0: from scratch)."""
+    return [record["start_epoch"] for record in attempt_records(run_dir)]
+
+
+def attempt_records(run_dir: str) -> list[dict]:
+    """Each (re)start's record, in order: ``start_epoch``, ``pid`` and ``notes`` (corrupt checkpoints passed over)."""
     import pyarrow.fs as pafs
 
     fs, path = storage.filesystem(layout.attempts(run_dir))
     infos = sorted((i for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
                     if i.base_name.endswith(".json")), key=lambda i: float(i.base_name[:-5]))
-    return [json.loads(storage.read_bytes(storage.join(layout.attempts(run_dir), i.base_name)))["start_epoch"]
-            for i in infos]
+    return [json.loads(storage.read_bytes(storage.join(layout.attempts(run_dir), i.base_name))) for i in infos]
 
 
 def read_progress(run_dir: str) -> Optional[dict]:
