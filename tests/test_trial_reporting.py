@@ -100,12 +100,15 @@ def test_a_row_holds_the_epochs_tune_received():
 
 @pytest.mark.slow
 def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_session, tmp_path, monkeypatch):
-    """ASHA (grace 1) over 4 trials on real Ray: every stopped trial's row holds exactly the epochs Tune received,
-    its Train run was aborted and had ended before the trial did, and no Train worker outlives the sweep."""
+    """ASHA (grace 1) over 4 trials on real Ray: every trial's row holds exactly the epochs Tune received (a stopped
+    run's own record can be a report ahead), and a stopped trial's Train worker is gone, having trained at most the
+    one epoch that was in flight when Tune stopped it."""
     from orchestrator.config import parse_config
     from orchestrator.leaderboard import Leaderboard
     from orchestrator.sweep import callback as sweep_callback
     from orchestrator.sweep.tuner import tune
+    from orchestrator.training.lease import pid_alive
+    from orchestrator.training.progress import attempt_records, read_progress
 
     from factories import embedded, wait_until
     from test_faults import train_worker_pids
@@ -131,6 +134,8 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
         history = json.loads(r["history"]) if isinstance(r["history"], str) else r["history"]
         assert [h["epoch"] for h in history] == seen[r["trial_id"]], (r["trial_id"], history, seen)
     for r in stopped:
-        marks = json.loads((tmp_path / "trials" / f"{r['sweep_id']}-{r['trial_id']}" / "trial.json").read_text())
-        assert marks.get("stopped_after_epoch") == r["epochs"] and marks.get("run_ended") is True, (r, marks)
+        run = str(tmp_path / "trials" / f"{r['sweep_id']}-{r['trial_id']}")
+        (rank0,) = [record["pid"] for record in attempt_records(run)]
+        wait_until(lambda: not pid_alive(rank0), timeout_s=120, what=f"trial {r['trial_id']}'s worker has exited")
+        assert read_progress(run)["epoch"] <= r["epochs"] + 1, (r["trial_id"], r["epochs"], read_progress(run))
     wait_until(lambda: not train_worker_pids(), timeout_s=120, what="every Train worker process has exited")
