@@ -4,6 +4,7 @@
         checkpoints/epoch_000003/           model.weights.h5, optimizers.npz, state.json (written last)
         progress.json  attempts/  tb/       rank 0's record of the run, its (re)starts, TensorBoard events
         summary.json  trial.json            `train`'s summary; a trial's start/end marks
+        lease.json                          who writes the run now (training/lease.py)
         config.json                         the resolved config of a `train` run
     <storage>/sweeps/<experiment>/<sweep id>/   Ray Tune's state, sweep.json, config.json
     <storage>/leaderboard/                  the leaderboard's Parquet files
@@ -24,6 +25,7 @@ from . import storage
 
 BUILTIN_BACKBONE = "backbones/digits-cnn-v1.keras"
 CONFIG_FILE = "config.json"
+LEASE_FILE = "lease.json"
 
 
 def trials(location: str) -> str:
@@ -38,6 +40,11 @@ def run_dir(location: str, name: str) -> str:
 def trial_run_name(sweep_id: str, trial_id: str) -> str:
     """A trial's Ray Train run: a stable name, so a resumed trial finds its checkpoints."""
     return f"{sweep_id}-{trial_id}"
+
+
+def lease_file(folder: str) -> str:
+    """The lease of a run (or sweep) folder: one live writer at a time."""
+    return storage.join(folder, LEASE_FILE)
 
 
 def checkpoints(run: str) -> str:

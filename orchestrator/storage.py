@@ -2,17 +2,18 @@
 
 One place for: resolving a URI to ``(filesystem, path)``, atomic writes (a unique temporary name,
 fsync, then rename: readers see the whole file or none, and two writers of one name never tear
-each other's file), local copies of remote files, and redacting credentials from URIs before
+each other's file), local copies of remote files (deleted after use), and redacting credentials from URIs before
 anything is printed or stored.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
 import time
 import uuid
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
@@ -247,16 +248,22 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def local_copy(location: str, *, suffix: str | None = None) -> str:
-    """A local path for a file that may live behind a URI (copied to a unique temporary file)."""
+@contextlib.contextmanager
+def local_file(location: str, *, suffix: str | None = None) -> Iterator[str]:
+    """``with local_file(uri) as path``: a local path for a file that may live behind a URI (a unique temporary
+    copy, deleted when the block ends; a local file is used in place)."""
     if not is_uri(location):
-        return location
+        yield location
+        return
     fs, path = filesystem(location)
     fd, local = tempfile.mkstemp(suffix=suffix if suffix is not None else os.path.splitext(path)[1])
-    with os.fdopen(fd, "wb") as out, fs.open_input_stream(path) as src:
-        while chunk := src.read(1 << 24):
-            out.write(chunk)
-    return local
+    try:
+        with os.fdopen(fd, "wb") as out, fs.open_input_stream(path) as src:
+            while chunk := src.read(1 << 24):
+                out.write(chunk)
+        yield local
+    finally:
+        os.unlink(local)
 
 
 def unique_name(prefix: str, suffix: str = "") -> str:

@@ -1,5 +1,9 @@
-"""`orchestrator train` run names: unique by default; a name used by another config is refused."""
+"""`orchestrator train` run names: unique by default; a name used by another config is refused; one live writer per
+run folder (its lease)."""
 import json
+import os
+
+import pytest
 
 
 from factories import experiment, run_cli, write_yaml
@@ -19,3 +23,263 @@ def test_reusing_a_run_name_with_another_config_is_refused(tmp_path, capsys, no_
     (ckpt / "state.json").write_text(json.dumps({"epoch": 1, "config_hash": "0123456789ab", "history": []}))
     code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg), "--name", "mine")
     assert code == 2 and "run 'mine' already exists" in err and "\n" not in err, err
+
+
+def live_process():
+    """A live process on this host that is not this one (a stand-in for another `train` holding a run)."""
+    import subprocess
+
+    return subprocess.Popen(["sleep", "120"])
+
+
+def write_lease(run_dir, *, pid, host=None, expires_in=60.0, owner="train run mine 0123"):
+    import socket
+    import time
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "lease.json").write_text(json.dumps({"owner": owner, "host": host or socket.gethostname(),
+                                                   "pid": pid, "expires": time.time() + expires_in}))
+
+
+def test_a_second_train_of_a_run_in_use_is_refused_naming_the_holder(tmp_path, capsys, no_ray):
+    import socket
+
+    other = live_process()
+    try:
+        write_lease(tmp_path / "runs" / "trials" / "mine", pid=other.pid)
+        cfg = experiment(tmp_path, "builtin:multidigits/train")
+        code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg), "--name", "mine")
+    finally:
+        other.kill()
+    assert code == 2 and "\n" not in err, err
+    assert f"pid {other.pid}" in err and f"host {socket.gethostname()}" in err and "another name" in err, err
+    assert not (tmp_path / "runs" / "trials" / "mine" / "config.json").exists()   # nothing written
+
+
+def test_a_lease_is_exclusive_until_released(tmp_path):
+    from orchestrator.training import lease
+
+    run = str(tmp_path / "run")
+    held = lease.acquire(run, what="train run a")
+    with pytest.raises(lease.RunInUse, match=f"pid {os.getpid()}"):
+        lease.acquire(run, what="train run b")
+    held.release()
+    assert not (tmp_path / "run" / "lease.json").exists()
+    with lease.acquire(run, what="train run b") as again:
+        assert lease.read(run)["owner"] == again.record["owner"]
+    assert lease.read(run) is None
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
+    from orchestrator.training import lease
+
+    gone = live_process()
+    gone.kill()
+    gone.wait()
+    write_lease(tmp_path / "run", pid=gone.pid, expires_in=55.0)
+    with lease.acquire(str(tmp_path / "run"), what="train run b") as held:
+        assert lease.read(str(tmp_path / "run"))["pid"] == os.getpid() == held.record["pid"]
+    assert [p.name for p in (tmp_path / "run").iterdir()] == []   # the stale lease was not left aside
+
+
+def test_a_lease_from_another_host_holds_until_it_expires(tmp_path):
+    from orchestrator.training import lease
+
+    write_lease(tmp_path / "run", pid=1, host="elsewhere", expires_in=30.0)
+    with pytest.raises(lease.RunInUse, match="host elsewhere, pid 1"):
+        lease.acquire(str(tmp_path / "run"), what="train run b")
+    write_lease(tmp_path / "run", pid=1, host="elsewhere", expires_in=-1.0)
+    with lease.acquire(str(tmp_path / "run"), what="train run b"):
+        assert lease.read(str(tmp_path / "run"))["host"] != "elsewhere"
+
+
+def test_the_heartbeat_extends_the_lease_and_notices_a_takeover(tmp_path, monkeypatch):
+    from orchestrator.training import lease
+
+    from factories import wait_until
+
+    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.05)
+    run = str(tmp_path / "run")
+    held = lease.acquire(run, what="train run a")
+    first = lease.read(run)["expires"]
+    wait_until(lambda: lease.read(run)["expires"] > first, timeout_s=10, what="a heartbeat")
+    write_lease(tmp_path / "run", pid=1, host="elsewhere", owner="train run thief 42")
+    wait_until(lambda: held.lost, timeout_s=10, what="the holder notices the takeover")
+    held.release()
+    assert lease.read(run)["owner"] == "train run thief 42"     # not deleted: it is not ours any more
+
+
+def test_a_lease_on_s3_is_refused_while_held(s3_server, monkeypatch):
+    import pyarrow.fs as pafs
+
+    from orchestrator.training import lease
+
+    monkeypatch.setattr(lease, "SETTLE_S", 0.05)
+    pafs.S3FileSystem(access_key="k", secret_key="s", endpoint_override=s3_server, scheme="http",
+                      region="us-east-1", allow_bucket_creation=True).create_dir("leases")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    run = f"s3://leases/trials/r?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    with lease.acquire(run, what="train run a"):
+        with pytest.raises(lease.RunInUse, match="train run a on host"):
+            lease.acquire(run, what="train run b")
+    assert lease.read(run) is None
+
+
+def test_resuming_a_sweep_whose_driver_still_runs_is_refused(tmp_path, capsys, no_ray):
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.tuner import sweep_hash
+    from orchestrator.training.session import resolve_storage
+
+    cfg = experiment(tmp_path, "builtin:multidigits/train", search={
+        "num_samples": 2, "space": {"train.head_lr": {"choice": [1e-3, 3e-3]}}})
+    folder = tmp_path / "runs" / "sweeps" / "t" / "20260101-000000-abcdef"
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps({"config_hash": sweep_hash(resolve_storage(parse_config(cfg)))}))
+    other = live_process()
+    try:
+        write_lease(folder, pid=other.pid, owner="sweep 20260101-000000-abcdef 0123")
+        code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg), "--resume")
+    finally:
+        other.kill()
+    assert code == 2 and "\n" not in err and f"pid {other.pid}" in err and "in use by sweep" in err, err
+
+
+class FakeTrainee:
+    """What ``loop._restored`` restores into: records the weights file it was given to load."""
+
+    class Weighting:
+        def restore(self, state):
+            self.state = state
+
+    def __init__(self):
+        self.loaded, self.weighting = [], self.Weighting()
+
+    def load(self, directory):
+        with open(os.path.join(directory, "model.weights.h5")) as f:
+            self.loaded.append(f.read())
+
+
+def saved_run(tmp_path, epochs, *, config_hash):
+    from orchestrator.training import checkpoints
+
+    run = str(tmp_path / "run")
+    for epoch in epochs:
+        def write(d, epoch=epoch):
+            with open(os.path.join(d, "model.weights.h5"), "w") as f:
+                f.write(f"weights of epoch {epoch}")
+        checkpoints.save(run, epoch, write, {"epoch": epoch, "history": [{"epoch": e} for e in range(1, epoch + 1)],
+                                             "config_hash": config_hash, "weighting": {}})
+    return run
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+    from orchestrator.config import parse_config
+    from orchestrator.training.loop import Worker, _restored, _restorer
+    from orchestrator.training.progress import attempts
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train"))
+    run = saved_run(tmp_path, [1, 2], config_hash=cfg.config_hash())
+    weights = tmp_path / "run" / "checkpoints" / "epoch_000002" / "model.weights.h5"
+    weights.write_text("weights of epoch 2, bit-rotted")
+    trainee = FakeTrainee()
+    state = _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)))
+    assert state["epoch"] == 1 and trainee.loaded == ["weights of epoch 1"], (state, trainee.loaded)
+    assert attempts(run) == [1]
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "epoch 2" in err and "model.weights.h5 does not match its sha256" in err, err
+
+
+def test_the_config_hash_is_checked_before_any_weight_is_read(tmp_path):
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.training.loop import Worker, _restored, _restorer
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train"))
+    run = saved_run(tmp_path, [1], config_hash="0123456789ab")
+    trainee = FakeTrainee()
+    with pytest.raises(ConfigError, match="another config"):
+        _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)))
+    assert trainee.loaded == []
+
+
+@pytest.fixture
+def own_tmpdir(tmp_path, monkeypatch):
+    """A temp dir of this test's own (TMPDIR and tempfile's cache): what is left in it afterwards was leaked."""
+    import tempfile
+
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_a_local_copy_of_a_remote_file_is_deleted_after_use(s3_server, own_tmpdir, monkeypatch):
+    import pyarrow.fs as pafs
+
+    from orchestrator import storage
+
+    pafs.S3FileSystem(access_key="k", secret_key="s", endpoint_override=s3_server, scheme="http",
+                      region="us-east-1", allow_bucket_creation=True).create_dir("copies")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    remote = f"s3://copies/backbone.keras?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    storage.atomic_write(remote, b"model bytes")
+    with storage.local_file(remote) as path:
+        assert open(path, "rb").read() == b"model bytes" and path.startswith(str(own_tmpdir))
+    assert list(own_tmpdir.iterdir()) == []
+
+
+def test_the_tensorboard_writer_leaves_nothing_in_the_temp_dir(tmp_path, own_tmpdir):
+    from orchestrator.training.tensorboard import EpochBoard
+
+    with EpochBoard(str(tmp_path / "run")) as board:
+        board.write({"epoch": 1, "left_accuracy": 0.5, "train_loss": 1.0})
+        assert list(own_tmpdir.iterdir())                          # it does use the temp dir while open
+    assert list(own_tmpdir.iterdir()) == [] and board.writer.all_writers is None   # deleted, and the writer closed
+    assert [p.name for p in (tmp_path / "run" / "tb").iterdir()]   # the events reached the run folder
+
+
+def test_loading_a_backbone_from_s3_leaves_no_copy_behind(s3_server, own_tmpdir, monkeypatch):
+    import keras
+    import pyarrow.fs as pafs
+
+    from orchestrator import storage
+    from orchestrator.model.backbones import load_model_file
+
+    pafs.S3FileSystem(access_key="k", secret_key="s", endpoint_override=s3_server, scheme="http",
+                      region="us-east-1", allow_bucket_creation=True).create_dir("models")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.save(own_tmpdir.parent / "tiny.keras")
+    remote = f"s3://models/tiny.keras?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    storage.atomic_write(remote, (own_tmpdir.parent / "tiny.keras").read_bytes())
+    before = set(own_tmpdir.iterdir())
+    assert load_model_file(remote, what="backbone").output_shape == (None, 2)
+    assert set(own_tmpdir.iterdir()) == before, sorted(set(own_tmpdir.iterdir()) - before)
+
+
+@pytest.mark.slow
+def test_a_run_leaves_nothing_in_the_temp_dir(tmp_path):
+    """`train` with a shipped (pretrained) backbone, in its own TMPDIR: afterwards the temp dir holds Ray's session
+    folder only, and the run's lease is gone."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from factories import embedded
+
+    tmpdir = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))     # short: Ray's socket paths live under it
+    cfg = embedded(tmp_path / "runs", train={"epochs": 2, "batch_size": 64},
+                   backbone={"kind": "builtin", "weights": "pretrained"})
+    proc = subprocess.run([str(Path(sys.executable).parent / "orchestrator"), "train",
+                           write_yaml(tmp_path / "e.yaml", cfg), "--address", "local", "--name", "clean"],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                          env={**os.environ, "TMPDIR": str(tmpdir)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    left = sorted(p.name for p in tmpdir.iterdir() if p.name != "ray")
+    assert left == [], left
+    assert not (tmp_path / "runs" / "trials" / "clean" / "lease.json").exists()

@@ -1,6 +1,7 @@
 """How a trial hands its Train run's reports to Tune (orchestrator.sweep.runner._fit_reporting), without Ray: a stand-in
 trainer whose fit() puts metrics where the Train callback would, into a one-slot queue. The real path (Ray Train +
 Tune, a driver slower than the trial) is tests/test_faults.py::test_a_busy_sweep_driver_does_not_strand_a_finished_trial."""
+import json
 import queue
 import threading
 import time
@@ -18,7 +19,7 @@ class Trainer:
         for epoch in range(1, self.epochs + 1):
             if epoch == self.epochs:
                 time.sleep(self.delay)
-            self.reports.put({"epoch": epoch})      # blocks while the slot is full, as the Ray queue does
+            self.reports.put(({"epoch": epoch}, "controller"))   # blocks while the slot is full, as the Ray queue does
             if epoch == self.fail_after:
                 raise ValueError(f"worker failed after epoch {epoch}")
 
@@ -51,3 +52,90 @@ def test_the_fit_runs_beside_the_reporting_thread():
 
     _fit_reporting(Probe(reports, 2), reports, lambda m: threads.add(threading.current_thread().name), poll_s=0.01)
     assert threads == {"train-fit", threading.current_thread().name}
+
+
+def test_a_trial_that_tune_stops_aborts_its_run_and_waits_for_it():
+    """Tune stops a trial by raising SystemExit from its report (ASHA): the trial aborts its Train run through the
+    controller handle that came with the report, and goes only once fit() has ended."""
+    reports, seen, aborted = queue.Queue(1), [], []
+
+    class Endless(Trainer):
+        def fit(self):
+            epoch = 0
+            while not self.stop.is_set():
+                epoch += 1
+                try:
+                    self.reports.put(({"epoch": epoch}, f"controller of epoch {epoch}"), timeout=0.01)
+                except queue.Full:
+                    epoch -= 1
+
+    trainer = Endless(reports, 0)
+    trainer.stop = threading.Event()
+
+    def stopping_report(m):
+        seen.append(m["epoch"])
+        if m["epoch"] == 2:
+            raise SystemExit(0)      # what Tune's report does once the trial is stopped
+
+    def abort(controller, pending, done):
+        aborted.append(controller)
+        trainer.stop.set()
+        assert done.wait(10)
+
+    with pytest.raises(SystemExit):
+        _fit_reporting(trainer, reports, stopping_report, poll_s=0.01, abort=abort)
+    assert seen == [1, 2] and aborted == ["controller of epoch 2"]
+
+
+def test_a_row_holds_the_epochs_tune_received():
+    from orchestrator.training.progress import judged_history
+
+    record = {"history": [{"epoch": e} for e in range(1, 6)]}          # the run went on after Tune's last result
+    after_resume = [{"epoch": 3, "tune": True}]                      # this driver saw epoch 3 only
+    assert [m["epoch"] for m in judged_history(after_resume, record, failed=False)] == [1, 2, 3]
+    assert [m["epoch"] for m in judged_history([{"epoch": 1}], record, failed=True)] == [1, 2, 3, 4, 5]
+    assert [m["epoch"] for m in judged_history([], record, failed=False)] == [1, 2, 3, 4, 5]
+    assert judged_history([{"epoch": 1}], None, failed=False) == [{"epoch": 1}]
+
+
+@pytest.mark.slow
+def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_session, tmp_path, monkeypatch):
+    """ASHA (grace 1) over 4 trials on real Ray: every trial's row holds exactly the epochs Tune received (a stopped
+    run's own record can be a report ahead), and a stopped trial's Train worker is gone, having trained at most the
+    one epoch that was in flight when Tune stopped it."""
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep import callback as sweep_callback
+    from orchestrator.sweep.tuner import tune
+    from orchestrator.training.lease import pid_alive
+    from orchestrator.training.progress import attempt_records, read_progress
+
+    from factories import embedded, wait_until
+    from test_faults import train_worker_pids
+
+    seen = {}
+    real = sweep_callback.SweepCallback.on_trial_result
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        seen.setdefault(trial.trial_id, []).append(result["epoch"])
+        return real(self, iteration, trials, trial, result, **info)
+
+    monkeypatch.setattr(sweep_callback.SweepCallback, "on_trial_result", on_trial_result)
+    cfg = parse_config(embedded(tmp_path, name="asha-stop", train={"epochs": 4, "head_lr": 3e-3},
+                                resources={"workers": 1, "cpus_per_worker": 0.45},
+                                search={"num_samples": 4, "searcher": "random", "max_concurrent_trials": 2,
+                                        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+                                        "space": {"train.head_lr": {"loguniform": [1e-5, 3e-2]}}}))
+    tune(cfg)
+    rows = Leaderboard(str(tmp_path)).table(experiment="asha-stop").to_pylist()
+    stopped = [r for r in rows if r["status"] == "stopped"]
+    assert len(rows) == 4 and stopped, [(r["trial_id"], r["status"], r["epochs"]) for r in rows]
+    for r in rows:
+        history = json.loads(r["history"]) if isinstance(r["history"], str) else r["history"]
+        assert [h["epoch"] for h in history] == seen[r["trial_id"]], (r["trial_id"], history, seen)
+    for r in stopped:
+        run = str(tmp_path / "trials" / f"{r['sweep_id']}-{r['trial_id']}")
+        (rank0,) = [record["pid"] for record in attempt_records(run)]
+        wait_until(lambda: not pid_alive(rank0), timeout_s=120, what=f"trial {r['trial_id']}'s worker has exited")
+        assert read_progress(run)["epoch"] <= r["epochs"] + 1, (r["trial_id"], r["epochs"], read_progress(run))
+    wait_until(lambda: not train_worker_pids(), timeout_s=120, what="every Train worker process has exited")

@@ -82,7 +82,8 @@ def load_model_file(location: str, *, what: str) -> keras.Model:
         raise ConfigError(f"{what} {store.redact(location)} not found: fix the path (relative paths resolve "
                           f"against the config file's folder)")
     try:
-        return keras.models.load_model(store.local_copy(location), safe_mode=True)
+        with store.local_file(location) as path:   # a copy of a remote file is deleted after loading
+            return keras.models.load_model(path, safe_mode=True)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
         raise ConfigError(f"{what} {store.redact(location)} cannot be loaded ({store.first_line(e)}): is it a Keras 3 "
                           f".keras file?") from None
@@ -104,7 +105,8 @@ def application(cfg: BackboneConfig, input_shape, *, weights_file: str | None = 
         if not store.is_file(location):
             raise ConfigError(f"backbone weights file {store.redact(cfg.weights)} not found: fix backbone.weights")
         try:
-            model.load_weights(store.local_copy(location))
+            with store.local_file(location) as path:
+                model.load_weights(path)
         except Exception as e:  # noqa: BLE001
             raise ConfigError(f"backbone weights {store.redact(cfg.weights)} do not fit {cfg.name} at input "
                               f"{list(input_shape)} ({store.first_line(e)})") from None

@@ -28,7 +28,8 @@ from ..config.space import hp_columns, materialize
 from ..errors import LeaderboardWriteError
 from ..leaderboard import spool
 from ..leaderboard.rows import RowContext, TrialFacts, trial_row
-from ..training.progress import WAIT_LINE_EVERY_S, read_progress, release_now_and_then, waiting_line
+from ..training.progress import (WAIT_LINE_EVERY_S, judged_history, read_progress, release_now_and_then,
+                                 waiting_line)
 
 PROGRESS_EVERY_S = 10.0
 __all__ = ["LeaderboardWriteError", "SweepCallback", "provenance", "recorded", "versions"]
@@ -208,12 +209,10 @@ class SweepCallback(tune.Callback):
 
     def _row(self, trial, error) -> dict:
         cfg, values = self._config(trial)
-        hist = self.history.get(trial.trial_id, [])
-        # The run's own record (rank 0, every epoch) holds epochs Tune never heard of: those before a
-        # resume, or a last report lost when the run ended. Use the longer history.
-        progress = read_progress(self._run_dir(trial))
-        if progress and len(progress["history"]) > len(hist):
-            hist = progress["history"]
+        # The run's own record (rank 0, every epoch) also holds epochs from before a resume; a stopped trial's row
+        # ends at the last epoch Tune received.
+        hist = judged_history(self.history.get(trial.trial_id, []), read_progress(self._run_dir(trial)),
+                              failed=error is not None)
         extra = self.extra[trial.config["index"]] if self.extra is not None else None
         started = self.started.get(trial.trial_id)
         wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None

@@ -99,7 +99,7 @@ def run_trial(params: dict, *, plan: TrialPlan):
     trainer = make_trainer(cfg, plan.inputs, name=name, callbacks=[_to_trial(reports)])
     marks = {"trial_fit_start": time.time()}
     try:
-        _fit_reporting(trainer, reports, tune.report)
+        _fit_reporting(trainer, reports, tune.report, marks=marks)
     except Exception as e:  # noqa: BLE001 - the trial's row keeps one line, not Ray's wrappers
         raise TrialFailed(one_line(e)) from None
     finally:   # where the trial's time went, beside the worker's own marks (bench/sweep_overhead.py)
@@ -118,18 +118,26 @@ def _report_queue():
 
 
 def _to_trial(reports):
-    """A Train callback for the controller: rank 0's metrics of each report, into the trial's queue."""
+    """A Train callback for the controller: rank 0's metrics of each report, into the trial's queue, with the
+    controller's own handle (a trial that Tune stops aborts its Train run through it)."""
     from ray.train import UserCallback
 
     class ToTrial(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
-            reports.put(dict(metrics[0]))   # returns once queued: every put is done before fit() returns
+            import ray
+
+            # returns once queued: every put is done before fit() returns
+            reports.put((dict(metrics[0]), ray.get_runtime_context().current_actor))
 
     return ToTrial()
 
 
-def _fit_reporting(trainer, reports, report, *, poll_s: float = 0.5) -> None:
-    """``trainer.fit()`` in a helper thread; this thread passes each queued report to Tune, then re-raises."""
+def _fit_reporting(trainer, reports, report, *, poll_s: float = 0.5, abort=None, marks: Optional[dict] = None) -> None:
+    """``trainer.fit()`` in a helper thread; this thread passes each queued report to Tune, then re-raises.
+
+    When Tune stops the trial (ASHA, the sweep's end), its ``report`` raises (SystemExit): the Train run is aborted
+    (``abort(controller, reports, done)``) and its fit has ended before this thread goes, so a stopped trial trains
+    no further epoch. ``marks`` then says after which epoch, and whether the run had ended by then."""
     done, failure = threading.Event(), []
 
     def fit():
@@ -143,14 +151,42 @@ def _fit_reporting(trainer, reports, report, *, poll_s: float = 0.5) -> None:
     threading.Thread(target=fit, name="train-fit", daemon=True).start()
     while True:
         try:
-            metrics = reports.get(timeout=poll_s)
+            metrics, controller = reports.get(timeout=poll_s)
         except stdqueue.Empty:
             if done.is_set() and reports.empty():   # no put can follow fit()'s end
                 break
             continue
-        report(metrics)   # blocks until Tune asks for the next result; ASHA's stop ends this thread here
+        try:
+            report(metrics)   # blocks until Tune asks for the next result
+        except BaseException:
+            (abort or abort_run)(controller, reports, done)
+            if marks is not None:
+                marks.update(stopped_after_epoch=metrics.get("epoch"), run_ended=done.is_set())
+            raise
     if failure:
         raise failure[0]
+
+
+def abort_run(controller, reports, done: threading.Event, *, patience_s: float = 60.0) -> None:
+    """Ray Train's own abort (the worker group shut down, then the controller exits), waiting until ``fit`` has
+    returned; reports put meanwhile are dropped (a full queue would block the controller). Past ``patience_s`` the
+    controller is killed, and its workers with it."""
+    import ray
+
+    if controller is None:
+        return
+    pending = controller.abort.remote()
+    deadline = time.monotonic() + patience_s
+    while not done.is_set() and time.monotonic() < deadline:
+        while True:
+            try:
+                reports.get_nowait()
+            except stdqueue.Empty:
+                break
+        ray.wait([pending], timeout=0.2)
+    if not done.is_set():
+        ray.kill(controller)
+        done.wait(patience_s)
 
 
 class TrialFailed(RuntimeError):

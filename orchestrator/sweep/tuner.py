@@ -19,6 +19,7 @@ from ..config.space import candidate_values, largest, param_space, point_for
 from ..errors import ConfigError
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
+from ..training.lease import acquire
 from ..training.session import Prepared, check, check_batch, describe, release, start
 from .callback import SweepCallback, provenance, recorded, versions
 from .runner import SweepSpec, TrialPlan, make_tuner, new_sweep_id
@@ -184,15 +185,23 @@ def recorded_rows(board, cfg: ExperimentConfig, sweep_id: str, *, out=print) -> 
 def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None = None, resume: bool = False,
          sweep_id: str | None = None, verbose: bool = False, out=print, reserved_cpu: float = 0.0) -> dict:
     """`orchestrator tune`: run (or resume) a sweep; one leaderboard row per trial; returns a summary."""
-    from ..leaderboard.leaderboard import Leaderboard
-    from .capacity import plan_concurrency
-    from .loggers import live_loggers
-
     if name:
         cfg = cfg.with_values({"name": name})
     p = check(cfg, also=[check_space])
     cfg = p.cfg
     sweep_id = find_sweep(cfg, sweep_id) if resume else (sweep_id or new_sweep_id())
+    # One live driver per sweep: a second `tune --resume` while this one runs would write the same trials' runs.
+    with acquire(layout.sweep_dir(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}"):
+        return _sweep(p, sweep_id, address=address, resume=resume, verbose=verbose, out=out, reserved_cpu=reserved_cpu)
+
+
+def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, verbose: bool, out,
+           reserved_cpu: float) -> dict:
+    from ..leaderboard.leaderboard import Leaderboard
+    from .capacity import plan_concurrency
+    from .loggers import live_loggers
+
+    cfg = p.cfg
     describe(p, record=layout.sweep_dir(cfg.storage, cfg.name, sweep_id), out=out)
     session = start(p, address=address, verbose=verbose, out=out)
     concurrent = plan_concurrency(cfg, say=out, reserved_cpu=reserved_cpu)   # the job's own entrypoint CPUs

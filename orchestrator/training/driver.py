@@ -67,7 +67,7 @@ def fit_and_watch(session: Session, *, name: str, out=print) -> tuple[list[dict]
     """Fit one run, printing its epochs as they land; (history, one-line error or None, user error?)."""
     from .failures import find_user_error, one_line
     from .loop import format_epoch
-    from .progress import read_progress, watch
+    from .progress import attempt_records, read_progress, watch
 
     cfg, run = session.cfg, layout.run_dir(session.cfg.storage, name)
     stop = threading.Event()
@@ -81,6 +81,9 @@ def fit_and_watch(session: Session, *, name: str, out=print) -> tuple[list[dict]
     finally:
         stop.set()
         thread.join()   # the watcher reads the progress file once more after stop: the last epoch is printed
+    for record in attempt_records(run):
+        for line in record.get("notes", []):
+            out(f"warning: {line}")
     progress = read_progress(run) or {"history": []}
     return progress["history"], error, user
 
@@ -124,11 +127,20 @@ def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None
           verbose: bool = False, ready: Optional[Callable[[ExperimentConfig], None]] = None) -> dict:
     """`orchestrator train`: check, fit one configuration on Ray Train, write summary.json. ``ready``: a last check
     once Ray is up (the cluster can hold the run), before anything is written."""
+    from .lease import acquire
+
     p = check(cfg)
     name = name or run_name(p.cfg.name)
-    check_run_name(p.cfg, name)
     run = layout.run_dir(p.cfg.storage, name)
-    describe(p, record=run, out=out)
+    with acquire(run, what=f"train run {name}"):   # one live writer per run folder, until the summary is written
+        check_run_name(p.cfg, name)
+        describe(p, record=run, out=out)
+        return _train(p, name, address=address, out=out, verbose=verbose, ready=ready)
+
+
+def _train(p: Prepared, name: str, *, address: str | None, out, verbose: bool,
+           ready: Optional[Callable[[ExperimentConfig], None]]) -> dict:
+    run = layout.run_dir(p.cfg.storage, name)
     t0 = time.perf_counter()
     session = start(p, address=address, verbose=verbose, out=out)
     if ready is not None:

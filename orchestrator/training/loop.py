@@ -7,9 +7,11 @@ validation sums) and at ``ray.train.report`` (a barrier: every rank reports once
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from .step import allreduce_fields, make_allreduce_sum, make_train_step, one_hot
 
 @dataclass
 class Worker:
-    """This process's place in the run and what the loop calls back: ``restore(load) -> state | None`` and
+    """This process's place in the run and what the loop calls back: ``restore(load, check) -> state | None`` and
     ``on_epoch(metrics, state, save)``. In-process runs (pretraining, benches, tests) use the defaults."""
     rank: int = 0
     world: int = 1
@@ -83,38 +85,41 @@ def train_loop_per_worker(payload: dict) -> None:
     cfg = ExperimentConfig.model_validate(payload["config"])  # workers re-validate
     spec = DataSpec.from_dict(payload["data_spec"])
     data = worker_data(payload["data"], cfg, spec, rank=rank, world=world)
-    worker = Worker(rank, world, restore=_restorer(run_dir, rank=rank, world=world), marks=marks,
-                    on_epoch=_reporter(run_dir, cfg, rank=rank, marks=marks), baselines=payload.get("baselines"),
-                    backbone_file=_local_file(payload.get("backbone_file")))
-    marks["data"] = time.time()
-    fit(strategy, cfg, spec, data, worker=worker)
+    # Nothing left behind in the temp dir: the backbone's local copy, TensorBoard's local folder and its writer.
+    with _shipped_file(payload.get("backbone_file")) as backbone_file, _board(run_dir, rank) as board:
+        worker = Worker(rank, world, restore=_restorer(run_dir, rank=rank, world=world), marks=marks,
+                        on_epoch=_reporter(run_dir, cfg, rank=rank, marks=marks, board=board),
+                        baselines=payload.get("baselines"), backbone_file=backbone_file)
+        marks["data"] = time.time()
+        fit(strategy, cfg, spec, data, worker=worker)
 
 
 def _restorer(run_dir: str, *, rank: int, world: int) -> Callable:
-    def restore(load):
-        # Rank 0 picks the checkpoint and tells the others, so all ranks resume from the same epoch.
+    def restore(load, check):
+        # Rank 0 picks the checkpoint (the newest whole one: checksums verified, ``check``ed before any weight is
+        # read) and tells the others, so all ranks resume from the same epoch.
         from ray.train.collective import broadcast_from_rank_zero
 
-        epochs = checkpoints.epochs_on_storage(run_dir) if rank == 0 else None
-        latest = epochs[-1] if epochs else 0
-        epoch = broadcast_from_rank_zero(latest) if world > 1 else latest
-        state = checkpoints.load(run_dir, epoch, load) if epoch else None
-        if rank == 0:   # one record per (re)start: which epoch it resumed from
+        notes: list[str] = []
+        state = checkpoints.restore_latest(run_dir, load, check=check, say=notes.append) if rank == 0 else None
+        epoch = state["epoch"] if state else 0
+        if world > 1:
+            epoch = broadcast_from_rank_zero(epoch)
+            if rank != 0 and epoch:
+                state = checkpoints.load(run_dir, epoch, load)
+        if rank == 0:   # one record per (re)start: which epoch it resumed from, and checkpoints passed over
+            for line in notes:
+                print(f"warning: {line}", file=sys.stderr, flush=True)
             storage.atomic_write(storage.join(layout.attempts(run_dir), f"{time.time():.3f}.json"),
-                                 json.dumps({"start_epoch": epoch, "pid": os.getpid()}).encode())
+                                 json.dumps({"start_epoch": epoch, "pid": os.getpid(), "notes": notes}).encode())
         return state
     return restore
 
 
-def _reporter(run_dir: str, cfg, *, rank: int, marks: dict) -> Callable:
-    """``on_epoch``: rank 0 checkpoints, writes TensorBoard events and the progress file; every rank reports."""
+def _reporter(run_dir: str, cfg, *, rank: int, marks: dict, board) -> Callable:
+    """``on_epoch``: rank 0 checkpoints, writes TensorBoard events (``board``) and the progress file; every rank
+    reports."""
     import ray.train
-
-    board = None
-    if rank == 0:
-        from .tensorboard import EpochBoard
-
-        board = EpochBoard(run_dir)
 
     def on_epoch(metrics, state, save):
         last = metrics["epoch"] == cfg.train.epochs or metrics["status"] == "diverged"
@@ -130,17 +135,35 @@ def _reporter(run_dir: str, cfg, *, rank: int, marks: dict) -> Callable:
     return on_epoch
 
 
-def _local_file(shipped):
-    """A backbone/weights file shipped through the object store -> a local path on this worker."""
+@contextlib.contextmanager
+def _board(run_dir: str, rank: int):
+    """Rank 0's TensorBoard writer (None on other ranks), closed and its local folder deleted at the end."""
+    if rank != 0:
+        yield None
+        return
+    from .tensorboard import EpochBoard
+
+    with EpochBoard(run_dir) as board:
+        yield board
+
+
+@contextlib.contextmanager
+def _shipped_file(shipped):
+    """A backbone/weights file shipped through the object store -> a local path on this worker, deleted at the end."""
     if shipped is None:
-        return None
+        yield None
+        return
     import ray
 
     blob, suffix = ray.get(shipped["ref"])
     fd, path = tempfile.mkstemp(suffix=suffix)
-    with os.fdopen(fd, "wb") as f:
-        f.write(blob)
-    return path
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        del blob
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def build(strategy, cfg, spec, *, backbone_file: Optional[str]) -> Trainee:
@@ -193,16 +216,21 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
 
 
 def _restored(trainee: Trainee, cfg, w: Worker) -> dict:
-    config_hash = cfg.config_hash()
-    state = (w.restore and w.restore(trainee.load)) or {"epoch": 0, "history": []}
-    if state.get("config_hash", config_hash) != config_hash:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"the run's checkpoint was made by another config (hash {state['config_hash']}, this is "
-                          f"{config_hash}): use another run name")
+    state = (w.restore and w.restore(trainee.load, same_config(cfg.config_hash()))) or {"epoch": 0, "history": []}
     if "weighting" in state:
         trainee.weighting.restore(state["weighting"])
     return state
+
+
+def same_config(config_hash: str) -> Callable[[dict], None]:
+    """A checkpoint's state must come from this config: checked before its weights are loaded."""
+    def check(state: dict) -> None:
+        if state.get("config_hash", config_hash) != config_hash:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"the run's checkpoint was made by another config (hash {state['config_hash']}, this "
+                              f"is {config_hash}): use another run name")
+    return check
 
 
 @dataclass

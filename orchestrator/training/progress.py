@@ -18,13 +18,17 @@ RELEASE_EVERY_S = 5.0   # how often a waiting driver looks for placement groups 
 
 def attempts(run_dir: str) -> list[int]:
     """The epoch each (re)start of a run resumed from, in order (0: from scratch)."""
+    return [record["start_epoch"] for record in attempt_records(run_dir)]
+
+
+def attempt_records(run_dir: str) -> list[dict]:
+    """Each (re)start's record, in order: ``start_epoch``, ``pid`` and ``notes`` (corrupt checkpoints passed over)."""
     import pyarrow.fs as pafs
 
     fs, path = storage.filesystem(layout.attempts(run_dir))
     infos = sorted((i for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
                     if i.base_name.endswith(".json")), key=lambda i: float(i.base_name[:-5]))
-    return [json.loads(storage.read_bytes(storage.join(layout.attempts(run_dir), i.base_name)))["start_epoch"]
-            for i in infos]
+    return [json.loads(storage.read_bytes(storage.join(layout.attempts(run_dir), i.base_name))) for i in infos]
 
 
 def read_progress(run_dir: str) -> Optional[dict]:
@@ -39,6 +43,21 @@ def write_progress(run_dir: str, history: list[dict], *, marks: Optional[dict] =
     storage.atomic_write(layout.progress_file(run_dir),
                          json.dumps({"epoch": history[-1]["epoch"] if history else 0, "history": history,
                                      "time": time.time(), "marks": marks or {}}, default=float).encode())
+
+
+def judged_history(received: list[dict], record: Optional[dict], *, failed: bool) -> list[dict]:
+    """The epochs a trial's row holds. ``received``: the results Tune had of this trial (this driver's); ``record``:
+    the run's ``progress.json``, written before each report, so it also holds epochs from before a resume, and
+    epochs Tune never received (a stopped run can be a report ahead). A trial that ended without error (completed,
+    or stopped by the scheduler) keeps the record's epochs up to the last one Tune received; a failed one, the
+    longer of the two (its last report may be lost)."""
+    own = (record or {}).get("history", [])
+    if not received or (failed and len(own) > len(received)):
+        return own or received
+    if failed:
+        return received
+    kept = [m for m in own if m.get("epoch", 0) <= received[-1]["epoch"]]
+    return kept if len(kept) >= len(received) else received
 
 
 def waiting_line(what: str, request: dict, *, workers: int) -> Optional[str]:

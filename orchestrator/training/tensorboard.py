@@ -7,6 +7,7 @@ are written to a local file (tensorboardX, which Ray Tune already brings) and co
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 from .. import storage
@@ -15,6 +16,8 @@ SKIP = ("rank", "steps_per_epoch", "world_size", "epoch")
 
 
 class EpochBoard:
+    """``with EpochBoard(run) as board``: its local event folder and writer are closed and deleted at the end."""
+
     def __init__(self, run_dir: str):
         from tensorboardX import SummaryWriter
 
@@ -31,6 +34,16 @@ class EpochBoard:
         for name in os.listdir(self.local):
             with open(os.path.join(self.local, name), "rb") as f:
                 storage.atomic_write(storage.join(self.run_dir, "tb", name), f.read())
+
+    def close(self) -> None:
+        self.writer.close()
+        shutil.rmtree(self.local, ignore_errors=True)
+
+    def __enter__(self) -> "EpochBoard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _tag(key: str) -> str:

@@ -1,0 +1,191 @@
+"""One writer per run folder: an exclusive lease, ``<run>/lease.json`` = ``{owner, host, pid, expires}``.
+
+The holder rewrites ``expires`` every ``HEARTBEAT_S`` (a thread) and deletes the file when it ends. Another process
+takes the folder over only when the lease has expired (``EXPIRY_S`` after the last heartbeat), or when its holder
+ran on this host and that PID is dead (a killed `train` or sweep, resumed at once). Anything else is refused with
+one line naming the holder.
+
+Local storage: the lease is created exclusively (``O_EXCL``, atomic on one file system). Object stores (S3 through
+pyarrow, which has no conditional put): written, then read back after a pause to see who won. Two starts in the
+same second can both pass there; README "Failures and resume" says so.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Optional
+
+from .. import layout, storage
+from ..errors import UserError
+
+HEARTBEAT_S = 10.0
+EXPIRY_S = 60.0
+SETTLE_S = 1.0   # object stores: how long a writer waits before reading back who holds the lease
+
+
+class RunInUse(UserError):
+    """Another live process holds the run folder's lease."""
+
+
+class Lease:
+    """A held lease; ``release()`` (or leaving the ``with`` block) stops the heartbeat and deletes the file."""
+
+    def __init__(self, run_dir: str, record: dict):
+        self.run_dir, self.record = run_dir, record
+        self.location = layout.lease_file(run_dir)
+        self.lost = False   # set when another process took the lease over (this one looked dead to it)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="orchestrator-lease")
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                if (read(self.run_dir) or {}).get("owner") != self.record["owner"]:
+                    self.lost = True
+                    return
+                self.record = {**self.record, "expires": time.time() + EXPIRY_S}
+                storage.atomic_write(self.location, json.dumps(self.record).encode())
+            except OSError:
+                pass   # storage hiccup: the next beat tries again (the lease lasts EXPIRY_S)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        try:
+            if (read(self.run_dir) or {}).get("owner") == self.record["owner"]:
+                fs, path = storage.filesystem(self.location)
+                fs.delete_file(path)
+        except OSError:
+            pass   # it expires by itself
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def read(run_dir: str) -> Optional[dict]:
+    try:
+        return json.loads(storage.read_bytes(layout.lease_file(run_dir)))
+    except (OSError, ValueError):
+        return None
+
+
+def acquire(run_dir: str, *, what: str, wait_s: float = 0.0, poll_s: float = 1.0) -> Lease:
+    """Take the run folder's lease for ``what`` (e.g. "train run x"); ``RunInUse`` if a live holder keeps it
+    for longer than ``wait_s``."""
+    record = {"owner": f"{what} {uuid.uuid4().hex[:12]}", "host": socket.gethostname(), "pid": os.getpid(),
+              "expires": time.time() + EXPIRY_S}
+    deadline = time.monotonic() + wait_s
+    while True:
+        holder = _try(run_dir, record)
+        if holder is None:
+            return Lease(run_dir, record)
+        if time.monotonic() >= deadline:
+            raise RunInUse(in_use_line(run_dir, holder))
+        time.sleep(poll_s)
+
+
+def in_use_line(run_dir: str, holder: dict) -> str:
+    left = max(0, round(float(holder.get("expires", 0)) - time.time()))
+    return (f"{storage.redact(run_dir)} is in use by {holder.get('owner', '?').rsplit(' ', 1)[0]} on host "
+            f"{holder.get('host')}, pid {holder.get('pid')} (its lease {layout.LEASE_FILE} runs {left} s more): "
+            f"wait for it to end or stop it, or use another name")
+
+
+def is_stale(holder: dict, *, now: Optional[float] = None) -> bool:
+    """Expired, or held by a dead process on this host."""
+    if float(holder.get("expires", 0)) <= (now or time.time()):
+        return True
+    return holder.get("host") == socket.gethostname() and not pid_alive(int(holder.get("pid", 0)))
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"   # a zombie has exited
+    except (OSError, IndexError):
+        return True
+
+
+def _try(run_dir: str, record: dict) -> Optional[dict]:
+    """None once ``record`` holds the lease, else the live holder's record."""
+    location = layout.lease_file(run_dir)
+    if storage.is_uri(location):
+        return _try_object_store(run_dir, record)
+    path = os.path.abspath(location)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = read(run_dir)
+            if holder is None:   # being written this instant, or half-written by a crash
+                holder = _unreadable(path)
+                if holder is not None:
+                    return holder
+            elif not is_stale(holder):
+                return holder
+            _take_away(path, holder)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record))
+            f.flush()
+            os.fsync(f.fileno())
+        return None
+    return read(run_dir) or {"owner": "another process", "expires": 0}
+
+
+def _unreadable(path: str) -> Optional[dict]:
+    """An unparseable lease younger than EXPIRY_S counts as held (its writer is writing); older, as stale."""
+    try:
+        age = time.time() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
+    return {"owner": "another process", "expires": time.time() + EXPIRY_S - age} if age < EXPIRY_S else None
+
+
+def _take_away(path: str, stale: dict) -> None:
+    """Move a stale lease aside; if it changed meanwhile (someone else took over), put it back."""
+    aside = f"{path}.{uuid.uuid4().hex[:8]}.stale"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    try:
+        with open(aside) as f:
+            moved = json.loads(f.read())
+    except (OSError, ValueError):
+        moved = None
+    if moved is not None and moved != stale:
+        try:
+            os.link(aside, path)   # a fresh lease: restore it (fails if yet another one is there already)
+        except FileExistsError:
+            pass
+    os.unlink(aside)
+
+
+def _try_object_store(run_dir: str, record: dict) -> Optional[dict]:
+    holder = read(run_dir)
+    if holder is not None and not is_stale(holder):
+        return holder
+    storage.atomic_write(layout.lease_file(run_dir), json.dumps(record).encode())
+    time.sleep(SETTLE_S)
+    holder = read(run_dir)
+    return None if holder and holder.get("owner") == record["owner"] else holder or {"owner": "another process",
+                                                                                     "expires": 0}
