@@ -64,6 +64,27 @@ def check_feasible(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: 
                           f"{placeable} ({where}): use fewer workers or smaller requests")
 
 
+RESOURCE_PATHS = ("resources.workers", "resources.cpus_per_worker", "resources.gpus_per_worker", "resources.use_gpu",
+                  "resources.placement_strategy")
+
+
+def check_search_fits(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: float) -> None:
+    """``check_feasible`` for every searched resource value (each combination of the domains' edges): a trial that
+    could never be placed is found once connected, before any trial starts, not after Tune waited for it."""
+    from itertools import product
+
+    from ..config.space import candidate_values
+
+    space = cfg.search.space if cfg.search is not None else {}
+    paths = [p for p in RESOURCE_PATHS if p in space]
+    for values in product(*(candidate_values(space[p], list(cfg.tasks)) for p in paths)):
+        try:
+            check_feasible(cfg.with_values(dict(zip(paths, values))), nodes, driver_cpu=driver_cpu)
+        except ConfigError as e:
+            which = ", ".join(f"{p} value {f'{v:g}' if isinstance(v, float) else v}" for p, v in zip(paths, values))
+            raise ConfigError(f"search.space {which}: {e}") from None
+
+
 def concurrency(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: float) -> int:
     """Trials that fit at once in the cluster at its largest (bundles counted node by node)."""
     bundle, n = trial_request(cfg)
@@ -98,6 +119,7 @@ def max_nodes() -> tuple[list[NodeType], bool]:
 def plan_concurrency(cfg: ExperimentConfig, *, say=print, driver_cpu: float = 0.05) -> int:
     nodes, autoscaling = max_nodes()
     check_feasible(cfg, nodes, driver_cpu=driver_cpu)
+    check_search_fits(cfg, nodes, driver_cpu=driver_cpu)
     if cfg.search is not None and cfg.search.max_concurrent_trials:
         return cfg.search.max_concurrent_trials
     n = concurrency(cfg, nodes, driver_cpu=driver_cpu)
