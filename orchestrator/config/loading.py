@@ -24,9 +24,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)      # merge keys (<<) may be overridden, as YAML means
             seen = set()
-            for key_node, _ in node.value:
+            for key_node, _ in node.value:     # the mapping's own keys: merged ones (<<: *x) may be overridden
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
                 key = self.construct_object(key_node, deep=True)
                 if isinstance(key, (str, int, float, bool)) or key is None:
                     if key in seen:

@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import storage
@@ -30,10 +29,22 @@ def _column_digests(column: pa.ChunkedArray) -> list[bytes]:
         if pa.types.is_binary(chunk.type) or pa.types.is_large_binary(chunk.type):
             out += [_digest(v) if v is not None else b"" for v in chunk.to_pylist()]
             continue
-        flat = np.asarray(chunk.flatten().to_numpy(zero_copy_only=False), np.float32)
-        ends = np.cumsum(pc.fill_null(pc.list_value_length(chunk), 0).to_numpy())
-        out += [_digest(flat[a:b].tobytes()) for a, b in zip(np.concatenate([[0], ends[:-1]]), ends)]
+        flat, bounds = _leaves(chunk)
+        out += [_digest(flat[a:b].tobytes()) for a, b in zip(bounds[:-1], bounds[1:])]
     return out
+
+
+def _leaves(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A (nested) list array's pixel values as one float32 array, and each row's [start, end) in it."""
+    bounds, arr = np.arange(len(chunk) + 1), chunk
+    while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
+        if pa.types.is_fixed_size_list(arr.type):
+            inner = np.arange(len(arr) + 1) * arr.type.list_size
+        else:
+            offsets = arr.offsets.to_numpy()
+            inner = offsets - offsets[0]
+        bounds, arr = inner[bounds], arr.flatten()
+    return np.asarray(arr.to_numpy(zero_copy_only=False), np.float32), bounds
 
 
 def _file_digest(path: str) -> bytes | None:
