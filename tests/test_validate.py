@@ -97,7 +97,7 @@ def test_validate_warns_about_manifests_sharing_files(tmp_path, capsys, no_ray):
         return str(tmp_path / name)
 
     cfg = experiment(tmp_path, manifest("train.csv", list(range(24))),
-                     data={"validation": manifest("val.csv", [22, 23, "copy", 24, 25, 26, 27])})
+                     data={"validation": manifest("val.csv", [22, 23, "copy", 24, 25, 26, 27])}, train={"batch_size": 8})
     cfg["tasks"] = {"left": {"type": "classification"}}
     code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 0, err
