@@ -44,6 +44,10 @@ DATA_CASES = {
     "binary label not 0/1": (None, "not 0/1"),
     "ragged images": (ragged, "is ragged: row 3"),
     "wrong image size": (wrong_size, "100 values per image but data.image_shape"),
+    "infinite regression label": (lambda t: with_column(t, "sum", [float("inf")] + t.column("sum").to_pylist()[1:]),
+                                  "row 0 of label column 'sum' (task 'sum') in"),
+    "float32-overflowing label": (lambda t: with_column(t, "sum", t.column("sum").to_pylist()[:7] + [-1e39]
+                                                        + t.column("sum").to_pylist()[8:]), "is -1e+39: regression"),
 }
 
 
@@ -90,6 +94,13 @@ def test_truncated_and_missing_files(tmp_path, capsys):
     ({"train": {"head_lr": -1e-3}}, "'train.head_lr'"),
     ({"train": {"loss_weights": {"left": 1, "middle": 1}}}, "unknown task(s) ['middle']"),
     ({"train": {"freeze_depth": 6}}, "freeze_depth 6 is beyond the backbone's 5 blocks"),
+    ({"train": {"loss_weights": {"left": float("nan")}}}, "'train.loss_weights.left': must be a finite number, not nan"),
+    ({"train": {"backbone_lr": float("inf")}}, "'train.backbone_lr': must be a finite number, not inf"),
+    ({"train": {"weight_decay": float("inf")}}, "'train.weight_decay': must be a finite number, not inf"),
+    ({"train": {"batch_size": 33}, "resources": {"workers": 2}},
+     "train.batch_size 33 is not a multiple of resources.workers 2 (each step would train on 32 examples): use 32 or 34"),
+    ({"search": {"space": {"train.head_lr": {"uniform": [0.001, float("inf")]}}}},
+     "'search.space.train.head_lr.uniform.1': must be a finite number, not inf"),
 ])
 def test_bad_config_exits_2(tmp_path, capsys, change, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)), **change)
@@ -130,3 +141,127 @@ def test_tune_without_search_section_is_a_config_error(tmp_path, capsys):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)))
     code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and "has no 'search' section" in err
+
+
+# -- YAML: duplicate keys at any level, with the line and the key --------------------------------------------------
+BASE_YAML = """\
+name: t
+data: {{train: {data}, validation: 0.25}}
+tasks:
+  left: {{type: classification}}
+{more_tasks}train: {{epochs: 1, batch_size: 32}}
+{more}resources: {{workers: 1}}
+backbone: {{kind: builtin, weights: none}}
+storage: {storage}
+"""
+
+YAML_CASES = {
+    "task twice": ({"more_tasks": "  left: {type: regression}\n"}, "duplicate key 'left' at line 5"),
+    "train twice": ({"more": "train: {epochs: 2}\n"}, "duplicate key 'train' at line 6"),
+    "nested key twice": ({"more": "heads:\n  hidden_units: 8\n  hidden_units: 16\n"},
+                         "duplicate key 'hidden_units' at line 8"),
+    "space key twice": ({"more": "search:\n  space:\n    train.head_lr: {choice: [0.1]}\n"
+                                 "    train.head_lr: {choice: [0.2]}\n"}, "duplicate key 'train.head_lr' at line 9"),
+    "not a mapping": (None, "must be a YAML mapping"),
+}
+
+
+@pytest.mark.parametrize("case", list(YAML_CASES))
+def test_bad_yaml_exits_2(tmp_path, capsys, case):
+    parts, expected = YAML_CASES[case]
+    data = write_parquet(tmp_path / "train.parquet", small_table(60))
+    text = "- just\n- a list\n" if parts is None else BASE_YAML.format(
+        data=data, storage=tmp_path / "runs", **{"more_tasks": "", "more": "", **parts})
+    (tmp_path / "e.yaml").write_text(text)
+    code, _, err = run_cli(capsys, "validate", str(tmp_path / "e.yaml"))
+    assert code == 2 and expected in err and "\n" not in err, err
+
+
+# -- --set: each value is YAML too ------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, expected", [
+    ("train.epochs=[1", "--set 'train.epochs=[1' is not valid YAML at line 1"),
+    ("train.loss_weights={left: 1, left: 2}", "--set 'train.loss_weights={left: 1, left: 2}': duplicate key 'left' at line 1"),
+    ("train.head_lr=.nan", "'train.head_lr': must be a finite number, not nan"),
+    ("train.epochs", "is not KEY=VALUE"),
+    ("=3", "--set '=3' has no key"),
+])
+def test_bad_set_exits_2(tmp_path, capsys, value, expected):
+    cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)))
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg), "--set", value)
+    assert code == 2 and expected in err and "\n" not in err, err
+
+
+# -- --where: one line for whatever the expression is -----------------------------------------------------------
+@pytest.mark.parametrize("where, expected", [
+    ("objective > 99999999999999999999", "the number 99999999999999999999 in --where is too large"),
+    ("status in [1, 'a']", "mixes types"),
+    ("not " * 2000 + "objective > 1", "is nested too deeply"),
+    ("objective > " + "-" * 2000 + "1", "is nested too deeply"),
+    ("trial_id in [1, 2]", "trial_id is string"),
+])
+def test_bad_where_exits_2(tmp_path, capsys, where, expected):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "leaderboard").mkdir()
+    pq.write_table(pa.table({"experiment": ["e"], "trial_id": ["a"], "status": ["completed"], "objective": [0.5]}),
+                   tmp_path / "leaderboard" / "rows.parquet")
+    code, _, err = run_cli(capsys, "leaderboard", "--storage", str(tmp_path), "--where", where)
+    assert code == 2 and expected in err and "\n" not in err, err[:500]
+
+
+# -- data.allow_outside: false (manifests from others) --------------------------------------------------------------
+@pytest.mark.parametrize("path, expected", [
+    ("../secret/a.png", "image path '../secret/a.png' (row 3 of"),
+    ("/etc/passwd", "is absolute"),
+    ("s3://bucket/a.png?endpoint_override=10.0.0.1:9000", "is a URI"),
+    ("img/../../a.png", "goes up with '..'"),
+])
+def test_manifest_paths_outside_its_folder(tmp_path, capsys, path, expected):
+    table = small_table(40)
+    paths = [f"img/{i}.png" for i in range(table.num_rows)]
+    paths[3] = path
+    manifest = table.drop_columns(["image"]).append_column("image", pa.array(paths))
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(manifest, tmp_path / "m.csv")
+    cfg = experiment(tmp_path, str(tmp_path / "m.csv"), data={"allow_outside": False})
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and expected in err and "data.allow_outside" in err and "\n" not in err, err
+    cfg["data"]["allow_outside"] = True   # the default: today's behaviour, the path is followed
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "data.allow_outside" not in err, err
+
+
+# -- backbones whose output is not (batch, features), and the pretrained built-in on other images ---------------------
+def saved_backbone(path, kind: str) -> str:
+    import keras
+
+    inp = keras.Input((12, 12, 1))
+    if kind == "conv":
+        out = keras.layers.Conv2D(4, 3, padding="same", name="block1_conv")(inp)
+    elif kind == "sequence":
+        out = keras.layers.Dense(4, name="block1_dense")(keras.layers.Reshape((144, 1))(inp))
+    else:
+        out = keras.layers.Dense(1, name="block1_dense")(keras.layers.Flatten()(inp))[:, 0]
+    keras.Model(inp, out).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("conv", "outputs [None, 12, 12, 4], not (batch, features): add pooling (e.g. pooling='avg') or use kind: application"),
+    ("sequence", "outputs [None, 144, 4], not (batch, features)"),
+    ("vector", "outputs [None], not (batch, features)"),
+    ("pretrained, 16x16", "the pretrained built-in backbone takes 12x12x1 images; these are 16x16x1"),
+    ("pretrained, rgb", "the pretrained built-in backbone takes 12x12x1 images; these are 12x12x3"),
+])
+def test_bad_backbone_exits_2(tmp_path, capsys, case, expected):
+    sections = {}
+    if case.startswith("pretrained"):
+        sections["backbone"] = {"kind": "builtin", "weights": "pretrained"}
+        sections["data"] = {"image_size": [16, 16]} if "16" in case else {"color_mode": "rgb"}
+    else:
+        sections["backbone"] = {"kind": "file", "path": saved_backbone(tmp_path / "b.keras", case)}
+    cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)), **sections)
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and expected in err and "\n" not in err, err
+    assert not (tmp_path / "runs" / "backbones").exists()     # nothing pretrained for a config that cannot run

@@ -64,3 +64,22 @@ def test_with_values_sets_dotted_paths_and_revalidates(tmp_path):
     with pytest.raises(ConfigError):
         cfg.with_values({"train.head_lr": -1})
     assert cfg.config_hash() != new.config_hash()
+
+
+def test_duplicate_keys_are_refused_at_any_level_but_merge_keys_still_work():
+    from orchestrator.config.loading import read_yaml
+
+    with pytest.raises(ConfigError, match=r"^e.yaml: duplicate key 'x' at line 3: write each key once"):
+        read_yaml("a:\n  x: 1\n  x: 2\n", source="e.yaml")
+    with pytest.raises(ConfigError, match=r"duplicate key 1 at line 1"):
+        read_yaml("- {1: a, 1: b}\n", source="e.yaml")
+    assert read_yaml("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n", source="e.yaml")["other"] == {"x": 1, "y": 3}
+    assert read_yaml("a: {x: 1}\nb: {x: 1}\n", source="e.yaml") == {"a": {"x": 1}, "b": {"x": 1}}
+
+
+def test_every_float_must_be_finite(tmp_path):
+    for change in ({"train": {"head_lr": float("nan")}}, {"train": {"dwa_temperature": float("inf")}},
+                   {"heads": {"dropout": float("nan")}}, {"data": {"augment": {"zoom": float("nan")}}},
+                   {"resources": {"cpus_per_worker": float("inf")}}):
+        with pytest.raises(ConfigError, match="must be a finite number"):
+            parse_config(base(tmp_path, **change))

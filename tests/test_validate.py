@@ -1,9 +1,11 @@
 """`orchestrator validate` and the checks every command runs first: the search space, the global batch against a
-worker's share, backbone files, --set into a value, errors after TensorFlow loads are one line."""
+worker's share, backbone files, --set into a value, errors after TensorFlow loads are one line; the same images in
+training and validation (a warning); failed baselines under delta_m and searched resources the cluster cannot hold."""
 import os
 import subprocess
 import sys
 
+import pytest
 
 from factories import experiment, run_cli, small_table, write_parquet, write_yaml
 
@@ -55,3 +57,105 @@ def test_use_gpu_built_in_python_gets_one_gpu_per_worker():
     from orchestrator.config.schema import ResourcesConfig
 
     assert ResourcesConfig(use_gpu=True).gpus_per_worker == 1.0
+
+
+def leak_line(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("warning:") and "also in the training data" in line]
+
+
+def test_validate_warns_once_about_the_same_images_in_training_and_validation(tmp_path, capsys, no_ray):
+    import pyarrow as pa
+
+    train = small_table(80)
+    val = pa.concat_tables([train.slice(10, 5), small_table(20, part="val")])      # 5 training images again
+    cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", train),
+                     data={"validation": write_parquet(tmp_path / "val.parquet", val)})
+    code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 0, err
+    assert leak_line(out) == ["warning: 5 of 25 validation images are also in the training data (0 by file path, 5 "
+                              "by identical bytes): the validation score is optimistic; remove them from one side"]
+    cfg["data"]["validation"] = write_parquet(tmp_path / "clean.parquet", small_table(20, part="val"))
+    code, out, _ = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 0 and leak_line(out) == []
+
+
+def test_validate_warns_about_manifests_sharing_files(tmp_path, capsys, no_ray):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    (tmp_path / "img" / "copy.png").write_bytes((tmp_path / "img" / "0.png").read_bytes())   # same bytes, other name
+
+    def manifest(name, images):
+        pacsv.write_csv(pa.table({"image": [f"img/{i}.png" for i in images],
+                                  "left": [5 + i % 2 for i in range(len(images))]}), tmp_path / name)
+        return str(tmp_path / name)
+
+    cfg = experiment(tmp_path, manifest("train.csv", list(range(24))),
+                     data={"validation": manifest("val.csv", [22, 23, "copy", 24, 25, 26, 27])}, train={"batch_size": 8})
+    cfg["tasks"] = {"left": {"type": "classification"}}
+    code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 0, err
+    assert leak_line(out) == ["warning: 3 of 7 validation images are also in the training data (2 by file path, 3 "
+                              "by identical bytes): the validation score is optimistic; remove them from one side"]
+
+
+def test_failed_baselines_stop_a_delta_m_sweep_with_one_line(tmp_path, monkeypatch, no_ray):
+    """Baseline runs that wrote no completed row (they failed): Δm% cannot be computed, so the sweep must not run."""
+    from types import SimpleNamespace
+
+    from orchestrator.config import parse_config
+    from orchestrator.errors import UserError
+    from orchestrator.sweep import baselines, runner
+
+    ran = []
+    monkeypatch.setattr(runner, "run_configs", lambda session, configs, **kw: ran.append(len(configs)) or [])
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", objective={"metric": "delta_m"}))
+    session = SimpleNamespace(cfg=cfg, prepared=SimpleNamespace(spec=SimpleNamespace(fingerprint="f")))
+    with pytest.raises(UserError) as info:
+        baselines.baselines_for(session, out=lambda line: None)
+    assert ran == [3] and "\n" not in str(info.value)
+    assert str(info.value).startswith("the single-task baselines of left, right, sum failed: objective delta_m needs")
+    mean = cfg.with_values({"objective.metric": "mean_score"})         # Δm% only reported: the sweep goes on
+    assert baselines.baselines_for(SimpleNamespace(cfg=mean, prepared=session.prepared), out=lambda line: None) == {}
+
+
+def test_every_searched_resource_value_is_checked_against_the_cluster(tmp_path, no_ray):
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.capacity import NodeType, check_search_fits
+
+    nodes = [NodeType("head", {"CPU": 4.0}, 1), NodeType("worker", {"CPU": 4.0}, 2)]     # 12 CPUs at most
+
+    def space(**searched):
+        return parse_config(experiment(tmp_path, "builtin:multidigits/train", search={"space": searched}))
+
+    check_search_fits(space(**{"resources.workers": {"choice": [1, 8]}}), nodes, reserved_cpu=0.05)
+    for searched, expected in [
+        ({"resources.workers": {"choice": [1, 64]}}, "search.space resources.workers value 64: one trial needs 64"),
+        ({"resources.workers": {"randint": [1, 20]}}, "search.space resources.workers value 20: one trial needs 20"),
+        ({"resources.cpus_per_worker": {"choice": [1, 6]}}, "search.space resources.cpus_per_worker value 6: one "
+                                                            "worker asks for {CPU: 6}"),
+        ({"resources.workers": {"choice": [1, 4]}, "resources.cpus_per_worker": {"uniform": [1, 4]}},
+         "search.space resources.workers value 4, resources.cpus_per_worker value 4"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            check_search_fits(space(**searched), nodes, reserved_cpu=0.05)
+        assert str(info.value).startswith(expected) and "\n" not in str(info.value), str(info.value)
+
+
+@pytest.mark.slow
+def test_a_searched_worker_count_the_cluster_cannot_hold_stops_the_sweep_before_any_trial(ray_session, tmp_path,
+                                                                                          capsys):
+    from orchestrator.leaderboard import Leaderboard
+
+    cfg = experiment(tmp_path, "builtin:multidigits/train", resources={"workers": 1, "cpus_per_worker": 0.5},
+                     search={"space": {"resources.workers": {"choice": [1, 64]}}, "num_samples": 2})
+    code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and err.startswith("error: search.space resources.workers value 64: one trial needs 64 workers")
+    assert "\n" not in err and Leaderboard(str(tmp_path / "runs")).table(kind=None).num_rows == 0

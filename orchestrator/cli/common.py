@@ -5,19 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 
 from ..errors import UserError
 
 
 def overrides(pairs: tuple[str, ...]) -> dict:
     """``--set a.b=VALUE`` pairs -> ``{"a.b": value}`` (values parsed as YAML)."""
+    from ..config.loading import read_yaml
+
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise UserError(f"--set {pair!r} is not KEY=VALUE; write e.g. --set train.epochs=3")
-        out[key] = yaml.safe_load(value)
+        if not key.strip() or any(not part for part in key.split(".")):
+            raise UserError(f"--set {pair!r} has no key (or an empty part in it): write e.g. --set train.epochs=3")
+        out[key] = read_yaml(value, source=f"--set {pair!r}")
     return out
 
 

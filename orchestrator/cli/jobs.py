@@ -75,12 +75,11 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
 
 def raw_storage(path: Path) -> str:
     """The storage a config file names, read without validating it (load_config reports errors itself)."""
-    import yaml
+    from ..config.loading import read_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        return "runs"   # load_config reports the YAML error itself
+    if not path.is_file():
+        return "runs"   # load_config reports the missing file itself
+    data = read_yaml(path.read_text(), source=str(path))   # the same one-line errors load_config gives
     return str((data or {}).get("storage", "runs")) if isinstance(data, dict) else "runs"
 
 

@@ -1,4 +1,8 @@
-"""Reading an experiment config: YAML -> relative paths resolved -> ``--set`` overrides -> validated object."""
+"""Reading an experiment config: YAML -> relative paths resolved -> ``--set`` overrides -> validated object.
+
+Every YAML a user writes (the config file, ``--set`` values) is read by ``read_yaml``: PyYAML's safe loader,
+except that a key given twice in one mapping is an error naming the key and its line (PyYAML keeps the last one,
+so a task written twice would silently change type)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,18 +15,47 @@ from .paths import resolve_paths, set_dotted
 from .schema import ExperimentConfig, parse_config
 
 
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A mapping holds the same key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping, at any level."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:     # the mapping's own keys: merged ones (<<: *x) may be overridden
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) or key is None:
+                    if key in seen:
+                        raise DuplicateKey(None, None, f"duplicate key {key!r} at line {key_node.start_mark.line + 1}",
+                                           key_node.start_mark)
+                    seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str, *, source: str) -> Any:
+    """``text`` parsed as YAML, or a ConfigError naming ``source``, the line and the fix."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKey as e:
+        raise ConfigError(f"{source}: {e.problem}: write each key once (YAML would keep only the last)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source} is not valid YAML{at}: fix the syntax") from None
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read YAML, resolve its relative paths against its folder, apply dotted-path overrides
     (``--set train.epochs=3``; relative paths given there resolve against the working directory), validate."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} not found: pass the path to an experiment YAML")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{p} is not valid YAML{at}: fix the syntax") from None
+    data = read_yaml(p.read_text(), source=str(p))
     if isinstance(data, dict):
         data = resolve_paths(data, p.resolve().parent)
         for k, v in (overrides or {}).items():

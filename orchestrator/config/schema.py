@@ -19,7 +19,8 @@ from .space import SearchConfig, check_paths
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: YAML's .nan / .inf validate as floats but cannot train (every float must be finite)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AugmentConfig(_Strict):
@@ -53,6 +54,8 @@ class DataConfig(_Strict):
     cache_budget_mb: float = Field(1024.0, gt=0, description="auto: largest decoded shard per worker kept in memory")
     cache_dir: Optional[str] = Field(None, description="disk: each node's cache folder (default "
                                                        "~/.cache/orchestrator/decoded; a disk, not tmpfs)")
+    allow_outside: bool = Field(True, description="false: a manifest's image paths must be relative and stay in its "
+                                                  "folder (no '..', absolute paths or URIs): for manifests from others")
 
     @field_validator("validation")
     @classmethod
@@ -290,6 +293,8 @@ def _format_error(err: ValidationError) -> str:
         return f"unknown config key '{loc}': remove it or check the spelling (see README, 'Experiment config')"
     if first["type"] == "missing":
         return f"missing config key '{loc}': add it (see README, 'Experiment config')"
+    if first["type"] == "finite_number":
+        msg = f"must be a finite number, not {first['input']} (YAML's .nan / .inf cannot train)"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     where = f"'{loc}': " if loc else ""
     return f"invalid config {where}{msg}{more}"

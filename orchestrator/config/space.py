@@ -27,7 +27,8 @@ _SIMPLEX_KEY = "{path}.{task}"   # Tune parameter of one simplex coordinate (no 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: YAML's .nan / .inf validate as floats but cannot train (every float must be finite)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Domain(_Strict):

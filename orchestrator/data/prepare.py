@@ -23,6 +23,7 @@ from .. import storage
 from ..config.schema import ExperimentConfig
 from ..errors import DataError
 from .decode import conform, decode_options, decode_unit
+from .leakage import overlap
 from .sources import class_list, labels, read_source
 from .spec import DataSpec, PreparedData, Source
 
@@ -124,7 +125,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
     workers a run or sweep can have). Raises DataError."""
     d = cfg.data
     label_columns = sorted({cfg.label_of(t) for t in cfg.tasks})
-    train = read_source(d.train, d.image_column, label_columns)
+    train = read_source(d.train, d.image_column, label_columns, allow_outside=d.allow_outside)
     n = train.labels.num_rows
     if n == 0:
         raise DataError(f"data set {storage.redact(d.train)!r} has no rows: point data.train at non-empty data")
@@ -135,7 +136,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
     y_train = {t: labels(cfg, t, train.labels, d.train, classes.get(t)) for t in cfg.tasks}
     sources = [train]
     if isinstance(d.validation, str):
-        val = read_source(d.validation, d.image_column, label_columns)
+        val = read_source(d.validation, d.image_column, label_columns, allow_outside=d.allow_outside)
         if val.labels.num_rows == 0:
             raise DataError(f"data set {storage.redact(d.validation)!r} has no rows: point data.validation at "
                             f"non-empty data")
@@ -158,7 +159,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
             raise DataError(f"validation images are {list(vs.shape[1:])} but training images are "
                             f"{list(sample.shape[1:])}; set data.image_size (and data.color_mode) so they match")
     reg = [t for t, tc in cfg.tasks.items() if tc.type == "regression"]
-    yt = {t: v[train_rows] for t, v in y_train.items()}
+    yt = {t: v[train_rows].astype(np.float64) for t, v in y_train.items()}   # float64: no overflow in mean/std
     spec = DataSpec(image_shape=tuple(int(s) for s in sample.shape[1:]), image_kind=train.kind,
                     pixel_dtype="uint8" if sample.dtype == np.uint8 else "float32", classes=classes,
                     label_mean={t: float(yt[t].mean()) for t in reg}, label_std={t: float(yt[t].std()) or 1.0 for t in reg},
@@ -166,7 +167,8 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
                     max_pixel=float(sample.max()))
     seed, workers = cfg.data.split_seed, most_workers(cfg)
     return PreparedData(spec, make_units(train, train_rows, y_train, shuffle_seed=seed, workers=workers),
-                        make_units(val, val_rows, y_val, shuffle_seed=None, workers=workers))
+                        make_units(val, val_rows, y_val, shuffle_seed=None, workers=workers),
+                        overlap=overlap(train, train_rows, val, val_rows, image_column=d.image_column))
 
 
 def most_workers(cfg: ExperimentConfig) -> int:

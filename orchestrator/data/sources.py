@@ -18,9 +18,12 @@ from ..errors import DataError
 from .decode import pixel_array
 from .spec import Source
 
+F32_MAX = float(np.finfo(np.float32).max)
+
 
 # -- reading -------------------------------------------------------------------------------------
-def read_source(uri: str, image_column: str, label_columns: list[str]) -> Source:
+def read_source(uri: str, image_column: str, label_columns: list[str], *, allow_outside: bool = True) -> Source:
+    """One split. ``allow_outside=False``: a manifest's image paths must stay inside its folder (``inside``)."""
     if uri.startswith("builtin:"):
         table = builtin.load(uri)
         return Source(uri, table.select(label_columns), "pixels", pixels=_builtin_pixels(table))
@@ -35,14 +38,18 @@ def read_source(uri: str, image_column: str, label_columns: list[str]) -> Source
                         f"(relative paths resolve against the config file's folder)")
     try:
         if path.endswith(".csv"):
-            return _read_csv(uri, fs, path, image_column, label_columns)
-        return _read_parquet(uri, fs, path, image_column, label_columns)
+            src = _read_csv(uri, fs, path, image_column, label_columns)
+        else:
+            src = _read_parquet(uri, fs, path, image_column, label_columns)
     except (pa.ArrowInvalid, OSError) as e:
         if path.endswith(".csv"):
             raise DataError(f"cannot read CSV manifest {storage.redact(uri)!r} ({storage.first_line(e)}): is it a CSV file "
                             f"with a header row?") from None
         raise DataError(f"cannot read Parquet data {storage.redact(uri)!r} ({storage.first_line(e)}): is it a complete "
                         f"Parquet file or directory (or a .csv manifest)?") from None
+    if not allow_outside and src.kind == "paths":
+        inside(src, image_column)
+    return src
 
 
 def _read_csv(uri, fs, path, image_column, label_columns) -> Source:
@@ -98,7 +105,20 @@ def _manifest(uri: str, table: pa.Table, image_column: str, label_columns: list[
             raise DataError(f"row {i} of {storage.redact(uri)} has no image path in column {image_column!r}; "
                             f"fill or drop that row")
         paths.append(p if storage.is_uri(p) or os.path.isabs(p) else storage.join(base, p))
-    return Source(uri, table.select(label_columns), "paths", paths=paths)
+    return Source(uri, table.select(label_columns), "paths", paths=paths, raw_paths=raw)
+
+
+def inside(src: Source, image_column: str) -> None:
+    """``data.allow_outside: false``: every image path is relative to the manifest's folder and stays in it."""
+    for i, p in enumerate(src.raw_paths):
+        why = ("is a URI" if storage.is_uri(p) else "is absolute" if os.path.isabs(p) or p.startswith(("/", "\\"))
+               else "goes up with '..'" if ".." in p.replace("\\", "/").split("/") else None)
+        if why:
+            shown = storage.redact(p) if storage.is_uri(p) else p
+            raise DataError(f"image path {shown!r} (row {i} of {storage.redact(src.uri)}, column {image_column!r}) "
+                            f"{why}, and data.allow_outside is false: manifest paths must be relative and stay in "
+                            f"the manifest's folder; fix the manifest, or set data.allow_outside: true if you "
+                            f"trust it")
 
 
 def _builtin_pixels(table: pa.Table) -> np.ndarray:
@@ -125,6 +145,11 @@ def labels(cfg: ExperimentConfig, task: str, table: pa.Table, uri: str, classes:
     if tc.type == "regression":
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
             raise DataError(f"label column {column!r} of regression task {task!r} has type {col.type}; it must be numeric")
+        big = np.flatnonzero(~(np.abs(np.asarray(values, np.float64)) < F32_MAX))    # inf, or inf as float32
+        if len(big):
+            raise DataError(f"row {big[0]} of label column {column!r} (task {task!r}) in {where} is {values[big[0]]!r}: "
+                            f"regression labels must be finite and smaller than {F32_MAX:.3g} (float32); fix or drop "
+                            f"the row, or rescale the labels")
         return np.asarray(values, np.float32)
     if tc.type == "binary":
         bad = [i for i, v in enumerate(values) if v not in (0, 1, True, False)]

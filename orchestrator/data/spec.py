@@ -42,6 +42,7 @@ class Source:
     kind: str                           # paths | bytes | pixels
     pixels: np.ndarray | None = None    # builtin only: in memory
     paths: list[str] | None = None      # manifest: resolved image locations
+    raw_paths: list[str] | None = None  # manifest: the image paths as written in it
     row_groups: list[tuple[str, int, int, int]] = field(default_factory=list)   # (file, group, first row, rows)
     shape_meta: tuple | None = None
 
@@ -51,3 +52,4 @@ class PreparedData:
     spec: DataSpec
     train_units: list[dict]
     val_units: list[dict]
+    overlap: dict = field(default_factory=dict)   # validation images also in training (``leakage.overlap``)

@@ -29,9 +29,15 @@ def compile_where(where: str, schema: pa.Schema, used: set[str] | None = None) -
     """Compile a filter such as ``"acc >= 0.9 and status in ['completed']"`` to a pyarrow Expression."""
     try:
         tree = ast.parse(where, mode="eval")
+        return _compile(tree.body, schema, set() if used is None else used)
     except SyntaxError as e:
-        raise ConfigError(f"--where {where!r} is not a valid expression ({e.msg})") from None
-    return _compile(tree.body, schema, set() if used is None else used)
+        raise ConfigError(f"--where {_short(where)} is not a valid expression ({e.msg})") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"--where {_short(where)} is nested too deeply: write a shorter expression") from None
+
+
+def _short(where: str, limit: int = 80) -> str:
+    return repr(where if len(where) <= limit else where[:limit] + "...")
 
 
 def _compile(node: ast.AST, schema: pa.Schema, used: set[str]):
@@ -54,7 +60,13 @@ def _compare(left: ast.AST, op: ast.cmpop, right: ast.AST, schema: pa.Schema, us
         if not isinstance(left, ast.Name) or not isinstance(right, (ast.List, ast.Tuple, ast.Set)):
             raise ConfigError(f"`{ast.unparse(left)} in {ast.unparse(right)}` needs a column name on the "
                               f"left and a list of values on the right, e.g. experiment in ['a', 'b']")
-        expr = _column(left.id, schema, used).isin([_constant(v) for v in right.elts])
+        values = [_constant(v) for v in right.elts]
+        kinds = {"number" if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v).__name__
+                 for v in values if v is not None}
+        if len(kinds) > 1:
+            raise ConfigError(f"the list {ast.unparse(right)} in --where mixes types ({', '.join(sorted(kinds))}): "
+                              f"use values of one type, the column's")
+        expr = _column(left.id, schema, used).isin(values)
         return ~expr if isinstance(op, ast.NotIn) else expr
     if type(op) not in _CMP:
         raise ConfigError(f"unsupported operator {type(op).__name__} in --where: use == != < <= > >= or in [...] "
@@ -88,6 +100,9 @@ def _constant(node: ast.AST):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (bool, int, float, str))):
+        if isinstance(node.value, int) and not isinstance(node.value, bool) and abs(node.value) >= 2 ** 63:
+            raise ConfigError(f"the number {node.value} in --where is too large for a 64-bit integer: write it as a "
+                              f"float (e.g. {float(node.value):.0e})")
         return node.value
     raise _unsupported(node)
 

@@ -129,10 +129,20 @@ def build_backbone(cfg: BackboneConfig, input_shape, *, storage: str, seed: int 
             raise ConfigError(f"backbone {store.redact(cfg.path)} expects inputs {list(model.input_shape[1:])} but "
                               f"images are {list(input_shape)}; set data.image_size / data.color_mode or use a "
                               f"matching backbone")
+        check_features(model, what=f"backbone {store.redact(cfg.path)}")
         return model
     app = application(cfg, input_shape, weights_file=file)
     inp = keras.Input(tuple(input_shape), name="image")
     return keras.Model(inp, app(Preprocess(cfg.name, name="preprocess")(inp)), name=f"{app.name}_backbone")
+
+
+def check_features(model: keras.Model, *, what: str) -> None:
+    """Heads take (batch, features): any other output would broadcast in the losses or fail in workers."""
+    shape = list(model.output_shape) if not isinstance(model.output_shape, list) else None
+    if shape is None or len(shape) != 2:
+        shown = shape if shape is not None else [list(s) for s in model.output_shape]
+        raise ConfigError(f"{what} outputs {shown}, not (batch, features): add pooling (e.g. pooling='avg') or "
+                          f"use kind: application")
 
 
 def block_model(backbone: keras.Model) -> keras.Model:

@@ -8,6 +8,7 @@ are trained once. They run as one small Tune run (one trial per task), like any 
 from __future__ import annotations
 
 from ..config.schema import ExperimentConfig
+from ..errors import UserError
 from ..leaderboard.rows import baseline_key
 
 
@@ -55,6 +56,10 @@ def baselines_for(session, *, out=print) -> dict[str, float]:
                     extra=[{"baseline_task": t, "baseline_key": key} for t in missing])
         have = recorded(cfg, key)
     lost = [t for t in cfg.tasks if t not in have]
+    if lost and cfg.objective.metric == "delta_m":   # every trial's objective would be NaN: stop before the sweep
+        raise UserError(f"the single-task baselines of {', '.join(lost)} failed: objective delta_m needs them, so the "
+                        f"sweep stops; see `orchestrator leaderboard --kind baseline -e {cfg.name} --format json` "
+                        f"for the error, fix it and run again, or use objective.metric: mean_score")
     if lost:
         out(f"no baseline for {', '.join(lost)} (its run failed): Δm% is left empty")
         return {}

@@ -95,6 +95,29 @@ def _fitting_cpus(bundle: dict, nodes: list[NodeType], reserved_cpu: float, n: i
     return None
 
 
+RESOURCE_PATHS = ("resources.workers", "resources.cpus_per_worker", "resources.gpus_per_worker", "resources.use_gpu",
+                  "resources.placement_strategy")
+
+
+def check_search_fits(cfg: ExperimentConfig, nodes: list[NodeType], *, reserved_cpu: float = 0.05,
+                      autoscaling: bool = False) -> None:
+    """``check_feasible`` for every searched resource value (each combination of the domains' edges): a trial that
+    could never be placed is found once connected, before any trial starts, not after Tune waited for it."""
+    from itertools import product
+
+    from ..config.space import candidate_values
+
+    space = cfg.search.space if cfg.search is not None else {}
+    paths = [p for p in RESOURCE_PATHS if p in space]
+    for values in product(*(candidate_values(space[p], list(cfg.tasks)) for p in paths)):
+        try:
+            check_feasible(cfg.with_values(dict(zip(paths, values))), nodes, reserved_cpu=reserved_cpu,
+                           autoscaling=autoscaling)
+        except ConfigError as e:
+            which = ", ".join(f"{p} value {f'{v:g}' if isinstance(v, float) else v}" for p, v in zip(paths, values))
+            raise ConfigError(f"search.space {which}: {e}") from None
+
+
 def concurrency(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: float) -> int:
     """Trials that fit at once in the cluster at its largest (bundles counted node by node)."""
     bundle, n = trial_request(cfg)
@@ -135,9 +158,10 @@ def check_fits(cfg: ExperimentConfig, *, reserved_cpu: float = 0.0, what: str = 
 
 def plan_concurrency(cfg: ExperimentConfig, *, say=print, driver_cpu: float = 0.05, reserved_cpu: float = 0.0) -> int:
     """Trials to run at once; first a ConfigError if one trial never fits (its own ``driver_cpu`` and the job's
-    ``reserved_cpu`` counted)."""
+    ``reserved_cpu`` counted), for the base config and for every searched resource value."""
     nodes, autoscaling = max_nodes()
     check_feasible(cfg, nodes, reserved_cpu=reserved_cpu + driver_cpu, autoscaling=autoscaling)
+    check_search_fits(cfg, nodes, reserved_cpu=reserved_cpu + driver_cpu, autoscaling=autoscaling)
     if cfg.search is not None and cfg.search.max_concurrent_trials:
         return cfg.search.max_concurrent_trials
     n = concurrency(cfg, nodes, driver_cpu=driver_cpu)

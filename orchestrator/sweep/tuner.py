@@ -44,6 +44,10 @@ def check_space(p: Prepared) -> None:
                 frozen_blocks(value, p.n_blocks, where="search.space train.freeze_depth choice")
             if path in ("train.batch_size", "resources.workers"):
                 check_batch(trial, p.data)
+    if {"train.batch_size", "resources.workers"} <= set(cfg.search.space):     # each pair of the two, too
+        for b in candidate_values(cfg.search.space["train.batch_size"], list(cfg.tasks)):
+            for w in candidate_values(cfg.search.space["resources.workers"], list(cfg.tasks)):
+                check_batch(cfg.with_values({"train.batch_size": b, "resources.workers": w}), p.data)
 
 
 def make_scheduler(cfg: ExperimentConfig, *, sweep_id: str | None = None):

@@ -18,6 +18,8 @@ from typing import Callable, Optional, Sequence
 
 from .. import credentials, layout, storage
 from ..config.schema import ExperimentConfig, frozen_blocks
+from ..data import leakage
+from ..data.builtin import IMAGE_SHAPE
 from ..data.pipeline import rows_per_rank
 from ..data.prepare import prepare
 from ..data.spec import DataSpec, PreparedData
@@ -66,9 +68,14 @@ def check(cfg: ExperimentConfig, *, also: Sequence[Callable[[Prepared], None]] =
     if b.kind == "application" and b.weights == "imagenet" and spec.image_shape[-1] != 3:
         raise DataError(f"backbone {b.name} with ImageNet weights needs 3 channels; the images have "
                         f"{spec.image_shape[-1]}: set data.color_mode: rgb (or use weights: none)")
+    if b.kind == "builtin" and b.weights == "pretrained" and tuple(spec.image_shape) != IMAGE_SHAPE:
+        shape = "x".join(map(str, IMAGE_SHAPE))
+        raise DataError(f"the pretrained built-in backbone takes {shape} images; these are "
+                        f"{'x'.join(map(str, spec.image_shape))}: set data.image_size: [12, 12] and data.color_mode: "
+                        f"grayscale, or use backbone.weights: none (or another backbone)")
+    check_batch(cfg, data)      # before the backbone is built: TensorFlow loads there
     n_blocks = count_blocks(cfg, spec.image_shape)
     frozen_blocks(cfg.train.freeze_depth, n_blocks)
-    check_batch(cfg, data)
     p = Prepared(cfg, data, n_blocks)
     for more in also:
         more(p)
@@ -131,6 +138,7 @@ def advice(p: Prepared) -> list[str]:
         (f" (data.cache: auto, budget {p.cfg.data.cache_budget_mb:g} MB)" if p.cfg.data.cache == "auto" else "")
     lines = [f"data: {s.n_train} training + {s.n_val} validation images, {'x'.join(map(str, s.image_shape))} "
              f"{s.pixel_dtype}; a worker's decoded share is {share_mb:.1f} MB, {how}"]
+    lines += leakage.warning(p.data.overlap)
     if p.cfg.data.cache == "none":
         lines.append("note: data.cache: none is now called stream (the old name still works): write data.cache: stream")
     if p.cfg.backbone.kind == "application" and p.spec.max_pixel <= 1.0:
@@ -140,12 +148,16 @@ def advice(p: Prepared) -> list[str]:
 
 
 def check_batch(cfg: ExperimentConfig, data: PreparedData, *, workers: int | None = None) -> None:
-    """Every worker must fill at least one batch of its share of the global batch."""
+    """The global batch splits evenly across the workers, and every worker fills at least one batch of its share."""
     world = workers or cfg.resources.workers
     per_worker = cfg.train.batch_size // world
     if per_worker < 1:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is smaller than resources.workers {world}: "
                           f"each worker needs at least one example per step")
+    if cfg.train.batch_size % world:
+        lower, upper = per_worker * world, (per_worker + 1) * world
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is not a multiple of resources.workers {world} "
+                          f"(each step would train on {lower} examples): use {lower} or {upper}")
     rows = min(rows_per_rank([len(u["rows"]) for u in data.train_units], world=world, epoch=None, seed=0))
     if rows < per_worker:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} needs {per_worker} examples per worker per "
