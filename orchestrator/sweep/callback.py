@@ -16,7 +16,8 @@ from ray import tune
 
 from .. import layout, storage
 from ..config.schema import ExperimentConfig
-from ..config.space import hp_columns, materialize
+from ..config.sampling import materialize
+from ..config.space import hp_columns
 from ..leaderboard.rows import RowContext, TrialFacts, trial_row
 from ..training.progress import WAIT_LINE_EVERY_S, read_progress, release_now_and_then, waiting_line
 
@@ -115,7 +116,7 @@ class SweepCallback(tune.Callback):
         """(this trial's config, its searched values by dotted path)."""
         if self.configs is not None:
             return self.configs[trial.config["index"]], {}
-        values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks))
+        values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks), seed=self.cfg.train.seed)
         return self.cfg.with_values(values), values
 
     def _run_dir(self, trial) -> str:

@@ -18,7 +18,7 @@ from typing import Optional
 
 from .. import _ray, layout, storage
 from ..config.schema import ExperimentConfig
-from ..config.space import materialize
+from ..config.sampling import materialize
 from ..training.driver import RunInputs, make_trainer
 
 TRIAL_DRIVER_CPU = 0.05   # the Tune trial only drives its Train run; Ray refuses 0 CPUs here
@@ -51,10 +51,11 @@ class SweepSpec:
     concurrent: int = 1
     callbacks: tuple = ()
     verbose: bool = False
+    time_budget_s: Optional[float] = None
 
 
 def trial_config(base: ExperimentConfig, params: dict) -> ExperimentConfig:
-    return base.with_values(materialize(base.search, params, list(base.tasks)))
+    return base.with_values(materialize(base.search, params, list(base.tasks), seed=base.train.seed))
 
 
 def new_sweep_id() -> str:
@@ -82,6 +83,7 @@ def make_tuner(cfg: ExperimentConfig, spec: SweepSpec, *, resume: bool = False):
         trainable, param_space=spec.param_space,
         tune_config=tune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=spec.num_samples,
                                     search_alg=spec.searcher, scheduler=spec.scheduler,
+                                    time_budget_s=spec.time_budget_s,
                                     max_concurrent_trials=None if spec.searcher is not None else spec.concurrent),
         run_config=run_config)
 
