@@ -15,7 +15,7 @@ import json
 import math
 from typing import Callable, Optional
 
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from .. import storage
 from ..config.sampling import OptunaSpace, point_for
@@ -28,8 +28,6 @@ BAD = 1e9   # the worst objective when none has been seen yet (sign follows the 
 def make_searcher(cfg: ExperimentConfig, concurrent: int, points: list[dict], *, evaluated: tuple = (),
                   gate: Optional[Callable[[], bool]] = None):
     """``evaluated``: ``(params, objective)`` pairs Optuna learns from before its first trial."""
-    from ray.tune.search import BasicVariantGenerator
-
     s = cfg.search
     limit = s.samples if gate is not None else concurrent
     if s.searcher == "optuna":
@@ -40,12 +38,21 @@ def make_searcher(cfg: ExperimentConfig, concurrent: int, points: list[dict], *,
                                 points_to_evaluate=points or None, storage=_study_with(space, cfg, evaluated))
         return Limiter(searcher, limit, mode=cfg.objective_mode, gate=gate)
 
-    class Variants(BasicVariantGenerator):
-        def next_trial(self):
-            return None if gate is not None and not gate() else super().next_trial()
+    return GatedVariants(gate, random_state=s.seed, max_concurrent=0 if gate is not None else concurrent,
+                         points_to_evaluate=points or None)
 
-    return Variants(random_state=s.seed, max_concurrent=0 if gate is not None else concurrent,
-                    points_to_evaluate=points or None)
+
+class GatedVariants(BasicVariantGenerator):
+    """Random and grid trials (Ray's generator) that start only when ``gate()`` allows (if a gate is given)."""
+
+    def __init__(self, gate: Optional[Callable[[], bool]], *, random_state: int, max_concurrent: int,
+                 points_to_evaluate: Optional[list]):
+        super().__init__(random_state=random_state, max_concurrent=max_concurrent,
+                         points_to_evaluate=points_to_evaluate)
+        self.gate = gate
+
+    def next_trial(self):
+        return None if self.gate is not None and not self.gate() else super().next_trial()
 
 
 def _study_with(space: OptunaSpace, cfg: ExperimentConfig, evaluated: tuple):

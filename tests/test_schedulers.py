@@ -1,0 +1,134 @@
+"""Synchronous successive halving and the searchers' view of failures, on real Ray Tune with a trainable that needs
+no TensorFlow: each trial keeps its own "checkpoint" (the last epoch done) in a file, as its Train run would."""
+import json
+
+import pytest
+
+from orchestrator.sweep.syncsha import SyncHalving, rungs_for
+
+QUALITY = [0.3, 0.9, 0.5, 0.7, 0.1, 0.6]   # trial i's objective at epoch e: QUALITY[i] * e / 6
+
+
+def run_sync(tmp_path, delays):
+    from ray import tune
+
+    def toy_trial(config):
+        """Resumes from its own record like a Train run from its checkpoint; notes every (re)start's epoch."""
+        import json
+        import time
+
+        record = f"{config['dir']}/{config['i']}.json"
+        try:
+            with open(record) as f:
+                state = json.load(f)
+        except OSError:
+            state = {"epoch": 0, "starts": []}
+        state["starts"].append(state["epoch"])
+        for epoch in range(state["epoch"] + 1, 7):
+            time.sleep(config["delays"][config["i"]])
+            state["epoch"] = epoch
+            with open(record, "w") as f:
+                json.dump(state, f)
+            tune.report({"epoch": epoch, "objective": config["quality"][config["i"]] * epoch / 6})
+
+    from orchestrator.sweep.searchers import GatedVariants
+
+    scheduler = SyncHalving(max_t=6, grace_period=1, reduction_factor=3, trials=6, concurrent=2, mode="max")
+    searcher = GatedVariants(scheduler.has_room, random_state=0, max_concurrent=0, points_to_evaluate=None)
+    tmp_path.mkdir()
+    tuner = tune.Tuner(
+        tune.with_resources(toy_trial, {"CPU": 0.05}),
+        param_space={"i": tune.grid_search(list(range(6))), "dir": str(tmp_path), "delays": delays,
+                     "quality": QUALITY},
+        tune_config=tune.TuneConfig(metric="objective", mode="max", scheduler=scheduler, search_alg=searcher),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0))
+    results = tuner.fit()
+    states = {}
+    for i in range(6):
+        with open(tmp_path / f"{i}.json") as f:
+            states[i] = json.load(f)
+    return results, states
+
+
+class FakeTrial:
+    def __init__(self, trial_id):
+        self.trial_id, self.status, self.epoch = trial_id, "PENDING", 0
+
+
+class FakeController:
+    """What SyncHalving asks of Tune's controller: the trials, and stopping one (Tune then removes it)."""
+
+    def __init__(self, scheduler):
+        self.trials, self.scheduler = [], scheduler
+
+    def get_trials(self):
+        return self.trials
+
+    def stop_trial(self, trial):
+        trial.status = "TERMINATED"
+        self.scheduler.on_trial_remove(self, trial)
+
+
+def simulate(order_seed: int, quality: list, *, concurrent: int = 2) -> dict:
+    """Tune's loop in miniature: the searcher adds trials while ``has_room``, PENDING trials start, one running
+    trial (picked at random: any report order) reports its next epoch, and the scheduler's answer is applied."""
+    import random
+
+    from ray.tune.schedulers import TrialScheduler
+
+    s = SyncHalving(max_t=6, grace_period=1, reduction_factor=3, trials=len(quality), concurrent=concurrent,
+                    mode="max")
+    c, rng, todo = FakeController(s), random.Random(order_seed), list(range(len(quality)))
+    while True:
+        while todo and s.has_room():
+            trial = FakeTrial(f"t{todo.pop(0)}")
+            c.trials.append(trial)
+            s.on_trial_add(c, trial)
+        chosen = s.choose_trial_to_run(c)
+        if chosen is not None:
+            chosen.status = "PENDING"
+        for trial in c.trials:
+            trial.status = "RUNNING" if trial.status == "PENDING" else trial.status
+        running = [t for t in c.trials if t.status == "RUNNING"]
+        assert len(running) <= concurrent
+        if not running:
+            return {t.trial_id: t.epoch for t in c.trials}
+        trial = rng.choice(running)
+        trial.epoch += 1
+        q = quality[int(trial.trial_id[1:])]
+        action = s.on_trial_result(c, trial, {"epoch": trial.epoch, "objective": q * trial.epoch / 6})
+        if action == TrialScheduler.PAUSE:
+            trial.status = "PAUSED"
+        elif action == TrialScheduler.STOP or trial.epoch == 6:
+            trial.status = "TERMINATED"
+            s.on_trial_complete(c, trial, {})
+
+
+def test_sync_halving_decides_the_same_whatever_the_report_order():
+    quality = [0.3, 0.9, 0.5, 0.7, 0.1, 0.6, float("nan"), 0.8, 0.2]   # t6 diverges
+    outcomes = [simulate(seed, quality) for seed in range(20)]
+    assert all(o == outcomes[0] for o in outcomes), outcomes
+    # rung epoch 1 keeps the best 3 of 9 (t1, t7, t3), rung epoch 3 the best 1 of those (t1), which runs to 6
+    assert outcomes[0] == {"t0": 1, "t1": 6, "t2": 1, "t3": 3, "t4": 1, "t5": 1, "t6": 1, "t7": 3, "t8": 1}
+    assert simulate(0, quality, concurrent=4) == outcomes[0]
+
+
+def test_rungs():
+    assert rungs_for(6, 1, 3) == [1, 3]
+    assert rungs_for(4, 1, 2) == [1, 2]
+    assert rungs_for(9, 1, 3) == [1, 3]
+    assert rungs_for(1, 1, 2) == []
+
+
+@pytest.mark.slow
+def test_sync_halving_promotes_the_same_trials_whatever_the_report_order(ray_session, tmp_path):
+    fast_first = run_sync(tmp_path / "a", [0.0, 0.6, 0.3, 0.45, 0.05, 0.15])
+    slow_first = run_sync(tmp_path / "b", [0.6, 0.0, 0.45, 0.05, 0.3, 0.15])
+    for results, states in (fast_first, slow_first):
+        epochs = {i: s["epoch"] for i, s in states.items()}
+        # rung 1 (epoch 1) keeps the best 2 of 6 (trials 1, 3); rung 2 (epoch 3) keeps the best of those (1)
+        assert epochs[1] == 6 and epochs[3] >= 3 and epochs[3] < 6, epochs
+        assert all(epochs[i] < 3 for i in (0, 2, 4, 5)), epochs
+        # a promoted trial resumed from its own record, not from scratch: it was paused at each rung
+        assert states[1]["starts"][0] == 0 and states[1]["starts"][1:] and min(states[1]["starts"][1:]) >= 1, states
+        assert len(results) == 6 and not results.errors
