@@ -132,3 +132,58 @@ def test_sync_halving_promotes_the_same_trials_whatever_the_report_order(ray_ses
         # a promoted trial resumed from its own record, not from scratch: it was paused at each rung
         assert states[1]["starts"][0] == 0 and states[1]["starts"][1:] and min(states[1]["starts"][1:]) >= 1, states
         assert len(results) == 6 and not results.errors
+
+
+def limiter():
+    from ray.tune.search import Searcher
+
+    from orchestrator.sweep.searchers import Limiter
+
+    class Told(Searcher):
+        def __init__(self):
+            super().__init__(metric="objective", mode="max")
+            self.told = {}
+
+        def suggest(self, trial_id):
+            return {"x": 1}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            self.told[trial_id] = (result or {}).get("objective"), error
+
+    inner = Told()
+    return Limiter(inner, 5, mode="max"), inner
+
+
+def test_failed_diverged_and_paused_trials_reach_the_searcher_as_values():
+    lim, inner = limiter()
+    for t in ("good", "bad", "failed", "nan", "paused"):
+        assert lim.suggest(t) == {"x": 1}
+    lim.on_trial_result("good", {"objective": 0.8, "epoch": 1})
+    lim.on_trial_result("bad", {"objective": 0.2, "epoch": 1})
+    lim.on_trial_result("paused", {"objective": 0.5, "epoch": 1})
+    lim.on_trial_complete("good", {"objective": 0.8})
+    lim.on_trial_complete("bad", {"objective": 0.2})
+    lim.on_trial_complete("failed", None, error=True)
+    lim.on_trial_complete("nan", {"objective": float("nan"), "status": "diverged"})
+    lim.on_trial_complete("paused")                        # stopped while paused: no final result
+    assert inner.told == {"good": (0.8, False), "bad": (0.2, False), "failed": (0.2, False), "nan": (0.2, False),
+                          "paused": (0.5, False)}
+
+
+def test_a_completed_row_with_the_same_config_and_seed_is_reused(tmp_path):
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.runner import completed_row
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}, search={
+        "space": {"train.loss_weighting": {"choice": ["uncertainty", {"dwa": {
+            "train.dwa_temperature": {"uniform": [1.0, 4.0]}}}]}}}))
+    done = cfg.with_values({"train.loss_weighting": "uncertainty"})
+    history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
+    Leaderboard(cfg.storage).append([row(done, history, trial_id="old", sweep_id="s0"),
+                                     row(done.with_values({"train.seed": 7}), history[:1], trial_id="cut")])
+    again = completed_row(done.with_values({"train.dwa_temperature": 3.0}))   # differs only where unused
+    assert again["trial_id"] == "old" and [h["epoch"] for h in again["history"]] == [1, 2]
+    assert completed_row(done.with_values({"train.seed": 1})) is None          # another seed: new work
+    assert completed_row(done.with_values({"train.seed": 7})) is None          # stopped rows are not done work

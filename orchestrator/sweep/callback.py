@@ -60,6 +60,7 @@ class SweepCallback(tune.Callback):
         self.started: dict[str, datetime] = {}
         self.last_print: dict[str, float] = {}
         self.rows: list[dict] = []
+        self.reused: list[str] = []   # row ids of completed rows that trials of this run matched (not rerun)
         self.released_at = float("-inf")
         self.out = out
         self.request = request or {}
@@ -127,6 +128,13 @@ class SweepCallback(tune.Callback):
             return
         cfg, values = self._config(trial)
         hist = self.history.get(trial.trial_id, [])
+        if hist and hist[-1].get("reused_row"):
+            self.written.add(trial.trial_id)
+            self.reused.append(hist[-1]["reused_row"])
+            obj = hist[-1].get("objective")
+            self.out(f"[{trial.trial_id}] same config and seed as completed trial {hist[-1]['reused_from']}: not "
+                     f"rerun, its row is reused (objective " + (f"{obj:.4f})" if isinstance(obj, float) else "n/a)"))
+            return
         # The run's own record (rank 0, every epoch) holds epochs Tune never heard of: those before a
         # resume, or a last report lost when the run ended. Use the longer history.
         progress = read_progress(self._run_dir(trial))

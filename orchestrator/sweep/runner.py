@@ -95,6 +95,11 @@ def run_trial(params: dict, *, plan: TrialPlan):
     from ..training.failures import one_line
 
     cfg = plan.config(params)
+    done = completed_row(cfg) if plan.configs is None else None
+    if done is not None:   # the same work (config hash, seed included) was done: hand Tune its epochs again
+        for epoch in done["history"]:
+            tune.report({**epoch, "reused_row": done["row_id"], "reused_from": f"{done['sweep_id']}/{done['trial_id']}"})
+        return
     trial_id = tune.get_context().get_trial_id()
     name = layout.trial_run_name(plan.sweep_id, trial_id)
     reports = _report_queue()
@@ -153,6 +158,19 @@ def _fit_reporting(trainer, reports, report, *, poll_s: float = 0.5) -> None:
         report(metrics)   # blocks until Tune asks for the next result; ASHA's stop ends this thread here
     if failure:
         raise failure[0]
+
+
+def completed_row(cfg: ExperimentConfig) -> Optional[dict]:
+    """A completed trial row of this experiment with this config hash (which covers the seed): done work."""
+    from ..leaderboard.leaderboard import Leaderboard
+
+    h = cfg.config_hash()
+    rows = Leaderboard(cfg.storage).table(experiment=cfg.name, columns=[
+        "row_id", "sweep_id", "trial_id", "config_hash", "status", "history"]).to_pylist()
+    row = next((r for r in rows if r["config_hash"] == h and r["status"] == "completed"), None)
+    if row is not None and isinstance(row["history"], str):
+        row["history"] = json.loads(row["history"])
+    return row
 
 
 class TrialFailed(RuntimeError):

@@ -142,6 +142,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     make_tuner(cfg, spec, resume=resume).fit()
     board.maybe_compact()
     return {"experiment": cfg.name, "sweep_id": sweep_id, "trials": len(callback.rows) + len(written),
+            "reused": list(callback.reused),
             "leaderboard": storage.redact(board.uri), "storage": cfg.storage, "baselines": baselines,
             "statuses": {s: sum(r["status"] == s for r in callback.rows) for s in {r["status"] for r in callback.rows}},
             "wall_time_s": round(time.perf_counter() - t0, 1)}
