@@ -187,3 +187,50 @@ def test_a_completed_row_with_the_same_config_and_seed_is_reused(tmp_path):
     assert again["trial_id"] == "old" and [h["epoch"] for h in again["history"]] == [1, 2]
     assert completed_row(done.with_values({"train.seed": 1})) is None          # another seed: new work
     assert completed_row(done.with_values({"train.seed": 7})) is None          # stopped rows are not done work
+
+
+def test_warm_start_auto_hands_optuna_earlier_completed_rows(tmp_path):
+    import optuna
+
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.searchers import evaluated_rows, make_searcher
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}, search={
+        "searcher": "optuna", "warm_start": "auto", "space": {
+            "train.freeze_depth": {"choice": [0, 1, 2]},
+            "train.loss_weighting": {"choice": ["uncertainty", {"dwa": {
+                "train.dwa_temperature": {"uniform": [1.0, 4.0]}}}]}}}))
+    history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
+    dwa = cfg.with_values({"train.loss_weighting": "dwa", "train.dwa_temperature": 3.0, "train.freeze_depth": 1})
+    rows = [row(dwa, history, fingerprint="fp", trial_id="used"),
+            row(cfg.with_values({"train.loss_weighting": "uncertainty"}), history, fingerprint="fp", trial_id="u"),
+            row(dwa, history, fingerprint="other-data", trial_id="other"),
+            row(dwa, history[:1], fingerprint="fp", trial_id="stopped"),
+            row(cfg.with_values({"train.epochs": 3}), history + [{"epoch": 3, "objective": 0.9}], fingerprint="fp",
+                trial_id="longer"),
+            row(cfg.with_values({"train.freeze_depth": 4}), history, fingerprint="fp", trial_id="outside")]
+    Leaderboard(cfg.storage).append(rows)
+    said = []
+    evaluated = evaluated_rows(cfg, "fp", say=said.append)
+    assert sorted(evaluated, key=str) == sorted([
+        ({"train.freeze_depth": 1, "train.loss_weighting": "dwa", "train.dwa_temperature": 3.0}, 0.7),
+        ({"train.freeze_depth": 0, "train.loss_weighting": "uncertainty"}, 0.7)], key=str)
+    assert "2 earlier trial(s)" in said[0]
+    searcher = make_searcher(cfg, 2, [], evaluated=evaluated)
+    study = optuna.load_study(study_name="optuna", storage=searcher.searcher._storage)
+    assert [t.value for t in study.trials] == [0.7, 0.7]
+    assert searcher.suggest("next") is not None
+
+
+def test_a_sweep_has_a_time_budget(tmp_path):
+    from orchestrator.sweep.runner import SweepSpec, TrialPlan, make_tuner
+
+    from factories import experiment
+    from orchestrator.config import parse_config
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={
+        "time_budget_s": 30, "space": {"train.freeze_depth": {"choice": [0, 1]}}}))
+    tuner = make_tuner(cfg, SweepSpec(TrialPlan("s", {}, None), {}, time_budget_s=cfg.search.time_budget_s))
+    assert tuner._local_tuner._tune_config.time_budget_s == 30
