@@ -45,6 +45,7 @@ class SyncHalving(FIFOScheduler):
         self.waiting: set[str] = set()                                # paused, awaiting a decision
         self.to_resume: set[str] = set()                              # paused, promoted
         self.ended: set[str] = set()
+        self.stalls = 0                                               # Tune steps with nothing running
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True   # metric and mode are ours (the sweep's objective)
@@ -58,6 +59,7 @@ class SyncHalving(FIFOScheduler):
         return len(self.added) - len(self.ended) - len(self.waiting) - len(self.to_resume)
 
     def choose_trial_to_run(self, tune_controller) -> Optional[Trial]:
+        self._unstall(tune_controller)
         for trial in tune_controller.get_trials():
             if trial.status == Trial.PENDING and trial.trial_id not in self.to_resume:
                 return trial
@@ -69,6 +71,17 @@ class SyncHalving(FIFOScheduler):
                 self.to_resume.discard(tid)
                 return trial
         return None
+
+    def _unstall(self, tune_controller) -> None:
+        """Fewer trials than expected (the searcher ran out, the time budget): once nothing runs or waits to start
+        for a few of Tune's steps (each asks the searcher first), rung 0 decides with the trials it has."""
+        if self.promoted[0] is None and self.added and self._running() <= 0:
+            self.stalls += 1
+            if self.stalls >= 3:
+                self.trials = len(self.added)
+                self._decide(tune_controller, 0)
+        else:
+            self.stalls = 0
 
     # -- Tune's notifications ------------------------------------------------------------
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
