@@ -69,15 +69,19 @@ class FakeController:
         self.scheduler.on_trial_remove(self, trial)
 
 
-def simulate(order_seed: int, quality: list, *, concurrent: int = 2, expect: int = 0) -> dict:
+def simulate(order_seed: int, quality: list, *, concurrent: int = 2, expect: int = 0, ahead: int = 0) -> dict:
     """Tune's loop in miniature: the searcher adds trials while ``has_room``, PENDING trials start, one running
     trial (picked at random: any report order) reports its next epoch, and the scheduler's answer is applied."""
     import random
 
     from ray.tune.schedulers import TrialScheduler
 
+    def curve(tid):   # a trial's own record (what its run's progress file holds)
+        q = quality[int(tid[1:])]
+        return [{"epoch": e, "objective": q * e / 6 + 0.05 * (e > 1)} for e in range(1, 7)]
+
     s = SyncHalving(max_t=6, grace_period=1, reduction_factor=3, trials=expect or len(quality),
-                    concurrent=concurrent, mode="max")
+                    concurrent=concurrent, mode="max", history=curve)
     c, rng, todo = FakeController(s), random.Random(order_seed), list(range(len(quality)))
     for _ in range(10_000):
         while todo and s.has_room():
@@ -94,13 +98,14 @@ def simulate(order_seed: int, quality: list, *, concurrent: int = 2, expect: int
         if not running:
             if any(t.status == "PAUSED" for t in c.trials):
                 continue   # Tune's next step
+            simulate.promoted = [sorted(p) for p in s.promoted]
             return {t.trial_id: t.epoch for t in c.trials}
         trial = rng.choice(running)
         trial.epoch += 1
-        q = quality[int(trial.trial_id[1:])]
-        action = s.on_trial_result(c, trial, {"epoch": trial.epoch, "objective": q * trial.epoch / 6})
+        action = s.on_trial_result(c, trial, curve(trial.trial_id)[trial.epoch - 1])
         if action == TrialScheduler.PAUSE:
             trial.status = "PAUSED"
+            trial.epoch = min(5, trial.epoch + rng.randint(0, ahead))   # its run trained on before it stopped
         elif action == TrialScheduler.STOP or trial.epoch == 6:
             trial.status = "TERMINATED"
             s.on_trial_complete(c, trial, {})
@@ -116,6 +121,16 @@ def test_sync_halving_decides_the_same_whatever_the_report_order():
     assert simulate(0, quality, concurrent=4) == outcomes[0]
     # the searcher ran out before the expected 12 trials: rung 0 decides with the 9 it has, nothing hangs
     assert simulate(0, quality, expect=12) == outcomes[0]
+
+
+def test_a_run_that_trained_past_its_rung_while_pausing_is_judged_at_the_rung():
+    """Resumed from a later checkpoint, a trial's first report skips the next rung: its own record gives the rung's
+    value, so running ahead (which would add 0.05 here) does not buy a promotion."""
+    quality = [0.3, 0.9, 0.5, 0.7, 0.1, 0.6, 0.75, 0.8, 0.2]
+    for seed in range(20):
+        epochs = simulate(seed, quality, ahead=2)
+        assert simulate.promoted == [["t1", "t6", "t7"], ["t1"]], (seed, simulate.promoted)
+        assert [t for t, e in epochs.items() if e == 6] == ["t1"]
 
 
 def test_rungs():

@@ -29,12 +29,28 @@ def rungs_for(max_t: int, grace_period: int, reduction_factor: float) -> list[in
     return rungs
 
 
+class RunHistory:
+    """A trial's per-epoch record, read from its Train run's progress file (a plain class: Tune pickles it)."""
+
+    def __init__(self, storage_location: str, sweep_id: str):
+        self.storage_location, self.sweep_id = storage_location, sweep_id
+
+    def __call__(self, trial_id: str) -> list:
+        from .. import layout
+        from ..training.progress import read_progress
+
+        progress = read_progress(layout.run_dir(self.storage_location, layout.trial_run_name(self.sweep_id, trial_id)))
+        return progress["history"] if progress else []
+
+
 class SyncHalving(FIFOScheduler):
     """One synchronous successive-halving bracket over all ``trials`` of a sweep (see the module doc)."""
 
     def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float, trials: int, concurrent: int,
-                 mode: str, metric: str = "objective", time_attr: str = "epoch"):
+                 mode: str, metric: str = "objective", time_attr: str = "epoch",
+                 history: Optional[Callable[[str], list]] = None):
         super().__init__()
+        self.history = history   # trial id -> its run's per-epoch record (for a rung its reports skipped)
         self._metric, self.mode, self.time_attr = metric, mode, time_attr
         self.rungs = rungs_for(max_t, grace_period, reduction_factor)
         self.eta, self.trials, self.concurrent = reduction_factor, trials, concurrent
@@ -93,7 +109,7 @@ class SyncHalving(FIFOScheduler):
         k = self.next_rung[tid]
         if k >= len(self.rungs) or result.get(self.time_attr, 0) < self.rungs[k]:
             return TrialScheduler.CONTINUE
-        self.values[k][tid] = self._score(result)
+        self.values[k][tid] = self._score(self._at_rung(tid, result, self.rungs[k]))
         self.next_rung[tid] = k + 1
         self._decide(tune_controller, k)
         if self.promoted[k] is None:
@@ -115,6 +131,16 @@ class SyncHalving(FIFOScheduler):
         v = result.get(self._metric)
         ok = isinstance(v, (int, float)) and math.isfinite(v) and result.get("status") != "diverged"
         return (v if self.mode == "max" else -v) if ok else -math.inf
+
+    def _at_rung(self, tid: str, result: dict, epoch: int) -> dict:
+        """The trial's metrics at the rung's epoch. A paused Train run can train a little further before it stops;
+        resumed from that later checkpoint, its first report is past the rung: the run's own record has the rung."""
+        if result.get(self.time_attr) == epoch or self.history is None:
+            return result
+        try:
+            return next((h for h in self.history(tid) if h.get(self.time_attr) == epoch), result)
+        except (OSError, ValueError, TypeError):
+            return result
 
     def _end(self, tune_controller, trial: Trial) -> None:
         tid = trial.trial_id

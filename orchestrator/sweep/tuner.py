@@ -43,7 +43,7 @@ def check_space(p: Prepared) -> None:
                 check_batch(trial, p.data)
 
 
-def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1):
+def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1, sweep_id: str | None = None):
     """ASHA or synchronous successive halving on the reported epoch; ``max_t`` is the largest epoch budget a trial
     can have; ``trials``: how many the sweep runs (sync: its first rung waits for them all)."""
     sch = cfg.search.scheduler
@@ -52,10 +52,11 @@ def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 
     max_t = int(largest(cfg.search, "train.epochs", cfg.train.epochs))
     grace = min(sch.grace_period, max_t)
     if sch.type == "sync":
-        from .syncsha import SyncHalving
+        from .syncsha import RunHistory, SyncHalving
 
         return SyncHalving(max_t=max_t, grace_period=grace, reduction_factor=sch.reduction_factor, trials=trials,
-                           concurrent=concurrent, mode=cfg.objective_mode)
+                           concurrent=concurrent, mode=cfg.objective_mode,
+                           history=RunHistory(cfg.storage, sweep_id) if sweep_id else None)
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=sch.reduction_factor)
@@ -131,7 +132,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
         if cfg.search.searcher == "grid":
             out(f"grid: {grid_size(cfg.search)} points x num_samples {cfg.search.samples} (num_samples repeats the "
                 f"grid; repeat r trains with train.seed + r, so repeats measure seed variance)")
-    scheduler = make_scheduler(cfg, trials=trial_count(cfg), concurrent=concurrent)
+    scheduler = make_scheduler(cfg, trials=trial_count(cfg), concurrent=concurrent, sweep_id=sweep_id)
     gate = getattr(scheduler, "has_room", None)
     searcher = None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out), gate=gate,
                                                  evaluated=evaluated_rows(cfg, p.spec.fingerprint, say=out))
