@@ -13,7 +13,7 @@ Ray's HyperBandScheduler is not used: its first bracket runs every trial to ``ma
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
