@@ -254,3 +254,28 @@ def test_a_sweep_has_a_time_budget(tmp_path):
         "time_budget_s": 30, "space": {"train.freeze_depth": {"choice": [0, 1]}}}))
     tuner = make_tuner(cfg, SweepSpec(TrialPlan("s", {}, None), {}, time_budget_s=cfg.search.time_budget_s))
     assert tuner._local_tuner._tune_config.time_budget_s == 30
+
+
+def test_a_sweep_cut_by_its_time_budget_still_writes_rows_of_trials_that_trained(tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    from factories import experiment
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 3}, search={
+        "time_budget_s": 5, "space": {"train.freeze_depth": {"choice": [0, 1]}}}))
+    callback = SweepCallback(cfg, context=RowContext("s", 5), out=lambda line: None)
+    callback.setup()
+    cut = SimpleNamespace(trial_id="cut", status="RUNNING", config={"train.freeze_depth": 1})
+    idle = SimpleNamespace(trial_id="idle", status="PENDING", config={"train.freeze_depth": 0})
+    callback.history["cut"] = [{"epoch": 1, "objective": 0.4}]
+    callback.on_experiment_end(trials=[cut, idle])        # within the budget (an interrupt): nothing written
+    assert Leaderboard(cfg.storage).table(experiment="t").num_rows == 0
+    callback.began = time.monotonic() - 6
+    callback.on_experiment_end(trials=[cut, idle])
+    (row,) = Leaderboard(cfg.storage).table(experiment="t").to_pylist()
+    assert row["trial_id"] == "cut" and row["status"] == "stopped" and row["epochs"] == 1 and row["freeze_depth"] == 1

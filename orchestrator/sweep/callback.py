@@ -71,6 +71,20 @@ class SweepCallback(tune.Callback):
         return d
 
     # -- Tune hooks --------------------------------------------------------------------------
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
+        self.began = time.monotonic()
+
+    def on_experiment_end(self, trials, **info):
+        """A sweep ended by ``search.time_budget_s``: its unfinished trials that trained get their rows (stopped).
+        Not after an interrupt (within the budget): those trials continue on ``--resume``."""
+        budget = self.cfg.search.time_budget_s if self.cfg.search is not None else None
+        if budget is None or time.monotonic() - getattr(self, "began", time.monotonic()) < budget:
+            return
+        for trial in trials:
+            if trial.trial_id not in self.written and trial.status not in ("TERMINATED", "ERROR") \
+                    and self.history.get(trial.trial_id):
+                self._finish(trial, None)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.setdefault(trial.trial_id, datetime.now(timezone.utc))
         self.last_print[trial.trial_id] = time.monotonic()
