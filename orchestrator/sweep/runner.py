@@ -19,6 +19,7 @@ from typing import Optional
 from .. import _ray, layout, storage
 from ..config.schema import ExperimentConfig
 from ..config.sampling import materialize
+from ..errors import ConfigError
 from ..training.driver import RunInputs, make_trainer
 
 TRIAL_DRIVER_CPU = 0.05   # the Tune trial only drives its Train run; Ray refuses 0 CPUs here
@@ -165,8 +166,11 @@ def completed_row(cfg: ExperimentConfig) -> Optional[dict]:
     from ..leaderboard.leaderboard import Leaderboard
 
     h = cfg.config_hash()
-    rows = Leaderboard(cfg.storage).table(experiment=cfg.name, columns=[
-        "row_id", "sweep_id", "trial_id", "config_hash", "status", "history"]).to_pylist()
+    try:
+        rows = Leaderboard(cfg.storage).table(experiment=cfg.name, columns=[
+            "row_id", "sweep_id", "trial_id", "config_hash", "status", "history"]).to_pylist()
+    except (OSError, ConfigError):   # no readable leaderboard (or not these columns yet): nothing to reuse
+        return None
     row = next((r for r in rows if r["config_hash"] == h and r["status"] == "completed"), None)
     if row is not None and isinstance(row["history"], str):
         row["history"] = json.loads(row["history"])
