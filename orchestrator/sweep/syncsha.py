@@ -46,6 +46,8 @@ class RunHistory:
 class SyncHalving(FIFOScheduler):
     """One synchronous successive-halving bracket over all ``trials`` of a sweep (see the module doc)."""
 
+    _supports_buffered_results = False   # decide on every epoch's result as it comes (as Ray's HyperBand does)
+
     def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float, trials: int, concurrent: int,
                  mode: str, metric: str = "objective", time_attr: str = "epoch",
                  history: Optional[Callable[[str], list]] = None):
