@@ -61,7 +61,7 @@ def keras_tuner_search(kind: str, *, base, spec, train, val, trials: int, epochs
 
     from orchestrator.model.multitask import build, eval_sums, array_batches, make_optimizer, mean_score, metrics_from_sums
     from orchestrator.model.multitask import per_example_losses
-    from orchestrator.config.space import simplex_weights
+    from orchestrator.config.sampling import simplex_weights
 
     tasks = list(base.tasks)
     (x, y), (xv, yv) = train, val

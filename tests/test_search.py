@@ -5,7 +5,8 @@ import pytest
 
 from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
-from orchestrator.config.space import hp_columns, materialize, param_space, simplex_weights
+from orchestrator.config.sampling import materialize, param_space, simplex_weights
+from orchestrator.config.space import hp_columns
 
 from factories import experiment
 
@@ -69,8 +70,9 @@ def test_every_searched_field_reaches_the_trial_config(tmp_path):
 def test_grid_expands_choices(tmp_path):
     from ray.tune.search.variant_generator import generate_variants
 
-    cfg = sweep_cfg(tmp_path, space={"train.freeze_depth": {"choice": [0, 2, 4]}}, searcher="grid")
-    values = [p["train.freeze_depth"] for _, p in generate_variants(param_space(cfg.search, list(cfg.tasks)))]
+    cfg = sweep_cfg(tmp_path, space={"train.freeze_depth": {"choice": [0, 2, 4]}}, searcher="grid", num_samples=1)
+    values = [materialize(cfg.search, p, list(cfg.tasks))["train.freeze_depth"]
+              for _, p in generate_variants(param_space(cfg.search, list(cfg.tasks)))]
     assert values == [0, 2, 4]
 
 
@@ -95,9 +97,11 @@ def test_grid_needs_a_choice_and_samples_the_rest(tmp_path):
     with pytest.raises(ConfigError, match="grid search needs at least one choice domain"):
         sweep_cfg(tmp_path, space={"train.head_lr": {"uniform": [0.1, 0.2]}}, searcher="grid")
     cfg = sweep_cfg(tmp_path, space={"train.freeze_depth": {"choice": [0, 3]}, "train.head_lr": {"uniform": [0.1, 0.2]}},
-                    searcher="grid")
-    variants = [p for _, p in generate_variants(param_space(cfg.search, list(cfg.tasks)))]
-    assert [p["train.freeze_depth"] for p in variants] == [0, 3]
+                    searcher="grid", num_samples=2)
+    variants = [materialize(cfg.search, p, list(cfg.tasks))
+                for _, p in generate_variants(param_space(cfg.search, list(cfg.tasks)))]
+    assert [p["train.freeze_depth"] for p in variants] == [0, 3, 0, 3]   # num_samples 2: the grid repeated...
+    assert [p.get("train.seed", 0) for p in variants] == [0, 0, 1, 1]   # ... each repeat with a new seed
     assert all(0.1 <= p["train.head_lr"] <= 0.2 for p in variants)
 
 
@@ -113,14 +117,13 @@ def test_search_code_never_imports_tensorflow():
 def test_optuna_accepts_the_simplex_space(tmp_path):
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.config.space import param_space
+    from orchestrator.config.sampling import OptunaSpace
     from orchestrator.sweep.runner import trial_config
 
     cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={
         "searcher": "optuna", "space": {"train.loss_weights": {"simplex": {"concentration": 1.0}},
                                         "train.freeze_depth": {"choice": [0, 2]}}}))
-    searcher = OptunaSearch(seed=0)
-    assert searcher.set_search_properties("objective", "max", param_space(cfg.search, list(cfg.tasks)))
+    searcher = OptunaSearch(space=OptunaSpace(cfg.search, list(cfg.tasks)), metric="objective", mode="max", seed=0)
     params = searcher.suggest("trial-1")
     weights = trial_config(cfg, params).normalized_loss_weights()
     assert sum(weights.values()) == pytest.approx(1.0) and set(weights) == {"left", "right", "sum"}
@@ -139,3 +142,113 @@ def test_searched_epochs_set_the_scheduler_and_the_status(tmp_path):
     assert row["status"] == "stopped"
     row = trial_row(cfg, history, sweep_id="s", trial_id="t", searched={"train.epochs": 2}, n_blocks=5)
     assert row["status"] == "completed"
+
+
+# -- conditional spaces -------------------------------------------------------------------------------------------
+WEIGHTING = {"train.loss_weighting": {"choice": [
+    {"static": {"train.loss_weights": {"simplex": {"concentration": 1.0}}}},
+    "uncertainty",
+    {"dwa": {"train.dwa_temperature": {"uniform": [1.0, 4.0]}}}]},
+    "train.freeze_depth": {"choice": [0, 2]}}
+USED = {"static": {"train.loss_weights"}, "uncertainty": set(), "dwa": {"train.dwa_temperature"}}
+
+
+def test_a_branch_is_searched_only_where_its_choice_is_taken(tmp_path):
+    from orchestrator.sweep.callback import short_values
+    from orchestrator.sweep.runner import trial_config
+
+    cfg = sweep_cfg(tmp_path, space=WEIGHTING, num_samples=30)
+    seen = set()
+    space = param_space(cfg.search, list(cfg.tasks))
+    for _ in range(60):
+        params = {k: v.sample() if hasattr(v, "sample") else v for k, v in space.items()}
+        values = materialize(cfg.search, params, list(cfg.tasks))
+        method = values["train.loss_weighting"]
+        seen.add(method)
+        assert set(values) == {"train.loss_weighting", "train.freeze_depth"} | USED[method]
+        trial = trial_config(cfg, params)
+        assert trial.train.loss_weighting == method
+        if method == "dwa":
+            assert trial.train.dwa_temperature == values["train.dwa_temperature"]
+        line = short_values(values, 5)
+        assert ("weight_left" in line) == (method == "static") and ("dwa_temperature" in line) == (method == "dwa")
+    assert seen == {"static", "uncertainty", "dwa"}
+
+
+def test_a_grid_takes_the_cross_product_within_each_branch(tmp_path):
+    from ray.tune.search.variant_generator import generate_variants
+
+    space = {"train.loss_weighting": {"choice": [
+        {"static": {"train.freeze_depth": {"choice": [0, 1]}}},
+        {"dwa": {"train.dwa_temperature": {"choice": [1.0, 2.0, 4.0]}}}, "uncertainty"]}}
+    cfg = sweep_cfg(tmp_path, space=space, searcher="grid", num_samples=1)
+    points = [materialize(cfg.search, p, list(cfg.tasks))
+              for _, p in generate_variants(param_space(cfg.search, list(cfg.tasks)))]
+    assert sorted(map(str, points)) == sorted(map(str, [
+        {"train.loss_weighting": "static", "train.freeze_depth": 0},
+        {"train.loss_weighting": "static", "train.freeze_depth": 1},
+        {"train.loss_weighting": "dwa", "train.dwa_temperature": 1.0},
+        {"train.loss_weighting": "dwa", "train.dwa_temperature": 2.0},
+        {"train.loss_weighting": "dwa", "train.dwa_temperature": 4.0},
+        {"train.loss_weighting": "uncertainty"}]))
+
+
+def test_optuna_suggests_a_branch_only_when_it_is_taken(tmp_path):
+    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.config.sampling import OptunaSpace
+
+    cfg = sweep_cfg(tmp_path, space=WEIGHTING, searcher="optuna")
+    searcher = OptunaSearch(space=OptunaSpace(cfg.search, list(cfg.tasks)), metric="objective", mode="max", seed=0)
+    seen = set()
+    for i in range(30):
+        params = searcher.suggest(f"t{i}")
+        method = params["train.loss_weighting"]
+        seen.add(method)
+        assert ("train.dwa_temperature" in params) == (method == "dwa")
+        assert ("train.loss_weights.left" in params) == (method == "static")
+        values = materialize(cfg.search, params, list(cfg.tasks))
+        assert set(values) == {"train.loss_weighting", "train.freeze_depth"} | USED[method]
+        searcher.on_trial_complete(f"t{i}", {"objective": 0.5 + 0.01 * i, "training_iteration": 1})
+    assert seen == {"static", "uncertainty", "dwa"}
+
+
+def test_the_config_hash_ignores_inactive_parameters(tmp_path):
+    cfg = sweep_cfg(tmp_path, space=WEIGHTING)
+    a = cfg.with_values({"train.loss_weighting": "uncertainty", "train.dwa_temperature": 1.5,
+                         "train.loss_weights": {"left": 0.2, "right": 0.3, "sum": 0.5}})
+    b = cfg.with_values({"train.loss_weighting": "uncertainty", "train.dwa_temperature": 3.0})
+    assert a.config_hash() == b.config_hash()          # same work
+    assert a.train.dwa_temperature == 1.5              # the config itself keeps its values
+    c = cfg.with_values({"train.loss_weighting": "dwa", "train.dwa_temperature": 1.5})
+    d = cfg.with_values({"train.loss_weighting": "dwa", "train.dwa_temperature": 3.0})
+    assert c.config_hash() != d.config_hash()
+    assert a.with_values({"train.seed": 1}).config_hash() != a.config_hash()
+
+
+def test_inactive_parameters_are_null_in_the_row(tmp_path):
+    from factories import row
+
+    cfg = sweep_cfg(tmp_path, space=WEIGHTING)
+    history = [{"epoch": 1, "objective": 0.5, "status": "running"}]
+    r = row(cfg.with_values({"train.loss_weighting": "uncertainty"}), history,
+            searched={"train.loss_weighting": "uncertainty", "train.freeze_depth": 0})
+    assert r["weight_left"] is None and r["weight_sum"] is None and r["dwa_temperature"] is None
+    assert r["loss_weighting"] == "uncertainty"
+    r = row(cfg.with_values({"train.loss_weighting": "dwa", "train.dwa_temperature": 3.0}), history,
+            searched={"train.loss_weighting": "dwa", "train.freeze_depth": 0, "train.dwa_temperature": 3.0})
+    assert r["dwa_temperature"] == 3.0 and r["weight_left"] is None
+
+
+@pytest.mark.parametrize("space, expected", [
+    ({"train.loss_weighting": {"choice": [{"dwa": {"train.temperature": {"uniform": [1, 2]}}}, "static"]}},
+     "search path 'train.temperature' is not a config field"),
+    ({"train.loss_weighting": {"choice": [{"dwa": {"train.dwa_temperature": {"uniform": [2, 1]}}}]}}, "low < high"),
+    ({"train.loss_weighting": {"choice": [{"dwa": {"train.freeze_depth": {"choice": [1]}}}]},
+      "train.freeze_depth": {"choice": [0]}}, "'train.freeze_depth' appears twice"),
+    ({"train.loss_weighting": {"choice": [{"dwa": 1, "static": 2}]}}, "neither a value nor a branch"),
+])
+def test_bad_conditional_spaces_are_config_errors(tmp_path, space, expected):
+    with pytest.raises(ConfigError) as e:
+        sweep_cfg(tmp_path, space=space)
+    assert expected in str(e.value) and "\n" not in str(e.value)

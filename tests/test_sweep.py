@@ -172,3 +172,24 @@ def test_confirm_reruns_the_top_configs_with_new_seeds(swept, tmp_path):
     main(["best", "--storage", storage, "-e", "grid-a", "--confirmed", "-o", out])
     expected = best["config"] if isinstance(best["config"], dict) else json.loads(best["config"])
     assert yaml.safe_load(open(out))["train"] == expected["train"]
+
+
+def test_sync_halving_pauses_trials_and_resumes_their_own_train_runs(ray_session, tmp_path):
+    """Three trials, rung at epoch 1: all pause there; the best resumes its own Train run from its checkpoint."""
+    from orchestrator import layout
+    from orchestrator.training.progress import attempts
+
+    storage = str(tmp_path)
+    summary = tune(sweep(storage, "sync", {"train.head_lr": {"loguniform": [1e-4, 1e-2]}}, epochs=3,
+                         searcher="random", samples=3, scheduler={"type": "sync", "grace_period": 1,
+                                                                  "reduction_factor": 3}))
+    rows = Leaderboard(storage).table(experiment="sync").to_pylist()
+    assert summary["trials"] == 3 and len(rows) == 3
+    done = [r for r in rows if r["status"] == "completed"]
+    assert len(done) == 1 and done[0]["epochs"] == 3, [(r["status"], r["epochs"]) for r in rows]
+    # promoted on its epoch-1 objective, the best of the three
+    assert all(r["history"][0]["objective"] <= done[0]["history"][0]["objective"] for r in rows)
+    assert [h["epoch"] for h in done[0]["history"]] == [1, 2, 3] and done[0]["worker_config_hash"] == \
+        done[0]["config_hash"]
+    starts = attempts(layout.run_dir(storage, layout.trial_run_name(done[0]["sweep_id"], done[0]["trial_id"])))
+    assert starts[0] == 0 and len(starts) >= 2 and min(starts[1:]) >= 1, starts   # resumed, not from scratch

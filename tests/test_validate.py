@@ -159,3 +159,13 @@ def test_a_searched_worker_count_the_cluster_cannot_hold_stops_the_sweep_before_
     code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and err.startswith("error: search.space resources.workers value 64: one trial needs 64 workers")
     assert "\n" not in err and Leaderboard(str(tmp_path / "runs")).table(kind=None).num_rows == 0
+def test_validate_checks_every_branch_of_a_conditional_space(tmp_path, capsys, no_ray):
+    space = {"train.loss_weighting": {"choice": ["uncertainty", {"static": {
+        "train.freeze_depth": {"choice": [0, 50]},
+        "train.loss_weights": {"simplex": {"concentration": 1.0}}}}]}}
+    cfg = experiment(tmp_path, "builtin:multidigits/train", search={"space": space})
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "choice 50 is beyond the backbone's 5 blocks" in err and "\n" not in err.strip(), err
+    space["train.loss_weighting"]["choice"][1]["static"]["train.freeze_depth"]["choice"] = [0, 2]
+    code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 0, err

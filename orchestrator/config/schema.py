@@ -15,7 +15,7 @@ from .. import metrics
 from ..errors import ConfigError
 from ..storage import redact
 from .paths import redact_paths, set_dotted
-from .space import SearchConfig, check_paths
+from .space import SearchConfig, active_values, check_paths, inactive_paths
 
 
 class _Strict(BaseModel):
@@ -266,7 +266,13 @@ class ExperimentConfig(_Strict):
         return redact_paths(self.model_dump(mode="json"))
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.run_fields(), sort_keys=True, default=str)
+        """What this config trains, as 12 hex digits. Searched paths this config does not use (inactive: loss
+        weights of a dwa trial) count at their defaults, so trials that differ only there are the same work."""
+        fields = self.run_fields()
+        if self.search is not None:
+            for path in inactive_paths(self.search, active_values(self.search.space, fields, list(self.tasks))):
+                set_dotted(fields, path, _default_at(type(self), path, dotted=fields))
+        blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def with_values(self, values: dict[str, Any]) -> "ExperimentConfig":
@@ -275,6 +281,20 @@ class ExperimentConfig(_Strict):
         for path, value in values.items():
             set_dotted(d, path, value)
         return parse_config(d)
+
+
+def _default_at(model: type[BaseModel], path: str, *, dotted: dict):
+    """The schema's default of a dotted field (its current value in ``dotted`` if it has none)."""
+    from .space import dotted_get
+
+    *sections, name = path.split(".")
+    for key in sections:
+        model = model.model_fields[key].annotation
+    field = model.model_fields[name]
+    if field.is_required():
+        return dotted_get(dotted, path)
+    value = field.get_default(call_default_factory=True)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def frozen_blocks(depth: Union[int, str], n_blocks: int, *, where: str = "train.freeze_depth") -> int:

@@ -1,34 +1,42 @@
-"""Search spaces over run fields by dotted path. Never imports TensorFlow.
+"""Search spaces over run fields by dotted path, and what they declare. Never imports TensorFlow.
 
     search:
       num_samples: 12
       searcher: random            # random | grid (choices as a grid, the rest sampled) | optuna
-      scheduler: {type: asha, grace_period: 1, reduction_factor: 2}   # or {type: none}, or
+      scheduler: {type: asha, grace_period: 1, reduction_factor: 2}   # or {type: sync} or {type: none}, or
       #   {type: moasha, metrics: [left_accuracy, right_accuracy]}: stops on Pareto ranks (sweep/moasha.py)
       max_concurrent_trials: null # default: what the cluster's resources fit
       seed: 0
       space:
         train.freeze_depth: {choice: [0, 1, 2, 3, all]}
         train.backbone_lr:  {loguniform: [1.0e-4, 1.0e-2]}
-        train.loss_weights: {simplex: {concentration: 1.0}}
+        train.loss_weighting:
+          choice:
+            - static: {train.loss_weights: {simplex: {concentration: 1.0}}}
+            - uncertainty
+            - dwa: {train.dwa_temperature: {uniform: [1.0, 4.0]}}
 
-A ``simplex`` domain draws one weight per task, summing to 1 (Dirichlet(concentration)). It is
-searched as one uniform variable per task mapped through the Gamma quantile function and
-normalized, so random search and model-based searchers (Optuna) both handle it.
+A ``choice`` option written ``{value: {path: domain, ...}}`` is a branch: those paths are searched only in trials
+that take that value (they are *inactive* elsewhere: not sampled by Optuna, not in the row, not in the config hash).
+A ``simplex`` domain draws one weight per task, summing to 1 (Dirichlet(concentration)). Turning a space into
+Tune's and Optuna's terms is ``config.sampling``'s job.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Literal, Optional, Union
+from typing import Any, Iterator, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_SIMPLEX_KEY = "{path}.{task}"   # Tune parameter of one simplex coordinate (no "/": Tune flattens on it)
+KINDS = ("choice", "uniform", "loguniform", "randint", "simplex")
 
 
 class _Strict(BaseModel):
     # allow_inf_nan=False: YAML's .nan / .inf validate as floats but cannot train (every float must be finite)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _is_branch(option: Any) -> bool:
+    return isinstance(option, dict) and len(option) == 1 and isinstance(next(iter(option.values())), dict)
 
 
 class Domain(_Strict):
@@ -40,12 +48,18 @@ class Domain(_Strict):
 
     @model_validator(mode="after")
     def _one(self):
-        set_ = [k for k in ("choice", "uniform", "loguniform", "randint", "simplex") if getattr(self, k) is not None]
+        set_ = [k for k in KINDS if getattr(self, k) is not None]
         if len(set_) != 1:
             raise ValueError("each search domain needs exactly one of choice, uniform, loguniform, randint, simplex")
         kind = set_[0]
-        if kind == "choice" and not self.choice:
-            raise ValueError("choice needs a non-empty list")
+        if kind == "choice":
+            if not self.choice:
+                raise ValueError("choice needs a non-empty list")
+            for option in self.choice:
+                if isinstance(option, dict) and not _is_branch(option):
+                    raise ValueError(f"choice option {option!r} is neither a value nor a branch "
+                                     f"{{value: {{dotted.path: domain}}}}")
+            self.branches()   # validates every branch's domains
         if kind in ("uniform", "loguniform", "randint"):
             lo, hi = getattr(self, kind)
             if not lo < hi:
@@ -58,12 +72,38 @@ class Domain(_Strict):
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("choice", "uniform", "loguniform", "randint", "simplex") if getattr(self, k) is not None)
+        return next(k for k in KINDS if getattr(self, k) is not None)
+
+    @property
+    def options(self) -> list:
+        """A choice's values (a branch's value is its key)."""
+        return [next(iter(o)) if _is_branch(o) else o for o in self.choice]
+
+    def branches(self) -> list[tuple[Any, dict[str, "Domain"]]]:
+        """``(value, sub-space)`` per choice option; the sub-space is empty for a plain value."""
+        out = []
+        for option in self.choice or ():
+            if _is_branch(option):
+                (value, sub), = option.items()
+                out.append((value, {p: d if isinstance(d, Domain) else Domain.model_validate(d)
+                                    for p, d in sub.items()}))
+            else:
+                out.append((option, {}))
+        return out
+
+    def branch(self, value: Any) -> dict[str, "Domain"]:
+        """The sub-space searched when this choice takes ``value`` (empty if none)."""
+        for v, sub in self.branches() if self.kind == "choice" else ():
+            if same_value(v, value):
+                return sub
+        return {}
 
 
 class SchedulerConfig(_Strict):
-    type: Literal["asha", "moasha", "none"] = Field(
-        "asha", description="asha: on the objective; moasha: on several metrics at once (Pareto ranks); none")
+    type: Literal["asha", "sync", "moasha", "none"] = Field(
+        "asha", description="asha: asynchronous successive halving on the objective; sync: synchronous (promotions "
+                            "do not depend on report order; trials wait, paused, at each rung); moasha: on several "
+                            "metrics at once (Pareto ranks); none: every trial runs to the end")
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
     reduction_factor: float = Field(2.0, gt=1)
     metrics: Optional[tuple[str, ...]] = Field(None, description="moasha: the reported metrics it ranks trials by")
@@ -85,16 +125,20 @@ class WarmStartConfig(_Strict):
 
 class SearchConfig(_Strict):
     space: dict[str, Domain]
-    num_samples: Optional[int] = Field(None, ge=1, description="trials; with grid: repeats of the whole grid "
-                                                                "(default: 8 samples, or the grid once)")
+    num_samples: Optional[int] = Field(None, ge=1, description="trials; with grid: repeats of the whole grid, repeat "
+                                                                "r with train.seed + r (default: 8 samples, or the "
+                                                                "grid once)")
     searcher: Literal["random", "grid", "optuna"] = "random"
     scheduler: SchedulerConfig = SchedulerConfig()
     max_concurrent_trials: Optional[int] = Field(None, ge=1)
     seed: int = 0
     base_first: bool = Field(True, description="evaluate the config as written as the first trial")
-    warm_start: Optional[WarmStartConfig] = None
+    warm_start: Union[Literal["auto"], WarmStartConfig, None] = Field(
+        None, description="auto: the searcher learns from this experiment's earlier completed rows (same data, "
+                          "objective and epochs; nothing retrained); {experiment, top}: retrain its K best first")
     baselines: bool = Field(False, description="train each task alone first (reused), for Δm%")
     mlflow: Optional[str] = Field(None, description="MLflow tracking URI: log the sweep live there too")
+    time_budget_s: Optional[float] = Field(None, gt=0, description="the sweep ends (cleanly) after this many seconds")
 
     @property
     def samples(self) -> int:
@@ -106,12 +150,54 @@ class SearchConfig(_Strict):
             raise ValueError("search.space is empty: add at least one dotted path, e.g. train.freeze_depth")
         if self.searcher == "grid" and not any(d.kind == "choice" for d in self.space.values()):
             raise ValueError("grid search needs at least one choice domain (the other domains are sampled)")
+        seen = set()
+        for path, _, _ in walk(self.space):
+            if path in seen:
+                raise ValueError(f"search path {path!r} appears twice in the space: search it in one place")
+            seen.add(path)
         return self
+
+
+def same_value(a: Any, b: Any) -> bool:
+    return a == b and isinstance(a, str) == isinstance(b, str)
+
+
+def walk(space: dict[str, Domain], when: tuple = ()) -> Iterator[tuple[str, Domain, tuple]]:
+    """Every domain of a space, branches included: ``(path, domain, when)``; ``when`` holds the ``(path, value)``
+    choices that make it active (empty: always active)."""
+    for path, d in space.items():
+        yield path, d, when
+        if d.kind == "choice":
+            for value, sub in d.branches():
+                yield from walk(sub, when + ((path, value),))
+
+
+def active_values(space: dict[str, Domain], fields: dict, tasks: list[str]) -> dict[str, Any]:
+    """A configuration's values (``fields``: a run's fields) at the space's active paths, by dotted path."""
+    out = {}
+    for path, d in space.items():
+        out[path] = value_at(fields, path, tasks)
+        if d.kind == "choice":
+            out.update(active_values(d.branch(out[path]), fields, tasks))
+    return out
+
+
+def inactive_paths(search: SearchConfig, values: dict[str, Any]) -> list[str]:
+    """Searched paths that a trial with these (active) ``values`` does not use."""
+    return [path for path, _, _ in walk(search.space) if path not in values]
+
+
+def value_at(fields: dict, path: str, tasks: list[str]):
+    """A run field by dotted path; loss weights as one weight per task (equal when not set)."""
+    if path == "train.loss_weights":
+        raw = dotted_get(fields, path) or {}
+        return {t: float(raw.get(t, 0.0 if raw else 1.0)) for t in tasks}
+    return dotted_get(fields, path)
 
 
 def check_paths(search: SearchConfig, run_fields: dict, tasks: list[str]) -> None:
     """Every searched path must name an existing run field (ValueError otherwise)."""
-    for path, domain in search.space.items():
+    for path, domain, _ in walk(search.space):
         node: Any = run_fields
         for key in path.split("."):
             if not isinstance(node, dict) or key not in node:
@@ -126,74 +212,31 @@ def check_paths(search: SearchConfig, run_fields: dict, tasks: list[str]) -> Non
             raise ValueError("search train.loss_weights with {simplex: {concentration: ...}}")
         if isinstance(node, dict) and path != "train.loss_weights":
             raise ValueError(f"search path {path!r} is a section, not a value")
-    if "train.loss_weights" in search.space and len(tasks) < 2:
-        raise ValueError("a simplex over loss weights needs at least two tasks")
+        if path == "train.loss_weights" and len(tasks) < 2:
+            raise ValueError("a simplex over loss weights needs at least two tasks")
 
 
 def largest(search: SearchConfig, path: str, default):
     """The largest value a searched numeric path can take (e.g. train.epochs for ASHA's max_t)."""
-    d = search.space.get(path)
-    if d is None:
-        return default
-    if d.kind == "choice":
-        return max(d.choice)
-    return getattr(d, d.kind)[1]
+    for p, d, _ in walk(search.space):
+        if p == path:
+            return max(d.options) if d.kind == "choice" else getattr(d, d.kind)[1]
+    return default
 
 
 def candidate_values(domain: Domain, tasks: list[str]) -> list:
     """Values a domain can produce at its edges: substituted into the config to validate them."""
     k = domain.kind
     if k == "choice":
-        return list(domain.choice)
+        return domain.options
     if k == "simplex":
         return [{t: 1.0 / len(tasks) for t in tasks}]
     lo, hi = getattr(domain, k)
     return [lo, hi]
 
 
-def param_space(search: SearchConfig, tasks: list[str]) -> dict:
-    """Ray Tune's param_space: one entry per searched path (simplex: one per task)."""
-    from ray import tune
-
-    space = {}
-    for path, d in search.space.items():
-        k = d.kind
-        if k == "choice":
-            space[path] = tune.grid_search(d.choice) if search.searcher == "grid" else tune.choice(d.choice)
-        elif k == "uniform":
-            space[path] = tune.uniform(*d.uniform)
-        elif k == "loguniform":
-            space[path] = tune.loguniform(*d.loguniform)
-        elif k == "randint":
-            space[path] = tune.randint(d.randint[0], d.randint[1] + 1)  # inclusive upper bound
-        else:
-            for task in tasks:
-                space[_SIMPLEX_KEY.format(path=path, task=task)] = tune.uniform(1e-6, 1 - 1e-6)
-    return space
-
-
-def simplex_weights(u: dict[str, float], concentration: float) -> dict[str, float]:
-    """Uniforms -> Gamma(concentration) quantiles -> normalized: a Dirichlet draw summing to 1."""
-    if concentration == 1.0:
-        g = {t: -math.log1p(-v) for t, v in u.items()}   # Exponential(1) = Gamma(1)
-    else:
-        from scipy.special import gammaincinv
-
-        g = {t: float(gammaincinv(concentration, v)) for t, v in u.items()}
-    total = sum(g.values())
-    return {t: v / total for t, v in g.items()}
-
-
-def materialize(search: SearchConfig, params: dict, tasks: list[str]) -> dict[str, Any]:
-    """Tune's sampled params -> ``{dotted path: value}`` for ``ExperimentConfig.with_values``."""
-    values = {}
-    for path, d in search.space.items():
-        if d.kind == "simplex":
-            u = {t: params[_SIMPLEX_KEY.format(path=path, task=t)] for t in tasks}
-            values[path] = simplex_weights(u, d.simplex.get("concentration", 1.0))
-        else:
-            values[path] = params[path]
-    return values
+def column_name(path: str) -> str:
+    return path.rsplit(".", 1)[-1]
 
 
 def hp_columns(values: dict[str, Any], *, n_blocks: int) -> dict[str, Union[float, int, str]]:
@@ -201,7 +244,7 @@ def hp_columns(values: dict[str, Any], *, n_blocks: int) -> dict[str, Union[floa
     ``weight_<task>``); freeze depth 'all' is stored as the number of blocks, so it sorts and filters."""
     cols: dict[str, Any] = {}
     for path, value in values.items():
-        short = path.rsplit(".", 1)[-1]
+        short = column_name(path)
         name = short if short not in cols else path.replace(".", "_")
         if path == "train.loss_weights":
             cols.update({f"weight_{t}": float(w) for t, w in value.items()})
@@ -212,50 +255,28 @@ def hp_columns(values: dict[str, Any], *, n_blocks: int) -> dict[str, Union[floa
     return cols
 
 
+def null_columns(search: SearchConfig, values: dict[str, Any], tasks: list[str]) -> dict[str, None]:
+    """The columns of a trial's inactive searched paths, all null: the trial did not use them."""
+    cols: dict[str, None] = {}
+    for path in inactive_paths(search, values):
+        if path == "train.loss_weights":
+            cols.update({f"weight_{t}": None for t in tasks})
+        else:
+            cols[column_name(path)] = None
+    return cols
+
+
 def fits(domain: Domain, value: Any) -> bool:
     """Can ``domain`` produce ``value``?"""
     k = domain.kind
     if k == "choice":
-        return any(value == c and isinstance(value, str) == isinstance(c, str) for c in domain.choice)
+        return any(same_value(value, c) for c in domain.options)
     if k == "simplex":
         return isinstance(value, dict)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     lo, hi = getattr(domain, k)
     return lo <= value <= hi and (k != "randint" or float(value).is_integer())
-
-
-def simplex_uniforms(weights: dict[str, float], concentration: float) -> dict[str, float]:
-    """The inverse of ``simplex_weights``: uniforms that map back to these (normalized) weights."""
-    total = sum(weights.values()) or 1.0
-    w = {t: v / total for t, v in weights.items()}
-    if concentration == 1.0:
-        u = {t: -math.expm1(-v) for t, v in w.items()}
-    else:
-        from scipy.special import gammainc
-
-        u = {t: float(gammainc(concentration, v)) for t, v in w.items()}
-    return {t: min(max(v, 1e-6), 1 - 1e-6) for t, v in u.items()}
-
-
-def point_for(search: SearchConfig, values: dict[str, Any], tasks: list[str], *, say=None) -> dict:
-    """Tune params for a known configuration (``{dotted path: value}``), for ``points_to_evaluate``.
-    A path missing from ``values`` or outside the space is left out (Tune samples it), with one line."""
-    point = {}
-    for path, d in search.space.items():
-        if path not in values:
-            continue
-        value = values[path]
-        if not fits(d, value):
-            if say:
-                say(f"{path}={value!r} is outside the search space: dropped from the warm start")
-            continue
-        if d.kind == "simplex":
-            u = simplex_uniforms({t: float(value.get(t, 0.0)) for t in tasks}, d.simplex.get("concentration", 1.0))
-            point.update({_SIMPLEX_KEY.format(path=path, task=t): v for t, v in u.items()})
-        else:
-            point[path] = value
-    return point
 
 
 def dotted_get(d: dict, path: str, default=None):

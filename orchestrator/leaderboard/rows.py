@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from .. import metrics, storage
 from ..config.schema import ExperimentConfig
-from ..config.space import hp_columns
+from ..config.space import hp_columns, null_columns
 
 HISTORY_SKIP = ("rank", "status", "config_hash", "world_size", "steps_per_epoch", "examples_per_s")
 
@@ -94,6 +94,8 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
     row.update(_task_columns(cfg, final, judged, baselines=context.baselines))
     row.update(_config_columns(cfg, last, n_blocks=context.n_blocks))
     row.update(hp_columns(trial.searched, n_blocks=context.n_blocks))
+    if trial.searched and cfg.search is not None:   # searched paths this trial does not use: null
+        row.update(null_columns(cfg.search, trial.searched, list(cfg.tasks)))
     row.update(
         epochs=int(last.get("epoch", 0)), train_loss=_finite(last.get("train_loss")), wall_time_s=trial.wall_time_s,
         world_size=last.get("world_size"), examples_per_s=_finite(last.get("examples_per_s")),

@@ -24,7 +24,8 @@ from ray import tune
 
 from .. import layout, storage
 from ..config.schema import ExperimentConfig
-from ..config.space import hp_columns, materialize
+from ..config.sampling import materialize
+from ..config.space import hp_columns
 from ..errors import LeaderboardWriteError
 from ..leaderboard import spool
 from ..leaderboard.rows import RowContext, TrialFacts, trial_row
@@ -73,6 +74,7 @@ class SweepCallback(tune.Callback):
         self.started: dict[str, datetime] = {}
         self.last_print: dict[str, float] = {}
         self.rows: list[dict] = []
+        self.reused: list[str] = []   # row ids of completed rows that trials of this run matched (not rerun)
         self.released_at = float("-inf")
         self.out = out
         self.request = request or {}
@@ -83,6 +85,23 @@ class SweepCallback(tune.Callback):
         return d
 
     # -- Tune hooks (none raises: see the module's doc) -------------------------------------
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
+        self.began = time.monotonic()
+
+    def on_experiment_end(self, trials, **info):
+        self._guarded(lambda: self._budget_spent(trials), None)
+
+    def _budget_spent(self, trials):
+        """A sweep ended by ``search.time_budget_s``: its unfinished trials that trained get their rows (stopped).
+        Not after an interrupt (within the budget): those trials continue on ``--resume``."""
+        budget = self.cfg.search.time_budget_s if self.cfg.search is not None else None
+        if budget is None or time.monotonic() - getattr(self, "began", time.monotonic()) < budget:
+            return
+        for trial in trials:
+            if trial.trial_id not in self.written and trial.status not in ("TERMINATED", "ERROR") \
+                    and self.history.get(trial.trial_id):
+                self._finish(trial, None)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self._guarded(lambda: self._started(trial), trial)
 
@@ -148,7 +167,7 @@ class SweepCallback(tune.Callback):
         """(this trial's config, its searched values by dotted path)."""
         if self.configs is not None:
             return self.configs[trial.config["index"]], {}
-        values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks))
+        values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks), seed=self.cfg.train.seed)
         return self.cfg.with_values(values), values
 
     def _run_dir(self, trial) -> str:
@@ -159,6 +178,8 @@ class SweepCallback(tune.Callback):
         if trial.trial_id in self.written:
             return
         self.written.add(trial.trial_id)
+        if self._reused(trial):
+            return
         try:
             row = self._row(trial, error)
         except Exception:
@@ -206,6 +227,17 @@ class SweepCallback(tune.Callback):
                 f"them")
         raise LeaderboardWriteError(f"the leaderboard rows of trial(s) {', '.join(self.unmade)} could not be made "
                                     f"(see the lines above)")
+
+    def _reused(self, trial) -> bool:
+        """A trial whose config and seed match a completed row of the experiment: that row is reused, none is made."""
+        hist = self.history.get(trial.trial_id, [])
+        if not (hist and hist[-1].get("reused_row")):
+            return False
+        self.reused.append(hist[-1]["reused_row"])
+        obj = hist[-1].get("objective")
+        self.out(f"[{trial.trial_id}] same config and seed as completed trial {hist[-1]['reused_from']}: not "
+                 f"rerun, its row is reused (objective " + (f"{obj:.4f})" if isinstance(obj, float) else "n/a)"))
+        return True
 
     def _row(self, trial, error) -> dict:
         cfg, values = self._config(trial)

@@ -18,7 +18,8 @@ from typing import Optional
 
 from .. import _ray, layout, storage
 from ..config.schema import ExperimentConfig
-from ..config.space import materialize
+from ..config.sampling import materialize
+from ..errors import ConfigError
 from ..training.driver import RunInputs, make_trainer
 
 TRIAL_DRIVER_CPU = 0.05   # the Tune trial only drives its Train run; Ray refuses 0 CPUs here
@@ -51,10 +52,11 @@ class SweepSpec:
     concurrent: int = 1
     callbacks: tuple = ()
     verbose: bool = False
+    time_budget_s: Optional[float] = None
 
 
 def trial_config(base: ExperimentConfig, params: dict) -> ExperimentConfig:
-    return base.with_values(materialize(base.search, params, list(base.tasks)))
+    return base.with_values(materialize(base.search, params, list(base.tasks), seed=base.train.seed))
 
 
 def new_sweep_id() -> str:
@@ -82,6 +84,7 @@ def make_tuner(cfg: ExperimentConfig, spec: SweepSpec, *, resume: bool = False):
         trainable, param_space=spec.param_space,
         tune_config=tune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=spec.num_samples,
                                     search_alg=spec.searcher, scheduler=spec.scheduler,
+                                    time_budget_s=spec.time_budget_s,
                                     max_concurrent_trials=None if spec.searcher is not None else spec.concurrent),
         run_config=run_config)
 
@@ -93,6 +96,11 @@ def run_trial(params: dict, *, plan: TrialPlan):
     from ..training.failures import one_line
 
     cfg = plan.config(params)
+    done = completed_row(cfg) if plan.configs is None else None
+    if done is not None:   # the same work (config hash, seed included) was done: hand Tune its epochs again
+        for epoch in done["history"]:
+            tune.report({**epoch, "reused_row": done["row_id"], "reused_from": f"{done['sweep_id']}/{done['trial_id']}"})
+        return
     trial_id = tune.get_context().get_trial_id()
     name = layout.trial_run_name(plan.sweep_id, trial_id)
     reports = _report_queue()
@@ -187,6 +195,20 @@ def abort_run(controller, reports, done: threading.Event, *, patience_s: float =
     if not done.is_set():
         ray.kill(controller)
         done.wait(patience_s)
+def completed_row(cfg: ExperimentConfig) -> Optional[dict]:
+    """A completed trial row of this experiment with this config hash (which covers the seed): done work."""
+    from ..leaderboard.leaderboard import Leaderboard
+
+    h = cfg.config_hash()
+    try:
+        rows = Leaderboard(cfg.storage).table(experiment=cfg.name, columns=[
+            "row_id", "sweep_id", "trial_id", "config_hash", "status", "history"]).to_pylist()
+    except (OSError, ConfigError):   # no readable leaderboard (or not these columns yet): nothing to reuse
+        return None
+    row = next((r for r in rows if r["config_hash"] == h and r["status"] == "completed"), None)
+    if row is not None and isinstance(row["history"], str):
+        row["history"] = json.loads(row["history"])
+    return row
 
 
 class TrialFailed(RuntimeError):

@@ -15,7 +15,8 @@ import time
 
 from .. import layout, storage
 from ..config.schema import ExperimentConfig, frozen_blocks
-from ..config.space import candidate_values, largest, param_space, point_for
+from ..config.sampling import grid_size, param_space
+from ..config.space import candidate_values, largest, walk
 from ..errors import ConfigError
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
@@ -23,6 +24,7 @@ from ..training.lease import acquire
 from ..training.session import Prepared, check, check_batch, describe, release, start
 from .callback import SweepCallback, provenance, recorded, versions
 from .runner import SweepSpec, TrialPlan, make_tuner, new_sweep_id
+from .searchers import evaluated_rows, first_points, make_searcher
 
 
 def check_space(p: Prepared) -> None:
@@ -31,13 +33,13 @@ def check_space(p: Prepared) -> None:
     if cfg.search is None:
         raise ConfigError("the experiment has no 'search' section: add one (see README, 'Sweeps') or use "
                           "`orchestrator train`")
-    for path, domain in cfg.search.space.items():
+    for path, domain, when in walk(cfg.search.space):
         if path in ("backbone.path", "backbone.weights"):
             raise ConfigError(f"search.space {path}: searched backbone files are not shipped to the trials (each "
                               f"would train the base backbone): run one sweep per backbone file")
         for value in candidate_values(domain, list(cfg.tasks)):
             try:
-                trial = cfg.with_values({path: value})
+                trial = cfg.with_values({**dict(when), path: value})
             except ConfigError as e:
                 raise ConfigError(f"search.space {path}: value {value!r} is invalid ({e})") from None
             if path == "train.freeze_depth":
@@ -50,96 +52,36 @@ def check_space(p: Prepared) -> None:
                 check_batch(cfg.with_values({"train.batch_size": b, "resources.workers": w}), p.data)
 
 
-def make_scheduler(cfg: ExperimentConfig, *, sweep_id: str | None = None):
-    """ASHA (or MO-ASHA) on the reported epoch; ``max_t`` is the largest epoch budget a trial can have. MO-ASHA
-    keeps its rungs in the sweep's folder, for ``--resume``."""
+def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1, sweep_id: str | None = None):
+    """ASHA, synchronous successive halving or MO-ASHA on the reported epoch; ``max_t`` is the largest epoch budget
+    a trial can have; ``trials``: how many the sweep runs (sync: its first rung waits for them all). MO-ASHA keeps
+    its rungs in the sweep's folder, for ``--resume``."""
     sch = cfg.search.scheduler
     if sch.type == "none":
         return None
+    max_t = int(largest(cfg.search, "train.epochs", cfg.train.epochs))
+    grace = min(sch.grace_period, max_t)
+    if sch.type == "sync":
+        from .syncsha import RunHistory, SyncHalving
+
+        return SyncHalving(max_t=max_t, grace_period=grace, reduction_factor=sch.reduction_factor, trials=trials,
+                           concurrent=concurrent, mode=cfg.objective_mode,
+                           history=RunHistory(cfg.storage, sweep_id) if sweep_id else None)
     from ray.tune.schedulers import ASHAScheduler
 
-    max_t = int(largest(cfg.search, "train.epochs", cfg.train.epochs))
     if sch.type == "moasha":
         from .moasha import MOASHA
 
         state = layout.scheduler_state(cfg.storage, cfg.name, sweep_id) if sweep_id else None
-        return MOASHA(list(sch.metrics), max_t=max_t, grace_period=min(sch.grace_period, max_t),
-                      reduction_factor=sch.reduction_factor, state=state)
-    return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=min(sch.grace_period, max_t),
-                         reduction_factor=sch.reduction_factor)
+        return MOASHA(list(sch.metrics), max_t=max_t, grace_period=grace, reduction_factor=sch.reduction_factor,
+                      state=state)
+    return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=sch.reduction_factor)
 
 
-def make_searcher(cfg: ExperimentConfig, concurrent: int, points: list[dict]):
+def trial_count(cfg: ExperimentConfig) -> int:
+    """Trials a sweep runs: num_samples, or for a grid its points x num_samples (the repeats)."""
     s = cfg.search
-    if s.searcher == "optuna":
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
-
-        searcher = pareto_optuna(cfg, points) or OptunaSearch(seed=s.seed, points_to_evaluate=points or None)
-        return ConcurrencyLimiter(searcher, max_concurrent=concurrent)
-    from ray.tune.search import BasicVariantGenerator
-
-    return BasicVariantGenerator(random_state=s.seed, max_concurrent=concurrent, points_to_evaluate=points or None)
-
-
-def pareto_optuna(cfg: ExperimentConfig, points: list[dict]):
-    """Under MO-ASHA, Optuna searches the scheduler's metrics multi-objectively (each direction from the registry);
-    None under any other scheduler."""
-    from .. import metrics
-
-    sch = cfg.search.scheduler
-    if sch.type != "moasha":
-        return None
-    from ray.tune.search.optuna import OptunaSearch
-
-    class ParetoOptuna(OptunaSearch):
-        def set_search_properties(self, metric, mode, config, **spec):   # keep its metrics, not TuneConfig's one
-            return super().set_search_properties(None, None, config)
-
-    return ParetoOptuna(metric=list(sch.metrics), mode=[metrics.direction(m) for m in sch.metrics],
-                        seed=cfg.search.seed, points_to_evaluate=points or None)
-
-
-def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
-    """Trials evaluated first: the base config as written, then the warm start's K best configs.
-    Points are complete (Optuna needs every searched path): a path an earlier config lacks, or whose
-    value is outside the new space, takes the base config's value, with one line each."""
-    from ..config.space import dotted_get, fits
-
-    tasks, points, s = list(cfg.tasks), [], cfg.search
-    if s.searcher == "grid":
-        return []   # a grid enumerates its own points
-    base_fields = cfg.run_fields(public=False)
-
-    def value_of(fields: dict, path: str):
-        if path == "train.loss_weights":
-            raw = dotted_get(fields, path) or {}
-            return {t: float(raw.get(t, 0.0 if raw else 1.0)) for t in tasks}
-        return dotted_get(fields, path)
-
-    base = {p: value_of(base_fields, p) for p in s.space}
-    if s.base_first:
-        if all(fits(s.space[p], v) for p, v in base.items()):
-            points.append(point_for(s, base, tasks))
-        else:
-            say("base config: outside the search space, not evaluated first")
-    if s.warm_start is not None:
-        from ..leaderboard.leaderboard import Leaderboard
-
-        rows = Leaderboard(cfg.storage).top(s.warm_start.top, experiment=s.warm_start.experiment).to_pylist()
-        if not rows:
-            say(f"warm start: experiment {s.warm_start.experiment!r} has no rows in {storage.redact(cfg.storage)}")
-        for row in rows:
-            old = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
-            values = {}
-            for p in s.space:
-                v = value_of(old, p) if dotted_get(old, p) is not None or p == "train.loss_weights" else None
-                if v is None or not fits(s.space[p], v):
-                    say(f"warm start {row['trial_id']}: {p}={v!r} does not fit the search space: base value used")
-                    v = base[p]
-                values[p] = v
-            points.append(point_for(s, values, tasks))
-    return points
+    return grid_size(s) * s.samples if s.searcher == "grid" else s.samples
 
 
 def sweep_hash(cfg: ExperimentConfig) -> str:
@@ -227,18 +169,26 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     else:
         storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, sweep_id), json.dumps(
             {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump()}).encode())
-        out(f"experiment {cfg.name}, sweep {sweep_id}: {cfg.search.samples} trials, searcher {cfg.search.searcher}, "
+        out(f"experiment {cfg.name}, sweep {sweep_id}: {trial_count(cfg)} trials, searcher {cfg.search.searcher}, "
             f"scheduler {cfg.search.scheduler.type}, up to {concurrent} at once")
+        if cfg.search.searcher == "grid":
+            out(f"grid: {grid_size(cfg.search)} points x num_samples {cfg.search.samples} (num_samples repeats the "
+                f"grid; repeat r trains with train.seed + r, so repeats measure seed variance)")
+    scheduler = make_scheduler(cfg, trials=trial_count(cfg), concurrent=concurrent, sweep_id=sweep_id)
+    gate = getattr(scheduler, "has_room", None)
+    searcher = None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out), gate=gate,
+                                                 evaluated=evaluated_rows(cfg, p.spec.fingerprint, say=out))
     spec = SweepSpec(TrialPlan(sweep_id, cfg.model_dump(mode="json"), RunInputs.of(session, baselines=baselines)),
-                     param_space(cfg.search, list(cfg.tasks)), num_samples=cfg.search.samples,
-                     searcher=None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out)),
-                     scheduler=make_scheduler(cfg, sweep_id=sweep_id), concurrent=concurrent,
-                     callbacks=(callback, *live_loggers(cfg, sweep_id)), verbose=verbose)
+                     param_space(cfg.search, list(cfg.tasks)), num_samples=1 if cfg.search.searcher == "grid" else
+                     cfg.search.samples, searcher=searcher, scheduler=scheduler, concurrent=concurrent,
+                     callbacks=(callback, *live_loggers(cfg, sweep_id)), verbose=verbose,
+                     time_budget_s=cfg.search.time_budget_s)
     make_tuner(cfg, spec, resume=resume).fit()
     release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
     callback.close()   # rows storage still refuses: one line naming the spool file, exit code 1
     board.maybe_compact()
     return {"experiment": cfg.name, "sweep_id": sweep_id, "trials": len(callback.rows) + len(written),
+            "reused": list(callback.reused),
             "leaderboard": storage.redact(board.uri), "storage": cfg.storage, "baselines": baselines,
             "statuses": {s: sum(r["status"] == s for r in callback.rows) for s in {r["status"] for r in callback.rows}},
             "wall_time_s": round(time.perf_counter() - t0, 1)}

@@ -1,0 +1,192 @@
+"""The searchers that pick a sweep's trials (random, grid, Optuna TPE), what they see first, and what they learn.
+
+- The first trials: the base config as written, then a warm start's K best configs (retrained).
+- ``warm_start: auto``: Optuna learns from this experiment's earlier completed rows (same data, objective and epoch
+  budget) as already evaluated trials; nothing is retrained. Random search and grids learn nothing, so it is a no-op
+  there (said once).
+- Failed and diverged trials reach the searcher as the worst objective seen so far, not as missing values: a model
+  learns to avoid what breaks.
+- ``gate``: under the synchronous scheduler, trials waiting (paused) at a rung do not hold a slot; the scheduler
+  says when a new trial may start.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable, Optional
+
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+from .. import storage
+from ..config.sampling import OptunaSpace, point_for
+from ..config.schema import ExperimentConfig
+from ..config.space import active_values, fits, largest
+
+BAD = 1e9   # the worst objective when none has been seen yet (sign follows the objective's direction)
+
+
+def make_searcher(cfg: ExperimentConfig, concurrent: int, points: list[dict], *, evaluated: tuple = (),
+                  gate: Optional[Callable[[], bool]] = None):
+    """``evaluated``: ``(params, objective)`` pairs Optuna learns from before its first trial."""
+    s = cfg.search
+    limit = s.samples if gate is not None else concurrent
+    if s.searcher == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        space = OptunaSpace(s, list(cfg.tasks))
+        if s.scheduler.type == "moasha":   # Optuna searches MO-ASHA's metrics multi-objectively
+            from ray.tune.search import ConcurrencyLimiter
+
+            return ConcurrencyLimiter(pareto_optuna(cfg, space, points), max_concurrent=concurrent)
+        searcher = OptunaSearch(space=space, metric="objective", mode=cfg.objective_mode, seed=s.seed,
+                                points_to_evaluate=points or None, storage=_study_with(space, cfg, evaluated))
+        return Limiter(searcher, limit, mode=cfg.objective_mode, gate=gate)
+
+    return GatedVariants(gate, random_state=s.seed, max_concurrent=0 if gate is not None else concurrent,
+                         points_to_evaluate=points or None)
+
+
+def pareto_optuna(cfg: ExperimentConfig, space: OptunaSpace, points: list[dict]):
+    """OptunaSearch on the MO-ASHA scheduler's metrics, each direction from the metric registry."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from .. import metrics
+
+    sch = cfg.search.scheduler
+
+    class ParetoOptuna(OptunaSearch):
+        def set_search_properties(self, metric, mode, config, **spec):   # keep its metrics, not TuneConfig's one
+            return super().set_search_properties(None, None, config)
+
+    return ParetoOptuna(space=space, metric=list(sch.metrics), mode=[metrics.direction(m) for m in sch.metrics],
+                        seed=cfg.search.seed, points_to_evaluate=points or None)
+
+
+class GatedVariants(BasicVariantGenerator):
+    """Random and grid trials (Ray's generator) that start only when ``gate()`` allows (if a gate is given)."""
+
+    def __init__(self, gate: Optional[Callable[[], bool]], *, random_state: int, max_concurrent: int,
+                 points_to_evaluate: Optional[list]):
+        super().__init__(random_state=random_state, max_concurrent=max_concurrent,
+                         points_to_evaluate=points_to_evaluate)
+        self.gate = gate
+
+    def next_trial(self):
+        return None if self.gate is not None and not self.gate() else super().next_trial()
+
+
+def _study_with(space: OptunaSpace, cfg: ExperimentConfig, evaluated: tuple):
+    """An in-memory Optuna storage whose study (OptunaSearch's default name) holds the evaluated trials."""
+    if not evaluated:
+        return None
+    import optuna
+
+    store = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=store, study_name="optuna",
+                                direction="minimize" if cfg.objective_mode == "min" else "maximize")
+    for params, value in evaluated:
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=space.distributions(params),
+                                                  value=value))
+    return store
+
+
+class Limiter(ConcurrencyLimiter):
+    """Ray's ConcurrencyLimiter that hands the searcher a failed or diverged trial as the worst objective seen, and
+    a trial stopped while paused (no final result) as its last one; under a ``gate``, it starts a trial only when
+    the gate allows."""
+
+    def __init__(self, searcher, max_concurrent: int, *, mode: str, gate: Optional[Callable[[], bool]] = None):
+        super().__init__(searcher, max_concurrent=max_concurrent)
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.gate = gate
+        self.last: dict[str, dict] = {}
+        self.worst: Optional[float] = None
+
+    def suggest(self, trial_id: str):
+        if self.gate is not None and not self.gate():
+            return None
+        return super().suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        value = result.get("objective")
+        if not _finite(value) or result.get("status") == "diverged":
+            return
+        self.worst = value if self.worst is None else min(self.worst, value, key=lambda v: self.sign * v)
+        result = {**result, "training_iteration": int(result.get("epoch", result.get("training_iteration", 0)))}
+        self.last[trial_id] = result
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        result = dict(result or self.last.get(trial_id) or {})
+        if error or not _finite(result.get("objective")) or result.get("status") == "diverged":
+            result["objective"] = self.worst if self.worst is not None else -self.sign * BAD
+        super().on_trial_complete(trial_id, result=result, error=False)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
+    """Trials evaluated first: the base config as written, then the warm start's K best configs. A value an
+    earlier config lacks, or that is outside the new space, takes the base config's value (one line each)."""
+    tasks, points, s = list(cfg.tasks), [], cfg.search
+    if s.searcher == "grid":
+        return []   # a grid enumerates its own points
+    base = active_values(s.space, cfg.run_fields(public=False), tasks)
+    domains = _domains(s)
+    if s.base_first:
+        if all(fits(domains[p], v) for p, v in base.items()):
+            points.append(point_for(s, base, tasks))
+        else:
+            say("base config: outside the search space, not evaluated first")
+    if s.warm_start is not None and s.warm_start != "auto":
+        from ..leaderboard.leaderboard import Leaderboard
+
+        rows = Leaderboard(cfg.storage).top(s.warm_start.top, experiment=s.warm_start.experiment).to_pylist()
+        if not rows:
+            say(f"warm start: experiment {s.warm_start.experiment!r} has no rows in {storage.redact(cfg.storage)}")
+        for row in rows:
+            values = active_values(s.space, _config_of(row), tasks)
+            for p, v in values.items():
+                if v is None or not fits(domains[p], v):
+                    say(f"warm start {row['trial_id']}: {p}={v!r} does not fit the search space: base value used")
+                    values[p] = base.get(p)
+            points.append(point_for(s, {p: v for p, v in values.items() if v is not None}, tasks))
+    return points
+
+
+def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say) -> tuple:
+    """``warm_start: auto``: ``(params, objective)`` of this experiment's earlier completed, non-diverged rows on the
+    same data, objective and epoch budget whose values fit today's space."""
+    s = cfg.search
+    if s.warm_start != "auto":
+        return ()
+    if s.searcher != "optuna":
+        say(f"warm start auto: searcher {s.searcher} does not learn from earlier trials (use optuna); ignored")
+        return ()
+    from ..leaderboard.leaderboard import Leaderboard
+
+    tasks, domains, out = list(cfg.tasks), _domains(s), []
+    epochs = largest(s, "train.epochs", cfg.train.epochs)
+    rows = Leaderboard(cfg.storage).table(experiment=cfg.name).to_pylist()
+    for row in rows:
+        if (row["status"] != "completed" or row["data_fingerprint"] != fingerprint or not _finite(row["objective"])
+                or row["objective_metric"] != cfg.objective.metric or row["max_epochs"] != epochs):
+            continue
+        values = active_values(s.space, _config_of(row), tasks)
+        if all(v is not None and fits(domains[p], v) for p, v in values.items()):
+            out.append((point_for(s, values, tasks), float(row["objective"])))
+    say(f"warm start auto: the searcher starts from {len(out)} earlier trial(s) of experiment {cfg.name} "
+        f"(of {len(rows)} rows; same data, objective and {epochs} epochs, nothing retrained)")
+    return tuple(out)
+
+
+def _domains(search) -> dict:
+    from ..config.space import walk
+
+    return {p: d for p, d, _ in walk(search.space)}
+
+
+def _config_of(row: dict) -> dict:
+    return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]

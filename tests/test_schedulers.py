@@ -1,0 +1,281 @@
+"""Synchronous successive halving and the searchers' view of failures, on real Ray Tune with a trainable that needs
+no TensorFlow: each trial keeps its own "checkpoint" (the last epoch done) in a file, as its Train run would."""
+import json
+
+import pytest
+
+from orchestrator.sweep.syncsha import SyncHalving, rungs_for
+
+QUALITY = [0.3, 0.9, 0.5, 0.7, 0.1, 0.6]   # trial i's objective at epoch e: QUALITY[i] * e / 6
+
+
+def run_sync(tmp_path, delays):
+    from ray import tune
+
+    def toy_trial(config):
+        """Resumes from its own record like a Train run from its checkpoint; notes every (re)start's epoch."""
+        import json
+        import time
+
+        record = f"{config['dir']}/{config['i']}.json"
+        try:
+            with open(record) as f:
+                state = json.load(f)
+        except OSError:
+            state = {"epoch": 0, "starts": []}
+        state["starts"].append(state["epoch"])
+        for epoch in range(state["epoch"] + 1, 7):
+            time.sleep(config["delays"][config["i"]])
+            state["epoch"] = epoch
+            with open(record, "w") as f:
+                json.dump(state, f)
+            tune.report({"epoch": epoch, "objective": config["quality"][config["i"]] * epoch / 6})
+
+    from orchestrator.sweep.searchers import GatedVariants
+
+    scheduler = SyncHalving(max_t=6, grace_period=1, reduction_factor=3, trials=6, concurrent=2, mode="max")
+    searcher = GatedVariants(scheduler.has_room, random_state=0, max_concurrent=0, points_to_evaluate=None)
+    tmp_path.mkdir()
+    tuner = tune.Tuner(
+        tune.with_resources(toy_trial, {"CPU": 0.05}),
+        param_space={"i": tune.grid_search(list(range(6))), "dir": str(tmp_path), "delays": delays,
+                     "quality": QUALITY},
+        tune_config=tune.TuneConfig(metric="objective", mode="max", scheduler=scheduler, search_alg=searcher),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0))
+    results = tuner.fit()
+    states = {}
+    for i in range(6):
+        with open(tmp_path / f"{i}.json") as f:
+            states[i] = json.load(f)
+    return results, states
+
+
+class FakeTrial:
+    def __init__(self, trial_id):
+        self.trial_id, self.status, self.epoch = trial_id, "PENDING", 0
+
+
+class FakeController:
+    """What SyncHalving asks of Tune's controller: the trials, and stopping one (Tune then removes it)."""
+
+    def __init__(self, scheduler):
+        self.trials, self.scheduler = [], scheduler
+
+    def get_trials(self):
+        return self.trials
+
+    def stop_trial(self, trial):
+        trial.status = "TERMINATED"
+        self.scheduler.on_trial_remove(self, trial)
+
+
+def simulate(order_seed: int, quality: list, *, concurrent: int = 2, expect: int = 0, ahead: int = 0) -> dict:
+    """Tune's loop in miniature: the searcher adds trials while ``has_room``, PENDING trials start, one running
+    trial (picked at random: any report order) reports its next epoch, and the scheduler's answer is applied."""
+    import random
+
+    from ray.tune.schedulers import TrialScheduler
+
+    def curve(tid):   # a trial's own record (what its run's progress file holds)
+        q = quality[int(tid[1:])]
+        return [{"epoch": e, "objective": q * e / 6 + 0.05 * (e > 1)} for e in range(1, 7)]
+
+    s = SyncHalving(max_t=6, grace_period=1, reduction_factor=3, trials=expect or len(quality),
+                    concurrent=concurrent, mode="max", history=curve)
+    c, rng, todo = FakeController(s), random.Random(order_seed), list(range(len(quality)))
+    for _ in range(10_000):
+        while todo and s.has_room():
+            trial = FakeTrial(f"t{todo.pop(0)}")
+            c.trials.append(trial)
+            s.on_trial_add(c, trial)
+        chosen = s.choose_trial_to_run(c)
+        if chosen is not None:
+            chosen.status = "PENDING"
+        for trial in c.trials:
+            trial.status = "RUNNING" if trial.status == "PENDING" else trial.status
+        running = [t for t in c.trials if t.status == "RUNNING"]
+        assert len(running) <= concurrent
+        if not running:
+            if any(t.status == "PAUSED" for t in c.trials):
+                continue   # Tune's next step
+            simulate.promoted = [sorted(p) for p in s.promoted]
+            return {t.trial_id: t.epoch for t in c.trials}
+        trial = rng.choice(running)
+        trial.epoch += 1
+        action = s.on_trial_result(c, trial, curve(trial.trial_id)[trial.epoch - 1])
+        if action == TrialScheduler.PAUSE:
+            trial.status = "PAUSED"
+            trial.epoch = min(5, trial.epoch + rng.randint(0, ahead))   # its run trained on before it stopped
+        elif action == TrialScheduler.STOP or trial.epoch == 6:
+            trial.status = "TERMINATED"
+            s.on_trial_complete(c, trial, {})
+    raise AssertionError("the sweep never ended")
+
+
+def test_sync_halving_decides_the_same_whatever_the_report_order():
+    quality = [0.3, 0.9, 0.5, 0.7, 0.1, 0.6, float("nan"), 0.8, 0.2]   # t6 diverges
+    outcomes = [simulate(seed, quality) for seed in range(20)]
+    assert all(o == outcomes[0] for o in outcomes), outcomes
+    # rung epoch 1 keeps the best 3 of 9 (t1, t7, t3), rung epoch 3 the best 1 of those (t1), which runs to 6
+    assert outcomes[0] == {"t0": 1, "t1": 6, "t2": 1, "t3": 3, "t4": 1, "t5": 1, "t6": 1, "t7": 3, "t8": 1}
+    assert simulate(0, quality, concurrent=4) == outcomes[0]
+    # the searcher ran out before the expected 12 trials: rung 0 decides with the 9 it has, nothing hangs
+    assert simulate(0, quality, expect=12) == outcomes[0]
+
+
+def test_a_run_that_trained_past_its_rung_while_pausing_is_judged_at_the_rung():
+    """Resumed from a later checkpoint, a trial's first report skips the next rung: its own record gives the rung's
+    value, so running ahead (which would add 0.05 here) does not buy a promotion."""
+    quality = [0.3, 0.9, 0.5, 0.7, 0.1, 0.6, 0.75, 0.8, 0.2]
+    for seed in range(20):
+        epochs = simulate(seed, quality, ahead=2)
+        assert simulate.promoted == [["t1", "t6", "t7"], ["t1"]], (seed, simulate.promoted)
+        assert [t for t, e in epochs.items() if e == 6] == ["t1"]
+
+
+def test_rungs():
+    assert rungs_for(6, 1, 3) == [1, 3]
+    assert rungs_for(4, 1, 2) == [1, 2]
+    assert rungs_for(9, 1, 3) == [1, 3]
+    assert rungs_for(1, 1, 2) == []
+
+
+@pytest.mark.slow
+def test_sync_halving_promotes_the_same_trials_whatever_the_report_order(ray_session, tmp_path):
+    fast_first = run_sync(tmp_path / "a", [0.0, 0.6, 0.3, 0.45, 0.05, 0.15])
+    slow_first = run_sync(tmp_path / "b", [0.6, 0.0, 0.45, 0.05, 0.3, 0.15])
+    for results, states in (fast_first, slow_first):
+        epochs = {i: s["epoch"] for i, s in states.items()}
+        # rung 1 (epoch 1) keeps the best 2 of 6 (trials 1, 3); rung 2 (epoch 3) keeps the best of those (1)
+        assert epochs[1] == 6 and epochs[3] >= 3 and epochs[3] < 6, epochs
+        assert all(epochs[i] < 3 for i in (0, 2, 4, 5)), epochs
+        # a promoted trial resumed from its own record, not from scratch: it was paused at each rung
+        assert states[1]["starts"][0] == 0 and states[1]["starts"][1:] and min(states[1]["starts"][1:]) >= 1, states
+        assert len(results) == 6 and not results.errors
+
+
+def limiter():
+    from ray.tune.search import Searcher
+
+    from orchestrator.sweep.searchers import Limiter
+
+    class Told(Searcher):
+        def __init__(self):
+            super().__init__(metric="objective", mode="max")
+            self.told = {}
+
+        def suggest(self, trial_id):
+            return {"x": 1}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            self.told[trial_id] = (result or {}).get("objective"), error
+
+    inner = Told()
+    return Limiter(inner, 5, mode="max"), inner
+
+
+def test_failed_diverged_and_paused_trials_reach_the_searcher_as_values():
+    lim, inner = limiter()
+    for t in ("good", "bad", "failed", "nan", "paused"):
+        assert lim.suggest(t) == {"x": 1}
+    lim.on_trial_result("good", {"objective": 0.8, "epoch": 1})
+    lim.on_trial_result("bad", {"objective": 0.2, "epoch": 1})
+    lim.on_trial_result("paused", {"objective": 0.5, "epoch": 1})
+    lim.on_trial_complete("good", {"objective": 0.8})
+    lim.on_trial_complete("bad", {"objective": 0.2})
+    lim.on_trial_complete("failed", None, error=True)
+    lim.on_trial_complete("nan", {"objective": float("nan"), "status": "diverged"})
+    lim.on_trial_complete("paused")                        # stopped while paused: no final result
+    assert inner.told == {"good": (0.8, False), "bad": (0.2, False), "failed": (0.2, False), "nan": (0.2, False),
+                          "paused": (0.5, False)}
+
+
+def test_a_completed_row_with_the_same_config_and_seed_is_reused(tmp_path):
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.runner import completed_row
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}, search={
+        "space": {"train.loss_weighting": {"choice": ["uncertainty", {"dwa": {
+            "train.dwa_temperature": {"uniform": [1.0, 4.0]}}}]}}}))
+    done = cfg.with_values({"train.loss_weighting": "uncertainty"})
+    history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
+    Leaderboard(cfg.storage).append([row(done, history, trial_id="old", sweep_id="s0"),
+                                     row(done.with_values({"train.seed": 7}), history[:1], trial_id="cut")])
+    again = completed_row(done.with_values({"train.dwa_temperature": 3.0}))   # differs only where unused
+    assert again["trial_id"] == "old" and [h["epoch"] for h in again["history"]] == [1, 2]
+    assert completed_row(done.with_values({"train.seed": 1})) is None          # another seed: new work
+    assert completed_row(done.with_values({"train.seed": 7})) is None          # stopped rows are not done work
+
+
+def test_warm_start_auto_hands_optuna_earlier_completed_rows(tmp_path):
+    import optuna
+
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.searchers import evaluated_rows, make_searcher
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}, search={
+        "searcher": "optuna", "warm_start": "auto", "space": {
+            "train.freeze_depth": {"choice": [0, 1, 2]},
+            "train.loss_weighting": {"choice": ["uncertainty", {"dwa": {
+                "train.dwa_temperature": {"uniform": [1.0, 4.0]}}}]}}}))
+    history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
+    dwa = cfg.with_values({"train.loss_weighting": "dwa", "train.dwa_temperature": 3.0, "train.freeze_depth": 1})
+    rows = [row(dwa, history, fingerprint="fp", trial_id="used"),
+            row(cfg.with_values({"train.loss_weighting": "uncertainty"}), history, fingerprint="fp", trial_id="u"),
+            row(dwa, history, fingerprint="other-data", trial_id="other"),
+            row(dwa, history[:1], fingerprint="fp", trial_id="stopped"),
+            row(cfg.with_values({"train.epochs": 3}), history + [{"epoch": 3, "objective": 0.9}], fingerprint="fp",
+                trial_id="longer"),
+            row(cfg.with_values({"train.freeze_depth": 4}), history, fingerprint="fp", trial_id="outside")]
+    Leaderboard(cfg.storage).append(rows)
+    said = []
+    evaluated = evaluated_rows(cfg, "fp", say=said.append)
+    assert sorted(evaluated, key=str) == sorted([
+        ({"train.freeze_depth": 1, "train.loss_weighting": "dwa", "train.dwa_temperature": 3.0}, 0.7),
+        ({"train.freeze_depth": 0, "train.loss_weighting": "uncertainty"}, 0.7)], key=str)
+    assert "2 earlier trial(s)" in said[0]
+    searcher = make_searcher(cfg, 2, [], evaluated=evaluated)
+    study = optuna.load_study(study_name="optuna", storage=searcher.searcher._storage)
+    assert [t.value for t in study.trials] == [0.7, 0.7]
+    assert searcher.suggest("next") is not None
+
+
+def test_a_sweep_has_a_time_budget(tmp_path):
+    from orchestrator.sweep.runner import SweepSpec, TrialPlan, make_tuner
+
+    from factories import experiment
+    from orchestrator.config import parse_config
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={
+        "time_budget_s": 30, "space": {"train.freeze_depth": {"choice": [0, 1]}}}))
+    tuner = make_tuner(cfg, SweepSpec(TrialPlan("s", {}, None), {}, time_budget_s=cfg.search.time_budget_s))
+    assert tuner._local_tuner._tune_config.time_budget_s == 30
+
+
+def test_a_sweep_cut_by_its_time_budget_still_writes_rows_of_trials_that_trained(tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    from factories import experiment
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 3}, search={
+        "time_budget_s": 5, "space": {"train.freeze_depth": {"choice": [0, 1]}}}))
+    callback = SweepCallback(cfg, context=RowContext("s", 5), out=lambda line: None)
+    callback.setup()
+    cut = SimpleNamespace(trial_id="cut", status="RUNNING", config={"train.freeze_depth": 1})
+    idle = SimpleNamespace(trial_id="idle", status="PENDING", config={"train.freeze_depth": 0})
+    callback.history["cut"] = [{"epoch": 1, "objective": 0.4}]
+    callback.on_experiment_end(trials=[cut, idle])        # within the budget (an interrupt): nothing written
+    assert Leaderboard(cfg.storage).table(experiment="t").num_rows == 0
+    callback.began = time.monotonic() - 6
+    callback.on_experiment_end(trials=[cut, idle])
+    (row,) = Leaderboard(cfg.storage).table(experiment="t").to_pylist()
+    assert row["trial_id"] == "cut" and row["status"] == "stopped" and row["epochs"] == 1 and row["freeze_depth"] == 1
