@@ -30,25 +30,20 @@ def make_train_step(strategy, mt, cfg, weighting, optimizers: dict, *, global_ba
     with strategy.scope():
         scale = LossScale() if cfg.train.precision == "mixed_float16" else None
     losses = _task_losses(mt, cfg, global_batch=global_batch)
+    # XLA compiles the model's forward pass (and its gradient); no collective runs inside the compiled part.
+    forward = tf.function(losses, jit_compile=True) if cfg.train.jit_compile else losses
 
     def backward(x, y):
         with tf.GradientTape() as tape:
-            task = losses(x, y)
+            task = forward(x, y)
             # FAMO weighs by the global batch's losses: K numbers all-reduced, workers sync here.
             both = _all_reduced(tf.stop_gradient(task)) if weighting.global_losses else task
             loss = weighting.combine(tf.unstack(task), global_losses=both)
             scaled = loss * scale.scale if scale else loss   # float16: small gradients must not underflow
         grads = [g / scale.scale for g in tape.gradient(scaled, variables)] if scale else tape.gradient(loss, variables)
-        bad = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads]) if scale else 0.0
-        return grads, tf.concat([[loss], task], 0), both, bad
-
-    # XLA compiles the forward and backward pass; the gradient all-reduce stays in apply_gradients, outside it.
-    compiled = tf.function(backward, jit_compile=True) if cfg.train.jit_compile else backward
-
-    def replica_backward(x, y):
-        grads, stats, before, bad = compiled(x, y)
-        # float16: one verdict for all workers (a scalar all-reduce), so a non-finite gradient anywhere skips everywhere.
-        return grads, stats, before, tf.equal(_all_reduced(bad), 0.0) if scale else tf.constant(True)
+        if scale:   # float16: one verdict for all workers (a scalar all-reduce): a non-finite gradient anywhere skips
+            bad = _all_reduced(tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads]))
+        return grads, tf.concat([[loss], task], 0), both, tf.equal(bad, 0.0) if scale else tf.constant(True)
 
     def apply(grads):
         at = 0
@@ -58,7 +53,7 @@ def make_train_step(strategy, mt, cfg, weighting, optimizers: dict, *, global_ba
 
     @tf.function
     def step(x, y):
-        grads, stats, before, finite = strategy.run(replica_backward, args=(x, y))
+        grads, stats, before, finite = strategy.run(backward, args=(x, y))
         if scale:   # both groups step, or neither; the cond sits in cross-replica context (apply_gradients may merge_call)
             ok = strategy.experimental_local_results(finite)[0]   # all-reduced: the same on every worker
             tf.cond(ok, lambda: strategy.run(apply, args=(grads,)), lambda: None)
@@ -67,7 +62,7 @@ def make_train_step(strategy, mt, cfg, weighting, optimizers: dict, *, global_ba
             strategy.run(apply, args=(grads,))
         after = None
         if weighting.global_losses:   # FAMO: one extra no-gradient forward pass with the new weights, all-reduced
-            after = strategy.experimental_local_results(strategy.run(lambda a, b: _all_reduced(losses(a, b)), args=(x, y)))[0]
+            after = strategy.experimental_local_results(strategy.run(lambda a, b: _all_reduced(forward(a, b)), args=(x, y)))[0]
             before = strategy.experimental_local_results(before)[0]
         weighting.after_step(before, after)
         # This worker's share only: a collective per step just for logging costs throughput;
