@@ -44,7 +44,7 @@ def one_step_per_worker(payload):
     step = make_train_step(strategy, mt, cfg, weighting, {"backbone": opt_b, "heads": opt_h}, global_batch=len(x))
     step(tf.constant(x[part]), {t: tf.constant(v[part]) for t, v in y.items()})
     if rank == 0:
-        extra = [v.numpy() for v in weighting.trainable_variables]
+        extra = [v.numpy() for v in weighting.learned]   # uncertainty's log-variances, FAMO's logits
         np.savez(payload["out"], *mt.model.get_weights(), *extra)
     ray.train.report({"done": 1})
 
@@ -65,11 +65,18 @@ def run_one_step(tmp_path, cfg, spec, x, y, world):
         return [f[k] for k in f.files]
 
 
-@pytest.mark.parametrize("weighting", ["static", "uncertainty"])
-def test_two_workers_one_step_equals_one_worker(ray_session, tmp_path, weighting):
+# 16-bit math: the 2-worker step sums half-batch gradients, rounded differently from the 1-worker step's
+# whole-batch ones (bfloat16 keeps 8 significant bits, float16 11), so the two updates agree to within 5% of the
+# largest update, not to 1e-5.
+ONE_STEP = {"static": {}, "uncertainty": {"loss_weighting": "uncertainty"}, "rlw": {"loss_weighting": "rlw"},
+            "famo": {"loss_weighting": "famo"}, "famo-xla": {"loss_weighting": "famo", "jit_compile": True},
+            "bfloat16": {"precision": "mixed_bfloat16"}, "float16": {"precision": "mixed_float16"}}
+
+
+@pytest.mark.parametrize("case", list(ONE_STEP))
+def test_two_workers_one_step_equals_one_worker(ray_session, tmp_path, case):
     cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(64)),
-                                  train={"optimizer": "sgd", "backbone_lr": 0.1, "head_lr": 0.1,
-                                         "loss_weighting": weighting},
+                                  train={"optimizer": "sgd", "backbone_lr": 0.1, "head_lr": 0.1, **ONE_STEP[case]},
                                   heads={"hidden_units": 16, "dropout": 0.0}))
     (x, y), _, spec = load_arrays(cfg)
     x, y = x[:32], {t: v[:32] for t, v in y.items()}
@@ -82,11 +89,13 @@ def test_two_workers_one_step_equals_one_worker(ray_session, tmp_path, weighting
     init = build(cfg, spec).model.get_weights()
     moved = max(float(np.abs(a - b).max()) for a, b in zip(w1, init))
     assert moved > 1e-3, "the step did not change the weights: the comparison would prove nothing"
-    assert len(w1) == len(init) + (1 if weighting == "uncertainty" else 0)
-    if weighting == "uncertainty":
-        assert float(np.abs(w1[-1]).max()) > 1e-4, "the log-variances did not move"
+    learned = cfg.train.loss_weighting in ("uncertainty", "famo")
+    assert len(w1) == len(init) + (1 if learned else 0)
+    if learned:
+        assert float(np.abs(w1[-1]).max()) > 1e-6, "the log-variances or logits did not move"
     worst = max(float(np.abs(a - b).max()) for a, b in zip(w1, w2))
-    assert worst <= 1e-5, f"2-worker step differs from 1-worker step by {worst}"
+    tolerance = 0.05 * moved if cfg.train.precision != "float32" else 1e-5
+    assert worst <= tolerance, f"2-worker step differs from 1-worker step by {worst} (largest update {moved})"
 
 
 @pytest.fixture(scope="session")

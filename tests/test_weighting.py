@@ -1,4 +1,4 @@
-"""Loss weighting: DWA's formula, uncertainty weighting learns to down-weight a noisy task."""
+"""Loss weighting: DWA's, RLW's and FAMO's formulas; uncertainty weighting learns to down-weight a noisy task."""
 import math
 
 import numpy as np
@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 
 from orchestrator.config import parse_config
-from orchestrator.model.weighting import dwa_weights
+from orchestrator.model.weighting import dwa_weights, famo_logits, famo_weights, rlw_weights
 
-from factories import experiment, small_table, write_parquet
+from factories import experiment, merged, small_table, write_parquet
 
 
 def test_dwa_matches_its_formula_on_a_known_loss_history():
@@ -105,3 +105,128 @@ def test_augmentation_is_training_only_and_searchable(tmp_path):
 
     with pytest.raises(ConfigError, match="only data.augment"):
         parse_config({**base, "search": {"space": {"data.image_size": {"choice": [[12, 12], [16, 16]]}}}})
+
+
+def test_rlw_draws_a_softmax_of_standard_normals_keyed_on_seed_and_step():
+    """Lin et al. 2022: lambda = softmax(z), z ~ N(0, I_K), new every step; the same (seed, step) gives the same draw
+    (what keeps replicas in agreement without communicating)."""
+    import tensorflow as tf
+
+    draw = tf.function(lambda step: rlw_weights(7, step, 3))            # traced once: the step is a tensor
+    draws = np.array([draw(tf.constant(step, tf.int64)).numpy() for step in range(3000)], np.float64)
+    assert np.all(draws > 0) and np.allclose(draws.sum(axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(np.asarray(rlw_weights(7, 5, 3)), draws[5])                     # keyed: reproducible
+    assert not np.allclose(draws[5], draws[6]) and not np.allclose(np.asarray(rlw_weights(8, 5, 3)), draws[5])
+    # log(lambda_i / lambda_j) = z_i - z_j: with z standard normal these differences have variance 2 and
+    # covariance 1 with each other (z_0 - z_1 and z_0 - z_2 share z_0).
+    d01, d02 = np.log(draws[:, 0] / draws[:, 1]), np.log(draws[:, 0] / draws[:, 2])
+    assert abs(d01.mean()) < 0.1 and abs(d02.mean()) < 0.1
+    assert np.var(d01) == pytest.approx(2.0, rel=0.1) and np.var(d02) == pytest.approx(2.0, rel=0.1)
+    assert np.cov(d01, d02)[0, 1] == pytest.approx(1.0, rel=0.15)
+    assert draws.mean(axis=0) == pytest.approx([1 / 3] * 3, abs=0.02)                   # equal in expectation
+
+
+def test_rlw_combines_with_the_draw_of_the_current_step(tmp_path):
+    from orchestrator.model.weighting import LossWeighting
+
+    cfg = parse_config(experiment(tmp_path, "d.parquet", train={"loss_weighting": "rlw", "seed": 3}))
+    w = LossWeighting(cfg)
+    losses = [1.0, 2.0, 4.0]
+    for step in range(3):
+        expected = float(np.dot(np.asarray(rlw_weights(3, step, 3)), losses))
+        assert float(w.combine(losses)) == pytest.approx(expected, rel=1e-6)
+        w.after_step(None, None)                                    # the step's end: the next step draws anew
+    assert w.state()["draws"] == 3
+    assert w.effective() == pytest.approx({"left": 1 / 3, "right": 1 / 3, "sum": 1 / 3})   # its expectation
+
+
+def test_famo_weights_are_the_gradient_of_its_log_objective():
+    """FAMO descends sum_k z_k log L_k / c with c = sum_i z_i / L_i held fixed: the gradient of sum_k w_k L_k with
+    w_k = z_k / (c L_k), and the w_k sum to 1."""
+    import tensorflow as tf
+
+    logits = tf.constant([0.3, -0.2, 0.5])
+    theta = tf.Variable([0.7, -1.3, 2.0])
+
+    def task_losses():   # three positive losses of one shared parameter vector
+        return tf.stack([tf.reduce_sum(theta ** 2) + 0.1, tf.reduce_sum((theta - 1.0) ** 2) + 0.2,
+                         tf.reduce_sum(tf.abs(theta)) + 0.3])
+
+    with tf.GradientTape(persistent=True) as tape:
+        losses = task_losses()
+        w = tf.stop_gradient(famo_weights(logits, tf.stop_gradient(losses)))
+        ours = tf.reduce_sum(w * losses)
+        z = tf.nn.softmax(logits)
+        c = tf.stop_gradient(tf.reduce_sum(z / losses))
+        paper = tf.reduce_sum(z * tf.math.log(losses)) / c
+    assert float(tf.reduce_sum(w)) == pytest.approx(1.0, rel=1e-6)
+    assert np.allclose(tape.gradient(ours, theta), tape.gradient(paper, theta), rtol=1e-5)
+
+
+def test_famo_logit_step_follows_algorithm_1():
+    """xi <- xi - beta (J_z(xi)^T (log L - log L') + gamma xi), J the softmax Jacobian (taken numerically here)."""
+    xi = np.array([0.2, -0.1, 0.4])
+    before, after = np.array([1.0, 0.8, 2.0]), np.array([0.9, 0.79, 1.5])
+    beta, gamma = 0.05, 0.01
+
+    def softmax(v):
+        e = np.exp(v - v.max())
+        return e / e.sum()
+
+    jac = np.stack([(softmax(xi + h) - softmax(xi - h)) / 2e-6 for h in np.eye(3) * 1e-6], axis=1)   # dz_i/dxi_j
+    expected = xi - beta * (jac.T @ (np.log(before) - np.log(after)) + gamma * xi)
+    got = np.asarray(famo_logits(xi.astype(np.float32), before.astype(np.float32), after.astype(np.float32),
+                                 lr=beta, decay=gamma))
+    assert got == pytest.approx(expected, abs=1e-6)
+    # the task whose loss fell least (task 1: 0.8 -> 0.79) gains weight, the one that fell most loses it
+    assert softmax(got)[1] - softmax(xi)[1] > 0 > softmax(got)[2] - softmax(xi)[2]
+
+
+def test_famo_step_updates_the_logits_from_the_losses_before_and_after_the_update(tmp_path):
+    """One real step: the logits move by Algorithm 1 from this batch's losses before the update and after it (the
+    extra no-gradient forward pass); the model trained with FAMO's weights."""
+    import tensorflow as tf
+
+    from orchestrator.data.pipeline import load_arrays
+    from orchestrator.model.multitask import per_example_losses, standardize
+    from orchestrator.training.loop import build
+    from orchestrator.training.step import make_train_step
+
+    cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(64)),
+                                  train={"loss_weighting": "famo", "famo_lr": 0.5, "famo_decay": 0.01,
+                                         "optimizer": "sgd", "head_lr": 0.05, "backbone_lr": 0.05}))
+    (x, y), _, spec = load_arrays(cfg)
+    x, y = tf.constant(x[:32]), {t: tf.constant(v) for t, v in standardize(cfg, spec, {t: v[:32] for t, v in y.items()}).items()}
+    strategy = tf.distribute.get_strategy()
+    trainee = build(strategy, cfg, spec, backbone_file=None)
+
+    def losses():
+        out = trainee.mt.model(x, training=True)
+        return np.array([float(tf.reduce_mean(v)) for v in per_example_losses(cfg, y, out).values()], np.float32)
+
+    before, xi = losses(), trainee.weighting.logits.numpy()
+    step = make_train_step(strategy, trainee.mt, cfg, trainee.weighting, trainee.optimizers, global_batch=32)
+    total = step(x, y).numpy()
+    after = losses()
+    assert not np.allclose(before, after)
+    assert total[1:] == pytest.approx(before, rel=1e-4)
+    assert total[0] == pytest.approx(float(np.dot(famo_weights(xi, before), before)), rel=1e-4)
+    expected = famo_logits(xi, before, after, lr=0.5, decay=0.01)
+    assert trainee.weighting.logits.numpy() == pytest.approx(np.asarray(expected), abs=1e-5)
+    assert np.abs(trainee.weighting.logits.numpy()).max() > 1e-4
+    assert trainee.weighting.state()["logits"] == pytest.approx(trainee.weighting.logits.numpy().tolist())
+
+
+def test_rlw_and_famo_are_searchable_values_of_loss_weighting(tmp_path):
+    from orchestrator.config.space import check_paths
+
+    base = experiment(tmp_path, "d.parquet")
+    cfg = parse_config({**base, "search": {"space": {
+        "train.loss_weighting": {"choice": ["static", "uncertainty", "dwa", "rlw", "famo"]},
+        "train.famo_lr": {"loguniform": [0.005, 0.1]}, "train.famo_decay": {"choice": [0.0, 0.01]}}}})
+    check_paths(cfg.search, cfg.run_fields(), list(cfg.tasks))
+    assert parse_config(base).with_values({"train.loss_weighting": "famo"}).train.famo_lr == 0.025
+    from orchestrator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="loss_weighting"):
+        parse_config(merged(base, {"train": {"loss_weighting": "pcgrad"}}))

@@ -142,10 +142,17 @@ class TrainConfig(_Strict):
     head_lr: float = Field(1e-3, gt=0)
     freeze_depth: Union[int, Literal["all"]] = Field(0, description="backbone blocks kept frozen, from the input")
     loss_weights: Optional[dict[str, float]] = Field(None, description="per task; normalized to sum 1; default equal")
-    loss_weighting: Literal["static", "uncertainty", "dwa"] = Field(
-        "static", description="static: loss_weights; uncertainty: Kendall et al. 2018; dwa: Liu et al. 2019")
+    loss_weighting: Literal["static", "uncertainty", "dwa", "rlw", "famo"] = Field(
+        "static", description="static: loss_weights; uncertainty: Kendall et al. 2018; dwa: Liu et al. 2019; "
+                              "rlw: random weights each step, Lin et al. 2022; famo: Liu et al. 2023")
     dwa_temperature: float = Field(2.0, gt=0, description="DWA's softmax temperature T")
+    famo_lr: float = Field(0.025, gt=0, description="FAMO's step size β for its task logits")
+    famo_decay: float = Field(0.01, ge=0, description="FAMO's decay γ of its task logits")
     weight_decay: float = Field(0.0, ge=0)
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="the backbone's Keras mixed-precision policy (heads and losses stay float32); "
+                               "mixed_float16 adds a dynamic loss scale")
+    jit_compile: bool = Field(False, description="XLA-compile the training step's forward and backward pass")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (the last epoch always); a lost "
                                                        "worker redoes at most this many epochs")
     seed: int = 0

@@ -40,9 +40,16 @@ def output_units(cfg: ExperimentConfig, spec: DataSpec, task: str) -> int:
 
 
 def build(cfg: ExperimentConfig, spec: DataSpec, *, backbone_file: str | None = None) -> MultiTaskModel:
-    """Build in the caller's strategy scope. Freezing is applied here, once."""
-    backbone = build_backbone(cfg.backbone, spec.image_shape, storage=cfg.storage, seed=cfg.train.seed,
-                              file=backbone_file)
+    """Build in the caller's strategy scope. Freezing is applied here, once. The backbone computes in
+    ``train.precision`` (Keras's mixed-precision policy: float32 variables, float16/bfloat16 math); heads and
+    losses stay float32, where the small differences between tasks' logits and losses live."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(cfg.train.precision)   # the policy of the layers built now; restored after
+    try:
+        backbone = build_backbone(cfg.backbone, spec.image_shape, storage=cfg.storage, seed=cfg.train.seed,
+                                  file=backbone_file)
+    finally:
+        keras.config.set_dtype_policy(previous)
     inner = block_model(backbone)
     groups = blocks(inner, cfg.backbone.blocks)
     apply_freeze(inner, groups, cfg.train.freeze_depth)
@@ -54,11 +61,11 @@ def build(cfg: ExperimentConfig, spec: DataSpec, *, backbone_file: str | None = 
         if cfg.heads.hidden_units:
             init = keras.initializers.GlorotUniform(seed=cfg.train.seed + 100 + i)
             h = keras.layers.Dense(cfg.heads.hidden_units, activation="relu", kernel_initializer=init,
-                                   name=f"head_{task}_hidden")(h)
+                                   dtype="float32", name=f"head_{task}_hidden")(h)
         if cfg.heads.dropout:
             h = keras.layers.Dropout(cfg.heads.dropout, seed=cfg.train.seed + i, name=f"head_{task}_dropout")(h)
         init = keras.initializers.GlorotUniform(seed=cfg.train.seed + 200 + i)
-        outputs[task] = keras.layers.Dense(output_units(cfg, spec, task), kernel_initializer=init,
+        outputs[task] = keras.layers.Dense(output_units(cfg, spec, task), kernel_initializer=init, dtype="float32",
                                            name=f"head_{task}")(h)
     return MultiTaskModel(keras.Model(inp, outputs, name="multitask"), backbone, groups)
 

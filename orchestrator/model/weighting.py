@@ -8,8 +8,18 @@
   ``r_k = L_k(t-1) / L_k(t-2)``, the ratio of the task's last two epoch losses (all-reduced over
   workers, so every worker computes the same λ); ``λ = 1`` for the first two epochs. Applied as
   ``λ_k / K`` so the weights sum to 1, like static ones.
+- ``rlw`` (Lin et al. 2022, Random Loss Weighting): new weights every step, ``λ = softmax(z)`` with
+  ``z ~ N(0, I_K)`` drawn by a stateless generator keyed on (``train.seed``, global step): every
+  replica draws the same weights without communicating.
+- ``famo`` (Liu et al. 2023, Fast Adaptive Multitask Optimization): task logits ``ξ`` (0 at the start),
+  ``z = softmax(ξ)``; the step descends ``Σ_k w_k L_k`` with ``w_k = z_k / (c L_k)``, ``c = Σ_i z_i / L_i``
+  (the gradient of ``Σ z_k log L_k / c``, c held fixed; the ``w_k`` sum to 1), and after the update one
+  no-gradient forward pass on the same batch gives ``L'``; then (the paper's Algorithm 1)
+  ``ξ ← ξ − β (J_z(ξ)ᵀ (log L − log L') + γ ξ)`` with ``β = famo_lr``, ``γ = famo_decay``. The reference code
+  steps ``ξ`` with Adam instead; this is the paper's plain step. ``L`` and ``L'`` are the all-reduced global
+  batch losses, so every worker computes the same weights and logits.
 
-All three run inside the custom distributed step: ``combine`` is called per replica on that
+All run inside the custom distributed step: ``combine`` is called per replica on that
 replica's share of each task's global-batch mean loss.
 """
 from __future__ import annotations
@@ -17,6 +27,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+FAMO_EPS = 1e-8   # keeps log L and 1 / L finite (the reference code's epsilon)
 
 
 def dwa_weights(loss_history: list[dict[str, float]], tasks: list[str], temperature: float) -> dict[str, float]:
@@ -30,6 +42,33 @@ def dwa_weights(loss_history: list[dict[str, float]], tasks: list[str], temperat
     return {t: float(k * v / e.sum()) for t, v in zip(tasks, e)}
 
 
+def rlw_weights(seed: int, step, k: int):
+    """RLW's λ for global step ``step``: softmax of K standard normal draws from a generator keyed on (seed, step)."""
+    import tensorflow as tf
+
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+    return tf.nn.softmax(tf.random.stateless_normal([k], seed=key))
+
+
+def famo_weights(logits, losses):
+    """FAMO's weights on the raw losses, ``w_k = z_k / (c L_k)`` with ``z = softmax(ξ)``, ``c = Σ_i z_i / L_i``."""
+    import tensorflow as tf
+
+    ratio = tf.nn.softmax(tf.convert_to_tensor(logits, tf.float32)) / (tf.convert_to_tensor(losses, tf.float32) + FAMO_EPS)
+    return ratio / tf.reduce_sum(ratio)
+
+
+def famo_logits(logits, before, after, *, lr: float, decay: float):
+    """FAMO's logit step: ``ξ − β (J_z(ξ)ᵀ (log L − log L') + γ ξ)``, where ``J_zᵀ v = z ⊙ (v − z·v)``."""
+    import tensorflow as tf
+
+    xi = tf.convert_to_tensor(logits, tf.float32)
+    z = tf.nn.softmax(xi)
+    v = (tf.math.log(tf.convert_to_tensor(before, tf.float32) + FAMO_EPS)
+         - tf.math.log(tf.convert_to_tensor(after, tf.float32) + FAMO_EPS))
+    return xi - lr * (z * (v - tf.reduce_sum(z * v)) + decay * xi)
+
+
 class LossWeighting:
     """The loss combination of one run; build it in the strategy's scope."""
 
@@ -40,6 +79,7 @@ class LossWeighting:
         self.tasks = list(cfg.tasks)
         self.types = {t: tc.type for t, tc in cfg.tasks.items()}
         self.temperature = cfg.train.dwa_temperature
+        self.seed, self.famo_lr, self.famo_decay = cfg.train.seed, cfg.train.famo_lr, cfg.train.famo_decay
         self.num_replicas = num_replicas
         self.loss_history: list[dict[str, float]] = []
         static = cfg.normalized_loss_weights()
@@ -48,6 +88,21 @@ class LossWeighting:
         self.weights = keras.Variable(np.array(initial, np.float32), trainable=False, name="loss_weights")
         self.log_vars = (keras.Variable(np.zeros(len(self.tasks), np.float32), name="log_variances")
                          if self.kind == "uncertainty" else None)
+        # RLW: the global step that keys its draws; FAMO: its task logits. Both change once per step, in the
+        # step's cross-replica part, from values every worker has (``after_step``).
+        self.draws = keras.Variable(0, dtype="int64", trainable=False, name="rlw_step") if self.kind == "rlw" else None
+        self.logits = (keras.Variable(np.zeros(len(self.tasks), np.float32), trainable=False, name="famo_logits")
+                       if self.kind == "famo" else None)
+
+    @property
+    def global_losses(self) -> bool:
+        """FAMO weighs by the global batch's task losses: the step all-reduces them before ``combine``."""
+        return self.kind == "famo"
+
+    @property
+    def learned(self) -> list:
+        """The variables the method learns (uncertainty's log-variances, FAMO's logits)."""
+        return [v for v in (self.log_vars, self.logits) if v is not None]
 
     @property
     def trainable_variables(self) -> list:
@@ -56,19 +111,42 @@ class LossWeighting:
     def _half(self) -> np.ndarray:
         return np.array([0.5 if self.types[t] == "regression" else 1.0 for t in self.tasks], np.float32)
 
-    def combine(self, losses: list):
-        """Total loss from per-task losses (this replica's share of each global-batch mean)."""
+    def combine(self, losses: list, *, global_losses=None):
+        """Total loss from per-task losses (this replica's share of each global-batch mean); FAMO also takes the
+        all-reduced ``global_losses``."""
         import tensorflow as tf
 
         stacked = tf.stack(losses)
+        if self.kind == "rlw":
+            return tf.reduce_sum(tf.cast(rlw_weights(self.seed, self.draws, len(self.tasks)), stacked.dtype) * stacked)
+        if self.kind == "famo":   # weights from global losses, held fixed: replicas' gradients sum to the global one
+            w = tf.stop_gradient(famo_weights(self.logits, global_losses))
+            return tf.reduce_sum(tf.cast(w, stacked.dtype) * stacked)
         if self.log_vars is None:
             return tf.reduce_sum(tf.cast(self.weights, stacked.dtype) * stacked)
         s = tf.cast(self.log_vars, stacked.dtype)
         # The ½ s regularizer is split across replicas: the optimizer sums replicas' gradients.
         return tf.reduce_sum(self._half() * tf.exp(-s) * stacked + 0.5 * s / self.num_replicas)
 
+    def after_step(self, before, after) -> None:
+        """Once per step, outside the replicas, identical on every worker: RLW moves to the next draw; FAMO steps
+        its logits from the all-reduced losses before and after the update (a step with a non-finite loss, e.g.
+        one skipped by float16's loss scale, leaves them)."""
+        import tensorflow as tf
+
+        if self.draws is not None:
+            self.draws.assign_add(1)
+        if self.logits is not None:
+            new = famo_logits(self.logits, before, after, lr=self.famo_lr, decay=self.famo_decay)
+            self.logits.assign(tf.where(tf.reduce_all(tf.math.is_finite(new)), new, self.logits))
+
     def effective(self) -> dict[str, float]:
-        """The weight each task's loss carries now."""
+        """The weight each task's loss carries now (RLW: its expectation 1/K; FAMO: ``softmax(ξ)``)."""
+        if self.kind == "rlw":
+            return {t: 1.0 / len(self.tasks) for t in self.tasks}
+        if self.logits is not None:
+            z = np.exp(self.logits.numpy() - self.logits.numpy().max())
+            return {t: float(v) for t, v in zip(self.tasks, z / z.sum())}
         if self.log_vars is not None:
             s = np.asarray(self.log_vars.numpy(), np.float64)
             return {t: float(h * math.exp(-v)) for t, h, v in zip(self.tasks, self._half(), s)}
@@ -83,10 +161,16 @@ class LossWeighting:
 
     def state(self) -> dict:
         return {"loss_history": self.loss_history, "weights": self.weights.numpy().tolist(),
-                "log_vars": None if self.log_vars is None else self.log_vars.numpy().tolist()}
+                "log_vars": None if self.log_vars is None else self.log_vars.numpy().tolist(),
+                "draws": None if self.draws is None else int(self.draws.numpy()),
+                "logits": None if self.logits is None else self.logits.numpy().tolist()}
 
     def restore(self, state: dict) -> None:
         self.loss_history = list(state.get("loss_history", []))
         self.weights.assign(np.array(state["weights"], np.float32))
         if self.log_vars is not None and state.get("log_vars") is not None:
             self.log_vars.assign(np.array(state["log_vars"], np.float32))
+        if self.draws is not None and state.get("draws") is not None:
+            self.draws.assign(int(state["draws"]))
+        if self.logits is not None and state.get("logits") is not None:
+            self.logits.assign(np.array(state["logits"], np.float32))

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import layout, metrics as registry, storage
 from . import checkpoints
+from .precision import configure_gpus
 from .progress import read_progress, write_progress
 from .step import allreduce_fields, make_allreduce_sum, make_train_step, one_hot
 
@@ -72,9 +73,8 @@ def train_loop_per_worker(payload: dict) -> None:
     tf = quiet_tensorflow()
     marks["tensorflow"] = time.time()
     quiet_logs()
-    for gpu in tf.config.list_physical_devices("GPU"):
-        # Trials packed on one GPU (gpus_per_worker < 1) share it: allocate memory as needed.
-        tf.config.experimental.set_memory_growth(gpu, True)
+    # Trials packed on one GPU (gpus_per_worker < 1) share it: each gets a memory cap (else memory growth).
+    configure_gpus(tf, payload["config"]["resources"]["gpus_per_worker"])
     # Create the strategy before any other TF op. One worker has nothing to synchronize: the
     # default strategy then spares the per-step collectives (measured in bench/).
     strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
@@ -246,6 +246,7 @@ class _Epochs:
     step: Callable
     dist: object
     executed: int = 0
+    skipped: int = 0      # float16: steps the loss scale skipped, up to the last epoch
 
     def epoch(self, epoch: int) -> dict:
         """This rank's steps, then one all-reduce of named sums: the epoch's metrics (identical on every rank)."""
@@ -272,7 +273,17 @@ class _Epochs:
                        **{f"rank{r}_peak_rss_mb": float(m) for r, m in enumerate(summed["rss_mb"])},
                        status="running" if np.isfinite(losses).all() and not metrics["nonfinite_outputs"] else
                        "diverged", config_hash=cfg.config_hash())   # non-finite losses or validation outputs
+        metrics.update(self._loss_scale())
         return metrics
+
+    def _loss_scale(self) -> dict:
+        """float16: the loss scale now and the steps skipped this epoch (identical on every worker)."""
+        scale = self.step.loss_scale
+        if scale is None:
+            return {}
+        total = int(scale.skipped.numpy())
+        skipped, self.skipped = total - self.skipped, total
+        return {"loss_scale": float(scale.scale.numpy()), "skipped_steps": skipped}
 
     def _steps(self, width: int) -> np.ndarray:
         """Sum of this rank's step losses over the epoch ([total, task 1, ...])."""

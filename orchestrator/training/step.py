@@ -2,41 +2,96 @@
 the one all-reduce per epoch, which carries named fields packed into one vector."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Optional
+
 import numpy as np
 
 
-def make_train_step(strategy, mt, cfg, weighting, optimizers: dict, *, global_batch: int):
-    """One synchronous data-parallel step. ``x, y`` are this worker's part of the global batch.
-    Returns this worker's share of [total loss, task 1 loss, ...] (summed over workers: global means)."""
+@dataclass
+class TrainStep:
+    """``step(x, y)``: one synchronous data-parallel step on this worker's part ``x, y`` of the global batch; returns
+    this worker's share of [total loss, task 1 loss, ...] (summed over workers: global means). ``loss_scale``:
+    float16's shared dynamic loss scale (``training.precision``), else None."""
+    run: Callable
+    loss_scale: Optional[object] = None
+
+    def __call__(self, x, y):
+        return self.run(x, y)
+
+
+def make_train_step(strategy, mt, cfg, weighting, optimizers: dict, *, global_batch: int) -> TrainStep:
+    import tensorflow as tf
+
+    from .precision import LossScale
+
+    groups = [(optimizers[g], vs) for g, vs in zip(("backbone", "heads"), mt.variable_groups()) if vs]
+    variables = [v for _, vs in groups for v in vs]
+    with strategy.scope():
+        scale = LossScale() if cfg.train.precision == "mixed_float16" else None
+    losses = _task_losses(mt, cfg, global_batch=global_batch)
+    # XLA compiles the model's forward pass (and its gradient); no collective runs inside the compiled part.
+    forward = tf.function(losses, jit_compile=True) if cfg.train.jit_compile else losses
+
+    def backward(x, y):
+        with tf.GradientTape() as tape:
+            task = forward(x, y)
+            # FAMO weighs by the global batch's losses: K numbers all-reduced, workers sync here.
+            both = _all_reduced(tf.stop_gradient(task)) if weighting.global_losses else task
+            loss = weighting.combine(tf.unstack(task), global_losses=both)
+            scaled = loss * scale.scale if scale else loss   # float16: small gradients must not underflow
+        grads = [g / scale.scale for g in tape.gradient(scaled, variables)] if scale else tape.gradient(loss, variables)
+        if scale:   # float16: one verdict for all workers (a scalar all-reduce): a non-finite gradient anywhere skips
+            bad = _all_reduced(tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads]))
+        return grads, tf.concat([[loss], task], 0), both, tf.equal(bad, 0.0) if scale else tf.constant(True)
+
+    def apply(grads):
+        at = 0
+        for optimizer, vs in groups:   # apply_gradients all-reduces (sums) each gradient across workers: workers sync
+            optimizer.apply_gradients(zip(grads[at:at + len(vs)], vs))
+            at += len(vs)
+
+    @tf.function
+    def step(x, y):
+        grads, stats, before, finite = strategy.run(backward, args=(x, y))
+        if scale:   # both groups step, or neither; the cond sits in cross-replica context (apply_gradients may merge_call)
+            ok = strategy.experimental_local_results(finite)[0]   # all-reduced: the same on every worker
+            tf.cond(ok, lambda: strategy.run(apply, args=(grads,)), lambda: None)
+            scale.update(ok)
+        else:
+            strategy.run(apply, args=(grads,))
+        after = None
+        if weighting.global_losses:   # FAMO: one extra no-gradient forward pass with the new weights, all-reduced
+            after = strategy.experimental_local_results(strategy.run(lambda a, b: _all_reduced(forward(a, b)), args=(x, y)))[0]
+            before = strategy.experimental_local_results(before)[0]
+        weighting.after_step(before, after)
+        # This worker's share only: a collective per step just for logging costs throughput;
+        # the epoch's sums are all-reduced once instead.
+        return tf.add_n(strategy.experimental_local_results(stats))
+
+    return TrainStep(step, scale)
+
+
+def _task_losses(mt, cfg, *, global_batch: int) -> Callable:
+    """``f(x, y)`` -> this replica's share of each task's global-batch mean loss, as one float32 vector."""
     import tensorflow as tf
 
     from ..model.multitask import per_example_losses
 
-    backbone_vars, head_vars = mt.variable_groups()
-    n_bb = len(backbone_vars)
+    def losses(x, y):
+        out = mt.model(x, training=True)  # frozen blocks (incl. BatchNorm) run in inference mode
+        per_task = per_example_losses(cfg, y, out)
+        # Average over the GLOBAL batch, not the local one: the optimizer sums gradients across
+        # replicas, so the sum is exactly the gradient of the global mean loss.
+        return tf.stack([tf.nn.compute_average_loss(per_task[t], global_batch_size=global_batch) for t in cfg.tasks])
+    return losses
 
-    def replica_step(x, y):
-        with tf.GradientTape() as tape:
-            out = mt.model(x, training=True)  # frozen blocks (incl. BatchNorm) run in inference mode
-            per_task = per_example_losses(cfg, y, out)
-            # Average over the GLOBAL batch, not the local one: the optimizer sums gradients across
-            # replicas, so the sum is exactly the gradient of the global mean loss.
-            task_losses = [tf.nn.compute_average_loss(per_task[t], global_batch_size=global_batch) for t in cfg.tasks]
-            loss = weighting.combine(task_losses)
-        grads = tape.gradient(loss, backbone_vars + head_vars)
-        # apply_gradients all-reduces (sums) each gradient across workers: workers sync here.
-        if n_bb:
-            optimizers["backbone"].apply_gradients(zip(grads[:n_bb], backbone_vars))
-        optimizers["heads"].apply_gradients(zip(grads[n_bb:], head_vars))
-        return tf.stack([loss] + task_losses)
 
-    @tf.function
-    def step(x, y):
-        # This worker's share only: a collective per step just for logging costs throughput;
-        # the epoch's sums are all-reduced once instead.
-        return tf.add_n(strategy.experimental_local_results(strategy.run(replica_step, args=(x, y))))
+def _all_reduced(value):
+    """``value`` summed over the replicas (in a replica context; one worker: itself)."""
+    import tensorflow as tf
 
-    return step
+    return tf.distribute.get_replica_context().all_reduce("SUM", value)
 
 
 def make_allreduce_sum(strategy, world: int):

@@ -1,0 +1,110 @@
+"""train.precision and train.jit_compile on CPU: float16's shared loss scale skips both optimizer groups on an
+overflow; XLA's step equals the plain one; the GPU memory cap of packed trials (computed; no GPU here)."""
+import numpy as np
+import pytest
+
+from orchestrator.config import parse_config
+from orchestrator.training.precision import INITIAL_SCALE, configure_gpus, memory_cap_mb
+
+from factories import experiment, small_table, write_parquet
+
+
+def one_batch(tmp_path, **train):
+    import tensorflow as tf
+
+    from orchestrator.data.pipeline import load_arrays
+    from orchestrator.model.multitask import standardize
+
+    cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(64)),
+                                  train={"optimizer": "sgd", "backbone_lr": 0.05, "head_lr": 0.05, **train}))
+    (x, y), _, spec = load_arrays(cfg)
+    y = standardize(cfg, spec, {t: v[:32] for t, v in y.items()})
+    return cfg, spec, tf.constant(x[:32]), {t: tf.constant(v) for t, v in y.items()}
+
+
+def trained_step(cfg, spec):
+    import tensorflow as tf
+
+    from orchestrator.training.loop import build
+    from orchestrator.training.step import make_train_step
+
+    strategy = tf.distribute.get_strategy()
+    trainee = build(strategy, cfg, spec, backbone_file=None)
+    return trainee, make_train_step(strategy, trainee.mt, cfg, trainee.weighting, trainee.optimizers, global_batch=32)
+
+
+def test_float16_overflow_skips_both_groups_and_halves_the_shared_scale(tmp_path):
+    cfg, spec, x, y = one_batch(tmp_path, precision="mixed_float16")
+    trainee, step = trained_step(cfg, spec)
+    model = trainee.mt.model
+    assert model.get_layer("digits_cnn").get_layer("block1_conv").compute_dtype == "float16"
+    assert model.get_layer("head_left").compute_dtype == "float32" and model.get_layer("head_sum").dtype == "float32"
+    assert set(trainee.optimizers) == {"backbone", "heads"}          # two groups, one scale
+    start = [w.copy() for w in model.get_weights()]
+    step(x * 1e6, y)                                                  # float16 overflows (its max is 65504)
+    assert all(np.array_equal(a, b) for a, b in zip(start, model.get_weights())), "a skipped step changed weights"
+    assert [int(o.iterations.numpy()) for o in trainee.optimizers.values()] == [0, 0]
+    assert float(step.loss_scale.scale.numpy()) == INITIAL_SCALE / 2 and int(step.loss_scale.skipped.numpy()) == 1
+    step(x, y)                                                        # a normal batch: both groups step
+    after = model.get_weights()
+    assert [int(o.iterations.numpy()) for o in trainee.optimizers.values()] == [1, 1]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(start, after)) > 1e-4
+    assert float(step.loss_scale.scale.numpy()) == INITIAL_SCALE / 2 and int(step.loss_scale.skipped.numpy()) == 1
+
+
+def test_float32_and_bfloat16_have_no_loss_scale(tmp_path):
+    for precision in ("float32", "mixed_bfloat16"):
+        cfg, spec, _, _ = one_batch(tmp_path, precision=precision)
+        trainee, step = trained_step(cfg, spec)
+        assert step.loss_scale is None
+        conv = trainee.mt.model.get_layer("digits_cnn").get_layer("block1_conv")
+        assert conv.compute_dtype == precision.removeprefix("mixed_") and conv.variable_dtype == "float32"
+
+
+def test_jit_compiled_step_equals_the_plain_step(tmp_path):
+    results = {}
+    for jit in (False, True):
+        cfg, spec, x, y = one_batch(tmp_path, jit_compile=jit, loss_weighting="famo")
+        trainee, step = trained_step(cfg, spec)
+        start = [w.copy() for w in trainee.mt.model.get_weights()]
+        losses = step(x, y).numpy()
+        results[jit] = (losses, trainee.mt.model.get_weights(), trainee.weighting.logits.numpy())
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(start, results[True][1]))
+    assert moved > 1e-4
+    assert results[True][0] == pytest.approx(results[False][0], rel=1e-5)
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(results[True][1], results[False][1]))
+    assert worst <= 1e-5, f"the XLA step differs from the plain one by {worst}"
+    assert results[True][2] == pytest.approx(results[False][2], abs=1e-6)
+
+
+def test_packed_trials_get_a_share_of_the_card_as_a_memory_cap(monkeypatch):
+    assert memory_cap_mb(0.25, 16384.0) == 4096
+    assert memory_cap_mb(0.5, 24564.0) == 12282
+    assert memory_cap_mb(1.0, 16384.0) is None and memory_cap_mb(2.0, 16384.0) is None   # whole cards: growth
+    assert memory_cap_mb(0.25, None) is None                                              # unknown card: growth
+
+    class FakeConfig:   # tf.config's surface that configure_gpus uses, recording the calls
+        LogicalDeviceConfiguration = staticmethod(lambda memory_limit: ("limit", memory_limit))
+
+        def __init__(self):
+            self.calls = []
+            self.experimental = self
+
+        def list_physical_devices(self, kind):
+            return ["GPU:0"] if kind == "GPU" else []
+
+        def set_memory_growth(self, gpu, on):
+            self.calls.append(("growth", gpu, on))
+
+        def set_logical_device_configuration(self, gpu, configs):
+            self.calls.append(("logical", gpu, configs))
+
+    from orchestrator.training import precision
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    monkeypatch.setattr(precision, "card_memory_mb", lambda device: {"3": 16384.0}.get(device))
+    tf = type("tf", (), {"config": FakeConfig()})
+    assert configure_gpus(tf, 0.25) == 4096
+    assert tf.config.calls == [("logical", "GPU:0", [("limit", 4096)])]
+    tf.config.calls.clear()
+    assert configure_gpus(tf, 1.0) is None and tf.config.calls == [("growth", "GPU:0", True)]
