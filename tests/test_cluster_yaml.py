@@ -140,3 +140,12 @@ def test_min_workers_above_max_workers_fails(cfg):
 
 def test_no_ray_started():
     assert not ray.is_initialized()
+
+
+def test_every_node_polls_train_workers_at_the_local_pace(cfg):
+    """The Train health-check interval init_ray sets locally reaches cluster nodes through their ray start lines."""
+    from orchestrator.training.session import HEALTH_CHECK_INTERVAL_S
+
+    setting = f"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S={HEALTH_CHECK_INTERVAL_S} "
+    assert setting in _head_start(cfg)
+    assert all(setting in line for line in cfg["worker_start_ray_commands"] if "ray start" in line)
