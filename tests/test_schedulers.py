@@ -279,3 +279,14 @@ def test_a_sweep_cut_by_its_time_budget_still_writes_rows_of_trials_that_trained
     callback.on_experiment_end(trials=[cut, idle])
     (row,) = Leaderboard(cfg.storage).table(experiment="t").to_pylist()
     assert row["trial_id"] == "cut" and row["status"] == "stopped" and row["epochs"] == 1 and row["freeze_depth"] == 1
+
+
+def test_searcher_state_leaves_out_the_schedulers_gate():
+    from orchestrator.sweep.searchers import GatedVariants
+
+    scheduler = SyncHalving(max_t=6, grace_period=1, reduction_factor=3, trials=6, concurrent=2, mode="max")
+    lim, _ = limiter()
+    lim.gate = scheduler.has_room
+    assert "gate" not in lim.get_state() and "searcher" not in lim.get_state()
+    variants = GatedVariants(scheduler.has_room, random_state=0, max_concurrent=0, points_to_evaluate=None)
+    assert "gate" not in variants.get_state()

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from typing import Callable, Optional
@@ -72,7 +73,12 @@ class GatedVariants(BasicVariantGenerator):
         self.gate = gate
 
     def next_trial(self):
-        return None if self.gate is not None and not self.gate() else super().next_trial()
+        gate = getattr(self, "gate", None)
+        return None if gate is not None and not gate() else super().next_trial()
+
+    def get_state(self):
+        state = super().get_state()
+        return state and {k: v for k, v in state.items() if k != "gate"}   # the scheduler's: not saved twice
 
 
 def _study_with(space: OptunaSpace, cfg: ExperimentConfig, evaluated: tuple):
@@ -103,9 +109,13 @@ class Limiter(ConcurrencyLimiter):
         self.worst: Optional[float] = None
 
     def suggest(self, trial_id: str):
-        if self.gate is not None and not self.gate():
+        gate = getattr(self, "gate", None)
+        if gate is not None and not gate():
             return None
         return super().suggest(trial_id)
+
+    def get_state(self) -> dict:
+        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("searcher", "gate")})
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get("objective")
