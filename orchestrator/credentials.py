@@ -121,6 +121,10 @@ def publish() -> None:
     name = ACTOR_PREFIX + ray.get_runtime_context().get_job_id()
     holder = ray.remote(num_cpus=0)(_Holder).options(name=name, get_if_exists=True, lifetime=None).remote()
     ray.get(holder.put.remote(dict(_BY_LOCATION)))
+    _HOLDER[0] = holder   # a named actor still dies with its last handle: this process keeps one for the job's life
+
+
+_HOLDER: list = [None]
 
 
 _FETCHED = [False]

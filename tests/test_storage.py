@@ -137,3 +137,26 @@ def test_a_uri_with_credentials_opens_as_given(no_ray):
 
     fs, path = storage.filesystem(f"s3://{KEY}:{SECRET}@bucket3/exp/x.parquet?endpoint_override=127.0.0.1:1&scheme=http")
     assert path == "bucket3/exp/x.parquet" and SECRET.encode() in pickle.dumps(fs)
+
+
+@pytest.mark.slow
+def test_credentials_adopted_by_the_driver_reach_a_ray_task_after_publish(ray_session):
+    """The holder actor must outlive publish(): a named actor dies with its last handle (it did: lookup was None)."""
+    import gc
+
+    from orchestrator import credentials
+
+    credentials.adopt("s3://KEY:se/cr+et@bucket-for-publish/runs?endpoint_override=127.0.0.1:9")
+    credentials.publish()
+    gc.collect()
+
+    @ray_session.remote(num_cpus=0)
+    def probe():
+        from orchestrator import credentials as inside
+
+        return inside.lookup("s3://bucket-for-publish/runs/exp/")
+
+    try:
+        assert ray_session.get(probe.remote()) == {"access_key": "KEY", "secret_key": "se/cr+et"}
+    finally:
+        credentials.forget()
