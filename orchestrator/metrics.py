@@ -94,6 +94,12 @@ def sign(mode: Optional[str]) -> float:
     return -1.0 if mode == "min" else 1.0
 
 
+def finite(value) -> Optional[float]:
+    """A finite number as float, else None (missing, NaN, inf, bool, text)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
 def score(metric: str, value: float) -> float:
     """Higher is better: a metric's value, negated when lower is better."""
     return sign(TASK_METRICS[metric].mode) * value

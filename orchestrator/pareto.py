@@ -28,8 +28,8 @@ def signed_point(values: Sequence[Optional[float]], names: Sequence[str]) -> Poi
     registry); a missing or non-finite value becomes -inf, so it loses to every finite one."""
     out = []
     for v, name in zip(values, names):
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        out.append(metrics.sign(metrics.direction(name)) * float(v) if ok else -math.inf)
+        x = metrics.finite(v)
+        out.append(metrics.sign(metrics.direction(name)) * x if x is not None else -math.inf)
     return tuple(out)
 
 

@@ -9,8 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from orchestrator.cli import main
-
 from factories import experiment, run_cli, write_yaml
 
 

@@ -7,7 +7,8 @@ import pytest
 from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
 from orchestrator.pareto import eps_net_order, hypervolume, mo_order, nondominated_fronts, signed_point
-from orchestrator.sweep.moasha import MOASHA, milestones
+from orchestrator.sweep.moasha import MOASHA
+from orchestrator.sweep.syncsha import rungs_for
 
 from factories import experiment
 
@@ -84,7 +85,7 @@ def test_a_minimized_metric_is_ranked_lower_is_better():
 
 
 def test_rungs_a_trial_reached_are_ranked_once_and_the_last_epoch_stops():
-    assert milestones(8, 1, 2) == [1, 2, 4] and milestones(9, 1, 3) == [1, 3] and milestones(1, 1, 2) == []
+    assert rungs_for(8, 1, 2) == [1, 2, 4] and rungs_for(9, 1, 3) == [1, 3] and rungs_for(1, 1, 2) == []
     sch = MOASHA(["left_accuracy"], max_t=4, reduction_factor=2)
     assert feed(sch, [("a", 1, {"left_accuracy": 0.9}), ("b", 1, {"left_accuracy": 0.5}),
                       ("a", 2, {"left_accuracy": 0.1}), ("a", 3, {"left_accuracy": 0.1}),

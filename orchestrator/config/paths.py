@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import ConfigError
 from ..storage import is_uri, redact
@@ -18,14 +18,21 @@ def _is_relative_path(value: Any) -> bool:
             and not is_uri(value) and not Path(value).is_absolute())
 
 
+def parent(data: dict, keys) -> Optional[dict]:
+    """The dict that holds ``keys[-1]`` inside nested ``data`` (reached through ``keys[:-1]``); None where a step
+    is missing or not a dict."""
+    node = data
+    for k in keys[:-1]:
+        node = node.get(k) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
 def resolve_paths(data: dict, base: Path) -> dict:
     """Relative paths in a config (data, backbone file, storage) -> absolute, against ``base``."""
     out = json.loads(json.dumps(data, default=str))
     for keys in PATH_FIELDS:
-        node = out
-        for k in keys[:-1]:
-            node = node.get(k) if isinstance(node, dict) else None
-        if isinstance(node, dict) and _is_relative_path(node.get(keys[-1])):
+        node = parent(out, keys)
+        if node is not None and _is_relative_path(node.get(keys[-1])):
             node[keys[-1]] = str((base / node[keys[-1]]).resolve())
     return out
 
@@ -33,10 +40,8 @@ def resolve_paths(data: dict, base: Path) -> dict:
 def redact_paths(data: dict) -> dict:
     out = json.loads(json.dumps(data, default=str))
     for keys in PATH_FIELDS:
-        node = out
-        for k in keys[:-1]:
-            node = node.get(k) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+        node = parent(out, keys)
+        if node is not None and isinstance(node.get(keys[-1]), str):
             node[keys[-1]] = redact(node[keys[-1]])
     return out
 

@@ -25,6 +25,7 @@ from typing import Callable, Optional
 import pyarrow as pa
 
 from .. import storage
+from ..config.paths import parent
 from ..data.identity import data_identity
 from ..errors import ConfigError
 from .columns import parquet_bytes
@@ -41,10 +42,8 @@ def work_key(config: dict, identity: Callable[[str, str], str]) -> str:
     ``identity(location, image_column)``; the seed (``train.seed``) stays in."""
     c = copy.deepcopy(config)
     for path in EXECUTION_ONLY:
-        node = c
-        for part in path[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        node = parent(c, path)
+        if node is not None:
             node.pop(path[-1], None)
     data = c.get("data") or {}
     for field in ("train", "validation"):

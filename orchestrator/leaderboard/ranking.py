@@ -4,7 +4,6 @@ ones), which rows are current (not superseded by a rerun), Pareto fronts, and th
 pyarrow, no files."""
 from __future__ import annotations
 
-import math
 import statistics
 from typing import Optional
 
@@ -12,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..metrics import direction, sign
+from ..metrics import direction, finite, sign
 
 OBJECTIVES = ("objective", "best_objective")   # their direction is each row's objective_mode
 UNRANKED = ("failed", "diverged")               # statuses no ranking picks: best, top, confirm, warm starts, fronts
@@ -21,12 +20,6 @@ UNRANKED = ("failed", "diverged")               # statuses no ranking picks: bes
 def kind_of(row: dict) -> str:
     """A row's kind; rows written before kinds existed are trials."""
     return row.get("kind") or "trial"
-
-
-def finite(value) -> Optional[float]:
-    """A finite number as float, else None (missing, NaN, inf, bool, text)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
 
 
 def signed(light: pa.Table, metric: str) -> pa.ChunkedArray:

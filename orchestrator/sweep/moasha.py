@@ -25,16 +25,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from .. import storage
 from ..pareto import mo_order, signed_point
-
-
-def milestones(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
-    """ASHA's rungs: ``grace_period * η^k`` epochs, below ``max_t``, ascending."""
-    out, k = [], 0
-    while (m := int(round(grace_period * reduction_factor ** k))) < max_t:
-        if not out or m > out[-1]:
-            out.append(m)
-        k += 1
-    return out
+from .syncsha import rungs_for
 
 
 class Rungs:
@@ -81,7 +72,7 @@ class MOASHA(FIFOScheduler):
                  time_attr: str = "epoch", state: Optional[str] = None):
         super().__init__()
         self.metrics, self.max_t, self.time_attr, self.state = list(metrics), int(max_t), time_attr, state
-        self.rungs = Rungs(milestones(self.max_t, grace_period, reduction_factor), reduction_factor)
+        self.rungs = Rungs(rungs_for(self.max_t, grace_period, reduction_factor), reduction_factor)
         self._loaded = False
         self.stopped = 0
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from typing import Callable, Optional
 
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -22,6 +21,7 @@ from .. import storage
 from ..config.sampling import OptunaSpace, point_for
 from ..config.schema import ExperimentConfig
 from ..config.space import active_values, fits, largest
+from ..metrics import finite
 
 BAD = 1e9   # the worst objective when none has been seen yet (sign follows the objective's direction)
 
@@ -119,7 +119,7 @@ class Limiter(ConcurrencyLimiter):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get("objective")
-        if not _finite(value) or result.get("status") == "diverged":
+        if finite(value) is None or result.get("status") == "diverged":
             return
         self.worst = value if self.worst is None else min(self.worst, value, key=lambda v: self.sign * v)
         result = {**result, "training_iteration": int(result.get("epoch", result.get("training_iteration", 0)))}
@@ -128,13 +128,9 @@ class Limiter(ConcurrencyLimiter):
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         result = dict(result or self.last.get(trial_id) or {})
-        if error or not _finite(result.get("objective")) or result.get("status") == "diverged":
+        if error or finite(result.get("objective")) is None or result.get("status") == "diverged":
             result["objective"] = self.worst if self.worst is not None else -self.sign * BAD
         super().on_trial_complete(trial_id, result=result, error=False)
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
@@ -181,7 +177,7 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say) ->
     epochs = largest(s, "train.epochs", cfg.train.epochs)
     rows = Leaderboard(cfg.storage).table(experiment=cfg.name).to_pylist()
     for row in rows:
-        if (row["status"] != "completed" or row["data_fingerprint"] != fingerprint or not _finite(row["objective"])
+        if (row["status"] != "completed" or row["data_fingerprint"] != fingerprint or finite(row["objective"]) is None
                 or row["objective_metric"] != cfg.objective.metric or row["max_epochs"] != epochs):
             continue
         values = active_values(s.space, _config_of(row), tasks)

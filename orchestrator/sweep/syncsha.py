@@ -20,7 +20,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 
 def rungs_for(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
-    """The epochs at which trials are compared: grace_period * reduction_factor**k, below max_t."""
+    """The epochs at which trials are compared (SyncHalving's and MO-ASHA's rungs): grace_period * reduction_factor**k,
+    below max_t, ascending."""
     rungs, k = [], 0
     while (r := int(round(grace_period * reduction_factor ** k))) < max_t:
         if not rungs or r > rungs[-1]:
