@@ -186,7 +186,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench-overhead-")
     storage = os.path.join(work, "runs")
     try:
-        with console(os.path.join(work, "bench.log")) as out:
+        with console(os.path.join(work, "bench.log")):
             pretrain(storage, out=lambda line: None)
             with Sampler() as cpu_1w:
                 fixed_1w, epoch_1w, marks_1w = fixed_cost(storage, 1)
