@@ -29,7 +29,8 @@ init_ray(None)
 import ray
 from ray.util.state import list_jobs
 print(json.dumps({"runtime_env": ray.get_runtime_context().runtime_env,
-                  "jobs": [j.__dict__ if hasattr(j, "__dict__") else str(j) for j in list_jobs(detail=True)]},
+                  "jobs": [j.__dict__ if hasattr(j, "__dict__") else str(j) for j in
+                           list_jobs(address=ray.get_runtime_context().gcs_address, detail=True)]},
                  default=str))
 """
 
