@@ -1,6 +1,6 @@
-"""CPU use of Ray's processes while a bench runs (a module, not a bench: benches end with a RESULT line). Ray names an actor's process
-``ray::<Class>...``: a sampler thread reads every such process's CPU time from /proc, and the busy fraction of
-the machine's CPUs from /proc/stat. Linux only."""
+"""CPU use of Ray's processes while a bench runs (a module, not a bench: benches end with a RESULT line).
+Ray names an actor's process ``ray::<Class>...``: a sampler thread reads every such process's CPU time from
+/proc, and the busy fraction of the machine's CPUs from /proc/stat. Linux only."""
 from __future__ import annotations
 
 import os
