@@ -280,6 +280,9 @@ def test_a_run_leaves_nothing_in_the_temp_dir(tmp_path):
                           capture_output=True, text=True, timeout=900, cwd=tmp_path,
                           env={**os.environ, "TMPDIR": str(tmpdir)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    left = sorted(p.name for p in tmpdir.iterdir() if p.name != "ray")
+    # TensorFlow's autograph writes the source of each converted function there and never deletes it: its
+    # files, not ours (ours: backbone copies, the shipped backbone, TensorBoard folders).
+    left = sorted(p.name for p in tmpdir.iterdir()
+                  if p.name != "ray" and not p.name.startswith("__autograph_generated_file"))
     assert left == [], left
     assert not (tmp_path / "runs" / "trials" / "clean" / "lease.json").exists()

@@ -155,6 +155,7 @@ def test_a_searched_worker_count_the_cluster_cannot_hold_stops_the_sweep_before_
     from orchestrator.leaderboard import Leaderboard
 
     cfg = experiment(tmp_path, "builtin:multidigits/train", resources={"workers": 1, "cpus_per_worker": 0.5},
+                     train={"batch_size": 64},    # 64 workers share it; 32 would be refused first, before Ray
                      search={"space": {"resources.workers": {"choice": [1, 64]}}, "num_samples": 2})
     code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and err.startswith("error: search.space resources.workers value 64: one trial needs 64 workers")
