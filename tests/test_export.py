@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -80,6 +81,16 @@ def test_export_cli_and_bad_targets(tmp_path, capsys):
     assert "3 rows" in r.out and (tmp_path / "x-history.csv").exists()
     bad = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--to", "excel:x.xlsx")
     assert bad.code == 2 and "mlflow:URI" in bad.err and "Traceback" not in bad.err
+
+def test_export_to_tensorboard_without_the_extra_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """TensorFlow >= 2.20 no longer brings tensorboard; without it installed (simulated: the import is blocked,
+    since this environment has it) the export says which extra to install."""
+    board_with_trials(tmp_path)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    r = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--to", f"tensorboard:{tmp_path / 'tb'}")
+    assert r.code == 2 and "orchestrator[tensorboard]" in r.err and len(r.err.splitlines()) == 1, r.err
+    assert not (tmp_path / "tb").exists()
+
 
 def test_history_json_is_not_needed_for_rows_without_one(tmp_path):
     board = Leaderboard(str(tmp_path / "runs"))

@@ -14,6 +14,7 @@ from typing import Optional
 import pyarrow as pa
 
 from .. import storage
+from ..errors import ConfigError
 from .flat import hparam_columns, metric_columns, row_points
 from .query import rows as row_dicts
 
@@ -22,6 +23,11 @@ EVENTS = "events.out.tfevents.0.orchestrator-export"
 
 def export_tensorboard(table: pa.Table, location: str) -> dict:
     """Write the rows of ``table`` as HParams sessions under ``location`` (a local path or URI)."""
+    try:                                   # before any file is written
+        import tensorboard.plugins.hparams.summary_v2  # noqa: F401
+    except ImportError:
+        raise ConfigError("exporting to TensorBoard needs the tensorboard extra: "
+                          "pip install 'orchestrator[tensorboard]'") from None
     by_experiment: dict[str, list[dict]] = {}
     for row in row_dicts(table):
         by_experiment.setdefault(row.get("experiment") or "default", []).append(row)
