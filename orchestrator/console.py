@@ -89,7 +89,8 @@ def mute_ray_stderr() -> None:
 @contextlib.contextmanager
 def console(log_path: str | None, *, verbose: bool = False):
     """Our lines on stdout (and in the log file); Ray's and Tune's own output, and the ``orchestrator`` logger's
-    records (the resolved config), only in the log file, unless ``verbose``. Yields ``out(line)``."""
+    records (the resolved config), only in the log file, unless ``verbose``. Yields ``out(line)``; ``out.detail(line)``
+    is for the log only (unless ``verbose``)."""
     import ray  # noqa: F401 - its logger must exist before we attach to it
 
     from . import _ray
@@ -134,6 +135,15 @@ def console(log_path: str | None, *, verbose: bool = False):
         print(line, flush=True)
         if log:
             log.write(line + "\n")
+
+    def detail(line: str) -> None:
+        """Lines for the log (per-epoch progress): on the console too with --verbose, or without a log."""
+        if verbose or not log:
+            print(line, flush=True)
+        if log:
+            log.write(line + "\n")
+
+    out.detail = detail
 
     try:
         yield out

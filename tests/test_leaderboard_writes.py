@@ -328,3 +328,25 @@ def test_a_callback_error_is_one_line_once_and_never_raised(tmp_path):
     assert len(errors) == 1 and errors[0].startswith("[x] ") and "\n" not in errors[0], lines   # once, same line
     with pytest.raises(Exception, match="trial\\(s\\) x could not be made"):
         callback.close()
+
+
+def test_per_epoch_lines_go_to_the_log_only_trial_starts_and_ends_to_the_console(tmp_path, capsys):
+    """A sweep's console is one line per trial start and end; its per-epoch lines are in the full log (and on the
+    console with --verbose). Baseline runs are summed up by their caller, so theirs are in the log only too."""
+    from orchestrator.console import console
+    from orchestrator.leaderboard.rows import RowContext
+
+    log = tmp_path / "logs" / "tune.log"
+    with console(str(log)) as out:
+        callback, ended = sweep_callback(tmp_path, [])
+        callback.out = out
+        ended("a")
+        callback.context = RowContext("s1", 5, kind="baseline", code=callback.context.code)
+        ended("b")
+    shown = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert [ln.split(":")[0] for ln in shown] == ["[a] started", "[a] completed"], shown
+    logged = log.read_text()
+    assert "[a] epoch 1: objective 0.6000" in logged and "[b] started" in logged and "[b] completed" in logged
+    with console(str(log), verbose=True) as out:
+        out.detail("one epoch line")
+    assert "one epoch line" in capsys.readouterr().out

@@ -79,7 +79,7 @@ def train(config, sets, address, name, verbose, in_job):
 @click.option("--name", default=None, help="experiment name (default: the config's name)")
 @click.option("--resume", is_flag=True, help="continue the latest (or --sweep) interrupted sweep of this experiment")
 @click.option("--sweep", "sweep_id", default=None, help="with --resume: the sweep id to continue")
-@click.option("--verbose", "-v", is_flag=True, help="also show Ray's and Tune's own output")
+@click.option("--verbose", "-v", is_flag=True, help="also show per-epoch lines and Ray's and Tune's own output")
 @job_opt
 def tune(config, sets, address, name, resume, sweep_id, verbose, in_job):
     """Run a sweep (the config's `search` section); every trial lands in the leaderboard."""
@@ -182,12 +182,16 @@ def demo(location, output, retrain_workers, address):
                                                        "resources.cpus_per_worker": 1.0})
     with console(layout.log_file(again.storage, "train", again.name), verbose=False) as out:
         summary = run_train(again, address=address, name=f"retrain-{s['sweep_id']}-{best['trial_id']}",
-                            out=lambda line: None if line.startswith(("epoch", "config:", "data:")) else out(line))
+                            out=lambda line: (out.detail if line.startswith(RETRAIN_DETAIL) else out)(line))
     click.echo(summary_text(summary))
     click.echo(f"  sweep objective {best['objective']:.4f} -> retrained {summary['objective']:.4f} "
                f"(difference {abs(summary['objective'] - best['objective']) * 100:.2f} points; the sweep's maximum "
                f"is optimistic: `orchestrator confirm -e {s['experiment']}` retrains the top configurations "
                f"with new seeds)")
+
+
+# the demo's retrain: what the sweep already printed goes to the retrain's log only
+RETRAIN_DETAIL = ("epoch", "config:", "data:", "built-in backbone cached")
 
 
 def summary_text(s: dict) -> str:

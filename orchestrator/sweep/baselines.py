@@ -55,6 +55,8 @@ def baselines_for(session, *, out=print) -> dict[str, float]:
         run_configs(session, configs, kind="baseline", out=out,
                     extra=[{"baseline_task": t, "baseline_key": key} for t in missing])
         have = recorded(cfg, key)
+        if have:
+            out("single-task baselines: " + ", ".join(f"{t} {have[t]:.4f}" for t in missing if t in have))
     lost = [t for t in cfg.tasks if t not in have]
     if lost and cfg.objective.metric == "delta_m":   # every trial's objective would be NaN: stop before the sweep
         raise UserError(f"the single-task baselines of {', '.join(lost)} failed: objective delta_m needs them, so the "

@@ -32,7 +32,6 @@ from ..leaderboard.rows import RowContext, TrialFacts, trial_row
 from ..training.progress import (WAIT_LINE_EVERY_S, judged_history, read_progress, release_now_and_then,
                                  waiting_line)
 
-PROGRESS_EVERY_S = 10.0
 __all__ = ["LeaderboardWriteError", "SweepCallback", "provenance", "recorded", "versions"]
 
 
@@ -135,7 +134,7 @@ class SweepCallback(tune.Callback):
         what = short_values(values, self.context.n_blocks) if values else (
             f"{kind} {', '.join(cfg.tasks)}" if kind == "baseline" else
             f"seed {cfg.train.seed}" if kind == "confirm" else "base config")
-        self.out(f"[{trial.trial_id}] started: {what}")
+        self._say(f"[{trial.trial_id}] started: {what}")
 
     def _waiting(self, trials):
         now = time.monotonic()
@@ -154,13 +153,19 @@ class SweepCallback(tune.Callback):
 
     def _result(self, trial, result):
         self.history.setdefault(trial.trial_id, []).append(_plain(result))
-        now = time.monotonic()
-        if now - self.last_print.get(trial.trial_id, 0.0) >= PROGRESS_EVERY_S:
-            self.last_print[trial.trial_id] = now
-            obj = result.get("objective")
-            self.out(f"[{trial.trial_id}] epoch {result.get('epoch')}: objective "
-                     f"{obj:.4f} {scores_text(self.cfg, result)}" if isinstance(obj, float) else
+        self.last_print[trial.trial_id] = time.monotonic()
+        obj = result.get("objective")
+        self._detail(f"[{trial.trial_id}] epoch {result.get('epoch')}: objective {obj:.4f} "
+                     f"{scores_text(self.cfg, result)}" if isinstance(obj, float) else
                      f"[{trial.trial_id}] epoch {result.get('epoch')}")
+
+    def _detail(self, line: str) -> None:
+        """Per-epoch lines: the full log only (``out.detail``; on the console with --verbose)."""
+        getattr(self.out, "detail", self.out)(line)
+
+    def _say(self, line: str) -> None:
+        """A trial's start and end: on the console, except for baselines (their caller sums them up in one line)."""
+        (self._detail if self.context.kind == "baseline" else self.out)(line)
 
     # -- rows ---------------------------------------------------------------------------------
     def _config(self, trial) -> tuple[ExperimentConfig, dict]:
@@ -189,7 +194,7 @@ class SweepCallback(tune.Callback):
         self.pending.append(row)
         self.flush()
         obj, dm = row["objective"], row.get("delta_m_pct")
-        self.out(f"[{trial.trial_id}] {row['status']}" + (f" ({row['reason']})" if row["reason"] else "") +
+        self._say(f"[{trial.trial_id}] {row['status']}" + (f" ({row['reason']})" if row["reason"] else "") +
                  f": {row['epochs']} epochs, objective " + (f"{obj:.4f}" if isinstance(obj, float) else "n/a") +
                  (f", Δm {dm:+.2f}%" if isinstance(dm, float) else "") + f" {scores_text(self.cfg, row)}".rstrip())
 
