@@ -86,6 +86,32 @@ def mute_ray_stderr() -> None:
             handler.setLevel(logging.CRITICAL + 1)
 
 
+def _quiet_libraries(log) -> None:
+    """Without --verbose: library warnings and Ray's own console lines go away (Ray's to ``log``)."""
+    from . import _ray
+
+    mute_ray_stderr()
+    quiet_warnings()
+    try:
+        from ray.util.annotations import RayDeprecationWarning
+
+        warnings.filterwarnings("ignore", category=RayDeprecationWarning)
+    except ImportError:
+        pass
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:
+        pass
+    # Ray Data warns once per process that its progress bars are off, on its own console handler
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    # Raylet/GCS messages ("N worker processes have been started...") reach the driver through this
+    # function whatever log_to_driver says: to the log file instead.
+    _ray.set_stdstream_printer(lambda data, *_, **__: log and log.write(
+        "".join(str(line) + "\n" for line in data.get("lines", []))))
+
+
 @contextlib.contextmanager
 def console(log_path: str | None, *, verbose: bool = False):
     """Our lines on stdout (and in the log file); Ray's and Tune's own output, and the ``orchestrator`` logger's
@@ -110,26 +136,7 @@ def console(log_path: str | None, *, verbose: bool = False):
             logger.addHandler(handler)
     printer = _ray.stdstream_printer()
     if not verbose:
-        mute_ray_stderr()
-        quiet_warnings()
-        try:
-            from ray.util.annotations import RayDeprecationWarning
-
-            warnings.filterwarnings("ignore", category=RayDeprecationWarning)
-        except ImportError:
-            pass
-        try:
-            import optuna
-
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-        except ImportError:
-            pass
-        # Ray Data warns once per process that its progress bars are off, on its own console handler
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-        # Raylet/GCS messages ("N worker processes have been started...") reach the driver through this
-        # function whatever log_to_driver says: to the log file instead.
-        _ray.set_stdstream_printer(lambda data, *_, **__: log and log.write(
-            "".join(str(line) + "\n" for line in data.get("lines", []))))
+        _quiet_libraries(log)
 
     def out(line: str) -> None:
         print(line, flush=True)

@@ -119,17 +119,27 @@ print(json.dumps(board.compact()))
 """
 
 
-def test_two_compactors_at_once(tmp_path):
-    storage = str(tmp_path)
+def race_two_compactors(storage: str) -> list[dict]:
     fill(storage, 400)
-    go = str(tmp_path / "go")
-    ready = [str(tmp_path / f"ready{i}") for i in range(2)]
+    go = os.path.join(storage, "go")
+    ready = [os.path.join(storage, f"ready{i}") for i in range(2)]
     procs = [spawn(COMPACT_WHEN_TOLD, storage, go, r, stdout=subprocess.PIPE) for r in ready]
     while not all(os.path.exists(r) for r in ready):
         time.sleep(0.01)
     open(go, "w").close()                                           # both start now
     results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
+    return results
+
+
+def test_two_compactors_at_once(tmp_path):
+    # On a loaded machine one process can finish before the other lists the files (no race): try again, up to 3 times
+    for attempt in range(3):
+        storage = str(tmp_path / f"attempt{attempt}")
+        results = race_two_compactors(storage)
+        assert trial_ids(Leaderboard(storage)) == expected(400)     # every row once, raced or not
+        if all(r["files_merged"] > 0 for r in results):
+            break
     assert all(r["files_merged"] > 0 for r in results), results    # they raced: both merged files
     board = Leaderboard(storage)
     assert trial_ids(board) == expected(400)                        # every row once
