@@ -149,6 +149,7 @@ def test_application_backbones_apply_their_own_preprocess_input(tmp_path, name):
         assert float(np.abs(raw - reference).max()) > 1e-2 * scale, "preprocessing made no difference: proves nothing"
 
 
+@pytest.mark.slow   # the real CLI in fresh processes (each loads TensorFlow): end-to-end
 def test_validate_from_another_process_and_folder(tmp_path):
     """The real CLI, from another working directory, on a manifest with relative paths."""
     project = tmp_path / "p"

@@ -47,6 +47,7 @@ def test_one_task_tree_to_csv_with_paths_relative_to_the_manifest(tmp_path, caps
     assert [f for f in os.listdir(out.parent) if f != "train.csv"] == []        # no temporary file left
 
 
+@pytest.mark.slow   # the real CLI in fresh processes (each loads TensorFlow): end-to-end
 def test_the_manifest_validates_from_another_folder(tmp_path):
     """The real CLI, twice in fresh processes: make the manifest, then `validate` an experiment on it."""
     project = tmp_path / "project"

@@ -27,6 +27,7 @@ print(json.dumps({"file": orchestrator.__file__, "modules": names, "demo": len(d
 """
 
 
+@pytest.mark.slow   # the real CLI in fresh processes (each loads TensorFlow): end-to-end
 def test_the_wheel_holds_and_imports_every_module(tmp_path):
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
                             "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)

@@ -38,6 +38,7 @@ def test_validate_loads_the_backbone_file(tmp_path, capsys, no_ray):
     assert code == 2 and "broken.keras" in err and "\n" not in err, err
 
 
+@pytest.mark.slow   # the real CLI in fresh processes (each loads TensorFlow): end-to-end
 def test_an_error_after_tensorflow_loads_is_one_line(tmp_path):
     """A missing backbone file is found while building the backbone (TensorFlow loaded): stderr is one line."""
     cfg = experiment(tmp_path, "builtin:multidigits/train", backbone={"kind": "file", "path": "missing.keras"})
