@@ -13,15 +13,24 @@ from factories import no_ray  # noqa: E402,F401 - a fixture for every test file
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the slow tests (2 CPUs, 1 logical GPU for scheduling tests)."""
+def _one_ray():
     import ray
 
-    from orchestrator.training.session import init_ray
-
-    init_ray(None, num_gpus=1)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_session(_one_ray):
+    """One local Ray for the slow tests (2 CPUs, 1 logical GPU for scheduling tests), started again when a test
+    before this one ended it or replaced it by a Ray of its own (a driver's run started one without the GPU)."""
+    from orchestrator.training.session import init_ray
+
+    ray = _one_ray
+    if not ray.is_initialized() or ray.cluster_resources().get("GPU") != 1:
+        ray.shutdown()
+        init_ray(None, num_gpus=1)
+    return ray
 
 
 @pytest.fixture

@@ -69,16 +69,25 @@ def fresh_head():
 def test_submit_right_after_ray_start_succeeds(fresh_head, tmp_path, monkeypatch):
     from orchestrator.cli.jobs import submit_job
 
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
     url, env = fresh_head
     for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
         monkeypatch.setenv(key, env[key])
-    wd = tmp_path / "wd"
-    (wd / "jobs").mkdir(parents=True)
-    (wd / "jobs" / "hello.py").write_text("import sys, pathlib\nprint('hello from', pathlib.Path.cwd().name, "
-                                          "open(sys.argv[1]).read().strip())\n")
-    (wd / "experiment.yaml").write_text(f"storage: {tmp_path / 'storage'}\n")
-    lines = []
-    code = submit_job(str(wd / "experiment.yaml"), url, entrypoint_script="jobs/hello.py", working_dir=str(wd),
-                      follow=True, out=lines.append)
-    assert code == 0, lines[-20:]
-    assert any("hello from" in line and "storage:" in line for line in lines), lines[-20:]
+    # Ray caches the auth mode and token per process: an earlier test here may have loaded another cluster's (a
+    # user's process talks to one cluster). Read them again now and after the test, as Ray's own tests do.
+    reset_auth_token_state()
+    try:
+        wd = tmp_path / "wd"
+        (wd / "jobs").mkdir(parents=True)
+        (wd / "jobs" / "hello.py").write_text("import sys, pathlib\nprint('hello from', pathlib.Path.cwd().name, "
+                                              "open(sys.argv[1]).read().strip())\n")
+        (wd / "experiment.yaml").write_text(f"storage: {tmp_path / 'storage'}\n")
+        lines = []
+        code = submit_job(str(wd / "experiment.yaml"), url, entrypoint_script="jobs/hello.py", working_dir=str(wd),
+                          follow=True, out=lines.append)
+        assert code == 0, lines[-20:]
+        assert any("hello from" in line and "storage:" in line for line in lines), lines[-20:]
+    finally:
+        monkeypatch.undo()
+        reset_auth_token_state()

@@ -177,13 +177,14 @@ def test_confirm_reruns_the_top_configs_with_new_seeds(swept, tmp_path):
 def test_sync_halving_pauses_trials_and_resumes_their_own_train_runs(ray_session, tmp_path):
     """Three trials, rung at epoch 1: all pause there; the best resumes its own Train run from its checkpoint."""
     from orchestrator import layout
+    from orchestrator.leaderboard.query import rows as row_dicts
     from orchestrator.training.progress import attempts
 
     storage = str(tmp_path)
     summary = tune(sweep(storage, "sync", {"train.head_lr": {"loguniform": [1e-4, 1e-2]}}, epochs=3,
                          searcher="random", samples=3, scheduler={"type": "sync", "grace_period": 1,
                                                                   "reduction_factor": 3}))
-    rows = Leaderboard(storage).table(experiment="sync").to_pylist()
+    rows = row_dicts(Leaderboard(storage).table(experiment="sync"))       # history parsed
     assert summary["trials"] == 3 and len(rows) == 3
     done = [r for r in rows if r["status"] == "completed"]
     assert len(done) == 1 and done[0]["epochs"] == 3, [(r["status"], r["epochs"]) for r in rows]

@@ -1,0 +1,127 @@
+"""Pre-warmed processes: do a trial's Ray Train workers land on pooled processes with a module already imported?
+
+Ray's raylet can import modules into every Python worker process it starts (``preload_python_modules``) and
+starts a pool of idle workers for the first driver (``prestart_worker_first_driver``). If a Train worker took such a
+pooled process, TensorFlow's import (about 3 s per trial here) could be paid before the trial starts. This bench
+measures it without TensorFlow: the preloaded module is a stand-in that records its process id and sleeps 2 s.
+
+1. Plain actors (no runtime_env: the pool's own) and actors with runtime_env env_vars, one after another: was each
+   given a pooled process, had that process preloaded the module, how long did creation take?
+2. The product's launch path: Tune trials (one at a time) each fitting a DataParallelTrainer with our TF_CONFIG
+   backend and 1 worker, whose loop reports its own process id: was the Train worker a pooled, preloaded process?
+3. Every Ray worker process's RSS at the end (the pool's price).
+
+    python bench/prewarm.py            # about 2 minutes, no TensorFlow
+Last line: RESULT plain_pooled=K/N envvar_pooled=K/N train_workers_pooled=K/N pool_rss_mb=...
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+N = 3
+STAND_IN = "orch_preload_stand_in"
+TMP = tempfile.mkdtemp(prefix="rpw")           # short: long Ray temp paths misbehave (ray-2.60.md)
+MARKS = os.path.join(TMP, "marks.txt")
+with open(os.path.join(TMP, STAND_IN + ".py"), "w") as f:
+    f.write(f"import os, time\ntime.sleep(2.0)\nopen({MARKS!r}, 'a').write(f'{{os.getpid()}}\\n')\n")
+os.environ["PYTHONPATH"] = TMP + os.pathsep + os.environ.get("PYTHONPATH", "")   # the raylet passes it on
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import psutil  # noqa: E402 - Ray ships it
+import ray  # noqa: E402
+
+SYSTEM_CONFIG = {"preload_python_modules": [STAND_IN], "num_workers_soft_limit": 8,
+                 "idle_worker_killing_time_threshold_ms": 600_000}     # keep the pool, so reuse is possible
+
+
+def preloaded() -> set[int]:
+    return {int(x) for x in open(MARKS).read().split()} if os.path.exists(MARKS) else set()
+
+
+def worker_pids() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["cmdline"])
+            if "default_worker.py" in " ".join(p.info["cmdline"] or []) or
+            " ".join(p.info["cmdline"] or []).startswith("ray::")}
+
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def pid(self):
+        return os.getpid()
+
+
+def actors(label: str, options: dict) -> tuple[int, list]:
+    pooled, keep = 0, []
+    for i in range(N):
+        before, t0 = worker_pids(), time.perf_counter()
+        a = Probe.options(**options).remote()
+        pid = ray.get(a.pid.remote())
+        keep.append(a)
+        pooled += pid in before
+        print(f"{label} actor {i}: pid {pid} pooled={pid in before} preloaded={pid in preloaded()} "
+              f"create_s={time.perf_counter() - t0:.2f}")
+    return pooled, keep
+
+
+def _report_pid(config):
+    import ray.train
+
+    ray.train.report({"pid": os.getpid()})
+
+
+def _trial(params):
+    import ray.train
+    from ray import tune
+
+    from orchestrator.training import backend
+
+    before = worker_pids()
+    result = backend.make(_report_pid, train_loop_config={}, scaling_config=ray.train.ScalingConfig(
+        num_workers=1, resources_per_worker={"CPU": 0.5}), run_config=ray.train.RunConfig(
+        name=f"prewarm-{params['i']}", storage_path=params["storage"])).fit()
+    pid = result.metrics["pid"]
+    tune.report({"pid": pid, "pooled": pid in before, "preloaded": pid in preloaded()})
+
+
+def train_workers() -> int:
+    from ray import tune
+
+    storage = os.path.join(TMP, "runs")
+    grid = tune.Tuner(tune.with_resources(_trial, {"CPU": 0.05}),
+                      param_space={"i": tune.grid_search(list(range(N))), "storage": storage},
+                      tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                      run_config=tune.RunConfig(name="prewarm", storage_path=storage, verbose=0)).fit()
+    pooled = 0
+    for r in grid:
+        m = r.metrics
+        pooled += bool(m["pooled"])
+        print(f"Train worker of trial {r.config['i']}: pid {m['pid']} pooled={m['pooled']} preloaded={m['preloaded']}")
+    return pooled
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    ray.init(num_cpus=2, _system_config=SYSTEM_CONFIG, include_dashboard=False, log_to_driver=False)
+    while len(preloaded()) < 2 and time.perf_counter() - t0 < 90:
+        time.sleep(0.2)
+    print(f"pool: {len(preloaded())} processes preloaded the stand-in within {time.perf_counter() - t0:.1f} s")
+    plain, keep = actors("plain", {})
+    envvar, keep2 = actors("env_vars", {"runtime_env": {"env_vars": {"ORCH_PROBE": "1"}}})
+    for a in keep + keep2:
+        ray.kill(a)
+    in_train = train_workers()
+    rss = [(p.pid in preloaded(), p.memory_info().rss / 2**20) for p in map(psutil.Process, worker_pids())
+           if p.is_running()]
+    pool_mb = sum(mb for pre, mb in rss if pre)
+    print(f"Ray worker processes at the end: {len(rss)}, {sum(mb for _, mb in rss):.0f} MB RSS; "
+          f"the {sum(pre for pre, _ in rss)} preloaded ones: {pool_mb:.0f} MB")
+    ray.shutdown()
+    print(f"RESULT plain_pooled={plain}/{N} envvar_pooled={envvar}/{N} train_workers_pooled={in_train}/{N} "
+          f"pool_rss_mb={pool_mb:.0f}")
+
+
+if __name__ == "__main__":
+    main()
