@@ -30,7 +30,6 @@ with open(os.path.join(TMP, STAND_IN + ".py"), "w") as f:
 os.environ["PYTHONPATH"] = TMP + os.pathsep + os.environ.get("PYTHONPATH", "")   # the raylet passes it on
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import psutil  # noqa: E402 - Ray ships it
 import ray  # noqa: E402
 
 SYSTEM_CONFIG = {"preload_python_modules": [STAND_IN], "num_workers_soft_limit": 8,
@@ -41,10 +40,27 @@ def preloaded() -> set[int]:
     return {int(x) for x in open(MARKS).read().split()} if os.path.exists(MARKS) else set()
 
 
+def _cmdline(pid: str) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def worker_pids() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["cmdline"])
-            if "default_worker.py" in " ".join(p.info["cmdline"] or []) or
-            " ".join(p.info["cmdline"] or []).startswith("ray::")}
+    """Ray's Python worker processes (idle ones run default_worker.py; busy ones are renamed ray::<Class>)."""
+    return {int(pid) for pid in os.listdir("/proc") if pid.isdigit() and
+            ("default_worker.py" in _cmdline(pid) or _cmdline(pid).startswith("ray::"))}
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 @ray.remote(num_cpus=0)
@@ -69,7 +85,8 @@ def actors(label: str, options: dict) -> tuple[int, list]:
 def _report_pid(config):
     import ray.train
 
-    ray.train.report({"pid": os.getpid()})
+    open(config["pid_file"], "w").write(str(os.getpid()))   # a Train V2 result keeps no metrics without checkpoints
+    ray.train.report({"done": 1})
 
 
 def _trial(params):
@@ -79,10 +96,11 @@ def _trial(params):
     from orchestrator.training import backend
 
     before = worker_pids()
-    result = backend.make(_report_pid, train_loop_config={}, scaling_config=ray.train.ScalingConfig(
+    pid_file = os.path.join(TMP, f"train-worker-{params['i']}.pid")
+    backend.make(_report_pid, train_loop_config={"pid_file": pid_file}, scaling_config=ray.train.ScalingConfig(
         num_workers=1, resources_per_worker={"CPU": 0.5}), run_config=ray.train.RunConfig(
         name=f"prewarm-{params['i']}", storage_path=params["storage"])).fit()
-    pid = result.metrics["pid"]
+    pid = int(open(pid_file).read())
     tune.report({"pid": pid, "pooled": pid in before, "preloaded": pid in preloaded()})
 
 
@@ -113,8 +131,7 @@ def main() -> None:
     for a in keep + keep2:
         ray.kill(a)
     in_train = train_workers()
-    rss = [(p.pid in preloaded(), p.memory_info().rss / 2**20) for p in map(psutil.Process, worker_pids())
-           if p.is_running()]
+    rss = [(pid in preloaded(), rss_mb(pid)) for pid in worker_pids()]
     pool_mb = sum(mb for pre, mb in rss if pre)
     print(f"Ray worker processes at the end: {len(rss)}, {sum(mb for _, mb in rss):.0f} MB RSS; "
           f"the {sum(pre for pre, _ in rss)} preloaded ones: {pool_mb:.0f} MB")
