@@ -146,8 +146,8 @@ def console(log_path: str | None, *, verbose: bool = False):
     def detail(line: str) -> None:
         """Lines for the log (per-epoch progress): on the console too with --verbose, or without a log."""
         if verbose or not log:
-            print(line, flush=True)
-        if log:
+            out(line)
+        else:
             log.write(line + "\n")
 
     out.detail = detail

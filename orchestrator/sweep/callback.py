@@ -153,7 +153,6 @@ class SweepCallback(tune.Callback):
 
     def _result(self, trial, result):
         self.history.setdefault(trial.trial_id, []).append(_plain(result))
-        self.last_print[trial.trial_id] = time.monotonic()
         obj = result.get("objective")
         self._detail(f"[{trial.trial_id}] epoch {result.get('epoch')}: objective {obj:.4f} "
                      f"{scores_text(self.cfg, result)}" if isinstance(obj, float) else
