@@ -20,10 +20,11 @@ def _one_ray():
     ray.shutdown()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_session(_one_ray):
     """One local Ray for the slow tests (2 CPUs, 1 logical GPU for scheduling tests), started again when a test
-    before this one ended it or replaced it by a Ray of its own (a driver's run started one without the GPU)."""
+    module before this one ended it or replaced it by a Ray of its own (a driver's run started one without the GPU).
+    Module-scoped, so module-scoped fixtures (a shared sweep) can use it."""
     from orchestrator.training.session import init_ray
 
     ray = _one_ray
