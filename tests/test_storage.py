@@ -118,15 +118,16 @@ def test_backbone_uris_are_redacted_in_rows_and_configs(tmp_path):
     assert SECRET not in json.dumps(cfg.public_dump()) and SECRET not in json.dumps(cfg.run_fields())
 
 
-def test_manifest_image_uris_are_redacted_in_errors(tmp_path, capsys):
+def test_manifest_image_uris_are_redacted_in_errors(s3_server, tmp_path, capsys):
     from factories import experiment, run_cli, write_yaml
 
-    image = f"s3://{KEY}:{SECRET}@bucket/img/0.png?endpoint_override=127.0.0.1:1&scheme=http"
+    # A live S3 server that has no such bucket answers at once (a closed port costs the AWS SDK's 6 s of retries).
+    image = f"s3://{KEY}:{SECRET}@no-such-bucket/img/0.png?endpoint_override={s3_server}&scheme=http"
     rows = "".join(f"{image},{i % 10},{i % 10},{i}\n" for i in range(8))
     (tmp_path / "m.csv").write_text("image,left,right,sum\n" + rows)
     cfg = experiment(tmp_path, str(tmp_path / "m.csv"), data={"image_size": [12, 12]})
     code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
-    assert code == 2 and "s3://bucket/img/0.png" in err, err
+    assert code == 2 and "s3://no-such-bucket/img/0.png" in err, err
     assert SECRET.split("/")[0] not in out + err and KEY not in out + err, err
 
 
