@@ -63,7 +63,7 @@ def test_frozen_batchnorm_runs_in_inference_mode():
 
 def _train_in_process(tmp_path, depth):
     cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(160)),
-                                  train={"freeze_depth": depth, "epochs": 2}))
+                                  train={"freeze_depth": depth, "epochs": 1}))
     train, val, spec = load_arrays(cfg)
     init = digits_cnn(spec.image_shape, seed=cfg.train.seed).get_weights()
     mt, _ = fit_arrays(tf.distribute.get_strategy(), cfg, spec, train, val)

@@ -50,15 +50,19 @@ def test_no_other_module_uses_a_private_ray_api():
     assert private_uses(ast.parse((PACKAGE / "_ray.py").read_text())), "the scan finds the uses in _ray.py itself"
 
 
-def test_a_run_without_ray_datasets_starts_no_dataset_manager(tmp_path):
-    """Ray's DatasetsCallback starts a DatasetManager actor per run even with no datasets; ours pass none."""
+def test_a_run_starts_no_dataset_manager_and_no_placement_group_cleaner(tmp_path):
+    """Ray's DatasetsCallback starts a DatasetManager actor per run even with no datasets; ours pass none. Its
+    PlacementGroupCleanerCallback starts a detached actor per run that asks the State API every second whether the
+    controller lives; the sweep's driver releases the groups of dead controllers itself (training/progress.py)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.v2._internal.callbacks import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
     from orchestrator.training import backend
 
     trainer = backend.make(lambda config: None, train_loop_config={}, scaling_config=ScalingConfig(num_workers=1),
                            run_config=RunConfig(name="t", storage_path=str(tmp_path)))
     kinds = [type(c).__name__ for c in trainer._create_default_callbacks()]
-    assert "BackendSetupCallback" in kinds and "PlacementGroupCleanerCallback" in kinds, kinds
-    assert not any(isinstance(c, DatasetsCallback) for c in trainer._create_default_callbacks()), kinds
+    assert "BackendSetupCallback" in kinds and "AcceleratorSetupCallback" in kinds, kinds
+    unwanted = (DatasetsCallback, PlacementGroupCleanerCallback)
+    assert not any(isinstance(c, unwanted) for c in trainer._create_default_callbacks()), kinds

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from .. import _ray, layout, storage
 
 WAIT_LINE_EVERY_S = 30.0
-RELEASE_EVERY_S = 5.0   # how often a waiting driver looks for placement groups left by killed trials
+RELEASE_EVERY_S = 2.0   # how often a waiting driver looks for placement groups left by killed trials
 
 
 def attempts(run_dir: str) -> list[int]:
