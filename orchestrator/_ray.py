@@ -29,9 +29,9 @@ def trainer_class(policy: Callable) -> type:
     - no PlacementGroupCleaner: a detached actor per run, started as a new process (measured: 4.6 CPU-s of a
       1-epoch trial's 13 helper CPU-s), that asks the State API every second whether the controller lives, to
       remove the worker group's placement group if it died. The product's drivers already release the groups of
-      dead controllers (training/progress.py: the sweep's callback every 2 s, a train run while it waits), and a
-      job's groups go when the job ends. What it trades: a group left by a dead controller is released by the
-      driver's next look, within 2 s while a sweep runs, not by a watcher within 1 s."""
+      dead controllers (training/progress.py: the sweep's callback every RELEASE_EVERY_S, a train run while it
+      waits), and a job's groups go when the job ends. What it trades: a group left by a dead controller is
+      released by the driver's next look while a sweep runs, not by a watcher within 1 s."""
     from ray.train.v2._internal.callbacks import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer

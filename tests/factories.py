@@ -113,6 +113,21 @@ def run_cli(capsys, *argv) -> Cli:
     return Cli(code, captured.out, captured.err.strip())
 
 
+def read_events(run_dir):
+    """TensorBoard's own reader over the event files in ``run_dir`` (every scalar and tensor kept)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def scalar_steps(run_dir) -> set:
+    """(tag, step) of every scalar in ``run_dir``'s event files."""
+    acc = read_events(run_dir)
+    return {(tag, e.step) for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
+
+
 def row(cfg, history: list[dict], *, trial_id: str = "t", sweep_id: str = "s", searched: dict | None = None,
         n_blocks: int = 5, kind: str = "trial", error=None, fingerprint=None, wall_time_s=None, checkpoint=None,
         versions=None, baselines=None, extra=None) -> dict:

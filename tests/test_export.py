@@ -10,7 +10,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from factories import embedded, row, run_cli
+from factories import embedded, read_events, row, run_cli
 from orchestrator.config import parse_config
 from orchestrator.leaderboard import Leaderboard
 from orchestrator.leaderboard.flat import flat, hparam_columns, history_long, metric_columns
@@ -114,14 +114,6 @@ def test_mlflow_record_of_a_row(tmp_path):
     assert curve == [(1, pytest.approx(0.6)), (2, pytest.approx(0.8))]      # the final value is the last epoch's
     finals = {key: step for step, key, _ in points if key in ("delta_m_pct", "best_left_accuracy")}
     assert finals == {"delta_m_pct": 2, "best_left_accuracy": 2}
-
-
-def read_events(run_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
-    return acc
 
 
 def hparams_of(run_dir):
