@@ -112,8 +112,12 @@ def run_method(work: str, method: str, seed: int, args, *, space: dict, base: di
         "scheduler": {"type": scheduler, "grace_period": args.grace, "reduction_factor": args.rf},
         "space": space}, base=base)
     b = best(rows)
-    return {"seed": seed, "rows": rows, "best": b, "epochs": computed_epochs(storage, rows),
-            "wall": summary["wall_time_s"], "pick_mean": retrained_mean(storage, "pick", b, args.retrain_seeds)}
+    run = {"seed": seed, "rows": rows, "best": b, "epochs": computed_epochs(storage, rows),
+           "wall": summary["wall_time_s"], "pick_mean": retrained_mean(storage, "pick", b, args.retrain_seeds)}
+    # A progress line per sweep (the comparison with the grid comes at the end): a cut-short run still says something.
+    print(f"  done {method} seed {seed}: {run['epochs']} epochs computed, wall {run['wall']:.0f} s, best "
+          f"{describe(b)}, pick retrained {run['pick_mean']:.4f}", flush=True)
+    return run
 
 
 def report(method: str, runs: list[dict], *, grid_best: float, grid_epochs: int, grid_pick: float) -> str:
@@ -173,6 +177,8 @@ def main() -> None:
                 "space": {"train.freeze_depth": {"choice": freeze}, "train.backbone_lr": {"choice": lrs}}}, base=base)
             g = best(grid_rows)
             grid_pick = retrained_mean(grid_storage, "grid-pick", g, args.retrain_seeds)
+            print(f"  done grid: {computed_epochs(grid_storage, grid_rows)} epochs, best {describe(g)}, pick retrained "
+                  f"{grid_pick:.4f}", flush=True)
             runs = {m: [run_method(work, m, seed, args, space=space, base=base) for seed in args.seeds]
                     for m in args.methods}
         grid_epochs = computed_epochs(grid_storage, grid_rows)

@@ -15,8 +15,8 @@ pretrained on digits 0-4 once, not timed) and heads, same search space, same bud
 Keras Tuner runs as a Keras user would run it: ``RandomSearch`` and ``Hyperband``, in this process,
 ``model.fit``. The model is the orchestrator's (``orchestrator.model.multitask.build``) behind a ``keras.Model`` whose
 ``train_step`` applies two optimizers (backbone lr, head lr: Keras's documented way to customize ``fit``), with
-the batch size, losses and weights of the orchestrator's step. The orchestrator runs ``tune`` (random + ASHA,
-Optuna + ASHA; grace 1, reduction factor 2) with the demo's resources (1 worker per trial, 0.45 CPU: 4 trials
+the batch size, losses and weights of the orchestrator's step. The orchestrator runs ``tune`` with its default
+searcher and scheduler (config.space's defaults; grace 1, reduction factor 2; ``base_first: false``) with the demo's resources (1 worker per trial, 0.45 CPU: 4 trials
 at once); Ray is started before the first timed sweep. Each tool runs once per seed (``--seeds``).
 
 Wall time is from the call (``tuner.search``, ``tune``) to its return. Keras Tuner's best in a seed is the better
@@ -28,7 +28,7 @@ Goal: the orchestrator reaches Keras Tuner's best in <= 1.0x Keras Tuner's wall 
     pip install -e '.[bench]'      # keras-tuner
     python bench/sweep_vs_keras_tuner.py [--trials 8] [--epochs 4] [--seeds 0,1,2]    # about 12-15 minutes
 Last line: RESULT kt_best=... kt_wall_s=... orch_best=... orch_wall_s=... orch_time_to_kt_best_s=...
-(medians over seeds; per tool: the better searcher of its two in each seed)
+(medians over seeds; Keras Tuner: the better of its two searchers in each seed; the orchestrator: its default)
 """
 from __future__ import annotations
 
@@ -144,16 +144,26 @@ def keras_tuner_search(kind: str, *, base, spec, train, val, trials: int, epochs
     return wall, curve, len(curve)
 
 
-def orchestrator_sweep(searcher: str, *, storage: str, trials: int, epochs: int, seed: int):
-    """One `tune`; returns (wall_s, [(seconds since start, best_objective) per trial, by end time], epochs run)."""
+def default_method() -> tuple[str, str]:
+    """The product's default searcher and scheduler type (config.space's defaults, not a copy of them)."""
+    from orchestrator.config.space import SchedulerConfig, SearchConfig
+
+    return SearchConfig.model_fields["searcher"].default, SchedulerConfig.model_fields["type"].default
+
+
+def orchestrator_sweep(*, storage: str, trials: int, epochs: int, seed: int):
+    """One `tune` with the default searcher and scheduler, the base config not evaluated first (Keras Tuner gets no
+    hand-tuned first trial either); returns (wall_s, [(seconds since start, best_objective) per trial, by end time],
+    epochs run)."""
     from orchestrator.config import parse_config
     from orchestrator.leaderboard import Leaderboard
     from orchestrator.sweep.tuner import tune
 
+    searcher, scheduler = default_method()
     name = f"{searcher}-{seed}"
     cfg = parse_config({**BASE, "train": {**BASE["train"], "epochs": epochs}, "name": name, "storage": storage,
-                        "search": {"searcher": searcher, "seed": seed, "num_samples": trials,
-                                   "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+                        "search": {"searcher": searcher, "seed": seed, "num_samples": trials, "base_first": False,
+                                   "scheduler": {"type": scheduler, "grace_period": 1, "reduction_factor": 2},
                                    "space": {"train.freeze_depth": {"choice": [0, 2, 3, 4, "all"]},
                                              "train.backbone_lr": {"loguniform": list(BB_LR)},
                                              "train.head_lr": {"loguniform": list(HEAD_LR)},
@@ -214,28 +224,26 @@ def main() -> None:
                     results[("kt", kind, seed)] = keras_tuner_search(
                         kind, base=base, spec=spec, train=train, val=val, trials=args.trials, epochs=args.epochs,
                         seed=seed, work=os.path.join(work, "kt"))
-                for searcher in ("random", "optuna"):
-                    results[("orch", searcher, seed)] = orchestrator_sweep(
-                        searcher, storage=storage, trials=args.trials, epochs=args.epochs, seed=seed)
+                results[("orch", "default", seed)] = orchestrator_sweep(
+                    storage=storage, trials=args.trials, epochs=args.epochs, seed=seed)
 
         print(f"embedded default, {args.trials} trials x <= {args.epochs} epochs, seeds {seeds}; "
               f"objective mean_score (best epoch of a trial)")
         print(f"parity, the base config for {args.epochs} epochs: Keras Tuner's model.fit path {parity[0]:.4f}, the "
               f"orchestrator's step in-process {parity[1]:.4f} (same model, weights, lrs; other batch order)")
-        print("the orchestrator's sweeps evaluate the base config first (search.base_first, its default); Keras Tuner "
-              "has no such option")
+        print(f"the orchestrator runs its default searcher + scheduler ({'+'.join(default_method())}, grace 1, "
+              f"reduction factor 2), base config not evaluated first (base_first: false)")
         print(f"{'tool':<26}{'seed':>5}{'wall s':>9}{'epochs':>8}{'best':>9}{'reached KT best at s':>22}")
         per_seed = []
         for seed in seeds:
             kt_best = max(max(v for _, v in results[("kt", k, seed)][1]) for k in ("random", "hyperband"))
             kt_pick = max(("random", "hyperband"), key=lambda k: max(v for _, v in results[("kt", k, seed)][1]))
-            orch_pick = max(("random", "optuna"), key=lambda k: max(v for _, v in results[("orch", k, seed)][1]))
-            for (tool, kind) in (("kt", "random"), ("kt", "hyperband"), ("orch", "random"), ("orch", "optuna")):
+            orch_pick = "default"
+            for (tool, kind) in (("kt", "random"), ("kt", "hyperband"), ("orch", "default")):
                 wall, curve, epochs = results[(tool, kind, seed)]
                 reach = first_reach(curve, kt_best)
                 label = {"kt": "Keras Tuner ", "orch": "orchestrator "}[tool] + \
-                    {"random": "random" if tool == "kt" else "random+ASHA", "hyperband": "Hyperband",
-                     "optuna": "Optuna+ASHA"}[kind]
+                    {"random": "random", "hyperband": "Hyperband", "default": "+".join(default_method())}[kind]
                 print(f"{label:<26}{seed:>5}{wall:>9.1f}{epochs:>8}{max(v for _, v in curve):>9.4f}"
                       f"{'-' if reach is None else f'{reach:.1f}':>22}")
             kt_wall = results[("kt", kt_pick, seed)][0]
