@@ -142,7 +142,9 @@ def report(method: str, runs: list[dict], *, grid_best: float, grid_epochs: int,
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=",".join(METHODS), help=f"of {', '.join(METHODS)}")
-    ap.add_argument("--default", default="tpe-sync", help="the method whose RESULT line comes last")
+    ap.add_argument("--default", default="random-asha",
+                    help="the method whose RESULT line comes last (the product's default, random + ASHA: it won "
+                         "this bench's round-3 run; see README Performance)")
     ap.add_argument("--samples", type=int, default=12, help="trials per sweep")
     ap.add_argument("--grace", type=int, default=1, help="grace period (epochs)")
     ap.add_argument("--rf", type=float, default=3.0, help="reduction factor")
@@ -177,11 +179,11 @@ def main() -> None:
                 "space": {"train.freeze_depth": {"choice": freeze}, "train.backbone_lr": {"choice": lrs}}}, base=base)
             g = best(grid_rows)
             grid_pick = retrained_mean(grid_storage, "grid-pick", g, args.retrain_seeds)
-            print(f"  done grid: {computed_epochs(grid_storage, grid_rows)} epochs, best {describe(g)}, pick retrained "
+            grid_epochs = computed_epochs(grid_storage, grid_rows)
+            print(f"  done grid: {grid_epochs} epochs, best {describe(g)}, pick retrained "
                   f"{grid_pick:.4f}", flush=True)
             runs = {m: [run_method(work, m, seed, args, space=space, base=base) for seed in args.seeds]
                     for m in args.methods}
-        grid_epochs = computed_epochs(grid_storage, grid_rows)
         print(f"== grid: {len(grid_rows)} trials, {grid_epochs} epochs, wall {grid_summary['wall_time_s']:.0f} s; "
               f"best {describe(g)}; its config retrained with seeds {args.retrain_seeds}: {grid_pick:.4f}")
         lines = {m: report(m, r, grid_best=g["objective"], grid_epochs=grid_epochs, grid_pick=grid_pick)
