@@ -24,3 +24,10 @@ DEMO_R2 = {
                          "train.loss_weighting": {"choice": ["static", "uncertainty", "dwa"]},
                          "train.loss_weights": {"simplex": {"concentration": 8.0}}}},
 }
+
+
+def default_method() -> tuple[str, str]:
+    """The product's default searcher and scheduler type, read from config.space (not a copy of them)."""
+    from orchestrator.config.space import SchedulerConfig, SearchConfig
+
+    return SearchConfig.model_fields["searcher"].default, SchedulerConfig.model_fields["type"].default

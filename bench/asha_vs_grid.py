@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _embedded import DEMO_RESOURCES, DEMO_TRAIN, EMBEDDED  # noqa: E402
+from _embedded import DEMO_RESOURCES, DEMO_TRAIN, EMBEDDED, default_method  # noqa: E402
 
 BASE = {**EMBEDDED, "train": DEMO_TRAIN, "resources": DEMO_RESOURCES}
 FREEZE = [0, 2, 3, 4, "all"]
@@ -142,9 +142,9 @@ def report(method: str, runs: list[dict], *, grid_best: float, grid_epochs: int,
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=",".join(METHODS), help=f"of {', '.join(METHODS)}")
-    ap.add_argument("--default", default="random-asha",
-                    help="the method whose RESULT line comes last (the product's default, random + ASHA: it won "
-                         "this bench's round-3 run; see README Performance)")
+    ap.add_argument("--default", default=next(m for m, v in METHODS.items() if v == default_method()),
+                    help="the method whose RESULT line comes last (default: the product's default searcher + "
+                         "scheduler)")
     ap.add_argument("--samples", type=int, default=12, help="trials per sweep")
     ap.add_argument("--grace", type=int, default=1, help="grace period (epochs)")
     ap.add_argument("--rf", type=float, default=3.0, help="reduction factor")
