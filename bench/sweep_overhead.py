@@ -9,17 +9,23 @@
 3. floor_s: a trial whose Train run does nothing (one report), on the same launch path (a Tune function trial
    with the product's trial resources fitting a DataParallelTrainer with our backend and 1 worker): what Ray
    itself costs per trial here, Tune's trial start to its end. The product's goal is fixed_s_1w <= 1.2 x floor_s.
+   The same no-op trial with Ray's default launch, its Train controller in an actor of its own, is timed beside it
+   (floor_actor_controller_s), with the CPU seconds of all Ray worker processes per trial both ways (floor_cpu_s,
+   floor_actor_controller_cpu_s): the product runs the controller in the trial's process (orchestrator/_ray.py).
 4. helper_cpu_s: CPU seconds per 1-worker trial of Ray Train's helper actors (TrainController,
-   SynchronizationActor, PlacementGroupCleaner, PreemptionWatcher, DatasetManager), read from /proc over the
-   trials of step 1, against a 1-epoch trial's training CPU (the worker process, fit over epochs 1/2/4/6).
+   SynchronizationActor, PlacementGroupCleaner, PreemptionWatcher, DatasetManager, _QueueActor, the report
+   queue each trial started before its controller moved into its process, and ImplicitFunc, the Tune trial's own
+   process, which holds the controller now), read from /proc over the trials of step 1, against a 1-epoch
+   trial's training CPU (the worker process, fit over epochs 1/2/4/6).
 5. Round 2's demo sweep, pinned (bench/_embedded.py DEMO_R2: 10 trials, random + ASHA, 4 at once), with the
    busy fraction of the machine's CPUs over it (cpu_busy_frac), then the same
    trials replayed one after another in this process (same configs, same epochs each trial ran,
    through fit_arrays, no Ray): the ratio of wall times.
 
     python bench/sweep_overhead.py            # about 10 minutes on 2 cores
-Last line: RESULT fixed_s_1w=... fixed_s_2w=... floor_s=... epoch_overhead_s=... sweep_vs_inprocess=...
-helper_cpu_s=... train_cpu_s_1epoch=... cpu_busy_frac=...
+Last line: RESULT fixed_s_1w=... fixed_s_2w=... floor_s=... floor_actor_controller_s=... floor_cpu_s=...
+floor_actor_controller_cpu_s=... epoch_overhead_s=... sweep_vs_inprocess=... helper_cpu_s=... train_cpu_s_1epoch=...
+cpu_busy_frac=...
 """
 from __future__ import annotations
 
@@ -37,7 +43,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _embedded import DEMO_R2, EMBEDDED  # noqa: E402
 from _procs import Sampler  # noqa: E402
 
-HELPERS = ("TrainController", "SynchronizationActor", "PlacementGroupCleaner", "PreemptionWatcher", "DatasetManager")
+HELPERS = ("TrainController", "SynchronizationActor", "PlacementGroupCleaner", "PreemptionWatcher", "DatasetManager",
+           "_QueueActor", "ImplicitFunc")
 
 BASE = {**EMBEDDED, "train": {"epochs": 6, "batch_size": 128, "backbone_lr": 0.001, "head_lr": 0.003, "seed": 0}}
 
@@ -64,19 +71,22 @@ def _noop_loop(config):
 
 
 def _noop_trial(params):
-    """A Tune trial that fits a Train run doing nothing: the floor of the product's launch path."""
+    """A Tune trial that fits a Train run doing nothing: the floor of the product's launch path (its controller in
+    the trial's process), or with ``local`` false, of Ray's default (the controller in an actor of its own)."""
     import ray.train
 
+    from orchestrator import _ray
     from orchestrator.training import backend
 
     backend.make(_noop_loop, train_loop_config={}, scaling_config=ray.train.ScalingConfig(
         num_workers=1, resources_per_worker={"CPU": 0.9}), run_config=ray.train.RunConfig(
-        name=f"noop-{params['i']}", storage_path=params["storage"])).fit()
+        name=f"noop-{params['i']}", storage_path=params["storage"]),
+        controller=_ray.LocalController() if params["local"] else None).fit()
     from ray import tune
     tune.report({"objective": 0.0})
 
 
-def floor(storage, n=4):
+def floor(storage, n=4, *, local: bool = True):
     """Mean seconds from Tune's trial start to its end, for n no-op trials one at a time."""
     from ray import tune
 
@@ -94,7 +104,7 @@ def floor(storage, n=4):
 
     times = Times()
     tune.Tuner(tune.with_resources(_noop_trial, {"CPU": TRIAL_DRIVER_CPU}),
-               param_space={"i": tune.grid_search(list(range(n))), "storage": storage},
+               param_space={"i": tune.grid_search(list(range(n))), "storage": storage, "local": local},
                tune_config=tune.TuneConfig(max_concurrent_trials=1),
                run_config=tune.RunConfig(name="floor", storage_path=storage, callbacks=[times], verbose=0)).fit()
     return float(np.mean([times.end[t] - times.start[t] for t in times.end]))
@@ -191,7 +201,11 @@ def main() -> None:
             with Sampler() as cpu_1w:
                 fixed_1w, epoch_1w, marks_1w = fixed_cost(storage, 1)
             fixed_2w, epoch_2w, marks_2w = fixed_cost(storage, 2)
-            floor_s = floor(os.path.join(work, "floor"))
+            with Sampler() as cpu_floor:
+                floor_s = floor(os.path.join(work, "floor"))
+            with Sampler() as cpu_floor_actor:
+                floor_actor_s = floor(os.path.join(work, "floor-actor"), local=False)
+            floor_cpu = {k: sum(c.cpu_s.values()) / 4 for k, c in (("local", cpu_floor), ("actor", cpu_floor_actor))}
             t0 = time.perf_counter()
             with Sampler() as cpu_demo:
                 tune(demo_config(storage), out=lambda line: None)
@@ -203,6 +217,13 @@ def main() -> None:
         print(f"  2 workers: fixed {fixed_2w:6.2f} s, per epoch {epoch_2w:5.2f} s")
         print(f"  floor (a no-op Train run under Tune, same launch path): {floor_s:6.2f} s; "
               f"fixed_s_1w / floor_s = {fixed_1w / floor_s:.2f}")
+        print(f"  the same no-op trial with its Train controller in an actor of its own (Ray's default): "
+              f"{floor_actor_s:6.2f} s")
+        print(f"  CPU seconds of all Ray worker processes per no-op trial: controller in the trial "
+              f"{floor_cpu['local']:.2f} s, in an actor {floor_cpu['actor']:.2f} s")
+        for label, c in (("in the trial", cpu_floor), ("in an actor", cpu_floor_actor)):
+            print(f"    controller {label}: " + ", ".join(f"{n} {v / 4:.2f}" for n, v in
+                                                       sorted(c.cpu_s.items(), key=lambda kv: -kv[1]) if v > 0.005))
         helper_s, train_1epoch = helper_cpu(cpu_1w, marks_1w)
         print("\n== CPU seconds per 1-worker trial, by Ray process (trials of step 1)")
         for name, sec in sorted(cpu_1w.cpu_s.items(), key=lambda kv: -kv[1]):
@@ -223,6 +244,8 @@ def main() -> None:
               f"{overhead:.2f} s")
         print(f"  CPUs busy over the sweep: {cpu_demo.busy_frac:.2f}")
         print(f"RESULT fixed_s_1w={fixed_1w:.2f} fixed_s_2w={fixed_2w:.2f} floor_s={floor_s:.2f} "
+              f"floor_actor_controller_s={floor_actor_s:.2f} floor_cpu_s={floor_cpu['local']:.2f} "
+              f"floor_actor_controller_cpu_s={floor_cpu['actor']:.2f} "
               f"epoch_overhead_s={overhead:.2f} sweep_vs_inprocess={sweep_s / replay_s:.2f} "
               f"helper_cpu_s={helper_s:.2f} train_cpu_s_1epoch={train_1epoch:.2f} "
               f"cpu_busy_frac={cpu_demo.busy_frac:.2f}")

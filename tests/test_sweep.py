@@ -194,3 +194,24 @@ def test_sync_halving_pauses_trials_and_resumes_their_own_train_runs(ray_session
         done[0]["config_hash"]
     starts = attempts(layout.run_dir(storage, layout.trial_run_name(done[0]["sweep_id"], done[0]["trial_id"])))
     assert starts[0] == 0 and len(starts) >= 2 and min(starts[1:]) >= 1, starts   # resumed, not from scratch
+
+
+def test_trials_start_no_controller_or_queue_actor_of_their_own(ray_session, tmp_path):
+    """A trial used to start two processes besides its Train workers: Ray Train's TrainController actor and a one-slot
+    Queue actor for its reports. The controller now runs in the trial's own process (``_ray.LocalController``) and
+    the reports pass through a local queue. A sweep whose ASHA stops trials mid-run (the abort path) starts neither
+    kind of actor, and every trial still lands with the epochs it ran."""
+    from ray.util.state import list_actors
+
+    def helpers():
+        return {kind: len(list_actors(filters=[("class_name", "=", kind)], limit=10_000,
+                                      raise_on_missing_output=False)) for kind in ("TrainController", "_QueueActor")}
+
+    before = helpers()
+    summary = tune(sweep(str(tmp_path), "local", {"train.freeze_depth": {"choice": [0, "all"]},
+                                                  "train.head_lr": {"choice": [3e-3, 1e-5]}}, epochs=3))
+    rows = Leaderboard(str(tmp_path)).table(experiment="local").to_pylist()
+    assert summary["trials"] == 4 and len(rows) == 4
+    assert any(r["status"] == "stopped" and r["epochs"] < 3 for r in rows), [(r["status"], r["epochs"]) for r in rows]
+    assert any(r["status"] == "completed" and r["epochs"] == 3 for r in rows)
+    assert helpers() == before, (before, helpers())

@@ -103,8 +103,10 @@ def run_trial(params: dict, *, plan: TrialPlan):
         return
     trial_id = tune.get_context().get_trial_id()
     name = layout.trial_run_name(plan.sweep_id, trial_id)
-    reports = _report_queue()
-    trainer = make_trainer(cfg, plan.inputs, name=name, callbacks=[_to_trial(reports)])
+    # one report in flight: the Train run waits while Tune decides (ASHA)
+    reports, controller = stdqueue.Queue(1), _ray.LocalController()
+    trainer = make_trainer(cfg, plan.inputs, name=name, callbacks=[_to_trial(reports, controller)],
+                           controller=controller)
     marks = {"trial_fit_start": time.time()}
     try:
         _fit_reporting(trainer, reports, tune.report, marks=marks)
@@ -119,25 +121,23 @@ def run_trial(params: dict, *, plan: TrialPlan):
 # function returns. Ray's TuneReportCallback hands them to the trial actor's main thread instead; when the driver
 # is slower than the trial, the last epoch and the function's end then arrive together and the actor deadlocks
 # (Queue.put on a full result queue that only it reads: a sweep that never ends; tests/test_faults.py).
-def _report_queue():
-    from ray.util.queue import Queue
-
-    return Queue(1, actor_options={"num_cpus": 0})   # one in flight: the Train run waits while Tune decides (ASHA)
-
-
-def _to_trial(reports):
+# The trial's Train controller runs in this process (``_ray.LocalController``), so the queue is a local one.
+def _to_trial(reports, controller):
     """A Train callback for the controller: rank 0's metrics of each report, into the trial's queue, with the
-    controller's own handle (a trial that Tune stops aborts its Train run through it)."""
+    controller (a trial that Tune stops aborts its Train run through it)."""
     from ray.train import UserCallback
 
     class ToTrial(UserCallback):
+        def __getstate__(self):   # Train ships its run config, callbacks too, to every worker: they never call this one
+            return {}
+
         def after_report(self, run_context, metrics, checkpoint):
-            import ray
-
             # returns once queued: every put is done before fit() returns
-            reports.put((dict(metrics[0]), ray.get_runtime_context().current_actor))
+            self.reports.put((dict(metrics[0]), self.controller))
 
-    return ToTrial()
+    callback = ToTrial()
+    callback.reports, callback.controller = reports, controller
+    return callback
 
 
 def _fit_reporting(trainer, reports, report, *, poll_s: float = 0.5, abort=None, marks: Optional[dict] = None) -> None:
@@ -176,14 +176,12 @@ def _fit_reporting(trainer, reports, report, *, poll_s: float = 0.5, abort=None,
 
 
 def abort_run(controller, reports, done: threading.Event, *, patience_s: float = 60.0) -> None:
-    """Ray Train's own abort (the worker group shut down, then the controller exits), waiting until ``fit`` has
+    """Ray Train's own abort (the worker group shut down, the controller's run ended), waiting until ``fit`` has
     returned; reports put meanwhile are dropped (a full queue would block the controller). Past ``patience_s`` the
-    controller is killed, and its workers with it."""
-    import ray
-
+    trial goes anyway: its Train workers are this process's actors and end with it."""
     if controller is None:
         return
-    pending = controller.abort.remote()
+    controller.abort()
     deadline = time.monotonic() + patience_s
     while not done.is_set() and time.monotonic() < deadline:
         while True:
@@ -191,10 +189,9 @@ def abort_run(controller, reports, done: threading.Event, *, patience_s: float =
                 reports.get_nowait()
             except stdqueue.Empty:
                 break
-        ray.wait([pending], timeout=0.2)
-    if not done.is_set():
-        ray.kill(controller)
-        done.wait(patience_s)
+        done.wait(0.2)
+
+
 def completed_row(cfg: ExperimentConfig) -> Optional[dict]:
     """A completed trial row of this experiment with this config hash (which covers the seed): done work."""
     from ..leaderboard.leaderboard import Leaderboard

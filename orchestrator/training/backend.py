@@ -44,10 +44,11 @@ class MultiWorkerConfig(BackendConfig):
         return _MultiWorkerBackend
 
 
-def make(train_loop_per_worker, *, train_loop_config: dict, scaling_config, run_config):
-    """A DataParallelTrainer with the MultiWorkerMirroredStrategy backend and the fail-fast policy."""
+def make(train_loop_per_worker, *, train_loop_config: dict, scaling_config, run_config, controller=None):
+    """A DataParallelTrainer with the MultiWorkerMirroredStrategy backend and the fail-fast policy; its controller
+    runs in ``controller`` (an ``_ray.LocalController``, for a caller that is an actor) or, by default, in an actor."""
     from .failures import failure_policy
 
-    trainer = _ray.trainer_class(failure_policy)
+    trainer = _ray.trainer_class(failure_policy, controller=controller)
     return trainer(train_loop_per_worker, backend_config=MultiWorkerConfig(), train_loop_config=train_loop_config,
                    scaling_config=scaling_config, run_config=run_config)

@@ -35,8 +35,10 @@ class RunInputs:
         return cls(session.prepared.spec, session.data, session.backbone, baselines)
 
 
-def make_trainer(cfg: ExperimentConfig, inputs: RunInputs, *, name: str, callbacks=(), max_failures: int = 2):
-    """The Ray Train run for one configuration (used by `train` and by every Tune trial)."""
+def make_trainer(cfg: ExperimentConfig, inputs: RunInputs, *, name: str, callbacks=(), max_failures: int = 2,
+                 controller=None):
+    """The Ray Train run for one configuration (used by `train` and by every Tune trial, which passes its
+    ``_ray.LocalController``)."""
     import ray.train
 
     from . import backend
@@ -55,6 +57,7 @@ def make_trainer(cfg: ExperimentConfig, inputs: RunInputs, *, name: str, callbac
         run_config=ray.train.RunConfig(
             name=name, storage_path=path, storage_filesystem=fs, callbacks=list(callbacks),
             failure_config=ray.train.FailureConfig(max_failures=max_failures)),
+        controller=controller,
     )
 
 
