@@ -29,7 +29,6 @@ is not tested here: the large set's decoded uint8 size is below this machine's m
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import resource
@@ -207,16 +206,21 @@ def filesystem_type(path: str) -> str:
 
 
 def sweep_of_two(cfg) -> tuple[list[dict], list[dict]]:
-    """Two trials (seeds 0 and 1) one after the other on the same disk cache: each trial's epochs."""
+    """Two trials (seeds 0 and 1) one after the other on the same disk cache: each trial's epochs, from its run's
+    progress.json (a leaderboard row's history leaves out examples/s)."""
+    from orchestrator import layout
     from orchestrator.leaderboard import Leaderboard
     from orchestrator.sweep.tuner import tune
+    from orchestrator.training.progress import read_progress
 
     cfg = cfg.with_values({"search": {"searcher": "grid", "scheduler": {"type": "none"}, "max_concurrent_trials": 1,
                                       "base_first": False, "baselines": False,
                                       "space": {"train.seed": {"choice": [0, 1]}}}})
     tune(cfg, out=lambda line: None)
     rows = sorted(Leaderboard(cfg.storage).table(experiment=cfg.name).to_pylist(), key=lambda r: r["started_at"])
-    return json.loads(rows[0]["history"]), json.loads(rows[1]["history"])
+    first, second = (read_progress(layout.run_dir(cfg.storage, layout.trial_run_name(r["sweep_id"], r["trial_id"])))
+                     for r in rows)
+    return first["history"], second["history"]
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ def worker_address() -> str:
 class LocalController:
     """Ray Train V2's TrainController run in the calling process, on an event loop of the calling thread, instead of
     in an actor (a new process) of its own. A Tune trial only waits on its Train run, so its process can hold the
-    controller: per trial that is one process start fewer (measured: 2.35 CPU-s of helper CPU, bench/sweep_overhead).
+    controller: per trial that is one process start fewer (bench/sweep_overhead, a no-op trial: 3.8 s instead of 6.4 s,
+    6.5 CPU-s instead of 9.7; the trial's process used no more CPU with the controller in it).
 
     Only for a caller that is itself an actor (a Tune trial): Train's worker group hands its workers the calling
     actor's handle, which a driver has not. ``abort`` may be called from any thread: on the controller's loop it
@@ -66,13 +67,15 @@ class LocalController:
 
         self._aborted = True
         ctrl = self._controller
-        if ctrl is not None and not ctrl.get_state().is_terminal():
-            ctrl._controller_callback_manager.invoke_best_effort("before_controller_abort")
-            if ctrl._worker_group:
-                ctrl._worker_group.abort()
-            ctrl._set_state(AbortedState())
-        if self._task is not None:
-            self._task.cancel()
+        try:
+            if ctrl is not None and not ctrl.get_state().is_terminal():
+                ctrl._controller_callback_manager.invoke_best_effort("before_controller_abort")
+                if ctrl._worker_group:
+                    ctrl._worker_group.abort()
+                ctrl._set_state(AbortedState())
+        finally:   # the run ends even if the abort failed: the trial's process then takes its workers with it
+            if self._task is not None:
+                self._task.cancel()
 
 
 def trainer_class(policy: Callable, *, controller: LocalController | None = None) -> type:

@@ -30,9 +30,11 @@ log = logging.getLogger("orchestrator")
 # Ray Train waits this long for a worker group before retrying. TF start-up on 2 cores can pass
 # Ray's default of 60 s; raised here (the driver's environment is passed to the controller).
 WORKER_START_TIMEOUT_S = "600"
-# The Train controller polls its workers at this pace; a report and the end of a run wait for a poll. 0.1 s cost
-# each trial's controller and workers a steady share of a core on RPCs; 0.5 s adds at most 0.4 s per report.
-HEALTH_CHECK_INTERVAL_S = "0.5"
+# The Train controller polls its workers at this pace; a report waits for a poll (a worker holds one report at a
+# time), and so does the end of a run. Measured with the controller in the trial's process (10 reports 0.3 s apart,
+# no TensorFlow): 0.45 s per report at 0.5 s, 0.21 s at 0.2 s, 0.23 s at 0.1 s, and no more CPU at 0.2 s than at
+# 0.5 s (6.5 against 7.5 CPU-s per trial). 0.5 s came from 0.1 s costing the controller's own actor CPU.
+HEALTH_CHECK_INTERVAL_S = "0.2"
 
 
 @dataclass(frozen=True)
