@@ -86,7 +86,10 @@ def _noop_trial(params):
     tune.report({"objective": 0.0})
 
 
-def floor(storage, n=4, *, local: bool = True):
+FLOOR_TRIALS = 4
+
+
+def floor(storage, n=FLOOR_TRIALS, *, local: bool = True):
     """Mean seconds from Tune's trial start to its end, for n no-op trials one at a time."""
     from ray import tune
 
@@ -205,7 +208,8 @@ def main() -> None:
                 floor_s = floor(os.path.join(work, "floor"))
             with Sampler() as cpu_floor_actor:
                 floor_actor_s = floor(os.path.join(work, "floor-actor"), local=False)
-            floor_cpu = {k: sum(c.cpu_s.values()) / 4 for k, c in (("local", cpu_floor), ("actor", cpu_floor_actor))}
+            floor_cpu = {k: sum(c.cpu_s.values()) / FLOOR_TRIALS
+                         for k, c in (("local", cpu_floor), ("actor", cpu_floor_actor))}
             t0 = time.perf_counter()
             with Sampler() as cpu_demo:
                 tune(demo_config(storage), out=lambda line: None)
@@ -222,7 +226,7 @@ def main() -> None:
         print(f"  CPU seconds of all Ray worker processes per no-op trial: controller in the trial "
               f"{floor_cpu['local']:.2f} s, in an actor {floor_cpu['actor']:.2f} s")
         for label, c in (("in the trial", cpu_floor), ("in an actor", cpu_floor_actor)):
-            print(f"    controller {label}: " + ", ".join(f"{n} {v / 4:.2f}" for n, v in
+            print(f"    controller {label}: " + ", ".join(f"{n} {v / FLOOR_TRIALS:.2f}" for n, v in
                                                        sorted(c.cpu_s.items(), key=lambda kv: -kv[1]) if v > 0.005))
         helper_s, train_1epoch = helper_cpu(cpu_1w, marks_1w)
         print("\n== CPU seconds per 1-worker trial, by Ray process (trials of step 1)")
