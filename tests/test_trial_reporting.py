@@ -19,7 +19,7 @@ class Trainer:
         for epoch in range(1, self.epochs + 1):
             if epoch == self.epochs:
                 time.sleep(self.delay)
-            self.reports.put(({"epoch": epoch}, "controller"))   # blocks while the slot is full, as the Ray queue does
+            self.reports.put({"epoch": epoch})   # blocks while the slot is full, as the trial's queue does
             if epoch == self.fail_after:
                 raise ValueError(f"worker failed after epoch {epoch}")
 
@@ -56,7 +56,7 @@ def test_the_fit_runs_beside_the_reporting_thread():
 
 def test_a_trial_that_tune_stops_aborts_its_run_and_waits_for_it():
     """Tune stops a trial by raising SystemExit from its report (ASHA): the trial aborts its Train run through the
-    controller handle that came with the report, and goes only once fit() has ended."""
+    run's controller, and goes only once fit() has ended."""
     reports, seen, aborted = queue.Queue(1), [], []
 
     class Endless(Trainer):
@@ -65,7 +65,7 @@ def test_a_trial_that_tune_stops_aborts_its_run_and_waits_for_it():
             while not self.stop.is_set():
                 epoch += 1
                 try:
-                    self.reports.put(({"epoch": epoch}, f"controller of epoch {epoch}"), timeout=0.01)
+                    self.reports.put({"epoch": epoch}, timeout=0.01)
                 except queue.Full:
                     epoch -= 1
 
@@ -83,8 +83,8 @@ def test_a_trial_that_tune_stops_aborts_its_run_and_waits_for_it():
         assert done.wait(10)
 
     with pytest.raises(SystemExit):
-        _fit_reporting(trainer, reports, stopping_report, poll_s=0.01, abort=abort)
-    assert seen == [1, 2] and aborted == ["controller of epoch 2"]
+        _fit_reporting(trainer, reports, stopping_report, controller="the run's controller", poll_s=0.01, abort=abort)
+    assert seen == [1, 2] and aborted == ["the run's controller"]
 
 
 def test_a_row_holds_the_epochs_tune_received():

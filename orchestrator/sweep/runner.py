@@ -105,11 +105,10 @@ def run_trial(params: dict, *, plan: TrialPlan):
     name = layout.trial_run_name(plan.sweep_id, trial_id)
     # one report in flight: the Train run waits while Tune decides (ASHA)
     reports, controller = stdqueue.Queue(1), _ray.LocalController()
-    trainer = make_trainer(cfg, plan.inputs, name=name, callbacks=[_to_trial(reports, controller)],
-                           controller=controller)
+    trainer = make_trainer(cfg, plan.inputs, name=name, callbacks=[_to_trial(reports)], controller=controller)
     marks = {"trial_fit_start": time.time()}
     try:
-        _fit_reporting(trainer, reports, tune.report, marks=marks)
+        _fit_reporting(trainer, reports, tune.report, controller=controller, marks=marks)
     except Exception as e:  # noqa: BLE001 - the trial's row keeps one line, not Ray's wrappers
         raise TrialFailed(one_line(e)) from None
     finally:   # where the trial's time went, beside the worker's own marks (bench/sweep_overhead.py)
@@ -122,9 +121,8 @@ def run_trial(params: dict, *, plan: TrialPlan):
 # is slower than the trial, the last epoch and the function's end then arrive together and the actor deadlocks
 # (Queue.put on a full result queue that only it reads: a sweep that never ends; tests/test_faults.py).
 # The trial's Train controller runs in this process (``_ray.LocalController``), so the queue is a local one.
-def _to_trial(reports, controller):
-    """A Train callback for the controller: rank 0's metrics of each report, into the trial's queue, with the
-    controller (a trial that Tune stops aborts its Train run through it)."""
+def _to_trial(reports):
+    """A Train callback for the controller: rank 0's metrics of each report, into the trial's queue."""
     from ray.train import UserCallback
 
     class ToTrial(UserCallback):
@@ -133,18 +131,19 @@ def _to_trial(reports, controller):
 
         def after_report(self, run_context, metrics, checkpoint):
             # returns once queued: every put is done before fit() returns
-            self.reports.put((dict(metrics[0]), self.controller))
+            self.reports.put(dict(metrics[0]))
 
     callback = ToTrial()
-    callback.reports, callback.controller = reports, controller
+    callback.reports = reports
     return callback
 
 
-def _fit_reporting(trainer, reports, report, *, poll_s: float = 0.5, abort=None, marks: Optional[dict] = None) -> None:
+def _fit_reporting(trainer, reports, report, *, controller=None, poll_s: float = 0.5, abort=None,
+                   marks: Optional[dict] = None) -> None:
     """``trainer.fit()`` in a helper thread; this thread passes each queued report to Tune, then re-raises.
 
     When Tune stops the trial (ASHA, the sweep's end), its ``report`` raises (SystemExit): the Train run is aborted
-    (``abort(controller, reports, done)``) and its fit has ended before this thread goes, so a stopped trial trains
+    through its ``controller`` (``abort(controller, reports, done)``) and its fit has ended before this thread goes, so a stopped trial trains
     no further epoch. ``marks`` then says after which epoch, and whether the run had ended by then."""
     done, failure = threading.Event(), []
 
@@ -159,7 +158,7 @@ def _fit_reporting(trainer, reports, report, *, poll_s: float = 0.5, abort=None,
     threading.Thread(target=fit, name="train-fit", daemon=True).start()
     while True:
         try:
-            metrics, controller = reports.get(timeout=poll_s)
+            metrics = reports.get(timeout=poll_s)
         except stdqueue.Empty:
             if done.is_set() and reports.empty():   # no put can follow fit()'s end
                 break
