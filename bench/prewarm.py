@@ -7,12 +7,18 @@ measures it without TensorFlow: the preloaded module is a stand-in that records 
 
 1. Plain actors (no runtime_env: the pool's own) and actors with runtime_env env_vars, one after another: was each
    given a pooled process, had that process preloaded the module, how long did creation take?
-2. The product's launch path: Tune trials (one at a time) each fitting a DataParallelTrainer with our TF_CONFIG
-   backend and 1 worker, whose loop reports its own process id: was the Train worker a pooled, preloaded process?
+2. The product's launch path without its warm route: Tune trials (one at a time) each fitting a DataParallelTrainer
+   with our TF_CONFIG backend and 1 worker, whose loop reports its own process id: was the Train worker a pooled,
+   preloaded process?
 3. Every Ray worker process's RSS at the end (the pool's price).
+4. The product's route around it (orchestrator/training/warm.py): Train workers whose runtime env runs TensorFlow's
+   import as their process starts, and spares with that runtime env asked of the raylet as each run starts: of N+1
+   trials one at a time, were the Train workers of trials 2..N+1 spares, and what does an unused spare hold (RSS)?
+   This part imports TensorFlow (in the spares and workers only).
 
-    python bench/prewarm.py            # about 2 minutes, no TensorFlow
+    python bench/prewarm.py            # about 3 minutes; TensorFlow only in part 4
 Last line: RESULT plain_pooled=K/N envvar_pooled=K/N train_workers_pooled=K/N pool_rss_mb=...
+warm_route_train_workers=K/N warm_spare_rss_mb=...
 """
 from __future__ import annotations
 
@@ -120,6 +126,73 @@ def train_workers() -> int:
     return pooled
 
 
+def _report_marks(config):
+    import json
+
+    import ray.train
+
+    from orchestrator.training import warm
+
+    with open(config["out"], "w") as f:
+        json.dump({"pid": os.getpid(), "marks": warm.marks()}, f)
+    ray.train.report({"done": 1})
+
+
+def _warm_trial(params):
+    """The product's route (orchestrator/training/warm.py): Train workers whose runtime env runs the TensorFlow import
+    as their process starts, and spare processes with that runtime env asked of the raylet as each run starts."""
+    import json
+
+    import ray.train
+    from ray import tune
+
+    from orchestrator import _ray
+    from orchestrator.training import backend, warm
+
+    t0, out = time.time(), os.path.join(TMP, f"warm-worker-{params['i']}.json")
+    backend.make(_report_marks, train_loop_config={"out": out}, scaling_config=ray.train.ScalingConfig(
+        num_workers=1, resources_per_worker={"CPU": 0.5}), run_config=ray.train.RunConfig(
+        name=f"warm-{params['i']}", storage_path=params["storage"], worker_runtime_env=warm.worker_runtime_env()),
+        controller=_ray.LocalController(), spares=True).fit()
+    with open(out) as f:
+        seen = json.load(f)
+    tune.report({"pid": seen["pid"], "warm": seen["marks"].get("worker_process_start", float("inf")) < t0,
+                 "tensorflow": "worker_tensorflow_ready" in seen["marks"]})
+
+
+def warm_train_workers() -> tuple[int, float]:
+    """(trials after the first whose Train worker was a warm spare, the RSS of the spare left unused at the end)."""
+    from ray import tune
+
+    from orchestrator import _ray
+    from orchestrator.training import warm
+
+    storage = os.path.join(TMP, "runs")
+    grid = tune.Tuner(tune.with_resources(_warm_trial, {"CPU": 0.05}),
+                      param_space={"i": tune.grid_search(list(range(N + 1))), "storage": storage},
+                      tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                      run_config=tune.RunConfig(name="warm", storage_path=storage, verbose=0)).fit()
+    warm_count = 0
+    for r in sorted(grid, key=lambda r: r.config["i"]):
+        m = r.metrics
+        warm_count += bool(m["warm"]) and r.config["i"] > 0
+        print(f"warm route, Train worker of trial {r.config['i']}: pid {m['pid']} warm={m['warm']} "
+              f"tensorflow_imported={m['tensorflow']}")
+    time.sleep(8)   # the last run's spare finishes its import
+    spares = [pid for pid in worker_pids() if _ray.SETUP_HOOK_ENV_VAR.encode() in _environ(pid) and
+              warm.HOOK.encode() in _environ(pid) and _cmdline(str(pid)).startswith("ray::IDLE")]
+    spare_mb = sum(rss_mb(pid) for pid in spares) / max(1, len(spares))
+    print(f"unused warm spares at the end: {len(spares)}, {spare_mb:.0f} MB RSS each")
+    return warm_count, spare_mb
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return open(f"/proc/{pid}/environ", "rb").read()
+    except OSError:
+        return b""
+
+
 def main() -> None:
     t0 = time.perf_counter()
     ray.init(num_cpus=2, _system_config=SYSTEM_CONFIG, include_dashboard=False, log_to_driver=False)
@@ -135,9 +208,10 @@ def main() -> None:
     pool_mb = sum(mb for pre, mb in rss if pre)
     print(f"Ray worker processes at the end: {len(rss)}, {sum(mb for _, mb in rss):.0f} MB RSS; "
           f"the {sum(pre for pre, _ in rss)} preloaded ones: {pool_mb:.0f} MB")
+    warm_count, spare_mb = warm_train_workers()
     ray.shutdown()
     print(f"RESULT plain_pooled={plain}/{N} envvar_pooled={envvar}/{N} train_workers_pooled={in_train}/{N} "
-          f"pool_rss_mb={pool_mb:.0f}")
+          f"pool_rss_mb={pool_mb:.0f} warm_route_train_workers={warm_count}/{N} warm_spare_rss_mb={spare_mb:.0f}")
 
 
 if __name__ == "__main__":

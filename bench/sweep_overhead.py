@@ -1,14 +1,19 @@
 """Sweep overhead: the fixed cost of a trial, where it goes, and a sweep against the same work in-process.
 
-1. Trials one at a time (1-worker, then 2-worker), epochs 1, 2, 4, 6 on the embedded default: wall
+1. Trials one at a time (1-worker, then 2-worker), epochs 1, 2, 3, 4, 6 on the embedded default: wall
    time of each trial (Tune start to row written) against its epochs; the intercept is the fixed cost
-   per trial, the slope the cost per epoch.
+   per trial, the slope the cost per epoch, over the trials whose Train workers were warm (every trial but the
+   first is given the spare processes its predecessor started: orchestrator/training/warm.py); cold_extra_s_1w is
+   how much longer the cold first trial took than that line says.
 2. Where the fixed cost goes, from the marks each run records (trial.json, progress.json): Tune
    trial start, Train controller + worker group start, TensorFlow import, data reaching the worker,
    model build, first step (tracing), checkpoint per epoch, teardown.
 3. floor_s: a trial whose Train run does nothing (one report), on the same launch path (a Tune function trial
    with the product's trial resources fitting a DataParallelTrainer with our backend and 1 worker): what Ray
-   itself costs per trial here, Tune's trial start to its end. The product's goal is fixed_s_1w <= 1.2 x floor_s.
+   itself costs per trial here, Tune's trial start to its end, on a new worker process. The product's goal is
+   fixed_s_1w <= 1.2 x floor_s. floor_warm_s: the same no-op trial given a warm spare process, as the product's
+   trials after the first are (one trial more runs first, cold, and is left out; each waits WARM_PAUSE_S in its
+   loop, taken off again, so that its successor's spare has finished importing TensorFlow, as real epochs allow).
    The same no-op trial with Ray's default launch, its Train controller in an actor of its own, is timed beside it
    (floor_actor_controller_s), with the CPU seconds of all Ray worker processes per trial both ways (floor_cpu_s,
    floor_actor_controller_cpu_s): the product runs the controller in the trial's process (orchestrator/_ray.py).
@@ -23,7 +28,8 @@
    through fit_arrays, no Ray): the ratio of wall times.
 
     python bench/sweep_overhead.py            # about 10 minutes on 2 cores
-Last line: RESULT fixed_s_1w=... fixed_s_2w=... floor_s=... floor_actor_controller_s=... floor_cpu_s=...
+Last line: RESULT fixed_s_1w=... fixed_s_2w=... floor_s=... floor_warm_s=... cold_extra_s_1w=...
+floor_actor_controller_s=... floor_cpu_s=...
 floor_actor_controller_cpu_s=... epoch_overhead_s=... sweep_vs_inprocess=... helper_cpu_s=... train_cpu_s_1epoch=...
 cpu_busy_frac=...
 """
@@ -67,7 +73,13 @@ def demo_config(storage):
 def _noop_loop(config):
     import ray.train
 
+    time.sleep(config.get("pause_s", 0.0))
     ray.train.report({"objective": 0.0})
+
+
+# A warm floor trial waits this long in its loop (and the floor leaves it out): a no-op run is shorter than a spare's
+# TensorFlow import, which real trials' epochs hide; so the next trial finds its spare ready, as theirs do.
+WARM_PAUSE_S = 10.0
 
 
 def _noop_trial(params):
@@ -78,10 +90,14 @@ def _noop_trial(params):
     from orchestrator import _ray
     from orchestrator.training import backend
 
-    backend.make(_noop_loop, train_loop_config={}, scaling_config=ray.train.ScalingConfig(
+    from orchestrator.training import warm
+
+    pause_s = WARM_PAUSE_S if params["warm"] else 0.0
+    backend.make(_noop_loop, train_loop_config={"pause_s": pause_s}, scaling_config=ray.train.ScalingConfig(
         num_workers=1, resources_per_worker={"CPU": 0.9}), run_config=ray.train.RunConfig(
-        name=f"noop-{params['i']}", storage_path=params["storage"]),
-        controller=_ray.LocalController() if params["local"] else None).fit()
+        name=f"noop-{params['i']}", storage_path=params["storage"],
+        worker_runtime_env=warm.worker_runtime_env() if params["warm"] else None),
+        controller=_ray.LocalController() if params["local"] else None, spares=params["warm"]).fit()
     from ray import tune
     tune.report({"objective": 0.0})
 
@@ -89,8 +105,10 @@ def _noop_trial(params):
 FLOOR_TRIALS = 4
 
 
-def floor(storage, n=FLOOR_TRIALS, *, local: bool = True):
-    """Mean seconds from Tune's trial start to its end, for n no-op trials one at a time."""
+def floor(storage, n=FLOOR_TRIALS, *, local: bool = True, warm: bool = False):
+    """Mean seconds from Tune's trial start to its end, for n no-op trials one at a time. With ``warm``, on the
+    product's warm workers (training/warm.py): one trial more runs first, cold, and is left out, and each waits
+    WARM_PAUSE_S in its loop, taken off again."""
     from ray import tune
 
     from orchestrator.sweep.runner import TRIAL_DRIVER_CPU
@@ -107,10 +125,12 @@ def floor(storage, n=FLOOR_TRIALS, *, local: bool = True):
 
     times = Times()
     tune.Tuner(tune.with_resources(_noop_trial, {"CPU": TRIAL_DRIVER_CPU}),
-               param_space={"i": tune.grid_search(list(range(n))), "storage": storage, "local": local},
+               param_space={"i": tune.grid_search(list(range(n + warm))), "storage": storage, "local": local,
+                            "warm": warm},
                tune_config=tune.TuneConfig(max_concurrent_trials=1),
                run_config=tune.RunConfig(name="floor", storage_path=storage, callbacks=[times], verbose=0)).fit()
-    return float(np.mean([times.end[t] - times.start[t] for t in times.end]))
+    ordered = sorted(times.end, key=times.start.get)[int(warm):]
+    return float(np.mean([times.end[t] - times.start[t] for t in ordered])) - (WARM_PAUSE_S if warm else 0.0)
 
 
 def trial_marks(storage, row):
@@ -119,29 +139,37 @@ def trial_marks(storage, row):
         progress = json.load(f)
     with open(os.path.join(run, "trial.json")) as f:
         trial = json.load(f)
-    return {**progress["marks"], **trial, "started": row["started_at"].timestamp(),
-            "ended": row["created_at"].timestamp(), "epochs": row["epochs"]}
+    m = {**progress["marks"], **trial, "started": row["started_at"].timestamp(),
+         "ended": row["created_at"].timestamp(), "epochs": row["epochs"]}
+    # warm: the Train worker's process started before its trial did (a spare, TensorFlow imported: training/warm.py)
+    return {**m, "warm": m.get("worker_process_start", np.inf) < m["trial_fit_start"]}
 
 
 def fixed_cost(storage, workers):
-    """Trials one at a time over epochs {1, 2, 4, 6}: least-squares wall = fixed + per_epoch * epochs."""
+    """Trials one at a time over epochs {1, 2, 3, 4, 6}: least-squares wall = fixed + per_epoch * epochs, over the
+    trials whose workers were warm (all but the first, which finds no spare); and how much longer the cold first
+    trial took than that line says (cold_extra)."""
     from orchestrator.leaderboard import Leaderboard
     from orchestrator.sweep.tuner import tune
 
     name = f"fixed-{workers}w"
     search = {"searcher": "grid", "scheduler": {"type": "none"}, "max_concurrent_trials": 1, "base_first": False,
-              "space": {"train.epochs": {"choice": [1, 2, 4, 6]}}}
+              "space": {"train.epochs": {"choice": [1, 2, 3, 4, 6]}}}
     tune(config(storage, name, workers=workers, search=search), out=lambda line: None)
     rows = Leaderboard(storage).table(experiment=name).to_pylist()
     marks = [trial_marks(storage, r) for r in rows]
-    epochs = np.array([m["epochs"] for m in marks], float)
-    walls = np.array([m["ended"] - m["started"] for m in marks])
-    per_epoch, fixed = np.polyfit(epochs, walls, 1)
-    return fixed, per_epoch, marks
+    warm = [m for m in marks if m["warm"]]
+    cold = [m for m in marks if not m["warm"]]
+    if len(warm) <= len(cold):   # no spares (the trials fill the cores: sweep/capacity.py idle_cores), or a leftover
+        warm, cold = [], marks   # of the sweep before: fit on the cold trials
+    fit_on = warm or cold
+    per_epoch, fixed = np.polyfit([m["epochs"] for m in fit_on], [m["ended"] - m["started"] for m in fit_on], 1)
+    cold_extra = [m["ended"] - m["started"] - (fixed + per_epoch * m["epochs"]) for m in cold] if warm else []
+    return fixed, per_epoch, marks, cold_extra
 
 
 def breakdown(marks):
-    """Mean seconds per start-up step over trials."""
+    """Mean seconds per start-up step over trials (a warm worker's TensorFlow import happened before its trial)."""
     steps = {
         "tune trial start (Tune start -> trial function)": lambda m: m["trial_fit_start"] - m["started"],
         "train controller + worker group start": lambda m: m["loop_start"] - m["trial_fit_start"],
@@ -202,10 +230,11 @@ def main() -> None:
         with console(os.path.join(work, "bench.log")):
             pretrain(storage, out=lambda line: None)
             with Sampler() as cpu_1w:
-                fixed_1w, epoch_1w, marks_1w = fixed_cost(storage, 1)
-            fixed_2w, epoch_2w, marks_2w = fixed_cost(storage, 2)
+                fixed_1w, epoch_1w, marks_1w, cold_1w = fixed_cost(storage, 1)
+            fixed_2w, epoch_2w, marks_2w, cold_2w = fixed_cost(storage, 2)
             with Sampler() as cpu_floor:
                 floor_s = floor(os.path.join(work, "floor"))
+            floor_warm_s = floor(os.path.join(work, "floor-warm"), warm=True)
             with Sampler() as cpu_floor_actor:
                 floor_actor_s = floor(os.path.join(work, "floor-actor"), local=False)
             floor_cpu = {k: sum(c.cpu_s.values()) / FLOOR_TRIALS
@@ -216,11 +245,17 @@ def main() -> None:
             sweep_s = time.perf_counter() - t0
             rows = Leaderboard(storage).table(experiment="demo-like").to_pylist()
             replay_s, inproc_epoch = replay(storage, rows)
-        print("\n== fixed cost per trial (trials one at a time, epochs 1/2/4/6; wall = fixed + per_epoch x epochs)")
-        print(f"  1 worker : fixed {fixed_1w:6.2f} s, per epoch {epoch_1w:5.2f} s")
-        print(f"  2 workers: fixed {fixed_2w:6.2f} s, per epoch {epoch_2w:5.2f} s")
-        print(f"  floor (a no-op Train run under Tune, same launch path): {floor_s:6.2f} s; "
+        print("\n== fixed cost per trial (trials one at a time, epochs 1/2/3/4/6; wall = fixed + per_epoch x epochs, "
+              "over the trials on warm workers)")
+        for label, fixed, epoch, marks, cold in (("1 worker ", fixed_1w, epoch_1w, marks_1w, cold_1w),
+                                                 ("2 workers", fixed_2w, epoch_2w, marks_2w, cold_2w)):
+            took = f"; the cold ones took {', '.join(f'{c:+.2f}' for c in cold)} s more" if cold else ""
+            print(f"  {label}: fixed {fixed:6.2f} s, per epoch {epoch:5.2f} s ({sum(m['warm'] for m in marks)} of "
+                  f"{len(marks)} trials warm{took})")
+        print(f"  floor (a no-op Train run under Tune, same launch path, a new worker process): {floor_s:6.2f} s; "
               f"fixed_s_1w / floor_s = {fixed_1w / floor_s:.2f}")
+        print(f"  the same no-op trial on a warm worker (a spare, as the product's trials after the first): "
+              f"{floor_warm_s:6.2f} s; fixed_s_1w / floor_warm_s = {fixed_1w / floor_warm_s:.2f}")
         print(f"  the same no-op trial with its Train controller in an actor of its own (Ray's default): "
               f"{floor_actor_s:6.2f} s")
         print(f"  CPU seconds of all Ray worker processes per no-op trial: controller in the trial "
@@ -234,10 +269,12 @@ def main() -> None:
             print(f"  {name:<28} {sec / len(marks_1w):7.2f} s{'  (helper)' if name in HELPERS else ''}")
         print(f"  helpers {helper_s:.2f} s per trial; a 1-epoch trial's training CPU {train_1epoch:.2f} s "
               f"-> {helper_s / train_1epoch:.0%}")
-        print("\n== where a 1-worker trial's fixed cost goes (mean over its trials)        1 worker   2 workers")
-        b1, b2 = breakdown(marks_1w), breakdown(marks_2w)
-        for k in b1:
-            print(f"  {k:<58} {b1[k]:7.2f} s  {b2[k]:7.2f} s")
+        print("\n== where a trial's fixed cost goes (mean over warm trials; the cold first one)   1 worker        "
+              "   2 workers")
+        parts = [breakdown([m for m in marks if m["warm"] == w]) if any(m["warm"] == w for m in marks) else None
+                 for marks in (marks_1w, marks_2w) for w in (1, 0)]
+        for k in breakdown(marks_1w):
+            print(f"  {k:<58} " + "  ".join(f"{p[k]:6.2f} s" if p else "     -  " for p in parts))
         print(f"\n== the demo's sweep: 10 trials (random + ASHA), {len(rows)} rows, "
               f"{sum(r['epochs'] for r in rows)} epochs in all")
         print(f"  orchestrated sweep {sweep_s:6.1f} s; the same trials in-process one after another {replay_s:6.1f} s; "
@@ -248,6 +285,7 @@ def main() -> None:
               f"{overhead:.2f} s")
         print(f"  CPUs busy over the sweep: {cpu_demo.busy_frac:.2f}")
         print(f"RESULT fixed_s_1w={fixed_1w:.2f} fixed_s_2w={fixed_2w:.2f} floor_s={floor_s:.2f} "
+              f"floor_warm_s={floor_warm_s:.2f} cold_extra_s_1w={np.mean(cold_1w) if cold_1w else float('nan'):.2f} "
               f"floor_actor_controller_s={floor_actor_s:.2f} floor_cpu_s={floor_cpu['local']:.2f} "
               f"floor_actor_controller_cpu_s={floor_cpu['actor']:.2f} "
               f"epoch_overhead_s={overhead:.2f} sweep_vs_inprocess={sweep_s / replay_s:.2f} "

@@ -78,6 +78,37 @@ class LocalController:
                 self._task.cancel()
 
 
+# Ray offers ``worker_process_setup_hook`` in a job's runtime env only (``ray.init``); it becomes this variable, which
+# Ray's worker process reads as it starts. Set directly, it gives one actor class (Train workers) a hook of its own.
+SETUP_HOOK_ENV_VAR = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
+
+
+def without_setup_hook() -> dict:
+    """The runtime env for tasks an actor with a setup hook starts: they inherit its runtime env, hook included, and
+    an empty value is no hook (Ray's worker runs the hook only when the variable is non-empty)."""
+    return {"env_vars": {SETUP_HOOK_ENV_VAR: ""}}
+
+
+def prestart_workers(node_id: str, runtime_env: str, *, count: int, keep_alive_s: int) -> None:
+    """Ask the raylet of ``node_id`` to start ``count`` worker processes for this job with ``runtime_env`` (serialized,
+    as ``get_runtime_env_string`` gives it), idle and kept alive for ``keep_alive_s``. The raylet hands such a process
+    to the next actor of this job whose runtime env is the same string. Ray's core worker has this call (the raylet's
+    PrestartWorkers RPC) but does not expose it to Python, so it is sent here as Ray's own gRPC clients send theirs."""
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
+
+    node = next(n for n in ray.nodes() if n["NodeID"] == node_id and n["Alive"])
+    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    try:
+        node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(node_manager_pb2.PrestartWorkersRequest(
+            language=common_pb2.PYTHON, job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
+            runtime_env_info=runtime_environment_pb2.RuntimeEnvInfo(serialized_runtime_env=runtime_env),
+            keep_alive_duration_secs=keep_alive_s, num_workers=count), timeout=10)
+    finally:
+        channel.close()
+
+
 def trainer_class(policy: Callable, *, controller: LocalController | None = None) -> type:
     """Ray Train V2's DataParallelTrainer whose controller gets ``policy(failure_config)`` as its failure policy
     (V2 has no public way to pass one: ``_initialize_and_run_controller`` builds the controller), that runs its
@@ -216,13 +247,22 @@ def check() -> None:
              ("ray._private.state", "state"), ("ray.core.generated.gcs_pb2", "PlacementGroupTableData"),
              ("ray.train.v2._internal.execution.context", "logger"), ("ray._private.worker", "print_to_stdstream"),
              ("ray._private.runtime_env.packaging", "_get_excludes"),
-             ("ray._private.runtime_env.packaging", "get_excludes_from_ignore_files")]
+             ("ray._private.runtime_env.packaging", "get_excludes_from_ignore_files"),
+             ("ray._private.grpc_utils", "init_grpc_channel"), ("ray.core.generated.common_pb2", "PYTHON"),
+             ("ray.core.generated.node_manager_pb2", "PrestartWorkersRequest"),
+             ("ray.core.generated.node_manager_pb2_grpc", "NodeManagerServiceStub"),
+             ("ray.core.generated.runtime_environment_pb2", "RuntimeEnvInfo")]
     for module, name in names:
         try:
             getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as e:
             raise RuntimeError(f"Ray moved {module}.{name} (checked on Ray {CHECKED_ON}): update orchestrator/_ray.py "
                                f"({e})") from None
+    from ray._private import ray_constants
+
+    if ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR != SETUP_HOOK_ENV_VAR:
+        raise RuntimeError(f"Ray renamed its setup-hook variable to {ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR} "
+                           f"(checked on Ray {CHECKED_ON}): update orchestrator/_ray.py SETUP_HOOK_ENV_VAR")
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     if not all(hasattr(DataParallelTrainer, m) for m in ("_initialize_and_run_controller",

@@ -36,18 +36,31 @@ def quiet_tensorflow(log_path: str | None = None):
     """Import TensorFlow (and Keras) once, its start-up noise sent to a log file; returns the module."""
     if "tensorflow" in sys.modules and getattr(quiet_tensorflow, "done", False):
         return sys.modules["tensorflow"]
-    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    with stderr_to(log_path or _LOG_PATH), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import tensorflow as tf
-        import keras  # noqa: F401
-
+    tf = import_tensorflow_quietly(log_path)
+    with _tensorflow_noise(log_path):
         tf.config.list_physical_devices("GPU")   # device probing logs now, not at the first op
     tf.get_logger().setLevel("ERROR")
     logging.getLogger("absl").setLevel(logging.ERROR)
     quiet_tensorflow.done = True
     return tf
+
+
+def import_tensorflow_quietly(log_path: str | None = None):
+    """Import TensorFlow and Keras, their start-up noise sent to a log file; no device is probed (a warm Train
+    worker imports them before it is given its GPU: training/warm.py)."""
+    with _tensorflow_noise(log_path):
+        import tensorflow as tf
+        import keras  # noqa: F401
+    return tf
+
+
+@contextlib.contextmanager
+def _tensorflow_noise(log_path: str | None):
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    with stderr_to(log_path or _LOG_PATH), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def quiet_warnings() -> None:

@@ -20,6 +20,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from .. import _ray
 from ..errors import DataError
 from .decode import decode_options, decode_unit
 
@@ -103,15 +104,20 @@ def ray_data_errors():
         raise
 
 
+def stream_task_options() -> dict:
+    """Ray options of the decode tasks a Train worker starts. Inside a Train worker the workers may hold every CPU:
+    decode tasks ask for none (they would wait forever) and a small pool caps them instead. They would inherit the
+    Train worker's setup hook, which imports TensorFlow (training/warm.py): not in a decoder."""
+    return {"num_cpus": 0, "runtime_env": _ray.without_setup_hook()}
+
+
 def stream(units: list[dict], opts: dict, *, batch_size: int, seed: int, drop_last: bool = False) -> Iterator[dict]:
     """Decoded batches of these units through a Ray Data pipeline (decoding runs in Ray tasks)."""
     import ray.data
 
     ds = ray.data.from_items([{"unit": i} for i in range(len(units))], override_num_blocks=max(len(units), 1))
-    # Inside a Train worker the workers may hold every CPU: decode tasks ask for none (they would wait
-    # forever) and a small pool caps them instead.
     ds = ds.map_batches(_decode_batch, fn_kwargs={"units": units, "opts": opts}, batch_size=1, batch_format="numpy",
-                        num_cpus=0, compute=ray.data.TaskPoolStrategy(size=STREAM_DECODERS))
+                        compute=ray.data.TaskPoolStrategy(size=STREAM_DECODERS), **stream_task_options())
     # Units arrive in the order dealt, not in the order their decode tasks finish: a seeded run streams the same
     # batches every time (finishing order follows the machine's load; it moved a 6-epoch r2 from 0.80 to 0.55).
     ds.context.execution_options.preserve_order = True

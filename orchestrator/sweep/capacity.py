@@ -156,19 +156,38 @@ def check_fits(cfg: ExperimentConfig, *, reserved_cpu: float = 0.0, what: str = 
     check_feasible(cfg, nodes, reserved_cpu=reserved_cpu, autoscaling=autoscaling, what=what)
 
 
-def plan_concurrency(cfg: ExperimentConfig, *, say=print, driver_cpu: float = 0.05, reserved_cpu: float = 0.0) -> int:
-    """Trials to run at once; first a ConfigError if one trial never fits (its own ``driver_cpu`` and the job's
-    ``reserved_cpu`` counted), for the base config and for every searched resource value."""
+@dataclass(frozen=True)
+class TrialsPlan:
+    """How a Tune run's trials run: how many at once, and whether each starts warm spare Train workers for a later
+    one (training/warm.py)."""
+    concurrent: int
+    spares: bool
+
+
+def plan_concurrency(cfg: ExperimentConfig, *, trials: int, say=print, driver_cpu: float = 0.05,
+                     reserved_cpu: float = 0.0) -> TrialsPlan:
+    """Trials to run at once, of ``trials``; first a ConfigError if one trial never fits (its own
+    ``driver_cpu`` and the job's ``reserved_cpu`` counted), for the base config and for every searched resource
+    value."""
     nodes, autoscaling = max_nodes()
     check_feasible(cfg, nodes, reserved_cpu=reserved_cpu + driver_cpu, autoscaling=autoscaling)
     check_search_fits(cfg, nodes, reserved_cpu=reserved_cpu + driver_cpu, autoscaling=autoscaling)
     if cfg.search is not None and cfg.search.max_concurrent_trials:
-        return cfg.search.max_concurrent_trials
-    n = concurrency(cfg, nodes, driver_cpu=driver_cpu)
-    if autoscaling:
-        say(f"autoscaling cluster: up to {n} trials at once when all nodes are up "
-            f"({', '.join(f'{t.name} x{t.max_count}' for t in nodes)})")
-    return n
+        n = cfg.search.max_concurrent_trials
+    else:
+        n = concurrency(cfg, nodes, driver_cpu=driver_cpu)
+        if autoscaling:
+            say(f"autoscaling cluster: up to {n} trials at once when all nodes are up "
+                f"({', '.join(f'{t.name} x{t.max_count}' for t in nodes)})")
+    return TrialsPlan(n, spares=trials > n and idle_cores(cfg, nodes, concurrent=n) > 0)
+
+
+def idle_cores(cfg: ExperimentConfig, nodes: list[NodeType], *, concurrent: int) -> float:
+    """CPU cores of the cluster at its largest that ``concurrent`` trials leave idle. A TensorFlow worker keeps about
+    a core busy whatever CPUs it requests, so that is what it counts. Warm spares import TensorFlow only on idle
+    cores: beside trials that fill the cores, the import slows them more than it saves (bench/sweep_overhead, 2
+    workers on 2 cores: fixed cost per trial 26 s with spares, 14 s without)."""
+    return sum(t.resources.get("CPU", 0.0) * t.max_count for t in nodes) - concurrent * cfg.resources.workers
 
 
 HEAD_MARKER = "node:__internal_head__"

@@ -34,6 +34,7 @@ class TrialPlan:
     base: dict
     inputs: RunInputs
     configs: Optional[tuple] = None
+    spares: bool = False   # each run starts warm spare workers for a later trial (capacity.TrialsPlan)
 
     def config(self, params: dict) -> ExperimentConfig:
         if self.configs is not None:
@@ -105,7 +106,8 @@ def run_trial(params: dict, *, plan: TrialPlan):
     name = layout.trial_run_name(plan.sweep_id, trial_id)
     # one report in flight: the Train run waits while Tune decides (ASHA)
     reports, controller = stdqueue.Queue(1), _ray.LocalController()
-    trainer = make_trainer(cfg, plan.inputs, name=name, callbacks=[_to_trial(reports)], controller=controller)
+    trainer = make_trainer(cfg, plan.inputs, name=name, callbacks=[_to_trial(reports)], controller=controller,
+                           spares=plan.spares)
     marks = {"trial_fit_start": time.time()}
     try:
         _fit_reporting(trainer, reports, tune.report, controller=controller, marks=marks)
@@ -225,11 +227,11 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
     callback = SweepCallback(p.cfg, out=out, configs=configs, extra=extra,
                              context=RowContext(sweep_id, p.n_blocks, kind=kind, fingerprint=p.spec.fingerprint,
                                                 versions=versions(), code=provenance()))
+    trials = plan_concurrency(configs[0], trials=len(configs), say=lambda m: None)
     plan = TrialPlan(sweep_id, p.cfg.model_dump(mode="json"), RunInputs.of(session),
-                     configs=tuple(c.model_dump(mode="json") for c in configs))
+                     configs=tuple(c.model_dump(mode="json") for c in configs), spares=trials.spares)
     spec = SweepSpec(plan, {"index": tune.grid_search(list(range(len(configs))))}, verbose=verbose,
-                     concurrent=min(len(configs), plan_concurrency(configs[0], say=lambda m: None)),
-                     callbacks=(callback,))
+                     concurrent=min(len(configs), trials.concurrent), callbacks=(callback,))
     make_tuner(p.cfg, spec).fit()
     callback.close()
     return callback.rows

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ray.train.backend import Backend, BackendConfig
 
 from .. import _ray
+from . import warm
 
 
 def _set_tf_config(worker_addresses: list[str], index: int) -> None:
@@ -33,22 +34,28 @@ class _MultiWorkerBackend(Backend):
         urls = worker_group.execute(_ray.worker_address)
         ray.get([worker_group.execute_single_async(i, _set_tf_config, worker_addresses=urls, index=i)
                  for i in range(len(worker_group))])
+        if backend_config.spares:
+            warm.start_spares(worker_group)
 
 
 @dataclass
 class MultiWorkerConfig(BackendConfig):
-    """Ray Train backend for tf.distribute.MultiWorkerMirroredStrategy (TF_CONFIG per worker)."""
+    """Ray Train backend for tf.distribute.MultiWorkerMirroredStrategy (TF_CONFIG per worker); with ``spares``, the
+    run asks for warm processes for the next run's workers as it starts (``warm``)."""
+
+    spares: bool = False
 
     @property
     def backend_cls(self):
         return _MultiWorkerBackend
 
 
-def make(train_loop_per_worker, *, train_loop_config: dict, scaling_config, run_config, controller=None):
+def make(train_loop_per_worker, *, train_loop_config: dict, scaling_config, run_config, controller=None,
+         spares: bool = False):
     """A DataParallelTrainer with the MultiWorkerMirroredStrategy backend and the fail-fast policy; its controller
     runs in ``controller`` (an ``_ray.LocalController``, for a caller that is an actor) or, by default, in an actor."""
     from .failures import failure_policy
 
     trainer = _ray.trainer_class(failure_policy, controller=controller)
-    return trainer(train_loop_per_worker, backend_config=MultiWorkerConfig(), train_loop_config=train_loop_config,
-                   scaling_config=scaling_config, run_config=run_config)
+    return trainer(train_loop_per_worker, backend_config=MultiWorkerConfig(spares=spares),
+                   train_loop_config=train_loop_config, scaling_config=scaling_config, run_config=run_config)

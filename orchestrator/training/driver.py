@@ -36,12 +36,12 @@ class RunInputs:
 
 
 def make_trainer(cfg: ExperimentConfig, inputs: RunInputs, *, name: str, callbacks=(), max_failures: int = 2,
-                 controller=None):
+                 controller=None, spares: bool = False):
     """The Ray Train run for one configuration (used by `train` and by every Tune trial, which passes its
-    ``_ray.LocalController``)."""
+    ``_ray.LocalController``, and ``spares`` when later trials will want warm workers: ``warm``)."""
     import ray.train
 
-    from . import backend
+    from . import backend, warm
     from .loop import train_loop_per_worker
 
     r = cfg.resources
@@ -56,8 +56,9 @@ def make_trainer(cfg: ExperimentConfig, inputs: RunInputs, *, name: str, callbac
             resources_per_worker=worker_request(cfg)),
         run_config=ray.train.RunConfig(
             name=name, storage_path=path, storage_filesystem=fs, callbacks=list(callbacks),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures)),
-        controller=controller,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            worker_runtime_env=warm.worker_runtime_env()),
+        controller=controller, spares=spares,
     )
 
 

@@ -61,7 +61,9 @@ class Trainee:
 
 def train_loop_per_worker(payload: dict) -> None:
     """Ray Train entry point: data from the pipeline, metrics and checkpoints through Ray."""
-    marks = {"loop_start": time.time()}
+    from .warm import marks as process_marks
+
+    marks = {**process_marks(), "loop_start": time.time()}
     import ray.train
 
     ctx = ray.train.get_context()
