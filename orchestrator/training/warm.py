@@ -10,6 +10,10 @@ Every trial is a new Ray Train run on new worker processes, and a new process im
 
 Ray's own pool of idle processes serves only actors with an empty runtime env, which Train workers never have
 (README, Performance; bench/prewarm.py), so the spares are asked for explicitly.
+
+Tasks and actors a Train worker starts inherit its runtime env, the hook too: each would import TensorFlow as its
+process starts. Give them ``_ray.without_setup_hook()`` as their runtime env (as the streaming decoders do:
+``data.pipeline.stream_task_options``).
 What it costs: the spares of the last runs of a sweep go unused (a TensorFlow import each, and 760 MB RSS until the
 job ends or ``KEEP_ALIVE_S`` passes: bench/prewarm.py); and a spare's import takes a core for some seconds. So a sweep
 starts spares only when trials wait for a slot and the trials running at once leave cores idle
