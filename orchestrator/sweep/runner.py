@@ -145,8 +145,8 @@ def _fit_reporting(trainer, reports, report, *, controller=None, poll_s: float =
     """``trainer.fit()`` in a helper thread; this thread passes each queued report to Tune, then re-raises.
 
     When Tune stops the trial (ASHA, the sweep's end), its ``report`` raises (SystemExit): the Train run is aborted
-    through its ``controller`` (``abort(controller, reports, done)``) and its fit has ended before this thread goes, so a stopped trial trains
-    no further epoch. ``marks`` then says after which epoch, and whether the run had ended by then."""
+    through its ``controller`` (``abort(controller, reports, done)``) and its fit has ended before this thread goes,
+    so a stopped trial trains no further epoch. ``marks`` then says after which epoch, and whether the run had ended by then."""
     done, failure = threading.Event(), []
 
     def fit():

@@ -150,7 +150,8 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     cfg = p.cfg
     describe(p, record=layout.sweep_dir(cfg.storage, cfg.name, sweep_id), out=out)
     session = start(p, address=address, verbose=verbose, out=out)
-    trials_plan = plan_concurrency(cfg, trials=trial_count(cfg), say=out, reserved_cpu=reserved_cpu)   # + job CPUs
+    trials = trial_count(cfg)
+    trials_plan = plan_concurrency(cfg, trials=trials, say=out, reserved_cpu=reserved_cpu)   # + the job's own CPUs
     concurrent = trials_plan.concurrent
     board = Leaderboard(cfg.storage)
     written, stale = recorded_rows(board, cfg, sweep_id, out=out) if resume else (set(), {})
@@ -170,13 +171,13 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     else:
         storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, sweep_id), json.dumps(
             {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump()}).encode())
-        out(f"experiment {cfg.name}, sweep {sweep_id}: {trial_count(cfg)} trials, searcher {cfg.search.searcher}, "
+        out(f"experiment {cfg.name}, sweep {sweep_id}: {trials} trials, searcher {cfg.search.searcher}, "
             f"scheduler {cfg.search.scheduler.type}, up to {concurrent} at once"
             + (", each trial starting warm workers for a later one" if trials_plan.spares else ""))
         if cfg.search.searcher == "grid":
             out(f"grid: {grid_size(cfg.search)} points x num_samples {cfg.search.samples} (num_samples repeats the "
                 f"grid; repeat r trains with train.seed + r, so repeats measure seed variance)")
-    scheduler = make_scheduler(cfg, trials=trial_count(cfg), concurrent=concurrent, sweep_id=sweep_id)
+    scheduler = make_scheduler(cfg, trials=trials, concurrent=concurrent, sweep_id=sweep_id)
     gate = getattr(scheduler, "has_room", None)
     searcher = None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out), gate=gate,
                                                  evaluated=evaluated_rows(cfg, p.spec.fingerprint, say=out))
