@@ -102,7 +102,14 @@ def test_a_row_holds_the_epochs_tune_received():
 def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_session, tmp_path, monkeypatch):
     """ASHA (grace 1) over 4 trials on real Ray: every trial's row holds exactly the epochs Tune received (a stopped
     run's own record can be a report ahead), and a stopped trial's Train worker is gone, having trained at most the
-    one epoch that was in flight when Tune stopped it."""
+    one epoch that was in flight when Tune stopped it.
+
+    A trial used to start two processes besides its Train workers: Ray Train's TrainController actor and a one-slot
+    Queue actor for its reports. The controller now runs in the trial's own process (``_ray.LocalController``) and
+    the reports pass through a local queue: the sweep, stopped trials' aborts included, starts neither kind of actor.
+    Tune hands a stopped trial's process to a later trial once its abort has ended; no later trial fails for it."""
+    from ray.util.state import list_actors
+
     from orchestrator.config import parse_config
     from orchestrator.leaderboard import Leaderboard
     from orchestrator.sweep import callback as sweep_callback
@@ -121,6 +128,12 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
         return real(self, iteration, trials, trial, result, **info)
 
     monkeypatch.setattr(sweep_callback.SweepCallback, "on_trial_result", on_trial_result)
+
+    def helpers():
+        return {kind: len(list_actors(filters=[("class_name", "=", kind)], limit=10_000,
+                                      raise_on_missing_output=False)) for kind in ("TrainController", "_QueueActor")}
+
+    before = helpers()
     cfg = parse_config(embedded(tmp_path, name="asha-stop", train={"epochs": 4, "head_lr": 3e-3},
                                 resources={"workers": 1, "cpus_per_worker": 0.45},
                                 search={"num_samples": 4, "searcher": "random", "max_concurrent_trials": 2,
@@ -130,6 +143,8 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
     rows = Leaderboard(str(tmp_path)).table(experiment="asha-stop").to_pylist()
     stopped = [r for r in rows if r["status"] == "stopped"]
     assert len(rows) == 4 and stopped, [(r["trial_id"], r["status"], r["epochs"]) for r in rows]
+    assert {r["status"] for r in rows} <= {"stopped", "completed"}, [(r["status"], r["reason"]) for r in rows]
+    assert helpers() == before, (before, helpers())
     for r in rows:
         history = json.loads(r["history"]) if isinstance(r["history"], str) else r["history"]
         assert [h["epoch"] for h in history] == seen[r["trial_id"]], (r["trial_id"], history, seen)

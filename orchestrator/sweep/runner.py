@@ -24,6 +24,7 @@ from ..training.driver import RunInputs, make_trainer
 
 TRIAL_DRIVER_CPU = 0.05   # the Tune trial only drives its Train run; Ray refuses 0 CPUs here
 EXPERIMENT_STATE_EVERY_S = "2"
+ABORT_PATIENCE_S = 60   # how long a stopped trial waits for its Train run's abort before its thread ends anyway
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def make_tuner(cfg: ExperimentConfig, spec: SweepSpec, *, resume: bool = False):
         trainable, param_space=spec.param_space,
         tune_config=tune.TuneConfig(metric="objective", mode=cfg.objective_mode, num_samples=spec.num_samples,
                                     search_alg=spec.searcher, scheduler=spec.scheduler,
-                                    time_budget_s=spec.time_budget_s,
+                                    time_budget_s=spec.time_budget_s, reuse_actors=True,
                                     max_concurrent_trials=None if spec.searcher is not None else spec.concurrent),
         run_config=run_config)
 
@@ -96,6 +97,10 @@ def run_trial(params: dict, *, plan: TrialPlan):
 
     from ..training.failures import one_line
 
+    # Tune hands this process to the next trial (reuse_actors: no process start, no imports) once this trial's thread
+    # has ended. A stopped trial's thread ends after its Train run's abort (abort_run), which can outlast Tune's 2 s
+    # wait; a wait that times out would fail the next trial, so it waits as long as an abort may take.
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(ABORT_PATIENCE_S + 5)
     cfg = plan.config(params)
     done = completed_row(cfg) if plan.configs is None else None
     if done is not None:   # the same work (config hash, seed included) was done: hand Tune its epochs again
@@ -108,7 +113,7 @@ def run_trial(params: dict, *, plan: TrialPlan):
     reports, controller = stdqueue.Queue(1), _ray.LocalController()
     trainer = make_trainer(cfg, plan.inputs, name=name, callbacks=[_to_trial(reports)], controller=controller,
                            spares=plan.spares)
-    marks = {"trial_fit_start": time.time()}
+    marks = {"trial_fit_start": time.time(), "trial_pid": os.getpid()}
     try:
         _fit_reporting(trainer, reports, tune.report, controller=controller, marks=marks)
     except Exception as e:  # noqa: BLE001 - the trial's row keeps one line, not Ray's wrappers
@@ -176,7 +181,7 @@ def _fit_reporting(trainer, reports, report, *, controller=None, poll_s: float =
         raise failure[0]
 
 
-def abort_run(controller, reports, done: threading.Event, *, patience_s: float = 60.0) -> None:
+def abort_run(controller, reports, done: threading.Event, *, patience_s: float = ABORT_PATIENCE_S) -> None:
     """Ray Train's own abort (the worker group shut down, the controller's run ended), waiting until ``fit`` has
     returned; reports put meanwhile are dropped (a full queue would block the controller). Past ``patience_s`` the
     trial goes anyway: its Train workers are this process's actors and end with it."""
