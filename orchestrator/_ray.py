@@ -82,6 +82,10 @@ class LocalController:
 # Ray's worker process reads as it starts. Set directly, it gives one actor class (Train workers) a hook of its own.
 SETUP_HOOK_ENV_VAR = "__RAY_WORKER_PROCESS_SETUP_HOOK_ENV_VAR"
 
+# How long Tune's FunctionTrainable.reset_config waits for a trial's thread to end before it hands the trial's process
+# to the next trial (reuse_actors) or fails that trial; read from the trial process's environment at every reset.
+TRIAL_THREAD_TIMEOUT_ENV_VAR = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+
 
 def without_setup_hook() -> dict:
     """The runtime env for tasks an actor with a setup hook starts: they inherit its runtime env, hook included, and
@@ -263,6 +267,13 @@ def check() -> None:
     if ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR != SETUP_HOOK_ENV_VAR:
         raise RuntimeError(f"Ray renamed its setup-hook variable to {ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR} "
                            f"(checked on Ray {CHECKED_ON}): update orchestrator/_ray.py SETUP_HOOK_ENV_VAR")
+    import inspect
+
+    from ray.tune.trainable.function_trainable import FunctionTrainable
+
+    if TRIAL_THREAD_TIMEOUT_ENV_VAR not in inspect.getsource(FunctionTrainable.reset_config):
+        raise RuntimeError(f"Ray Tune's FunctionTrainable.reset_config no longer reads {TRIAL_THREAD_TIMEOUT_ENV_VAR} "
+                           f"(checked on Ray {CHECKED_ON}): update orchestrator/_ray.py TRIAL_THREAD_TIMEOUT_ENV_VAR")
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     if not all(hasattr(DataParallelTrainer, m) for m in ("_initialize_and_run_controller",

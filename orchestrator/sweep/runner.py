@@ -100,7 +100,7 @@ def run_trial(params: dict, *, plan: TrialPlan):
     # Tune hands this process to the next trial (reuse_actors: no process start, no imports) once this trial's thread
     # has ended. A stopped trial's thread ends after its Train run's abort (abort_run), which can outlast Tune's 2 s
     # wait; a wait that times out would fail the next trial, so it waits as long as an abort may take.
-    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(ABORT_PATIENCE_S + 5)
+    os.environ[_ray.TRIAL_THREAD_TIMEOUT_ENV_VAR] = str(ABORT_PATIENCE_S + 5)
     cfg = plan.config(params)
     done = completed_row(cfg) if plan.configs is None else None
     if done is not None:   # the same work (config hash, seed included) was done: hand Tune its epochs again
