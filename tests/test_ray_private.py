@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 import ray
 
 from orchestrator import _ray
@@ -70,8 +71,6 @@ def test_a_run_starts_no_dataset_manager_and_no_placement_group_cleaner(tmp_path
 
 def test_a_renamed_tune_variable_is_named(monkeypatch):
     """The check reads Tune's own source for the variable the sweep sets: a wrong name fails, naming it."""
-    import pytest
-
     monkeypatch.setattr(_ray, "TRIAL_THREAD_TIMEOUT_ENV_VAR", "TUNE_NO_SUCH_VARIABLE")
     with pytest.raises(RuntimeError, match="no longer reads TUNE_NO_SUCH_VARIABLE"):
         _ray.check()
