@@ -111,8 +111,8 @@ def stream_task_options() -> dict:
     return {"num_cpus": 0, "runtime_env": _ray.without_setup_hook()}
 
 
-def decoded_units(units: list[dict], opts: dict, **task_options):
-    """A Ray Data pipeline that decodes one unit per block, in Ray tasks with these options."""
+def decoded_units(units: list[dict], opts: dict, *, task_options: dict):
+    """A Ray Data pipeline that decodes one unit per block, in Ray tasks with ``task_options`` (map_batches')."""
     import ray.data
 
     ds = ray.data.from_items([{"unit": i} for i in range(len(units))], override_num_blocks=max(len(units), 1))
@@ -130,7 +130,8 @@ def stream(units: list[dict], opts: dict, *, batch_size: int, seed: int, drop_la
     """Decoded batches of these units through a Ray Data pipeline (decoding runs in Ray tasks)."""
     import ray.data
 
-    ds = decoded_units(units, opts, compute=ray.data.TaskPoolStrategy(size=STREAM_DECODERS), **stream_task_options())
+    ds = decoded_units(units, opts, task_options={"compute": ray.data.TaskPoolStrategy(size=STREAM_DECODERS),
+                                                  **stream_task_options()})
     with ray_data_errors():
         yield from ds.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last,
                                    local_shuffle_buffer_size=4 * batch_size if seed is not None else None,
@@ -333,6 +334,6 @@ def decode_to_object_store(units: list[dict], opts: dict) -> list:
         return []
     if all("pixels" in u for u in units) and opts["image_size"] is None and opts["color_mode"] == "keep":
         return [ray.put(decode_unit(u, opts)) for u in units]   # already pixels in memory: nothing to decode
-    ds = decoded_units(units, opts, num_cpus=DECODE_CPUS)
+    ds = decoded_units(units, opts, task_options={"num_cpus": DECODE_CPUS})
     with ray_data_errors():
         return ds.to_numpy_refs()
