@@ -45,12 +45,12 @@ def test_simplex_concentration_shapes_the_draws():
 
 
 def test_every_searched_field_reaches_the_trial_config(tmp_path):
-    """Sample Tune's space the way Tune does, materialize, and check the trial's config."""
+    """Sample Tune's space the way Tune does (random search), materialize, and check the trial's config."""
     from ray.tune.search.variant_generator import generate_variants
 
     from orchestrator.sweep.runner import trial_config
 
-    cfg = sweep_cfg(tmp_path)
+    cfg = sweep_cfg(tmp_path, searcher="random")
     space = param_space(cfg.search, list(cfg.tasks))
     for _, params in generate_variants(space):
         trial = trial_config(cfg, params)
@@ -157,7 +157,7 @@ def test_a_branch_is_searched_only_where_its_choice_is_taken(tmp_path):
     from orchestrator.sweep.callback import short_values
     from orchestrator.sweep.runner import trial_config
 
-    cfg = sweep_cfg(tmp_path, space=WEIGHTING, num_samples=30)
+    cfg = sweep_cfg(tmp_path, space=WEIGHTING, num_samples=30, searcher="random")   # Optuna's: a test below
     seen = set()
     space = param_space(cfg.search, list(cfg.tasks))
     for _ in range(60):
@@ -252,3 +252,18 @@ def test_bad_conditional_spaces_are_config_errors(tmp_path, space, expected):
     with pytest.raises(ConfigError) as e:
         sweep_cfg(tmp_path, space=space)
     assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_default_search_is_tpe_under_asha(tmp_path):
+    """The default searcher is model-based (Optuna TPE) and the default scheduler multi-fidelity (ASHA): replayed on
+    measured learning curves (bench/search_sim.py) TPE + ASHA found the grid's best far more often than random + ASHA
+    from 24 trials on, and tied it at 12."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.sweep.tuner import make_scheduler, make_searcher
+
+    cfg = sweep_cfg(tmp_path)
+    assert (cfg.search.searcher, cfg.search.scheduler.type) == ("optuna", "asha")
+    searcher = make_searcher(cfg, 2, [])
+    assert isinstance(getattr(searcher, "searcher", searcher), OptunaSearch)
+    assert type(make_scheduler(cfg, concurrent=2)).__name__ == "AsyncHyperBandScheduler"
