@@ -104,6 +104,8 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
                f"in {s['wall_time_s']} s; leaderboard {s['leaderboard']}")
     listing = Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"], ranked=False)
     click.echo(render(listing))
+    for hint in s.get("hints", ()):   # the best trials at one end of a searched range
+        click.echo(f"hint: {hint}")
     return s
 
 

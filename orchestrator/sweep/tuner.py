@@ -145,6 +145,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
            reserved_cpu: float) -> dict:
     from ..leaderboard.leaderboard import Leaderboard
     from .capacity import plan_concurrency
+    from .edges import edge_hints
     from .loggers import live_loggers
 
     cfg = p.cfg
@@ -191,8 +192,9 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
     callback.close()   # rows storage still refuses: one line naming the spool file, exit code 1
     board.maybe_compact()
+    rows = board.table(experiment=cfg.name, sweep_id=sweep_id, columns=["status", "objective", "config"]).to_pylist()
     return {"experiment": cfg.name, "sweep_id": sweep_id, "trials": len(callback.rows) + len(written),
             "reused": list(callback.reused),
             "leaderboard": storage.redact(board.uri), "storage": cfg.storage, "baselines": baselines,
             "statuses": {s: sum(r["status"] == s for r in callback.rows) for s in {r["status"] for r in callback.rows}},
-            "wall_time_s": round(time.perf_counter() - t0, 1)}
+            "wall_time_s": round(time.perf_counter() - t0, 1), "hints": edge_hints(cfg, rows)}
