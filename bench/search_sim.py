@@ -99,7 +99,8 @@ def sweep(f: Surface, searcher: str, trials: int, seed: int) -> tuple[float, int
     import optuna
 
     rng = np.random.default_rng(seed)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study = (optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+             if searcher == "tpe" else None)
     rungs = {r: [] for r in _rungs()}
     events, order, started, epochs, ends = [], itertools.count(), 0, 0, []
 
