@@ -62,6 +62,7 @@ def test_rows_read_back_from_the_leaderboard_give_the_same_hint(tmp_path):
     """The sweep's end reads its rows from Parquet (the run fields as JSON text), as ``tune`` does."""
     from factories import row as trial_row
     from orchestrator.leaderboard import Leaderboard
+    from orchestrator.leaderboard.query import rows as row_dicts
 
     c = cfg(tmp_path)
     board, written = Leaderboard(str(tmp_path / "runs")), []
@@ -70,6 +71,8 @@ def test_rows_read_back_from_the_leaderboard_give_the_same_hint(tmp_path):
         history = [{"epoch": 1, "objective": 0.95 - i / 10, "mean_score": 0.95 - i / 10, "train_loss": 0.1}]
         written.append(trial_row(trial, history, trial_id=f"t{i}", searched={"train.backbone_lr": lr}))
     board.append(written)
-    rows = board.table(experiment=c.name, sweep_id="s", columns=["status", "objective", "config"]).to_pylist()
-    assert isinstance(rows[0]["config"], str) and len(rows) == 4
+    table = board.table(experiment=c.name, sweep_id="s", columns=["status", "objective", "config"])
+    assert isinstance(table.to_pylist()[0]["config"], str)   # stored as JSON text ...
+    rows = row_dicts(table)                                   # ... and parsed as tune reads it
+    assert isinstance(rows[0]["config"], dict) and len(rows) == 4
     assert [h.split(":")[0] for h in edge_hints(c, rows)] == ["backbone_lr"]

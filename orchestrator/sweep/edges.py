@@ -9,7 +9,6 @@ sweeps of 12 trials.
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Optional
 
@@ -22,13 +21,14 @@ TOP = 3      # the best trials that must agree (and the fewest completed trials 
 
 
 def edge_hints(cfg: ExperimentConfig, rows: list[dict]) -> list[str]:
-    """One line per parameter whose best trials sit at one end of its range (see the module doc)."""
+    """One line per parameter whose best trials sit at one end of its range (see the module doc); ``rows`` as
+    ``leaderboard.query.rows`` gives them (run fields parsed)."""
     if cfg.search is None:
         return []
     tasks = list(cfg.tasks)
     done = [r for r in rows if r.get("status") == "completed" and finite(r.get("objective")) is not None]
     done.sort(key=lambda r: r["objective"], reverse=cfg.objective_mode == "max")
-    active = [active_values(cfg.search.space, _fields(r), tasks) for r in done]   # best first
+    active = [active_values(cfg.search.space, r["config"], tasks) for r in done]   # best first
     hints = []
     for path, domain, when in walk(cfg.search.space):
         if domain.kind not in ("uniform", "loguniform", "randint"):
@@ -43,11 +43,6 @@ def edge_hints(cfg: ExperimentConfig, rows: list[dict]) -> list[str]:
             hints.append(line + (f" (among the trials with {', '.join(f'{column_name(p)}={v}' for p, v in when)})"
                                  if when else ""))
     return hints
-
-
-def _fields(row: dict) -> dict:
-    """A row's run fields (a leaderboard table holds them as JSON text)."""
-    return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
 
 
 def _position(value: float, lo: float, hi: float, *, log: bool) -> float:

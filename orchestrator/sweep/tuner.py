@@ -144,6 +144,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
 def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, verbose: bool, out,
            reserved_cpu: float) -> dict:
     from ..leaderboard.leaderboard import Leaderboard
+    from ..leaderboard.query import rows as row_dicts
     from .capacity import plan_concurrency
     from .edges import edge_hints
     from .loggers import live_loggers
@@ -192,7 +193,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
     callback.close()   # rows storage still refuses: one line naming the spool file, exit code 1
     board.maybe_compact()
-    rows = board.table(experiment=cfg.name, sweep_id=sweep_id, columns=["status", "objective", "config"]).to_pylist()
+    rows = row_dicts(board.table(experiment=cfg.name, sweep_id=sweep_id, columns=["status", "objective", "config"]))
     return {"experiment": cfg.name, "sweep_id": sweep_id, "trials": len(callback.rows) + len(written),
             "reused": list(callback.reused),
             "leaderboard": storage.redact(board.uri), "storage": cfg.storage, "baselines": baselines,
