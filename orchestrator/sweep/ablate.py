@@ -23,7 +23,8 @@ from .. import layout, storage
 from ..config.schema import ExperimentConfig, parse_config
 from ..config.space import dotted_get
 from ..errors import ConfigError
-from ..leaderboard import ranking
+from ..leaderboard.query import rows as row_dicts
+from .confirm import confirmed, trial_row
 
 REFERENCE = "reference"
 
@@ -38,20 +39,16 @@ class Ablation:
 
 
 def _config(row: dict) -> ExperimentConfig:
-    return parse_config(json.loads(row["config"]) if isinstance(row["config"], str) else row["config"])
+    return parse_config(row["config"])
 
 
 def winner_row(board, experiment: str, trial: str | None = None) -> dict:
     """``trial``'s row, else the confirmed winner's, else the best completed trial's."""
     if trial is None:
-        confirmed = ranking.confirmed(board.table(experiment=experiment, kind="confirm").to_pylist())
-        trial = confirmed[0]["confirm_of"] if confirmed else None
+        winners = confirmed(board, experiment)
+        trial = winners[0]["confirm_of"] if winners else None
     if trial is not None:
-        found = board.table(experiment=experiment, where=f"trial_id == {trial!r}").to_pylist()
-        if not found:
-            raise ConfigError(f"experiment {experiment!r} has no trial {trial!r}: see `orchestrator leaderboard "
-                              f"-e {experiment}`")
-        return board.best(experiment=experiment, where=f"trial_id == {trial!r}")
+        return trial_row(board, experiment, trial)
     if board.table(experiment=experiment, where="status == 'completed'", columns=["trial_id"]).num_rows == 0:
         raise ConfigError(f"experiment {experiment!r} has no completed trials in {board.uri}: run `orchestrator "
                           f"tune` first (experiments: {board.experiments()})")
@@ -96,7 +93,7 @@ def static_weights(board, winner: dict) -> dict | None:
     cfg = _config(winner)
     if cfg.train.loss_weighting == "static":
         return cfg.train.loss_weights
-    rows = board.top(1, experiment=winner["experiment"], where="loss_weighting == 'static'").to_pylist()
+    rows = row_dicts(board.top(1, experiment=winner["experiment"], where="loss_weighting == 'static'"))
     return _config(rows[0]).train.loss_weights if rows and rows[0].get("objective") is not None else None
 
 

@@ -13,6 +13,7 @@ import json
 from ..config.schema import ExperimentConfig, parse_config
 from ..errors import ConfigError
 from ..leaderboard import ranking
+from ..leaderboard.query import rows as row_dicts
 
 
 def confirmed(board, experiment: str) -> list[dict]:
@@ -20,22 +21,27 @@ def confirmed(board, experiment: str) -> list[dict]:
     return ranking.confirmed(board.table(experiment=experiment, kind="confirm").to_pylist())
 
 
+def trial_row(board, experiment: str, trial_id: str) -> dict:
+    """The row of ``trial_id`` in ``experiment`` (JSON columns parsed); ConfigError saying where to look if none."""
+    where = f"trial_id == {trial_id!r}"
+    if not board.table(experiment=experiment, where=where, columns=["trial_id"]).num_rows:
+        raise ConfigError(f"experiment {experiment!r} has no trial {trial_id!r}: see `orchestrator leaderboard "
+                          f"-e {experiment}`")
+    return board.best(experiment=experiment, where=where)
+
+
 def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: int | None, storage: str,
                     trials: tuple[str, ...] = ()) -> tuple[list[ExperimentConfig], list[dict]]:
-    rows = board.top(top, experiment=experiment).to_pylist()
+    rows = row_dicts(board.top(top, experiment=experiment))
     for trial_id in trials:   # named trials too (e.g. the base config, a sweep's first trial)
         if trial_id not in {r["trial_id"] for r in rows}:
-            found = board.table(experiment=experiment, where=f"trial_id == {trial_id!r}").to_pylist()
-            if not found:
-                raise ConfigError(f"experiment {experiment!r} has no trial {trial_id!r}: see `orchestrator "
-                                  f"leaderboard -e {experiment}`")
-            rows.append(board.best(experiment=experiment, where=f"trial_id == {trial_id!r}"))
+            rows.append(trial_row(board, experiment, trial_id))
     if not rows:
         raise ConfigError(f"experiment {experiment!r} has no trials in {board.uri}: run `orchestrator tune` first "
                           f"(experiments: {board.experiments()})")
     configs, extra = [], []
     for row in rows:
-        base = parse_config(json.loads(row["config"]) if isinstance(row["config"], str) else row["config"])
+        base = parse_config(row["config"])
         check_reachable(base, row)
         for i in range(1, seeds + 1):
             values = {"train.seed": base.train.seed + i, "storage": storage}

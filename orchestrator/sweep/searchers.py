@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from typing import Callable, Optional
 
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -148,12 +147,13 @@ def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
             say("base config: outside the search space, not evaluated first")
     if s.warm_start is not None and s.warm_start != "auto":
         from ..leaderboard.leaderboard import Leaderboard
+        from ..leaderboard.query import rows as row_dicts
 
-        rows = Leaderboard(cfg.storage).top(s.warm_start.top, experiment=s.warm_start.experiment).to_pylist()
+        rows = row_dicts(Leaderboard(cfg.storage).top(s.warm_start.top, experiment=s.warm_start.experiment))
         if not rows:
             say(f"warm start: experiment {s.warm_start.experiment!r} has no rows in {storage.redact(cfg.storage)}")
         for row in rows:
-            values = active_values(s.space, _config_of(row), tasks)
+            values = active_values(s.space, row["config"], tasks)
             for p, v in values.items():
                 if v is None or not fits(domains[p], v):
                     say(f"warm start {row['trial_id']}: {p}={v!r} does not fit the search space: base value used")
@@ -172,15 +172,16 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say) ->
         say(f"warm start auto: searcher {s.searcher} does not learn from earlier trials (use optuna); ignored")
         return ()
     from ..leaderboard.leaderboard import Leaderboard
+    from ..leaderboard.query import rows as row_dicts
 
     tasks, domains, out = list(cfg.tasks), _domains(s), []
     epochs = largest(s, "train.epochs", cfg.train.epochs)
-    rows = Leaderboard(cfg.storage).table(experiment=cfg.name).to_pylist()
+    rows = row_dicts(Leaderboard(cfg.storage).table(experiment=cfg.name))
     for row in rows:
         if (row["status"] != "completed" or row["data_fingerprint"] != fingerprint or finite(row["objective"]) is None
                 or row["objective_metric"] != cfg.objective.metric or row["max_epochs"] != epochs):
             continue
-        values = active_values(s.space, _config_of(row), tasks)
+        values = active_values(s.space, row["config"], tasks)
         if all(v is not None and fits(domains[p], v) for p, v in values.items()):
             out.append((point_for(s, values, tasks), float(row["objective"])))
     say(f"warm start auto: the searcher starts from {len(out)} earlier trial(s) of experiment {cfg.name} "
@@ -194,5 +195,3 @@ def _domains(search) -> dict:
     return {p: d for p, d, _ in walk(search.space)}
 
 
-def _config_of(row: dict) -> dict:
-    return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
