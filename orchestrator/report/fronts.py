@@ -12,8 +12,12 @@ import json
 from collections import defaultdict
 from typing import Optional
 
+from pydantic import ValidationError
+
 from .. import layout, storage
 from .. import metrics as registry
+from ..config.edges import edge_hints
+from ..config.schema import SearchConfig
 from ..leaderboard import ranking
 from ..pareto import hypervolume, pareto_front, signed_point
 
@@ -42,10 +46,32 @@ def chance_level(metric: str, tasks: dict, values: list[float]) -> tuple[float, 
     return (worst if worst is not None else 0.0), "the worst value reached: no chance level without the labels"
 
 
-def scheduler_fronts(trials: list[dict], root: str, experiment: str) -> Optional[dict]:
+def sweep_searches(trials: list[dict], root: str, experiment: str) -> dict:
+    """sweep id -> the search section it ran with, for every sweep of ``trials`` (one read of each sweep.json)."""
+    return {s: sweep_search(root, experiment, s) for s in sorted({r.get("sweep_id") for r in trials} - {None})}
+
+
+def sweep_hints(trials: list[dict], searches: dict) -> dict:
+    """sweep id -> its hints to widen a searched range (``config.edges``), for the sweeps that have any; a sweep whose
+    sweep.json is gone or no longer validates gets none."""
+    out = {}
+    for sweep_id, search in searches.items():
+        try:
+            parsed = SearchConfig.model_validate(search)
+        except ValidationError:
+            continue
+        rows = [r for r in trials if r.get("sweep_id") == sweep_id and isinstance(r.get("config"), dict)]
+        if rows:
+            hints = edge_hints(parsed, rows, tasks=list(rows[0]["config"].get("tasks") or ()),
+                               mode=rows[0]["objective_mode"])
+            if hints:
+                out[sweep_id] = hints
+    return out
+
+
+def scheduler_fronts(trials: list[dict], searches: dict) -> Optional[dict]:
     """{metrics, reference, how, by_scheduler: {name: {sweeps, n, front, hypervolume}}}; None when fewer than two
-    metrics are there to compare."""
-    searches = {s: sweep_search(root, experiment, s) for s in sorted({r.get("sweep_id") for r in trials} - {None})}
+    metrics are there to compare. ``searches``: ``sweep_searches``'s."""
     names = next((list(s["scheduler"]["metrics"]) for s in searches.values()
                   if (s.get("scheduler") or {}).get("type") == "moasha" and s["scheduler"].get("metrics")), None)
     tasks = next((r["config"]["tasks"] for r in trials if isinstance(r.get("config"), dict)
@@ -69,6 +95,16 @@ def scheduler_fronts(trials: list[dict], root: str, experiment: str) -> Optional
     by = {name: {"sweeps": sorted(sweeps[name]), "n": len(pts), "front": len(pareto_front(pts)),
                  "hypervolume": hypervolume(pts, ref_point)} for name, pts in sorted(groups.items())}
     return {"metrics": names, "reference": ref, "how": how, "by_scheduler": by}
+
+
+def hint_lines(res: dict) -> list[str]:
+    if not res.get("hints"):
+        return []
+    out = ["## Ranges that bind", "", "The best trials of these sweeps lie at one end of a searched range: the best "
+           "value may lie beyond it.", ""]
+    for sweep_id, hints in res["hints"].items():
+        out += [f"- sweep {sweep_id}: {h}" for h in hints]
+    return out + [""]
 
 
 def markdown_lines(res: dict, table) -> list[str]:

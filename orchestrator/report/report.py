@@ -56,7 +56,9 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     result["experiment"], result["board"] = experiment, board.uri
     result["mattered"] = mattered.what_mattered(ablations + rows, result["tasks"])
     result["importance"] = mattered.importance(trials)
-    result["fronts"] = fronts.scheduler_fronts(trials, storage.parent(board.uri), experiment)
+    searches = fronts.sweep_searches(trials, storage.parent(board.uri), experiment)
+    result["fronts"] = fronts.scheduler_fronts(trials, searches)
+    result["hints"] = fronts.sweep_hints(trials, searches)
     result["paths"] = _draw(trials, result, out_dir)
     result["report"] = storage.join(out_dir, REPORT)
     storage.atomic_write(result["report"], markdown(result).encode())
@@ -112,7 +114,7 @@ def markdown(res: dict) -> str:
                         *b["metrics"].values()]])
         out += ["Hyperparameters: " + ", ".join(f"`{k}` {v:g}" if isinstance(v, float) else f"`{k}` {v}"
                                                 for k, v in b["hyperparameters"].items()), ""]
-    out += ["## Objective by freeze depth", ""]
+    out += fronts.hint_lines(res) + ["## Objective by freeze depth", ""]
     out += _table(["freeze depth", "n", "completed", "mean objective", "best objective"],
                   [[d, s["n"], s["completed"], s["mean"], s["best"]] for d, s in res["freeze"].items()])
     out += [*image("freeze", "objective by freeze depth"),

@@ -146,7 +146,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     from ..leaderboard.leaderboard import Leaderboard
     from ..leaderboard.query import rows as row_dicts
     from .capacity import plan_concurrency
-    from .edges import edge_hints
+    from ..config.edges import edge_hints
     from .loggers import live_loggers
 
     cfg = p.cfg
@@ -194,8 +194,9 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     callback.close()   # rows storage still refuses: one line naming the spool file, exit code 1
     board.maybe_compact()
     rows = row_dicts(board.table(experiment=cfg.name, sweep_id=sweep_id, columns=["status", "objective", "config"]))
+    hints = edge_hints(cfg.search, rows, tasks=list(cfg.tasks), mode=cfg.objective_mode)
     return {"experiment": cfg.name, "sweep_id": sweep_id, "trials": len(callback.rows) + len(written),
             "reused": list(callback.reused),
             "leaderboard": storage.redact(board.uri), "storage": cfg.storage, "baselines": baselines,
             "statuses": {s: sum(r["status"] == s for r in callback.rows) for s in {r["status"] for r in callback.rows}},
-            "wall_time_s": round(time.perf_counter() - t0, 1), "hints": edge_hints(cfg, rows)}
+            "wall_time_s": round(time.perf_counter() - t0, 1), "hints": hints}

@@ -12,25 +12,25 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from ..config.schema import ExperimentConfig
-from ..config.space import active_values, column_name, walk
 from ..metrics import finite
+from .schema import SearchConfig
+from .space import active_values, column_name, walk
 
 EDGE = 0.1   # the outer tenth of a range
 TOP = 3      # the best trials that must agree (and the fewest completed trials for any hint)
 
 
-def edge_hints(cfg: ExperimentConfig, rows: list[dict]) -> list[str]:
-    """One line per parameter whose best trials sit at one end of its range (see the module doc); ``rows`` as
-    ``leaderboard.query.rows`` gives them (run fields parsed)."""
-    if cfg.search is None:
+def edge_hints(search: Optional[SearchConfig], rows: list[dict], *, tasks: list[str], mode: str) -> list[str]:
+    """One line per parameter of ``search``'s space whose best trials sit at one end of its range (see the module
+    doc); ``rows``: one sweep's, as ``leaderboard.query.rows`` gives them (run fields parsed); ``mode``: the
+    objective's direction (max or min)."""
+    if search is None:
         return []
-    tasks = list(cfg.tasks)
     done = [r for r in rows if r.get("status") == "completed" and finite(r.get("objective")) is not None]
-    done.sort(key=lambda r: r["objective"], reverse=cfg.objective_mode == "max")
-    active = [active_values(cfg.search.space, r["config"], tasks) for r in done]   # best first
+    done.sort(key=lambda r: r["objective"], reverse=mode == "max")
+    active = [active_values(search.space, r["config"], tasks) for r in done]   # best first
     hints = []
-    for path, domain, when in walk(cfg.search.space):
+    for path, domain, when in walk(search.space):
         if domain.kind not in ("uniform", "loguniform", "randint"):
             continue
         lo, hi = getattr(domain, domain.kind)
