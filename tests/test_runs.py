@@ -2,6 +2,7 @@
 run folder (its lease)."""
 import json
 import os
+import threading
 
 import pytest
 
@@ -108,6 +109,32 @@ def test_the_heartbeat_extends_the_lease_and_notices_a_takeover(tmp_path, monkey
     held.release()
     assert lease.read(run)["owner"] == "train run thief 42"     # not deleted: it is not ours any more
 
+
+def test_a_takeover_between_a_heartbeats_read_and_its_write_is_not_overwritten(tmp_path, monkeypatch):
+    """CI saw the holder miss a takeover: the thief wrote after the beat had read the lease as its own and before
+    the beat wrote, and the beat's write replaced the thief's lease. Here the thief writes in exactly that gap."""
+    from orchestrator.training import lease
+
+    from factories import wait_until
+
+    run = str(tmp_path / "run")
+    real_read, gap = lease.read, {"open": False}
+
+    def read_then_thief_writes(run_dir):
+        record = real_read(run_dir)
+        if gap["open"] and threading.current_thread().name == "orchestrator-lease":
+            gap["open"] = False
+            write_lease(tmp_path / "run", pid=1, host="elsewhere", owner="train run thief 42")
+        return record
+
+    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(lease, "read", read_then_thief_writes)
+    held = lease.acquire(run, what="train run a")
+    gap["open"] = True
+    wait_until(lambda: not gap["open"], timeout_s=10, what="a heartbeat")
+    wait_until(lambda: held.lost, timeout_s=10, what="the holder notices the takeover")
+    held.release()
+    assert real_read(run)["owner"] == "train run thief 42"
 
 def test_a_lease_on_s3_is_refused_while_held(s3_server, monkeypatch):
     import pyarrow.fs as pafs

@@ -1,6 +1,9 @@
 """One writer per run folder: an exclusive lease, ``<run>/lease.json`` = ``{owner, host, pid, expires}``.
 
-The holder rewrites ``expires`` every ``HEARTBEAT_S`` (a thread) and deletes the file when it ends. Another process
+The holder extends its lease every ``HEARTBEAT_S`` (a thread) and deletes the file when it ends. Locally it moves
+the file's mtime to the new expiry through its own descriptor and never rewrites the content, so a takeover's lease,
+which is a new file, can't be overwritten by a beat that read the lease just before it; such a lease says
+``renews: mtime``, and ``read`` takes the later of its ``expires`` and its mtime. Another process
 takes the folder over only when the lease has expired (``EXPIRY_S`` after the last heartbeat), or when its holder
 ran on this host and that PID is dead (a killed `train` or sweep, resumed at once). Anything else is refused with
 one line naming the holder.
@@ -38,6 +41,7 @@ class Lease:
         self.run_dir, self.record = run_dir, record
         self.location = layout.lease_file(run_dir)
         self.lost = False   # set when another process took the lease over (this one looked dead to it)
+        self._fd = None if storage.is_uri(self.location) else os.open(self.location, os.O_RDONLY)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="orchestrator-lease")
         self._thread.start()
@@ -49,7 +53,10 @@ class Lease:
                     self.lost = True
                     return
                 self.record = {**self.record, "expires": time.time() + EXPIRY_S}
-                storage.atomic_write(self.location, json.dumps(self.record).encode())
+                if self._fd is None:   # object store: no conditional put, so rewrite (README says what that risks)
+                    storage.atomic_write(self.location, json.dumps(self.record).encode())
+                else:   # our own file only: after a takeover this touches the file that was moved aside
+                    os.utime(self._fd, (self.record["expires"], self.record["expires"]))
             except OSError:
                 pass   # storage hiccup: the next beat tries again (the lease lasts EXPIRY_S)
 
@@ -58,11 +65,18 @@ class Lease:
         if self._thread is not threading.current_thread():
             self._thread.join()
         try:
-            if (read(self.run_dir) or {}).get("owner") == self.record["owner"]:
+            if (read(self.run_dir) or {}).get("owner") == self.record["owner"] and self._still_ours():
                 fs, path = storage.filesystem(self.location)
                 fs.delete_file(path)
         except OSError:
             pass   # it expires by itself
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def _still_ours(self) -> bool:
+        return self._fd is None or os.fstat(self._fd).st_ino == os.stat(self.location).st_ino
 
     def __enter__(self) -> "Lease":
         return self
@@ -72,9 +86,22 @@ class Lease:
 
 
 def read(run_dir: str) -> Optional[dict]:
+    location = layout.lease_file(run_dir)
     try:
-        return json.loads(storage.read_bytes(layout.lease_file(run_dir)))
-    except (OSError, ValueError):
+        mtime = None if storage.is_uri(location) else os.stat(location).st_mtime
+        return _record(storage.read_bytes(location), mtime)
+    except OSError:
+        return None
+
+
+def _record(raw: bytes | str, mtime: Optional[float]) -> Optional[dict]:
+    """A lease file's record; a local holder's (``renews: mtime``) expires when its file's mtime says."""
+    try:
+        record = json.loads(raw)
+        if mtime is not None and record.get("renews") == "mtime":
+            record["expires"] = max(float(record.get("expires", 0)), mtime)
+        return record
+    except (ValueError, TypeError, AttributeError):
         return None
 
 
@@ -144,7 +171,7 @@ def _try(run_dir: str, record: dict) -> Optional[dict]:
             _take_away(path, holder)
             continue
         with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(record))
+            f.write(json.dumps({**record, "renews": "mtime"}))
             f.flush()
             os.fsync(f.fileno())
         return None
@@ -169,8 +196,8 @@ def _take_away(path: str, stale: dict) -> None:
         return
     try:
         with open(aside) as f:
-            moved = json.loads(f.read())
-    except (OSError, ValueError):
+            moved = _record(f.read(), os.fstat(f.fileno()).st_mtime)   # a renewal moves the mtime only
+    except OSError:
         moved = None
     if moved is not None and moved != stale:
         try:
