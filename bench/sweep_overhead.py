@@ -16,7 +16,7 @@
    loop, taken off again, so that its successor's spare has finished importing TensorFlow, as real epochs allow).
    The same no-op trial with Ray's default launch, its Train controller in an actor of its own, is timed beside it
    (floor_actor_controller_s), with the CPU seconds of all Ray worker processes per trial both ways (floor_cpu_s,
-   floor_actor_controller_cpu_s): the product runs the controller in the trial's process (orchestrator/_ray.py).
+   floor_actor_controller_cpu_s): the product runs the controller in the trial's process (orchestrator/_ray/controller.py).
 4. helper_cpu_s: CPU seconds per 1-worker trial of Ray Train's helper actors (TrainController,
    SynchronizationActor, PlacementGroupCleaner, PreemptionWatcher, DatasetManager, _QueueActor, the report
    queue each trial started before its controller moved into its process, and ImplicitFunc, the Tune trial's own

@@ -1,4 +1,4 @@
-"""Every private Ray API the package uses lives in orchestrator/_ray.py, checked on one Ray version: this fails loudly,
+"""Every private Ray API the package uses lives in orchestrator/_ray/, checked on one Ray version: this fails loudly,
 naming what moved, when a Ray upgrade changes one of them, and when another module starts using one."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def private_uses(tree: ast.Module) -> list[str]:
 
 def test_ray_is_the_version_the_private_uses_were_checked_on():
     assert ray.__version__ == _ray.CHECKED_ON, (
-        f"Ray {ray.__version__} is installed; orchestrator/_ray.py was checked on {_ray.CHECKED_ON}: read each use "
+        f"Ray {ray.__version__} is installed; orchestrator/_ray/ was checked on {_ray.CHECKED_ON}: read each use "
         f"there against the new Ray, then update CHECKED_ON")
 
 
@@ -42,13 +42,14 @@ def test_every_private_name_still_resolves():
 def test_no_other_module_uses_a_private_ray_api():
     offenders = {}
     for path in PACKAGE.rglob("*.py"):
-        if path.name == "_ray.py":
+        if path.parent.name == "_ray":
             continue
         uses = private_uses(ast.parse(path.read_text()))
         if uses:
             offenders[str(path.relative_to(PACKAGE.parent))] = uses
     assert not offenders, offenders
-    assert private_uses(ast.parse((PACKAGE / "_ray.py").read_text())), "the scan finds the uses in _ray.py itself"
+    for own in ("__init__.py", "controller.py"):
+        assert private_uses(ast.parse((PACKAGE / "_ray" / own).read_text())), f"the scan finds the uses in _ray/{own}"
 
 
 def test_a_run_starts_no_dataset_manager_and_no_placement_group_cleaner(tmp_path):
@@ -74,3 +75,45 @@ def test_a_renamed_tune_variable_is_named(monkeypatch):
     monkeypatch.setattr(_ray, "TRIAL_THREAD_TIMEOUT_ENV_VAR", "TUNE_NO_SUCH_VARIABLE")
     with pytest.raises(RuntimeError, match="no longer reads TUNE_NO_SUCH_VARIABLE"):
         _ray.check()
+
+
+@pytest.mark.slow
+def test_a_kept_synchronization_actor_serves_the_next_run_after_an_aborted_one(ray_session):
+    """A trial's process keeps one SynchronizationActor for all its Train runs instead of starting one (a new process,
+    about 2 CPU-s) per run. A run aborted while a rank waited at a barrier leaves that call waiting in the actor; the
+    next run must not meet it there: handing the actor out again wakes it with an error, and the next run's barrier
+    sees only its own ranks. Real Ray, Ray Train's own actor and worker-group code."""
+    from ray.train.v2._internal.execution.checkpoint.sync_actor import SynchronizationBarrierResetError
+    from ray.train.v2._internal.execution.worker_group import state, worker_group
+
+    from factories import wait_until
+
+    here = {"label_selector": {"ray.io/node-id": ray.get_runtime_context().get_node_id()}}
+    real, kill = worker_group.SynchronizationActor, state._shutdown_sync_actor
+    with _ray.kept_sync_actors():
+        first = worker_group.SynchronizationActor.options(**here).remote(timeout_s=None, warn_interval_s=60)
+        # run A: rank 1 reached a report barrier, rank 0 was killed; the worker group shuts down
+        stale = first.broadcast_from_rank_zero.remote(world_rank=1, world_size=2, data=None, caller_method_name="a")
+        wait_until(lambda: ray.get(first.get_counter.remote()) == 1, timeout_s=60, what="rank 1 waits at the barrier")
+        assert not ray.wait([stale], timeout=0.5)[0]
+        state._shutdown_sync_actor(first)
+        # run B, in the same process
+        second = worker_group.SynchronizationActor.options(**here).remote(timeout_s=None, warn_interval_s=60)
+        assert second == first   # the same actor (handles compare by actor id): no new process
+        with pytest.raises(SynchronizationBarrierResetError):
+            ray.get(stale, timeout=30)
+        calls = [second.broadcast_from_rank_zero.remote(world_rank=r, world_size=2, data=f"B{r}",
+                                                         caller_method_name="b") for r in (1, 0)]
+        assert ray.get(calls, timeout=30) == ["B0", "B0"]   # rank 0's data, to both of run B's ranks
+        one = second.broadcast_from_rank_zero.remote(world_rank=0, world_size=1, data="C", caller_method_name="c")
+        assert ray.get(one, timeout=30) == "C"   # a later 1-worker run
+        # a run that overlaps one still holding the kept actor (an abort that outlasted its patience) gets its own,
+        # killed at its end as Ray's is
+        overlapping = worker_group.SynchronizationActor.options(**here).remote(timeout_s=None, warn_interval_s=60)
+        assert overlapping != second
+        state._shutdown_sync_actor(overlapping)
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(overlapping.get_counter.remote(), timeout=30)
+        state._shutdown_sync_actor(second)   # run B ends: kept, alive
+        assert ray.get(second.get_counter.remote(), timeout=30) == 0
+    assert (worker_group.SynchronizationActor, state._shutdown_sync_actor) == (real, kill)   # only inside the block

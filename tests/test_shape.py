@@ -11,7 +11,8 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_POSITIONAL, MAX_PARAMETERS = 350, 60, 
 STAGES = ["", "config", "data", "model", "training", "leaderboard", "sweep", "report", "cli"]
 # Signatures that are not ours to choose: they forward what their framework passes.
 FORWARDING_ALLOWED = {
-    "orchestrator._ray._initialize_and_run_controller": "Ray Train's own hook; its keywords pass through to Ray",
+    "orchestrator._ray.controller._initialize_and_run_controller": "Ray Train's own hook; its keywords pass through to Ray",
+    "orchestrator._ray.controller.remote": "stands in for Ray's ActorClass.remote: Ray Train passes the actor's keywords",
     "orchestrator.model.backbones.__init__": "a Keras layer passes its base config (name, dtype, trainable) through",
 }
 

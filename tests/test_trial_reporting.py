@@ -107,7 +107,9 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
     A trial used to start two processes besides its Train workers: Ray Train's TrainController actor and a one-slot
     Queue actor for its reports. The controller now runs in the trial's own process (``_ray.LocalController``) and
     the reports pass through a local queue: the sweep, stopped trials' aborts included, starts neither kind of actor.
-    Tune hands a stopped trial's process to a later trial once its abort has ended; no later trial fails for it."""
+    Tune hands a stopped trial's process to a later trial once its abort has ended; no later trial fails for it.
+    Ray Train's SynchronizationActor (its report barrier) is kept by the trial's process across its Train runs
+    (``_ray.kept_sync_actors``): one per trial process, not one per trial."""
     from ray.util.state import list_actors
 
     from orchestrator.config import parse_config
@@ -131,7 +133,8 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
 
     def helpers():
         return {kind: len(list_actors(filters=[("class_name", "=", kind)], limit=10_000,
-                                      raise_on_missing_output=False)) for kind in ("TrainController", "_QueueActor")}
+                                      raise_on_missing_output=False))
+                for kind in ("TrainController", "_QueueActor", "SynchronizationActor", "ImplicitFunc")}
 
     before = helpers()
     cfg = parse_config(embedded(tmp_path, name="asha-stop", train={"epochs": 4, "head_lr": 3e-3},
@@ -144,7 +147,12 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
     stopped = [r for r in rows if r["status"] == "stopped"]
     assert len(rows) == 4 and stopped, [(r["trial_id"], r["status"], r["epochs"]) for r in rows]
     assert {r["status"] for r in rows} <= {"stopped", "completed"}, [(r["status"], r["reason"]) for r in rows]
-    assert helpers() == before, (before, helpers())
+    after = helpers()
+    assert {k: after[k] for k in ("TrainController", "_QueueActor")} == {k: before[k] for k in
+                                                                        ("TrainController", "_QueueActor")}
+    # one SynchronizationActor per trial process, kept for the Train runs of the trials it runs, not one per run
+    processes = after["ImplicitFunc"] - before["ImplicitFunc"]   # Tune's trial actors: one process each
+    assert after["SynchronizationActor"] - before["SynchronizationActor"] == processes < len(rows), (before, after)
     for r in rows:
         history = json.loads(r["history"]) if isinstance(r["history"], str) else r["history"]
         assert [h["epoch"] for h in history] == seen[r["trial_id"]], (r["trial_id"], history, seen)

@@ -1,11 +1,16 @@
-"""Every use of a private Ray API, in one place. Each was read in, and checked on, Ray ``CHECKED_ON``;
-``tests/test_ray_private.py`` resolves every one of them and fails loudly, naming what moved, when a Ray upgrade
-changes them. Nothing else in the package imports ``ray._private``, ``ray._common``, ``ray.core`` or a Ray
-``_internal`` module, nor touches a private attribute of a Ray object.
+"""Every use of a private Ray API, in one place: this package (Ray Train's controller pieces in ``controller``).
+Each was read in, and checked on, Ray ``CHECKED_ON``; ``tests/test_ray_private.py`` resolves every one of them and
+fails loudly, naming what moved, when a Ray upgrade changes them. Nothing else in the package imports
+``ray._private``, ``ray._common``, ``ray.core`` or a Ray ``_internal`` module, nor touches a private attribute of a
+Ray object.
 """
 from __future__ import annotations
 
 from typing import Callable
+
+from .controller import LocalController, failure_policy_base, kept_sync_actors, trainer_class
+
+__all__ = ["LocalController", "failure_policy_base", "kept_sync_actors", "trainer_class"]
 
 CHECKED_ON = "2.60.0"
 
@@ -17,65 +22,6 @@ def worker_address() -> str:
     from ray.train._internal.utils import get_address_and_port
 
     return build_address(*get_address_and_port())
-
-
-class LocalController:
-    """Ray Train V2's TrainController run in the calling process, on an event loop of the calling thread, instead of
-    in an actor (a new process) of its own. A Tune trial only waits on its Train run, so its process can hold the
-    controller: per trial that is one process start fewer (bench/sweep_overhead, a no-op trial: 3.8 s instead of 6.4 s,
-    6.5 CPU-s instead of 9.7; the trial's process used no more CPU with the controller in it).
-
-    Only for a caller that is itself an actor (a Tune trial): Train's worker group hands its workers the calling
-    actor's handle, which a driver has not. ``abort`` may be called from any thread: on the controller's loop it
-    aborts the worker group (Ray's own ``TrainController.abort``, whose last step, exiting the actor, would here end
-    the trial's process) and cancels the run, so ``run`` raises CancelledError."""
-
-    def __init__(self):
-        import asyncio
-
-        self._loop = asyncio.new_event_loop()
-        self._controller = self._task = None
-        self._aborted = False
-
-    def run(self, controller_kwargs: dict):
-        """Construct the controller and run it to its end on this thread; Ray Train's Result."""
-        import asyncio
-
-        async def main():
-            from ray.train.v2._internal.execution.controller import TrainController
-
-            self._controller = TrainController(**controller_kwargs)
-            if self._aborted:
-                raise asyncio.CancelledError
-            await self._controller.run()
-
-        try:
-            self._task = self._loop.create_task(main())
-            self._loop.run_until_complete(self._task)
-        finally:
-            self._loop.close()
-        return self._controller.get_result()
-
-    def abort(self) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._abort)
-        except RuntimeError:   # the loop has closed: the run has ended already
-            pass
-
-    def _abort(self) -> None:
-        from ray.train.v2._internal.execution.controller.state import AbortedState
-
-        self._aborted = True
-        ctrl = self._controller
-        try:
-            if ctrl is not None and not ctrl.get_state().is_terminal():
-                ctrl._controller_callback_manager.invoke_best_effort("before_controller_abort")
-                if ctrl._worker_group:
-                    ctrl._worker_group.abort()
-                ctrl._set_state(AbortedState())
-        finally:   # the run ends even if the abort failed: the trial's process then takes its workers with it
-            if self._task is not None:
-                self._task.cancel()
 
 
 # Ray offers ``worker_process_setup_hook`` in a job's runtime env only (``ray.init``); it becomes this variable, which
@@ -111,46 +57,6 @@ def prestart_workers(node_id: str, runtime_env: str, *, count: int, keep_alive_s
             keep_alive_duration_secs=keep_alive_s, num_workers=count), timeout=10)
     finally:
         channel.close()
-
-
-def trainer_class(policy: Callable, *, controller: LocalController | None = None) -> type:
-    """Ray Train V2's DataParallelTrainer whose controller gets ``policy(failure_config)`` as its failure policy
-    (V2 has no public way to pass one: ``_initialize_and_run_controller`` builds the controller), that runs its
-    controller in ``controller`` (a ``LocalController``) when given one, and that starts two helper actors fewer
-    per run:
-
-    - no DatasetManager: Ray's DatasetsCallback starts one per run even when no Ray Dataset is passed (ours never
-      pass one: workers read their own units), and it cost a trial about a third of a core while it lived;
-    - no PlacementGroupCleaner: a detached actor per run, started as a new process (measured: 4.6 CPU-s of a
-      1-epoch trial's 13 helper CPU-s), that asks the State API every second whether the controller lives, to
-      remove the worker group's placement group if it died. The product's drivers already release the groups of
-      dead controllers (training/progress.py: the sweep's callback every RELEASE_EVERY_S, a train run while it
-      waits), and a job's groups go when the job ends. What it trades: a group left by a dead controller is
-      released by the driver's next look while a sweep runs, not by a watcher within 1 s."""
-    from ray.train.v2._internal.callbacks import DatasetsCallback
-    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-    class Trainer(DataParallelTrainer):
-        def _create_default_callbacks(self):
-            unwanted = PlacementGroupCleanerCallback if self.datasets else (DatasetsCallback,
-                                                                              PlacementGroupCleanerCallback)
-            return [c for c in super()._create_default_callbacks() if not isinstance(c, unwanted)]
-
-        def _initialize_and_run_controller(self, **controller_kwargs):  # Ray's signature: its keywords pass through
-            controller_kwargs["failure_policy"] = policy(self.run_config.failure_config)
-            if controller is None:
-                return super()._initialize_and_run_controller(**controller_kwargs)
-            return controller.run(controller_kwargs)
-
-    return Trainer
-
-
-def failure_policy_base() -> tuple[type, type]:
-    """(DefaultFailurePolicy, FailureDecision) of Ray Train V2: retry worker failures up to ``max_failures``."""
-    from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy, FailureDecision
-
-    return DefaultFailurePolicy, FailureDecision
 
 
 def exception_causes(exc: BaseException) -> list:
@@ -255,34 +161,44 @@ def check() -> None:
              ("ray._private.grpc_utils", "init_grpc_channel"), ("ray.core.generated.common_pb2", "PYTHON"),
              ("ray.core.generated.node_manager_pb2", "PrestartWorkersRequest"),
              ("ray.core.generated.node_manager_pb2_grpc", "NodeManagerServiceStub"),
-             ("ray.core.generated.runtime_environment_pb2", "RuntimeEnvInfo")]
+             ("ray.core.generated.runtime_environment_pb2", "RuntimeEnvInfo"),
+             ("ray.train.v2._internal.execution.worker_group.worker_group", "SynchronizationActor"),
+             ("ray.train.v2._internal.execution.worker_group.state", "_shutdown_sync_actor")]
     for module, name in names:
         try:
             getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as e:
-            raise RuntimeError(f"Ray moved {module}.{name} (checked on Ray {CHECKED_ON}): update orchestrator/_ray.py "
+            raise RuntimeError(f"Ray moved {module}.{name} (checked on Ray {CHECKED_ON}): update orchestrator/_ray/ "
                                f"({e})") from None
     from ray._private import ray_constants
 
     if ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR != SETUP_HOOK_ENV_VAR:
         raise RuntimeError(f"Ray renamed its setup-hook variable to {ray_constants.WORKER_PROCESS_SETUP_HOOK_ENV_VAR} "
-                           f"(checked on Ray {CHECKED_ON}): update orchestrator/_ray.py SETUP_HOOK_ENV_VAR")
+                           f"(checked on Ray {CHECKED_ON}): update orchestrator/_ray/ SETUP_HOOK_ENV_VAR")
     import inspect
 
     from ray.tune.trainable.function_trainable import FunctionTrainable
 
     if TRIAL_THREAD_TIMEOUT_ENV_VAR not in inspect.getsource(FunctionTrainable.reset_config):
         raise RuntimeError(f"Ray Tune's FunctionTrainable.reset_config no longer reads {TRIAL_THREAD_TIMEOUT_ENV_VAR} "
-                           f"(checked on Ray {CHECKED_ON}): update orchestrator/_ray.py TRIAL_THREAD_TIMEOUT_ENV_VAR")
+                           f"(checked on Ray {CHECKED_ON}): update orchestrator/_ray/ TRIAL_THREAD_TIMEOUT_ENV_VAR")
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     if not all(hasattr(DataParallelTrainer, m) for m in ("_initialize_and_run_controller",
                                                          "_create_default_callbacks")):
-        raise RuntimeError(f"Ray Train's DataParallelTrainer lost _initialize_and_run_controller or _create_default_callbacks (checked "
-                           f"on Ray {CHECKED_ON}): update orchestrator/_ray.py trainer_class")
+        raise RuntimeError(f"Ray Train's DataParallelTrainer lost _initialize_and_run_controller or "
+                           f"_create_default_callbacks (checked on Ray {CHECKED_ON}): update orchestrator/_ray/ "
+                           f"trainer_class")
     from ray.train.v2._internal.execution.controller import TrainController
 
     lost = [m for m in ("run", "get_result", "get_state", "_set_state") if not hasattr(TrainController, m)]
     if lost:
         raise RuntimeError(f"Ray Train's TrainController lost {', '.join(lost)} (checked on Ray {CHECKED_ON}): update "
-                           f"orchestrator/_ray.py LocalController")
+                           f"orchestrator/_ray/ LocalController")
+    from ray.train.v2._internal.execution.worker_group import state, worker_group
+
+    if ("SynchronizationActor.options(" not in inspect.getsource(worker_group.WorkerGroup._start_impl)
+            or "_shutdown_sync_actor(" not in inspect.getsource(state.WorkerGroupState.shutdown)
+            or not all(hasattr(worker_group.SynchronizationActor, m) for m in ("reset", "set_required_ranks"))):
+        raise RuntimeError(f"Ray Train's worker group no longer starts and stops its SynchronizationActor as it did "
+                           f"(checked on Ray {CHECKED_ON}): update orchestrator/_ray/ kept_sync_actors")
