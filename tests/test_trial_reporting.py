@@ -132,9 +132,12 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
     monkeypatch.setattr(sweep_callback.SweepCallback, "on_trial_result", on_trial_result)
 
     def helpers():
-        return {kind: len(list_actors(filters=[("class_name", "=", kind)], limit=10_000,
-                                      raise_on_missing_output=False))
-                for kind in ("TrainController", "_QueueActor", "SynchronizationActor", "ImplicitFunc")}
+        """Actor IDs by class. Ray names Tune's trial actor class "ImplicitFunc" in the first sweep of a session and
+        "wrap_function.<locals>.ImplicitFunc" in later ones: classes are matched on the last part of the name."""
+        kinds = {kind: set() for kind in ("TrainController", "_QueueActor", "SynchronizationActor", "ImplicitFunc")}
+        for a in list_actors(limit=10_000, raise_on_missing_output=False):
+            kinds.get(a.class_name.rsplit(".", 1)[-1], set()).add(a.actor_id)
+        return kinds
 
     before = helpers()
     cfg = parse_config(embedded(tmp_path, name="asha-stop", train={"epochs": 4, "head_lr": 3e-3},
@@ -147,12 +150,12 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
     stopped = [r for r in rows if r["status"] == "stopped"]
     assert len(rows) == 4 and stopped, [(r["trial_id"], r["status"], r["epochs"]) for r in rows]
     assert {r["status"] for r in rows} <= {"stopped", "completed"}, [(r["status"], r["reason"]) for r in rows]
-    after = helpers()
-    assert {k: after[k] for k in ("TrainController", "_QueueActor")} == {k: before[k] for k in
-                                                                        ("TrainController", "_QueueActor")}
-    # one SynchronizationActor per trial process, kept for the Train runs of the trials it runs, not one per run
-    processes = after["ImplicitFunc"] - before["ImplicitFunc"]   # Tune's trial actors: one process each
-    assert after["SynchronizationActor"] - before["SynchronizationActor"] == processes < len(rows), (before, after)
+    new = {kind: ids - before[kind] for kind, ids in helpers().items()}
+    counts = {kind: (len(before[kind]), len(ids)) for kind, ids in new.items()}   # (before, new), for the message
+    assert not new["TrainController"] and not new["_QueueActor"], counts
+    # one SynchronizationActor per trial process (Tune's trial actors), kept for the Train runs of the trials it
+    # runs, not one per run
+    assert 0 < len(new["SynchronizationActor"]) == len(new["ImplicitFunc"]) < len(rows), counts
     for r in rows:
         history = json.loads(r["history"]) if isinstance(r["history"], str) else r["history"]
         assert [h["epoch"] for h in history] == seen[r["trial_id"]], (r["trial_id"], history, seen)
