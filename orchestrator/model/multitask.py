@@ -158,7 +158,7 @@ def array_batches(x: np.ndarray, y: dict, batch_size: int = 1024):
         yield x[i:i + batch_size], {t: v[i:i + batch_size] for t, v in y.items()}
 
 
-@tf.function(reduce_retracing=True)
+@tf.function(reduce_retracing=True, autograph=False)   # as the train step: no AutoGraph, a shorter trace
 def _predict(model, x):
     return model(x, training=False)
 
