@@ -29,6 +29,17 @@ def test_the_hook_imports_tensorflow_without_probing_devices():
     assert out.stdout.split() == ["True", "True", "True"], (out.stdout, out.stderr[-2000:])
 
 
+def test_tensorflow_is_imported_without_scikit_learn_which_stays_importable():
+    """Keras imports scikit-learn (and much of SciPy with it) for its scikit-learn wrappers whenever it is installed: a
+    CPU-second of every Train worker's start. The product never uses those wrappers (scikit-learn is here for the
+    report's fANOVA), so its TensorFlow import hides scikit-learn from Keras, and leaves it importable after."""
+    code = ("import sys; from orchestrator.console import import_tensorflow_quietly; import_tensorflow_quietly(); "
+            "print('keras' in sys.modules, 'sklearn' in sys.modules); "
+            "import sklearn.ensemble; print(sklearn.ensemble.RandomForestRegressor.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["True", "False", "RandomForestRegressor"], (out.stdout, out.stderr[-2000:])
+
+
 def test_spares_only_where_trials_leave_cores_idle(tmp_path):
     """A TensorFlow worker keeps about a core busy whatever it requests: 1 one-worker trial at a time on 2 cores leaves
     one idle (spares), 2-worker trials or 4 trials packed on 2 cores leave none; a GPU cluster's nodes do."""
