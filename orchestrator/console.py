@@ -48,28 +48,32 @@ def quiet_tensorflow(log_path: str | None = None):
 def import_tensorflow_quietly(log_path: str | None = None):
     """Import TensorFlow and Keras, their start-up noise sent to a log file; no device is probed (a warm Train
     worker imports them before it is given its GPU: training/warm.py)."""
-    with _tensorflow_noise(log_path), _hidden_from_keras("sklearn"):
+    with _tensorflow_noise(log_path), _hidden_from_keras(KERAS_EXTRAS):
         import tensorflow as tf
         import keras  # noqa: F401
     return tf
 
 
+# Optional modules Keras imports whenever they are installed, for parts the product never uses: scikit-learn (with
+# much of SciPy) for its scikit-learn wrappers, matplotlib's pyplot for its plotting utilities. Together about a
+# CPU-second of every Train worker's start on the 2-core machine (TensorFlow and Keras: 6.3 CPU-s with them).
+KERAS_EXTRAS = ("sklearn", "matplotlib")
+
+
 @contextlib.contextmanager
-def _hidden_from_keras(module: str):
-    """``module`` cannot be imported during the block, unless it was already: Keras then takes its own path for a
-    missing one. Keras imports scikit-learn, and much of SciPy with it, for its scikit-learn wrappers whenever it is
-    installed: about a CPU-second of every Train worker's start (1.6 s of 6.3 CPU-s for TensorFlow and Keras on the
-    2-core machine). The product never uses those wrappers (scikit-learn is here for the report's fANOVA, and stays
-    importable after the block); in this process Keras's ``SKLearnClassifier`` and kin then say it is not installed."""
-    if module in sys.modules or "keras" in sys.modules:
-        yield
-        return
-    sys.modules[module] = None   # ``import module`` raises ModuleNotFoundError (an ImportError, which Keras catches)
+def _hidden_from_keras(modules: tuple[str, ...]):
+    """``modules`` cannot be imported during the block, unless they were already: Keras then takes its own path for
+    missing ones. They are importable again after it (the report's fANOVA needs scikit-learn, its plots matplotlib);
+    in this process Keras's ``SKLearnClassifier`` and its ``plot_*`` utilities then say they are not installed."""
+    hidden = [m for m in modules if m not in sys.modules] if "keras" not in sys.modules else []
+    for module in hidden:
+        sys.modules[module] = None   # ``import`` raises ModuleNotFoundError, an ImportError, which Keras catches
     try:
         yield
     finally:
-        if module in sys.modules and sys.modules[module] is None:
-            del sys.modules[module]
+        for module in hidden:
+            if module in sys.modules and sys.modules[module] is None:
+                del sys.modules[module]
 
 
 @contextlib.contextmanager

@@ -29,15 +29,18 @@ def test_the_hook_imports_tensorflow_without_probing_devices():
     assert out.stdout.split() == ["True", "True", "True"], (out.stdout, out.stderr[-2000:])
 
 
-def test_tensorflow_is_imported_without_scikit_learn_which_stays_importable():
-    """Keras imports scikit-learn (and much of SciPy with it) for its scikit-learn wrappers whenever it is installed: a
-    CPU-second of every Train worker's start. The product never uses those wrappers (scikit-learn is here for the
-    report's fANOVA), so its TensorFlow import hides scikit-learn from Keras, and leaves it importable after."""
+def test_tensorflow_is_imported_without_keras_s_optional_extras_which_stay_importable():
+    """Keras imports scikit-learn (and much of SciPy with it) and matplotlib's pyplot, for its scikit-learn wrappers
+    and its plotting utilities, whenever they are installed: about a CPU-second of every Train worker's start. The
+    product uses neither (scikit-learn is here for the report's fANOVA, matplotlib for its plots), so its TensorFlow
+    import hides them from Keras, and leaves them importable after."""
     code = ("import sys; from orchestrator.console import import_tensorflow_quietly; import_tensorflow_quietly(); "
-            "print('keras' in sys.modules, 'sklearn' in sys.modules); "
-            "import sklearn.ensemble; print(sklearn.ensemble.RandomForestRegressor.__name__)")
+            "print('keras' in sys.modules, 'sklearn' in sys.modules, 'matplotlib' in sys.modules); "
+            "import sklearn.ensemble, matplotlib.pyplot; print(sklearn.ensemble.RandomForestRegressor.__name__, "
+            "matplotlib.pyplot.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-    assert out.stdout.split() == ["True", "False", "RandomForestRegressor"], (out.stdout, out.stderr[-2000:])
+    assert out.stdout.split() == ["True", "False", "False", "RandomForestRegressor", "matplotlib.pyplot"], (
+        out.stdout, out.stderr[-2000:])
 
 
 def test_spares_only_where_trials_leave_cores_idle(tmp_path):
