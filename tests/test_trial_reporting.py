@@ -35,6 +35,17 @@ def test_every_report_reaches_tune_in_order_before_the_trial_ends():
     assert seen == [1, 2, 3, 4, 5, 6] and reports.empty()
 
 
+def test_the_trial_ends_when_its_run_does_not_at_its_next_poll():
+    """The reporting thread waits for reports with a timeout (``poll_s``), but fit()'s end wakes it: a trial's end
+    (and its row) does not wait for the next poll. A liveness check, not a timing one: the poll here is 600 s."""
+    reports, seen = queue.Queue(1), []
+    trial = threading.Thread(target=_fit_reporting, args=(Trainer(reports, 2), reports, lambda m: seen.append(m["epoch"])),
+                             kwargs={"poll_s": 600.0}, daemon=True)
+    trial.start()
+    trial.join(timeout=60)
+    assert not trial.is_alive() and seen == [1, 2]
+
+
 def test_a_failed_run_is_raised_in_the_trial_after_its_reports():
     reports, seen = queue.Queue(1), []
     with pytest.raises(ValueError, match="after epoch 2"):

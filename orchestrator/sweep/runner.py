@@ -145,6 +145,9 @@ def _to_trial(reports):
     return callback
 
 
+_FIT_ENDED = object()   # put by a trial's fit thread as it ends
+
+
 def _fit_reporting(trainer, reports, report, *, controller=None, poll_s: float = 0.5, abort=None,
                    marks: Optional[dict] = None) -> None:
     """``trainer.fit()`` in a helper thread; this thread passes each queued report to Tune, then re-raises.
@@ -161,15 +164,19 @@ def _fit_reporting(trainer, reports, report, *, controller=None, poll_s: float =
             failure.append(e)
         finally:
             done.set()
+            try:   # wakes this thread now, not at its next poll (a full slot: it looks at ``done`` after that report)
+                reports.put_nowait(_FIT_ENDED)
+            except stdqueue.Full:
+                pass
 
     threading.Thread(target=fit, name="train-fit", daemon=True).start()
-    while True:
+    while not (done.is_set() and reports.empty()):   # no put can follow fit()'s end
         try:
             metrics = reports.get(timeout=poll_s)
         except stdqueue.Empty:
-            if done.is_set() and reports.empty():   # no put can follow fit()'s end
-                break
             continue
+        if metrics is _FIT_ENDED:
+            break
         try:
             report(metrics)   # blocks until Tune asks for the next result
         except BaseException:
