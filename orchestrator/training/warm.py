@@ -34,17 +34,14 @@ _marks: dict = {}
 
 
 def import_tensorflow() -> None:
-    """Ray runs this in a Train worker's process as it starts: TensorFlow, Keras, Ray Train and the loop's module are
-    imported. No device is probed: a process is given its GPU (CUDA_VISIBLE_DEVICES) only when a run takes it."""
+    """Ray runs this in a Train worker's process as it starts: TensorFlow, Keras and Ray Train are imported.
+    No device is probed: a process is given its GPU (CUDA_VISIBLE_DEVICES) only when a run takes it."""
     _marks["worker_process_start"] = time.time()
     from ..console import import_tensorflow_quietly
 
     try:
         import_tensorflow_quietly()
-        # What the run's Train worker and its loop import next: 0.4 s more of a warm trial's start done ahead.
-        import ray.train  # noqa: F401
-
-        from . import loop  # noqa: F401
+        import ray.train  # noqa: F401 - what the run's Train worker imports next: 0.4 s of a warm trial's start ahead
     except Exception:  # noqa: BLE001 - a failed hook would end the process; the run's own import reports it as one line
         return
     _marks["worker_tensorflow_ready"] = time.time()
