@@ -55,8 +55,9 @@ def import_tensorflow_quietly(log_path: str | None = None):
 
 
 # Optional modules Keras imports whenever they are installed, for parts the product never uses: scikit-learn (with
-# much of SciPy) for its scikit-learn wrappers, matplotlib's pyplot for its plotting utilities. Together about a
-# CPU-second of every Train worker's start on the 2-core machine (TensorFlow and Keras: 6.3 CPU-s with them).
+# much of SciPy) for its scikit-learn wrappers, matplotlib's pyplot for its plotting utilities. Together about 1.3
+# CPU-seconds of every Train worker's start on the 2-core machine (TensorFlow and Keras: 5.5-5.9 CPU-s with them,
+# 4.2-4.6 without; 3 pairs).
 KERAS_EXTRAS = ("sklearn", "matplotlib")
 
 
