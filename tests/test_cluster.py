@@ -29,6 +29,14 @@ def run(cmd, env, timeout=300):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def succeeded(proc):
+    """A command that must exit 0; else fail with its whole output's tail as text (an assertion's tuple of long
+    strings is cut in the middle by pytest, and CI showed only that a job failed, not why)."""
+    if proc.returncode != 0:
+        pytest.fail(f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}",
+                    pytrace=False)
+
+
 def start_node(args, env, log):
     """`ray start` with output to a file: its daemons must not inherit a pipe this test closes."""
     with open(log, "a") as f:
@@ -92,7 +100,7 @@ def test_sweep_submitted_with_orchestrator_submit_and_ray_job_submit(cluster, tm
     wd = job_dir(tmp_path, "wd1", experiment("via-orchestrator", storage, search=SEARCH))
     sub = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],
                "--working-dir", str(wd), "--follow"], cluster["env"], timeout=900)
-    assert sub.returncode == 0, (sub.stdout[-3000:], sub.stderr[-3000:])
+    succeeded(sub)
     assert "submitted job" in sub.stdout and "SUCCEEDED" in sub.stdout
 
     # one trial is enough to show the plain `ray job submit` path (the grid's two trials are shown above)
@@ -127,7 +135,7 @@ def test_two_worker_trial_spread_over_two_nodes(cluster, tmp_path):
     wd = job_dir(tmp_path, "wd3", run_fields)
     sub = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],
                "--working-dir", str(wd), "--entrypoint", "train"], cluster["env"], timeout=900)
-    assert sub.returncode == 0, (sub.stdout[-3000:], sub.stderr[-3000:])
+    succeeded(sub)
     summaries = list(Path(storage, "trials").glob("*/summary.json"))
     assert len(summaries) == 1
     s = json.loads(summaries[0].read_text())
@@ -164,7 +172,7 @@ def test_relative_data_and_backbone_paths_in_a_ray_job(cluster, tmp_path):
     digits_cnn((12, 12, 1)).save(wd / "models" / "bb.keras")
     sub = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],
                "--working-dir", str(wd), "--entrypoint", "train"], cluster["env"], timeout=900)
-    assert sub.returncode == 0, (sub.stdout[-3000:], sub.stderr[-3000:])
+    succeeded(sub)
     (summary,) = Path(storage, "trials").glob("*/summary.json")
     s = json.loads(summary.read_text())
     assert s["status"] == "completed" and s["data"]["n_train"] == 450
