@@ -159,8 +159,10 @@ def test_a_moasha_sweep_then_ablate_then_its_report(tmp_path, capsys):
     assert len(rows) == 2 and {x["ablation_dim"] for x in rows} == {REFERENCE, "train.freeze_depth"}
     again = run_cli(capsys, "ablate", "-e", "mo", "--dims", "train.freeze_depth", "--seeds", "1",
                     "--storage", str(runs))
-    assert again.code == 0 and "0 runs to train, 2 reused" in again.out + again.err + open(
-        layout.log_file(str(runs), "ablate", "mo")).read()
+    # the rerun's own log: the newest ablate log (its name has the second it started: computing it again here, after
+    # the run, named a second that had no log once the rerun crossed a second's boundary)
+    logs = sorted((runs / "logs").glob("ablate-mo-*.log"), key=lambda p: p.stat().st_mtime)
+    assert again.code == 0 and logs and "0 runs to train, 2 reused" in again.out + again.err + logs[-1].read_text()
     assert run_cli(capsys, "report", "-e", "mo", "-o", str(tmp_path / "rep"), "--storage", str(runs)).code == 0
     text = open(tmp_path / "rep" / "report.md").read()
     assert "## What mattered" in text and "No ablation runs" not in text and "train.freeze_depth" in text
