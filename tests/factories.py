@@ -72,6 +72,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: every socket stays bound until all are chosen (``free_port()`` called twice may
+    return one port twice, as the kernel can hand a just-closed port out again)."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
 def wait_until(condition, *, timeout_s: float, what: str, poll_s: float = 0.1):
     """Poll ``condition()`` until it returns something truthy (returned); AssertionError naming ``what`` after
     ``timeout_s``. Instead of fixed sleeps: as fast as the machine allows, as patient as it needs."""

@@ -18,7 +18,7 @@ import yaml
 
 from orchestrator.leaderboard import Leaderboard
 
-from factories import embedded, free_port
+from factories import embedded, free_ports
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,16 +51,25 @@ def cluster():
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
     env.pop("RAY_ADDRESS", None)
-    gcs, dash = free_port(), free_port()
+    # Two nodes on one host: every per-node agent port must differ (defaults collide), and every port must be
+    # distinct, so all are chosen at once.
+    ports = iter(free_ports(15))
+    gcs, dash = next(ports), next(ports)
     log = f"{temp}.log"
 
-    def own_ports():  # two nodes on one host: every per-node agent port must differ (defaults collide)
-        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-                f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+    # Each raylet hands out its range's worker ports unaware of other raylets on the host; Ray's default range
+    # (10002-19999) is the one any other Ray here uses. Below the kernel's ephemeral range (32768-60999).
+    workers = iter([(20000, 24999), (25000, 29999)])
+
+    def own_ports():
+        flags = ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export", "runtime-env-agent",
+                 "node-manager", "object-manager")
+        low, high = next(workers)
+        return [*(f"--{flag}-port={next(ports)}" for flag in flags), f"--min-worker-port={low}",
+                f"--max-worker-port={high}"]
 
     start_node([*own_ports(), "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--dashboard-port={dash}",
-                "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
+                "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--ray-client-server-port={next(ports)}",
                 "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp}", "--disable-usage-stats"], env, log)
     # Its own temp dir too: nodes sharing one would share (and garbage-collect) runtime_env working dirs.
     start_node([*own_ports(), f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=1",

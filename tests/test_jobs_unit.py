@@ -21,7 +21,7 @@ import pytest
 from orchestrator.cli import jobs
 from orchestrator.errors import ConfigError, UserError
 
-from factories import free_port
+from factories import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,3 +242,11 @@ def test_submit_follow_streams_logs(monkeypatch, project):
 def test_submit_no_wait(monkeypatch, project):
     code, lines = run_submit(monkeypatch, project, FakeClient(["PENDING"]), wait=False)
     assert code == 0 and len(lines) == 1
+
+
+def test_the_ports_a_test_gives_one_ray_node_are_distinct():
+    # Ray refuses to start when two of its components get one port (CI: client_server and metrics_export both got
+    # 49833 from two free_port() calls: the kernel may hand a just-closed port out again).
+    for _ in range(2000):
+        ports = free_ports(12)
+        assert len(set(ports)) == 12, sorted(ports)

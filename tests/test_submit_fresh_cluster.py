@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from factories import free_port, wait_until
+from factories import free_ports, wait_until
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -38,12 +38,12 @@ def fresh_head():
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
-    dash = free_port()
-    args = ["--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}", f"--dashboard-port={dash}",
-            "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}", "--num-cpus=1",
+    gcs, dash, client, agent, agent_grpc, metrics, runtime_env, node_manager, object_manager = free_ports(9)
+    args = ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--dashboard-port={dash}",
+            "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--ray-client-server-port={client}",
+            f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+            f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}", "--num-cpus=1",
             f"--temp-dir={temp}", "--disable-usage-stats"]
     try:
         with open(f"{temp}.log", "w") as log:
