@@ -13,7 +13,11 @@
    itself costs per trial here, Tune's trial start to its end, on a new worker process. The product's goal is
    fixed_s_1w <= 1.2 x floor_s. floor_warm_s: the same no-op trial given a warm spare process, as the product's
    trials after the first are (one trial more runs first, cold, and is left out; each waits WARM_PAUSE_S in its
-   loop, taken off again, so that its successor's spare has finished importing TensorFlow, as real epochs allow).
+   loop, taken off again, so that its successor's spare has finished importing TensorFlow on otherwise idle cores).
+   floor_tf_s: the same no-op trial on a new worker process that imports TensorFlow as it starts (the product's
+   workers' runtime env, no spare): the launch path plus the one TensorFlow import every trial's worker needs. A
+   real trial's spare imports beside its predecessor's epochs; on 2 busy cores those epochs slow down ("epochs while
+   the next trial's spare imports", step 2), so the import stays in the fixed cost here.
    The same no-op trial with Ray's default launch, its Train controller in an actor of its own, is timed beside it
    (floor_actor_controller_s), with the CPU seconds of all Ray worker processes per trial both ways (floor_cpu_s,
    floor_actor_controller_cpu_s): the product runs the controller in the trial's process (orchestrator/_ray/controller.py).
@@ -28,7 +32,7 @@
    through fit_arrays, no Ray): the ratio of wall times.
 
     python bench/sweep_overhead.py            # about 10 minutes on 2 cores
-Last line: RESULT fixed_s_1w=... fixed_s_2w=... floor_s=... floor_warm_s=... cold_extra_s_1w=...
+Last line: RESULT fixed_s_1w=... fixed_s_2w=... floor_s=... floor_warm_s=... floor_tf_s=... cold_extra_s_1w=...
 floor_actor_controller_s=... floor_cpu_s=...
 floor_actor_controller_cpu_s=... epoch_overhead_s=... sweep_vs_inprocess=... helper_cpu_s=... train_cpu_s_1epoch=...
 cpu_busy_frac=...
@@ -93,10 +97,11 @@ def _noop_trial(params):
     from orchestrator.training import warm
 
     pause_s = WARM_PAUSE_S if params["warm"] else 0.0
+    hook = params["warm"] or params["tf"]   # the product's workers' runtime env: TensorFlow imported as they start
     backend.make(_noop_loop, train_loop_config={"pause_s": pause_s}, scaling_config=ray.train.ScalingConfig(
         num_workers=1, resources_per_worker={"CPU": 0.9}), run_config=ray.train.RunConfig(
         name=f"noop-{params['i']}", storage_path=params["storage"],
-        worker_runtime_env=warm.worker_runtime_env() if params["warm"] else None),
+        worker_runtime_env=warm.worker_runtime_env() if hook else None),
         controller=_ray.LocalController() if params["local"] else None, spares=params["warm"]).fit()
     from ray import tune
     tune.report({"objective": 0.0})
@@ -105,10 +110,11 @@ def _noop_trial(params):
 FLOOR_TRIALS = 4
 
 
-def floor(storage, n=FLOOR_TRIALS, *, local: bool = True, warm: bool = False):
+def floor(storage, n=FLOOR_TRIALS, *, local: bool = True, warm: bool = False, tf: bool = False):
     """Mean seconds from Tune's trial start to its end, for n no-op trials one at a time. With ``warm``, on the
     product's warm workers (training/warm.py): one trial more runs first, cold, and is left out, and each waits
-    WARM_PAUSE_S in its loop, taken off again."""
+    WARM_PAUSE_S in its loop, taken off again. With ``tf``, each on a new worker process that imports TensorFlow as
+    it starts (the product's workers' runtime env, no spares): the launch path plus the one import a trial needs."""
     from ray import tune
 
     from orchestrator.sweep.runner import TRIAL_DRIVER_CPU
@@ -126,7 +132,7 @@ def floor(storage, n=FLOOR_TRIALS, *, local: bool = True, warm: bool = False):
     times = Times()
     tune.Tuner(tune.with_resources(_noop_trial, {"CPU": TRIAL_DRIVER_CPU}),
                param_space={"i": tune.grid_search(list(range(n + warm))), "storage": storage, "local": local,
-                            "warm": warm},
+                            "warm": warm, "tf": tf},
                tune_config=tune.TuneConfig(max_concurrent_trials=1),
                run_config=tune.RunConfig(name="floor", storage_path=storage, callbacks=[times], verbose=0)).fit()
     ordered = sorted(times.end, key=times.start.get)[int(warm):]
@@ -166,6 +172,22 @@ def fixed_cost(storage, workers):
     per_epoch, fixed = np.polyfit([m["epochs"] for m in fit_on], [m["ended"] - m["started"] for m in fit_on], 1)
     cold_extra = [m["ended"] - m["started"] - (fixed + per_epoch * m["epochs"]) for m in cold] if warm else []
     return fixed, per_epoch, marks, cold_extra
+
+
+def spare_overlap(marks):
+    """(mean epoch seconds while the next trial's spare imported TensorFlow, mean otherwise, epochs of each), over the
+    warm trials' epochs after their first (the first holds the trace)."""
+    ordered = sorted(marks, key=lambda m: m["started"])
+    during, after = [], []
+    for m, nxt in zip(ordered, ordered[1:]):
+        if not (m["warm"] and nxt["warm"]):
+            continue
+        lo, hi = nxt["worker_process_start"], nxt.get("worker_tensorflow_ready", np.inf)
+        ends = m["epoch_end"]
+        for a, b in zip(ends, ends[1:]):
+            (during if a < hi and b > lo else after).append(b - a)
+    mean = lambda xs: float(np.mean(xs)) if xs else float("nan")   # noqa: E731
+    return mean(during), mean(after), len(during), len(after)
 
 
 def breakdown(marks):
@@ -235,6 +257,7 @@ def main() -> None:
             with Sampler() as cpu_floor:
                 floor_s = floor(os.path.join(work, "floor"))
             floor_warm_s = floor(os.path.join(work, "floor-warm"), warm=True)
+            floor_tf_s = floor(os.path.join(work, "floor-tf"), tf=True)
             with Sampler() as cpu_floor_actor:
                 floor_actor_s = floor(os.path.join(work, "floor-actor"), local=False)
             floor_cpu = {k: sum(c.cpu_s.values()) / FLOOR_TRIALS
@@ -256,6 +279,10 @@ def main() -> None:
               f"fixed_s_1w / floor_s = {fixed_1w / floor_s:.2f}")
         print(f"  the same no-op trial on a warm worker (a spare, as the product's trials after the first): "
               f"{floor_warm_s:6.2f} s; fixed_s_1w / floor_warm_s = {fixed_1w / floor_warm_s:.2f}")
+        print(f"  the same no-op trial on a new worker process that imports TensorFlow as it starts (the product's "
+              f"runtime env, no spare): {floor_tf_s:6.2f} s; fixed_s_1w / floor_tf_s = {fixed_1w / floor_tf_s:.2f} "
+              f"(every trial's worker imports TensorFlow once: on idle cores a spare's import is free, on busy ones "
+              f"it slows the trial it runs beside)")
         print(f"  the same no-op trial with its Train controller in an actor of its own (Ray's default): "
               f"{floor_actor_s:6.2f} s")
         print(f"  CPU seconds of all Ray worker processes per no-op trial: controller in the trial "
@@ -275,6 +302,10 @@ def main() -> None:
                  for marks in (marks_1w, marks_2w) for w in (1, 0)]
         for k in breakdown(marks_1w):
             print(f"  {k:<58} " + "  ".join(f"{p[k]:6.2f} s" if p else "     -  " for p in parts))
+        during, after, n_during, n_after = spare_overlap(marks_1w)
+        label = "epoch while the next trial's spare imports TensorFlow"
+        print(f"  {label:<58} {during:6.2f} s (n={n_during}; the other epochs after the first: {after:.2f} s, "
+              f"n={n_after})")
         print(f"\n== the demo's sweep: 10 trials (random + ASHA), {len(rows)} rows, "
               f"{sum(r['epochs'] for r in rows)} epochs in all")
         print(f"  orchestrated sweep {sweep_s:6.1f} s; the same trials in-process one after another {replay_s:6.1f} s; "
@@ -285,7 +316,8 @@ def main() -> None:
               f"{overhead:.2f} s")
         print(f"  CPUs busy over the sweep: {cpu_demo.busy_frac:.2f}")
         print(f"RESULT fixed_s_1w={fixed_1w:.2f} fixed_s_2w={fixed_2w:.2f} floor_s={floor_s:.2f} "
-              f"floor_warm_s={floor_warm_s:.2f} cold_extra_s_1w={np.mean(cold_1w) if cold_1w else float('nan'):.2f} "
+              f"floor_warm_s={floor_warm_s:.2f} floor_tf_s={floor_tf_s:.2f} "
+              f"cold_extra_s_1w={np.mean(cold_1w) if cold_1w else float('nan'):.2f} "
               f"floor_actor_controller_s={floor_actor_s:.2f} floor_cpu_s={floor_cpu['local']:.2f} "
               f"floor_actor_controller_cpu_s={floor_cpu['actor']:.2f} "
               f"epoch_overhead_s={overhead:.2f} sweep_vs_inprocess={sweep_s / replay_s:.2f} "
