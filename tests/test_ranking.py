@@ -69,3 +69,34 @@ def test_confirm_and_warm_starts_take_only_ranked_rows(tmp_path):
     warm = cfg.with_values({"search": {"space": {"train.head_lr": {"loguniform": [1e-4, 10.0]}}, "base_first": False,
                                        "warm_start": {"experiment": "t", "top": 2}}})
     assert [p["train.head_lr"] for p in first_points(warm, say=lambda line: None)] == [0.02]
+
+
+def test_a_seed_confirmed_twice_or_merged_in_counts_once(tmp_path):
+    """`confirm` run twice trains seeds 1..S again; `merge` brings another storage's copies of the same runs (marked
+    duplicate_of). Either way each seed of a configuration is one measurement: n and the std must not grow."""
+    from orchestrator.leaderboard import ranking
+
+    common = {"experiment": "e", "sweep_id": "c1", "kind": "confirm", "confirm_of": "t1", "status": "completed",
+              "objective_metric": "mean_score", "objective_mode": "max", "config": {"name": "e"}}
+    first = [{**common, "trial_id": f"a{s}", "seed": s, "config_hash": f"h{s}", "objective": v,
+              "created_at": f"2026-12-01T00:00:0{s}"} for s, v in ((1, 0.80), (2, 0.82), (3, 0.84))]
+    again = [{**r, "trial_id": f"b{r['seed']}", "sweep_id": "c2", "objective": r["objective"] + 0.01,
+              "created_at": f"2026-12-02T00:00:0{r['seed']}"} for r in first]
+    merged = [{**r, "trial_id": f"m{r['seed']}", "duplicate_of": r["trial_id"]} for r in first]
+    for rows, mean in ((first + again, 0.83), (first + merged, 0.82)):
+        (top,) = ranking.confirmed(rows)
+        assert top["n"] == 3 and top["seeds"] == [1, 2, 3], top
+        assert abs(top["mean"] - mean) < 1e-9 and abs(top["std"] - 0.02) < 1e-9
+
+
+def test_confirm_runs_already_done_on_the_same_data_are_not_trained_again(tmp_path):
+    from orchestrator.sweep.confirm import done_runs
+
+    board = Leaderboard(str(tmp_path))
+    common = {"experiment": "e", "kind": "confirm", "confirm_of": "t1", "objective": 0.8}
+    board.append([{**common, "trial_id": "a", "config_hash": "h1", "status": "completed", "data_fingerprint": "d1"},
+                  {**common, "trial_id": "b", "config_hash": "h2", "status": "completed", "data_fingerprint": "d2"},
+                  {**common, "trial_id": "c", "config_hash": "h3", "status": "failed", "data_fingerprint": "d1"},
+                  {**common, "trial_id": "d", "config_hash": "h4", "status": "completed", "data_fingerprint": "d1",
+                   "kind": "trial"}])
+    assert done_runs(board, "e", kind="confirm", fingerprint="d1") == {"h1"}

@@ -201,12 +201,46 @@ def test_a_completed_row_with_the_same_config_and_seed_is_reused(tmp_path):
             "train.dwa_temperature": {"uniform": [1.0, 4.0]}}}]}}}))
     done = cfg.with_values({"train.loss_weighting": "uncertainty"})
     history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
-    Leaderboard(cfg.storage).append([row(done, history, trial_id="old", sweep_id="s0"),
-                                     row(done.with_values({"train.seed": 7}), history[:1], trial_id="cut")])
-    again = completed_row(done.with_values({"train.dwa_temperature": 3.0}))   # differs only where unused
+    Leaderboard(cfg.storage).append([row(done, history, trial_id="old", sweep_id="s0", fingerprint="fp"),
+                                     row(done.with_values({"train.seed": 7}), history[:1], trial_id="cut",
+                                         fingerprint="fp")])
+    # differs only where unused
+    again = completed_row(done.with_values({"train.dwa_temperature": 3.0}), fingerprint="fp")
     assert again["trial_id"] == "old" and [h["epoch"] for h in again["history"]] == [1, 2]
-    assert completed_row(done.with_values({"train.seed": 1})) is None          # another seed: new work
-    assert completed_row(done.with_values({"train.seed": 7})) is None          # stopped rows are not done work
+    assert completed_row(done.with_values({"train.seed": 1}), fingerprint="fp") is None   # another seed: new work
+    assert completed_row(done.with_values({"train.seed": 7}), fingerprint="fp") is None   # stopped rows: not done work
+
+
+def test_a_completed_row_on_other_data_is_not_reused(tmp_path):
+    # The config hash names the data's path, not its content: a file rewritten in place is other data.
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.runner import completed_row
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}))
+    history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
+    Leaderboard(cfg.storage).append([row(cfg, history, trial_id="old", fingerprint="data-v1")])
+    assert completed_row(cfg, fingerprint="data-v1")["trial_id"] == "old"
+    assert completed_row(cfg, fingerprint="data-v2") is None
+
+
+def test_warm_start_auto_says_it_is_ignored_where_the_searcher_cannot_take_it(tmp_path):
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.searchers import evaluated_rows
+
+    metrics = ["left_accuracy", "right_accuracy"]
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}, search={
+        "searcher": "optuna", "warm_start": "auto", "scheduler": {"type": "moasha", "metrics": metrics},
+        "space": {"train.freeze_depth": {"choice": [0, 1, 2]}}}))
+    history = [{"epoch": e, "objective": 0.5 + e / 10, "left_accuracy": 0.7, "right_accuracy": 0.6,
+                "status": "running"} for e in (1, 2)]
+    Leaderboard(cfg.storage).append([row(cfg.with_values({"train.freeze_depth": 1}), history, fingerprint="fp")])
+    said = []
+    assert evaluated_rows(cfg, "fp", say=said.append) == ()
+    assert len(said) == 1 and "ignored" in said[0] and "moasha" in said[0]
 
 
 def test_warm_start_auto_hands_optuna_earlier_completed_rows(tmp_path):

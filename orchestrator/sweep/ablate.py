@@ -24,7 +24,7 @@ from ..config.schema import ExperimentConfig, parse_config
 from ..config.space import dotted_get
 from ..errors import ConfigError
 from ..leaderboard.query import rows as row_dicts
-from .confirm import confirmed, trial_row
+from .confirm import confirmed, done_runs, trial_row
 
 REFERENCE = "reference"
 
@@ -98,8 +98,9 @@ def static_weights(board, winner: dict) -> dict | None:
 
 
 def plan(board, experiment: str, *, dims: list[str], seeds: int, values: dict[str, list], storage_location: str,
-         trial: str | None = None) -> Ablation:
-    """Every configuration to train (those with a completed ablation row already left out)."""
+         trial: str | None = None, fingerprint: str | None = None) -> Ablation:
+    """Every configuration to train (those with a completed ablation row on the data with ``fingerprint`` already
+    left out)."""
     winner = winner_row(board, experiment, trial)
     base = _config(winner).with_values({"storage": storage_location})
     alts = alternatives(board, winner, dims, values)
@@ -107,7 +108,7 @@ def plan(board, experiment: str, *, dims: list[str], seeds: int, values: dict[st
     for dim, vals in alts.items():
         own = dotted_get(base.run_fields(public=False), dim)
         wanted += [(dim, v) for v in vals if v != own]
-    done = _done(board, experiment)
+    done = done_runs(board, experiment, kind="ablation", fingerprint=fingerprint)
     configs, extra, reused = [], [], 0
     for dim, value in wanted:
         changed = {} if dim == REFERENCE else {dim: value}
@@ -128,11 +129,6 @@ def plan(board, experiment: str, *, dims: list[str], seeds: int, values: dict[st
     return Ablation(winner, tuple(configs), tuple(extra), reused)
 
 
-def _done(board, experiment: str) -> set:
-    table = board.table(experiment=experiment, kind="ablation", where="status == 'completed'")
-    return set(table.column("config_hash").to_pylist()) if table.num_rows else set()
-
-
 def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: int, values: dict[str, list],
            trial: str | None = None, address: str | None = None, out=print) -> dict:
     """Plan, train what is missing (one Tune run, rows of kind ``ablation``), and return the summary by dimension."""
@@ -141,12 +137,16 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
     from .runner import new_sweep_id, run_configs
 
     board = Leaderboard(storage_location)
+    # the data as it is now: runs done before on other content at the same path are not reused
+    p = check(_config(winner_row(board, experiment, trial)).with_values({"storage": storage_location}))
     todo = plan(board, experiment, dims=dims, seeds=seeds, values=values, storage_location=storage_location,
-                trial=trial)
+                trial=trial, fingerprint=p.spec.fingerprint)
     out(f"ablating {experiment}'s winner {todo.winner['trial_id']} over {', '.join(dims)} with {seeds} seeds each: "
         f"{len(todo.configs)} runs to train, {todo.reused} reused")
     if todo.configs:
-        p = check(todo.configs[0])
+        first = todo.configs[0]
+        if (first.data, first.backbone) != (p.cfg.data, p.cfg.backbone):   # --values changed what a session prepares
+            p = check(first)
         sweep_id = f"ablation-{new_sweep_id()}"
         describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
         session = start(p, address=address, out=out)

@@ -21,6 +21,16 @@ def confirmed(board, experiment: str) -> list[dict]:
     return ranking.confirmed(board.table(experiment=experiment, kind="confirm").to_pylist())
 
 
+def done_runs(board, experiment: str, *, kind: str, fingerprint: str | None) -> set:
+    """Config hashes (the seed included) of ``experiment``'s completed rows of ``kind`` trained on the data with
+    ``fingerprint`` (the hash names the data's path, not its content): runs not to train again."""
+    table = board.table(experiment=experiment, kind=kind, where="status == 'completed'")
+    if not table.num_rows:
+        return set()
+    return {h for h, f in zip(table.column("config_hash").to_pylist(), table.column("data_fingerprint").to_pylist())
+            if f == fingerprint}
+
+
 def trial_row(board, experiment: str, trial_id: str) -> dict:
     """The row of ``trial_id`` in ``experiment`` (JSON columns parsed); ConfigError saying where to look if none."""
     where = f"trial_id == {trial_id!r}"
@@ -84,6 +94,13 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
         f"({len(configs)} runs)")
     for group in by_inputs(configs, extra):   # each backbone and data set prepared and shipped for its own runs
         p = check(group[0][0])
+        done = done_runs(board, experiment, kind="confirm", fingerprint=p.spec.fingerprint)
+        todo = [(c, e) for c, e in group if c.config_hash() not in done]
+        if len(todo) < len(group):
+            out(f"{len(group) - len(todo)} of these {len(group)} runs were done before, on the same data: reused")
+        if not todo:
+            continue
+        group = todo
         sweep_id = f"confirm-{new_sweep_id()}"
         describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
         session = start(p, address=address, out=out)

@@ -102,7 +102,7 @@ def run_trial(params: dict, *, plan: TrialPlan):
     # wait; a wait that times out would fail the next trial, so it waits as long as an abort may take.
     os.environ[_ray.TRIAL_THREAD_TIMEOUT_ENV_VAR] = str(ABORT_PATIENCE_S + 5)
     cfg = plan.config(params)
-    done = completed_row(cfg) if plan.configs is None else None
+    done = completed_row(cfg, fingerprint=plan.inputs.spec.fingerprint) if plan.configs is None else None
     if done is not None:   # the same work (config hash, seed included) was done: hand Tune its epochs again
         for epoch in done["history"]:
             tune.report({**epoch, "reused_row": done["row_id"], "reused_from": f"{done['sweep_id']}/{done['trial_id']}"})
@@ -205,17 +205,20 @@ def abort_run(controller, reports, done: threading.Event, *, patience_s: float =
         done.wait(0.2)
 
 
-def completed_row(cfg: ExperimentConfig) -> Optional[dict]:
-    """A completed trial row of this experiment with this config hash (which covers the seed): done work."""
+def completed_row(cfg: ExperimentConfig, *, fingerprint: Optional[str]) -> Optional[dict]:
+    """A completed trial row of this experiment with this config hash (which covers the seed) on the data with this
+    fingerprint (the hash names the data's path, not its content: a file rewritten in place is other data): done
+    work."""
     from ..leaderboard.leaderboard import Leaderboard
 
     h = cfg.config_hash()
     try:
         rows = Leaderboard(cfg.storage).table(experiment=cfg.name, columns=[
-            "row_id", "sweep_id", "trial_id", "config_hash", "status", "history"]).to_pylist()
+            "row_id", "sweep_id", "trial_id", "config_hash", "status", "history", "data_fingerprint"]).to_pylist()
     except (OSError, ConfigError):   # no readable leaderboard (or not these columns yet): nothing to reuse
         return None
-    row = next((r for r in rows if r["config_hash"] == h and r["status"] == "completed"), None)
+    row = next((r for r in rows if r["config_hash"] == h and r["status"] == "completed"
+                and r["data_fingerprint"] == fingerprint), None)
     if row is not None and isinstance(row["history"], str):
         row["history"] = json.loads(row["history"])
     return row

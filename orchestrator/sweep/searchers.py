@@ -171,6 +171,10 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say) ->
     if s.searcher != "optuna":
         say(f"warm start auto: searcher {s.searcher} does not learn from earlier trials (use optuna); ignored")
         return ()
+    if s.scheduler.type == "moasha":   # pareto_optuna's multi-objective study starts empty
+        say("warm start auto: the multi-objective Optuna search under scheduler moasha starts from no earlier "
+            "trials; ignored")
+        return ()
     from ..leaderboard.leaderboard import Leaderboard
     from ..leaderboard.query import rows as row_dicts
 
