@@ -49,6 +49,15 @@ def test_a_trial_best_on_one_task_survives_where_the_mean_would_stop_it():
     assert decisions == [CONTINUE, CONTINUE, STOP]
 
 
+def test_a_diverged_result_ranks_last_whatever_its_metrics():
+    """Validation metrics can be finite after the training loss went non-finite (float16): a diverged trial must not
+    hold a place in a rung that a healthy trial then loses (the other schedulers and the searchers treat it so)."""
+    names = ["left_accuracy", "right_accuracy"]
+    sch = MOASHA(names, max_t=4, grace_period=1, reduction_factor=2)
+    assert sch.decide("dv", {"epoch": 1, "status": "diverged", "left_accuracy": 0.9, "right_accuracy": 0.9}) == STOP
+    assert sch.decide("ok", {"epoch": 1, "left_accuracy": 0.8, "right_accuracy": 0.8}) == CONTINUE
+
+
 def test_one_metric_makes_ashas_decisions():
     """With one metric MO-ASHA is ASHA by rank: the same decisions as Ray's ASHAScheduler ties included."""
     from types import SimpleNamespace

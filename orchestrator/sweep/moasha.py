@@ -103,8 +103,11 @@ class MOASHA(FIFOScheduler):
         t = result[self.time_attr]
         if t >= self.max_t:
             return TrialScheduler.STOP   # the last epoch: nothing left to decide (ASHA does the same)
-        keep, changed = self.rungs.on_result(trial_id, t, signed_point([result[m] for m in self.metrics],
-                                                                        self.metrics))
+        diverged = result.get("status") == "diverged"   # its metrics may be finite (float16): it ranks last
+        point = [-math.inf] * len(self.metrics) if diverged else signed_point([result[m] for m in self.metrics],
+                                                                               self.metrics)
+        keep, changed = self.rungs.on_result(trial_id, t, point)
+        keep = keep and not diverged
         if changed:
             self._save()
         if not keep:
