@@ -89,6 +89,28 @@ def test_a_finished_run_is_not_hidden_behind_a_failed_one(tmp_path):
     assert rows["fine"]["duplicate_of"] is None and board.best()["trial_id"] == "fine"
 
 
+def test_the_completed_run_of_a_work_counts_not_a_stopped_or_failed_one_merged_first(tmp_path):
+    """A failed run keeps its last objective; a run stopped by the scheduler has one. Neither may hide a completed
+    run of the same work (config and seed), in DST, in one source, or across sources: best() in DST after the merge
+    is the source's best."""
+    src, other, dst = (str(tmp_path / n) for n in ("src", "other", "dst"))
+    Leaderboard(src).append([trial(src, trial_id="a_stopped", objective=0.55, status="stopped"),
+                             trial(src, trial_id="b", lr=2e-3, objective=0.70),
+                             trial(src, trial_id="a_full", objective=0.92)])
+    Leaderboard(other).append([trial(other, trial_id="c_failed", lr=3e-3, objective=0.5, status="failed")])
+    board = Leaderboard(dst)
+    board.append([trial(dst, trial_id="c_stopped", lr=3e-3, objective=0.3, status="stopped")])
+    board.merge([other, src])
+    assert Leaderboard(src).best()["trial_id"] == "a_full" == board.best()["trial_id"]
+    rows = {r["trial_id"]: r for r in board.table(kind=None).to_pylist()}
+    assert rows["a_full"]["duplicate_of"] is None and rows["a_stopped"]["duplicate_of"] == rows["a_full"]["row_id"]
+    assert rows["c_failed"]["duplicate_of"] == rows["c_stopped"]["row_id"]   # DST's stopped run beats a failed one
+    Leaderboard(other).append([trial(other, trial_id="c_full", lr=3e-3, objective=0.8)])
+    board.merge(other)
+    rows = {r["trial_id"]: r for r in board.table(kind=None).to_pylist()}
+    assert rows["c_full"]["duplicate_of"] is None    # DST's stopped run cannot be re-marked: the completed one counts
+
+
 def test_merge_killed_midway_loses_and_duplicates_nothing(tmp_path, monkeypatch):
     home, away, dst = (str(tmp_path / n) for n in ("home", "away", "dst"))
     Leaderboard(home).append([trial(home, trial_id="h1")])

@@ -7,7 +7,9 @@
   merged before keeps its first source), and points at DST: its config's ``storage`` is DST, so ``best`` /
   ``confirm`` train there. Checkpoint paths still name where the trial ran.
 - Rows of work that DST already holds (or that an earlier row of this merge holds) get ``duplicate_of``: the row id
-  of the row that counts for that work (one with an objective first), and ranked queries leave them out.
+  of the row that counts for that work (``preference``: a completed run before a stopped one, before a failed
+  one), and ranked queries leave them out. DST's rows are never rewritten, so a merged run better than the one
+  counting in DST counts beside it.
 - Schemas may differ (older rows, other tasks): the columns are unioned, missing values are nulls.
 - The new rows are written as new leaderboard files, each whole or not at all (``storage.atomic_write``, the
   machinery compaction uses): a kill midway leaves some files written and the next merge adds the rest; reads
@@ -31,7 +33,7 @@ from ..errors import ConfigError
 from .columns import parquet_bytes
 from .compaction import ROWS_PER_FILE
 from .files import to_schema, unify
-from .ranking import finite
+from .ranking import UNRANKED, finite
 
 EXECUTION_ONLY = (("storage",), ("name",), ("search",), ("resources",), ("data", "cache"), ("data", "cache_budget_mb"))
 
@@ -77,42 +79,48 @@ def row_work_key(row: dict, identity: Callable[[str, str], str]) -> Optional[str
     return work_key(config, identity) if isinstance(config, dict) else None
 
 
+def preference(row: dict) -> tuple:
+    """Which row of one work counts, lowest first: a completed run, a stopped one, any other ranked one, a failed or
+    diverged one (a failed run keeps its last objective; a stopped one has fewer epochs); then one with an objective
+    before one without, then more epochs."""
+    status = row.get("status")
+    rank = 0 if status == "completed" else 1 if status == "stopped" else 3 if status in UNRANKED else 2
+    return rank, finite(row.get("objective")) is None, -(row.get("epochs") or 0)
+
+
 def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into: str,
                 identity: Callable[[str, str], str]) -> tuple[list[int], dict[str, list]]:
     """Which ``incoming`` rows (of one source, JSON columns as strings) DST lacks, and their new column values:
     (indices, {"work_key", "duplicate_of", "merged_from", "config"}). ``existing``: DST's rows (row_id, work_key,
-    objective, duplicate_of, config); it is extended with the new rows, so the next source sees them. The row that
-    counts for a work: DST's first, unless it has no objective and a new one has."""
+    objective, status, epochs, duplicate_of, config); it is extended with the new rows, so the next source sees them.
+    The row that counts for a work is the first by ``preference``, DST's before a source's. DST's rows are not
+    rewritten: a new row that ``preference`` puts before the one counting in DST counts too."""
     have = {r["row_id"] for r in existing}
-    scored = {r["row_id"] for r in existing if finite(r.get("objective")) is not None}
-    counts: dict[str, str] = {}
+    counts: dict[str, tuple[str, tuple]] = {}   # work key -> (row id, preference) of the row that counts
     for r in existing:
         r["work_key"] = key = r.get("work_key") or row_work_key(r, identity)
-        if key and not r.get("duplicate_of") and (key not in counts or (r["row_id"] in scored
-                                                                        and counts[key] not in scored)):
-            counts[key] = r["row_id"]
-    order = sorted(range(len(incoming)), key=lambda i: finite(incoming[i].get("objective")) is None)
+        if key and not r.get("duplicate_of") and (key not in counts or preference(r) < counts[key][1]):
+            counts[key] = (r["row_id"], preference(r))
+    order = sorted(range(len(incoming)), key=lambda i: preference(incoming[i]))
     keep, new = [], {"work_key": {}, "duplicate_of": {}, "merged_from": {}, "config": {}}
     for i in order:
         r = incoming[i]
         if r["row_id"] in have:
             continue
         have.add(r["row_id"])
-        if finite(r.get("objective")) is not None:
-            scored.add(r["row_id"])
         key = row_work_key(r, identity)
         counted = counts.get(key) if key else None
-        if counted is not None and counted not in scored and r["row_id"] in scored:
-            counted = None               # a failed run elsewhere does not hide a finished one
+        if counted is not None and preference(r) < counted[1]:
+            counted = None               # a stopped or failed run elsewhere does not hide a finished one
         if key and counted is None:
-            counts[key] = r["row_id"]
+            counts[key] = (r["row_id"], preference(r))
         keep.append(i)
-        new["work_key"][i], new["duplicate_of"][i] = key, counted
+        new["work_key"][i], new["duplicate_of"][i] = key, counted and counted[0]
         new["merged_from"][i] = r.get("merged_from") or storage.redact(
             source if storage.is_uri(source) else os.path.abspath(source))
         new["config"][i] = _pointed_at(r.get("config"), into)
         existing.append({"row_id": r["row_id"], "work_key": key, "objective": r.get("objective"),
-                         "duplicate_of": counted})
+                         "status": r.get("status"), "epochs": r.get("epochs"), "duplicate_of": counted and counted[0]})
     keep.sort()
     return keep, {name: [values[i] for i in keep] for name, values in new.items()}
 
@@ -129,7 +137,7 @@ def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Ca
     """Merge the leaderboards of ``sources`` (storage locations, each opened by ``open_board``) into ``board`` (the
     Leaderboard of ``into``)."""
     t0, identity = time.perf_counter(), Identities()
-    wanted = ["row_id", "work_key", "objective", "duplicate_of", "config"]
+    wanted = ["row_id", "work_key", "objective", "status", "epochs", "duplicate_of", "config"]
     current = board.table(kind=None)
     existing = current.select([c for c in wanted if c in current.column_names]).to_pylist()
     result = {"sources": len(sources), "rows": 0, "skipped": 0, "duplicates": 0, "files": 0}
