@@ -123,6 +123,29 @@ def test_sync_halving_decides_the_same_whatever_the_report_order():
     assert simulate(0, quality, expect=12) == outcomes[0]
 
 
+def test_a_resumed_sync_sweep_decides_with_its_finished_trials_ended():
+    """`tune --resume`: Tune restores the scheduler as pickled at the sweep's start (empty) and adds every trial
+    again, the finished ones TERMINATED. They must count as ended, or rung 0 waits for them forever."""
+    from ray.tune.schedulers import TrialScheduler
+
+    s = SyncHalving(max_t=6, grace_period=1, reduction_factor=3, trials=6, concurrent=2, mode="max",
+                    history=lambda tid: [{"epoch": 1, "objective": {"a": 0.9, "b": 0.8}[tid]}])
+    c = FakeController(s)
+    for tid, status in (("s1", "TERMINATED"), ("s2", "TERMINATED"), ("s3", "TERMINATED"), ("s4", "TERMINATED"),
+                        ("a", "PENDING"), ("b", "PENDING")):   # stopped at rung 0 before the kill; promoted ones
+        trial = FakeTrial(tid)
+        trial.status = status
+        c.trials.append(trial)
+        s.on_trial_add(c, trial)
+    a, b = c.trials[-2:]
+    # resumed from their epoch-2 checkpoints: rung 0 (epoch 1) comes from their records; 2 of 6 go on to rung 1
+    a.status = b.status = "RUNNING"
+    assert s.on_trial_result(c, a, {"epoch": 2, "objective": 0.95}) == TrialScheduler.PAUSE
+    a.status = "PAUSED"
+    assert s.on_trial_result(c, b, {"epoch": 2, "objective": 0.85}) == TrialScheduler.CONTINUE
+    assert s.promoted[0] == {"a", "b"} and s.choose_trial_to_run(c) is a
+
+
 def test_a_run_that_trained_past_its_rung_while_pausing_is_judged_at_the_rung():
     """Resumed from a later checkpoint, a trial's first report skips the next rung: its own record gives the rung's
     value, so running ahead (which would add 0.05 here) does not buy a promotion."""

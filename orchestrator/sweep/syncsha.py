@@ -9,6 +9,9 @@ function starts again and its Train run (same name) continues from its own lates
 Concurrency: trials waiting at a rung hold no slot. ``has_room`` tells the searcher when a new trial may start, and
 ``choose_trial_to_run`` resumes promoted trials only while fewer than ``concurrent`` run.
 Ray's HyperBandScheduler is not used: its first bracket runs every trial to ``max_t`` without halving.
+Resume (``tune --resume``): Tune restores this scheduler empty, as pickled at the sweep's start, and adds every trial
+again; the finished ones count as ended, and the rungs are judged again from the live trials' own records (the
+scores of finished trials are not kept, so a rung's cut counts them but ranks only the live ones).
 """
 from __future__ import annotations
 
@@ -106,6 +109,8 @@ class SyncHalving(FIFOScheduler):
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         self.added[trial.trial_id] = trial
         self.next_rung.setdefault(trial.trial_id, 0)
+        if trial.status == Trial.TERMINATED:   # `--resume` adds finished trials again, to a scheduler that starts empty
+            self._end(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         tid = trial.trial_id
