@@ -126,6 +126,36 @@ def test_failed_baselines_stop_a_delta_m_sweep_with_one_line(tmp_path, monkeypat
     assert baselines.baselines_for(SimpleNamespace(cfg=mean, prepared=session.prepared), out=lambda line: None) == {}
 
 
+def test_baselines_are_reused_only_for_the_same_training(tmp_path, monkeypatch, no_ray):
+    """A recorded baseline serves a later experiment only when its run would train the same way: same data, budget
+    and rates, and also the same augmentation, weight decay, head dropout and precision. Name and storage don't count."""
+    from types import SimpleNamespace
+
+    from factories import row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep import baselines, runner
+
+    trained = []
+
+    def run_configs(session, configs, *, extra, **kw):   # what the baselines' Tune run records: completed rows
+        trained.append(len(configs))
+        Leaderboard(session.cfg.storage).append([
+            row(c, [{"epoch": 1, "objective": 0.9, f"{e['baseline_task']}_{c.tasks[e['baseline_task']].score_metric}":
+                     0.9}], kind="baseline", trial_id=e["baseline_task"], extra=e) for c, e in zip(configs, extra)])
+        return []
+
+    monkeypatch.setattr(runner, "run_configs", run_configs)
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train"))
+    spec = SimpleNamespace(spec=SimpleNamespace(fingerprint="f"))
+    for changed, trains in [({}, 3), ({"name": "other"}, 0), ({"train.weight_decay": 0.01}, 3),
+                            ({"heads.dropout": 0.2}, 3), ({"train.precision": "mixed_bfloat16"}, 3),
+                            ({"data.augment.rotation": 0.1}, 3)]:
+        trained.clear()
+        baselines.baselines_for(SimpleNamespace(cfg=cfg.with_values(changed), prepared=spec), out=lambda line: None)
+        assert sum(trained) == trains, changed
+
+
 def test_every_searched_resource_value_is_checked_against_the_cluster(tmp_path, no_ray):
     from orchestrator.config import parse_config
     from orchestrator.errors import ConfigError

@@ -37,14 +37,6 @@ def backbone_key(cfg: ExperimentConfig) -> str:
     return f"{b.kind}:{what}:{storage.redact(b.weights)}"
 
 
-def baseline_key(cfg: ExperimentConfig, fingerprint: str) -> str:
-    """What makes single-task baselines comparable: data, backbone and training budget."""
-    t = cfg.train
-    return (f"{fingerprint}|{backbone_key(cfg)}|epochs={t.epochs}|batch={t.batch_size}|freeze={t.freeze_depth}|"
-            f"bb_lr={t.backbone_lr:g}|head_lr={t.head_lr:g}|opt={t.optimizer}|heads={cfg.heads.hidden_units}|"
-            f"seed={t.seed}")
-
-
 def _finite(v) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 

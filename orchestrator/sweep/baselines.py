@@ -1,15 +1,17 @@
 """Single-task baselines, for Δm%: each task trained alone with the same backbone, data, budget,
 freeze depth and learning rates as the experiment's base config.
 
-Baseline rows (kind ``baseline``) are keyed by ``rows.baseline_key`` (data fingerprint, backbone,
-budget, freeze depth, learning rates, seed) and reused by any later sweep with the same key, so they
-are trained once. They run as one small Tune run (one trial per task), like any sweep.
+Baseline rows (kind ``baseline``) are keyed by ``baseline_key`` (the data by content, and everything the task's
+single-task run trains with) and reused by any later sweep with the same key, so they are trained once. They run as
+one small Tune run (one trial per task), like any sweep.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+
 from ..config.schema import ExperimentConfig
 from ..errors import UserError
-from ..leaderboard.rows import baseline_key
 
 
 def single_task(cfg: ExperimentConfig, task: str) -> ExperimentConfig:
@@ -22,8 +24,19 @@ def single_task(cfg: ExperimentConfig, task: str) -> ExperimentConfig:
     return ExperimentConfig.model_validate(d)
 
 
-def recorded(cfg: ExperimentConfig, key: str) -> dict[str, float]:
-    """task -> its baseline score already in the leaderboard (the latest with this key)."""
+def baseline_key(cfg: ExperimentConfig, task: str, fingerprint: str) -> str:
+    """What makes ``task``'s baseline the same work: the data by content (``fingerprint``) and every field its
+    single-task run trains with (the task, backbone, heads, data options, augmentation, budget, rates, freeze depth,
+    optimizer, weight decay, precision, seed), not the experiment's name, storage or resources."""
+    fields = single_task(cfg, task).run_fields()
+    for where in ("name", "storage", "resources"):
+        fields.pop(where, None)
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{fingerprint}|{task}|{digest}"
+
+
+def recorded(cfg: ExperimentConfig, keys: dict[str, str]) -> dict[str, float]:
+    """task -> its baseline score already in the leaderboard (the latest with its key in ``keys``)."""
     from ..leaderboard.leaderboard import Leaderboard
 
     table = Leaderboard(cfg.storage).table(kind="baseline")
@@ -32,7 +45,7 @@ def recorded(cfg: ExperimentConfig, key: str) -> dict[str, float]:
     out = {}
     for row in sorted(table.to_pylist(), key=lambda r: r["created_at"]):
         task = row.get("baseline_task")
-        if row.get("baseline_key") == key and task in cfg.tasks and row.get("status") == "completed":
+        if task in keys and row.get("baseline_key") == keys[task] and row.get("status") == "completed":
             value = row.get(f"{task}_{cfg.tasks[task].score_metric}")
             if isinstance(value, float):
                 out[task] = value
@@ -42,8 +55,8 @@ def recorded(cfg: ExperimentConfig, key: str) -> dict[str, float]:
 def baselines_for(session, *, out=print) -> dict[str, float]:
     """Baseline scores for every task of the session's config: reused when recorded, trained (once) when not."""
     cfg = session.cfg
-    key = baseline_key(cfg, session.prepared.spec.fingerprint)
-    have = recorded(cfg, key)
+    keys = {t: baseline_key(cfg, t, session.prepared.spec.fingerprint) for t in cfg.tasks}
+    have = recorded(cfg, keys)
     missing = [t for t in cfg.tasks if t not in have]
     if have:
         out("single-task baselines reused: " + ", ".join(f"{t} {v:.4f}" for t, v in have.items()))
@@ -53,8 +66,8 @@ def baselines_for(session, *, out=print) -> dict[str, float]:
         out(f"training single-task baselines for {', '.join(missing)} (same backbone, budget, freeze depth, rates)")
         configs = [single_task(cfg, t) for t in missing]
         run_configs(session, configs, kind="baseline", out=out,
-                    extra=[{"baseline_task": t, "baseline_key": key} for t in missing])
-        have = recorded(cfg, key)
+                    extra=[{"baseline_task": t, "baseline_key": keys[t]} for t in missing])
+        have = recorded(cfg, keys)
         if have:
             out("single-task baselines: " + ", ".join(f"{t} {have[t]:.4f}" for t in missing if t in have))
     lost = [t for t in cfg.tasks if t not in have]
