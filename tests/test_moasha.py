@@ -117,6 +117,18 @@ def test_a_resumed_sweep_keeps_its_rungs(tmp_path):
     assert restored.rungs.recorded[1]["a"] == [0.9, 0.9]
 
 
+def test_a_trial_stopped_before_the_restart_stays_stopped(tmp_path):
+    """The driver can die after MO-ASHA stopped a trial and before Tune recorded it as ended: resumed, the trial
+    reports its next epoch; it must not be ranked again at a higher rung, where it would stand alone."""
+    state = str(tmp_path / "moasha.json")
+    names = ["left_accuracy", "right_accuracy"]
+    first = MOASHA(names, max_t=4, reduction_factor=2, state=state)
+    restored = pickle.loads(pickle.dumps(first))
+    assert feed(first, [("a", 1, {"left_accuracy": 0.9, "right_accuracy": 0.9}),
+                        ("b", 1, {"left_accuracy": 0.5, "right_accuracy": 0.5})]) == [CONTINUE, STOP]
+    assert restored.decide("b", {"epoch": 2, "left_accuracy": 0.6, "right_accuracy": 0.6}) == STOP
+
+
 def test_mo_order_ranks_fronts_first():
     pts = [(0.1, 0.1), (1.0, 0.0), (0.0, 1.0), (0.5, 0.5)]
     assert mo_order(pts)[-1] == 0 and set(mo_order(pts)[:3]) == {1, 2, 3}

@@ -35,10 +35,20 @@ class Rungs:
     def __init__(self, marks: list[int], reduction_factor: float):
         self.marks, self.rf = list(marks), float(reduction_factor)
         self.recorded: dict[int, dict[str, list[float]]] = {m: {} for m in self.marks}
+        self.stopped: set[str] = set()   # decided: a trial stopped once stays stopped (after a restart too)
 
     def on_result(self, trial_id: str, t: float, point: tuple) -> tuple[bool, bool]:
         """(continue?, recorded something?) for a trial that reached epoch ``t`` with ``point``: ranked at the
-        highest rung it reached and is not yet recorded at; a trial recorded there already continues."""
+        highest rung it reached and is not yet recorded at; a trial recorded there already continues, one stopped
+        before does not."""
+        if trial_id in self.stopped:
+            return False, False
+        keep, changed = self._rank(trial_id, t, point)
+        if not keep:
+            self.stopped.add(trial_id)
+        return keep, changed
+
+    def _rank(self, trial_id: str, t: float, point: tuple) -> tuple[bool, bool]:
         for m in reversed(self.marks):
             if t < m:
                 continue
@@ -54,12 +64,13 @@ class Rungs:
         return True, False
 
     def to_json(self) -> str:
-        return json.dumps({"marks": self.marks, "rf": self.rf,
+        return json.dumps({"marks": self.marks, "rf": self.rf, "stopped": sorted(self.stopped),
                            "recorded": {str(m): r for m, r in self.recorded.items()}})
 
     def load(self, text: str) -> None:
         """Records saved by ``to_json`` (the same rungs), merged under today's: nothing recorded is lost."""
         saved = json.loads(text)
+        self.stopped |= set(saved.get("stopped", ()))
         for m, rung in saved.get("recorded", {}).items():
             if int(m) in self.recorded:
                 self.recorded[int(m)] = {**rung, **self.recorded[int(m)]}
@@ -107,7 +118,9 @@ class MOASHA(FIFOScheduler):
         point = [-math.inf] * len(self.metrics) if diverged else signed_point([result[m] for m in self.metrics],
                                                                                self.metrics)
         keep, changed = self.rungs.on_result(trial_id, t, point)
-        keep = keep and not diverged
+        if keep and diverged:
+            self.rungs.stopped.add(trial_id)
+            keep, changed = False, True
         if changed:
             self._save()
         if not keep:
