@@ -350,3 +350,30 @@ def test_per_epoch_lines_go_to_the_log_only_trial_starts_and_ends_to_the_console
     with console(str(log), verbose=True) as out:
         out.detail("one epoch line")
     assert "one epoch line" in capsys.readouterr().out
+
+
+def test_a_reused_trial_is_its_sweeps_row_and_counts_once_in_the_experiment(tmp_path):
+    """A trial whose config and seed match a completed row is not rerun (runner.completed_row): Tune gets that row's
+    epochs. The sweep still has a row for it, pointing at the one it reused: `best --sweep` finds it, and the
+    experiment's rankings count the work once."""
+    from factories import row
+    from orchestrator.leaderboard import Leaderboard
+
+    lines = []
+    callback, _ = sweep_callback(tmp_path, lines)
+    board = Leaderboard(callback.cfg.storage)
+    history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
+    old = row(callback.cfg, history, trial_id="old", sweep_id="s0")
+    board.append([old, row(callback.cfg.with_values({"train.seed": 3}), history[:1], trial_id="other", sweep_id="s1")])
+    from types import SimpleNamespace
+
+    t = SimpleNamespace(trial_id="r", config={"index": 0}, status="RUNNING", error_file=None)
+    callback.on_trial_start(0, [t], t)
+    for h in history:
+        callback.on_trial_result(0, [t], t, {**h, "reused_row": old["row_id"], "reused_from": "s0/old",
+                                             "reused_checkpoint": old["checkpoint"]})
+    callback.on_trial_complete(0, [t], t)
+    mine = board.best(sweep_id="s1")
+    assert mine["trial_id"] == "r" and mine["reused_from"] == "s0/old" and mine["objective"] == old["objective"]
+    assert board.top(10).column("trial_id").to_pylist() == ["old", "other"]     # the work once
+    assert sum("not rerun" in ln for ln in lines) == 1 and callback.reused == [old["row_id"]]

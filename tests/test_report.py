@@ -308,6 +308,17 @@ def test_min_objective_ranks_lower_first(tmp_path):
     assert "(lower is better)" in md and md_table(md, "## Confirmation runs")[0]["configuration"] == "m1"
 
 
+def test_the_experiment_counts_a_reused_work_once_its_sweep_has_it(tmp_path):
+    lb = Leaderboard(str(tmp_path / "runs"))
+    first = [trial("a", 0.9, 0.8, depth=0), trial("b", 0.7, 0.6, depth=1)]
+    reused = {**trial("r", 0.9, 0.8, depth=0, sweep="sw2"), "duplicate_of": first[0]["row_id"], "reused_from": "sw1/a"}
+    lb.append(first + [reused, trial("c", 0.6, 0.6, depth=1, sweep="sw2")])
+    whole = write_report(lb, "digits", str(tmp_path / "all"))
+    assert whole["freeze"][0]["n"] == 1 and whole["freeze"][1]["n"] == 2      # a once, not a and r
+    sweep = write_report(lb, "digits", str(tmp_path / "sw2"), sweep_id="sw2")
+    assert sweep["best"]["trial_id"] == "r" and sweep["freeze"][0]["n"] == 1
+
+
 @pytest.fixture
 def cli_with_report(monkeypatch):
     monkeypatch.setitem(cli.commands, "report", report)

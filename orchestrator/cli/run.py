@@ -99,7 +99,8 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
     with console(log, verbose=verbose) as out:
         s = run(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out,
                 reserved_cpu=reserved_cpu)
-    reused = f" (+{len(s['reused'])} reused: same config and seed as a completed row)" if s.get("reused") else ""
+    reused = (f" ({len(s['reused'])} of them reused: same config and seed as a completed row, not rerun)"
+              if s.get("reused") else "")
     click.echo(f"\n== experiment {s['experiment']}, sweep {s['sweep_id']}: {s['trials']} trials {s['statuses']}{reused} "
                f"in {s['wall_time_s']} s; leaderboard {s['leaderboard']}")
     listing = Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"], ranked=False)

@@ -207,14 +207,19 @@ class Leaderboard:
                 sweep_id: Names, kind: Names, ranked_only: bool = False, once: bool = False) -> tuple[Snapshot, pa.Table]:
         """``columns`` (and what the filters read) of the matching current rows (``ranking.current``), one per
         row id, with their places in the files of the returned snapshot; ``ranked_only``: only rows a ranking may
-        pick (``ranking.ranked``); ``once``: each work once (merged rows marked ``duplicate_of`` left out)."""
+        pick (``ranking.ranked``); ``once``: each work once (rows marked ``duplicate_of`` left out: merged copies, and
+        a sweep's rows of work done before, except in that sweep's own reads)."""
         schema, scope, used, exprs = snap.schema, [], set(), []
         if ranked_only and "status" in schema.names:
             scope.append("status")
             exprs.append(ranked(schema.names))
         if once and "duplicate_of" in schema.names:
             scope.append("duplicate_of")
-            exprs.append(pc.field("duplicate_of").is_null())
+            counted = pc.field("duplicate_of").is_null()
+            if sweep_id is not None and "reused_from" in schema.names:   # a sweep's own row of work done before
+                scope.append("reused_from")
+                counted = counted | pc.field("reused_from").is_valid()
+            exprs.append(counted)
         for name, values in (("experiment", experiment), ("sweep_id", sweep_id), ("kind", kind)):
             if values is None:
                 continue

@@ -36,7 +36,10 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
         raise ConfigError(f"unknown experiment {experiment!r} in {board.uri}; experiments: "
                           f"{', '.join(known) or 'none'}")
     rows = row_dicts(table)
-    keep = [i for i, r in enumerate(rows) if ranking.kind_of(r) == "trial" and sweep_id in (None, r.get("sweep_id"))]
+    # the experiment counts each work once (not a merged copy, nor a later sweep's row of work it reused); a sweep
+    # has all its trials
+    keep = [i for i, r in enumerate(rows) if ranking.kind_of(r) == "trial" and (
+        r.get("sweep_id") == sweep_id if sweep_id is not None else not r.get("duplicate_of"))]
     trials = [rows[i] for i in keep]
     if not trials:
         sweeps = sorted({r["sweep_id"] for r in rows if ranking.kind_of(r) == "trial" and r.get("sweep_id")})

@@ -182,16 +182,17 @@ class SweepCallback(tune.Callback):
         if trial.trial_id in self.written:
             return
         self.written.add(trial.trial_id)
-        if self._reused(trial):
-            return
+        reused = self._reused(trial)
         try:
-            row = self._row(trial, error)
+            row = self._row(trial, error, reused=reused)
         except Exception:
             self.unmade.append(trial.trial_id)
             raise
         self.rows.append(row)
         self.pending.append(row)
         self.flush()
+        if reused:
+            return
         obj, dm = row["objective"], row.get("delta_m_pct")
         self._say(f"[{trial.trial_id}] {row['status']}" + (f" ({row['reason']})" if row["reason"] else "") +
                  f": {row['epochs']} epochs, objective " + (f"{obj:.4f}" if isinstance(obj, float) else "n/a") +
@@ -232,18 +233,19 @@ class SweepCallback(tune.Callback):
         raise LeaderboardWriteError(f"the leaderboard rows of trial(s) {', '.join(self.unmade)} could not be made "
                                     f"(see the lines above)")
 
-    def _reused(self, trial) -> bool:
-        """A trial whose config and seed match a completed row of the experiment: that row is reused, none is made."""
+    def _reused(self, trial) -> Optional[dict]:
+        """A trial whose config and seed match a completed row of the experiment (not rerun): the last result it
+        reported, naming that row (``reused_row``, ``reused_from``, ``reused_checkpoint``); else None."""
         hist = self.history.get(trial.trial_id, [])
         if not (hist and hist[-1].get("reused_row")):
-            return False
+            return None
         self.reused.append(hist[-1]["reused_row"])
         obj = hist[-1].get("objective")
         self.out(f"[{trial.trial_id}] same config and seed as completed trial {hist[-1]['reused_from']}: not "
                  f"rerun, its row is reused (objective " + (f"{obj:.4f})" if isinstance(obj, float) else "n/a)"))
-        return True
+        return hist[-1]
 
-    def _row(self, trial, error) -> dict:
+    def _row(self, trial, error, *, reused: Optional[dict] = None) -> dict:
         cfg, values = self._config(trial)
         # The run's own record (rank 0, every epoch) also holds epochs from before a resume; a stopped trial's row
         # ends at the last epoch Tune received.
@@ -252,9 +254,13 @@ class SweepCallback(tune.Callback):
         extra = self.extra[trial.config["index"]] if self.extra is not None else None
         started = self.started.get(trial.trial_id)
         wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
+        checkpoint = reused.get("reused_checkpoint") if reused else storage.redact(
+            layout.checkpoints(self._run_dir(trial)))
         facts = TrialFacts(trial.trial_id, values, error=error, wall_time_s=wall, started_at=started, extra=extra,
-                           checkpoint=storage.redact(layout.checkpoints(self._run_dir(trial))))
+                           checkpoint=checkpoint)
         row = trial_row(cfg, hist, context=self.context, trial=facts)
+        if reused:   # this sweep's row of a work done before: rankings over the experiment count that work once
+            row["reused_from"], row["duplicate_of"] = reused["reused_from"], reused["reused_row"]
         if trial.trial_id in self.stale:      # a rerun of an errored trial: its row replaces the failed one
             row["supersedes"] = self.stale[trial.trial_id]
         return row

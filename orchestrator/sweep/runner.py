@@ -105,7 +105,8 @@ def run_trial(params: dict, *, plan: TrialPlan):
     done = completed_row(cfg, fingerprint=plan.inputs.spec.fingerprint) if plan.configs is None else None
     if done is not None:   # the same work (config hash, seed included) was done: hand Tune its epochs again
         for epoch in done["history"]:
-            tune.report({**epoch, "reused_row": done["row_id"], "reused_from": f"{done['sweep_id']}/{done['trial_id']}"})
+            tune.report({**epoch, "reused_row": done["row_id"], "reused_checkpoint": done.get("checkpoint"),
+                         "reused_from": f"{done['sweep_id']}/{done['trial_id']}"})
         return
     trial_id = tune.get_context().get_trial_id()
     name = layout.trial_run_name(plan.sweep_id, trial_id)
@@ -208,20 +209,17 @@ def abort_run(controller, reports, done: threading.Event, *, patience_s: float =
 def completed_row(cfg: ExperimentConfig, *, fingerprint: Optional[str]) -> Optional[dict]:
     """A completed trial row of this experiment with this config hash (which covers the seed) on the data with this
     fingerprint (the hash names the data's path, not its content: a file rewritten in place is other data): done
-    work."""
+    work. The work's own row, not a later sweep's row that reused it (``duplicate_of``)."""
     from ..leaderboard.leaderboard import Leaderboard
+    from ..leaderboard.query import rows as row_dicts
 
-    h = cfg.config_hash()
-    try:
-        rows = Leaderboard(cfg.storage).table(experiment=cfg.name, columns=[
-            "row_id", "sweep_id", "trial_id", "config_hash", "status", "history", "data_fingerprint"]).to_pylist()
-    except (OSError, ConfigError):   # no readable leaderboard (or not these columns yet): nothing to reuse
+    where = f"config_hash == {cfg.config_hash()!r}"
+    try:   # the few rows of this hash, whole (JSON columns parsed)
+        rows = row_dicts(Leaderboard(cfg.storage).table(experiment=cfg.name, where=where))
+    except (OSError, ConfigError):   # no readable leaderboard (or no config_hash column yet): nothing to reuse
         return None
-    row = next((r for r in rows if r["config_hash"] == h and r["status"] == "completed"
-                and r["data_fingerprint"] == fingerprint), None)
-    if row is not None and isinstance(row["history"], str):
-        row["history"] = json.loads(row["history"])
-    return row
+    return next((r for r in rows if r.get("status") == "completed" and r.get("data_fingerprint") == fingerprint
+                 and not r.get("duplicate_of")), None)
 
 
 class TrialFailed(RuntimeError):

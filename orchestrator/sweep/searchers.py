@@ -183,6 +183,7 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say) ->
     rows = row_dicts(Leaderboard(cfg.storage).table(experiment=cfg.name))
     for row in rows:
         if (row["status"] != "completed" or row["data_fingerprint"] != fingerprint or finite(row["objective"]) is None
+                or row.get("duplicate_of")   # the same work's own row is there: each point once
                 or row["objective_metric"] != cfg.objective.metric or row["max_epochs"] != epochs):
             continue
         values = active_values(s.space, row["config"], tasks)
