@@ -76,14 +76,15 @@ def front_rows(light: pa.Table, metrics: list[str]) -> np.ndarray:
 
 def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dict]:
     """Configurations with confirmation runs (rows of kind ``confirm``, grouped by ``confirm_of``; runs without a
-    finite objective left out; one row per config hash, the seed included: the newest, not a merged copy), best mean
-    first in the objective's direction: n, mean, sample std, seeds, the
-    objectives, the config, and the original trial's objective (``originals``: trial id -> its row)."""
+    finite objective left out; one row per seed: the newest, not a merged copy), best mean first in the objective's
+    direction: n, mean, sample std, seeds, the objectives, the config, and the original trial's objective
+    (``originals``: trial id -> its row)."""
     newest: dict[tuple, dict] = {}   # one measurement per run: `confirm` again, or a merged copy, is the same run
     for row in sorted(rows, key=lambda r: str(r.get("created_at") or "")):
         if (kind_of(row) == "confirm" and row.get("confirm_of") and finite(row.get("objective")) is not None
                 and row.get("status") not in UNRANKED and not row.get("duplicate_of")):
-            newest[(row["confirm_of"], row.get("config_hash") or row.get("seed"))] = row
+            seed = row.get("seed")
+            newest[(row["confirm_of"], seed if seed is not None else row.get("row_id"))] = row
     groups: dict[str, list[dict]] = {}
     for (trial_id, _), row in newest.items():
         groups.setdefault(trial_id, []).append(row)
