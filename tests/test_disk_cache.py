@@ -54,13 +54,25 @@ def test_a_half_written_unit_is_never_read(prepared, tmp_path):
     _, data, opts = prepared
     folder = tmp_path / "cache"
     folder.mkdir()
-    images, labels = disk_cache._paths(str(folder), "train", 0)
+    images, labels = disk_cache._paths(str(folder), "train", data.train_units[0])
     (folder / ".tmp-1-train-0.npy").write_bytes(b"\x93NUMPY half")   # a writer killed before its rename
     with open(labels, "wb") as f:
         f.write(b"half")                                               # labels renamed, images not yet
     got = disk_cache.load_or_decode(str(folder), "train", 0, data.train_units[0], opts)
     np.testing.assert_array_equal(got["image"], decode.decode_unit(data.train_units[0], opts)["image"])
     assert os.path.exists(images) and np.load(labels)["row"].shape == (len(data.train_units[0]["rows"]),)
+
+
+def test_a_cache_left_by_another_unit_layout_serves_each_unit_its_own_rows(prepared, tmp_path):
+    """Units are sized by the worker count, and a cache folder outlives a killed run: a run with other units in the
+    same folder must read each unit's own rows, never the file another layout wrote at the same index."""
+    _, data, opts = prepared
+    folder, units = str(tmp_path / "cache"), data.train_units
+    halves = [{**u, "rows": u["rows"][:max(1, len(u["rows"]) // 2)]} for u in units]   # another layout, same data
+    list(disk_cache.units_in_order(folder, "train", list(range(len(units))), units, opts))
+    got = list(disk_cache.units_in_order(folder, "train", list(range(len(halves))), halves, opts))
+    for unit, arrays in zip(halves, got):
+        np.testing.assert_array_equal(arrays["row"], decode.decode_unit(unit, opts)["row"])
 
 
 def test_shuffled_batches_are_full_and_never_repeat_a_row():

@@ -46,15 +46,18 @@ def cache_folder(cache_dir: Optional[str], *, fingerprint: str, opts: dict, stat
     return os.path.join(root(cache_dir), hashlib.sha256(key.encode()).hexdigest()[:24])
 
 
-def _paths(folder: str, split: str, index: int) -> tuple[str, str]:
-    return os.path.join(folder, f"{split}-{index}.npy"), os.path.join(folder, f"{split}-{index}-labels.npz")
+def _paths(folder: str, split: str, unit: dict) -> tuple[str, str]:
+    """A unit's files, named by what it holds (its rows, files, ranges), not by its index: units are sized by the
+    worker count, and a folder left by a run with other units must not serve their rows under this one's index."""
+    name = f"{split}-{hashlib.sha256(json.dumps(unit, sort_keys=True, default=str).encode()).hexdigest()[:16]}"
+    return os.path.join(folder, f"{name}.npy"), os.path.join(folder, f"{name}-labels.npz")
 
 
 def load_or_decode(folder: str, split: str, index: int, unit: dict, opts: dict) -> dict:
     """One unit's decoded arrays: memory-mapped from the cache, or decoded and written there first."""
     from .decode import decode_unit
 
-    images, labels = _paths(folder, split, index)
+    images, labels = _paths(folder, split, unit)
     if os.path.exists(images):   # renamed into place last: its labels are complete too
         with np.load(labels) as y:
             return {"image": np.load(images, mmap_mode="r"), **{k: y[k] for k in y.files}}
