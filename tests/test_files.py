@@ -183,3 +183,27 @@ def test_flat_pixel_lists_with_image_shape_and_image_size_decode_on_the_cluster_
     (x, y), (xv, yv), spec = load_arrays(cfg)   # the cluster's decoder, run in this process
     assert spec.image_shape == (16, 16, 3)
     assert x.shape == (48, 16, 16, 3) and xv.shape == (16, 16, 16, 3)
+
+
+def test_the_data_fingerprint_follows_image_and_parquet_content_rewritten_in_place(tmp_path):
+    """Done work is reused by data fingerprint (sweeps, baselines, confirm, ablate, warm starts): images or a Parquet
+    file rewritten at the same path, labels unchanged, are other data."""
+    from factories import small_table, write_parquet
+    from orchestrator.config import parse_config
+    from orchestrator.data.prepare import prepare
+
+    manifest = image_files(tmp_path / "d")
+    cfg = parse_config(manifest_cfg(tmp_path, manifest))
+    before = prepare(cfg).spec.fingerprint
+    assert prepare(cfg).spec.fingerprint == before                                 # nothing changed: the same
+    img = tmp_path / "d" / "img" / "001.png"
+    pixels = np.asarray(Image.open(img))
+    Image.fromarray(np.ascontiguousarray(255 - pixels[:, ::-1])).save(img)         # inverted and flipped, in place
+    assert prepare(cfg).spec.fingerprint != before
+    table = small_table(120)
+    path = write_parquet(tmp_path / "p.parquet", table)
+    pq_cfg = parse_config(experiment(tmp_path, path))
+    before = prepare(pq_cfg).spec.fingerprint
+    other = small_table(120, seed=1).select(["image"])
+    write_parquet(path, table.set_column(table.column_names.index("image"), "image", other.column("image")))
+    assert prepare(pq_cfg).spec.fingerprint != before

@@ -116,7 +116,20 @@ def _fingerprint(cfg: ExperimentConfig, *sources: Source) -> str:
             h.update(f"{storage.redact(file)}:{group}:{first}:{count}".encode())
         if src.pixels is not None:
             h.update(np.ascontiguousarray(src.pixels).tobytes())
+        h.update(repr(_file_stats(src)).encode())
     return h.hexdigest()[:16]
+
+
+def _file_stats(src: Source) -> list:
+    """(size, mtime) of the files behind the labels, so that content rewritten in place is other data: every Parquet
+    file (a few, through its filesystem) and every local image file. Image files behind URIs are left out (one
+    request each): a rewrite there keeps the fingerprint."""
+    out = [(s.st_size, s.st_mtime_ns) for s in map(os.stat, (p for p in src.paths or [] if not storage.is_uri(p)))]
+    files = sorted({file for file, *_ in src.row_groups})
+    if files:
+        fs, _ = storage.filesystem(files[0])
+        out += [(i.size, i.mtime_ns) for i in fs.get_file_info([storage.filesystem(f)[1] for f in files])]
+    return out
 
 
 # -- the whole check -----------------------------------------------------------------------------
