@@ -176,3 +176,17 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
         wait_until(lambda: not pid_alive(rank0), timeout_s=120, what=f"trial {r['trial_id']}'s worker has exited")
         assert read_progress(run)["epoch"] <= r["epochs"] + 1, (r["trial_id"], r["epochs"], read_progress(run))
     wait_until(lambda: not train_worker_pids(), timeout_s=120, what="every Train worker process has exited")
+
+
+def test_an_epoch_redone_after_a_worker_failure_counts_once():
+    """A worker died in epoch 4 and the run resumed from epoch 2's checkpoint: Tune received epoch 3 twice. The
+    row keeps the redone epoch (the run's own record), never the discarded attempt, failed or not."""
+    from orchestrator.training.progress import judged_history
+
+    received = [{"epoch": 1, "objective": 0.5}, {"epoch": 2, "objective": 0.6}, {"epoch": 3, "objective": 0.9},
+                {"epoch": 3, "objective": 0.7}, {"epoch": 4, "objective": 0.8}]
+    record = {"history": [received[0], received[1], received[3], received[4]]}
+    for failed in (False, True):
+        kept = judged_history(received, record, failed=failed)
+        assert [(m["epoch"], m["objective"]) for m in kept] == [(1, 0.5), (2, 0.6), (3, 0.7), (4, 0.8)], failed
+    assert [m["objective"] for m in judged_history(received, None, failed=False)] == [0.5, 0.6, 0.7, 0.8]

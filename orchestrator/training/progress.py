@@ -51,6 +51,8 @@ def judged_history(received: list[dict], record: Optional[dict], *, failed: bool
     epochs Tune never received (a stopped run can be a report ahead). A trial that ended without error (completed,
     or stopped by the scheduler) keeps the record's epochs up to the last one Tune received; a failed one, the
     longer of the two (its last report may be lost)."""
+    # an epoch redone after a worker failure (resumed from an earlier checkpoint) reached Tune twice: the redo counts
+    received = list({m.get("epoch"): m for m in received}.values())
     own = (record or {}).get("history", [])
     if not received or (failed and len(own) > len(received)):
         return own or received
