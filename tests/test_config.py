@@ -38,6 +38,8 @@ def test_partial_loss_weights_give_zero_to_unlisted_tasks(tmp_path):
     ({"objective": {"metric": "left_f1", "mode": "max"}}, "objective.metric 'left_f1' is not reported"),
     ({"data": {"validation": 1.5}}, "validation fraction"),
     ({"resources": {"gpus_per_worker": 0.5}}, "needs use_gpu: true"),
+    # MultiWorkerMirroredStrategy makes a replica of every GPU a worker sees; the loop feeds one batch per worker
+    ({"resources": {"use_gpu": True, "gpus_per_worker": 2}}, "gpus_per_worker 2.0: a worker trains on one GPU"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, change, expected):
     with pytest.raises(ConfigError) as e:

@@ -196,6 +196,9 @@ class ResourcesConfig(_Strict):
     def _check(self):
         if self.gpus_per_worker > 0 and not self.use_gpu:
             raise ValueError("gpus_per_worker > 0 needs use_gpu: true")
+        if self.gpus_per_worker > 1:   # MultiWorkerMirroredStrategy would make a replica per GPU, each a batch
+            raise ValueError(f"gpus_per_worker {self.gpus_per_worker}: a worker trains on one GPU (or a share of one); "
+                             f"for more GPUs per trial, raise resources.workers")
         return self
 
 
