@@ -42,6 +42,11 @@ def test_blocks_group_by_name_and_by_prefixes():
     assert len(blocks(plain)) == 2  # one block per weighted layer
     with pytest.raises(ConfigError, match="matches no weighted layer"):
         blocks(m, ["nothing"])
+    # every weighted layer in exactly one block: else freeze_depth 'all' would leave stem_conv and top_dense training
+    with pytest.raises(ConfigError, match="leave 'stem_conv' .* in no block"):
+        blocks(m, ["block1", "block2"])
+    with pytest.raises(ConfigError, match="'block1_conv' in two blocks"):
+        blocks(m, ["stem", "block1", "block1_c", "block2", "top"])
 
 
 def test_keras_applications_blocks():

@@ -165,6 +165,15 @@ def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[s
         empty = [p for p, g in zip(prefixes, groups) if not g]
         if empty:
             raise ConfigError(f"backbone.blocks prefix {empty[0]!r} matches no weighted layer of {model.name}")
+        placed = [n for g in groups for n in g]
+        twice = [n for n in weighted if placed.count(n) > 1]
+        if twice:
+            raise ConfigError(f"backbone.blocks puts {twice[0]!r} in two blocks: make the prefixes distinct "
+                              f"(e.g. 'block1_' rather than 'block1')")
+        left = [n for n in weighted if n not in placed]
+        if left:   # freezing covers blocks only: freeze_depth 'all' would leave these training
+            raise ConfigError(f"backbone.blocks prefixes leave {left[0]!r} ({len(left)} weighted layer(s) in all) "
+                              f"in no block: add a prefix for them, or leave backbone.blocks out")
         return groups
     keys = [(_BLOCK.match(n).group(1) if _BLOCK.match(n) else None) for n in weighted]
     if not any(keys):
