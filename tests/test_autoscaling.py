@@ -46,14 +46,14 @@ def tune(cluster, path, cwd, *, timeout):
                     f"{text(e.stderr)[-3000:]}\n{cluster.logs()}", pytrace=False)
 
 
-def gpu_sweep(storage, name, *, gpus):
+def gpu_sweep(storage, name, *, gpus, cpus=0.5):
     return {
         "name": name, "storage": str(storage),
         "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},
         "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"}},
         "backbone": {"kind": "builtin", "weights": "none"}, "heads": {"hidden_units": 16},
         "train": {"epochs": 2, "batch_size": 128, "head_lr": 3e-3},
-        "resources": {"workers": 1, "use_gpu": True, "gpus_per_worker": gpus, "cpus_per_worker": 0.5},
+        "resources": {"workers": 1, "use_gpu": True, "gpus_per_worker": gpus, "cpus_per_worker": cpus},
         "search": {"space": {"train.backbone_lr": {"loguniform": [3e-4, 3e-3]}}, "num_samples": 4,
                    "scheduler": {"type": "none"}, "searcher": "random"},
     }
@@ -77,10 +77,12 @@ def test_a_gpu_sweep_scales_the_cluster_up(autoscaling, tmp_path):
 
 def test_a_request_no_node_can_hold_is_refused_before_any_trial(autoscaling, tmp_path):
     path = tmp_path / "big.yaml"
-    path.write_text(yaml.safe_dump(gpu_sweep(tmp_path / "runs", "too-big", gpus=2)))
+    # a GPU and 2 CPUs per worker: the GPU nodes have 1 CPU, the head no GPU (a worker takes one GPU at most:
+    # gpus_per_worker > 1 is a config error)
+    path.write_text(yaml.safe_dump(gpu_sweep(tmp_path / "runs", "too-big", gpus=1, cpus=2)))
     proc = tune(autoscaling, path, tmp_path, timeout=240)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and "GPU: 2" in err[0] and "no node can ever have that" in err[0], err
+    assert len(err) == 1 and "CPU: 2" in err[0] and "no node can ever have that" in err[0], err
     assert "gpu x2 {CPU: 1, GPU: 1}" in err[0], err
     assert not (tmp_path / "runs" / "trials").exists()                 # nothing ran
