@@ -30,15 +30,10 @@ def root(cache_dir: Optional[str]) -> str:
 
 def file_stats(units: list[dict]) -> list:
     """(size, mtime) of every image or Parquet file the units read, in order (pixels in memory: none)."""
-    from ..storage import filesystem
+    from ..storage import file_stats as stats
 
-    locations = sorted({p for u in units for p in u.get("paths", [])} | {u["parquet"][0] for u in units
-                                                                          if "parquet" in u})
-    if not locations:
-        return []
-    fs, _ = filesystem(locations[0])
-    infos = fs.get_file_info([filesystem(loc)[1] for loc in locations])
-    return [(i.size, i.mtime_ns) for i in infos]
+    return stats(sorted({p for u in units for p in u.get("paths", [])} | {u["parquet"][0] for u in units
+                                                                         if "parquet" in u}))
 
 
 def cache_folder(cache_dir: Optional[str], *, fingerprint: str, opts: dict, stats: list) -> str:

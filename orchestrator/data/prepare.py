@@ -125,12 +125,8 @@ def _file_stats(src: Source) -> list:
     file (a few, through its filesystem) and every local image file. Image files behind URIs are left out (one
     request each): a rewrite there keeps the fingerprint. What it trades: a copy of the same files (new mtimes) is
     other data too, so done work is trained again there rather than a changed file's results reused."""
-    out = [(s.st_size, s.st_mtime_ns) for s in map(os.stat, (p for p in src.paths or [] if not storage.is_uri(p)))]
-    files = sorted({file for file, *_ in src.row_groups})
-    if files:
-        fs, _ = storage.filesystem(files[0])
-        out += [(i.size, i.mtime_ns) for i in fs.get_file_info([storage.filesystem(f)[1] for f in files])]
-    return out
+    local = [p for p in src.paths or [] if not storage.is_uri(p)]
+    return storage.file_stats(local) + storage.file_stats(sorted({file for file, *_ in src.row_groups}))
 
 
 # -- the whole check -----------------------------------------------------------------------------
