@@ -37,13 +37,17 @@ class Rungs:
         self.recorded: dict[int, dict[str, list[float]]] = {m: {} for m in self.marks}
         self.stopped: set[str] = set()   # decided: a trial stopped once stays stopped (after a restart too)
 
-    def on_result(self, trial_id: str, t: float, point: tuple) -> tuple[bool, bool]:
+    def on_result(self, trial_id: str, t: float, point: tuple, *, dead: bool = False) -> tuple[bool, bool]:
         """(continue?, recorded something?) for a trial that reached epoch ``t`` with ``point``: ranked at the
         highest rung it reached and is not yet recorded at; a trial recorded there already continues, one stopped
-        before does not."""
+        before does not. ``dead`` (diverged): recorded as the worst point, and stopped."""
         if trial_id in self.stopped:
             return False, False
+        if dead:
+            point = [-math.inf] * len(point)
         keep, changed = self._rank(trial_id, t, point)
+        if dead and keep:
+            keep, changed = False, True
         if not keep:
             self.stopped.add(trial_id)
         return keep, changed
@@ -114,13 +118,9 @@ class MOASHA(FIFOScheduler):
         t = result[self.time_attr]
         if t >= self.max_t:
             return TrialScheduler.STOP   # the last epoch: nothing left to decide (ASHA does the same)
-        diverged = result.get("status") == "diverged"   # its metrics may be finite (float16): it ranks last
-        point = [-math.inf] * len(self.metrics) if diverged else signed_point([result[m] for m in self.metrics],
-                                                                               self.metrics)
-        keep, changed = self.rungs.on_result(trial_id, t, point)
-        if keep and diverged:
-            self.rungs.stopped.add(trial_id)
-            keep, changed = False, True
+        keep, changed = self.rungs.on_result(trial_id, t, signed_point([result[m] for m in self.metrics],
+                                                                        self.metrics),
+                                             dead=result.get("status") == "diverged")   # its metrics may be finite
         if changed:
             self._save()
         if not keep:
