@@ -207,3 +207,63 @@ def test_the_data_fingerprint_follows_image_and_parquet_content_rewritten_in_pla
     other = small_table(120, seed=1).select(["image"])
     write_parquet(path, table.set_column(table.column_names.index("image"), "image", other.column("image")))
     assert prepare(pq_cfg).spec.fingerprint != before
+
+
+def test_16_bit_grayscale_pngs_are_scaled_to_0_255_not_clipped(tmp_path):
+    """A 16-bit PNG (Pillow mode I;16 or I) holds 0-65535. Pillow's convert("L") clips every value above 255 to 255,
+    which turned nearly every pixel white; the decoder scales by 255/65535 instead, in every color mode."""
+    import io
+
+    from orchestrator.data.decode import decode_image
+
+    values = np.array([[0, 257, 1000], [30000, 50000, 65535]], dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(values).save(buf, format="PNG")
+    expected = np.round(values / 257.0).astype(np.uint8)
+    for mode in ("keep", "grayscale", "rgb"):
+        arr = decode_image(buf.getvalue(), where="x.png", color_mode=mode)
+        assert arr.dtype == np.uint8
+        assert arr.shape == (2, 3, 3 if mode == "rgb" else 1)
+        for c in range(arr.shape[-1]):
+            np.testing.assert_array_equal(arr[..., c], expected, err_msg=mode)
+
+
+def test_flat_pixel_vectors_without_a_shape_are_refused_not_guessed_square(tmp_path, capsys):
+    """256 values per row may be 16x16 gray, 32x8 gray or 8x8 RGBA: a guess can train on scrambled images without a
+    word. Flat vectors without shape metadata need data.image_shape, and the error says so."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 64
+    flat = pa.array([list(rng.random(256).astype(np.float32)) for _ in range(n)], pa.list_(pa.float32()))
+    table = pa.table({"image": flat, "left": rng.integers(0, 3, n), "right": rng.integers(0, 3, n),
+                      "sum": rng.random(n).astype(np.float32)})
+    pq.write_table(table, tmp_path / "flat.parquet")
+    path = write_yaml(tmp_path / "exp.yaml", experiment(tmp_path, str(tmp_path / "flat.parquet")))
+    code, _, err = run_cli(capsys, "validate", path)
+    assert code == 2 and "\n" not in err and "flat vectors of 256 values" in err and "data.image_shape" in err, err
+    shaped = write_yaml(tmp_path / "shaped.yaml", experiment(tmp_path, str(tmp_path / "flat.parquet"),
+                                                             data={"image_shape": [32, 8, 1]}))
+    assert run_cli(capsys, "validate", shaped).code == 0
+
+
+def test_validation_stored_unlike_training_is_refused_not_cast(tmp_path, capsys):
+    """Training images from files reach the model as uint8 0-255; a validation pixel table in [0, 1] of the same
+    shape was cast to uint8 (all zeros) and scored without a word. Both sides must be stored the same way."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = image_files(tmp_path / "d", sizes=((16, 16),))
+    rng = np.random.default_rng(0)
+    n = 12
+    img = rng.random((n, 16, 16, 3)).astype(np.float32)
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(img.reshape(-1)), 16 * 16 * 3)
+    table = pa.table({"path": flat, "left": rng.integers(5, 10, n), "right": rng.integers(5, 10, n),
+                      "sum": rng.random(n).astype(np.float32)}).replace_schema_metadata(
+        {b"orchestrator.image_shape": b"16,16,3"})
+    pq.write_table(table, tmp_path / "val.parquet")
+    cfg = manifest_cfg(tmp_path, manifest)
+    cfg["data"]["validation"] = str(tmp_path / "val.parquet")
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "exp.yaml", cfg))
+    assert code == 2 and "\n" not in err and "validation" in err and "training" in err and "uint8" in err, err

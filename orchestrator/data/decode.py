@@ -30,11 +30,12 @@ def decode_image(data: bytes, *, where: str, size: Optional[Sequence[int]] = Non
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
+            img = _eight_bit(img)
             if color_mode in _MODES:
                 img = img.convert(_MODES[color_mode])
             elif img.mode not in ("L", "RGB"):
                 img = img.convert("RGBA" if "A" in img.getbands() and img.mode != "LA" else
-                                  ("L" if img.mode in ("LA", "I", "I;16", "F", "1") else "RGB"))
+                                  ("L" if img.mode in ("LA", "F", "1") else "RGB"))
                 if img.mode == "RGBA":
                     img = img.convert("RGB")
             if size is not None and img.size != (size[1], size[0]):
@@ -45,6 +46,17 @@ def decode_image(data: bytes, *, where: str, size: Optional[Sequence[int]] = Non
             else type(e).__name__
         raise DataError(f"{where} is not a decodable image ({reason}): fix or remove it") from None
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _eight_bit(img):
+    """16-bit grayscale (Pillow modes I;16* and I, as 16-bit PNGs open) scaled to 0-255: Pillow's own conversion
+    to L clips every value above 255."""
+    from PIL import Image
+
+    if img.mode != "I" and not img.mode.startswith("I;16"):
+        return img
+    wide = np.asarray(img, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8), "L")
 
 
 def resize_pixels(arr: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -93,12 +105,11 @@ def pixel_array(col: pa.ChunkedArray | pa.Array, *, shape: Optional[Sequence[int
         row = int(np.argmax(~np.isfinite(arr.reshape(n, -1)).all(axis=1)))
         raise DataError(f"row {row} of the image column in {where} has NaN/inf pixels; clean that row")
     if arr.ndim == 2:   # flat vectors: need a shape
-        if shape is None:
+        if shape is None:   # never guessed: 256 values may be 16x16 gray, 32x8 gray or 8x8 RGBA
             side = math.isqrt(arr.shape[1])
-            if side * side != arr.shape[1]:
-                raise DataError(f"the image column in {where} holds flat vectors of {arr.shape[1]} values: "
-                                f"set data.image_shape")
-            shape = (side, side, 1)
+            example = f" (e.g. [{side}, {side}, 1] for square grayscale)" if side * side == arr.shape[1] else ""
+            raise DataError(f"the image column in {where} holds flat vectors of {arr.shape[1]} values and no shape: "
+                            f"set data.image_shape: [height, width, channels]{example}")
         if math.prod(shape) != arr.shape[1]:
             raise DataError(f"the image column in {where} has {arr.shape[1]} values per image but data.image_shape "
                             f"{list(shape)} needs {math.prod(shape)}; fix data.image_shape or the data")

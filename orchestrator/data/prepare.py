@@ -168,6 +168,9 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
         if vs.shape[1:] != sample.shape[1:]:
             raise DataError(f"validation images are {list(vs.shape[1:])} but training images are "
                             f"{list(sample.shape[1:])}; set data.image_size (and data.color_mode) so they match")
+        if vs.dtype != sample.dtype:   # the workers cast to the training side's type: [0, 1] floats become 0
+            raise DataError(f"validation images are {_stored_as(vs)} but training images are {_stored_as(sample)}; "
+                            f"store both sides the same way (image files/bytes, or pixel tables on one scale)")
     reg = [t for t, tc in cfg.tasks.items() if tc.type == "regression"]
     yt = {t: v[train_rows].astype(np.float64) for t, v in y_train.items()}   # float64: no overflow in mean/std
     spec = DataSpec(image_shape=tuple(int(s) for s in sample.shape[1:]), image_kind=train.kind,
@@ -179,6 +182,11 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
     return PreparedData(spec, make_units(train, train_rows, y_train, shuffle_seed=seed, workers=workers),
                         make_units(val, val_rows, y_val, shuffle_seed=None, workers=workers),
                         overlap=overlap(train, train_rows, val, val_rows, image_column=d.image_column))
+
+
+def _stored_as(sample: np.ndarray) -> str:
+    return ("uint8 pixels 0-255 (image files or bytes)" if sample.dtype == np.uint8
+            else f"float pixel lists (max {float(sample.max()):.4g})")
 
 
 def most_workers(cfg: ExperimentConfig) -> int:
