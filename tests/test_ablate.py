@@ -12,7 +12,7 @@ from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
 from orchestrator.leaderboard import Leaderboard
 from orchestrator.report.mattered import what_mattered
-from orchestrator.sweep.ablate import REFERENCE, plan
+from orchestrator.sweep.ablate import REFERENCE, plan, winner_row
 
 SPACE = {"train.loss_weighting": {"choice": ["static", "uncertainty", "dwa"]},
          "train.freeze_depth": {"choice": [0, 1, 2]},
@@ -47,7 +47,7 @@ def sweep_board(tmp_path, scheduler="asha"):
 
 def test_the_plan_varies_the_winner_one_dimension_at_a_time(tmp_path):
     runs = sweep_board(tmp_path)
-    todo = plan(Leaderboard(runs), "exp", dims=["train.loss_weighting", "train.freeze_depth"], seeds=2, values={},
+    todo = plan(Leaderboard(runs), winner_row(Leaderboard(runs), "exp"), dims=["train.loss_weighting", "train.freeze_depth"], seeds=2, values={},
                 storage_location=runs)
     assert todo.winner["trial_id"] == "t1"          # the best completed trial (no confirmation runs)
     made = [(x["ablation_dim"], json.loads(x["ablation_value"]), c.train.seed)
@@ -70,17 +70,17 @@ def test_a_dimension_that_is_not_a_choice_needs_values(tmp_path):
     runs = sweep_board(tmp_path)
     board = Leaderboard(runs)
     with pytest.raises(ConfigError, match="--values train.head_lr=V1,V2"):
-        plan(board, "exp", dims=["train.head_lr"], seeds=1, values={}, storage_location=runs)
-    todo = plan(board, "exp", dims=["train.head_lr"], seeds=1, values={"train.head_lr": [0.01]}, storage_location=runs)
+        plan(board, winner_row(board, "exp"), dims=["train.head_lr"], seeds=1, values={}, storage_location=runs)
+    todo = plan(board, winner_row(board, "exp"), dims=["train.head_lr"], seeds=1, values={"train.head_lr": [0.01]}, storage_location=runs)
     assert [c.train.head_lr for c in todo.configs] == [0.001, 0.01]
     with pytest.raises(ConfigError, match="has no trial 'nope'"):
-        plan(board, "exp", dims=["train.head_lr"], seeds=1, values={}, storage_location=runs, trial="nope")
+        winner_row(board, "exp", "nope")
 
 
 def test_ablation_rows_are_reused_on_reruns_and_summed_up_by_alternative(tmp_path):
     runs = sweep_board(tmp_path)
     board = Leaderboard(runs)
-    todo = plan(board, "exp", dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
+    todo = plan(board, winner_row(board, "exp"), dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
     scores = {REFERENCE: (0.9, 0.8), "static": (0.8, 0.8), "dwa": (0.7, 0.6)}
     rows = []
     for i, (c, x) in enumerate(zip(todo.configs, todo.extra)):
@@ -88,10 +88,10 @@ def test_ablation_rows_are_reused_on_reruns_and_summed_up_by_alternative(tmp_pat
         left += 0.01 * i   # seeds differ
         rows.append(row(c, metrics_history(left, right), trial_id=f"a{i}", sweep_id="ab", kind="ablation", extra=x))
     board.append(rows)
-    again = plan(board, "exp", dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
+    again = plan(board, winner_row(board, "exp"), dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
     assert again.configs == () and again.reused == 6
     # the same config on other data (a file rewritten in place: the hash names its path) is work still to do
-    other = plan(board, "exp", dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs,
+    other = plan(board, winner_row(board, "exp"), dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs,
                  fingerprint="other data")
     assert len(other.configs) == 6 and other.reused == 0
     board.append([row(base_cfg(runs), metrics_history(0.95, 0.95), trial_id=f"b{t}", kind="baseline",

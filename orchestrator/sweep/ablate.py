@@ -97,18 +97,17 @@ def static_weights(board, winner: dict) -> dict | None:
     return _config(rows[0]).train.loss_weights if rows and rows[0].get("objective") is not None else None
 
 
-def plan(board, experiment: str, *, dims: list[str], seeds: int, values: dict[str, list], storage_location: str,
-         trial: str | None = None, fingerprint: str | None = None) -> Ablation:
-    """Every configuration to train (those with a completed ablation row on the data with ``fingerprint`` already
-    left out)."""
-    winner = winner_row(board, experiment, trial)
+def plan(board, winner: dict, *, dims: list[str], seeds: int, values: dict[str, list], storage_location: str,
+         fingerprint: str | None = None) -> Ablation:
+    """Every configuration to train around ``winner`` (its row, from ``winner_row``); those with a completed ablation
+    row on the data with ``fingerprint`` are left out."""
     base = _config(winner).with_values({"storage": storage_location})
     alts = alternatives(board, winner, dims, values)
     wanted: list[tuple[str, object]] = [(REFERENCE, None)]
     for dim, vals in alts.items():
         own = dotted_get(base.run_fields(public=False), dim)
         wanted += [(dim, v) for v in vals if v != own]
-    done = done_runs(board, experiment, kind="ablation", fingerprint=fingerprint)
+    done = done_runs(board, winner["experiment"], kind="ablation", fingerprint=fingerprint)
     configs, extra, reused = [], [], 0
     for dim, value in wanted:
         changed = {} if dim == REFERENCE else {dim: value}
@@ -138,9 +137,10 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
 
     board = Leaderboard(storage_location)
     # the data as it is now: runs done before on other content at the same path are not reused
-    p = check(_config(winner_row(board, experiment, trial)).with_values({"storage": storage_location}))
-    todo = plan(board, experiment, dims=dims, seeds=seeds, values=values, storage_location=storage_location,
-                trial=trial, fingerprint=p.spec.fingerprint)
+    winner = winner_row(board, experiment, trial)
+    p = check(_config(winner).with_values({"storage": storage_location}))
+    todo = plan(board, winner, dims=dims, seeds=seeds, values=values, storage_location=storage_location,
+                fingerprint=p.spec.fingerprint)
     out(f"ablating {experiment}'s winner {todo.winner['trial_id']} over {', '.join(dims)} with {seeds} seeds each: "
         f"{len(todo.configs)} runs to train, {todo.reused} reused")
     if todo.configs:
