@@ -108,3 +108,42 @@ def test_packed_trials_get_a_share_of_the_card_as_a_memory_cap(monkeypatch):
     assert tf.config.calls == [("logical", "GPU:0", [("limit", 4096)])]
     tf.config.calls.clear()
     assert configure_gpus(tf, 1.0) is None and tf.config.calls == [("growth", "GPU:0", True)]
+
+
+def test_a_resumed_float16_run_continues_its_loss_scale(tmp_path):
+    """The dynamic loss scale is training state: a run resumed at epoch 2 starts from the scale epoch 1 ended with,
+    not from 2**15 again (which would skip steps that the uninterrupted run takes)."""
+    import tensorflow as tf
+
+    from orchestrator.data.pipeline import ArrayData, load_arrays
+    from orchestrator.training.loop import Worker, fit
+
+    cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(96)),
+                                  train={"precision": "mixed_float16", "epochs": 2, "batch_size": 16}))
+    (x, y), val, spec = load_arrays(cfg)
+    big = ((x * 1e6).astype(np.float32), y)          # every step's float16 gradient overflows: each halves the scale
+    seen = []
+
+    class Killed(Exception):
+        pass
+
+    def on_epoch(metrics, state, save):
+        seen.append((metrics, state))
+        if len(seen) == 1:
+            raise Killed   # the run dies after epoch 1's checkpoint
+
+    with pytest.raises(Killed):
+        fit(tf.distribute.get_strategy(), cfg, spec, ArrayData(cfg, spec, big, val), worker=Worker(on_epoch=on_epoch))
+    first, state = seen[0]
+    steps = first["steps_per_epoch"]
+    assert first["loss_scale"] == INITIAL_SCALE / 2 ** steps and first["skipped_steps"] == steps
+
+    def restore(load, check):
+        check(state)
+        return state   # the weights stay as built: the scale is what is checked
+
+    fit(tf.distribute.get_strategy(), cfg, spec, ArrayData(cfg, spec, big, val),
+        worker=Worker(restore=restore, on_epoch=on_epoch))
+    second = seen[1][0]
+    assert second["epoch"] == 2 and second["skipped_steps"] == steps
+    assert second["loss_scale"] == INITIAL_SCALE / 2 ** (2 * steps)

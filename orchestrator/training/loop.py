@@ -206,10 +206,13 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
                   step=make_train_step(strategy, trainee.mt, cfg, trainee.weighting, trainee.optimizers,
                                        global_batch=per_worker * w.world),
                   dist=strategy.distribute_datasets_from_function(lambda _: data.train_dataset(per_worker)))
+    scale = run.step.loss_scale   # float16 only
+    if scale is not None and "loss_scale" in state:
+        scale.restore(state["loss_scale"])
     for epoch in range(state["epoch"], cfg.train.epochs):
         metrics = run.epoch(epoch)
         state = {"epoch": epoch + 1, "history": state["history"] + [metrics], "config_hash": metrics["config_hash"],
-                 "weighting": trainee.weighting.state()}
+                 "weighting": trainee.weighting.state(), **({"loss_scale": scale.state()} if scale else {})}
         if w.on_epoch:
             w.on_epoch(metrics, state, trainee.save)
         if metrics["status"] == "diverged":

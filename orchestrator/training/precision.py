@@ -24,6 +24,14 @@ class LossScale:
         self.good = keras.Variable(0, dtype="int64", trainable=False, name="loss_scale_good_steps")
         self.skipped = keras.Variable(0, dtype="int64", trainable=False, name="skipped_steps")
 
+    def state(self) -> dict:
+        """What a checkpoint keeps: a resumed run continues with this scale, not the initial one."""
+        return {"scale": float(self.scale.numpy()), "good": int(self.good.numpy())}
+
+    def restore(self, state: dict) -> None:
+        self.scale.assign(state["scale"])
+        self.good.assign(state["good"])
+
     def update(self, finite) -> None:
         import tensorflow as tf
 
