@@ -267,3 +267,32 @@ def test_the_default_search_is_tpe_under_asha(tmp_path):
     searcher = make_searcher(cfg, 2, [])
     assert isinstance(getattr(searcher, "searcher", searcher), OptunaSearch)
     assert type(make_scheduler(cfg, concurrent=2)).__name__ == "AsyncHyperBandScheduler"
+
+
+@pytest.mark.parametrize("concentration", [1.0, 2.0, 8.0, 20.0])
+def test_known_loss_weights_map_to_uniforms_that_give_them_back(concentration):
+    """base_first and warm starts hand the searcher a config's own loss weights as the simplex's uniforms. At
+    concentration 8 the inverse fed normalized weights (each <= 1) to Gamma(8)'s CDF: every uniform came out ~1e-8,
+    was clipped to the same floor, and the trial trained equal weights instead of the ones written."""
+    from orchestrator.config.sampling import simplex_uniforms
+
+    for weights in ({"left": 0.4, "right": 0.4, "sum": 0.2}, {"left": 0.7, "right": 0.3},
+                    {"a": 0.1, "b": 0.15, "c": 0.3, "d": 0.45}):
+        back = simplex_weights(simplex_uniforms(weights, concentration), concentration)
+        assert back == pytest.approx(weights, abs=1e-6), (concentration, weights, back)
+
+
+def test_loss_weights_a_simplex_cannot_reach_are_named_in_the_warm_start():
+    """Dirichlet(20) over 4 tasks puts 0.05 on a task with probability ~1e-8 (a uniform below the clipping floor):
+    the point handed to the searcher trains other weights, and the line says which."""
+    from orchestrator.config.sampling import point_for
+    from orchestrator.config.schema import SearchConfig
+
+    search = SearchConfig.model_validate({"space": {"train.loss_weights": {"simplex": {"concentration": 20}}}})
+    said = []
+    point = point_for(search, {"train.loss_weights": {"a": 0.05, "b": 0.15, "c": 0.3, "d": 0.5}}, list("abcd"),
+                      say=said.append)
+    assert len(point) == 4 and len(said) == 1 and "beyond what simplex concentration 20 reaches" in said[0], said
+    said.clear()
+    point_for(search, {"train.loss_weights": {"a": 0.2, "b": 0.2, "c": 0.3, "d": 0.3}}, list("abcd"), say=said.append)
+    assert said == []

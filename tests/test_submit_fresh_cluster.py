@@ -44,6 +44,9 @@ def fresh_head():
             f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
             f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
             f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}", "--num-cpus=1",
+            # worker ports of its own: a raylet hands out its range unaware of another Ray on this host (the test
+            # session's, on the default 10002-19999; test_cluster's nodes use 20000-29999)
+            "--min-worker-port=30000", "--max-worker-port=32700",
             f"--temp-dir={temp}", "--disable-usage-stats"]
     try:
         with open(f"{temp}.log", "w") as log:

@@ -157,9 +157,12 @@ def simplex_weights(u: dict[str, float], concentration: float) -> dict[str, floa
 
 
 def simplex_uniforms(weights: dict[str, float], concentration: float) -> dict[str, float]:
-    """The inverse of ``simplex_weights``: uniforms that map back to these (normalized) weights."""
+    """The inverse of ``simplex_weights``: uniforms that map back to these (normalized) weights. Any common scale
+    of the Gamma values normalizes away; the one used is their expected sum (``concentration`` × tasks), so the
+    uniforms sit in the middle of Gamma's CDF (normalized weights, each <= 1, fed to Gamma(8)'s CDF all fell to
+    the clipping floor: equal weights came back)."""
     total = sum(weights.values()) or 1.0
-    w = {t: v / total for t, v in weights.items()}
+    w = {t: v / total * concentration * len(weights) for t, v in weights.items()}
     if concentration == 1.0:
         u = {t: -math.expm1(-v) for t, v in w.items()}
     else:
@@ -185,7 +188,13 @@ def point_for(search: SearchConfig, values: dict[str, Any], tasks: list[str], *,
                 say(f"{path}={value!r} is outside the search space: dropped from the warm start")
             continue
         if d.kind == "simplex":
-            u = simplex_uniforms({t: float(value.get(t, 0.0)) for t in tasks}, d.simplex.get("concentration", 1.0))
+            c = d.simplex.get("concentration", 1.0)
+            u = simplex_uniforms({t: float(value.get(t, 0.0)) for t in tasks}, c)
+            back = simplex_weights(u, c)
+            total = sum(float(value.get(t, 0.0)) for t in tasks) or 1.0
+            if say and max(abs(back[t] - float(value.get(t, 0.0)) / total) for t in tasks) > 1e-3:
+                say(f"{path}={value!r} is beyond what simplex concentration {c:g} reaches: the warm start trains "
+                    f"{ {t: round(v, 4) for t, v in back.items()} }")
             point.update({_SIMPLEX_KEY.format(path=path, task=t): v for t, v in u.items()})
         else:
             point[path] = value
