@@ -17,7 +17,10 @@ from typing import Optional
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 SECRET_PARAMS = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key",
-                 "token", "password", "credential", "credentials"}
+                 "token", "password", "credential", "credentials", "client_secret", "account_key", "sas_token",
+                 "access_token", "sig"}
+KEPT_PARAMS = {"access_key", "secret_key", "session_token"}   # what ``pair`` takes out and keeps in memory
+_CONTAINER_USERINFO = {"abfs", "abfss", "wasb", "wasbs"}      # abfs://container@account...: not a credential
 ACTOR_PREFIX = "orchestrator-credentials-"
 _BY_LOCATION: dict[str, dict] = {}
 
@@ -32,6 +35,8 @@ def split_userinfo(location: str) -> tuple[str, Optional[str], str]:
     if at < 0:
         return scheme, None, rest
     candidate = rest[:at]
+    if scheme.lower() in _CONTAINER_USERINFO and ":" not in candidate:
+        return scheme, None, rest
     if "/" in candidate and ("/" in candidate.split(":", 1)[0] or ":" not in candidate):
         return scheme, None, rest
     return scheme, candidate, rest[at + 1:]
@@ -73,6 +78,15 @@ def adopt(location: str) -> str:
     """Keep the credentials of ``location`` (if any) in memory under it; the location without them comes back."""
     if "://" not in location:
         return location
+    unkept = sorted({k.lower() for k, _ in parse_qsl(location.split("?", 1)[1] if "?" in location else "")}
+                    & (SECRET_PARAMS - KEPT_PARAMS))
+    if unkept:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{strip(location)} holds {', '.join(unkept)} in its query: only S3 key pairs are kept out "
+                          f"of what orchestrator stores and prints; write the URI without it and give the secret "
+                          f"through the environment (Azure: AZURE_CLIENT_SECRET / AZURE_STORAGE_ACCOUNT_KEY; "
+                          f"GCS: GOOGLE_APPLICATION_CREDENTIALS; S3: AWS_*)")
     found = pair(location)
     if found is not None:
         _BY_LOCATION[_key(location)] = found

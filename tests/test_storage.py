@@ -8,7 +8,7 @@ import pytest
 from orchestrator.cli import main
 from orchestrator.leaderboard import Leaderboard
 
-from factories import experiment, minimized_rows, write_yaml
+from factories import experiment, minimized_rows, run_cli, write_yaml
 
 
 def test_appends_fsync_before_the_rename(tmp_path, monkeypatch):
@@ -162,3 +162,24 @@ def test_credentials_adopted_by_the_driver_reach_a_ray_task_after_publish(ray_se
         assert ray_session.get(probe.remote()) == {"access_key": "KEY", "secret_key": "se/cr+et"}
     finally:
         credentials.forget()
+
+
+def test_secrets_the_product_cannot_keep_are_refused_before_they_are_stored(tmp_path, capsys, no_ray):
+    """Only S3 key pairs are taken out of a URI and kept in memory. An Azure client_secret (or account key, SAS
+    token) in a data/storage URI, and a password in search.mlflow, went into config.json, sweep.json, every
+    leaderboard row and printed lines as written: they are refused in one line that names the way to pass them."""
+    from orchestrator.storage import redact
+
+    azure = "abfs://acct.dfs.core.windows.net/c/train.parquet?tenant_id=t&client_id=c&client_secret=TOPSECRET"
+    assert "TOPSECRET" not in redact(azure) and "client_id=c" in redact(azure)
+    assert redact("abfs://container@acct.dfs.core.windows.net/data") == "abfs://container@acct.dfs.core.windows.net/data"
+    for field, value, fix in (
+            ("data", {"train": azure, "validation": 0.25}, "AZURE_CLIENT_SECRET"),
+            ("search", {"space": {"train.head_lr": {"loguniform": [1e-4, 1e-2]}},
+                        "mlflow": "https://alice:TOPSECRET@mlflow.example.com"}, "MLFLOW_TRACKING_PASSWORD")):
+        cfg = experiment(tmp_path, "builtin:multidigits/train", **{field: value})
+        code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+        assert code == 2 and "\n" not in err and fix in err, err
+        assert "TOPSECRET" not in out + err
+        assert not (tmp_path / "runs").exists() or "TOPSECRET" not in "".join(
+            p.read_text(errors="ignore") for p in (tmp_path / "runs").rglob("*") if p.is_file())

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 KINDS = ("choice", "uniform", "loguniform", "randint", "simplex")
 
@@ -142,6 +142,17 @@ class SearchConfig(_Strict):
     baselines: bool = Field(False, description="train each task alone first (reused), for Δm%")
     mlflow: Optional[str] = Field(None, description="MLflow tracking URI: log the sweep live there too")
     time_budget_s: Optional[float] = Field(None, gt=0, description="the sweep ends (cleanly) after this many seconds")
+
+    @field_validator("mlflow")
+    @classmethod
+    def _no_credentials_in_mlflow(cls, uri: Optional[str]) -> Optional[str]:
+        from ..credentials import strip
+
+        if uri and "://" in uri and strip(uri) != uri:   # it would be stored in sweep.json and Tune's state
+            raise ValueError("search.mlflow holds credentials: write the URI without them and set "
+                             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in "
+                             "the environment")
+        return uri
 
     @property
     def samples(self) -> int:
