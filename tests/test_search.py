@@ -296,3 +296,17 @@ def test_loss_weights_a_simplex_cannot_reach_are_named_in_the_warm_start():
     said.clear()
     point_for(search, {"train.loss_weights": {"a": 0.2, "b": 0.2, "c": 0.3, "d": 0.3}}, list("abcd"), say=said.append)
     assert said == []
+
+
+def test_a_searched_path_outside_its_branch_counts_in_the_hash_when_the_trial_still_uses_it(tmp_path):
+    """Inactive means "not searched here", not "not used": a freeze-depth-4 trial of a space that searches
+    backbone_lr only under freeze depth 0 trains the backbone at the config's backbone_lr. Counting it at the
+    schema's default made two such trials at different rates one piece of work (and reused one for the other)."""
+    space = {"train.freeze_depth": {"choice": [4, {0: {"train.backbone_lr": {"loguniform": [1e-4, 1e-2]}}}]}}
+    slow, fast = (sweep_cfg(tmp_path, space=space).with_values({"train.freeze_depth": 4, "train.backbone_lr": lr})
+                  for lr in (1e-3, 1e-2))
+    assert slow.config_hash() != fast.config_hash()
+    space_all = {"train.freeze_depth": {"choice": ["all", {0: {"train.backbone_lr": {"loguniform": [1e-4, 1e-2]}}}]}}
+    frozen = [sweep_cfg(tmp_path, space=space_all).with_values({"train.freeze_depth": "all", "train.backbone_lr": lr})
+              for lr in (1e-3, 1e-2)]
+    assert frozen[0].config_hash() == frozen[1].config_hash()     # a frozen backbone has no learning rate

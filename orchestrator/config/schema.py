@@ -157,6 +157,12 @@ class TrainConfig(_Strict):
                                                        "worker redoes at most this many epochs")
     seed: int = 0
 
+    def unused_paths(self) -> set[str]:
+        """Fields this config's training never reads (what a trial that differs only there trains is the same)."""
+        by_method = {"loss_weights": "static", "dwa_temperature": "dwa", "famo_lr": "famo", "famo_decay": "famo"}
+        unused = {f"train.{name}" for name, method in by_method.items() if self.loss_weighting != method}
+        return unused | ({"train.backbone_lr"} if self.freeze_depth == "all" else set())
+
     @field_validator("freeze_depth", mode="before")
     @classmethod
     def _depth(cls, v):
@@ -276,11 +282,14 @@ class ExperimentConfig(_Strict):
         return redact_paths(self.model_dump(mode="json"))
 
     def config_hash(self) -> str:
-        """What this config trains, as 12 hex digits. Searched paths this config does not use (inactive: loss
-        weights of a dwa trial) count at their defaults, so trials that differ only there are the same work."""
+        """What this config trains, as 12 hex digits. A searched path outside its branch (inactive) that this
+        config's training never reads (loss weights of a dwa trial) counts at its default, so trials that differ
+        only there are the same work; one it still reads (backbone_lr outside a branch that searches it, with the
+        backbone not frozen) counts at its value."""
         fields = self.run_fields()
         if self.search is not None:
-            for path in inactive_paths(self.search, active_values(self.search.space, fields, list(self.tasks))):
+            inactive = inactive_paths(self.search, active_values(self.search.space, fields, list(self.tasks)))
+            for path in set(inactive) & self.train.unused_paths():
                 set_dotted(fields, path, _default_at(type(self), path, dotted=fields))
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
