@@ -17,7 +17,6 @@ from orchestrator.sweep.ablate import REFERENCE, plan, winner_row
 SPACE = {"train.loss_weighting": {"choice": ["static", "uncertainty", "dwa"]},
          "train.freeze_depth": {"choice": [0, 1, 2]},
          "train.head_lr": {"loguniform": [1e-4, 1e-2]}}
-TASKS = [("left", "accuracy"), ("right", "accuracy")]
 
 
 def base_cfg(storage_dir, **train):
@@ -29,6 +28,9 @@ def metrics_history(left, right, epochs=2):
              "right_accuracy": right} for e in range(1, epochs + 1)]
 
 
+BASELINES = {"left": 0.95, "right": 0.95}   # what the sweep's Δm% was measured against (its sweep.json)
+
+
 def sweep_board(tmp_path, scheduler="asha"):
     """A finished sweep: its sweep.json (with the space) and three trial rows; the winner learns its weights."""
     runs = str(tmp_path / "runs")
@@ -37,7 +39,8 @@ def sweep_board(tmp_path, scheduler="asha"):
     if scheduler == "moasha":
         search["scheduler"]["metrics"] = ["left_accuracy", "right_accuracy"]
     storage.atomic_write(layout.sweep_record(runs, "exp", "sw1"), json.dumps(
-        {"sweep_id": "sw1", "config": {**cfg.public_dump(), "search": search}}).encode())
+        {"sweep_id": "sw1", "config": {**cfg.public_dump(), "search": search},
+         "baselines": BASELINES}).encode())
     trials = [("t1", cfg.with_values({"train.loss_weighting": "uncertainty", "train.freeze_depth": 1}), 0.9, 0.8),
               ("t2", cfg.with_values({"train.loss_weights": {"left": 0.7, "right": 0.3}}), 0.85, 0.75),
               ("t3", cfg.with_values({"train.loss_weights": {"left": 0.2, "right": 0.8}}), 0.6, 0.9)]
@@ -86,7 +89,8 @@ def test_ablation_rows_are_reused_on_reruns_and_summed_up_by_alternative(tmp_pat
     for i, (c, x) in enumerate(zip(todo.configs, todo.extra)):
         left, right = scores[json.loads(x["ablation_value"]) or REFERENCE]
         left += 0.01 * i   # seeds differ
-        rows.append(row(c, metrics_history(left, right), trial_id=f"a{i}", sweep_id="ab", kind="ablation", extra=x))
+        rows.append(row(c, metrics_history(left, right), trial_id=f"a{i}", sweep_id="ab", kind="ablation", extra=x,
+                        baselines=BASELINES))
     board.append(rows)
     again = plan(board, winner_row(board, "exp"), dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
     assert again.configs == () and again.reused == 6
@@ -94,11 +98,12 @@ def test_ablation_rows_are_reused_on_reruns_and_summed_up_by_alternative(tmp_pat
     other = plan(board, winner_row(board, "exp"), dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs,
                  fingerprint="other data")
     assert len(other.configs) == 6 and other.reused == 0
-    board.append([row(base_cfg(runs), metrics_history(0.95, 0.95), trial_id=f"b{t}", kind="baseline",
-                      extra={"baseline_task": t}) for t in ("left", "right")])
+    # a later baseline of other work (another budget): not the one the sweep's Δm% was measured against
+    board.append([row(base_cfg(runs), metrics_history(0.60, 0.60), trial_id=f"b{t}", kind="baseline",
+                      extra={"baseline_task": t, "baseline_key": "other|" + t}) for t in ("left", "right")])
     from orchestrator.leaderboard.query import rows as row_dicts
 
-    m = what_mattered(row_dicts(board.table(experiment="exp", kind=None)), TASKS)
+    m = what_mattered(row_dicts(board.table(experiment="exp", kind=None)))
     alts = m["dims"]["train.loss_weighting"]
     assert set(alts) == {"uncertainty", "static", "dwa"} and alts["uncertainty"]["winner"]
     mine = [r for r in rows if json.loads(r["ablation_value"]) == "dwa"]
@@ -186,3 +191,42 @@ def test_a_conditional_choice_ablates_its_parent_values(tmp_path):
     winner = {"experiment": "exp", "sweep_id": "sw1", "config": base_cfg(runs).run_fields()}
     assert alternatives(None, winner, ["train.loss_weighting"], {}) == {
         "train.loss_weighting": ["static", "uncertainty", "dwa"]}
+
+
+def test_ablation_runs_measure_delta_m_against_the_winners_sweep_baselines_only(tmp_path):
+    """Ablation rows had no Δm% of their own, so the report fell back to the latest baseline row of any work (another
+    budget, other data): "controlled Δm%" against unrelated baselines. The ablation runs take the baselines the
+    winner's sweep measured its Δm% against (its sweep.json), and the report uses nothing else."""
+    from orchestrator.leaderboard.query import rows as row_dicts
+    from orchestrator.sweep.ablate import sweep_baselines
+
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    winner = winner_row(board, "exp")
+    assert sweep_baselines(winner) == BASELINES
+    todo = plan(board, winner, dims=["train.loss_weighting"], seeds=1, values={}, storage_location=runs)
+    board.append([row(c, metrics_history(0.9, 0.8), trial_id=f"a{i}", sweep_id="ab", kind="ablation", extra=x)
+                  for i, (c, x) in enumerate(zip(todo.configs, todo.extra))])          # no baselines: no Δm%
+    board.append([row(base_cfg(runs), metrics_history(0.60, 0.60), trial_id=f"b{t}", kind="baseline",
+                      extra={"baseline_task": t, "baseline_key": "other|" + t}) for t in ("left", "right")])
+    m = what_mattered(row_dicts(board.table(experiment="exp", kind=None)))
+    assert not m["baselines"]
+    assert all(a["delta_m"]["n"] == 0 and a["delta_m"]["mean"] is None for a in m["dims"]["train.loss_weighting"].values())
+
+
+def test_merged_copies_of_ablation_runs_count_once(tmp_path):
+    """`merge` marks a row already held (the same run from another leaderboard) with duplicate_of; counted again, a
+    copy doubled n and shrank the std with no new evidence."""
+    from orchestrator.leaderboard.query import rows as row_dicts
+
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    todo = plan(board, winner_row(board, "exp"), dims=["train.loss_weighting"], seeds=2, values={},
+                storage_location=runs)
+    made = [row(c, metrics_history(0.8 + 0.02 * i, 0.7), trial_id=f"a{i}", sweep_id="ab", kind="ablation", extra=x)
+            for i, (c, x) in enumerate(zip(todo.configs, todo.extra))]
+    board.append(made)
+    before = what_mattered(row_dicts(board.table(experiment="exp", kind=None)))
+    board.append([{**r, "row_id": f"copy-{r['row_id']}", "duplicate_of": r["row_id"]} for r in made])   # as merge writes
+    after = what_mattered(row_dicts(board.table(experiment="exp", kind=None)))
+    assert after["dims"] == before["dims"] and before["dims"]["train.loss_weighting"]["dwa"]["n"] == 2

@@ -30,7 +30,6 @@ def ablate(experiment, trial, dims, seeds, values, location, address):
     from ..leaderboard import Leaderboard
     from ..leaderboard.query import rows as row_dicts
     from ..report.mattered import what_mattered
-    from ..report.numbers import task_scores
     from ..sweep.ablate import ablate as run, parse_values
 
     names = [d.strip() for d in dims.split(",") if d.strip()]
@@ -41,7 +40,7 @@ def ablate(experiment, trial, dims, seeds, values, location, address):
         done = run(location, experiment, dims=names, seeds=seeds, values=parse_values(values), trial=trial,
                    address=address, out=out)
     rows = row_dicts(Leaderboard(location).table(experiment=experiment, kind=None))
-    m = what_mattered(rows, task_scores([r for r in rows if r.get("kind") == "trial"]))
+    m = what_mattered(rows)
     click.echo(f"\nwhat mattered for {experiment}'s winner {done['winner']} (objective mean ± std over seeds; "
                f"* = the winner's value):")
     for dim, alts in (m or {}).get("dims", {}).items():

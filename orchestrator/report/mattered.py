@@ -8,7 +8,6 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
-from .. import metrics as registry
 from ..config.space import dotted_get
 from ..leaderboard import ranking
 from ..leaderboard.ranking import finite
@@ -23,23 +22,10 @@ def _label(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _baselines(rows: list[dict], tasks: list[tuple[str, str]]) -> dict[str, float]:
-    """task -> the latest completed single-task baseline's score."""
-    out = {}
-    for r in sorted((r for r in rows if ranking.kind_of(r) == "baseline" and r.get("status") == "completed"),
-                    key=lambda r: str(r.get("created_at"))):
-        for t, m in tasks:
-            if r.get("baseline_task") == t and finite(r.get(f"{t}_{m}")) is not None:
-                out[t] = r[f"{t}_{m}"]
-    return out
-
-
-def _delta_m(row: dict, tasks: list[tuple[str, str]], baselines: dict[str, float]) -> Optional[float]:
-    if finite(row.get("delta_m_pct")) is not None:
-        return row["delta_m_pct"]
-    if not baselines:
-        return None
-    return registry.delta_m_pct({t: (m, finite(row.get(f"{t}_{m}"))) for t, m in tasks}, baselines)
+def _delta_m(row: dict) -> Optional[float]:
+    """The run's own Δm%: measured against the baselines of the winner's sweep (``sweep.ablate``), never against
+    whatever baseline rows the leaderboard holds (other budgets, other data)."""
+    return finite(row.get("delta_m_pct"))
 
 
 def _stats(values: list[float]) -> dict:
@@ -47,18 +33,17 @@ def _stats(values: list[float]) -> dict:
             "std": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None}
 
 
-def what_mattered(rows: list[dict], tasks: list[tuple[str, str]]) -> Optional[dict]:
+def what_mattered(rows: list[dict]) -> Optional[dict]:
     """The latest ablated winner's runs: per dimension, per alternative (the winner's own value marked), the
     objective's mean ± std over seeds, and for ``train.loss_weighting`` the mean Δm% (None without baselines)."""
     runs = [r for r in rows if ranking.kind_of(r) == "ablation" and r.get("status") == "completed"
-            and finite(r.get("objective")) is not None]
+            and finite(r.get("objective")) is not None and not r.get("duplicate_of")]   # a merged copy counts once
     if not runs:
         return None
     winner = max(runs, key=lambda r: str(r.get("created_at")))["ablation_of"]
     runs = [r for r in runs if r.get("ablation_of") == winner]
     reference = [r for r in runs if r.get("ablation_dim") == REFERENCE]
     dims = list(dict.fromkeys(r["ablation_dim"] for r in runs if r.get("ablation_dim") != REFERENCE))
-    baselines = _baselines(rows, tasks)
     out = {}
     for dim in dims:
         groups: dict[str, list[dict]] = defaultdict(list)
@@ -70,10 +55,10 @@ def what_mattered(rows: list[dict], tasks: list[tuple[str, str]]) -> Optional[di
             if r.get("ablation_dim") == dim:
                 groups[_label(json.loads(r["ablation_value"]))].append(r)
         out[dim] = {value: {**_stats([r["objective"] for r in g]), "winner": value == own,
-                            "delta_m": _stats([d for r in g if (d := _delta_m(r, tasks, baselines)) is not None])}
+                            "delta_m": _stats([d for r in g if (d := _delta_m(r)) is not None])}
                     for value, g in groups.items()}
     mode = runs[0].get("objective_mode") or "max"
-    return {"winner": winner, "dims": out, "mode": mode, "baselines": bool(baselines),
+    return {"winner": winner, "dims": out, "mode": mode, "baselines": any(_delta_m(r) is not None for r in runs),
             "seeds": sorted({r.get("seed") for r in runs if r.get("seed") is not None})}
 
 
@@ -126,7 +111,8 @@ def markdown_lines(res: dict, table) -> list[str]:
             out += table(header, [[f"{v}{' *' if a['winner'] else ''}", a["n"], a["mean"], a["std"],
                                                   *([a["delta_m"]["mean"]] if dm else [])] for v, a in alts.items()])
             if dm and not m["baselines"]:
-                out += ["Controlled Δm% needs single-task baselines: `orchestrator baselines CONFIG`.", ""]
+                out += ["Controlled Δm% needs the winner's sweep to have single-task baselines (`search.baselines: "
+                        "true`): the ablation measures Δm% against the same ones.", ""]
     imp = res.get("importance")
     out += ["### Parameter importance (fANOVA over the sweep's trials)", ""]
     if imp is None:

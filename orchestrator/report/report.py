@@ -57,7 +57,7 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     best = trials[order[0]] if any(finite(r.get("objective")) is not None for r in trials) else None
     result = summarize(rows, best=best, front=front, pair=pair)
     result["experiment"], result["board"] = experiment, board.uri
-    result["mattered"] = mattered.what_mattered(ablations + rows, result["tasks"])
+    result["mattered"] = mattered.what_mattered(ablations + rows)
     result["importance"] = mattered.importance(trials)
     searches = fronts.sweep_searches(trials, storage.parent(board.uri), experiment)
     result["fronts"] = fronts.scheduler_fronts(trials, searches)

@@ -66,15 +66,25 @@ def parse_values(pairs: tuple[str, ...]) -> dict[str, list]:
     return out
 
 
+def _sweep_record(winner: dict) -> dict:
+    """The winner's sweep.json ({} when it cannot be read)."""
+    try:
+        return json.loads(storage.read_bytes(layout.sweep_record(_config(winner).storage, winner["experiment"],
+                                                                 winner["sweep_id"])))
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def sweep_baselines(winner: dict) -> dict | None:
+    """The single-task baselines the winner's sweep measured Δm% against (task -> score), None without: the
+    ablation runs' Δm% is measured against the same ones, so it is comparable with the sweep's."""
+    return _sweep_record(winner).get("baselines") or None
+
+
 def alternatives(board, winner: dict, dims: list[str], given: dict[str, list]) -> dict[str, list]:
     """dim -> its values: ``given``, else the choice in the winner's sweep's space."""
-    space = {}
-    try:
-        record = json.loads(storage.read_bytes(layout.sweep_record(_config(winner).storage, winner["experiment"],
-                                                                   winner["sweep_id"])))
-        space = (record["config"].get("search") or {}).get("space") or {}
-    except (OSError, ValueError, KeyError):
-        pass
+    record = _sweep_record(winner)
+    space = ((record.get("config") or {}).get("search") or {}).get("space") or {}
     out = {}
     for dim in dims:
         if dim in given:
@@ -150,5 +160,6 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
         sweep_id = f"ablation-{new_sweep_id()}"
         describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
         session = start(p, address=address, out=out)
-        run_configs(session, list(todo.configs), kind="ablation", sweep_id=sweep_id, out=out, extra=list(todo.extra))
+        run_configs(session, list(todo.configs), kind="ablation", sweep_id=sweep_id, out=out, extra=list(todo.extra),
+                    baselines=sweep_baselines(winner))
     return {"winner": todo.winner["trial_id"], "trained": len(todo.configs), "reused": todo.reused}

@@ -227,8 +227,9 @@ class TrialFailed(RuntimeError):
 
 
 def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id: str | None = None, out=print,
-                extra: list[dict] | None = None, verbose: bool = False) -> list:
-    """Train explicit configurations as one Tune run (baselines, confirmation runs); rows of ``kind``."""
+                extra: list[dict] | None = None, verbose: bool = False, baselines: dict | None = None) -> list:
+    """Train explicit configurations as one Tune run (baselines, confirmation runs); rows of ``kind``, with Δm%
+    against ``baselines`` (task -> score) when given."""
     from ray import tune
 
     from ..leaderboard.rows import RowContext
@@ -239,7 +240,7 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
     sweep_id = sweep_id or f"{kind}-{new_sweep_id()}"
     callback = SweepCallback(p.cfg, out=out, configs=configs, extra=extra,
                              context=RowContext(sweep_id, p.n_blocks, kind=kind, fingerprint=p.spec.fingerprint,
-                                                versions=versions(), code=provenance()))
+                                                versions=versions(), code=provenance(), baselines=baselines))
     trials = plan_concurrency(configs[0], trials=len(configs), say=lambda m: None)
     plan = TrialPlan(sweep_id, p.cfg.model_dump(mode="json"), RunInputs.of(session),
                      configs=tuple(c.model_dump(mode="json") for c in configs), spares=trials.spares)
