@@ -157,15 +157,21 @@ def test_a_moasha_sweep_then_ablate_then_its_report(tmp_path, capsys):
                    resources={"workers": 2, "cpus_per_worker": 0.45},
                    search={"space": {"train.freeze_depth": {"choice": [1, 4]}}, "num_samples": 3, "searcher": "optuna",
                            "scheduler": {"type": "moasha", "metrics": ["left_accuracy", "right_accuracy"],
-                                         "reduction_factor": 2}, "max_concurrent_trials": 1})
+                                         "reduction_factor": 2}, "max_concurrent_trials": 1, "baselines": True})
     path = write_yaml(tmp_path / "mo.yaml", cfg)
     assert run_cli(capsys, "tune", path).code == 0
-    assert storage.exists(layout.scheduler_state(str(runs), "mo", next(iter(os.listdir(runs / "sweeps" / "mo")))))
+    # the sweep's own folder (the baselines' Tune run has one too)
+    sweep_id = next(d for d in os.listdir(runs / "sweeps" / "mo") if not d.startswith("baseline"))
+    assert storage.exists(layout.scheduler_state(str(runs), "mo", sweep_id))
     r = run_cli(capsys, "ablate", "-e", "mo", "--dims", "train.freeze_depth", "--seeds", "1", "--storage", str(runs))
     assert r.code == 0, r.err
     assert "train.freeze_depth=" in r.out and "*" in r.out
     rows = Leaderboard(str(runs)).table(experiment="mo", kind="ablation").to_pylist()
     assert len(rows) == 2 and {x["ablation_dim"] for x in rows} == {REFERENCE, "train.freeze_depth"}
+    baselines = json.loads((runs / "sweeps" / "mo" / sweep_id / "sweep.json").read_text())["baselines"]
+    for x in rows:   # Δm% against the sweep's own baselines
+        want = 100 * sum((x[f"{t}_accuracy"] - b) / b for t, b in baselines.items()) / len(baselines)
+        assert x["delta_m_pct"] == pytest.approx(want), (x["delta_m_pct"], want)
     again = run_cli(capsys, "ablate", "-e", "mo", "--dims", "train.freeze_depth", "--seeds", "1",
                     "--storage", str(runs))
     # the rerun's own log: the newest ablate log (its name has the second it started: computing it again here, after

@@ -310,3 +310,16 @@ def test_a_searched_path_outside_its_branch_counts_in_the_hash_when_the_trial_st
     frozen = [sweep_cfg(tmp_path, space=space_all).with_values({"train.freeze_depth": "all", "train.backbone_lr": lr})
               for lr in (1e-3, 1e-2)]
     assert frozen[0].config_hash() == frozen[1].config_hash()     # a frozen backbone has no learning rate
+
+
+def test_a_searched_value_named_like_a_row_column_keeps_its_own_column(tmp_path):
+    """Searched values become columns by their short name: backbone.kind became the row's `kind` ("application"),
+    so the trial was no longer a trial to best, top, report, confirm and warm starts. A short name the row already
+    uses for something else falls back to the dotted path."""
+    from factories import row
+
+    cfg = sweep_cfg(tmp_path, space={"backbone.kind": {"choice": ["builtin", "application"]},
+                                     "train.freeze_depth": {"choice": [0, 2]}})
+    r = row(cfg, [{"epoch": 1, "objective": 0.5, "status": "running"}], kind="trial",
+            searched={"backbone.kind": "builtin", "train.freeze_depth": 2})
+    assert r["kind"] == "trial" and r["backbone_kind"] == "builtin" and r["freeze_depth"] == 2

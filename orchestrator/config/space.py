@@ -249,17 +249,20 @@ def candidate_values(domain: Domain, tasks: list[str]) -> list:
     return [lo, hi]
 
 
-def column_name(path: str) -> str:
-    return path.rsplit(".", 1)[-1]
+def column_name(path: str, *, taken=()) -> str:
+    """A searched path's column: its short name, or the dotted path with underscores where the short name is
+    ``taken`` (the row's own columns: backbone.kind must not become the row's ``kind``)."""
+    short = path.rsplit(".", 1)[-1]
+    return short if short not in taken else path.replace(".", "_")
 
 
-def hp_columns(values: dict[str, Any], *, n_blocks: int) -> dict[str, Union[float, int, str]]:
+def hp_columns(values: dict[str, Any], *, n_blocks: int, taken=frozenset()) -> dict[str, Union[float, int, str]]:
     """Leaderboard columns for searched values: short names (``freeze_depth``, ``head_lr``,
-    ``weight_<task>``); freeze depth 'all' is stored as the number of blocks, so it sorts and filters."""
+    ``weight_<task>``) unless ``taken``; freeze depth 'all' is stored as the number of blocks, so it sorts and
+    filters."""
     cols: dict[str, Any] = {}
     for path, value in values.items():
-        short = column_name(path)
-        name = short if short not in cols else path.replace(".", "_")
+        name = column_name(path, taken={*taken, *cols})
         if path == "train.loss_weights":
             cols.update({f"weight_{t}": float(w) for t, w in value.items()})
         elif path == "train.freeze_depth":
@@ -269,14 +272,15 @@ def hp_columns(values: dict[str, Any], *, n_blocks: int) -> dict[str, Union[floa
     return cols
 
 
-def null_columns(search: SearchConfig, values: dict[str, Any], tasks: list[str]) -> dict[str, None]:
+def null_columns(search: SearchConfig, values: dict[str, Any], tasks: list[str], *,
+                 taken=frozenset()) -> dict[str, None]:
     """The columns of a trial's inactive searched paths, all null: the trial did not use them."""
     cols: dict[str, None] = {}
     for path in inactive_paths(search, values):
         if path == "train.loss_weights":
             cols.update({f"weight_{t}": None for t in tasks})
         else:
-            cols[column_name(path)] = None
+            cols[column_name(path, taken=taken)] = None
     return cols
 
 

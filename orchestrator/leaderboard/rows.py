@@ -84,11 +84,7 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
         "objective_mode": mode, "best_objective": metrics.best_of([h.get("objective") for h in judged], mode),
     }
     row.update(_task_columns(cfg, final, judged, baselines=context.baselines))
-    row.update(_config_columns(cfg, last, n_blocks=context.n_blocks))
-    row.update(hp_columns(trial.searched, n_blocks=context.n_blocks))
-    if trial.searched and cfg.search is not None:   # searched paths this trial does not use: null
-        row.update(null_columns(cfg.search, trial.searched, list(cfg.tasks)))
-    row.update(
+    run = dict(
         epochs=int(last.get("epoch", 0)), train_loss=_finite(last.get("train_loss")), wall_time_s=trial.wall_time_s,
         world_size=last.get("world_size"), examples_per_s=_finite(last.get("examples_per_s")),
         checkpoint=trial.checkpoint, config=cfg.run_fields(), config_hash=cfg.config_hash(),
@@ -97,6 +93,12 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
         git_commit=(context.code or {}).get("git_commit"), history=[compact_epoch(h) for h in history],
         started_at=trial.started_at, supersedes=None,   # a rerun's row names the stale row it replaces (callback)
         created_at=datetime.now(timezone.utc))
+    taken = {*row, *run}   # the row's own columns: a searched value named like one gets its dotted path
+    row.update(_config_columns(cfg, last, n_blocks=context.n_blocks))
+    row.update(hp_columns(trial.searched, n_blocks=context.n_blocks, taken=taken))
+    if trial.searched and cfg.search is not None:   # searched paths this trial does not use: null
+        row.update(null_columns(cfg.search, trial.searched, list(cfg.tasks), taken=taken))
+    row.update(run)
     row.update(trial.extra or {})
     return row
 
