@@ -346,3 +346,27 @@ def test_cli_writes_and_prints_three_lines(board, tmp_path, capsys, cli_with_rep
     assert lines[-2] == "Pareto front (left_accuracy vs right_loss): 1 of 1 trials: t13"
     objective = f"{TRIALS[-1]['objective']:#.4g}"
     assert lines[-1] == f"freeze depth: 2: mean {objective} best {objective} (n=1)"
+
+
+def test_one_experiment_ranks_trials_on_one_objective(tmp_path, capsys, no_ray):
+    """An experiment's trials are compared by their objective. A later sweep of the same experiment on another
+    objective (sum_mae, minimized, or Δm%) mixed numbers of different scales and directions: the report printed
+    "best trial: mean_score 4.200" (a Δm% value) and averaged unrelated metrics per freeze depth. The sweep is refused
+    before anything runs, and a leaderboard that mixes them anyway (merged) is reported one objective at a time."""
+    from factories import experiment, run_cli, write_yaml
+
+    base = experiment(tmp_path, "builtin:multidigits/train",
+                      search={"space": {"train.freeze_depth": {"choice": [0, 2]}}, "num_samples": 2})
+    cfg = parse_config(base)
+    history = [{"epoch": 1, "objective": 0.9, "mean_score": 0.9, "left_accuracy": 0.9, "status": "running"}]
+    Leaderboard(cfg.storage).append([trial_row(cfg, history, trial_id="a", sweep_id="s1")])
+    other = {**base, "objective": {"metric": "sum_mae"}}
+    code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "mae.yaml", other))
+    assert code == 2 and "\n" not in err and "mean_score" in err and "sum_mae" in err and "--name" in err, err
+    mae_cfg = parse_config(other)
+    Leaderboard(cfg.storage).append([trial_row(mae_cfg, [{**history[0], "objective": 1.7, "sum_mae": 1.7}],
+                                               trial_id="b", sweep_id="s2")])
+    with pytest.raises(ConfigError, match="mixes objectives") as e:
+        write_report(Leaderboard(cfg.storage), "t", str(tmp_path / "rep"))
+    assert "--sweep" in str(e.value) and "\n" not in str(e.value)
+    assert write_report(Leaderboard(cfg.storage), "t", str(tmp_path / "rep2"), sweep_id="s2")["best"]["trial_id"] == "b"

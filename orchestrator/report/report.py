@@ -7,6 +7,7 @@ file atomically, to a local folder or a URI. Measured numbers are shown with 4 s
 from __future__ import annotations
 
 import io
+from collections import Counter
 from typing import Optional
 
 from .. import storage
@@ -45,6 +46,12 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
         sweeps = sorted({r["sweep_id"] for r in rows if ranking.kind_of(r) == "trial" and r.get("sweep_id")})
         raise ConfigError(f"experiment {experiment!r} has no trials in sweep {sweep_id!r}; its sweeps: "
                           f"{', '.join(sweeps) or 'none'}")
+    objectives = Counter(r.get("objective_metric") for r in trials)
+    if len(objectives) > 1:
+        sweeps = sorted({r["sweep_id"] for r in trials if r.get("sweep_id")})
+        raise ConfigError(f"experiment {experiment!r} mixes objectives ("
+                          f"{', '.join(f'{m}: {n} trials' for m, n in objectives.most_common())}), whose numbers do "
+                          f"not compare: report one sweep with --sweep (its sweeps: {', '.join(sweeps)})")
     ids = {r["trial_id"] for r in trials}
     ablations = [r for r in rows
                  if ranking.kind_of(r) == "ablation" and (sweep_id is None or r.get("ablation_of") in ids)]

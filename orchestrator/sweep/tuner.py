@@ -52,6 +52,23 @@ def check_space(p: Prepared) -> None:
                 check_batch(cfg.with_values({"train.batch_size": b, "resources.workers": w}), p.data)
 
 
+def check_objective(p: Prepared) -> None:
+    """An experiment compares its trials on one objective (best, top, report, confirm, warm starts): a sweep on
+    another is refused before anything runs."""
+    from ..leaderboard.leaderboard import Leaderboard
+
+    cfg = p.cfg
+    table = Leaderboard(cfg.storage).table(experiment=cfg.name, columns=["objective_metric", "objective_mode"])
+    mine = (cfg.objective.metric, cfg.objective_mode)
+    held = sorted({(r["objective_metric"], r["objective_mode"]) for r in table.to_pylist()
+                   if r.get("objective_metric")} - {mine})
+    if held:
+        metric, mode = held[0]
+        raise ConfigError(f"experiment {cfg.name!r} ranks its trials by {metric} ({mode}) and this config's objective "
+                          f"is {mine[0]} ({mine[1]}): give this sweep an experiment of its own (--name NEW) or use "
+                          f"objective.metric: {metric}")
+
+
 def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1, sweep_id: str | None = None):
     """ASHA, synchronous successive halving or MO-ASHA on the reported epoch; ``max_t`` is the largest epoch budget
     a trial can have; ``trials``: how many the sweep runs (sync: its first rung waits for them all). MO-ASHA keeps
@@ -133,7 +150,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     """`orchestrator tune`: run (or resume) a sweep; one leaderboard row per trial; returns a summary."""
     if name:
         cfg = cfg.with_values({"name": name})
-    p = check(cfg, also=[check_space])
+    p = check(cfg, also=[check_space, check_objective])
     cfg = p.cfg
     sweep_id = find_sweep(cfg, sweep_id) if resume else (sweep_id or new_sweep_id())
     # One live driver per sweep: a second `tune --resume` while this one runs would write the same trials' runs.
