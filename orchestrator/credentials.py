@@ -51,9 +51,11 @@ def strip(location: str) -> str:
 
 
 def _key(location: str) -> str:
-    """Where a location points, without credentials, query or trailing slash: what pairs are kept under."""
+    """Where a location points, without credentials, query or trailing slash, behind its endpoint (a MinIO
+    bucket's pair is not AWS's bucket of the same name's): what pairs are kept under."""
     scheme, _, rest = split_userinfo(location)
-    return f"{scheme}://{rest.split('?', 1)[0].split('#', 1)[0].rstrip('/')}"
+    query = dict((k.lower(), v) for k, v in parse_qsl(rest.split("?", 1)[1] if "?" in rest else ""))
+    return f"{query.get('endpoint_override', '')}@{scheme}://{rest.split('?', 1)[0].split('#', 1)[0].rstrip('/')}"
 
 
 def pair(location: str) -> Optional[dict]:

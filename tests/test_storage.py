@@ -183,3 +183,15 @@ def test_secrets_the_product_cannot_keep_are_refused_before_they_are_stored(tmp_
         assert "TOPSECRET" not in out + err
         assert not (tmp_path / "runs").exists() or "TOPSECRET" not in "".join(
             p.read_text(errors="ignore") for p in (tmp_path / "runs").rglob("*") if p.is_file())
+
+
+def test_a_pair_adopted_for_one_endpoint_is_not_sent_to_another(no_ray):
+    """Pairs were kept by bucket and path only: a MinIO pair (endpoint_override) was also handed to AWS's bucket of
+    the same name. The endpoint is part of where a pair belongs."""
+    from orchestrator import credentials
+
+    credentials.adopt(f"s3://{KEY}:{SECRET}@runs/exp?endpoint_override=127.0.0.1:9000&scheme=http")
+    assert credentials.lookup("s3://runs/exp/leaderboard/x.parquet?endpoint_override=127.0.0.1:9000&scheme=http") \
+        == {"access_key": KEY, "secret_key": SECRET}
+    assert credentials.lookup("s3://runs/exp/leaderboard/x.parquet") is None
+    assert credentials.lookup("s3://runs/exp?endpoint_override=10.0.0.9:9000") is None
