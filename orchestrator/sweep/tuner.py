@@ -189,7 +189,8 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
             + (f", {len(stale)} failed: run again)" if stale else ")"))
     else:
         storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, sweep_id), json.dumps(
-            {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump()}).encode())
+            {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump(),
+             "baselines": baselines}).encode())   # what its Δm% is measured against (ablate measures against them too)
         out(f"experiment {cfg.name}, sweep {sweep_id}: {trials} trials, searcher {cfg.search.searcher}, "
             f"scheduler {cfg.search.scheduler.type}, up to {concurrent} at once"
             + (", each trial starting warm workers for a later one" if trials_plan.spares else ""))
