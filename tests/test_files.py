@@ -31,6 +31,18 @@ def image_files(folder, n=24, *, sizes=((20, 24), (16, 16), (30, 22)), mode="RGB
     return str(folder / "manifest.csv")
 
 
+def flat_pixel_table(tmp_path, *, values: int, n: int = 64) -> str:
+    """A Parquet file of ``n`` flat float pixel lists of ``values`` each (no shape metadata) and the three tasks."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    flat = pa.array([list(rng.random(values).astype(np.float32)) for _ in range(n)], pa.list_(pa.float32()))
+    pq.write_table(pa.table({"image": flat, "left": rng.integers(0, 3, n), "right": rng.integers(0, 3, n),
+                             "sum": rng.random(n).astype(np.float32)}), tmp_path / "flat.parquet")
+    return str(tmp_path / "flat.parquet")
+
+
 def manifest_cfg(tmp_path, manifest, *, image_size=(16, 16), **sections):
     return experiment(tmp_path, manifest, data={"train": manifest, "validation": 0.25, "image_column": "path",
                                                 "image_size": list(image_size)}, train={"batch_size": 8}, **sections)
@@ -166,19 +178,10 @@ def test_flat_pixel_lists_with_image_shape_and_image_size_decode_on_the_cluster_
     """One decoder for the driver's sample and the cluster: flat pixel lists (no shape metadata) with both
     data.image_shape (how they are stored) and data.image_size (resize on decode) validate, and the units the
     cluster decodes come out at the validated shape."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from orchestrator.config import parse_config
     from orchestrator.data.pipeline import load_arrays
 
-    rng = np.random.default_rng(0)
-    n = 64
-    flat = pa.array([list(rng.random(144).astype(np.float32)) for _ in range(n)], pa.list_(pa.float32()))
-    table = pa.table({"image": flat, "left": rng.integers(0, 3, n), "right": rng.integers(0, 3, n),
-                      "sum": rng.random(n).astype(np.float32)})
-    pq.write_table(table, tmp_path / "flat.parquet")
-    cfg = parse_config(experiment(tmp_path, str(tmp_path / "flat.parquet"),
+    cfg = parse_config(experiment(tmp_path, flat_pixel_table(tmp_path, values=144),
                                   data={"image_shape": [6, 8, 3], "image_size": [16, 16]}))
     (x, y), (xv, yv), spec = load_arrays(cfg)   # the cluster's decoder, run in this process
     assert spec.image_shape == (16, 16, 3)
@@ -231,20 +234,11 @@ def test_16_bit_grayscale_pngs_are_scaled_to_0_255_not_clipped(tmp_path):
 def test_flat_pixel_vectors_without_a_shape_are_refused_not_guessed_square(tmp_path, capsys):
     """256 values per row may be 16x16 gray, 32x8 gray or 8x8 RGBA: a guess can train on scrambled images without a
     word. Flat vectors without shape metadata need data.image_shape, and the error says so."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(0)
-    n = 64
-    flat = pa.array([list(rng.random(256).astype(np.float32)) for _ in range(n)], pa.list_(pa.float32()))
-    table = pa.table({"image": flat, "left": rng.integers(0, 3, n), "right": rng.integers(0, 3, n),
-                      "sum": rng.random(n).astype(np.float32)})
-    pq.write_table(table, tmp_path / "flat.parquet")
-    path = write_yaml(tmp_path / "exp.yaml", experiment(tmp_path, str(tmp_path / "flat.parquet")))
+    data = flat_pixel_table(tmp_path, values=256)
+    path = write_yaml(tmp_path / "exp.yaml", experiment(tmp_path, data))
     code, _, err = run_cli(capsys, "validate", path)
     assert code == 2 and "\n" not in err and "flat vectors of 256 values" in err and "data.image_shape" in err, err
-    shaped = write_yaml(tmp_path / "shaped.yaml", experiment(tmp_path, str(tmp_path / "flat.parquet"),
-                                                             data={"image_shape": [32, 8, 1]}))
+    shaped = write_yaml(tmp_path / "shaped.yaml", experiment(tmp_path, data, data={"image_shape": [32, 8, 1]}))
     assert run_cli(capsys, "validate", shaped).code == 0
 
 
