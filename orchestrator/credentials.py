@@ -50,19 +50,25 @@ def strip(location: str) -> str:
     return urlunsplit((s.scheme, s.netloc, s.path, urlencode(query, safe=":/"), s.fragment))
 
 
+def _query(location: str) -> dict[str, str]:
+    """A URI's query parameters, names lower-cased."""
+    return {k.lower(): v for k, v in parse_qsl(location.split("?", 1)[1] if "?" in location else "",
+                                               keep_blank_values=True)}
+
+
 def _key(location: str) -> str:
     """Where a location points, without credentials, query or trailing slash, behind its endpoint (a MinIO
     bucket's pair is not AWS's bucket of the same name's): what pairs are kept under."""
     scheme, _, rest = split_userinfo(location)
-    query = dict((k.lower(), v) for k, v in parse_qsl(rest.split("?", 1)[1] if "?" in rest else ""))
-    return f"{query.get('endpoint_override', '')}@{scheme}://{rest.split('?', 1)[0].split('#', 1)[0].rstrip('/')}"
+    where = rest.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    return f"{_query(rest).get('endpoint_override', '')}@{scheme}://{where}"
 
 
 def pair(location: str) -> Optional[dict]:
     """The credentials written into a URI (userinfo, or ``access_key``/``secret_key``/``session_token`` in the
     query), unquoted; None without a complete pair."""
     scheme, userinfo, rest = split_userinfo(location)
-    query = dict(parse_qsl(rest.split("?", 1)[1], keep_blank_values=True)) if "?" in rest else {}
+    query = _query(rest)
     key = secret = None
     if userinfo is not None:
         user, _, password = userinfo.partition(":")
@@ -80,8 +86,7 @@ def adopt(location: str) -> str:
     """Keep the credentials of ``location`` (if any) in memory under it; the location without them comes back."""
     if "://" not in location:
         return location
-    unkept = sorted({k.lower() for k, _ in parse_qsl(location.split("?", 1)[1] if "?" in location else "")}
-                    & (SECRET_PARAMS - KEPT_PARAMS))
+    unkept = sorted(set(_query(location)) & (SECRET_PARAMS - KEPT_PARAMS))
     if unkept:
         from .errors import ConfigError
 
