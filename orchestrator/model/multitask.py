@@ -18,7 +18,10 @@ from .. import metrics as registry  # noqa: E402
 from ..config.schema import ExperimentConfig  # noqa: E402
 from ..data.spec import DataSpec  # noqa: E402
 
-AUC_BINS = 200
+# AUC from histograms of the binary head's *logit* (sums that add up exactly across workers): 4096 bins over
+# [-16, 16], 0.0078 logit units each; a positive and a negative in one bin count half. Bins of the probability
+# (200 over [0, 1]) put a rare-event model's examples nearly all in the first bin (AUC 0.80 for an exact 0.84).
+AUC_BINS, AUC_LOGIT_RANGE = 4096, 16.0
 
 
 @dataclass
@@ -140,17 +143,22 @@ def _add_task(acc: dict, task: str, kind: str, *, out: np.ndarray, y: np.ndarray
     if kind == "classification":
         acc[task, "correct"] += float(np.sum(out.argmax(-1) == yb))
     elif kind == "binary":
-        p = 1.0 / (1.0 + np.exp(-out[:, 0].astype(np.float64)))
-        acc[task, "correct"] += float(np.sum((p > 0.5) == (yb > 0.5)))
-        bins = np.minimum((p * AUC_BINS).astype(int), AUC_BINS - 1)
+        z = out[:, 0].astype(np.float64)
+        acc[task, "correct"] += float(np.sum((z > 0) == (yb > 0.5)))          # p > 0.5
+        scaled = (np.clip(z, -AUC_LOGIT_RANGE, AUC_LOGIT_RANGE) + AUC_LOGIT_RANGE) / (2 * AUC_LOGIT_RANGE)
+        bins = np.minimum((scaled * AUC_BINS).astype(int), AUC_BINS - 1)
         acc[task, "pos_hist"] += np.bincount(bins[yb > 0.5], minlength=AUC_BINS)
         acc[task, "neg_hist"] += np.bincount(bins[yb <= 0.5], minlength=AUC_BINS)
     else:
-        pred = out[:, 0] * spec.label_std[task] + spec.label_mean[task]
-        acc[task, "abs_err"] += float(np.sum(np.abs(pred - y)))
-        acc[task, "sq_err"] += float(np.sum((pred - y) ** 2))
-        acc[task, "y"] += float(np.sum(y))
-        acc[task, "y2"] += float(np.sum(np.square(y, dtype=np.float64)))
+        y64 = y.astype(np.float64)
+        pred = out[:, 0].astype(np.float64) * spec.label_std[task] + spec.label_mean[task]
+        acc[task, "abs_err"] += float(np.sum(np.abs(pred - y64)))
+        acc[task, "sq_err"] += float(np.sum((pred - y64) ** 2))
+        # SST = sum(d²) - sum(d)²/n is the same for any shift d = y - c; shifted by the training mean it keeps its
+        # digits when the labels' mean is large against their spread (float32 sums of y lost them all)
+        d = y64 - spec.label_mean[task]
+        acc[task, "y"] += float(np.sum(d))
+        acc[task, "y2"] += float(np.sum(d * d))
 
 
 def array_batches(x: np.ndarray, y: dict, batch_size: int = 1024):
