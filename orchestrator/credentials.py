@@ -50,6 +50,14 @@ def strip(location: str) -> str:
     return urlunsplit((s.scheme, s.netloc, s.path, urlencode(query, safe=":/"), s.fragment))
 
 
+def holds_secret(location: str) -> bool:
+    """Does this URI carry a user or password, or a secret query parameter? (Compared by parts, not by redacting:
+    ``strip`` rewrites some URIs it keeps, e.g. ``sqlite:////abs/path``.)"""
+    if "://" not in location:
+        return False
+    return split_userinfo(location)[1] is not None or bool(set(_query(location)) & SECRET_PARAMS)
+
+
 def _query(location: str) -> dict[str, str]:
     """A URI's query parameters, names lower-cased."""
     return {k.lower(): v for k, v in parse_qsl(location.split("?", 1)[1] if "?" in location else "",

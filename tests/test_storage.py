@@ -156,7 +156,7 @@ def test_credentials_adopted_by_the_driver_reach_a_ray_task_after_publish(ray_se
     def probe():
         from orchestrator import credentials as inside
 
-        return inside.lookup("s3://bucket-for-publish/runs/exp/")
+        return inside.lookup("s3://bucket-for-publish/runs/exp/?endpoint_override=127.0.0.1:9")   # its endpoint
 
     try:
         assert ray_session.get(probe.remote()) == {"access_key": "KEY", "secret_key": "se/cr+et"}
@@ -195,3 +195,13 @@ def test_a_pair_adopted_for_one_endpoint_is_not_sent_to_another(no_ray):
         == {"access_key": KEY, "secret_key": SECRET}
     assert credentials.lookup("s3://runs/exp/leaderboard/x.parquet") is None
     assert credentials.lookup("s3://runs/exp?endpoint_override=10.0.0.9:9000") is None
+
+
+def test_mlflow_uris_without_secrets_are_accepted_as_written():
+    """The secret check compares a URI's parts: redacting rewrites some URIs it keeps (sqlite:////abs/path), which
+    had refused a plain SQLite tracking store."""
+    from orchestrator.config.space import SearchConfig
+
+    space = {"train.head_lr": {"loguniform": [1e-4, 1e-2]}}
+    for uri in ("sqlite:////tmp/x/mlflow.db", "sqlite:///mlflow.db", "file:///tmp/mlruns", "http://127.0.0.1:5000"):
+        assert SearchConfig.model_validate({"space": space, "mlflow": uri}).mlflow == uri

@@ -146,9 +146,9 @@ class SearchConfig(_Strict):
     @field_validator("mlflow")
     @classmethod
     def _no_credentials_in_mlflow(cls, uri: Optional[str]) -> Optional[str]:
-        from ..credentials import strip
+        from ..credentials import holds_secret
 
-        if uri and "://" in uri and strip(uri) != uri:   # it would be stored in sweep.json and Tune's state
+        if uri and holds_secret(uri):   # it would be stored in sweep.json and Tune's state
             raise ValueError("search.mlflow holds credentials: write the URI without them and set "
                              "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in "
                              "the environment")
