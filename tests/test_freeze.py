@@ -56,6 +56,25 @@ def test_keras_applications_blocks():
     assert sum(len(g) for g in groups) == len([la for la in m.layers if la.weights])
 
 
+def test_inception_resnet_blocks_hold_their_own_branches():
+    """InceptionResNetV2 names a block's projection (block35_3_conv) but not its branch convolutions (conv2d_N),
+    which come first: grouped by name, the ten block35 repeats were one block and each block's branches sat in the
+    block before it (freeze_depth 1 froze block35_1's branches and trained its projection). A block ends at its
+    projection (block35_3_conv) or a concatenation (mixed_5b)."""
+    m = keras.applications.InceptionResNetV2(include_top=False, weights=None, input_shape=(75, 75, 3), pooling="avg")
+    groups = blocks(m)
+    assert len(groups) == 1 + 10 + 1 + 20 + 1 + 10      # stem, block35 x10, mixed_6a, block17 x20, mixed_7a, block8 x10
+    assert sum(len(g) for g in groups) == len([la for la in m.layers if la.weights])
+    by_layer = {name: i for i, g in enumerate(groups) for name in g}
+    # a block: its branch convolutions with their BatchNorms (block35: 6, block17 and block8: 4), then its projection
+    for end, size in (("block35_1", 13), ("block35_2", 13), ("block17_7", 9), ("block8_9", 9)):
+        group = groups[by_layer[f"{end}_conv"]]
+        assert group[-1] == f"{end}_conv" and len(group) == size, group
+        assert all(not n.startswith(("block", "mixed")) for n in group[:-1]), group
+    assert by_layer["conv2d"] == 0 and by_layer["block35_1_conv"] == 1
+    assert by_layer["conv_7b"] == len(groups) - 1    # the last convolution joins the last block
+
+
 def test_frozen_batchnorm_runs_in_inference_mode():
     m = tiny_bn_model()
     apply_freeze(m, blocks(m), 2)

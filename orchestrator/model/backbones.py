@@ -22,6 +22,10 @@ from ..config.schema import BackboneConfig, frozen_blocks  # noqa: E402
 from ..errors import ConfigError  # noqa: E402
 
 _BLOCK = re.compile(r"^(.*?block_?\d+[a-z]?)(_|$)")
+# Inception-ResNet (keras.applications.InceptionResNetV2): a block's branch convolutions are unnamed (conv2d_N) and
+# come before its named projection, which ends the block (block35_3_conv); the stem and the reduction blocks end at
+# a concatenation (mixed_5b, mixed_6a, mixed_7a)
+_BLOCK_END = re.compile(r"^(block(35|17|8)_\d+_conv|mixed_\w+)$")
 
 
 def digits_cnn(input_shape, *, seed: int = 0) -> keras.Model:
@@ -157,7 +161,8 @@ def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[s
     With ``prefixes``, block i holds the layers whose names start with ``prefixes[i]``. Otherwise
     names like ``conv2_block1_...``, ``block_3_...``, ``block4a_...`` group by that block key;
     weighted layers before the first block form a ``stem`` block, those after it join the previous
-    one; models without such names get one block per weighted layer.
+    one; models without such names get one block per weighted layer. Inception-ResNet's blocks end at
+    their projections and concatenations instead (``_BLOCK_END``).
     """
     weighted = [layer.name for layer in model.layers if layer.weights]
     if prefixes:
@@ -175,6 +180,9 @@ def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[s
             raise ConfigError(f"backbone.blocks prefixes leave {left[0]!r} ({len(left)} weighted layer(s) in all) "
                               f"in no block: add a prefix for them, or leave backbone.blocks out")
         return groups
+    ends = {layer.name for layer in model.layers if _BLOCK_END.match(layer.name)}
+    if "block35_1_conv" in ends:
+        return _ending_at(model, ends)
     keys = [(_BLOCK.match(n).group(1) if _BLOCK.match(n) else None) for n in weighted]
     if not any(keys):
         return [[n] for n in weighted]
@@ -184,6 +192,21 @@ def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[s
         current = key or current
         groups.setdefault(current, []).append(name)
     return list(groups.values())
+
+
+def _ending_at(model: keras.Model, ends: set[str]) -> list[list[str]]:
+    """Weighted layers grouped by the layers that end blocks (in model order; a weighted end is its block's last
+    layer); weighted layers after the last end join the last block."""
+    groups, current = [], []
+    for layer in model.layers:
+        if layer.weights:
+            current.append(layer.name)
+        if layer.name in ends and current:
+            groups.append(current)
+            current = []
+    if current:
+        groups[-1].extend(current) if groups else groups.append(current)
+    return groups
 
 
 def freeze_mask(depth: int | str, n_blocks: int) -> list[bool]:
