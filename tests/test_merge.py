@@ -223,3 +223,18 @@ def test_two_sweeps_in_two_storages_merged_queried_and_merged_again(ray_session,
     assert len(board.table(experiment="away")) == 2                     # report and confirm read them by experiment
     again = run_cli(capsys, "leaderboard", "merge", away, local, "--into", local)
     assert again.code == 0 and len(board.table()) == 4
+
+
+def test_merging_an_experiment_ranked_on_another_objective_is_refused_before_anything_is_written(tmp_path, capsys):
+    """tune and report keep one objective per experiment; merge brought a second one in without a word, and best/top
+    then ranked sum_mae values against mean_score values."""
+    home, away, dst = (str(tmp_path / n) for n in ("home", "away", "dst"))
+    Leaderboard(home).append([trial(home, trial_id="h1")])
+    cfg = parse_config(embedded(away, name="t", train={"head_lr": 2e-3},
+                                tasks={"left": {"type": "classification"}, "right": {"type": "classification"},
+                                       "sum": {"type": "regression", "metric": "mae"}},
+                                objective={"metric": "sum_mae"}))
+    Leaderboard(away).append([row(cfg, [{**HISTORY[0], "objective": 1.7, "sum_mae": 1.7}], trial_id="w1")])
+    r = run_cli(capsys, "leaderboard", "merge", home, away, "--into", dst)
+    assert r.code == 2 and "\n" not in r.err and "mean_score" in r.err and "sum_mae" in r.err, r.err
+    assert Leaderboard(dst).table(kind=None).num_rows == 0                 # the first source was not written either

@@ -141,11 +141,13 @@ def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Ca
     current = board.table(kind=None)
     existing = current.select([c for c in wanted if c in current.column_names]).to_pylist()
     result = {"sources": len(sources), "rows": 0, "skipped": 0, "duplicates": 0, "files": 0}
-    for source in sources:
-        table = open_board(source).table(kind=None)
+    tables = [(source, open_board(source).table(kind=None)) for source in sources]   # all checked before any write
+    for source, table in tables:
         if not table.num_rows:
             raise ConfigError(f"no leaderboard rows in {storage.redact(source)}: give the storage that holds them "
                               f"(the folder or URI above its leaderboard/)")
+    _one_objective_per_experiment([(into, current), *tables])
+    for source, table in tables:
         incoming = table.to_pylist()
         keep, values = merged_rows(existing, incoming, source=source, into=into, identity=identity)
         result["skipped"] += len(incoming) - len(keep)
@@ -161,6 +163,25 @@ def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Ca
         out(f"{storage.redact(source)}: {len(keep)} rows merged, {len(incoming) - len(keep)} already there")
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
+
+
+def _one_objective_per_experiment(tables: list[tuple[str, pa.Table]]) -> None:
+    """An experiment ranks its trials on one objective (as ``tune`` and ``report`` keep it): a source whose trials of
+    an experiment use another objective than DST's (or an earlier source's) is refused."""
+    seen: dict[str, tuple[str, str]] = {}
+    for where, table in tables:
+        if not {"experiment", "objective_metric"} <= set(table.column_names):
+            continue
+        kinds = table.column("kind").to_pylist() if "kind" in table.column_names else [None] * table.num_rows
+        for (experiment, metric), kind in zip(zip(table.column("experiment").to_pylist(),
+                                                  table.column("objective_metric").to_pylist()), kinds):
+            if (kind or "trial") != "trial" or not metric:
+                continue
+            first, first_where = seen.setdefault(experiment, (metric, where))
+            if metric != first:
+                raise ConfigError(f"experiment {experiment!r} ranks its trials by {first} in "
+                                  f"{storage.redact(first_where)} and by {metric} in {storage.redact(where)}: merged, "
+                                  f"the two would be ranked together; merge into another storage")
 
 
 def _with_columns(table: pa.Table, values: dict[str, list]) -> pa.Table:
