@@ -185,7 +185,7 @@ class ArrayData:
     def __init__(self, cfg, spec, train, val, *, rank: int = 0, world: int = 1):
         (self.x, self.y), (self.xv, self.yv) = train, val
         self.cfg, self.spec, self.rank, self.world = cfg, spec, rank, world
-        self.steps, self.epoch, self._epoch = None, 0, None   # _epoch: the same, as a variable the dataset reads
+        self.steps, self.epoch = None, 0
 
     def agree_steps(self, per_worker: int, allreduce_sum) -> None:
         """Every rank must run the same number of collective steps: the fewest any rank can fill."""
@@ -197,29 +197,22 @@ class ArrayData:
 
     def set_epoch(self, epoch: int) -> int:
         self.epoch = epoch
-        if self._epoch is not None:
-            self._epoch.assign(epoch)
         return self.steps
 
     def train_dataset(self, per_worker: int):
-        """Made once, iterated once per epoch. The order is a function of (seed, rank, epoch), read from a variable
-        when an epoch's iteration starts, so a run resumed at epoch k trains epoch k on epoch k's order (tf.data's
-        reshuffle_each_iteration would count iterations of this process and replay epoch 1's). All in TensorFlow:
-        a Python generator here ran ~5-10% slower in a Ray worker than in-process (bench/train_throughput.py)."""
+        """Made once, iterated once per epoch. The order is a function of (seed, rank, epoch), read when an epoch's
+        iteration starts, so a run resumed at epoch k trains epoch k on epoch k's order (tf.data's
+        reshuffle_each_iteration would count iterations of this process and replay epoch 1's)."""
         import tensorflow as tf
 
-        tasks, n, steps = list(self.cfg.tasks), len(self.x), self.steps
+        tasks, n = list(self.cfg.tasks), len(self.x)
         x, y = tf.constant(self.x), {t: tf.constant(self.y[t]) for t in tasks}
-        with tf.init_scope():   # a plain variable, whatever strategy scope this is called in
-            self._epoch = tf.Variable(self.epoch, dtype=tf.int64, trainable=False)
-        epoch, key = self._epoch, self.cfg.train.seed * 1_000_003 + self.rank
 
-        def epoch_rows(_):
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(key, tf.int64), epoch.read_value()]))
-            return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:steps * per_worker], (steps, per_worker)))
+        def batch_rows():
+            order = np.random.default_rng([self.cfg.train.seed, self.rank, self.epoch]).permutation(n)
+            yield from order[:self.steps * per_worker].reshape(self.steps, per_worker)
 
-        ds = tf.data.Dataset.from_tensors(0).flat_map(epoch_rows)
+        ds = tf.data.Dataset.from_generator(batch_rows, output_signature=tf.TensorSpec((per_worker,), tf.int64))
         ds = ds.map(lambda rows: (tf.gather(x, rows), {t: tf.gather(y[t], rows) for t in tasks}))
         return _finish(ds, self.cfg, tasks, self.spec)
 
