@@ -331,32 +331,3 @@ def test_a_run_leaves_nothing_in_the_temp_dir(tmp_path):
     left = sorted(p.name for p in tmpdir.iterdir() if p.name != "ray" and not p.name.startswith(shared))
     assert left == [], left
     assert not (tmp_path / "runs" / "trials" / "clean" / "lease.json").exists()
-
-
-def test_a_resumed_in_memory_run_trains_epoch_k_on_epoch_ks_order_not_epoch_1s(tmp_path):
-    """data.cache: memory shuffled with tf.data's reshuffle_each_iteration, whose order follows how many times the
-    dataset was iterated in this process: a run resumed at epoch 3 trained epoch 3 on epoch 1's order. The order is a
-    function of (seed, rank, epoch), as streamed and disk-cached data's already were."""
-    from factories import small_table, write_parquet
-    from orchestrator.config import parse_config
-    from orchestrator.data.pipeline import ArrayData, load_arrays
-
-    cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(96)),
-                                  train={"batch_size": 8}))
-    train, val, spec = load_arrays(cfg)
-
-    def run(epochs) -> list:
-        """As ``training.loop.fit`` uses it: one dataset, made once, iterated once per epoch after set_epoch."""
-        data = ArrayData(cfg, spec, train, val)
-        data.agree_steps(8, lambda v: v)
-        ds, orders = data.train_dataset(8), []
-        for epoch in epochs:
-            steps = data.set_epoch(epoch)
-            batches = list(ds)
-            assert len(batches) == steps
-            orders.append([int(v) for _, y in batches for v in y["left"].numpy()])
-        return orders
-
-    straight = run(range(3))
-    assert straight[0] != straight[1] != straight[2]                # reshuffled every epoch
-    assert run([2]) == [straight[2]]                                # resumed at epoch 3: epoch 3's order

@@ -185,7 +185,7 @@ class ArrayData:
     def __init__(self, cfg, spec, train, val, *, rank: int = 0, world: int = 1):
         (self.x, self.y), (self.xv, self.yv) = train, val
         self.cfg, self.spec, self.rank, self.world = cfg, spec, rank, world
-        self.steps, self.epoch = None, 0
+        self.steps = None
 
     def agree_steps(self, per_worker: int, allreduce_sum) -> None:
         """Every rank must run the same number of collective steps: the fewest any rank can fill."""
@@ -196,24 +196,15 @@ class ArrayData:
                             f"{int(len(self.x))} training examples; lower it or use fewer workers")
 
     def set_epoch(self, epoch: int) -> int:
-        self.epoch = epoch
         return self.steps
 
     def train_dataset(self, per_worker: int):
-        """Made once, iterated once per epoch. The order is a function of (seed, rank, epoch), read when an epoch's
-        iteration starts, so a run resumed at epoch k trains epoch k on epoch k's order (tf.data's
-        reshuffle_each_iteration would count iterations of this process and replay epoch 1's)."""
         import tensorflow as tf
 
-        tasks, n = list(self.cfg.tasks), len(self.x)
-        x, y = tf.constant(self.x), {t: tf.constant(self.y[t]) for t in tasks}
-
-        def batch_rows():
-            order = np.random.default_rng([self.cfg.train.seed, self.rank, self.epoch]).permutation(n)
-            yield from order[:self.steps * per_worker].reshape(self.steps, per_worker)
-
-        ds = tf.data.Dataset.from_generator(batch_rows, output_signature=tf.TensorSpec((per_worker,), tf.int64))
-        ds = ds.map(lambda rows: (tf.gather(x, rows), {t: tf.gather(y[t], rows) for t in tasks}))
+        tasks = list(self.cfg.tasks)
+        ds = (tf.data.Dataset.from_tensor_slices((self.x, {t: self.y[t] for t in tasks}))
+              .shuffle(len(self.x), seed=self.cfg.train.seed + self.rank, reshuffle_each_iteration=True)
+              .batch(per_worker, drop_remainder=True).take(self.steps))
         return _finish(ds, self.cfg, tasks, self.spec)
 
     def val_batches(self):
