@@ -118,9 +118,9 @@ class MOASHA(FIFOScheduler):
         t = result[self.time_attr]
         if t >= self.max_t:
             return TrialScheduler.STOP   # the last epoch: nothing left to decide (ASHA does the same)
-        keep, changed = self.rungs.on_result(trial_id, t, signed_point([result[m] for m in self.metrics],
-                                                                        self.metrics),
-                                             dead=result.get("status") == "diverged")   # its metrics may be finite
+        dead = result.get("status") == "diverged"   # its metrics may be finite (float16), or missing: it ranks last
+        values = [None] * len(self.metrics) if dead else [result[m] for m in self.metrics]
+        keep, changed = self.rungs.on_result(trial_id, t, signed_point(values, self.metrics), dead=dead)
         if changed:
             self._save()
         if not keep:
