@@ -331,3 +331,49 @@ def test_a_run_leaves_nothing_in_the_temp_dir(tmp_path):
     left = sorted(p.name for p in tmpdir.iterdir() if p.name != "ray" and not p.name.startswith(shared))
     assert left == [], left
     assert not (tmp_path / "runs" / "trials" / "clean" / "lease.json").exists()
+
+
+def test_a_run_resumed_after_epoch_2_trains_epoch_3_as_the_uninterrupted_run_does(tmp_path):
+    """data.cache: memory shuffles with tf.data's reshuffle_each_iteration, whose order counts the dataset's
+    iterations in this process: a run resumed at epoch 3 trained epoch 3 on epoch 1's order, so its epoch 3 differed
+    from the uninterrupted run's. Through the real ``fit``: weights, optimizer and weighting state come back from the
+    checkpoint, and epoch 3's training loss must be the uninterrupted run's."""
+    import tensorflow as tf
+
+    from factories import small_table, write_parquet
+    from orchestrator.config import parse_config
+    from orchestrator.data.pipeline import ArrayData, load_arrays
+    from orchestrator.training.loop import Worker, fit
+
+    cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(96)),
+                                  train={"epochs": 3, "batch_size": 8, "loss_weighting": "dwa"}))
+    train, val, spec = load_arrays(cfg)
+    strategy = tf.distribute.get_strategy()
+    straight, saved = [], {}
+
+    class Killed(Exception):
+        pass
+
+    fit(strategy, cfg, spec, ArrayData(cfg, spec, train, val),
+        worker=Worker(on_epoch=lambda metrics, state, save: straight.append(metrics)))
+
+    def dies_after_epoch_2(metrics, state, save):
+        if metrics["epoch"] == 2:
+            save(str(tmp_path)), saved.update(state)
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(strategy, cfg, spec, ArrayData(cfg, spec, train, val), worker=Worker(on_epoch=dies_after_epoch_2))
+
+    def restore(load, check):
+        check(saved)
+        load(str(tmp_path))
+        return saved
+
+    resumed = []
+    fit(strategy, cfg, spec, ArrayData(cfg, spec, train, val),
+        worker=Worker(restore=restore, on_epoch=lambda metrics, state, save: resumed.append(metrics)))
+    assert [m["epoch"] for m in resumed] == [3]
+    assert straight[2]["train_loss"] != straight[1]["train_loss"]
+    assert resumed[0]["train_loss"] == pytest.approx(straight[2]["train_loss"], rel=1e-5)
+    assert resumed[0]["mean_score"] == pytest.approx(straight[2]["mean_score"], abs=1e-6)

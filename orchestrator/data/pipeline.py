@@ -198,6 +198,13 @@ class ArrayData:
     def set_epoch(self, epoch: int) -> int:
         return self.steps
 
+    def start_at(self, epoch: int, dist) -> None:
+        """Before a fit's first epoch: the shuffle below draws each epoch's order from a seed generator that advances
+        once per iterator made in this process, so a run resumed at epoch k first makes (and drops) k iterators and
+        trains epoch k on epoch k's order, not epoch 1's. Making an iterator reads no element."""
+        for _ in range(epoch):
+            iter(dist)
+
     def train_dataset(self, per_worker: int):
         import tensorflow as tf
 
@@ -248,6 +255,9 @@ class StreamData:
     def agree_steps(self, per_worker: int, allreduce_sum) -> None:
         self.per_worker = per_worker   # every rank computes every rank's rows from the same units: no collective
         self.set_epoch(0)
+
+    def start_at(self, epoch: int, dist) -> None:
+        """Nothing to do: each epoch's units and order are a function of (seed, epoch)."""
 
     def set_epoch(self, epoch: int) -> int:
         self.epoch = epoch

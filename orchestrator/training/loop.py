@@ -193,8 +193,8 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
     """Build the model in ``strategy``'s scope and train it; returns (model, state).
 
     Shared by Ray workers (MultiWorkerMirroredStrategy) and in-process runs (default strategy). ``data``
-    (``data.pipeline``) gives ``agree_steps``, ``set_epoch(epoch) -> steps``, ``train_dataset(per_worker)`` and
-    ``val_batches()``."""
+    (``data.pipeline``) gives ``agree_steps``, ``start_at(epoch, dist)``, ``set_epoch(epoch) -> steps``,
+    ``train_dataset(per_worker)`` and ``val_batches()``."""
     w = worker or Worker()
     trainee = build(strategy, cfg, spec, backbone_file=w.backbone_file)
     w.marks["model"] = time.time()
@@ -206,6 +206,7 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
                   step=make_train_step(strategy, trainee.mt, cfg, trainee.weighting, trainee.optimizers,
                                        global_batch=per_worker * w.world),
                   dist=strategy.distribute_datasets_from_function(lambda _: data.train_dataset(per_worker)))
+    data.start_at(state["epoch"], run.dist)   # a resumed run trains epoch k on epoch k's order
     scale = run.step.loss_scale   # float16 only
     if scale is not None and "loss_scale" in state:
         scale.restore(state["loss_scale"])
