@@ -163,27 +163,47 @@ def test_famo_weights_are_the_gradient_of_its_log_objective():
     assert np.allclose(tape.gradient(ours, theta), tape.gradient(paper, theta), rtol=1e-5)
 
 
-def test_famo_logit_step_follows_algorithm_1():
-    """xi <- xi - beta (J_z(xi)^T (log L - log L') + gamma xi), J the softmax Jacobian (taken numerically here)."""
-    xi = np.array([0.2, -0.1, 0.4])
-    before, after = np.array([1.0, 0.8, 2.0]), np.array([0.9, 0.79, 1.5])
-    beta, gamma = 0.05, 0.01
+def softmax(v):
+    e = np.exp(v - v.max())
+    return e / e.sum()
 
-    def softmax(v):
-        e = np.exp(v - v.max())
-        return e / e.sum()
 
-    jac = np.stack([(softmax(xi + h) - softmax(xi - h)) / 2e-6 for h in np.eye(3) * 1e-6], axis=1)   # dz_i/dxi_j
-    expected = xi - beta * (jac.T @ (np.log(before) - np.log(after)) + gamma * xi)
-    got = np.asarray(famo_logits(xi.astype(np.float32), before.astype(np.float32), after.astype(np.float32),
-                                 lr=beta, decay=gamma))
-    assert got == pytest.approx(expected, abs=1e-6)
-    # the task whose loss fell least (task 1: 0.8 -> 0.79) gains weight, the one that fell most loses it
-    assert softmax(got)[1] - softmax(xi)[1] > 0 > softmax(got)[2] - softmax(xi)[2]
+def famo_reference(xi, steps, *, lr, decay):
+    """FAMO's logit updates as its reference code makes them (github Cranial-XIX/FAMO, famo.py: ``Adam([w],
+    lr=w_lr, weight_decay=gamma)`` stepping ``d = J_z(w)^T (log L - log L')``), written out with torch Adam's
+    defaults (betas 0.9, 0.999, eps 1e-8; weight decay added to the gradient); J taken numerically."""
+    m, v = np.zeros_like(xi), np.zeros_like(xi)
+    for t, (before, after) in enumerate(steps, start=1):
+        jac = np.stack([(softmax(xi + h) - softmax(xi - h)) / 2e-6 for h in np.eye(len(xi)) * 1e-6], axis=1)
+        g = jac.T @ (np.log(before + 1e-8) - np.log(after + 1e-8)) + decay * xi
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        xi = xi - (lr / (1 - 0.9 ** t)) * m / (np.sqrt(v) / np.sqrt(1 - 0.999 ** t) + 1e-8)
+    return xi
+
+
+def test_famo_logits_take_the_reference_codes_adam_steps():
+    """Three steps from xi = 0 match the reference code's Adam; the first moves each logit by about lr (Adam's
+    first step is lr * sign), where Algorithm 1's plain step moved it by lr * |J^T delta| (about 1e-4 here: FAMO
+    then trained at equal weights)."""
+    steps = [(np.array([1.0, 0.8, 2.0]), np.array([0.9, 0.79, 1.5])),
+             (np.array([0.9, 0.79, 1.5]), np.array([0.85, 0.78, 1.4])),
+             (np.array([0.85, 0.78, 1.4]), np.array([0.84, 0.70, 1.38]))]
+    lr, decay = 0.025, 0.01
+    xi, m, v = np.zeros(3, np.float32), np.zeros(3, np.float32), np.zeros(3, np.float32)
+    for t, (before, after) in enumerate(steps):
+        got, (m, v) = famo_logits(xi, (m, v), step=t, before=before.astype(np.float32),
+                                  after=after.astype(np.float32), lr=lr, decay=decay)
+        got, m, v = np.asarray(got), np.asarray(m), np.asarray(v)
+        assert got == pytest.approx(famo_reference(np.zeros(3), steps[:t + 1], lr=lr, decay=decay), abs=1e-5)
+        if t == 0:
+            assert np.abs(got) == pytest.approx(np.full(3, lr), rel=1e-3)
+        xi = got
+    # the task whose loss fell least over these steps (task 1) gained weight, the one that fell most lost it
+    assert softmax(xi)[1] > 1 / 3 > softmax(xi)[2]
 
 
 def test_famo_step_updates_the_logits_from_the_losses_before_and_after_the_update(tmp_path):
-    """One real step: the logits move by Algorithm 1 from this batch's losses before the update and after it (the
+    """One real step: the logits move by the reference code's Adam step from this batch's losses before the update and after it (the
     extra no-gradient forward pass); the model trained with FAMO's weights."""
     import tensorflow as tf
 
@@ -211,10 +231,12 @@ def test_famo_step_updates_the_logits_from_the_losses_before_and_after_the_updat
     assert not np.allclose(before, after)
     assert total[1:] == pytest.approx(before, rel=1e-4)
     assert total[0] == pytest.approx(float(np.dot(famo_weights(xi, before), before)), rel=1e-4)
-    expected = famo_logits(xi, before, after, lr=0.5, decay=0.01)
-    assert trainee.weighting.logits.numpy() == pytest.approx(np.asarray(expected), abs=1e-5)
-    assert np.abs(trainee.weighting.logits.numpy()).max() > 1e-4
-    assert trainee.weighting.state()["logits"] == pytest.approx(trainee.weighting.logits.numpy().tolist())
+    expected = famo_reference(xi.astype(np.float64), [(before, after)], lr=0.5, decay=0.01)
+    assert trainee.weighting.logits.numpy() == pytest.approx(expected, abs=1e-5)
+    assert np.abs(trainee.weighting.logits.numpy()).max() > 0.1
+    state = trainee.weighting.state()
+    assert state["logits"] == pytest.approx(trainee.weighting.logits.numpy().tolist())
+    assert state["famo_steps"] == 1 and np.abs(state["famo_moments"]).max() > 0   # Adam's moments are checkpointed
 
 
 def test_rlw_and_famo_are_searchable_values_of_loss_weighting(tmp_path):

@@ -146,7 +146,7 @@ class TrainConfig(_Strict):
         "static", description="static: loss_weights; uncertainty: Kendall et al. 2018; dwa: Liu et al. 2019; "
                               "rlw: random weights each step, Lin et al. 2022; famo: Liu et al. 2023")
     dwa_temperature: float = Field(2.0, gt=0, description="DWA's softmax temperature T")
-    famo_lr: float = Field(0.025, gt=0, description="FAMO's step size β for its task logits")
+    famo_lr: float = Field(0.025, gt=0, description="FAMO's Adam step size β for its task logits (as its reference code)")
     famo_decay: float = Field(0.01, ge=0, description="FAMO's decay γ of its task logits")
     weight_decay: float = Field(0.0, ge=0)
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(

@@ -14,10 +14,13 @@
 - ``famo`` (Liu et al. 2023, Fast Adaptive Multitask Optimization): task logits ``ξ`` (0 at the start),
   ``z = softmax(ξ)``; the step descends ``Σ_k w_k L_k`` with ``w_k = z_k / (c L_k)``, ``c = Σ_i z_i / L_i``
   (the gradient of ``Σ z_k log L_k / c``, c held fixed; the ``w_k`` sum to 1), and after the update one
-  no-gradient forward pass on the same batch gives ``L'``; then (the paper's Algorithm 1)
-  ``ξ ← ξ − β (J_z(ξ)ᵀ (log L − log L') + γ ξ)`` with ``β = famo_lr``, ``γ = famo_decay``. The reference code
-  steps ``ξ`` with Adam instead; this is the paper's plain step. ``L`` and ``L'`` are the all-reduced global
-  batch losses, so every worker computes the same weights and logits.
+  no-gradient forward pass on the same batch gives ``L'``; then ``ξ`` takes one Adam step on
+  ``J_z(ξ)ᵀ (log L − log L') + γ ξ`` at rate ``β``, as the reference code does (github Cranial-XIX/FAMO, famo.py:
+  torch Adam, betas 0.9/0.999, eps 1e-8, weight decay γ added to the gradient), ``β = famo_lr``,
+  ``γ = famo_decay``. The paper's Algorithm 1 writes a plain step ``ξ ← ξ − β (…)``: at β = 0.025 it moves a logit
+  by about 1e-4 per step, so FAMO trained at equal weights; Adam moves it by about β. Adam's moments and step count
+  are checkpointed. ``L`` and ``L'`` are the all-reduced global batch losses, so every worker computes the same
+  weights and logits.
 
 All run inside the custom distributed step: ``combine`` is called per replica on that
 replica's share of each task's global-batch mean loss.
@@ -29,6 +32,7 @@ import math
 import numpy as np
 
 FAMO_EPS = 1e-8   # keeps log L and 1 / L finite (the reference code's epsilon)
+FAMO_ADAM = (0.9, 0.999, 1e-8)   # torch.optim.Adam's betas and eps, which the FAMO reference code keeps
 
 
 def dwa_weights(loss_history: list[dict[str, float]], tasks: list[str], temperature: float) -> dict[str, float]:
@@ -58,15 +62,21 @@ def famo_weights(logits, losses):
     return ratio / tf.reduce_sum(ratio)
 
 
-def famo_logits(logits, before, after, *, lr: float, decay: float):
-    """FAMO's logit step: ``ξ − β (J_z(ξ)ᵀ (log L − log L') + γ ξ)``, where ``J_zᵀ v = z ⊙ (v − z·v)``."""
+def famo_logits(logits, moments, *, step, before, after, lr: float, decay: float):
+    """FAMO's logit step, torch Adam's on ``g = J_z(ξ)ᵀ (log L − log L') + γ ξ`` (``J_zᵀ v = z ⊙ (v − z·v)``);
+    ``moments``: Adam's (m, v), ``step``: the steps taken before this one. Returns (ξ, (m, v))."""
     import tensorflow as tf
 
+    b1, b2, eps = FAMO_ADAM
     xi = tf.convert_to_tensor(logits, tf.float32)
     z = tf.nn.softmax(xi)
-    v = (tf.math.log(tf.convert_to_tensor(before, tf.float32) + FAMO_EPS)
+    d = (tf.math.log(tf.convert_to_tensor(before, tf.float32) + FAMO_EPS)
          - tf.math.log(tf.convert_to_tensor(after, tf.float32) + FAMO_EPS))
-    return xi - lr * (z * (v - tf.reduce_sum(z * v)) + decay * xi)
+    g = z * (d - tf.reduce_sum(z * d)) + decay * xi
+    m = b1 * tf.convert_to_tensor(moments[0], tf.float32) + (1 - b1) * g
+    v = b2 * tf.convert_to_tensor(moments[1], tf.float32) + (1 - b2) * g * g
+    t = tf.cast(step, tf.float32) + 1
+    return xi - (lr / (1 - b1 ** t)) * m / (tf.sqrt(v) / tf.sqrt(1 - b2 ** t) + eps), (m, v)
 
 
 class LossWeighting:
@@ -93,6 +103,10 @@ class LossWeighting:
         self.draws = keras.Variable(0, dtype="int64", trainable=False, name="rlw_step") if self.kind == "rlw" else None
         self.logits = (keras.Variable(np.zeros(len(self.tasks), np.float32), trainable=False, name="famo_logits")
                        if self.kind == "famo" else None)
+        self.famo_adam = ((keras.Variable(np.zeros((2, len(self.tasks)), np.float32), trainable=False,
+                                          name="famo_moments"),
+                           keras.Variable(0, dtype="int64", trainable=False, name="famo_steps"))
+                          if self.kind == "famo" else None)
 
     @property
     def global_losses(self) -> bool:
@@ -137,8 +151,13 @@ class LossWeighting:
         if self.draws is not None:
             self.draws.assign_add(1)
         if self.logits is not None:
-            new = famo_logits(self.logits, before, after, lr=self.famo_lr, decay=self.famo_decay)
-            self.logits.assign(tf.where(tf.reduce_all(tf.math.is_finite(new)), new, self.logits))
+            moments, steps = self.famo_adam
+            new, (m, v) = famo_logits(self.logits, tf.unstack(moments), step=steps, before=before, after=after,
+                                      lr=self.famo_lr, decay=self.famo_decay)
+            finite = tf.reduce_all(tf.math.is_finite(new)) & tf.reduce_all(tf.math.is_finite(v))
+            self.logits.assign(tf.where(finite, new, self.logits))
+            moments.assign(tf.where(finite, tf.stack([m, v]), moments))
+            steps.assign_add(tf.cast(finite, tf.int64))
 
     def effective(self) -> dict[str, float]:
         """The weight each task's loss carries now (RLW: its expectation 1/K; FAMO: ``softmax(ξ)``)."""
@@ -163,7 +182,9 @@ class LossWeighting:
         return {"loss_history": self.loss_history, "weights": self.weights.numpy().tolist(),
                 "log_vars": None if self.log_vars is None else self.log_vars.numpy().tolist(),
                 "draws": None if self.draws is None else int(self.draws.numpy()),
-                "logits": None if self.logits is None else self.logits.numpy().tolist()}
+                "logits": None if self.logits is None else self.logits.numpy().tolist(),
+                **({} if self.famo_adam is None else {"famo_moments": self.famo_adam[0].numpy().tolist(),
+                                                      "famo_steps": int(self.famo_adam[1].numpy())})}
 
     def restore(self, state: dict) -> None:
         self.loss_history = list(state.get("loss_history", []))
@@ -174,3 +195,6 @@ class LossWeighting:
             self.draws.assign(int(state["draws"]))
         if self.logits is not None and state.get("logits") is not None:
             self.logits.assign(np.array(state["logits"], np.float32))
+        if self.famo_adam is not None and state.get("famo_moments") is not None:
+            self.famo_adam[0].assign(np.array(state["famo_moments"], np.float32))
+            self.famo_adam[1].assign(int(state["famo_steps"]))
