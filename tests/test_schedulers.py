@@ -347,3 +347,20 @@ def test_searcher_state_leaves_out_the_schedulers_gate():
     assert "gate" not in lim.get_state() and "searcher" not in lim.get_state()
     variants = GatedVariants(scheduler.has_room, random_state=0, max_concurrent=0, points_to_evaluate=None)
     assert "gate" not in variants.get_state()
+
+
+def test_a_completed_row_of_an_older_training_revision_is_not_reused(tmp_path, monkeypatch):
+    """Done work is found by config hash. When what a config trains or measures changes (round 3: FAMO's Adam step,
+    AUC from logit bins, float64 R² sums), rows of the older code must be trained again, not reused (nor resumed
+    from their checkpoints): ``TRAINING_REVISION`` is part of the hash and is bumped with such a change."""
+    from factories import experiment, row
+    from orchestrator.config import parse_config, schema
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.runner import completed_row
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2, "loss_weighting": "famo"}))
+    history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
+    Leaderboard(cfg.storage).append([row(cfg, history, trial_id="old", fingerprint="fp")])
+    assert completed_row(cfg, fingerprint="fp")["trial_id"] == "old"
+    monkeypatch.setattr(schema, "TRAINING_REVISION", schema.TRAINING_REVISION + 1)   # the code changed
+    assert completed_row(cfg, fingerprint="fp") is None

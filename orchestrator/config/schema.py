@@ -17,6 +17,8 @@ from ..storage import redact
 from .paths import redact_paths, set_dotted
 from .space import SearchConfig, active_values, check_paths, inactive_paths
 
+TRAINING_REVISION = 2   # in the config hash; bumped when code changes what a config trains or measures (README)
+
 
 class _Strict(BaseModel):
     # allow_inf_nan=False: YAML's .nan / .inf validate as floats but cannot train (every float must be finite)
@@ -291,7 +293,7 @@ class ExperimentConfig(_Strict):
             inactive = inactive_paths(self.search, active_values(self.search.space, fields, list(self.tasks)))
             for path in set(inactive) & self.train.unused_paths():
                 set_dotted(fields, path, _default_at(type(self), path, dotted=fields))
-        blob = json.dumps(fields, sort_keys=True, default=str)
+        blob = json.dumps({**fields, "training_revision": TRAINING_REVISION}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def with_values(self, values: dict[str, Any]) -> "ExperimentConfig":
