@@ -14,7 +14,7 @@ import tempfile
 import time
 import uuid
 from typing import Callable, Iterator, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
@@ -114,12 +114,32 @@ class _LocationHandler(pafs.FileSystemHandler):
 
 
 def file_stats(locations: list[str]) -> list[tuple]:
-    """(size, mtime in ns) of each file, in order, in one call through the first location's filesystem (give
-    locations of one filesystem); a missing file gives (None, None)."""
-    if not locations:
-        return []
-    fs, _ = filesystem(locations[0])
-    return [(i.size, i.mtime_ns) for i in fs.get_file_info([filesystem(loc)[1] for loc in locations])]
+    """(size, mtime in ns) of each file, in order; a missing file gives (None, None). Local files in one call;
+    files behind URIs from one listing per folder (an object store lists 1000 keys a request, where asking per
+    file costs a round trip each), or per file where listing is refused."""
+    found = {}
+    local = [loc for loc in locations if not is_uri(loc)]
+    infos = pafs.LocalFileSystem().get_file_info([os.path.abspath(loc) for loc in local]) if local else []
+    found.update(zip(local, ((i.size, i.mtime_ns) for i in infos)))
+    folders: dict[str, list[str]] = {}
+    for loc in locations:
+        if is_uri(loc):
+            folders.setdefault(parent(loc), []).append(loc)
+    for folder, locs in folders.items():
+        found.update(_listed_stats(folder, locs))
+    return [found.get(loc, (None, None)) for loc in locations]
+
+
+def _listed_stats(folder: str, locations: list[str]) -> dict:
+    fs, path = filesystem(folder)
+    try:
+        listed = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except OSError:   # listing refused (access to the objects only): one request per file
+        infos = fs.get_file_info([filesystem(loc)[1] for loc in locations])
+        return {loc: (i.size, i.mtime_ns) for loc, i in zip(locations, infos)}
+    by_name = {i.base_name: (i.size, i.mtime_ns) for i in listed if i.type == pafs.FileType.File}
+    return {loc: by_name.get(unquote(urlsplit(loc).path.rsplit("/", 1)[-1]), (None, None)) for loc in locations}
+
 
 def ray_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     """``filesystem`` for Ray Tune's and Ray Train's ``storage_filesystem``: one that never carries credentials

@@ -205,3 +205,40 @@ def test_mlflow_uris_without_secrets_are_accepted_as_written():
     space = {"train.head_lr": {"loguniform": [1e-4, 1e-2]}}
     for uri in ("sqlite:////tmp/x/mlflow.db", "sqlite:///mlflow.db", "file:///tmp/mlruns", "http://127.0.0.1:5000"):
         assert SearchConfig.model_validate({"space": space, "mlflow": uri}).mlflow == uri
+
+
+def test_image_files_behind_uris_rewritten_in_place_are_other_data(s3_server, tmp_path, monkeypatch):
+    """The data fingerprint (which decides what done work is reused) covered the size and mtime of local image
+    files only: images behind URIs counted by path, so a manifest's S3 images rewritten in place kept the
+    fingerprint and the old results were reused. Their sizes and mtimes now come from one listing per folder."""
+    import io
+
+    import numpy as np
+    import pyarrow.fs as pafs
+    from PIL import Image
+
+    from orchestrator.config import parse_config
+    from orchestrator.data.prepare import prepare
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    fs = pafs.S3FileSystem(access_key="k", secret_key="s", endpoint_override=s3_server, scheme="http",
+                           region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir("imgs")
+
+    def put(i: int, size: int) -> None:
+        blob = io.BytesIO()
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(blob, "PNG")
+        with fs.open_output_stream(f"imgs/train/{i}.png") as f:
+            f.write(blob.getvalue())
+
+    for i in range(12):
+        put(i, 12)
+    query = f"endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    rows = "".join(f"s3://imgs/train/{i}.png?{query},{i % 3},{i % 2},{i}\n" for i in range(12))
+    (tmp_path / "m.csv").write_text("image,left,right,sum\n" + rows)
+    cfg = parse_config(experiment(tmp_path, str(tmp_path / "m.csv"), data={"image_size": [12, 12]}))
+    before = prepare(cfg).spec.fingerprint
+    assert prepare(cfg).spec.fingerprint == before          # nothing changed: the same data
+    put(5, 13)                                          # one image rewritten in place (another size)
+    assert prepare(cfg).spec.fingerprint != before

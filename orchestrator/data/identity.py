@@ -84,8 +84,4 @@ def _image_sizes(location: str, fs: pafs.FileSystem, path: str, image_column: st
     wanted = [p if os.path.isabs(p) else f"{base_path.rstrip('/')}/{p}" for p in local]
     sizes = [i.size if i.type == pafs.FileType.File else None for i in base_fs.get_file_info(wanted)]
     remote = [p for p in table.column(image_column).to_pylist() if p and storage.is_uri(p)]
-    for p in remote:
-        rfs, rpath = storage.filesystem(p)
-        info = rfs.get_file_info(rpath)
-        sizes.append(info.size if info.type == pafs.FileType.File else None)
-    return sizes
+    return sizes + [size for size, _ in storage.file_stats(remote)]

@@ -122,11 +122,10 @@ def _fingerprint(cfg: ExperimentConfig, *sources: Source) -> str:
 
 def _file_stats(src: Source) -> list:
     """(size, mtime) of every file behind the labels, so that content rewritten in place is other data: every Parquet
-    file (a few, through its filesystem) and every local image file. Image files behind URIs are left out (one
-    request each): a rewrite there keeps the fingerprint. What it trades: a copy of the same files (new mtimes) is
-    other data too, so done work is trained again there rather than a changed file's results reused."""
-    local = [p for p in src.paths or [] if not storage.is_uri(p)]
-    return storage.file_stats(local) + storage.file_stats(sorted({file for file, *_ in src.row_groups}))
+    file and every image file (behind URIs: from one listing per folder). What it trades: a copy of the same files
+    (new mtimes) is other data too, so done work is trained again there rather than a changed file's results
+    reused."""
+    return storage.file_stats(list(src.paths or []) + sorted({file for file, *_ in src.row_groups}))
 
 
 # -- the whole check -----------------------------------------------------------------------------
