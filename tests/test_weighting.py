@@ -107,6 +107,41 @@ def test_augmentation_is_training_only_and_searchable(tmp_path):
         parse_config({**base, "search": {"space": {"data.image_size": {"choice": [[12, 12], [16, 16]]}}}})
 
 
+def test_augmentation_draws_are_keyed_on_seed_rank_epoch_and_batch(tmp_path):
+    """Keras's random layers drew from stateful seed generators in a parallel map: which batch got which draw
+    followed thread timing (augmented runs were not reproducible), and a resumed run restarted the draws. Each
+    batch's draws are now a function of (train.seed, rank, epoch, batch): two builds give the same epochs, a run
+    resumed at epoch 3 gets epoch 3's draws, and another rank other draws."""
+    from orchestrator.data.pipeline import ArrayData, load_arrays
+
+    plain = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(96)),
+                                    train={"batch_size": 8}))
+    cfg = plain.with_values({"data.augment": {"flip": "horizontal", "rotation": 0.2, "zoom": 0.2, "contrast": 0.3}})
+    train, val, spec = load_arrays(cfg)
+
+    def epochs(cfg, which, *, rank=0):
+        data = ArrayData(cfg, spec, train, val, rank=rank, world=2)   # both ranks given the same rows here
+        data.agree_steps(8, lambda v: np.full_like(v, v.max()))
+        ds = data.train_dataset(8)
+        data.start_at(which[0], ds)
+        out = []
+        for epoch in which:
+            data.set_epoch(epoch)
+            out.append([(x.numpy(), y["left"].numpy()) for x, y in ds])
+        return out
+
+    straight, again, resumed = epochs(cfg, range(3)), epochs(cfg, range(3)), epochs(cfg, [2])
+    for a, b in zip(straight, again):
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert np.array_equal(ya, yb) and np.array_equal(xa, xb)
+    for (xa, ya), (xr, yr) in zip(straight[2], resumed[0]):
+        assert np.array_equal(ya, yr) and np.array_equal(xa, xr)
+    unaugmented = epochs(plain, [2])[0]
+    assert all(np.array_equal(ya, yp) and not np.allclose(xa, xp) for (xa, ya), (xp, yp) in zip(straight[2], unaugmented))
+    other_rank = epochs(cfg, [2], rank=1)[0]
+    assert not all(np.allclose(xa, xo) for (xa, _), (xo, _) in zip(straight[2], other_rank))
+
+
 def test_rlw_draws_a_softmax_of_standard_normals_keyed_on_seed_and_step():
     """Lin et al. 2022: lambda = softmax(z), z ~ N(0, I_K), new every step; the same (seed, step) gives the same draw
     (what keeps replicas in agreement without communicating)."""

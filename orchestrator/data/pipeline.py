@@ -11,7 +11,7 @@ Three modes (``data.cache``):
 
 Which units a worker gets is a pure function of (epoch, rank, world size, seed), so every rank
 knows every rank's row count: all ranks run the same number of steps, and validation covers every
-row exactly once. Augmentation runs in the worker's input pipeline (``augment_fn``).
+row exactly once. Augmentation runs in the worker's input pipeline (``augment``).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import _ray
 from ..errors import DataError
+from .augment import augmenter
 from .decode import decode_options, decode_unit
 
 DECODE_CPUS = 0.5     # per decode task when decoding into the object store, before any training
@@ -143,40 +144,21 @@ def _decode_batch(batch: dict, *, units: list[dict], opts: dict) -> dict:
 
 
 # -- what the training loop reads ----------------------------------------------------------------
-def augmenter(cfg):
-    """Training-only augmentation from Keras preprocessing layers, or None."""
-    a = cfg.data.augment
-    if not a.active:
-        return None
-    import keras
-
-    seed = cfg.train.seed
-    layers = []
-    if a.flip != "none":
-        layers.append(keras.layers.RandomFlip(a.flip, seed=seed))
-    if a.rotation:
-        layers.append(keras.layers.RandomRotation(a.rotation, seed=seed + 1))
-    if a.zoom:
-        layers.append(keras.layers.RandomZoom(a.zoom, seed=seed + 2))
-    if a.contrast:
-        layers.append(keras.layers.RandomContrast(a.contrast, seed=seed + 3))
-    return keras.Sequential(layers, name="augment")
-
-
-def _finish(ds, cfg, tasks, spec):
-    """Batches of (float32 images, {task: labels}): cast, standardize regression targets, augment."""
+def _finish(ds, cfg, tasks, spec, *, augment=None):
+    """Batches of (float32 images, {task: labels}): cast, standardize regression targets, augment (``augment``,
+    keyed on each batch's index in the epoch)."""
     import tensorflow as tf
 
-    aug = augmenter(cfg)
     mean, std = spec.label_mean, spec.label_std
 
-    def prep(x, y):
+    def prep(i, batch):
+        x, y = batch
         x = tf.cast(x, tf.float32)
-        if aug is not None:
-            x = aug(x, training=True)
+        if augment is not None:
+            x = augment(i, x)
         return x, {t: (tf.cast(y[t], tf.float32) - mean[t]) / std[t] if t in mean else y[t] for t in tasks}
 
-    return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.enumerate().map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 class ArrayData:
@@ -185,7 +167,7 @@ class ArrayData:
     def __init__(self, cfg, spec, train, val, *, rank: int = 0, world: int = 1):
         (self.x, self.y), (self.xv, self.yv) = train, val
         self.cfg, self.spec, self.rank, self.world = cfg, spec, rank, world
-        self.steps = None
+        self.steps, self.augment = None, augmenter(cfg, rank=rank)
 
     def agree_steps(self, per_worker: int, allreduce_sum) -> None:
         """Every rank must run the same number of collective steps: the fewest any rank can fill."""
@@ -196,6 +178,8 @@ class ArrayData:
                             f"{int(len(self.x))} training examples; lower it or use fewer workers")
 
     def set_epoch(self, epoch: int) -> int:
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
         return self.steps
 
     def start_at(self, epoch: int, dist) -> None:
@@ -212,7 +196,7 @@ class ArrayData:
         ds = (tf.data.Dataset.from_tensor_slices((self.x, {t: self.y[t] for t in tasks}))
               .shuffle(len(self.x), seed=self.cfg.train.seed + self.rank, reshuffle_each_iteration=True)
               .batch(per_worker, drop_remainder=True).take(self.steps))
-        return _finish(ds, self.cfg, tasks, self.spec)
+        return _finish(ds, self.cfg, tasks, self.spec, augment=self.augment)
 
     def val_batches(self):
         size = val_batch_size(self.spec)
@@ -250,7 +234,7 @@ class StreamData:
         self.sizes = [len(u["rows"]) for u in self.units]
         self.seed, self.epoch, self.per_worker = cfg.train.seed, 0, None
         self.tasks = list(cfg.tasks)
-        self.error = None
+        self.error, self.augment = None, augmenter(cfg, rank=rank)
 
     def agree_steps(self, per_worker: int, allreduce_sum) -> None:
         self.per_worker = per_worker   # every rank computes every rank's rows from the same units: no collective
@@ -261,6 +245,8 @@ class StreamData:
 
     def set_epoch(self, epoch: int) -> int:
         self.epoch = epoch
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
         rows = rows_per_rank(self.sizes, world=self.world, epoch=epoch, seed=self.seed)
         steps = min(rows) // self.per_worker
         if steps < 1:
@@ -290,7 +276,7 @@ class StreamData:
                 raise
 
         ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
-        return _finish(ds, self.cfg, self.tasks, self.spec)
+        return _finish(ds, self.cfg, self.tasks, self.spec, augment=self.augment)
 
     def epoch_batches(self, mine: list[int], per_worker: int) -> Iterator[dict]:
         return stream([self.units[j] for j in mine], self.opts, batch_size=per_worker, seed=self.seed + self.epoch,
