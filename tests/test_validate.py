@@ -154,6 +154,12 @@ def test_baselines_are_reused_only_for_the_same_training(tmp_path, monkeypatch, 
         trained.clear()
         baselines.baselines_for(SimpleNamespace(cfg=cfg.with_values(changed), prepared=spec), out=lambda line: None)
         assert sum(trained) == trains, changed
+    from orchestrator.config import schema
+
+    monkeypatch.setattr(schema, "TRAINING_REVISION", schema.TRAINING_REVISION + 1)   # code that trains otherwise
+    trained.clear()
+    baselines.baselines_for(SimpleNamespace(cfg=cfg, prepared=spec), out=lambda line: None)
+    assert sum(trained) == 3
 
 
 def test_every_searched_resource_value_is_checked_against_the_cluster(tmp_path, no_ray):
