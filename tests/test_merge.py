@@ -111,6 +111,27 @@ def test_the_completed_run_of_a_work_counts_not_a_stopped_or_failed_one_merged_f
     assert rows["c_full"]["duplicate_of"] is None    # DST's stopped run cannot be re-marked: the completed one counts
 
 
+def test_runs_on_another_version_of_the_data_or_by_other_code_are_not_the_same_work(tmp_path):
+    """work_key identifies data by its content at merge time, so two runs of one config on two versions of the same
+    files (rewritten in place between them: another data_fingerprint at the same location) got one key, and the
+    newer run was hidden behind the older. Runs by code of another training revision (rows without one: 1) are
+    other work too. A copy of the work on the same data version still counts once."""
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    Leaderboard(src).append([trial(src, trial_id="old", objective=0.95, data_fingerprint="fp-v1"),
+                             trial(src, trial_id="new", objective=0.60, data_fingerprint="fp-v2"),
+                             trial(src, trial_id="new_again", objective=0.61, data_fingerprint="fp-v2"),
+                             trial(src, trial_id="r1", lr=2e-3, objective=0.7, training_revision=None),
+                             trial(src, trial_id="r2", lr=2e-3, objective=0.5)])
+    board = Leaderboard(dst)
+    board.merge(src)
+    rows = {r["trial_id"]: r for r in board.table(kind=None).to_pylist()}
+    assert rows["old"]["duplicate_of"] is None and rows["new"]["duplicate_of"] is None
+    assert rows["new_again"]["duplicate_of"] == rows["new"]["row_id"]
+    assert rows["r2"]["training_revision"] == 2
+    assert rows["r1"]["duplicate_of"] is None and rows["r2"]["duplicate_of"] is None
+    assert set(board.top(10).column("trial_id").to_pylist()) == {"old", "new", "r1", "r2"}
+
+
 def test_merge_killed_midway_loses_and_duplicates_nothing(tmp_path, monkeypatch):
     home, away, dst = (str(tmp_path / n) for n in ("home", "away", "dst"))
     Leaderboard(home).append([trial(home, trial_id="h1")])

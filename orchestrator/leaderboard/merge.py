@@ -6,7 +6,8 @@
   data identified by content, seed included), ``merged_from`` (the source storage, credentials redacted; a row
   merged before keeps its first source), and points at DST: its config's ``storage`` is DST, so ``best`` /
   ``confirm`` train there. Checkpoint paths still name where the trial ran.
-- Rows of work that DST already holds (or that an earlier row of this merge holds) get ``duplicate_of``: the row id
+- Rows of work that DST already holds (or that an earlier row of this merge holds; the same work key, and not another
+  version of the data at the same location nor another training revision: ``same_work``) get ``duplicate_of``: the row id
   of the row that counts for that work (``preference``: a completed run before a stopped one, before a failed
   one), and ranked queries leave them out. DST's rows are never rewritten, so a merged run better than the one
   counting in DST counts beside it.
@@ -88,19 +89,45 @@ def preference(row: dict) -> tuple:
     return rank, finite(row.get("objective")) is None, -(row.get("epochs") or 0)
 
 
+def version(row: dict) -> tuple:
+    """What a work key cannot see: the data locations the row's config names, the data_fingerprint it trained on
+    there (a rewrite in place between two runs gives the same content key at merge time) and the code's training
+    revision (rows before it: 1)."""
+    config = row.get("config")
+    config = json.loads(config) if isinstance(config, str) else config
+    data = (config.get("data") or {}) if isinstance(config, dict) else {}
+    return (data.get("train"), data.get("validation")), row.get("data_fingerprint"), row.get("training_revision") or 1
+
+
+def same_work(a: tuple, b: tuple) -> bool:
+    """Two rows of one work key (``version`` of each) did the same work: the same training revision, and not two
+    versions of the data at one location."""
+    (where_a, data_a, revision_a), (where_b, data_b, revision_b) = a, b
+    return revision_a == revision_b and not (where_a == where_b and data_a and data_b and data_a != data_b)
+
+
 def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into: str,
                 identity: Callable[[str, str], str]) -> tuple[list[int], dict[str, list]]:
     """Which ``incoming`` rows (of one source, JSON columns as strings) DST lacks, and their new column values:
     (indices, {"work_key", "duplicate_of", "merged_from", "config"}). ``existing``: DST's rows (row_id, work_key,
-    objective, status, epochs, duplicate_of, config); it is extended with the new rows, so the next source sees them.
-    The row that counts for a work is the first by ``preference``, DST's before a source's. DST's rows are not
-    rewritten: a new row that ``preference`` puts before the one counting in DST counts too."""
+    objective, status, epochs, duplicate_of, config, data_fingerprint, training_revision); it is extended with the
+    new rows, so the next source sees them. The row that counts for a work (a work key, then ``same_work``) is the
+    first by ``preference``, DST's before a source's. DST's rows are not rewritten: a new row that ``preference``
+    puts before the one counting in DST counts too."""
     have = {r["row_id"] for r in existing}
-    counts: dict[str, tuple[str, tuple]] = {}   # work key -> (row id, preference) of the row that counts
+    counts: dict[str, list[list]] = {}   # work key -> [row id, preference, version] of each work's counting row
+
+    def counting(key, ver):
+        return next((c for c in counts.get(key, []) if same_work(c[2], ver)), None)
+
     for r in existing:
         r["work_key"] = key = r.get("work_key") or row_work_key(r, identity)
-        if key and not r.get("duplicate_of") and (key not in counts or preference(r) < counts[key][1]):
-            counts[key] = (r["row_id"], preference(r))
+        if key and not r.get("duplicate_of"):
+            ver, c = version(r), counting(key, version(r))
+            if c is None:
+                counts.setdefault(key, []).append([r["row_id"], preference(r), ver])
+            elif preference(r) < c[1]:
+                c[:] = [r["row_id"], preference(r), ver]
     order = sorted(range(len(incoming)), key=lambda i: preference(incoming[i]))
     keep, new = [], {"work_key": {}, "duplicate_of": {}, "merged_from": {}, "config": {}}
     for i in order:
@@ -108,19 +135,23 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into
         if r["row_id"] in have:
             continue
         have.add(r["row_id"])
-        key = row_work_key(r, identity)
-        counted = counts.get(key) if key else None
-        if counted is not None and preference(r) < counted[1]:
-            counted = None               # a stopped or failed run elsewhere does not hide a finished one
-        if key and counted is None:
-            counts[key] = (r["row_id"], preference(r))
+        key, ver = row_work_key(r, identity), version(r)
+        c = counting(key, ver) if key else None
+        counted = c[0] if c is not None and preference(r) >= c[1] else None   # a stopped or failed run elsewhere
+        if key and counted is None:                                            # does not hide a finished one
+            if c is None:
+                counts.setdefault(key, []).append([r["row_id"], preference(r), ver])
+            else:
+                c[:] = [r["row_id"], preference(r), ver]
         keep.append(i)
-        new["work_key"][i], new["duplicate_of"][i] = key, counted and counted[0]
+        new["work_key"][i], new["duplicate_of"][i] = key, counted
         new["merged_from"][i] = r.get("merged_from") or storage.redact(
             source if storage.is_uri(source) else os.path.abspath(source))
         new["config"][i] = _pointed_at(r.get("config"), into)
         existing.append({"row_id": r["row_id"], "work_key": key, "objective": r.get("objective"),
-                         "status": r.get("status"), "epochs": r.get("epochs"), "duplicate_of": counted and counted[0]})
+                         "status": r.get("status"), "epochs": r.get("epochs"), "duplicate_of": counted,
+                         "config": r.get("config"), "data_fingerprint": r.get("data_fingerprint"),
+                         "training_revision": r.get("training_revision")})
     keep.sort()
     return keep, {name: [values[i] for i in keep] for name, values in new.items()}
 
@@ -137,7 +168,8 @@ def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Ca
     """Merge the leaderboards of ``sources`` (storage locations, each opened by ``open_board``) into ``board`` (the
     Leaderboard of ``into``)."""
     t0, identity = time.perf_counter(), Identities()
-    wanted = ["row_id", "work_key", "objective", "status", "epochs", "duplicate_of", "config"]
+    wanted = ["row_id", "work_key", "objective", "status", "epochs", "duplicate_of", "config", "data_fingerprint",
+              "training_revision"]
     current = board.table(kind=None)
     existing = current.select([c for c in wanted if c in current.column_names]).to_pylist()
     result = {"sources": len(sources), "rows": 0, "skipped": 0, "duplicates": 0, "files": 0}

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from .. import metrics, storage
+from ..config import schema
 from ..config.schema import ExperimentConfig
 from ..config.space import hp_columns, null_columns
 
@@ -88,6 +89,7 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
         epochs=int(last.get("epoch", 0)), train_loss=_finite(last.get("train_loss")), wall_time_s=trial.wall_time_s,
         world_size=last.get("world_size"), examples_per_s=_finite(last.get("examples_per_s")),
         checkpoint=trial.checkpoint, config=cfg.run_fields(), config_hash=cfg.config_hash(),
+        training_revision=schema.TRAINING_REVISION,
         worker_config_hash=last.get("config_hash"), data_fingerprint=context.fingerprint, backbone=backbone_key(cfg),
         versions=context.versions or {}, code_version=(context.code or {}).get("code_version"),
         git_commit=(context.code or {}).get("git_commit"), history=[compact_epoch(h) for h in history],
