@@ -319,6 +319,19 @@ def test_the_experiment_counts_a_reused_work_once_its_sweep_has_it(tmp_path):
     assert sweep["best"]["trial_id"] == "r" and sweep["freeze"][0]["n"] == 1
 
 
+def test_a_read_of_two_sweeps_counts_a_work_one_reused_from_the_other_once(tmp_path):
+    """A sweep's row of work done before (reused_from) counts in that sweep's reads; a read of both sweeps held the
+    work twice (its row, and the reusing sweep's), so a top 2 showed one configuration twice and left another out."""
+    lb = Leaderboard(str(tmp_path / "runs"))
+    first = [trial("a", 0.9, 0.8, depth=0), trial("b", 0.5, 0.5, depth=1)]
+    reused = {**trial("r", 0.9, 0.8, depth=0, sweep="sw2"), "duplicate_of": first[0]["row_id"], "reused_from": "sw1/a"}
+    again = {**trial("r2", 0.9, 0.8, depth=0, sweep="sw3"), "duplicate_of": first[0]["row_id"], "reused_from": "sw1/a"}
+    lb.append(first + [reused, again, trial("c", 0.6, 0.6, depth=1, sweep="sw2")])
+    assert lb.top(2, sweep_id=["sw1", "sw2"]).column("trial_id").to_pylist() == ["a", "c"]
+    assert lb.top(5, sweep_id=["sw2", "sw3"]).column("trial_id").to_pylist() == ["r", "c"]   # a's work once
+    assert lb.top(2, sweep_id="sw2").column("trial_id").to_pylist() == ["r", "c"]            # the sweep's own row
+
+
 @pytest.fixture
 def cli_with_report(monkeypatch):
     monkeypatch.setitem(cli.commands, "report", report)

@@ -241,11 +241,25 @@ class Leaderboard:
         if not exprs:
             return snap, light
         try:
-            return snap, light.filter(reduce(operator.and_, exprs))
+            light = light.filter(reduce(operator.and_, exprs))
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
             types = ", ".join(f"{c} is {schema.field(c).type}" for c in sorted(used) if c in schema.names)
             raise ConfigError(f"cannot evaluate --where {where!r}: {str(e).splitlines()[0][:200]} ({types}); "
                               f"compare columns with values of their type (quote strings)") from None
+        return snap, (_each_work_once(light) if once and "duplicate_of" in light.column_names else light)
+
+
+def _each_work_once(table: pa.Table) -> pa.Table:
+    """One row per work (its row id, or the ``duplicate_of`` a sweep's reusing row names): the work's own row when
+    the read holds it, else the first reusing row. A read of two sweeps, one reusing the other's work, or of one
+    sweep that reused its own, held it twice."""
+    ids, dups = table.column("row_id").to_pylist(), table.column("duplicate_of").to_pylist()
+    chosen: dict[str, int] = {}
+    for i, (row_id, dup) in enumerate(zip(ids, dups)):
+        work = dup or row_id
+        if work not in chosen or row_id == work:
+            chosen[work] = i
+    return table if len(chosen) == table.num_rows else table.take(sorted(chosen.values()))
 
 
 def _empty(columns: Optional[list[str]] = None) -> pa.Table:

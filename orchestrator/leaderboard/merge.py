@@ -6,7 +6,7 @@
   data identified by content, seed included), ``merged_from`` (the source storage, credentials redacted; a row
   merged before keeps its first source), and points at DST: its config's ``storage`` is DST, so ``best`` /
   ``confirm`` train there. Checkpoint paths still name where the trial ran.
-- Rows of work that DST already holds (or that an earlier row of this merge holds; the same work key, and not another
+- Rows of work that DST already holds (or an earlier row of this merge holds; the same work key, and not another
   version of the data at the same location nor another training revision: ``same_work``) get ``duplicate_of``: the row id
   of the row that counts for that work (``preference``: a completed run before a stopped one, before a failed
   one), and ranked queries leave them out. DST's rows are never rewritten, so a merged run better than the one
