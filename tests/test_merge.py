@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 
 from factories import embedded, experiment, row, run_cli, small_table, write_parquet
@@ -130,6 +131,27 @@ def test_runs_on_another_version_of_the_data_or_by_other_code_are_not_the_same_w
     assert rows["r2"]["training_revision"] == 2
     assert rows["r1"]["duplicate_of"] is None and rows["r2"]["duplicate_of"] is None
     assert set(board.top(10).column("trial_id").to_pylist()) == {"old", "new", "r1", "r2"}
+
+
+def test_a_sweeps_reuse_of_work_done_before_keeps_pointing_at_that_work_after_a_merge(tmp_path):
+    """Sweep s2 reused s1's trial (its row: duplicate_of s1's, reused_from). When s2's row came first in the files
+    (a compaction renames s1's), the merge made it the work's row and marked s1's own row a duplicate: in DST,
+    s1 lost its best trial. A row of its own work now counts before a row that reused it."""
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    own = trial(src, trial_id="r1", objective=0.9, sweep_id="s1")
+    Leaderboard(src).append([{**trial(src, trial_id="r2", objective=0.9, sweep_id="s2"),
+                              "duplicate_of": own["row_id"], "reused_from": "s1/r1"}])
+    Leaderboard(src).append([own, trial(src, trial_id="x", lr=5e-3, objective=0.5, sweep_id="s1")])
+    folder = tmp_path / "src" / "leaderboard"
+    s1_file = next(f for f in folder.glob("*.parquet") if "r1" in pq.read_table(f).column("trial_id").to_pylist())
+    s1_file.rename(folder / "compact-0.parquet")            # as a compaction names it: after s2's file
+    assert Leaderboard(src).table(kind=None).column("trial_id").to_pylist()[0] == "r2"
+    assert Leaderboard(src).best(sweep_id="s1")["trial_id"] == "r1"
+    board = Leaderboard(dst)
+    board.merge(src)
+    rows = {r["trial_id"]: r for r in board.table(kind=None).to_pylist()}
+    assert rows["r1"]["duplicate_of"] is None and rows["r2"]["duplicate_of"] == own["row_id"]
+    assert board.best(sweep_id="s1")["trial_id"] == "r1" and board.best(sweep_id="s2")["trial_id"] == "r2"
 
 
 def test_merge_killed_midway_loses_and_duplicates_nothing(tmp_path, monkeypatch):

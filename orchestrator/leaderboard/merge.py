@@ -83,10 +83,11 @@ def row_work_key(row: dict, identity: Callable[[str, str], str]) -> Optional[str
 def preference(row: dict) -> tuple:
     """Which row of one work counts, lowest first: a completed run, a stopped one, any other ranked one, a failed or
     diverged one (a failed run keeps its last objective; a stopped one has fewer epochs); then one with an objective
-    before one without, then more epochs."""
+    before one without, then more epochs; then the work's own row before a sweep's row that reused it (its copy)."""
     status = row.get("status")
     rank = 0 if status == "completed" else 1 if status == "stopped" else 3 if status in UNRANKED else 2
-    return rank, finite(row.get("objective")) is None, -(row.get("epochs") or 0)
+    return (rank, finite(row.get("objective")) is None, -(row.get("epochs") or 0),
+            bool(row.get("reused_from") or row.get("duplicate_of")))
 
 
 def version(row: dict) -> tuple:
@@ -150,6 +151,7 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into
         new["config"][i] = _pointed_at(r.get("config"), into)
         existing.append({"row_id": r["row_id"], "work_key": key, "objective": r.get("objective"),
                          "status": r.get("status"), "epochs": r.get("epochs"), "duplicate_of": counted,
+                         "reused_from": r.get("reused_from"),
                          "config": r.get("config"), "data_fingerprint": r.get("data_fingerprint"),
                          "training_revision": r.get("training_revision")})
     keep.sort()
@@ -168,8 +170,8 @@ def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Ca
     """Merge the leaderboards of ``sources`` (storage locations, each opened by ``open_board``) into ``board`` (the
     Leaderboard of ``into``)."""
     t0, identity = time.perf_counter(), Identities()
-    wanted = ["row_id", "work_key", "objective", "status", "epochs", "duplicate_of", "config", "data_fingerprint",
-              "training_revision"]
+    wanted = ["row_id", "work_key", "objective", "status", "epochs", "duplicate_of", "reused_from", "config",
+              "data_fingerprint", "training_revision"]
     current = board.table(kind=None)
     existing = current.select([c for c in wanted if c in current.column_names]).to_pylist()
     result = {"sources": len(sources), "rows": 0, "skipped": 0, "duplicates": 0, "files": 0}
