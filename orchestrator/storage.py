@@ -34,13 +34,27 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
         location = credentials.adopt(location)
     found = credentials.lookup(location) if location.startswith("s3://") else None
     if found is None:
-        return pafs.FileSystem.from_uri(location)
+        return _from_uri(location, shown=location)
     _, _, rest = credentials.split_userinfo(location)
     base, _, query = rest.partition("?")
     extra = {k: v for k, v in found.items() if k == "session_token"}
     query = urlencode(parse_qsl(query, keep_blank_values=True) + list(extra.items()), safe=":/")
     userinfo = f"{quote(found['access_key'], safe='')}:{quote(found['secret_key'], safe='')}"
-    return pafs.FileSystem.from_uri(f"s3://{userinfo}@{base}" + (f"?{query}" if query else ""))
+    return _from_uri(f"s3://{userinfo}@{base}" + (f"?{query}" if query else ""), shown=location)
+
+
+def _from_uri(uri: str, *, shown: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for ``uri``; one that pyarrow cannot parse is a ConfigError naming ``shown`` redacted
+    (pyarrow's own message quotes the whole URI, credentials included)."""
+    import pyarrow as pa
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        from .errors import ConfigError
+
+        raise ConfigError(f"cannot open {redact(shown)!r}: not a location pyarrow can parse; check its scheme, and "
+                          f"percent-encode spaces and other special characters in it (a space is %20)") from None
 
 
 class _LocationHandler(pafs.FileSystemHandler):

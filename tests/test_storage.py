@@ -242,3 +242,18 @@ def test_image_files_behind_uris_rewritten_in_place_are_other_data(s3_server, tm
     assert prepare(cfg).spec.fingerprint == before          # nothing changed: the same data
     put(5, 13)                                          # one image rewritten in place (another size)
     assert prepare(cfg).spec.fingerprint != before
+
+
+def test_a_uri_pyarrow_cannot_parse_is_one_line_without_its_secret(tmp_path, capsys):
+    """A raw space in an s3:// path with credentials: pyarrow's ArrowInvalid quoted the whole URI, secret included,
+    in a traceback. It is now a one-line error naming the redacted location."""
+    from orchestrator import storage
+    from orchestrator.errors import UserError
+
+    uri = "s3://AKIDLEAK:wJalrLEAKSECRET@bucket/team data/train.csv?endpoint_override=127.0.0.1:1&scheme=http"
+    with pytest.raises(UserError) as e:
+        storage.filesystem(uri)
+    assert "LEAKSECRET" not in str(e.value) and "AKIDLEAK" not in str(e.value) and "team data" in str(e.value)
+    code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", experiment(tmp_path, uri)))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "s3://bucket/team data/train.csv" in err, err
+    assert "LEAKSECRET" not in out + err and "AKIDLEAK" not in out + err

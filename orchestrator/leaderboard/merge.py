@@ -66,7 +66,7 @@ class Identities:
         if key not in self._seen:
             try:
                 self._seen[key] = data_identity(location, image_column=image_column)
-            except (OSError, pa.ArrowException, ValueError):
+            except (OSError, pa.ArrowException, ValueError, ConfigError):
                 self._seen[key] = "location:" + storage.redact(location)
         return self._seen[key]
 
