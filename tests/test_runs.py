@@ -210,7 +210,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
     weights = tmp_path / "run" / "checkpoints" / "epoch_000002" / "model.weights.h5"
     weights.write_text("weights of epoch 2, bit-rotted")
     trainee = FakeTrainee()
-    state = _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)))
+    state = _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint=None)
     assert state["epoch"] == 1 and trainee.loaded == ["weights of epoch 1"], (state, trainee.loaded)
     assert attempts(run) == [1]
     err = capsys.readouterr().err.strip()
@@ -226,7 +226,7 @@ def test_the_config_hash_is_checked_before_any_weight_is_read(tmp_path):
     run = saved_run(tmp_path, [1], config_hash="0123456789ab")
     trainee = FakeTrainee()
     with pytest.raises(ConfigError, match="another config"):
-        _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)))
+        _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint=None)
     assert trainee.loaded == []
 
 
@@ -377,3 +377,40 @@ def test_a_run_resumed_after_epoch_2_trains_epoch_3_as_the_uninterrupted_run_doe
     assert straight[2]["train_loss"] != straight[1]["train_loss"]
     assert resumed[0]["train_loss"] == pytest.approx(straight[2]["train_loss"], rel=1e-5)
     assert resumed[0]["mean_score"] == pytest.approx(straight[2]["mean_score"], abs=1e-6)
+
+
+def test_a_run_or_sweep_is_not_resumed_on_other_data(tmp_path):
+    """The config hash names the data's path, not its content: a run killed at epoch 1, its manifest then relabeled or
+    its files rewritten, resumed epoch 1's weights (classes and label scaling from the old data) and its row then
+    carried the new data's fingerprint. The checkpoint, the run and the sweep record the fingerprint; a resume on
+    other data is refused before any weight is read, on the workers and on the driver."""
+    from orchestrator import layout, storage
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.tuner import find_sweep, sweep_hash
+    from orchestrator.training import checkpoints
+    from orchestrator.training.driver import check_run_name
+    from orchestrator.training.loop import Worker, _restored, _restorer
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train"))
+    run = str(tmp_path / "run")
+    checkpoints.save(run, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
+                     {"epoch": 1, "history": [{"epoch": 1}], "config_hash": cfg.config_hash(), "weighting": {},
+                      "data_fingerprint": "old-data"})
+    trainee = FakeTrainee()
+    with pytest.raises(ConfigError, match="other data"):
+        _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint="new-data")
+    assert trainee.loaded == []
+    assert _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint="old-data")["epoch"] == 1
+    named = layout.run_dir(cfg.storage, "mine")
+    checkpoints.save(named, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
+                     {"epoch": 1, "history": [], "config_hash": cfg.config_hash(), "data_fingerprint": "old-data"})
+    with pytest.raises(ConfigError, match="other data"):
+        check_run_name(cfg, "mine", fingerprint="new-data")
+    check_run_name(cfg, "mine", fingerprint="old-data")
+    sweep = cfg.with_values({"search": {"space": {"train.head_lr": {"choice": [0.001, 0.01]}}}})
+    storage.atomic_write(layout.sweep_record(sweep.storage, sweep.name, "s1"), json.dumps(
+        {"sweep_id": "s1", "config_hash": sweep_hash(sweep), "data_fingerprint": "old-data"}).encode())
+    with pytest.raises(ConfigError, match="other data"):
+        find_sweep(sweep, None, fingerprint="new-data")
+    assert find_sweep(sweep, None, fingerprint="old-data") == "s1"

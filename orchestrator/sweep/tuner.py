@@ -105,8 +105,9 @@ def sweep_hash(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(cfg.public_dump(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def find_sweep(cfg: ExperimentConfig, sweep_id: str | None) -> str:
-    """The sweep to resume: ``sweep_id``, or the latest of this experiment."""
+def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str | None) -> str:
+    """The sweep to resume: ``sweep_id``, or the latest of this experiment; refused with another config or on other
+    data (``fingerprint``: the files behind the config's paths changed)."""
     import pyarrow.fs as pafs
 
     fs, path = storage.filesystem(layout.sweeps(cfg.storage, cfg.name))
@@ -128,6 +129,9 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None) -> str:
     if saved["config_hash"] != sweep_hash(cfg):
         raise ConfigError(f"sweep {sweep_id} was started with another config (hash {saved['config_hash']}, this "
                           f"{sweep_hash(cfg)}): resume it with the same config, or start a new sweep")
+    if fingerprint and saved.get("data_fingerprint", fingerprint) != fingerprint:
+        raise ConfigError(f"sweep {sweep_id} was started on other data (fingerprint {saved['data_fingerprint']}, now "
+                          f"{fingerprint}: the files changed): start a new sweep")
     return sweep_id
 
 
@@ -152,7 +156,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
         cfg = cfg.with_values({"name": name})
     p = check(cfg, also=[check_space, check_objective])
     cfg = p.cfg
-    sweep_id = find_sweep(cfg, sweep_id) if resume else (sweep_id or new_sweep_id())
+    sweep_id = find_sweep(cfg, sweep_id, fingerprint=p.spec.fingerprint) if resume else (sweep_id or new_sweep_id())
     # One live driver per sweep: a second `tune --resume` while this one runs would write the same trials' runs.
     with acquire(layout.sweep_dir(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}"):
         return _sweep(p, sweep_id, address=address, resume=resume, verbose=verbose, out=out, reserved_cpu=reserved_cpu)
@@ -190,7 +194,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     else:
         storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, sweep_id), json.dumps(
             {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump(),
-             "baselines": baselines}).encode())   # what its Δm% is measured against (ablate measures against them too)
+             "data_fingerprint": p.spec.fingerprint, "baselines": baselines}).encode())   # what its Δm% is measured against (ablate measures against them too)
         out(f"experiment {cfg.name}, sweep {sweep_id}: {trials} trials, searcher {cfg.search.searcher}, "
             f"scheduler {cfg.search.scheduler.type}, up to {concurrent} at once"
             + (", each trial starting warm workers for a later one" if trials_plan.spares else ""))

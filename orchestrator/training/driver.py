@@ -118,13 +118,18 @@ def run_name(experiment: str) -> str:
     return f"train-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def check_run_name(cfg: ExperimentConfig, name: str) -> None:
-    """A run continues only its own checkpoints: a name used by another config is refused."""
+def check_run_name(cfg: ExperimentConfig, name: str, *, fingerprint: Optional[str]) -> None:
+    """A run continues only its own checkpoints: a name used by another config, or by this one on other data (the
+    files behind its paths changed), is refused."""
     state = checkpoints.latest_state(layout.run_dir(cfg.storage, name))
     if state is not None and state.get("config_hash") != cfg.config_hash():
         raise ConfigError(f"run {name!r} already exists with another config (checkpoint at epoch {state['epoch']}, "
                           f"config hash {state.get('config_hash')}, this config {cfg.config_hash()}): pick another "
                           f"--name, or omit it for a new unique one")
+    if state is not None and fingerprint and state.get("data_fingerprint", fingerprint) != fingerprint:
+        raise ConfigError(f"run {name!r} was trained on other data (checkpoint at epoch {state['epoch']}, data "
+                          f"fingerprint {state['data_fingerprint']}, now {fingerprint}: the files changed): pick "
+                          f"another --name, or omit it for a new unique one")
 
 
 def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
@@ -137,7 +142,7 @@ def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None
     name = name or run_name(p.cfg.name)
     run = layout.run_dir(p.cfg.storage, name)
     with acquire(run, what=f"train run {name}"):   # one live writer per run folder, until the summary is written
-        check_run_name(p.cfg, name)
+        check_run_name(p.cfg, name, fingerprint=p.spec.fingerprint)
         describe(p, record=run, out=out)
         return _train(p, name, address=address, out=out, verbose=verbose, ready=ready)
 

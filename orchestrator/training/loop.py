@@ -198,7 +198,7 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
     w = worker or Worker()
     trainee = build(strategy, cfg, spec, backbone_file=w.backbone_file)
     w.marks["model"] = time.time()
-    state = _restored(trainee, cfg, w)
+    state = _restored(trainee, cfg, w, fingerprint=spec.fingerprint)
     per_worker = max(cfg.train.batch_size // w.world, 1)
     allreduce_sum = make_allreduce_sum(strategy, w.world)
     data.agree_steps(per_worker, allreduce_sum)
@@ -213,7 +213,8 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
     for epoch in range(state["epoch"], cfg.train.epochs):
         metrics = run.epoch(epoch)
         state = {"epoch": epoch + 1, "history": state["history"] + [metrics], "config_hash": metrics["config_hash"],
-                 "weighting": trainee.weighting.state(), **({"loss_scale": scale.state()} if scale else {})}
+                 "data_fingerprint": spec.fingerprint, "weighting": trainee.weighting.state(),
+                 **({"loss_scale": scale.state()} if scale else {})}
         if w.on_epoch:
             w.on_epoch(metrics, state, trainee.save)
         if metrics["status"] == "diverged":
@@ -221,21 +222,26 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
     return trainee.mt, state
 
 
-def _restored(trainee: Trainee, cfg, w: Worker) -> dict:
-    state = (w.restore and w.restore(trainee.load, same_config(cfg.config_hash()))) or {"epoch": 0, "history": []}
+def _restored(trainee: Trainee, cfg, w: Worker, *, fingerprint: Optional[str]) -> dict:
+    check = same_config(cfg.config_hash(), fingerprint)
+    state = (w.restore and w.restore(trainee.load, check)) or {"epoch": 0, "history": []}
     if "weighting" in state:
         trainee.weighting.restore(state["weighting"])
     return state
 
 
-def same_config(config_hash: str) -> Callable[[dict], None]:
-    """A checkpoint's state must come from this config: checked before its weights are loaded."""
+def same_config(config_hash: str, fingerprint: Optional[str] = None) -> Callable[[dict], None]:
+    """A checkpoint's state must come from this config, on this data (the hash names the data's path, not its
+    content): checked before its weights are loaded."""
     def check(state: dict) -> None:
-        if state.get("config_hash", config_hash) != config_hash:
-            from ..errors import ConfigError
+        from ..errors import ConfigError
 
+        if state.get("config_hash", config_hash) != config_hash:
             raise ConfigError(f"the run's checkpoint was made by another config (hash {state['config_hash']}, this "
                               f"is {config_hash}): use another run name")
+        if fingerprint and state.get("data_fingerprint", fingerprint) != fingerprint:
+            raise ConfigError(f"the run's checkpoint was trained on other data (fingerprint "
+                              f"{state['data_fingerprint']}, now {fingerprint}: the files changed): use another run name")
     return check
 
 
