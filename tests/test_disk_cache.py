@@ -97,7 +97,7 @@ def test_the_cache_key_follows_the_image_files(tmp_path):
     data = prepare(cfg)
     opts = decode_options(cfg.model_dump(mode="json"), data.spec.to_dict())
     key = lambda: disk_cache.cache_folder(None, fingerprint=data.spec.fingerprint, opts=opts,  # noqa: E731
-                                          stats=disk_cache.file_stats(data.train_units))
+                                          stats=disk_cache.file_stats(data.train_units), owner="sweep s")
     before = key()
     assert before == key() and before.startswith(disk_cache.DEFAULT_ROOT)
     path = data.train_units[0]["paths"][0]
@@ -115,3 +115,45 @@ def test_auto_picks_memory_then_disk_then_stream(prepared, tmp_path, monkeypatch
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 12, 10 ** 12, 1024))
     assert cache_mode(tight, data.spec) == "stream"
     assert cache_mode(cfg.with_values({"data.cache": "disk"}), data.spec) == "disk"
+
+
+def test_the_cache_key_follows_the_code_and_the_command(monkeypatch):
+    """A folder left by a killed command is found again by the same key: it must not serve pixels that older code
+    decoded (the 16-bit PNG fix changed them), nor be removed by another command ending while this one reads it
+    (two sweeps of one data set shared one folder, and the first to end deleted it under the other)."""
+    from orchestrator.config import schema
+
+    key = lambda owner: disk_cache.cache_folder(None, fingerprint="f", opts={"image_size": None},  # noqa: E731
+                                                stats=[(1, 2)], owner=owner)
+    before = key("sweep s1")
+    assert key("sweep s1") == before != key("sweep s2") != key("train run r")
+    monkeypatch.setattr(schema, "TRAINING_REVISION", schema.TRAINING_REVISION + 1)
+    assert key("sweep s1") != before
+
+
+def test_a_cold_epoch_decodes_only_a_few_units_ahead_of_the_reader(prepared, tmp_path, monkeypatch):
+    """Executor.map submitted every unit at once: with a slow reader, a worker's whole share of a data set larger
+    than memory was decoded and held in memory. Decoding runs at most DECODERS units ahead."""
+    import time
+
+    _, data, opts = prepared
+    started = []
+    monkeypatch.setattr(disk_cache, "load_or_decode", lambda folder, split, i, unit, opts: started.append(i) or {})
+    order = list(range(len(data.train_units))) * 4
+    reader = disk_cache.units_in_order(str(tmp_path / "c"), "train", order, data.train_units, opts)
+    next(reader)
+    time.sleep(0.3)
+    assert len(order) > 8 and len(started) <= disk_cache.DECODERS + 1, started
+    reader.close()
+
+
+def test_a_units_files_are_fsynced_before_they_are_renamed_into_place(prepared, tmp_path, monkeypatch):
+    """A rename of an unsynced file can survive a power loss that its bytes do not: the cache then held a truncated
+    unit that failed every later read. Each file is flushed and fsynced before its rename, then the folder."""
+    _, data, opts = prepared
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(disk_cache.os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(disk_cache.os, "replace", lambda a, b: events.append("replace") or real_replace(a, b))
+    disk_cache.load_or_decode(str(tmp_path / "c"), "train", 0, data.train_units[0], opts)
+    assert events == ["fsync", "replace", "fsync", "replace", "fsync"], events

@@ -1,7 +1,8 @@
 """``data.cache: disk``: decoded units as uint8 ``.npy`` files on each node's disk, read memory-mapped.
 
-One cache per node and data set (key: data fingerprint + decode options + the image files' sizes and mtimes), so
-the trials of a sweep on one node share it. Units are dealt to ranks anew every epoch, so a node may need any unit:
+One cache per node, data set and command (key: data fingerprint + decode options + the image files' sizes and
+mtimes + the command: a sweep and its ``--resume``, a train run, ... + the code's training revision and Pillow's
+version), so the trials of a sweep on one node share it and no command removes another's. Units are dealt to ranks anew every epoch, so a node may need any unit:
 the cache holds units, not shards. It is filled lazily: the first worker that needs a unit decodes it (in its own
 process, two at a time) and writes it to a temporary file renamed into place, so a half-written file is never read;
 two writers of one unit write the same bytes, and the last rename wins. Later epochs and later trials read the
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional
 
@@ -36,8 +38,16 @@ def file_stats(units: list[dict]) -> list:
                                                                          if "parquet" in u}))
 
 
-def cache_folder(cache_dir: Optional[str], *, fingerprint: str, opts: dict, stats: list) -> str:
-    key = json.dumps([fingerprint, opts, stats], sort_keys=True, default=str)
+def cache_folder(cache_dir: Optional[str], *, fingerprint: str, opts: dict, stats: list, owner: str) -> str:
+    """The folder of one command's (``owner``: a sweep and its --resume, a train run, ...) cache of this data as
+    this code decodes it: a folder left by a killed command never serves older code's pixels, and a command that
+    ends removes its own folder only."""
+    from importlib.metadata import version
+
+    from ..config import schema
+
+    key = json.dumps([fingerprint, opts, stats, owner, schema.TRAINING_REVISION, version("pillow")], sort_keys=True,
+                     default=str)
     return os.path.join(root(cache_dir), hashlib.sha256(key.encode()).hexdigest()[:24])
 
 
@@ -58,18 +68,38 @@ def load_or_decode(folder: str, split: str, index: int, unit: dict, opts: dict) 
             return {"image": np.load(images, mmap_mode="r"), **{k: y[k] for k in y.files}}
     d = decode_unit(unit, opts)
     os.makedirs(folder, exist_ok=True)
-    tmp = f".tmp-{os.getpid()}-{split}-{index}"
-    np.savez(os.path.join(folder, tmp + ".npz"), **{k: v for k, v in d.items() if k != "image"})
-    os.replace(os.path.join(folder, tmp + ".npz"), labels)
-    np.save(os.path.join(folder, tmp + ".npy"), np.ascontiguousarray(d["image"]))
-    os.replace(os.path.join(folder, tmp + ".npy"), images)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{split}-{index}")
+    _synced(tmp + ".npz", labels, lambda f: np.savez(f, **{k: v for k, v in d.items() if k != "image"}))
+    _synced(tmp + ".npy", images, lambda f: np.save(f, np.ascontiguousarray(d["image"])))
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)   # the renames too
+    finally:
+        os.close(fd)
     return d
 
 
+def _synced(tmp: str, path: str, write) -> None:
+    """``write(file)`` to ``tmp``, flushed and fsynced, then renamed to ``path``: after a crash, the whole file or
+    none (a rename can reach the disk before unsynced bytes do)."""
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def units_in_order(folder: str, split: str, indices: list[int], units: list[dict], opts: dict) -> Iterator[dict]:
-    """Decoded units in this order; misses are decoded ``DECODERS`` at a time ahead of the reader."""
+    """Decoded units in this order; misses are decoded ``DECODERS`` at a time, at most that many ahead of the reader
+    (a worker never holds more of a data set larger than memory)."""
     with ThreadPoolExecutor(DECODERS) as pool:
-        yield from pool.map(lambda i: load_or_decode(folder, split, i, units[i], opts), indices)
+        ahead: deque = deque()
+        for i in indices:
+            ahead.append(pool.submit(load_or_decode, folder, split, i, units[i], opts))
+            if len(ahead) > DECODERS:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
 
 
 def shuffled_batches(arrays: Iterator[dict], *, batch_size: int, seed: int, keys: list[str]) -> Iterator[dict]:

@@ -159,7 +159,7 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
             p = check(first)
         sweep_id = f"ablation-{new_sweep_id()}"
         describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
-        session = start(p, address=address, out=out)
+        session = start(p, owner=f"sweep {sweep_id}", address=address, out=out)
         run_configs(session, list(todo.configs), kind="ablation", sweep_id=sweep_id, out=out, extra=list(todo.extra),
                     baselines=sweep_baselines(winner))
     return {"winner": todo.winner["trial_id"], "trained": len(todo.configs), "reused": todo.reused}

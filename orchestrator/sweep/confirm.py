@@ -103,7 +103,7 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
         group = todo
         sweep_id = f"confirm-{new_sweep_id()}"
         describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
-        session = start(p, address=address, out=out)
+        session = start(p, owner=f"sweep {sweep_id}", address=address, out=out)
         run_configs(session, [c for c, _ in group], kind="confirm", sweep_id=sweep_id, out=out,
                     extra=[e for _, e in group])
         release(session)

@@ -151,7 +151,7 @@ def _train(p: Prepared, name: str, *, address: str | None, out, verbose: bool,
            ready: Optional[Callable[[ExperimentConfig], None]]) -> dict:
     run = layout.run_dir(p.cfg.storage, name)
     t0 = time.perf_counter()
-    session = start(p, address=address, verbose=verbose, out=out)
+    session = start(p, owner=f"train run {name}", address=address, verbose=verbose, out=out)
     if ready is not None:
         ready(p.cfg)
     history, error, user_error = fit_and_watch(session, name=name, out=out)

@@ -97,11 +97,12 @@ def describe(p: Prepared, *, record: Optional[str], out=print) -> None:
         out(line)
 
 
-def start(p: Prepared, *, address: Optional[str] = None, verbose: bool = False, out=print) -> Session:
-    """Pretrain the built-in backbone (cached), start or join Ray, ship data and backbone."""
+def start(p: Prepared, *, owner: str, address: Optional[str] = None, verbose: bool = False, out=print) -> Session:
+    """Pretrain the built-in backbone (cached), start or join Ray, ship data and backbone. ``owner``: the command the
+    session serves (``sweep ID``, ``train run NAME``, ...), whose disk cache it is."""
     ensure_pretrained(p.cfg, out=out)
     init_ray(address, log_to_driver=verbose)
-    return Session(p, ship_data(p), ship_backbone(p.cfg))
+    return Session(p, ship_data(p, owner=owner), ship_backbone(p.cfg))
 
 
 def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -214,7 +215,7 @@ def worker_share_bytes(cfg: ExperimentConfig, spec: DataSpec) -> float:
     return (spec.n_train + spec.n_val) / cfg.resources.workers * spec.decoded_bytes_per_image
 
 
-def ship_data(p: Prepared) -> dict:
+def ship_data(p: Prepared, *, owner: str) -> dict:
     """What workers read: decoded blocks in the object store (memory), or units to stream."""
     import ray
 
@@ -228,18 +229,18 @@ def ship_data(p: Prepared) -> dict:
                 "val": decode_to_object_store(p.data.val_units, opts)}
     shipped = {"mode": mode, "opts": opts, "train": ray.put(p.data.train_units), "val": ray.put(p.data.val_units)}
     if mode == "disk":
-        shipped["folder"] = disk_folder(p)
+        shipped["folder"] = disk_folder(p, owner=owner)
     return shipped
 
 
-def disk_folder(p: Prepared) -> str:
-    """The node-local folder of this data set's disk cache (the same on every node, and for every run of it)."""
+def disk_folder(p: Prepared, *, owner: str) -> str:
+    """The node-local folder of this command's disk cache of this data set (the same on every node)."""
     from ..data.decode import decode_options
     from ..data.disk_cache import cache_folder, file_stats
 
     opts = decode_options(p.cfg.model_dump(mode="json"), p.spec.to_dict())
     return cache_folder(p.cfg.data.cache_dir, fingerprint=p.spec.fingerprint, opts=opts,
-                        stats=file_stats(p.data.train_units + p.data.val_units))
+                        stats=file_stats(p.data.train_units + p.data.val_units), owner=owner)
 
 
 def disk_root(p: Prepared) -> str:
