@@ -20,6 +20,7 @@ from .. import storage
 from ..config.sampling import OptunaSpace, point_for
 from ..config.schema import ExperimentConfig
 from ..config.space import active_values, fits, largest
+from ..errors import ConfigError
 from ..metrics import finite
 
 BAD = 1e9   # the worst objective when none has been seen yet (sign follows the objective's direction)
@@ -187,11 +188,28 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say) ->
                 or row["objective_metric"] != cfg.objective.metric or row["max_epochs"] != epochs):
             continue
         values = active_values(s.space, row["config"], tasks)
-        if all(v is not None and fits(domains[p], v) for p, v in values.items()):
+        if all(v is not None and fits(domains[p], v) for p, v in values.items()) and same_recipe(cfg, values, row):
             out.append((point_for(s, values, tasks), float(row["objective"])))
     say(f"warm start auto: the searcher starts from {len(out)} earlier trial(s) of experiment {cfg.name} "
-        f"(of {len(rows)} rows; same data, objective and {epochs} epochs, nothing retrained)")
+        f"(of {len(rows)} rows; same data, objective, {epochs} epochs and recipe outside the space, nothing "
+        f"retrained)")
     return tuple(out)
+
+
+def same_recipe(cfg: ExperimentConfig, values: dict, row: dict) -> bool:
+    """Did ``row`` train what today's config trains at its searched ``values``: the same config outside where it ran
+    (storage, name, resources: ``merge.work_key``'s view), by code of today's training revision?"""
+    from ..config import schema
+    from ..leaderboard.merge import work_key
+
+    if (row.get("training_revision") or 1) != schema.TRAINING_REVISION:
+        return False
+    try:
+        today = cfg.with_values(values).run_fields()
+    except ConfigError:
+        return False
+    same_place = lambda location, image_column: location   # noqa: E731 (the data fingerprint already matched)
+    return work_key(today, same_place) == work_key(row["config"], same_place)
 
 
 def _domains(search) -> dict:
