@@ -414,3 +414,22 @@ def test_a_run_or_sweep_is_not_resumed_on_other_data(tmp_path):
     with pytest.raises(ConfigError, match="other data"):
         find_sweep(sweep, None, fingerprint="new-data")
     assert find_sweep(sweep, None, fingerprint="old-data") == "s1"
+
+
+def test_a_holder_that_lost_its_lease_stops_with_one_line(tmp_path, monkeypatch):
+    """A holder whose beats failed for EXPIRY_S (storage throttling, a suspended driver) looks dead, and another
+    `train --name` or `tune --resume` takes the folder over; the old holder went on training and writing
+    checkpoints beside the new one (and deleting its checkpoints). It now interrupts its own work, and leaving the
+    lease's block raises RunInUse naming the new holder."""
+    import time
+
+    from orchestrator.training import lease
+
+    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.05)
+    run, t0 = str(tmp_path / "run"), time.monotonic()
+    with pytest.raises(lease.RunInUse, match="lost .*train run thief 42"):
+        with lease.acquire(run, what="train run a"):
+            write_lease(tmp_path / "run", pid=1, host="elsewhere", owner="train run thief 42")
+            time.sleep(30)   # the run's work: interrupted
+    assert time.monotonic() - t0 < 15
+    assert lease.read(run)["owner"] == "train run thief 42"

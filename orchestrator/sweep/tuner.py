@@ -158,12 +158,23 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     cfg = p.cfg
     sweep_id = find_sweep(cfg, sweep_id, fingerprint=p.spec.fingerprint) if resume else (sweep_id or new_sweep_id())
     # One live driver per sweep: a second `tune --resume` while this one runs would write the same trials' runs.
-    with acquire(layout.sweep_dir(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}"):
-        return _sweep(p, sweep_id, address=address, resume=resume, verbose=verbose, out=out, reserved_cpu=reserved_cpu)
+    with acquire(layout.sweep_dir(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}") as held:
+        return _sweep(p, sweep_id, address=address, resume=resume, verbose=verbose, out=out, reserved_cpu=reserved_cpu,
+                      held=held)
+
+
+def _baselines(session, *, out) -> dict | None:
+    """The single-task baselines the sweep's Δm% is measured against, when it asks for them."""
+    cfg = session.cfg
+    if not (cfg.search.baselines or cfg.objective.metric == "delta_m"):
+        return None
+    from .baselines import baselines_for
+
+    return baselines_for(session, out=out) or None
 
 
 def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, verbose: bool, out,
-           reserved_cpu: float) -> dict:
+           reserved_cpu: float, held) -> dict:
     from ..leaderboard.leaderboard import Leaderboard
     from ..leaderboard.query import rows as row_dicts
     from .capacity import plan_concurrency
@@ -179,11 +190,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     board = Leaderboard(cfg.storage)
     written, stale = recorded_rows(board, cfg, sweep_id, out=out) if resume else (set(), {})
     t0 = time.perf_counter()
-    baselines = None
-    if cfg.search.baselines or cfg.objective.metric == "delta_m":
-        from .baselines import baselines_for
-
-        baselines = baselines_for(session, out=out) or None
+    baselines = _baselines(session, out=out)
     context = RowContext(sweep_id, p.n_blocks, fingerprint=p.spec.fingerprint, versions=versions(), baselines=baselines,
                          code=provenance())
     callback = SweepCallback(cfg, context=context, written=written, stale=stale, out=out,
@@ -212,6 +219,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
                      callbacks=(callback, *live_loggers(cfg, sweep_id)), verbose=verbose,
                      time_budget_s=cfg.search.time_budget_s)
     make_tuner(cfg, spec, resume=resume).fit()
+    held.check()       # a sweep another driver took over (tune --resume) leaves it its disk cache and spool
     release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
     callback.close()   # rows storage still refuses: one line naming the spool file, exit code 1
     board.maybe_compact()

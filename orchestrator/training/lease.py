@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -35,22 +36,29 @@ class RunInUse(UserError):
 
 
 class Lease:
-    """A held lease; ``release()`` (or leaving the ``with`` block) stops the heartbeat and deletes the file."""
+    """A held lease; ``release()`` (or leaving the ``with`` block) stops the heartbeat and deletes the file. A
+    ``with`` block whose lease another process takes over is interrupted (KeyboardInterrupt in the main thread, as
+    Ctrl-C: Ray Train and Tune stop) and leaving it raises ``RunInUse`` naming the new holder."""
 
     def __init__(self, run_dir: str, record: dict):
         self.run_dir, self.record = run_dir, record
         self.location = layout.lease_file(run_dir)
-        self.lost = False   # set when another process took the lease over (this one looked dead to it)
+        self.lost, self.taker = False, None   # another process took the lease over (this one looked dead to it)
         self._fd = None if storage.is_uri(self.location) else os.open(self.location, os.O_RDONLY)
-        self._stop = threading.Event()
+        self._stop, self._guarding = threading.Event(), False
         self._thread = threading.Thread(target=self._beat, daemon=True, name="orchestrator-lease")
         self._thread.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                if (read(self.run_dir) or {}).get("owner") != self.record["owner"]:
-                    self.lost = True
+                holder = read(self.run_dir) or {}
+                if holder.get("owner") != self.record["owner"]:
+                    self.lost, self.taker = True, holder.get("owner", "another process")
+                    if self._guarding and not self._stop.is_set():
+                        # stop the block's work, as Ctrl-C would (a blocking call returns): another process writes
+                        # the folder now
+                        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
                     return
                 self.record = {**self.record, "expires": time.time() + EXPIRY_S}
                 if self._fd is None:   # object store: no conditional put, so rewrite (README says what that risks)
@@ -79,10 +87,19 @@ class Lease:
         return self._fd is None or os.fstat(self._fd).st_ino == os.stat(self.location).st_ino
 
     def __enter__(self) -> "Lease":
+        self._guarding = True   # the block is the holder's work: losing the lease interrupts it
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
+        self.check()
+
+    def check(self) -> None:
+        """RunInUse when another process took the lease over: call before a side effect on the folder."""
+        if self.lost:
+            raise RunInUse(f"{self.record['owner']} lost {storage.redact(self.run_dir)} to {self.taker} (this process "
+                           f"looked dead to it: its lease went unrenewed for {EXPIRY_S:.0f} s) and stopped; "
+                           f"the run goes on there")
 
 
 def read(run_dir: str) -> Optional[dict]:
