@@ -346,7 +346,8 @@ def test_a_run_resumed_after_epoch_2_trains_epoch_3_as_the_uninterrupted_run_doe
     from orchestrator.training.loop import Worker, fit
 
     cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(96)),
-                                  train={"epochs": 3, "batch_size": 8, "loss_weighting": "dwa"}))
+                                  train={"epochs": 3, "batch_size": 8, "loss_weighting": "dwa"},
+                                  heads={"hidden_units": 16, "dropout": 0.3}))   # dropout draws: training state too
     train, val, spec = load_arrays(cfg)
     strategy = tf.distribute.get_strategy()
     straight, saved = [], {}

@@ -49,7 +49,8 @@ class Trainee:
     def save(self, directory: str) -> None:
         self.mt.model.save_weights(os.path.join(directory, "model.weights.h5"))
         np.savez(os.path.join(directory, "optimizers.npz"),
-                 **{f"{n}_{i}": v.numpy() for n, opt in self.optimizers.items() for i, v in enumerate(opt.variables)})
+                 **{f"{n}_{i}": v.numpy() for n, opt in self.optimizers.items() for i, v in enumerate(opt.variables)},
+                 **{f"rng_{i}": v.numpy() for i, v in enumerate(self.seed_states())})
 
     def load(self, directory: str) -> None:
         self.mt.model.load_weights(os.path.join(directory, "model.weights.h5"))
@@ -57,6 +58,14 @@ class Trainee:
             for n, opt in self.optimizers.items():
                 for i, v in enumerate(opt.variables):
                     v.assign(saved[f"{n}_{i}"])
+            for i, v in enumerate(self.seed_states()):
+                if f"rng_{i}" in saved.files:   # checkpoints from before they were saved: as built
+                    v.assign(saved[f"rng_{i}"])
+
+    def seed_states(self) -> list:
+        """The model's random draws so far (Dropout's, and any other layer's seed generator): training state that
+        ``save_weights`` leaves out, so a resumed run would replay epoch 1's dropout masks."""
+        return [v for v in self.mt.model.variables if v.path.endswith("seed_generator_state")]
 
 
 def train_loop_per_worker(payload: dict) -> None:
