@@ -157,3 +157,12 @@ def test_a_units_files_are_fsynced_before_they_are_renamed_into_place(prepared, 
     monkeypatch.setattr(disk_cache.os, "replace", lambda a, b: events.append("replace") or real_replace(a, b))
     disk_cache.load_or_decode(str(tmp_path / "c"), "train", 0, data.train_units[0], opts)
     assert events == ["fsync", "replace", "fsync", "replace", "fsync"], events
+
+
+def test_a_relative_cache_dir_is_made_absolute_and_its_free_space_found(tmp_path, monkeypatch):
+    """``disk_cache.fits`` walked up a relative path that does not exist to '' and looped for ever. A relative
+    ``data.cache_dir`` is taken against the driver's working directory, where the folder's name is made (workers
+    get it absolute)."""
+    monkeypatch.chdir(tmp_path)
+    assert disk_cache.fits("not/there/yet", 1) is True
+    assert disk_cache.root("decoded") == str(tmp_path / "decoded")

@@ -27,7 +27,9 @@ SHUFFLE_UNITS = 4      # units mixed in a worker's shuffle buffer
 
 
 def root(cache_dir: Optional[str]) -> str:
-    return os.path.expanduser(cache_dir) if cache_dir else DEFAULT_ROOT
+    """The cache root, absolute (a relative ``data.cache_dir`` against the driver's working directory: the driver
+    names the folder and ships it to the workers)."""
+    return os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else DEFAULT_ROOT
 
 
 def file_stats(units: list[dict]) -> list:
