@@ -80,6 +80,31 @@ def test_a_dimension_that_is_not_a_choice_needs_values(tmp_path):
         winner_row(board, "exp", "nope")
 
 
+def test_runs_of_another_winners_ablation_are_not_reused_under_this_one(tmp_path):
+    """Ablation runs were reused by config hash alone: winner t4 (t1 with freeze depth 2) after t1's freeze-depth
+    ablation found every run done (its own value, and each alternative, equal t1's runs), trained nothing, and
+    "what mattered" still showed t1's rows. Reuse is per winner; confirm's per configuration confirmed."""
+    from orchestrator.sweep.confirm import done_runs
+
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    t1 = parse_config(winner_row(board, "exp")["config"])
+    board.append([row(t1.with_values({"train.freeze_depth": 2}), metrics_history(0.5, 0.5), trial_id="t4",
+                      sweep_id="sw1")])
+    first = plan(board, winner_row(board, "exp"), dims=["train.freeze_depth"], seeds=2, values={},
+                 storage_location=runs)
+    board.append([row(c, metrics_history(0.8, 0.8), trial_id=f"a{i}", sweep_id="ab", kind="ablation", extra=x)
+                  for i, (c, x) in enumerate(zip(first.configs, first.extra))])
+    other = plan(board, winner_row(board, "exp", "t4"), dims=["train.freeze_depth"], seeds=2, values={},
+                 storage_location=runs)
+    assert len(other.configs) == 6 and other.reused == 0
+    again = plan(board, winner_row(board, "exp"), dims=["train.freeze_depth"], seeds=2, values={},
+                 storage_location=runs)
+    assert again.configs == () and again.reused == 6
+    done = done_runs(board, "exp", kind="ablation", fingerprint=None)
+    assert ("t1", first.configs[0].config_hash()) in done and ("t4", first.configs[0].config_hash()) not in done
+
+
 def test_ablation_rows_are_reused_on_reruns_and_summed_up_by_alternative(tmp_path):
     runs = sweep_board(tmp_path)
     board = Leaderboard(runs)

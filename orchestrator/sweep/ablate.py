@@ -129,7 +129,7 @@ def plan(board, winner: dict, *, dims: list[str], seeds: int, values: dict[str, 
             raise ConfigError(f"ablation {dim}={value!r} is not a valid config ({e})") from None
         for i in range(1, seeds + 1):
             run = cfg.with_values({"train.seed": base.train.seed + i})
-            if run.config_hash() in done:
+            if (winner["trial_id"], run.config_hash()) in done:
                 reused += 1
                 continue
             configs.append(run)

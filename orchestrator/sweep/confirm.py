@@ -21,14 +21,18 @@ def confirmed(board, experiment: str) -> list[dict]:
     return ranking.confirmed(board.table(experiment=experiment, kind="confirm").to_pylist())
 
 
+PARENT = {"confirm": "confirm_of", "ablation": "ablation_of"}   # the row a confirmation or ablation run serves
+
+
 def done_runs(board, experiment: str, *, kind: str, fingerprint: str | None) -> set:
-    """Config hashes (the seed included) of ``experiment``'s completed rows of ``kind`` trained on the data with
-    ``fingerprint`` (the hash names the data's path, not its content): runs not to train again."""
+    """(parent trial, config hash with the seed) of ``experiment``'s completed rows of ``kind`` trained on the data
+    with ``fingerprint`` (the hash names the data's path, not its content): runs not to train again for that
+    parent. Another parent's run of the same config is its own work: reused, it would count for the wrong trial."""
     table = board.table(experiment=experiment, kind=kind, where="status == 'completed'")
-    if not table.num_rows:
+    if not table.num_rows or PARENT[kind] not in table.column_names:
         return set()
-    return {h for h, f in zip(table.column("config_hash").to_pylist(), table.column("data_fingerprint").to_pylist())
-            if f == fingerprint}
+    return {(p, h) for p, h, f in zip(table.column(PARENT[kind]).to_pylist(), table.column("config_hash").to_pylist(),
+                                      table.column("data_fingerprint").to_pylist()) if f == fingerprint}
 
 
 def trial_row(board, experiment: str, trial_id: str) -> dict:
@@ -95,7 +99,7 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
     for group in by_inputs(configs, extra):   # each backbone and data set prepared and shipped for its own runs
         p = check(group[0][0])
         done = done_runs(board, experiment, kind="confirm", fingerprint=p.spec.fingerprint)
-        todo = [(c, e) for c, e in group if c.config_hash() not in done]
+        todo = [(c, e) for c, e in group if (e["confirm_of"], c.config_hash()) not in done]
         if len(todo) < len(group):
             out(f"{len(group) - len(todo)} of these {len(group)} runs were done before, on the same data: reused")
         if not todo:
