@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.leaderboard import Leaderboard
 
-from factories import minimized_rows
+from factories import minimized_rows, row
 
 
 def test_a_corrupt_leaderboard_file_is_skipped_with_one_warning(tmp_path, capsys):
@@ -153,6 +153,25 @@ def test_rows_still_unwritten_end_the_sweep_with_the_spool_named_and_resume_appe
     written, stale = recorded_rows(board, callback.cfg, "s1", out=lines.append)      # what `tune --resume` does
     assert written == {"a"} and stale == {} and not os.path.exists(callback.spool)
     assert [(r["trial_id"], r["status"]) for r in board.table().to_pylist()] == [("a", "completed")]
+
+
+def test_a_resumed_sweep_appends_its_own_spool_not_another_running_sweeps(tmp_path):
+    """`tune --resume` of sweep s2 appended and deleted every spool file of the experiment, s1's too, while s1 may
+    still run and rewrite its spool: a row s1 spooled between the read and the delete was lost. A resume takes
+    only its own sweep's spool."""
+    from orchestrator import layout
+    from orchestrator.leaderboard.spool import keep
+    from orchestrator.sweep.tuner import recorded_rows
+
+    callback, _ = sweep_callback(tmp_path, [])
+    board, runs = Leaderboard(str(tmp_path / "runs")), str(tmp_path / "runs")
+    others = layout.spool_file(runs, callback.cfg.name, "s1")
+    mine = layout.spool_file(runs, callback.cfg.name, "s2")
+    keep(others, [row(callback.cfg, [{"epoch": 1, "objective": 0.5}], trial_id="theirs", sweep_id="s1")])
+    keep(mine, [row(callback.cfg, [{"epoch": 1, "objective": 0.6}], trial_id="mine", sweep_id="s2")])
+    written, _ = recorded_rows(board, callback.cfg, "s2", out=lambda line: None)
+    assert written == {"mine"} and os.path.exists(others) and not os.path.exists(mine)
+    assert [r["trial_id"] for r in board.table().to_pylist()] == ["mine"]
 
 
 def test_a_resumed_sweep_reruns_an_errored_trial_and_its_row_supersedes_the_failed_one(tmp_path):

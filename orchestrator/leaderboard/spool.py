@@ -1,5 +1,6 @@
 """Rows the leaderboard could not take yet: one local Parquet file per sweep (``layout.spool_file``), rewritten whole
-whenever a write fails, removed once its rows are written, and appended by ``tune --resume`` (``append_spooled``)."""
+whenever a write fails, removed once its rows are written, and appended by that sweep's ``tune --resume``
+(``append_spooled``)."""
 from __future__ import annotations
 
 import os
@@ -18,21 +19,14 @@ def drop(path: str) -> None:
         os.remove(path)
 
 
-def spooled(location: str, experiment: str) -> list[str]:
-    """The spool files of ``experiment``'s sweeps in this storage, oldest sweep first."""
-    folder = layout.spool_dir(location, experiment)
-    if not os.path.isdir(folder):
+def append_spooled(board, location: str, experiment: str, sweep_id: str) -> list[str]:
+    """Append the spool file of sweep ``sweep_id`` to ``board`` and remove it; returns the files appended. Another
+    sweep's spool is left to its own resume: it may still run and rewrite it. A storage error propagates (the file
+    stays)."""
+    path = layout.spool_file(location, experiment, sweep_id)
+    if not os.path.exists(path):
         return []
-    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".parquet"))
-
-
-def append_spooled(board, location: str, experiment: str) -> list[str]:
-    """Append every spool file of ``experiment`` to ``board`` and remove it; returns the files appended. A storage
-    error propagates (the files stay)."""
-    done = []
-    for path in spooled(location, experiment):
-        with open(path, "rb") as f:
-            board.append_parquet(f.read())
-        drop(path)
-        done.append(path)
-    return done
+    with open(path, "rb") as f:
+        board.append_parquet(f.read())
+    drop(path)
+    return [path]

@@ -138,14 +138,15 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
 def recorded_rows(board, cfg: ExperimentConfig, sweep_id: str, *, out=print) -> tuple[set, dict]:
     """A resumed sweep's rows: spooled rows appended first, then ``callback.recorded``."""
     from ..errors import LeaderboardWriteError
-    from ..leaderboard.spool import append_spooled, spooled
+    from ..leaderboard.spool import append_spooled
 
     try:
-        for path in append_spooled(board, cfg.storage, cfg.name):
+        for path in append_spooled(board, cfg.storage, cfg.name, sweep_id):
             out(f"appended the spooled rows of {path} to the leaderboard")
     except OSError as e:
-        raise LeaderboardWriteError(f"the spooled rows in {spooled(cfg.storage, cfg.name)[0]} still cannot be "
-                                    f"written ({storage.first_line(e)}); try --resume again once storage works") from None
+        raise LeaderboardWriteError(f"the spooled rows in {layout.spool_file(cfg.storage, cfg.name, sweep_id)} still "
+                                    f"cannot be written ({storage.first_line(e)}); try --resume again once storage "
+                                    f"works") from None
     return recorded(board, sweep_id)
 
 
