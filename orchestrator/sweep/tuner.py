@@ -159,9 +159,8 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     cfg = p.cfg
     sweep_id = find_sweep(cfg, sweep_id, fingerprint=p.spec.fingerprint) if resume else (sweep_id or new_sweep_id())
     # One live driver per sweep: a second `tune --resume` while this one runs would write the same trials' runs.
-    with acquire(layout.sweep_dir(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}") as held:
-        return _sweep(p, sweep_id, address=address, resume=resume, verbose=verbose, out=out, reserved_cpu=reserved_cpu,
-                      held=held)
+    with acquire(layout.sweep_dir(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}"):
+        return _sweep(p, sweep_id, address=address, resume=resume, verbose=verbose, out=out, reserved_cpu=reserved_cpu)
 
 
 def _baselines(session, *, out) -> dict | None:
@@ -175,7 +174,7 @@ def _baselines(session, *, out) -> dict | None:
 
 
 def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, verbose: bool, out,
-           reserved_cpu: float, held) -> dict:
+           reserved_cpu: float) -> dict:
     from ..leaderboard.leaderboard import Leaderboard
     from ..leaderboard.query import rows as row_dicts
     from .capacity import plan_concurrency
@@ -220,7 +219,6 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
                      callbacks=(callback, *live_loggers(cfg, sweep_id)), verbose=verbose,
                      time_budget_s=cfg.search.time_budget_s)
     make_tuner(cfg, spec, resume=resume).fit()
-    held.check()       # a sweep another driver took over (tune --resume) leaves it its disk cache and spool
     release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
     callback.close()   # rows storage still refuses: one line naming the spool file, exit code 1
     board.maybe_compact()

@@ -141,21 +141,20 @@ def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None
     p = check(cfg)
     name = name or run_name(p.cfg.name)
     run = layout.run_dir(p.cfg.storage, name)
-    with acquire(run, what=f"train run {name}") as held:   # one live writer per run folder, until the summary
+    with acquire(run, what=f"train run {name}"):   # one live writer per run folder, until the summary is written
         check_run_name(p.cfg, name, fingerprint=p.spec.fingerprint)
         describe(p, record=run, out=out)
-        return _train(p, name, address=address, out=out, verbose=verbose, ready=ready, held=held)
+        return _train(p, name, address=address, out=out, verbose=verbose, ready=ready)
 
 
 def _train(p: Prepared, name: str, *, address: str | None, out, verbose: bool,
-           ready: Optional[Callable[[ExperimentConfig], None]], held) -> dict:
+           ready: Optional[Callable[[ExperimentConfig], None]]) -> dict:
     run = layout.run_dir(p.cfg.storage, name)
     t0 = time.perf_counter()
     session = start(p, owner=f"train run {name}", address=address, verbose=verbose, out=out)
     if ready is not None:
         ready(p.cfg)
     history, error, user_error = fit_and_watch(session, name=name, out=out)
-    held.check()   # a run whose folder another process took over writes nothing more
     release(session)
     summary = run_summary(p, history, name=name, error=error, wall_time_s=time.perf_counter() - t0)
     summary["user_error"] = user_error

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -36,9 +36,9 @@ class RunInUse(UserError):
 
 
 class Lease:
-    """A held lease; ``release()`` (or leaving the ``with`` block) stops the heartbeat and deletes the file. A
-    ``with`` block whose lease another process takes over is interrupted (KeyboardInterrupt in the main thread, as
-    Ctrl-C: Ray Train and Tune stop) and leaving it raises ``RunInUse`` naming the new holder."""
+    """A held lease; ``release()`` (or leaving the ``with`` block) stops the heartbeat and deletes the file. The
+    process of a ``with`` block whose lease another process takes over ends at once (``_end_process``); used
+    without ``with``, ``lost`` is set and ``check`` raises ``RunInUse``."""
 
     def __init__(self, run_dir: str, record: dict):
         self.run_dir, self.record = run_dir, record
@@ -52,21 +52,22 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                holder = read(self.run_dir) or {}
-                if holder.get("owner") != self.record["owner"]:
-                    self.lost, self.taker = True, holder.get("owner", "another process")
-                    if self._guarding and not self._stop.is_set():
-                        # stop the block's work, as Ctrl-C would (a blocking call returns): another process writes
-                        # the folder now
-                        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-                    return
+                holder = _read_or_raise(self.run_dir)
+            except OSError:
+                continue   # storage hiccup: unknown, not lost; the next beat reads again (the lease lasts EXPIRY_S)
+            if holder is not None and holder.get("owner") != self.record["owner"]:
+                self.lost, self.taker = True, holder.get("owner", "another process")
+                if self._guarding and not self._stop.is_set():
+                    _end_process(self)
+                return
+            try:
                 self.record = {**self.record, "expires": time.time() + EXPIRY_S}
                 if self._fd is None:   # object store: no conditional put, so rewrite (README says what that risks)
                     storage.atomic_write(self.location, json.dumps(self.record).encode())
                 else:   # our own file only: after a takeover this touches the file that was moved aside
                     os.utime(self._fd, (self.record["expires"], self.record["expires"]))
             except OSError:
-                pass   # storage hiccup: the next beat tries again (the lease lasts EXPIRY_S)
+                pass   # storage hiccup: the next beat tries again
 
     def release(self) -> None:
         self._stop.set()
@@ -87,7 +88,7 @@ class Lease:
         return self._fd is None or os.fstat(self._fd).st_ino == os.stat(self.location).st_ino
 
     def __enter__(self) -> "Lease":
-        self._guarding = True   # the block is the holder's work: losing the lease interrupts it
+        self._guarding = True   # the block is the holder's work: losing the lease ends the process
         return self
 
     def __exit__(self, *exc) -> None:
@@ -103,12 +104,34 @@ class Lease:
 
 
 def read(run_dir: str) -> Optional[dict]:
+    try:
+        return _read_or_raise(run_dir)
+    except OSError:
+        return None
+
+
+def _read_or_raise(run_dir: str) -> Optional[dict]:
+    """The lease's record; None when there is no lease file (or it does not parse); OSError when it cannot be read."""
     location = layout.lease_file(run_dir)
     try:
         mtime = None if storage.is_uri(location) else os.stat(location).st_mtime
         return _record(storage.read_bytes(location), mtime)
-    except OSError:
+    except FileNotFoundError:
         return None
+
+
+def _end_process(held: "Lease") -> None:
+    """The holder of a lease another process took over ends at once, as the taker assumed it had: one line, exit
+    code 2, nothing more written (no Tune or Train shutdown into the folder; Ray ends this driver's workers). A
+    signal would not do: Ray job entrypoints run with SIGINT blocked."""
+    line = (f"error: {held.record['owner'].rsplit(' ', 1)[0]} lost {storage.redact(held.run_dir)} to {held.taker} "
+            f"(this process looked dead to it: its lease went unrenewed for {EXPIRY_S:.0f} s) and stopped; the "
+            f"run goes on there")
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(RunInUse.exit_code)
 
 
 def _record(raw: bytes | str, mtime: Optional[float]) -> Optional[dict]:
