@@ -157,8 +157,8 @@ def test_rows_still_unwritten_end_the_sweep_with_the_spool_named_and_resume_appe
 
 def test_a_resumed_sweep_appends_its_own_spool_not_another_running_sweeps(tmp_path):
     """`tune --resume` of sweep s2 appended and deleted every spool file of the experiment, s1's too, while s1 may
-    still run and rewrite its spool: a row s1 spooled between the read and the delete was lost. A resume takes
-    only its own sweep's spool."""
+    still run and rewrite its spool: a row s1 spooled between the read and the delete was lost. A resume takes its
+    own sweep's spool and those of sweeps and runs no live driver holds."""
     from orchestrator import layout
     from orchestrator.leaderboard.spool import keep
     from orchestrator.sweep.tuner import recorded_rows
@@ -169,9 +169,21 @@ def test_a_resumed_sweep_appends_its_own_spool_not_another_running_sweeps(tmp_pa
     mine = layout.spool_file(runs, callback.cfg.name, "s2")
     keep(others, [row(callback.cfg, [{"epoch": 1, "objective": 0.5}], trial_id="theirs", sweep_id="s1")])
     keep(mine, [row(callback.cfg, [{"epoch": 1, "objective": 0.6}], trial_id="mine", sweep_id="s2")])
+    from orchestrator.training import lease
+
+    held = lease.acquire(layout.sweep_dir(runs, callback.cfg.name, "s1"), what="sweep s1")   # s1 still runs
     written, _ = recorded_rows(board, callback.cfg, "s2", out=lambda line: None)
     assert written == {"mine"} and os.path.exists(others) and not os.path.exists(mine)
     assert [r["trial_id"] for r in board.table().to_pylist()] == ["mine"]
+    held.release()
+    # rows of runs that have no resume of their own (baselines, confirm, ablate) and of sweeps no longer running:
+    # any resume of the experiment appends them
+    done = layout.spool_file(runs, callback.cfg.name, "confirm-c1")
+    keep(done, [row(callback.cfg, [{"epoch": 1, "objective": 0.7}], trial_id="confirmed", sweep_id="confirm-c1",
+                    kind="confirm")])
+    recorded_rows(board, callback.cfg, "s2", out=lambda line: None)
+    assert not os.path.exists(others) and not os.path.exists(done)
+    assert sorted(r["trial_id"] for r in board.table(kind=None).to_pylist()) == ["confirmed", "mine", "theirs"]
 
 
 def test_a_resumed_sweep_reruns_an_errored_trial_and_its_row_supersedes_the_failed_one(tmp_path):

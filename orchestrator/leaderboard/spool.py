@@ -1,6 +1,6 @@
 """Rows the leaderboard could not take yet: one local Parquet file per sweep (``layout.spool_file``), rewritten whole
-whenever a write fails, removed once its rows are written, and appended by that sweep's ``tune --resume``
-(``append_spooled``)."""
+whenever a write fails, removed once its rows are written, and appended by ``tune --resume`` (``append_spooled``):
+the resumed sweep's own, and those of sweeps and runs that no live driver holds."""
 from __future__ import annotations
 
 import os
@@ -19,14 +19,19 @@ def drop(path: str) -> None:
         os.remove(path)
 
 
-def append_spooled(board, location: str, experiment: str, sweep_id: str) -> list[str]:
-    """Append the spool file of sweep ``sweep_id`` to ``board`` and remove it; returns the files appended. Another
-    sweep's spool is left to its own resume: it may still run and rewrite it. A storage error propagates (the file
-    stays)."""
-    path = layout.spool_file(location, experiment, sweep_id)
-    if not os.path.exists(path):
+def spooled(location: str, experiment: str) -> list[str]:
+    """The spool files of ``experiment``'s sweeps and runs in this storage, oldest first."""
+    folder = layout.spool_dir(location, experiment)
+    if not os.path.isdir(folder):
         return []
-    with open(path, "rb") as f:
-        board.append_parquet(f.read())
-    drop(path)
-    return [path]
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".parquet"))
+
+
+def append_spooled(board, paths: list[str]) -> list[str]:
+    """Append these spool files to ``board``, removing each once appended; returns them. A storage error
+    propagates (the files not yet appended stay)."""
+    for path in paths:
+        with open(path, "rb") as f:
+            board.append_parquet(f.read())
+        drop(path)
+    return list(paths)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 
 from .. import layout, storage
@@ -138,15 +139,21 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
 def recorded_rows(board, cfg: ExperimentConfig, sweep_id: str, *, out=print) -> tuple[set, dict]:
     """A resumed sweep's rows: spooled rows appended first, then ``callback.recorded``."""
     from ..errors import LeaderboardWriteError
-    from ..leaderboard.spool import append_spooled
+    from ..leaderboard.spool import append_spooled, spooled
+    from ..training.lease import is_stale, read
 
+    def free(path: str) -> bool:   # this sweep's, or one no live driver holds (another sweep may still rewrite it)
+        other = os.path.basename(path)[:-len(".parquet")]
+        holder = read(layout.sweep_dir(cfg.storage, cfg.name, other))
+        return other == sweep_id or holder is None or is_stale(holder)
+
+    paths = [p for p in spooled(cfg.storage, cfg.name) if free(p)]
     try:
-        for path in append_spooled(board, cfg.storage, cfg.name, sweep_id):
+        for path in append_spooled(board, paths):
             out(f"appended the spooled rows of {path} to the leaderboard")
     except OSError as e:
-        raise LeaderboardWriteError(f"the spooled rows in {layout.spool_file(cfg.storage, cfg.name, sweep_id)} still "
-                                    f"cannot be written ({storage.first_line(e)}); try --resume again once storage "
-                                    f"works") from None
+        raise LeaderboardWriteError(f"the spooled rows in {paths[0]} still cannot be written "
+                                    f"({storage.first_line(e)}); try --resume again once storage works") from None
     return recorded(board, sweep_id)
 
 
