@@ -223,11 +223,11 @@ def read_bytes(location: str) -> bytes:
 
 def read_bytes_or_fail(location: str, *, where: str) -> bytes:
     """A file's bytes; a missing or unreadable file is a DataError naming ``where``."""
-    from .errors import DataError
+    from .errors import ConfigError, DataError
 
     try:
         return read_bytes(location)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ConfigError) as e:   # ConfigError: a URI pyarrow cannot parse
         raise DataError(f"{where} cannot be read ({first_line(e, 120)}): fix the path or drop the row") from None
 
 

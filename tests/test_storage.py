@@ -257,3 +257,8 @@ def test_a_uri_pyarrow_cannot_parse_is_one_line_without_its_secret(tmp_path, cap
     code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", experiment(tmp_path, uri)))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "s3://bucket/team data/train.csv" in err, err
     assert "LEAKSECRET" not in out + err and "AKIDLEAK" not in out + err
+    from orchestrator.errors import DataError
+
+    with pytest.raises(DataError, match="row 7 of m.csv cannot be read .*drop the row") as e:   # an image on a worker
+        storage.read_bytes_or_fail(uri, where="row 7 of m.csv")
+    assert "LEAKSECRET" not in str(e.value)
