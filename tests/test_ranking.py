@@ -99,4 +99,4 @@ def test_confirm_runs_already_done_on_the_same_data_are_not_trained_again(tmp_pa
                   {**common, "trial_id": "c", "config_hash": "h3", "status": "failed", "data_fingerprint": "d1"},
                   {**common, "trial_id": "d", "config_hash": "h4", "status": "completed", "data_fingerprint": "d1",
                    "kind": "trial"}])
-    assert done_runs(board, "e", kind="confirm", fingerprint="d1") == {"h1"}
+    assert done_runs(board, "e", kind="confirm", fingerprint="d1") == {("t1", "h1")}   # for the trial it confirmed

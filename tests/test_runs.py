@@ -8,6 +8,7 @@ import pytest
 
 
 from factories import experiment, run_cli, write_yaml
+from orchestrator.config.schema import TRAINING_REVISION
 
 
 def test_default_run_names_are_unique():
@@ -21,7 +22,8 @@ def test_reusing_a_run_name_with_another_config_is_refused(tmp_path, capsys, no_
     cfg = experiment(tmp_path, "builtin:multidigits/train")
     ckpt = tmp_path / "runs" / "trials" / "mine" / "checkpoints" / "epoch_000001"
     ckpt.mkdir(parents=True)
-    (ckpt / "state.json").write_text(json.dumps({"epoch": 1, "config_hash": "0123456789ab", "history": []}))
+    (ckpt / "state.json").write_text(json.dumps({"epoch": 1, "config_hash": "0123456789ab", "history": [],
+                                                 "training_revision": TRAINING_REVISION}))
     code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg), "--name", "mine")
     assert code == 2 and "run 'mine' already exists" in err and "\n" not in err, err
 
@@ -162,7 +164,8 @@ def test_resuming_a_sweep_whose_driver_still_runs_is_refused(tmp_path, capsys, n
         "num_samples": 2, "space": {"train.head_lr": {"choice": [1e-3, 3e-3]}}})
     folder = tmp_path / "runs" / "sweeps" / "t" / "20260101-000000-abcdef"
     folder.mkdir(parents=True)
-    (folder / "sweep.json").write_text(json.dumps({"config_hash": sweep_hash(resolve_storage(parse_config(cfg)))}))
+    (folder / "sweep.json").write_text(json.dumps({"config_hash": sweep_hash(resolve_storage(parse_config(cfg))),
+                                                   "training_revision": TRAINING_REVISION}))
     other = live_process()
     try:
         write_lease(folder, pid=other.pid, owner="sweep 20260101-000000-abcdef 0123")
@@ -196,7 +199,8 @@ def saved_run(tmp_path, epochs, *, config_hash):
             with open(os.path.join(d, "model.weights.h5"), "w") as f:
                 f.write(f"weights of epoch {epoch}")
         checkpoints.save(run, epoch, write, {"epoch": epoch, "history": [{"epoch": e} for e in range(1, epoch + 1)],
-                                             "config_hash": config_hash, "weighting": {}})
+                                             "config_hash": config_hash, "weighting": {},
+                                             "training_revision": TRAINING_REVISION})
     return run
 
 
@@ -397,7 +401,7 @@ def test_a_run_or_sweep_is_not_resumed_on_other_data(tmp_path):
     run = str(tmp_path / "run")
     checkpoints.save(run, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
                      {"epoch": 1, "history": [{"epoch": 1}], "config_hash": cfg.config_hash(), "weighting": {},
-                      "data_fingerprint": "old-data"})
+                      "data_fingerprint": "old-data", "training_revision": TRAINING_REVISION})
     trainee = FakeTrainee()
     with pytest.raises(ConfigError, match="other data"):
         _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint="new-data")
@@ -405,13 +409,15 @@ def test_a_run_or_sweep_is_not_resumed_on_other_data(tmp_path):
     assert _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint="old-data")["epoch"] == 1
     named = layout.run_dir(cfg.storage, "mine")
     checkpoints.save(named, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
-                     {"epoch": 1, "history": [], "config_hash": cfg.config_hash(), "data_fingerprint": "old-data"})
+                     {"epoch": 1, "history": [], "config_hash": cfg.config_hash(), "data_fingerprint": "old-data",
+                      "training_revision": TRAINING_REVISION})
     with pytest.raises(ConfigError, match="other data"):
         check_run_name(cfg, "mine", fingerprint="new-data")
     check_run_name(cfg, "mine", fingerprint="old-data")
     sweep = cfg.with_values({"search": {"space": {"train.head_lr": {"choice": [0.001, 0.01]}}}})
     storage.atomic_write(layout.sweep_record(sweep.storage, sweep.name, "s1"), json.dumps(
-        {"sweep_id": "s1", "config_hash": sweep_hash(sweep), "data_fingerprint": "old-data"}).encode())
+        {"sweep_id": "s1", "config_hash": sweep_hash(sweep), "data_fingerprint": "old-data",
+         "training_revision": TRAINING_REVISION}).encode())
     with pytest.raises(ConfigError, match="other data"):
         find_sweep(sweep, None, fingerprint="new-data")
     assert find_sweep(sweep, None, fingerprint="old-data") == "s1"
@@ -480,3 +486,30 @@ def test_a_failed_read_of_the_lease_is_not_a_takeover(tmp_path, monkeypatch):
     assert not held.lost
     held.release()
     assert lease.read(run) is None
+
+
+def test_a_run_or_sweep_of_older_code_is_refused_as_such(tmp_path):
+    """After an upgrade that changed what a config trains (TRAINING_REVISION), `train --name` of an older run said
+    "already exists with another config" of the same config, and `tune --resume` of an older sweep passed, then
+    failed every unfinished trial with that line. Both now say that older code made them."""
+    from orchestrator import layout, storage
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.tuner import find_sweep, sweep_hash
+    from orchestrator.training import checkpoints
+    from orchestrator.training.driver import check_run_name
+    from orchestrator.training.loop import Worker, _restored, _restorer
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train"))
+    named = layout.run_dir(cfg.storage, "old")
+    checkpoints.save(named, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
+                     {"epoch": 1, "history": [], "config_hash": "0123456789ab", "weighting": {}})   # no revision: 1
+    with pytest.raises(ConfigError, match="older code .*training revision 1"):
+        check_run_name(cfg, "old", fingerprint=None)
+    with pytest.raises(ConfigError, match="older code"):
+        _restored(FakeTrainee(), cfg, Worker(restore=_restorer(named, rank=0, world=1)), fingerprint=None)
+    sweep = cfg.with_values({"search": {"space": {"train.head_lr": {"choice": [0.001, 0.01]}}}})
+    storage.atomic_write(layout.sweep_record(sweep.storage, sweep.name, "s1"), json.dumps(
+        {"sweep_id": "s1", "config_hash": sweep_hash(sweep)}).encode())
+    with pytest.raises(ConfigError, match="older code .*start a new sweep"):
+        find_sweep(sweep, None, fingerprint=None)

@@ -15,7 +15,7 @@ import os
 import time
 
 from .. import layout, storage
-from ..config.schema import ExperimentConfig, frozen_blocks
+from ..config.schema import TRAINING_REVISION, ExperimentConfig, frozen_blocks
 from ..config.sampling import grid_size, param_space
 from ..config.space import candidate_values, largest, walk
 from ..errors import ConfigError
@@ -130,6 +130,10 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
     if saved["config_hash"] != sweep_hash(cfg):
         raise ConfigError(f"sweep {sweep_id} was started with another config (hash {saved['config_hash']}, this "
                           f"{sweep_hash(cfg)}): resume it with the same config, or start a new sweep")
+    if saved.get("training_revision", 1) != TRAINING_REVISION:
+        raise ConfigError(f"sweep {sweep_id} was started by older code (training revision "
+                          f"{saved.get('training_revision', 1)}, now {TRAINING_REVISION}: what a config trains changed), "
+                          f"so its unfinished trials cannot continue: start a new sweep (its rows stay)")
     if fingerprint and saved.get("data_fingerprint", fingerprint) != fingerprint:
         raise ConfigError(f"sweep {sweep_id} was started on other data (fingerprint {saved['data_fingerprint']}, now "
                           f"{fingerprint}: the files changed): start a new sweep")
@@ -208,7 +212,8 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     else:
         storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, sweep_id), json.dumps(
             {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump(),
-             "data_fingerprint": p.spec.fingerprint, "baselines": baselines}).encode())   # what its Δm% is measured against (ablate measures against them too)
+             "data_fingerprint": p.spec.fingerprint, "training_revision": TRAINING_REVISION,
+             "baselines": baselines}).encode())   # what its Δm% is measured against (ablate measures against them too)
         out(f"experiment {cfg.name}, sweep {sweep_id}: {trials} trials, searcher {cfg.search.searcher}, "
             f"scheduler {cfg.search.scheduler.type}, up to {concurrent} at once"
             + (", each trial starting warm workers for a later one" if trials_plan.spares else ""))

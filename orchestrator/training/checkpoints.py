@@ -1,7 +1,8 @@
 """Checkpoints of one run, in the run's folder on storage (local or URI). No TensorFlow here.
 
 ``<run>/checkpoints/epoch_000003/`` holds ``model.weights.h5``, ``optimizers.npz`` and, written last,
-``state.json`` (epoch, history, config hash, loss-weighting state, and the sha256 of every other file): a folder
+``state.json`` (epoch, history, config hash, data fingerprint, training revision, loss-weighting state, and the
+sha256 of every other file): a folder
 without ``state.json`` is incomplete and ignored. Rank 0 writes; on a (re)start every rank reads the latest complete
 one itself, so a worker lost right after an epoch redoes at most ``train.checkpoint_every`` epochs, whatever the
 Train controller had registered. The two newest are kept: a latest one that fails its checksums (or whose
@@ -20,6 +21,7 @@ from typing import Callable, Optional
 import pyarrow.fs as pafs
 
 from .. import storage
+from ..config.schema import TRAINING_REVISION
 
 _EPOCH = re.compile(r"^epoch_(\d{6})$")
 KEEP = 2
@@ -129,3 +131,22 @@ def restore_latest(run_dir: str, read_files, *, check: Callable[[dict], None], s
                 f"resuming from the checkpoint before it" if epoch != epochs[0] else
                 f"checkpoint epoch {epoch} of {storage.redact(run_dir)} is corrupt ({e}): starting from scratch")
     return None
+
+
+def same_config(config_hash: str, fingerprint: Optional[str] = None) -> Callable[[dict], None]:
+    """A checkpoint's state must come from this config, on this data (the hash names the data's path, not its
+    content): checked before its weights are loaded."""
+    def check(state: dict) -> None:
+        from ..errors import ConfigError
+
+        if state.get("training_revision", 1) != TRAINING_REVISION:
+            raise ConfigError(f"the run's checkpoint was made by older code (training revision "
+                              f"{state.get('training_revision', 1)}, now {TRAINING_REVISION}: what a config trains "
+                              f"changed): use another run name")
+        if state.get("config_hash", config_hash) != config_hash:
+            raise ConfigError(f"the run's checkpoint was made by another config (hash {state['config_hash']}, this "
+                              f"is {config_hash}): use another run name")
+        if fingerprint and state.get("data_fingerprint", fingerprint) != fingerprint:
+            raise ConfigError(f"the run's checkpoint was trained on other data (fingerprint "
+                              f"{state['data_fingerprint']}, now {fingerprint}: the files changed): use another run name")
+    return check

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .. import layout, storage
-from ..config.schema import ExperimentConfig
+from ..config.schema import TRAINING_REVISION, ExperimentConfig
 from ..data.spec import DataSpec
 from ..errors import ConfigError
 from . import checkpoints
@@ -122,6 +122,10 @@ def check_run_name(cfg: ExperimentConfig, name: str, *, fingerprint: Optional[st
     """A run continues only its own checkpoints: a name used by another config, or by this one on other data (the
     files behind its paths changed), is refused."""
     state = checkpoints.latest_state(layout.run_dir(cfg.storage, name))
+    if state is not None and state.get("training_revision", 1) != TRAINING_REVISION:
+        raise ConfigError(f"run {name!r} was trained by older code (training revision {state.get('training_revision', 1)}"
+                          f", now {TRAINING_REVISION}: what a config trains changed): pick another --name, or omit it "
+                          f"for a new unique one")
     if state is not None and state.get("config_hash") != cfg.config_hash():
         raise ConfigError(f"run {name!r} already exists with another config (checkpoint at epoch {state['epoch']}, "
                           f"config hash {state.get('config_hash')}, this config {cfg.config_hash()}): pick another "

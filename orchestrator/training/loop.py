@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import layout, metrics as registry, storage
+from ..config.schema import TRAINING_REVISION
 from . import checkpoints
 from .precision import configure_gpus
 from .progress import read_progress, write_progress
@@ -222,7 +223,8 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
     for epoch in range(state["epoch"], cfg.train.epochs):
         metrics = run.epoch(epoch)
         state = {"epoch": epoch + 1, "history": state["history"] + [metrics], "config_hash": metrics["config_hash"],
-                 "data_fingerprint": spec.fingerprint, "weighting": trainee.weighting.state(),
+                 "data_fingerprint": spec.fingerprint, "training_revision": TRAINING_REVISION,
+                 "weighting": trainee.weighting.state(),
                  **({"loss_scale": scale.state()} if scale else {})}
         if w.on_epoch:
             w.on_epoch(metrics, state, trainee.save)
@@ -232,26 +234,11 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
 
 
 def _restored(trainee: Trainee, cfg, w: Worker, *, fingerprint: Optional[str]) -> dict:
-    check = same_config(cfg.config_hash(), fingerprint)
+    check = checkpoints.same_config(cfg.config_hash(), fingerprint)
     state = (w.restore and w.restore(trainee.load, check)) or {"epoch": 0, "history": []}
     if "weighting" in state:
         trainee.weighting.restore(state["weighting"])
     return state
-
-
-def same_config(config_hash: str, fingerprint: Optional[str] = None) -> Callable[[dict], None]:
-    """A checkpoint's state must come from this config, on this data (the hash names the data's path, not its
-    content): checked before its weights are loaded."""
-    def check(state: dict) -> None:
-        from ..errors import ConfigError
-
-        if state.get("config_hash", config_hash) != config_hash:
-            raise ConfigError(f"the run's checkpoint was made by another config (hash {state['config_hash']}, this "
-                              f"is {config_hash}): use another run name")
-        if fingerprint and state.get("data_fingerprint", fingerprint) != fingerprint:
-            raise ConfigError(f"the run's checkpoint was trained on other data (fingerprint "
-                              f"{state['data_fingerprint']}, now {fingerprint}: the files changed): use another run name")
-    return check
 
 
 @dataclass
