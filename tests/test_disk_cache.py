@@ -159,10 +159,13 @@ def test_a_units_files_are_fsynced_before_they_are_renamed_into_place(prepared, 
     assert events == ["fsync", "replace", "fsync", "replace", "fsync"], events
 
 
-def test_a_relative_cache_dir_is_made_absolute_and_its_free_space_found(tmp_path, monkeypatch):
+def test_a_relative_cache_dir_is_refused_in_one_line(tmp_path, monkeypatch):
     """``disk_cache.fits`` walked up a relative path that does not exist to '' and looped for ever. A relative
-    ``data.cache_dir`` is taken against the driver's working directory, where the folder's name is made (workers
-    get it absolute)."""
+    ``data.cache_dir`` has no one meaning on every node (the driver's working directory is not theirs): refused."""
+    from orchestrator.errors import ConfigError
+
     monkeypatch.chdir(tmp_path)
-    assert disk_cache.fits("not/there/yet", 1) is True
-    assert disk_cache.root("decoded") == str(tmp_path / "decoded")
+    with pytest.raises(ConfigError, match="data.cache_dir 'not/there/yet' is relative"):
+        disk_cache.fits("not/there/yet", 1)
+    assert disk_cache.fits(str(tmp_path / "not" / "there"), 1) is True
+    assert disk_cache.root("~/decoded") == os.path.expanduser("~/decoded")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 
 import click
 import yaml
@@ -123,9 +124,9 @@ def baselines(config, sets, address):
     with console(layout.log_file(cfg.storage, "baselines", cfg.name), verbose=False) as out:
         p = check(cfg)
         describe(p, record=None, out=out)
-        session = start(p, owner=f"baselines of {p.cfg.name}", address=address, out=out)
+        session = start(p, owner=f"baselines of {p.cfg.name} {uuid.uuid4().hex[:8]}", address=address, out=out)
         found = baselines_for(session, out=out)
-        release(session)   # its disk cache (one killed stays for a rerun)
+        release(session)   # its disk cache
     for task, value in found.items():
         click.echo(f"  {task:>12}: {p.cfg.tasks[task].score_metric} {value:.4f}")
 

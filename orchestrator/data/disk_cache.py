@@ -27,9 +27,18 @@ SHUFFLE_UNITS = 4      # units mixed in a worker's shuffle buffer
 
 
 def root(cache_dir: Optional[str]) -> str:
-    """The cache root, absolute (a relative ``data.cache_dir`` against the driver's working directory: the driver
-    names the folder and ships it to the workers)."""
-    return os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else DEFAULT_ROOT
+    """The cache root on each node: ``data.cache_dir`` (absolute, or under ``~``), else ``DEFAULT_ROOT``. A relative
+    one is a ConfigError: taken against the driver's working directory, it would name a folder of the driver's
+    machine (or of a Ray job's code upload) on every node."""
+    if not cache_dir:
+        return DEFAULT_ROOT
+    path = os.path.expanduser(cache_dir)
+    if not os.path.isabs(path):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"data.cache_dir {cache_dir!r} is relative: give an absolute path (or one under ~) on the "
+                          f"nodes' local disks")
+    return path
 
 
 def file_stats(units: list[dict]) -> list:

@@ -142,7 +142,7 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
            trial: str | None = None, address: str | None = None, out=print) -> dict:
     """Plan, train what is missing (one Tune run, rows of kind ``ablation``), and return the summary by dimension."""
     from ..leaderboard.leaderboard import Leaderboard
-    from ..training.session import check, describe, start
+    from ..training.session import check, describe, release, start
     from .runner import new_sweep_id, run_configs
 
     board = Leaderboard(storage_location)
@@ -162,4 +162,5 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
         session = start(p, owner=f"sweep {sweep_id}", address=address, out=out)
         run_configs(session, list(todo.configs), kind="ablation", sweep_id=sweep_id, out=out, extra=list(todo.extra),
                     baselines=sweep_baselines(winner))
+        release(session)   # its disk cache
     return {"winner": todo.winner["trial_id"], "trained": len(todo.configs), "reused": todo.reused}
