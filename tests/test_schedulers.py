@@ -295,18 +295,23 @@ def test_warm_start_auto_hands_optuna_earlier_completed_rows(tmp_path):
                    fingerprint="fp", trial_id="older_code"), "training_revision": None},
             # where it ran is not what it learned
             row(cfg.with_values({"train.loss_weighting": "uncertainty", "train.freeze_depth": 1,
-                                 "resources.workers": 2}), history, fingerprint="fp", trial_id="two_workers")]
+                                 "resources.workers": 2}), history, fingerprint="fp", trial_id="two_workers"),
+            # another seed (a grid repeat), checkpoints and cache folder: the same recipe
+            row(cfg.with_values({"train.loss_weighting": "uncertainty", "train.freeze_depth": 2, "train.seed": 1,
+                                 "train.checkpoint_every": 2, "data.cache_dir": "/elsewhere"}), history,
+                fingerprint="fp", trial_id="seed_1")]
     Leaderboard(cfg.storage).append(rows)
     said = []
     evaluated = evaluated_rows(cfg, "fp", say=said.append)
     assert sorted(evaluated, key=str) == sorted([
         ({"train.freeze_depth": 1, "train.loss_weighting": "dwa", "train.dwa_temperature": 3.0}, 0.7),
         ({"train.freeze_depth": 0, "train.loss_weighting": "uncertainty"}, 0.7),
-        ({"train.freeze_depth": 1, "train.loss_weighting": "uncertainty"}, 0.7)], key=str)
-    assert "3 earlier trial(s)" in said[0]
+        ({"train.freeze_depth": 1, "train.loss_weighting": "uncertainty"}, 0.7),
+        ({"train.freeze_depth": 2, "train.loss_weighting": "uncertainty"}, 0.7)], key=str)
+    assert "4 earlier trial(s)" in said[0]
     searcher = make_searcher(cfg, 2, [], evaluated=evaluated)
     study = optuna.load_study(study_name="optuna", storage=searcher.searcher._storage)
-    assert [t.value for t in study.trials] == [0.7, 0.7, 0.7]
+    assert [t.value for t in study.trials] == [0.7, 0.7, 0.7, 0.7]
     assert searcher.suggest("next") is not None
 
 

@@ -209,7 +209,17 @@ def same_recipe(cfg: ExperimentConfig, values: dict, row: dict) -> bool:
     except ConfigError:
         return False
     same_place = lambda location, image_column: location   # noqa: E731 (the data fingerprint already matched)
-    return work_key(today, same_place) == work_key(row["config"], same_place)
+    return work_key(_recipe(today), same_place) == work_key(_recipe(row["config"]), same_place)
+
+
+def _recipe(config: dict) -> dict:
+    """A config without what changes a result only by chance or not at all: the seed (a grid repeat's is seed + r),
+    how often it checkpoints, where it caches decoded data."""
+    out = copy.deepcopy(config)
+    (out.get("train") or {}).pop("seed", None)
+    (out.get("train") or {}).pop("checkpoint_every", None)
+    (out.get("data") or {}).pop("cache_dir", None)
+    return out
 
 
 def _domains(search) -> dict:
