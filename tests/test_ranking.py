@@ -89,6 +89,26 @@ def test_a_seed_confirmed_twice_or_merged_in_counts_once(tmp_path):
         assert abs(top["mean"] - mean) < 1e-9 and abs(top["std"] - 0.02) < 1e-9
 
 
+def test_confirmation_runs_of_older_code_or_other_data_are_not_pooled_with_the_newest(tmp_path):
+    """After an upgrade (another training revision) or a data rewrite, `confirm --seeds 3` trained seeds 1-3 again
+    but seeds 4-5 of the older runs stayed in the mean: two measurements pooled as one. A configuration's runs are
+    those of its newest run's training revision and data fingerprint."""
+    from orchestrator.leaderboard import ranking
+
+    common = {"experiment": "e", "kind": "confirm", "confirm_of": "t1", "status": "completed",
+              "objective_metric": "mean_score", "objective_mode": "max", "config": {"name": "e"}}
+    old = [{**common, "trial_id": f"o{s}", "seed": s, "objective": 0.5, "data_fingerprint": "d1",
+            "created_at": f"2026-12-01T00:00:0{s}"} for s in range(1, 6)]            # no revision: 1
+    new = [{**common, "trial_id": f"n{s}", "seed": s, "objective": 0.8 + s / 100, "data_fingerprint": "d1",
+            "training_revision": 2, "created_at": f"2026-12-02T00:00:0{s}"} for s in range(1, 4)]
+    (top,) = ranking.confirmed(old + new)
+    assert top["n"] == 3 and top["seeds"] == [1, 2, 3] and abs(top["mean"] - 0.82) < 1e-9
+    rewritten = [{**r, "trial_id": f"r{r['seed']}", "data_fingerprint": "d2", "created_at": f"2026-12-03T00:00:0{r['seed']}"}
+                 for r in new[:2]]
+    (top,) = ranking.confirmed(old + new + rewritten)
+    assert top["n"] == 2 and top["seeds"] == [1, 2]
+
+
 def test_confirm_runs_already_done_on_the_same_data_are_not_trained_again(tmp_path):
     from orchestrator.sweep.confirm import done_runs
 

@@ -76,7 +76,8 @@ def front_rows(light: pa.Table, metrics: list[str]) -> np.ndarray:
 
 def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dict]:
     """Configurations with confirmation runs (rows of kind ``confirm``, grouped by ``confirm_of``; runs without a
-    finite objective left out; one row per seed: the newest, not a merged copy), best mean first in the objective's
+    finite objective left out; one row per seed: the newest, not a merged copy; only runs of the newest one's
+    training revision and data, ``newest_version``), best mean first in the objective's
     direction: n, mean, sample std, seeds, the objectives, the config, and the original trial's objective
     (``originals``: trial id -> its row)."""
     newest: dict[tuple, dict] = {}   # one measurement per run: `confirm` again, or a merged copy, is the same run
@@ -90,6 +91,7 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
         groups.setdefault(trial_id, []).append(row)
     ranked = []
     for trial_id, group in groups.items():
+        group = newest_version(group)
         values = [r["objective"] for r in group]
         ranked.append({"confirm_of": trial_id, "n": len(values), "objectives": values,
                        "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -97,6 +99,16 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
                        "seeds": sorted(r.get("seed") for r in group), "freeze_depth": group[0].get("freeze_depth"),
                        "original": finite((originals or {}).get(trial_id, {}).get("objective"))})
     return sorted(ranked, key=lambda c: -sign(c["mode"]) * c["mean"])
+
+
+def newest_version(rows: list[dict]) -> list[dict]:
+    """The rows measured like the newest one: the same training revision (none: 1) and data fingerprint. Runs of
+    older code, or on the data before a rewrite, are another measurement and are not pooled with it."""
+    def version(r: dict) -> tuple:
+        return r.get("training_revision") or 1, r.get("data_fingerprint")
+
+    latest = version(max(rows, key=lambda r: str(r.get("created_at") or "")))
+    return [r for r in rows if version(r) == latest]
 
 
 def front(values: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ def what_mattered(rows: list[dict]) -> Optional[dict]:
     if not runs:
         return None
     winner = max(runs, key=lambda r: str(r.get("created_at")))["ablation_of"]
-    runs = [r for r in runs if r.get("ablation_of") == winner]
+    runs = ranking.newest_version([r for r in runs if r.get("ablation_of") == winner])   # one code, one data
     reference = [r for r in runs if r.get("ablation_dim") == REFERENCE]
     dims = list(dict.fromkeys(r["ablation_dim"] for r in runs if r.get("ablation_dim") != REFERENCE))
     out = {}
