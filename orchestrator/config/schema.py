@@ -15,9 +15,8 @@ from .. import metrics
 from ..errors import ConfigError
 from ..storage import redact
 from .paths import redact_paths, set_dotted
+from .revision import TRAINING_REVISION   # in the config hash (read here at each call: tests patch it here)
 from .space import SearchConfig, active_values, check_paths, inactive_paths
-
-TRAINING_REVISION = 2   # in the config hash; bumped when code changes what a config trains or measures (README)
 
 
 class _Strict(BaseModel):

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from .. import storage
 from ..config.paths import parent
+from ..config.revision import revision_of
 from ..data.identity import data_identity
 from ..errors import ConfigError
 from .columns import parquet_bytes
@@ -97,7 +98,7 @@ def version(row: dict) -> tuple:
     config = row.get("config")
     config = json.loads(config) if isinstance(config, str) else config
     data = (config.get("data") or {}) if isinstance(config, dict) else {}
-    return (data.get("train"), data.get("validation")), row.get("data_fingerprint"), row.get("training_revision") or 1
+    return (data.get("train"), data.get("validation")), row.get("data_fingerprint"), revision_of(row)
 
 
 def same_work(a: tuple, b: tuple) -> bool:

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..config.revision import revision_of
 from ..metrics import direction, finite, sign
 
 OBJECTIVES = ("objective", "best_objective")   # their direction is each row's objective_mode
@@ -105,7 +106,7 @@ def newest_version(rows: list[dict]) -> list[dict]:
     """The rows measured like the newest one: the same training revision (none: 1) and data fingerprint. Runs of
     older code, or on the data before a rewrite, are another measurement and are not pooled with it."""
     def version(r: dict) -> tuple:
-        return r.get("training_revision") or 1, r.get("data_fingerprint")
+        return revision_of(r), r.get("data_fingerprint")
 
     latest = version(max(rows, key=lambda r: str(r.get("created_at") or "")))
     return [r for r in rows if version(r) == latest]

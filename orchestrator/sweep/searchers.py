@@ -200,9 +200,10 @@ def same_recipe(cfg: ExperimentConfig, values: dict, row: dict) -> bool:
     """Did ``row`` train what today's config trains at its searched ``values``: the same config outside where it ran
     (storage, name, resources: ``merge.work_key``'s view), by code of today's training revision?"""
     from ..config import schema
+    from ..config.revision import revision_of
     from ..leaderboard.merge import work_key
 
-    if (row.get("training_revision") or 1) != schema.TRAINING_REVISION:
+    if revision_of(row) != schema.TRAINING_REVISION:
         return False
     try:
         today = cfg.with_values(values).run_fields()

@@ -15,7 +15,8 @@ import os
 import time
 
 from .. import layout, storage
-from ..config.schema import TRAINING_REVISION, ExperimentConfig, frozen_blocks
+from ..config.revision import TRAINING_REVISION, revision_of
+from ..config.schema import ExperimentConfig, frozen_blocks
 from ..config.sampling import grid_size, param_space
 from ..config.space import candidate_values, largest, walk
 from ..errors import ConfigError
@@ -130,9 +131,9 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
     if saved["config_hash"] != sweep_hash(cfg):
         raise ConfigError(f"sweep {sweep_id} was started with another config (hash {saved['config_hash']}, this "
                           f"{sweep_hash(cfg)}): resume it with the same config, or start a new sweep")
-    if saved.get("training_revision", 1) != TRAINING_REVISION:
+    if revision_of(saved) != TRAINING_REVISION:
         raise ConfigError(f"sweep {sweep_id} was started by older code (training revision "
-                          f"{saved.get('training_revision', 1)}, now {TRAINING_REVISION}: what a config trains changed), "
+                          f"{revision_of(saved)}, now {TRAINING_REVISION}: what a config trains changed), "
                           f"so its unfinished trials cannot continue: start a new sweep (its rows stay)")
     if fingerprint and saved.get("data_fingerprint", fingerprint) != fingerprint:
         raise ConfigError(f"sweep {sweep_id} was started on other data (fingerprint {saved['data_fingerprint']}, now "

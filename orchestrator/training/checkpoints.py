@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import pyarrow.fs as pafs
 
 from .. import storage
-from ..config.schema import TRAINING_REVISION
+from ..config.revision import TRAINING_REVISION, revision_of
 
 _EPOCH = re.compile(r"^epoch_(\d{6})$")
 KEEP = 2
@@ -139,9 +139,9 @@ def same_config(config_hash: str, fingerprint: Optional[str] = None) -> Callable
     def check(state: dict) -> None:
         from ..errors import ConfigError
 
-        if state.get("training_revision", 1) != TRAINING_REVISION:
+        if revision_of(state) != TRAINING_REVISION:
             raise ConfigError(f"the run's checkpoint was made by older code (training revision "
-                              f"{state.get('training_revision', 1)}, now {TRAINING_REVISION}: what a config trains "
+                              f"{revision_of(state)}, now {TRAINING_REVISION}: what a config trains "
                               f"changed): use another run name")
         if state.get("config_hash", config_hash) != config_hash:
             raise ConfigError(f"the run's checkpoint was made by another config (hash {state['config_hash']}, this "

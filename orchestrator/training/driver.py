@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .. import layout, storage
-from ..config.schema import TRAINING_REVISION, ExperimentConfig
+from ..config.revision import TRAINING_REVISION, revision_of
+from ..config.schema import ExperimentConfig
 from ..data.spec import DataSpec
 from ..errors import ConfigError
 from . import checkpoints
@@ -122,8 +123,8 @@ def check_run_name(cfg: ExperimentConfig, name: str, *, fingerprint: Optional[st
     """A run continues only its own checkpoints: a name used by another config, or by this one on other data (the
     files behind its paths changed), is refused."""
     state = checkpoints.latest_state(layout.run_dir(cfg.storage, name))
-    if state is not None and state.get("training_revision", 1) != TRAINING_REVISION:
-        raise ConfigError(f"run {name!r} was trained by older code (training revision {state.get('training_revision', 1)}"
+    if state is not None and revision_of(state) != TRAINING_REVISION:
+        raise ConfigError(f"run {name!r} was trained by older code (training revision {revision_of(state)}"
                           f", now {TRAINING_REVISION}: what a config trains changed): pick another --name, or omit it "
                           f"for a new unique one")
     if state is not None and state.get("config_hash") != cfg.config_hash():
