@@ -257,7 +257,7 @@ def atomic_write(location: str, data: bytes | memoryview) -> None:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return
     fs.create_dir(os.path.dirname(path), recursive=True)
     with fs.open_output_stream(path) as f:
@@ -278,7 +278,8 @@ def current_umask() -> int:
     return mask
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str) -> None:
+    """Make the renames into ``folder`` durable (best effort: a filesystem that cannot fsync a folder is left)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -2,8 +2,8 @@
 
 One cache per node, data set and command (key: data fingerprint + decode options + the image files' sizes and
 mtimes + the command: a sweep and its ``--resume``, a train run, ... + the code's training revision and Pillow's
-version), so the trials of a sweep on one node share it and no command removes another's. Units are dealt to ranks anew every epoch, so a node may need any unit:
-the cache holds units, not shards. It is filled lazily: the first worker that needs a unit decodes it (in its own
+version), so the trials of a sweep on one node share it and no command removes another's. Units are dealt to
+ranks anew every epoch, so a node may need any unit: the cache holds units, not shards. It is filled lazily: the first worker that needs a unit decodes it (in its own
 process, two at a time) and writes it to a temporary file renamed into place, so a half-written file is never read;
 two writers of one unit write the same bytes, and the last rename wins. Later epochs and later trials read the
 files memory-mapped, at the speed of the page cache. The driver removes the folder on every node when the command
@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional
 
 import numpy as np
+
+from ..storage import fsync_dir
 
 DEFAULT_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "orchestrator", "decoded")
 DECODERS = 2           # units decoded at once by a worker on a cache miss
@@ -82,11 +84,7 @@ def load_or_decode(folder: str, split: str, index: int, unit: dict, opts: dict) 
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{split}-{index}")
     _synced(tmp + ".npz", labels, lambda f: np.savez(f, **{k: v for k, v in d.items() if k != "image"}))
     _synced(tmp + ".npy", images, lambda f: np.save(f, np.ascontiguousarray(d["image"])))
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)   # the renames too
-    finally:
-        os.close(fd)
+    fsync_dir(folder)   # the renames too
     return d
 
 

@@ -98,9 +98,12 @@ class Lease:
     def check(self) -> None:
         """RunInUse when another process took the lease over: call before a side effect on the folder."""
         if self.lost:
-            raise RunInUse(f"{self.record['owner']} lost {storage.redact(self.run_dir)} to {self.taker} (this process "
-                           f"looked dead to it: its lease went unrenewed for {EXPIRY_S:.0f} s) and stopped; "
-                           f"the run goes on there")
+            raise RunInUse(self.lost_line())
+
+    def lost_line(self) -> str:
+        return (f"{self.record['owner'].rsplit(' ', 1)[0]} lost {storage.redact(self.run_dir)} to {self.taker} (this "
+                f"process looked dead to it: its lease went unrenewed for {EXPIRY_S:.0f} s) and stopped; the run goes "
+                f"on there")
 
 
 def read(run_dir: str) -> Optional[dict]:
@@ -124,11 +127,8 @@ def _end_process(held: "Lease") -> None:
     """The holder of a lease another process took over ends at once, as the taker assumed it had: one line, exit
     code 2, nothing more written (no Tune or Train shutdown into the folder; Ray ends this driver's workers). A
     signal would not do: Ray job entrypoints run with SIGINT blocked."""
-    line = (f"error: {held.record['owner'].rsplit(' ', 1)[0]} lost {storage.redact(held.run_dir)} to {held.taker} "
-            f"(this process looked dead to it: its lease went unrenewed for {EXPIRY_S:.0f} s) and stopped; the "
-            f"run goes on there")
     try:
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(f"error: {held.lost_line()}\n")
         sys.stderr.flush()
     finally:
         os._exit(RunInUse.exit_code)
