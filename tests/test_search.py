@@ -323,3 +323,17 @@ def test_a_searched_value_named_like_a_row_column_keeps_its_own_column(tmp_path)
     r = row(cfg, [{"epoch": 1, "objective": 0.5, "status": "running"}], kind="trial",
             searched={"backbone.kind": "builtin", "train.freeze_depth": 2})
     assert r["kind"] == "trial" and r["backbone_kind"] == "builtin" and r["freeze_depth"] == 2
+
+
+@pytest.mark.parametrize("path, key, other", [("heads.hidden_units", 64, 0), ("train.freeze_depth", 2, 0),
+                                               ("train.jit_compile", True, False), ("heads.dropout", 0.5, 0.25)])
+def test_a_branch_keyed_by_a_number_or_bool_survives_the_plain_dict_the_worker_gets(tmp_path, path, key, other):
+    """Trials get the config as a JSON plain dict, where a branch's key 64 becomes "64": the worker then found no
+    branch for the drawn 64 and trained the base values while the row recorded the drawn ones."""
+    space = {path: {"choice": [other, {key: {"train.head_lr": {"uniform": [0.02, 0.03]}}}]}}
+    cfg = sweep_cfg(tmp_path, space=space, searcher="random")
+    on_worker = parse_config(cfg.model_dump(mode="json"))
+    assert on_worker == cfg                                      # the plain dict gives back the same config
+    params = {path: key, "train.head_lr": 0.025}
+    values = materialize(on_worker.search, params, list(cfg.tasks))
+    assert values == materialize(cfg.search, params, list(cfg.tasks)) == params, values

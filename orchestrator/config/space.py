@@ -23,6 +23,7 @@ Tune's and Optuna's terms is ``config.sampling``'s job.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -39,12 +40,32 @@ def _is_branch(option: Any) -> bool:
     return isinstance(option, dict) and len(option) == 1 and isinstance(next(iter(option.values())), dict)
 
 
+def _key_value(key: Any) -> Any:
+    if isinstance(key, str):
+        try:
+            value = json.loads(key)
+        except ValueError:
+            return key
+        if isinstance(value, (bool, int, float)):
+            return value
+    return key
+
+
 class Domain(_Strict):
     choice: Optional[list[Any]] = None
     uniform: Optional[tuple[float, float]] = None
     loguniform: Optional[tuple[float, float]] = None
     randint: Optional[tuple[int, int]] = None
     simplex: Optional[dict[Literal["concentration"], float]] = None
+
+    @field_validator("choice", mode="before")
+    @classmethod
+    def _branch_keys(cls, options):
+        """A branch's key as the value it stands for: the plain (JSON) dict a trial gets turns the key 64 into "64",
+        and the drawn 64 would then find no branch on the worker. A key that reads as JSON's number or bool is one."""
+        if not isinstance(options, list):
+            return options
+        return [{_key_value(next(iter(o))): next(iter(o.values()))} if _is_branch(o) else o for o in options]
 
     @model_validator(mode="after")
     def _one(self):
