@@ -46,7 +46,7 @@ def trial(cfg, trial_id, final, *, epochs=3, depth=1, weights=None, error=None, 
     def epoch(e):
         worse = epochs - e
         m = {k: v - 0.05 * worse * (1 if metrics.direction(k) != "min" else -1) for k, v in final.items()}
-        return {"epoch": e, "world_size": 2, "config_hash": "w", **m,
+        return {"epoch": e, "world_size": 2, "config_hash": cfg.with_values(values).config_hash(), **m,
                 **({"status": "diverged"} if diverged and e == epochs else {})}
     row = trial_row(cfg.with_values(values), [epoch(e) for e in range(1, epochs + 1)], sweep_id=sweep,
                     trial_id=trial_id, searched=searched, n_blocks=N_BLOCKS, error=error, fingerprint="fp",
@@ -88,6 +88,19 @@ def board(tmp_path):
 
 def ids(table):
     return table.column("trial_id").to_pylist()
+
+
+def test_a_row_whose_worker_trained_another_config_is_failed_not_scored():
+    """The worker reports the hash of the config it trained; a row whose driver-side config hashes otherwise would
+    record values that never trained (a numeric branch key lost on the way did that), so it is failed, not ranked."""
+    history = [{"epoch": e, "world_size": 1, "objective": 0.9, "left_accuracy": 0.9, "right_accuracy": 0.9}
+               for e in (1, 2, 3)]
+    ok = trial_row(DIGITS, [{**h, "config_hash": DIGITS.config_hash()} for h in history])
+    assert ok["status"] == "completed" and ok["worker_config_hash"] == ok["config_hash"]
+    bad = trial_row(DIGITS, [{**h, "config_hash": "0123456789ab"} for h in history])
+    assert bad["status"] == "failed" and bad["objective"] == 0.9, bad
+    assert bad["reason"] == (f"the workers trained another config (hash 0123456789ab) than the row records "
+                             f"({DIGITS.config_hash()}): a bug; the row is not ranked"), bad["reason"]
 
 
 def test_unified_table_has_nulls_for_missing_columns(board, tmp_path):

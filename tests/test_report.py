@@ -45,7 +45,7 @@ def history(left, right, epochs, *, weights, method, diverged=False, objective=N
             eff = {"left": 0.5 + 0.02 * e, "right": 0.5 - 0.02 * e}
         else:
             eff = {"left": weights[0], "right": weights[1]}
-        m = {"epoch": e, "world_size": 2, "config_hash": "w", "objective": (la + ra) / 2, "mean_score": (la + ra) / 2,
+        m = {"epoch": e, "world_size": 2, "objective": (la + ra) / 2, "mean_score": (la + ra) / 2,
              "left_accuracy": la, "left_loss": 1 - la, "right_accuracy": ra, "right_loss": 1 - ra,
              "train_loss": (2.2 - left - right) / e, **{f"eff_weight_{t}": w for t, w in eff.items()}}
         m["objective"] = m[objective] if objective else m["objective"]
