@@ -26,12 +26,12 @@ _BY_LOCATION: dict[str, dict] = {}
 
 
 def split_userinfo(location: str) -> tuple[str, Optional[str], str]:
-    """``(scheme, userinfo or None, rest)`` of ``scheme://[userinfo@]rest``. The userinfo ends at the last ``@``
-    before the query; a ``user:secret`` whose user has no ``/`` counts even when the secret holds ``/``, while an
-    ``@`` inside a path (``s3://bucket/a@b``) does not."""
+    """``(scheme, userinfo or None, rest)`` of ``scheme://[userinfo@]rest``. The userinfo ends at the first ``@``
+    before the query (RFC 3986: userinfo percent-encodes ``@``, a path need not); a ``user:secret`` whose user has no
+    ``/`` counts even when the secret holds ``/``, while an ``@`` inside a path (``s3://bucket/a@b``) does not."""
     scheme, rest = location.split("://", 1)
     end = min([i for i in (rest.find("?"), rest.find("#")) if i >= 0] or [len(rest)])
-    at = rest.rfind("@", 0, end)
+    at = rest.find("@", 0, end)
     if at < 0:
         return scheme, None, rest
     candidate = rest[:at]

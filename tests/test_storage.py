@@ -76,6 +76,19 @@ def test_secrets_with_slash_and_plus_are_redacted():
     assert redact("s3://bucket/t:1@2/c") == "s3://bucket/t:1@2/c"
 
 
+def test_an_at_sign_in_the_path_after_credentials_stays_in_the_path(no_ray):
+    """The userinfo ends at the first '@' (RFC 3986: userinfo percent-encodes '@', a path need not): the last one sent
+    ``s3://KEY:SECRET@bucket/runs/a@b`` to bucket 'b' with the secret 'SECRET@bucket/runs/a'."""
+    from orchestrator import credentials
+    from orchestrator.storage import redact
+
+    uri = f"s3://{KEY}:{SECRET}@bucket/runs/a@b"
+    assert credentials.split_userinfo(uri) == ("s3", f"{KEY}:{SECRET}", "bucket/runs/a@b")
+    assert redact(uri) == "s3://bucket/runs/a@b" and credentials.pair(uri)["secret_key"] == SECRET
+    assert credentials.adopt(uri) == "s3://bucket/runs/a@b"
+    assert credentials.lookup("s3://bucket/runs/a@b/leaderboard")["secret_key"] == SECRET
+
+
 def test_percent_encoded_secrets_are_unquoted_and_kept_per_storage(no_ray):
     from orchestrator import credentials
 
