@@ -184,11 +184,14 @@ def test_bad_yaml_exits_2(tmp_path, capsys, case):
     ("train.head_lr=.nan", "'train.head_lr': must be a finite number, not nan"),
     ("train.epochs", "is not KEY=VALUE"),
     ("=3", "--set '=3' has no key"),
+    ("s3://AKIDX:se/cr+et@bucket/x", "--set 's3://bucket/x' is not KEY=VALUE"),    # the key forgotten: no secret shown
+    ("=s3://AKIDX:se/cr+et@bucket/x", "--set '=s3://bucket/x' has no key"),
+    ("storage=[s3://AKIDX:se/cr+et@bucket/x", "--set 'storage=[s3://bucket/x' is not valid YAML"),
 ])
 def test_bad_set_exits_2(tmp_path, capsys, value, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)))
     code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg), "--set", value)
-    assert code == 2 and expected in err and "\n" not in err, err
+    assert code == 2 and expected in err and "\n" not in err and "cr+et" not in err, err
 
 
 # -- --where: one line for whatever the expression is -----------------------------------------------------------

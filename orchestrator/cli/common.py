@@ -12,15 +12,17 @@ from ..errors import UserError
 def overrides(pairs: tuple[str, ...]) -> dict:
     """``--set a.b=VALUE`` pairs -> ``{"a.b": value}`` (values parsed as YAML)."""
     from ..config.loading import read_yaml
+    from ..storage import redact_text
 
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        shown = redact_text(pair)   # a URI's credentials never reach the message (nor a Ray job's log)
         if not sep:
-            raise UserError(f"--set {pair!r} is not KEY=VALUE; write e.g. --set train.epochs=3")
+            raise UserError(f"--set {shown!r} is not KEY=VALUE; write e.g. --set train.epochs=3")
         if not key.strip() or any(not part for part in key.split(".")):
-            raise UserError(f"--set {pair!r} has no key (or an empty part in it): write e.g. --set train.epochs=3")
-        out[key] = read_yaml(value, source=f"--set {pair!r}")
+            raise UserError(f"--set {shown!r} has no key (or an empty part in it): write e.g. --set train.epochs=3")
+        out[key] = read_yaml(value, source=f"--set {shown!r}")
     return out
 
 
