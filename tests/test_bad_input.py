@@ -129,10 +129,19 @@ def test_validate_prints_a_summary(tmp_path, capsys):
     ({"train.head_lr": {"choice": [0.01, -1]}}, "search.space train.head_lr: value -1 is invalid"),
     ({"train.nope": {"choice": [1]}}, "search path 'train.nope' is not a config field"),
     ({"train.head_lr": {"loguniform": [0.1, 0.01]}}, "low < high"),
+    # every trial drew a fraction (epochs 3.7) and failed on the cluster; the edges alone validated
+    ({"train.epochs": {"uniform": [2, 8]}}, "search.space train.epochs: uniform draws fractions (e.g. 2.5), which "
+                                            "this field refuses: use randint: [2, 8]"),
+    ({"heads.hidden_units": {"loguniform": [16, 256]}}, "use randint: [16, 256]"),
+    ({"train.freeze_depth": {"choice": [1, 2, 1]}}, "choice option 1 appears twice"),   # the same work twice
+    ({"train.freeze_depth": {"choice": [1, {1: {"train.head_lr": {"choice": [0.1]}}}]}}, "choice option 1 appears"),
+    # a grid's repeat r trains with train.seed + r: with train.seed searched, repeats are other points' work
+    ({"searcher": "grid", "num_samples": 2, "space": {"train.seed": {"choice": [0, 1]}}},
+     "train.seed is searched: a grid's repeats would train other points' seeds again"),
 ])
 def test_bad_search_space_exits_2_before_ray(tmp_path, capsys, space, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)),
-                     search={"space": space})
+                     search=space if "space" in space else {"space": space})
     code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and expected in err and "\n" not in err, err
 

@@ -76,10 +76,13 @@ class Domain(_Strict):
         if kind == "choice":
             if not self.choice:
                 raise ValueError("choice needs a non-empty list")
-            for option in self.choice:
+            for i, option in enumerate(self.choice):
                 if isinstance(option, dict) and not _is_branch(option):
                     raise ValueError(f"choice option {option!r} is neither a value nor a branch "
                                      f"{{value: {{dotted.path: domain}}}}")
+                if any(same_value(self.options[i], earlier) for earlier in self.options[:i]):
+                    raise ValueError(f"choice option {self.options[i]!r} appears twice: each option is one point of "
+                                     f"the space; list it once")
             self.branches()   # validates every branch's domains
         if kind in ("uniform", "loguniform", "randint"):
             lo, hi = getattr(self, kind)
@@ -185,6 +188,9 @@ class SearchConfig(_Strict):
             raise ValueError("search.space is empty: add at least one dotted path, e.g. train.freeze_depth")
         if self.searcher == "grid" and not any(d.kind == "choice" for d in self.space.values()):
             raise ValueError("grid search needs at least one choice domain (the other domains are sampled)")
+        if self.searcher == "grid" and self.samples > 1 and any(p == "train.seed" for p, _, _ in walk(self.space)):
+            raise ValueError("train.seed is searched: a grid's repeats would train other points' seeds again "
+                             "(repeat r trains with train.seed + r); set num_samples: 1, or list more seeds")
         seen = set()
         for path, _, _ in walk(self.space):
             if path in seen:

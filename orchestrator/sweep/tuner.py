@@ -48,6 +48,14 @@ def check_space(p: Prepared) -> None:
                 frozen_blocks(value, p.n_blocks, where="search.space train.freeze_depth choice")
             if path in ("train.batch_size", "resources.workers"):
                 check_batch(trial, p.data)
+        if domain.kind in ("uniform", "loguniform"):   # the edges may be whole numbers; the draws are not
+            lo, hi = getattr(domain, domain.kind)
+            inner = lo + 0.5 if lo + 0.5 < hi else (lo + hi) / 2
+            try:
+                cfg.with_values({**dict(when), path: inner})
+            except ConfigError:
+                raise ConfigError(f"search.space {path}: {domain.kind} draws fractions (e.g. {inner:g}), which this "
+                                  f"field refuses: use randint: [{lo:g}, {hi:g}]") from None
     if {"train.batch_size", "resources.workers"} <= set(cfg.search.space):     # each pair of the two, too
         for b in candidate_values(cfg.search.space["train.batch_size"], list(cfg.tasks)):
             for w in candidate_values(cfg.search.space["resources.workers"], list(cfg.tasks)):
