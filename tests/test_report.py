@@ -216,9 +216,9 @@ def test_delta_m_by_method_matches_rows(written):
     _, result, md = written
     groups = defaultdict(list)
     for r in TRIALS:
-        if finite(r["delta_m_pct"]):
+        if finite(r["delta_m_pct"]) and r["status"] == "completed":   # not t10, stopped at epoch 2
             groups[r["loss_weighting"]].append(r["delta_m_pct"])
-    assert sorted(groups) == ["dwa", "static", "uncertainty"] and sum(map(len, groups.values())) == 10
+    assert sorted(groups) == ["dwa", "static", "uncertainty"] and sum(map(len, groups.values())) == 9
     table = {r["loss weighting"]: r for r in md_table(md, "## Δm% by loss weighting")}
     assert list(table) == ["static", "uncertainty", "dwa"]
     for method, values in groups.items():
@@ -383,3 +383,32 @@ def test_one_experiment_ranks_trials_on_one_objective(tmp_path, capsys, no_ray):
         write_report(Leaderboard(cfg.storage), "t", str(tmp_path / "rep"))
     assert "--sweep" in str(e.value) and "\n" not in str(e.value)
     assert write_report(Leaderboard(cfg.storage), "t", str(tmp_path / "rep2"), sweep_id="s2")["best"]["trial_id"] == "b"
+
+
+def test_the_report_of_an_experiment_pools_only_rows_measured_like_the_newest(tmp_path):
+    """A trial of older code (training revision 1) or on the data before a rewrite is another measurement: the
+    experiment's report took its 0.99 as the best trial and averaged it into the freeze-depth summary."""
+    from datetime import datetime, timezone
+
+    lb = Leaderboard(str(tmp_path / "runs"))
+    old = {**trial("old", 0.99, 0.99, depth=0), "training_revision": 1,
+           "created_at": datetime(2024, 1, 1, tzinfo=timezone.utc)}
+    rewritten = {**trial("before", 0.98, 0.98, depth=0), "data_fingerprint": "fp-before-rewrite",
+                 "created_at": datetime(2024, 1, 2, tzinfo=timezone.utc)}
+    lb.append([old, rewritten, trial("a", 0.9, 0.8, depth=0), trial("b", 0.7, 0.6, depth=1)])
+    result = write_report(lb, "digits", str(tmp_path / "report"))
+    assert result["best"]["trial_id"] == "a"
+    assert result["freeze"][0]["n"] == 1 and result["counts"] == {"completed": 2}
+    assert result["left_out"]["other_version"] == 2
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "2 trials of older code or older data" in md, md
+
+
+def test_delta_m_by_weighting_counts_completed_trials_only(written):
+    """A trial stopped at epoch 2 has an epoch-2 score against full-budget baselines: methods the scheduler stops
+    more often looked worse."""
+    _, result, _ = written
+    assert math.isfinite(next(r for r in TRIALS if r["trial_id"] == "t10")["delta_m_pct"])   # stopped, static
+    static = [r["delta_m_pct"] for r in TRIALS if r["loss_weighting"] == "static" and r["status"] == "completed"
+              and finite(r["delta_m_pct"])]
+    assert result["delta_m"]["static"] == {"mean": pytest.approx(np.mean(static)), "n": len(static)}

@@ -70,8 +70,8 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
     by_depth, dm = defaultdict(list), defaultdict(list)
     for r in plotted(trials):
         by_depth[r["freeze_depth"]].append(r)
-    for r in trials:
-        if finite(r.get("delta_m_pct")) is not None:
+    for r in trials:   # completed only: a stopped trial's early score against full-budget baselines is no Δm%
+        if r["status"] == "completed" and finite(r.get("delta_m_pct")) is not None:
             dm[_method(r)].append(r["delta_m_pct"])
     originals = {r["trial_id"]: r for r in trials}
     confirm = ranking.confirmed(rows, originals=originals)

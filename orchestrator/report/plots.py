@@ -31,7 +31,7 @@ def plot_freeze(figure, trials, res):
     ax = fig.add_subplot()
     pts = plotted(trials)
     x = np.array([r["freeze_depth"] for r in pts], float) + _jitter(len(pts), 0)
-    styles = {"completed": dict(marker="o", color="tab:blue"), "diverged": dict(marker="x", color="tab:red"),
+    styles = {"completed": dict(marker="o", color="tab:blue"),
               "stopped": dict(marker="o", facecolors="none", edgecolors="tab:blue")}
     for status, style in styles.items():
         idx = [i for i, r in enumerate(pts) if r["status"] == status]
@@ -44,8 +44,8 @@ def plot_freeze(figure, trials, res):
     ax.legend(fontsize=8)
     lo = res["left_out"]
     _caption(fig, f"Each point: one trial's final-epoch objective (column `objective`, x jittered). Hollow: stopped "
-                  f"early by the scheduler; x: diverged. Left out: {lo['failed']} failed, {lo['no_objective']} "
-                  f"without a finite objective.")
+                  f"early by the scheduler. Left out: {lo['failed']} failed, {lo['no_objective']} "
+                  f"without a finite objective (diverged).")
     return fig
 
 

@@ -41,6 +41,9 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     # has all its trials
     keep = [i for i, r in enumerate(rows) if ranking.kind_of(r) == "trial" and (
         r.get("sweep_id") == sweep_id if sweep_id is not None else not r.get("duplicate_of"))]
+    measured = {id(r) for r in ranking.newest_version([rows[i] for i in keep])} if keep else set()
+    other_version = len(keep) - len(measured)   # older code or older data: another measurement, not pooled
+    keep = [i for i in keep if id(rows[i]) in measured]
     trials = [rows[i] for i in keep]
     if not trials:
         sweeps = sorted({r["sweep_id"] for r in rows if ranking.kind_of(r) == "trial" and r.get("sweep_id")})
@@ -63,6 +66,7 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     order = ranking.best_first(light, "objective").to_pylist()
     best = trials[order[0]] if any(finite(r.get("objective")) is not None for r in trials) else None
     result = summarize(rows, best=best, front=front, pair=pair)
+    result["left_out"]["other_version"] = other_version
     result["experiment"], result["board"] = experiment, board.uri
     result["mattered"] = mattered.what_mattered(ablations + rows)
     result["importance"] = mattered.importance(trials)
@@ -128,8 +132,10 @@ def markdown(res: dict) -> str:
     out += _table(["freeze depth", "n", "completed", "mean objective", "best objective"],
                   [[d, s["n"], s["completed"], s["mean"], s["best"]] for d, s in res["freeze"].items()])
     out += [*image("freeze", "objective by freeze depth"),
-            f"Final-epoch objective of every trial (stopped and diverged trials included, marked apart); "
-            f"left out: {lo['failed']} failed, {lo['no_objective']} without a finite objective.", ""]
+            f"Final-epoch objective of every trial (stopped trials included, marked apart); left out: "
+            f"{lo['failed']} failed, {lo['no_objective']} without a finite objective (diverged)"
+            + (f", and everywhere in this report {lo['other_version']} trials of older code or older data than "
+               f"the newest trial's (another measurement)" if lo.get("other_version") else "") + ".", ""]
     if p["metrics"]:
         a, c = p["metrics"]
         out += [f"## Pareto front: {a} vs {c}", "",
@@ -141,7 +147,7 @@ def markdown(res: dict) -> str:
             *image("weights", "score vs loss weight"), "## Learning curves", "", *image("curves", "learning curves"),
             "## Δm% by loss weighting", ""]
     if res["delta_m"]:
-        out += ["Δm% against single-task baselines, + = better than single-task.", ""]
+        out += ["Δm% of the completed trials against single-task baselines, + = better than single-task.", ""]
         out += _table(["loss weighting", "n", "mean Δm%"], [[m, d["n"], d["mean"]] for m, d in res["delta_m"].items()])
     else:
         out += [NO_BASELINES[0].upper() + NO_BASELINES[1:] + ".", ""]
