@@ -106,3 +106,28 @@ def test_a_diverging_learning_rate_gives_diverged_rows_that_best_skips(ray_sessi
         assert bad[name] is None, (name, bad[name])
     assert board.best(experiment="nan")["head_lr"] == 1e-2
     assert board.top(5, experiment="nan").column("head_lr").to_pylist() == [1e-2]
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_diverged_exits_1_and_so_does_a_retrain_of_it(ray_session, tmp_path, capsys):
+    """`orchestrator tune` exited 0 (and a Ray job SUCCEEDED) when no trial completed; the demo's retrain of a
+    winner that then diverged printed "retrained nan" and exited 0 (one that failed before its first epoch: a
+    TypeError traceback, its objective None)."""
+    from factories import run_cli, write_yaml
+    from orchestrator.cli.run import retrain
+    from orchestrator.leaderboard import Leaderboard
+
+    cfg = three_tasks(tmp_path, name="allnan", resources={"workers": 1, "cpus_per_worker": 0.9},
+                      train={"epochs": 1, "batch_size": 32, "seed": 0, "optimizer": "sgd"},
+                      search={"space": {"train.head_lr": {"choice": [1e9]}}, "searcher": "grid", "num_samples": 1,
+                              "scheduler": {"type": "none"}})
+    code, out, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 1 and "{'diverged': 1}" in out, out
+    assert err.startswith("error: no trial of sweep ") and "nothing to rank" in err and "\n" not in err, err
+    from orchestrator.leaderboard.query import rows
+
+    (row,) = rows(Leaderboard(str(tmp_path / "runs")).table(experiment="allnan"))   # config parsed, as best gives it
+    with pytest.raises(SystemExit) as e:
+        retrain(row, workers=1, output="best.yaml", sweep_id=row["sweep_id"])
+    out = capsys.readouterr().out
+    assert e.value.code == 1 and ": diverged" in out and "objective: n/a" in out and "retrained" not in out, out

@@ -1,6 +1,7 @@
 """`orchestrator pretrain | validate | train | tune | baselines | confirm | demo`: the commands that train."""
 from __future__ import annotations
 
+import math
 import sys
 import uuid
 
@@ -66,8 +67,14 @@ def train(config, sets, address, name, verbose, in_job):
     with console(layout.log_file(cfg.storage, "train", cfg.name), verbose=verbose) as out:
         summary = run(cfg, address=address, name=name, out=out, verbose=verbose,
                       ready=lambda c: check_fits(c, reserved_cpu=reserved, what="run"))
+    finish_run(summary)
+
+
+def finish_run(summary: dict) -> None:
+    """A run's outcome: a user's mistake is one line (exit 2, nothing was retried); else its summary, and exit code 1
+    unless it completed."""
     if summary.get("user_error"):
-        raise UserError(summary["error"])   # one line, exit 2: nothing was retried
+        raise UserError(summary["error"])
     click.echo(summary_text(summary))
     if summary["status"] != "completed":
         sys.exit(1)
@@ -108,6 +115,10 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
     click.echo(render(listing))
     for hint in s.get("hints", ()):   # the best trials at one end of a searched range
         click.echo(f"hint: {hint}")
+    if not s["ranked"]:   # every trial failed or diverged: the sweep answered nothing (a Ray job must not SUCCEED)
+        click.echo(f"error: no trial of sweep {s['sweep_id']} completed ({s['statuses']}): nothing to rank; each "
+                   f"row's reason column says why, and {log} has the details", err=True)
+        sys.exit(1)
     return s
 
 
@@ -167,7 +178,6 @@ def demo(location, output, retrain_workers, address):
     from ..config import parse_config
     from ..leaderboard import Leaderboard
     from ..report import summary_lines, write_report
-    from ..training.driver import train as run_train
 
     data = yaml.safe_load(files("orchestrator.experiments").joinpath("demo.yaml").read_text())
     s = tune_and_report(parse_config({**data, "storage": location}), address=address)
@@ -180,19 +190,27 @@ def demo(location, output, retrain_workers, address):
             click.echo(line)
     best = board.best(experiment=s["experiment"], sweep_id=s["sweep_id"])
     write_best(best, output)
-    if not retrain_workers:
-        return
-    click.echo(f"\nretraining the winner ({best['trial_id']}) with {retrain_workers} workers: "
-               f"orchestrator train {output} --set resources.workers={retrain_workers}")
-    again = parse_config(best["config"]).with_values({"resources.workers": retrain_workers,
-                                                       "resources.cpus_per_worker": 1.0})
+    if retrain_workers:
+        retrain(best, workers=retrain_workers, output=output, sweep_id=s["sweep_id"], address=address)
+
+
+def retrain(best: dict, *, workers: int, output: str, sweep_id: str, address: str | None = None) -> None:
+    """The demo's last step: the winner's row trained again on ``workers`` Ray Train workers, compared with it."""
+    from ..config import parse_config
+    from ..sweep.capacity import check_fits
+    from ..training.driver import train as run_train
+
+    click.echo(f"\nretraining the winner ({best['trial_id']}) with {workers} workers: "
+               f"orchestrator train {output} --set resources.workers={workers}")
+    again = parse_config(best["config"]).with_values({"resources.workers": workers, "resources.cpus_per_worker": 1.0})
     with console(layout.log_file(again.storage, "train", again.name), verbose=False) as out:
-        summary = run_train(again, address=address, name=f"retrain-{s['sweep_id']}-{best['trial_id']}",
-                            out=lambda line: (out.detail if line.startswith(RETRAIN_DETAIL) else out)(line))
-    click.echo(summary_text(summary))
+        summary = run_train(again, address=address, name=f"retrain-{sweep_id}-{best['trial_id']}",
+                            out=lambda line: (out.detail if line.startswith(RETRAIN_DETAIL) else out)(line),
+                            ready=lambda c: check_fits(c, what="run"))   # more workers than the cluster: one line
+    finish_run(summary)
     click.echo(f"  sweep objective {best['objective']:.4f} -> retrained {summary['objective']:.4f} "
                f"(difference {abs(summary['objective'] - best['objective']) * 100:.2f} points; the sweep's maximum "
-               f"is optimistic: `orchestrator confirm -e {s['experiment']}` retrains the top configurations "
+               f"is optimistic: `orchestrator confirm -e {best['experiment']}` retrains the top configurations "
                f"with new seeds)")
 
 
@@ -205,7 +223,8 @@ def summary_text(s: dict) -> str:
     for task, m in s["tasks"].items():
         lines.append(f"  {task:>10}: " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))
     obj = s["objective"]
-    lines += [f"  objective ({s['objective_metric']}): {obj:.4f}" if obj is not None else "  objective: n/a",
+    lines += [f"  objective ({s['objective_metric']}): {obj:.4f}" if obj is not None and math.isfinite(obj)
+              else "  objective: n/a",
               f"  world size {s['world_size']}, steps per rank {s['rank_steps']}, epochs {s['epochs']}, "
               f"{s['wall_time_s']} s",
               f"  checkpoint: {s['checkpoint']}", f"  summary:    {s['summary_file']}"]

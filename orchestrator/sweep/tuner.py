@@ -20,6 +20,7 @@ from ..config.schema import ExperimentConfig, frozen_blocks
 from ..config.sampling import grid_size, param_space
 from ..config.space import candidate_values, largest, walk
 from ..errors import ConfigError
+from ..leaderboard.ranking import UNRANKED
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
 from ..training.lease import acquire
@@ -249,4 +250,5 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
             "reused": list(callback.reused),
             "leaderboard": storage.redact(board.uri), "storage": cfg.storage, "baselines": baselines,
             "statuses": {s: sum(r["status"] == s for r in callback.rows) for s in {r["status"] for r in callback.rows}},
+            "ranked": sum(r["status"] not in UNRANKED for r in rows),   # rows a ranking may pick, resumed ones too
             "wall_time_s": round(time.perf_counter() - t0, 1), "hints": hints}
