@@ -250,3 +250,46 @@ def test_the_ports_a_test_gives_one_ray_node_are_distinct():
     for _ in range(2000):
         ports = free_ports(12)
         assert len(set(ports)) == 12, sorted(ports)
+
+
+def test_a_config_holding_credentials_is_not_uploaded(monkeypatch, project):
+    """The working directory goes to the cluster's GCS and onto every node: a config with s3://KEY:SECRET@... in it
+    would carry the secret there (credentials.py keeps secrets out of everything Ray stores)."""
+    (project / "exp.yaml").write_text("name: t\nstorage: s3://AKIDX:se/cr+et@bucket/runs\n"
+                                      "data: {train: s3://bucket/train.parquet}\n")
+    client = FakeClient(["SUCCEEDED"])
+    with pytest.raises(ConfigError) as e:
+        run_submit(monkeypatch, project, client)
+    assert client.submitted is None and "cr+et" not in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith("exp.yaml holds credentials (storage: s3://bucket/runs): "), str(e.value)
+
+
+def test_a_password_in_the_dashboard_address_is_not_printed(monkeypatch, project):
+    url = "https://alice:T0KEN@127.0.0.1:8265"
+    monkeypatch.setattr(jobs, "_client", lambda u: FakeClient(["FAILED"]))
+    monkeypatch.setattr(jobs, "POLL_S", 0)
+    lines = []
+    jobs.submit_job(str(project / "exp.yaml"), url, working_dir=str(project), out=lines.append)
+    assert lines and not any("T0KEN" in line for line in lines), lines
+    assert lines[0].startswith("submitted job raysubmit_fake to https://127.0.0.1:8265: "), lines[0]
+    monkeypatch.undo()   # the real client: an unreachable address
+    with pytest.raises(jobs.ClusterError) as e:
+        jobs.status(f"http://alice:T0KEN@127.0.0.1:{free_port()}")
+    assert "T0KEN" not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["jobs", "raysubmit_x", "--address", "http://127.0.0.1:1", "--follow"], "--follow needs --logs"),
+    (["submit", "exp.yaml", "--address", "http://127.0.0.1:1", "--follow", "--no-wait"],
+     "--follow waits for the job to end: drop --no-wait"),
+])
+def test_flags_that_would_be_ignored_are_usage_errors(project, monkeypatch, capsys, argv, expected):
+    from factories import run_cli
+
+    monkeypatch.chdir(project)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and expected in err, err
+
+
+def test_local_logs_are_not_uploaded_with_a_job():
+    assert "orchestrator-logs" in jobs.EXCLUDES

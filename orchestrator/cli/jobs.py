@@ -23,8 +23,9 @@ import click
 
 from .. import _ray
 from ..errors import ConfigError, UserError
+from ..storage import redact
 
-EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info"]
+EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-logs"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 CONNECT_TIMEOUT_S = 5.0  # the Jobs SDK's HTTP calls have no timeout: an unroutable host hangs for minutes
 POLL_S = 2.0
@@ -61,13 +62,14 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
         raise ConfigError(f"config file {rel} is left out of the upload (.gitignore, .rayignore or "
                           f"{', '.join(EXCLUDES)}): copy it to an uploaded path, e.g. examples/")
     require_shared_storage(raw_storage(cfg))
+    refuse_secrets(cfg, rel)
     entrypoint = shlex.join(["python", entrypoint_script, rel, *extra_args])
     url = _url(address)
     with _translate(url):
         client = _client(url)
         job_id = _submit_when_ready(client, entrypoint=entrypoint,
                                     runtime_env={"working_dir": str(root), "excludes": list(EXCLUDES)})
-    out(f"submitted job {job_id} to {url}: {entrypoint}")
+    out(f"submitted job {job_id} to {redact(url)}: {entrypoint}")
     if follow:
         return _follow(client, url, job_id, out)
     return _wait(client, url, job_id, out, changes=True) if wait else 0
@@ -81,6 +83,28 @@ def raw_storage(path: Path) -> str:
         return "runs"   # load_config reports the missing file itself
     data = read_yaml(path.read_text(), source=str(path))   # the same one-line errors load_config gives
     return str((data or {}).get("storage", "runs")) if isinstance(data, dict) else "runs"
+
+
+def refuse_secrets(path: Path, shown: str) -> None:
+    """The working directory a job uploads is stored by the cluster and unpacked on every node: a config that holds
+    credentials (s3://KEY:SECRET@..., a secret query parameter) would carry them there."""
+    from ..config.loading import read_yaml
+    from ..credentials import holds_secret
+
+    def found(node, at=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from found(v, f"{at}.{k}" if at else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from found(v, f"{at}[{i}]")
+        elif isinstance(node, str) and holds_secret(node):
+            yield at, node
+
+    for key, value in found(read_yaml(path.read_text(), source=str(path))):
+        raise ConfigError(f"{shown} holds credentials ({key}: {redact(value)}): a Ray job uploads it to the cluster, "
+                          f"which stores it and unpacks it on every node; write the URI without them and give the "
+                          f"nodes an IAM role (cluster.yaml) or AWS_* in their environment")
 
 
 def require_shared_storage(location: str) -> None:
@@ -115,7 +139,7 @@ def status(address: str | None, job_id: str | None = None, *, out=print) -> int:
             return 0
         jobs = sorted(client.list_jobs(), key=lambda j: j.start_time or 0)
     if not jobs:
-        out(f"no jobs on {url}")
+        out(f"no jobs on {redact(url)}")
         return 0
     rows = [("ID", "STATUS", "ENTRYPOINT", "STARTED")] + [(
         j.submission_id or j.job_id or "-", str(j.status),
@@ -198,11 +222,11 @@ def _client(url: str):
         if parts.scheme not in ("http", "https") or not host:
             raise ValueError(url)
     except ValueError:
-        raise ClusterError(f"invalid Ray dashboard address {url!r}: use e.g. {DEFAULT_ADDRESS}") from None
+        raise ClusterError(f"invalid Ray dashboard address {redact(url)!r}: use e.g. {DEFAULT_ADDRESS}") from None
     try:  # fail fast, before the SDK's untimed requests
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError:
-        raise ClusterError(_UNREACHABLE.format(url)) from None
+        raise ClusterError(_UNREACHABLE.format(redact(url))) from None
     from ray.job_submission import JobSubmissionClient
     saved = {k: os.environ.pop(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if k in os.environ}
     try:  # Ray lets these variables override the address; the explicit one wins here
@@ -217,6 +241,7 @@ def _translate(url: str, job_id: str | None = None):
     import aiohttp
     import requests
     from ray.exceptions import AuthenticationError
+    url = redact(url)   # messages only: a password in the address (basic auth through a proxy) is never shown
     no_job = f"no job {job_id!r} on the cluster at {url}: `ray job list --address {url}` lists jobs"
     try:
         yield
@@ -262,6 +287,8 @@ def submit(config, address, entrypoint, follow, wait, working_dir, resume):
     """Submit a sweep (or a train run) to a Ray cluster as a Ray job."""
     if resume and entrypoint != "tune":
         raise UserError("--resume continues a sweep: use it with --entrypoint tune")
+    if follow and not wait:
+        raise click.UsageError("--follow waits for the job to end: drop --no-wait (or --follow)")
     sys.exit(submit_job(config, address, entrypoint_script=f"jobs/{entrypoint}.py", follow=follow, wait=wait,
                         working_dir=working_dir, extra_args=["--resume"] if resume else [], out=click.echo))
 
@@ -273,6 +300,8 @@ def submit(config, address, entrypoint, follow, wait, working_dir, resume):
 @click.option("--follow", is_flag=True, help="with --logs: keep streaming")
 def jobs(job_id, address, show_logs, follow):
     """List Ray jobs, or show one job's status (and logs)."""
+    if follow and not show_logs:
+        raise click.UsageError("--follow needs --logs: orchestrator jobs JOB_ID --logs --follow")
     if show_logs:
         if not job_id:
             raise click.UsageError("--logs needs a JOB_ID")
