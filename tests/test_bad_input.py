@@ -277,3 +277,13 @@ def test_bad_backbone_exits_2(tmp_path, capsys, case, expected):
     code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and expected in err and "\n" not in err, err
     assert not (tmp_path / "runs" / "backbones").exists()     # nothing pretrained for a config that cannot run
+
+
+@pytest.mark.parametrize("extra", [["--sweep", "s1"], ["--where", "seed == 1"], ["--metric", "left_accuracy"],
+                                   ["--kind", "all"]])
+def test_best_confirmed_refuses_filters_it_would_ignore(tmp_path, capsys, extra):
+    """`best --confirmed` ranks by the experiment's confirmation runs only: --sweep S2 wrote the overall confirmed
+    winner, possibly of another sweep, without a word."""
+    code, _, err = run_cli(capsys, "best", "--storage", str(tmp_path), "-e", "digits", "--confirmed", *extra)
+    assert code == 2 and "--confirmed ranks the experiment's confirmation runs by their mean objective" in err, err
+    assert "\n" not in err and extra[0] in err, err

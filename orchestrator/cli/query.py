@@ -96,6 +96,11 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
         return
     from ..sweep.confirm import confirmed as ranking
 
+    ignored = [flag for flag, used in (("--sweep", sweep), ("--where", where), ("--kind", kind != "trial"),
+                                       ("--metric", metric != "objective")) if used]
+    if ignored:
+        raise ConfigError(f"--confirmed ranks the experiment's confirmation runs by their mean objective: drop "
+                          f"{', '.join(ignored)} (or --confirmed)")
     if len(experiment) != 1:
         raise ConfigError("--confirmed ranks one experiment's confirmation runs: give exactly one --experiment")
     ranked = ranking(board, experiment[0])
