@@ -75,6 +75,37 @@ def test_inception_resnet_blocks_hold_their_own_branches():
     assert by_layer["conv_7b"] == len(groups) - 1    # the last convolution joins the last block
 
 
+@pytest.mark.parametrize("name, shape, n, first", [
+    # Inception modules end at their concatenation (mixed0..mixed10); the stem joins the first
+    ("InceptionV3", (75, 75, 3), 11, None),
+    # a depthwise and a pointwise convolution with their BatchNorms are one unit (conv_dw_1, conv_pw_1)
+    ("MobileNet", (32, 32, 3), 14, "conv_pw_1_bn"),
+    ("MobileNetV3Small", (32, 32, 3), 12, "expanded_conv_project_bn"),
+])
+def test_applications_without_block_names_get_their_units_not_one_block_per_layer(name, shape, n, first):
+    """These four families name no 'block': each weighted layer was a block, so freeze_depth 1 froze InceptionV3's
+    first convolution and left its BatchNorm training on batch statistics."""
+    m = getattr(keras.applications, name)(include_top=False, weights=None, input_shape=shape, pooling="avg")
+    groups = blocks(m)
+    weighted = [la.name for la in m.layers if la.weights]
+    assert len(groups) == n and sorted(sum(groups, [])) == sorted(weighted), [g[-1] for g in groups]
+    by_layer = {layer: i for i, g in enumerate(groups) for layer in g}
+    assert by_layer[weighted[0]] == 0 and (first is None or by_layer[first] == 1), groups[:2]
+    for g in groups:   # a convolution and its BatchNorm are frozen together
+        kinds = [type(m.get_layer(layer)).__name__ for layer in g]
+        if name == "InceptionV3":   # auto-named layers: every convolution has its BatchNorm
+            assert kinds.count("Conv2D") == kinds.count("BatchNormalization"), g
+        else:
+            assert all(f"{layer}_bn" not in by_layer or by_layer[f"{layer}_bn"] == by_layer[layer] for layer in g)
+
+
+def test_an_application_whose_units_are_unknown_asks_for_blocks():
+    m = keras.applications.NASNetMobile(include_top=False, weights=None, input_shape=(224, 224, 3), pooling="avg")
+    with pytest.raises(ConfigError, match="nasnet_mobile names no blocks orchestrator knows: give backbone.blocks"):
+        blocks(m, application=True)
+    assert len(blocks(m, ["stem_", "reduction_", "separable_", "adjust_", "normal_"], application=True)) == 5
+
+
 def test_frozen_batchnorm_runs_in_inference_mode():
     m = tiny_bn_model()
     apply_freeze(m, blocks(m), 2)

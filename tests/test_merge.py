@@ -11,6 +11,7 @@ import pytest
 from factories import embedded, experiment, row, run_cli, small_table, write_parquet
 from orchestrator import storage
 from orchestrator.config import parse_config
+from orchestrator.config.revision import TRAINING_REVISION
 from orchestrator.data.identity import data_identity
 from orchestrator.leaderboard import Leaderboard
 from orchestrator.leaderboard.merge import Identities, work_key
@@ -128,7 +129,7 @@ def test_runs_on_another_version_of_the_data_or_by_other_code_are_not_the_same_w
     rows = {r["trial_id"]: r for r in board.table(kind=None).to_pylist()}
     assert rows["old"]["duplicate_of"] is None and rows["new"]["duplicate_of"] is None
     assert rows["new_again"]["duplicate_of"] == rows["new"]["row_id"]
-    assert rows["r2"]["training_revision"] == 2
+    assert rows["r2"]["training_revision"] == TRAINING_REVISION
     assert rows["r1"]["duplicate_of"] is None and rows["r2"]["duplicate_of"] is None
     assert set(board.top(10).column("trial_id").to_pylist()) == {"old", "new", "r1", "r2"}
 

@@ -26,6 +26,11 @@ _BLOCK = re.compile(r"^(.*?block_?\d+[a-z]?)(_|$)")
 # come before its named projection, which ends the block (block35_3_conv); the stem and the reduction blocks end at
 # a concatenation (mixed_5b, mixed_6a, mixed_7a)
 _BLOCK_END = re.compile(r"^(block(35|17|8)_\d+_conv|mixed_\w+)$")
+# InceptionV3: unnamed convolutions, each Inception module ending at its concatenation (mixed0..mixed10)
+_MODULE_END = re.compile(r"^mixed\d+$")
+# models that name units, not blocks: MobileNet's depthwise + pointwise pair (conv_dw_1, conv_pw_1), MobileNetV3's
+# expanded_conv, expanded_conv_1, ...
+_UNIT = re.compile(r"^(?:conv_(?:dw|pw)_(\d+)|(expanded_conv(?:_\d+)?))(_|$)")
 
 
 def digits_cnn(input_shape, *, seed: int = 0) -> keras.Model:
@@ -155,14 +160,17 @@ def block_model(backbone: keras.Model) -> keras.Model:
     return inner[0] if len(inner) == 1 and isinstance(backbone.get_layer(index=1), Preprocess) else backbone
 
 
-def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[str]]:
+def blocks(model: keras.Model, prefixes: list[str] | None = None, *, application: bool = False) -> list[list[str]]:
     """Weighted layer names grouped into blocks, in input order.
 
     With ``prefixes``, block i holds the layers whose names start with ``prefixes[i]``. Otherwise
     names like ``conv2_block1_...``, ``block_3_...``, ``block4a_...`` group by that block key;
     weighted layers before the first block form a ``stem`` block, those after it join the previous
-    one; models without such names get one block per weighted layer. Inception-ResNet's blocks end at
-    their projections and concatenations instead (``_BLOCK_END``).
+    one. Inception-ResNet's blocks end at their projections and concatenations instead (``_BLOCK_END``),
+    InceptionV3's at its modules' concatenations (``_MODULE_END``); MobileNet and MobileNetV3 name units
+    (``_UNIT``). Other models without such names get one block per weighted layer, except a
+    ``keras.applications`` one (``application``): that would split a convolution from its BatchNorm, so it asks
+    for ``backbone.blocks``.
     """
     weighted = [layer.name for layer in model.layers if layer.weights]
     if prefixes:
@@ -183,8 +191,16 @@ def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[s
     ends = {layer.name for layer in model.layers if _BLOCK_END.match(layer.name)}
     if "block35_1_conv" in ends:
         return _ending_at(model, ends)
+    modules = {layer.name for layer in model.layers if _MODULE_END.match(layer.name)}
+    if "mixed0" in modules:
+        return _ending_at(model, modules)
     keys = [(_BLOCK.match(n).group(1) if _BLOCK.match(n) else None) for n in weighted]
     if not any(keys):
+        keys = [_unit_key(n) for n in weighted]
+    if not any(keys):
+        if application:   # one block per layer would split a convolution from its BatchNorm
+            raise ConfigError(f"{model.name} names no blocks orchestrator knows: give backbone.blocks (layer-name "
+                              f"prefixes, one per block, from the input)")
         return [[n] for n in weighted]
     groups: dict[str, list[str]] = {}
     current = "stem"
@@ -192,6 +208,11 @@ def blocks(model: keras.Model, prefixes: list[str] | None = None) -> list[list[s
         current = key or current
         groups.setdefault(current, []).append(name)
     return list(groups.values())
+
+
+def _unit_key(name: str) -> str | None:
+    m = _UNIT.match(name)
+    return None if m is None else f"conv_{m.group(1)}" if m.group(1) else m.group(2)
 
 
 def _ending_at(model: keras.Model, ends: set[str]) -> list[list[str]]:

@@ -54,7 +54,7 @@ def build(cfg: ExperimentConfig, spec: DataSpec, *, backbone_file: str | None = 
     finally:
         keras.config.set_dtype_policy(previous)
     inner = block_model(backbone)
-    groups = blocks(inner, cfg.backbone.blocks)
+    groups = blocks(inner, cfg.backbone.blocks, application=cfg.backbone.kind == "application")
     apply_freeze(inner, groups, cfg.train.freeze_depth)
     inp = keras.Input(spec.image_shape, name="image")
     features = backbone(inp)
