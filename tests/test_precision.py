@@ -147,3 +147,23 @@ def test_a_resumed_float16_run_continues_its_loss_scale(tmp_path):
     second = seen[1][0]
     assert second["epoch"] == 2 and second["skipped_steps"] == steps
     assert second["loss_scale"] == INITIAL_SCALE / 2 ** (2 * steps)
+
+
+def test_weight_decay_leaves_uncertaintys_log_variances_alone(tmp_path):
+    """Kendall et al. leave the log-variances s unregularized; with weight_decay > 0 every step shrank them toward
+    sigma = 1 (they sat in the heads' optimizer, which decays every variable it is given)."""
+    import tensorflow as tf
+
+    cfg, spec, _, _ = one_batch(tmp_path, loss_weighting="uncertainty", weight_decay=0.5)
+    trainee, _ = trained_step(cfg, spec)
+    log_vars = trainee.weighting.trainable_variables
+    assert log_vars
+    for v in log_vars:
+        v.assign(tf.ones_like(v))
+    heads = trainee.optimizers["heads"]
+    head_vars = trainee.mt.variable_groups()[1]
+    kernel = next(v for v in head_vars if "kernel" in v.path)
+    before = kernel.numpy().copy()
+    heads.apply_gradients([(tf.zeros_like(v), v) for v in head_vars])   # no gradient: only decay moves weights
+    assert all(np.array_equal(v.numpy(), np.ones(v.shape)) for v in log_vars), [v.numpy() for v in log_vars]
+    assert not np.array_equal(kernel.numpy(), before)                       # the heads' own weights do decay

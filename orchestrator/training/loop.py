@@ -192,6 +192,8 @@ def build(strategy, cfg, spec, *, backbone_file: Optional[str]) -> Trainee:
         mt.extra_variables = weighting.trainable_variables
         backbone_vars, head_vars = mt.variable_groups()
         optimizers = {"heads": make_optimizer(cfg, cfg.train.head_lr)}
+        # uncertainty's log-variances are not regularized (Kendall et al.); the optimizer decays all else it is given
+        optimizers["heads"].exclude_from_weight_decay(var_list=weighting.trainable_variables)
         optimizers["heads"].build(head_vars)
         if backbone_vars:
             optimizers["backbone"] = make_optimizer(cfg, cfg.train.backbone_lr)
