@@ -101,6 +101,12 @@ def test_truncated_and_missing_files(tmp_path, capsys):
      "train.batch_size 33 is not a multiple of resources.workers 2 (each step would train on 32 examples): use 32 or 34"),
     ({"search": {"space": {"train.head_lr": {"uniform": [0.001, float("inf")]}}}},
      "'search.space.train.head_lr.uniform.1': must be a finite number, not inf"),
+    # the tasks left out got weight 0: their heads never trained, yet they were scored and averaged in
+    ({"train": {"loss_weights": {"left": 2.0}}}, "train.loss_weights leaves out task(s) ['right', 'sum']: give every "
+                                                 "task a weight (0 turns one off)"),
+    # a task named like a column prefix: best_mae read as 'best of mae' (maximized), train_loss overwritten
+    ({"tasks": {"best": {"type": "regression", "label": "sum", "metric": "mae"}}},
+     "task name 'best' is taken by the leaderboard's own columns (best, train, objective, eff, weight, mean, delta)"),
 ])
 def test_bad_config_exits_2(tmp_path, capsys, change, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)), **change)

@@ -20,8 +20,10 @@ def test_valid_config_is_frozen_and_normalizes_weights(tmp_path):
     assert parse_config(base(tmp_path)).normalized_loss_weights() == pytest.approx({t: 1 / 3 for t in ("left", "right", "sum")})
 
 
-def test_partial_loss_weights_give_zero_to_unlisted_tasks(tmp_path):
-    cfg = parse_config(base(tmp_path, train={"loss_weights": {"left": 1.0}}))
+def test_a_task_is_turned_off_by_weight_0_written_out(tmp_path):
+    """A partial loss_weights gave the unlisted tasks 0 without a word; it is refused (test_bad_input), and 0 is
+    written out instead."""
+    cfg = parse_config(base(tmp_path, train={"loss_weights": {"left": 1.0, "right": 0, "sum": 0}}))
     assert cfg.normalized_loss_weights() == {"left": 1.0, "right": 0.0, "sum": 0.0}
 
 

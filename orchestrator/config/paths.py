@@ -57,3 +57,15 @@ def set_dotted(d: dict, path: str, value: Any) -> None:
                               f"write --set {'.'.join(keys[:i + 1])}=VALUE")
         node = node[k]
     node[keys[-1]] = value
+
+
+def check_model_file(path: Optional[str], weights: Optional[str]) -> None:
+    """Only Keras 3 archives are loaded from users: they load with safe_mode (no code runs); legacy HDF5 models and
+    SavedModel folders can run code."""
+    bare = lambda p: redact(p).split("?", 1)[0].rstrip("/")  # noqa: E731
+    if path and not bare(path).endswith(".keras"):
+        raise ValueError(f"backbone.path {redact(path)} is not a .keras archive: only .keras files are loaded (safely); "
+                         f"re-save the model with model.save('backbone.keras') under Keras 3")
+    if weights and weights not in ("imagenet", "none") and not bare(weights).endswith((".weights.h5", ".keras")):
+        raise ValueError(f"backbone.weights {redact(weights)} is not a .weights.h5 or .keras file: save them with "
+                         f"model.save_weights('backbone.weights.h5') under Keras 3")

@@ -13,8 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .. import metrics
 from ..errors import ConfigError
-from ..storage import redact
-from .paths import redact_paths, set_dotted
+from .paths import check_model_file, redact_paths, set_dotted
 from .revision import TRAINING_REVISION   # in the config hash (read here at each call: tests patch it here)
 from .space import SearchConfig, active_values, check_paths, inactive_paths
 
@@ -114,20 +113,8 @@ class BackboneConfig(_Strict):
             raise ValueError(f"unknown builtin backbone {self.name!r}; the builtin is 'digits-cnn'")
         if self.kind == "builtin" and self.weights not in ("pretrained", "none"):
             raise ValueError("builtin backbone weights must be 'pretrained' or 'none'")
-        _check_model_file(self.path, self.weights if self.kind == "application" else None)
+        check_model_file(self.path, self.weights if self.kind == "application" else None)
         return self
-
-
-def _check_model_file(path: Optional[str], weights: Optional[str]) -> None:
-    """Only Keras 3 archives are loaded from users: they load with safe_mode (no code runs); legacy HDF5 models and
-    SavedModel folders can run code."""
-    bare = lambda p: redact(p).split("?", 1)[0].rstrip("/")  # noqa: E731
-    if path and not bare(path).endswith(".keras"):
-        raise ValueError(f"backbone.path {redact(path)} is not a .keras archive: only .keras files are loaded (safely); "
-                         f"re-save the model with model.save('backbone.keras') under Keras 3")
-    if weights and weights not in ("imagenet", "none") and not bare(weights).endswith((".weights.h5", ".keras")):
-        raise ValueError(f"backbone.weights {redact(weights)} is not a .weights.h5 or .keras file: save them with "
-                         f"model.save_weights('backbone.weights.h5') under Keras 3")
 
 
 class HeadsConfig(_Strict):
@@ -214,6 +201,9 @@ class ObjectiveConfig(_Strict):
     mode: Optional[Literal["max", "min"]] = Field(None, description="optional; must agree with the metric registry")
 
 
+RESERVED_TASK_NAMES = ("best", "train", "objective", "eff", "weight", "mean", "delta")   # prefixes of row columns
+
+
 class ExperimentConfig(_Strict):
     name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
     data: DataConfig
@@ -233,10 +223,18 @@ class ExperimentConfig(_Strict):
         for name in self.tasks:
             if not name.isidentifier():
                 raise ValueError(f"task name {name!r} must be a plain identifier (letters, digits, _)")
+            if name in RESERVED_TASK_NAMES:   # its columns would read as others' (best_mae: the best of mae)
+                raise ValueError(f"task name {name!r} is taken by the leaderboard's own columns "
+                                 f"({', '.join(RESERVED_TASK_NAMES)}): rename the task (its label column may keep "
+                                 f"the name: tasks.<name>.label)")
         if self.train.loss_weights is not None:
             unknown = set(self.train.loss_weights) - set(self.tasks)
             if unknown:
                 raise ValueError(f"train.loss_weights names unknown task(s) {sorted(unknown)}; tasks are {sorted(self.tasks)}")
+            missing = [t for t in self.tasks if t not in self.train.loss_weights]
+            if missing:
+                raise ValueError(f"train.loss_weights leaves out task(s) {missing}: give every task a weight (0 "
+                                 f"turns one off)")
         known = metrics.known_metric_names({t: tc.type for t, tc in self.tasks.items()})
         if self.objective.metric not in known:
             raise ValueError(f"objective.metric {self.objective.metric!r} is not reported; use one of {known}")
