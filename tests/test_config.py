@@ -87,3 +87,18 @@ def test_every_float_must_be_finite(tmp_path):
                    {"resources": {"cpus_per_worker": float("inf")}}):
         with pytest.raises(ConfigError, match="must be a finite number"):
             parse_config(base(tmp_path, **change))
+
+
+def test_relative_paths_given_by_set_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    """As the docstring of load_config says: `--set data.train=d.parquet` stayed relative, to be read from whatever
+    folder a Ray worker runs in."""
+    import yaml
+
+    from orchestrator.config import load_config
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "here").mkdir()
+    (tmp_path / "conf" / "e.yaml").write_text(yaml.safe_dump(base(tmp_path)))
+    monkeypatch.chdir(tmp_path / "here")
+    cfg = load_config(tmp_path / "conf" / "e.yaml", {"data.train": "d.parquet", "storage": "out"})
+    assert cfg.data.train == str(tmp_path / "here" / "d.parquet") and cfg.storage == str(tmp_path / "here" / "out")

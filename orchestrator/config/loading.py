@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from .paths import resolve_paths, set_dotted
+from .paths import get_dotted, resolve_paths, set_dotted
 from .schema import ExperimentConfig, parse_config
 
 
@@ -58,6 +58,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     data = read_yaml(p.read_text(), source=str(p))
     if isinstance(data, dict):
         data = resolve_paths(data, p.resolve().parent)
+        given: dict = {}
         for k, v in (overrides or {}).items():
-            set_dotted(data, k, v)
+            set_dotted(given, k, v)
+        given = resolve_paths(given, Path.cwd())   # a path given on the command line: the shell's folder
+        for k in overrides or {}:
+            set_dotted(data, k, get_dotted(given, k))
     return parse_config(data)

@@ -46,6 +46,11 @@ def redact_paths(data: dict) -> dict:
     return out
 
 
+def get_dotted(d: dict, path: str) -> Any:
+    keys = path.split(".")
+    return parent(d, keys)[keys[-1]]
+
+
 def set_dotted(d: dict, path: str, value: Any) -> None:
     keys = path.split(".")
     node = d
