@@ -337,3 +337,11 @@ def test_a_branch_keyed_by_a_number_or_bool_survives_the_plain_dict_the_worker_g
     params = {path: key, "train.head_lr": 0.025}
     values = materialize(on_worker.search, params, list(cfg.tasks))
     assert values == materialize(cfg.search, params, list(cfg.tasks)) == params, values
+
+
+def test_a_small_concentration_gives_a_corner_not_a_division_by_zero():
+    """Every Gamma quantile underflows to 0 at concentration 1e-6: the draw raised ZeroDivisionError in the trial.
+    The limit of Dirichlet(alpha -> 0) is a corner: the task of the largest uniform."""
+    assert simplex_weights({"a": 0.3, "b": 0.6}, 1e-6) == {"a": 0.0, "b": 1.0}
+    w = simplex_weights({"a": 0.3, "b": 0.6}, 0.05)
+    assert sum(w.values()) == pytest.approx(1.0) and w["b"] > w["a"]

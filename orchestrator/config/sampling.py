@@ -153,6 +153,9 @@ def simplex_weights(u: dict[str, float], concentration: float) -> dict[str, floa
 
         g = {t: float(gammaincinv(concentration, v)) for t, v in u.items()}
     total = sum(g.values())
+    if total == 0.0:   # every quantile underflowed (a tiny concentration): Dirichlet's limit there is a corner
+        top = max(u, key=u.get)
+        return {t: float(t == top) for t in u}
     return {t: v / total for t, v in g.items()}
 
 
