@@ -167,3 +167,23 @@ def test_weight_decay_leaves_uncertaintys_log_variances_alone(tmp_path):
     heads.apply_gradients([(tf.zeros_like(v), v) for v in head_vars])   # no gradient: only decay moves weights
     assert all(np.array_equal(v.numpy(), np.ones(v.shape)) for v in log_vars), [v.numpy() for v in log_vars]
     assert not np.array_equal(kernel.numpy(), before)                       # the heads' own weights do decay
+
+
+def test_a_backbones_regularization_losses_are_trained(tmp_path):
+    """A .keras backbone whose layers carry a kernel_regularizer trained without it: the step summed the task
+    losses only (Keras's contract adds model.losses; under a strategy, scaled by the replicas in sync)."""
+    import keras
+    import tensorflow as tf
+
+    inp = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(4, 3, kernel_regularizer=keras.regularizers.L2(1.0), name="block1_conv")(inp)
+    h = keras.layers.GlobalAveragePooling2D(name="block1_pool")(h)
+    keras.Model(inp, h).save(tmp_path / "reg.keras")
+    cfg, spec, x, y = one_batch(tmp_path, freeze_depth=0)
+    cfg = cfg.with_values({"backbone.kind": "file", "backbone.path": str(tmp_path / "reg.keras")})
+    trainee, step = trained_step(cfg, spec)
+    reg = float(tf.add_n(trainee.mt.model.losses))
+    assert reg > 0.01
+    stats = step(x, y).numpy()
+    tasks = float(trainee.weighting.combine(list(stats[1:]), global_losses=tf.constant(stats[1:])))
+    assert stats[0] == pytest.approx(tasks + reg, rel=1e-5), (stats, reg)

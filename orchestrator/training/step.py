@@ -35,10 +35,10 @@ def make_train_step(strategy, mt, cfg, weighting, optimizers: dict, *, global_ba
 
     def backward(x, y):
         with tf.GradientTape() as tape:
-            task = forward(x, y)
+            task, reg = forward(x, y)
             # FAMO weighs by the global batch's losses: K numbers all-reduced, workers sync here.
             both = _all_reduced(tf.stop_gradient(task)) if weighting.global_losses else task
-            loss = weighting.combine(tf.unstack(task), global_losses=both)
+            loss = weighting.combine(tf.unstack(task), global_losses=both) + reg
             scaled = loss * scale.scale if scale else loss   # float16: small gradients must not underflow
         grads = [g / scale.scale for g in tape.gradient(scaled, variables)] if scale else tape.gradient(loss, variables)
         if scale:   # float16: one verdict for all workers (a scalar all-reduce): a non-finite gradient anywhere skips
@@ -64,7 +64,8 @@ def make_train_step(strategy, mt, cfg, weighting, optimizers: dict, *, global_ba
             strategy.run(apply, args=(grads,))
         after = None
         if weighting.global_losses:   # FAMO: one extra no-gradient forward pass with the new weights, all-reduced
-            after = strategy.experimental_local_results(strategy.run(lambda a, b: _all_reduced(forward(a, b)), args=(x, y)))[0]
+            after = strategy.experimental_local_results(strategy.run(lambda a, b: _all_reduced(forward(a, b)[0]),
+                                                                     args=(x, y)))[0]
             before = strategy.experimental_local_results(before)[0]
         weighting.after_step(before, after)
         # This worker's share only: a collective per step just for logging costs throughput;
@@ -75,7 +76,8 @@ def make_train_step(strategy, mt, cfg, weighting, optimizers: dict, *, global_ba
 
 
 def _task_losses(mt, cfg, *, global_batch: int) -> Callable:
-    """``f(x, y)`` -> this replica's share of each task's global-batch mean loss, as one float32 vector."""
+    """``f(x, y)`` -> (this replica's share of each task's global-batch mean loss, as one float32 vector; its share
+    of the model's regularization losses, e.g. a backbone file's kernel_regularizer)."""
     import tensorflow as tf
 
     from ..model.multitask import per_example_losses
@@ -85,7 +87,9 @@ def _task_losses(mt, cfg, *, global_batch: int) -> Callable:
         per_task = per_example_losses(cfg, y, out)
         # Average over the GLOBAL batch, not the local one: the optimizer sums gradients across
         # replicas, so the sum is exactly the gradient of the global mean loss.
-        return tf.stack([tf.nn.compute_average_loss(per_task[t], global_batch_size=global_batch) for t in cfg.tasks])
+        task = tf.stack([tf.nn.compute_average_loss(per_task[t], global_batch_size=global_batch) for t in cfg.tasks])
+        reg = [tf.cast(v, tf.float32) for v in mt.model.losses]   # per replica: summed over replicas, counted once
+        return task, tf.nn.scale_regularization_loss(tf.add_n(reg)) if reg else tf.constant(0.0)
     return losses
 
 
