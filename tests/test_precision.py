@@ -187,3 +187,20 @@ def test_a_backbones_regularization_losses_are_trained(tmp_path):
     stats = step(x, y).numpy()
     tasks = float(trainee.weighting.combine(list(stats[1:]), global_losses=tf.constant(stats[1:])))
     assert stats[0] == pytest.approx(tasks + reg, rel=1e-5), (stats, reg)
+
+
+def test_a_step_float16_skipped_leaves_famos_logits_and_adam_state(tmp_path):
+    """An overflowing gradient with finite losses is the usual float16 skip: the weights stay, so FAMO's 'after'
+    pass saw the same losses, yet its logits took an Adam step and its step count advanced."""
+    cfg, spec, x, y = one_batch(tmp_path, precision="mixed_float16", loss_weighting="famo")
+    trainee, step = trained_step(cfg, spec)
+    w = trainee.weighting
+    start = (w.logits.numpy().copy(), w.famo_adam[0].numpy().copy(), int(w.famo_adam[1].numpy()))
+    step.loss_scale.scale.assign(2.0 ** 40)     # finite losses, gradients that overflow float16: a skipped step
+    step(x, y)
+    assert int(step.loss_scale.skipped.numpy()) == 1
+    assert np.array_equal(w.logits.numpy(), start[0]) and np.array_equal(w.famo_adam[0].numpy(), start[1])
+    assert int(w.famo_adam[1].numpy()) == start[2]
+    step.loss_scale.scale.assign(INITIAL_SCALE)
+    step(x, y)                                   # a normal step moves them
+    assert int(step.loss_scale.skipped.numpy()) == 1 and int(w.famo_adam[1].numpy()) == start[2] + 1 and not np.array_equal(w.logits.numpy(), start[0])

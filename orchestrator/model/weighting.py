@@ -142,10 +142,10 @@ class LossWeighting:
         # The ½ s regularizer is split across replicas: the optimizer sums replicas' gradients.
         return tf.reduce_sum(self._half() * tf.exp(-s) * stacked + 0.5 * s / self.num_replicas)
 
-    def after_step(self, before, after) -> None:
+    def after_step(self, before, after, *, applied=True) -> None:
         """Once per step, outside the replicas, identical on every worker: RLW moves to the next draw; FAMO steps
-        its logits from the all-reduced losses before and after the update (a step with a non-finite loss, e.g.
-        one skipped by float16's loss scale, leaves them)."""
+        its logits from the all-reduced losses before and after the update (a step not ``applied``, i.e. skipped
+        by float16's loss scale, or with a non-finite loss leaves them and its Adam state)."""
         import tensorflow as tf
 
         if self.draws is not None:
@@ -154,7 +154,7 @@ class LossWeighting:
             moments, steps = self.famo_adam
             new, (m, v) = famo_logits(self.logits, tf.unstack(moments), step=steps, before=before, after=after,
                                       lr=self.famo_lr, decay=self.famo_decay)
-            finite = tf.reduce_all(tf.math.is_finite(new)) & tf.reduce_all(tf.math.is_finite(v))
+            finite = tf.reduce_all(tf.math.is_finite(new)) & tf.reduce_all(tf.math.is_finite(v)) & applied
             self.logits.assign(tf.where(finite, new, self.logits))
             moments.assign(tf.where(finite, tf.stack([m, v]), moments))
             steps.assign_add(tf.cast(finite, tf.int64))

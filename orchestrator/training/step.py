@@ -56,6 +56,7 @@ def make_train_step(strategy, mt, cfg, weighting, optimizers: dict, *, global_ba
     @tf.function(autograph=False)
     def step(x, y):
         grads, stats, before, finite = strategy.run(backward, args=(x, y))
+        ok = tf.constant(True)
         if scale:   # both groups step, or neither; the cond sits in cross-replica context (apply_gradients may merge_call)
             ok = strategy.experimental_local_results(finite)[0]   # all-reduced: the same on every worker
             tf.cond(ok, lambda: strategy.run(apply, args=(grads,)), lambda: None)
@@ -67,7 +68,7 @@ def make_train_step(strategy, mt, cfg, weighting, optimizers: dict, *, global_ba
             after = strategy.experimental_local_results(strategy.run(lambda a, b: _all_reduced(forward(a, b)[0]),
                                                                      args=(x, y)))[0]
             before = strategy.experimental_local_results(before)[0]
-        weighting.after_step(before, after)
+        weighting.after_step(before, after, applied=ok)
         # This worker's share only: a collective per step just for logging costs throughput;
         # the epoch's sums are all-reduced once instead.
         return tf.add_n(strategy.experimental_local_results(stats))
