@@ -142,6 +142,9 @@ def test_validate_prints_a_summary(tmp_path, capsys):
     ({"train.freeze_depth": {"choice": [1, 2, 1]}}, "choice option 1 appears twice"),   # the same work twice
     ({"train.freeze_depth": {"choice": [1, {1: {"train.head_lr": {"choice": [0.1]}}}]}}, "choice option 1 appears"),
     # a grid's repeat r trains with train.seed + r: with train.seed searched, repeats are other points' work
+    # blocks are counted once, on the base backbone: freeze depths and 'all' would mean other blocks
+    ({"backbone.name": {"choice": ["digits-cnn"]}}, "search.space backbone.name: a sweep counts blocks and checks "
+                                                    "freeze depths on one backbone: run one sweep per backbone"),
     ({"searcher": "grid", "num_samples": 2, "space": {"train.seed": {"choice": [0, 1]}}},
      "train.seed is searched: a grid's repeats would train other points' seeds again"),
 ])

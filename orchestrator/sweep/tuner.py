@@ -40,6 +40,9 @@ def check_space(p: Prepared) -> None:
         if path in ("backbone.path", "backbone.weights"):
             raise ConfigError(f"search.space {path}: searched backbone files are not shipped to the trials (each "
                               f"would train the base backbone): run one sweep per backbone file")
+        if path.startswith("backbone."):   # n_blocks, freeze_depth 'all' in rows, the edges above: the base's
+            raise ConfigError(f"search.space {path}: a sweep counts blocks and checks freeze depths on one backbone: "
+                              f"run one sweep per backbone")
         for value in candidate_values(domain, list(cfg.tasks)):
             try:
                 trial = cfg.with_values({**dict(when), path: value})
