@@ -296,3 +296,15 @@ def test_best_confirmed_refuses_filters_it_would_ignore(tmp_path, capsys, extra)
     code, _, err = run_cli(capsys, "best", "--storage", str(tmp_path), "-e", "digits", "--confirmed", *extra)
     assert code == 2 and "--confirmed ranks the experiment's confirmation runs by their mean objective" in err, err
     assert "\n" not in err and extra[0] in err, err
+
+
+def test_train_on_delta_m_without_baselines_stops_before_ray(tmp_path, capsys):
+    """A sweep on objective delta_m trains the baselines first; `train` (e.g. of the best.yaml of such a sweep) got
+    none, so every epoch's objective was NaN and the run 'completed' with objective n/a."""
+    cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)),
+                     objective={"metric": "delta_m"})
+    code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "\n" not in err, err
+    assert err == ("error: objective delta_m needs single-task baselines of left, right, sum on this data and budget: "
+                   "run `orchestrator baselines CONFIG` first (they are reused), or use objective.metric: "
+                   "mean_score"), err

@@ -158,6 +158,17 @@ def test_baselines_are_trained_once_and_give_delta_m(swept):
     assert any("baselines reused" in line for line in lines)
     rows2 = board.table(experiment="dm2").to_pylist()
     assert len(rows2) == 1 and all(r["objective"] == pytest.approx(r["delta_m_pct"]) for r in rows2)
+    # its winner retrained in one command (`orchestrator train best.yaml`) is measured against the same baselines:
+    # train got none before, and its objective was NaN
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.baselines import recorded_for
+    from orchestrator.training.driver import train
+
+    summary = train(parse_config(board.best(experiment="dm2")["config"]), out=lines.append, baselines=recorded_for)
+    assert summary["status"] == "completed" and summary["objective_metric"] == "delta_m", summary["error"]
+    measured = 100 / 3 * sum((summary["tasks"][t][m] - base[t]) / abs(base[t])
+                             for t, m in (("left", "accuracy"), ("right", "accuracy"), ("sum", "r2")))
+    assert summary["objective"] == pytest.approx(measured, rel=1e-6), (summary["objective"], measured)
 
 
 def test_confirm_reruns_the_top_configs_with_new_seeds(swept, tmp_path):

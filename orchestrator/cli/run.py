@@ -59,6 +59,7 @@ def validate(config, sets):
 @job_opt
 def train(config, sets, address, name, verbose, in_job):
     """Train one configuration on Ray Train (also accepts the YAML written by `best`)."""
+    from ..sweep.baselines import recorded_for
     from ..sweep.capacity import check_fits
     from ..training.driver import train as run
 
@@ -66,7 +67,7 @@ def train(config, sets, address, name, verbose, in_job):
     reserved = ENTRYPOINT_CPUS if in_job else 0.0   # a Ray job's entrypoint holds its CPUs while the run waits
     with console(layout.log_file(cfg.storage, "train", cfg.name), verbose=verbose) as out:
         summary = run(cfg, address=address, name=name, out=out, verbose=verbose,
-                      ready=lambda c: check_fits(c, reserved_cpu=reserved, what="run"))
+                      ready=lambda c: check_fits(c, reserved_cpu=reserved, what="run"), baselines=recorded_for)
     finish_run(summary)
 
 
@@ -197,6 +198,7 @@ def demo(location, output, retrain_workers, address):
 def retrain(best: dict, *, workers: int, output: str, sweep_id: str, address: str | None = None) -> None:
     """The demo's last step: the winner's row trained again on ``workers`` Ray Train workers, compared with it."""
     from ..config import parse_config
+    from ..sweep.baselines import recorded_for
     from ..sweep.capacity import check_fits
     from ..training.driver import train as run_train
 
@@ -206,7 +208,8 @@ def retrain(best: dict, *, workers: int, output: str, sweep_id: str, address: st
     with console(layout.log_file(again.storage, "train", again.name), verbose=False) as out:
         summary = run_train(again, address=address, name=f"retrain-{sweep_id}-{best['trial_id']}",
                             out=lambda line: (out.detail if line.startswith(RETRAIN_DETAIL) else out)(line),
-                            ready=lambda c: check_fits(c, what="run"))   # more workers than the cluster: one line
+                            ready=lambda c: check_fits(c, what="run"),   # more workers than the cluster: one line
+                            baselines=recorded_for)
     finish_run(summary)
     click.echo(f"  sweep objective {best['objective']:.4f} -> retrained {summary['objective']:.4f} "
                f"(difference {abs(summary['objective'] - best['objective']) * 100:.2f} points; the sweep's maximum "

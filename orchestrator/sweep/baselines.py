@@ -55,6 +55,20 @@ def recorded(cfg: ExperimentConfig, keys: dict[str, str]) -> dict[str, float]:
     return out
 
 
+def recorded_for(p) -> dict[str, float] | None:
+    """For one run (`train`, the demo's retrain) of a config on objective delta_m: its baselines as recorded (None for
+    another objective); a UserError naming the command that trains them when some are missing."""
+    cfg = p.cfg
+    if cfg.objective.metric != "delta_m":
+        return None
+    have = recorded(cfg, {t: baseline_key(cfg, t, p.spec.fingerprint) for t in cfg.tasks})
+    if len(have) < len(cfg.tasks):
+        raise UserError(f"objective delta_m needs single-task baselines of {', '.join(cfg.tasks)} on this data and "
+                        f"budget: run `orchestrator baselines CONFIG` first (they are reused), or use "
+                        f"objective.metric: mean_score")
+    return have
+
+
 def baselines_for(session, *, out=print) -> dict[str, float]:
     """Baseline scores for every task of the session's config: reused when recorded, trained (once) when not."""
     cfg = session.cfg

@@ -68,7 +68,8 @@ def worker_request(cfg: ExperimentConfig) -> dict:
     return {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}
 
 
-def fit_and_watch(session: Session, *, name: str, out=print) -> tuple[list[dict], str | None, bool]:
+def fit_and_watch(session: Session, *, name: str, out=print,
+                  baselines: Optional[dict] = None) -> tuple[list[dict], str | None, bool]:
     """Fit one run, printing its epochs as they land; (history, one-line error or None, user error?)."""
     from .failures import find_user_error, one_line
     from .loop import format_epoch
@@ -80,7 +81,7 @@ def fit_and_watch(session: Session, *, name: str, out=print) -> tuple[list[dict]
                    on_epoch=lambda m: out(format_epoch(m, cfg.train.epochs)), what=f"run {name}")
     error, user = None, False
     try:
-        make_trainer(cfg, RunInputs.of(session), name=name).fit()
+        make_trainer(cfg, RunInputs.of(session, baselines=baselines), name=name).fit()
     except Exception as e:  # noqa: BLE001 - Ray Train raises its own wrappers; keep one line
         error, user = one_line(e), find_user_error(e) is not None
     finally:
@@ -138,28 +139,31 @@ def check_run_name(cfg: ExperimentConfig, name: str, *, fingerprint: Optional[st
 
 
 def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
-          verbose: bool = False, ready: Optional[Callable[[ExperimentConfig], None]] = None) -> dict:
+          verbose: bool = False, ready: Optional[Callable[[ExperimentConfig], None]] = None,
+          baselines: Optional[Callable[[Prepared], Optional[dict]]] = None) -> dict:
     """`orchestrator train`: check, fit one configuration on Ray Train, write summary.json. ``ready``: a last check
-    once Ray is up (the cluster can hold the run), before anything is written."""
+    once Ray is up (the cluster can hold the run), before anything is written. ``baselines``: the single-task scores
+    its Δm% is measured against, found from the checked config (before Ray starts)."""
     from .lease import acquire
 
     p = check(cfg)
+    found = baselines(p) if baselines is not None else None
     name = name or run_name(p.cfg.name)
     run = layout.run_dir(p.cfg.storage, name)
     with acquire(run, what=f"train run {name}"):   # one live writer per run folder, until the summary is written
         check_run_name(p.cfg, name, fingerprint=p.spec.fingerprint)
         describe(p, record=run, out=out)
-        return _train(p, name, address=address, out=out, verbose=verbose, ready=ready)
+        return _train(p, name, address=address, out=out, verbose=verbose, ready=ready, baselines=found)
 
 
 def _train(p: Prepared, name: str, *, address: str | None, out, verbose: bool,
-           ready: Optional[Callable[[ExperimentConfig], None]]) -> dict:
+           ready: Optional[Callable[[ExperimentConfig], None]], baselines: Optional[dict] = None) -> dict:
     run = layout.run_dir(p.cfg.storage, name)
     t0 = time.perf_counter()
     session = start(p, owner=f"train run {name}", address=address, verbose=verbose, out=out)
     if ready is not None:
         ready(p.cfg)
-    history, error, user_error = fit_and_watch(session, name=name, out=out)
+    history, error, user_error = fit_and_watch(session, name=name, out=out, baselines=baselines)
     release(session)
     summary = run_summary(p, history, name=name, error=error, wall_time_s=time.perf_counter() - t0)
     summary["user_error"] = user_error
