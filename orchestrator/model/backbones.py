@@ -239,7 +239,17 @@ def freeze_mask(depth: int | str, n_blocks: int) -> list[bool]:
 
 def apply_freeze(model: keras.Model, groups: list[list[str]], depth: int | str) -> None:
     """The one place freezing happens. A frozen BatchNormalization runs in inference mode
-    (Keras 3 semantics of ``trainable=False``), so its moving statistics stay fixed too."""
-    for frozen, names in zip(freeze_mask(depth, len(groups)), groups):
+    (Keras 3 semantics of ``trainable=False``), so its moving statistics stay fixed too. A Dropout has no
+    weights (``trainable`` does not stop it): one inside a frozen block (after its weighted layers, in model
+    order; EfficientNet's drop-connect) drops nothing, so a frozen block computes fixed features."""
+    mask = freeze_mask(depth, len(groups))
+    block_of = {name: i for i, names in enumerate(groups) for name in names}
+    for frozen, names in zip(mask, groups):
         for name in names:
             model.get_layer(name).trainable = not frozen
+    current = 0
+    for layer in model.layers:
+        current = block_of.get(layer.name, current)
+        if isinstance(layer, keras.layers.Dropout):
+            layer.unfrozen_rate = getattr(layer, "unfrozen_rate", layer.rate)
+            layer.rate = 0.0 if mask and mask[current] else layer.unfrozen_rate
