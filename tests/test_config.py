@@ -102,3 +102,19 @@ def test_relative_paths_given_by_set_resolve_against_the_working_directory(tmp_p
     monkeypatch.chdir(tmp_path / "here")
     cfg = load_config(tmp_path / "conf" / "e.yaml", {"data.train": "d.parquet", "storage": "out"})
     assert cfg.data.train == str(tmp_path / "here" / "d.parquet") and cfg.storage == str(tmp_path / "here" / "out")
+
+
+def test_equal_work_hashes_equal(tmp_path):
+    """Equal weights written three ways trained the same and hashed three ways (work done again instead of reused);
+    a dwa trial and the best.yaml written from it (no search section) hashed differently over weights dwa never
+    reads."""
+    cfg = parse_config(base(tmp_path))
+    same = [cfg.with_values({"train.loss_weights": w}) for w in
+            (None, {"left": 1, "right": 1, "sum": 1}, {"left": 0.5, "right": 0.5, "sum": 0.5})]
+    assert len({c.config_hash() for c in same}) == 1
+    assert cfg.with_values({"train.loss_weights": {"left": 2, "right": 1, "sum": 1}}).config_hash() != \
+        cfg.config_hash()
+    dwa = cfg.with_values({"train.loss_weighting": "dwa"})
+    assert dwa.with_values({"train.loss_weights": {"left": 5, "right": 1, "sum": 1}}).config_hash() == \
+        dwa.config_hash()
+    assert dwa.with_values({"train.dwa_temperature": 4.0}).config_hash() != dwa.config_hash()

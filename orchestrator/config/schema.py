@@ -15,7 +15,7 @@ from .. import metrics
 from ..errors import ConfigError
 from .paths import check_model_file, redact_paths, set_dotted
 from .revision import TRAINING_REVISION   # in the config hash (read here at each call: tests patch it here)
-from .space import SearchConfig, active_values, check_paths, inactive_paths
+from .space import SearchConfig, check_paths
 
 
 class _Strict(BaseModel):
@@ -281,15 +281,15 @@ class ExperimentConfig(_Strict):
         return redact_paths(self.model_dump(mode="json"))
 
     def config_hash(self) -> str:
-        """What this config trains, as 12 hex digits. A searched path outside its branch (inactive) that this
-        config's training never reads (loss weights of a dwa trial) counts at its default, so trials that differ
-        only there are the same work; one it still reads (backbone_lr outside a branch that searches it, with the
-        backbone not frozen) counts at its value."""
+        """What this config trains, as 12 hex digits. A field this config's training never reads (loss weights of a
+        dwa trial, searched or not) counts at its default, and static weights count normalized, so configs that
+        differ only there are the same work; a field it reads (backbone_lr with the backbone not frozen) counts at
+        its value."""
         fields = self.run_fields()
-        if self.search is not None:
-            inactive = inactive_paths(self.search, active_values(self.search.space, fields, list(self.tasks)))
-            for path in set(inactive) & self.train.unused_paths():
-                set_dotted(fields, path, _default_at(type(self), path, dotted=fields))
+        for path in self.train.unused_paths():
+            set_dotted(fields, path, _default_at(type(self), path, dotted=fields))
+        if "train.loss_weights" not in self.train.unused_paths():
+            fields["train"]["loss_weights"] = self.normalized_loss_weights()
         blob = json.dumps({**fields, "training_revision": TRAINING_REVISION}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
