@@ -290,6 +290,8 @@ class ExperimentConfig(_Strict):
             set_dotted(fields, path, _default_at(type(self), path, dotted=fields))
         if "train.loss_weights" not in self.train.unused_paths():
             fields["train"]["loss_weights"] = self.normalized_loss_weights()
+        if fields["train"]["optimizer"] == "adamw":   # Keras 3 decays decoupled for every optimizer: AdamW is Adam
+            fields["train"]["optimizer"] = "adam"
         blob = json.dumps({**fields, "training_revision": TRAINING_REVISION}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
