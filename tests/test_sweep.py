@@ -8,6 +8,7 @@ import yaml
 
 from orchestrator.cli import main
 from orchestrator.config import load_config, parse_config
+from orchestrator.errors import UserError
 from orchestrator.leaderboard import Leaderboard
 from orchestrator.training.driver import train
 from orchestrator.sweep.tuner import tune
@@ -152,7 +153,8 @@ def test_baselines_are_trained_once_and_give_delta_m(swept):
     # a second sweep with the same data, backbone and budget reuses them (and can optimize Δm% itself)
     # (one trial: the reuse is what is tested)
     again = tune(cfg.with_values({"name": "dm2", "objective": {"metric": "delta_m"},
-                                  "search.space": {"train.loss_weighting": {"choice": ["uncertainty"]}}}),
+                                  "search.space": {"train.loss_weighting": {"choice": ["uncertainty"]},
+                                                   "train.freeze_depth": {"choice": [2]}}}),
                  out=lines.append)
     assert board.table(kind="baseline").num_rows == 3 and again["baselines"] == pytest.approx(base)
     assert any("baselines reused" in line for line in lines)
@@ -164,11 +166,17 @@ def test_baselines_are_trained_once_and_give_delta_m(swept):
     from orchestrator.sweep.baselines import recorded_for
     from orchestrator.training.driver import train
 
-    summary = train(parse_config(board.best(experiment="dm2")["config"]), out=lines.append, baselines=recorded_for)
+    # The winner differs from the base config in what its baselines train with (freeze depth, rates), so it is
+    # measured against its sweep's baselines (sweep.json), not ones keyed on its own config, which do not exist.
+    winner = parse_config(board.best(experiment="dm2")["config"])
+    summary = train(winner.with_values({"resources.cpus_per_worker": 0.9}), out=lines.append, baselines=recorded_for)
     assert summary["status"] == "completed" and summary["objective_metric"] == "delta_m", summary["error"]
     measured = 100 / 3 * sum((summary["tasks"][t][m] - base[t]) / abs(base[t])
                              for t, m in (("left", "accuracy"), ("right", "accuracy"), ("sum", "r2")))
     assert summary["objective"] == pytest.approx(measured, rel=1e-6), (summary["objective"], measured)
+    unknown = winner.with_values({"train.freeze_depth": 1, "name": "dm-new"})   # no sweep and no baselines of its own
+    with pytest.raises(UserError, match="objective delta_m needs single-task baselines"):
+        train(unknown, out=lines.append, baselines=recorded_for)
 
 
 def test_confirm_reruns_the_top_configs_with_new_seeds(swept, tmp_path):

@@ -56,17 +56,46 @@ def recorded(cfg: ExperimentConfig, keys: dict[str, str]) -> dict[str, float]:
 
 
 def recorded_for(p) -> dict[str, float] | None:
-    """For one run (`train`, the demo's retrain) of a config on objective delta_m: its baselines as recorded (None for
-    another objective); a UserError naming the command that trains them when some are missing."""
+    """For one run (`train`, the demo's retrain) of a config on objective delta_m: the baselines its Δm% is measured
+    against (None for another objective). A trial of a sweep (best.yaml, whatever its resources) keeps its sweep's
+    (keyed on the sweep's base config); any other config, the ones recorded for its own key. A UserError naming the
+    command that trains them when there are none."""
     cfg = p.cfg
     if cfg.objective.metric != "delta_m":
         return None
-    have = recorded(cfg, {t: baseline_key(cfg, t, p.spec.fingerprint) for t in cfg.tasks})
+    have = _of_its_sweep(cfg, p.spec.fingerprint)
+    if have is None:
+        have = recorded(cfg, {t: baseline_key(cfg, t, p.spec.fingerprint) for t in cfg.tasks})
     if len(have) < len(cfg.tasks):
         raise UserError(f"objective delta_m needs single-task baselines of {', '.join(cfg.tasks)} on this data and "
                         f"budget: run `orchestrator baselines CONFIG` first (they are reused), or use "
                         f"objective.metric: mean_score")
     return have
+
+
+def _of_its_sweep(cfg: ExperimentConfig, fingerprint: str) -> dict[str, float] | None:
+    """The baselines of the newest sweep of this experiment that trained this config (resources aside) on this
+    data, by this code; None without one."""
+    from ..config.revision import revision_of
+    from ..leaderboard.leaderboard import Leaderboard
+    from ..leaderboard.query import rows as row_dicts
+    from .ablate import sweep_baselines
+
+    def recipe(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k != "resources"}
+
+    try:
+        rows = row_dicts(Leaderboard(cfg.storage).table(experiment=cfg.name))
+    except (OSError, UserError):   # no readable leaderboard: no sweep trained it
+        return None
+    mine = recipe(cfg.run_fields())
+    found = [r for r in rows if isinstance(r.get("config"), dict) and recipe(r["config"]) == mine
+             and r.get("data_fingerprint") == fingerprint and revision_of(r) == schema.TRAINING_REVISION]
+    for row in sorted(found, key=lambda r: str(r.get("created_at") or ""), reverse=True):
+        baselines = sweep_baselines(row)
+        if baselines:
+            return baselines
+    return None
 
 
 def baselines_for(session, *, out=print) -> dict[str, float]:
