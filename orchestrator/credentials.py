@@ -26,12 +26,14 @@ _BY_LOCATION: dict[str, dict] = {}
 
 
 def split_userinfo(location: str) -> tuple[str, Optional[str], str]:
-    """``(scheme, userinfo or None, rest)`` of ``scheme://[userinfo@]rest``. The userinfo ends at the first ``@``
-    before the query (RFC 3986: userinfo percent-encodes ``@``, a path need not); a ``user:secret`` whose user has no
-    ``/`` counts even when the secret holds ``/``, while an ``@`` inside a path (``s3://bucket/a@b``) does not."""
+    """``(scheme, userinfo or None, rest)`` of ``scheme://[userinfo@]rest``. The userinfo ends at the last ``@``
+    before the first ``/`` that follows an ``@`` (and before the query): a path may hold ``@`` (``bucket/runs/a@b``)
+    and so may an unencoded password (``minio:p@ss@bucket``); a ``user:secret`` whose user has no ``/`` counts even
+    when the secret holds ``/``, while an ``@`` inside a path (``s3://bucket/a@b``) does not."""
     scheme, rest = location.split("://", 1)
     end = min([i for i in (rest.find("?"), rest.find("#")) if i >= 0] or [len(rest)])
-    at = rest.find("@", 0, end)
+    slash = rest.find("/", rest.find("@", 0, end) + 1, end)
+    at = rest.rfind("@", 0, slash if slash >= 0 else end)
     if at < 0:
         return scheme, None, rest
     candidate = rest[:at]

@@ -87,6 +87,10 @@ def test_an_at_sign_in_the_path_after_credentials_stays_in_the_path(no_ray):
     assert redact(uri) == "s3://bucket/runs/a@b" and credentials.pair(uri)["secret_key"] == SECRET
     assert credentials.adopt(uri) == "s3://bucket/runs/a@b"
     assert credentials.lookup("s3://bucket/runs/a@b/leaderboard")["secret_key"] == SECRET
+    # an unencoded '@' inside a password still belongs to it: the userinfo ends at the last '@' before the path
+    assert credentials.split_userinfo("s3://minio:p@ss@bucket/runs@2") == ("s3", "minio:p@ss", "bucket/runs@2")
+    assert credentials.split_userinfo(f"s3://{KEY}:a/b@c@bucket/x") == ("s3", f"{KEY}:a/b@c", "bucket/x")
+    assert redact("http://admin:p@ss@head:8265") == "http://head:8265"
 
 
 def test_percent_encoded_secrets_are_unquoted_and_kept_per_storage(no_ray):
