@@ -325,18 +325,23 @@ def test_a_searched_value_named_like_a_row_column_keeps_its_own_column(tmp_path)
     assert r["kind"] == "trial" and r["backbone_kind"] == "builtin" and r["freeze_depth"] == 2
 
 
-@pytest.mark.parametrize("path, key, other", [("heads.hidden_units", 64, 0), ("train.freeze_depth", 2, 0),
-                                               ("train.jit_compile", True, False), ("heads.dropout", 0.5, 0.25)])
+@pytest.mark.parametrize("path, key, other", [
+    ("heads.hidden_units", 64, 0), ("train.freeze_depth", 2, 0), ("train.jit_compile", True, False),
+    ("heads.dropout", 0.5, 0.25), ("tasks.left.metric", None, "accuracy"),
+    ("tasks.left.label", "0", "left"),   # a string key that looks like a number stays a string
+])
 def test_a_branch_keyed_by_a_number_or_bool_survives_the_plain_dict_the_worker_gets(tmp_path, path, key, other):
     """Trials get the config as a JSON plain dict, where a branch's key 64 becomes "64": the worker then found no
     branch for the drawn 64 and trained the base values while the row recorded the drawn ones."""
+    from orchestrator.sweep.runner import trial_config
+
     space = {path: {"choice": [other, {key: {"train.head_lr": {"uniform": [0.02, 0.03]}}}]}}
     cfg = sweep_cfg(tmp_path, space=space, searcher="random")
     on_worker = parse_config(cfg.model_dump(mode="json"))
-    assert on_worker == cfg                                      # the plain dict gives back the same config
     params = {path: key, "train.head_lr": 0.025}
     values = materialize(on_worker.search, params, list(cfg.tasks))
     assert values == materialize(cfg.search, params, list(cfg.tasks)) == params, values
+    assert trial_config(on_worker, params).config_hash() == trial_config(cfg, params).config_hash()
 
 
 def test_a_small_concentration_gives_a_corner_not_a_division_by_zero():

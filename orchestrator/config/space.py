@@ -40,32 +40,12 @@ def _is_branch(option: Any) -> bool:
     return isinstance(option, dict) and len(option) == 1 and isinstance(next(iter(option.values())), dict)
 
 
-def _key_value(key: Any) -> Any:
-    if isinstance(key, str):
-        try:
-            value = json.loads(key)
-        except ValueError:
-            return key
-        if isinstance(value, (bool, int, float)):
-            return value
-    return key
-
-
 class Domain(_Strict):
     choice: Optional[list[Any]] = None
     uniform: Optional[tuple[float, float]] = None
     loguniform: Optional[tuple[float, float]] = None
     randint: Optional[tuple[int, int]] = None
     simplex: Optional[dict[Literal["concentration"], float]] = None
-
-    @field_validator("choice", mode="before")
-    @classmethod
-    def _branch_keys(cls, options):
-        """A branch's key as the value it stands for: the plain (JSON) dict a trial gets turns the key 64 into "64",
-        and the drawn 64 would then find no branch on the worker. A key that reads as JSON's number or bool is one."""
-        if not isinstance(options, list):
-            return options
-        return [{_key_value(next(iter(o))): next(iter(o.values()))} if _is_branch(o) else o for o in options]
 
     @model_validator(mode="after")
     def _one(self):
@@ -80,7 +60,7 @@ class Domain(_Strict):
                 if isinstance(option, dict) and not _is_branch(option):
                     raise ValueError(f"choice option {option!r} is neither a value nor a branch "
                                      f"{{value: {{dotted.path: domain}}}}")
-                if any(same_value(self.options[i], earlier) for earlier in self.options[:i]):
+                if any(same_option(self.options[i], earlier) for earlier in self.options[:i]):
                     raise ValueError(f"choice option {self.options[i]!r} appears twice: each option is one point of "
                                      f"the space; list it once")
             self.branches()   # validates every branch's domains
@@ -116,9 +96,11 @@ class Domain(_Strict):
         return out
 
     def branch(self, value: Any) -> dict[str, "Domain"]:
-        """The sub-space searched when this choice takes ``value`` (empty if none)."""
+        """The sub-space searched when this choice takes ``value`` (empty if none). A branch's key may have been a
+        number, bool or null before the config travelled as JSON (to a trial's worker, through sweep.json), which
+        keeps object keys as strings: "64" is the branch of 64, "true" or "True" of True, "null" or "None" of None."""
         for v, sub in self.branches() if self.kind == "choice" else ():
-            if same_value(v, value):
+            if same_option(v, value):
                 return sub
         return {}
 
@@ -201,6 +183,13 @@ class SearchConfig(_Strict):
 
 def same_value(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, str) == isinstance(b, str)
+
+
+def same_option(a: Any, b: Any) -> bool:
+    """Choice options (or branch keys) that stand for one value: equal, or one the JSON form of the other's key (JSON
+    keeps object keys as strings: 64 -> "64", True -> "true" or "True", None -> "null" or "None")."""
+    return same_value(a, b) or any(isinstance(x, str) and not isinstance(y, str) and x in (json.dumps(y), str(y))
+                                   for x, y in ((a, b), (b, a)))
 
 
 def walk(space: dict[str, Domain], when: tuple = ()) -> Iterator[tuple[str, Domain, tuple]]:
