@@ -138,3 +138,15 @@ def test_adam_and_adamw_are_the_same_work():
         make_optimizer(c, 0.1).apply_gradients([(keras.ops.convert_to_tensor(np.array([1.0, -2.0, 0.5], "float32")), v)])
         results.append(v.numpy())
     assert np.array_equal(*results), results        # why: the same update
+
+
+def test_overlapping_set_pairs_apply_in_order_without_a_traceback(tmp_path):
+    import yaml
+
+    from orchestrator.errors import ConfigError
+
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(base(tmp_path)))
+    cfg = load_config(tmp_path / "e.yaml", {"train.epochs": 3, "train.batch_size": 8, "train": {"batch_size": 16}})
+    assert cfg.train.batch_size == 16
+    with pytest.raises(ConfigError, match="'train'"):
+        load_config(tmp_path / "e.yaml", {"train.epochs": 3, "train": 5})

@@ -58,10 +58,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     data = read_yaml(p.read_text(), source=str(p))
     if isinstance(data, dict):
         data = resolve_paths(data, p.resolve().parent)
-        given: dict = {}
-        for k, v in (overrides or {}).items():
+        for k, v in (overrides or {}).items():   # in order; a path given on the command line: the shell's folder
+            given: dict = {}
             set_dotted(given, k, v)
-        given = resolve_paths(given, Path.cwd())   # a path given on the command line: the shell's folder
-        for k in overrides or {}:
-            set_dotted(data, k, get_dotted(given, k))
+            set_dotted(data, k, get_dotted(resolve_paths(given, Path.cwd()), k))
     return parse_config(data)
