@@ -106,7 +106,8 @@ def test_truncated_and_missing_files(tmp_path, capsys):
                                                  "task a weight (0 turns one off)"),
     # a task named like a column prefix: best_mae read as 'best of mae' (maximized), train_loss overwritten
     ({"tasks": {"best": {"type": "regression", "label": "sum", "metric": "mae"}}},
-     "task name 'best' is taken by the leaderboard's own columns (best, train, objective, eff, weight, mean, delta)"),
+     "task name 'best' starts like the leaderboard's own columns (best, train, objective, eff, weight, mean, delta)"),
+    ({"tasks": {"weight_class": {"type": "regression", "label": "sum"}}}, "task name 'weight_class' starts like"),
 ])
 def test_bad_config_exits_2(tmp_path, capsys, change, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)), **change)
@@ -146,7 +147,7 @@ def test_validate_prints_a_summary(tmp_path, capsys):
     ({"backbone.name": {"choice": ["digits-cnn"]}}, "search.space backbone.name: a sweep counts blocks and checks "
                                                     "freeze depths on one backbone: run one sweep per backbone"),
     ({"searcher": "grid", "num_samples": 2, "space": {"train.seed": {"choice": [0, 1]}}},
-     "train.seed is searched: a grid's repeats would train other points' seeds again"),
+     "train.seed is a grid choice: the grid's repeats would train the same seeds again"),
 ])
 def test_bad_search_space_exits_2_before_ray(tmp_path, capsys, space, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)),

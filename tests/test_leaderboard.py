@@ -100,7 +100,8 @@ def test_a_row_whose_worker_trained_another_config_is_failed_not_scored():
     bad = trial_row(DIGITS, [{**h, "config_hash": "0123456789ab"} for h in history])
     assert bad["status"] == "failed" and bad["objective"] == 0.9, bad
     assert bad["reason"] == (f"the workers trained another config (hash 0123456789ab) than the row records "
-                             f"({DIGITS.config_hash()}): a bug; the row is not ranked"), bad["reason"]
+                             f"({DIGITS.config_hash()}): the workers run other orchestrator code than the driver, "
+                             f"or a bug; the row is not ranked"), bad["reason"]
 
 
 def test_unified_table_has_nulls_for_missing_columns(board, tmp_path):

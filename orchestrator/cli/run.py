@@ -117,8 +117,10 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
     for hint in s.get("hints", ()):   # the best trials at one end of a searched range
         click.echo(f"hint: {hint}")
     if not s["ranked"]:   # every trial failed or diverged: the sweep answered nothing (a Ray job must not SUCCEED)
-        click.echo(f"error: no trial of sweep {s['sweep_id']} completed ({s['statuses']}): nothing to rank; each "
-                   f"row's reason column says why, and {log} has the details", err=True)
+        why = (f"({s['statuses']}): nothing to rank; each row's reason column says why, and {log} has the details"
+               if s["statuses"] else f"(none finished): continue it with `orchestrator tune --resume --sweep "
+                                     f"{s['sweep_id']}`; {log} has the details")
+        click.echo(f"error: no trial of sweep {s['sweep_id']} completed {why}", err=True)
         sys.exit(1)
     return s
 

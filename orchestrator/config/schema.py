@@ -223,8 +223,8 @@ class ExperimentConfig(_Strict):
         for name in self.tasks:
             if not name.isidentifier():
                 raise ValueError(f"task name {name!r} must be a plain identifier (letters, digits, _)")
-            if name in RESERVED_TASK_NAMES:   # its columns would read as others' (best_mae: the best of mae)
-                raise ValueError(f"task name {name!r} is taken by the leaderboard's own columns "
+            if name.split("_")[0] in RESERVED_TASK_NAMES:   # its columns would read as others' (best_mae)
+                raise ValueError(f"task name {name!r} starts like the leaderboard's own columns "
                                  f"({', '.join(RESERVED_TASK_NAMES)}): rename the task (its label column may keep "
                                  f"the name: tasks.<name>.label)")
         if self.train.loss_weights is not None:
@@ -257,7 +257,7 @@ class ExperimentConfig(_Strict):
 
     def normalized_loss_weights(self) -> dict[str, float]:
         raw = self.train.loss_weights or {}
-        w = {t: float(raw.get(t, 0.0 if raw else 1.0)) for t in self.tasks}
+        w = {t: float(raw[t]) if raw else 1.0 for t in self.tasks}   # every task named (_check)
         total = sum(w.values())
         return {t: v / total for t, v in w.items()}
 

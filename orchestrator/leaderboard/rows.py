@@ -28,7 +28,8 @@ def trial_status(cfg: ExperimentConfig, history: list[dict], error: Optional[str
     trained = last.get("config_hash")
     if trained and trained != cfg.config_hash():   # the row would record values that never trained
         return "failed", (f"the workers trained another config (hash {trained}) than the row records "
-                          f"({cfg.config_hash()}): a bug; the row is not ranked")
+                          f"({cfg.config_hash()}): the workers run other orchestrator code than the driver, or a "
+                          f"bug; the row is not ranked")
     if last.get("status") == "diverged":
         return "diverged", f"non-finite loss or model outputs at epoch {epochs}"
     if epochs < cfg.train.epochs:

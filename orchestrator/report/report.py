@@ -134,8 +134,9 @@ def markdown(res: dict) -> str:
     out += [*image("freeze", "objective by freeze depth"),
             f"Final-epoch objective of every trial (stopped trials included, marked apart); left out: "
             f"{lo['failed']} failed, {lo['no_objective']} without a finite objective (diverged)"
-            + (f", and everywhere in this report {lo['other_version']} trials of older code or older data than "
-               f"the newest trial's (another measurement)" if lo.get("other_version") else "") + ".", ""]
+            + (f"; and from this report's trials, fronts and Δm% means, {lo['other_version']} trials of older "
+               f"code or older data than the newest trial's (another measurement)" if lo.get("other_version")
+               else "") + ".", ""]
     if p["metrics"]:
         a, c = p["metrics"]
         out += [f"## Pareto front: {a} vs {c}", "",
