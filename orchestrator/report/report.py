@@ -107,6 +107,14 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(r)} |" for r in cells), ""]
 
 
+def _left_out(lo: dict) -> str:
+    return (f"Final-epoch objective of every trial (stopped trials included, marked apart); left out: "
+            f"{lo['failed']} failed, {lo['no_objective']} without a finite objective (diverged)"
+            + (f"; and from this report's trials, fronts and Δm% means, {lo['other_version']} trials of older code "
+               f"or older data than the newest trial's (another measurement)" if lo.get("other_version") else "")
+            + ".")
+
+
 def markdown(res: dict) -> str:
     """report.md; images linked relative to it (the plots that were written)."""
     kinds, lo, p, b = res["kinds"], res["left_out"], res["pareto"], res["best"]
@@ -131,12 +139,7 @@ def markdown(res: dict) -> str:
     out += fronts.hint_lines(res) + ["## Objective by freeze depth", ""]
     out += _table(["freeze depth", "n", "completed", "mean objective", "best objective"],
                   [[d, s["n"], s["completed"], s["mean"], s["best"]] for d, s in res["freeze"].items()])
-    out += [*image("freeze", "objective by freeze depth"),
-            f"Final-epoch objective of every trial (stopped trials included, marked apart); left out: "
-            f"{lo['failed']} failed, {lo['no_objective']} without a finite objective (diverged)"
-            + (f"; and from this report's trials, fronts and Δm% means, {lo['other_version']} trials of older "
-               f"code or older data than the newest trial's (another measurement)" if lo.get("other_version")
-               else "") + ".", ""]
+    out += [*image("freeze", "objective by freeze depth"), _left_out(lo), ""]
     if p["metrics"]:
         a, c = p["metrics"]
         out += [f"## Pareto front: {a} vs {c}", "",
