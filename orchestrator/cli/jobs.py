@@ -101,7 +101,9 @@ def refuse_secrets(path: Path, shown: str) -> None:
         elif isinstance(node, str) and holds_secret(node):
             yield at, node
 
-    for key, value in found(read_yaml(path.read_text(), source=str(path))):
+    first = next(found(read_yaml(path.read_text(), source=str(path))), None)
+    if first is not None:
+        key, value = first
         raise ConfigError(f"{shown} holds credentials ({key}: {redact(value)}): a Ray job uploads it to the cluster, "
                           f"which stores it and unpacks it on every node; write the URI without them and give the "
                           f"nodes an IAM role (cluster.yaml) or AWS_* in their environment")

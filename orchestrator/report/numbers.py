@@ -70,9 +70,8 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
     by_depth, dm = defaultdict(list), defaultdict(list)
     for r in plotted(trials):
         by_depth[r["freeze_depth"]].append(r)
-    for r in trials:   # completed only: a stopped trial's early score against full-budget baselines is no Δm%
-        if r["status"] == "completed" and finite(r.get("delta_m_pct")) is not None:
-            dm[_method(r)].append(r["delta_m_pct"])
+    for r in delta_m_rows(trials):
+        dm[_method(r)].append(r["delta_m_pct"])
     originals = {r["trial_id"]: r for r in trials}
     confirm = ranking.confirmed(rows, originals=originals)
     best_info = None if best is None else {
@@ -100,6 +99,12 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
                        "metric": m, "value": r.get(f"{t}_{m}")}
                       for r in rows if r.get("kind") == "baseline" for t, m in tasks if t == r.get("baseline_task")],
     }
+
+
+def delta_m_rows(trials: list[dict]) -> list[dict]:
+    """The trials in "Δm% by loss weighting": completed, with a Δm% (a stopped trial's early score against
+    full-budget baselines is no Δm%: methods stopped more often looked worse)."""
+    return [r for r in trials if r["status"] == "completed" and finite(r.get("delta_m_pct")) is not None]
 
 
 def plotted(trials: list[dict]) -> list[dict]:

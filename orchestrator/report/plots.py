@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from .. import metrics as registry
-from .numbers import _method, _order, finite, plotted
+from .numbers import _method, _order, delta_m_rows, finite, plotted
 
 STYLE = {"static": dict(marker="o", color="tab:blue"), "uncertainty": dict(marker="^", color="tab:orange"),
          "dwa": dict(marker="s", color="tab:green")}
@@ -144,7 +144,7 @@ def plot_delta_m(figure, trials, res):
         return fig
     methods = list(res["delta_m"])
     for i, m in enumerate(methods):
-        ys = [r["delta_m_pct"] for r in trials if _method(r) == m and finite(r.get("delta_m_pct")) is not None]
+        ys = [r["delta_m_pct"] for r in delta_m_rows(trials) if _method(r) == m]
         ax.scatter(i + _jitter(len(ys), i), ys, **STYLE.get(m, dict(marker="D")), alpha=0.7)
         ax.plot([i - 0.3, i + 0.3], [res["delta_m"][m]["mean"]] * 2, "k-", lw=2)
     ax.axhline(0, color="0.5", ls="--", lw=1)
