@@ -226,6 +226,15 @@ def test_delta_m_by_method_matches_rows(written):
         assert result["delta_m"][method]["mean"] == pytest.approx(np.mean(values))
 
 
+def test_delta_m_plot_draws_the_points_its_mean_and_n_count(written):
+    from matplotlib.figure import Figure
+    from orchestrator.report import plots
+    _, result, _ = written
+    fig = plots.plot_delta_m(lambda w, h: Figure(figsize=(w, h)), TRIALS, result)
+    drawn = [len(c.get_offsets()) for c in fig.axes[0].collections]   # one scatter per method, in table order
+    assert drawn == [result["delta_m"][m]["n"] for m in result["delta_m"]]
+
+
 def test_confirmation_ranking_and_baselines(written):
     _, result, md = written
     groups = defaultdict(list)
