@@ -212,6 +212,27 @@ def test_the_data_fingerprint_follows_image_and_parquet_content_rewritten_in_pla
     assert prepare(pq_cfg).spec.fingerprint != before
 
 
+def test_a_backbone_file_rewritten_in_place_is_other_work(tmp_path):
+    """The config names a backbone file by path only; its results were reused after the file was rewritten (a newer
+    export at the same path). The fingerprint of what a run reads covers the backbone file as it covers the images."""
+    import os
+
+    from orchestrator.config import parse_config
+    from orchestrator.data.prepare import prepare
+
+    manifest = image_files(tmp_path / "d")
+    for backbone, path in (({"kind": "file"}, tmp_path / "bb.keras"),
+                           ({"kind": "application", "name": "MobileNetV2"}, tmp_path / "w.weights.h5")):
+        path.write_bytes(b"first export")
+        cfg = parse_config(manifest_cfg(tmp_path, manifest, backbone={
+            "weights": "none", **backbone, ("path" if backbone["kind"] == "file" else "weights"): str(path)}))
+        before = prepare(cfg).spec.fingerprint
+        assert prepare(cfg).spec.fingerprint == before
+        path.write_bytes(b"later export")                                          # same size, new content
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+        assert prepare(cfg).spec.fingerprint != before, backbone
+
+
 def test_16_bit_grayscale_pngs_are_scaled_to_0_255_not_clipped(tmp_path):
     """A 16-bit PNG (Pillow mode I;16 or I) holds 0-65535. Pillow's convert("L") clips every value above 255 to 255,
     which turned nearly every pixel white; the decoder scales by 255/65535 instead, in every color mode."""

@@ -74,3 +74,11 @@ def check_model_file(path: Optional[str], weights: Optional[str]) -> None:
     if weights and weights not in ("imagenet", "none") and not bare(weights).endswith((".weights.h5", ".keras")):
         raise ValueError(f"backbone.weights {redact(weights)} is not a .weights.h5 or .keras file: save them with "
                          f"model.save_weights('backbone.weights.h5') under Keras 3")
+
+
+def backbone_files(backbone) -> list[str]:
+    """The user's files a ``BackboneConfig`` loads: a .keras model, or an application's weights file."""
+    if backbone.kind == "file":
+        return [backbone.path]
+    named = backbone.kind == "application" and backbone.weights not in ("imagenet", "none")
+    return [backbone.weights] if named else []

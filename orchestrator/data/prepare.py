@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from .. import storage
+from ..config.paths import backbone_files
 from ..config.schema import ExperimentConfig
 from ..errors import DataError
 from .decode import conform, decode_options, decode_unit
@@ -117,6 +118,9 @@ def _fingerprint(cfg: ExperimentConfig, *sources: Source) -> str:
         if src.pixels is not None:
             h.update(np.ascontiguousarray(src.pixels).tobytes())
         h.update(repr(_file_stats(src)).encode())
+    loaded = backbone_files(cfg.backbone)
+    if loaded:   # named by path in the config: one rewritten in place (a newer export) is other work
+        h.update(repr(storage.file_stats(loaded)).encode())
     return h.hexdigest()[:16]
 
 

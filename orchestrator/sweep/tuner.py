@@ -149,7 +149,7 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
                           f"so its unfinished trials cannot continue: start a new sweep (its rows stay)")
     if fingerprint and saved.get("data_fingerprint", fingerprint) != fingerprint:
         raise ConfigError(f"sweep {sweep_id} was started on other data (fingerprint {saved['data_fingerprint']}, now "
-                          f"{fingerprint}: the files changed): start a new sweep")
+                          f"{fingerprint}: its files or the backbone file changed): start a new sweep")
     return sweep_id
 
 

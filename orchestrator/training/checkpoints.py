@@ -148,5 +148,6 @@ def same_config(config_hash: str, fingerprint: Optional[str] = None) -> Callable
                               f"is {config_hash}): use another run name")
         if fingerprint and state.get("data_fingerprint", fingerprint) != fingerprint:
             raise ConfigError(f"the run's checkpoint was trained on other data (fingerprint "
-                              f"{state['data_fingerprint']}, now {fingerprint}: the files changed): use another run name")
+                              f"{state['data_fingerprint']}, now {fingerprint}: its files or the backbone file "
+                              f"changed): use another run name")
     return check

@@ -134,8 +134,8 @@ def check_run_name(cfg: ExperimentConfig, name: str, *, fingerprint: Optional[st
                           f"--name, or omit it for a new unique one")
     if state is not None and fingerprint and state.get("data_fingerprint", fingerprint) != fingerprint:
         raise ConfigError(f"run {name!r} was trained on other data (checkpoint at epoch {state['epoch']}, data "
-                          f"fingerprint {state['data_fingerprint']}, now {fingerprint}: the files changed): pick "
-                          f"another --name, or omit it for a new unique one")
+                          f"fingerprint {state['data_fingerprint']}, now {fingerprint}: its files or the backbone "
+                          f"file changed): pick another --name, or omit it for a new unique one")
 
 
 def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
