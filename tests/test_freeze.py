@@ -116,17 +116,26 @@ def test_frozen_batchnorm_runs_in_inference_mode():
     assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, bn.weights))  # moving stats untouched
 
 
-def test_dropout_inside_a_frozen_block_is_off_like_its_batchnorm():
+NOISE = {"Dropout": "rate", "SpatialDropout2D": "rate", "GaussianDropout": "rate", "AlphaDropout": "rate",
+         "GaussianNoise": "stddev"}
+
+
+@pytest.mark.parametrize("noise", list(NOISE))
+def test_dropout_inside_a_frozen_block_is_off_like_its_batchnorm(noise):
     """EfficientNet's drop-connect layers (block2a_drop) have no weights, so freezing skipped them and a frozen
-    backbone kept dropping features at training time: not the fixed feature extractor freezing promises."""
+    backbone kept dropping features at training time: not the fixed feature extractor freezing promises. The same
+    holds for every Keras layer that adds noise only in training (a user's .keras backbone may hold any of them)."""
+    layer, attr = getattr(keras.layers, noise), NOISE[noise]
     inp = keras.Input((6, 6, 1))
     h = keras.layers.Conv2D(4, 3, name="block1_conv")(inp)
-    h = keras.layers.Dropout(0.5, name="block1_drop")(h)
+    h = layer(0.5, name="block1_drop")(h)
     h = keras.layers.Conv2D(4, 1, name="block2_conv")(h)
-    h = keras.layers.Dropout(0.5, name="block2_drop")(h)
+    h = layer(0.5, name="block2_drop")(h)
     m = keras.Model(inp, keras.layers.GlobalAveragePooling2D(name="block2_pool")(h))
     apply_freeze(m, blocks(m), 1)
-    assert m.get_layer("block1_drop").rate == 0.0 and m.get_layer("block2_drop").rate == 0.5
+    assert getattr(m.get_layer("block1_drop"), attr) == 0.0 and getattr(m.get_layer("block2_drop"), attr) == 0.5
+    apply_freeze(m, blocks(m), 0)
+    assert getattr(m.get_layer("block1_drop"), attr) == 0.5   # unfrozen again: its own rate back
     x = np.ones((2, 6, 6, 1), "float32")
     apply_freeze(m, blocks(m), "all")
     assert np.array_equal(m(x, training=True).numpy(), m(x, training=True).numpy())   # no dropout left

@@ -237,11 +237,16 @@ def freeze_mask(depth: int | str, n_blocks: int) -> list[bool]:
     return [i < frozen for i in range(n_blocks)]
 
 
+# Keras layers that add noise only in training, and the attribute that sets how much (SpatialDropout is a Dropout)
+_NOISE = {"Dropout": "rate", "GaussianDropout": "rate", "AlphaDropout": "rate", "GaussianNoise": "stddev"}
+
+
 def apply_freeze(model: keras.Model, groups: list[list[str]], depth: int | str) -> None:
     """The one place freezing happens. A frozen BatchNormalization runs in inference mode
     (Keras 3 semantics of ``trainable=False``), so its moving statistics stay fixed too. A Dropout has no
     weights (``trainable`` does not stop it): one inside a frozen block (after its weighted layers, in model
-    order; EfficientNet's drop-connect) drops nothing, so a frozen block computes fixed features."""
+    order; EfficientNet's drop-connect), or any other layer that adds noise in training (``_NOISE``), adds none,
+    so a frozen block computes fixed features."""
     mask = freeze_mask(depth, len(groups))
     block_of = {name: i for i, names in enumerate(groups) for name in names}
     for frozen, names in zip(mask, groups):
@@ -250,6 +255,7 @@ def apply_freeze(model: keras.Model, groups: list[list[str]], depth: int | str) 
     current = 0
     for layer in model.layers:
         current = block_of.get(layer.name, current)
-        if isinstance(layer, keras.layers.Dropout):
-            layer.unfrozen_rate = getattr(layer, "unfrozen_rate", layer.rate)
-            layer.rate = 0.0 if mask and mask[current] else layer.unfrozen_rate
+        attr = next((a for kind, a in _NOISE.items() if isinstance(layer, getattr(keras.layers, kind))), None)
+        if attr:
+            layer.unfrozen_noise = getattr(layer, "unfrozen_noise", getattr(layer, attr))
+            setattr(layer, attr, 0.0 if mask and mask[current] else layer.unfrozen_noise)
