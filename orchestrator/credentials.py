@@ -149,28 +149,25 @@ def publish() -> None:
 
     if not _BY_LOCATION or not ray.is_initialized():
         return
-    name = ACTOR_PREFIX + ray.get_runtime_context().get_job_id()
-    holder = ray.remote(num_cpus=0)(_Holder).options(name=name, get_if_exists=True, lifetime=None).remote()
-    ray.get(holder.put.remote(dict(_BY_LOCATION)))
-    _HOLDER[0] = holder   # a named actor still dies with its last handle: this process keeps one for the job's life
+    job = ray.get_runtime_context().get_job_id()
+    if _HOLDER.get("job") != job:   # a named actor dies with the handle that made it: this process keeps that one
+        # for the job's life (a handle from get_if_exists does not keep it: a second publish killed the holder)
+        made = ray.remote(num_cpus=0)(_Holder).options(name=ACTOR_PREFIX + job, get_if_exists=True, lifetime=None)
+        _HOLDER.update(job=job, handle=made.remote())
+    ray.get(_HOLDER["handle"].put.remote(dict(_BY_LOCATION)))
 
 
-_HOLDER: list = [None]
-
-
-_FETCHED = [False]
+_HOLDER: dict = {}
 
 
 def _fetch_from_job() -> None:
-    """In a Ray worker of a job that published pairs: copy them here, once."""
-    if _FETCHED[0]:
-        return
+    """In a Ray worker of a job that published pairs: copy them here. Asked on every miss, not once: the driver may
+    publish pairs after this process's first lookup (a miss is an ``s3://`` location, which costs a request anyway)."""
     try:
         import ray
 
         if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
             return
-        _FETCHED[0] = True
         holder = ray.get_actor(ACTOR_PREFIX + ray.get_runtime_context().get_job_id())
         install(ray.get(holder.get.remote(), timeout=60))
     except (ValueError, ImportError):      # no holder: this job adopted nothing

@@ -181,6 +181,34 @@ def test_credentials_adopted_by_the_driver_reach_a_ray_task_after_publish(ray_se
         credentials.forget()
 
 
+@pytest.mark.slow
+def test_a_ray_process_finds_credentials_published_after_its_first_lookup(ray_session):
+    """A process fetched the job's pairs once: a pair the driver adopted and published later (or any, when its first
+    lookup came before the first publish) was never seen there, and the environment's credentials were used."""
+    from orchestrator import credentials
+
+    @ray_session.remote(num_cpus=0)
+    class Probe:
+        def lookup(self, location):
+            from orchestrator import credentials as inside
+
+            return inside.lookup(location)
+
+    probe = Probe.remote()
+    try:
+        assert ray_session.get(probe.lookup.remote("s3://bucket-later-a/x")) is None   # nothing published yet
+        credentials.adopt("s3://KA:SA@bucket-later-a/runs")
+        credentials.publish()
+        assert ray_session.get(probe.lookup.remote("s3://bucket-later-a/runs/x")) == {"access_key": "KA",
+                                                                                      "secret_key": "SA"}
+        credentials.adopt("s3://KB:SB@bucket-later-b/runs")
+        credentials.publish()
+        assert ray_session.get(probe.lookup.remote("s3://bucket-later-b/runs/x")) == {"access_key": "KB",
+                                                                                      "secret_key": "SB"}
+    finally:
+        credentials.forget()
+
+
 def test_secrets_the_product_cannot_keep_are_refused_before_they_are_stored(tmp_path, capsys, no_ray):
     """Only S3 key pairs are taken out of a URI and kept in memory. An Azure client_secret (or account key, SAS
     token) in a data/storage URI, and a password in search.mlflow, went into config.json, sweep.json, every
