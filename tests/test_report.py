@@ -290,6 +290,34 @@ def test_no_baselines_says_how_to_get_them(tmp_path):
     assert "## Confirmation runs" not in md and set(result["pareto"]["trial_ids"]) == {"a", "b"}
 
 
+def test_a_failed_trials_scores_from_before_it_failed_are_in_no_front_best_or_importance(tmp_path):
+    """A failed trial keeps the scores of the epochs it reported (a worker died at epoch 2 of 3). The front, the best
+    trial and the parameter importance pick no failed trial (ranking.UNRANKED, as `pareto` and `best` do); the
+    report's front was that trial alone, "1 of 3 trials"."""
+    c = DIGITS.with_values({"train.freeze_depth": 2})
+    dead = trial_row(c, history(0.99, 0.99, 2, weights=(0.5, 0.5), method="static"), sweep_id="sw1",
+                     trial_id="dead", searched={"train.freeze_depth": 2}, n_blocks=N_BLOCKS, error="worker died",
+                     fingerprint="fp", wall_time_s=10.0)
+    assert dead["status"] == "failed" and dead["left_accuracy"] > 0.9   # its scores stay in the row
+    ok = [trial(f"ok{i}", 0.80 + 0.03 * i, 0.90 - 0.02 * i, depth=i % 2) for i in range(4)]
+    lb = Leaderboard(str(tmp_path / "runs"))
+    lb.append(ok + [dead])
+    result = write_report(lb, "digits", str(tmp_path / "out"))
+    assert set(result["pareto"]["trial_ids"]) == {r["trial_id"] for r in ok} and result["pareto"]["n_trials"] == 4
+    assert result["best"]["trial_id"] != "dead" and result["left_out"]["failed"] == 1
+    assert result["importance"]["n"] == 4            # fANOVA over the 4 trials that did not fail
+
+
+def test_trials_that_all_score_the_same_give_no_importance_not_a_crash(tmp_path):
+    """fANOVA raised "zero total variance in all trees" when every trial had the same objective (a task set the
+    backbone cannot tell apart, or a metric that saturates): the report crashed with a traceback."""
+    lb = Leaderboard(str(tmp_path / "runs"))
+    lb.append([trial(f"eq{i}", 0.80 + 0.02 * i, 0.90 - 0.02 * i, depth=i % 2) for i in range(4)])   # means 0.85
+    result = write_report(lb, "digits", str(tmp_path / "out"))
+    assert result["importance"] is None
+    assert "or the objective did not vary" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_bad_input_is_a_config_error(board, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown metric 'left_acc'.*left_accuracy"):
         write_report(board, "digits", str(tmp_path), metrics=["left_acc", "right_accuracy"])

@@ -35,6 +35,12 @@ def signed(light: pa.Table, metric: str) -> pa.ChunkedArray:
     return pc.multiply(values, sign(direction(metric)))
 
 
+def pickable(row: dict) -> bool:
+    """A row a ranking may pick (``ranked`` for one row): a failed trial keeps the scores it reported before it
+    failed, and none of its scores compete."""
+    return row.get("status") not in UNRANKED
+
+
 def ranked(schema_names) -> pc.Expression:
     """The rows a ranking may pick: any status but ``UNRANKED`` (rows without a status are from before statuses)."""
     if "status" not in schema_names:
@@ -84,7 +90,7 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
     newest: dict[tuple, dict] = {}   # one measurement per run: `confirm` again, or a merged copy, is the same run
     for row in sorted(rows, key=lambda r: str(r.get("created_at") or "")):
         if (kind_of(row) == "confirm" and row.get("confirm_of") and finite(row.get("objective")) is not None
-                and row.get("status") not in UNRANKED and not row.get("duplicate_of")):
+                and pickable(row) and not row.get("duplicate_of")):
             seed = row.get("seed")
             newest[(row["confirm_of"], seed if seed is not None else row.get("row_id"))] = row
     groups: dict[str, list[dict]] = {}

@@ -63,13 +63,15 @@ def what_mattered(rows: list[dict]) -> Optional[dict]:
 
 
 def importance(trials: list[dict]) -> Optional[dict]:
-    """fANOVA importance of each hyperparameter column that varies over the trials with a finite objective
-    (stopped trials included, at the epoch they stopped); None with fewer than 4 such trials or nothing varying."""
+    """fANOVA importance of each hyperparameter column that varies over the trials with a finite objective, not
+    failed (stopped trials included, at the epoch they stopped); None with fewer than 4 such trials, no parameter
+    varying or the objective not varying."""
     import optuna
 
-    done = [r for r in trials if ranking.kind_of(r) == "trial" and finite(r.get("objective")) is not None]
-    if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
-        return None
+    done = [r for r in trials if ranking.kind_of(r) == "trial" and ranking.pickable(r)
+            and finite(r.get("objective")) is not None]
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCE or len({float(r["objective"]) for r in done}) < 2:
+        return None   # fANOVA raises on an objective without variance
     names = [*IMPORTANCE_COLUMNS, *sorted({k for r in done for k in r if k.startswith("weight_")})]
     dists = {}
     for name in names:
@@ -116,9 +118,10 @@ def markdown_lines(res: dict, table) -> list[str]:
     imp = res.get("importance")
     out += ["### Parameter importance (fANOVA over the sweep's trials)", ""]
     if imp is None:
-        out += [f"Fewer than {MIN_TRIALS_FOR_IMPORTANCE} trials with an objective, or no parameter varied.", ""]
+        out += [f"Fewer than {MIN_TRIALS_FOR_IMPORTANCE} trials with an objective, or no parameter varied, or the "
+                f"objective did not vary.", ""]
     else:
-        out += [f"{imp['n']} trials (final objective; stopped trials at the epoch they stopped). "
+        out += [f"{imp['n']} trials (final objective; stopped trials at the epoch they stopped; failed ones left out). "
                 f"Importance sums to 1.", ""]
         out += table(["parameter", "importance"], [[k, v] for k, v in imp["importance"].items()])
     return out

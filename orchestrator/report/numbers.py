@@ -92,7 +92,7 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
                      "no_objective": sum(r["status"] != "failed" and finite(r.get("objective")) is None for r in trials)},
         "pareto": {"metrics": pair, "trial_ids": [r["trial_id"] for r in front],
                    "rows": [{"trial_id": r["trial_id"], **{m: r.get(m) for m in pair or ()}} for r in front],
-                   "n_trials": sum(all(finite(r.get(m)) is not None for m in pair) for r in trials) if pair else 0},
+                   "n_trials": len(front_candidates(trials, pair)) if pair else 0},
         "delta_m": {m: {"mean": float(np.mean(dm[m])), "n": len(dm[m])} for m in sorted(dm, key=_order)},
         "confirm": confirm,
         "baselines": [{"task": t, "trial_id": r["trial_id"], "status": r.get("status"), "seed": r.get("seed"),
@@ -105,6 +105,11 @@ def delta_m_rows(trials: list[dict]) -> list[dict]:
     """The trials in "Δm% by loss weighting": completed, with a Δm% (a stopped trial's early score against
     full-budget baselines is no Δm%: methods stopped more often looked worse)."""
     return [r for r in trials if r["status"] == "completed" and finite(r.get("delta_m_pct")) is not None]
+
+
+def front_candidates(trials: list[dict], pair) -> list[dict]:
+    """The trials the Pareto front is drawn from: pickable (not failed or diverged), with both metrics."""
+    return [r for r in trials if ranking.pickable(r) and all(finite(r.get(m)) is not None for m in pair)]
 
 
 def plotted(trials: list[dict]) -> list[dict]:

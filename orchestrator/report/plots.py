@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from .. import metrics as registry
-from .numbers import _method, _order, delta_m_rows, finite, plotted
+from .numbers import _method, _order, delta_m_rows, finite, front_candidates, plotted
 
 STYLE = {"static": dict(marker="o", color="tab:blue"), "uncertainty": dict(marker="^", color="tab:orange"),
          "dwa": dict(marker="s", color="tab:green")}
@@ -60,7 +60,7 @@ def plot_pareto(figure, trials, res):
         return None
     fig, (a, b) = figure(6, 5), p["metrics"]
     ax = fig.add_subplot()
-    pts = [r for r in trials if finite(r.get(a)) is not None and finite(r.get(b)) is not None]
+    pts = front_candidates(trials, (a, b))
     ax.scatter([r[a] for r in pts], [r[b] for r in pts], color="0.6", label=f"trials ({len(pts)})")
     f = sorted(p["rows"], key=lambda r: r[a])
     ax.plot([r[a] for r in f], [r[b] for r in f], "o-", color="tab:red", label=f"Pareto front ({len(f)})")

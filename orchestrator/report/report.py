@@ -61,10 +61,11 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     rows = trials + [r for r in rows if ranking.kind_of(r) == "baseline"
                      or (ranking.kind_of(r) == "confirm" and (sweep_id is None or r.get("confirm_of") in ids))]
     pair = pareto_metrics(trials, metrics)
-    light = table.take(keep)
-    front = [] if pair is None else [trials[i] for i in ranking.front_rows(light, pair)]
+    picks = [j for j, r in enumerate(trials) if ranking.pickable(r)]   # no failed trial's early scores compete
+    light, pickable = table.take([keep[j] for j in picks]), [trials[j] for j in picks]
+    front = [] if pair is None else [pickable[i] for i in ranking.front_rows(light, pair)]
     order = ranking.best_first(light, "objective").to_pylist()
-    best = trials[order[0]] if any(finite(r.get("objective")) is not None for r in trials) else None
+    best = pickable[order[0]] if any(finite(r.get("objective")) is not None for r in pickable) else None
     result = summarize(rows, best=best, front=front, pair=pair)
     result["left_out"]["other_version"] = other_version
     result["experiment"], result["board"] = experiment, board.uri
