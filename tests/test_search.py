@@ -350,3 +350,33 @@ def test_a_small_concentration_gives_a_corner_not_a_division_by_zero():
     assert simplex_weights({"a": 0.3, "b": 0.6}, 1e-6) == {"a": 0.0, "b": 1.0}
     w = simplex_weights({"a": 0.3, "b": 0.6}, 0.05)
     assert sum(w.values()) == pytest.approx(1.0) and w["b"] > w["a"]
+
+
+def test_a_yaml_file_keeps_its_branch_keys_numbers(tmp_path):
+    """Loading a YAML file copied the config through JSON, which made every branch key a string: `train.epochs:
+    {choice: [{5: ...}, {20: ...}]}` gave ASHA max_t '5' (the largest string), so 20-epoch trials were stopped at
+    epoch 5, and a base freeze depth 0 did not fit the option '0'."""
+    from factories import small_table, write_parquet, write_yaml
+    from orchestrator.config import load_config
+    from orchestrator.config.space import fits, largest
+
+    cfg = experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(40)), train={"freeze_depth": 0})
+    cfg["search"] = {"num_samples": 2, "space": {
+        "train.epochs": {"choice": [{5: {"train.head_lr": {"choice": [0.01, 0.1]}}}, {20: {}}]},
+        "train.freeze_depth": {"choice": [{0: {"train.backbone_lr": {"loguniform": [1e-4, 1e-2]}}}, 2]}}}
+    loaded = load_config(write_yaml(tmp_path / "e.yaml", cfg))
+    assert largest(loaded.search, "train.epochs", None) == 20
+    assert fits(loaded.search.space["train.freeze_depth"], 0)
+    assert loaded.search.space["train.epochs"].options == [5, 20]
+
+
+def test_yaml_reads_1e_minus_4_as_a_number(tmp_path):
+    """PyYAML follows YAML 1.1, where `1e-4` (no dot) is a string: `train.head_lr: {choice: [1e-4, 1e-3, 0.001]}`
+    kept two strings, so '1e-3' and 0.001 were two grid points of one config hash and a base 0.001 fit no option."""
+    from orchestrator.config.loading import read_yaml
+
+    assert read_yaml("a: [1e-4, 1E3, -2.5e+2, 1.0e-2, .5, 3, '1e-4', 1e, e5, 1_000]", source="x") == {
+        "a": [1e-4, 1e3, -250.0, 1e-2, 0.5, 3, "1e-4", "1e", "e5", 1000]}
+    with pytest.raises(ConfigError, match="appears twice"):
+        parse_config({**experiment(tmp_path, "x.parquet"),
+                      **read_yaml("search: {space: {train.head_lr: {choice: [1e-3, 0.001]}}}", source="x")})

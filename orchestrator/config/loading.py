@@ -2,9 +2,10 @@
 
 Every YAML a user writes (the config file, ``--set`` values) is read by ``read_yaml``: PyYAML's safe loader,
 except that a key given twice in one mapping is an error naming the key and its line (PyYAML keeps the last one,
-so a task written twice would silently change type)."""
+so a task written twice would silently change type), and that ``1e-4`` is a number, as in YAML 1.2."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,15 @@ class UniqueKeyLoader(yaml.SafeLoader):
                                            key_node.start_mark)
                     seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2's floats: PyYAML follows YAML 1.1, where an exponent needs a dot (1e-4 was the string '1e-4')
+UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
 
 
 def read_yaml(text: str, *, source: str) -> Any:

@@ -29,12 +29,22 @@ def parent(data: dict, keys) -> Optional[dict]:
 
 def resolve_paths(data: dict, base: Path) -> dict:
     """Relative paths in a config (data, backbone file, storage) -> absolute, against ``base``."""
-    out = json.loads(json.dumps(data, default=str))
+    out = _plain(data)
     for keys in PATH_FIELDS:
         node = parent(out, keys)
         if node is not None and _is_relative_path(node.get(keys[-1])):
             node[keys[-1]] = str((base / node[keys[-1]]).resolve())
     return out
+
+
+def _plain(value: Any) -> Any:
+    """A copy of parsed YAML whose scalars are JSON's (a YAML date becomes its text), keys kept as they are: a JSON
+    copy made every key a string, so a branch keyed 5 became '5' (the largest of '5' and '20' is '5')."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
 def redact_paths(data: dict) -> dict:
