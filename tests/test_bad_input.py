@@ -148,6 +148,18 @@ def test_validate_prints_a_summary(tmp_path, capsys):
                                                     "freeze depths on one backbone: run one sweep per backbone"),
     ({"searcher": "grid", "num_samples": 2, "space": {"train.seed": {"choice": [0, 1]}}},
      "train.seed is a grid choice: the grid's repeats would train the same seeds again"),
+    # a field no trial's training reads: every trial was the same work (one config hash), its rows showed the draws
+    ({"train.dwa_temperature": {"uniform": [1, 4]}}, "search.space train.dwa_temperature: no trial of this space "
+                                                     "reads it"),
+    ({"train.loss_weighting": {"choice": ["static", {"uncertainty": {"train.loss_weights": {"simplex": {}}}}]}},
+     "search.space train.loss_weights: no trial of this space reads it"),
+    ({"train.freeze_depth": {"choice": ["all"]}, "train.backbone_lr": {"loguniform": [1e-4, 1e-2]}},
+     "search.space train.backbone_lr: no trial of this space reads it"),
+    # what a sweep measures and ranks by is one for all its trials, or their scores would not compare
+    ({"objective.metric": {"choice": ["mean_score", "left_accuracy"]}}, "search.space objective.metric: what a "
+                                                                        "sweep measures"),
+    ({"tasks.left.metric": {"choice": ["accuracy", "auc"]}}, "search.space tasks.left.metric: what a sweep measures"),
+    ({"name": {"choice": ["a", "b"]}}, "search.space name: what a sweep measures"),
 ])
 def test_bad_search_space_exits_2_before_ray(tmp_path, capsys, space, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)),
@@ -309,3 +321,19 @@ def test_train_on_delta_m_without_baselines_stops_before_ray(tmp_path, capsys):
     assert err == ("error: objective delta_m needs single-task baselines of left, right, sum on this data and budget: "
                    "run `orchestrator baselines CONFIG` first (they are reused), or use objective.metric: "
                    "mean_score"), err
+
+
+@pytest.mark.parametrize("space", [
+    {"train.loss_weighting": {"choice": ["static", "dwa"]}, "train.dwa_temperature": {"uniform": [1, 4]}},
+    {"train.loss_weighting": {"choice": ["uncertainty", {"static": {"train.loss_weights": {"simplex": {}}}}]}},
+    {"train.freeze_depth": {"choice": ["all", {1: {"train.backbone_lr": {"loguniform": [1e-4, 1e-2]}}}]}},
+    {"train.backbone_lr": {"loguniform": [1e-4, 1e-2]}},                         # the base freeze depth 0 reads it
+])
+def test_a_searched_field_some_trial_reads_is_accepted(tmp_path, space):
+    from orchestrator.config import parse_config
+    from orchestrator.config.space import walk
+    from orchestrator.sweep.tuner import refuse_unsearchable
+
+    cfg = parse_config(experiment(tmp_path, "x.parquet", search={"space": space}))
+    for path, _, when in walk(cfg.search.space):
+        refuse_unsearchable(cfg, path, when)

@@ -10,6 +10,7 @@ written are not written again, and rows a storage failure left in the local spoo
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -18,7 +19,7 @@ from .. import layout, storage
 from ..config.revision import TRAINING_REVISION, revision_of
 from ..config.schema import ExperimentConfig, frozen_blocks
 from ..config.sampling import grid_size, param_space
-from ..config.space import candidate_values, largest, walk
+from ..config.space import candidate_values, dotted_get, largest, walk
 from ..errors import ConfigError
 from ..leaderboard.ranking import UNRANKED
 from ..leaderboard.rows import RowContext
@@ -37,12 +38,7 @@ def check_space(p: Prepared) -> None:
         raise ConfigError("the experiment has no 'search' section: add one (see README, 'Sweeps') or use "
                           "`orchestrator train`")
     for path, domain, when in walk(cfg.search.space):
-        if path in ("backbone.path", "backbone.weights"):
-            raise ConfigError(f"search.space {path}: searched backbone files are not shipped to the trials (each "
-                              f"would train the base backbone): run one sweep per backbone file")
-        if path.startswith("backbone."):   # n_blocks, freeze_depth 'all' in rows, the edges above: the base's
-            raise ConfigError(f"search.space {path}: a sweep counts blocks and checks freeze depths on one backbone: "
-                              f"run one sweep per backbone")
+        refuse_unsearchable(cfg, path, when)
         for value in candidate_values(domain, list(cfg.tasks)):
             try:
                 trial = cfg.with_values({**dict(when), path: value})
@@ -64,6 +60,35 @@ def check_space(p: Prepared) -> None:
         for b in candidate_values(cfg.search.space["train.batch_size"], list(cfg.tasks)):
             for w in candidate_values(cfg.search.space["resources.workers"], list(cfg.tasks)):
                 check_batch(cfg.with_values({"train.batch_size": b, "resources.workers": w}), p.data)
+
+
+CONTROLS = ("train.loss_weighting", "train.freeze_depth")   # the fields that decide which others training reads
+
+
+def refuse_unsearchable(cfg: ExperimentConfig, path: str, when: tuple) -> None:
+    """A searched path (active ``when``) that a sweep cannot vary: ConfigError."""
+    if path in ("backbone.path", "backbone.weights"):
+        raise ConfigError(f"search.space {path}: searched backbone files are not shipped to the trials (each "
+                          f"would train the base backbone): run one sweep per backbone file")
+    if path.startswith("backbone."):   # n_blocks, freeze_depth 'all' in rows, the edges above: the base's
+        raise ConfigError(f"search.space {path}: a sweep counts blocks and checks freeze depths on one backbone: "
+                          f"run one sweep per backbone")
+    if path in ("name", "storage") or path.startswith(("objective.", "tasks.")):
+        raise ConfigError(f"search.space {path}: what a sweep measures and ranks by (name, storage, objective, "
+                          f"tasks) is one for all its trials, or their scores would not compare: run one sweep per "
+                          f"setting")
+    space = cfg.search.space   # a control searched at the top is always drawn (the base trial draws nothing else)
+    taken = {c: ([] if c in space else [dotted_get(cfg.run_fields(), c)])
+             + [o for q, d, _ in walk(space) if q == c and d.kind == "choice" for o in d.options] for c in CONTROLS}
+    fixed = dict(when)
+    for setting in itertools.product(*[[fixed[c]] if c in fixed else taken[c] for c in CONTROLS]):
+        update = {c.split(".", 1)[1]: v for c, v in zip(CONTROLS, setting)}
+        if path not in cfg.train.model_copy(update=update).unused_paths():
+            return
+    raise ConfigError(f"search.space {path}: no trial of this space reads it (every trial would be the same work): "
+                      f"training reads it only under a {' or '.join(CONTROLS)} this space never takes; search it "
+                      f"in the branch that does, e.g. train.loss_weighting: {{choice: [{{dwa: "
+                      f"{{train.dwa_temperature: ...}}}}, static]}}, or drop it")
 
 
 def check_objective(p: Prepared) -> None:
