@@ -337,3 +337,33 @@ def test_a_searched_field_some_trial_reads_is_accepted(tmp_path, space):
     cfg = parse_config(experiment(tmp_path, "x.parquet", search={"space": space}))
     for path, _, when in walk(cfg.search.space):
         refuse_unsearchable(cfg, path, when)
+
+
+def test_a_home_folder_in_config_paths_is_expanded(tmp_path, monkeypatch):
+    """`storage: ~/runs` resolved to <config folder>/~/runs: runs landed there and `leaderboard --storage ~/runs`
+    found none of them."""
+    from orchestrator.config import load_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = experiment(tmp_path, "~/data/train.parquet", storage="~/runs")
+    (tmp_path / "conf").mkdir()
+    loaded = load_config(write_yaml(tmp_path / "conf" / "e.yaml", cfg))
+    assert loaded.storage == str(tmp_path / "home" / "runs")
+    assert loaded.data.train == str(tmp_path / "home" / "data" / "train.parquet")
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    """A config file that is not text (a Parquet file passed by mistake) gave a UnicodeDecodeError traceback."""
+    bad = tmp_path / "e.yaml"
+    bad.write_bytes(b"PAR1\xff\xfe\x00\x15binary")
+    code, _, err = run_cli(capsys, "validate", str(bad))
+    assert code == 2 and err.startswith("error: ") and "not UTF-8 text" in err and "\n" not in err, err
+
+
+def test_a_flat_image_shape_needs_positive_sizes(tmp_path):
+    """data.image_shape [-8, -8, 1] multiplies to 64 and validated; decoding then raised a reshape ValueError."""
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="image_shape"):
+        parse_config(experiment(tmp_path, "x.parquet", data={"image_shape": [-8, -8, 1]}))

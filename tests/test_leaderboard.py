@@ -513,3 +513,28 @@ def test_the_table_fits_the_terminal_and_names_what_it_left_out(board):
     assert header_of(narrow)[:4] == header_of(wide)[:4]          # the first columns (ids, objective) always stay
     assert lines[-1].startswith("(") and "more columns" in lines[-1] and "--format csv" in lines[-1]
     assert len(lines) == len(wide.splitlines()) + 1              # one line per row still, plus that note
+
+
+def test_cli_best_output_mistakes_are_one_line(board, tmp_path, capsys):
+    """`best -o` to a folder, or below a file, gave an OSError traceback and exit 1."""
+    storage = str(tmp_path / "runs")
+    (tmp_path / "a-file").write_text("x")
+    for output, says in ((tmp_path, "is a folder"), (tmp_path / "a-file" / "best.yaml", "cannot write")):
+        code, _, err = run_cli(capsys, "best", "--storage", storage, "-o", str(output))
+        assert code == 2 and err.startswith("error: ") and says in err and "\n" not in err, err
+
+
+def test_cli_best_to_a_uri_with_credentials_neither_prints_nor_writes_them(board, tmp_path, capsys, s3_server):
+    """`best -o s3://KEY:SECRET@bucket/best.yaml` echoed the URI and wrote it into the file's `# retrain:` line."""
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(access_key="AKIABEST", secret_key="best/Se+cret", endpoint_override=s3_server,
+                           scheme="http", region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir("best-bucket")
+    uri = f"s3://AKIABEST:best%2FSe%2Bcret@best-bucket/best.yaml?endpoint_override={s3_server}&scheme=http"
+    code, out, err = run_cli(capsys, "best", "--storage", str(tmp_path / "runs"), "-o", uri)
+    with fs.open_input_stream("best-bucket/best.yaml") as f:
+        text = f.read().decode()
+    assert code == 0 and text.startswith("# best trial"), err
+    for shown in (out, err, text):
+        assert "best%2FSe%2Bcret" not in shown and "best/Se+cret" not in shown and "AKIABEST" not in shown, shown

@@ -3,6 +3,7 @@ CLI group). Mistakes raise ConfigError: one line on stderr, exit code 2."""
 from __future__ import annotations
 
 import math
+import os
 
 import click
 import yaml
@@ -20,11 +21,17 @@ def write_best(row: dict, output: str) -> None:
         raise ConfigError(f"row {row.get('trial_id')!r} has no config to write; pick a row written by a sweep")
     objective = row.get("objective")
     shown = f"{objective:.4f}" if isinstance(objective, float) and math.isfinite(objective) else "n/a"
+    named = storage.redact(output)   # a URI's credentials are neither printed nor written into the file
     header = (f"# best trial {row.get('trial_id')} of experiment {row.get('experiment')} (sweep {row.get('sweep_id')}):"
               f" objective {shown} ({row.get('status')}, {row.get('epochs')} epochs)\n"
-              f"# retrain: orchestrator train {output}\n")
-    storage.atomic_write(output, (header + yaml.safe_dump(row["config"], sort_keys=False)).encode())
-    click.echo(f"wrote {output} (trial {row.get('trial_id')}, objective {shown})")
+              f"# retrain: orchestrator train {named}\n")
+    if not storage.is_uri(output) and os.path.isdir(output):
+        raise ConfigError(f"-o {named} is a folder: give a file name, e.g. {os.path.join(named, 'best.yaml')}")
+    try:
+        storage.atomic_write(output, (header + yaml.safe_dump(row["config"], sort_keys=False)).encode())
+    except OSError as e:
+        raise ConfigError(f"cannot write {named} ({e.strerror or type(e).__name__}): give -o a writable file") from None
+    click.echo(f"wrote {named} (trial {row.get('trial_id')}, objective {shown})")
 
 
 _storage_opt = click.option("--storage", default="runs", show_default=True, help="storage holding the leaderboard")

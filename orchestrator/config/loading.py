@@ -65,7 +65,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} not found: pass the path to an experiment YAML")
-    data = read_yaml(p.read_text(), source=str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text: pass an experiment YAML") from None
+    data = read_yaml(text, source=str(p))
     if isinstance(data, dict):
         data = resolve_paths(data, p.resolve().parent)
         for k, v in (overrides or {}).items():   # in order; a path given on the command line: the shell's folder

@@ -3,6 +3,7 @@ config file's folder, redacting credentials, and setting a value by dotted path 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,10 +29,12 @@ def parent(data: dict, keys) -> Optional[dict]:
 
 
 def resolve_paths(data: dict, base: Path) -> dict:
-    """Relative paths in a config (data, backbone file, storage) -> absolute, against ``base``."""
+    """Relative paths in a config (data, backbone file, storage) -> absolute, against ``base``; ``~`` -> home."""
     out = _plain(data)
     for keys in PATH_FIELDS:
         node = parent(out, keys)
+        if node is not None and isinstance(node.get(keys[-1]), str) and node[keys[-1]].startswith("~"):
+            node[keys[-1]] = os.path.expanduser(node[keys[-1]])   # ~/runs is the user's, not <config folder>/~
         if node is not None and _is_relative_path(node.get(keys[-1])):
             node[keys[-1]] = str((base / node[keys[-1]]).resolve())
     return out

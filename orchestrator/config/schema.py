@@ -64,11 +64,12 @@ class DataConfig(_Strict):
             raise ValueError("validation fraction must be between 0 and 1 (exclusive)")
         return v
 
-    @field_validator("image_size")
+    @field_validator("image_size", "image_shape")
     @classmethod
-    def _size(cls, v):
+    def _size(cls, v, info):
         if v is not None and min(v) < 1:
-            raise ValueError("image_size must be [height, width], both >= 1")
+            sizes = "[height, width], both" if info.field_name == "image_size" else "[height, width, channels], each"
+            raise ValueError(f"{info.field_name} must be {sizes} >= 1")
         return v
 
 

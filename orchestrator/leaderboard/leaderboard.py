@@ -47,7 +47,7 @@ class Leaderboard:
         if storage.is_uri(storage_location):
             self._location = storage.join(storage_location, "leaderboard")
         else:
-            self._location = os.path.join(os.path.abspath(storage_location), "leaderboard")
+            self._location = os.path.join(os.path.abspath(os.path.expanduser(storage_location)), "leaderboard")
         fs, path = storage.filesystem(self._location)
         self._files = Folder(fs, path, storage.redact(self._location))
 
