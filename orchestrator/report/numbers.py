@@ -112,6 +112,11 @@ def front_candidates(trials: list[dict], pair) -> list[dict]:
     return [r for r in trials if ranking.pickable(r) and all(finite(r.get(m)) is not None for m in pair)]
 
 
+# what the report calls the trials that ``plotted`` leaves out beside the failed ones: a completed trial can have one
+# too (an AUC on validation data of one class)
+NO_OBJECTIVE = "without a finite objective (diverged, or a score the validation data leave undefined)"
+
+
 def plotted(trials: list[dict]) -> list[dict]:
     """The trials in the freeze-depth plot and summary: not failed, with a finite objective."""
     return [r for r in trials if r["status"] != "failed" and finite(r.get("objective")) is not None]

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from .. import metrics as registry
-from .numbers import _method, _order, delta_m_rows, finite, front_candidates, plotted
+from .numbers import NO_OBJECTIVE, _method, _order, delta_m_rows, finite, front_candidates, plotted
 
 STYLE = {"static": dict(marker="o", color="tab:blue"), "uncertainty": dict(marker="^", color="tab:orange"),
          "dwa": dict(marker="s", color="tab:green")}
@@ -45,7 +45,7 @@ def plot_freeze(figure, trials, res):
     lo = res["left_out"]
     _caption(fig, f"Each point: one trial's final-epoch objective (column `objective`, x jittered). Hollow: stopped "
                   f"early by the scheduler. Left out: {lo['failed']} failed, {lo['no_objective']} "
-                  f"without a finite objective (diverged).")
+                  f"{NO_OBJECTIVE}.")
     return fig
 
 

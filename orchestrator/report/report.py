@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..leaderboard import ranking
 from ..leaderboard.query import rows as row_dicts
 from . import fronts, mattered, plots
-from .numbers import finite, fmt, pareto_metrics, summarize
+from .numbers import NO_OBJECTIVE, finite, fmt, pareto_metrics, summarize
 from .plots import NO_BASELINES
 
 FILES = {"freeze": "objective_by_freeze_depth.png", "pareto": "pareto_front.png",
@@ -110,7 +110,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def _left_out(lo: dict) -> str:
     return (f"Final-epoch objective of every trial (stopped trials included, marked apart); left out: "
-            f"{lo['failed']} failed, {lo['no_objective']} without a finite objective (diverged)"
+            f"{lo['failed']} failed, {lo['no_objective']} {NO_OBJECTIVE}"
             + (f"; and from this report's trials, fronts and Δm% means, {lo['other_version']} trials of older code "
                f"or older data than the newest trial's (another measurement)" if lo.get("other_version") else "")
             + ".")
