@@ -538,3 +538,10 @@ def test_cli_best_to_a_uri_with_credentials_neither_prints_nor_writes_them(board
     assert code == 0 and text.startswith("# best trial"), err
     for shown in (out, err, text):
         assert "best%2FSe%2Bcret" not in shown and "best/Se+cret" not in shown and "AKIABEST" not in shown, shown
+
+
+def test_a_storage_without_a_leaderboard_is_a_mistake_not_an_empty_one(tmp_path, capsys):
+    """`leaderboard --storage <typo>` printed "no matching rows" and exited 0, as if the runs had matched nothing."""
+    for argv in (["leaderboard"], ["best"], ["pareto", "--metrics", "left_accuracy,right_accuracy"]):
+        code, _, err = run_cli(capsys, *argv, "--storage", str(tmp_path / "typo"))
+        assert code == 2 and "no leaderboard at" in err and "--storage" in err and "\n" not in err, (argv, err)

@@ -52,6 +52,14 @@ def _filters(f):
     return _storage_opt(f)
 
 
+def _refuse_missing(board) -> None:
+    """After an empty answer: a storage with no leaderboard at all is a mistake (a typo in --storage), not a
+    leaderboard whose rows matched nothing."""
+    if not board.experiments():
+        raise ConfigError(f"no leaderboard at {board.uri}: pass --storage the folder your runs wrote to (the "
+                          f"config's storage)")
+
+
 def _scope(experiment, where, sweep, kind) -> dict:
     return {"experiment": list(experiment) or None, "where": where, "sweep_id": list(sweep) or None,
             "kind": None if kind == "all" else kind}
@@ -71,6 +79,8 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
 
     board = Leaderboard(storage)
     table = board.top(k, metric=metric, ranked=False, **_scope(experiment, where, sweep, kind))
+    if not table.num_rows:
+        _refuse_missing(board)
     click.echo(render(table, fmt=fmt) if table.num_rows or fmt != "table" else f"no matching rows in {board.uri}")
 
 
@@ -95,11 +105,16 @@ def compact_cmd(ctx, storage):
 @click.option("--output", "-o", default="best.yaml", show_default=True)
 def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
     """Write the best trial's configuration as a runnable YAML (no search block)."""
-    from ..leaderboard import Leaderboard
+    from ..leaderboard import Leaderboard, NoMatchingRows
 
     board = Leaderboard(storage)
     if not confirmed:
-        write_best(board.best(metric=metric, **_scope(experiment, where, sweep, kind)), output)
+        try:
+            row = board.best(metric=metric, **_scope(experiment, where, sweep, kind))
+        except NoMatchingRows:
+            _refuse_missing(board)
+            raise
+        write_best(row, output)
         return
     from ..sweep.confirm import confirmed as ranking
 
@@ -137,6 +152,8 @@ def pareto(storage, experiment, where, sweep, kind, names, fmt):
         raise ConfigError(f"--metrics needs two or more metrics, got {metrics}: e.g. -m left_accuracy,right_accuracy")
     board = Leaderboard(storage)
     table = board.pareto(metrics, **_scope(experiment, where, sweep, kind))
+    if not table.num_rows:
+        _refuse_missing(board)
     if fmt == "table" and not table.num_rows:
         click.echo(f"no matching rows with {', '.join(metrics)} in {board.uri}")
         return

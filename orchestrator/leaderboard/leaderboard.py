@@ -121,7 +121,7 @@ class Leaderboard:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             scope = "".join(f" {k}={v!r}" for k, v in (("experiment", experiment), ("sweep_id", sweep_id),
                                                         ("kind", kind), ("where", where)) if v)
-            raise NoMatchingRows(f"no leaderboard rows with a {metric} value in {self.uri}{scope} (experiments: "
+            raise NoMatchingRows(f"no leaderboard rows with a value of {metric} in {self.uri}{scope} (experiments: "
                                  f"{self.experiments()}); run `orchestrator tune` first or relax the filters")
         return row
 
