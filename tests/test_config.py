@@ -150,3 +150,14 @@ def test_overlapping_set_pairs_apply_in_order_without_a_traceback(tmp_path):
     assert cfg.train.batch_size == 16
     with pytest.raises(ConfigError, match="'train'"):
         load_config(tmp_path / "e.yaml", {"train.epochs": 3, "train": 5})
+
+
+def test_set_overrides_apply_in_the_order_given_a_repeated_key_too(tmp_path):
+    """A repeated --set key kept its first position: `--set train.epochs=3 --set 'train={epochs: 5}' --set
+    train.epochs=7` applied 7 before the section, and trained 5 epochs."""
+    from factories import experiment, write_yaml
+    from orchestrator.cli.common import overrides
+    from orchestrator.config import load_config
+
+    sets = overrides(("train.epochs=3", "train={epochs: 5, seed: 0}", "train.epochs=7"))
+    assert load_config(write_yaml(tmp_path / "e.yaml", experiment(tmp_path, "x.parquet")), sets).train.epochs == 7

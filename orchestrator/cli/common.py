@@ -22,6 +22,7 @@ def overrides(pairs: tuple[str, ...]) -> dict:
             raise UserError(f"--set {shown!r} is not KEY=VALUE; write e.g. --set train.epochs=3")
         if not key.strip() or any(not part for part in key.split(".")):
             raise UserError(f"--set {shown!r} has no key (or an empty part in it): write e.g. --set train.epochs=3")
+        out.pop(key, None)   # a repeated key applies where it was last given (a dict keeps the first position)
         out[key] = read_yaml(value, source=f"--set {shown!r}")
     return out
 
