@@ -161,3 +161,14 @@ def test_set_overrides_apply_in_the_order_given_a_repeated_key_too(tmp_path):
 
     sets = overrides(("train.epochs=3", "train={epochs: 5, seed: 0}", "train.epochs=7"))
     assert load_config(write_yaml(tmp_path / "e.yaml", experiment(tmp_path, "x.parquet")), sets).train.epochs == 7
+
+
+def test_use_gpu_given_as_text_false_means_no_gpu(tmp_path):
+    """`use_gpu: "false"` (quoted) was truthy when the default GPU count was filled in, before validation read it
+    as False: the error then said gpus_per_worker 1 needs use_gpu, a setting the user never wrote."""
+    from factories import experiment
+
+    cfg = parse_config(experiment(tmp_path, "x.parquet", resources={"workers": 1, "use_gpu": "false"}))
+    assert cfg.resources.use_gpu is False and cfg.resources.gpus_per_worker == 0
+    cfg = parse_config(experiment(tmp_path, "x.parquet", resources={"workers": 1, "use_gpu": "true"}))
+    assert cfg.resources.use_gpu is True and cfg.resources.gpus_per_worker == 1

@@ -175,17 +175,15 @@ class TrainConfig(_Strict):
 class ResourcesConfig(_Strict):
     workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
     use_gpu: bool = False
+    gpus_per_worker: float = Field(None, ge=0, validate_default=True, description="default: 1 with use_gpu, else 0")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="how a trial's workers are placed on nodes (Ray placement group strategy)")
 
-    @model_validator(mode="before")
+    @field_validator("gpus_per_worker", mode="before")
     @classmethod
-    def _one_gpu_by_default(cls, data):
-        if isinstance(data, dict) and data.get("use_gpu") and not data.get("gpus_per_worker"):
-            return {**data, "gpus_per_worker": 1.0}
-        return data
+    def _one_gpu_by_default(cls, v, info):   # use_gpu validated first, as its field reads it ("false" is False)
+        return v if v else 1.0 if info.data.get("use_gpu") else 0.0
 
     @model_validator(mode="after")
     def _check(self):
