@@ -69,12 +69,12 @@ def trial(tid, left, right, *, depth, w=(0.5, 0.5), method="static", epochs=EPOC
                      error=error, baselines=baselines, extra=extra, fingerprint="fp", wall_time_s=10.0)
 
 
-def baseline(task, acc):
+def baseline(task, acc, *, data="fp"):
     c = single_task(DIGITS, task)
     hist = [{"epoch": e, f"{task}_accuracy": acc - 0.05 * (EPOCHS - e), f"{task}_loss": 0.2, "objective": acc,
              "mean_score": acc, "train_loss": 0.3} for e in range(1, EPOCHS + 1)]
     return trial_row(c, hist, sweep_id="base", trial_id=f"baseline-{task}", searched={}, n_blocks=N_BLOCKS,
-                     kind="baseline", extra={"baseline_task": task, "baseline_key": "k"}, baselines=None)
+                     kind="baseline", extra={"baseline_task": task, "baseline_key": f"{data}|{task}|d"}, baselines=None)
 
 
 TRIALS = [
@@ -316,6 +316,17 @@ def test_trials_that_all_score_the_same_give_no_importance_not_a_crash(tmp_path)
     result = write_report(lb, "digits", str(tmp_path / "out"))
     assert result["importance"] is None
     assert "or the objective did not vary" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_baselines_table_shows_the_baselines_of_the_trials_data_only(tmp_path):
+    """The table listed every baseline row of the experiment: ones trained on the data before a rewrite too, beside
+    Δm% measured against the current ones (a baseline's key begins with the data fingerprint it serves)."""
+    lb = Leaderboard(str(tmp_path / "runs"))
+    old = baseline("left", 0.5, data="older-data")
+    lb.append([trial("a", 0.9, 0.8, depth=0, baselines=BASE), trial("b", 0.8, 0.9, depth=1, baselines=BASE),
+               baseline("left", 0.95), baseline("right", 0.93), {**old, "trial_id": "old-left"}])
+    result = write_report(lb, "digits", str(tmp_path / "out"))
+    assert sorted((b["task"], b["value"]) for b in result["baselines"]) == [("left", 0.95), ("right", 0.93)]
 
 
 def test_bad_input_is_a_config_error(board, tmp_path):

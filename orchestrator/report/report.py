@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Optional
 
 from .. import storage
+from ..config.revision import revision_of
 from ..errors import ConfigError
 from ..leaderboard import ranking
 from ..leaderboard.query import rows as row_dicts
@@ -58,7 +59,10 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     ids = {r["trial_id"] for r in trials}
     ablations = [r for r in rows
                  if ranking.kind_of(r) == "ablation" and (sweep_id is None or r.get("ablation_of") in ids)]
-    rows = trials + [r for r in rows if ranking.kind_of(r) == "baseline"
+    # baselines of the trials' data and code: a baseline's key begins with the data fingerprint it serves
+    measured = (revision_of(trials[0]), trials[0].get("data_fingerprint"))
+    rows = trials + [r for r in rows if (ranking.kind_of(r) == "baseline" and measured == (
+        revision_of(r), str(r.get("baseline_key") or "").split("|", 1)[0]))
                      or (ranking.kind_of(r) == "confirm" and (sweep_id is None or r.get("confirm_of") in ids))]
     pair = pareto_metrics(trials, metrics)
     picks = [j for j, r in enumerate(trials) if ranking.pickable(r)]   # no failed trial's early scores compete
