@@ -118,6 +118,53 @@ def test_two_workers_one_step_equals_one_worker(ray_session, tmp_path):
     assert not wrong, wrong
 
 
+def batchnorm_per_worker(payload):
+    """Each rank: a BatchNormalization layer updated on its own data in training mode (its moving statistics, made
+    by Keras 3 with aggregation "none", move on this rank only), saved before and after ``sync_batchnorm``."""
+    import keras
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    import ray.train
+    from orchestrator.training.step import make_allreduce_sum, sync_batchnorm
+
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    with strategy.scope():
+        inp = keras.Input((3,))
+        model = keras.Model(inp, keras.layers.BatchNormalization(momentum=0.5, name="bn")(inp))
+    x = tf.constant(np.full((4, 3), 10.0 * (rank + 1)) + np.arange(12.0).reshape(4, 3), tf.float32)
+    strategy.run(tf.function(lambda v: model(v, training=True)), args=(x,))
+    bn = model.get_layer("bn")
+    before = [bn.moving_mean.numpy(), bn.moving_variance.numpy()]
+    sync_batchnorm(model, make_allreduce_sum(strategy, world), world)
+    np.savez(f"{payload['out']}-{rank}.npz", *before, bn.moving_mean.numpy(), bn.moving_variance.numpy())
+    ray.train.report({"done": 1})
+
+
+def test_batchnorm_statistics_are_one_models_on_every_worker(ray_session, tmp_path):
+    """Unfrozen BatchNormalization kept per-worker moving statistics (each from its own shard): validation summed
+    the scores of two models, and the checkpoint (rank 0's) was neither. After ``sync_batchnorm`` (called by the
+    training loop before each epoch's validation) every worker holds the mean of the workers' statistics, which is
+    what averaging every update gives (a moving average is linear in its updates)."""
+    import ray.cloudpickle
+    import ray.train
+    from ray.train.tensorflow import TensorflowTrainer
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    out = str(tmp_path / "bn")
+    TensorflowTrainer(batchnorm_per_worker, train_loop_config={"out": out},
+                      scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                      run_config=ray.train.RunConfig(name="bn-sync", storage_path=str(tmp_path / "ray"))).fit()
+    ranks = []
+    for rank in range(2):
+        with np.load(f"{out}-{rank}.npz") as f:
+            ranks.append([f[k] for k in f.files])
+    assert not np.allclose(ranks[0][0], ranks[1][0])          # the defect: each worker's own statistics
+    for i in (0, 1):                                           # moving mean, moving variance
+        mean = (ranks[0][i] + ranks[1][i]) / 2
+        assert np.allclose(ranks[0][2 + i], mean) and np.array_equal(ranks[0][2 + i], ranks[1][2 + i])
+
+
 @pytest.fixture(scope="session")
 def pretrained_storage(tmp_path_factory):
     from orchestrator.training.pretrain import pretrain

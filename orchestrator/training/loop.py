@@ -24,7 +24,7 @@ from ..config.schema import TRAINING_REVISION
 from . import checkpoints
 from .precision import configure_gpus
 from .progress import read_progress, write_progress
-from .step import allreduce_fields, make_allreduce_sum, make_train_step, one_hot
+from .step import allreduce_fields, make_allreduce_sum, make_train_step, one_hot, sync_batchnorm
 
 
 @dataclass
@@ -267,7 +267,8 @@ class _Epochs:
         t0 = time.perf_counter()
         total = self._steps(len(tasks) + 1)
         seconds = time.perf_counter() - t0
-        summed = allreduce_fields(self.allreduce_sum, {   # one collective per epoch
+        sync_batchnorm(self.trainee.mt.model, self.allreduce_sum, w.world)   # validate and save one model
+        summed = allreduce_fields(self.allreduce_sum, {   # one collective per epoch (and one with BatchNorm)
             "losses": total, "steps": one_hot(self.executed, rank=w.rank, world=w.world),
             "rss_mb": one_hot(peak_rss_mb(), rank=w.rank, world=w.world),
             "validation": eval_sums(cfg, self.spec, self.trainee.mt.model, self.data.val_batches())})

@@ -115,6 +115,27 @@ def make_allreduce_sum(strategy, world: int):
     return lambda vec: allreduce(tf.constant(vec, dtype=tf.float64)).numpy()
 
 
+def sync_batchnorm(model, allreduce_sum, world: int) -> None:
+    """Every worker's moving statistics of the unfrozen BatchNormalization layers become their mean over workers.
+    Keras 3 makes them with aggregation "none": under MultiWorkerMirroredStrategy each worker updates its own copy
+    from its own shard, so validation would sum the scores of several models and the checkpoint (rank 0's) be none
+    of them. A moving average is linear in its updates, so the mean equals averaging every update (Keras 2's "mean"
+    aggregation). One collective, on every rank (the same model has the same layers); frozen layers do not move."""
+    import keras
+
+    stats = [v for layer in model._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+             for v in (layer.moving_mean, layer.moving_variance)]
+    if world == 1 or not stats:
+        return
+    mean = allreduce_sum(np.concatenate([np.ravel(v.numpy()) for v in stats])) / world
+    at = 0
+    for v in stats:
+        size = int(np.prod(v.shape))
+        v.assign(mean[at:at + size].reshape(v.shape).astype(v.dtype))
+        at += size
+
+
 def allreduce_fields(allreduce_sum, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Sum named float64 fields over all workers in one collective: packed into one vector in a fixed order (every
     rank packs the same names with the same sizes), then unpacked by name."""
