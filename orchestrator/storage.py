@@ -232,8 +232,9 @@ def read_bytes_or_fail(location: str, *, where: str) -> bytes:
 
 
 def first_line(error: BaseException, limit: int = 160) -> str:
-    """An exception's first line, shortened, credentials removed: for one-line errors."""
-    return redact_text((str(error).splitlines() or [type(error).__name__])[0][:limit])
+    """An exception's first line, credentials removed, then shortened (cut first, a URI whose '@' fell past the cut
+    kept its key): for one-line errors."""
+    return redact_text((str(error).splitlines() or [type(error).__name__])[0])[:limit]
 
 
 def atomic_write(location: str, data: bytes | memoryview) -> None:

@@ -307,3 +307,17 @@ def test_a_uri_pyarrow_cannot_parse_is_one_line_without_its_secret(tmp_path, cap
     with pytest.raises(DataError, match="row 7 of m.csv cannot be read .*drop the row") as e:   # an image on a worker
         storage.read_bytes_or_fail(uri, where="row 7 of m.csv")
     assert "LEAKSECRET" not in str(e.value)
+
+
+def test_one_line_errors_are_redacted_before_they_are_cut():
+    """Cutting first left a URI whose '@' fell past the limit: its key and the start of its secret survived, since
+    redaction needs the '@' to see credentials."""
+    from orchestrator import storage
+    from orchestrator.training.failures import one_line
+
+    uri = "s3://AKIDLEAKEXAMPLE:wJalrLEAKSECRETKEYxyz@bucket/some/long/key.parquet"
+    for limit in range(20, 90):
+        shown = storage.first_line(OSError(f"cannot open {uri}"), limit)
+        assert "AKIDLEAK" not in shown and "wJal" not in shown and len(shown) <= limit, (limit, shown)
+    text = one_line(RuntimeError("x" * 260 + f" {uri}"))
+    assert "AKIDLEAK" not in text and "wJal" not in text and len(text) <= 300, text

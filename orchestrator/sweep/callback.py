@@ -281,7 +281,7 @@ def error_line(trial) -> str:
             line = lines[-1]
             for prefix in ("orchestrator.errors.", "orchestrator.sweep.runner.", "ray.train.v2.api.exceptions."):
                 line = line.replace(prefix, "")
-            return storage.redact_text(line[:300])
+            return storage.redact_text(line)[:300]   # redacted before it is cut
     return "trial failed"
 
 

@@ -33,8 +33,8 @@ def one_line(exc: BaseException) -> str:
     if failures:
         rank, e = sorted(failures.items())[0]
         text = (str(_ray.original_error(e)).strip().splitlines() or [type(e).__name__])[-1]
-        return storage.redact_text(f"worker {rank} failed: {text}"[:300])
-    return storage.redact_text((str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300])
+        return storage.redact_text(f"worker {rank} failed: {text}")[:300]   # redacted before it is cut
+    return storage.redact_text((str(exc).strip().splitlines() or [type(exc).__name__])[-1])[:300]
 
 
 def failure_policy(failure_config):
