@@ -80,6 +80,11 @@ def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
     best = subprocess.run([str(BIN / "orchestrator"), "best", "--storage", storage, "-o", str(tmp_path / "best.yaml")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert best.returncode == 0, best.stderr
+    # confirm and ablate take the storage (with credentials) on their command line, not from a config
+    confirm = subprocess.run([str(BIN / "orchestrator"), "confirm", "-e", "s3sweep", "--top", "1", "--seeds", "1",
+                              "--storage", storage, "--address", "local"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=900, env=env)
+    assert confirm.returncode == 0 and "confirmed ranking" in confirm.stdout, confirm.stdout[-2000:] + confirm.stderr
     jobs = subprocess.run([sys.executable, "-c", JOB_TABLE, str(path)], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300, env=env)
     assert jobs.returncode == 0 and '"jobs"' in jobs.stdout, jobs.stderr[-2000:]
@@ -90,7 +95,7 @@ def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
     assert any(n.endswith("/tuner.pkl") for n in names)                             # Tune's state (resume)
     # the secret is never printed and never stored, in any form: not in any output, object, best.yaml or log
     outputs = [first.stdout, first.stderr, again.stdout, again.stderr, board.stdout, board.stderr, best.stdout,
-               best.stderr, jobs.stdout, jobs.stderr]
+               best.stderr, jobs.stdout, jobs.stderr, confirm.stdout, confirm.stderr]
     assert not [leaked(o) for o in outputs if leaked(o)] and not any(KEY in o for o in outputs)
     assert not leaked((tmp_path / "best.yaml").read_text())
     fs_, files = objects(s3_server, bucket)

@@ -145,6 +145,7 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
     from ..training.session import check, describe, release, start
     from .runner import new_sweep_id, run_configs
 
+    storage_location = storage.adopt_credentials(storage_location)   # kept in memory, out of the runs' configs
     board = Leaderboard(storage_location)
     # the data as it is now: runs done before on other content at the same path are not reused
     winner = winner_row(board, experiment, trial)

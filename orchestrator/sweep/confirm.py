@@ -88,9 +88,11 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
     """Run the confirmation runs (one Tune run) and return the ranking."""
     from .. import layout
     from ..leaderboard.leaderboard import Leaderboard
+    from ..storage import adopt_credentials
     from ..training.session import check, describe, release, start
     from .runner import new_sweep_id, run_configs
 
+    storage = adopt_credentials(storage)   # kept in memory: the runs' configs (pickled, Tune's state) never hold them
     board = Leaderboard(storage)
     configs, extra = confirm_configs(board, experiment, top=top, seeds=seeds, workers=workers, storage=storage,
                                      trials=trials)
