@@ -293,3 +293,12 @@ def test_flags_that_would_be_ignored_are_usage_errors(project, monkeypatch, caps
 
 def test_local_logs_are_not_uploaded_with_a_job():
     assert "orchestrator-logs" in jobs.EXCLUDES
+
+
+def test_a_proxy_error_is_one_line_without_the_password(http_status):
+    """A proxy in front of the dashboard answering 502/503: requests' HTTPError (not a RuntimeError) went up as a
+    traceback whose last line held the whole address, password included."""
+    url = http_status(503, "Service Unavailable").replace("http://", "http://alice:T0KEN@")
+    with pytest.raises(jobs.ClusterError) as e:
+        jobs.status(url)
+    assert "T0KEN" not in str(e.value) and "503" in str(e.value) and "\n" not in str(e.value), str(e.value)

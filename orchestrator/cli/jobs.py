@@ -23,7 +23,7 @@ import click
 
 from .. import _ray
 from ..errors import ConfigError, UserError
-from ..storage import redact
+from ..storage import redact, redact_text
 
 EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-logs"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -256,8 +256,10 @@ def _translate(url: str, job_id: str | None = None):
                            f"HTTP {e.status}") from None
     except (ConnectionError, requests.exceptions.ConnectionError, aiohttp.ClientConnectionError):
         raise ClusterError(_UNREACHABLE.format(url)) from None
-    except RuntimeError as e:  # the SDK's "Request failed with status code N: ..."
-        text = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    except (RuntimeError, requests.exceptions.RequestException) as e:
+        # the SDK's "Request failed with status code N: ...", or requests' HTTPError (a proxy's 502/503), whose text
+        # holds the URL as given: redacted, then cut
+        text = redact_text((str(e).strip().splitlines() or [type(e).__name__])[0])[:300]
         if "Version check returned 404" in text:
             text = "not a Ray dashboard (no Jobs API): check the address, default port 8265"
         elif job_id and "status code 404" in text:
