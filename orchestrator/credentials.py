@@ -92,8 +92,9 @@ def pair(location: str) -> Optional[dict]:
     return found
 
 
-def adopt(location: str) -> str:
-    """Keep the credentials of ``location`` (if any) in memory under it; the location without them comes back."""
+def adopt(location: str, *, folder: bool = False) -> str:
+    """Keep the credentials of ``location`` (if any) in memory under it (``folder``: under the folder holding it, for
+    the many files a manifest lists); the location without them comes back."""
     if "://" not in location:
         return location
     unkept = sorted(set(_query(location)) & (SECRET_PARAMS - KEPT_PARAMS))
@@ -106,7 +107,7 @@ def adopt(location: str) -> str:
                           f"GCS: GOOGLE_APPLICATION_CREDENTIALS; S3: AWS_*)")
     found = pair(location)
     if found is not None:
-        _BY_LOCATION[_key(location)] = found
+        _BY_LOCATION[_key(location).rsplit("/", 1)[0] if folder else _key(location)] = found
     return strip(location)
 
 

@@ -2,6 +2,7 @@
 import json
 import os
 import threading
+from urllib.parse import quote
 
 import pytest
 
@@ -321,3 +322,43 @@ def test_one_line_errors_are_redacted_before_they_are_cut():
         assert "AKIDLEAK" not in shown and "wJal" not in shown and len(shown) <= limit, (limit, shown)
     text = one_line(RuntimeError("x" * 260 + f" {uri}"))
     assert "AKIDLEAK" not in text and "wJal" not in text and len(text) <= 300, text
+
+
+def test_credentials_in_manifest_image_uris_stay_out_of_the_units(s3_server, tmp_path):
+    """A manifest listing s3://KEY:SECRET@bucket/... images: the units (put in Ray's object store, handed to Ray Data
+    tasks and to every worker) held the URIs as written. The pair is kept in memory, per folder, as a config's URIs
+    are; the units hold the URIs without it, and the images still decode."""
+    import io
+    import pickle
+
+    import numpy as np
+    import pyarrow.fs as pafs
+    from PIL import Image
+
+    from orchestrator import credentials
+    from orchestrator.config import parse_config
+    from orchestrator.data.pipeline import load_arrays
+    from orchestrator.data.prepare import prepare
+
+    fs = pafs.S3FileSystem(access_key=KEY, secret_key=SECRET, endpoint_override=s3_server, scheme="http",
+                           region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir("secret-imgs")
+    for i in range(12):
+        blob = io.BytesIO()
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(blob, "PNG")
+        with fs.open_output_stream(f"secret-imgs/train/{i}.png") as f:
+            f.write(blob.getvalue())
+    query = f"endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    rows = "".join(f"s3://{KEY}:{quote(SECRET, safe='')}@secret-imgs/train/{i}.png?{query},{i % 3},{i % 2},{i}\n"
+                   for i in range(12))
+    (tmp_path / "m.csv").write_text("image,left,right,sum\n" + rows)
+    cfg = parse_config(experiment(tmp_path, str(tmp_path / "m.csv"), data={"image_size": [12, 12]}))
+    try:
+        data = prepare(cfg)
+        shipped = pickle.dumps((data.train_units, data.val_units))
+        assert SECRET.encode() not in shipped and quote(SECRET, safe="").encode() not in shipped
+        assert KEY.encode() not in shipped
+        (x, _), (xv, _), _ = load_arrays(cfg)
+        assert x.shape == (9, 12, 12, 3) and xv.shape == (3, 12, 12, 3)
+    finally:
+        credentials.forget()

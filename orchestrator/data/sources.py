@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import builtin
-from .. import storage
+from .. import credentials, storage
 from ..config.schema import ExperimentConfig
 from ..errors import DataError
 from .decode import pixel_array
@@ -104,7 +104,10 @@ def _manifest(uri: str, table: pa.Table, image_column: str, label_columns: list[
         if not p:
             raise DataError(f"row {i} of {storage.redact(uri)} has no image path in column {image_column!r}; "
                             f"fill or drop that row")
-        paths.append(p if storage.is_uri(p) or os.path.isabs(p) else storage.join(base, p))
+        if storage.is_uri(p):   # credentials written into an image URI are kept in memory, out of the units
+            paths.append(credentials.adopt(p, folder=True) if storage.has_credentials(p) else p)
+        else:
+            paths.append(p if os.path.isabs(p) else storage.join(base, p))
     return Source(uri, table.select(label_columns), "paths", paths=paths, raw_paths=raw)
 
 
