@@ -175,6 +175,21 @@ def test_rlw_combines_with_the_draw_of_the_current_step(tmp_path):
     assert w.effective() == pytest.approx({"left": 1 / 3, "right": 1 / 3, "sum": 1 / 3})   # its expectation
 
 
+def test_famos_reported_weights_are_the_ones_it_applies_to_the_losses(tmp_path):
+    """eff_weight_<task> showed softmax(ξ), which FAMO does not apply: it scales the raw losses by z_k / (c L_k).
+    With z = (0.5, 0.5) and a cross-entropy of 2.3 beside an MSE of 0.1 the step weighs about (0.04, 0.96), and the
+    leaderboard and the weights plot said 0.5 / 0.5. The epoch's weights are those at its mean losses."""
+    from orchestrator.model.weighting import LossWeighting
+
+    cfg = parse_config(experiment(tmp_path, "d.parquet", train={"loss_weighting": "famo"}))
+    w = LossWeighting(cfg)
+    w.logits.assign(np.array([0.3, -0.2, 0.1], np.float32))
+    losses = {"left": 2.3, "right": 1.1, "sum": 0.1}
+    applied = famo_weights(w.logits, [losses[t] for t in w.tasks]).numpy()
+    assert w.effective(losses) == pytest.approx(dict(zip(w.tasks, applied)), rel=1e-5)
+    assert w.effective(losses)["sum"] > 0.8                       # the small loss carries most of the weight
+
+
 def test_famo_weights_are_the_gradient_of_its_log_objective():
     """FAMO descends sum_k z_k log L_k / c with c = sum_i z_i / L_i held fixed: the gradient of sum_k w_k L_k with
     w_k = z_k / (c L_k), and the w_k sum to 1."""

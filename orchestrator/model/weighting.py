@@ -159,12 +159,15 @@ class LossWeighting:
             moments.assign(tf.where(finite, tf.stack([m, v]), moments))
             steps.assign_add(tf.cast(finite, tf.int64))
 
-    def effective(self) -> dict[str, float]:
-        """The weight each task's loss carries now (RLW: its expectation 1/K; FAMO: ``softmax(ξ)``)."""
+    def effective(self, losses: dict[str, float] | None = None) -> dict[str, float]:
+        """The weight each task's loss carries now (RLW: its expectation 1/K; FAMO: the weights it applies to raw
+        ``losses``, ``famo_weights``, e.g. the epoch's mean ones; ``softmax(ξ)`` without them)."""
         if self.kind == "rlw":
             return {t: 1.0 / len(self.tasks) for t in self.tasks}
         if self.logits is not None:
             z = np.exp(self.logits.numpy() - self.logits.numpy().max())
+            if losses is not None:
+                z = z / (np.array([losses[t] for t in self.tasks], np.float64) + FAMO_EPS)
             return {t: float(v) for t, v in zip(self.tasks, z / z.sum())}
         if self.log_vars is not None:
             s = np.asarray(self.log_vars.numpy(), np.float64)

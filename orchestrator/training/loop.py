@@ -274,7 +274,7 @@ class _Epochs:
             "validation": eval_sums(cfg, self.spec, self.trainee.mt.model, self.data.val_batches())})
         losses = summed["losses"] / steps
         metrics = metrics_from_sums(cfg, summed["validation"], baselines=w.baselines)
-        applied = self.trainee.weighting.effective()                 # the weights this epoch trained with
+        applied = self.trainee.weighting.effective(dict(zip(tasks, losses[1:])))   # this epoch's, at its mean losses
         self.trainee.weighting.end_epoch(dict(zip(tasks, losses[1:])))   # DWA: next epoch's weights
         metrics.update(epoch=epoch + 1, train_loss=float(losses[0]), world_size=w.world, steps_per_epoch=steps,
                        examples_per_s=steps * self.per_worker * w.world / seconds, epoch_seconds=seconds,
