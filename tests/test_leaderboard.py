@@ -104,6 +104,19 @@ def test_a_row_whose_worker_trained_another_config_is_failed_not_scored():
                              f"or a bug; the row is not ranked"), bad["reason"]
 
 
+def test_loss_weights_a_method_never_reads_are_null_in_its_row():
+    """A dwa, uncertainty, rlw or famo row showed weight_<task> from the config (or a top-level draw), weights it never
+    applied (the config hash already counts them at their default); the weights plot and fANOVA took them."""
+    history = [{"epoch": 1, "world_size": 1, "objective": 0.9, "left_accuracy": 0.9, "right_accuracy": 0.9}]
+    weights = {"train.loss_weights": {"left": 0.8, "right": 0.2}}
+    for method in ("dwa", "uncertainty", "rlw", "famo"):
+        cfg = DIGITS.with_values({**weights, "train.loss_weighting": method})
+        row = trial_row(cfg, history, searched=weights)
+        assert row["weight_left"] is None and row["weight_right"] is None, (method, row["weight_left"])
+    static = trial_row(DIGITS.with_values(weights), history, searched=weights)
+    assert static["weight_left"] == pytest.approx(0.8) and static["weight_right"] == pytest.approx(0.2)
+
+
 def test_unified_table_has_nulls_for_missing_columns(board, tmp_path):
     assert board.uri == str(tmp_path / "runs" / "leaderboard")
     t = board.table()

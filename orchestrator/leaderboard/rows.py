@@ -105,6 +105,8 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
     row.update(hp_columns(trial.searched, n_blocks=context.n_blocks, taken=taken))
     if trial.searched and cfg.search is not None:   # searched paths this trial does not use: null
         row.update(null_columns(cfg.search, trial.searched, list(cfg.tasks), taken=taken))
+    if "train.loss_weights" in cfg.train.unused_paths():   # configured or drawn, but this method never reads them
+        row.update({f"weight_{task}": None for task in cfg.tasks})
     row.update(run)
     row.update(trial.extra or {})
     return row
