@@ -302,3 +302,28 @@ def test_a_proxy_error_is_one_line_without_the_password(http_status):
     with pytest.raises(jobs.ClusterError) as e:
         jobs.status(url)
     assert "T0KEN" not in str(e.value) and "503" in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_credentials_on_the_submit_command_line_are_not_sent(monkeypatch, project):
+    """`submit exp.yaml --set storage=s3://KEY:SECRET@...` put the secret into the job's entrypoint, which Ray stores
+    in its job table and shows in the dashboard, and the submit line printed it."""
+    client = FakeClient(["SUCCEEDED"])
+    for extra in (["--set", "storage=s3://AKIDX:se/cr+et@bucket/runs"], ["--storage=s3://AKIDX:se/cr+et@bucket/runs"]):
+        with pytest.raises(ConfigError) as e:
+            run_submit(monkeypatch, project, client, extra_args=extra)
+        assert client.submitted is None and "cr+et" not in str(e.value) and "AKIDX" not in str(e.value), str(e.value)
+        assert "holds credentials" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_job_listings_show_entrypoints_without_credentials(monkeypatch):
+    """Jobs on a shared cluster may have been started by other tools with credentials on their command line."""
+    from ray.job_submission import JobStatus
+
+    job = SimpleNamespace(submission_id="raysubmit_a", job_id=None, status=JobStatus("RUNNING"), start_time=None,
+                          entrypoint="python other.py --out s3://AKIDX:se/cr+et@bucket/x", message=None)
+    client = SimpleNamespace(list_jobs=lambda: [job], get_job_info=lambda job_id: job)
+    monkeypatch.setattr(jobs, "_client", lambda url: client)
+    for args in ((), ("raysubmit_a",)):
+        lines = []
+        jobs.status("http://127.0.0.1:8265", *args, out=lines.append)
+        assert lines and not any("cr+et" in line or "AKIDX" in line for line in lines), lines

@@ -63,6 +63,7 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
                           f"{', '.join(EXCLUDES)}): copy it to an uploaded path, e.g. examples/")
     require_shared_storage(raw_storage(cfg))
     refuse_secrets(cfg, rel)
+    refuse_secret_args(extra_args)
     entrypoint = shlex.join(["python", entrypoint_script, rel, *extra_args])
     url = _url(address)
     with _translate(url):
@@ -73,6 +74,16 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
     if follow:
         return _follow(client, url, job_id, out)
     return _wait(client, url, job_id, out, changes=True) if wait else 0
+
+
+def refuse_secret_args(args) -> None:
+    """Ray stores a job's entrypoint in its job table and shows it in the dashboard: no credentials on it (an
+    argument that redaction changes holds some)."""
+    for arg in args:
+        if redact_text(arg) != arg:
+            raise ConfigError(f"the command line holds credentials ({redact_text(arg)}): Ray stores a job's "
+                              f"entrypoint and shows it in the dashboard; write the URI without them and give the "
+                              f"nodes an IAM role (cluster.yaml) or AWS_* in their environment")
 
 
 def raw_storage(path: Path) -> str:
@@ -137,7 +148,7 @@ def status(address: str | None, job_id: str | None = None, *, out=print) -> int:
         if job_id:
             info = client.get_job_info(job_id)
             note = f"  ({info.message})" if info.message else ""
-            out(f"{job_id}  {info.status}  {info.entrypoint}{note}")
+            out(redact_text(f"{job_id}  {info.status}  {info.entrypoint}{note}"))
             return 0
         jobs = sorted(client.list_jobs(), key=lambda j: j.start_time or 0)
     if not jobs:
@@ -145,7 +156,7 @@ def status(address: str | None, job_id: str | None = None, *, out=print) -> int:
         return 0
     rows = [("ID", "STATUS", "ENTRYPOINT", "STARTED")] + [(
         j.submission_id or j.job_id or "-", str(j.status),
-        j.entrypoint if len(j.entrypoint) <= 60 else j.entrypoint[:57] + "...",
+        *[e if len(e) <= 60 else e[:57] + "..." for e in [redact_text(j.entrypoint)]],   # others' jobs too
         datetime.fromtimestamp(j.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S") if j.start_time else "-",
     ) for j in jobs]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
