@@ -313,6 +313,8 @@ def test_credentials_on_the_submit_command_line_are_not_sent(monkeypatch, projec
             run_submit(monkeypatch, project, client, extra_args=extra)
         assert client.submitted is None and "cr+et" not in str(e.value) and "AKIDX" not in str(e.value), str(e.value)
         assert "holds credentials" in str(e.value) and "\n" not in str(e.value)
+    jobs.refuse_secret_args(["--set", "search.mlflow=sqlite:////tmp/x/mlflow.db", "--set",
+                             "data.train=s3://b/t.parquet?endpoint_override=127.0.0.1:9000&scheme=http"])   # none here
 
 
 def test_job_listings_show_entrypoints_without_credentials(monkeypatch):

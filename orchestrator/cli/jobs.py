@@ -77,10 +77,13 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
 
 
 def refuse_secret_args(args) -> None:
-    """Ray stores a job's entrypoint in its job table and shows it in the dashboard: no credentials on it (an
-    argument that redaction changes holds some)."""
+    """Ray stores a job's entrypoint in its job table and shows it in the dashboard: no credentials on it."""
+    import re
+
+    from ..credentials import holds_secret
+
     for arg in args:
-        if redact_text(arg) != arg:
+        if any(holds_secret(uri) for uri in re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", arg)):
             raise ConfigError(f"the command line holds credentials ({redact_text(arg)}): Ray stores a job's "
                               f"entrypoint and shows it in the dashboard; write the URI without them and give the "
                               f"nodes an IAM role (cluster.yaml) or AWS_* in their environment")
