@@ -41,6 +41,8 @@ def test_a_task_is_turned_off_by_weight_0_written_out(tmp_path):
     ({"objective": {"metric": "left_f1", "mode": "max"}}, "objective.metric 'left_f1' is not reported"),
     ({"data": {"validation": 1.5}}, "validation fraction"),
     ({"resources": {"gpus_per_worker": 0.5}}, "needs use_gpu: true"),
+    # a folder name in storage, reports and exports: '..' wrote the report into the storage's parent
+    ({"name": ".."}, "'name'"), ({"name": "."}, "'name'"),
     # MultiWorkerMirroredStrategy makes a replica of every GPU a worker sees; the loop feeds one batch per worker
     ({"resources": {"use_gpu": True, "gpus_per_worker": 2}}, "gpus_per_worker 2.0: a worker trains on one GPU"),
 ])

@@ -204,7 +204,7 @@ RESERVED_TASK_NAMES = ("best", "train", "objective", "eff", "weight", "mean", "d
 
 
 class ExperimentConfig(_Strict):
-    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
     data: DataConfig
     tasks: dict[str, TaskConfig]
     backbone: BackboneConfig = BackboneConfig()
