@@ -189,9 +189,17 @@ def redact(location: str) -> str:
     return credentials.strip(location) if is_uri(location) else location
 
 
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def uris_in(text: str) -> list[str]:
+    """The URIs inside ``text`` (a message, a command line)."""
+    return _URI_IN_TEXT.findall(text)
+
+
 def redact_text(text: str) -> str:
     """Every URI inside ``text`` redacted (for error messages and logs)."""
-    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+", lambda m: redact(m.group(0)), text)
+    return _URI_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
 
 
 def has_credentials(location: str) -> bool:

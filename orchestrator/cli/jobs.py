@@ -23,7 +23,7 @@ import click
 
 from .. import _ray
 from ..errors import ConfigError, UserError
-from ..storage import redact, redact_text
+from ..storage import redact, redact_text, uris_in
 
 EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-logs"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -78,15 +78,17 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
 
 def refuse_secret_args(args) -> None:
     """Ray stores a job's entrypoint in its job table and shows it in the dashboard: no credentials on it."""
-    import re
-
     from ..credentials import holds_secret
 
     for arg in args:
-        if any(holds_secret(uri) for uri in re.findall(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", arg)):
+        if any(holds_secret(uri) for uri in uris_in(arg)):
             raise ConfigError(f"the command line holds credentials ({redact_text(arg)}): Ray stores a job's "
                               f"entrypoint and shows it in the dashboard; write the URI without them and give the "
                               f"nodes an IAM role (cluster.yaml) or AWS_* in their environment")
+
+
+def _shortened(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def raw_storage(path: Path) -> str:
@@ -159,7 +161,7 @@ def status(address: str | None, job_id: str | None = None, *, out=print) -> int:
         return 0
     rows = [("ID", "STATUS", "ENTRYPOINT", "STARTED")] + [(
         j.submission_id or j.job_id or "-", str(j.status),
-        *[e if len(e) <= 60 else e[:57] + "..." for e in [redact_text(j.entrypoint)]],   # others' jobs too
+        _shortened(redact_text(j.entrypoint), 60),   # redacted: other tools' jobs on a shared cluster too
         datetime.fromtimestamp(j.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S") if j.start_time else "-",
     ) for j in jobs]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
