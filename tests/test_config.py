@@ -174,3 +174,16 @@ def test_use_gpu_given_as_text_false_means_no_gpu(tmp_path):
     assert cfg.resources.use_gpu is False and cfg.resources.gpus_per_worker == 0
     cfg = parse_config(experiment(tmp_path, "x.parquet", resources={"workers": 1, "use_gpu": "true"}))
     assert cfg.resources.use_gpu is True and cfg.resources.gpus_per_worker == 1
+
+
+@pytest.mark.parametrize("path", ["train.epochs", "train.batch_size", "train.backbone_lr", "train.seed",
+                                  "resources.workers", "resources.cpus_per_worker", "data.split_seed",
+                                  "heads.hidden_units", "heads.dropout", "data.validation"])
+def test_a_yes_or_no_is_not_a_number(tmp_path, path):
+    """Pydantic reads true as 1 in lax mode: `train.epochs: true` trained one epoch without a word."""
+    section, key = path.split(".")
+    cfg = base(tmp_path)
+    cfg.setdefault(section, {})[key] = True
+    with pytest.raises(ConfigError) as e:
+        parse_config(cfg)
+    assert f"'{path}'" in str(e.value) and "true" in str(e.value) and "\n" not in str(e.value)

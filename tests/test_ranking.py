@@ -120,3 +120,19 @@ def test_confirm_runs_already_done_on_the_same_data_are_not_trained_again(tmp_pa
                   {**common, "trial_id": "d", "config_hash": "h4", "status": "completed", "data_fingerprint": "d1",
                    "kind": "trial"}])
     assert done_runs(board, "e", kind="confirm", fingerprint="d1") == {("t1", "h1")}   # for the trial it confirmed
+
+
+def test_one_seed_has_no_spread_rather_than_zero():
+    """A configuration confirmed with one seed showed '± 0.0000': a certainty nothing measured. Its std is
+    unknown (None), and the console says so."""
+    from orchestrator.cli.common import mean_pm
+    from orchestrator.leaderboard import ranking
+    from orchestrator.report.mattered import _stats
+
+    row = {"experiment": "e", "sweep_id": "c1", "kind": "confirm", "confirm_of": "t1", "status": "completed",
+           "objective_mode": "max", "trial_id": "a1", "seed": 1, "objective": 0.8, "created_at": "2026-12-01"}
+    (top,) = ranking.confirmed([row])
+    assert top["n"] == 1 and top["std"] is None
+    assert _stats([0.8])["std"] is None and _stats([0.8, 0.9])["std"] > 0
+    assert mean_pm(top) == "0.8000 (n=1: no spread)"
+    assert mean_pm({"mean": 0.8, "std": 0.01, "n": 2}) == "0.8000 ± 0.0100 (n=2)"

@@ -7,7 +7,7 @@ import click
 from .. import layout, storage
 from ..console import console
 from ..errors import ConfigError
-from .common import address_opt
+from .common import address_opt, mean_pm
 
 
 @click.command()
@@ -46,5 +46,5 @@ def ablate(experiment, trial, dims, seeds, values, location, address):
     for dim, alts in (m or {}).get("dims", {}).items():
         for value, a in alts.items():
             dm = a["delta_m"]["mean"]
-            click.echo(f"  {dim}={value}{' *' if a['winner'] else ''}: {a['mean']:.4f} ± {a['std']:.4f} (n={a['n']})"
+            click.echo(f"  {dim}={value}{' *' if a['winner'] else ''}: {mean_pm(a)}"
                        + (f", Δm {dm:+.2f}%" if dim == "train.loss_weighting" and dm is not None else ""))

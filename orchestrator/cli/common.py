@@ -27,6 +27,12 @@ def overrides(pairs: tuple[str, ...]) -> dict:
     return out
 
 
+def mean_pm(stats: dict) -> str:
+    """``0.8000 ± 0.0100 (n=2)``: a mean over seeds and its sample std, which one seed does not have."""
+    spread = f"± {stats['std']:.4f} " if stats["std"] is not None else ""
+    return f"{stats['mean']:.4f} {spread}(n={stats['n']}{'' if spread else ': no spread'})"
+
+
 def load(path, sets, *, in_job: bool = False):
     from ..config import load_config
 

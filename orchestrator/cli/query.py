@@ -9,6 +9,7 @@ import click
 import yaml
 
 from ..errors import ConfigError
+from .common import mean_pm
 
 _KINDS = ["trial", "baseline", "confirm", "ablation", "all"]
 
@@ -131,8 +132,7 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
                           f"{experiment[0]}` first")
     top = ranked[0]
     row = board.best(experiment=experiment[0], where=f"trial_id == '{top['confirm_of']}'")
-    click.echo(f"confirmed winner {top['confirm_of']}: mean objective {top['mean']:.4f} ± {top['std']:.4f} over "
-               f"{top['n']} seeds")
+    click.echo(f"confirmed winner {top['confirm_of']}: mean objective {mean_pm(top)} over seeds")
     write_best(row, output)
 
 

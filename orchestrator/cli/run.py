@@ -11,7 +11,7 @@ import yaml
 from .. import layout, storage
 from ..console import console
 from ..errors import UserError
-from .common import address_opt, job_opt, load, set_opt
+from .common import address_opt, job_opt, load, mean_pm, set_opt
 from .jobs import ENTRYPOINT_CPUS
 from .query import write_best
 
@@ -165,7 +165,7 @@ def confirm(experiment, k, seeds, workers, trials, location, address):
                       out=out)
     click.echo(f"\nconfirmed ranking of {experiment} (objective mean ± std over seeds):")
     for i, c in enumerate(ranking, 1):
-        click.echo(f"  {i}. {c['confirm_of']}: {c['mean']:.4f} ± {c['std']:.4f} (n={c['n']}, seeds {c['seeds']})")
+        click.echo(f"  {i}. {c['confirm_of']}: {mean_pm(c)}, seeds {c['seeds']}")
 
 
 @click.command()

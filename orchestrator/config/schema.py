@@ -9,18 +9,13 @@ import hashlib
 import json
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .. import metrics
 from ..errors import ConfigError
 from .paths import check_model_file, redact_paths, set_dotted
 from .revision import TRAINING_REVISION   # in the config hash (read here at each call: tests patch it here)
-from .space import SearchConfig, check_paths
-
-
-class _Strict(BaseModel):
-    # allow_inf_nan=False: YAML's .nan / .inf validate as floats but cannot train (every float must be finite)
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+from .space import SearchConfig, _Strict, check_paths
 
 
 class AugmentConfig(_Strict):

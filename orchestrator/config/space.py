@@ -24,7 +24,7 @@ Tune's and Optuna's terms is ``config.sampling``'s job.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Literal, Optional, Union
+from typing import Any, Iterator, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,8 +32,29 @@ KINDS = ("choice", "uniform", "loguniform", "randint", "simplex")
 
 
 class _Strict(BaseModel):
+    """Every config section's base: no unknown keys, frozen, and no value pydantic would quietly change."""
     # allow_inf_nan=False: YAML's .nan / .inf validate as floats but cannot train (every float must be finite)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_as_number(cls, v, info):   # lax pydantic reads true as 1: `epochs: true` trained one epoch
+        if _has_bool(v) and not _takes_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError("true/false is not a number or text here")
+        return v
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_bool(v) for v in value.values())
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(_has_bool(v) for v in value))
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """A type that admits true/false as written: bool, Any, or a nested section (which checks its own fields)."""
+    if annotation is bool or annotation is Any or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return True
+    return any(_takes_bool(a) for a in get_args(annotation))
 
 
 def _is_branch(option: Any) -> bool:

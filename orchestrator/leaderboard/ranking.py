@@ -101,11 +101,16 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
         group = newest_version(group)
         values = [r["objective"] for r in group]
         ranked.append({"confirm_of": trial_id, "n": len(values), "objectives": values,
-                       "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                       "mean": statistics.fmean(values), "std": spread(values),
                        "mode": group[0].get("objective_mode") or "max", "config": group[0].get("config"),
                        "seeds": sorted(r.get("seed") for r in group), "freeze_depth": group[0].get("freeze_depth"),
                        "original": finite((originals or {}).get(trial_id, {}).get("objective"))})
     return sorted(ranked, key=lambda c: -sign(c["mode"]) * c["mean"])
+
+
+def spread(values: list[float]) -> Optional[float]:
+    """The sample std over seeds; None for one seed, which measures no spread (0 would claim certainty)."""
+    return statistics.stdev(values) if len(values) > 1 else None
 
 
 def newest_version(rows: list[dict]) -> list[dict]:

@@ -30,7 +30,7 @@ def _delta_m(row: dict) -> Optional[float]:
 
 def _stats(values: list[float]) -> dict:
     return {"n": len(values), "mean": statistics.fmean(values) if values else None,
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None}
+            "std": ranking.spread(values)}
 
 
 def what_mattered(rows: list[dict]) -> Optional[dict]:

@@ -160,7 +160,7 @@ def plot_confirm(figure, trials, res):
     fig = figure(7, 1.5 + 0.45 * len(conf))
     ax = fig.add_subplot()
     ys = np.arange(len(conf))[::-1]
-    ax.errorbar([c["mean"] for c in conf], ys, xerr=[c["std"] for c in conf], fmt="o", color="tab:blue",
+    ax.errorbar([c["mean"] for c in conf], ys, xerr=[c["std"] or 0.0 for c in conf], fmt="o", color="tab:blue",
                 capsize=4, label="mean ± std over seeds")
     for y, c in zip(ys, conf):
         ax.scatter(c["objectives"], [y] * c["n"], s=12, color="0.4", zorder=3)
