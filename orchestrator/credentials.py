@@ -13,6 +13,7 @@ process's memory, and never printed, stored, pickled, logged or put in an enviro
 """
 from __future__ import annotations
 
+import re
 from typing import Optional
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -29,9 +30,12 @@ def split_userinfo(location: str) -> tuple[str, Optional[str], str]:
     """``(scheme, userinfo or None, rest)`` of ``scheme://[userinfo@]rest``. The userinfo ends at the last ``@``
     before the first ``/`` that follows an ``@`` (and before the query): a path may hold ``@`` (``bucket/runs/a@b``)
     and so may an unencoded password (``minio:p@ss@bucket``); a ``user:secret`` whose user has no ``/`` counts even
-    when the secret holds ``/``, while an ``@`` inside a path (``s3://bucket/a@b``) does not."""
+    when the secret holds ``/``, while an ``@`` inside a path (``s3://bucket/a@b``) does not. So do ``?`` and ``#``
+    in a secret (up to its first ``@``); without ``user:``, they start the query or fragment."""
     scheme, rest = location.split("://", 1)
-    end = min([i for i in (rest.find("?"), rest.find("#")) if i >= 0] or [len(rest)])
+    user = re.match(r"[^/?#@:]*:", rest)   # after `user:`, an unencoded '?' or '#' is the secret's, up to an '@'
+    after = rest.find("@") + 1 if user else 0
+    end = min([i for i in (rest.find("?", after), rest.find("#", after)) if i >= 0] or [len(rest)])
     slash = rest.find("/", rest.find("@", 0, end) + 1, end)
     at = rest.rfind("@", 0, slash if slash >= 0 else end)
     if at < 0:

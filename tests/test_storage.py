@@ -94,6 +94,24 @@ def test_an_at_sign_in_the_path_after_credentials_stays_in_the_path(no_ray):
     assert redact("http://admin:p@ss@head:8265") == "http://head:8265"
 
 
+def test_a_question_mark_or_hash_in_a_secret_is_not_the_query(no_ray):
+    """A password with an unencoded '?' or '#' (a MinIO password a user chose) was printed whole: the userinfo search
+    stopped at the first '?' or '#' as the query's or fragment's start. After ``user:`` they belong to the secret
+    up to the '@'; a query after a path, or after a bucket without userinfo, is still a query."""
+    from orchestrator import credentials
+    from orchestrator.storage import redact, redact_text
+
+    for secret in ("p?ss", "p#ss", "a?b#c/d", "?#"):
+        uri = f"s3://minio:{secret}@bucket/runs?endpoint_override=h:9000"
+        assert credentials.split_userinfo(uri) == ("s3", f"minio:{secret}", "bucket/runs?endpoint_override=h:9000")
+        assert credentials.pair(uri)["secret_key"] == secret and credentials.holds_secret(uri)
+        assert redact(uri) == "s3://bucket/runs?endpoint_override=h:9000", redact(uri)
+        assert secret not in redact_text(f"cannot open '{uri}'")
+    assert credentials.split_userinfo("s3://bucket?x=a@b") == ("s3", None, "bucket?x=a@b")
+    assert credentials.split_userinfo("s3://bucket/p?x=a@b") == ("s3", None, "bucket/p?x=a@b")
+    assert redact("s3://k:s@bucket/p?x=a@b") == "s3://bucket/p?x=a%40b"   # the query re-encoded, as before
+
+
 def test_percent_encoded_secrets_are_unquoted_and_kept_per_storage(no_ray):
     from orchestrator import credentials
 
