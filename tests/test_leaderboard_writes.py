@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.leaderboard import Leaderboard
 
-from factories import minimized_rows, row
+from factories import experiment, minimized_rows, row
 
 
 def test_a_corrupt_leaderboard_file_is_skipped_with_one_warning(tmp_path, capsys):
@@ -408,3 +408,29 @@ def test_a_reused_trial_is_its_sweeps_row_and_counts_once_in_the_experiment(tmp_
     assert mine["trial_id"] == "r" and mine["reused_from"] == "s0/old" and mine["objective"] == old["objective"]
     assert board.top(10).column("trial_id").to_pylist() == ["old", "other"]     # the work once
     assert sum("not rerun" in ln for ln in lines) == 1 and callback.reused == [old["row_id"]]
+
+
+def test_confirm_ablate_and_baseline_runs_hold_their_sweeps_lease_while_they_train(tmp_path, monkeypatch):
+    """confirm, ablate and baselines (run_configs) took no lease on their sweep folder, so a `tune --resume` of the
+    experiment saw their spool as no live driver's, appended it and deleted it while they still rewrote it. Their
+    Tune run now holds the lease; it is gone when they end. (Tune's fit is replaced by a probe that reads the lease
+    mid-run, and the concurrency plan, which asks Ray, by a fixed one: this is about the driver's folder, and a real
+    fit is a slow test's minute.)"""
+    from orchestrator import layout
+    from orchestrator.config import parse_config
+    from orchestrator.sweep import capacity, runner
+    from orchestrator.training import lease
+    from orchestrator.training.session import Session, check
+
+    p = check(parse_config(experiment(tmp_path, "builtin:multidigits/train")))
+    seen = {}
+
+    class Probe:
+        def fit(self):
+            seen["holder"] = lease.read(layout.sweep_dir(p.cfg.storage, p.cfg.name, "confirm-x"))
+
+    monkeypatch.setattr(runner, "make_tuner", lambda cfg, spec: Probe())
+    monkeypatch.setattr(capacity, "plan_concurrency", lambda cfg, **kw: capacity.TrialsPlan(1, spares=False))
+    runner.run_configs(Session(p, {}, None), [p.cfg], kind="confirm", sweep_id="confirm-x", out=lambda line: None)
+    assert seen["holder"] is not None and seen["holder"]["pid"] == os.getpid(), seen
+    assert lease.read(layout.sweep_dir(p.cfg.storage, p.cfg.name, "confirm-x")) is None

@@ -233,6 +233,7 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
     from ray import tune
 
     from ..leaderboard.rows import RowContext
+    from ..training.lease import acquire
     from .callback import SweepCallback, provenance, versions
     from .capacity import plan_concurrency
 
@@ -246,6 +247,8 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
                      configs=tuple(c.model_dump(mode="json") for c in configs), spares=trials.spares)
     spec = SweepSpec(plan, {"index": tune.grid_search(list(range(len(configs))))}, verbose=verbose,
                      concurrent=min(len(configs), trials.concurrent), callbacks=(callback,))
-    make_tuner(p.cfg, spec).fit()
-    callback.close()
+    # One live driver per sweep folder, as `tune` holds: a `tune --resume` appends spools no live driver holds
+    with acquire(layout.sweep_dir(p.cfg.storage, p.cfg.name, sweep_id), what=f"{kind} runs {sweep_id}"):
+        make_tuner(p.cfg, spec).fit()
+        callback.close()
     return callback.rows
