@@ -203,6 +203,37 @@ def test_export_to_mlflow_nests_trials_under_their_sweep_and_updates_by_row_id(t
     assert len(curve) == 2
 
 
+def test_a_run_another_export_is_writing_is_left_to_it_and_a_killed_exports_is_written_again(tmp_path):
+    """An export deleted every trial run without its `complete` tag, to write it again: meant for runs a killed
+    export left, it also deleted the runs a concurrent export was still writing. A run now says when its writing
+    began; one begun within the last minutes is left to its writer (counted `in_progress`), an older one (or one
+    of an export before this tag) is a killed export's, deleted and written again."""
+    import time
+
+    import mlflow
+
+    from orchestrator.leaderboard import export_mlflow as em
+    from orchestrator.leaderboard.query import rows as row_dicts
+
+    board = board_with_trials(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp_id = em._experiment_id(client, "t")
+    rows = {r["trial_id"]: r for r in row_dicts(board.table())}
+    now_ms = int(time.time() * 1000)
+    for trial, begun in (("t0", now_ms), ("t1", now_ms - 3600_000), ("t2", None)):
+        tags, _, _ = em.trial_record(rows[trial], params=[], metrics=[])
+        client.create_run(exp_id, tags={**tags, **({"orchestrator.writing": str(begun)} if begun else {})})
+    r = board.export(f"mlflow:{uri}")
+    assert (r["created"], r["in_progress"]) == (3 - 1, 1), r
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["t"])
+    trials = runs[runs["tags.orchestrator.kind"] == "trial"]
+    assert sorted(trials["tags.trial_id"]) == ["t0", "t1", "t2"]          # one run each
+    done = trials.set_index("tags.trial_id")["tags.orchestrator.complete"]
+    assert done["t1"] == "1" and done["t2"] == "1" and done.isna()["t0"]  # t0 still its writer's
+
+
 @pytest.mark.slow
 def test_a_real_sweep_logged_live_then_exported_to_mlflow_and_tensorboard(ray_session, tmp_path):
     import mlflow

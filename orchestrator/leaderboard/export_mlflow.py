@@ -4,7 +4,8 @@ metrics (step = epoch), tags (experiment, sweep, status, Δm%, row id, checkpoin
 
 Exporting again finds the runs by their ``row_id`` tag: a finished run gets its tags refreshed, nothing is logged
 twice. A run that an earlier export left unfinished (killed midway: no ``orchestrator.complete`` tag) is deleted and
-written again. Any tracking URI MLflow accepts works (``sqlite:///mlflow.db``, ``http://host:5000``, ...)."""
+written again, unless its writing began less than ``WRITING_S`` ago (tag ``orchestrator.writing``): then another
+export is writing it now, and it is left to that one (counted ``in_progress``). Any tracking URI MLflow accepts works (``sqlite:///mlflow.db``, ``http://host:5000``, ...)."""
 from __future__ import annotations
 
 import logging
@@ -18,14 +19,16 @@ from ..storage import first_line, redact
 from .flat import hparam_columns, metric_columns, row_points
 from .query import rows as row_dicts
 
-KIND, COMPLETE = "orchestrator.kind", "orchestrator.complete"
+KIND, COMPLETE, WRITING = "orchestrator.kind", "orchestrator.complete", "orchestrator.writing"
+WRITING_S = 600.0   # a trial run is written in seconds: one unfinished for longer was left by a killed export
 TAGS = ("experiment", "sweep_id", "trial_id", "status", "reason", "delta_m_pct", "row_id", "checkpoint", "kind")
 
 
 def export_mlflow(table: pa.Table, uri: str) -> dict:
     """Write the rows of ``table`` to the MLflow tracking server or database at ``uri``."""
     client, errors = _client(uri)
-    counts = {"target": "mlflow", "rows": table.num_rows, "to": redact(uri), "created": 0, "updated": 0}
+    counts = {"target": "mlflow", "rows": table.num_rows, "to": redact(uri), "created": 0, "updated": 0,
+              "in_progress": 0}
     names = {"params": hparam_columns(table), "metrics": metric_columns(table)}
     quiet = [(lg, lg.level) for lg in map(logging.getLogger, ("mlflow", "alembic"))]
     for lg, _ in quiet:
@@ -41,8 +44,7 @@ def export_mlflow(table: pa.Table, uri: str) -> dict:
                 parent = sweeps.get(row.get("sweep_id"))
                 if parent is None:
                     parent = sweeps[row.get("sweep_id")] = _sweep_run(client, exp_id, experiment, row.get("sweep_id"))
-                counts["updated" if _trial_run(client, exp_id, row, parent=parent, found=trials.get(row["row_id"]),
-                                                names=names) else "created"] += 1
+                counts[_trial_run(client, exp_id, row, parent=parent, found=trials.get(row["row_id"]), names=names)] += 1
     except errors as e:
         raise ConfigError(f"MLflow at {redact(uri)} refused the export: {first_line(e, 200)}") from None
     finally:
@@ -93,25 +95,30 @@ def _sweep_run(client, exp_id: str, experiment: str, sweep_id: Optional[str]) ->
     return run.info.run_id
 
 
-def _trial_run(client, exp_id: str, row: dict, *, parent: str, found, names: dict) -> bool:
-    """Create (or refresh the tags of) one trial's run; True if it existed and was complete."""
+def _trial_run(client, exp_id: str, row: dict, *, parent: str, found, names: dict) -> str:
+    """Create (or refresh the tags of) one trial's run: "created", "updated" (it was complete), or "in_progress"
+    (another export began writing it less than WRITING_S ago)."""
     from mlflow.entities import Metric
 
     tags, params, points = trial_record(row, params=names["params"], metrics=names["metrics"])
     tags["mlflow.parentRunId"] = parent
+    now = int(time.time() * 1000)
     if found is not None and found.data.tags.get(COMPLETE) == "1":
         _log(client, found.info.run_id, tags=tags)
-        return True
+        return "updated"
+    if found is not None and now - int(found.data.tags.get(WRITING) or 0) < WRITING_S * 1000:
+        return "in_progress"
     if found is not None:                   # left unfinished by a killed export: write it again
         client.delete_run(found.info.run_id)
     start = _ms(row.get("started_at")) or _ms(row.get("created_at"))
-    run_id = client.create_run(exp_id, start_time=start, tags=tags, run_name=tags["mlflow.runName"]).info.run_id
-    when = _ms(row.get("created_at")) or int(time.time() * 1000)
+    run_id = client.create_run(exp_id, start_time=start, tags={**tags, WRITING: str(now)},
+                               run_name=tags["mlflow.runName"]).info.run_id
+    when = _ms(row.get("created_at")) or now
     _log(client, run_id, params=params, metrics=[Metric(key, value, when, step) for step, key, value in points])
     _log(client, run_id, tags={COMPLETE: "1"})
     client.set_terminated(run_id, "FAILED" if row.get("status") == "failed" else "FINISHED",
                           end_time=_ms(row.get("created_at")))
-    return False
+    return "created"
 
 
 def trial_record(row: dict, *, params: list[str], metrics: list[str]) -> tuple[dict, dict, list]:
