@@ -169,3 +169,16 @@ def test_a_relative_cache_dir_is_refused_in_one_line(tmp_path, monkeypatch):
         disk_cache.fits("not/there/yet", 1)
     assert disk_cache.fits(str(tmp_path / "not" / "there"), 1) is True
     assert disk_cache.root("~/decoded") == os.path.expanduser("~/decoded")
+
+
+def test_one_run_name_on_two_storages_has_two_caches(prepared, tmp_path):
+    """`train --name r` into two storages at once on one node shared one cache folder (the key named the command,
+    'train run r', not where it writes), and the first to end removed it under the other."""
+    from types import SimpleNamespace
+
+    from orchestrator.training.session import disk_folder
+
+    cfg, data, _ = prepared
+    folder = lambda storage: disk_folder(SimpleNamespace(cfg=cfg.with_values({"storage": storage}),  # noqa: E731
+                                                         spec=data.spec, data=data), owner="train run r")
+    assert folder(str(tmp_path / "a")) == folder(str(tmp_path / "a")) != folder(str(tmp_path / "b"))

@@ -235,13 +235,14 @@ def ship_data(p: Prepared, *, owner: str) -> dict:
 
 
 def disk_folder(p: Prepared, *, owner: str) -> str:
-    """The node-local folder of this command's disk cache of this data set (the same on every node)."""
+    """The node-local folder of this command's disk cache of this data set (the same on every node). A command is
+    its owner where it writes: `train --name r` into two storages is two commands, each removing its own folder."""
     from ..data.decode import decode_options
     from ..data.disk_cache import cache_folder, file_stats
 
     opts = decode_options(p.cfg.model_dump(mode="json"), p.spec.to_dict())
     return cache_folder(p.cfg.data.cache_dir, fingerprint=p.spec.fingerprint, opts=opts,
-                        stats=file_stats(p.data.train_units + p.data.val_units), owner=owner)
+                        stats=file_stats(p.data.train_units + p.data.val_units), owner=f"{owner} in {p.cfg.storage}")
 
 
 def disk_root(p: Prepared) -> str:
