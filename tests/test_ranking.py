@@ -109,6 +109,22 @@ def test_confirmation_runs_of_older_code_or_other_data_are_not_pooled_with_the_n
     assert top["n"] == 2 and top["seeds"] == [1, 2]
 
 
+def test_configurations_confirmed_by_older_code_do_not_compete_with_the_newest(tmp_path):
+    """Each configuration's seeds were held to its own newest version, but configurations were ranked across
+    versions: t1 confirmed before an upgrade (0.90) beat t2 confirmed after it (0.85), two measurements compared as
+    one. The ranking holds the configurations confirmed by the newest confirmation run's code and data."""
+    from orchestrator.leaderboard import ranking
+
+    common = {"experiment": "e", "kind": "confirm", "status": "completed", "objective_mode": "max",
+              "data_fingerprint": "d1", "config": {"name": "e"}}
+    old = [{**common, "confirm_of": "t1", "trial_id": f"o{s}", "seed": s, "objective": 0.9,
+            "created_at": f"2026-12-01T00:00:0{s}"} for s in (1, 2)]                       # training revision 1
+    new = [{**common, "confirm_of": "t2", "trial_id": f"n{s}", "seed": s, "objective": 0.85, "training_revision": 2,
+            "created_at": f"2026-12-02T00:00:0{s}"} for s in (1, 2)]
+    assert [c["confirm_of"] for c in ranking.confirmed(old + new)] == ["t2"]
+    assert [c["confirm_of"] for c in ranking.confirmed(old)] == ["t1"]
+
+
 def test_confirm_runs_already_done_on_the_same_data_are_not_trained_again(tmp_path):
     from orchestrator.sweep.confirm import done_runs
 

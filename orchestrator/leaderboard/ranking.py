@@ -83,8 +83,9 @@ def front_rows(light: pa.Table, metrics: list[str]) -> np.ndarray:
 
 def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dict]:
     """Configurations with confirmation runs (rows of kind ``confirm``, grouped by ``confirm_of``; runs without a
-    finite objective left out; one row per seed: the newest, not a merged copy; only runs of the newest one's
-    training revision and data, ``newest_version``), best mean first in the objective's
+    finite objective left out; one row per seed: the newest, not a merged copy; only runs of the newest
+    confirmation run's training revision and data, ``newest_version``, for every configuration: runs of older code
+    or data are another measurement), best mean first in the objective's
     direction: n, mean, sample std, seeds, the objectives, the config, and the original trial's objective
     (``originals``: trial id -> its row)."""
     newest: dict[tuple, dict] = {}   # one measurement per run: `confirm` again, or a merged copy, is the same run
@@ -94,11 +95,10 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
             seed = row.get("seed")
             newest[(row["confirm_of"], seed if seed is not None else row.get("row_id"))] = row
     groups: dict[str, list[dict]] = {}
-    for (trial_id, _), row in newest.items():
-        groups.setdefault(trial_id, []).append(row)
+    for row in newest_version(list(newest.values())) if newest else []:   # one code and data: one measurement
+        groups.setdefault(row["confirm_of"], []).append(row)
     ranked = []
     for trial_id, group in groups.items():
-        group = newest_version(group)
         values = [r["objective"] for r in group]
         ranked.append({"confirm_of": trial_id, "n": len(values), "objectives": values,
                        "mean": statistics.fmean(values), "std": spread(values),
