@@ -264,6 +264,27 @@ def test_a_config_holding_credentials_is_not_uploaded(monkeypatch, project):
     assert str(e.value).startswith("exp.yaml holds credentials (storage: s3://bucket/runs): "), str(e.value)
 
 
+def test_another_uploaded_config_holding_credentials_is_not_uploaded_either(monkeypatch, project):
+    """Only the submitted config was checked, but the whole working directory is uploaded: examples/minio.yaml with
+    s3://KEY:SECRET@... went to the cluster's GCS and every node. Every uploaded YAML file is checked; one that the
+    upload leaves out (.gitignore) is not."""
+    (project / "examples").mkdir()
+    (project / "examples" / "minio.yml").write_text("# ours\nstorage: 's3://minio:p?ss@bucket/runs'\n")
+    (project / "best.yaml").write_text("storage: s3://AKIDX:se/cr+et@bucket/runs\n")   # .gitignore'd: not uploaded
+    client = FakeClient(["SUCCEEDED"])
+    with pytest.raises(ConfigError) as e:
+        run_submit(monkeypatch, project, client)
+    assert client.submitted is None and "p?ss" not in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith("examples/minio.yml holds credentials (storage: s3://bucket/runs): "), str(e.value)
+    (project / "examples" / "minio.yml").write_text("storage: s3://bucket/runs\n")
+    (project / "examples" / "chart.yaml").write_text("url: s3://k:sec@b/r\nbroken: [\n")   # not YAML: read as text
+    with pytest.raises(ConfigError) as e:
+        run_submit(monkeypatch, project, client)
+    assert str(e.value).startswith("examples/chart.yaml holds credentials (s3://b/r): "), str(e.value)
+    (project / "examples" / "chart.yaml").unlink()
+    assert run_submit(monkeypatch, project, client)[0] == 0 and client.submitted is not None
+
+
 def test_a_password_in_the_dashboard_address_is_not_printed(monkeypatch, project):
     url = "https://alice:T0KEN@127.0.0.1:8265"
     monkeypatch.setattr(jobs, "_client", lambda u: FakeClient(["FAILED"]))

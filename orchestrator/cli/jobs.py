@@ -62,7 +62,8 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
         raise ConfigError(f"config file {rel} is left out of the upload (.gitignore, .rayignore or "
                           f"{', '.join(EXCLUDES)}): copy it to an uploaded path, e.g. examples/")
     require_shared_storage(raw_storage(cfg))
-    refuse_secrets(cfg, rel)
+    for path in {cfg, *_uploaded_yaml(root)}:   # the whole folder is uploaded, not only the config
+        refuse_secrets(path, path.relative_to(root).as_posix())
     refuse_secret_args(extra_args)
     entrypoint = shlex.join(["python", entrypoint_script, rel, *extra_args])
     url = _url(address)
@@ -102,8 +103,9 @@ def raw_storage(path: Path) -> str:
 
 
 def refuse_secrets(path: Path, shown: str) -> None:
-    """The working directory a job uploads is stored by the cluster and unpacked on every node: a config that holds
-    credentials (s3://KEY:SECRET@..., a secret query parameter) would carry them there."""
+    """The working directory a job uploads is stored by the cluster and unpacked on every node: a YAML file that holds
+    credentials (s3://KEY:SECRET@..., a secret query parameter) would carry them there. A file that is not YAML
+    after all (a template) is searched as text."""
     from ..config.loading import read_yaml
     from ..credentials import holds_secret
 
@@ -117,10 +119,15 @@ def refuse_secrets(path: Path, shown: str) -> None:
         elif isinstance(node, str) and holds_secret(node):
             yield at, node
 
-    first = next(found(read_yaml(path.read_text(), source=str(path))), None)
+    text = path.read_text(errors="replace")
+    try:
+        first = next(found(read_yaml(text, source=str(path))), None)
+    except ConfigError:
+        first = next((("", uri) for uri in uris_in(text) if holds_secret(uri)), None)
     if first is not None:
         key, value = first
-        raise ConfigError(f"{shown} holds credentials ({key}: {redact(value)}): a Ray job uploads it to the cluster, "
+        raise ConfigError(f"{shown} holds credentials ({key + ': ' if key else ''}{redact(value)}): a Ray job uploads "
+                          f"it to the cluster, "
                           f"which stores it and unpacks it on every node; write the URI without them and give the "
                           f"nodes an IAM role (cluster.yaml) or AWS_* in their environment")
 
@@ -212,6 +219,15 @@ def _wait(client, url, job_id, out, *, changes: bool) -> int:
         return 130
     out(f"job {job_id} {info.status}" + ("" if ok or not info.message else f": {info.message}"))
     return 0 if ok else 1
+
+
+def _uploaded_yaml(root: Path):
+    """The YAML files a job's working_dir upload takes (Ray's own exclusions: EXCLUDES, .gitignore, .rayignore)."""
+    for folder, dirs, files in os.walk(root):
+        rel = Path(folder).relative_to(root)
+        dirs[:] = [d for d in dirs if not _excluded(root, (rel / d).as_posix())]
+        yield from (Path(folder) / f for f in files if f.endswith((".yaml", ".yml"))
+                    and not _excluded(root, (rel / f).as_posix()))
 
 
 def _project_root(entrypoint_script: str) -> Path:
