@@ -261,3 +261,47 @@ def test_merged_copies_of_ablation_runs_count_once(tmp_path):
     board.append([{**r, "row_id": f"copy-{r['row_id']}", "duplicate_of": r["row_id"]} for r in made])   # as merge writes
     after = what_mattered(row_dicts(board.table(experiment="exp", kind=None)))
     assert after["dims"] == before["dims"] and before["dims"]["train.loss_weighting"]["dwa"]["n"] == 2
+
+
+def test_ablate_reads_a_storage_given_with_credentials(tmp_path, capsys, s3_server, monkeypatch):
+    """`ablate --storage s3://KEY:SECRET@...` (the fix that keeps the pair for that storage had no test): the winner
+    and its sweep's space are read from the S3 storage with the pair from the URI alone, the secret is never
+    printed, and the configurations it would train (pickled into Tune's state on that storage) do not hold it.
+    Starting Ray is replaced by nothing, and the Tune run by a probe that keeps the configurations and stops the
+    command: what is checked happens before them."""
+    import pyarrow.fs as pafs
+
+    from orchestrator import credentials
+
+    key, secret = "AKIAABLATE", "abl/Se+cret"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    pafs.S3FileSystem(access_key=key, secret_key=secret, endpoint_override=s3_server, scheme="http",
+                      region="us-east-1", allow_bucket_creation=True).create_dir("ablate-bucket")
+    query = f"?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    given = f"s3://{key}:abl%2FSe%2Bcret@ablate-bucket/runs{query}"
+    plain = credentials.adopt(given)                    # this test writes the board with the pair...
+    local = sweep_board(tmp_path)
+    board = Leaderboard(plain)
+    board.append([{k: v for k, v in r.items()} for r in Leaderboard(local).table().to_pylist()])
+    storage.atomic_write(layout.sweep_record(plain, "exp", "sw1"),
+                         storage.read_bytes(layout.sweep_record(local, "exp", "sw1")))
+    monkeypatch.setattr(credentials, "_BY_LOCATION", {})   # ...then forgets it: the command must take it from --storage
+    code, out, err = run_cli(capsys, "ablate", "-e", "exp", "--dims", "heads.hidden_units", "--storage", given)
+    assert code == 2 and "--dims heads.hidden_units: not a choice in sweep sw1's space" in err, err
+    assert secret not in out + err and "abl%2FSe" not in out + err and key not in out + err
+    from orchestrator.sweep import runner
+    from orchestrator.training import session
+
+    started = []
+
+    def probe(session, configs, **kw):
+        started.append(json.dumps([c.model_dump(mode="json") for c in configs]))
+        raise ConfigError("stopped by the test before Ray")
+
+    monkeypatch.setattr(session, "start", lambda p, **kw: None)
+    monkeypatch.setattr(runner, "run_configs", probe)
+    code, out, err = run_cli(capsys, "ablate", "-e", "exp", "--dims", "heads.hidden_units", "--values",
+                             "heads.hidden_units=8,16", "--seeds", "1", "--storage", given)
+    assert code == 2 and "stopped by the test before Ray" in err and len(started) == 1, err
+    assert "ablate-bucket/runs" in started[0] and "abl%2FSe" not in started[0] and key not in started[0]
