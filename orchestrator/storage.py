@@ -239,10 +239,16 @@ def read_bytes_or_fail(location: str, *, where: str) -> bytes:
         raise DataError(f"{where} cannot be read ({first_line(e, 120)}): fix the path or drop the row") from None
 
 
+def line_of(text: str, *, last: bool = False, limit: int = 160) -> str:
+    """A message's first (or last) non-empty line for a one-line error: credentials removed, then shortened (cut
+    first, a URI whose '@' fell past the cut kept its key). "" for a message without one."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return redact_text(lines[-1 if last else 0])[:limit] if lines else ""
+
+
 def first_line(error: BaseException, limit: int = 160) -> str:
-    """An exception's first line, credentials removed, then shortened (cut first, a URI whose '@' fell past the cut
-    kept its key): for one-line errors."""
-    return redact_text((str(error).splitlines() or [type(error).__name__])[0])[:limit]
+    """An exception's first line (its type's name if it has none), as ``line_of``."""
+    return line_of(str(error), limit=limit) or type(error).__name__
 
 
 def atomic_write(location: str, data: bytes | memoryview) -> None:

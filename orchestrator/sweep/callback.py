@@ -274,15 +274,13 @@ def _plain(result: dict) -> dict:
 def error_line(trial) -> str:
     """The last meaningful line of a failed trial's error file (our errors are one line already)."""
     path = getattr(trial, "error_file", None) or ""
+    line = ""
     if path and os.path.exists(path):
         with open(path) as f:
-            lines = [ln.strip() for ln in f.read().strip().splitlines() if ln.strip()]
-        if lines:
-            line = lines[-1]
-            for prefix in ("orchestrator.errors.", "orchestrator.sweep.runner.", "ray.train.v2.api.exceptions."):
-                line = line.replace(prefix, "")
-            return storage.redact_text(line)[:300]   # redacted before it is cut
-    return "trial failed"
+            line = storage.line_of(f.read(), last=True, limit=400)
+        for prefix in ("orchestrator.errors.", "orchestrator.sweep.runner.", "ray.train.v2.api.exceptions."):
+            line = line.replace(prefix, "")
+    return line[:300] or "trial failed"
 
 
 def recorded(board, sweep_id: str) -> tuple[set, dict]:

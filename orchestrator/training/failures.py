@@ -32,9 +32,12 @@ def one_line(exc: BaseException) -> str:
     failures = getattr(exc, "worker_failures", None)
     if failures:
         rank, e = sorted(failures.items())[0]
-        text = (str(_ray.original_error(e)).strip().splitlines() or [type(e).__name__])[-1]
-        return storage.redact_text(f"worker {rank} failed: {text}")[:300]   # redacted before it is cut
-    return storage.redact_text((str(exc).strip().splitlines() or [type(exc).__name__])[-1])[:300]
+        return f"worker {rank} failed: {_last_line(_ray.original_error(e))}"[:300]
+    return _last_line(exc)
+
+
+def _last_line(exc: BaseException) -> str:
+    return storage.line_of(str(exc), last=True, limit=300) or type(exc).__name__
 
 
 def failure_policy(failure_config):
