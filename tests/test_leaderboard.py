@@ -558,3 +558,24 @@ def test_a_storage_without_a_leaderboard_is_a_mistake_not_an_empty_one(tmp_path,
     for argv in (["leaderboard"], ["best"], ["pareto", "--metrics", "left_accuracy,right_accuracy"]):
         code, _, err = run_cli(capsys, *argv, "--storage", str(tmp_path / "typo"))
         assert code == 2 and "no leaderboard at" in err and "--storage" in err and "\n" not in err, (argv, err)
+
+
+def test_best_and_top_rank_an_experiments_trials_of_its_newest_code_and_data_only(tmp_path):
+    """After a data rewrite (or an upgrade that changes what a config trains), `best` still picked the old data's
+    0.95 over the new data's 0.90: two measurements compared as one, the winner of data that is gone. The report
+    and the confirmed ranking already held each experiment to its newest trial's training revision and data
+    fingerprint; best and top (what confirm and warm starts read) now do too. Listings keep every row."""
+    board = Leaderboard(str(tmp_path))
+    common = {"kind": "trial", "status": "completed", "objective_mode": "max", "training_revision": 3}
+    board.append([
+        {**common, "experiment": "e", "trial_id": "old", "objective": 0.95, "data_fingerprint": "d1",
+         "created_at": datetime(2026, 12, 1, tzinfo=timezone.utc)},
+        {**common, "experiment": "e", "trial_id": "new", "objective": 0.90, "data_fingerprint": "d2",
+         "created_at": datetime(2026, 12, 2, tzinfo=timezone.utc)},
+        {**common, "experiment": "e", "trial_id": "older_code", "objective": 0.97, "data_fingerprint": "d2",
+         "training_revision": 2, "created_at": datetime(2026, 12, 1, 12, tzinfo=timezone.utc)},
+        {**common, "experiment": "f", "trial_id": "other", "objective": 0.5, "data_fingerprint": "d1",
+         "created_at": datetime(2026, 12, 1, tzinfo=timezone.utc)}])
+    assert board.best(experiment="e")["trial_id"] == "new"
+    assert board.top(5).column("trial_id").to_pylist() == ["new", "other"]
+    assert sorted(board.top(5, ranked=False).column("trial_id").to_pylist()) == ["new", "old", "older_code", "other"]

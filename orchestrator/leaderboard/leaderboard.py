@@ -25,7 +25,7 @@ from ..metrics import direction
 from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
-from .ranking import OBJECTIVES, best_first, current, front_rows, ranked
+from .ranking import OBJECTIVES, VERSION_COLUMNS, best_first, current, front_rows, newest_versions, ranked
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
@@ -207,12 +207,14 @@ class Leaderboard:
                 sweep_id: Names, kind: Names, ranked_only: bool = False, once: bool = False) -> tuple[Snapshot, pa.Table]:
         """``columns`` (and what the filters read) of the matching current rows (``ranking.current``), one per
         row id, with their places in the files of the returned snapshot; ``ranked_only``: only rows a ranking may
-        pick (``ranking.ranked``); ``once``: each work once (rows marked ``duplicate_of`` left out: merged copies, and
+        pick (``ranking.ranked``, of their experiment's newest training revision and data: ``newest_versions``); ``once``: each work once (rows marked ``duplicate_of`` left out: merged copies, and
         a sweep's rows of work done before, except in that sweep's own reads)."""
         schema, scope, used, exprs = snap.schema, [], set(), []
         if ranked_only and "status" in schema.names:
             scope.append("status")
             exprs.append(ranked(schema.names))
+        if ranked_only:   # and only rows measured like their experiment's newest (newest_versions, below)
+            scope += [c for c in VERSION_COLUMNS if c in schema.names]
         if once and "duplicate_of" in schema.names:
             scope.append("duplicate_of")
             counted = pc.field("duplicate_of").is_null()
@@ -239,14 +241,15 @@ class Leaderboard:
             light = light.take(keep)
         light = current(light)
         if not exprs:
-            return snap, light
+            return snap, newest_versions(light) if ranked_only else light
         try:
             light = light.filter(reduce(operator.and_, exprs))
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
             types = ", ".join(f"{c} is {schema.field(c).type}" for c in sorted(used) if c in schema.names)
             raise ConfigError(f"cannot evaluate --where {where!r}: {str(e).splitlines()[0][:200]} ({types}); "
                               f"compare columns with values of their type (quote strings)") from None
-        return snap, (_each_work_once(light) if once and "duplicate_of" in light.column_names else light)
+        light = _each_work_once(light) if once and "duplicate_of" in light.column_names else light
+        return snap, newest_versions(light) if ranked_only else light
 
 
 def _each_work_once(table: pa.Table) -> pa.Table:

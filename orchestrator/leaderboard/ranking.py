@@ -113,6 +113,20 @@ def spread(values: list[float]) -> Optional[float]:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
+VERSION_COLUMNS = ("experiment", "training_revision", "data_fingerprint", "created_at")   # what newest_versions reads
+
+
+def newest_versions(light: pa.Table) -> pa.Table:
+    """Per experiment, the rows measured like its newest one (``newest_version``): the rows a ranking compares."""
+    rows = light.select([c for c in VERSION_COLUMNS if c in light.column_names]).to_pylist()
+    by_experiment: dict = {}
+    for r in rows:
+        by_experiment.setdefault(r.get("experiment"), []).append(r)
+    kept = {id(r) for group in by_experiment.values() for r in newest_version(group)}
+    keep = [i for i, r in enumerate(rows) if id(r) in kept]
+    return light if len(keep) == light.num_rows else light.take(keep)
+
+
 def newest_version(rows: list[dict]) -> list[dict]:
     """The rows measured like the newest one: the same training revision (none: 1) and data fingerprint. Runs of
     older code, or on the data before a rewrite, are another measurement and are not pooled with it."""
