@@ -305,3 +305,26 @@ def test_ablate_reads_a_storage_given_with_credentials(tmp_path, capsys, s3_serv
                              "heads.hidden_units=8,16", "--seeds", "1", "--storage", given)
     assert code == 2 and "stopped by the test before Ray" in err and len(started) == 1, err
     assert "ablate-bucket/runs" in started[0] and "abl%2FSe" not in started[0] and key not in started[0]
+
+
+def test_an_ablation_that_fails_removes_its_disk_cache(tmp_path, capsys, monkeypatch):
+    """confirm, ablate and baselines removed their disk cache only when they ended normally, and nothing resumes
+    them: every one that failed (a storage error, Ctrl-C) left its decoded data set on every node for good. Their
+    session's cache is now removed however they end. Ray's start is replaced by a session on a disk cache folder,
+    the Tune run by a probe that fails, and the removal on every node by a recorder: the Tune run is not the point."""
+    from orchestrator.data import disk_cache
+    from orchestrator.sweep import runner
+    from orchestrator.training import session
+
+    runs = sweep_board(tmp_path)
+    removed = []
+    monkeypatch.setattr(session, "start", lambda p, **kw: session.Session(p, {"mode": "disk", "folder": "/c/x"}, None))
+    monkeypatch.setattr(disk_cache, "remove_everywhere", removed.append)
+
+    def failing(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_configs", failing)
+    code, _, _ = run_cli(capsys, "ablate", "-e", "exp", "--dims", "train.loss_weighting", "--seeds", "1",
+                         "--storage", runs)
+    assert code != 0 and removed == ["/c/x"]

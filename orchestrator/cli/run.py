@@ -132,15 +132,15 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
 def baselines(config, sets, address):
     """Train each task alone (same backbone, data, budget, freeze depth, rates): the Δm% reference."""
     from ..sweep.baselines import baselines_for
-    from ..training.session import check, describe, release, start
+    from ..training.session import check, describe, one_off
 
     cfg = load(config, sets)
     with console(layout.log_file(cfg.storage, "baselines", cfg.name), verbose=False) as out:
         p = check(cfg)
         describe(p, record=None, out=out)
-        session = start(p, owner=f"baselines of {p.cfg.name} {uuid.uuid4().hex[:8]}", address=address, out=out)
-        found = baselines_for(session, out=out)
-        release(session)   # its disk cache
+        with one_off(p, owner=f"baselines of {p.cfg.name} {uuid.uuid4().hex[:8]}", address=address,
+                     out=out) as session:
+            found = baselines_for(session, out=out)
     for task, value in found.items():
         click.echo(f"  {task:>12}: {p.cfg.tasks[task].score_metric} {value:.4f}")
 

@@ -89,7 +89,7 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
     from .. import layout
     from ..leaderboard.leaderboard import Leaderboard
     from ..storage import adopt_credentials
-    from ..training.session import check, describe, release, start
+    from ..training.session import check, describe, one_off
     from .runner import new_sweep_id, run_configs
 
     storage = adopt_credentials(storage)   # kept in memory: the runs' configs (pickled, Tune's state) never hold them
@@ -109,10 +109,9 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
         group = todo
         sweep_id = f"confirm-{new_sweep_id()}"
         describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
-        session = start(p, owner=f"sweep {sweep_id}", address=address, out=out)
-        run_configs(session, [c for c, _ in group], kind="confirm", sweep_id=sweep_id, out=out,
-                    extra=[e for _, e in group])
-        release(session)
+        with one_off(p, owner=f"sweep {sweep_id}", address=address, out=out) as session:
+            run_configs(session, [c for c, _ in group], kind="confirm", sweep_id=sweep_id, out=out,
+                        extra=[e for _, e in group])
     return confirmed(board, experiment)
 
 

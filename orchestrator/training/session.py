@@ -10,11 +10,12 @@ pretrains or starts Ray.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from .. import credentials, layout, storage
 from ..config.schema import ExperimentConfig, frozen_blocks
@@ -257,6 +258,20 @@ def release(session: "Session") -> None:
         from ..data.disk_cache import remove_everywhere
 
         remove_everywhere(session.data["folder"])
+
+
+@contextlib.contextmanager
+def one_off(p: Prepared, *, owner: str, address: Optional[str] = None, out=print) -> Iterator[Session]:
+    """The session of a command nothing resumes (confirm, ablate, baselines): released however the command ends (an
+    error, Ctrl-C), as no later command reads its disk cache. (A killed process still leaves it.)"""
+    session = start(p, owner=owner, address=address, out=out)
+    try:
+        yield session
+    except BaseException:
+        with contextlib.suppress(Exception):   # best effort: the error that ended the command is the one to show
+            release(session)
+        raise
+    release(session)
 
 
 def ship_backbone(cfg: ExperimentConfig) -> Optional[dict]:
