@@ -137,15 +137,32 @@ def batchnorm_per_worker(payload):
     bn = model.get_layer("bn")
     before = [bn.moving_mean.numpy(), bn.moving_variance.numpy()]
     sync_batchnorm(model, make_allreduce_sum(strategy, world), world)
-    np.savez(f"{payload['out']}-{rank}.npz", *before, bn.moving_mean.numpy(), bn.moving_variance.numpy())
+    # Dropout in the same run (a Train run's start costs more than this): its mask as Keras draws it, then with own_draws
+    from orchestrator.training.step import own_draws
+
+    masks = []
+    for own in (False, True):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            inp = keras.Input((256,))
+            dropped = keras.Model(inp, keras.layers.Dropout(0.5, seed=1)(inp))
+        if own:
+            own_draws(dropped, rank)
+        out = strategy.run(tf.function(lambda v: dropped(v, training=True)), args=(tf.ones((2, 256)),))
+        masks.append(out.numpy() != 0)
+    np.savez(f"{payload['out']}-{rank}.npz", *before, bn.moving_mean.numpy(), bn.moving_variance.numpy(), *masks)
     ray.train.report({"done": 1})
 
 
-def test_batchnorm_statistics_are_one_models_on_every_worker(ray_session, tmp_path):
+def test_workers_hold_one_models_batchnorm_statistics_and_draw_their_own_dropout_masks(ray_session, tmp_path):
     """Unfrozen BatchNormalization kept per-worker moving statistics (each from its own shard): validation summed
     the scores of two models, and the checkpoint (rank 0's) was neither. After ``sync_batchnorm`` (called by the
     training loop before each epoch's validation) every worker holds the mean of the workers' statistics, which is
-    what averaging every update gives (a moving average is linear in its updates)."""
+    what averaging every update gives (a moving average is linear in its updates).
+
+    Dropout drew the same mask on every worker (its seed generator's state is mirrored), each applied to its own
+    examples: less noise than the configured rate means. With ``own_draws`` (called by the training loop after
+    the model is built) each worker draws its own, and rank 0 draws what one worker draws."""
     import ray.cloudpickle
     import ray.train
     from ray.train.tensorflow import TensorflowTrainer
@@ -163,6 +180,10 @@ def test_batchnorm_statistics_are_one_models_on_every_worker(ray_session, tmp_pa
     for i in (0, 1):                                           # moving mean, moving variance
         mean = (ranks[0][i] + ranks[1][i]) / 2
         assert np.allclose(ranks[0][2 + i], mean) and np.array_equal(ranks[0][2 + i], ranks[1][2 + i])
+    keras_masks, own_masks = [r[4] for r in ranks], [r[5] for r in ranks]
+    assert np.array_equal(keras_masks[0], keras_masks[1])     # the defect: one mask on both workers
+    assert not np.array_equal(own_masks[0], own_masks[1]) and np.array_equal(own_masks[0], keras_masks[0])
+    assert 0.3 < own_masks[1].mean() < 0.7                    # still the configured rate
 
 
 @pytest.fixture(scope="session")

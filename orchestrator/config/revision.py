@@ -2,10 +2,11 @@
 does (2: round 3's FAMO Adam step, AUC from logit bins, float64 R² sums; 3: InceptionV3, MobileNet and MobileNetV3
 grouped into their modules and units, so their freeze depths count other blocks; uncertainty's log-variances without
 weight decay; a backbone's regularization losses trained; no dropout or noise inside frozen blocks; BatchNorm
-statistics averaged over workers before validation). The config hash, the baseline key and the disk-cache key cover
+statistics averaged over workers before validation; 4: each worker draws its own dropout and noise masks, which
+were the same on every worker). The config hash, the baseline key and the disk-cache key cover
 it; rows, checkpoints and sweep records carry it, so the work of older code is not reused, resumed or pooled with
 newer work (README, "No identical work")."""
-TRAINING_REVISION = 3
+TRAINING_REVISION = 4
 
 
 def revision_of(record: dict) -> int:

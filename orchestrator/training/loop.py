@@ -24,7 +24,7 @@ from ..config.schema import TRAINING_REVISION
 from . import checkpoints
 from .precision import configure_gpus
 from .progress import read_progress, write_progress
-from .step import allreduce_fields, make_allreduce_sum, make_train_step, one_hot, sync_batchnorm
+from .step import allreduce_fields, make_allreduce_sum, make_train_step, one_hot, own_draws, sync_batchnorm
 
 
 @dataclass
@@ -209,6 +209,7 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
     ``train_dataset(per_worker)`` and ``val_batches()``."""
     w = worker or Worker()
     trainee = build(strategy, cfg, spec, backbone_file=w.backbone_file)
+    own_draws(trainee.mt.model, w.rank)   # each worker its own dropout masks
     w.marks["model"] = time.time()
     state = _restored(trainee, cfg, w, fingerprint=spec.fingerprint)
     per_worker = max(cfg.train.batch_size // w.world, 1)

@@ -151,3 +151,26 @@ def allreduce_fields(allreduce_sum, fields: dict[str, np.ndarray]) -> dict[str, 
 def one_hot(value: float, *, rank: int, world: int) -> np.ndarray:
     """This rank's ``value`` at its own index: summed over workers, every rank's value."""
     return np.eye(world)[rank] * value
+
+
+def own_draws(model, rank: int) -> None:
+    """Each worker's dropout and noise masks its own. Keras draws them from a layer's seed generator, whose state
+    is mirrored under MultiWorkerMirroredStrategy, so every worker drew the same mask for its own examples: less
+    noise than the rate says. Rank r's seeds are offset by r (rank 0 draws as one worker does); the state, which
+    checkpoints hold, moves as before. Only the model's layers: loss weightings that draw (RLW) must draw alike."""
+    import functools
+
+    for layer in model._flatten_layers(include_self=False) if rank else ():
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:
+            generator.next = functools.partial(_offset_seed, generator.next, rank)
+
+
+def _offset_seed(draw, rank: int, ordered: bool = True):
+    import tensorflow as tf
+
+    seed = draw(ordered=ordered)   # [seed, counter]; Keras casts it to int32 for TensorFlow: offset the seed part
+    return seed + tf.constant([_RANK_STRIDE * rank, 0], seed.dtype)
+
+
+_RANK_STRIDE = 1_000_003   # layers' seeds are train.seed + a small index: rank streams do not meet them
