@@ -127,8 +127,8 @@ def refuse_secrets(path: Path, shown: str) -> None:
     if first is not None:
         key, value = first
         raise ConfigError(f"{shown} holds credentials ({key + ': ' if key else ''}{redact(value)}): a Ray job uploads "
-                          f"it to the cluster, "
-                          f"which stores it and unpacks it on every node; write the URI without them and give the "
+                          f"it to the cluster, which stores it and unpacks it on every node; write the URI without "
+                          f"them and give the "
                           f"nodes an IAM role (cluster.yaml) or AWS_* in their environment")
 
 

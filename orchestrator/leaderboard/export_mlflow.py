@@ -5,7 +5,8 @@ metrics (step = epoch), tags (experiment, sweep, status, Δm%, row id, checkpoin
 Exporting again finds the runs by their ``row_id`` tag: a finished run gets its tags refreshed, nothing is logged
 twice. A run that an earlier export left unfinished (killed midway: no ``orchestrator.complete`` tag) is deleted and
 written again, unless its writing began less than ``WRITING_S`` ago (tag ``orchestrator.writing``): then another
-export is writing it now, and it is left to that one (counted ``in_progress``). Any tracking URI MLflow accepts works (``sqlite:///mlflow.db``, ``http://host:5000``, ...)."""
+export is writing it now, and it is left to that one (counted ``in_progress``). Any tracking URI MLflow accepts
+works (``sqlite:///mlflow.db``, ``http://host:5000``, ...)."""
 from __future__ import annotations
 
 import logging
