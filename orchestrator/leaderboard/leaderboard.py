@@ -207,8 +207,9 @@ class Leaderboard:
                 sweep_id: Names, kind: Names, ranked_only: bool = False, once: bool = False) -> tuple[Snapshot, pa.Table]:
         """``columns`` (and what the filters read) of the matching current rows (``ranking.current``), one per
         row id, with their places in the files of the returned snapshot; ``ranked_only``: only rows a ranking may
-        pick (``ranking.ranked``, of their experiment's newest training revision and data: ``newest_versions``); ``once``: each work once (rows marked ``duplicate_of`` left out: merged copies, and
-        a sweep's rows of work done before, except in that sweep's own reads)."""
+        pick (``ranking.ranked``, of their experiment's newest training revision and data: ``newest_versions``);
+        ``once``: each work once (rows marked ``duplicate_of`` left out: merged copies, and a sweep's rows of work
+        done before, except in that sweep's own reads)."""
         schema, scope, used, exprs = snap.schema, [], set(), []
         if ranked_only and "status" in schema.names:
             scope.append("status")
@@ -240,10 +241,8 @@ class Leaderboard:
         if keep is not None:
             light = light.take(keep)
         light = current(light)
-        if not exprs:
-            return snap, newest_versions(light) if ranked_only else light
         try:
-            light = light.filter(reduce(operator.and_, exprs))
+            light = light.filter(reduce(operator.and_, exprs)) if exprs else light
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
             types = ", ".join(f"{c} is {schema.field(c).type}" for c in sorted(used) if c in schema.names)
             raise ConfigError(f"cannot evaluate --where {where!r}: {str(e).splitlines()[0][:200]} ({types}); "
