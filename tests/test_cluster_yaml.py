@@ -142,10 +142,14 @@ def test_no_ray_started():
     assert not ray.is_initialized()
 
 
-def test_every_node_polls_train_workers_at_the_local_pace(cfg):
-    """The Train health-check interval init_ray sets locally reaches cluster nodes through their ray start lines."""
-    from orchestrator.training.session import HEALTH_CHECK_INTERVAL_S
+def test_every_node_runs_with_the_settings_of_a_local_ray(cfg):
+    """What init_ray sets for the Ray it starts (the Train health-check pace, how long idle processes are kept)
+    reaches cluster nodes through their ray start lines."""
+    from orchestrator.training.session import NODE_ENV
 
-    setting = f"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S={HEALTH_CHECK_INTERVAL_S} "
-    assert setting in _head_start(cfg)
-    assert all(setting in line for line in cfg["worker_start_ray_commands"] if "ray start" in line)
+    assert {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_idle_worker_killing_time_threshold_ms"} <= set(NODE_ENV)
+    workers = [line for line in cfg["worker_start_ray_commands"] if "ray start" in line]
+    for name, value in NODE_ENV.items():
+        setting = f"{name}={value} "
+        assert setting in _head_start(cfg)
+        assert workers and all(setting in line for line in workers), (setting, workers)

@@ -2,11 +2,13 @@
 and streamed (data.cache: none), and every task ends above chance."""
 import importlib.util
 import os
+import time
 
 import pyarrow.csv as pacsv
 import pytest
 
 from orchestrator.config import parse_config
+from orchestrator.data.pipeline import STREAM_DECODERS
 from orchestrator.training.driver import train
 from orchestrator.training.session import cache_mode, check
 
@@ -59,6 +61,16 @@ def run(cfg):
     return summary
 
 
+def decoder_pids(*, since: float) -> set:
+    """The processes that ran streaming decode tasks started after ``since`` (Ray's state API)."""
+    from ray.util.state import list_tasks
+
+    time.sleep(2)   # task events reach the state API about once a second
+    tasks = list_tasks(filters=[("name", "=", "MapBatches(_decode_batch)")], detail=True, limit=10_000,
+                       raise_on_missing_output=False)
+    return {t.worker_pid for t in tasks if t.worker_pid and (t.start_time_ms or 0) >= since * 1000}
+
+
 def assert_trained_on_both_workers(s):
     assert s["world_size"] == 2 and s["epochs"] == 6, s
     assert all(steps and steps > 0 for steps in s["rank_steps"]), s["rank_steps"]
@@ -88,8 +100,13 @@ def test_streaming_reaches_the_accuracy_of_the_memory_run(memory_run, image_file
     cfg = image_config(tmp_path, image_files, cache="none")
     assert cfg.train.seed == mem_cfg.train.seed and cfg.data.image_size == mem_cfg.data.image_size
     assert cache_mode(cfg, check(cfg).spec) == "stream"
+    started = time.time()
     s = run(cfg)
     assert_trained_on_both_workers(s)
+    # Each epoch's decode tasks run in the processes the first epoch started: Ray ended idle processes after 1 s
+    # (more than 2 per CPU here), so every epoch started its decoders again, 2.5 s of CPU each, on the training cores.
+    decoders = decoder_pids(since=started)
+    assert 0 < len(decoders) <= 2 * 2 * STREAM_DECODERS, sorted(decoders)     # 6 epochs of 2 workers, once each
     assert s["data"]["fingerprint"] == mem["data"]["fingerprint"]    # the same data, only the cache differs
     streamed, memory = s["tasks"], mem["tasks"]
     for task in ("left", "right"):
