@@ -104,10 +104,10 @@ def test_streaming_reaches_the_accuracy_of_the_memory_run(memory_run, image_file
     started = time.time()
     s = run(cfg)
     assert_trained_on_both_workers(s)
-    # Each epoch's decode tasks run in the processes the first epoch started: Ray ended idle processes after 1 s
-    # (more than 2 per CPU here), so every epoch started its decoders again, 2.5 s of CPU each, on the training cores.
-    # Epochs decode the same number of units: the tasks of the run's second half (epochs 4-6) ran in processes its
-    # first half had started (before: 32 processes, 5 more every epoch).
+    # Decoding processes serve the whole run: Ray ended idle ones after 1 s (a node running more processes than
+    # CPUs), so every epoch started its decoders again on the training cores. Epochs decode the same number of
+    # units: the tasks of the run's second half (epochs 4-6) ran in processes its first half had started (before:
+    # 32-34 processes, about 5 more every epoch).
     pids = decoder_pids(since=started)
     first, second = pids[:len(pids) // 2], pids[len(pids) // 2:]
     assert len(pids) >= 2 * 6 and set(second) <= set(first), (len(set(pids)), sorted(set(second) - set(first)))

@@ -36,10 +36,11 @@ WORKER_START_TIMEOUT_S = "600"
 # no TensorFlow): 0.45 s per report at 0.5 s, 0.21 s at 0.2 s, 0.23 s at 0.1 s, and no more CPU at 0.2 s than at
 # 0.5 s (6.5 against 7.5 CPU-s per trial). 0.5 s came from 0.1 s costing the controller's own actor CPU.
 HEALTH_CHECK_INTERVAL_S = "0.2"
-# Ray ends a task's idle worker process after 1 s once a node runs more processes than it has CPUs, as a Train run
-# always does on small nodes: streaming decoders were ended between (and within) epochs and started again, 32
-# processes for one 6-epoch 2-worker run, 2.5 CPU-s each on the training cores (an epoch took 18 s, 6 s with them
-# kept). Kept 60 s, they serve the whole run and the next trial; the price is their memory for a minute after.
+# Ray ends a task's idle worker process after 1 s once a node runs more worker processes than it has CPUs (its
+# soft limit), as a Train run always does on small nodes: streaming decoders were ended between (and within) epochs
+# and started again on the training cores, 32 processes for one 6-epoch 2-worker run (a streamed epoch took 18 s,
+# 6 s with them kept). Kept 60 s, they serve the whole run and the next trial; the price is their memory for a
+# minute after.
 IDLE_WORKER_KEEP_MS = "60000"
 # What every Ray node of ours runs with: init_ray sets it for the Ray it starts, cluster.yaml's ray start lines too.
 NODE_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": HEALTH_CHECK_INTERVAL_S,
@@ -192,8 +193,8 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
     from ..console import mute_ray_stderr, quiet_logs
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_START_TIMEOUT_S)
-    # A late poll is only awaited again (a worker counts as dead after 600 s), so a short interval is safe. The
-    # raylet ray.init starts below reads its settings from this environment.
+    # A late poll is only awaited again (a worker counts as dead after 600 s), so a short interval is safe. A raylet
+    # that ray.init starts below (no address) reads its settings from this environment.
     for name, value in NODE_ENV.items():
         os.environ.setdefault(name, value)
     if not address:
