@@ -87,9 +87,9 @@ def sweep_record(location: str, experiment: str, sweep_id: str) -> str:
     return storage.join(sweep_dir(location, experiment, sweep_id), "sweep.json")
 
 
-def scheduler_state(location: str, experiment: str, sweep_id: str) -> str:
-    """MO-ASHA's rung records (Tune does not keep a scheduler's state across a resume)."""
-    return storage.join(sweep_dir(location, experiment, sweep_id), "moasha.json")
+def scheduler_state(location: str, experiment: str, sweep_id: str, scheduler: str = "moasha") -> str:
+    """A scheduler's rung records, ``moasha`` or ``sync`` (Tune does not keep a scheduler's state across a resume)."""
+    return storage.join(sweep_dir(location, experiment, sweep_id), f"{scheduler}.json")
 
 
 def leaderboard(location: str) -> str:

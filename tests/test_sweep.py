@@ -219,6 +219,9 @@ def test_sync_halving_pauses_trials_and_resumes_their_own_train_runs(ray_session
         done[0]["config_hash"]
     starts = attempts(layout.run_dir(storage, layout.trial_run_name(done[0]["sweep_id"], done[0]["trial_id"])))
     assert starts[0] == 0 and len(starts) >= 2 and min(starts[1:]) >= 1, starts   # resumed, not from scratch
+    # its rung is kept in the sweep's folder, for --resume: the one decision, with the promoted trial's id
+    kept = json.loads(open(layout.scheduler_state(storage, "sync", done[0]["sweep_id"], "sync")).read())
+    assert kept["promoted"] == [[done[0]["trial_id"]]] and len(kept["values"][0]) == 3, kept
 
 
 def test_later_trials_start_on_warm_train_workers(ray_session, tmp_path):

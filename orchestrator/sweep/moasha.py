@@ -23,9 +23,8 @@ from typing import Optional
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from .. import storage
 from ..pareto import mo_order, signed_point
-from .syncsha import rungs_for
+from .syncsha import KeptRecords, rungs_for
 
 
 class Rungs:
@@ -80,7 +79,7 @@ class Rungs:
                 self.recorded[int(m)] = {**rung, **self.recorded[int(m)]}
 
 
-class MOASHA(FIFOScheduler):
+class MOASHA(KeptRecords, FIFOScheduler):
     """A Tune scheduler: MO-ASHA over ``metrics`` on ``time_attr`` (the reported epoch)."""
 
     def __init__(self, metrics: list[str], *, max_t: int, grace_period: int = 1, reduction_factor: float = 2.0,
@@ -88,27 +87,16 @@ class MOASHA(FIFOScheduler):
         super().__init__()
         self.metrics, self.max_t, self.time_attr, self.state = list(metrics), int(max_t), time_attr, state
         self.rungs = Rungs(rungs_for(self.max_t, grace_period, reduction_factor), reduction_factor)
-        self._loaded = False
         self.stopped = 0
-
-    def __getstate__(self):   # Tune pickles the scheduler once, empty: the records live in ``state``
-        d = dict(self.__dict__)
-        d["_loaded"] = False
-        return d
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True   # TuneConfig's one metric (the objective) is not what MO-ASHA ranks by
 
-    def _load(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True
-        if self.state and storage.exists(self.state):
-            self.rungs.load(storage.read_bytes(self.state).decode())
+    def _records(self) -> str:
+        return self.rungs.to_json()
 
-    def _save(self) -> None:
-        if self.state:
-            storage.atomic_write(self.state, self.rungs.to_json().encode())
+    def _restore(self, text: str) -> None:
+        self.rungs.load(text)
 
     def decide(self, trial_id: str, result: dict) -> str:
         """CONTINUE or STOP for one reported result (Tune-free, for tests and the bench)."""

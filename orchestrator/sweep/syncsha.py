@@ -10,11 +10,13 @@ Concurrency: trials waiting at a rung hold no slot. ``has_room`` tells the searc
 ``choose_trial_to_run`` resumes promoted trials only while fewer than ``concurrent`` run.
 Ray's HyperBandScheduler is not used: its first bracket runs every trial to ``max_t`` without halving.
 Resume (``tune --resume``): Tune restores this scheduler empty, as pickled at the sweep's start, and adds every trial
-again; the finished ones count as ended, and the rungs are judged again from the live trials' own records (the
-scores of finished trials are not kept, so a rung's cut counts them but ranks only the live ones).
+again (the finished ones count as ended). So the rungs' records and decisions are written to ``state`` (a file in the
+sweep's folder) whenever they change and read back on first use, as MO-ASHA does: a decision made before a kill
+stands. A resumed trial's first report can be past several rungs; each is judged in turn, from its run's record.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Callable, Optional
 
@@ -33,6 +35,41 @@ def rungs_for(max_t: int, grace_period: int, reduction_factor: float) -> list[in
     return rungs
 
 
+class KeptRecords:
+    """Tune restores a scheduler as pickled at the sweep's start (empty) and keeps no state of it across a resume, so
+    a scheduler's records live in ``state`` (a file in the sweep's folder, local or URI), written whenever they change
+    and read back on first use. Subclasses give ``_records()`` (text) and ``_restore(text)``."""
+
+    state: Optional[str] = None
+    _loaded = False
+
+    def __getstate__(self):   # Tune pickles the scheduler once, empty: the records live in ``state``
+        d = dict(self.__dict__)
+        d["_loaded"] = False
+        return d
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        from .. import storage
+
+        if self.state and storage.exists(self.state):
+            self._restore(storage.read_bytes(self.state).decode())
+
+    def _save(self) -> None:
+        from .. import storage
+
+        if self.state:
+            storage.atomic_write(self.state, self._records().encode())
+
+    def _records(self) -> str:
+        raise NotImplementedError
+
+    def _restore(self, text: str) -> None:
+        raise NotImplementedError
+
+
 class RunHistory:
     """A trial's per-epoch record, read from its Train run's progress file (a plain class: Tune pickles it)."""
 
@@ -47,16 +84,17 @@ class RunHistory:
         return progress["history"] if progress else []
 
 
-class SyncHalving(FIFOScheduler):
+class SyncHalving(KeptRecords, FIFOScheduler):
     """One synchronous successive-halving bracket over all ``trials`` of a sweep (see the module doc)."""
 
     _supports_buffered_results = False   # decide on every epoch's result as it comes (as Ray's HyperBand does)
 
     def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float, trials: int, concurrent: int,
                  mode: str, metric: str = "objective", time_attr: str = "epoch",
-                 history: Optional[Callable[[str], list]] = None):
+                 history: Optional[Callable[[str], list]] = None, state: Optional[str] = None):
         super().__init__()
         self.history = history   # trial id -> its run's per-epoch record (for a rung its reports skipped)
+        self.state = state   # where the rungs are kept across a resume (KeptRecords)
         self._metric, self.mode, self.time_attr = metric, mode, time_attr
         self.rungs = rungs_for(max_t, grace_period, reduction_factor)
         self.eta, self.trials, self.concurrent = reduction_factor, trials, concurrent
@@ -71,6 +109,15 @@ class SyncHalving(FIFOScheduler):
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True   # metric and mode are ours (the sweep's objective)
+
+    def _records(self) -> str:
+        return json.dumps({"trials": self.trials, "values": self.values,
+                           "promoted": [None if p is None else sorted(p) for p in self.promoted]})
+
+    def _restore(self, text: str) -> None:
+        saved = json.loads(text)
+        self.trials, self.values = saved["trials"], saved["values"]
+        self.promoted = [None if p is None else set(p) for p in saved["promoted"]]
 
     # -- what the searcher and Tune ask ---------------------------------------------------
     def has_room(self) -> bool:
@@ -107,6 +154,7 @@ class SyncHalving(FIFOScheduler):
 
     # -- Tune's notifications ------------------------------------------------------------
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        self._load()
         self.added[trial.trial_id] = trial
         self.next_rung.setdefault(trial.trial_id, 0)
         if trial.status == Trial.TERMINATED:   # `--resume` adds finished trials again, to a scheduler that starts empty
@@ -114,16 +162,18 @@ class SyncHalving(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         tid = trial.trial_id
-        k = self.next_rung[tid]
-        if k >= len(self.rungs) or result.get(self.time_attr, 0) < self.rungs[k]:
-            return TrialScheduler.CONTINUE
-        self.values[k][tid] = self._score(self._at_rung(tid, result, self.rungs[k]))
-        self.next_rung[tid] = k + 1
-        self._decide(tune_controller, k)
-        if self.promoted[k] is None:
-            self.waiting.add(tid)
-            return TrialScheduler.PAUSE
-        return TrialScheduler.CONTINUE if tid in self.promoted[k] else TrialScheduler.STOP
+        while (k := self.next_rung[tid]) < len(self.rungs) and result.get(self.time_attr, 0) >= self.rungs[k]:
+            if tid not in self.values[k]:   # recorded before a resume: kept
+                self.values[k][tid] = self._score(self._at_rung(tid, result, self.rungs[k]))
+                self._save()
+            self.next_rung[tid] = k + 1
+            self._decide(tune_controller, k)
+            if self.promoted[k] is None:
+                self.waiting.add(tid)
+                return TrialScheduler.PAUSE
+            if tid not in self.promoted[k]:
+                return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         self._end(tune_controller, trial)
@@ -172,6 +222,7 @@ class SyncHalving(FIFOScheduler):
         alive = sorted((t for t in who if t not in self.ended), key=lambda t: (-self.values[k][t], t))
         keep = max(1, int(len(who) / self.eta)) if alive else 0
         self.promoted[k] = set(alive[:keep])
+        self._save()
         for tid in sorted(who & self.waiting):
             self.waiting.discard(tid)
             if tid in self.promoted[k]:

@@ -110,8 +110,8 @@ def check_objective(p: Prepared) -> None:
 
 def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1, sweep_id: str | None = None):
     """ASHA, synchronous successive halving or MO-ASHA on the reported epoch; ``max_t`` is the largest epoch budget
-    a trial can have; ``trials``: how many the sweep runs (sync: its first rung waits for them all). MO-ASHA keeps
-    its rungs in the sweep's folder, for ``--resume``."""
+    a trial can have; ``trials``: how many the sweep runs (sync: its first rung waits for them all). MO-ASHA and
+    sync keep their rungs in the sweep's folder, for ``--resume``."""
     sch = cfg.search.scheduler
     if sch.type == "none":
         return None
@@ -122,7 +122,8 @@ def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 
 
         return SyncHalving(max_t=max_t, grace_period=grace, reduction_factor=sch.reduction_factor, trials=trials,
                            concurrent=concurrent, mode=cfg.objective_mode,
-                           history=RunHistory(cfg.storage, sweep_id) if sweep_id else None)
+                           history=RunHistory(cfg.storage, sweep_id) if sweep_id else None,
+                           state=layout.scheduler_state(cfg.storage, cfg.name, sweep_id, "sync") if sweep_id else None)
     from ray.tune.schedulers import ASHAScheduler
 
     if sch.type == "moasha":
