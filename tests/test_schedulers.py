@@ -70,11 +70,9 @@ class FakeController:
 
 
 def simulate(order_seed: int, quality: list, *, concurrent: int = 2, expect: int = 0, ahead: int = 0) -> dict:
-    """Tune's loop in miniature: the searcher adds trials while ``has_room``, PENDING trials start, one running
-    trial (picked at random: any report order) reports its next epoch, and the scheduler's answer is applied."""
+    """Tune's loop in miniature (``sweep_steps``) over trials whose objective at epoch e is quality * e / 6 (+ 0.05
+    past epoch 1); ``ahead``: a paused trial's run trains up to that many epochs on before it stops."""
     import random
-
-    from ray.tune.schedulers import TrialScheduler
 
     def curve(tid):   # a trial's own record (what its run's progress file holds)
         q = quality[int(tid[1:])]
@@ -82,8 +80,22 @@ def simulate(order_seed: int, quality: list, *, concurrent: int = 2, expect: int
 
     s = SyncHalving(max_t=6, grace_period=1, reduction_factor=3, trials=expect or len(quality),
                     concurrent=concurrent, mode="max", history=curve)
-    c, rng, todo = FakeController(s), random.Random(order_seed), list(range(len(quality)))
+    c = FakeController(s)
+    assert sweep_steps(s, c, random.Random(order_seed), list(range(len(quality))), concurrent=concurrent,
+                       curve=curve, ahead=ahead)
+    simulate.promoted = [sorted(p) for p in s.promoted]
+    return {t.trial_id: t.epoch for t in c.trials}
+
+
+def sweep_steps(s, c, rng, todo, *, concurrent: int, curve, ahead: int = 0, stop=lambda: False) -> bool:
+    """Tune's loop in miniature, until the sweep ends (True) or ``stop()`` (False): the searcher adds trials while
+    ``has_room``, PENDING trials start, one running trial (picked at random: any report order) reports its next
+    epoch, and the scheduler's answer is applied."""
+    from ray.tune.schedulers import TrialScheduler
+
     for _ in range(10_000):
+        if stop():
+            return False
         while todo and s.has_room():
             trial = FakeTrial(f"t{todo.pop(0)}")
             c.trials.append(trial)
@@ -98,8 +110,7 @@ def simulate(order_seed: int, quality: list, *, concurrent: int = 2, expect: int
         if not running:
             if any(t.status == "PAUSED" for t in c.trials):
                 continue   # Tune's next step
-            simulate.promoted = [sorted(p) for p in s.promoted]
-            return {t.trial_id: t.epoch for t in c.trials}
+            return True
         trial = rng.choice(running)
         trial.epoch += 1
         action = s.on_trial_result(c, trial, curve(trial.trial_id)[trial.epoch - 1])
@@ -154,39 +165,6 @@ def test_a_run_that_trained_past_its_rung_while_pausing_is_judged_at_the_rung():
         epochs = simulate(seed, quality, ahead=2)
         assert simulate.promoted == [["t1", "t6", "t7"], ["t1"]], (seed, simulate.promoted)
         assert [t for t, e in epochs.items() if e == 6] == ["t1"]
-
-
-def sweep_steps(s, c, rng, todo, *, concurrent: int, curve, stop=lambda: False) -> bool:
-    """``simulate``'s loop on a given scheduler and controller, until the sweep ends (True) or ``stop()`` (False)."""
-    from ray.tune.schedulers import TrialScheduler
-
-    for _ in range(10_000):
-        if stop():
-            return False
-        while todo and s.has_room():
-            trial = FakeTrial(f"t{todo.pop(0)}")
-            c.trials.append(trial)
-            s.on_trial_add(c, trial)
-        chosen = s.choose_trial_to_run(c)
-        if chosen is not None:
-            chosen.status = "PENDING"
-        for trial in c.trials:
-            trial.status = "RUNNING" if trial.status == "PENDING" else trial.status
-        running = [t for t in c.trials if t.status == "RUNNING"]
-        assert len(running) <= concurrent
-        if not running:
-            if any(t.status == "PAUSED" for t in c.trials):
-                continue
-            return True
-        trial = rng.choice(running)
-        trial.epoch += 1
-        action = s.on_trial_result(c, trial, curve(trial.trial_id)[trial.epoch - 1])
-        if action == TrialScheduler.PAUSE:
-            trial.status = "PAUSED"
-        elif action == TrialScheduler.STOP or trial.epoch == 6:
-            trial.status = "TERMINATED"
-            s.on_trial_complete(c, trial, {})
-    raise AssertionError("the sweep never ended")
 
 
 def test_a_sync_sweep_killed_after_two_rungs_decided_resumes_to_the_same_decisions(tmp_path):
