@@ -88,7 +88,8 @@ def sweep_record(location: str, experiment: str, sweep_id: str) -> str:
 
 
 def scheduler_state(location: str, experiment: str, sweep_id: str, scheduler: str = "moasha") -> str:
-    """A scheduler's rung records, ``moasha`` or ``sync`` (Tune does not keep a scheduler's state across a resume)."""
+    """A scheduler's rung records, ``asha``, ``moasha`` or ``sync`` (Tune keeps no scheduler's state across a
+    resume)."""
     return storage.join(sweep_dir(location, experiment, sweep_id), f"{scheduler}.json")
 
 

@@ -211,6 +211,49 @@ def test_a_sync_sweep_killed_after_two_rungs_decided_resumes_to_the_same_decisio
     assert {t.trial_id: t.epoch for t in c2.trials} == expected
 
 
+def test_a_resumed_asha_sweep_judges_newcomers_against_the_rungs_recorded_before_the_kill(tmp_path):
+    """The default scheduler, ASHA, as the sweep makes it. Tune restores it empty on --resume (as pickled at the
+    sweep's start: Ray never calls a scheduler's save), so a trial starting after the resume met empty rungs and
+    continued whatever its score. The rungs recorded before the kill must judge it."""
+    import pickle
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.tuner import make_scheduler
+
+    from factories import experiment
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 4},
+                                  search={"space": {"train.head_lr": {"choice": [1e-3, 3e-3]}}, "num_samples": 8,
+                                          "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}}))
+
+    def fresh():   # what Tune holds at the sweep's start, and again after --resume
+        sch = make_scheduler(cfg, trials=8, concurrent=2, sweep_id="s1")
+        sch.set_search_properties("objective", "max")
+        return sch
+
+    at_start = pickle.dumps(fresh())
+    first = pickle.loads(at_start)
+    c, decisions = FakeController(first), []
+    for i, score in enumerate([0.9, 0.8, 0.7, 0.6]):        # 4 trials reach epoch 1 before the kill
+        trial = FakeTrial(f"t{i}")
+        first.on_trial_add(c, trial)
+        decisions.append(first.on_trial_result(c, trial, {"epoch": 1, "objective": score}))
+    # ASHA: each below the median of the rung's earlier scores stops
+    assert decisions == [TrialScheduler.CONTINUE] + [TrialScheduler.STOP] * 3
+    resumed = pickle.loads(at_start)
+    newcomer = FakeTrial("t4")
+    resumed.on_trial_add(FakeController(resumed), newcomer)
+    # below the median of the rung's 4 scores recorded before the kill (0.75): stopped, as without the kill
+    assert resumed.on_trial_result(FakeController(resumed), newcomer, {"epoch": 1, "objective": 0.5}) == \
+        TrialScheduler.STOP
+    good = FakeTrial("t5")
+    resumed.on_trial_add(FakeController(resumed), good)
+    assert resumed.on_trial_result(FakeController(resumed), good, {"epoch": 1, "objective": 0.95}) == \
+        TrialScheduler.CONTINUE
+
+
 def test_rungs():
     assert rungs_for(6, 1, 3) == [1, 3]
     assert rungs_for(4, 1, 2) == [1, 2]

@@ -133,11 +133,12 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
     from factories import embedded, wait_until
     from test_faults import train_worker_pids
 
-    seen = {}
+    seen, seen_objective = {}, {}
     real = sweep_callback.SweepCallback.on_trial_result
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         seen.setdefault(trial.trial_id, []).append(result["epoch"])
+        seen_objective.setdefault(trial.trial_id, []).append(result["objective"])
         return real(self, iteration, trials, trial, result, **info)
 
     monkeypatch.setattr(sweep_callback.SweepCallback, "on_trial_result", on_trial_result)
@@ -170,6 +171,12 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
     for r in rows:
         history = json.loads(r["history"]) if isinstance(r["history"], str) else r["history"]
         assert [h["epoch"] for h in history] == seen[r["trial_id"]], (r["trial_id"], history, seen)
+    # ASHA's rungs are kept in the sweep's folder for --resume: every trial's epoch-1 objective at the first rung
+    from orchestrator import layout
+
+    (kept,) = json.loads(open(layout.scheduler_state(str(tmp_path), "asha-stop", rows[0]["sweep_id"], "asha")).read())
+    first_rung = kept[-1]   # Ray lists a bracket's rungs from the last
+    assert first_rung == pytest.approx({r["trial_id"]: seen_objective[r["trial_id"]][0] for r in rows}), kept
     for r in stopped:
         run = str(tmp_path / "trials" / f"{r['sweep_id']}-{r['trial_id']}")
         (rank0,) = [record["pid"] for record in attempt_records(run)]

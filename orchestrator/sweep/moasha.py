@@ -24,7 +24,8 @@ from typing import Optional
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from ..pareto import mo_order, signed_point
-from .syncsha import KeptRecords, rungs_for
+from .kept import KeptRecords
+from .syncsha import rungs_for
 
 
 class Rungs:

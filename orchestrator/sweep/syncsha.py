@@ -23,6 +23,8 @@ from typing import Callable, Optional
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from .kept import KeptRecords
+
 
 def rungs_for(max_t: int, grace_period: int, reduction_factor: float) -> list[int]:
     """The epochs at which trials are compared (SyncHalving's and MO-ASHA's rungs): grace_period * reduction_factor**k,
@@ -33,41 +35,6 @@ def rungs_for(max_t: int, grace_period: int, reduction_factor: float) -> list[in
             rungs.append(r)
         k += 1
     return rungs
-
-
-class KeptRecords:
-    """Tune restores a scheduler as pickled at the sweep's start (empty) and keeps no state of it across a resume, so
-    a scheduler's records live in ``state`` (a file in the sweep's folder, local or URI), written whenever they change
-    and read back on first use. Subclasses give ``_records()`` (text) and ``_restore(text)``."""
-
-    state: Optional[str] = None
-    _loaded = False
-
-    def __getstate__(self):   # Tune pickles the scheduler once, empty: the records live in ``state``
-        d = dict(self.__dict__)
-        d["_loaded"] = False
-        return d
-
-    def _load(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True
-        from .. import storage
-
-        if self.state and storage.exists(self.state):
-            self._restore(storage.read_bytes(self.state).decode())
-
-    def _save(self) -> None:
-        from .. import storage
-
-        if self.state:
-            storage.atomic_write(self.state, self._records().encode())
-
-    def _records(self) -> str:
-        raise NotImplementedError
-
-    def _restore(self, text: str) -> None:
-        raise NotImplementedError
 
 
 class RunHistory:

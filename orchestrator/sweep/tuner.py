@@ -110,8 +110,8 @@ def check_objective(p: Prepared) -> None:
 
 def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1, sweep_id: str | None = None):
     """ASHA, synchronous successive halving or MO-ASHA on the reported epoch; ``max_t`` is the largest epoch budget
-    a trial can have; ``trials``: how many the sweep runs (sync: its first rung waits for them all). MO-ASHA and
-    sync keep their rungs in the sweep's folder, for ``--resume``."""
+    a trial can have; ``trials``: how many the sweep runs (sync: its first rung waits for them all). Each keeps its
+    rungs in the sweep's folder, for ``--resume`` (sweep/kept.py)."""
     sch = cfg.search.scheduler
     if sch.type == "none":
         return None
@@ -124,15 +124,16 @@ def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 
                            concurrent=concurrent, mode=cfg.objective_mode,
                            history=RunHistory(cfg.storage, sweep_id) if sweep_id else None,
                            state=layout.scheduler_state(cfg.storage, cfg.name, sweep_id, "sync") if sweep_id else None)
-    from ray.tune.schedulers import ASHAScheduler
-
     if sch.type == "moasha":
         from .moasha import MOASHA
 
         state = layout.scheduler_state(cfg.storage, cfg.name, sweep_id) if sweep_id else None
         return MOASHA(list(sch.metrics), max_t=max_t, grace_period=grace, reduction_factor=sch.reduction_factor,
                       state=state)
-    return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=sch.reduction_factor)
+    from .kept import KeptASHA
+
+    return KeptASHA(max_t=max_t, grace_period=grace, reduction_factor=sch.reduction_factor,
+                    state=layout.scheduler_state(cfg.storage, cfg.name, sweep_id, "asha") if sweep_id else None)
 
 
 def trial_count(cfg: ExperimentConfig) -> int:

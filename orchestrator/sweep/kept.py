@@ -1,0 +1,81 @@
+"""Scheduler records kept across ``tune --resume``, and Ray's ASHA with its rungs kept.
+
+Tune restores a scheduler as pickled at the sweep's start, empty: Ray never calls a scheduler's ``save`` or
+``restore``. So a resumed sweep's scheduler would judge its trials as if nothing had been recorded before the kill:
+ASHA would let every newcomer through until its rungs filled again, and the synchronous scheduler would cut its rungs
+among the live trials only. Each of our schedulers keeps its records in a file of the sweep's folder instead.
+"""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from ray.tune.schedulers import ASHAScheduler
+
+
+class KeptRecords:
+    """Tune restores a scheduler as pickled at the sweep's start (empty) and keeps no state of it across a resume, so
+    a scheduler's records live in ``state`` (a file in the sweep's folder, local or URI), written whenever they change
+    and read back on first use. Subclasses give ``_records()`` (text) and ``_restore(text)``."""
+
+    state: Optional[str] = None
+    _loaded = False
+
+    def __getstate__(self):   # Tune pickles the scheduler once, empty: the records live in ``state``
+        d = dict(self.__dict__)
+        d["_loaded"] = False
+        return d
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        from .. import storage
+
+        if self.state and storage.exists(self.state):
+            self._restore(storage.read_bytes(self.state).decode())
+
+    def _save(self) -> None:
+        from .. import storage
+
+        if self.state:
+            storage.atomic_write(self.state, self._records().encode())
+
+    def _records(self) -> str:
+        raise NotImplementedError
+
+    def _restore(self, text: str) -> None:
+        raise NotImplementedError
+
+
+class KeptASHA(KeptRecords, ASHAScheduler):
+    """Ray's ASHA (the default scheduler), its rungs' recorded scores kept in ``state``: a resumed sweep judges
+    newcomers against the scores recorded before the kill, as the uninterrupted sweep would."""
+
+    def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float, state: Optional[str] = None):
+        ASHAScheduler.__init__(self, time_attr="epoch", max_t=max_t, grace_period=grace_period,
+                               reduction_factor=reduction_factor)
+        self.state = state
+
+    def _records(self) -> str:
+        return json.dumps([[{tid: float(score) for tid, score in recorded.items()} for _, recorded in bracket._rungs]
+                           for bracket in self._brackets])
+
+    def _restore(self, text: str) -> None:
+        for bracket, rungs in zip(self._brackets, json.loads(text)):
+            for (_, recorded), saved in zip(bracket._rungs, rungs):
+                recorded.update(saved)
+
+    def _count(self) -> int:
+        return sum(len(recorded) for bracket in self._brackets for _, recorded in bracket._rungs)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._load()
+        super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        before = self._count()
+        action = super().on_trial_result(tune_controller, trial, result)
+        if self._count() != before:   # a score was recorded at a rung
+            self._save()
+        return action
