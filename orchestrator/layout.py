@@ -7,6 +7,7 @@
         lease.json                          who writes the run now (training/lease.py)
         config.json                         the resolved config of a `train` run
     <storage>/sweeps/<experiment>/<sweep id>/   Ray Tune's state, sweep.json, config.json
+        orchestrator/                       the sweep's lease and its scheduler's rungs (``sweep_own``)
     <storage>/leaderboard/                  the leaderboard's Parquet files
     <storage>/backbones/                    the pretrained built-in backbone
     <storage>/logs/   <storage>/reports/<experiment>/
@@ -87,10 +88,17 @@ def sweep_record(location: str, experiment: str, sweep_id: str) -> str:
     return storage.join(sweep_dir(location, experiment, sweep_id), "sweep.json")
 
 
+def sweep_own(location: str, experiment: str, sweep_id: str) -> str:
+    """What we write into a sweep's folder while it runs (its lease, its scheduler's rungs): a subfolder, because the
+    top level is Ray Tune's. A resumed Tune copies every .json and .pkl file of that level to its staging folder and
+    uploads its copies back every few seconds, over anything newer written there since."""
+    return storage.join(sweep_dir(location, experiment, sweep_id), "orchestrator")
+
+
 def scheduler_state(location: str, experiment: str, sweep_id: str, scheduler: str = "moasha") -> str:
     """A scheduler's rung records, ``asha``, ``moasha`` or ``sync`` (Tune keeps no scheduler's state across a
     resume)."""
-    return storage.join(sweep_dir(location, experiment, sweep_id), f"{scheduler}.json")
+    return storage.join(sweep_own(location, experiment, sweep_id), f"{scheduler}.json")
 
 
 def leaderboard(location: str) -> str:

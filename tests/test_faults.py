@@ -1,5 +1,6 @@
 """Faults with real processes (slow): a Train worker SIGKILLed mid-epoch, the sweep driver SIGKILLed and
 resumed, and a user error met inside a worker (never retried)."""
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from orchestrator import layout
 from orchestrator.leaderboard import Leaderboard
+from orchestrator.leaderboard.query import rows as row_dicts
 from orchestrator.training.progress import attempts, read_progress
 
 from factories import dead_creator_group, embedded, wait_until
@@ -35,10 +38,10 @@ def train_worker_pids():
     return pids
 
 
-def sweep_config(storage, name, *, samples, epochs, workers=1, space=None):
+def sweep_config(storage, name, *, samples, epochs, workers=1, space=None, scheduler=None):
     return embedded(storage, name=name, train={"epochs": epochs, "head_lr": 3e-3},
                     resources={"workers": workers, "cpus_per_worker": 0.9 if workers == 1 else 0.45},
-                    search={"num_samples": samples, "searcher": "random", "scheduler": {"type": "none"},
+                    search={"num_samples": samples, "searcher": "random", "scheduler": scheduler or {"type": "none"},
                             "max_concurrent_trials": 2,
                             "space": space or {"train.backbone_lr": {"loguniform": [3e-4, 3e-3]}}})
 
@@ -93,9 +96,12 @@ def test_a_killed_train_worker_resumes_from_its_last_epoch(ray_session, tmp_path
 def test_a_killed_sweep_resumes_without_duplicates(tmp_path):
     """SIGKILL the whole sweep driver (and the Ray it started) after two rows, while other trials are
     mid-training, then `tune --resume`: exactly num_samples rows, each trial once, finished trials not
-    rerun, and interrupted trials continue from their checkpoints (their epochs add up)."""
+    rerun, and interrupted trials continue from their checkpoints (their epochs add up). Under ASHA, the default
+    scheduler, with its one rung at epoch 4: the resumed sweep judges its trials against the scores recorded before
+    the kill (Tune restores a scheduler empty; ours keeps its rungs in the sweep's folder, asha.json)."""
     epochs = 5   # the kill lands while a trial is at epoch 2 to 4
-    cfg = sweep_config(tmp_path, "kill-driver", samples=4, epochs=epochs)
+    cfg = sweep_config(tmp_path, "kill-driver", samples=4, epochs=epochs,
+                       scheduler={"type": "asha", "grace_period": 4, "reduction_factor": 2})
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
     cmd = [str(BIN / "orchestrator"), "tune", str(path), "--address", "local"]
@@ -123,7 +129,15 @@ def test_a_killed_sweep_resumes_without_duplicates(tmp_path):
     rows = board.table(experiment="kill-driver").to_pylist()
     assert len(rows) == 4, [(r["trial_id"], r["status"]) for r in rows]
     assert len({r["trial_id"] for r in rows}) == 4 and len({r["sweep_id"] for r in rows}) == 1
-    assert all(r["status"] == "completed" and r["epochs"] == epochs for r in rows), rows
+    # ASHA's one rung is at epoch 4: a trial ends there (stopped) or at epoch 5 (completed)
+    assert all((r["status"], r["epochs"]) in {("completed", epochs), ("stopped", 4)} for r in rows), rows
+    # the rung holds every trial, those judged before the kill too, each trial finished then at its epoch-4 score
+    (kept,) = json.loads(open(layout.scheduler_state(str(tmp_path), "kill-driver", rows[0]["sweep_id"], "asha")).read())
+    (rung,) = kept
+    assert set(rung) == {r["trial_id"] for r in rows}, (rung, at_kill)
+    history = {r["trial_id"]: {h["epoch"]: h["objective"] for h in r["history"]} for r in row_dicts(board.table())}
+    for trial in at_kill["done"]:
+        assert rung[trial] == pytest.approx(history[trial][4]), (trial, rung, history[trial])
     runs = {run.name.rsplit("-", 1)[-1]: attempts(str(run)) for run in run_dirs(tmp_path)}
     for trial in at_kill["done"]:
         assert runs[trial] == [0], (trial, runs[trial])               # finished before the kill: not rerun

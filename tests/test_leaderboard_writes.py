@@ -171,7 +171,7 @@ def test_a_resumed_sweep_appends_its_own_spool_not_another_running_sweeps(tmp_pa
     keep(mine, [row(callback.cfg, [{"epoch": 1, "objective": 0.6}], trial_id="mine", sweep_id="s2")])
     from orchestrator.training import lease
 
-    held = lease.acquire(layout.sweep_dir(runs, callback.cfg.name, "s1"), what="sweep s1")   # s1 still runs
+    held = lease.acquire(layout.sweep_own(runs, callback.cfg.name, "s1"), what="sweep s1")   # s1 still runs
     written, _ = recorded_rows(board, callback.cfg, "s2", out=lambda line: None)
     assert written == {"mine"} and os.path.exists(others) and not os.path.exists(mine)
     assert [r["trial_id"] for r in board.table().to_pylist()] == ["mine"]
@@ -427,10 +427,10 @@ def test_confirm_ablate_and_baseline_runs_hold_their_sweeps_lease_while_they_tra
 
     class Probe:
         def fit(self):
-            seen["holder"] = lease.read(layout.sweep_dir(p.cfg.storage, p.cfg.name, "confirm-x"))
+            seen["holder"] = lease.read(layout.sweep_own(p.cfg.storage, p.cfg.name, "confirm-x"))
 
     monkeypatch.setattr(runner, "make_tuner", lambda cfg, spec: Probe())
     monkeypatch.setattr(capacity, "plan_concurrency", lambda cfg, **kw: capacity.TrialsPlan(1, spares=False))
     runner.run_configs(Session(p, {}, None), [p.cfg], kind="confirm", sweep_id="confirm-x", out=lambda line: None)
     assert seen["holder"] is not None and seen["holder"]["pid"] == os.getpid(), seen
-    assert lease.read(layout.sweep_dir(p.cfg.storage, p.cfg.name, "confirm-x")) is None
+    assert lease.read(layout.sweep_own(p.cfg.storage, p.cfg.name, "confirm-x")) is None

@@ -164,7 +164,7 @@ def test_the_sweep_makes_moasha_and_optuna_searches_the_same_metrics(tmp_path):
     cfg = cfg_with(tmp_path, {"type": "moasha", "metrics": names, "reduction_factor": 3}, searcher="optuna")
     sch = make_scheduler(cfg, sweep_id="s1")
     assert isinstance(sch, MOASHA) and sch.metrics == names and sch.max_t == 4
-    assert sch.state.endswith("s1/moasha.json")
+    assert sch.state.endswith("s1/orchestrator/moasha.json")
     searcher = make_searcher(cfg, 2, [])
     searcher.set_search_properties("objective", "max", {"train.freeze_depth": __import__("ray").tune.choice([0, 1])})
     assert searcher.searcher.metric == names and searcher.searcher.mode == ["max", "min"]

@@ -168,7 +168,7 @@ def test_resuming_a_sweep_whose_driver_still_runs_is_refused(tmp_path, capsys, n
                                                    "training_revision": TRAINING_REVISION}))
     other = live_process()
     try:
-        write_lease(folder, pid=other.pid, owner="sweep 20260101-000000-abcdef 0123")
+        write_lease(folder / "orchestrator", pid=other.pid, owner="sweep 20260101-000000-abcdef 0123")
         code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg), "--resume")
     finally:
         other.kill()

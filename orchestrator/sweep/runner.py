@@ -248,7 +248,7 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
     spec = SweepSpec(plan, {"index": tune.grid_search(list(range(len(configs))))}, verbose=verbose,
                      concurrent=min(len(configs), trials.concurrent), callbacks=(callback,))
     # One live driver per sweep folder, as `tune` holds: a `tune --resume` appends spools no live driver holds
-    with acquire(layout.sweep_dir(p.cfg.storage, p.cfg.name, sweep_id), what=f"{kind} runs {sweep_id}"):
+    with acquire(layout.sweep_own(p.cfg.storage, p.cfg.name, sweep_id), what=f"{kind} runs {sweep_id}"):
         make_tuner(p.cfg, spec).fit()
         callback.close()
     return callback.rows

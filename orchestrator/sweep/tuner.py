@@ -188,7 +188,7 @@ def recorded_rows(board, cfg: ExperimentConfig, sweep_id: str, *, out=print) -> 
 
     def free(path: str) -> bool:   # this sweep's, or one no live driver holds (another sweep may still rewrite it)
         other = os.path.basename(path)[:-len(".parquet")]
-        holder = read(layout.sweep_dir(cfg.storage, cfg.name, other))
+        holder = read(layout.sweep_own(cfg.storage, cfg.name, other))
         return other == sweep_id or holder is None or is_stale(holder)
 
     paths = [p for p in spooled(cfg.storage, cfg.name) if free(p)]
@@ -210,7 +210,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     cfg = p.cfg
     sweep_id = find_sweep(cfg, sweep_id, fingerprint=p.spec.fingerprint) if resume else (sweep_id or new_sweep_id())
     # One live driver per sweep: a second `tune --resume` while this one runs would write the same trials' runs.
-    with acquire(layout.sweep_dir(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}"):
+    with acquire(layout.sweep_own(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}"):
         return _sweep(p, sweep_id, address=address, resume=resume, verbose=verbose, out=out, reserved_cpu=reserved_cpu)
 
 
