@@ -136,19 +136,34 @@ def test_missing_token_is_a_one_line_error(cluster, tmp_path):
     assert out.stderr.strip().startswith("error:") and "RAY_AUTH_MODE=token" in out.stderr
 
 
-def test_two_worker_trial_spread_over_two_nodes(cluster, tmp_path):
+def test_a_train_job_with_relative_paths_spread_over_two_nodes(cluster, tmp_path):
+    """A `train` job whose two workers must be on two nodes (STRICT_SPREAD): one worker per node, the same steps on
+    each, and above chance. The config's relative data and backbone paths resolve against its folder in the job's
+    working dir; the backbone file reaches the workers through the object store; a relative storage is refused.
+    (One job for both: a job's start and its run cost about a minute here.)"""
+    import pyarrow.parquet as pq
+
+    from orchestrator.data import builtin
+    from orchestrator.model.backbones import digits_cnn
+
     storage = str(tmp_path / "storage")
-    run_fields = experiment("spread", storage, resources={"workers": 2, "cpus_per_worker": 1,
-                                                          "placement_strategy": "STRICT_SPREAD"})
+    run_fields = experiment("relative", storage, backbone={"kind": "file", "path": "models/bb.keras"},
+                            resources={"workers": 2, "cpus_per_worker": 1, "placement_strategy": "STRICT_SPREAD"})
     run_fields["train"]["epochs"] = 2
-    wd = job_dir(tmp_path, "wd3", run_fields)
+    run_fields["data"] = {"train": "data/train.parquet", "validation": 0.25}
+    wd = job_dir(tmp_path, "wd4", run_fields)
+    (wd / "data").mkdir()
+    pq.write_table(builtin.image_table(builtin.composites((5, 6, 7, 8, 9), "train", n=4000)),
+                   wd / "data/train.parquet")
+    (wd / "models").mkdir()
+    digits_cnn((12, 12, 1)).save(wd / "models" / "bb.keras")
     sub = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],
                "--working-dir", str(wd), "--entrypoint", "train"], cluster["env"], timeout=900)
     succeeded(sub)
-    summaries = list(Path(storage, "trials").glob("*/summary.json"))
-    assert len(summaries) == 1
-    s = json.loads(summaries[0].read_text())
-    assert s["status"] == "completed" and s["world_size"] == 2
+    (summary,) = Path(storage, "trials").glob("*/summary.json")
+    s = json.loads(summary.read_text())
+    assert s["status"] == "completed" and s["data"]["n_train"] == 3000 and s["world_size"] == 2
+    assert s["config"]["backbone"]["path"].endswith("models/bb.keras")
     assert s["rank_steps"][0] == s["rank_steps"][1] > 0
     assert s["tasks"]["left"]["accuracy"] > 0.4 and s["tasks"]["right"]["accuracy"] > 0.4   # chance: 0.2
     submission = next(w for w in sub.stdout.split() if w.startswith("raysubmit_"))
@@ -161,37 +176,12 @@ def test_two_worker_trial_spread_over_two_nodes(cluster, tmp_path):
     assert actors.returncode == 0, actors.stderr[-2000:]
     workers = json.loads(actors.stdout)
     assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, workers   # one worker per node
-
-
-def test_relative_data_and_backbone_paths_in_a_ray_job(cluster, tmp_path):
-    """The config's relative data and backbone paths resolve against its folder in the job's working dir;
-    the backbone file reaches the workers through the object store; a relative storage is refused."""
-    import pyarrow.parquet as pq
-
-    from orchestrator.data import builtin
-    from orchestrator.model.backbones import digits_cnn
-
-    storage = str(tmp_path / "storage")
-    run_fields = experiment("relative", storage, backbone={"kind": "file", "path": "models/bb.keras"})
-    run_fields["data"] = {"train": "data/train.parquet", "validation": 0.25}
-    wd = job_dir(tmp_path, "wd4", run_fields)
-    (wd / "data").mkdir()
-    pq.write_table(builtin.image_table(builtin.composites((5, 6, 7, 8, 9), "train", n=600)), wd / "data/train.parquet")
-    (wd / "models").mkdir()
-    digits_cnn((12, 12, 1)).save(wd / "models" / "bb.keras")
-    sub = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],
-               "--working-dir", str(wd), "--entrypoint", "train"], cluster["env"], timeout=900)
-    succeeded(sub)
-    (summary,) = Path(storage, "trials").glob("*/summary.json")
-    s = json.loads(summary.read_text())
-    assert s["status"] == "completed" and s["data"]["n_train"] == 450
-    assert s["config"]["backbone"]["path"].endswith("models/bb.keras")
     # and from another working directory, without Ray jobs: validate resolves the same paths
     other = tmp_path / "elsewhere"
     other.mkdir()
     val = subprocess.run([str(BIN / "orchestrator"), "validate", str(wd / "experiment.yaml")], cwd=other,
                          capture_output=True, text=True, timeout=300)
-    assert val.returncode == 0 and "450 training + 150 validation" in val.stdout, val.stderr
+    assert val.returncode == 0 and "3000 training + 1000 validation" in val.stdout, val.stderr
     # a relative storage would be lost with the job's working directory: refused before submitting
     (wd / "experiment.yaml").write_text(yaml.safe_dump({**run_fields, "storage": "runs"}))
     bad = run([str(BIN / "orchestrator"), "submit", str(wd / "experiment.yaml"), "--address", cluster["url"],
