@@ -309,34 +309,6 @@ def test_loading_a_backbone_from_s3_leaves_no_copy_behind(s3_server, own_tmpdir,
     assert set(own_tmpdir.iterdir()) == before, sorted(set(own_tmpdir.iterdir()) - before)
 
 
-@pytest.mark.slow
-def test_a_run_leaves_nothing_in_the_temp_dir(tmp_path):
-    """`train` with a shipped (pretrained) backbone, in its own TMPDIR: afterwards the temp dir holds Ray's session
-    folder only, and the run's lease is gone."""
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    from factories import embedded
-
-    tmpdir = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))     # short: Ray's socket paths live under it
-    cfg = embedded(tmp_path / "runs", train={"epochs": 2, "batch_size": 64},
-                   backbone={"kind": "builtin", "weights": "pretrained"})
-    proc = subprocess.run([str(Path(sys.executable).parent / "orchestrator"), "train",
-                           write_yaml(tmp_path / "e.yaml", cfg), "--address", "local", "--name", "clean"],
-                          capture_output=True, text=True, timeout=900, cwd=tmp_path,
-                          env={**os.environ, "TMPDIR": str(tmpdir)})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    # Not per-run files: TensorFlow autograph's sources of converted functions and Python multiprocessing's
-    # folders (left by processes Ray ends), and the one TensorFlow start-up log per user that every run appends
-    # to (console.py). The run's own were backbone copies, the shipped backbone and TensorBoard folders.
-    shared = ("__autograph_generated_file", "pymp-", f"orchestrator-{os.getuid()}-tensorflow.log")
-    left = sorted(p.name for p in tmpdir.iterdir() if p.name != "ray" and not p.name.startswith(shared))
-    assert left == [], left
-    assert not (tmp_path / "runs" / "trials" / "clean" / "lease.json").exists()
-
-
 def test_a_run_resumed_after_epoch_2_trains_epoch_3_as_the_uninterrupted_run_does(tmp_path):
     """data.cache: memory shuffles with tf.data's reshuffle_each_iteration, whose order counts the dataset's
     iterations in this process: a run resumed at epoch 3 trained epoch 3 on epoch 1's order, so its epoch 3 differed

@@ -1,4 +1,5 @@
-"""Storage on a real S3-compatible server (moto's server mode, slow): a sweep, its resume, queries.
+"""Storage on a real S3-compatible server (moto's server mode, slow): a sweep, its resume, queries; nothing left in
+the temp dir.
 
 Credentials are written into the storage URI, as a user might, with a secret holding ``/`` and ``+`` as AWS
 secrets do: they must reach every Ray process and never be printed or stored (rows, best.yaml, Tune's pickled
@@ -7,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -53,7 +55,8 @@ def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
     plain = f"s3://{bucket}/exp?endpoint_override={s3_server}&scheme=http&region=us-east-1"
     storage = f"s3://{KEY}:{SECRET}@{bucket}/exp?endpoint_override={s3_server}&scheme=http&region=us-east-1"
     ray_tmp = f"/tmp/rs{uuid.uuid4().hex[:6]}"          # this test's Ray sessions only (short: see ray-2.60.md)
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    tmpdir = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))   # the commands' own temp dir: left empty at the end
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "TMPDIR": str(tmpdir)}
     cfg = {"name": "s3sweep", "storage": storage,
            "data": {"train": "builtin:multidigits/train", "validation": "builtin:multidigits/val"},
            "tasks": {"left": {"type": "classification"}, "right": {"type": "classification"}},
@@ -93,6 +96,14 @@ def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
     assert any("/checkpoints/epoch_000002/state.json" in n for n in names)          # trial checkpoints
     assert any("/leaderboard/" in n and n.endswith(".parquet") for n in names)       # the leaderboard
     assert any(n.endswith("/tuner.pkl") for n in names)                             # Tune's state (resume)
+    assert not [n for n in names if n.endswith("/lease.json")], names               # every lease was released
+    # Nothing of the runs is left in the temp dir. Not per-run files: TensorFlow autograph's sources of converted
+    # functions and Python multiprocessing's folders (left by processes Ray ends), and the one TensorFlow start-up
+    # log per user that every run appends to (console.py). Left before: backbone copies, the shipped backbone and
+    # TensorBoard folders.
+    shared = ("__autograph_generated_file", "pymp-", f"orchestrator-{os.getuid()}-tensorflow.log")
+    left = sorted(p.name for p in tmpdir.iterdir() if p.name != "ray" and not p.name.startswith(shared))
+    assert left == [], left
     # the secret is never printed and never stored, in any form: not in any output, object, best.yaml or log
     outputs = [first.stdout, first.stderr, again.stdout, again.stderr, board.stdout, board.stderr, best.stdout,
                best.stderr, jobs.stdout, jobs.stderr, confirm.stdout, confirm.stderr]
@@ -106,5 +117,5 @@ def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
     sessions = [p for p in Path(ray_tmp).rglob("*") if p.is_file()]
     assert any(p.name.startswith("gcs_server") for p in sessions)                 # Ray's own logs were scanned
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p != path]   # not the user's own config file
-    for p in sessions + written:
+    for p in sessions + written + [p for p in tmpdir.rglob("*") if p.is_file()]:
         assert not leaked(p.read_bytes().decode("latin-1")), p
