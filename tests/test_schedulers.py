@@ -1,6 +1,7 @@
 """Synchronous successive halving and the searchers' view of failures, on real Ray Tune with a trainable that needs
 no TensorFlow: each trial keeps its own "checkpoint" (the last epoch done) in a file, as its Train run would."""
 import json
+import os
 
 import pytest
 
@@ -476,3 +477,39 @@ def test_a_completed_row_of_an_older_training_revision_is_not_reused(tmp_path, m
     assert completed_row(cfg, fingerprint="fp")["trial_id"] == "old"
     monkeypatch.setattr(schema, "TRAINING_REVISION", schema.TRAINING_REVISION + 1)   # the code changed
     assert completed_row(cfg, fingerprint="fp") is None
+
+
+def test_tunes_restore_neither_copies_nor_uploads_what_a_sweep_keeps(tmp_path, monkeypatch):
+    """A resumed Tune copies every .json and .pkl at the top of its experiment folder (the sweep's folder) to a
+    staging folder and uploads its copies back at each experiment-state save: rungs and a lease kept there went back
+    to their state at the resume. Ray's own restore and save, on a sweep folder laid out by ``layout``: what the sweep
+    rewrites while it runs (its scheduler's rungs, its lease) is neither copied nor overwritten. (The staging folder is
+    put under tmp_path: Ray's puts it in its session folder, which needs a running Ray.)"""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    from orchestrator import layout
+    from orchestrator.training import lease
+
+    runs = str(tmp_path / "runs")
+    kept = [layout.scheduler_state(runs, "exp", "s1", s) for s in ("asha", "sync", "moasha")]
+    for path in kept:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "w").write('"at the resume"')
+    held = lease.acquire(layout.sweep_own(runs, "exp", "s1"), what="sweep s1")
+    kept.append(layout.lease_file(layout.sweep_own(runs, "exp", "s1")))
+    open(layout.sweep_record(runs, "exp", "s1"), "w").write("{}")
+    monkeypatch.setattr(StorageContext, "_get_session_path", lambda self: str(tmp_path / "staging"))
+    context = StorageContext(layout.sweeps(runs, "exp"), "s1")
+    manager = _ExperimentCheckpointManager(storage=context, checkpoint_period=2)
+    manager.sync_down_experiment_state()                        # what Tuner.restore does
+    staged = sorted(os.path.relpath(os.path.join(d, f), context.experiment_driver_staging_path)
+                    for d, _, files in os.walk(context.experiment_driver_staging_path) for f in files)
+    assert staged == ["sweep.json"], staged                   # Tune's own top-level files only
+    before = {path: open(path).read() for path in kept}
+    for path in kept[:3]:
+        open(path, "w").write('"after the resume"')
+    manager.sync_up_experiment_state(lambda: None, force=True, wait=True)   # an experiment-state save
+    assert [open(path).read() for path in kept[:3]] == ['"after the resume"'] * 3
+    assert open(kept[3]).read() == before[kept[3]] and lease.read(layout.sweep_own(runs, "exp", "s1"))
+    held.release()
