@@ -168,7 +168,7 @@ def test_a_run_that_trained_past_its_rung_while_pausing_is_judged_at_the_rung():
         assert [t for t, e in epochs.items() if e == 6] == ["t1"]
 
 
-def test_a_sync_sweep_killed_after_two_rungs_decided_resumes_to_the_same_decisions(tmp_path):
+def test_a_sync_sweep_killed_after_two_rungs_decided_resumes_to_the_same_decisions(tmp_path, monkeypatch):
     """Rungs at epochs 1, 2 and 4 over 16 trials: they keep 8, 4, then 2. Killed after the second rung decided, then
     resumed as Tune resumes: the scheduler comes back as pickled at the start (empty), every trial is added again
     (finished ones TERMINATED, unfinished ones PENDING, from their last checkpoint). The decisions made before the
@@ -186,9 +186,17 @@ def test_a_sync_sweep_killed_after_two_rungs_decided_resumes_to_the_same_decisio
         return SyncHalving(max_t=6, grace_period=1, reduction_factor=2, trials=16, concurrent=2, mode="max",
                            history=curve, state=str(state))
 
+    from orchestrator import storage
+
+    writes = []
+    write = storage.atomic_write
+    monkeypatch.setattr(storage, "atomic_write", lambda path, data: (writes.append(path), write(path, data)))
     whole = scheduler(tmp_path / "whole.json")
     c = FakeController(whole)
     assert sweep_steps(whole, c, random.Random(0), list(range(16)), concurrent=2, curve=curve)
+    # one write per score recorded at a rung (16 + 8 + 4): a decision is written with the score that settled it
+    assert len(writes) == 28 == sum(len(v) for v in whole.values), len(writes)
+    monkeypatch.undo()
     expected = {t.trial_id: t.epoch for t in c.trials}
     decided = [sorted(p) for p in whole.promoted]
     assert decided == [["t1", "t10", "t11", "t13", "t3", "t5", "t6", "t9"], ["t1", "t11", "t6", "t9"], ["t1", "t9"]]

@@ -130,11 +130,12 @@ class SyncHalving(KeptRecords, FIFOScheduler):
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         tid = trial.trial_id
         while (k := self.next_rung[tid]) < len(self.rungs) and result.get(self.time_attr, 0) >= self.rungs[k]:
-            if tid not in self.values[k]:   # recorded before a resume: kept
+            recorded = tid not in self.values[k]   # else recorded before a resume: kept
+            if recorded:
                 self.values[k][tid] = self._score(self._at_rung(tid, result, self.rungs[k]))
-                self._save()
             self.next_rung[tid] = k + 1
-            self._decide(tune_controller, k)
+            if not self._decide(tune_controller, k) and recorded:   # a decision saves the record with it
+                self._save()
             if self.promoted[k] is None:
                 self.waiting.add(tid)
                 return TrialScheduler.PAUSE
@@ -180,12 +181,12 @@ class SyncHalving(KeptRecords, FIFOScheduler):
             return set(self.added) if len(self.added) >= self.trials else None
         return self.promoted[k - 1]
 
-    def _decide(self, tune_controller, k: int) -> None:
-        """Rung k's promotions, once every participant reported there or ended."""
+    def _decide(self, tune_controller, k: int) -> bool:
+        """Rung k's promotions, once every participant reported there or ended; True when it decided (and saved)."""
         who = self._participants(k)
         if self.promoted[k] is not None or who is None or any(
                 t not in self.values[k] and t not in self.ended for t in who):
-            return
+            return False
         alive = sorted((t for t in who if t not in self.ended), key=lambda t: (-self.values[k][t], t))
         keep = max(1, int(len(who) / self.eta)) if alive else 0
         self.promoted[k] = set(alive[:keep])
@@ -196,6 +197,7 @@ class SyncHalving(KeptRecords, FIFOScheduler):
                 self.to_resume.add(tid)
             else:
                 tune_controller.stop_trial(self.added[tid])
+        return True
 
     def debug_string(self) -> str:
         decided = sum(p is not None for p in self.promoted)
