@@ -3,11 +3,13 @@ run folder (its lease)."""
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
 
 from factories import experiment, run_cli, write_yaml
+from orchestrator import layout
 from orchestrator.config.schema import TRAINING_REVISION
 
 
@@ -168,7 +170,8 @@ def test_resuming_a_sweep_whose_driver_still_runs_is_refused(tmp_path, capsys, n
                                                    "training_revision": TRAINING_REVISION}))
     other = live_process()
     try:
-        write_lease(folder / "orchestrator", pid=other.pid, owner="sweep 20260101-000000-abcdef 0123")
+        write_lease(Path(layout.sweep_own(str(tmp_path / "runs"), "t", "20260101-000000-abcdef")), pid=other.pid,
+                    owner="sweep 20260101-000000-abcdef 0123")
         code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg), "--resume")
     finally:
         other.kill()

@@ -130,11 +130,11 @@ class SyncHalving(KeptRecords, FIFOScheduler):
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         tid = trial.trial_id
         while (k := self.next_rung[tid]) < len(self.rungs) and result.get(self.time_attr, 0) >= self.rungs[k]:
-            recorded = tid not in self.values[k]   # else recorded before a resume: kept
-            if recorded:
+            new = tid not in self.values[k]   # else recorded before a resume: kept
+            if new:
                 self.values[k][tid] = self._score(self._at_rung(tid, result, self.rungs[k]))
             self.next_rung[tid] = k + 1
-            if not self._decide(tune_controller, k) and recorded:   # a decision saves the record with it
+            if not self._decide(tune_controller, k) and new:   # a decision saves the new score with it
                 self._save()
             if self.promoted[k] is None:
                 self.waiting.add(tid)
