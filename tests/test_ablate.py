@@ -176,10 +176,11 @@ def test_ablate_mistakes_are_one_line_and_start_no_ray(tmp_path, capsys, no_ray)
 
 @pytest.mark.slow
 def test_a_moasha_sweep_then_ablate_then_its_report(tmp_path, capsys):
-    """The embedded default, 2 workers per trial: a real MO-ASHA sweep, ablate on its winner, and the report."""
+    """The embedded default, 1 worker per trial as the demo: a real MO-ASHA sweep, ablate on its winner, and the
+    report."""
     runs = tmp_path / "runs"
     cfg = embedded(runs, name="mo", train={"epochs": 2, "batch_size": 64, "seed": 0},
-                   resources={"workers": 2, "cpus_per_worker": 0.45},
+                   resources={"workers": 1, "cpus_per_worker": 0.45},
                    search={"space": {"train.freeze_depth": {"choice": [1, 4]}}, "num_samples": 3, "searcher": "optuna",
                            "scheduler": {"type": "moasha", "metrics": ["left_accuracy", "right_accuracy"],
                                          "reduction_factor": 2}, "max_concurrent_trials": 1, "baselines": True})
