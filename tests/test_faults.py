@@ -126,7 +126,7 @@ def test_a_killed_sweep_resumes_without_duplicates(tmp_path):
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming sweep" in resumed.stdout
-    rows = board.table(experiment="kill-driver").to_pylist()
+    rows = row_dicts(board.table(experiment="kill-driver"))   # each history parsed
     assert len(rows) == 4, [(r["trial_id"], r["status"]) for r in rows]
     assert len({r["trial_id"] for r in rows}) == 4 and len({r["sweep_id"] for r in rows}) == 1
     # ASHA's one rung is at epoch 4: a trial ends there (stopped) or at epoch 5 (completed)
@@ -135,7 +135,7 @@ def test_a_killed_sweep_resumes_without_duplicates(tmp_path):
     (kept,) = json.loads(open(layout.scheduler_state(str(tmp_path), "kill-driver", rows[0]["sweep_id"], "asha")).read())
     (rung,) = kept
     assert set(rung) == {r["trial_id"] for r in rows}, (rung, at_kill)
-    history = {r["trial_id"]: {h["epoch"]: h["objective"] for h in r["history"]} for r in row_dicts(board.table())}
+    history = {r["trial_id"]: {h["epoch"]: h["objective"] for h in r["history"]} for r in rows}
     for trial in at_kill["done"]:
         assert rung[trial] == pytest.approx(history[trial][4]), (trial, rung, history[trial])
     runs = {run.name.rsplit("-", 1)[-1]: attempts(str(run)) for run in run_dirs(tmp_path)}

@@ -505,19 +505,21 @@ def test_tunes_restore_neither_copies_nor_uploads_what_a_sweep_keeps(tmp_path, m
         os.makedirs(os.path.dirname(path), exist_ok=True)
         open(path, "w").write('"at the resume"')
     held = lease.acquire(layout.sweep_own(runs, "exp", "s1"), what="sweep s1")
-    kept.append(layout.lease_file(layout.sweep_own(runs, "exp", "s1")))
-    open(layout.sweep_record(runs, "exp", "s1"), "w").write("{}")
-    monkeypatch.setattr(StorageContext, "_get_session_path", lambda self: str(tmp_path / "staging"))
-    context = StorageContext(layout.sweeps(runs, "exp"), "s1")
-    manager = _ExperimentCheckpointManager(storage=context, checkpoint_period=2)
-    manager.sync_down_experiment_state()                        # what Tuner.restore does
-    staged = sorted(os.path.relpath(os.path.join(d, f), context.experiment_driver_staging_path)
-                    for d, _, files in os.walk(context.experiment_driver_staging_path) for f in files)
-    assert staged == ["sweep.json"], staged                   # Tune's own top-level files only
-    before = {path: open(path).read() for path in kept}
-    for path in kept[:3]:
-        open(path, "w").write('"after the resume"')
-    manager.sync_up_experiment_state(lambda: None, force=True, wait=True)   # an experiment-state save
-    assert [open(path).read() for path in kept[:3]] == ['"after the resume"'] * 3
-    assert open(kept[3]).read() == before[kept[3]] and lease.read(layout.sweep_own(runs, "exp", "s1"))
-    held.release()
+    try:
+        kept.append(layout.lease_file(layout.sweep_own(runs, "exp", "s1")))
+        open(layout.sweep_record(runs, "exp", "s1"), "w").write("{}")
+        monkeypatch.setattr(StorageContext, "_get_session_path", lambda self: str(tmp_path / "staging"))
+        context = StorageContext(layout.sweeps(runs, "exp"), "s1")
+        manager = _ExperimentCheckpointManager(storage=context, checkpoint_period=2)
+        manager.sync_down_experiment_state()                        # what Tuner.restore does
+        staged = sorted(os.path.relpath(os.path.join(d, f), context.experiment_driver_staging_path)
+                        for d, _, files in os.walk(context.experiment_driver_staging_path) for f in files)
+        assert staged == ["sweep.json"], staged   # the top level's only file of ours, written once at the start
+        before = {path: open(path).read() for path in kept}
+        for path in kept[:3]:
+            open(path, "w").write('"after the resume"')
+        manager.sync_up_experiment_state(lambda: None, force=True, wait=True)   # an experiment-state save
+        assert [open(path).read() for path in kept[:3]] == ['"after the resume"'] * 3
+        assert open(kept[3]).read() == before[kept[3]] and lease.read(layout.sweep_own(runs, "exp", "s1"))
+    finally:
+        held.release()   # its renewal thread ends whatever the assertions say
