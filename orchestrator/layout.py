@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from urllib.parse import urlsplit
 
 from . import storage
 
@@ -99,6 +100,13 @@ def scheduler_state(location: str, experiment: str, sweep_id: str, scheduler: st
     """A scheduler's rung records, ``asha``, ``moasha`` or ``sync`` (Tune keeps no scheduler's state across a
     resume)."""
     return storage.join(sweep_own(location, experiment, sweep_id), f"{scheduler}.json")
+
+
+def scheduler_state_kept_before(state: str) -> str:
+    """Where a sweep started before stop 31 of round 3 kept the rung records now at ``state``: the sweep's folder
+    itself (Tune's level). Read by a resume of such a sweep when ``state`` does not exist yet; never written."""
+    name = (urlsplit(state).path if storage.is_uri(state) else state).rstrip("/").rsplit("/", 1)[-1]
+    return storage.join(storage.parent(storage.parent(state)), name)
 
 
 def leaderboard(location: str) -> str:

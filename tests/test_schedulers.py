@@ -263,6 +263,50 @@ def test_a_resumed_asha_sweep_judges_newcomers_against_the_rungs_recorded_before
         TrialScheduler.CONTINUE
 
 
+def test_a_sweep_that_kept_its_rungs_in_its_own_folder_resumes_with_them(tmp_path):
+    """Sweeps started before the rungs moved to ``<sweep>/orchestrator/`` (layout.sweep_own) kept them in the sweep's
+    folder itself. Resumed by this code, such a sweep found none at the new place and judged its newcomers against
+    empty rungs (every one went on): the rungs found at the old place must judge them, and what changes after goes to
+    the new place, the old file left as it was."""
+    import shutil
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from orchestrator import layout
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.tuner import make_scheduler
+
+    from factories import experiment
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 4},
+                                  search={"space": {"train.head_lr": {"choice": [1e-3, 3e-3]}}, "num_samples": 8,
+                                          "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}}))
+
+    def fresh():
+        sch = make_scheduler(cfg, trials=8, concurrent=2, sweep_id="s1")
+        sch.set_search_properties("objective", "max")
+        return sch
+
+    before = fresh()
+    for i, score in enumerate([0.9, 0.8, 0.7, 0.6]):        # recorded before the kill
+        trial = FakeTrial(f"t{i}")
+        before.on_trial_add(FakeController(before), trial)
+        before.on_trial_result(FakeController(before), trial, {"epoch": 1, "objective": score})
+    kept = layout.scheduler_state(cfg.storage, cfg.name, "s1", "asha")
+    old = os.path.join(layout.sweep_dir(cfg.storage, cfg.name, "s1"), "asha.json")
+    shutil.move(kept, old)                                   # where the older code kept them
+    old_text = open(old).read()
+    resumed = fresh()
+    newcomer = FakeTrial("t4")
+    resumed.on_trial_add(FakeController(resumed), newcomer)
+    assert resumed.on_trial_result(FakeController(resumed), newcomer, {"epoch": 1, "objective": 0.5}) == \
+        TrialScheduler.STOP                                  # below the median of the 4 recorded before (0.75)
+    recorded = {tid for bracket in json.loads(open(kept).read()) for rung in bracket for tid in rung}
+    assert recorded == {"t0", "t1", "t2", "t3", "t4"} and open(old).read() == old_text
+    uri = layout.scheduler_state("s3://b/runs?endpoint_override=h:1", "e", "s1", "asha")   # and on object stores
+    assert layout.scheduler_state_kept_before(uri) == "s3://b/runs/sweeps/e/s1/asha.json?endpoint_override=h:1"
+
+
 def test_rungs():
     assert rungs_for(6, 1, 3) == [1, 3]
     assert rungs_for(4, 1, 2) == [1, 2]

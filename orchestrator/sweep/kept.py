@@ -30,10 +30,15 @@ class KeptRecords:
         if self._loaded:
             return
         self._loaded = True
-        from .. import storage
+        from .. import layout, storage
 
-        if self.state and storage.exists(self.state):
-            self._restore(storage.read_bytes(self.state).decode())
+        if not self.state:
+            return
+        # a sweep started by older code kept its records in its own folder: read there, written at the new place
+        for place in (self.state, layout.scheduler_state_kept_before(self.state)):
+            if storage.exists(place):
+                self._restore(storage.read_bytes(place).decode())
+                return
 
     def _save(self) -> None:
         from .. import storage
