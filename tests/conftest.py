@@ -34,6 +34,18 @@ def ray_session(_one_ray):
     return ray
 
 
+@pytest.fixture(scope="session")
+def pretrained_backbone(tmp_path_factory):
+    """The built-in backbone pretrained once for the session (about 25 s): ``seeded_storage`` puts it in a storage, as
+    its pretrain cache. The pretraining itself, into a storage of its own, is tests/test_s3.py's (on S3)."""
+    from orchestrator import layout
+    from orchestrator.training.pretrain import pretrain
+
+    storage = str(tmp_path_factory.mktemp("pretrained"))
+    pretrain(storage, out=lambda line: None)
+    return layout.builtin_backbone(storage)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -1,6 +1,7 @@
 """What tests make: data sets, experiment configs, leaderboard rows, free ports, and one CLI runner."""
 from __future__ import annotations
 
+import os
 import socket
 from typing import NamedTuple
 
@@ -59,6 +60,19 @@ def embedded(storage, **sections) -> dict:
         "train": {"epochs": 1, "batch_size": 64, "seed": 0},
         "resources": {"workers": 1, "cpus_per_worker": 0.9},
     }, sections)
+
+
+def seeded_storage(storage, backbone_file: str) -> str:
+    """``storage`` with the built-in backbone's pretrained weights (the ``pretrained_backbone`` fixture's file) in its
+    pretrain cache: a run there loads them instead of pretraining for about 25 s."""
+    import shutil
+
+    from orchestrator import layout
+
+    target = layout.builtin_backbone(str(storage))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(backbone_file, target)
+    return str(storage)
 
 
 def write_yaml(path, cfg: dict) -> str:

@@ -186,13 +186,11 @@ def test_workers_hold_one_models_batchnorm_statistics_and_draw_their_own_dropout
     assert 0.3 < own_masks[1].mean() < 0.7                    # still the configured rate
 
 
-@pytest.fixture(scope="session")
-def pretrained_storage(tmp_path_factory):
-    from orchestrator.training.pretrain import pretrain
+@pytest.fixture
+def pretrained_storage(pretrained_backbone, tmp_path):
+    from factories import seeded_storage
 
-    storage = str(tmp_path_factory.mktemp("storage"))
-    pretrain(storage)
-    return storage
+    return seeded_storage(tmp_path / "storage", pretrained_backbone)
 
 
 def test_train_two_workers_end_to_end(ray_session, pretrained_storage, tmp_path):

@@ -13,7 +13,7 @@ from orchestrator.leaderboard import Leaderboard
 from orchestrator.training.driver import train
 from orchestrator.sweep.tuner import tune
 
-from factories import embedded
+from factories import embedded, seeded_storage
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def sweep(storage, name, space, *, epochs=4, searcher="grid", scheduler=None, optimizer="adam", samples=1,
           weights="pretrained"):
     """A sweep on the embedded default; ``weights="none"`` where what is tested does not need the pretrained built-in
-    backbone (pretraining it takes about 25 s per storage)."""
+    backbone (pretraining it takes about 25 s per storage: ``swept``'s storage gets the session's pretrained one)."""
     return parse_config(embedded(
         storage, name=name, tasks={"sum": {"type": "regression", "metric": "r2"}},
         backbone={"weights": weights}, heads={"hidden_units": 32},
@@ -31,9 +31,9 @@ def sweep(storage, name, space, *, epochs=4, searcher="grid", scheduler=None, op
 
 
 @pytest.fixture(scope="module")
-def swept(ray_session, tmp_path_factory):
+def swept(ray_session, pretrained_backbone, tmp_path_factory):
     """Two experiments in one storage: a grid with ASHA, and a grid x sampled loss weights with a diverging lr."""
-    storage = str(tmp_path_factory.mktemp("sweep"))
+    storage = seeded_storage(tmp_path_factory.mktemp("sweep"), pretrained_backbone)
     a = tune(sweep(storage, "grid-a", {"train.freeze_depth": {"choice": [0, "all"]},
                                        "train.head_lr": {"choice": [3e-3, 1e-5]}}))
     b = tune(sweep(storage, "rand-b", {"train.head_lr": {"choice": [1e-2, 1e9]},
