@@ -47,11 +47,16 @@ def objects(endpoint, bucket):
     return fs, [i for i in fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) if i.type == pafs.FileType.File]
 
 
-def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
+def test_sweep_resume_and_queries_on_s3(s3_server, pretrained_backbone, tmp_path):
     bucket = "orch-test"
     fs = pafs.S3FileSystem(access_key=KEY, secret_key=SECRET, endpoint_override=s3_server, scheme="http",
                            region="us-east-1", allow_bucket_creation=True)
     fs.create_dir(bucket)
+    # the storage's pretrain cache holds the session's pretrained built-in backbone (pretraining it here took about
+    # 25 s; pretraining itself is the session fixture's): the sweep's workers load it from S3
+    with fs.open_output_stream(f"{bucket}/exp/backbones/digits-cnn-v1.keras") as f, \
+            open(pretrained_backbone, "rb") as src:
+        f.write(src.read())
     plain = f"s3://{bucket}/exp?endpoint_override={s3_server}&scheme=http&region=us-east-1"
     storage = f"s3://{KEY}:{SECRET}@{bucket}/exp?endpoint_override={s3_server}&scheme=http&region=us-east-1"
     ray_tmp = f"/tmp/rs{uuid.uuid4().hex[:6]}"          # this test's Ray sessions only (short: see ray-2.60.md)
@@ -70,6 +75,7 @@ def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
     first = subprocess.run([str(BIN / "orchestrator"), "tune", str(path), "--address", "local"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=1500, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert f"built-in backbone cached at s3://{bucket}/exp/backbones/digits-cnn-v1.keras" in first.stdout, first.stdout
     # --resume of a finished sweep: nothing reruns, nothing is written twice
     again = subprocess.run([str(BIN / "orchestrator"), "tune", str(path), "--address", "local", "--resume"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
@@ -92,7 +98,7 @@ def test_sweep_resume_and_queries_on_s3(s3_server, tmp_path):
                           timeout=300, env=env)
     assert jobs.returncode == 0 and '"jobs"' in jobs.stdout, jobs.stderr[-2000:]
     names = [i.path for i in objects(s3_server, bucket)[1]]
-    assert any(n.endswith("backbones/digits-cnn-v1.keras") for n in names)          # the pretrain cache
+    assert any(n.endswith("backbones/digits-cnn-v1.keras") for n in names)          # the pretrain cache, kept
     assert any("/checkpoints/epoch_000002/state.json" in n for n in names)          # trial checkpoints
     assert any("/leaderboard/" in n and n.endswith(".parquet") for n in names)       # the leaderboard
     assert any(n.endswith("/tuner.pkl") for n in names)                             # Tune's state (resume)
