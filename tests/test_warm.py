@@ -17,30 +17,26 @@ def test_train_workers_runtime_env_names_an_importable_hook():
     assert getattr(importlib.import_module(module), name) is warm.import_tensorflow
 
 
-@pytest.mark.slow
-def test_the_hook_imports_tensorflow_without_probing_devices():
-    """A warm process is given its GPU (CUDA_VISIBLE_DEVICES) only when a run takes it: the hook must import
-    TensorFlow and Keras, and what the run's Train worker imports next (Ray Train), but
-    leave device discovery to the run (a fresh interpreter, so nothing was imported yet)."""
+def test_the_hook_imports_tensorflow_without_probing_devices_or_keras_s_optional_extras():
+    """The hook Ray runs in a Train worker's process as it starts (a fresh interpreter here, so nothing was imported
+    yet). A warm process is given its GPU (CUDA_VISIBLE_DEVICES) only when a run takes it: the hook must import
+    TensorFlow and Keras, and what the run's Train worker imports next (Ray Train), but leave device discovery to
+    the run.
+
+    Keras imports scikit-learn (and much of SciPy with it) and matplotlib's pyplot, for its scikit-learn wrappers
+    and its plotting utilities, whenever they are installed: about a CPU-second of every Train worker's start. The
+    product uses neither (scikit-learn is here for the report's fANOVA, matplotlib for its plots), so its TensorFlow
+    import (``console.import_tensorflow_quietly``, the hook's) hides them from Keras, and leaves them importable
+    after. One process for both checks: each costs a TensorFlow import."""
     code = ("from orchestrator.training import warm; warm.import_tensorflow(); import sys; "
             "from tensorflow.python.eager import context; m = warm.marks(); "
             "print('keras' in sys.modules, 'ray.train' in sys.modules, "
-            "context.context()._physical_devices is None, m['worker_tensorflow_ready'] >= m['worker_process_start'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-    assert out.stdout.split() == ["True"] * 4, (out.stdout, out.stderr[-2000:])
-
-
-def test_tensorflow_is_imported_without_keras_s_optional_extras_which_stay_importable():
-    """Keras imports scikit-learn (and much of SciPy with it) and matplotlib's pyplot, for its scikit-learn wrappers
-    and its plotting utilities, whenever they are installed: about a CPU-second of every Train worker's start. The
-    product uses neither (scikit-learn is here for the report's fANOVA, matplotlib for its plots), so its TensorFlow
-    import hides them from Keras, and leaves them importable after."""
-    code = ("import sys; from orchestrator.console import import_tensorflow_quietly; import_tensorflow_quietly(); "
-            "print('keras' in sys.modules, 'sklearn' in sys.modules, 'matplotlib' in sys.modules); "
+            "context.context()._physical_devices is None, m['worker_tensorflow_ready'] >= m['worker_process_start'], "
+            "'sklearn' in sys.modules, 'matplotlib' in sys.modules); "
             "import sklearn.ensemble, matplotlib.pyplot; print(sklearn.ensemble.RandomForestRegressor.__name__, "
             "matplotlib.pyplot.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-    assert out.stdout.split() == ["True", "False", "False", "RandomForestRegressor", "matplotlib.pyplot"], (
+    assert out.stdout.split() == ["True"] * 4 + ["False", "False", "RandomForestRegressor", "matplotlib.pyplot"], (
         out.stdout, out.stderr[-2000:])
 
 
