@@ -267,7 +267,7 @@ main(sys.argv[1:])
 """
 
 
-def test_a_busy_sweep_driver_does_not_strand_a_finished_trial(tmp_path):
+def test_a_busy_sweep_driver_does_not_strand_a_finished_trial(ray_session, tmp_path):
     """A driver slower than the trial (here: 8 s in the Tune callback after each result, as a loaded head node or a
     slow leaderboard write can be): the trial's last epoch and its end reach Tune out of order. With Ray's
     TuneReportCallback that deadlocks the trial actor (measured in CI on the autoscaling test: the last trial's
@@ -275,7 +275,9 @@ def test_a_busy_sweep_driver_does_not_strand_a_finished_trial(tmp_path):
     cfg = sweep_config(tmp_path, "busy-driver", samples=1, epochs=2)
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_DRIVER, "tune", str(path), "--address", "local"],
+    # a driver process of its own (a hang is ended by killing it), joined to the session's Ray as a second job
+    address = ray_session.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_DRIVER, "tune", str(path), "--address", address],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             cwd=tmp_path)
     try:
