@@ -1,7 +1,5 @@
 """Issue 7, fast: image files and manifests, ImageNet preprocessing, paths relative to the config."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -159,19 +157,6 @@ def test_application_backbones_apply_their_own_preprocess_input(tmp_path, name):
     if name != "EfficientNetB0":   # EfficientNet's preprocess_input is the identity (it rescales inside)
         raw = app(x).numpy()
         assert float(np.abs(raw - reference).max()) > 1e-2 * scale, "preprocessing made no difference: proves nothing"
-
-
-@pytest.mark.slow   # the real CLI in fresh processes (each loads TensorFlow): end-to-end
-def test_validate_from_another_process_and_folder(tmp_path):
-    """The real CLI, from another working directory, on a manifest with relative paths."""
-    project = tmp_path / "p"
-    image_files(project / "data")
-    cfg = experiment(tmp_path, "x", data={"train": "data/manifest.csv", "validation": 0.25, "image_column": "path",
-                                          "image_size": [16, 16]}, train={"batch_size": 8})
-    path = write_yaml(project / "e.yaml", cfg)
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", path], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0 and "ok:" in proc.stdout, proc.stderr
 
 
 def test_flat_pixel_lists_with_image_shape_and_image_size_decode_on_the_cluster_as_validated(tmp_path):
