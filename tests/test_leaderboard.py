@@ -21,6 +21,7 @@ from orchestrator.leaderboard.ranking import front
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 N_BLOCKS = 5   # freeze depth 'all' is stored as the number of backbone blocks
+WIDE = 200     # a table's width (by default the terminal's: these tests ran only where it was not a narrow one)
 CLASSES = {"type": "classification"}
 
 
@@ -355,7 +356,7 @@ def header_of(text):
 
 
 def test_render_table(board):
-    text = render(board.top(10, ranked=False))
+    text = render(board.top(10, ranked=False), width=WIDE)
     for trial_id in ["d1", "d2", "d3", "s1", "s2", "s3"]:
         assert trial_id in text
     header = header_of(text)
@@ -373,14 +374,14 @@ def test_render_table(board):
         assert column not in header
     assert "…" not in text
     assert "0.0001" not in text and "0.001 " in text and "0.97 " in text
-    digits_header = header_of(render(board.top(10, experiment="digits", ranked=False)))
+    digits_header = header_of(render(board.top(10, experiment="digits", ranked=False), width=WIDE))
     assert "sum_r2" not in digits_header and "w_sum" not in digits_header  # all-null columns are left out
     assert "experiment" not in digits_header                                # one experiment: no column
     assert digits_header[:6] == ["rank", "trial_id", "status", "objective", "left_acc", "right_acc"]
-    assert render(board.table(), columns=["trial_id", "sum_r2"]).splitlines()[0].split() == [
+    assert render(board.table(), columns=["trial_id", "sum_r2"], width=WIDE).splitlines()[0].split() == [
         "trial_id", "┃", "sum_r2"]
     assert render(board.table(), columns=["right_accuracy", "weight_left", "freeze_depth", "backbone_lr",
-                                          "wall_time_s"]).splitlines()[0].split() == [
+                                          "wall_time_s"], width=WIDE).splitlines()[0].split() == [
         "right_acc", "┃", "w_left", "┃", "freeze", "┃", "bb_lr", "┃", "time_s"]
     with pytest.raises(ConfigError, match="unknown column 'nope'"):
         render(board.table(), columns=["nope"])
@@ -395,10 +396,10 @@ def test_render_table_shows_delta_m_and_varied_loss_weighting(tmp_path):
                trial(DIGITS.with_values({"train.loss_weighting": "uncertainty"}), "v", final)])
     rows = {r["trial_id"]: r for r in lb.table().to_pylist()}
     assert rows["u"]["delta_m_pct"] == pytest.approx(100 * (0.1 / 0.8) / 2) and rows["v"]["delta_m_pct"] is None
-    header = header_of(render(lb.top(10)))
+    header = header_of(render(lb.top(10), width=WIDE))
     assert header.index("right_acc") < header.index("delta_m_pct") < header.index("freeze")
     assert "loss_weighting" in header and header.index("loss_weighting") < header.index("epochs")
-    assert "loss_weighting" not in header_of(render(lb.top(10, where="trial_id == 'u'")))   # does not vary
+    assert "loss_weighting" not in header_of(render(lb.top(10, where="trial_id == 'u'"), width=WIDE))   # does not vary
 
 
 def test_append_atomic_files(tmp_path):
