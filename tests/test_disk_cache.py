@@ -182,3 +182,34 @@ def test_one_run_name_on_two_storages_has_two_caches(prepared, tmp_path):
     folder = lambda storage: disk_folder(SimpleNamespace(cfg=cfg.with_values({"storage": storage}),  # noqa: E731
                                                          spec=data.spec, data=data), owner="train run r")
     assert folder(str(tmp_path / "a")) == folder(str(tmp_path / "a")) != folder(str(tmp_path / "b"))
+
+
+def test_the_folders_of_this_hosts_killed_commands_are_orphans_but_a_killed_sweeps_is_kept(tmp_path):
+    """A command killed (SIGKILL, a lost head node) never removed its disk cache, as large as its data set decoded,
+    and nothing removed it after. Each folder now holds its command's owner record: the next disk-cache command of
+    that host removes the folders whose driver is gone (session.ship_data, on every node), except a sweep's, which
+    its --resume reads. A live driver's folder stays, and so do those of other hosts' drivers (theirs to judge) and
+    folders without a record. A pid given to a later process does not keep a dead command's folder (Linux)."""
+    import socket
+    import subprocess
+    import sys
+
+    gone_process = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone_process.wait()
+    host, me = socket.gethostname(), disk_cache.owner_record("train run live", keep=False)
+    assert me["pid"] == os.getpid() and me["start"] is not None and disk_cache.alive(me)
+
+    def record(owner, *, keep=False, on=host):
+        return {"owner": owner, "host": on, "pid": gone_process.pid, "start": None, "keep": keep}
+
+    root = tmp_path / "decoded"
+    folders = {"killed": record("train run killed"), "sweep": record("sweep s1", keep=True), "live": me,
+               "away": record("train run away", on="another-host"), "reused": {**me, "owner": "confirm", "start": "1"}}
+    for name, r in folders.items():
+        disk_cache._claim(str(root / name), r)
+    (root / "norecord").mkdir()
+    found = disk_cache._owned(str(root))
+    assert sorted(os.path.basename(f) for f, _ in found) == sorted(folders)
+    orphans = disk_cache.orphans(found, host=host)
+    assert {os.path.basename(f): owner for f, owner in orphans.items()} == {"killed": "train run killed",
+                                                                             "reused": "confirm"}

@@ -1,7 +1,11 @@
 """Slow, issue 7: a manifest of PNG and JPEG files of mixed sizes trains on 2 Ray Train workers, in memory
 and streamed (data.cache: none), and every task ends above chance."""
 import importlib.util
+import json
 import os
+import socket
+import subprocess
+import sys
 import time
 
 import pyarrow.csv as pacsv
@@ -123,14 +127,26 @@ def test_streaming_reaches_the_accuracy_of_the_memory_run(memory_run, image_file
 def test_disk_cache_reaches_the_accuracy_of_the_memory_run_and_is_removed(memory_run, image_files, tmp_path):
     mem_cfg, mem = memory_run
     cfg = image_config(tmp_path, image_files, cache="disk").with_values({"data.cache_dir": str(tmp_path / "cache")})
-    s = run(cfg)
+    # folders that killed commands of this host left: a train run's is removed as the run starts, a sweep's kept
+    # (its --resume reads it); their driver was a process that has ended
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    for name, owner, keep in (("killed-train", "train run old", False), ("killed-sweep", "sweep old", True)):
+        os.makedirs(tmp_path / "cache" / name)
+        (tmp_path / "cache" / name / "owner.json").write_text(json.dumps(
+            {"owner": owner, "host": socket.gethostname(), "pid": ended.pid, "start": None, "keep": keep}))
+        (tmp_path / "cache" / name / "train-0123.npy").write_bytes(b"decoded pixels")
+    lines = []
+    s = train(cfg, out=lines.append)
+    assert s["status"] == "completed", (s["error"], lines)
+    assert "disk cache: removed 1 folder left by killed commands: train run old" in lines, lines
     assert_trained_on_both_workers(s)
     assert s["data"]["fingerprint"] == mem["data"]["fingerprint"]
     for task in ("left", "right"):
         assert s["tasks"][task]["accuracy"] > CHANCE + MARGIN, s["tasks"]
         assert abs(s["tasks"][task]["accuracy"] - mem["tasks"][task]["accuracy"]) <= 0.1, (s["tasks"], mem["tasks"])
     assert s["tasks"]["sum"]["r2"] > 0.2, s["tasks"]
-    assert os.listdir(tmp_path / "cache") == []        # the run's cache folder is gone when the run ends
+    assert os.listdir(tmp_path / "cache") == ["killed-sweep"]   # the run's own folder is gone when the run ends
 def test_streamed_batches_come_in_the_order_dealt_every_time(ray_session, image_files, tmp_path):
     """A seeded streamed run must see the same batches each time, however the decode tasks' finishing order falls."""
     from orchestrator.data.decode import decode_options

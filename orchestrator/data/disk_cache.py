@@ -7,7 +7,8 @@ ranks anew every epoch, so a node may need any unit: the cache holds units, not 
 process, two at a time) and writes it to a temporary file renamed into place, so a half-written file is never read;
 two writers of one unit write the same bytes, and the last rename wins. Later epochs and later trials read the
 files memory-mapped, at the speed of the page cache. The driver removes the folder on every node when the command
-ends; a killed sweep leaves it for ``--resume``.
+ends; a killed sweep leaves it for ``--resume``. Each folder holds its command's owner record (driver host and
+process): the next disk-cache command of that host removes the folders of its killed commands, sweeps' excepted.
 """
 from __future__ import annotations
 
@@ -135,14 +136,98 @@ def shuffled_batches(arrays: Iterator[dict], *, batch_size: int, seed: int, keys
         yield from drain(final=True)
 
 
-def remove_everywhere(folder: str) -> None:
-    """Delete the cache folder on every alive node of the Ray cluster (a task pinned to each node)."""
+OWNER_FILE = "owner.json"
+
+
+def owner_record(owner: str, *, keep: bool) -> dict:
+    """Who a cache folder serves: the command (``owner``), its driver's host and process, and ``keep``: a killed
+    sweep's folder is kept for its ``--resume``; any other command's is an orphan once its driver is gone."""
+    import socket
+
+    pid = os.getpid()
+    return {"owner": owner, "host": socket.gethostname(), "pid": pid, "start": _process_start(pid), "keep": keep}
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """When ``pid`` started (Linux's /proc), to tell it from a later process given the same pid; None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def alive(record: dict) -> bool:
+    """Is the driver that wrote ``record`` (a process of this host) still running? Unsure counts as running."""
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    now = _process_start(int(record["pid"]))
+    return record.get("start") is None or now is None or now == record["start"]
+
+
+def orphans(found: list, *, host: str) -> dict:
+    """Of ``(folder, record)`` pairs found on the nodes: the folders of this host's commands that ended without
+    removing them (killed), and not kept for a resume. Folders of other hosts' drivers are theirs to judge."""
+    return {folder: r["owner"] for folder, r in found
+            if r.get("host") == host and not r.get("keep") and not alive(r)}
+
+
+def _claim(folder: str, record: dict) -> None:
+    os.makedirs(folder, exist_ok=True)
+    _synced(os.path.join(folder, f".tmp-owner-{os.getpid()}"), os.path.join(folder, OWNER_FILE),
+            lambda f: f.write(json.dumps(record).encode()))
+
+
+def _owned(root_dir: str) -> list:
+    """(folder, owner record) of every cache folder under ``root_dir`` on this node that has one."""
+    found = []
+    for name in os.listdir(root_dir) if os.path.isdir(root_dir) else []:
+        try:
+            with open(os.path.join(root_dir, name, OWNER_FILE)) as f:
+                found.append((os.path.join(root_dir, name), json.load(f)))
+        except (OSError, ValueError):
+            continue   # no record (a node that joined later makes its folder without one), or a torn one
+    return found
+
+
+def _on_every_node(fn, folder: str, record: Optional[dict] = None) -> list:
+    """``fn(folder)`` (or ``fn(folder, record)``) in a task pinned to each alive node; their results."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    remove = ray.remote(num_cpus=0)(shutil.rmtree)
-    ray.get([remove.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-             .remote(folder, ignore_errors=True) for n in ray.nodes() if n["Alive"]])
+    task = ray.remote(num_cpus=0)(fn)
+    args = (folder,) if record is None else (folder, record)
+    return ray.get([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                    .remote(*args) for n in ray.nodes() if n["Alive"]])
+
+
+def claim_everywhere(folder: str, record: dict) -> None:
+    """Make the command's folder on every alive node, with its owner record (written again by a resumed sweep)."""
+    _on_every_node(_claim, folder, record)
+
+
+def remove_orphans(root_dir: str) -> dict:
+    """Remove, on every node, the cache folders that commands of this host left when they were killed (a disk cache
+    can be as large as the data set decoded). Returns {folder: owner} of those removed."""
+    import socket
+
+    gone = orphans([pair for node in _on_every_node(_owned, root_dir) for pair in node], host=socket.gethostname())
+    for folder in gone:
+        remove_everywhere(folder)
+    return gone
+
+
+def remove_everywhere(folder: str) -> None:
+    """Delete the cache folder on every alive node of the Ray cluster (a task pinned to each node)."""
+    _on_every_node(_rmtree, folder)
+
+
+def _rmtree(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def fits(cache_dir: Optional[str], needed_bytes: float) -> bool:

@@ -234,7 +234,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
 
     cfg = p.cfg
     describe(p, record=layout.sweep_dir(cfg.storage, cfg.name, sweep_id), out=out)
-    session = start(p, owner=f"sweep {sweep_id}", address=address, verbose=verbose, out=out)
+    session = start(p, owner=f"sweep {sweep_id}", address=address, verbose=verbose, keep=True, out=out)
     trials = trial_count(cfg)
     trials_plan = plan_concurrency(cfg, trials=trials, say=out, reserved_cpu=reserved_cpu)   # + the job's own CPUs
     concurrent = trials_plan.concurrent

@@ -148,19 +148,20 @@ def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None
 
     p = check(cfg)
     found = baselines(p) if baselines is not None else None
-    name = name or run_name(p.cfg.name)
+    named, name = name is not None, name or run_name(p.cfg.name)   # a named run is rerun (resumed) by its name
     run = layout.run_dir(p.cfg.storage, name)
     with acquire(run, what=f"train run {name}"):   # one live writer per run folder, until the summary is written
         check_run_name(p.cfg, name, fingerprint=p.spec.fingerprint)
         describe(p, record=run, out=out)
-        return _train(p, name, address=address, out=out, verbose=verbose, ready=ready, baselines=found)
+        return _train(p, name, address=address, out=out, verbose=verbose, ready=ready, baselines=found, keep=named)
 
 
 def _train(p: Prepared, name: str, *, address: str | None, out, verbose: bool,
-           ready: Optional[Callable[[ExperimentConfig], None]], baselines: Optional[dict] = None) -> dict:
+           ready: Optional[Callable[[ExperimentConfig], None]], baselines: Optional[dict] = None,
+           keep: bool = False) -> dict:
     run = layout.run_dir(p.cfg.storage, name)
     t0 = time.perf_counter()
-    session = start(p, owner=f"train run {name}", address=address, verbose=verbose, out=out)
+    session = start(p, owner=f"train run {name}", address=address, verbose=verbose, keep=keep, out=out)
     if ready is not None:
         ready(p.cfg)
     history, error, user_error = fit_and_watch(session, name=name, out=out, baselines=baselines)

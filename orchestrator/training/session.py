@@ -107,12 +107,14 @@ def describe(p: Prepared, *, record: Optional[str], out=print) -> None:
         out(line)
 
 
-def start(p: Prepared, *, owner: str, address: Optional[str] = None, verbose: bool = False, out=print) -> Session:
+def start(p: Prepared, *, owner: str, address: Optional[str] = None, verbose: bool = False, keep: bool = False,
+          out=print) -> Session:
     """Pretrain the built-in backbone (cached), start or join Ray, ship data and backbone. ``owner``: the command the
-    session serves (``sweep ID``, ``train run NAME``, ...), whose disk cache it is."""
+    session serves (``sweep ID``, ``train run NAME``, ...), whose disk cache it is; ``keep``: a killed command's disk
+    cache is kept for its resume (a sweep's)."""
     ensure_pretrained(p.cfg, out=out)
     init_ray(address, log_to_driver=verbose)
-    return Session(p, ship_data(p, owner=owner), ship_backbone(p.cfg))
+    return Session(p, ship_data(p, owner=owner, keep=keep, out=out), ship_backbone(p.cfg))
 
 
 def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -228,8 +230,9 @@ def worker_share_bytes(cfg: ExperimentConfig, spec: DataSpec) -> float:
     return (spec.n_train + spec.n_val) / cfg.resources.workers * spec.decoded_bytes_per_image
 
 
-def ship_data(p: Prepared, *, owner: str) -> dict:
-    """What workers read: decoded blocks in the object store (memory), or units to stream."""
+def ship_data(p: Prepared, *, owner: str, keep: bool = False, out=print) -> dict:
+    """What workers read: decoded blocks in the object store (memory), or units to stream, or to cache on disk (the
+    folder made on every node with its owner record, after the folders of this host's killed commands are removed)."""
     import ray
 
     from ..data.decode import decode_options
@@ -242,7 +245,14 @@ def ship_data(p: Prepared, *, owner: str) -> dict:
                 "val": decode_to_object_store(p.data.val_units, opts)}
     shipped = {"mode": mode, "opts": opts, "train": ray.put(p.data.train_units), "val": ray.put(p.data.val_units)}
     if mode == "disk":
+        from ..data.disk_cache import claim_everywhere, owner_record, remove_orphans
+
+        gone = remove_orphans(disk_root(p))
+        if gone:
+            what = "1 folder" if len(gone) == 1 else f"{len(gone)} folders"
+            out(f"disk cache: removed {what} left by killed commands: {', '.join(sorted(gone.values()))}")
         shipped["folder"] = disk_folder(p, owner=owner)
+        claim_everywhere(shipped["folder"], owner_record(owner, keep=keep))
     return shipped
 
 
