@@ -103,8 +103,8 @@ def scheduler_state(location: str, experiment: str, sweep_id: str, scheduler: st
 
 
 def scheduler_state_kept_before(state: str) -> str:
-    """Where a sweep started before stop 31 of round 3 kept the rung records now at ``state``: the sweep's folder
-    itself (Tune's level). Read by a resume of such a sweep when ``state`` does not exist yet; never written."""
+    """Where a sweep started by older code (before ``sweep_own``) kept the rung records now at ``state``: the sweep's
+    folder itself (Tune's level). Read by a resume of such a sweep when ``state`` does not exist yet; never written."""
     name = (urlsplit(state).path if storage.is_uri(state) else state).rstrip("/").rsplit("/", 1)[-1]
     return storage.join(storage.parent(storage.parent(state)), name)
 

@@ -36,8 +36,9 @@ def ray_session(_one_ray):
 
 @pytest.fixture(scope="session")
 def pretrained_backbone(tmp_path_factory):
-    """The built-in backbone pretrained once for the session (about 25 s): ``seeded_storage`` puts it in a storage, as
-    its pretrain cache. The pretraining itself, into a storage of its own, is tests/test_s3.py's (on S3)."""
+    """The built-in backbone pretrained once for the session (about 25 s), into a local storage: ``seeded_storage``
+    puts it in other storages as their pretrain cache. Pretraining into S3 (and its cache found there) is
+    tests/test_s3.py's."""
     from orchestrator import layout
     from orchestrator.training.pretrain import pretrain
 

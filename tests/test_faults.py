@@ -148,12 +148,10 @@ def test_a_killed_sweep_resumes_without_duplicates(tmp_path):
           f"{at_kill['mid']} resumed from epochs {[runs[t][1] for t in at_kill['mid']]}")
 
 
-def test_a_bad_image_met_in_a_worker_fails_at_once(ray_session, tmp_path, capsys, monkeypatch):
+def test_a_bad_image_met_in_a_worker_fails_at_once(ray_session, tmp_path):
     """A corrupt file the driver's sample does not include: found while streaming in a worker, the run
-    fails with one line naming the file, exit 2, and no retry. The CLI runs in this process, on the session's Ray
-    (a process of its own started a Ray of its own: about 20 s more); what a process exits with for a user's
-    error is tests/test_bad_input.py's."""
-    from factories import run_cli
+    fails with one line naming the file, exit 2, and no retry. The command's own process joins the session's Ray
+    (a Ray of its own cost about 15 s more)."""
     from orchestrator.data.prepare import sample_rows
 
     rng = np.random.default_rng(0)
@@ -174,12 +172,13 @@ def test_a_bad_image_met_in_a_worker_fails_at_once(ray_session, tmp_path, capsys
            "backbone": {"kind": "builtin", "weights": "none"}, "train": {"epochs": 2, "batch_size": 16},
            "resources": {"workers": 2, "cpus_per_worker": 0.5}}
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(cfg))
-    monkeypatch.chdir(tmp_path)     # the manifest's relative paths, as from the user's folder
-    code, out, err = run_cli(capsys, "train", str(tmp_path / "e.yaml"), "--name", "badrun")
-    assert code == 2, out[-2000:] + err[-2000:]
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and f"{bad:03d}.png" in err, err
-    assert "not a decodable image" in err and "Traceback" not in out + err, err
+    address = ray_session.get_runtime_context().gcs_address
+    proc = subprocess.run([str(BIN / "orchestrator"), "train", str(tmp_path / "e.yaml"), "--address", address,
+                           "--name", "badrun"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert err[-1].startswith("error: ") and f"{bad:03d}.png" in err[-1] and "not a decodable image" in err[-1], err
+    assert "Traceback" not in proc.stderr
     assert attempts(str(tmp_path / "runs" / "trials" / "badrun")) == [0]      # one attempt: no retry
 
 

@@ -50,8 +50,10 @@ def test_one_task_tree_to_csv_with_paths_relative_to_the_manifest(tmp_path, caps
 @pytest.mark.slow   # the real CLI in fresh processes (each loads TensorFlow): end-to-end
 def test_the_manifest_validates_from_another_folder(tmp_path):
     """The real CLI, twice in fresh processes: make the manifest, then `validate` an experiment on it from another
-    folder (the manifest's path relative to the config file, its image paths relative to the manifest).
-    tests/test_files.py had the same `validate` in a process of its own (a TensorFlow import, 9 s): this is it."""
+    folder (the manifest's path relative to the config file, next to it, and its image paths relative to it).
+    tests/test_files.py had a `validate` from another folder in a process of its own too (a TensorFlow import,
+    9 s), its manifest in a subfolder; image paths relative to a manifest in a subfolder are test_files's fast
+    tests'."""
     project = tmp_path / "project"
     class_tree(project / "images", per_class=6)
     env = {**os.environ, "PYTHONPATH": os.getcwd()}

@@ -17,6 +17,8 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
+from orchestrator import layout
+
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 KEY, SECRET = "AKIAORCHTEST", "s3cr3t/Orch+estrator/Key+"
@@ -37,6 +39,12 @@ print(json.dumps({"runtime_env": ray.get_runtime_context().runtime_env,
 """
 
 
+# What a command may leave in its temp dir: not per-run files. TensorFlow autograph's sources of converted functions
+# and Python multiprocessing's folders (left by processes Ray ends), and the one TensorFlow start-up log per user that
+# every run appends to (console.py).
+SHARED_TEMP = ("__autograph_generated_file", "pymp-", f"orchestrator-{os.getuid()}-tensorflow.log")
+
+
 def leaked(text: str) -> list[str]:
     return [form for form in FORMS if form in text]
 
@@ -47,15 +55,39 @@ def objects(endpoint, bucket):
     return fs, [i for i in fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) if i.type == pafs.FileType.File]
 
 
+def test_pretraining_writes_its_cache_into_s3_and_prints_no_secret(s3_server, tmp_path, capsys, monkeypatch):
+    """`orchestrator pretrain --storage s3://KEY:SECRET@...` in this process (the sweeps below find the cache
+    there already: pretraining is this test's), on 1 epoch of the source task instead of 8: the backbone lands in
+    the storage's pretrain cache, its lines name the storage without the secret, and its temp folder is removed."""
+    from factories import run_cli
+    from orchestrator.training import pretrain
+
+    fs = pafs.S3FileSystem(access_key=KEY, secret_key=SECRET, endpoint_override=s3_server, scheme="http",
+                           region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir("orch-pretrain")
+    monkeypatch.setitem(pretrain.SOURCE, "train", {**pretrain.SOURCE["train"], "epochs": 1})
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.makedirs(tmp_path / "tmp")
+    storage = f"s3://{KEY}:{SECRET}@orch-pretrain/p?endpoint_override={s3_server}&scheme=http&region=us-east-1"
+    code, out, err = run_cli(capsys, "pretrain", "--storage", storage)
+    assert code == 0, err
+    assert f"saved built-in backbone to s3://orch-pretrain/p/{layout.BUILTIN_BACKBONE}?" in out, out
+    assert not leaked(out + err) and KEY not in out + err, out + err
+    (cached,) = [i for i in objects(s3_server, "orch-pretrain")[1]]
+    assert cached.path == f"orch-pretrain/p/{layout.BUILTIN_BACKBONE}" and cached.size > 10_000, cached
+    assert [n for n in os.listdir(tmp_path / "tmp") if not n.startswith(SHARED_TEMP)] == []
+    code, out, _ = run_cli(capsys, "pretrain", "--storage", storage)        # then it is the cache
+    assert code == 0 and "built-in backbone cached at s3://orch-pretrain/p/" in out and not leaked(out), out
+
+
 def test_sweep_resume_and_queries_on_s3(s3_server, pretrained_backbone, tmp_path):
     bucket = "orch-test"
     fs = pafs.S3FileSystem(access_key=KEY, secret_key=SECRET, endpoint_override=s3_server, scheme="http",
                            region="us-east-1", allow_bucket_creation=True)
     fs.create_dir(bucket)
     # the storage's pretrain cache holds the session's pretrained built-in backbone (pretraining it here took about
-    # 25 s; pretraining itself is the session fixture's): the sweep's workers load it from S3
-    with fs.open_output_stream(f"{bucket}/exp/backbones/digits-cnn-v1.keras") as f, \
-            open(pretrained_backbone, "rb") as src:
+    # 25 s; pretraining into S3 is the test above's): the sweep's workers load it from S3
+    with fs.open_output_stream(f"{bucket}/exp/{layout.BUILTIN_BACKBONE}") as f, open(pretrained_backbone, "rb") as src:
         f.write(src.read())
     plain = f"s3://{bucket}/exp?endpoint_override={s3_server}&scheme=http&region=us-east-1"
     storage = f"s3://{KEY}:{SECRET}@{bucket}/exp?endpoint_override={s3_server}&scheme=http&region=us-east-1"
@@ -75,7 +107,7 @@ def test_sweep_resume_and_queries_on_s3(s3_server, pretrained_backbone, tmp_path
     first = subprocess.run([str(BIN / "orchestrator"), "tune", str(path), "--address", "local"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=1500, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert f"built-in backbone cached at s3://{bucket}/exp/backbones/digits-cnn-v1.keras" in first.stdout, first.stdout
+    assert f"built-in backbone cached at s3://{bucket}/exp/{layout.BUILTIN_BACKBONE}" in first.stdout, first.stdout
     # --resume of a finished sweep: nothing reruns, nothing is written twice
     again = subprocess.run([str(BIN / "orchestrator"), "tune", str(path), "--address", "local", "--resume"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
@@ -103,12 +135,9 @@ def test_sweep_resume_and_queries_on_s3(s3_server, pretrained_backbone, tmp_path
     assert any("/leaderboard/" in n and n.endswith(".parquet") for n in names)       # the leaderboard
     assert any(n.endswith("/tuner.pkl") for n in names)                             # Tune's state (resume)
     assert not [n for n in names if n.endswith("/lease.json")], names               # every lease was released
-    # Nothing of the runs is left in the temp dir. Not per-run files: TensorFlow autograph's sources of converted
-    # functions and Python multiprocessing's folders (left by processes Ray ends), and the one TensorFlow start-up
-    # log per user that every run appends to (console.py). Left before: backbone copies, the shipped backbone and
-    # TensorBoard folders.
-    shared = ("__autograph_generated_file", "pymp-", f"orchestrator-{os.getuid()}-tensorflow.log")
-    left = sorted(p.name for p in tmpdir.iterdir() if p.name != "ray" and not p.name.startswith(shared))
+    # Nothing of the runs is left in the temp dir but SHARED_TEMP. Left before: backbone copies, the shipped backbone
+    # and TensorBoard folders.
+    left = sorted(p.name for p in tmpdir.iterdir() if p.name != "ray" and not p.name.startswith(SHARED_TEMP))
     assert left == [], left
     # the secret is never printed and never stored, in any form: not in any output, object, best.yaml or log
     outputs = [first.stdout, first.stderr, again.stdout, again.stderr, board.stdout, board.stderr, best.stdout,

@@ -303,6 +303,10 @@ def test_a_sweep_that_kept_its_rungs_in_its_own_folder_resumes_with_them(tmp_pat
         TrialScheduler.STOP                                  # below the median of the 4 recorded before (0.75)
     recorded = {tid for bracket in json.loads(open(kept).read()) for rung in bracket for tid in rung}
     assert recorded == {"t0", "t1", "t2", "t3", "t4"} and open(old).read() == old_text
+    # once the new place holds records, they are read, not the old file (which a resumed Tune keeps uploading)
+    again = fresh()
+    again._load()
+    assert "t4" in again._records() and "t4" not in old_text
     uri = layout.scheduler_state("s3://b/runs?endpoint_override=h:1", "e", "s1", "asha")   # and on object stores
     assert layout.scheduler_state_kept_before(uri) == "s3://b/runs/sweeps/e/s1/asha.json?endpoint_override=h:1"
 
