@@ -111,7 +111,7 @@ def start(p: Prepared, *, owner: str, address: Optional[str] = None, verbose: bo
           out=print) -> Session:
     """Pretrain the built-in backbone (cached), start or join Ray, ship data and backbone. ``owner``: the command the
     session serves (``sweep ID``, ``train run NAME``, ...), whose disk cache it is; ``keep``: a killed command's disk
-    cache is kept for its resume (a sweep's)."""
+    cache is kept for its resume (a sweep's, a named train run's)."""
     ensure_pretrained(p.cfg, out=out)
     init_ray(address, log_to_driver=verbose)
     return Session(p, ship_data(p, owner=owner, keep=keep, out=out), ship_backbone(p.cfg))
