@@ -1,9 +1,7 @@
 """Slow, issue 7: a manifest of PNG and JPEG files of mixed sizes trains on 2 Ray Train workers, in memory
 and streamed (data.cache: none), and every task ends above chance."""
 import importlib.util
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +10,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from orchestrator.config import parse_config
+from orchestrator.data import disk_cache
 from orchestrator.training.driver import train
 from orchestrator.training.session import cache_mode, check
 
@@ -132,9 +131,8 @@ def test_disk_cache_reaches_the_accuracy_of_the_memory_run_and_is_removed(memory
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
     for name, owner, keep in (("killed-train", "train run old", False), ("killed-sweep", "sweep old", True)):
-        os.makedirs(tmp_path / "cache" / name)
-        (tmp_path / "cache" / name / "owner.json").write_text(json.dumps(
-            {"owner": owner, "host": socket.gethostname(), "pid": ended.pid, "start": None, "keep": keep}))
+        disk_cache._claim(str(tmp_path / "cache" / name),        # the record a command writes, by another driver
+                          {**disk_cache.owner_record(owner, keep=keep), "pid": ended.pid, "start": None})
         (tmp_path / "cache" / name / "train-0123.npy").write_bytes(b"decoded pixels")
     lines = []
     s = train(cfg, out=lines.append)
