@@ -96,6 +96,12 @@ def sweep_own(location: str, experiment: str, sweep_id: str) -> str:
     return storage.join(sweep_dir(location, experiment, sweep_id), "orchestrator")
 
 
+def sweep_lease_kept_before(location: str, experiment: str, sweep_id: str) -> tuple[str, ...]:
+    """Where a driver of older code (before ``sweep_own``) held its sweep's lease: the sweep's folder itself. A new
+    driver reads it (a live holder there keeps the sweep) and never writes it."""
+    return (sweep_dir(location, experiment, sweep_id),)
+
+
 def scheduler_state(location: str, experiment: str, sweep_id: str, scheduler: str = "moasha") -> str:
     """A scheduler's rung records, ``asha``, ``moasha`` or ``sync`` (Tune keeps no scheduler's state across a
     resume)."""

@@ -155,7 +155,8 @@ def test_rows_still_unwritten_end_the_sweep_with_the_spool_named_and_resume_appe
     assert [(r["trial_id"], r["status"]) for r in board.table().to_pylist()] == [("a", "completed")]
 
 
-def test_a_resumed_sweep_appends_its_own_spool_not_another_running_sweeps(tmp_path):
+@pytest.mark.parametrize("kept_by", ["this code", "older code"])
+def test_a_resumed_sweep_appends_its_own_spool_not_another_running_sweeps(tmp_path, kept_by):
     """`tune --resume` of sweep s2 appended and deleted every spool file of the experiment, s1's too, while s1 may
     still run and rewrite its spool: a row s1 spooled between the read and the delete was lost. A resume takes its
     own sweep's spool and those of sweeps and runs no live driver holds."""
@@ -171,7 +172,9 @@ def test_a_resumed_sweep_appends_its_own_spool_not_another_running_sweeps(tmp_pa
     keep(mine, [row(callback.cfg, [{"epoch": 1, "objective": 0.6}], trial_id="mine", sweep_id="s2")])
     from orchestrator.training import lease
 
-    held = lease.acquire(layout.sweep_own(runs, callback.cfg.name, "s1"), what="sweep s1")   # s1 still runs
+    # s1 still runs; a driver of older code held its lease in the sweep's folder itself
+    held = lease.acquire(layout.sweep_own(runs, callback.cfg.name, "s1") if kept_by == "this code" else
+                         layout.sweep_dir(runs, callback.cfg.name, "s1"), what="sweep s1")
     written, _ = recorded_rows(board, callback.cfg, "s2", out=lambda line: None)
     assert written == {"mine"} and os.path.exists(others) and not os.path.exists(mine)
     assert [r["trial_id"] for r in board.table().to_pylist()] == ["mine"]

@@ -157,7 +157,9 @@ def test_a_lease_on_s3_is_refused_while_held(s3_server, monkeypatch):
     assert lease.read(run) is None
 
 
-def test_resuming_a_sweep_whose_driver_still_runs_is_refused(tmp_path, capsys, no_ray):
+@pytest.mark.parametrize("kept_by", ["this code", "older code"])
+def test_resuming_a_sweep_whose_driver_still_runs_is_refused(tmp_path, capsys, no_ray, kept_by):
+    """A driver of older code (before ``layout.sweep_own``) holds its sweep's lease in the sweep's folder itself."""
     from orchestrator.config import parse_config
     from orchestrator.sweep.tuner import sweep_hash
     from orchestrator.training.session import resolve_storage
@@ -170,7 +172,8 @@ def test_resuming_a_sweep_whose_driver_still_runs_is_refused(tmp_path, capsys, n
                                                    "training_revision": TRAINING_REVISION}))
     other = live_process()
     try:
-        write_lease(Path(layout.sweep_own(str(tmp_path / "runs"), "t", "20260101-000000-abcdef")), pid=other.pid,
+        held = layout.sweep_own(str(tmp_path / "runs"), "t", "20260101-000000-abcdef")
+        write_lease(Path(held) if kept_by == "this code" else folder, pid=other.pid,
                     owner="sweep 20260101-000000-abcdef 0123")
         code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg), "--resume")
     finally:

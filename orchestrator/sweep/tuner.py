@@ -184,12 +184,13 @@ def recorded_rows(board, cfg: ExperimentConfig, sweep_id: str, *, out=print) -> 
     """A resumed sweep's rows: spooled rows appended first, then ``callback.recorded``."""
     from ..errors import LeaderboardWriteError
     from ..leaderboard.spool import append_spooled, spooled
-    from ..training.lease import is_stale, read
+    from ..training.lease import live_holder
 
     def free(path: str) -> bool:   # this sweep's, or one no live driver holds (another sweep may still rewrite it)
         other = os.path.basename(path)[:-len(".parquet")]
-        holder = read(layout.sweep_own(cfg.storage, cfg.name, other))
-        return other == sweep_id or holder is None or is_stale(holder)
+        folders = (layout.sweep_own(cfg.storage, cfg.name, other),
+                   *layout.sweep_lease_kept_before(cfg.storage, cfg.name, other))
+        return other == sweep_id or live_holder(folders)[1] is None
 
     paths = [p for p in spooled(cfg.storage, cfg.name) if free(p)]
     try:
@@ -210,7 +211,8 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     cfg = p.cfg
     sweep_id = find_sweep(cfg, sweep_id, fingerprint=p.spec.fingerprint) if resume else (sweep_id or new_sweep_id())
     # One live driver per sweep: a second `tune --resume` while this one runs would write the same trials' runs.
-    with acquire(layout.sweep_own(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}"):
+    with acquire(layout.sweep_own(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}",
+                 kept_before=layout.sweep_lease_kept_before(cfg.storage, cfg.name, sweep_id)):
         return _sweep(p, sweep_id, address=address, resume=resume, verbose=verbose, out=out, reserved_cpu=reserved_cpu)
 
 

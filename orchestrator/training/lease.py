@@ -145,19 +145,33 @@ def _record(raw: bytes | str, mtime: Optional[float]) -> Optional[dict]:
         return None
 
 
-def acquire(run_dir: str, *, what: str, wait_s: float = 0.0, poll_s: float = 1.0) -> Lease:
+def acquire(run_dir: str, *, what: str, wait_s: float = 0.0, poll_s: float = 1.0,
+            kept_before: tuple[str, ...] = ()) -> Lease:
     """Take the run folder's lease for ``what`` (e.g. "train run x"); ``RunInUse`` if a live holder keeps it
-    for longer than ``wait_s``."""
+    for longer than ``wait_s``. ``kept_before``: folders where older code kept this lease; a live holder there
+    keeps it too (they are read, never written)."""
     record = {"owner": f"{what} {uuid.uuid4().hex[:12]}", "host": socket.gethostname(), "pid": os.getpid(),
               "expires": time.time() + EXPIRY_S}
     deadline = time.monotonic() + wait_s
     while True:
-        holder = _try(run_dir, record)
+        folder, holder = live_holder(kept_before)
+        if holder is None:
+            folder, holder = run_dir, _try(run_dir, record)
         if holder is None:
             return Lease(run_dir, record)
         if time.monotonic() >= deadline:
-            raise RunInUse(in_use_line(run_dir, holder))
+            raise RunInUse(in_use_line(folder, holder))
         time.sleep(poll_s)
+
+
+def live_holder(folders: tuple[str, ...]) -> tuple[Optional[str], Optional[dict]]:
+    """The first of ``folders`` whose lease a live process holds, and its record; (None, None) if none does (an
+    unreadable lease counts as none here: these are read only)."""
+    for folder in folders:
+        holder = read(folder)
+        if holder is not None and not is_stale(holder):
+            return folder, holder
+    return None, None
 
 
 def in_use_line(run_dir: str, holder: dict) -> str:
