@@ -1,16 +1,15 @@
 """TensorBoard event files of a run: per-task metrics per epoch, written by rank 0.
 
-``tensorboard --logdir <storage>/trials`` shows every run (trials of every sweep, `train` runs). Events
-are written to a local file (tensorboardX's protos and record writer, which Ray Tune already brings) and copied to
-``<run>/tb/`` after each epoch, so remote storage gets them too. They are written synchronously: tensorboardX's
-SummaryWriter queues events for a thread, and its flush() does not wait for the queue, so a copy made after it
-could miss the epoch's last scalars.
+``tensorboard --logdir <storage>/trials`` shows every run (trials of every sweep, `train` runs). The event file is
+built in memory (tensorboardX's protos and its record format, which Ray Tune already brings) and written whole to
+``<run>/tb/`` after each epoch, so remote storage gets it too and a worker killed mid-run (a stopped trial) leaves no
+local file behind. It is written synchronously: tensorboardX's SummaryWriter queues events for a thread, and its
+flush() does not wait for the queue, so a copy made after it could miss the epoch's last scalars.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import socket
+import struct
 import time
 
 from .. import storage
@@ -19,31 +18,43 @@ SKIP = ("rank", "steps_per_epoch", "world_size", "epoch")
 
 
 class EpochBoard:
-    """``with EpochBoard(run) as board``: its local event folder and writer are closed and deleted at the end."""
+    """``with EpochBoard(run) as board``: one event file per board, rewritten whole at each ``write`` (a few hundred
+    bytes per epoch)."""
 
     def __init__(self, run_dir: str):
-        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event
 
-        self.run_dir = run_dir
-        self.local = tempfile.mkdtemp(prefix="tb-")
-        self.writer = EventsWriter(os.path.join(self.local, "events"))
+        self.run_dir, self.closed = run_dir, False
+        now = time.time()
+        self.name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}"   # the name TensorBoard looks for
+        self.events = bytearray()
+        self._append(Event(wall_time=now, file_version="brain.Event:2"))
 
     def write(self, metrics: dict) -> None:
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.summary import scalar
 
+        if self.closed:
+            raise ValueError("write to a closed EpochBoard")
         epoch, now = int(metrics["epoch"]), time.time()
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not key.startswith(SKIP):
-                self.writer.write_event(Event(summary=scalar(_tag(key), float(value)), step=epoch, wall_time=now))
-        self.writer.flush()
-        for name in os.listdir(self.local):
-            with open(os.path.join(self.local, name), "rb") as f:
-                storage.atomic_write(storage.join(self.run_dir, "tb", name), f.read())
+                self._append(Event(summary=scalar(_tag(key), float(value)), step=epoch, wall_time=now))
+        storage.atomic_write(storage.join(self.run_dir, "tb", self.name), bytes(self.events))
+
+    def _append(self, event) -> None:
+        """One TFRecord: length, its masked CRC32C, the event, its masked CRC32C (tensorboardX's RecordWriter)."""
+        from tensorboardX.record_writer import masked_crc32c
+
+        def masked(data: bytes) -> bytes:
+            return struct.pack("I", masked_crc32c(data))
+
+        data = event.SerializeToString()
+        header = struct.pack("Q", len(data))
+        self.events += header + masked(header) + data + masked(data)
 
     def close(self) -> None:
-        self.writer.close()
-        shutil.rmtree(self.local, ignore_errors=True)
+        self.closed = True
 
     def __enter__(self) -> "EpochBoard":
         return self
