@@ -12,6 +12,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from factories import no_ray  # noqa: E402,F401 - a fixture for every test file
 
 
+@pytest.fixture(autouse=True)
+def _credentials_forgotten_after_each_test():
+    """Credentials a test's URIs carried are kept in this process's memory (``credentials.adopt``): forgotten after
+    every test, so no test finds a pair that an earlier one gave (and passes for that reason)."""
+    yield
+    from orchestrator import credentials
+
+    credentials.forget()
+
+
 @pytest.fixture(scope="session")
 def _one_ray():
     import ray
