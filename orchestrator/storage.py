@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 import pyarrow.fs as pafs
 
-from . import credentials
+from . import credentials, scratch
 
 T = TypeVar("T")
 def is_uri(location: str) -> bool:
@@ -315,7 +315,7 @@ def local_file(location: str, *, suffix: str | None = None) -> Iterator[str]:
         yield location
         return
     fs, path = filesystem(location)
-    fd, local = tempfile.mkstemp(suffix=suffix if suffix is not None else os.path.splitext(path)[1])
+    fd, local = scratch.mkstemp(suffix if suffix is not None else os.path.splitext(path)[1])
     try:
         with os.fdopen(fd, "wb") as out, fs.open_input_stream(path) as src:
             while chunk := src.read(1 << 24):

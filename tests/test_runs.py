@@ -284,6 +284,51 @@ def test_the_tensorboard_writer_uses_no_temp_dir_so_a_killed_worker_leaves_nothi
     assert len(list((tmp_path / "run" / "tb").iterdir())) == 1
 
 
+CHECKPOINTS_AND_THEN = """
+import os, signal, sys, time
+from orchestrator.training import checkpoints
+
+def write_files(folder):
+    with open(os.path.join(folder, "model.weights.h5"), "w") as f:
+        f.write("weights")
+    print("writing", flush=True)
+    if sys.argv[2] == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)   # as Ray kills a stopped trial's worker: no finally runs
+    time.sleep(120)
+
+checkpoints.save(sys.argv[1], 1, write_files, {"epoch": 1})
+"""
+
+
+def test_what_a_killed_process_left_in_the_temp_dir_is_removed_by_the_next_one(tmp_path, own_tmpdir):
+    """Ray kills a stopped trial's Train workers, and no ``finally`` runs in them: each left its copy of the shipped
+    backbone (55 ``tmp*.keras`` files had piled up in this machine's /tmp; a VGG16 copy is 528 MB) and, when killed
+    while writing a checkpoint, that checkpoint's local folder. The next process to make a temporary file removes
+    what processes of this host and user that are gone left; a live one's stay."""
+    import subprocess
+    import sys
+
+    from orchestrator.training import checkpoints
+
+    def started(how):
+        proc = subprocess.Popen([sys.executable, "-c", CHECKPOINTS_AND_THEN, str(tmp_path / how), how],
+                                stdout=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(own_tmpdir)})
+        assert proc.stdout.readline().strip() == "writing"
+        return proc
+
+    killed = started("killed")
+    assert killed.wait(timeout=60) == -9
+    (left,) = own_tmpdir.iterdir()                              # the checkpoint it was writing
+    live = started("live")                                      # its checkpoint's folder replaces the killed one's
+    try:
+        (kept,) = own_tmpdir.iterdir()
+        assert kept != left and [p.name for p in kept.iterdir()] == ["model.weights.h5"]
+        checkpoints.save(str(tmp_path / "run"), 1, lambda d: open(os.path.join(d, "w.h5"), "w").close(), {})
+        assert list(own_tmpdir.iterdir()) == [kept]               # a live process's scratch stays
+    finally:
+        live.kill()
+
+
 def test_every_scalar_of_an_epoch_is_in_the_run_folder_when_write_returns(tmp_path):
     # CI saw run/objective (the epoch's last scalar) missing: tensorboardX queues events for a thread that writes
     # them, and its flush() flushes the file, not the queue, so the copy could miss the newest ones.

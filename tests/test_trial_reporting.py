@@ -127,7 +127,7 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
     from orchestrator.leaderboard import Leaderboard
     from orchestrator.sweep import callback as sweep_callback
     from orchestrator.sweep.tuner import tune
-    from orchestrator.training.lease import pid_alive
+    from orchestrator.processes import running
     from orchestrator.training.progress import attempt_records, read_progress
 
     from factories import embedded, wait_until
@@ -180,7 +180,7 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
     for r in stopped:
         run = str(tmp_path / "trials" / f"{r['sweep_id']}-{r['trial_id']}")
         (rank0,) = [record["pid"] for record in attempt_records(run)]
-        wait_until(lambda: not pid_alive(rank0), timeout_s=120, what=f"trial {r['trial_id']}'s worker has exited")
+        wait_until(lambda: not running(rank0), timeout_s=120, what=f"trial {r['trial_id']}'s worker has exited")
         assert read_progress(run)["epoch"] <= r["epochs"] + 1, (r["trial_id"], r["epochs"], read_progress(run))
     wait_until(lambda: not train_worker_pids(), timeout_s=120, what="every Train worker process has exited")
 

@@ -22,6 +22,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from .. import processes
 from ..storage import fsync_dir
 
 DEFAULT_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "orchestrator", "decoded")
@@ -145,28 +146,15 @@ def owner_record(owner: str, *, keep: bool) -> dict:
     import socket
 
     pid = os.getpid()
-    return {"owner": owner, "host": socket.gethostname(), "pid": pid, "start": _process_start(pid), "keep": keep}
-
-
-def _process_start(pid: int) -> Optional[str]:
-    """When ``pid`` started (Linux's /proc), to tell it from a later process given the same pid; None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    return {"owner": owner, "host": socket.gethostname(), "pid": pid, "start": processes.start_of(pid), "keep": keep}
 
 
 def alive(record: dict) -> bool:
     """Is the driver that wrote ``record`` (a process of this host) still running? Unsure counts as running."""
     try:
-        os.kill(int(record["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
+        return processes.running(int(record["pid"]), record.get("start"))
+    except (KeyError, TypeError, ValueError):
         return True
-    now = _process_start(int(record["pid"]))
-    return record.get("start") is None or now is None or now == record["start"]
 
 
 def orphans(found: list, *, host: str) -> dict:

@@ -15,12 +15,11 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from typing import Callable, Optional
 
 import pyarrow.fs as pafs
 
-from .. import storage
+from .. import scratch, storage
 from ..config.revision import TRAINING_REVISION, revision_of
 
 _EPOCH = re.compile(r"^epoch_(\d{6})$")
@@ -59,7 +58,7 @@ def latest_state(run_dir: str) -> Optional[dict]:
 def save(run_dir: str, epoch: int, write_files, state: dict) -> str:
     """``write_files(local_dir)`` writes the weights; then state.json goes last. Returns the location."""
     target = storage.join(folder(run_dir), f"epoch_{epoch:06d}")
-    local = tempfile.mkdtemp(prefix="ckpt-")
+    local = scratch.mkdtemp()   # named after this process: a killed one's is removed by the next
     try:
         write_files(local)
         fs, path = storage.filesystem(target)
@@ -94,7 +93,7 @@ def load(run_dir: str, epoch: int, read_files, *, state: Optional[dict] = None) 
     ``CorruptCheckpoint`` if a file does not match its sha256 (checkpoints from before checksums load unverified)."""
     source = storage.join(folder(run_dir), f"epoch_{epoch:06d}")
     state = state if state is not None else read_state(run_dir, epoch)
-    local = tempfile.mkdtemp(prefix="ckpt-")
+    local = scratch.mkdtemp()   # named after this process: a killed one's is removed by the next
     try:
         fs, path = storage.filesystem(source)
         for info in fs.get_file_info(pafs.FileSelector(path)):

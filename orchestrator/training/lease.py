@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Optional
 
-from .. import layout, storage
+from .. import layout, processes, storage
 from ..errors import UserError
 
 HEARTBEAT_S = 10.0
@@ -185,23 +185,7 @@ def is_stale(holder: dict, *, now: Optional[float] = None) -> bool:
     """Expired, or held by a dead process on this host."""
     if float(holder.get("expires", 0)) <= (now or time.time()):
         return True
-    return holder.get("host") == socket.gethostname() and not pid_alive(int(holder.get("pid", 0)))
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"   # a zombie has exited
-    except (OSError, IndexError):
-        return True
+    return holder.get("host") == socket.gethostname() and not processes.running(int(holder.get("pid", 0)))
 
 
 def _try(run_dir: str, record: dict) -> Optional[dict]:

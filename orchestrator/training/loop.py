@@ -12,14 +12,13 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
-from .. import layout, metrics as registry, storage
+from .. import layout, metrics as registry, scratch, storage
 from ..config.schema import TRAINING_REVISION
 from . import checkpoints
 from .precision import configure_gpus
@@ -168,7 +167,7 @@ def _shipped_file(shipped):
     import ray
 
     blob, suffix = ray.get(shipped["ref"])
-    fd, path = tempfile.mkstemp(suffix=suffix)
+    fd, path = scratch.mkstemp(suffix)   # a stopped trial's worker is killed: the next process removes it
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(blob)

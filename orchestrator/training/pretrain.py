@@ -6,9 +6,9 @@ with TensorFlow's default strategy, then saved to ``<storage>/backbones/digits-c
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 
-from .. import layout, storage
+from .. import layout, scratch, storage
 from ..config.schema import ExperimentConfig, parse_config
 
 SOURCE = {
@@ -45,11 +45,14 @@ def pretrain(storage_location: str, *, force: bool = False, out=print, epoch_out
     mt, state = fit_arrays(tf.distribute.get_strategy(), cfg, spec, train, val,
                            on_epoch=(lambda m, *_: epoch_out("  " + format_epoch(m, cfg.train.epochs)))
                            if epoch_out else None)
-    with tempfile.TemporaryDirectory() as d:   # save locally, then one atomic write: never a torn cache file
+    d = scratch.mkdtemp()   # save locally, then one atomic write: never a torn cache file
+    try:
         local = os.path.join(d, "backbone.keras")
         mt.backbone.save(local)
         with open(local, "rb") as f:
             storage.atomic_write(uri, f.read())
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
     final = state["history"][-1]
     out(f"saved built-in backbone to {storage.redact(uri)} (source left_accuracy={final['left_accuracy']:.3f}, "
         f"right_accuracy={final['right_accuracy']:.3f})")

@@ -1,0 +1,42 @@
+"""Is a process of this host still running, and still the one a record names? A record keeps a pid and that pid's
+start time (Linux's /proc), so a pid the kernel gave to a later process does not count as the recorded one.
+Used by leases, disk-cache owners and scratch files; a process of another user counts as running (it cannot be
+signalled, and is not ours to judge)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+def _stat(pid: int) -> Optional[list[str]]:
+    """The fields of /proc/<pid>/stat after the command name (state first); None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def start_of(pid: int) -> Optional[str]:
+    """When ``pid`` started (clock ticks since boot, as /proc says), or None where unknown."""
+    fields = _stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def running(pid: int, start: Optional[str] = None) -> bool:
+    """``pid`` runs (not a zombie) and, when ``start`` is given and knowable, is the process that started then.
+    Unsure counts as running."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    fields = _stat(pid)
+    if fields is None:
+        return True
+    if fields[0] == "Z":   # exited; its parent has not reaped it yet
+        return False
+    return start is None or len(fields) <= 19 or fields[19] == start

@@ -1,0 +1,68 @@
+"""Temporary files and folders of this process (a backbone shipped to a Train worker, a checkpoint being written or
+read, a local copy of a remote file), named after the process that made them so that a later one can remove what a
+killed one left. Ray kills the Train workers of a trial it stops, and no ``finally`` runs in them: each one left its
+copy of the shipped backbone (528 MB for VGG16) in the temp dir for good.
+
+Names: ``<temp dir>/orchestrator-<uid>-<host>-<pid>-<start>-<random><suffix>`` (host: 8 hex digits of a hash of this
+host's name; start: the process's start time from /proc, ``x`` where unknown). A process's first scratch in a temp
+dir removes the scratch of processes of this user and host that are gone (``processes.running``); other users' and
+other hosts' (a temp dir shared by machines) are theirs to judge.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import tempfile
+
+from . import processes
+
+_NAME = re.compile(r"orchestrator-(\d+)-([0-9a-f]{8})-(\d+)-(\d+|x)-")
+_swept: set = set()   # (pid, temp dir) pairs whose sweep has run: once per process and temp dir
+
+
+def _host() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _prefix() -> str:
+    pid = os.getpid()
+    return f"orchestrator-{os.getuid()}-{_host()}-{pid}-{processes.start_of(pid) or 'x'}-"
+
+
+def mkdtemp() -> str:
+    """A new folder of this process's scratch (the caller removes it)."""
+    sweep()
+    return tempfile.mkdtemp(prefix=_prefix())
+
+
+def mkstemp(suffix: str = "") -> tuple[int, str]:
+    """A new file of this process's scratch, open: ``(fd, path)`` (the caller removes it)."""
+    sweep()
+    return tempfile.mkstemp(prefix=_prefix(), suffix=suffix)
+
+
+def sweep() -> list[str]:
+    """Remove the scratch that gone processes of this user and host left in the temp dir (once per process and
+    temp dir); the paths removed. Best effort: a file another sweep removed first, or one that can't go, is skipped."""
+    root = tempfile.gettempdir()
+    if (os.getpid(), root) in _swept:
+        return []
+    _swept.add((os.getpid(), root))
+    mine, removed = (str(os.getuid()), _host()), []
+    for name in os.listdir(root):
+        m = _NAME.match(name)
+        if not m or (m[1], m[2]) != mine or processes.running(int(m[3]), None if m[4] == "x" else m[4]):
+            continue
+        path = os.path.join(root, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            removed.append(path)
+        except OSError:
+            continue
+    return removed

@@ -1,0 +1,57 @@
+"""Scratch files named after their process (orchestrator.scratch) and the process checks behind them
+(orchestrator.processes): what a sweep removes and what it leaves."""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+
+from orchestrator import processes, scratch
+
+
+def test_a_sweep_removes_gone_processes_scratch_of_this_user_and_host_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])                              # a pid that has exited
+    gone.wait()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        uid, host, start = os.getuid(), scratch._host(), processes.start_of(live.pid)
+        names = {
+            "gone": f"orchestrator-{uid}-{host}-{gone.pid}-1-abc.keras",
+            "gone, start unknown": f"orchestrator-{uid}-{host}-{gone.pid}-x-def",
+            "live": f"orchestrator-{uid}-{host}-{live.pid}-{start}-ghi",
+            "pid reused": f"orchestrator-{uid}-{host}-{live.pid}-{int(start) - 1}-jkl",   # not the process now
+            "other host": f"orchestrator-{uid}-{'0' * 8 if host != '0' * 8 else '1' * 8}-{gone.pid}-1-mno",
+            "other user": f"orchestrator-{uid + 1}-{host}-{gone.pid}-1-pqr",
+            "not ours": "orchestrator-0-tensorflow.log",
+        }
+        for what, name in names.items():
+            (tmp_path / name).mkdir() if what == "gone" else (tmp_path / name).write_text(what)
+        (tmp_path / names["gone"] / "model.keras").write_text("weights")
+        removed = {os.path.basename(p) for p in scratch.sweep()}
+        assert removed == {names["gone"], names["gone, start unknown"], names["pid reused"]}, removed
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(names.values()) - removed)
+        assert scratch.sweep() == []                                 # once per process and temp dir
+        fd, path = scratch.mkstemp(".keras")
+        os.close(fd)
+        assert os.path.basename(path).startswith(f"orchestrator-{uid}-{host}-{os.getpid()}-")
+    finally:
+        live.kill()
+
+
+def test_a_zombie_a_reused_pid_and_another_users_process(tmp_path):
+    child = subprocess.Popen(["true"])
+    start = processes.start_of(child.pid)
+    for _ in range(100):                                            # exited, not reaped yet: a zombie
+        with open(f"/proc/{child.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.02)
+    assert not processes.running(child.pid, start) and not processes.running(child.pid)
+    child.wait()
+    me = os.getpid()
+    assert processes.running(me, processes.start_of(me)) and processes.running(me)
+    assert not processes.running(me, str(int(processes.start_of(me)) + 1))   # a later process given this pid
+    assert processes.running(1)                                      # another user's, or init: not ours to judge
+    assert not processes.running(0) and not processes.running(-5)
