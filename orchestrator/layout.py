@@ -8,6 +8,7 @@
         config.json                         the resolved config of a `train` run
     <storage>/sweeps/<experiment>/<sweep id>/   Ray Tune's state, sweep.json, config.json
         orchestrator/                       the sweep's lease and its scheduler's rungs (``sweep_own``)
+        lease.json  asha.json ...           where older code kept them: read, never written (``*_kept_before``)
     <storage>/leaderboard/                  the leaderboard's Parquet files
     <storage>/backbones/                    the pretrained built-in backbone
     <storage>/logs/   <storage>/reports/<experiment>/

@@ -15,7 +15,8 @@ from factories import no_ray  # noqa: E402,F401 - a fixture for every test file
 @pytest.fixture(autouse=True)
 def _credentials_forgotten_after_each_test():
     """Credentials a test's URIs carried are kept in this process's memory (``credentials.adopt``): forgotten after
-    every test, so no test finds a pair that an earlier one gave (and passes for that reason)."""
+    every test, so no test finds in this process a pair that an earlier one gave (and passes for that reason). Ray's
+    processes of a shared session (the job's holder actor, warm workers) may still hold earlier pairs."""
     yield
     from orchestrator import credentials
 

@@ -98,6 +98,36 @@ def test_a_lease_from_another_host_holds_until_it_expires(tmp_path):
         assert lease.read(str(tmp_path / "run"))["host"] != "elsewhere"
 
 
+def test_a_lease_where_older_code_kept_it_holds_while_written_to_and_only_then(tmp_path):
+    """A sweep's driver of older code held its lease in the sweep's folder (``kept_before``), and when resumed, Ray
+    Tune uploads its stale copy there every few seconds: old content (expired) with a fresh mtime. Any write counts
+    as a renewal there. An expired lease, a dead pid of this host and a malformed record don't hold."""
+    import time
+
+    from orchestrator.training import lease
+
+    own, old = str(tmp_path / "sweep" / "orchestrator"), tmp_path / "sweep"
+    other = live_process()
+    try:
+        write_lease(old, pid=other.pid, host="elsewhere", expires_in=-300.0, owner="sweep s 0123")   # Tune's copy
+        with pytest.raises(lease.RunInUse, match="in use by sweep s on host elsewhere"):
+            lease.acquire(own, what="sweep s", kept_before=(str(old),))
+        an_hour_ago = time.time() - 3600
+        os.utime(old / "lease.json", (an_hour_ago, an_hour_ago))                 # not written for an hour
+        lease.acquire(own, what="sweep s", kept_before=(str(old),)).release()
+        write_lease(old, pid=other.pid, expires_in=60.0, owner="sweep s 0123")   # live, this host
+        with pytest.raises(lease.RunInUse, match=f"pid {other.pid}"):
+            lease.acquire(own, what="sweep s", kept_before=(str(old),))
+    finally:
+        other.kill()
+        other.wait()
+    lease.acquire(own, what="sweep s", kept_before=(str(old),)).release()        # its pid has ended
+    for malformed in ('{"expires": null, "pid": 1}', '{"expires": "soon"}', '[1, 2]', '{"pid": "x"}'):
+        (old / "lease.json").write_text(malformed)
+        lease.acquire(own, what="sweep s", kept_before=(str(old),)).release()
+    assert not os.path.exists(os.path.join(own, "lease.json")) and (old / "lease.json").exists()   # never written
+
+
 def test_the_heartbeat_extends_the_lease_and_notices_a_takeover(tmp_path, monkeypatch):
     from orchestrator.training import lease
 

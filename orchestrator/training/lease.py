@@ -135,13 +135,15 @@ def _end_process(held: "Lease") -> None:
 
 
 def _record(raw: bytes | str, mtime: Optional[float]) -> Optional[dict]:
-    """A lease file's record; a local holder's (``renews: mtime``) expires when its file's mtime says."""
+    """A lease file's record, None unless its ``expires`` and ``pid`` are numbers; a local holder's (``renews:
+    mtime``) expires when its file's mtime says."""
     try:
         record = json.loads(raw)
+        record["expires"], record["pid"] = float(record.get("expires", 0)), int(record.get("pid", 0))
         if mtime is not None and record.get("renews") == "mtime":
-            record["expires"] = max(float(record.get("expires", 0)), mtime)
+            record["expires"] = max(record["expires"], mtime)
         return record
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, OverflowError):
         return None
 
 
@@ -165,11 +167,22 @@ def acquire(run_dir: str, *, what: str, wait_s: float = 0.0, poll_s: float = 1.0
 
 
 def live_holder(folders: tuple[str, ...]) -> tuple[Optional[str], Optional[dict]]:
-    """The first of ``folders`` whose lease a live process holds, and its record; (None, None) if none does (an
-    unreadable lease counts as none here: these are read only)."""
+    """The first of ``folders`` (where older code kept a lease) whose lease a live process holds, and its record;
+    (None, None) if none does (an unreadable lease counts as none: these are read only). Ray Tune uploads its
+    stale copy of a lease at its sweep folder's top level every few seconds (a resumed older driver's), so there
+    any write to the file counts as a renewal: the lease lasts EXPIRY_S past its last modification."""
     for folder in folders:
         holder = read(folder)
-        if holder is not None and not is_stale(holder):
+        if holder is None:
+            continue
+        try:
+            mtime_ns = storage.file_stats([layout.lease_file(folder)])[0][1]
+        except OSError:
+            mtime_ns = None
+        if mtime_ns is not None:
+            written = mtime_ns / 1e9   # a local holder moves it to its new expiry; an upload, to the upload's time
+            holder["expires"] = max(holder["expires"], written if written > time.time() else written + EXPIRY_S)
+        if not is_stale(holder):
             return folder, holder
     return None, None
 

@@ -148,7 +148,7 @@ def _reporter(run_dir: str, cfg, *, rank: int, marks: dict, board) -> Callable:
 
 @contextlib.contextmanager
 def _board(run_dir: str, rank: int):
-    """Rank 0's TensorBoard writer (None on other ranks), closed and its local folder deleted at the end."""
+    """Rank 0's TensorBoard writer (None on other ranks), closed at the end."""
     if rank != 0:
         yield None
         return

@@ -47,10 +47,10 @@ class EpochBoard:
         from tensorboardX.record_writer import masked_crc32c
 
         def masked(data: bytes) -> bytes:
-            return struct.pack("I", masked_crc32c(data))
+            return struct.pack("<I", masked_crc32c(data))   # TFRecord is little-endian
 
         data = event.SerializeToString()
-        header = struct.pack("Q", len(data))
+        header = struct.pack("<Q", len(data))
         self.events += header + masked(header) + data + masked(data)
 
     def close(self) -> None:
