@@ -18,11 +18,20 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 import pyarrow.fs as pafs
 
-from . import credentials, scratch
+from . import credentials, errors, scratch
 
 T = TypeVar("T")
 def is_uri(location: str) -> bool:
     return "://" in location
+
+
+def require_bucket(location: str) -> str:
+    """``location`` (a URI) if it names a bucket or host (``file:///path`` needs none): ``s3://`` alone became a
+    local folder ``s3:`` (urlunsplit drops an empty netloc)."""
+    scheme, _, rest = credentials.split_userinfo(location)
+    if scheme.lower() != "file" and not re.split(r"[/?#]", rest, maxsplit=1)[0]:
+        raise errors.ConfigError(f"{scheme}:// names no bucket: write {scheme}://BUCKET/folder")
+    return location
 
 
 def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
@@ -30,6 +39,7 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     location uses the credentials adopted for it (``credentials``), else the environment's."""
     if not is_uri(location):
         return pafs.LocalFileSystem(), os.path.abspath(location)
+    require_bucket(location)
     if credentials.pair(location) is not None:      # written into this very URI (e.g. `best --storage`)
         location = credentials.adopt(location)
     found = credentials.lookup(location) if location.startswith("s3://") else None
@@ -51,9 +61,7 @@ def _from_uri(uri: str, *, shown: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        from .errors import ConfigError
-
-        raise ConfigError(f"cannot open {redact(shown)!r}: not a location pyarrow can parse; check its scheme, and "
+        raise errors.ConfigError(f"cannot open {redact(shown)!r}: not a location pyarrow can parse; check its scheme, and "
                           f"percent-encode spaces and other special characters in it (a space is %20)") from None
 
 
@@ -170,7 +178,7 @@ def join(location: str, *parts: str) -> str:
         for part in parts:
             location = os.path.join(location, part)
         return os.path.normpath(location)
-    s = urlsplit(location)
+    s = urlsplit(require_bucket(location))
     path = "/".join([s.path.rstrip("/")] + [p.strip("/") for p in parts])
     return urlunsplit((s.scheme, s.netloc, path, s.query, s.fragment))
 
@@ -179,7 +187,7 @@ def parent(location: str) -> str:
     """The folder holding a file: ``s3://b/p/m.csv?x=1`` -> ``s3://b/p?x=1``; local paths made absolute."""
     if not is_uri(location):
         return os.path.dirname(os.path.abspath(location))
-    s = urlsplit(location)
+    s = urlsplit(require_bucket(location))
     return urlunsplit((s.scheme, s.netloc, s.path.rstrip("/").rsplit("/", 1)[0], s.query, s.fragment))
 
 
@@ -231,12 +239,10 @@ def read_bytes(location: str) -> bytes:
 
 def read_bytes_or_fail(location: str, *, where: str) -> bytes:
     """A file's bytes; a missing or unreadable file is a DataError naming ``where``."""
-    from .errors import ConfigError, DataError
-
     try:
         return read_bytes(location)
-    except (OSError, ValueError, ConfigError) as e:   # ConfigError: a URI pyarrow cannot parse
-        raise DataError(f"{where} cannot be read ({first_line(e, 120)}): fix the path or drop the row") from None
+    except (OSError, ValueError, errors.ConfigError) as e:   # ConfigError: a URI pyarrow cannot parse
+        raise errors.DataError(f"{where} cannot be read ({first_line(e, 120)}): fix the path or drop the row") from None
 
 
 def line_of(text: str, *, last: bool = False, limit: int = 160) -> str:

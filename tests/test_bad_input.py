@@ -367,3 +367,47 @@ def test_a_flat_image_shape_needs_positive_sizes(tmp_path):
 
     with pytest.raises(ConfigError, match="image_shape"):
         parse_config(experiment(tmp_path, "x.parquet", data={"image_shape": [-8, -8, 1]}))
+
+
+def seeded(tmp_path):
+    """A config file and a leaderboard holding one trial of it (experiment ``t``)."""
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard.leaderboard import Leaderboard
+
+    from factories import row
+
+    raw = experiment(tmp_path, "builtin:multidigits/train")
+    cfg = parse_config(raw)
+    Leaderboard(cfg.storage).append([row(cfg, [{"epoch": 1, "objective": 0.5, "left_accuracy": 0.5,
+                                                "right_accuracy": 0.5, "sum_r2": 0.1}], trial_id="a")])
+    return write_yaml(tmp_path / "e.yaml", raw), cfg.storage
+
+
+@pytest.mark.parametrize("case", ["config storage", "report -o", "export --to", "leaderboard --storage"])
+def test_a_uri_without_bucket_is_refused_not_taken_for_a_local_folder(tmp_path, capsys, monkeypatch, case):
+    """``s3://`` alone was read as a local folder named ``s3:``: `report -o s3://` wrote ./s3:/report.md and exited 0,
+    `validate --set storage=s3://` said ok (a run would have written into ./s3:)."""
+    config, storage = seeded(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = {"config storage": ["validate", config, "--set", "storage=s3://"],
+            "report -o": ["report", "-e", "t", "--storage", storage, "-o", "s3://"],
+            "export --to": ["export", "-e", "t", "--storage", storage, "--to", "csv:s3://"],
+            "leaderboard --storage": ["leaderboard", "--storage", "s3://"]}[case]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "\n" not in err and "s3:// names no bucket: write s3://BUCKET/folder" in err, err
+    assert not (tmp_path / "s3:").exists()
+
+
+@pytest.mark.parametrize("case", ["train storage", "report -o", "export csv", "export tensorboard"])
+def test_a_path_that_is_a_file_or_a_folder_where_the_other_is_needed_is_one_line(tmp_path, capsys, case):
+    """These ended in a traceback (NotADirectoryError, FileExistsError, IsADirectoryError from deep inside)."""
+    config, storage = seeded(tmp_path)
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    argv = {"train storage": ["train", config, "--set", f"storage={a_file}"],
+            "report -o": ["report", "-e", "t", "--storage", storage, "-o", str(a_file)],
+            "export csv": ["export", "-e", "t", "--storage", storage, "--to", f"csv:{tmp_path}"],
+            "export tensorboard": ["export", "-e", "t", "--storage", storage, "--to", f"tensorboard:{a_file}"]}[case]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "\n" not in err and err.startswith("error: ") and "Traceback" not in err, err
+    assert str(tmp_path) in err and ("file" in err or "folder" in err or "directory" in err.lower()), err

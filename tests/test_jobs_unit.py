@@ -32,7 +32,12 @@ def project(tmp_path):
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "tune.py").write_text("print('hi')\n")
     (tmp_path / ".gitignore").write_text("best.yaml\nruns/\n")
-    (tmp_path / "exp.yaml").write_text("name: t\nstorage: /shared/runs\n")
+    import yaml
+
+    from factories import experiment
+
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({**experiment(tmp_path, "builtin:multidigits/train"),
+                                                       "storage": "/shared/runs"}))
     return tmp_path
 
 
@@ -352,3 +357,14 @@ def test_job_listings_show_entrypoints_without_credentials(monkeypatch):
         lines = []
         jobs.status("http://127.0.0.1:8265", *args, out=lines.append)
         assert lines and not any("cr+et" in line or "AKIDX" in line for line in lines), lines
+
+
+def test_submit_validates_the_config_before_it_reaches_for_the_cluster(project, capsys):
+    """A config with an unknown key got as far as the cluster: it would have failed there, after the upload and the
+    job's start. The config is validated here first (its data files may live on the cluster only: not checked)."""
+    from factories import run_cli
+
+    (project / "exp.yaml").write_text((project / "exp.yaml").read_text() + "trian: {epochs: 2}\n")
+    code, _, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", f"http://127.0.0.1:{free_port()}",
+                           "--working-dir", str(project))
+    assert code == 2 and "\n" not in err and "trian" in err and "cannot reach" not in err, err

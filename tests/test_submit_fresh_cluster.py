@@ -84,8 +84,13 @@ def test_submit_right_after_ray_start_succeeds(fresh_head, tmp_path, monkeypatch
         wd = tmp_path / "wd"
         (wd / "jobs").mkdir(parents=True)
         (wd / "jobs" / "hello.py").write_text("import sys, pathlib\nprint('hello from', pathlib.Path.cwd().name, "
-                                              "open(sys.argv[1]).read().strip())\n")
-        (wd / "experiment.yaml").write_text(f"storage: {tmp_path / 'storage'}\n")
+                                              "[ln for ln in open(sys.argv[1]) if ln.startswith('storage:')][0].strip())\n")
+        import yaml
+
+        from factories import experiment
+
+        (wd / "experiment.yaml").write_text(yaml.safe_dump({**experiment(tmp_path, "builtin:multidigits/train"),
+                                                           "storage": str(tmp_path / "storage")}))
         lines = []
         code = submit_job(str(wd / "experiment.yaml"), url, entrypoint_script="jobs/hello.py", working_dir=str(wd),
                           follow=True, out=lines.append)

@@ -65,6 +65,9 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
     for path in {cfg, *_uploaded_yaml(root)}:   # the whole folder is uploaded, not only the config
         refuse_secrets(path, path.relative_to(root).as_posix())
     refuse_secret_args(extra_args)
+    from ..config.loading import load_config
+
+    load_config(cfg)   # a config error stops here, not on the cluster (data files may be the cluster's: not checked)
     entrypoint = shlex.join(["python", entrypoint_script, rel, *extra_args])
     url = _url(address)
     with _translate(url):

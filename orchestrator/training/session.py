@@ -124,6 +124,8 @@ def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
     for path, value in (("storage", cfg.storage), ("data.train", cfg.data.train),
                         ("data.validation", cfg.data.validation), ("backbone.path", cfg.backbone.path),
                         ("backbone.weights", cfg.backbone.weights)):
+        if isinstance(value, str) and storage.is_uri(value):
+            storage.require_bucket(value)   # before has_credentials: `s3://` alone redacts to `s3:`
         if isinstance(value, str) and storage.has_credentials(value):
             values[path] = storage.adopt_credentials(value)
     if not storage.is_uri(cfg.storage) and not os.path.isabs(cfg.storage):
