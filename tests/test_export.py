@@ -82,6 +82,29 @@ def test_export_cli_and_bad_targets(tmp_path, capsys):
     bad = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--to", "excel:x.xlsx")
     assert bad.code == 2 and "mlflow:URI" in bad.err and "Traceback" not in bad.err
 
+def test_an_mlflow_server_that_cannot_be_reached_is_one_line_at_once(tmp_path, capsys):
+    """MLflow's client retries a refused connection with backoff: an export to a server that is down printed nothing
+    for 4 minutes, then called it a refusal. The server is reached first (5 s at most)."""
+    from factories import free_port
+
+    board_with_trials(tmp_path)
+    url = f"http://user:pw@127.0.0.1:{free_port()}"
+    r = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "-e", "t", "--to", f"mlflow:{url}")
+    assert r.code == 2 and len(r.err.splitlines()) == 1 and "cannot reach MLflow at http://" in r.err, r.err
+    assert "pw" not in r.err and "mlflow server" in r.err
+
+
+def test_a_sweep_logging_live_to_an_mlflow_server_that_cannot_be_reached_stops_before_ray(tmp_path, capsys, no_ray):
+    """`search.mlflow` pointing at a server that is down: the sweep started Ray, shipped its data (trained its
+    baselines, if asked) and then hung in MLflow's retries. It is reached before anything starts."""
+    from factories import experiment, free_port, write_yaml
+
+    cfg = experiment(tmp_path, "builtin:multidigits/train", search={
+        "num_samples": 1, "space": {"train.head_lr": {"choice": [1e-3]}}, "mlflow": f"http://127.0.0.1:{free_port()}"})
+    r = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
+    assert r.code == 2 and len(r.err.splitlines()) == 1 and "cannot reach MLflow at http://127.0.0.1:" in r.err, r.err
+
+
 def test_export_to_tensorboard_without_the_extra_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
     """TensorFlow >= 2.20 no longer brings tensorboard; without it installed (simulated: the import is blocked,
     since this environment has it) the export says which extra to install."""

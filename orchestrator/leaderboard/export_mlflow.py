@@ -21,6 +21,7 @@ from .flat import hparam_columns, metric_columns, row_points
 from .query import rows as row_dicts
 
 KIND, COMPLETE, WRITING = "orchestrator.kind", "orchestrator.complete", "orchestrator.writing"
+CONNECT_S = 5.0
 WRITING_S = 600.0   # a trial run is written in seconds: one unfinished for longer was left by a killed export
 TAGS = ("experiment", "sweep_id", "trial_id", "status", "reason", "delta_m_pct", "row_id", "checkpoint", "kind")
 
@@ -54,12 +55,29 @@ def export_mlflow(table: pa.Table, uri: str) -> dict:
     return counts
 
 
+def reach(uri: str) -> None:
+    """An HTTP tracking server must answer a connection within CONNECT_S: MLflow's client retries a refused one
+    with backoff for minutes, silently."""
+    import socket
+    from urllib.parse import urlsplit
+
+    s = urlsplit(uri)
+    if s.scheme not in ("http", "https") or not s.hostname:
+        return
+    try:
+        socket.create_connection((s.hostname, s.port or (443 if s.scheme == "https" else 80)), timeout=CONNECT_S).close()
+    except OSError as e:
+        raise ConfigError(f"cannot reach MLflow at {redact(uri)} ({first_line(e, 80)}): start it (mlflow server "
+                          f"--host 0.0.0.0 --port {s.port or 5000}) or fix the address") from None
+
+
 def _client(uri: str):
     try:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
     except ImportError:
         raise ConfigError("exporting to MLflow needs the mlflow extra: pip install 'orchestrator[mlflow]'") from None
+    reach(uri)
     return MlflowClient(tracking_uri=uri), (MlflowException,)
 
 

@@ -16,9 +16,13 @@ def live_loggers(cfg: ExperimentConfig, sweep_id: str) -> tuple:
     if not uri:
         return ()
     try:
+        import mlflow  # noqa: F401 - Ray's callback imports it only when the sweep starts
         from ray.air.integrations.mlflow import MLflowLoggerCallback
     except ImportError:
         raise ConfigError("search.mlflow needs MLflow: pip install 'orchestrator[mlflow]' (or remove search.mlflow)"
                           ) from None
+    from ..leaderboard.export_mlflow import reach
+
+    reach(uri)
     return (MLflowLoggerCallback(tracking_uri=uri, experiment_name=cfg.name,
                                  tags={"experiment": cfg.name, "sweep_id": sweep_id}),)

@@ -235,6 +235,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     from .loggers import live_loggers
 
     cfg = p.cfg
+    loggers = live_loggers(cfg, sweep_id)   # an MLflow server that can't be reached stops the sweep before it starts
     describe(p, record=layout.sweep_dir(cfg.storage, cfg.name, sweep_id), out=out)
     session = start(p, owner=f"sweep {sweep_id}", address=address, verbose=verbose, keep=True, out=out)
     trials = trial_count(cfg)
@@ -270,7 +271,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
                                spares=trials_plan.spares),
                      param_space(cfg.search, list(cfg.tasks)), num_samples=1 if cfg.search.searcher == "grid" else
                      cfg.search.samples, searcher=searcher, scheduler=scheduler, concurrent=concurrent,
-                     callbacks=(callback, *live_loggers(cfg, sweep_id)), verbose=verbose,
+                     callbacks=(callback, *loggers), verbose=verbose,
                      time_budget_s=cfg.search.time_budget_s)
     make_tuner(cfg, spec, resume=resume).fit()
     release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
