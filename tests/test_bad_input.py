@@ -411,3 +411,22 @@ def test_a_path_that_is_a_file_or_a_folder_where_the_other_is_needed_is_one_line
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "\n" not in err and err.startswith("error: ") and "Traceback" not in err, err
     assert str(tmp_path) in err and ("file" in err or "folder" in err or "directory" in err.lower()), err
+
+
+@pytest.mark.parametrize("command", [["leaderboard"], ["pareto", "-m", "left_accuracy,right_accuracy"], ["best"]])
+def test_an_unknown_experiment_is_one_line_and_exit_2_in_every_query(tmp_path, capsys, command):
+    """README: an unknown experiment is one line on stderr and exit code 2. `best` did so; `leaderboard -e nope` and
+    `pareto -e nope` printed "no matching rows" and exited 0, as if the experiment existed and had none."""
+    _, storage = seeded(tmp_path)
+    code, out, err = run_cli(capsys, *command, "--storage", storage, "-e", "nope", *(
+        ["-o", str(tmp_path / "best.yaml")] if command == ["best"] else []))
+    assert code == 2 and "\n" not in err and "'nope'" in err and "t" in err.split("experiments")[-1], (out, err)
+    assert not (tmp_path / "best.yaml").exists()
+    code, out, err = run_cli(capsys, *command, "--storage", storage, "-e", "t", "--where", "objective > 2", *(
+        ["-o", str(tmp_path / "best.yaml")] if command == ["best"] else []))
+    assert (code, "matching rows" in out) == (0, True) if command != ["best"] else code == 2, (out, err)
+
+
+def test_compacting_a_storage_without_a_leaderboard_is_refused(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "leaderboard", "compact", "--storage", str(tmp_path / "nowhere"))
+    assert code == 2 and "no leaderboard at" in err and "\n" not in err and not (tmp_path / "nowhere").exists(), out
