@@ -430,3 +430,11 @@ def test_an_unknown_experiment_is_one_line_and_exit_2_in_every_query(tmp_path, c
 def test_compacting_a_storage_without_a_leaderboard_is_refused(tmp_path, capsys):
     code, out, err = run_cli(capsys, "leaderboard", "compact", "--storage", str(tmp_path / "nowhere"))
     assert code == 2 and "no leaderboard at" in err and "\n" not in err and not (tmp_path / "nowhere").exists(), out
+
+
+def test_exporting_an_unknown_experiment_is_refused_and_writes_nothing(tmp_path, capsys):
+    """It wrote header-only nope.csv and nope-history.csv and said "exported 0 rows"."""
+    _, storage = seeded(tmp_path)
+    code, _, err = run_cli(capsys, "export", "--storage", storage, "-e", "nope", "--to", f"csv:{tmp_path / 'nope.csv'}")
+    assert code == 2 and "no experiment 'nope'" in err and "\n" not in err, err
+    assert not list(tmp_path.glob("nope*"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .query import leaderboard
+from .query import leaderboard, refuse_missing
 
 
 _KINDS = ["trial", "baseline", "confirm", "all"]
@@ -24,6 +24,7 @@ def export(storage, experiment, sweep, kind, to):
 
     parse_target(to)     # a bad target fails before anything is read
     board = Leaderboard(storage)
+    refuse_missing(board, experiment)   # a typo in --storage or -e: not 0 rows written as a header-only file
     r = board.export(to, experiment=list(experiment) or None, sweep_id=list(sweep) or None,
                      kind=None if kind == "all" else kind)
     more = "".join(f", {k} {v}" for k, v in r.items() if k not in ("target", "rows", "to"))

@@ -53,7 +53,7 @@ def _filters(f):
     return _storage_opt(f)
 
 
-def _refuse_missing(board, experiment=()) -> None:
+def refuse_missing(board, experiment=()) -> None:
     """After an empty answer: a storage with no leaderboard at all, or an experiment it has no row of, is a mistake
     (a typo in --storage or -e), not a leaderboard whose rows matched nothing."""
     known = board.experiments()
@@ -85,7 +85,7 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
     board = Leaderboard(storage)
     table = board.top(k, metric=metric, ranked=False, **_scope(experiment, where, sweep, kind))
     if not table.num_rows:
-        _refuse_missing(board, experiment)
+        refuse_missing(board, experiment)
     click.echo(render(table, fmt=fmt) if table.num_rows or fmt != "table" else f"no matching rows in {board.uri}")
 
 
@@ -97,7 +97,7 @@ def compact_cmd(ctx, storage):
     from ..leaderboard import Leaderboard
 
     board = Leaderboard(storage or ctx.parent.params.get("storage") or "runs")
-    _refuse_missing(board)   # a typo in --storage: not "0 -> 0 files"
+    refuse_missing(board)   # a typo in --storage: not "0 -> 0 files"
     r = board.compact()
     click.echo(f"compacted {board.uri}: {r['files_before']} -> {r['files_after']} files, {r['rows']} rows merged "
                f"from {r['files_merged']} files, {r['duplicates']} duplicate copies dropped, {r['seconds']} s")
@@ -118,7 +118,7 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
         try:
             row = board.best(metric=metric, **_scope(experiment, where, sweep, kind))
         except NoMatchingRows:
-            _refuse_missing(board, experiment)
+            refuse_missing(board, experiment)
             raise
         write_best(row, output)
         return
@@ -158,7 +158,7 @@ def pareto(storage, experiment, where, sweep, kind, names, fmt):
     board = Leaderboard(storage)
     table = board.pareto(metrics, **_scope(experiment, where, sweep, kind))
     if not table.num_rows:
-        _refuse_missing(board, experiment)
+        refuse_missing(board, experiment)
     if fmt == "table" and not table.num_rows:
         click.echo(f"no matching rows with {', '.join(metrics)} in {board.uri}")
         return
