@@ -438,3 +438,24 @@ def test_exporting_an_unknown_experiment_is_refused_and_writes_nothing(tmp_path,
     code, _, err = run_cli(capsys, "export", "--storage", storage, "-e", "nope", "--to", f"csv:{tmp_path / 'nope.csv'}")
     assert code == 2 and "no experiment 'nope'" in err and "\n" not in err, err
     assert not list(tmp_path.glob("nope*"))
+
+
+@pytest.mark.parametrize("case", ["name", "scalar in the space", "unknown domain", "a folder", "empty file"])
+def test_config_mistakes_name_what_to_write(tmp_path, capsys, case):
+    """One line each, but they showed a raw regex, pydantic's "valid dictionary or instance of Domain", no list of
+    domains, "not found" for a folder, and no file name for an empty file."""
+    raw = experiment(tmp_path, "builtin:multidigits/train")
+    space = {"scalar in the space": {"train.head_lr": 0.01}, "unknown domain": {"train.head_lr": {"normal": [0, 1]}}}
+    if case in space:
+        raw["search"] = {"space": space[case]}
+    path = write_yaml(tmp_path / "e.yaml", raw)
+    args = {"name": [path, "--set", "name=../../escape"], "a folder": [str(tmp_path)],
+            "empty file": [str(tmp_path / "empty.yaml")]}.get(case, [path])
+    (tmp_path / "empty.yaml").write_text("")
+    code, _, err = run_cli(capsys, "validate", *args)
+    expected = {"name": "'../../escape' may hold only letters, digits",
+                "scalar in the space": "0.01 is not a search domain: write {choice: [...]}",
+                "unknown domain": "a domain is one of choice, uniform, loguniform, randint, simplex",
+                "a folder": "is a folder: pass the path to an experiment YAML",
+                "empty file": "empty.yaml' is empty: write an experiment"}[case]
+    assert code == 2 and "\n" not in err and expected in err, err

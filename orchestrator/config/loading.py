@@ -64,12 +64,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     (``--set train.epochs=3``; relative paths given there resolve against the working directory), validate."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} not found: pass the path to an experiment YAML")
+        what = "is a folder" if p.is_dir() else "not found"
+        raise ConfigError(f"config file {str(p)!r} {what}: pass the path to an experiment YAML")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {str(p)!r} is not UTF-8 text: pass an experiment YAML") from None
     data = read_yaml(text, source=str(p))
+    if data is None:
+        raise ConfigError(f"config file {str(p)!r} is empty: write an experiment in it (see README, 'Experiment config')")
     if isinstance(data, dict):
         data = resolve_paths(data, p.resolve().parent)
         for k, v in (overrides or {}).items():   # in order; a path given on the command line: the shell's folder

@@ -15,7 +15,7 @@ from .. import metrics
 from ..errors import ConfigError
 from .paths import check_model_file, redact_paths, set_dotted
 from .revision import TRAINING_REVISION   # in the config hash (read here at each call: tests patch it here)
-from .space import SearchConfig, _Strict, check_paths
+from .space import KINDS, SearchConfig, _Strict, check_paths
 
 
 class AugmentConfig(_Strict):
@@ -324,12 +324,18 @@ def _format_error(err: ValidationError) -> str:
     loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return f"unknown config key '{loc}': remove it or check the spelling (see README, 'Experiment config')"
+        domains = f"; a domain is one of {', '.join(KINDS)}" if loc.startswith("search.space.") else ""
+        return f"unknown config key '{loc}': remove it or check the spelling{domains} (see README, 'Experiment config')"
     if first["type"] == "missing":
         return f"missing config key '{loc}': add it (see README, 'Experiment config')"
     if first["type"] == "finite_number":
         msg = f"must be a finite number, not {first['input']} (YAML's .nan / .inf cannot train)"
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    if first["type"] == "string_pattern_mismatch":
+        msg = f"{first['input']!r} may hold only letters, digits, '_', '-' and '.' (not dots alone): e.g. my-exp"
+    if "instance of Domain" in msg:
+        msg = (f"{first['input']!r} is not a search domain: write {{choice: [...]}}, {{uniform: [lo, hi]}}, "
+               f"{{loguniform: [lo, hi]}}, {{randint: [lo, hi]}} or {{simplex: {{}}}} (a fixed value goes in the config)")
+    more = f" (and {len(err.errors()) - 1} more error(s))" if len(err.errors()) > 1 else ""
     where = f"'{loc}': " if loc else ""
     return f"invalid config {where}{msg}{more}"
 
