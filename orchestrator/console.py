@@ -148,6 +148,28 @@ def _quiet_libraries(log) -> None:
         "".join(str(line) + "\n" for line in data.get("lines", []))))
 
 
+class _LogFile:
+    """A command's log file, made (with its folder) at its first line: a command stopped by a mistake in its input
+    before it wrote any leaves no file, nor a folder in a storage that was a typo."""
+
+    def __init__(self, path: str):
+        self.path, self._f = path, None
+
+    def write(self, text: str) -> int:
+        if self._f is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._f = open(self.path, "a", buffering=1)
+        return self._f.write(text)
+
+    def flush(self) -> None:
+        if self._f is not None:
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
 @contextlib.contextmanager
 def console(log_path: str | None, *, verbose: bool = False):
     """Our lines on stdout (and in the log file); Ray's and Tune's own output, and the ``orchestrator`` logger's
@@ -158,10 +180,7 @@ def console(log_path: str | None, *, verbose: bool = False):
     from . import _ray
 
     ray_env_quiet()
-    log = None
-    if log_path:
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        log = open(log_path, "a", buffering=1)
+    log = _LogFile(log_path) if log_path else None
     handler = logging.StreamHandler(log) if log else None
     # Ray's own logs, and ours that belong in the file only (the resolved config): to the log file.
     loggers = [logging.getLogger("ray"), logging.getLogger("orchestrator")]

@@ -459,3 +459,14 @@ def test_config_mistakes_name_what_to_write(tmp_path, capsys, case):
                 "a folder": "is a folder: pass the path to an experiment YAML",
                 "empty file": "empty.yaml' is empty: write an experiment"}[case]
     assert code == 2 and "\n" not in err and expected in err, err
+
+
+def test_a_command_stopped_by_its_input_leaves_no_log_and_no_storage_folder(tmp_path, capsys):
+    """`confirm -e nope --storage <typo>` made <typo>/logs/ and a log file; so did `tune --resume` with nothing to
+    resume. A command's log file is made at its first line."""
+    code, _, err = run_cli(capsys, "confirm", "-e", "nope", "--storage", str(tmp_path / "typo"))
+    assert code == 2 and "\n" not in err and not (tmp_path / "typo").exists(), err
+    raw = {**experiment(tmp_path, "builtin:multidigits/train"), "storage": str(tmp_path / "empty"),
+           "search": {"space": {"train.head_lr": {"choice": [1e-3]}}}}
+    code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", raw), "--resume")
+    assert code == 2 and "\n" not in err and not (tmp_path / "empty").exists(), err
