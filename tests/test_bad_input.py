@@ -470,3 +470,14 @@ def test_a_command_stopped_by_its_input_leaves_no_log_and_no_storage_folder(tmp_
            "search": {"space": {"train.head_lr": {"choice": [1e-3]}}}}
     code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", raw), "--resume")
     assert code == 2 and "\n" not in err and not (tmp_path / "empty").exists(), err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["best", "--bogus"], "No such option '--bogus' (see orchestrator best --help)"),
+    (["nosuch"], "No such command 'nosuch' (see orchestrator --help)"),
+    (["leaderboard", "--top", "0"], "Invalid value for '--top': 0 is not in the range x>=1 (see orchestrator "
+                                    "leaderboard --help)")])
+def test_a_command_line_mistake_is_one_line(capsys, argv, expected):
+    """Click printed four lines (Usage, Try, a blank one, Error)."""
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err == f"error: {expected}", err

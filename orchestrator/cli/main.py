@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:   # one line, as every other mistake: the message and where help is
+        where = e.ctx.command_path if e.ctx is not None else "orchestrator"
+        click.echo(f"error: {e.format_message().rstrip('.')} (see {where} --help)", err=True)
+        sys.exit(2)
     except click.ClickException as e:
         e.show()
         sys.exit(2)
