@@ -368,3 +368,18 @@ def test_submit_validates_the_config_before_it_reaches_for_the_cluster(project, 
     code, _, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", f"http://127.0.0.1:{free_port()}",
                            "--working-dir", str(project))
     assert code == 2 and "\n" not in err and "trian" in err and "cannot reach" not in err, err
+
+
+def test_submit_takes_set_overrides_validates_them_and_hands_them_to_the_job(project, monkeypatch, capsys):
+    """README: every command that reads a config takes --set; submit did not."""
+    from factories import run_cli
+
+    url = f"http://127.0.0.1:{free_port()}"
+    code, _, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", url, "--working-dir",
+                           str(project), "--set", "train.epoch=3")
+    assert code == 2 and "\n" not in err and "train.epoch" in err and "cannot reach" not in err, err
+    client = FakeClient(["SUCCEEDED"])
+    monkeypatch.setattr(jobs, "_client", lambda u: client)
+    code, out, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", url, "--working-dir",
+                             str(project), "--set", "train.epochs=3", "--resume")
+    assert code == 0 and client.submitted["entrypoint"] == "python jobs/tune.py exp.yaml --resume --set train.epochs=3"

@@ -24,6 +24,7 @@ import click
 from .. import _ray
 from ..errors import ConfigError, UserError
 from ..storage import redact, redact_text, uris_in
+from .common import overrides, set_opt
 
 EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-logs"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -61,13 +62,14 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
     if _excluded(root, rel):
         raise ConfigError(f"config file {rel} is left out of the upload (.gitignore, .rayignore or "
                           f"{', '.join(EXCLUDES)}): copy it to an uploaded path, e.g. examples/")
-    require_shared_storage(raw_storage(cfg))
+    values = overrides([extra_args[i + 1] for i, a in enumerate(extra_args[:-1]) if a == "--set"])
+    require_shared_storage(str(values.get("storage") or raw_storage(cfg)))
     for path in {cfg, *_uploaded_yaml(root)}:   # the whole folder is uploaded, not only the config
         refuse_secrets(path, path.relative_to(root).as_posix())
     refuse_secret_args(extra_args)
     from ..config.loading import load_config
 
-    load_config(cfg)   # a config error stops here, not on the cluster (data files may be the cluster's: not checked)
+    load_config(cfg, values)   # a config error stops here, not on the cluster (data files may be the cluster's: not checked)
     entrypoint = shlex.join(["python", entrypoint_script, rel, *extra_args])
     url = _url(address)
     with _translate(url):
@@ -319,17 +321,19 @@ def _auth_message(detail: str, url: str) -> str:
 @click.option("--entrypoint", type=click.Choice(["tune", "train"]), default="tune", show_default=True)
 @click.option("--follow/--no-follow", default=False, help="stream the job's logs until it ends")
 @click.option("--wait/--no-wait", default=True, help="wait for the job to end (default) or return at once")
-@click.option("--working-dir", default=None, type=click.Path(file_okay=False),
+@click.option("--working-dir", default=None, type=click.Path(file_okay=False, exists=True),
               help="directory uploaded with the job (default: this project's root)")
 @click.option("--resume", is_flag=True, help="tune: continue the experiment's latest interrupted sweep")
-def submit(config, address, entrypoint, follow, wait, working_dir, resume):
+@set_opt
+def submit(config, address, entrypoint, follow, wait, working_dir, resume, sets):
     """Submit a sweep (or a train run) to a Ray cluster as a Ray job."""
     if resume and entrypoint != "tune":
         raise UserError("--resume continues a sweep: use it with --entrypoint tune")
     if follow and not wait:
         raise click.UsageError("--follow waits for the job to end: drop --no-wait (or --follow)")
     sys.exit(submit_job(config, address, entrypoint_script=f"jobs/{entrypoint}.py", follow=follow, wait=wait,
-                        working_dir=working_dir, extra_args=["--resume"] if resume else [], out=click.echo))
+                        working_dir=working_dir, out=click.echo,
+                        extra_args=[*(["--resume"] if resume else []), *(a for s in sets for a in ("--set", s))]))
 
 
 @click.command()
