@@ -481,3 +481,9 @@ def test_a_command_line_mistake_is_one_line(capsys, argv, expected):
     """Click printed four lines (Usage, Try, a blank one, Error)."""
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and err == f"error: {expected}", err
+
+
+def test_a_tab_in_the_yaml_is_named(tmp_path, capsys):
+    (tmp_path / "e.yaml").write_text("name: t\ntrain:\n\tepochs: 2\n")
+    code, _, err = run_cli(capsys, "validate", str(tmp_path / "e.yaml"))
+    assert code == 2 and "\n" not in err and "at line 3: indent with spaces" in err, err

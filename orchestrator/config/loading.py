@@ -56,7 +56,10 @@ def read_yaml(text: str, *, source: str) -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source} is not valid YAML{at}: fix the syntax") from None
+        lines = text.splitlines()
+        tab = mark is not None and mark.line < len(lines) and "\t" in lines[mark.line]
+        fix = "indent with spaces: YAML does not allow tabs there" if tab else "fix the syntax"
+        raise ConfigError(f"{source} is not valid YAML{at}: {fix}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
