@@ -152,13 +152,15 @@ class _LogFile:
     """A command's log file, made (with its folder) at its first line: a command stopped by a mistake in its input
     before it wrote any leaves no file, nor a folder in a storage that was a typo."""
 
-    def __init__(self, path: str):
-        self.path, self._f = path, None
+    def __init__(self, path: str, *, announce: bool = False):
+        self.path, self._f, self.announce = path, None, announce
 
     def write(self, text: str) -> int:
         if self._f is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self._f = open(self.path, "a", buffering=1)
+            if self.announce:   # where to follow the run, once there is something to follow
+                print(f"full log: {self.path}", flush=True)
         return self._f.write(text)
 
     def flush(self) -> None:
@@ -171,16 +173,16 @@ class _LogFile:
 
 
 @contextlib.contextmanager
-def console(log_path: str | None, *, verbose: bool = False):
+def console(log_path: str | None, *, verbose: bool = False, announce: bool = False):
     """Our lines on stdout (and in the log file); Ray's and Tune's own output, and the ``orchestrator`` logger's
     records (the resolved config), only in the log file, unless ``verbose``. Yields ``out(line)``; ``out.detail(line)``
-    is for the log only (unless ``verbose``)."""
+    is for the log only (unless ``verbose``). ``announce``: print the log's path when it is made."""
     import ray  # noqa: F401 - its logger must exist before we attach to it
 
     from . import _ray
 
     ray_env_quiet()
-    log = _LogFile(log_path) if log_path else None
+    log = _LogFile(log_path, announce=announce) if log_path else None
     handler = logging.StreamHandler(log) if log else None
     # Ray's own logs, and ours that belong in the file only (the resolved config): to the log file.
     loggers = [logging.getLogger("ray"), logging.getLogger("orchestrator")]
@@ -194,9 +196,9 @@ def console(log_path: str | None, *, verbose: bool = False):
         _quiet_libraries(log)
 
     def out(line: str) -> None:
-        print(line, flush=True)
         if log:
-            log.write(line + "\n")
+            log.write(line + "\n")   # first: a new log's path is announced before its first line
+        print(line, flush=True)
 
     def detail(line: str) -> None:
         """Lines for the log (per-epoch progress): on the console too with --verbose, or without a log."""

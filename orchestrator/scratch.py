@@ -4,8 +4,8 @@ killed one left. Ray kills the Train workers of a trial it stops, and no ``final
 copy of the shipped backbone (528 MB for VGG16) in the temp dir for good.
 
 Names: ``<temp dir>/orchestrator-<uid>-<host>-<pid>-<start>-<random><suffix>`` (host: 8 hex digits of a hash of this
-host's name; start: the process's start time from /proc, ``x`` where unknown). A process's first scratch in a temp
-dir removes the scratch of processes of this user and host that are gone (``processes.running``); other users' and
+host's name and pid namespace; start: the process's start time from /proc, ``x`` where unknown). A process's first
+scratch in a temp dir removes the scratch of processes of this user and host that are gone (``processes.running``); other users' and
 other hosts' (a temp dir shared by machines) are theirs to judge.
 """
 from __future__ import annotations
@@ -24,7 +24,12 @@ _swept: set = set()   # (pid, temp dir) pairs whose sweep has run: once per proc
 
 
 def _host() -> str:
-    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+    """This host and pid namespace (a container sharing the host's name and /tmp has pids this one can't see)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha1(f"{socket.gethostname()} {namespace}".encode()).hexdigest()[:8]
 
 
 def _prefix() -> str:
@@ -52,7 +57,11 @@ def sweep() -> list[str]:
         return []
     _swept.add((os.getpid(), root))
     mine, removed = (str(os.getuid()), _host()), []
-    for name in os.listdir(root):
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []   # mkstemp/mkdtemp will say what is wrong with the temp dir
+    for name in names:
         m = _NAME.match(name)
         if not m or (m[1], m[2]) != mine or processes.running(int(m[3]), None if m[4] == "x" else m[4]):
             continue

@@ -30,7 +30,7 @@ def require_bucket(location: str) -> str:
     local folder ``s3:`` (urlunsplit drops an empty netloc)."""
     scheme, _, rest = credentials.split_userinfo(location)
     if scheme.lower() != "file" and not re.split(r"[/?#]", rest, maxsplit=1)[0]:
-        raise errors.ConfigError(f"{scheme}:// names no bucket: write {scheme}://BUCKET/folder")
+        raise errors.ConfigError(f"{scheme}:// names no bucket (or host): write {scheme}://BUCKET/folder")
     return location
 
 

@@ -394,7 +394,7 @@ def test_a_uri_without_bucket_is_refused_not_taken_for_a_local_folder(tmp_path, 
             "export --to": ["export", "-e", "t", "--storage", storage, "--to", "csv:s3://"],
             "leaderboard --storage": ["leaderboard", "--storage", "s3://"]}[case]
     code, _, err = run_cli(capsys, *argv)
-    assert code == 2 and "\n" not in err and "s3:// names no bucket: write s3://BUCKET/folder" in err, err
+    assert code == 2 and "\n" not in err and "s3:// names no bucket (or host): write s3://BUCKET/folder" in err, err
     assert not (tmp_path / "s3:").exists()
 
 
@@ -487,3 +487,26 @@ def test_a_tab_in_the_yaml_is_named(tmp_path, capsys):
     (tmp_path / "e.yaml").write_text("name: t\ntrain:\n\tepochs: 2\n")
     code, _, err = run_cli(capsys, "validate", str(tmp_path / "e.yaml"))
     assert code == 2 and "\n" not in err and "at line 3: indent with spaces" in err, err
+
+
+def test_no_arguments_show_the_help_and_a_usage_error_hides_credentials(capsys, tmp_path):
+    code, out, err = run_cli(capsys)
+    assert code == 2 and "Commands:" in out + err and not (out + err).startswith("error:")
+    code, _, err = run_cli(capsys, "submit", "x.yaml", "--address", "http://127.0.0.1:1", "--working-dir",
+                           "s3://AKIAXXXX:TOPSECRET@bucket/wd")
+    assert code == 2 and "\n" not in err and "TOPSECRET" not in err and err.startswith("error: "), err
+
+
+def test_an_os_error_of_ours_is_one_line_that_says_where_its_traceback_is(capsys, tmp_path, monkeypatch):
+    """One line on the console for a path that can't be used; the traceback (a bug of ours would need it) in a file."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / "src").mkdir()
+    _, source = seeded(tmp_path / "src")
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    code, _, err = run_cli(capsys, "leaderboard", "merge", source, "--into", str(a_file))
+    assert code == 2 and "\n" not in err and "part of it is a file" in err, err
+    kept = err.rsplit("(traceback in ", 1)[1].rstrip(")")
+    assert kept.startswith(str(tmp_path)) and "Traceback (most recent call last)" in open(kept).read()

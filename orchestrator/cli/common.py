@@ -2,11 +2,12 @@
 storage check a Ray job needs)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 
 
 def overrides(pairs: tuple[str, ...]) -> dict:
@@ -38,10 +39,26 @@ def load(path, sets, *, in_job: bool = False):
 
     values = overrides(sets)
     if in_job:   # a Ray job's working directory is temporary: its storage must be shared
-        from .jobs import raw_storage, require_shared_storage
-
         require_shared_storage(str(values.get("storage") or raw_storage(Path(path))))
     return load_config(path, values)
+
+
+def raw_storage(path: Path) -> str:
+    """The storage a config file names, read without validating it (load_config reports errors itself)."""
+    from ..config.loading import read_yaml
+
+    if not path.is_file():
+        return "runs"   # load_config reports the missing file itself
+    data = read_yaml(path.read_text(), source=str(path))   # the same one-line errors load_config gives
+    return str((data or {}).get("storage", "runs")) if isinstance(data, dict) else "runs"
+
+
+def require_shared_storage(location: str) -> None:
+    """A Ray job's working directory is temporary: a relative local storage would be lost with it."""
+    if "://" not in location and not os.path.isabs(location):
+        raise ConfigError(f"storage {location!r} is a relative local path: in a Ray job it lands in the job's "
+                          f"temporary working directory and is lost; set storage to shared storage every node "
+                          f"reaches (s3://bucket/prefix, or an absolute path on a shared filesystem)")
 
 
 set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",

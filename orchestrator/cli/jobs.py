@@ -24,7 +24,7 @@ import click
 from .. import _ray
 from ..errors import ConfigError, UserError
 from ..storage import redact, redact_text, uris_in
-from .common import overrides, set_opt
+from .common import overrides, raw_storage, require_shared_storage, set_opt
 
 EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-logs"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -97,16 +97,6 @@ def _shortened(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def raw_storage(path: Path) -> str:
-    """The storage a config file names, read without validating it (load_config reports errors itself)."""
-    from ..config.loading import read_yaml
-
-    if not path.is_file():
-        return "runs"   # load_config reports the missing file itself
-    data = read_yaml(path.read_text(), source=str(path))   # the same one-line errors load_config gives
-    return str((data or {}).get("storage", "runs")) if isinstance(data, dict) else "runs"
-
-
 def refuse_secrets(path: Path, shown: str) -> None:
     """The working directory a job uploads is stored by the cluster and unpacked on every node: a YAML file that holds
     credentials (s3://KEY:SECRET@..., a secret query parameter) would carry them there. A file that is not YAML
@@ -135,14 +125,6 @@ def refuse_secrets(path: Path, shown: str) -> None:
                           f"it to the cluster, which stores it and unpacks it on every node; write the URI without "
                           f"them and give the "
                           f"nodes an IAM role (cluster.yaml) or AWS_* in their environment")
-
-
-def require_shared_storage(location: str) -> None:
-    """A Ray job's working directory is temporary: a relative local storage would be lost with it."""
-    if "://" not in location and not os.path.isabs(location):
-        raise ConfigError(f"storage {location!r} is a relative local path: in a Ray job it lands in the job's "
-                          f"temporary working directory and is lost; set storage to shared storage every node "
-                          f"reaches (s3://bucket/prefix, or an absolute path on a shared filesystem)")
 
 
 def _submit_when_ready(client, *, entrypoint: str, runtime_env: dict, patience_s: float = 120.0) -> str:

@@ -38,15 +38,20 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:   # `orchestrator` alone: its help, as before
+        e.show()
+        sys.exit(2)
     except click.UsageError as e:   # one line, as every other mistake: the message and where help is
+        from ..storage import redact_text
+
         where = e.ctx.command_path if e.ctx is not None else "orchestrator"
-        click.echo(f"error: {e.format_message().rstrip('.')} (see {where} --help)", err=True)
+        click.echo(f"error: {redact_text(e.format_message().rstrip('.'))} (see {where} --help)", err=True)
         sys.exit(2)
     except click.ClickException as e:
         e.show()
         sys.exit(2)
     except OSError as e:   # a path given that can't be used (exit 2), or storage failing past its retries (exit 1)
-        click.echo(f"error: {os_error_line(e)}", err=True)
+        click.echo(f"error: {os_error_line(e)} (traceback in {_traceback_file(e)})", err=True)
         sys.exit(2 if isinstance(e, tuple(_PATH_ERRORS)) else 1)
 
 
@@ -64,8 +69,26 @@ def os_error_line(e: OSError) -> str:
     removed; otherwise its first line."""
     from ..storage import first_line, redact_text
 
-    where = e.filename2 if e.filename2 is not None else e.filename
+    where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"   # a rename names both
     hint = next((h for kind, h in _PATH_ERRORS.items() if isinstance(e, kind)), None)
-    if where is not None and hint is not None:
+    if e.filename is not None and hint is not None:
         return f"{redact_text(str(where))}: {hint}"
     return first_line(e)
+
+
+def _traceback_file(e: BaseException) -> str:
+    """The error's traceback, for when the path was not the user's (a bug of ours): written to a file of this user in
+    the temp dir, overwritten by the next one, so the console keeps one line."""
+    import os
+    import tempfile
+    import traceback
+
+    from ..storage import redact_text
+
+    path = os.path.join(tempfile.gettempdir(), f"orchestrator-{os.getuid()}-last-error.txt")
+    try:
+        with open(path, "w") as f:
+            f.write(redact_text("".join(traceback.format_exception(e))))
+    except OSError:
+        return "none: the temp dir cannot be written"
+    return path

@@ -25,7 +25,7 @@ def pretrain(location, force, in_job):
     from ..training.pretrain import pretrain as run
 
     if in_job:
-        from .jobs import require_shared_storage
+        from .common import require_shared_storage
 
         require_shared_storage(location)
     run(location, force=force, epoch_out=click.echo)
@@ -104,8 +104,7 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
     from ..sweep.tuner import tune as run
 
     log = layout.log_file(cfg.storage, "tune", name or cfg.name)
-    click.echo(f"full log: {log}")
-    with console(log, verbose=verbose) as out:
+    with console(log, verbose=verbose, announce=True) as out:
         s = run(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out,
                 reserved_cpu=reserved_cpu)
     reused = (f" ({len(s['reused'])} of them reused: same config and seed as a completed row, not rerun)"

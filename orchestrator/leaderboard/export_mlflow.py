@@ -61,11 +61,19 @@ def reach(uri: str) -> None:
     import socket
     from urllib.parse import urlsplit
 
+    from urllib.request import getproxies, proxy_bypass
+
     s = urlsplit(uri)
     if s.scheme not in ("http", "https") or not s.hostname:
         return
+    if s.scheme in getproxies() and not proxy_bypass(s.hostname):
+        return   # reached through a proxy, as MLflow's client will: a direct connection says nothing
     try:
-        socket.create_connection((s.hostname, s.port or (443 if s.scheme == "https" else 80)), timeout=CONNECT_S).close()
+        port = s.port or (443 if s.scheme == "https" else 80)
+    except ValueError:
+        raise ConfigError(f"MLflow address {redact(uri)} has no valid port: e.g. http://HOST:5000") from None
+    try:
+        socket.create_connection((s.hostname, port), timeout=CONNECT_S).close()
     except OSError as e:
         raise ConfigError(f"cannot reach MLflow at {redact(uri)} ({first_line(e, 80)}): start it (mlflow server "
                           f"--host 0.0.0.0 --port {s.port or 5000}) or fix the address") from None
