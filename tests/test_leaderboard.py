@@ -530,10 +530,13 @@ def test_the_table_fits_the_terminal_and_names_what_it_left_out(board):
 
 
 def test_cli_best_output_mistakes_are_one_line(board, tmp_path, capsys):
-    """`best -o` to a folder, or below a file, gave an OSError traceback and exit 1."""
+    """`best -o` to a folder, or below a file, gave an OSError traceback and exit 1; then, below a file, "cannot write
+    .../a-file/best.yaml (File exists)": which file exists, and why that stops the write, was left to guess."""
     storage = str(tmp_path / "runs")
     (tmp_path / "a-file").write_text("x")
-    for output, says in ((tmp_path, "is a folder"), (tmp_path / "a-file" / "best.yaml", "cannot write")):
+    for output, says in ((tmp_path, "is a folder"), (tmp_path / "a-file" / "best.yaml",
+                                                     f"cannot write {tmp_path / 'a-file' / 'best.yaml'}: "
+                                                     f"{tmp_path / 'a-file'}: it exists and is not a folder")):
         code, _, err = run_cli(capsys, "best", "--storage", storage, "-o", str(output))
         assert code == 2 and err.startswith("error: ") and says in err and "\n" not in err, err
 

@@ -30,8 +30,10 @@ def write_best(row: dict, output: str) -> None:
         raise ConfigError(f"-o {named} is a folder: give a file name, e.g. {os.path.join(named, 'best.yaml')}")
     try:
         storage.atomic_write(output, (header + yaml.safe_dump(row["config"], sort_keys=False)).encode())
-    except OSError as e:
-        raise ConfigError(f"cannot write {named} ({e.strerror or type(e).__name__}): give -o a writable file") from None
+    except OSError as e:   # which path stops it, and what to do: a file where a folder is needed, no permission
+        from .main import os_error_line
+
+        raise ConfigError(f"cannot write {named}: {os_error_line(e)}") from None
     click.echo(f"wrote {named} (trial {row.get('trial_id')}, objective {shown})")
 
 
