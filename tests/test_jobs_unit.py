@@ -383,3 +383,27 @@ def test_submit_takes_set_overrides_validates_them_and_hands_them_to_the_job(pro
     code, out, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", url, "--working-dir",
                              str(project), "--set", "train.epochs=3", "--resume")
     assert code == 0 and client.submitted["entrypoint"] == "python jobs/tune.py exp.yaml --resume --set train.epochs=3"
+
+
+def test_a_relative_path_given_to_submit_by_set_names_the_same_file_on_the_cluster(project, monkeypatch, capsys):
+    """A relative path in `--set` resolves against the shell's folder (README), but the job ran it in the uploaded
+    working directory: from project/examples, `--set data.train=digits` meant examples/digits here and digits there.
+    It is handed to the job relative to the upload; one outside the upload is refused."""
+    from factories import run_cli
+
+    (project / "examples").mkdir()
+    monkeypatch.chdir(project / "examples")
+    client = FakeClient(["SUCCEEDED"])
+    monkeypatch.setattr(jobs, "_client", lambda u: client)
+    url = f"http://127.0.0.1:{free_port()}"
+    code, _, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", url, "--working-dir",
+                           str(project), "--set", "data.train=digits/train", "--set", "train.epochs=3",
+                           "--set", "storage=/shared/other")
+    assert code == 0, err
+    assert client.submitted["entrypoint"] == ("python jobs/tune.py exp.yaml --set data.train=examples/digits/train "
+                                              "--set train.epochs=3 --set storage=/shared/other")
+    client.submitted = None
+    code, _, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", url, "--working-dir",
+                           str(project), "--set", "data.train=../../elsewhere")
+    assert code == 2 and "\n" not in err.rstrip("\n") and "data.train" in err and "outside" in err, err
+    assert client.submitted is None

@@ -40,6 +40,22 @@ def resolve_paths(data: dict, base: Path) -> dict:
     return out
 
 
+def rebased_paths(data: dict, base: Path, root: Path, *, what: str) -> dict:
+    """Relative paths in ``data``, meant against ``base``, made relative to ``root``: the folder a Ray job runs in (its
+    upload). One that leads outside ``root`` is refused: the job has no such file. ``~`` is left to the job's node."""
+    out = _plain(data)
+    for keys in PATH_FIELDS:
+        node = parent(out, keys)
+        value = node.get(keys[-1]) if node is not None else None
+        if _is_relative_path(value) and not value.startswith("~"):
+            path = (base / value).resolve()
+            if not path.is_relative_to(root):
+                raise ConfigError(f"{what} {'.'.join(keys)}={value}: {path} is outside {root}, the folder uploaded with "
+                                  f"the job: give a path inside it, an absolute path on the cluster's nodes, or a URI")
+            node[keys[-1]] = path.relative_to(root).as_posix()
+    return out
+
+
 def _plain(value: Any) -> Any:
     """A copy of parsed YAML whose scalars are JSON's (a YAML date becomes its text), keys kept as they are: a JSON
     copy made every key a string, so a branch keyed 5 became '5' (the largest of '5' and '20' is '5')."""
