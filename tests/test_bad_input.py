@@ -510,3 +510,22 @@ def test_an_os_error_of_ours_is_one_line_that_says_where_its_traceback_is(capsys
     assert code == 2 and "\n" not in err and "part of it is a file" in err, err
     kept = err.rsplit("(traceback in ", 1)[1].rstrip(")")
     assert kept.startswith(str(tmp_path)) and "Traceback (most recent call last)" in open(kept).read()
+
+
+@pytest.mark.parametrize("case", ["leaderboard --storage", "report --storage", "train storage"])
+def test_an_s3_endpoint_nothing_answers_on_is_one_line_at_once(tmp_path, capsys, no_ray, case):
+    """An S3 endpoint_override nothing listens on (a typo in the port, MinIO not started): `leaderboard` waited 34 s
+    (pyarrow's retries inside ours) and said "... Failed to connect to 127.) after 5 attempts; try again". The
+    endpoint is reached first, as MLflow's server is."""
+    from factories import free_port
+
+    config, storage = seeded(tmp_path)
+    where = f"127.0.0.1:{free_port()}"
+    uri = f"s3://bucket/runs?endpoint_override={where}&scheme=http"
+    argv = {"leaderboard --storage": ["leaderboard", "--storage", uri],
+            "report --storage": ["report", "-e", "t", "--storage", uri, "-o", str(tmp_path / "rep")],
+            "train storage": ["train", config, "--set", f"storage={uri}"]}[case]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "\n" not in err.rstrip("\n") and "try again" not in err, err
+    assert f"cannot reach the storage endpoint http://{where}" in err and "endpoint_override" in err, err
+    assert not (tmp_path / "rep").exists()

@@ -7,7 +7,7 @@ import click
 from .. import layout, storage
 from ..console import console
 from ..errors import ConfigError
-from .common import address_opt, mean_pm
+from .common import address_opt, mean_pm, storage_opt
 
 
 @click.command()
@@ -20,7 +20,7 @@ from .common import address_opt, mean_pm
 @click.option("--values", "values", multiple=True, metavar="DIM=V1,V2",
               help="alternatives of a dimension that is not a choice in the sweep's space, e.g. "
                    "train.head_lr=1e-3,1e-2")
-@click.option("--storage", "location", default="runs", show_default=True, help="storage holding the leaderboard")
+@storage_opt("location")
 @address_opt
 def ablate(experiment, trial, dims, seeds, values, location, address):
     """Retrain the winner with one dimension changed at a time, S seeds per alternative (rows of kind ablation,

@@ -1,7 +1,8 @@
-"""What every command that reads a config shares: ``--set`` overrides, ``--address``, and loading the config (with the
-storage check a Ray job needs)."""
+"""What the commands share: ``--set`` overrides (and their paths in a Ray job), ``--address``, ``--storage`` (reached
+first), loading the config (with the storage check a Ray job needs), and the one line an OSError becomes."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,22 @@ def overrides(pairs: tuple[str, ...]) -> dict:
             raise UserError(f"--set {shown!r} has no key (or an empty part in it): write e.g. --set train.epochs=3")
         out.pop(key, None)   # a repeated key applies where it was last given (a dict keeps the first position)
         out[key] = read_yaml(value, source=f"--set {shown!r}")
+    return out
+
+
+def sets_for_job(extra_args, root: Path) -> list[str]:
+    """``--set`` paths relative to this shell's folder (as here), made relative to ``root``: the job runs in its upload."""
+    from ..config.paths import get_dotted, rebased_paths, set_dotted
+
+    out = list(extra_args)
+    for i, arg in enumerate(extra_args[:-1]):
+        if arg == "--set":
+            key = extra_args[i + 1].partition("=")[0]
+            given: dict = {}
+            set_dotted(given, key, overrides([extra_args[i + 1]])[key])
+            value = get_dotted(rebased_paths(given, Path.cwd(), root, what="--set"), key)
+            if value != get_dotted(given, key):   # as text that reads back as itself
+                out[i + 1] = f"{key}={value if overrides([f'{key}={value}'])[key] == value else json.dumps(value)}"
     return out
 
 
@@ -59,6 +76,42 @@ def require_shared_storage(location: str) -> None:
         raise ConfigError(f"storage {location!r} is a relative local path: in a Ray job it lands in the job's "
                           f"temporary working directory and is lost; set storage to shared storage every node "
                           f"reaches (s3://bucket/prefix, or an absolute path on a shared filesystem)")
+
+
+PATH_ERRORS = {
+    NotADirectoryError: "part of it is a file, not a folder: give a path whose folders are folders",
+    IsADirectoryError: "it is a folder: give a file's path",
+    FileExistsError: "it exists and is not a folder: give a folder, or another path",
+    PermissionError: "no permission: give a path you can write (or read)",
+    FileNotFoundError: "not found: check the path",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError that reached the command line: the path it names and what to do, credentials
+    removed; otherwise its first line."""
+    from ..storage import first_line, redact_text
+
+    where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"   # a rename names both
+    hint = next((h for kind, h in PATH_ERRORS.items() if isinstance(e, kind)), None)
+    if e.filename is not None and hint is not None:
+        return f"{redact_text(str(where))}: {hint}"
+    return first_line(e)
+
+
+def _reached(ctx, param, location):
+    from ..endpoints import reach_storage
+
+    if location is not None:
+        reach_storage(location)
+    return location
+
+
+def storage_opt(dest: str = "storage", *, default: str | None = "runs", help: str = "storage holding the leaderboard"):
+    """``--storage`` of every command: an S3 endpoint that takes no connection is one line at once, not half a minute
+    of the SDK's retries and then "try again"."""
+    return click.option("--storage", dest, default=default, show_default=default is not None, help=help,
+                        callback=_reached)
 
 
 set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .common import storage_opt
 from .query import leaderboard, refuse_missing
 
 
@@ -11,7 +12,7 @@ _KINDS = ["trial", "baseline", "confirm", "all"]
 
 
 @click.command()
-@click.option("--storage", default="runs", show_default=True, help="storage holding the leaderboard")
+@storage_opt()
 @click.option("--experiment", "-e", multiple=True, help="only these experiments (repeatable)")
 @click.option("--sweep", multiple=True, help="only these sweep ids (repeatable)")
 @click.option("--kind", type=click.Choice(_KINDS), default="trial", show_default=True)

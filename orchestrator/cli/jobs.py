@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shlex
@@ -25,7 +24,7 @@ import click
 from .. import _ray
 from ..errors import ConfigError, UserError
 from ..storage import redact, redact_text, uris_in
-from .common import overrides, raw_storage, require_shared_storage, set_opt
+from .common import overrides, raw_storage, require_shared_storage, set_opt, sets_for_job
 
 EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-logs"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -64,7 +63,7 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
         raise ConfigError(f"config file {rel} is left out of the upload (.gitignore, .rayignore or "
                           f"{', '.join(EXCLUDES)}): copy it to an uploaded path, e.g. examples/")
     values = overrides([extra_args[i + 1] for i, a in enumerate(extra_args[:-1]) if a == "--set"])
-    extra_args = _for_the_job(extra_args, root)
+    extra_args = sets_for_job(extra_args, root)
     require_shared_storage(str(values.get("storage") or raw_storage(cfg)))
     for path in {cfg, *_uploaded_yaml(root)}:   # the whole folder is uploaded, not only the config
         refuse_secrets(path, path.relative_to(root).as_posix())
@@ -82,22 +81,6 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
     if follow:
         return _follow(client, url, job_id, out)
     return _wait(client, url, job_id, out, changes=True) if wait else 0
-
-
-def _for_the_job(extra_args, root: Path) -> list[str]:
-    """``--set`` paths relative to this shell's folder (as here), made relative to ``root``: the job runs in its upload."""
-    from ..config.paths import get_dotted, rebased_paths, set_dotted
-
-    out = list(extra_args)
-    for i, arg in enumerate(extra_args[:-1]):
-        if arg == "--set":
-            key = extra_args[i + 1].partition("=")[0]
-            given: dict = {}
-            set_dotted(given, key, overrides([extra_args[i + 1]])[key])
-            value = get_dotted(rebased_paths(given, Path.cwd(), root, what="--set"), key)
-            if value != get_dotted(given, key):   # as text that reads back as itself
-                out[i + 1] = f"{key}={value if overrides([f'{key}={value}'])[key] == value else json.dumps(value)}"
-    return out
 
 
 def refuse_secret_args(args) -> None:

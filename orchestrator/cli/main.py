@@ -8,6 +8,7 @@ import click
 
 from ..errors import UserError
 from .ablate import ablate
+from .common import PATH_ERRORS, os_error_line
 from .data import manifest
 from .interop import export
 from .jobs import jobs, submit
@@ -52,28 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except OSError as e:   # a path given that can't be used (exit 2), or storage failing past its retries (exit 1)
         click.echo(f"error: {os_error_line(e)} (traceback in {_traceback_file(e)})", err=True)
-        sys.exit(2 if isinstance(e, tuple(_PATH_ERRORS)) else 1)
-
-
-_PATH_ERRORS = {
-    NotADirectoryError: "part of it is a file, not a folder: give a path whose folders are folders",
-    IsADirectoryError: "it is a folder: give a file's path",
-    FileExistsError: "it exists and is not a folder: give a folder, or another path",
-    PermissionError: "no permission: give a path you can write (or read)",
-    FileNotFoundError: "not found: check the path",
-}
-
-
-def os_error_line(e: OSError) -> str:
-    """One line for an OSError that reached the command line: the path it names and what to do, credentials
-    removed; otherwise its first line."""
-    from ..storage import first_line, redact_text
-
-    where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"   # a rename names both
-    hint = next((h for kind, h in _PATH_ERRORS.items() if isinstance(e, kind)), None)
-    if e.filename is not None and hint is not None:
-        return f"{redact_text(str(where))}: {hint}"
-    return first_line(e)
+        sys.exit(2 if isinstance(e, tuple(PATH_ERRORS)) else 1)
 
 
 def _traceback_file(e: BaseException) -> str:

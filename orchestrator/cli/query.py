@@ -9,7 +9,7 @@ import click
 import yaml
 
 from ..errors import ConfigError
-from .common import mean_pm
+from .common import mean_pm, os_error_line, storage_opt
 
 _KINDS = ["trial", "baseline", "confirm", "ablation", "all"]
 
@@ -31,13 +31,11 @@ def write_best(row: dict, output: str) -> None:
     try:
         storage.atomic_write(output, (header + yaml.safe_dump(row["config"], sort_keys=False)).encode())
     except OSError as e:   # which path stops it, and what to do: a file where a folder is needed, no permission
-        from .main import os_error_line
-
         raise ConfigError(f"cannot write {named}: {os_error_line(e)}") from None
     click.echo(f"wrote {named} (trial {row.get('trial_id')}, objective {shown})")
 
 
-_storage_opt = click.option("--storage", default="runs", show_default=True, help="storage holding the leaderboard")
+_storage_opt = storage_opt()
 _filter_opts = [
     click.option("--experiment", "-e", multiple=True, help="only these experiments (repeatable)"),
     click.option("--where", "-w", default=None, help='filter, e.g. "right_accuracy >= 0.9 and freeze_depth <= 2"'),
@@ -92,7 +90,7 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
 
 
 @leaderboard.command("compact")
-@click.option("--storage", default=None, help="storage holding the leaderboard  [default: runs]")
+@storage_opt(default=None, help="storage holding the leaderboard  [default: runs]")
 @click.pass_context
 def compact_cmd(ctx, storage):
     """Merge the leaderboard's small files into few large ones (safe while sweeps run)."""

@@ -11,13 +11,13 @@ import yaml
 from .. import layout, storage
 from ..console import console
 from ..errors import UserError
-from .common import address_opt, job_opt, load, mean_pm, set_opt
+from .common import address_opt, job_opt, load, mean_pm, set_opt, storage_opt
 from .jobs import ENTRYPOINT_CPUS
 from .query import write_best
 
 
 @click.command()
-@click.option("--storage", "location", default="runs", show_default=True, help="where the backbone is cached")
+@storage_opt("location", help="where the backbone is cached")
 @click.option("--force", is_flag=True, help="retrain even if cached")
 @job_opt
 def pretrain(location, force, in_job):
@@ -150,7 +150,7 @@ def baselines(config, sets, address):
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="new seeds per configuration")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray Train workers per run (default: as swept)")
 @click.option("--trial", "trials", multiple=True, help="also confirm this trial (repeatable), e.g. the base config")
-@click.option("--storage", "location", default="runs", show_default=True, help="storage holding the leaderboard")
+@storage_opt("location")
 @address_opt
 def confirm(experiment, k, seeds, workers, trials, location, address):
     """Retrain the top K configurations with S new seeds; rank them by mean ± std (rows of kind confirm)."""
@@ -168,7 +168,7 @@ def confirm(experiment, k, seeds, workers, trials, location, address):
 
 
 @click.command()
-@click.option("--storage", "location", default="runs", show_default=True, help="where runs, cache and leaderboard go")
+@storage_opt("location", help="where runs, cache and leaderboard go")
 @click.option("--output", "-o", default="best.yaml", show_default=True, help="where to write the winner's config")
 @click.option("--retrain-workers", default=2, show_default=True,
               help="retrain the winner on this many Ray Train workers (0: skip the retrain)")

@@ -21,7 +21,6 @@ from .flat import hparam_columns, metric_columns, row_points
 from .query import rows as row_dicts
 
 KIND, COMPLETE, WRITING = "orchestrator.kind", "orchestrator.complete", "orchestrator.writing"
-CONNECT_S = 5.0
 WRITING_S = 600.0   # a trial run is written in seconds: one unfinished for longer was left by a killed export
 TAGS = ("experiment", "sweep_id", "trial_id", "status", "reason", "delta_m_pct", "row_id", "checkpoint", "kind")
 
@@ -56,27 +55,23 @@ def export_mlflow(table: pa.Table, uri: str) -> dict:
 
 
 def reach(uri: str) -> None:
-    """An HTTP tracking server must answer a connection within CONNECT_S: MLflow's client retries a refused one
+    """An HTTP tracking server must answer a connection (endpoints.CONNECT_S): MLflow's client retries a refused one
     with backoff for minutes, silently."""
-    import socket
     from urllib.parse import urlsplit
 
-    from urllib.request import getproxies, proxy_bypass
+    from ..endpoints import unreachable
 
     s = urlsplit(uri)
     if s.scheme not in ("http", "https") or not s.hostname:
         return
-    if s.scheme in getproxies() and not proxy_bypass(s.hostname):
-        return   # reached through a proxy, as MLflow's client will: a direct connection says nothing
     try:
         port = s.port or (443 if s.scheme == "https" else 80)
     except ValueError:
         raise ConfigError(f"MLflow address {redact(uri)} has no valid port: e.g. http://HOST:5000") from None
-    try:
-        socket.create_connection((s.hostname, port), timeout=CONNECT_S).close()
-    except OSError as e:
-        raise ConfigError(f"cannot reach MLflow at {redact(uri)} ({first_line(e, 80)}): start it (mlflow server "
-                          f"--host 0.0.0.0 --port {s.port or 5000}) or fix the address") from None
+    why = unreachable(s.scheme, s.hostname, port)
+    if why is not None:
+        raise ConfigError(f"cannot reach MLflow at {redact(uri)} ({why}): start it (mlflow server "
+                          f"--host 0.0.0.0 --port {s.port or 5000}) or fix the address")
 
 
 def _client(uri: str):

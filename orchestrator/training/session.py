@@ -24,6 +24,7 @@ from ..data.builtin import IMAGE_SHAPE
 from ..data.pipeline import rows_per_rank
 from ..data.prepare import prepare
 from ..data.spec import DataSpec, PreparedData
+from ..endpoints import reach_storage
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger("orchestrator")
@@ -118,7 +119,7 @@ def start(p: Prepared, *, owner: str, address: Optional[str] = None, verbose: bo
 
 
 def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Relative local storage (given on the command line or by default) becomes absolute; credentials in
+    """An S3 endpoint of storage, data or backbone that takes no connection is refused. Relative local storage (given on the command line or by default) becomes absolute; credentials in
     storage, data or backbone URIs are kept in memory (``storage.adopt_credentials``), for this location only."""
     values = {}
     for path, value in (("storage", cfg.storage), ("data.train", cfg.data.train),
@@ -126,6 +127,7 @@ def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
                         ("backbone.weights", cfg.backbone.weights)):
         if isinstance(value, str) and storage.is_uri(value):
             storage.require_bucket(value)   # before has_credentials: `s3://` alone redacts to `s3:`
+            reach_storage(value)            # one line now, not the SDK's retries once Ray has started
         if isinstance(value, str) and storage.has_credentials(value):
             values[path] = storage.adopt_credentials(value)
     if not storage.is_uri(cfg.storage) and not os.path.isabs(cfg.storage):

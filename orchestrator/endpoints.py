@@ -1,0 +1,48 @@
+"""Reaching a server before relying on it. Clients that retry a refused connection with backoff (MLflow's, and the AWS
+SDK inside pyarrow's S3 filesystem) keep a user waiting in silence, then say little: an S3 endpoint with a mistyped
+port took 34 s to end in "... Failed to connect to 127.) after 5 attempts; try again". One TCP connection, of
+CONNECT_S at most, tells first."""
+from __future__ import annotations
+
+import socket
+from urllib.parse import parse_qsl, urlsplit
+from urllib.request import getproxies, proxy_bypass
+
+from .errors import ConfigError
+from .storage import first_line, redact
+
+CONNECT_S = 5.0
+
+
+def unreachable(scheme: str, host: str, port: int) -> str | None:
+    """Why ``host:port`` takes no connection now, or None: it does, or a proxy serves it, as the client will reach it
+    (a direct connection says nothing then)."""
+    if scheme in getproxies() and not proxy_bypass(host):
+        return None
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_S).close()
+    except OSError as e:
+        return first_line(e, 80)
+    return None
+
+
+def reach_storage(location: str) -> None:
+    """An ``s3://`` location whose ``endpoint_override`` (MinIO, Ceph, ...) takes no connection is a ConfigError naming
+    it. AWS's own endpoints are left to the SDK; other locations are not servers of ours to reach."""
+    if not location.startswith("s3://"):
+        return
+    query = dict(parse_qsl(urlsplit(location).query))
+    endpoint = query.get("endpoint_override")
+    if not endpoint:
+        return
+    where = urlsplit(endpoint if "://" in endpoint else f"{query.get('scheme', 'https')}://{endpoint}")
+    try:
+        port = where.port or (80 if where.scheme == "http" else 443)
+    except ValueError:
+        raise ConfigError(f"{redact(location)}: endpoint_override={endpoint} has no valid port: e.g. "
+                          f"endpoint_override=HOST:9000") from None
+    why = unreachable(where.scheme, where.hostname or "", port)
+    if why is not None:
+        raise ConfigError(f"cannot reach the storage endpoint {where.scheme}://{where.hostname}:{port} of "
+                          f"{redact(location)} ({why}): check endpoint_override and scheme in the URI, and that the "
+                          f"server runs")
