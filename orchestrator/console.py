@@ -116,9 +116,9 @@ def quiet_logs() -> None:
 
 
 def mute_ray_stderr() -> None:
-    """Ray attaches its own stderr handler to the "ray" logger (again in ray.init): mute it."""
+    """Ray attaches its own stderr handler to the "ray" logger (again in ray.init): mute it, not the command log's."""
     for handler in logging.getLogger("ray").handlers:
-        if not isinstance(handler, logging.FileHandler):
+        if not isinstance(handler, logging.FileHandler) and not isinstance(getattr(handler, "stream", None), _LogFile):
             handler.setLevel(logging.CRITICAL + 1)
 
 

@@ -1,0 +1,19 @@
+"""What reaches the console and what only the command's log file (console.console)."""
+from __future__ import annotations
+
+import logging
+
+
+def test_rays_own_log_records_go_to_the_command_log_and_not_to_the_console(tmp_path, capfd):
+    """Without --verbose, Ray's logger records (a Tune warning, a note of Train's) reached neither the console nor the
+    full log the console points to: muting Ray's console handler muted the log file's handler too."""
+    from orchestrator.console import console, mute_ray_stderr
+
+    log = tmp_path / "logs" / "tune.log"
+    with console(str(log)) as out:
+        out("a line of ours")
+        mute_ray_stderr()   # as again after ray.init, which attaches Ray's console handler once more
+        logging.getLogger("ray.tune").warning("a warning of Tune's")
+    assert "a warning of Tune's" in log.read_text() and "a line of ours" in log.read_text()
+    shown = capfd.readouterr()
+    assert "a line of ours" in shown.out and "a warning of Tune's" not in shown.out + shown.err, shown
