@@ -406,4 +406,7 @@ def test_a_relative_path_given_to_submit_by_set_names_the_same_file_on_the_clust
     code, _, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", url, "--working-dir",
                            str(project), "--set", "data.train=../../elsewhere")
     assert code == 2 and "\n" not in err.rstrip("\n") and "data.train" in err and "outside" in err, err
+    code, _, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", url, "--working-dir",
+                           str(project), "--set", "storage=../../runs")   # lost with the job's folder, wherever it is
+    assert code == 2 and "is a relative local path" in err, err
     assert client.submitted is None

@@ -63,8 +63,8 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
         raise ConfigError(f"config file {rel} is left out of the upload (.gitignore, .rayignore or "
                           f"{', '.join(EXCLUDES)}): copy it to an uploaded path, e.g. examples/")
     values = overrides([extra_args[i + 1] for i, a in enumerate(extra_args[:-1]) if a == "--set"])
-    extra_args = sets_for_job(extra_args, root)
     require_shared_storage(str(values.get("storage") or raw_storage(cfg)))
+    extra_args = sets_for_job(extra_args, root)
     for path in {cfg, *_uploaded_yaml(root)}:   # the whole folder is uploaded, not only the config
         refuse_secrets(path, path.relative_to(root).as_posix())
     refuse_secret_args(extra_args)
