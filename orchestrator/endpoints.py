@@ -36,6 +36,8 @@ def reach_storage(location: str) -> None:
     if not endpoint:
         return
     where = urlsplit(endpoint if "://" in endpoint else f"{query.get('scheme', 'https')}://{endpoint}")
+    if where.scheme not in ("http", "https") or not where.hostname:
+        return   # not an endpoint pyarrow would take either: its own error says so
     try:
         port = where.port or (80 if where.scheme == "http" else 443)
     except ValueError:

@@ -512,7 +512,8 @@ def test_an_os_error_of_ours_is_one_line_that_says_where_its_traceback_is(capsys
     assert kept.startswith(str(tmp_path)) and "Traceback (most recent call last)" in open(kept).read()
 
 
-@pytest.mark.parametrize("case", ["leaderboard --storage", "report --storage", "train storage"])
+@pytest.mark.parametrize("case", ["leaderboard --storage", "report --storage", "train storage", "report -o", "best -o",
+                                  "merge --into", "merge SOURCE", "export --to"])
 def test_an_s3_endpoint_nothing_answers_on_is_one_line_at_once(tmp_path, capsys, no_ray, case):
     """An S3 endpoint_override nothing listens on (a typo in the port, MinIO not started): `leaderboard` waited 34 s
     (pyarrow's retries inside ours) and said "... Failed to connect to 127.) after 5 attempts; try again". The
@@ -524,7 +525,12 @@ def test_an_s3_endpoint_nothing_answers_on_is_one_line_at_once(tmp_path, capsys,
     uri = f"s3://bucket/runs?endpoint_override={where}&scheme=http"
     argv = {"leaderboard --storage": ["leaderboard", "--storage", uri],
             "report --storage": ["report", "-e", "t", "--storage", uri, "-o", str(tmp_path / "rep")],
-            "train storage": ["train", config, "--set", f"storage={uri}"]}[case]
+            "train storage": ["train", config, "--set", f"storage={uri}"],
+            "report -o": ["report", "-e", "t", "--storage", storage, "-o", uri],
+            "best -o": ["best", "-e", "t", "--storage", storage, "-o", uri],
+            "merge --into": ["leaderboard", "merge", storage, "--into", uri],
+            "merge SOURCE": ["leaderboard", "merge", uri, "--into", str(tmp_path / "rep")],
+            "export --to": ["export", "-e", "t", "--storage", storage, "--to", f"csv:s3://bucket/t.csv?endpoint_override={where}&scheme=http"]}[case]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "\n" not in err.rstrip("\n") and "try again" not in err, err
     assert f"cannot reach the storage endpoint http://{where}" in err and "endpoint_override" in err, err

@@ -99,19 +99,22 @@ def os_error_line(e: OSError) -> str:
     return first_line(e)
 
 
-def _reached(ctx, param, location):
+def reached(ctx, param, value):
+    """A click callback for options that name storage: an ``s3://`` location in ``value`` (one, several, or inside a
+    target such as ``csv:s3://...``) whose endpoint takes no connection is one line now (``reach_storage``)."""
     from ..endpoints import reach_storage
 
-    if location is not None:
-        reach_storage(location)
-    return location
+    for given in value if isinstance(value, tuple) else (value,):
+        if isinstance(given, str) and "s3://" in given:
+            reach_storage(given[given.index("s3://"):])
+    return value
 
 
 def storage_opt(dest: str = "storage", *, default: str | None = "runs", help: str = "storage holding the leaderboard"):
     """``--storage`` of every command: an S3 endpoint that takes no connection is one line at once, not half a minute
     of the SDK's retries and then "try again"."""
     return click.option("--storage", dest, default=default, show_default=default is not None, help=help,
-                        callback=_reached)
+                        callback=reached)
 
 
 set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import storage_opt
+from .common import reached, storage_opt
 from .query import leaderboard, refuse_missing
 
 
@@ -17,7 +17,8 @@ _KINDS = ["trial", "baseline", "confirm", "all"]
 @click.option("--sweep", multiple=True, help="only these sweep ids (repeatable)")
 @click.option("--kind", type=click.Choice(_KINDS), default="trial", show_default=True)
 @click.option("--to", "to", required=True, metavar="TARGET",
-              help="mlflow:URI (e.g. mlflow:sqlite:///mlflow.db), tensorboard:DIR, csv:FILE or parquet:FILE")
+              help="mlflow:URI (e.g. mlflow:sqlite:///mlflow.db), tensorboard:DIR, csv:FILE or parquet:FILE",
+              callback=reached)
 def export(storage, experiment, sweep, kind, to):
     """Export leaderboard rows to MLflow, TensorBoard HParams, or flat CSV / Parquet (history in FILE-history)."""
     from ..leaderboard import Leaderboard
@@ -33,8 +34,9 @@ def export(storage, experiment, sweep, kind, to):
 
 
 @leaderboard.command("merge")
-@click.argument("sources", nargs=-1, required=True)
-@click.option("--into", "into", required=True, help="the storage whose leaderboard receives the rows")
+@click.argument("sources", nargs=-1, required=True, callback=reached)
+@click.option("--into", "into", required=True, help="the storage whose leaderboard receives the rows",
+              callback=reached)
 def merge_cmd(sources, into):
     """Pull the rows of other storages' leaderboards (local or s3://...) into --into's, each row once."""
     from .. import storage

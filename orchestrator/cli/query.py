@@ -9,7 +9,7 @@ import click
 import yaml
 
 from ..errors import ConfigError
-from .common import mean_pm, os_error_line, storage_opt
+from .common import mean_pm, os_error_line, reached, storage_opt
 
 _KINDS = ["trial", "baseline", "confirm", "ablation", "all"]
 
@@ -108,7 +108,7 @@ def compact_cmd(ctx, storage):
 @click.option("--metric", "-m", default="objective", show_default=True, help="metric that decides the winner")
 @click.option("--confirmed", is_flag=True, help="rank by the mean objective of confirmation runs "
                                                 "(`orchestrator confirm`), not by one trial's score")
-@click.option("--output", "-o", default="best.yaml", show_default=True)
+@click.option("--output", "-o", default="best.yaml", show_default=True, callback=reached)
 def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
     """Write the best trial's configuration as a runnable YAML (no search block)."""
     from ..leaderboard import Leaderboard, NoMatchingRows
