@@ -49,7 +49,10 @@ def split_userinfo(location: str) -> tuple[str, Optional[str], str]:
 
 
 def strip(location: str) -> str:
-    """``scheme://[userinfo@]rest?query`` without the userinfo and the query's secret parameters."""
+    """``scheme://[userinfo@]rest?query`` without the userinfo and the query's secret parameters; one without either
+    as given (rebuilding it would rewrite some: ``sqlite:////abs`` to ``sqlite://abs``, ``s3://`` to ``s3:``)."""
+    if not holds_secret(location):
+        return location
     scheme, _, rest = split_userinfo(location)
     s = urlsplit(f"{scheme}://{rest}")
     query = [(k, v) for k, v in parse_qsl(s.query, keep_blank_values=True) if k.lower() not in SECRET_PARAMS]
@@ -57,8 +60,7 @@ def strip(location: str) -> str:
 
 
 def holds_secret(location: str) -> bool:
-    """Does this URI carry a user or password, or a secret query parameter? (Compared by parts, not by redacting:
-    ``strip`` rewrites some URIs it keeps, e.g. ``sqlite:////abs/path``.)"""
+    """Does this URI carry a user or password, or a secret query parameter? (By its parts: ``strip`` asks this.)"""
     if "://" not in location:
         return False
     return split_userinfo(location)[1] is not None or bool(set(_query(location)) & SECRET_PARAMS)

@@ -77,6 +77,16 @@ def test_secrets_with_slash_and_plus_are_redacted():
     assert redact("s3://bucket/t:1@2/c") == "s3://bucket/t:1@2/c"
 
 
+def test_a_location_without_credentials_is_shown_as_given(no_ray):
+    """Redacting rebuilt every URI, credentials or not: ``sqlite:////abs/mlflow.db`` was shown as the relative
+    ``sqlite://abs/mlflow.db``, ``s3://`` as ``s3:``, and a URI so rewritten counted as one holding credentials."""
+    from orchestrator.storage import has_credentials, redact
+
+    for uri in ("sqlite:////abs/mlflow.db", "s3://", "s3://b/p?", "file:///x//y", "gs://b/p?a=1#f"):
+        assert (redact(uri), has_credentials(uri)) == (uri, False), uri
+    assert (redact("s3://K:S@b/p?"), has_credentials("s3://K:S@b/p?")) == ("s3://b/p", True)
+
+
 def test_an_at_sign_in_the_path_after_credentials_stays_in_the_path(no_ray):
     """The userinfo ends at the first '@' (RFC 3986: userinfo percent-encodes '@', a path need not): the last one sent
     ``s3://KEY:SECRET@bucket/runs/a@b`` to bucket 'b' with the secret 'SECRET@bucket/runs/a'."""

@@ -126,7 +126,7 @@ def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
                         ("data.validation", cfg.data.validation), ("backbone.path", cfg.backbone.path),
                         ("backbone.weights", cfg.backbone.weights)):
         if isinstance(value, str) and storage.is_uri(value):
-            storage.require_bucket(value)   # before has_credentials: `s3://` alone redacts to `s3:`
+            storage.require_bucket(value)
             reach_storage(value)            # one line now, not the SDK's retries once Ray has started
         if isinstance(value, str) and storage.has_credentials(value):
             values[path] = storage.adopt_credentials(value)
