@@ -281,3 +281,25 @@ def test_merging_an_experiment_ranked_on_another_objective_is_refused_before_any
     r = run_cli(capsys, "leaderboard", "merge", home, away, "--into", dst)
     assert r.code == 2 and "\n" not in r.err and "mean_score" in r.err and "sum_mae" in r.err, r.err
     assert Leaderboard(dst).table(kind=None).num_rows == 0                 # the first source was not written either
+
+
+def test_the_same_work_under_two_experiments_stays_in_each_experiments_own_queries(tmp_path):
+    """The work key leaves the experiment's name out (the same work, whatever it is called), so a merged trial of
+    experiment beta with the config and seed of one of alpha's was marked duplicate_of alpha's row, and every query
+    of beta left it out: beta's best trial (0.9) was gone from `best -e beta`, its listing and its report. A row of
+    work counted elsewhere is left out only where that row is in the same read."""
+    from orchestrator.report import write_report
+
+    home, away = str(tmp_path / "home"), str(tmp_path / "away")
+    Leaderboard(home).append([trial(home, name="alpha", trial_id="a1", objective=0.6, sweep_id="sa")])
+    Leaderboard(away).append([trial(away, name="beta", trial_id="b1", objective=0.9, sweep_id="sb"),
+                              trial(away, name="beta", trial_id="b2", lr=3e-3, objective=0.8, sweep_id="sb")])
+    board = Leaderboard(home)
+    board.merge(away)
+    rows = {r["trial_id"]: r for r in board.table(kind=None).to_pylist()}
+    assert rows["b1"]["duplicate_of"] == rows["a1"]["row_id"]   # b1 is alpha's a1, as work
+    assert board.best(experiment="beta")["trial_id"] == "b1" and board.best(sweep_id="sb")["trial_id"] == "b1"
+    assert board.top(5, experiment="beta").column("trial_id").to_pylist() == ["b1", "b2"]
+    assert sorted(board.top(5).column("trial_id").to_pylist()) == ["a1", "b2"]   # together: the work once
+    result = write_report(board, "beta", str(tmp_path / "report"))
+    assert result["pareto"]["n_trials"] == 2, result["pareto"]

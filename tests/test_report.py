@@ -460,3 +460,19 @@ def test_delta_m_by_weighting_counts_completed_trials_only(written):
     static = [r["delta_m_pct"] for r in TRIALS if r["loss_weighting"] == "static" and r["status"] == "completed"
               and finite(r["delta_m_pct"])]
     assert result["delta_m"]["static"] == {"mean": pytest.approx(np.mean(static)), "n": len(static)}
+
+
+def test_a_sweep_that_reused_its_own_trial_counts_that_work_once_in_its_report(tmp_path):
+    """A sweep that drew a config and seed it had run already reuses that trial's row (duplicate_of it,
+    reused_from). `report --sweep S` kept both rows: the work counted twice in the means, Δm% and the front."""
+    board = Leaderboard(str(tmp_path / "runs"))
+    a = trial("a", 0.95, 0.95, depth=0, baselines=BASE, sweep="S")
+    b = trial("b", 0.70, 0.70, depth=0, baselines=BASE, sweep="S")
+    again = {**trial("r", 0.95, 0.95, depth=0, baselines=BASE, sweep="S"), "duplicate_of": a["row_id"],
+             "reused_from": "S/a"}
+    board.append([a, b, again, baseline("left", BASE["left"]), baseline("right", BASE["right"])])
+    whole = write_report(board, "digits", str(tmp_path / "all"))
+    swept = write_report(board, "digits", str(tmp_path / "S"), sweep_id="S")
+    for result in (whole, swept):
+        assert result["freeze"][0]["n"] == 2 and result["pareto"]["n_trials"] == 2, result["freeze"]
+    assert swept["delta_m"] == whole["delta_m"]

@@ -25,7 +25,8 @@ from ..metrics import direction
 from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
-from .ranking import OBJECTIVES, VERSION_COLUMNS, best_first, current, front_rows, newest_versions, ranked
+from .ranking import (OBJECTIVES, VERSION_COLUMNS, best_first, current, front_rows, newest_versions, once_per_work,
+                      ranked)
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
@@ -208,8 +209,8 @@ class Leaderboard:
         """``columns`` (and what the filters read) of the matching current rows (``ranking.current``), one per
         row id, with their places in the files of the returned snapshot; ``ranked_only``: only rows a ranking may
         pick (``ranking.ranked``, of their experiment's newest training revision and data: ``newest_versions``);
-        ``once``: each work once (rows marked ``duplicate_of`` left out: merged copies, and a sweep's rows of work
-        done before, except in that sweep's own reads)."""
+        ``once``: each work once among the selected rows (a row marked ``duplicate_of``, a merged copy or a sweep's
+        row of work done before, left out where the row it names is selected too: ``ranking.once_per_work``)."""
         schema, scope, used, exprs = snap.schema, [], set(), []
         if ranked_only and "status" in schema.names:
             scope.append("status")
@@ -217,12 +218,7 @@ class Leaderboard:
         if ranked_only:   # and only rows measured like their experiment's newest (newest_versions, below)
             scope += [c for c in VERSION_COLUMNS if c in schema.names]
         if once and "duplicate_of" in schema.names:
-            scope.append("duplicate_of")
-            counted = pc.field("duplicate_of").is_null()
-            if sweep_id is not None and "reused_from" in schema.names:   # a sweep's own row of work done before
-                scope.append("reused_from")
-                counted = counted | pc.field("reused_from").is_valid()
-            exprs.append(counted)
+            scope.append("duplicate_of")   # for _each_work_once, after the filters
         for name, values in (("experiment", experiment), ("sweep_id", sweep_id), ("kind", kind)):
             if values is None:
                 continue
@@ -252,16 +248,11 @@ class Leaderboard:
 
 
 def _each_work_once(table: pa.Table) -> pa.Table:
-    """One row per work (its row id, or the ``duplicate_of`` a sweep's reusing row names): the work's own row when
-    the read holds it, else the first reusing row. A read of two sweeps, one reusing the other's work, or of one
-    sweep that reused its own, held it twice."""
-    ids, dups = table.column("row_id").to_pylist(), table.column("duplicate_of").to_pylist()
-    chosen: dict[str, int] = {}
-    for i, (row_id, dup) in enumerate(zip(ids, dups)):
-        work = dup or row_id
-        if work not in chosen or row_id == work:
-            chosen[work] = i
-    return table if len(chosen) == table.num_rows else table.take(sorted(chosen.values()))
+    """One row per work among the selected rows (``ranking.once_per_work``): a read of two sweeps, one reusing the
+    other's work, or of one sweep that reused its own, held it twice; a read of one experiment lost its trial whose
+    work another experiment's row holds."""
+    keep = once_per_work(table.column("row_id").to_pylist(), table.column("duplicate_of").to_pylist())
+    return table if len(keep) == table.num_rows else table.take(keep)
 
 
 def _empty(columns: Optional[list[str]] = None) -> pa.Table:

@@ -83,15 +83,15 @@ def front_rows(light: pa.Table, metrics: list[str]) -> np.ndarray:
 
 def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dict]:
     """Configurations with confirmation runs (rows of kind ``confirm``, grouped by ``confirm_of``; runs without a
-    finite objective left out; one row per seed: the newest, not a merged copy; only runs of the newest
+    finite objective left out; one row per seed: the newest, a merged copy only where its own run is not there (``each_work_once``); only runs of the newest
     confirmation run's training revision and data, ``newest_version``, for every configuration: runs of older code
     or data are another measurement), best mean first in the objective's
     direction: n, mean, sample std, seeds, the objectives, the config, and the original trial's objective
     (``originals``: trial id -> its row)."""
     newest: dict[tuple, dict] = {}   # one measurement per run: `confirm` again, or a merged copy, is the same run
-    for row in sorted(rows, key=lambda r: str(r.get("created_at") or "")):
+    for row in sorted(each_work_once(rows), key=lambda r: str(r.get("created_at") or "")):
         if (kind_of(row) == "confirm" and row.get("confirm_of") and finite(row.get("objective")) is not None
-                and pickable(row) and not row.get("duplicate_of")):
+                and pickable(row)):
             seed = row.get("seed")
             newest[(row["confirm_of"], seed if seed is not None else row.get("row_id"))] = row
     groups: dict[str, list[dict]] = {}
@@ -106,6 +106,24 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
                        "seeds": sorted(r.get("seed") for r in group), "freeze_depth": group[0].get("freeze_depth"),
                        "original": finite((originals or {}).get(trial_id, {}).get("objective"))})
     return sorted(ranked, key=lambda c: -sign(c["mode"]) * c["mean"])
+
+
+def once_per_work(ids: list, duplicate_of: list) -> list[int]:
+    """Indices of one row per work among these rows: the work's own row (the row id others name in ``duplicate_of``:
+    a merged copy, a sweep's reuse of work done before) when they hold it, else the first row naming it. So a row of
+    work counted elsewhere is left out only where that row is in the same read: alpha's trial hides beta's copy
+    of it in a read of both, not in a read of beta alone."""
+    chosen: dict = {}
+    for i, (row_id, dup) in enumerate(zip(ids, duplicate_of)):
+        work = dup or row_id or ("no row id", i)   # a row without an id (hand-made) is a work of its own
+        if work not in chosen or row_id == work:
+            chosen[work] = i
+    return sorted(chosen.values())
+
+
+def each_work_once(rows: list[dict]) -> list[dict]:
+    """``once_per_work`` over row dicts."""
+    return [rows[i] for i in once_per_work([r.get("row_id") for r in rows], [r.get("duplicate_of") for r in rows])]
 
 
 def spread(values: list[float]) -> Optional[float]:

@@ -38,10 +38,12 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
         raise ConfigError(f"unknown experiment {experiment!r} in {board.uri}; experiments: "
                           f"{', '.join(known) or 'none'}")
     rows = row_dicts(table)
-    # the experiment counts each work once (not a merged copy, nor a later sweep's row of work it reused); a sweep
-    # has all its trials
+    # each work once among the trials reported (not a merged copy, nor a sweep's row of work it reused, where the
+    # row of that work is among them)
     keep = [i for i, r in enumerate(rows) if ranking.kind_of(r) == "trial" and (
-        r.get("sweep_id") == sweep_id if sweep_id is not None else not r.get("duplicate_of"))]
+        sweep_id is None or r.get("sweep_id") == sweep_id)]
+    keep = [keep[j] for j in ranking.once_per_work([rows[i].get("row_id") for i in keep],
+                                                   [rows[i].get("duplicate_of") for i in keep])]
     measured = {id(r) for r in ranking.newest_version([rows[i] for i in keep])} if keep else set()
     other_version = len(keep) - len(measured)   # older code or older data: another measurement, not pooled
     keep = [i for i in keep if id(rows[i]) in measured]
