@@ -583,3 +583,20 @@ def test_best_and_top_rank_an_experiments_trials_of_its_newest_code_and_data_onl
     assert board.best(experiment="e")["trial_id"] == "new"
     assert board.top(5).column("trial_id").to_pylist() == ["new", "other"]
     assert sorted(board.top(5, ranked=False).column("trial_id").to_pylist()) == ["new", "old", "older_code", "other"]
+
+
+@pytest.mark.parametrize("written", ["first first", "first last"])
+def test_a_tie_goes_to_the_trial_that_reached_it_first_whatever_the_file_order(tmp_path, written):
+    """Accuracies on a finite validation set tie. The ranking kept the files' order, and file names are a timestamp to
+    the second and a random uuid: of two trials written in the same second with one score, `best` named either,
+    10 times each in 20 identical leaderboards. The earlier row wins a tie, then the lower row id."""
+    from datetime import timedelta
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    first, last = ({**digits(t, 0.9, 0.9, 0.9), "created_at": t0 + timedelta(minutes=i)} for i, t in enumerate("AB"))
+    board = Leaderboard(str(tmp_path / "runs"))
+    for r in ([first, last] if written == "first first" else [last, first]):
+        board.append([r])
+    assert board.best(experiment="digits")["trial_id"] == "A"
+    assert ids(board.top(5)) == ["A", "B"] and ids(board.top(5, ranked=False)) == ["A", "B"]
+    assert ids(board.top(5, ascending=True, metric="left_accuracy")) == ["A", "B"]

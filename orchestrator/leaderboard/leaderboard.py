@@ -25,8 +25,8 @@ from ..metrics import direction
 from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
-from .ranking import (OBJECTIVES, VERSION_COLUMNS, best_first, current, front_rows, newest_versions, once_per_work,
-                      ranked)
+from .ranking import (OBJECTIVES, TIE_BREAKS, VERSION_COLUMNS, best_first, current, front_rows, newest_versions,
+                      once_per_work, ranked)
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
@@ -106,7 +106,7 @@ class Leaderboard:
             if not snap.infos:
                 return _empty()
             _check_numeric(snap.schema, metric, what="metric")
-            snap, light = self._select(snap, [metric, "objective_mode", "status"], experiment=experiment,
+            snap, light = self._select(snap, [metric, "objective_mode", "status", *TIE_BREAKS], experiment=experiment,
                                        where=where, sweep_id=sweep_id, kind=kind, ranked_only=ranked, once=True)
             best = best_first(light, metric, ascending=ascending)
             return self._files.fetch(snap, light.take(best[:max(k, 0)]))

@@ -15,6 +15,7 @@ from ..config.revision import revision_of
 from ..metrics import direction, finite, sign
 
 OBJECTIVES = ("objective", "best_objective")   # their direction is each row's objective_mode
+TIE_BREAKS = ("created_at", "row_id")             # what orders rows of equal value (best_first): reached first wins
 UNRANKED = ("failed", "diverged")               # statuses no ranking picks: best, top, confirm, warm starts, fronts
 
 
@@ -61,7 +62,8 @@ def current(light: pa.Table) -> pa.Table:
 
 def best_first(light: pa.Table, metric: str, *, ascending: Optional[bool] = None) -> pa.Array:
     """Row indices, best ``metric`` first (``signed``; or by its raw value if ``ascending`` is given), rows without a
-    value last, and rows of ``UNRANKED`` statuses after all others; ties keep their order."""
+    value last, and rows of ``UNRANKED`` statuses after all others; of tied rows the earlier (``created_at``) first,
+    then the lower row id: the files' order is no order (names hold a random part)."""
     if ascending is None:
         key, order = signed(light, metric), "descending"
     else:
@@ -69,6 +71,7 @@ def best_first(light: pa.Table, metric: str, *, ascending: Optional[bool] = None
     keys = {"key": key}
     if "status" in light.column_names:
         keys = {"unranked": pc.fill_null(pc.is_in(light.column("status"), value_set=pa.array(UNRANKED)), False), **keys}
+    keys.update({tie: light.column(tie) for tie in TIE_BREAKS if tie in light.column_names})
     sort = [(k, order if k == "key" else "ascending", "at_end") for k in keys]
     return pc.sort_indices(pa.table(keys), sort_keys=sort)
 
