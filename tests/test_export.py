@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 
 import pyarrow.parquet as pq
@@ -292,3 +293,36 @@ def test_a_real_sweep_logged_live_then_exported_to_mlflow_and_tensorboard(ray_se
         _, start = hparams_of(run)
         assert start.hparams["head_lr"].number_value in (pytest.approx(1e-3), pytest.approx(3e-3))
         assert [e.step for e in read_events(run).Scalars("left_accuracy")] == [1, 2]
+
+
+def test_a_diverged_or_failed_trial_is_a_failed_mlflow_run_whose_objective_is_not_its_last_good_epoch(tmp_path):
+    """A diverged trial's row has no objective, but its MLflow run was FINISHED, and MLflow shows a run's latest
+    metric value: the epoch before it diverged (0.95). Sorted by objective, it came first, above a completed 0.80.
+    Now it is FAILED and its metrics end on NaN at the epoch it did not finish (MLflow sorts NaN last)."""
+    import mlflow
+
+    cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 3}))
+
+    def epoch(e, v, **more):
+        return {"epoch": e, "objective": v, "mean_score": v, "left_accuracy": v, "right_accuracy": v,
+                "train_loss": 0.3, "config_hash": cfg.config_hash(), **more}
+
+    nan = float("nan")
+    board = Leaderboard(str(tmp_path / "runs"))
+    board.append([row(cfg, [epoch(1, .70), epoch(2, .75), epoch(3, .80)], trial_id="ok", sweep_id="s1"),
+                  row(cfg, [epoch(1, .90), epoch(2, .95), {**epoch(3, nan), "train_loss": nan, "status": "diverged"}],
+                      trial_id="div", sweep_id="s1"),
+                  row(cfg, [epoch(1, .93)], trial_id="bad", sweep_id="s1", error="worker lost")])
+    assert [r["status"] for r in board.table().to_pylist()] == ["completed", "diverged", "failed"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    board.export(f"mlflow:{uri}", experiment=None, sweep_id=None, kind="trial")
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[cfg.name], order_by=["metrics.objective DESC"])
+    trials = runs[runs["tags.mlflow.runName"] != "s1"]
+    assert trials["tags.mlflow.runName"].tolist()[0] == "ok", trials[["tags.mlflow.runName", "metrics.objective"]]
+    status = dict(zip(trials["tags.mlflow.runName"], trials["status"]))
+    assert status == {"ok": "FINISHED", "div": "FAILED", "bad": "FAILED"}, status
+    for name, diverged_at in (("div", 3), ("bad", 2)):
+        run_id = trials[trials["tags.mlflow.runName"] == name]["run_id"].iloc[0]
+        curve = mlflow.MlflowClient(uri).get_metric_history(run_id, "objective")
+        assert [m.step for m in curve][-1] == diverged_at and math.isnan(curve[-1].value), (name, curve)

@@ -10,6 +10,7 @@ works (``sqlite:///mlflow.db``, ``http://host:5000``, ...)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Optional
 
@@ -17,8 +18,9 @@ import pyarrow as pa
 
 from ..errors import ConfigError
 from ..storage import first_line, redact
-from .flat import hparam_columns, metric_columns, row_points
+from .flat import epoch_points, hparam_columns, metric_columns, row_points
 from .query import rows as row_dicts
+from .ranking import UNRANKED
 
 KIND, COMPLETE, WRITING = "orchestrator.kind", "orchestrator.complete", "orchestrator.writing"
 WRITING_S = 600.0   # a trial run is written in seconds: one unfinished for longer was left by a killed export
@@ -138,7 +140,7 @@ def _trial_run(client, exp_id: str, row: dict, *, parent: str, found, names: dic
     when = _ms(row.get("created_at")) or now
     _log(client, run_id, params=params, metrics=[Metric(key, value, when, step) for step, key, value in points])
     _log(client, run_id, tags={COMPLETE: "1"})
-    client.set_terminated(run_id, "FAILED" if row.get("status") == "failed" else "FINISHED",
+    client.set_terminated(run_id, "FAILED" if row.get("status") in UNRANKED else "FINISHED",
                           end_time=_ms(row.get("created_at")))
     return "created"
 
@@ -147,7 +149,12 @@ def trial_record(row: dict, *, params: list[str], metrics: list[str]) -> tuple[d
     """One row as MLflow sees it: (tags, params, metric points (step, key, value), see ``flat.row_points``)."""
     tags = {KIND: "trial", "mlflow.runName": str(row.get("trial_id") or row["row_id"])}
     tags.update({k: str(row[k]) for k in TAGS if row.get(k) is not None})
-    return tags, {k: str(row[k]) for k in params if row.get(k) is not None}, row_points(row, metrics)
+    points = [p for p in row_points(row, metrics) if math.isfinite(p[2])]
+    if row.get("status") in UNRANKED:   # MLflow shows a run's latest value: not the epoch before it failed or diverged
+        curves = {key for _, key, _ in epoch_points(row.get("history") or [])}
+        ended = max((step for step, key, _ in points if key in curves), default=0) + 1
+        points += [(ended, key, math.nan) for key in sorted(curves)]
+    return tags, {k: str(row[k]) for k in params if row.get(k) is not None}, points
 
 
 def _log(client, run_id: str, *, params: Optional[dict] = None, metrics: Optional[list] = None,
