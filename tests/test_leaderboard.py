@@ -600,3 +600,16 @@ def test_a_tie_goes_to_the_trial_that_reached_it_first_whatever_the_file_order(t
     assert board.best(experiment="digits")["trial_id"] == "A"
     assert ids(board.top(5)) == ["A", "B"] and ids(board.top(5, ranked=False)) == ["A", "B"]
     assert ids(board.top(5, ascending=True, metric="left_accuracy")) == ["A", "B"]
+
+
+def test_sorting_by_a_metric_no_selected_row_has_is_refused_not_an_unsorted_ranking(board, tmp_path, capsys):
+    """`leaderboard -e sums --sort left_accuracy` (a metric of the digits experiment only) passed the check against
+    every experiment's columns and printed sums' rows in file order, under rank numbers, exit 0."""
+    storage = str(tmp_path / "runs")
+    code, out, err = run_cli(capsys, "leaderboard", "--storage", storage, "-e", "sums", "--sort", "left_accuracy")
+    assert code == 2 and "\n" not in err.rstrip("\n") and not out, (out, err)
+    assert "no row selected has a value of left_accuracy" in err and "sum_mae" in err, err
+    code, out, err = run_cli(capsys, "leaderboard", "--storage", storage, "-e", "sums", "--sort", "sum_mae")
+    assert code == 0 and out.index("s2") < out.index("s1"), out   # lower error first
+    code, out, err = run_cli(capsys, "leaderboard", "--storage", storage, "--where", "status == 'failed'")
+    assert code == 0 and "d3" in out, (out, err)   # failed trials have no objective: listed all the same

@@ -30,7 +30,8 @@ def overrides(pairs: tuple[str, ...]) -> dict:
 
 
 def sets_for_job(extra_args, root: Path) -> list[str]:
-    """``--set`` paths relative to this shell's folder (as here), made relative to ``root``: the job runs in its upload."""
+    """``--set`` paths relative to this shell's folder (as here), made relative to ``root``: the job runs in its
+    upload."""
     from ..config.paths import get_dotted, rebased_paths, set_dotted
 
     out = list(extra_args)

@@ -9,6 +9,8 @@ import click
 import yaml
 
 from ..errors import ConfigError
+from ..leaderboard.ranking import OBJECTIVES
+from ..metrics import direction, finite
 from .common import mean_pm, os_error_line, reached, storage_opt
 
 _KINDS = ["trial", "baseline", "confirm", "ablation", "all"]
@@ -86,6 +88,12 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
     table = board.top(k, metric=metric, ranked=False, **_scope(experiment, where, sweep, kind))
     if not table.num_rows:
         refuse_missing(board, experiment)
+    elif metric not in OBJECTIVES and metric in table.column_names and finite(table.column(metric)[0].as_py()) is None:
+        # rows without a value go last: the first has none, so none has (a listing of failed trials has no objective)
+        having = [c for c in table.column_names if (c in OBJECTIVES or direction(c) is not None) and any(
+            finite(v) is not None for v in table.column(c).to_pylist())]
+        raise ConfigError(f"no row selected has a value of {metric}: sort by a metric they have "
+                          f"({', '.join(having) or 'none'}), or select other rows")
     click.echo(render(table, fmt=fmt) if table.num_rows or fmt != "table" else f"no matching rows in {board.uri}")
 
 

@@ -86,9 +86,9 @@ def front_rows(light: pa.Table, metrics: list[str]) -> np.ndarray:
 
 def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dict]:
     """Configurations with confirmation runs (rows of kind ``confirm``, grouped by ``confirm_of``; runs without a
-    finite objective left out; one row per seed: the newest, a merged copy only where its own run is not there (``each_work_once``); only runs of the newest
-    confirmation run's training revision and data, ``newest_version``, for every configuration: runs of older code
-    or data are another measurement), best mean first in the objective's
+    finite objective left out; one row per seed: the newest, a merged copy only where its own run is not there,
+    ``each_work_once``; only runs of the newest confirmation run's training revision and data, ``newest_version``,
+    for every configuration: runs of older code or data are another measurement), best mean first in the objective's
     direction: n, mean, sample std, seeds, the objectives, the config, and the original trial's objective
     (``originals``: trial id -> its row)."""
     newest: dict[tuple, dict] = {}   # one measurement per run: `confirm` again, or a merged copy, is the same run

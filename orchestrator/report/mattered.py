@@ -37,7 +37,8 @@ def what_mattered(rows: list[dict]) -> Optional[dict]:
     """The latest ablated winner's runs: per dimension, per alternative (the winner's own value marked), the
     objective's mean ± std over seeds, and for ``train.loss_weighting`` the mean Δm% (None without baselines)."""
     runs = [r for r in ranking.each_work_once(rows)   # a merged copy counts where its own run is not
-            if ranking.kind_of(r) == "ablation" and r.get("status") == "completed" and finite(r.get("objective")) is not None]
+            if ranking.kind_of(r) == "ablation" and r.get("status") == "completed"
+            and finite(r.get("objective")) is not None]
     if not runs:
         return None
     winner = max(runs, key=lambda r: str(r.get("created_at")))["ablation_of"]
