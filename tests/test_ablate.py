@@ -329,3 +329,26 @@ def test_an_ablation_that_fails_removes_its_disk_cache(tmp_path, capsys, monkeyp
     code, _, _ = run_cli(capsys, "ablate", "-e", "exp", "--dims", "train.loss_weighting", "--seeds", "1",
                          "--storage", runs)
     assert code != 0 and removed == ["/c/x"]
+
+
+def test_a_numeric_branch_key_of_the_winner_is_not_ablated_against_itself(tmp_path):
+    """The winner's sweep record is JSON: its branch key 0 is "0" there, which is not 0, so the plan held an
+    "alternative" freeze depth "0" identical to the winner's own (the same config hash), trained as if it differed."""
+    import json
+
+    from factories import experiment, row
+    from orchestrator import layout, storage
+    from orchestrator.config import parse_config
+
+    space = {"train.freeze_depth": {"choice": [4, {0: {"train.backbone_lr": {"loguniform": [1e-4, 1e-2]}}}]}}
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={"space": space}))
+    storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, "s"),
+                         json.dumps({"config": cfg.public_dump()}).encode())
+    won = cfg.with_values({"train.freeze_depth": 0, "train.backbone_lr": 0.003})
+    board = Leaderboard(cfg.storage)
+    board.append([row(won, [{"epoch": 1, "objective": 0.9, "status": "running"}], trial_id="win", sweep_id="s",
+                      searched={"train.freeze_depth": 0, "train.backbone_lr": 0.003})])
+    todo = plan(board, winner_row(board, cfg.name), dims=["train.freeze_depth"], seeds=1, values={},
+                storage_location=cfg.storage)
+    hashes = [c.config_hash() for c in todo.configs]
+    assert [c.train.freeze_depth for c in todo.configs] == [0, 4] and len(set(hashes)) == 2, todo.extra

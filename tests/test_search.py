@@ -382,3 +382,21 @@ def test_yaml_reads_1e_minus_4_as_a_number(tmp_path):
     with pytest.raises(ConfigError, match="appears twice"):
         parse_config({**experiment(tmp_path, "x.parquet"),
                       **read_yaml("search: {space: {train.head_lr: {choice: [1e-3, 0.001]}}}", source="x")})
+
+
+def test_a_numeric_branch_key_survives_a_config_copy_and_the_base_trial_still_comes_first(tmp_path):
+    """A copy of the config (`tune --name`, `--set`, resolving its storage) went through JSON, which keeps object keys
+    as strings: branch key 0 became "0", the base config (freeze depth 0) no longer fitted the space, and the sweep
+    said "outside the search space, not evaluated first" of a config inside it."""
+    from orchestrator.config.space import fits
+    from orchestrator.sweep.tuner import first_points
+
+    space = {"train.freeze_depth": {"choice": [4, {0: {"train.backbone_lr": {"loguniform": [1e-4, 1e-2]}}}]}}
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"freeze_depth": 0, "backbone_lr": 3e-3},
+                                  search={"space": space, "searcher": "optuna"}))
+    said = []
+    for copy in (cfg, cfg.with_values({"name": "other"})):
+        assert first_points(copy, say=said.append) == [{"train.freeze_depth": 0, "train.backbone_lr": 3e-3}], said
+    assert not said
+    stored = parse_config(cfg.model_dump(mode="json")).search.space["train.freeze_depth"]   # as a sweep.json holds it
+    assert fits(stored, 0) and fits(stored, 4) and not fits(stored, 1)

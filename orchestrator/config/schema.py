@@ -290,8 +290,9 @@ class ExperimentConfig(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def with_values(self, values: dict[str, Any]) -> "ExperimentConfig":
-        """A copy with dotted-path values set (``{"train.freeze_depth": 2}``), re-validated."""
-        d = self.model_dump(mode="json")
+        """A copy with dotted-path values set (``{"train.freeze_depth": 2}``), re-validated. Python values, not JSON's:
+        JSON keeps object keys as strings, and a search space's branch key 0 would become "0"."""
+        d = self.model_dump()
         for path, value in values.items():
             set_dotted(d, path, value)
         return parse_config(d)

@@ -324,10 +324,10 @@ def null_columns(search: SearchConfig, values: dict[str, Any], tasks: list[str],
 
 
 def fits(domain: Domain, value: Any) -> bool:
-    """Can ``domain`` produce ``value``?"""
+    """Can ``domain`` produce ``value``? (A branch key read from JSON, "0", stands for 0: ``same_option``.)"""
     k = domain.kind
     if k == "choice":
-        return any(same_value(value, c) for c in domain.options)
+        return any(same_option(value, c) for c in domain.options)
     if k == "simplex":
         return isinstance(value, dict)
     if isinstance(value, bool) or not isinstance(value, (int, float)):

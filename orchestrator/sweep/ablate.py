@@ -21,7 +21,7 @@ import yaml
 
 from .. import layout, storage
 from ..config.schema import ExperimentConfig, parse_config
-from ..config.space import dotted_get
+from ..config.space import dotted_get, same_option
 from ..errors import ConfigError
 from ..leaderboard.query import rows as row_dicts
 from .confirm import confirmed, done_runs, trial_row
@@ -116,7 +116,7 @@ def plan(board, winner: dict, *, dims: list[str], seeds: int, values: dict[str, 
     wanted: list[tuple[str, object]] = [(REFERENCE, None)]
     for dim, vals in alts.items():
         own = dotted_get(base.run_fields(public=False), dim)
-        wanted += [(dim, v) for v in vals if v != own]
+        wanted += [(dim, v) for v in vals if not same_option(v, own)]   # the record is JSON: branch key 0 is "0"
     done = done_runs(board, winner["experiment"], kind="ablation", fingerprint=fingerprint)
     configs, extra, reused = [], [], 0
     for dim, value in wanted:
