@@ -571,3 +571,50 @@ def test_tunes_restore_neither_copies_nor_uploads_what_a_sweep_keeps(tmp_path, m
         assert open(kept[3]).read() == before[kept[3]] and lease.read(layout.sweep_own(runs, "exp", "s1"))
     finally:
         held.release()   # its renewal thread ends whatever the assertions say
+
+
+def test_a_diverged_trial_whose_scores_stay_finite_ranks_last_under_asha(tmp_path):
+    """Under mixed_float16 a trial's losses can turn non-finite (status diverged) while its validation outputs, and so
+    its objective, stay finite. Sync halving and MO-ASHA rank it last; ASHA recorded its 0.95 in the rung, where it
+    stopped a healthy trial at 0.90. It is recorded as the worst score, and stopped."""
+    from factories import experiment
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.tuner import make_scheduler
+
+    for kind in ("asha", "sync"):
+        cfg = parse_config(experiment(tmp_path / kind, "builtin:multidigits/train", train={"epochs": 4}, search={
+            "space": {"train.head_lr": {"choice": [1e-3, 3e-3]}}, "num_samples": 2,
+            "scheduler": {"type": kind, "grace_period": 1, "reduction_factor": 2}}))
+        scheduler = make_scheduler(cfg, trials=2, concurrent=2, sweep_id=None)
+        scheduler.set_search_properties("objective", "max")
+        controller = FakeController(scheduler)
+        dead, good = FakeTrial("dead"), FakeTrial("good")
+        for trial in (dead, good):
+            scheduler.on_trial_add(controller, trial)
+            controller.trials.append(trial)
+        said = scheduler.on_trial_result(controller, dead, {"epoch": 1, "objective": 0.95, "status": "diverged"})
+        assert said in ("STOP", "PAUSE"), (kind, said)
+        assert scheduler.on_trial_result(controller, good, {"epoch": 1, "objective": 0.90, "status": "running"}) == \
+            "CONTINUE" and good.status != "TERMINATED", kind
+
+
+def test_under_moasha_failed_and_diverged_trials_reach_optuna_as_the_worst_values(tmp_path):
+    """Optuna searches MO-ASHA's metrics multi-objectively, but without the Limiter the single-objective path has: a
+    diverged trial with finite scores was told as a good COMPLETE trial, a failed one as FAIL (learned nothing)."""
+    from factories import experiment
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.searchers import make_searcher
+
+    metrics = ["left_accuracy", "sum_mae"]
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}, search={
+        "searcher": "optuna", "scheduler": {"type": "moasha", "metrics": metrics},
+        "space": {"train.head_lr": {"loguniform": [1e-4, 1e-2]}}}))
+    searcher = make_searcher(cfg, 3, [])
+    for t in ("ok", "dead", "failed"):
+        searcher.suggest(t)
+    searcher.on_trial_result("ok", {"left_accuracy": 0.8, "sum_mae": 0.4, "epoch": 1})
+    searcher.on_trial_complete("ok", {"left_accuracy": 0.9, "sum_mae": 0.3, "epoch": 2})
+    searcher.on_trial_complete("dead", {"left_accuracy": 0.97, "sum_mae": 0.1, "status": "diverged", "epoch": 1})
+    searcher.on_trial_complete("failed", None, error=True)
+    told = {t.number: (t.state.name, t.values) for t in searcher.searcher._ot_study.trials}
+    assert told == {0: ("COMPLETE", [0.9, 0.3]), 1: ("COMPLETE", [0.8, 0.4]), 2: ("COMPLETE", [0.8, 0.4])}, told

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+WORST = 1e9   # a diverged trial's score in a rung: below any real one, and finite (rungs take percentiles)
 
 
 class KeptRecords:
@@ -79,8 +81,11 @@ class KeptASHA(KeptRecords, ASHAScheduler):
         super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        dead = result.get("status") == "diverged"   # its scores may be finite (float16): it ranks last, as elsewhere
+        if dead and self._metric in result:
+            result = {**result, self._metric: -self._metric_op * WORST}
         before = self._count()
         action = super().on_trial_result(tune_controller, trial, result)
         if self._count() != before:   # a score was recorded at a rung
             self._save()
-        return action
+        return TrialScheduler.STOP if dead else action

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
@@ -36,9 +36,10 @@ def make_searcher(cfg: ExperimentConfig, concurrent: int, points: list[dict], *,
 
         space = OptunaSpace(s, list(cfg.tasks))
         if s.scheduler.type == "moasha":   # Optuna searches MO-ASHA's metrics multi-objectively
-            from ray.tune.search import ConcurrencyLimiter
+            from ..metrics import direction
 
-            return ConcurrencyLimiter(pareto_optuna(cfg, space, points), max_concurrent=concurrent)
+            return Limiter(pareto_optuna(cfg, space, points), concurrent, metrics=list(s.scheduler.metrics),
+                           mode=[direction(m) for m in s.scheduler.metrics])
         searcher = OptunaSearch(space=space, metric="objective", mode=cfg.objective_mode, seed=s.seed,
                                 points_to_evaluate=points or None, storage=_study_with(space, cfg, evaluated))
         return Limiter(searcher, limit, mode=cfg.objective_mode, gate=gate)
@@ -97,16 +98,18 @@ def _study_with(space: OptunaSpace, cfg: ExperimentConfig, evaluated: tuple):
 
 
 class Limiter(ConcurrencyLimiter):
-    """Ray's ConcurrencyLimiter that hands the searcher a failed or diverged trial as the worst objective seen, and
-    a trial stopped while paused (no final result) as its last one; under a ``gate``, it starts a trial only when
-    the gate allows."""
+    """Ray's ConcurrencyLimiter that hands the searcher a failed or diverged trial as the worst value seen of each of
+    its ``metrics`` (``objective``; MO-ASHA's under it), and a trial stopped while paused (no final result) as its
+    last one; under a ``gate``, it starts a trial only when the gate allows. ``mode``: one, or one per metric."""
 
-    def __init__(self, searcher, max_concurrent: int, *, mode: str, gate: Optional[Callable[[], bool]] = None):
+    def __init__(self, searcher, max_concurrent: int, *, mode, gate: Optional[Callable[[], bool]] = None,
+                 metrics: Sequence[str] = ("objective",)):
         super().__init__(searcher, max_concurrent=max_concurrent)
-        self.sign = 1.0 if mode == "max" else -1.0
+        modes = [mode] * len(metrics) if isinstance(mode, str) else list(mode)
+        self.signs = {m: 1.0 if d == "max" else -1.0 for m, d in zip(metrics, modes)}
         self.gate = gate
         self.last: dict[str, dict] = {}
-        self.worst: Optional[float] = None
+        self.worst_of: dict[str, float] = {}
 
     def suggest(self, trial_id: str):
         gate = getattr(self, "gate", None)
@@ -117,19 +120,23 @@ class Limiter(ConcurrencyLimiter):
     def get_state(self) -> dict:
         return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("searcher", "gate")})
 
+    def _scored(self, result: dict) -> bool:
+        return result.get("status") != "diverged" and all(finite(result.get(m)) is not None for m in self.signs)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        value = result.get("objective")
-        if finite(value) is None or result.get("status") == "diverged":
+        if not self._scored(result):
             return
-        self.worst = value if self.worst is None else min(self.worst, value, key=lambda v: self.sign * v)
+        for m, sign in self.signs.items():
+            seen = self.worst_of.get(m)
+            self.worst_of[m] = result[m] if seen is None else min(seen, result[m], key=lambda v: sign * v)
         result = {**result, "training_iteration": int(result.get("epoch", result.get("training_iteration", 0)))}
         self.last[trial_id] = result
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         result = dict(result or self.last.get(trial_id) or {})
-        if error or finite(result.get("objective")) is None or result.get("status") == "diverged":
-            result["objective"] = self.worst if self.worst is not None else -self.sign * BAD
+        if error or not self._scored(result):
+            result.update({m: self.worst_of.get(m, -sign * BAD) for m, sign in self.signs.items()})
         super().on_trial_complete(trial_id, result=result, error=False)
 
 
