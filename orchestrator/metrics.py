@@ -113,6 +113,13 @@ def best_of(values, mode: str) -> Optional[float]:
     return max(finite) if mode == "max" else min(finite)
 
 
+def delta_m_of(score_metrics: Mapping[str, str], record: Mapping[str, float], baselines: Mapping[str, float]) -> float:
+    """Δm% of one epoch's (or row's) ``<task>_<metric>`` values against ``baselines``; NaN where it has none.
+    ``score_metrics``: task -> its score metric."""
+    dm = delta_m_pct({t: (m, record.get(f"{t}_{m}")) for t, m in score_metrics.items()}, baselines)
+    return float("nan") if dm is None else dm
+
+
 def delta_m_pct(scores: Mapping[str, tuple[str, float]], baselines: Mapping[str, float]) -> Optional[float]:
     """Δm% = (100 / K) Σ_k s_k (M_k − B_k) / |B_k|, s_k = +1 if higher is better else −1.
 

@@ -618,3 +618,33 @@ def test_under_moasha_failed_and_diverged_trials_reach_optuna_as_the_worst_value
     searcher.on_trial_complete("failed", None, error=True)
     told = {t.number: (t.state.name, t.values) for t in searcher.searcher._ot_study.trials}
     assert told == {0: ("COMPLETE", [0.9, 0.3]), 1: ("COMPLETE", [0.8, 0.4]), 2: ("COMPLETE", [0.8, 0.4])}, told
+
+
+def test_work_reused_under_objective_delta_m_is_measured_against_this_sweeps_baselines(tmp_path):
+    """A later sweep whose base config differs only in a searched value gets new single-task baselines, but its trial
+    of an earlier sweep's config and seed is the same work: reused, it handed Tune (and warm_start auto, Optuna) the
+    Δm% measured against the earlier sweep's baselines. Its row then said +7.5 as its objective and -6.48 as its
+    Δm%. A reused row's epochs are measured again against this sweep's baselines."""
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.metrics import delta_m_pct
+    from orchestrator.sweep.runner import completed_row, reused_epochs
+    from orchestrator.sweep.searchers import evaluated_rows
+
+    space = {"train.head_lr": {"choice": [0.001, 0.005]}}
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2, "head_lr": 0.005},
+                                  objective={"metric": "delta_m"},
+                                  search={"space": space, "searcher": "optuna", "warm_start": "auto"}))
+    old, new = {"left": 0.80, "right": 0.80, "sum": 0.50}, {"left": 0.90, "right": 0.90, "sum": 0.60}
+    scores = {"left": ("accuracy", 0.85), "right": ("accuracy", 0.85), "sum": ("r2", 0.55)}
+    then, now = delta_m_pct(scores, old), delta_m_pct(scores, new)
+    history = [{"epoch": e, "objective": then, "delta_m": then, "left_accuracy": .85, "right_accuracy": .85,
+                "sum_r2": .55, "mean_score": .75, "status": "running"} for e in (1, 2)]
+    Leaderboard(cfg.storage).append([row(cfg, history, trial_id="old", sweep_id="s1", fingerprint="fp", baselines=old)])
+    done = completed_row(cfg, fingerprint="fp")
+    epochs = reused_epochs(cfg, done, baselines=new)
+    assert [e["objective"] for e in epochs] == pytest.approx([now, now]) and now < 0 < then
+    assert [e["delta_m"] for e in epochs] == pytest.approx([now, now])
+    ((_, told),) = evaluated_rows(cfg, "fp", baselines=new, say=lambda line: None)
+    assert told == pytest.approx(now)

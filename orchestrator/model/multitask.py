@@ -200,9 +200,7 @@ def metrics_from_sums(cfg: ExperimentConfig, sums: np.ndarray, *, baselines: dic
             m[f"{task}_r2"] = float(1.0 - sse / sst) if sst > 0 else float("nan")
     m["mean_score"] = mean_score(cfg, m)
     if baselines:
-        dm = registry.delta_m_pct({t: (tc.score_metric, m[f"{t}_{tc.score_metric}"]) for t, tc in cfg.tasks.items()},
-                                  baselines)
-        m["delta_m"] = float("nan") if dm is None else dm
+        m["delta_m"] = registry.delta_m_of({t: tc.score_metric for t, tc in cfg.tasks.items()}, m, baselines)
     m["objective"] = objective(cfg, m)
     return m
 

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from .. import _ray, layout, storage
+from .. import _ray, layout, metrics, storage
 from ..config.schema import ExperimentConfig
 from ..config.sampling import materialize
 from ..errors import ConfigError
@@ -104,7 +104,7 @@ def run_trial(params: dict, *, plan: TrialPlan):
     cfg = plan.config(params)
     done = completed_row(cfg, fingerprint=plan.inputs.spec.fingerprint) if plan.configs is None else None
     if done is not None:   # the same work (config hash, seed included) was done: hand Tune its epochs again
-        for epoch in done["history"]:
+        for epoch in reused_epochs(cfg, done, baselines=plan.inputs.baselines):
             tune.report({**epoch, "reused_row": done["row_id"], "reused_checkpoint": done.get("checkpoint"),
                          "reused_from": f"{done['sweep_id']}/{done['trial_id']}"})
         return
@@ -220,6 +220,19 @@ def completed_row(cfg: ExperimentConfig, *, fingerprint: Optional[str]) -> Optio
         return None
     return next((r for r in rows if r.get("status") == "completed" and r.get("data_fingerprint") == fingerprint
                  and not r.get("duplicate_of")), None)
+
+
+def reused_epochs(cfg: ExperimentConfig, row: dict, *, baselines: Optional[dict]) -> list[dict]:
+    """A reused row's epochs with their Δm% (and a ``delta_m`` objective) measured against ``baselines``, this
+    sweep's: an earlier sweep of another base config measured them against its own."""
+    if not baselines:
+        return row["history"]
+    tasks = {t: tc.score_metric for t, tc in cfg.tasks.items()}
+    out = []
+    for epoch in row["history"]:
+        dm = metrics.delta_m_of(tasks, epoch, baselines)
+        out.append({**epoch, "delta_m": dm, **({"objective": dm} if cfg.objective.metric == "delta_m" else {})})
+    return out
 
 
 class TrialFailed(RuntimeError):

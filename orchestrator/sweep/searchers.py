@@ -21,7 +21,7 @@ from ..config.sampling import OptunaSpace, point_for
 from ..config.schema import ExperimentConfig
 from ..config.space import active_values, fits, largest
 from ..errors import ConfigError
-from ..metrics import finite
+from ..metrics import delta_m_of, finite
 
 BAD = 1e9   # the worst objective when none has been seen yet (sign follows the objective's direction)
 
@@ -170,9 +170,11 @@ def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
     return points
 
 
-def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say) -> tuple:
+def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say,
+                   baselines: Optional[dict] = None) -> tuple:
     """``warm_start: auto``: ``(params, objective)`` of this experiment's earlier completed, non-diverged rows on the
-    same data, objective and epoch budget whose values fit today's space."""
+    same data, objective and epoch budget whose values fit today's space; a ``delta_m`` objective measured against
+    ``baselines``, this sweep's (an earlier sweep's may differ)."""
     s = cfg.search
     if s.warm_start != "auto":
         return ()
@@ -196,7 +198,10 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say) ->
             continue
         values = active_values(s.space, row["config"], tasks)
         if all(v is not None and fits(domains[p], v) for p, v in values.items()) and same_recipe(cfg, values, row):
-            out.append((point_for(s, values, tasks), float(row["objective"])))
+            told = float(row["objective"]) if cfg.objective.metric != "delta_m" or not baselines else delta_m_of(
+                {t: tc.score_metric for t, tc in cfg.tasks.items()}, row, baselines)
+            if finite(told) is not None:
+                out.append((point_for(s, values, tasks), told))
     say(f"warm start auto: the searcher starts from {len(out)} earlier trial(s) of experiment {cfg.name} "
         f"(of {len(rows)} rows; same data, objective, {epochs} epochs and recipe outside the space, nothing "
         f"retrained)")

@@ -266,7 +266,8 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     scheduler = make_scheduler(cfg, trials=trials, concurrent=concurrent, sweep_id=sweep_id)
     gate = getattr(scheduler, "has_room", None)
     searcher = None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out), gate=gate,
-                                                 evaluated=evaluated_rows(cfg, p.spec.fingerprint, say=out))
+                                                 evaluated=evaluated_rows(cfg, p.spec.fingerprint, say=out,
+                                                                         baselines=baselines))
     spec = SweepSpec(TrialPlan(sweep_id, cfg.model_dump(mode="json"), RunInputs.of(session, baselines=baselines),
                                spares=trials_plan.spares),
                      param_space(cfg.search, list(cfg.tasks)), num_samples=1 if cfg.search.searcher == "grid" else
