@@ -10,7 +10,8 @@ from .common import reached, storage_opt
 
 @click.command()
 @click.option("--experiment", "-e", required=True, help="the experiment to report on")
-@click.option("--output", "-o", "out_dir", required=True, help="folder (or URI) for report.md and the plots", callback=reached)
+@click.option("--output", "-o", "out_dir", required=True, help="folder (or URI) for report.md and the plots",
+              callback=reached)
 @storage_opt()
 @click.option("--metrics", "-m", "names", default=None,
               help="the two metrics of the Pareto plot, comma-separated (default: the first two tasks' score "

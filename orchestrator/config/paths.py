@@ -50,8 +50,9 @@ def rebased_paths(data: dict, base: Path, root: Path, *, what: str) -> dict:
         if _is_relative_path(value) and not value.startswith("~"):
             path = (base / value).resolve()
             if not path.is_relative_to(root):
-                raise ConfigError(f"{what} {'.'.join(keys)}={value}: {path} is outside {root}, the folder uploaded with "
-                                  f"the job: give a path inside it, an absolute path on the cluster's nodes, or a URI")
+                raise ConfigError(f"{what} {'.'.join(keys)}={value}: {path} is outside {root}, the folder uploaded "
+                                  f"with the job: give a path inside it, an absolute path on the cluster's nodes, or "
+                                  f"a URI")
             node[keys[-1]] = path.relative_to(root).as_posix()
     return out
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-WORST = 1e9   # a diverged trial's score in a rung: below any real one, and finite (rungs take percentiles)
+from .searchers import BAD
 
 
 class KeptRecords:
@@ -83,7 +83,7 @@ class KeptASHA(KeptRecords, ASHAScheduler):
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         dead = result.get("status") == "diverged"   # its scores may be finite (float16): it ranks last, as elsewhere
         if dead and self._metric in result:
-            result = {**result, self._metric: -self._metric_op * WORST}
+            result = {**result, self._metric: -self._metric_op * BAD}   # finite: rungs take percentiles
         before = self._count()
         action = super().on_trial_result(tune_controller, trial, result)
         if self._count() != before:   # a score was recorded at a rung

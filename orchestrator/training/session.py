@@ -119,8 +119,9 @@ def start(p: Prepared, *, owner: str, address: Optional[str] = None, verbose: bo
 
 
 def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
-    """An S3 endpoint of storage, data or backbone that takes no connection is refused. Relative local storage (given on the command line or by default) becomes absolute; credentials in
-    storage, data or backbone URIs are kept in memory (``storage.adopt_credentials``), for this location only."""
+    """An S3 endpoint of storage, data or backbone that takes no connection is refused. Relative local storage (given
+    on the command line or by default) becomes absolute; credentials in storage, data or backbone URIs are kept in
+    memory (``storage.adopt_credentials``), for this location only."""
     values = {}
     for path, value in (("storage", cfg.storage), ("data.train", cfg.data.train),
                         ("data.validation", cfg.data.validation), ("backbone.path", cfg.backbone.path),
