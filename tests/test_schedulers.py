@@ -648,3 +648,30 @@ def test_work_reused_under_objective_delta_m_is_measured_against_this_sweeps_bas
     assert [e["delta_m"] for e in epochs] == pytest.approx([now, now])
     ((_, told),) = evaluated_rows(cfg, "fp", baselines=new, say=lambda line: None)
     assert told == pytest.approx(now)
+
+
+def test_a_trial_resumed_past_its_last_rung_is_recorded_there(tmp_path):
+    """A sweep killed between a trial's epoch-4 checkpoint and the driver's receipt of that epoch's result: resumed,
+    the trial's first result is its last epoch (5), and ASHA records nothing at the last epoch, so the rung at 4 never
+    held it (tests/test_faults.py's killed-sweep test failed so, now and then) and later trials were judged without
+    it. It is recorded at the rung it passed, at the score it reports, as ASHA records any late arrival."""
+    import json
+
+    from factories import experiment
+    from orchestrator import layout
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.tuner import make_scheduler
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 5},
+                                  search={"space": {"train.head_lr": {"choice": [1e-3, 3e-3]}}, "num_samples": 2,
+                                          "scheduler": {"type": "asha", "grace_period": 4, "reduction_factor": 2}}))
+    scheduler = make_scheduler(cfg, trials=2, concurrent=2, sweep_id="s1")
+    scheduler.set_search_properties("objective", "max")
+    controller, early, resumed = FakeController(scheduler), FakeTrial("early"), FakeTrial("resumed")
+    for trial in (early, resumed):
+        scheduler.on_trial_add(controller, trial)
+    assert scheduler.on_trial_result(controller, early, {"epoch": 4, "objective": 0.7}) == "CONTINUE"
+    assert scheduler.on_trial_result(controller, resumed, {"epoch": 5, "objective": 0.9}) == "STOP"   # its last
+    assert scheduler.on_trial_result(controller, early, {"epoch": 5, "objective": 0.8}) == "STOP"
+    (rung,) = json.loads(open(layout.scheduler_state(cfg.storage, cfg.name, "s1", "asha")).read())[0]
+    assert rung == {"early": 0.7, "resumed": 0.9}, rung

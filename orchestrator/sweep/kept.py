@@ -86,6 +86,13 @@ class KeptASHA(KeptRecords, ASHAScheduler):
             result = {**result, self._metric: -self._metric_op * BAD}   # finite: rungs take percentiles
         before = self._count()
         action = super().on_trial_result(tune_controller, trial, result)
+        last = self._time_attr in result and self._metric in result and result[self._time_attr] >= self._max_t
+        if last and trial.trial_id in self._trial_info:
+            # Ray records nothing at the last epoch. A trial resumed past its last rung (the driver killed between that
+            # epoch's checkpoint and its report) is recorded there now, at this score, as ASHA records a late arrival;
+            # one recorded already is left as it is
+            self._trial_info[trial.trial_id].on_result(trial, result[self._time_attr],
+                                                       self._metric_op * result[self._metric])
         if self._count() != before:   # a score was recorded at a rung
             self._save()
         return TrialScheduler.STOP if dead else action
