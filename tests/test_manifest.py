@@ -169,3 +169,46 @@ def test_manifest_module_imports_no_tensorflow_or_ray():
             "print(sorted(m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", (proc.stdout, proc.stderr)
+
+
+def _species_manifest(tmp_path, species: list) -> dict:
+    """A CSV manifest of len(species) small PNGs, its one task ``species``; the experiment dict on it."""
+    for i in range(len(species)):
+        save(tmp_path / "img" / f"{i:03d}.png", size=(12, 12), seed=i)
+    rows = "".join(f"img/{i:03d}.png,{s}\n" for i, s in enumerate(species))
+    (tmp_path / "m.csv").write_text("image,species\n" + rows)
+    cfg = experiment(tmp_path, str(tmp_path / "m.csv"), data={"validation": 0.25})
+    cfg["tasks"] = {"species": {"type": "classification"}}
+    return cfg
+
+
+@pytest.mark.parametrize("blank", ["", "NA", "null"])
+def test_a_blank_or_na_label_in_a_csv_manifest_is_refused_not_made_a_class(tmp_path, blank):
+    """A CSV read with pyarrow's defaults keeps an empty, "NA" or "null" cell of a text column as text: the class
+    '' (or 'NA') trained beside cat and dog, and `validate` said ok. They are missing labels."""
+    from orchestrator.config import parse_config
+    from orchestrator.data.prepare import prepare
+    from orchestrator.errors import DataError
+
+    cfg = parse_config(_species_manifest(tmp_path, ["cat", "dog", blank] * 10))
+    with pytest.raises(DataError, match="row 2 of label column 'species' .* is null/NaN; drop or fill"):
+        prepare(cfg)
+
+
+def test_a_class_the_split_leaves_without_training_rows_is_refused(tmp_path):
+    """The class list comes from every row, the validation split after it: a rare class whose rows all fell into
+    validation trained with no example of it, silently (validation then scored it as never predicted)."""
+    from orchestrator.config import parse_config
+    from orchestrator.data.prepare import prepare
+    from orchestrator.errors import DataError
+
+    n = 40
+    held = np.random.default_rng(0).permutation(n)[round(n * 0.75):]   # what data.split_seed 0 holds out
+    species = ["cat" if i % 2 else "dog" for i in range(n)]
+    for i in held[:2]:
+        species[i] = "bird"
+    cfg = parse_config(_species_manifest(tmp_path, species))
+    with pytest.raises(DataError, match="class 'bird' of task 'species' has no training rows"):
+        prepare(cfg)
+    species[int(np.setdiff1d(np.arange(n), held)[0])] = "bird"          # one bird to train on: fine
+    prepare(parse_config(_species_manifest(tmp_path, species)))

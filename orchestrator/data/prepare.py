@@ -174,6 +174,8 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
         if vs.dtype != sample.dtype:   # the workers cast to the training side's type: [0, 1] floats become 0
             raise DataError(f"validation images are {_stored_as(vs)} but training images are {_stored_as(sample)}; "
                             f"store both sides the same way (image files/bytes, or pixel tables on one scale)")
+    if val is train:   # a split of one table (a separate validation table's labels are checked against training's)
+        _every_class_trains(cfg, classes, y_train, train_rows)
     reg = [t for t, tc in cfg.tasks.items() if tc.type == "regression"]
     yt = {t: v[train_rows].astype(np.float64) for t, v in y_train.items()}   # float64: no overflow in mean/std
     spec = DataSpec(image_shape=tuple(int(s) for s in sample.shape[1:]), image_kind=train.kind,
@@ -185,6 +187,17 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
     return PreparedData(spec, make_units(train, train_rows, y_train, shuffle_seed=seed, workers=workers),
                         make_units(val, val_rows, y_val, shuffle_seed=None, workers=workers),
                         overlap=overlap(train, train_rows, val, val_rows, image_column=d.image_column))
+
+
+def _every_class_trains(cfg: ExperimentConfig, classes: dict, y: dict, train_rows: np.ndarray) -> None:
+    """A class of the data whose rows the validation split all held out would train on no example of it."""
+    for task, names in classes.items():
+        seen, trained = (np.bincount(v, minlength=len(names)) for v in (y[task], y[task][train_rows]))
+        missing = [names[i] for i in np.flatnonzero((seen > 0) & (trained == 0))]
+        if missing:
+            raise DataError(f"class {missing[0]!r} of task {task!r} has no training rows: data.split_seed "
+                            f"{cfg.data.split_seed} holds out all {seen[names.index(missing[0])]} of its rows for "
+                            f"validation; add rows of it, lower data.validation or change data.split_seed")
 
 
 def _stored_as(sample: np.ndarray) -> str:

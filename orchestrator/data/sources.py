@@ -55,8 +55,9 @@ def read_source(uri: str, image_column: str, label_columns: list[str], *, allow_
 def _read_csv(uri, fs, path, image_column, label_columns) -> Source:
     import pyarrow.csv as pacsv
 
+    # an empty, "NA" or "null" text cell is a missing value, as it is in a number column (labels() refuses it)
     with fs.open_input_stream(path) as f:
-        table = pacsv.read_csv(f)
+        table = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
     _require_columns(table.column_names, [image_column] + label_columns, uri)
     if not pa.types.is_string(table.schema.field(image_column).type):
         raise DataError(f"column {image_column!r} of the CSV manifest {storage.redact(uri)} must hold image paths")
