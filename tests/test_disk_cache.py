@@ -213,3 +213,16 @@ def test_the_folders_of_this_hosts_killed_commands_are_orphans_but_a_killed_swee
     orphans = disk_cache.orphans(found, host=host)
     assert {os.path.basename(f): owner for f, owner in orphans.items()} == {"killed": "train run killed",
                                                                              "reused": "confirm"}
+
+
+def test_units_that_differ_only_in_their_middle_rows_have_files_of_their_own(tmp_path):
+    """A unit's file is named by a hash of what it holds, but that hash read numpy's text form of its arrays, which
+    shows only their first and last 3 values past 1,000 of them: a pixel table's units of 1,024 rows whose labels or
+    rows differed in the middle shared one file, and could be served each other's decoded rows."""
+    rows = np.arange(1024)
+    one = {"rows": rows, "y": {"left": np.zeros(1024, np.int64)}}
+    other = {"rows": rows, "y": {"left": np.where((rows > 10) & (rows < 1000), 3, 0)}}
+    moved = {"rows": np.concatenate([rows[:500], rows[501:], rows[500:501]]), "y": one["y"]}
+    names = {disk_cache._paths(str(tmp_path), "train", u)[0] for u in (one, other, moved)}
+    assert len(names) == 3, names
+    assert disk_cache._paths(str(tmp_path), "train", {**one})[0] in names   # the same unit: the same file

@@ -212,3 +212,16 @@ def test_a_class_the_split_leaves_without_training_rows_is_refused(tmp_path):
         prepare(cfg)
     species[int(np.setdiff1d(np.arange(n), held)[0])] = "bird"          # one bird to train on: fine
     prepare(parse_config(_species_manifest(tmp_path, species)))
+
+
+def test_a_class_folder_that_is_a_link_is_a_class(tmp_path, capsys):
+    """os.walk does not enter a linked folder: a class folder linked from elsewhere (a shared store) was left out of
+    the manifest, not even reported as empty, and training went on without that class. Keras's
+    image_dataset_from_directory, which the command mirrors, follows it. A link back up the tree is not followed
+    twice."""
+    class_tree(tmp_path / "store", classes=("dog",), per_class=3)
+    class_tree(tmp_path / "tree", classes=("cat",), per_class=3)
+    os.symlink(tmp_path / "store" / "dog", tmp_path / "tree" / "dog")
+    os.symlink(tmp_path / "tree", tmp_path / "tree" / "cat" / "loop")   # a link to an ancestor: no endless walk
+    code, out, err = run_cli(capsys, "manifest", str(tmp_path / "tree"), "-o", str(tmp_path / "m.csv"))
+    assert code == 0 and "6 images" in out and "2 classes (cat, dog)" in out, (out, err)

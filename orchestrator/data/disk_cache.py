@@ -66,10 +66,18 @@ def cache_folder(cache_dir: Optional[str], *, fingerprint: str, opts: dict, stat
     return os.path.join(root(cache_dir), hashlib.sha256(key.encode()).hexdigest()[:24])
 
 
+def _whole(value) -> str:
+    """An array by all of its bytes (numpy's text form shows only the first and last 3 values past 1,000)."""
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        return f"{data.dtype.str}{data.shape}{hashlib.sha256(data.tobytes()).hexdigest()}"
+    return str(value)
+
+
 def _paths(folder: str, split: str, unit: dict) -> tuple[str, str]:
     """A unit's files, named by what it holds (its rows, files, ranges), not by its index: units are sized by the
     worker count, and a folder left by a run with other units must not serve their rows under this one's index."""
-    name = f"{split}-{hashlib.sha256(json.dumps(unit, sort_keys=True, default=str).encode()).hexdigest()[:16]}"
+    name = f"{split}-{hashlib.sha256(json.dumps(unit, sort_keys=True, default=_whole).encode()).hexdigest()[:16]}"
     return os.path.join(folder, f"{name}.npy"), os.path.join(folder, f"{name}-labels.npz")
 
 

@@ -80,10 +80,13 @@ def scan(root: str, *, tasks: list[str], extensions: tuple[str, ...]) -> tuple[l
     named = f"--tasks {','.join(tasks)}" if levels > 1 else f"one task ({tasks[0]})"
     found: list[tuple[str, ...]] = []
     class_dirs: set[tuple[str, ...]] = set()
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    for folder, dirs, files in os.walk(root, followlinks=True):   # a linked class folder is a class (as for Keras)
         rel = os.path.relpath(folder, root)
         parts = () if rel == "." else tuple(rel.split(os.sep))
+        if os.path.realpath(folder) in {os.path.realpath(os.path.join(root, *parts[:k])) for k in range(len(parts))}:
+            dirs[:] = []   # a link back up the tree: walked already
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         if len(parts) == levels:
             class_dirs.add(parts)
         for name in sorted(files):
