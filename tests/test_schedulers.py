@@ -675,3 +675,22 @@ def test_a_trial_resumed_past_its_last_rung_is_recorded_there(tmp_path):
     assert scheduler.on_trial_result(controller, early, {"epoch": 5, "objective": 0.8}) == "STOP"
     (rung,) = json.loads(open(layout.scheduler_state(cfg.storage, cfg.name, "s1", "asha")).read())[0]
     assert rung == {"early": 0.7, "resumed": 0.9}, rung
+
+
+def test_a_limiter_pickled_by_older_code_resumes(tmp_path):
+    """Tune pickles the searcher at a sweep's start and unpickles it on --resume. Older code's Limiter held one
+    objective's sign and worst value; this code's holds them per metric: a sweep started before the change must go
+    on after it, with the worst value it had seen."""
+    import copy
+
+    lim, inner = limiter()
+    old = dict(lim.__dict__)
+    for name in ("signs", "worst_of"):
+        del old[name]
+    old.update(sign=1.0, worst=0.2)
+    lim.__dict__.clear()
+    lim.__dict__.update(old)
+    resumed = copy.copy(lim)   # what unpickling does: a new object given the old state (its class is local here)
+    resumed.suggest("failed")
+    resumed.on_trial_complete("failed", None, error=True)
+    assert resumed.searcher.told == {"failed": (0.2, False)}

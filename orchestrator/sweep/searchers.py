@@ -120,6 +120,13 @@ class Limiter(ConcurrencyLimiter):
     def get_state(self) -> dict:
         return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("searcher", "gate")})
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled on ``--resume``: older code's Limiter held one objective's ``sign`` and ``worst``."""
+        if "signs" not in state:
+            state = {**state, "signs": {"objective": state.get("sign", 1.0)},
+                     "worst_of": {} if state.get("worst") is None else {"objective": state["worst"]}}
+        self.__dict__.update(state)
+
     def _scored(self, result: dict) -> bool:
         return result.get("status") != "diverged" and all(finite(result.get(m)) is not None for m in self.signs)
 
