@@ -1,11 +1,24 @@
 """Is a process of this host still running, and still the one a record names? A record keeps a pid and that pid's
 start time (Linux's /proc), so a pid the kernel gave to a later process does not count as the recorded one.
-Used by leases, disk-cache owners and scratch files; a process of another user counts as running (it cannot be
-signalled, and is not ours to judge)."""
+Used by leases, disk-cache owners and scratch files, each with ``host_id``; a process of another user counts as
+running (it cannot be signalled, and is not ours to judge)."""
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from typing import Optional
+
+
+def host_id() -> str:
+    """This host and pid namespace: where a recorded pid means this process table's pid. A container sharing the
+    host's name (--net=host) and its /tmp has pids this one cannot see, so only a record of the same host_id may be
+    judged dead here by its pid."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha1(f"{socket.gethostname()} {namespace}".encode()).hexdigest()[:8]
 
 
 def _stat(pid: int) -> Optional[list[str]]:

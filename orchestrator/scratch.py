@@ -10,11 +10,9 @@ other hosts' (a temp dir shared by machines) are theirs to judge.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
-import socket
 import tempfile
 
 from . import processes
@@ -23,18 +21,9 @@ _NAME = re.compile(r"orchestrator-(\d+)-([0-9a-f]{8})-(\d+)-(\d+|x)-")
 _swept: set = set()   # (pid, temp dir) pairs whose sweep has run: once per process and temp dir
 
 
-def _host() -> str:
-    """This host and pid namespace (a container sharing the host's name and /tmp has pids this one can't see)."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return hashlib.sha1(f"{socket.gethostname()} {namespace}".encode()).hexdigest()[:8]
-
-
 def _prefix() -> str:
     pid = os.getpid()
-    return f"orchestrator-{os.getuid()}-{_host()}-{pid}-{processes.start_of(pid) or 'x'}-"
+    return f"orchestrator-{os.getuid()}-{processes.host_id()}-{pid}-{processes.start_of(pid) or 'x'}-"
 
 
 def mkdtemp() -> str:
@@ -56,7 +45,7 @@ def sweep() -> list[str]:
     if (os.getpid(), root) in _swept:
         return []
     _swept.add((os.getpid(), root))
-    mine, removed = (str(os.getuid()), _host()), []
+    mine, removed = (str(os.getuid()), processes.host_id()), []
     try:
         names = os.listdir(root)
     except OSError:

@@ -199,18 +199,23 @@ def test_the_folders_of_this_hosts_killed_commands_are_orphans_but_a_killed_swee
     host, me = socket.gethostname(), disk_cache.owner_record("train run live", keep=False)
     assert me["pid"] == os.getpid() and me["start"] is not None and disk_cache.alive(me)
 
-    def record(owner, *, keep=False, on=host):
-        return {"owner": owner, "host": on, "pid": gone_process.pid, "start": None, "keep": keep}
+    def record(owner, *, keep=False, on=host, namespace=None):
+        where = namespace or (me["host_id"] if on == host else "another host's")
+        return {"owner": owner, "host": on, "host_id": where, "pid": gone_process.pid, "start": None, "keep": keep}
 
     root = tmp_path / "decoded"
+    # "beside": a driver in another pid namespace of this host (a --net=host container), whose pid is not seen here;
+    # "older": a record of older code, which does not say its namespace
+    older = {k: v for k, v in record("train run older").items() if k != "host_id"}
     folders = {"killed": record("train run killed"), "sweep": record("sweep s1", keep=True), "live": me,
-               "away": record("train run away", on="another-host"), "reused": {**me, "owner": "confirm", "start": "1"}}
+               "away": record("train run away", on="another-host"), "reused": {**me, "owner": "confirm", "start": "1"},
+               "beside": record("train run beside", namespace="another pid namespace"), "older": older}
     for name, r in folders.items():
         disk_cache._claim(str(root / name), r)
     (root / "norecord").mkdir()
     found = disk_cache._owned(str(root))
     assert sorted(os.path.basename(f) for f, _ in found) == sorted(folders)
-    orphans = disk_cache.orphans(found, host=host)
+    orphans = disk_cache.orphans(found)
     assert {os.path.basename(f): owner for f, owner in orphans.items()} == {"killed": "train run killed",
                                                                              "reused": "confirm"}
 

@@ -41,8 +41,11 @@ def write_lease(run_dir, *, pid, host=None, expires_in=60.0, owner="train run mi
     import socket
     import time
 
+    from orchestrator import processes
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "lease.json").write_text(json.dumps({"owner": owner, "host": host or socket.gethostname(),
+    here = {"host_id": processes.host_id()} if host is None else {}   # this host and pid namespace, as acquire says
+    (run_dir / "lease.json").write_text(json.dumps({"owner": owner, "host": host or socket.gethostname(), **here,
                                                    "pid": pid, "expires": time.time() + expires_in}))
 
 
@@ -85,6 +88,31 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     with lease.acquire(str(tmp_path / "run"), what="train run b") as held:
         assert lease.read(str(tmp_path / "run"))["pid"] == os.getpid() == held.record["pid"]
     assert [p.name for p in (tmp_path / "run").iterdir()] == []   # the stale lease was not left aside
+
+
+def test_a_lease_held_from_another_pid_namespace_of_this_host_holds_until_it_expires(tmp_path):
+    """A process in another pid namespace with this host's name (a --net=host container beside a shell on the host)
+    saw every live holder's pid as gone and took its lease; the live holder then found its lease lost and stopped
+    (reproduced with `unshare -Urpf`: a 4 s old lease taken, the live run ended with exit code 2). A holder is judged
+    dead only by a process of its host and pid namespace; any other waits for the lease to expire, and so does one of
+    a lease whose record does not say its namespace (older code)."""
+    import socket
+    import time
+
+    from orchestrator import processes
+    from orchestrator.training import lease
+
+    gone = live_process()
+    gone.kill()
+    gone.wait()
+    holder = {"owner": "train run r 0123", "host": socket.gethostname(), "host_id": "another pid namespace",
+              "pid": gone.pid, "expires": time.time() + 30}
+    assert not lease.is_stale(holder)
+    assert lease.is_stale({**holder, "host_id": processes.host_id()})           # this namespace's dead process
+    assert lease.is_stale({**holder, "expires": time.time() - 1})               # expired
+    assert not lease.is_stale({k: v for k, v in holder.items() if k != "host_id"})
+    with lease.acquire(str(tmp_path / "run"), what="train run b") as held:
+        assert held.record["host_id"] == processes.host_id() and held.record["host"] == socket.gethostname()
 
 
 def test_a_lease_from_another_host_holds_until_it_expires(tmp_path):

@@ -16,7 +16,7 @@ def test_a_sweep_removes_gone_processes_scratch_of_this_user_and_host_only(tmp_p
     gone.wait()
     live = subprocess.Popen(["sleep", "60"])
     try:
-        uid, host, start = os.getuid(), scratch._host(), processes.start_of(live.pid)
+        uid, host, start = os.getuid(), processes.host_id(), processes.start_of(live.pid)
         names = {
             "gone": f"orchestrator-{uid}-{host}-{gone.pid}-1-abc.keras",
             "gone, start unknown": f"orchestrator-{uid}-{host}-{gone.pid}-x-def",

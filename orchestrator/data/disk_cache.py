@@ -154,7 +154,8 @@ def owner_record(owner: str, *, keep: bool) -> dict:
     import socket
 
     pid = os.getpid()
-    return {"owner": owner, "host": socket.gethostname(), "pid": pid, "start": processes.start_of(pid), "keep": keep}
+    return {"owner": owner, "host": socket.gethostname(), "host_id": processes.host_id(), "pid": pid,
+            "start": processes.start_of(pid), "keep": keep}
 
 
 def alive(record: dict) -> bool:
@@ -165,11 +166,13 @@ def alive(record: dict) -> bool:
         return True
 
 
-def orphans(found: list, *, host: str) -> dict:
-    """Of ``(folder, record)`` pairs found on the nodes: the folders of this host's commands that ended without
-    removing them (killed), and not kept for a resume. Folders of other hosts' drivers are theirs to judge."""
+def orphans(found: list) -> dict:
+    """Of ``(folder, record)`` pairs found on the nodes: the folders of commands of this host and pid namespace
+    (``processes.host_id``) that ended without removing them (killed), and not kept for a resume. Folders of other
+    hosts' or namespaces' drivers (a container beside this shell) are theirs to judge, and so are records of older
+    code, which do not say their namespace."""
     return {folder: r["owner"] for folder, r in found
-            if r.get("host") == host and not r.get("keep") and not alive(r)}
+            if r.get("host_id") == processes.host_id() and not r.get("keep") and not alive(r)}
 
 
 def _claim(folder: str, record: dict) -> None:
@@ -209,9 +212,7 @@ def claim_everywhere(folder: str, record: dict) -> None:
 def remove_orphans(root_dir: str) -> dict:
     """Remove, on every node, the cache folders that commands of this host left when they were killed (a disk cache
     can be as large as the data set decoded). Returns {folder: owner} of those removed."""
-    import socket
-
-    gone = orphans([pair for node in _on_every_node(_owned, root_dir) for pair in node], host=socket.gethostname())
+    gone = orphans([pair for node in _on_every_node(_owned, root_dir) for pair in node])
     for folder in gone:
         remove_everywhere(folder)
     return gone

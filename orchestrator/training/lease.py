@@ -1,12 +1,13 @@
-"""One writer per run folder: an exclusive lease, ``<run>/lease.json`` = ``{owner, host, pid, expires}``.
+"""One writer per run folder: an exclusive lease, ``<run>/lease.json`` = ``{owner, host, host_id, pid, expires}``.
 
 The holder extends its lease every ``HEARTBEAT_S`` (a thread) and deletes the file when it ends. Locally it moves
 the file's mtime to the new expiry through its own descriptor and never rewrites the content, so a takeover's lease,
 which is a new file, can't be overwritten by a beat that read the lease just before it; such a lease says
 ``renews: mtime``, and ``read`` takes the later of its ``expires`` and its mtime. Another process
 takes the folder over only when the lease has expired (``EXPIRY_S`` after the last heartbeat), or when its holder
-ran on this host and that PID is dead (a killed `train` or sweep, resumed at once). Anything else is refused with
-one line naming the holder.
+ran on this host, in this pid namespace (``processes.host_id``: a container sharing the host's name sees other pids),
+and that PID is dead (a killed `train` or sweep, resumed at once). Anything else is refused with one line naming the
+holder.
 
 Local storage: the lease is created exclusively (``O_EXCL``, atomic on one file system). Object stores (S3 through
 pyarrow, which has no conditional put): written, then read back after a pause to see who won. Two starts in the
@@ -152,8 +153,8 @@ def acquire(run_dir: str, *, what: str, wait_s: float = 0.0, poll_s: float = 1.0
     """Take the run folder's lease for ``what`` (e.g. "train run x"); ``RunInUse`` if a live holder keeps it
     for longer than ``wait_s``. ``kept_before``: folders where older code kept this lease; a live holder there
     keeps it too (they are read, never written)."""
-    record = {"owner": f"{what} {uuid.uuid4().hex[:12]}", "host": socket.gethostname(), "pid": os.getpid(),
-              "expires": time.time() + EXPIRY_S}
+    record = {"owner": f"{what} {uuid.uuid4().hex[:12]}", "host": socket.gethostname(), "host_id": processes.host_id(),
+              "pid": os.getpid(), "expires": time.time() + EXPIRY_S}
     deadline = time.monotonic() + wait_s
     while True:
         folder, holder = live_holder(kept_before)
@@ -195,10 +196,11 @@ def in_use_line(run_dir: str, holder: dict) -> str:
 
 
 def is_stale(holder: dict, *, now: Optional[float] = None) -> bool:
-    """Expired, or held by a dead process on this host."""
+    """Expired, or held by a dead process of this host and pid namespace (``processes.host_id``: another namespace's
+    pid is not seen here, and a record without one, of older code, waits for its expiry)."""
     if float(holder.get("expires", 0)) <= (now or time.time()):
         return True
-    return holder.get("host") == socket.gethostname() and not processes.running(int(holder.get("pid", 0)))
+    return holder.get("host_id") == processes.host_id() and not processes.running(int(holder.get("pid", 0)))
 
 
 def _try(run_dir: str, record: dict) -> Optional[dict]:
