@@ -535,3 +535,17 @@ def test_an_s3_endpoint_nothing_answers_on_is_one_line_at_once(tmp_path, capsys,
     assert code == 2 and "\n" not in err.rstrip("\n") and "try again" not in err, err
     assert f"cannot reach the storage endpoint http://{where}" in err and "endpoint_override" in err, err
     assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "--to", "s3://AKIAX:SeCrEt@bkt/x"],                                   # the csv: prefix forgotten
+    ["leaderboard", "--where", "experiment == 's3://AKIAX:SeCrEt@bkt/x' and"],
+    ["leaderboard", "--sort", "s3://AKIAX:SeCrEt@bkt/x"],
+    ["leaderboard", "-e", "s3://AKIAX:SeCrEt@bkt/x"],
+])
+def test_a_secret_typed_into_a_mistake_is_not_echoed(tmp_path, capsys, argv):
+    """A user's mistake is one line that quotes what was given: a URI with credentials typed in the wrong place was
+    quoted whole (click's usage errors were redacted, the product's own were not)."""
+    _, storage = seeded(tmp_path)
+    code, out, err = run_cli(capsys, *argv, "--storage", storage)
+    assert code == 2 and err.startswith("error: ") and "SeCrEt" not in out + err and "AKIAX" not in out + err, err

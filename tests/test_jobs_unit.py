@@ -410,3 +410,15 @@ def test_a_relative_path_given_to_submit_by_set_names_the_same_file_on_the_clust
                            str(project), "--set", "storage=../../runs")   # lost with the job's folder, wherever it is
     assert code == 2 and "is a relative local path" in err, err
     assert client.submitted is None
+
+
+def test_an_uploaded_yaml_with_credentials_in_a_comment_is_refused(project, monkeypatch):
+    """The uploaded folder's YAML files were searched by their values only: a commented-out line
+    `# storage: s3://KEY:SECRET@bucket/runs` went to the cluster, which stores the upload and unpacks it on every
+    node. Their text is searched too."""
+    client = FakeClient(["SUCCEEDED"])
+    (project / "examples").mkdir()
+    (project / "examples" / "old.yaml").write_text("name: t\n# storage: s3://AKIAOLD:wJalrOLDSECRET@team/runs\n")
+    with pytest.raises(ConfigError, match="examples/old.yaml holds credentials") as e:
+        run_submit(monkeypatch, project, client)
+    assert "wJalrOLDSECRET" not in str(e.value) and client.submitted is None

@@ -100,8 +100,8 @@ def _shortened(text: str, width: int) -> str:
 
 def refuse_secrets(path: Path, shown: str) -> None:
     """The working directory a job uploads is stored by the cluster and unpacked on every node: a YAML file that holds
-    credentials (s3://KEY:SECRET@..., a secret query parameter) would carry them there. A file that is not YAML
-    after all (a template) is searched as text."""
+    credentials (s3://KEY:SECRET@..., a secret query parameter) would carry them there: its values, and then its
+    text (a comment, or a file that is not YAML after all, such as a template)."""
     from ..config.loading import read_yaml
     from ..credentials import holds_secret
 
@@ -118,7 +118,9 @@ def refuse_secrets(path: Path, shown: str) -> None:
     text = path.read_text(errors="replace")
     try:
         first = next(found(read_yaml(text, source=str(path))), None)
-    except ConfigError:
+    except ConfigError:   # not YAML after all (a template): its text is searched below
+        first = None
+    if first is None:     # a comment (a commented-out storage line) is uploaded too
         first = next((("", uri) for uri in uris_in(text) if holds_secret(uri)), None)
     if first is not None:
         key, value = first

@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     quiet_warnings()
     try:
         cli.main(args=argv, prog_name="orchestrator", standalone_mode=False)
-    except UserError as e:
-        click.echo(f"error: {e}", err=True)
+    except UserError as e:   # it may quote what was given: a URI's credentials typed in the wrong place too
+        from ..storage import redact_text
+
+        click.echo(f"error: {redact_text(str(e))}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
