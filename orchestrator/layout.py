@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -38,6 +39,19 @@ def trials(location: str) -> str:
 
 def run_dir(location: str, name: str) -> str:
     return storage.join(location, "trials", name)
+
+
+def require_run_name(name: str) -> str:
+    """``train --name``: a folder of its own under ``trials/``, not a path out of it, a hidden one, or a sweep's trial
+    run (``<sweep id>-<trial id>``: a trial's folder has no lease of its own)."""
+    from .errors import ConfigError
+
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise ConfigError(f"--name {name!r} is not a run name: use letters, digits, '_', '-' and '.' (not first, "
+                          f"no '..'), e.g. --name digits-lr3")
+    if re.match(r"\d{8}-\d{6}-[0-9a-f]{6}-", name):
+        raise ConfigError(f"--name {name!r} names a sweep's trial run: pick another name (or omit it)")
+    return name
 
 
 def trial_run_name(sweep_id: str, trial_id: str) -> str:

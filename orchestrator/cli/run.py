@@ -54,7 +54,8 @@ def validate(config, sets):
 @click.argument("config", type=click.Path())
 @set_opt
 @address_opt
-@click.option("--name", default=None, help="run name (default: unique); an existing run of the same config continues")
+@click.option("--name", default=None, help="run name (default: unique); an existing run of the same config continues",
+              callback=lambda ctx, param, name: name if name is None else layout.require_run_name(name))
 @click.option("--verbose", "-v", is_flag=True, help="also show Ray's own output")
 @job_opt
 def train(config, sets, address, name, verbose, in_job):
