@@ -303,3 +303,21 @@ def test_the_same_work_under_two_experiments_stays_in_each_experiments_own_queri
     assert sorted(board.top(5).column("trial_id").to_pylist()) == ["a1", "b2"]   # together: the work once
     result = write_report(board, "beta", str(tmp_path / "report"))
     assert result["pareto"]["n_trials"] == 2, result["pareto"]
+
+
+def test_images_of_a_fixed_size_format_are_identified_by_content(tmp_path):
+    """A manifest's identity holds the size of every image it lists, which changes with the content of a compressed
+    image; a BMP (PPM, uncompressed TIFF) of one shape has one size whatever its pixels. Two sets of such images with
+    different pixels and the same manifest were one identity, and merge marked one's trials as the other's work.
+    A copy elsewhere is still the same data."""
+    import numpy as np
+    from PIL import Image
+
+    for folder, seed in (("a", 0), ("b", 1), ("copy", 0)):
+        for i in range(3):
+            pixels = np.random.default_rng(seed * 10 + i).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            (tmp_path / folder).mkdir(exist_ok=True)
+            Image.fromarray(pixels).save(tmp_path / folder / f"{i}.bmp")
+        (tmp_path / folder / "m.csv").write_text("image,left\n" + "".join(f"{i}.bmp,{i % 2}\n" for i in range(3)))
+    ids = {f: data_identity(str(tmp_path / f / "m.csv")) for f in ("a", "b", "copy")}
+    assert ids["a"] != ids["b"] and ids["a"] == ids["copy"], ids

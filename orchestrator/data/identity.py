@@ -2,7 +2,8 @@
 as one (``leaderboard merge``'s ``work_key``). The data fingerprint of a run hashes paths, so it cannot.
 
 - ``builtin:NAME``: its name (the project makes it the same everywhere);
-- a CSV or Parquet manifest (image paths): its bytes, plus the size of every image it lists;
+- a CSV or Parquet manifest (image paths): its bytes, plus the size of every image it lists, and the content of
+  those of a format whose size says nothing of it (BMP, PPM, TIFF: one size for one shape);
 - Parquet data (images inside): per file, its size and its footer (schema, row groups, statistics, sizes), which
   changes with the content, without reading the data itself.
 Files are taken in name order, named relative to the location, so a copied folder has the same identity."""
@@ -84,4 +85,19 @@ def _image_sizes(location: str, fs: pafs.FileSystem, path: str, image_column: st
     wanted = [p if os.path.isabs(p) else f"{base_path.rstrip('/')}/{p}" for p in local]
     sizes = [i.size if i.type == pafs.FileType.File else None for i in base_fs.get_file_info(wanted)]
     remote = [p for p in table.column(image_column).to_pylist() if p and storage.is_uri(p)]
-    return sizes + [size for size, _ in storage.file_stats(remote)]
+    sizes += [size for size, _ in storage.file_stats(remote)]
+    return sizes + [_content(base_fs, p) for p in wanted if p.lower().endswith(FIXED_SIZE)] + [
+        _content(*storage.filesystem(p)) for p in remote if p.split("?")[0].lower().endswith(FIXED_SIZE)]
+
+
+# Image formats whose files have one size for one shape, whatever the pixels: a size says nothing of their content
+FIXED_SIZE = (".bmp", ".dib", ".ppm", ".pgm", ".pbm", ".pnm", ".tif", ".tiff")
+
+
+def _content(fs: pafs.FileSystem, path: str) -> str | None:
+    """A digest of an image file's bytes; None for a missing one."""
+    try:
+        with fs.open_input_stream(path) as stream:
+            return hashlib.sha256(stream.read()).hexdigest()
+    except FileNotFoundError:
+        return None
