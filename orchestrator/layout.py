@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import time
+import uuid
 from urllib.parse import urlsplit
 
 from . import storage
@@ -41,6 +42,13 @@ def run_dir(location: str, name: str) -> str:
     return storage.join(location, "trials", name)
 
 
+SWEEP_ID = r"\d{8}-\d{6}-[0-9a-f]{6}"   # what new_sweep_id makes
+
+
+def new_sweep_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
 def require_run_name(name: str) -> str:
     """``train --name``: a folder of its own under ``trials/``, not a path out of it, a hidden one, or a sweep's trial
     run (``<sweep id>-<trial id>``: a trial's folder has no lease of its own)."""
@@ -49,7 +57,7 @@ def require_run_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or ".." in name:
         raise ConfigError(f"--name {name!r} is not a run name: use letters, digits, '_', '-' and '.' (not first, "
                           f"no '..'), e.g. --name digits-lr3")
-    if re.match(r"\d{8}-\d{6}-[0-9a-f]{6}-", name):
+    if re.match(rf"(?:[a-z]+-)?{SWEEP_ID}-", name):   # a sweep's, or a confirm/ablate/baselines run's
         raise ConfigError(f"--name {name!r} names a sweep's trial run: pick another name (or omit it)")
     return name
 

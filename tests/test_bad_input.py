@@ -551,7 +551,8 @@ def test_a_secret_typed_into_a_mistake_is_not_echoed(tmp_path, capsys, argv):
     assert code == 2 and err.startswith("error: ") and "SeCrEt" not in out + err and "AKIAX" not in out + err, err
 
 
-@pytest.mark.parametrize("name", ["../leaderboard", "a/b", "..", ".hidden", "20261206-190307-9e9193-c0377_00004", ""])
+@pytest.mark.parametrize("name", ["../leaderboard", "a/b", "..", ".hidden", "20261206-190307-9e9193-c0377_00004", "",
+                                  "confirm-20261206-190307-9e9193-c0377_00004_s1"])
 def test_a_train_run_name_that_would_reach_another_folder_is_refused(tmp_path, capsys, name):
     """`train --name` named a folder under <storage>/trials without a check: `../leaderboard` reached the leaderboard's
     folder, `a/b` a folder inside another run's, and a sweep's trial run name (`<sweep id>-<trial id>`) that trial's

@@ -12,11 +12,11 @@ import os
 import queue as stdqueue
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Optional
 
 from .. import _ray, layout, metrics, storage
+from ..layout import new_sweep_id  # noqa: F401 - tuner, confirm and ablate take it from here
 from ..config.schema import ExperimentConfig
 from ..config.sampling import materialize
 from ..errors import ConfigError
@@ -59,10 +59,6 @@ class SweepSpec:
 
 def trial_config(base: ExperimentConfig, params: dict) -> ExperimentConfig:
     return base.with_values(materialize(base.search, params, list(base.tasks), seed=base.train.seed))
-
-
-def new_sweep_id() -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def make_tuner(cfg: ExperimentConfig, spec: SweepSpec, *, resume: bool = False):
