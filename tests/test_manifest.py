@@ -225,3 +225,18 @@ def test_a_class_folder_that_is_a_link_is_a_class(tmp_path, capsys):
     os.symlink(tmp_path / "tree", tmp_path / "tree" / "cat" / "loop")   # a link to an ancestor: no endless walk
     code, out, err = run_cli(capsys, "manifest", str(tmp_path / "tree"), "-o", str(tmp_path / "m.csv"))
     assert code == 0 and "6 images" in out and "2 classes (cat, dog)" in out, (out, err)
+
+
+@pytest.mark.parametrize("spellings", [("007", "7"), ("1", "1.0")])
+def test_two_spellings_of_one_number_in_a_csv_manifest_are_refused_not_made_one_class(tmp_path, spellings):
+    """A CSV column whose every cell is a number is read as numbers: the classes '007' and '7' (or '1' and '1.0')
+    became one class, their rows trained and scored as one, with no word."""
+    from orchestrator.config import parse_config
+    from orchestrator.data.prepare import prepare
+    from orchestrator.errors import DataError
+
+    a, b = spellings
+    cfg = parse_config(_species_manifest(tmp_path, [a, b, "3"] * 10))
+    with pytest.raises(DataError, match=f"labels '{a}' and '{b}' of column 'species' .* both read as one number"):
+        prepare(cfg)
+    prepare(parse_config(_species_manifest(tmp_path, [a, a, "3"] * 10)))   # one spelling per class: fine

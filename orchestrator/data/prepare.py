@@ -25,7 +25,7 @@ from ..config.schema import ExperimentConfig
 from ..errors import DataError
 from .decode import conform, decode_options, decode_unit
 from .leakage import overlap
-from .sources import class_list, labels, read_source
+from .sources import class_list, labels, one_spelling, read_source
 from .spec import DataSpec, PreparedData, Source
 
 UNIT_ROWS = {"paths": 128, "bytes": 256, "pixels": 1024}
@@ -139,6 +139,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
     d = cfg.data
     label_columns = sorted({cfg.label_of(t) for t in cfg.tasks})
     train = read_source(d.train, d.image_column, label_columns, allow_outside=d.allow_outside)
+    one_spelling(cfg, train)
     n = train.labels.num_rows
     if n == 0:
         raise DataError(f"data set {storage.redact(d.train)!r} has no rows: point data.train at non-empty data")
@@ -150,6 +151,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
     sources = [train]
     if isinstance(d.validation, str):
         val = read_source(d.validation, d.image_column, label_columns, allow_outside=d.allow_outside)
+        one_spelling(cfg, val)
         if val.labels.num_rows == 0:
             raise DataError(f"data set {storage.redact(d.validation)!r} has no rows: point data.validation at "
                             f"non-empty data")

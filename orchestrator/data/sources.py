@@ -61,7 +61,13 @@ def _read_csv(uri, fs, path, image_column, label_columns) -> Source:
     _require_columns(table.column_names, [image_column] + label_columns, uri)
     if not pa.types.is_string(table.schema.field(image_column).type):
         raise DataError(f"column {image_column!r} of the CSV manifest {storage.redact(uri)} must hold image paths")
-    return _manifest(uri, table, image_column, label_columns)
+    src = _manifest(uri, table, image_column, label_columns)
+    numbers = [c for c in label_columns if not pa.types.is_string(table.schema.field(c).type)]
+    if numbers:   # the cells as written: '007' and '7' both read as 7 (``one_spelling``)
+        with fs.open_input_stream(path) as f:
+            src.label_text = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
+                include_columns=numbers, column_types={c: pa.string() for c in numbers}))
+    return src
 
 
 def _read_parquet(uri, fs, path, image_column, label_columns) -> Source:
@@ -171,6 +177,21 @@ def labels(cfg: ExperimentConfig, task: str, table: pa.Table, uri: str, classes:
                             f"of the classes {classes}; {hint}")
         out[i] = j
     return out
+
+
+def one_spelling(cfg: ExperimentConfig, src: Source) -> None:
+    """A CSV column whose every cell is a number is read as numbers: the classes '007' and '7' (or '1' and '1.0')
+    would train and score as one class. Refused: which spellings are one class is the user's to say."""
+    for task, tc in cfg.tasks.items():
+        column = cfg.label_of(task)
+        if tc.type != "classification" or src.label_text is None or column not in src.label_text.column_names:
+            continue
+        first = {}
+        for v, text in zip(src.labels.column(column).to_pylist(), src.label_text.column(column).to_pylist()):
+            if v is not None and first.setdefault(v, text) != text:
+                raise DataError(f"labels {first[v]!r} and {text!r} of column {column!r} (task {task!r}) in "
+                                f"{storage.redact(src.uri)} both read as one number, {v!r}, so one class; write "
+                                f"each class one way, or give classes names that are not numbers")
 
 
 def class_list(cfg: ExperimentConfig, task: str, table: pa.Table) -> list:

@@ -45,6 +45,7 @@ class Source:
     raw_paths: list[str] | None = None  # manifest: the image paths as written in it
     row_groups: list[tuple[str, int, int, int]] = field(default_factory=list)   # (file, group, first row, rows)
     shape_meta: tuple | None = None
+    label_text: pa.Table | None = None  # CSV: label columns read as numbers, their cells as written
 
 
 @dataclass
