@@ -694,3 +694,23 @@ def test_a_limiter_pickled_by_older_code_resumes(tmp_path):
     resumed.suggest("failed")
     resumed.on_trial_complete("failed", None, error=True)
     assert resumed.searcher.told == {"failed": (0.2, False)}
+
+
+def test_a_trial_whose_objective_is_nan_ranks_last_under_asha():
+    """An objective can be NaN without the trial diverging (an AUC over a one-class validation set, a Δm% over a zero
+    baseline). Ray's rung compares NaN < cutoff, which is False: ASHA continued such a trial at every rung, where sync
+    halving and MO-ASHA rank it last and Optuna is told the worst value. Found by a helper's audit."""
+    import math
+
+    from orchestrator.sweep.kept import KeptASHA
+
+    scores = {"t0": 0.9, "t1": 0.8, "t2": 0.7, "t3": 0.6}
+    for last, expected in ((0.1, "STOP"), (math.nan, "STOP")):
+        scheduler = KeptASHA(max_t=8, grace_period=1, reduction_factor=2)
+        scheduler.set_search_properties("objective", "max")
+        trials = [FakeTrial(t) for t in [*scores, "t4"]]
+        for trial in trials:
+            scheduler.on_trial_add(None, trial)
+        for trial, value in zip(trials, [*scores.values(), last]):
+            said = scheduler.on_trial_result(None, trial, {"epoch": 1, "objective": value, "status": "running"})
+        assert said == expected, (last, said)

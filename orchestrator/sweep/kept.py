@@ -8,6 +8,7 @@ among the live trials only. Each of our schedulers keeps its records in a file o
 from __future__ import annotations
 
 import json
+import math
 from typing import Optional
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -82,7 +83,8 @@ class KeptASHA(KeptRecords, ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         dead = result.get("status") == "diverged"   # its scores may be finite (float16): it ranks last, as elsewhere
-        if dead and self._metric in result:
+        # NaN (an AUC of a one-class validation set) too: Ray's rung compares NaN < cutoff, False, and lets it through
+        if self._metric in result and (dead or not math.isfinite(float(result[self._metric]))):
             result = {**result, self._metric: -self._metric_op * BAD}   # finite: rungs take percentiles
         before = self._count()
         action = super().on_trial_result(tune_controller, trial, result)
