@@ -13,6 +13,7 @@ metric, signed so that **positive means better than single-task** (LibMTL's sign
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
@@ -47,6 +48,23 @@ _RUN_METRICS = (
 )
 TASK_METRICS: dict[str, Metric] = {m.name: m for m in _TASK_METRICS}
 RUN_METRICS: dict[str, Metric] = {m.name: m for m in _RUN_METRICS}
+
+
+# What a worker reports beside its metrics: no learning curve. Matched whole: a task may be named status or ranking
+_RUN_FIELDS = re.compile(r"(status|config_hash|world_size|steps_per_epoch|rank\d+_(steps|peak_rss_mb))")
+
+
+def is_run_field(key: str) -> bool:
+    return _RUN_FIELDS.fullmatch(key) is not None
+
+
+def task_of(key: str) -> Optional[tuple[str, str]]:
+    """``(task, metric)`` of a per-task metric key (``world_size_accuracy`` -> ``("world_size", "accuracy")``), split at
+    a registered metric's name (a task's name may hold underscores); None for any other key."""
+    for name in () if key in RUN_METRICS else TASK_METRICS:
+        if key.endswith("_" + name) and len(key) > len(name) + 1:
+            return key[:-len(name) - 1], name
+    return None
 
 
 def metrics_for(task_type: str) -> tuple[str, ...]:

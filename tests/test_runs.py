@@ -596,3 +596,22 @@ def test_a_run_or_sweep_of_older_code_is_refused_as_such(tmp_path):
         {"sweep_id": "s1", "config_hash": sweep_hash(sweep)}).encode())
     with pytest.raises(ConfigError, match="older code .*start a new sweep"):
         find_sweep(sweep, None, fingerprint=None)
+
+
+def test_a_task_named_like_a_run_field_keeps_its_metrics_in_history_and_tensorboard(tmp_path):
+    """Run fields were left out of a row's history and the event file by prefix ("status", "rank" for rank0_steps,
+    "epoch"): a task named status, ranking or epochs lost every metric there, and work reused from the row then had no
+    score for it (Δm% NaN, its columns null). Found by a helper's audit."""
+    from factories import scalar_steps
+    from orchestrator.leaderboard.rows import compact_epoch
+    from orchestrator.training.tensorboard import EpochBoard
+
+    epoch = {"epoch": 1, "status": "running", "config_hash": "abc", "world_size": 2, "rank0_steps": 4,
+             "rank1_peak_rss_mb": 900.0, "steps_per_epoch": 4, "examples_per_s": 100.0, "status_accuracy": 0.8,
+             "ranking_mae": 0.5, "epochs_r2": 0.3, "world_size_accuracy": 0.6, "objective": 0.7}
+    tasks = {"status_accuracy": 0.8, "ranking_mae": 0.5, "epochs_r2": 0.3, "world_size_accuracy": 0.6}
+    assert compact_epoch(epoch) == {"epoch": 1, **tasks, "objective": 0.7}
+    with EpochBoard(str(tmp_path / "run")) as board:
+        board.write(epoch)
+    assert scalar_steps(tmp_path / "run" / "tb") == {(tag, 1) for tag in (
+        "status/accuracy", "ranking/mae", "epochs/r2", "world_size/accuracy", "run/objective", "run/examples_per_s")}

@@ -16,9 +16,6 @@ from ..config import schema
 from ..config.schema import ExperimentConfig
 from ..config.space import hp_columns, null_columns
 
-HISTORY_SKIP = ("rank", "status", "config_hash", "world_size", "steps_per_epoch", "examples_per_s")
-
-
 def trial_status(cfg: ExperimentConfig, history: list[dict], error: Optional[str]) -> tuple[str, Optional[str]]:
     """(status, reason): failed, diverged, stopped (fewer epochs than this trial's own budget) or completed."""
     last = history[-1] if history else {}
@@ -141,6 +138,6 @@ def _config_columns(cfg: ExperimentConfig, last: dict, *, n_blocks: int) -> dict
 def compact_epoch(m: dict) -> dict:
     """The per-epoch record kept in a row's ``history`` (learning curves for reports)."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith(HISTORY_SKIP)
-            and k not in ("time_this_iter_s", "time_total_s", "timestamp", "training_iteration", "pid",
-                          "time_since_restore", "iterations_since_restore")}
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not metrics.is_run_field(k)
+            and k not in ("examples_per_s", "time_this_iter_s", "time_total_s", "timestamp", "training_iteration",
+                          "pid", "time_since_restore", "iterations_since_restore")}

@@ -13,8 +13,7 @@ import struct
 import time
 
 from .. import storage
-
-SKIP = ("rank", "steps_per_epoch", "world_size", "epoch")
+from ..metrics import is_run_field, task_of
 
 
 class EpochBoard:
@@ -38,7 +37,8 @@ class EpochBoard:
             raise ValueError("write to a closed EpochBoard")
         epoch, now = int(metrics["epoch"]), time.time()
         for key, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and not key.startswith(SKIP):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch" and \
+                    not is_run_field(key):
                 self._append(Event(summary=scalar(_tag(key), float(value)), step=epoch, wall_time=now))
         storage.atomic_write(storage.join(self.run_dir, "tb", self.name), bytes(self.events))
 
@@ -68,7 +68,5 @@ def _tag(key: str) -> str:
     for prefix in ("train_loss_", "eff_weight_"):
         if key.startswith(prefix):
             return f"{prefix.rstrip('_')}/{key[len(prefix):]}"
-    if "_" in key and key not in ("train_loss", "mean_score", "examples_per_s", "epoch_seconds", "delta_m"):
-        task, metric = key.split("_", 1)
-        return f"{task}/{metric}"
-    return f"run/{key}"
+    task = task_of(key)
+    return f"{task[0]}/{task[1]}" if task else f"run/{key}"
