@@ -1,5 +1,6 @@
 """Writing the leaderboard: appends retried then raised, concurrent writers, corrupt files skipped with one warning,
 and every documented reader (pyarrow, pandas, DuckDB) reading it."""
+import contextlib
 import json
 import os
 import subprocess
@@ -437,3 +438,44 @@ def test_confirm_ablate_and_baseline_runs_hold_their_sweeps_lease_while_they_tra
     runner.run_configs(Session(p, {}, None), [p.cfg], kind="confirm", sweep_id="confirm-x", out=lambda line: None)
     assert seen["holder"] is not None and seen["holder"]["pid"] == os.getpid(), seen
     assert lease.read(layout.sweep_own(p.cfg.storage, p.cfg.name, "confirm-x")) is None
+
+
+def test_confirm_and_ablation_runs_hand_their_workers_the_baselines_their_objective_needs(tmp_path, monkeypatch):
+    """Under objective delta_m the workers compute Δm% from the baselines they are handed. run_configs gave its rows
+    the baselines but its workers none: every confirm and ablation run's objective was NaN, `confirm` ranked nothing
+    and `ablate`'s "What mattered" was empty, exit 0. And `confirm` handed none at all: its rows had no Δm% either.
+    Each run gets the baselines its original trial's sweep measured against. (Tune's fit is a probe that reads what
+    the trials are handed; the workers' use of it is the sweep's, tested end to end.) Found by a helper's audit."""
+    from orchestrator import layout, storage
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard.leaderboard import Leaderboard
+    from orchestrator.sweep import capacity, confirm, runner
+    from orchestrator.training import session as sessions
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", objective={"metric": "delta_m"}))
+    p = sessions.check(cfg)
+    handed = []
+
+    class Probe:
+        def __init__(self, spec):
+            self.spec = spec
+
+        def fit(self):
+            handed.append(self.spec.plan.inputs.baselines)
+
+    monkeypatch.setattr(runner, "make_tuner", lambda cfg, spec: Probe(spec))
+    monkeypatch.setattr(capacity, "plan_concurrency", lambda cfg, **kw: capacity.TrialsPlan(1, spares=False))
+    baselines = {"left": 0.9, "right": 0.8, "sum": 0.5}
+    runner.run_configs(sessions.Session(p, {}, None), [cfg], kind="ablation", sweep_id="ablation-x",
+                       out=lambda line: None, baselines=baselines)
+    assert handed == [baselines]
+
+    storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, "s1"), json.dumps({"baselines": baselines}).encode())
+    Leaderboard(cfg.storage).append([{"experiment": cfg.name, "sweep_id": "s1", "kind": "trial", "trial_id": "t1",
+                                      "status": "completed", "objective": 3.0, "objective_mode": "max",
+                                      "config": cfg.run_fields(public=False)}])
+    monkeypatch.setattr(sessions, "check", lambda c: p)
+    monkeypatch.setattr(sessions, "describe", lambda *a, **k: None)
+    monkeypatch.setattr(sessions, "one_off", lambda *a, **k: contextlib.nullcontext(sessions.Session(p, {}, None)))
+    confirm.confirm(cfg.storage, cfg.name, top=1, seeds=1, out=lambda line: None)
+    assert handed[1:] == [baselines]

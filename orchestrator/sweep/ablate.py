@@ -24,7 +24,7 @@ from ..config.schema import ExperimentConfig, parse_config
 from ..config.space import dotted_get, same_option
 from ..errors import ConfigError
 from ..leaderboard.query import rows as row_dicts
-from .confirm import confirmed, done_runs, trial_row
+from .confirm import confirmed, done_runs, measured_against, trial_row
 
 REFERENCE = "reference"
 
@@ -149,6 +149,7 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
     board = Leaderboard(storage_location)
     # the data as it is now: runs done before on other content at the same path are not reused
     winner = winner_row(board, experiment, trial)
+    baselines = measured_against([winner])[winner["trial_id"]]   # before anything starts
     p = check(_config(winner).with_values({"storage": storage_location}))
     todo = plan(board, winner, dims=dims, seeds=seeds, values=values, storage_location=storage_location,
                 fingerprint=p.spec.fingerprint)
@@ -162,5 +163,5 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
         describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
         with one_off(p, owner=f"sweep {sweep_id}", address=address, out=out) as session:
             run_configs(session, list(todo.configs), kind="ablation", sweep_id=sweep_id, out=out,
-                        extra=list(todo.extra), baselines=sweep_baselines(winner))
+                        extra=list(todo.extra), baselines=baselines)
     return {"winner": todo.winner["trial_id"], "trained": len(todo.configs), "reused": todo.reused}

@@ -66,6 +66,21 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
     return configs, extra
 
 
+def measured_against(rows: list[dict]) -> dict:
+    """trial id -> the single-task baselines its sweep measured Δm% against (None without): its confirmation and
+    ablation runs are measured against the same. Under objective delta_m, a ConfigError naming a trial without any,
+    before anything trains (every run's objective would be NaN)."""
+    from .ablate import sweep_baselines
+
+    out = {row["trial_id"]: sweep_baselines(row) for row in rows}
+    for row in rows:
+        if out[row["trial_id"]] is None and parse_config(row["config"]).objective.metric == "delta_m":
+            raise ConfigError(f"trial {row['trial_id']} has no record of the single-task baselines its Δm% was "
+                              f"measured against (objective delta_m; its sweep's record is not in this storage): "
+                              f"choose a trial of a sweep run here")
+    return out
+
+
 def check_reachable(cfg: ExperimentConfig, row: dict) -> None:
     """The data and backbone files a row trained on must be reachable from here (a row merged from another storage
     may name files that stayed there): ConfigError naming the first one that is not."""
@@ -98,8 +113,10 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
                                      trials=trials)
     out(f"confirming the {len(configs) // seeds} best configurations of {experiment} with {seeds} new seeds each "
         f"({len(configs)} runs)")
-    for group in by_inputs(configs, extra):   # each backbone and data set prepared and shipped for its own runs
+    measured = measured_against([trial_row(board, experiment, t) for t in dict.fromkeys(e["confirm_of"] for e in extra)])
+    for group in by_inputs(configs, extra, measured):   # each backbone, data set and baselines: one session, one run
         p = check(group[0][0])
+        baselines = measured[group[0][1]["confirm_of"]]
         done = done_runs(board, experiment, kind="confirm", fingerprint=p.spec.fingerprint)
         todo = [(c, e) for c, e in group if (e["confirm_of"], c.config_hash()) not in done]
         if len(todo) < len(group):
@@ -111,14 +128,17 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
         describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
         with one_off(p, owner=f"sweep {sweep_id}", address=address, out=out) as session:
             run_configs(session, [c for c, _ in group], kind="confirm", sweep_id=sweep_id, out=out,
-                        extra=[e for _, e in group])
+                        extra=[e for _, e in group], baselines=baselines)
     return confirmed(board, experiment)
 
 
-def by_inputs(configs: list[ExperimentConfig], extra: list[dict]) -> list[list[tuple[ExperimentConfig, dict]]]:
-    """The runs grouped by what a session prepares once for all its runs: the backbone and the data."""
+def by_inputs(configs: list[ExperimentConfig], extra: list[dict],
+              measured: dict) -> list[list[tuple[ExperimentConfig, dict]]]:
+    """The runs grouped by what a session prepares once for all its runs, the backbone and the data, and by what their
+    Δm% is measured against (``measured``: original trial -> its sweep's baselines)."""
     groups: dict[str, list] = {}
     for cfg, e in zip(configs, extra):
-        key = json.dumps([cfg.backbone.model_dump(mode="json"), cfg.data.model_dump(mode="json")], sort_keys=True)
+        key = json.dumps([cfg.backbone.model_dump(mode="json"), cfg.data.model_dump(mode="json"),
+                          measured[e["confirm_of"]]], sort_keys=True)
         groups.setdefault(key, []).append((cfg, e))
     return list(groups.values())

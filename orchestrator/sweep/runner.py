@@ -252,7 +252,7 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
                              context=RowContext(sweep_id, p.n_blocks, kind=kind, fingerprint=p.spec.fingerprint,
                                                 versions=versions(), code=provenance(), baselines=baselines))
     trials = plan_concurrency(configs[0], trials=len(configs), say=lambda m: None)
-    plan = TrialPlan(sweep_id, p.cfg.model_dump(mode="json"), RunInputs.of(session),
+    plan = TrialPlan(sweep_id, p.cfg.model_dump(mode="json"), RunInputs.of(session, baselines=baselines),
                      configs=tuple(c.model_dump(mode="json") for c in configs), spares=trials.spares)
     spec = SweepSpec(plan, {"index": tune.grid_search(list(range(len(configs))))}, verbose=verbose,
                      concurrent=min(len(configs), trials.concurrent), callbacks=(callback,))
