@@ -138,6 +138,17 @@ def delta_m_of(score_metrics: Mapping[str, str], record: Mapping[str, float], ba
     return float("nan") if dm is None else dm
 
 
+def baselines_id(baselines: Optional[Mapping[str, float]]) -> Optional[str]:
+    """What a Δm% was measured against, as 12 hex digits (None without baselines): Δm% values of two ids are two
+    scales."""
+    if not baselines:
+        return None
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps({t: float(v) for t, v in baselines.items()}, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def delta_m_pct(scores: Mapping[str, tuple[str, float]], baselines: Mapping[str, float]) -> Optional[float]:
     """Δm% = (100 / K) Σ_k s_k (M_k − B_k) / |B_k|, s_k = +1 if higher is better else −1.
 

@@ -152,3 +152,44 @@ def test_one_seed_has_no_spread_rather_than_zero():
     assert _stats([0.8])["std"] is None and _stats([0.8, 0.9])["std"] > 0
     assert mean_pm(top) == "0.8000 (n=1: no spread)"
     assert mean_pm({"mean": 0.8, "std": 0.01, "n": 2}) == "0.8000 ± 0.0100 (n=2)"
+
+
+def test_delta_m_objectives_measured_against_other_baselines_are_not_ranked_together(tmp_path):
+    """Each sweep measures Δm% against the single-task baselines of its own base config. A second sweep of the
+    experiment whose base config trained 3 epochs instead of 1 got new baselines; `best` ranked its trial (+0.21
+    against baselines 0.961/0.972) below the first sweep's (+13.70 against 0.833/0.667), though it was better on
+    both tasks: two scales ranked as one. A row names what its Δm% was measured against (``baselines_id``), and
+    rankings compare the rows measured like the newest, as they do across training revisions and data. Found by a
+    helper's audit."""
+    from factories import experiment
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard.rows import RowContext, TrialFacts, trial_row
+
+    d = experiment(tmp_path, "builtin:multidigits/train", objective={"metric": "delta_m"}, storage=str(tmp_path))
+    del d["tasks"]["sum"]
+    cfg = parse_config(d)
+    board = Leaderboard(str(tmp_path))
+
+    def ran(sweep_id, baselines, left, right):
+        epoch = {"epoch": 1, "status": "running", "config_hash": cfg.config_hash(), "left_accuracy": left,
+                 "right_accuracy": right, "objective": 100 * ((left - baselines["left"]) / baselines["left"]
+                                                              + (right - baselines["right"]) / baselines["right"]) / 2}
+        return trial_row(cfg, [epoch], context=RowContext(sweep_id, 5, fingerprint="d1", baselines=baselines),
+                         trial=TrialFacts(f"{sweep_id}-t"))
+
+    first = ran("s1", {"left": 0.833, "right": 0.667}, 0.714, 0.945)
+    board.append([first])
+    assert board.best(experiment="t")["trial_id"] == "s1-t"
+    second = ran("s2", {"left": 0.961, "right": 0.972}, 0.966, 0.971)
+    assert second["baselines_id"] != first["baselines_id"] and second["objective"] < first["objective"]
+    board.append([second])
+    assert board.best(experiment="t")["trial_id"] == "s2-t"
+    assert board.top(5, experiment="t").column("trial_id").to_pylist() == ["s2-t"]
+    again = ran("s3", {"left": 0.833, "right": 0.667}, 0.70, 0.90)     # the first baselines again (reused): one scale
+    assert again["baselines_id"] == first["baselines_id"]
+    board.append([again])
+    assert board.top(5, experiment="t").column("trial_id").to_pylist() == ["s1-t", "s3-t"]
+    copy = {**ran("s4", {"left": 0.961, "right": 0.972}, 0.714, 0.945), "duplicate_of": first["row_id"]}
+    board.append([copy])   # s4 reused s1's work, rescored against the second baselines: it is of their measurement
+    assert board.best(experiment="t")["trial_id"] == "s2-t"
+    assert board.top(5, experiment="t").column("trial_id").to_pylist() == ["s2-t", "s4-t"]

@@ -134,7 +134,8 @@ def spread(values: list[float]) -> Optional[float]:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
-VERSION_COLUMNS = ("experiment", "training_revision", "data_fingerprint", "created_at")   # what newest_versions reads
+VERSION_COLUMNS = ("experiment", "training_revision", "data_fingerprint", "objective_metric", "baselines_id",
+                   "created_at")   # what newest_versions reads
 
 
 def newest_versions(light: pa.Table) -> pa.Table:
@@ -149,10 +150,13 @@ def newest_versions(light: pa.Table) -> pa.Table:
 
 
 def newest_version(rows: list[dict]) -> list[dict]:
-    """The rows measured like the newest one: the same training revision (none: 1) and data fingerprint. Runs of
-    older code, or on the data before a rewrite, are another measurement and are not pooled with it."""
+    """The rows measured like the newest one: the same training revision (none: 1) and data fingerprint, and under
+    objective delta_m the same baselines (a sweep's base config with other epochs or rates trains others). Runs of
+    older code, on the data before a rewrite, or against other baselines are another measurement and are not pooled
+    with it."""
     def version(r: dict) -> tuple:
-        return revision_of(r), r.get("data_fingerprint")
+        scale = r.get("baselines_id") if r.get("objective_metric") == "delta_m" else None
+        return revision_of(r), r.get("data_fingerprint"), scale
 
     latest = version(max(rows, key=lambda r: str(r.get("created_at") or "")))
     return [r for r in rows if version(r) == latest]

@@ -120,6 +120,7 @@ def _task_columns(cfg: ExperimentConfig, last: dict, history: list[dict], *, bas
     row["mean_score"] = _finite(last.get("mean_score"))
     scores = {t: (tc.score_metric, row[f"{t}_{tc.score_metric}"]) for t, tc in cfg.tasks.items()}
     row["delta_m_pct"] = metrics.delta_m_pct(scores, baselines) if baselines else None
+    row["baselines_id"] = metrics.baselines_id(baselines)
     return row
 
 

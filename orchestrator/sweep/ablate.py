@@ -24,7 +24,7 @@ from ..config.schema import ExperimentConfig, parse_config
 from ..config.space import dotted_get, same_option
 from ..errors import ConfigError
 from ..leaderboard.query import rows as row_dicts
-from .confirm import confirmed, done_runs, measured_against, trial_row
+from .confirm import confirmed, done_runs, measured_against, sweep_baselines, sweep_record, trial_row
 
 REFERENCE = "reference"
 
@@ -66,24 +66,9 @@ def parse_values(pairs: tuple[str, ...]) -> dict[str, list]:
     return out
 
 
-def _sweep_record(winner: dict) -> dict:
-    """The winner's sweep.json ({} when it cannot be read)."""
-    try:
-        return json.loads(storage.read_bytes(layout.sweep_record(_config(winner).storage, winner["experiment"],
-                                                                 winner["sweep_id"])))
-    except (OSError, ValueError, KeyError):
-        return {}
-
-
-def sweep_baselines(winner: dict) -> dict | None:
-    """The single-task baselines the winner's sweep measured Δm% against (task -> score), None without: the
-    ablation runs' Δm% is measured against the same ones, so it is comparable with the sweep's."""
-    return _sweep_record(winner).get("baselines") or None
-
-
 def alternatives(board, winner: dict, dims: list[str], given: dict[str, list]) -> dict[str, list]:
     """dim -> its values: ``given``, else the choice in the winner's sweep's space."""
-    record = _sweep_record(winner)
+    record = sweep_record(winner)
     space = ((record.get("config") or {}).get("search") or {}).get("space") or {}
     out = {}
     for dim in dims:

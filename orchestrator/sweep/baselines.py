@@ -79,7 +79,7 @@ def _of_its_sweep(cfg: ExperimentConfig, fingerprint: str) -> dict[str, float] |
     from ..config.revision import revision_of
     from ..leaderboard.leaderboard import Leaderboard
     from ..leaderboard.query import rows as row_dicts
-    from .ablate import sweep_baselines
+    from .confirm import sweep_baselines
 
     def recipe(config: dict) -> dict:
         return {k: v for k, v in config.items() if k != "resources"}

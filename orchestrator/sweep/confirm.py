@@ -66,12 +66,27 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
     return configs, extra
 
 
+def sweep_record(row: dict) -> dict:
+    """The sweep.json of a row's sweep ({} when it cannot be read)."""
+    from .. import layout, storage as places
+
+    try:
+        return json.loads(places.read_bytes(layout.sweep_record(parse_config(row["config"]).storage, row["experiment"],
+                                                                row["sweep_id"])))
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def sweep_baselines(row: dict) -> dict | None:
+    """The single-task baselines a row's sweep measured Δm% against (task -> score), None without: its confirmation
+    and ablation runs are measured against the same ones, so they are comparable with the sweep's."""
+    return sweep_record(row).get("baselines") or None
+
+
 def measured_against(rows: list[dict]) -> dict:
     """trial id -> the single-task baselines its sweep measured Δm% against (None without): its confirmation and
     ablation runs are measured against the same. Under objective delta_m, a ConfigError naming a trial without any,
     before anything trains (every run's objective would be NaN)."""
-    from .ablate import sweep_baselines
-
     out = {row["trial_id"]: sweep_baselines(row) for row in rows}
     for row in rows:
         if out[row["trial_id"]] is None and parse_config(row["config"]).objective.metric == "delta_m":

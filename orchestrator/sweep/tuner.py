@@ -15,7 +15,7 @@ import json
 import os
 import time
 
-from .. import layout, storage
+from .. import layout, metrics, storage
 from ..config.revision import TRAINING_REVISION, revision_of
 from ..config.schema import ExperimentConfig, frozen_blocks
 from ..config.sampling import grid_size, param_space
@@ -221,9 +221,27 @@ def _baselines(session, *, out) -> dict | None:
     cfg = session.cfg
     if not (cfg.search.baselines or cfg.objective.metric == "delta_m"):
         return None
+    from ..leaderboard.leaderboard import Leaderboard
     from .baselines import baselines_for
 
-    return baselines_for(session, out=out) or None
+    baselines = baselines_for(session, out=out) or None
+    _say_new_scale(Leaderboard(cfg.storage), cfg, baselines, out=out)
+    return baselines
+
+
+def _say_new_scale(board, cfg: ExperimentConfig, baselines: dict | None, *, out) -> None:
+    """Under objective delta_m, a sweep measured against other baselines than the experiment's newest trials (its base
+    config trains other ones) starts another scale: rankings then compare its trials only (``ranking.newest_version``)."""
+    if cfg.objective.metric != "delta_m" or not baselines:
+        return
+    table = board.table(experiment=cfg.name, kind="trial", columns=["baselines_id", "created_at"])
+    if "baselines_id" not in table.column_names or not table.num_rows:
+        return
+    newest = max(table.to_pylist(), key=lambda r: str(r.get("created_at") or ""))["baselines_id"]
+    if newest is not None and newest != metrics.baselines_id(baselines):   # None: rows of older code, not known
+        out(f"this sweep's Δm% is measured against other single-task baselines than {cfg.name}'s earlier trials (its "
+            f"base config differs): rankings of {cfg.name} compare the trials measured against these from now on; "
+            f"give the sweep its own experiment name (--name) to keep the two apart")
 
 
 def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, verbose: bool, out,
