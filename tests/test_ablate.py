@@ -352,3 +352,24 @@ def test_a_numeric_branch_key_of_the_winner_is_not_ablated_against_itself(tmp_pa
                 storage_location=cfg.storage)
     hashes = [c.config_hash() for c in todo.configs]
     assert [c.train.freeze_depth for c in todo.configs] == [0, 4] and len(set(hashes)) == 2, todo.extra
+
+
+def test_what_mattered_is_of_the_winner_asked_about_not_the_latest_ablated(tmp_path):
+    """`ablate --trial A` after an ablation of trial B printed B's runs under "what mattered for A" (the summary took
+    the winner of the newest ablation rows; a rerun of A's, all reused, wrote none). Found by a helper's audit."""
+    from orchestrator.leaderboard.query import rows as row_dicts
+
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    mine = winner_row(board, "exp")
+    todo = plan(board, mine, dims=["train.loss_weighting"], seeds=1, values={}, storage_location=runs)
+    board.append([row(c, metrics_history(0.9, 0.8), trial_id=f"a{i}", sweep_id="ab", kind="ablation", extra=x)
+                  for i, (c, x) in enumerate(zip(todo.configs, todo.extra))])
+    other = [r for r in row_dicts(board.table(experiment="exp")) if r["trial_id"] != mine["trial_id"]][0]
+    todo = plan(board, other, dims=["train.head_lr"], seeds=1, values={"train.head_lr": [0.5]}, storage_location=runs)
+    board.append([row(c, metrics_history(0.5, 0.5), trial_id=f"b{i}", sweep_id="ab2", kind="ablation", extra=x)
+                  for i, (c, x) in enumerate(zip(todo.configs, todo.extra))])
+    rows = row_dicts(board.table(experiment="exp", kind=None))
+    assert what_mattered(rows)["winner"] == other["trial_id"]                       # the newest, when none is named
+    asked = what_mattered(rows, winner=mine["trial_id"])
+    assert asked["winner"] == mine["trial_id"] and list(asked["dims"]) == ["train.loss_weighting"]

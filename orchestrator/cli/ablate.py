@@ -40,7 +40,7 @@ def ablate(experiment, trial, dims, seeds, values, location, address):
         done = run(location, experiment, dims=names, seeds=seeds, values=parse_values(values), trial=trial,
                    address=address, out=out)
     rows = row_dicts(Leaderboard(location).table(experiment=experiment, kind=None))
-    m = what_mattered(rows)
+    m = what_mattered(rows, winner=done["winner"])
     click.echo(f"\nwhat mattered for {experiment}'s winner {done['winner']} (objective mean ± std over seeds; "
                f"* = the winner's value):")
     for dim, alts in (m or {}).get("dims", {}).items():

@@ -33,16 +33,19 @@ def _stats(values: list[float]) -> dict:
             "std": ranking.spread(values)}
 
 
-def what_mattered(rows: list[dict]) -> Optional[dict]:
-    """The latest ablated winner's runs: per dimension, per alternative (the winner's own value marked), the
-    objective's mean ± std over seeds, and for ``train.loss_weighting`` the mean Δm% (None without baselines)."""
+def what_mattered(rows: list[dict], *, winner: Optional[str] = None) -> Optional[dict]:
+    """The runs of ``winner``'s ablation (default: the latest ablated winner's): per dimension, per alternative (the
+    winner's own value marked), the objective's mean ± std over seeds, and for ``train.loss_weighting`` the mean Δm%
+    (None without baselines)."""
     runs = [r for r in ranking.each_work_once(rows)   # a merged copy counts where its own run is not
             if ranking.kind_of(r) == "ablation" and r.get("status") == "completed"
             and finite(r.get("objective")) is not None]
+    if winner is None and runs:
+        winner = max(runs, key=lambda r: str(r.get("created_at")))["ablation_of"]
+    runs = [r for r in runs if r.get("ablation_of") == winner]
     if not runs:
         return None
-    winner = max(runs, key=lambda r: str(r.get("created_at")))["ablation_of"]
-    runs = ranking.newest_version([r for r in runs if r.get("ablation_of") == winner])   # one code, one data
+    runs = ranking.newest_version(runs)   # one code, one data
     reference = [r for r in runs if r.get("ablation_dim") == REFERENCE]
     dims = list(dict.fromkeys(r["ablation_dim"] for r in runs if r.get("ablation_dim") != REFERENCE))
     out = {}
