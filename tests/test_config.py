@@ -187,3 +187,24 @@ def test_a_yes_or_no_is_not_a_number(tmp_path, path):
     with pytest.raises(ConfigError) as e:
         parse_config(cfg)
     assert f"'{path}'" in str(e.value) and "true" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_order_of_the_tasks_is_part_of_the_work(tmp_path):
+    """Heads are built in the tasks' order (their initial weights drawn in turn) and per-task state (learned loss
+    weights, FAMO's logits, optimizer slots) is saved by position. The hashes sorted the tasks away: a config with its
+    tasks reordered was the same work, `train --name X` continued a run from its checkpoint and `tune --resume` a
+    sweep, and the uncertainty weights of left landed on sum. Found by a helper's audit."""
+    from orchestrator.sweep.tuner import sweep_hash
+
+    d = base(tmp_path)
+    cfg = parse_config(d)
+    reordered = parse_config({**d, "tasks": dict(reversed(list(d["tasks"].items())))})
+    assert list(reordered.tasks) != list(cfg.tasks)
+    assert reordered.config_hash() != cfg.config_hash() and sweep_hash(reordered) != sweep_hash(cfg)
+    assert parse_config({**d, "tasks": dict(d["tasks"])}).config_hash() == cfg.config_hash()
+    from orchestrator.leaderboard.merge import work_key
+
+    def same(location, column):
+        return "data"
+
+    assert work_key(reordered.run_fields(), same) != work_key(cfg.run_fields(), same)

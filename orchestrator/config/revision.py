@@ -12,3 +12,10 @@ TRAINING_REVISION = 4
 def revision_of(record: dict) -> int:
     """The revision a row, checkpoint state or sweep record was made by; none recorded: 1 (made before it existed)."""
     return record.get("training_revision") or 1
+
+
+def task_order(tasks) -> dict:
+    """What hashes of work sort away and training does not: heads are built in the tasks' order and per-task state
+    (learned loss weights, optimizer slots) is saved by position, so another order is other work. Tasks in sorted
+    order add nothing (their hashes stay those of earlier code)."""
+    return {"task_order": list(tasks)} if list(tasks) != sorted(tasks) else {}

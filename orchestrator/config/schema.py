@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from .. import metrics
 from ..errors import ConfigError
 from .paths import check_model_file, redact_paths, set_dotted
-from .revision import TRAINING_REVISION   # in the config hash (read here at each call: tests patch it here)
+from .revision import TRAINING_REVISION, task_order   # in the config hash (read here at each call: tests patch it here)
 from .space import KINDS, SearchConfig, _Strict, check_paths
 
 
@@ -286,7 +286,7 @@ class ExperimentConfig(_Strict):
             fields["train"]["loss_weights"] = self.normalized_loss_weights()
         if fields["train"]["optimizer"] == "adamw":   # Keras 3 decays decoupled for every optimizer: AdamW is Adam
             fields["train"]["optimizer"] = "adam"
-        blob = json.dumps({**fields, "training_revision": TRAINING_REVISION}, sort_keys=True, default=str)
+        blob = json.dumps({**fields, **task_order(self.tasks), "training_revision": TRAINING_REVISION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def with_values(self, values: dict[str, Any]) -> "ExperimentConfig":

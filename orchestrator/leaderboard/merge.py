@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from .. import storage
 from ..config.paths import parent
-from ..config.revision import revision_of
+from ..config.revision import revision_of, task_order
 from ..data.identity import data_identity
 from ..errors import ConfigError
 from .columns import parquet_bytes
@@ -53,6 +53,7 @@ def work_key(config: dict, identity: Callable[[str, str], str]) -> str:
     for field in ("train", "validation"):
         if isinstance(data.get(field), str):
             data[field] = identity(data[field], data.get("image_column") or "image")
+    c.update(task_order(c.get("tasks") or {}))
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

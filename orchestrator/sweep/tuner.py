@@ -16,7 +16,7 @@ import os
 import time
 
 from .. import layout, metrics, storage
-from ..config.revision import TRAINING_REVISION, revision_of
+from ..config.revision import TRAINING_REVISION, revision_of, task_order
 from ..config.schema import ExperimentConfig, frozen_blocks
 from ..config.sampling import grid_size, param_space
 from ..config.space import candidate_values, dotted_get, largest, walk
@@ -143,7 +143,7 @@ def trial_count(cfg: ExperimentConfig) -> int:
 
 
 def sweep_hash(cfg: ExperimentConfig) -> str:
-    return hashlib.sha256(json.dumps(cfg.public_dump(), sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps({**cfg.public_dump(), **task_order(cfg.tasks)}, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str | None) -> str:
