@@ -400,3 +400,22 @@ def test_a_numeric_branch_key_survives_a_config_copy_and_the_base_trial_still_co
     assert not said
     stored = parse_config(cfg.model_dump(mode="json")).search.space["train.freeze_depth"]   # as a sweep.json holds it
     assert fits(stored, 0) and fits(stored, 4) and not fits(stored, 1)
+
+
+def test_a_budget_searched_inside_one_branch_leaves_the_others_their_own(tmp_path):
+    """train.epochs searched only under dwa: the largest value was the branch's (2), so ASHA's max_t was 2 and the
+    base trial (static, 3 epochs) and every other static trial was cut at epoch 2, its row saying "stopped early by
+    the scheduler"; resources.workers the same for the units data is cut into. Found by a helper's audit."""
+    from orchestrator.config.space import largest
+    from orchestrator.sweep.tuner import make_scheduler
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 3}, resources={"workers": 1},
+                                  search={"space": {"train.loss_weighting": {"choice": [
+                                      "static", {"dwa": {"train.epochs": {"choice": [1, 2]},
+                                                         "resources.workers": {"choice": [1, 2]}}}]}},
+                                      "scheduler": {"type": "asha", "grace_period": 1}}))
+    assert largest(cfg.search, "train.epochs", cfg.train.epochs) == 3
+    assert largest(cfg.search, "resources.workers", cfg.resources.workers) == 2
+    assert make_scheduler(cfg, trials=4, concurrent=2)._max_t == 3
+    top = cfg.with_values({"search.space": {"train.epochs": {"choice": [1, 2]}}})   # every trial draws it: 2
+    assert largest(top.search, "train.epochs", top.train.epochs) == 2

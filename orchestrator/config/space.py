@@ -270,11 +270,14 @@ def check_paths(search: SearchConfig, run_fields: dict, tasks: list[str]) -> Non
 
 
 def largest(search: SearchConfig, path: str, default):
-    """The largest value a searched numeric path can take (e.g. train.epochs for ASHA's max_t)."""
-    for p, d, _ in walk(search.space):
+    """The largest value a numeric path can take in a trial (e.g. train.epochs for ASHA's max_t): over its domains in
+    every branch, and ``default`` (the base config's) where some trial does not draw it (searched in branches only)."""
+    found, always = [], False
+    for p, d, when in walk(search.space):
         if p == path:
-            return max(d.options) if d.kind == "choice" else getattr(d, d.kind)[1]
-    return default
+            found.append(max(d.options) if d.kind == "choice" else getattr(d, d.kind)[1])
+            always = always or not when
+    return max(found) if always else max([*found, default])
 
 
 def candidate_values(domain: Domain, tasks: list[str]) -> list:
