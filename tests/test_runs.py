@@ -615,3 +615,38 @@ def test_a_task_named_like_a_run_field_keeps_its_metrics_in_history_and_tensorbo
         board.write(epoch)
     assert scalar_steps(tmp_path / "run" / "tb") == {(tag, 1) for tag in (
         "status/accuracy", "ranking/mae", "epochs/r2", "world_size/accuracy", "run/objective", "run/examples_per_s")}
+
+
+def test_a_run_restored_at_an_epoch_says_that_epochs_scores_again(tmp_path):
+    """A worker that died after saving the last epoch's checkpoint and before reporting it: the restarted run restored
+    that epoch, trained nothing and reported nothing, so the trial's row kept the epoch before (its scores, and
+    'stopped early by the scheduler' for a run that had finished). The restored epoch's metrics are handed on again
+    (``on_resumed``; the driver keeps each epoch once). Through the real ``fit``. Found by a helper's audit."""
+    import tensorflow as tf
+
+    from factories import small_table, write_parquet
+    from orchestrator.config import parse_config
+    from orchestrator.data.pipeline import ArrayData, load_arrays
+    from orchestrator.training.loop import Worker, fit
+
+    cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(96)),
+                                  train={"epochs": 2, "batch_size": 8}, heads={"hidden_units": 16}))
+    train, val, spec = load_arrays(cfg)
+    saved = {}
+
+    def keep(metrics, state, save):
+        save(str(tmp_path)), saved.update(state)
+
+    fit(tf.distribute.get_strategy(), cfg, spec, ArrayData(cfg, spec, train, val), worker=Worker(on_epoch=keep))
+
+    def restore(load, check):
+        check(saved)
+        load(str(tmp_path))
+        return saved
+
+    trained, resumed = [], []
+    fit(tf.distribute.get_strategy(), cfg, spec, ArrayData(cfg, spec, train, val),
+        worker=Worker(restore=restore, on_epoch=lambda m, s, save: trained.append(m),
+                      on_resumed=lambda m, s: resumed.append(m)))
+    assert trained == [] and [m["epoch"] for m in resumed] == [2]
+    assert resumed[0]["objective"] == saved["history"][-1]["objective"]

@@ -29,11 +29,13 @@ from .step import allreduce_fields, make_allreduce_sum, make_train_step, one_hot
 @dataclass
 class Worker:
     """This process's place in the run and what the loop calls back: ``restore(load, check) -> state | None`` and
-    ``on_epoch(metrics, state, save)``. In-process runs (pretraining, benches, tests) use the defaults."""
+    ``on_epoch(metrics, state, save)``, and ``on_resumed(metrics, state)`` for the epoch a restart restored (its report
+    may have been lost with the worker). In-process runs (pretraining, benches, tests) use the defaults."""
     rank: int = 0
     world: int = 1
     restore: Optional[Callable] = None
     on_epoch: Optional[Callable] = None
+    on_resumed: Optional[Callable] = None
     backbone_file: Optional[str] = None
     baselines: Optional[dict] = None
     marks: dict = field(default_factory=dict)   # when start-up steps ended (progress.json, bench/)
@@ -98,8 +100,9 @@ def train_loop_per_worker(payload: dict) -> None:
     data = worker_data(payload["data"], cfg, spec, rank=rank, world=world)
     # Nothing left behind in the temp dir: the backbone's local copy, TensorBoard's local folder and its writer.
     with _shipped_file(payload.get("backbone_file")) as backbone_file, _board(run_dir, rank) as board:
+        on_epoch, on_resumed = _reporter(run_dir, cfg, rank=rank, marks=marks, board=board)
         worker = Worker(rank, world, restore=_restorer(run_dir, rank=rank, world=world), marks=marks,
-                        on_epoch=_reporter(run_dir, cfg, rank=rank, marks=marks, board=board),
+                        on_epoch=on_epoch, on_resumed=on_resumed,
                         baselines=payload.get("baselines"), backbone_file=backbone_file)
         marks["data"] = time.time()
         fit(strategy, cfg, spec, data, worker=worker)
@@ -127,9 +130,10 @@ def _restorer(run_dir: str, *, rank: int, world: int) -> Callable:
     return restore
 
 
-def _reporter(run_dir: str, cfg, *, rank: int, marks: dict, board) -> Callable:
+def _reporter(run_dir: str, cfg, *, rank: int, marks: dict, board) -> tuple[Callable, Callable]:
     """``on_epoch``: rank 0 checkpoints, writes TensorBoard events (``board``) and the progress file; every rank
-    reports."""
+    reports. ``on_resumed``: the restored epoch reported again (a worker can die between its checkpoint and its
+    report; the driver keeps each epoch once)."""
     import ray.train
 
     def on_epoch(metrics, state, save):
@@ -143,7 +147,12 @@ def _reporter(run_dir: str, cfg, *, rank: int, marks: dict, board) -> Callable:
             marks.setdefault("epoch_end", []).append(time.time())
             write_progress(run_dir, state["history"], marks=marks)
         ray.train.report(metrics)  # a barrier: every rank reports once per epoch (Tune hears rank 0)
-    return on_epoch
+
+    def on_resumed(metrics, state):
+        if rank == 0:
+            write_progress(run_dir, state["history"], marks=marks)
+        ray.train.report(metrics)  # every rank, as for an epoch
+    return on_epoch, on_resumed
 
 
 @contextlib.contextmanager
@@ -222,6 +231,8 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
     scale = run.step.loss_scale   # float16 only
     if scale is not None and "loss_scale" in state:
         scale.restore(state["loss_scale"])
+    if state["history"] and w.on_resumed:
+        w.on_resumed(state["history"][-1], state)
     for epoch in range(state["epoch"], cfg.train.epochs):
         metrics = run.epoch(epoch)
         state = {"epoch": epoch + 1, "history": state["history"] + [metrics], "config_hash": metrics["config_hash"],
