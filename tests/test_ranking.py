@@ -193,3 +193,23 @@ def test_delta_m_objectives_measured_against_other_baselines_are_not_ranked_toge
     board.append([copy])   # s4 reused s1's work, rescored against the second baselines: it is of their measurement
     assert board.best(experiment="t")["trial_id"] == "s2-t"
     assert board.top(5, experiment="t").column("trial_id").to_pylist() == ["s2-t", "s4-t"]
+
+
+def test_a_configuration_whose_confirmation_seed_diverged_ranks_after_the_stable_ones():
+    """A diverged confirmation run has no objective and was left out: A (0.86, diverged, 0.85) was the confirmed
+    winner at 0.855 (n=2) over B (0.84 on all 3 seeds), an unstable recipe preferred for its survivors, with only
+    n=2 to hint at it. A configuration with a diverged seed ranks after those without, and says which seeds
+    diverged. Found by a helper's audit."""
+    from orchestrator.cli.common import mean_pm
+    from orchestrator.leaderboard import ranking
+
+    common = {"experiment": "cx", "kind": "confirm", "objective_metric": "mean_score", "objective_mode": "max",
+              "data_fingerprint": "d1", "config": {"name": "cx"}}
+    runs = [("A", 1, "completed", 0.86), ("A", 2, "diverged", None), ("A", 3, "completed", 0.85),
+            ("B", 1, "completed", 0.84), ("B", 2, "completed", 0.84), ("B", 3, "completed", 0.84)]
+    rows = [{**common, "confirm_of": t, "trial_id": f"{t}{s}", "row_id": f"{t}{s}", "seed": s, "status": st,
+             "objective": v, "created_at": f"2026-12-01T00:00:0{i}"} for i, (t, s, st, v) in enumerate(runs)]
+    ranked = ranking.confirmed(rows)
+    assert [c["confirm_of"] for c in ranked] == ["B", "A"]
+    assert ranked[1]["diverged"] == [2] and ranked[0]["diverged"] == [] and ranked[1]["n"] == 2
+    assert "seed 2 diverged" in mean_pm(ranked[1]) and "diverged" not in mean_pm(ranked[0])

@@ -49,7 +49,9 @@ def sets_for_job(extra_args, root: Path) -> list[str]:
 def mean_pm(stats: dict) -> str:
     """``0.8000 ± 0.0100 (n=2)``: a mean over seeds and its sample std, which one seed does not have."""
     spread = f"± {stats['std']:.4f} " if stats["std"] is not None else ""
-    return f"{stats['mean']:.4f} {spread}(n={stats['n']}{'' if spread else ': no spread'})"
+    lost = stats.get("diverged") or []
+    diverged = f"; seed{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))} diverged" if lost else ""
+    return f"{stats['mean']:.4f} {spread}(n={stats['n']}{'' if spread else ': no spread'}{diverged})"
 
 
 def load(path, sets, *, in_job: bool = False):

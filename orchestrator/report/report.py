@@ -166,11 +166,13 @@ def markdown(res: dict) -> str:
     out += ["This averages over whatever else each trial sampled; \"What mattered\" below holds the rest fixed.", ""]
     out += mattered.markdown_lines(res, _table) + fronts.markdown_lines(res, _table)
     if res["confirm"]:
-        out += ["## Confirmation runs", "", "Top configurations retrained with new seeds, ranked by mean objective.",
+        out += ["## Confirmation runs", "", "Top configurations retrained with new seeds, ranked by mean objective "
+                "(one with a diverged seed after those without).",
                 ""]
-        out += _table(["rank", "configuration", "freeze depth", "n seeds", "mean", "std", "original objective"],
-                      [[i, c["confirm_of"], c["freeze_depth"], c["n"], c["mean"], c["std"], c["original"]]
-                       for i, c in enumerate(res["confirm"], 1)])
+        out += _table(["rank", "configuration", "freeze depth", "n seeds", "mean", "std", "original objective",
+                       "diverged seeds"],
+                      [[i, c["confirm_of"], c["freeze_depth"], c["n"], c["mean"], c["std"], c["original"],
+                        ", ".join(map(str, c["diverged"])) or "-"] for i, c in enumerate(res["confirm"], 1)])
         out += image("confirm", "confirmation runs")
     if res["baselines"]:
         out += ["## Single-task baselines", ""]
