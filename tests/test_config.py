@@ -208,3 +208,15 @@ def test_the_order_of_the_tasks_is_part_of_the_work(tmp_path):
         return "data"
 
     assert work_key(reordered.run_fields(), same) != work_key(cfg.run_fields(), same)
+
+
+def test_numbers_are_read_as_yaml_1_2_reads_them_everywhere_a_user_writes_one(tmp_path):
+    """PyYAML follows YAML 1.1: `seed: 010` was 8 (octal) and `1:30` was 90 (base 60), silently; `ablate --values
+    train.head_lr=1e-3,1e-2` read plain PyYAML, so 1e-3 was the text '1e-3', not the winner's 0.001: the winner's own
+    value was trained again as an alternative named "1e-3" (its --help's own example). Found by a helper's audit."""
+    from orchestrator.config.loading import read_yaml
+    from orchestrator.sweep.ablate import parse_values
+
+    assert [read_yaml(v, source="t") for v in ("010", "017", "1:30", "0o17", "0x1F", "1_000", "1e-3")] == \
+        [10, 17, "1:30", 15, 31, 1000, 0.001]
+    assert parse_values(("train.head_lr=1e-3,1e-2",)) == {"train.head_lr": [0.001, 0.01]}

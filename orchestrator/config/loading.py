@@ -2,7 +2,8 @@
 
 Every YAML a user writes (the config file, ``--set`` values) is read by ``read_yaml``: PyYAML's safe loader,
 except that a key given twice in one mapping is an error naming the key and its line (PyYAML keeps the last one,
-so a task written twice would silently change type), and that ``1e-4`` is a number, as in YAML 1.2."""
+so a task written twice would silently change type), and that numbers are YAML 1.2's: ``1e-4`` is a number, ``010``
+is ten and ``1:30`` is text."""
 from __future__ import annotations
 
 import re
@@ -38,7 +39,22 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# YAML 1.2's floats: PyYAML follows YAML 1.1, where an exponent needs a dot (1e-4 was the string '1e-4')
+# YAML 1.2's numbers: PyYAML follows YAML 1.1, where an exponent needs a dot (1e-4 was the string '1e-4'), a
+# leading zero makes an octal (seed: 010 was 8) and colons a base-60 number (1:30 was 90)
+_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+UniqueKeyLoader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag not in _NUMBERS]
+                                           for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(
+    r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: _int(loader.construct_scalar(node)))
+
+
+def _int(text: str) -> int:
+    digits = text.replace("_", "")
+    base = {"0o": 8, "0x": 16}.get(digits[:2], 10)
+    return int(digits[2:] if base != 10 else digits, base)
+
+
 UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
      [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)

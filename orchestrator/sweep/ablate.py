@@ -17,9 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import yaml
-
 from .. import layout, storage
+from ..config.loading import read_yaml
 from ..config.schema import ExperimentConfig, parse_config
 from ..config.space import dotted_get, same_option
 from ..errors import ConfigError
@@ -62,7 +61,7 @@ def parse_values(pairs: tuple[str, ...]) -> dict[str, list]:
         dim, sep, values = pair.partition("=")
         if not sep or not values.strip():
             raise ConfigError(f"--values {pair!r} is not DIM=V1,V2: write e.g. --values train.head_lr=0.001,0.01")
-        out[dim.strip()] = [yaml.safe_load(v.strip()) for v in values.split(",") if v.strip()]
+        out[dim.strip()] = [read_yaml(v.strip(), source=f"--values {pair!r}") for v in values.split(",") if v.strip()]
     return out
 
 
