@@ -613,3 +613,18 @@ def test_sorting_by_a_metric_no_selected_row_has_is_refused_not_an_unsorted_rank
     assert code == 0 and out.index("s2") < out.index("s1"), out   # lower error first
     code, out, err = run_cli(capsys, "leaderboard", "--storage", storage, "--where", "status == 'failed'")
     assert code == 0 and "d3" in out, (out, err)   # failed trials have no objective: listed all the same
+
+
+def test_best_writes_text_that_reads_back_as_text(tmp_path, capsys):
+    """best -o wrote YAML 1.1 (PyYAML's dumper) and the project reads YAML 1.2: class names '1e1' and '1.5e1' were
+    written unquoted and read back as 10.0 and 15.0 (another config hash: a retrain that is not the trial), and an
+    experiment named '1e3' as a number. Found by a helper's audit."""
+    from orchestrator.cli.query import write_best
+    from orchestrator.config import load_config
+
+    cfg = parse_config({"name": "1e3", "data": {"train": "builtin:multidigits/train"}, "storage": str(tmp_path),
+                        "tasks": {"left": {"type": "classification", "classes": ["1e1", "1.5e1", "x", "010"]}}})
+    write_best({"trial_id": "t", "config": cfg.run_fields(), "objective": 0.5}, str(tmp_path / "best.yaml"))
+    again = load_config(tmp_path / "best.yaml")
+    assert again.name == "1e3" and again.tasks["left"].classes == ["1e1", "1.5e1", "x", "010"]
+    assert again.config_hash() == cfg.config_hash()

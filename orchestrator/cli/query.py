@@ -6,7 +6,6 @@ import math
 import os
 
 import click
-import yaml
 
 from ..errors import ConfigError
 from ..leaderboard.ranking import OBJECTIVES
@@ -19,6 +18,7 @@ _KINDS = ["trial", "baseline", "confirm", "ablation", "all"]
 def write_best(row: dict, output: str) -> None:
     """The winner's config as a runnable YAML (rows hold credentials-free configs), written atomically."""
     from .. import storage
+    from ..config.loading import write_yaml
 
     if not isinstance(row.get("config"), dict):
         raise ConfigError(f"row {row.get('trial_id')!r} has no config to write; pick a row written by a sweep")
@@ -31,7 +31,7 @@ def write_best(row: dict, output: str) -> None:
     if not storage.is_uri(output) and os.path.isdir(output):
         raise ConfigError(f"-o {named} is a folder: give a file name, e.g. {os.path.join(named, 'best.yaml')}")
     try:
-        storage.atomic_write(output, (header + yaml.safe_dump(row["config"], sort_keys=False)).encode())
+        storage.atomic_write(output, (header + write_yaml(row["config"])).encode())
     except OSError as e:   # which path stops it, and what to do: a file where a folder is needed, no permission
         raise ConfigError(f"cannot write {named}: {os_error_line(e)}") from None
     click.echo(f"wrote {named} (trial {row.get('trial_id')}, objective {shown})")

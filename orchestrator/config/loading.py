@@ -63,6 +63,21 @@ UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""
     |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
 
 
+class QuotingDumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that quotes text ``read_yaml`` would read as a number ('1e1'), as it quotes what YAML 1.1
+    would ('010'): what is written as text reads back as text."""
+
+
+for _first, _resolvers in UniqueKeyLoader.yaml_implicit_resolvers.items():
+    for _tag, _rx in _resolvers:
+        if _tag in _NUMBERS:
+            QuotingDumper.add_implicit_resolver(_tag, _rx, [_first])
+
+
+def write_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=QuotingDumper, sort_keys=False)
+
+
 def read_yaml(text: str, *, source: str) -> Any:
     """``text`` parsed as YAML, or a ConfigError naming ``source``, the line and the fix."""
     try:
