@@ -34,7 +34,7 @@ class DataConfig(_Strict):
     train: str = Field(description="Parquet data, or a manifest (Parquet/CSV with a column of image paths), "
                                    "local path or URI (s3://...), or builtin:NAME")
     validation: Union[float, str] = Field(0.2, description="fraction of train held out, or a path/URI like train")
-    split_seed: int = Field(0, description="seed of the train/validation split (train.seed does not move it, so "
+    split_seed: int = Field(0, ge=0, lt=2**32, description="seed of the train/validation split (train.seed does not move it, so "
                                            "runs with other seeds are judged on the same validation rows)")
     image_column: str = "image"
     image_shape: Optional[tuple[int, int, int]] = Field(None, description="(height, width, channels) of flat pixel lists")
@@ -139,7 +139,7 @@ class TrainConfig(_Strict):
     jit_compile: bool = Field(False, description="XLA-compile the training step's forward and backward pass")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints (the last epoch always); a lost "
                                                        "worker redoes at most this many epochs")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
 
     def unused_paths(self) -> set[str]:
         """Fields this config's training never reads (what a trial that differs only there trains is the same)."""

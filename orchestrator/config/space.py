@@ -161,7 +161,7 @@ class SearchConfig(_Strict):
                               "from 24 trials on (bench/search_sim.py)")
     scheduler: SchedulerConfig = SchedulerConfig()
     max_concurrent_trials: Optional[int] = Field(None, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     base_first: bool = Field(True, description="evaluate the config as written as the first trial")
     warm_start: Union[Literal["auto"], WarmStartConfig, None] = Field(
         None, description="auto: the searcher learns from this experiment's earlier completed rows (same data, "
