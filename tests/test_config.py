@@ -220,3 +220,25 @@ def test_numbers_are_read_as_yaml_1_2_reads_them_everywhere_a_user_writes_one(tm
     assert [read_yaml(v, source="t") for v in ("010", "017", "1:30", "0o17", "0x1F", "1_000", "1e-3")] == \
         [10, 17, "1:30", 15, 31, 1000, 0.001]
     assert parse_values(("train.head_lr=1e-3,1e-2",)) == {"train.head_lr": [0.001, 0.01]}
+
+
+def test_a_set_mapping_merges_into_its_section_and_a_search_path_is_one_key(tmp_path):
+    """`--set data.augment={zoom: 0.2}` replaced the file's whole section: its flip and rotation went back to their
+    defaults, and `--set train={head_lr: 0.01}` reset epochs, batch size and freeze depth, silently. And `--set
+    search.space.train.head_lr=...` split the search path at its dots ("unknown config key"): --set could not reach
+    one search dimension. Found by a helper's audit."""
+    from factories import write_yaml
+    from orchestrator.cli.common import overrides
+
+    d = base(tmp_path, data={"augment": {"flip": "horizontal", "rotation": 0.05}},
+             train={"epochs": 6, "batch_size": 64, "freeze_depth": 2},
+             search={"space": {"train.freeze_depth": {"choice": [0, 2]}}})
+    path = write_yaml(tmp_path / "e.yaml", d)
+    cfg = load_config(path, overrides(("data.augment={zoom: 0.2}", "train={head_lr: 0.01}")))
+    a, t = cfg.data.augment, cfg.train
+    assert (a.flip, a.rotation, a.zoom) == ("horizontal", 0.05, 0.2)
+    assert (t.epochs, t.batch_size, t.freeze_depth, t.head_lr) == (6, 64, 2, 0.01)
+    cfg = load_config(path, overrides(("search.space.train.head_lr={loguniform: [0.001, 0.1]}",
+                                       "search.space.train.freeze_depth={choice: [1, 3]}")))
+    assert set(cfg.search.space) == {"train.freeze_depth", "train.head_lr"}
+    assert cfg.search.space["train.freeze_depth"].choice == [1, 3]        # a domain is replaced, not merged

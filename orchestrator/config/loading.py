@@ -15,6 +15,9 @@ import yaml
 from ..errors import ConfigError
 from .paths import get_dotted, resolve_paths, set_dotted
 from .schema import ExperimentConfig, parse_config
+from .space import KINDS
+
+_SPACE = "search.space."
 
 
 class DuplicateKey(yaml.constructor.ConstructorError):
@@ -112,5 +115,26 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         for k, v in (overrides or {}).items():   # in order; a path given on the command line: the shell's folder
             given: dict = {}
             set_dotted(given, k, v)
-            set_dotted(data, k, get_dotted(resolve_paths(given, Path.cwd()), k))
+            _override(data, k, get_dotted(resolve_paths(given, Path.cwd()), k))
     return parse_config(data)
+
+
+def _override(data: dict, key: str, value: Any) -> None:
+    """One ``--set``: ``search.space.<dotted path>`` is one search dimension (the path keeps its dots); a mapping merges
+    into the section already there (keys it does not name keep the file's values), where a search domain replaces."""
+    if key.startswith(_SPACE):
+        search = data["search"] = data.get("search") if isinstance(data.get("search"), dict) else {}
+        space = search["space"] = search.get("space") if isinstance(search.get("space"), dict) else {}
+        space[key[len(_SPACE):]] = value
+        return
+    try:
+        current = get_dotted(data, key)
+    except (KeyError, TypeError):
+        current = None
+    set_dotted(data, key, _merged(current, value))
+
+
+def _merged(current: Any, value: Any) -> Any:
+    if not (isinstance(current, dict) and isinstance(value, dict)) or set(value) & set(KINDS):
+        return value
+    return {**current, **{k: _merged(current.get(k), v) for k, v in value.items()}}
