@@ -419,3 +419,21 @@ def test_a_budget_searched_inside_one_branch_leaves_the_others_their_own(tmp_pat
     assert make_scheduler(cfg, trials=4, concurrent=2)._max_t == 3
     top = cfg.with_values({"search.space": {"train.epochs": {"choice": [1, 2]}}})   # every trial draws it: 2
     assert largest(top.search, "train.epochs", top.train.epochs) == 2
+
+
+def test_a_searched_value_a_trial_does_not_draw_but_trains_with_is_in_its_row(tmp_path):
+    """A path searched only under sgd is inactive for an adam trial, which still trains with the base value: its row
+    said head_lr None (and train_epochs None for a static trial under a dwa-only epochs search), and the importance
+    left out every row with a null there. Null stays only for what the trial's training never reads (dwa's
+    temperature for a static trial). Found by a helper's audit."""
+    from factories import row
+
+    cfg = sweep_cfg(tmp_path, space={"train.optimizer": {"choice": [
+        "adam", {"sgd": {"train.head_lr": {"loguniform": [0.01, 0.1]}}}]},
+        "train.loss_weighting": {"choice": ["static", {"dwa": {"train.dwa_temperature": {"uniform": [1.0, 4.0]},
+                                                               "train.epochs": {"choice": [1, 2]}}}]}})
+    history = [{"epoch": 1, "objective": 0.5, "status": "running"}]
+    adam = cfg.with_values({"train.optimizer": "adam", "train.loss_weighting": "static"})
+    r = row(adam, history, searched={"train.optimizer": "adam", "train.loss_weighting": "static"})
+    assert r["head_lr"] == adam.train.head_lr and r["dwa_temperature"] is None
+    assert r["train_epochs"] == adam.train.epochs

@@ -235,11 +235,6 @@ def active_values(space: dict[str, Domain], fields: dict, tasks: list[str]) -> d
     return out
 
 
-def inactive_paths(search: SearchConfig, values: dict[str, Any]) -> list[str]:
-    """Searched paths that a trial with these (active) ``values`` does not use."""
-    return [path for path, _, _ in walk(search.space) if path not in values]
-
-
 def value_at(fields: dict, path: str, tasks: list[str]):
     """A run field by dotted path; loss weights as one weight per task (equal when not set)."""
     if path == "train.loss_weights":
@@ -270,8 +265,8 @@ def check_paths(search: SearchConfig, run_fields: dict, tasks: list[str]) -> Non
 
 
 def largest(search: SearchConfig, path: str, default):
-    """The largest value a numeric path can take in a trial (e.g. train.epochs for ASHA's max_t): over its domains in
-    every branch, and ``default`` (the base config's) where some trial does not draw it (searched in branches only)."""
+    """The largest value a numeric path takes in a trial (train.epochs: ASHA's max_t), over its domains in every
+    branch, and ``default`` (the base config's) where some trial does not draw it."""
     found, always = [], False
     for p, d, when in walk(search.space):
         if p == path:
@@ -314,12 +309,15 @@ def hp_columns(values: dict[str, Any], *, n_blocks: int, taken=frozenset()) -> d
     return cols
 
 
-def null_columns(search: SearchConfig, values: dict[str, Any], tasks: list[str], *,
-                 taken=frozenset()) -> dict[str, None]:
-    """The columns of a trial's inactive searched paths, all null: the trial did not use them."""
-    cols: dict[str, None] = {}
-    for path in inactive_paths(search, values):
-        if path == "train.loss_weights":
+def inactive_columns(search: SearchConfig, values: dict[str, Any], fields: dict, tasks: list[str], *, n_blocks: int,
+                     unused: set[str], taken=frozenset()) -> dict[str, Any]:
+    """A trial's inactive searched paths: null where its training never reads one (``unused``: dwa's temperature for a
+    static trial), else the value it trained with (``fields``: a head_lr searched under sgd only, for adam)."""
+    cols: dict[str, Any] = {}
+    for path in [p for p, _, _ in walk(search.space) if p not in values]:   # not drawn: not in its (active) values
+        if path not in unused:
+            cols.update(hp_columns({path: value_at(fields, path, tasks)}, n_blocks=n_blocks, taken=taken))
+        elif path == "train.loss_weights":
             cols.update({f"weight_{t}": None for t in tasks})
         else:
             cols[column_name(path, taken=taken)] = None

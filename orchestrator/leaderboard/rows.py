@@ -14,7 +14,7 @@ from typing import Any, Optional
 from .. import metrics, storage
 from ..config import schema
 from ..config.schema import ExperimentConfig
-from ..config.space import hp_columns, null_columns
+from ..config.space import hp_columns, inactive_columns
 
 def trial_status(cfg: ExperimentConfig, history: list[dict], error: Optional[str]) -> tuple[str, Optional[str]]:
     """(status, reason): failed, diverged, stopped (fewer epochs than this trial's own budget) or completed."""
@@ -100,8 +100,9 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
     taken = {*row, *run}   # the row's own columns: a searched value named like one gets its dotted path
     row.update(_config_columns(cfg, last, n_blocks=context.n_blocks))
     row.update(hp_columns(trial.searched, n_blocks=context.n_blocks, taken=taken))
-    if trial.searched and cfg.search is not None:   # searched paths this trial does not use: null
-        row.update(null_columns(cfg.search, trial.searched, list(cfg.tasks), taken=taken))
+    if trial.searched and cfg.search is not None:   # searched paths this trial did not draw
+        row.update(inactive_columns(cfg.search, trial.searched, cfg.run_fields(), list(cfg.tasks),
+                                    n_blocks=context.n_blocks, unused=cfg.train.unused_paths(), taken=taken))
     if "train.loss_weights" in cfg.train.unused_paths():   # configured or drawn, but this method never reads them
         row.update({f"weight_{task}": None for task in cfg.tasks})
     row.update(run)
