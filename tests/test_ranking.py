@@ -213,3 +213,26 @@ def test_a_configuration_whose_confirmation_seed_diverged_ranks_after_the_stable
     assert [c["confirm_of"] for c in ranked] == ["B", "A"]
     assert ranked[1]["diverged"] == [2] and ranked[0]["diverged"] == [] and ranked[1]["n"] == 2
     assert "seed 2 diverged" in mean_pm(ranked[1]) and "diverged" not in mean_pm(ranked[0])
+
+
+def test_confirm_takes_new_seeds_and_each_recipe_once(tmp_path):
+    """Confirmation seeds were the trial's seed + 1..S, but a grid's repeat r trains seed + r: confirming repeat 0
+    trained repeat 1's seed again, its run identical to the sweep's trial (the optimistic maximum confirm exists to
+    remove), and `--top 2` confirmed two repeats of one recipe as two configurations. Seeds no trial of the recipe
+    trained, and each recipe once. Found by a helper's audit."""
+    from factories import embedded
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.confirm import confirm_configs
+
+    cfg = parse_config(embedded(tmp_path))
+    common = {"experiment": "t", "sweep_id": "s1", "kind": "trial", "objective_mode": "max", "status": "completed"}
+
+    def trial(trial_id, objective, lr, seed):
+        return {**common, "trial_id": trial_id, "objective": objective,
+                "config": cfg.with_values({"train.head_lr": lr, "train.seed": seed}).run_fields()}
+
+    Leaderboard(str(tmp_path)).append([trial("A", 0.87, 0.01, 0), trial("B", 0.86, 0.01, 1),
+                                       trial("C", 0.80, 0.003, 0)])
+    configs, extra = confirm_configs(Leaderboard(str(tmp_path)), "t", top=2, seeds=2, workers=None,
+                                     storage=str(tmp_path))
+    assert [(e["confirm_of"], c.train.seed) for c, e in zip(configs, extra)] == [("A", 2), ("A", 3), ("C", 1), ("C", 2)]

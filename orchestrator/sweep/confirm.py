@@ -1,13 +1,15 @@
 """Is the winner really the winner? Retrain the top configurations with new seeds and rank by mean.
 
 The best of N trials is optimistic: seed and data-order noise plus the maximum over N. ``confirm``
-retrains each of the K best configurations of an experiment with S new seeds (``train.seed`` + 1..S;
-the validation split does not move, see ``data.split_seed``), at the target scale, as one Tune run.
+retrains each of the K best configurations (recipes: a grid's repeats are one) of an experiment with S new seeds
+(``train.seed`` + 1, + 2, ..., skipping seeds a trial of the recipe trained; the validation split does not move,
+see ``data.split_seed``), at the target scale, as one Tune run.
 Every run is a leaderboard row of kind ``confirm`` naming its original trial (``confirm_of``), and
 ``confirmed`` ranks configurations by mean ± std.
 """
 from __future__ import annotations
 
+import itertools
 import json
 
 from ..config.schema import ExperimentConfig, parse_config
@@ -44,21 +46,57 @@ def trial_row(board, experiment: str, trial_id: str) -> dict:
     return board.best(experiment=experiment, where=where)
 
 
+def recipe(cfg: ExperimentConfig) -> str:
+    """What a configuration trains, whatever its seed: the config hash at seed 0."""
+    return cfg.with_values({"train.seed": 0}).config_hash()
+
+
+def _top_recipes(board, experiment: str, top: int) -> list[dict]:
+    """The ``top`` best rows of distinct recipes (a grid's repeats of one recipe are one configuration)."""
+    n = top
+    while True:
+        rows = row_dicts(board.top(n, experiment=experiment))
+        seen, out = set(), []
+        for row in rows:
+            key = recipe(parse_config(row["config"]))
+            if key not in seen:
+                seen.add(key)
+                out.append(row)
+        if len(out) >= top or len(rows) < n:
+            return out[:top]
+        n *= 4
+
+
+def _seeds_trained(board, experiment: str) -> dict[str, set]:
+    """recipe -> the seeds the experiment's trials trained it with (a grid trains seed + r for repeat r)."""
+    out: dict[str, set] = {}
+    for row in row_dicts(board.table(experiment=experiment, kind="trial", columns=["config"])):
+        try:
+            cfg = parse_config(row["config"])
+        except (ConfigError, TypeError):   # a row of older code whose config no longer validates: no recipe here
+            continue
+        out.setdefault(recipe(cfg), set()).add(cfg.train.seed)
+    return out
+
+
 def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: int | None, storage: str,
                     trials: tuple[str, ...] = ()) -> tuple[list[ExperimentConfig], list[dict]]:
-    rows = row_dicts(board.top(top, experiment=experiment))
+    """Each of the ``top`` best recipes (and ``trials``) with ``seeds`` seeds that no trial of it trained: the
+    trial's seed + 1, + 2, ... skipping those."""
+    rows = _top_recipes(board, experiment, top)
     for trial_id in trials:   # named trials too (e.g. the base config, a sweep's first trial)
         if trial_id not in {r["trial_id"] for r in rows}:
             rows.append(trial_row(board, experiment, trial_id))
     if not rows:
         raise ConfigError(f"experiment {experiment!r} has no trials in {board.uri}: run `orchestrator tune` first "
                           f"(experiments: {board.experiments()})")
-    configs, extra = [], []
+    configs, extra, trained = [], [], _seeds_trained(board, experiment)
     for row in rows:
         base = parse_config(row["config"])
         check_reachable(base, row)
-        for i in range(1, seeds + 1):
-            values = {"train.seed": base.train.seed + i, "storage": storage}
+        taken = trained.get(recipe(base), set()) | {base.train.seed}
+        for seed in itertools.islice((s for s in itertools.count(base.train.seed + 1) if s not in taken), seeds):
+            values = {"train.seed": seed, "storage": storage}
             if workers:
                 values["resources.workers"] = workers
             configs.append(base.with_values(values))
