@@ -479,3 +479,18 @@ def test_confirm_and_ablation_runs_hand_their_workers_the_baselines_their_object
     monkeypatch.setattr(sessions, "one_off", lambda *a, **k: contextlib.nullcontext(sessions.Session(p, {}, None)))
     confirm.confirm(cfg.storage, cfg.name, top=1, seeds=1, out=lambda line: None)
     assert handed[1:] == [baselines]
+
+
+def test_identical_trials_that_ran_at_once_count_as_one_work(tmp_path):
+    """Reuse sees completed rows only: a random draw equal to the base config ran beside it, both trained, and every
+    ranking, the report's means and its front counted that work twice. The row written second names the first
+    (``duplicate_of``), as a reuse does. Found by a helper's audit."""
+    from orchestrator.leaderboard import Leaderboard
+
+    callback, ended = sweep_callback(tmp_path, [])
+    ended("a")
+    ended("b")                                       # the same config and seed (configs[0]), ended after a
+    board = Leaderboard(callback.cfg.storage)
+    rows = {r["trial_id"]: r for r in board.table(sweep_id="s1").to_pylist()}
+    assert rows["b"]["duplicate_of"] == rows["a"]["row_id"] and rows["a"].get("duplicate_of") is None
+    assert board.top(5).column("trial_id").to_pylist() == ["a"]

@@ -148,6 +148,14 @@ class Leaderboard:
             return self._files.fetch(snap, light.take(front_rows(light, names)))
         return self._read(work)
 
+    def done(self, experiment: str, config_hash: str, *, fingerprint: Optional[str]) -> Optional[dict]:
+        """A completed trial row of ``experiment`` with this config hash (which covers the seed) on the data with this
+        fingerprint (the hash names the data's path, not its content): done work. The work's own row, not one that
+        names it (``duplicate_of``: a later sweep's reuse); None without."""
+        rows = row_dicts(self.table(experiment=experiment, where=f"config_hash == {config_hash!r}"))
+        return next((r for r in rows if r.get("status") == "completed" and r.get("data_fingerprint") == fingerprint
+                     and not r.get("duplicate_of")), None)
+
     def experiments(self) -> list[str]:
         """Sorted names of the experiments that have rows (of any kind)."""
         def work(snap: Snapshot) -> list[str]:

@@ -26,7 +26,7 @@ from .. import layout, storage
 from ..config.schema import ExperimentConfig
 from ..config.sampling import materialize
 from ..config.space import hp_columns
-from ..errors import LeaderboardWriteError
+from ..errors import ConfigError, LeaderboardWriteError
 from ..leaderboard import spool
 from ..leaderboard.rows import RowContext, TrialFacts, trial_row
 from ..training.progress import (WAIT_LINE_EVERY_S, judged_history, read_progress, release_now_and_then,
@@ -262,9 +262,24 @@ class SweepCallback(tune.Callback):
         row = trial_row(cfg, hist, context=self.context, trial=facts)
         if reused:   # this sweep's row of a work done before: rankings over the experiment count that work once
             row["reused_from"], row["duplicate_of"] = reused["reused_from"], reused["reused_row"]
+        elif self.context.kind == "trial" and row["status"] == "completed":   # its twin ran at once (reuse: completed)
+            row["duplicate_of"] = self._done(row)
         if trial.trial_id in self.stale:      # a rerun of an errored trial: its row replaces the failed one
             row["supersedes"] = self.stale[trial.trial_id]
         return row
+
+
+    def _done(self, row: dict) -> Optional[str]:
+        """The same work's row id, if done before ``row``: among this driver's rows (some spooled), then the board's."""
+        from ..leaderboard.leaderboard import Leaderboard
+        mine = [r for r in self.rows if r["status"] == "completed" and not r.get("duplicate_of")
+                and all(r.get(k) == row[k] for k in ("experiment", "config_hash", "data_fingerprint"))]
+        try:
+            done = mine[0] if mine else Leaderboard(self.cfg.storage).done(
+                row["experiment"], row["config_hash"], fingerprint=row["data_fingerprint"])
+            return done["row_id"] if done else None
+        except (OSError, ConfigError):
+            return None
 
 
 def _plain(result: dict) -> dict:
@@ -331,6 +346,5 @@ def _git_commit(folder: str) -> Optional[str]:
     if not os.path.isdir(folder) or git("ls-files", "--error-unmatch", "--", ".") is None:
         return None        # not a checkout, or this folder is not tracked in it
     commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return None
-    return commit + "-dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".") else commit
+    dirty = commit is not None and git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return commit + "-dirty" if dirty else commit

@@ -203,19 +203,13 @@ def abort_run(controller, reports, done: threading.Event, *, patience_s: float =
 
 
 def completed_row(cfg: ExperimentConfig, *, fingerprint: Optional[str]) -> Optional[dict]:
-    """A completed trial row of this experiment with this config hash (which covers the seed) on the data with this
-    fingerprint (the hash names the data's path, not its content: a file rewritten in place is other data): done
-    work. The work's own row, not a later sweep's row that reused it (``duplicate_of``)."""
+    """Done work of this config (``Leaderboard.done``); None where there is no readable leaderboard yet."""
     from ..leaderboard.leaderboard import Leaderboard
-    from ..leaderboard.query import rows as row_dicts
 
-    where = f"config_hash == {cfg.config_hash()!r}"
-    try:   # the few rows of this hash, whole (JSON columns parsed)
-        rows = row_dicts(Leaderboard(cfg.storage).table(experiment=cfg.name, where=where))
+    try:
+        return Leaderboard(cfg.storage).done(cfg.name, cfg.config_hash(), fingerprint=fingerprint)
     except (OSError, ConfigError):   # no readable leaderboard (or no config_hash column yet): nothing to reuse
         return None
-    return next((r for r in rows if r.get("status") == "completed" and r.get("data_fingerprint") == fingerprint
-                 and not r.get("duplicate_of")), None)
 
 
 def reused_epochs(cfg: ExperimentConfig, row: dict, *, baselines: Optional[dict]) -> list[dict]:
