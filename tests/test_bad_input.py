@@ -150,7 +150,11 @@ def test_validate_prints_a_summary(tmp_path, capsys):
     ({"backbone.name": {"choice": ["digits-cnn"]}}, "search.space backbone.name: a sweep counts blocks and checks "
                                                     "freeze depths on one backbone: run one sweep per backbone"),
     ({"searcher": "grid", "num_samples": 2, "space": {"train.seed": {"choice": [0, 1]}}},
-     "train.seed is a grid choice: the grid's repeats would train the same seeds again"),
+     "train.seed is searched in a grid with num_samples 2: the grid's repeats would train the same seeds again"),
+    # a drawn seed too: it replaced the repeat's seed + r, so two repeats could draw one seed (found by an audit)
+    ({"searcher": "grid", "num_samples": 3, "space": {"train.head_lr": {"choice": [0.01, 0.02]},
+                                                      "train.seed": {"randint": [0, 2]}}},
+     "train.seed is searched in a grid with num_samples 3"),
     # a field no trial's training reads: every trial was the same work (one config hash), its rows showed the draws
     ({"train.dwa_temperature": {"uniform": [1, 4]}}, "search.space train.dwa_temperature: no trial of this space "
                                                      "reads it"),

@@ -191,11 +191,10 @@ class SearchConfig(_Strict):
             raise ValueError("search.space is empty: add at least one dotted path, e.g. train.freeze_depth")
         if self.searcher == "grid" and not any(d.kind == "choice" for d in self.space.values()):
             raise ValueError("grid search needs at least one choice domain (the other domains are sampled)")
-        if self.searcher == "grid" and self.samples > 1 and any(p == "train.seed" and d.kind == "choice"
-                                                                for p, d, _ in walk(self.space)):
-            raise ValueError("train.seed is a grid choice: the grid's repeats would train the same seeds again (a "
-                             "point's own seed wins over the repeat's train.seed + r); set num_samples: 1, or list "
-                             "more seeds")
+        if self.searcher == "grid" and self.samples > 1 and any(p == "train.seed" for p, _, _ in walk(self.space)):
+            raise ValueError(f"train.seed is searched in a grid with num_samples {self.samples}: the grid's repeats "
+                             f"would train the same seeds again (a point's own seed wins over the repeat's train.seed "
+                             f"+ r); set num_samples: 1 (repeats then come from the seeds searched), or search no seed")
         seen = set()
         for path, _, _ in walk(self.space):
             if path in seen:
