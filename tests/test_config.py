@@ -242,3 +242,20 @@ def test_a_set_mapping_merges_into_its_section_and_a_search_path_is_one_key(tmp_
                                        "search.space.train.freeze_depth={choice: [1, 3]}")))
     assert set(cfg.search.space) == {"train.freeze_depth", "train.head_lr"}
     assert cfg.search.space["train.freeze_depth"].choice == [1, 3]        # a domain is replaced, not merged
+
+
+def test_yes_no_on_off_are_text_as_in_yaml_1_2(tmp_path):
+    """YAML 1.1 reads yes/no/on/off as booleans: a task named `no` or `on` became the key False or True and was
+    refused with "invalid config 'tasks.1.[key]'" (a key the user never wrote), and `classes: [yes, no]` were True and
+    False, which no label of a CSV ever matches. YAML 1.2 reads them as text; a boolean field still takes yes/no.
+    Found by a helper's audit."""
+    from factories import write_yaml
+    from orchestrator.config.loading import read_yaml
+
+    assert [read_yaml(v, source="t") for v in ("no", "on", "Yes", "OFF", "true", "False")] == \
+        ["no", "on", "Yes", "OFF", True, False]
+    (tmp_path / "e.yaml").write_text(
+        "name: t\ndata: {train: builtin:multidigits/train}\nresources: {use_gpu: no}\n"
+        "tasks:\n  on: {type: classification, label: left, classes: [yes, no, 5, 6, 7, 8, 9]}\n")
+    cfg = load_config(tmp_path / "e.yaml")
+    assert list(cfg.tasks) == ["on"] and cfg.tasks["on"].classes[:2] == ["yes", "no"] and cfg.resources.use_gpu is False

@@ -2,8 +2,8 @@
 
 Every YAML a user writes (the config file, ``--set`` values) is read by ``read_yaml``: PyYAML's safe loader,
 except that a key given twice in one mapping is an error naming the key and its line (PyYAML keeps the last one,
-so a task written twice would silently change type), and that numbers are YAML 1.2's: ``1e-4`` is a number, ``010``
-is ten and ``1:30`` is text."""
+so a task written twice would silently change type), and that numbers and booleans are YAML 1.2's: ``1e-4`` is a
+number, ``010`` is ten, ``1:30`` and ``no`` are text."""
 from __future__ import annotations
 
 import re
@@ -42,11 +42,15 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# YAML 1.2's numbers: PyYAML follows YAML 1.1, where an exponent needs a dot (1e-4 was the string '1e-4'), a
-# leading zero makes an octal (seed: 010 was 8) and colons a base-60 number (1:30 was 90)
+# YAML 1.2's numbers and booleans: PyYAML follows YAML 1.1, where an exponent needs a dot (1e-4 was the string
+# '1e-4'), a leading zero makes an octal (seed: 010 was 8), colons a base-60 number (1:30 was 90), and yes/no/on/off
+# are booleans (a task named `no` was the key False)
 _NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-UniqueKeyLoader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag not in _NUMBERS]
+_REPLACED = (*_NUMBERS, "tag:yaml.org,2002:bool")
+UniqueKeyLoader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED]
                                            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                      list("tTfF"))
 UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(
     r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
 UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: _int(loader.construct_scalar(node)))
