@@ -108,6 +108,8 @@ def test_truncated_and_missing_files(tmp_path, capsys):
     ({"tasks": {"best": {"type": "regression", "label": "sum", "metric": "mae"}}},
      "task name 'best' starts like the leaderboard's own columns (best, train, objective, eff, weight, mean, delta)"),
     ({"tasks": {"weight_class": {"type": "regression", "label": "sum"}}}, "task name 'weight_class' starts like"),
+    # 0 was taken for "not given" and became 1 GPU per worker, silently (found by an audit)
+    ({"resources": {"workers": 1, "use_gpu": True, "gpus_per_worker": 0}}, "gpus_per_worker 0 with use_gpu: true"),
     # numpy's and TensorFlow's seeds: a traceback at the split, or a worker's failure once Ray had started
     ({"train": {"seed": -1}}, "'train.seed'"), ({"data": {"split_seed": -1}}, "'data.split_seed'"),
     ({"train": {"seed": 2 ** 32}}, "'train.seed'"), ({"search": {"seed": -1, "space": {"train.head_lr": {"choice": [0.01, 0.02]}}}}, "'search.seed'"),

@@ -1,8 +1,7 @@
 """Experiment config: YAML -> one frozen, validated pydantic object.
 
 The driver validates it once; workers receive ``model_dump()`` and validate it again. Every
-field a sweep may search is a plain value, addressable by dotted path (``train.freeze_depth``).
-"""
+field a sweep may search is a plain value, addressable by dotted path (``train.freeze_depth``)."""
 from __future__ import annotations
 
 import hashlib
@@ -178,12 +177,13 @@ class ResourcesConfig(_Strict):
     @field_validator("gpus_per_worker", mode="before")
     @classmethod
     def _one_gpu_by_default(cls, v, info):   # use_gpu validated first, as its field reads it ("false" is False)
-        return v if v else 1.0 if info.data.get("use_gpu") else 0.0
+        return v if v is not None else 1.0 if info.data.get("use_gpu") else 0.0
 
     @model_validator(mode="after")
     def _check(self):
-        if self.gpus_per_worker > 0 and not self.use_gpu:
-            raise ValueError("gpus_per_worker > 0 needs use_gpu: true")
+        if (self.gpus_per_worker > 0) != self.use_gpu:
+            raise ValueError("gpus_per_worker > 0 needs use_gpu: true" if self.gpus_per_worker else "gpus_per_worker "
+                             "0 with use_gpu: true: give each worker a GPU or a share (e.g. 0.5), or use_gpu: false")
         if self.gpus_per_worker > 1:   # MultiWorkerMirroredStrategy would make a replica per GPU, each a batch
             raise ValueError(f"gpus_per_worker {self.gpus_per_worker}: a worker trains on one GPU (or a share of one); "
                              f"for more GPUs per trial, raise resources.workers")
@@ -261,9 +261,8 @@ class ExperimentConfig(_Strict):
         return metrics.direction(self.objective.metric)
 
     def run_fields(self, *, public: bool = True) -> dict:
-        """Everything but the search block: what one trial trains (and what `best` writes).
-
-        ``public``: credentials in URIs redacted, for anything printed or stored."""
+        """Everything but the search block: what one trial trains (and what `best` writes); ``public``: credentials in
+        URIs redacted, for anything printed or stored."""
         d = self.model_dump(mode="json")
         d.pop("search", None)
         if public:
