@@ -476,3 +476,33 @@ def test_a_sweep_that_reused_its_own_trial_counts_that_work_once_in_its_report(t
     for result in (whole, swept):
         assert result["freeze"][0]["n"] == 2 and result["pareto"]["n_trials"] == 2, result["freeze"]
     assert swept["delta_m"] == whole["delta_m"]
+
+
+def test_the_report_names_the_baselines_its_trials_were_measured_against_whichever_experiment_trained_them(tmp_path):
+    """Baselines are reused by key across experiments: experiment b's sweep measured Δm% against baselines that
+    experiment a had trained, and b's report showed its Δm% but said "single-task baselines: 0", with no baselines
+    section (it read b's rows only). The baselines are the rows of the keys its sweeps used. Found by a helper's
+    audit."""
+    import json as _json
+
+    from factories import experiment, row
+    from orchestrator import layout, storage
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.baselines import baseline_key, single_task
+
+    d = experiment(tmp_path, "builtin:multidigits/train", name="b", storage=str(tmp_path / "runs"))
+    del d["tasks"]["sum"]
+    cfg = parse_config({**d, "search": {"space": {"train.head_lr": {"choice": [0.01, 0.02]}}}})
+    base = {"left": 0.8, "right": 0.7}
+    storage.atomic_write(layout.sweep_record(cfg.storage, "b", "s1"), _json.dumps(
+        {"config": cfg.public_dump(), "data_fingerprint": "fp", "baselines": base}).encode())
+    board = Leaderboard(cfg.storage)
+    board.append([row(single_task(cfg.with_values({"name": "a"}), t), [{"epoch": 1, f"{t}_accuracy": v,
+                                                                          "objective": v, "status": "running"}],
+                      trial_id=f"base-{t}", sweep_id="baseline-x", kind="baseline", fingerprint="fp",
+                      extra={"baseline_task": t, "baseline_key": baseline_key(cfg, t, "fp")}) for t, v in base.items()])
+    history = [{"epoch": 1, "left_accuracy": 0.9, "right_accuracy": 0.8, "objective": 0.85, "status": "running"}]
+    board.append([row(cfg.with_values({"search": None}), history, trial_id="t1", sweep_id="s1", fingerprint="fp",
+                      baselines=base)])
+    result = write_report(board, "b", str(tmp_path / "report"))
+    assert sorted(b["task"] for b in result["baselines"]) == ["left", "right"]

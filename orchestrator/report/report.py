@@ -25,6 +25,28 @@ FILES = {"freeze": "objective_by_freeze_depth.png", "pareto": "pareto_front.png"
 REPORT = "report.md"
 
 
+def _baselines(board, trials: list[dict], rows: list[dict]) -> list[dict]:
+    """The baseline rows the trials' sweeps measured Δm% against, by key, whichever experiment trained them (keys are
+    shared: a later experiment reuses an earlier one's). Without sweep records (rows merged from elsewhere): the
+    experiment's baselines of the trials' data and code (a key begins with the data fingerprint it serves)."""
+    from ..config import parse_config
+    from ..sweep.baselines import baseline_key
+    from ..sweep.confirm import sweep_record
+
+    keys = set()
+    for record in map(sweep_record, {r.get("sweep_id"): r for r in trials}.values()):
+        try:   # a record of older code whose config no longer validates: the fallback below
+            cfg = parse_config(record["config"]) if record.get("baselines") else None
+        except (ConfigError, KeyError, TypeError):
+            cfg = None
+        keys |= {baseline_key(cfg, t, record.get("data_fingerprint")) for t in (cfg.tasks if cfg else ())}
+    if keys:
+        return [r for r in row_dicts(board.table(kind="baseline")) if r.get("baseline_key") in keys]
+    measured = (revision_of(trials[0]), trials[0].get("data_fingerprint"))
+    return [r for r in rows if ranking.kind_of(r) == "baseline"
+            and measured == (revision_of(r), str(r.get("baseline_key") or "").split("|", 1)[0])]
+
+
 def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list[str]] = None,
                  sweep_id: Optional[str] = None) -> dict:
     """Write the plots and ``report.md`` for ``experiment`` into ``out_dir`` (a folder or URI).
@@ -61,11 +83,8 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     ids = {r["trial_id"] for r in trials}
     ablations = [r for r in rows
                  if ranking.kind_of(r) == "ablation" and (sweep_id is None or r.get("ablation_of") in ids)]
-    # baselines of the trials' data and code: a baseline's key begins with the data fingerprint it serves
-    measured = (revision_of(trials[0]), trials[0].get("data_fingerprint"))
-    rows = trials + [r for r in rows if (ranking.kind_of(r) == "baseline" and measured == (
-        revision_of(r), str(r.get("baseline_key") or "").split("|", 1)[0]))
-                     or (ranking.kind_of(r) == "confirm" and (sweep_id is None or r.get("confirm_of") in ids))]
+    rows = trials + _baselines(board, trials, rows) + [
+        r for r in rows if ranking.kind_of(r) == "confirm" and (sweep_id is None or r.get("confirm_of") in ids)]
     pair = pareto_metrics(trials, metrics)
     picks = [j for j, r in enumerate(trials) if ranking.pickable(r)]   # no failed trial's early scores compete
     light, pickable = table.take([keep[j] for j in picks]), [trials[j] for j in picks]
