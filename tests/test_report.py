@@ -506,3 +506,32 @@ def test_the_report_names_the_baselines_its_trials_were_measured_against_whichev
                       baselines=base)])
     result = write_report(board, "b", str(tmp_path / "report"))
     assert sorted(b["task"] for b in result["baselines"]) == ["left", "right"]
+
+
+def test_a_sweeps_reuse_rescored_against_its_baselines_stays_in_the_report(tmp_path):
+    """Objective delta_m: sweep B reused sweep A's work x, rescored against B's own (newer) baselines. The report
+    kept each work once before holding the trials to the newest measurement: A's row won the work, then was dropped
+    as another measurement, and x vanished (its best trial B-y, 0.53, where `best` names B-x, 2.11). The measurement
+    first, then each work once in it, as the leaderboard's queries do. Found by a helper's audit."""
+    from factories import experiment, row
+
+    d = experiment(tmp_path, "builtin:multidigits/train", name="digits", objective={"metric": "delta_m"},
+                   storage=str(tmp_path / "runs"))
+    del d["tasks"]["sum"]
+    cfg = parse_config(d)
+
+    def trial(trial_id, sweep_id, lr, acc, base):
+        dm = 100 * sum((acc - base[t]) / base[t] for t in base) / len(base)
+        history = [{"epoch": 5, "left_accuracy": acc, "right_accuracy": acc, "objective": dm, "status": "running"}]
+        return row(cfg.with_values({"train.head_lr": lr}), history, trial_id=trial_id, sweep_id=sweep_id,
+                   baselines=base)
+
+    a, b = {"left": 0.90, "right": 0.90}, {"left": 0.95, "right": 0.95}
+    a_x = trial("A-x", "swA", 0.001, 0.97, a)
+    b_x = {**trial("B-x", "swB", 0.001, 0.97, b), "reused_from": "swA/A-x", "duplicate_of": a_x["row_id"]}
+    board = Leaderboard(cfg.storage)
+    board.append([a_x])
+    board.append([b_x, trial("B-y", "swB", 0.01, 0.955, b)])
+    assert board.best(experiment="digits")["trial_id"] == "B-x"
+    result = write_report(board, "digits", str(tmp_path / "report"))
+    assert result["best"]["trial_id"] == "B-x" and result["counts"]["completed"] == 2

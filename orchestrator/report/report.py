@@ -60,15 +60,15 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
         raise ConfigError(f"unknown experiment {experiment!r} in {board.uri}; experiments: "
                           f"{', '.join(known) or 'none'}")
     rows = row_dicts(table)
-    # each work once among the trials reported (not a merged copy, nor a sweep's row of work it reused, where the
-    # row of that work is among them)
     keep = [i for i, r in enumerate(rows) if ranking.kind_of(r) == "trial" and (
         sweep_id is None or r.get("sweep_id") == sweep_id)]
+    # one measurement (older code, data or baselines are another, not pooled), then each work once among the trials
+    # reported (not a merged copy, nor a sweep's row of work it reused, where the row of that work is among them)
+    measured = {id(r) for r in ranking.newest_version([rows[i] for i in keep])} if keep else set()
+    other_version = len(keep) - len(measured)   # rows of another measurement, left out
+    keep = [i for i in keep if id(rows[i]) in measured]
     keep = [keep[j] for j in ranking.once_per_work([rows[i].get("row_id") for i in keep],
                                                    [rows[i].get("duplicate_of") for i in keep])]
-    measured = {id(r) for r in ranking.newest_version([rows[i] for i in keep])} if keep else set()
-    other_version = len(keep) - len(measured)   # older code or older data: another measurement, not pooled
-    keep = [i for i in keep if id(rows[i]) in measured]
     trials = [rows[i] for i in keep]
     if not trials:
         sweeps = sorted({r["sweep_id"] for r in rows if ranking.kind_of(r) == "trial" and r.get("sweep_id")})
