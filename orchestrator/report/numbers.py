@@ -70,7 +70,8 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
     by_depth, dm = defaultdict(list), defaultdict(list)
     for r in plotted(trials):
         by_depth[r["freeze_depth"]].append(r)
-    for r in delta_m_rows(trials):
+    measured, other_baselines = delta_m_rows(trials, left_out=True)
+    for r in measured:
         dm[_method(r)].append(r["delta_m_pct"])
     originals = {r["trial_id"]: r for r in trials}
     confirm = ranking.confirmed(rows, originals=originals)
@@ -89,7 +90,8 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
                        "mean": float(np.mean([r["objective"] for r in g])),
                        "best": registry.best_of([r["objective"] for r in g], mode)} for d, g in sorted(by_depth.items())},
         "left_out": {"failed": sum(r["status"] == "failed" for r in trials),
-                     "no_objective": sum(r["status"] != "failed" and finite(r.get("objective")) is None for r in trials)},
+                     "no_objective": sum(r["status"] != "failed" and finite(r.get("objective")) is None for r in trials),
+                     "other_baselines": other_baselines},
         "pareto": {"metrics": pair, "trial_ids": [r["trial_id"] for r in front],
                    "rows": [{"trial_id": r["trial_id"], **{m: r.get(m) for m in pair or ()}} for r in front],
                    "n_trials": len(front_candidates(trials, pair)) if pair else 0},
@@ -101,10 +103,15 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
     }
 
 
-def delta_m_rows(trials: list[dict]) -> list[dict]:
+def delta_m_rows(trials: list[dict], *, left_out: bool = False):
     """The trials in "Δm% by loss weighting": completed, with a Δm% (a stopped trial's early score against
-    full-budget baselines is no Δm%: methods stopped more often looked worse)."""
-    return [r for r in trials if r["status"] == "completed" and finite(r.get("delta_m_pct")) is not None]
+    full-budget baselines is no Δm%: methods stopped more often looked worse), measured against the newest such
+    trial's baselines (``baselines_id``: a sweep of another base config measures on another scale). ``left_out``:
+    also how many that last rule left out."""
+    rows = [r for r in trials if r["status"] == "completed" and finite(r.get("delta_m_pct")) is not None]
+    scale = max(rows, key=lambda r: str(r.get("created_at") or "")).get("baselines_id") if rows else None
+    kept = [r for r in rows if r.get("baselines_id") == scale]
+    return (kept, len(rows) - len(kept)) if left_out else kept
 
 
 def front_candidates(trials: list[dict], pair) -> list[dict]:

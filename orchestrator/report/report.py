@@ -177,7 +177,10 @@ def markdown(res: dict) -> str:
             *image("weights", "score vs loss weight"), "## Learning curves", "", *image("curves", "learning curves"),
             "## Δm% by loss weighting", ""]
     if res["delta_m"]:
-        out += ["Δm% of the completed trials against single-task baselines, + = better than single-task.", ""]
+        other = res["left_out"].get("other_baselines")
+        out += ["Δm% of the completed trials against single-task baselines, + = better than single-task"
+                + (f"; left out, {other} trials measured against other baselines (a sweep of another base config: "
+                   f"another scale)" if other else "") + ".", ""]
         out += _table(["loss weighting", "n", "mean Δm%"], [[m, d["n"], d["mean"]] for m, d in res["delta_m"].items()])
     else:
         out += [NO_BASELINES[0].upper() + NO_BASELINES[1:] + ".", ""]
