@@ -306,6 +306,13 @@ def test_a_failed_trials_scores_from_before_it_failed_are_in_no_front_best_or_im
     assert set(result["pareto"]["trial_ids"]) == {r["trial_id"] for r in ok} and result["pareto"]["n_trials"] == 4
     assert result["best"]["trial_id"] != "dead" and result["left_out"]["failed"] == 1
     assert result["importance"]["n"] == 4            # fANOVA over the 4 trials that did not fail
+    from matplotlib.figure import Figure
+    from orchestrator.leaderboard.query import rows as row_dicts
+    from orchestrator.report import plots
+
+    fig = plots.plot_weights(lambda w, h: Figure(figsize=(w, h)), row_dicts(lb.table(experiment="digits")), result)
+    scores = {float(y) for ax in fig.axes for c in ax.collections for _, y in c.get_offsets()}
+    assert dead["left_accuracy"] not in scores and scores   # score_vs_loss_weight.png drew it (a helper's audit)
 
 
 def test_trials_that_all_score_the_same_give_no_importance_not_a_crash(tmp_path):

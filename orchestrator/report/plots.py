@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 
 from .. import metrics as registry
+from ..leaderboard import ranking
 from .numbers import NO_OBJECTIVE, _method, _order, delta_m_rows, finite, front_candidates, plotted
 
 STYLE = {"static": dict(marker="o", color="tab:blue"), "uncertainty": dict(marker="^", color="tab:orange"),
@@ -82,7 +83,7 @@ def loss_weight(row: dict, task: str, tasks: list[str]) -> Optional[float]:
 
 
 def plot_weights(figure, trials, res):
-    tasks = res["tasks"]
+    tasks, trials = res["tasks"], [r for r in trials if ranking.pickable(r)]   # a failed trial's early scores: not
     fig = figure(4 * max(len(tasks), 1), 4)
     names = [t for t, _ in tasks]
     for i, (task, metric) in enumerate(tasks):
