@@ -568,3 +568,19 @@ def test_delta_m_by_loss_weighting_holds_one_set_of_baselines(tmp_path):
     assert list(result["delta_m"]) == ["static"] and result["delta_m"]["static"]["n"] == 3
     assert result["left_out"]["other_baselines"] == 2
     assert "2 trials measured against other baselines" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_stopped_trial_on_the_front_is_marked_as_such(tmp_path):
+    """The front compares what each trial last scored: a stopped trial's epoch-1 scores beside completed trials'
+    final ones (as `orchestrator pareto` does), and it can push a completed trial off the front, while the report's
+    hypervolume section keeps completed trials only; the front's table said nothing of it. Each front row says its
+    status and epochs, and the text says stopped ones are scored at the epoch they stopped. Found by a helper's
+    audit."""
+    lb = Leaderboard(str(tmp_path / "runs"))
+    lb.append([trial("done-a", 0.90, 0.88, depth=0), trial("done-b", 0.85, 0.95, depth=1),
+               trial("stop-c", 0.93, 0.89, depth=0, epochs=1)])
+    result = write_report(lb, "digits", str(tmp_path / "out"))
+    assert set(result["pareto"]["trial_ids"]) == {"done-b", "stop-c"}
+    table = {r["trial"]: r for r in md_table((tmp_path / "out" / "report.md").read_text(), "## Pareto front")}
+    assert table["stop-c"]["status"] == "stopped at epoch 1" and table["done-b"]["status"] == "completed"
+    assert "stopped trials are scored at the epoch they stopped" in (tmp_path / "out" / "report.md").read_text()

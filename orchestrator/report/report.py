@@ -169,8 +169,10 @@ def markdown(res: dict) -> str:
     if p["metrics"]:
         a, c = p["metrics"]
         out += [f"## Pareto front: {a} vs {c}", "",
-                f"{len(p['trial_ids'])} of {p['n_trials']} trials are not beaten on both metrics.", ""]
-        out += _table(["trial", a, c], [[r["trial_id"], r[a], r[c]] for r in p["rows"]])
+                f"{len(p['trial_ids'])} of {p['n_trials']} trials are not beaten on both metrics (stopped trials are "
+                f"scored at the epoch they stopped, completed ones at their last).", ""]
+        out += _table(["trial", a, c, "status"], [[r["trial_id"], r[a], r[c], r["status"] if r["status"] != "stopped"
+                                                   else f"stopped at epoch {r['epochs']}"] for r in p["rows"]])
     else:
         out += ["## Pareto front", "", "One task: choose two metrics with `--metrics a,b`.", ""]
     out += [*image("pareto", "Pareto front"), "## Task scores against loss weights", "",
