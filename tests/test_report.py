@@ -584,3 +584,22 @@ def test_a_stopped_trial_on_the_front_is_marked_as_such(tmp_path):
     table = {r["trial"]: r for r in md_table((tmp_path / "out" / "report.md").read_text(), "## Pareto front")}
     assert table["stop-c"]["status"] == "stopped at epoch 1" and table["done-b"]["status"] == "completed"
     assert "stopped trials are scored at the epoch they stopped" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_parameter_importance_sees_every_column_that_varied_and_names_those_it_leaves_out(tmp_path):
+    """fANOVA read a fixed list of columns (freeze depth, rates, ...) and the loss weights when no trial had them
+    null: a searched heads.hidden_units that decided the objective was never seen, and freeze depth (noise) got
+    importance 1.000; a column set in some trials only (dwa's temperature) was dropped without a word. Found by a
+    helper's audit."""
+    from orchestrator.report.mattered import importance
+
+    rows = []
+    for i in range(8):
+        units = (16, 64)[i % 2]
+        rows.append({"kind": "trial", "status": "completed", "objective_mode": "max", "trial_id": f"t{i}",
+                     "freeze_depth": i // 4, "hidden_units": units, "objective": (0.6, 0.95)[i % 2] + 0.001 * i,
+                     "loss_weighting": "static" if i < 6 else "dwa",
+                     "dwa_temperature": None if i < 6 else 1.0 + i})
+    imp = importance(rows)
+    assert max(imp["importance"], key=imp["importance"].get) == "hidden_units"
+    assert imp["left_out"] == ["dwa_temperature"]

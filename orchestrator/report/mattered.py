@@ -76,11 +76,16 @@ def importance(trials: list[dict]) -> Optional[dict]:
             and finite(r.get("objective")) is not None]
     if len(done) < MIN_TRIALS_FOR_IMPORTANCE or len({float(r["objective"]) for r in done}) < 2:
         return None   # fANOVA raises on an objective without variance
-    names = [*IMPORTANCE_COLUMNS, *sorted({k for r in done for k in r if k.startswith("weight_")})]
-    dists = {}
+    from .numbers import hyperparameters
+
+    names = list(dict.fromkeys([*IMPORTANCE_COLUMNS, *(k for r in done for k in hyperparameters(r))]))
+    dists, left_out = {}, []
     for name in names:
         values = [r.get(name) for r in done]
-        if any(v is None for v in values) or len(set(values)) < 2:
+        if len({v for v in values if v is not None}) < 2 or name == "seed":
+            continue
+        if any(v is None for v in values):   # set in some trials only (a branch's parameter): fANOVA needs all
+            left_out.append(name)
             continue
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             dists[name] = optuna.distributions.FloatDistribution(float(min(values)), float(max(values)))
@@ -97,7 +102,7 @@ def importance(trials: list[dict]) -> Optional[dict]:
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(r["objective"])))
     ranked = optuna.importance.get_param_importances(
         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    return {"n": len(done), "importance": {k: float(v) for k, v in ranked.items()}}
+    return {"n": len(done), "importance": {k: float(v) for k, v in ranked.items()}, "left_out": left_out}
 
 
 def markdown_lines(res: dict, table) -> list[str]:
@@ -125,8 +130,10 @@ def markdown_lines(res: dict, table) -> list[str]:
         out += [f"Fewer than {MIN_TRIALS_FOR_IMPORTANCE} trials with an objective, or no parameter varied, or the "
                 f"objective did not vary.", ""]
     else:
+        gaps = imp.get("left_out")
         out += [f"{imp['n']} trials (final objective; stopped trials at the epoch they stopped; failed ones left out). "
-                f"Importance sums to 1.", ""]
+                f"Importance sums to 1" + (f" over the parameters set in every trial; left out, set in some trials only: "
+                                           f"{', '.join(gaps)}" if gaps else "") + ".", ""]
         out += table(["parameter", "importance"], [[k, v] for k, v in imp["importance"].items()])
     return out
 
