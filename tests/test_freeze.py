@@ -163,3 +163,40 @@ def test_partial_freeze_changes_only_unfrozen_blocks(tmp_path):
     # digits-cnn: kernel+bias per block; blocks 1-2 frozen, 3-5 trained
     assert all(np.array_equal(a, b) for a, b in zip(init[:4], after[:4]))
     assert all(not np.array_equal(a, b) for a, b in zip(init[4:], after[4:]))
+
+
+def test_a_backbone_file_saved_frozen_trains_at_backbone_lr_when_unfrozen(tmp_path):
+    """Saving a base after `model.trainable = False` is the usual Keras transfer-learning step, and Keras restores that
+    flag on load: the backbone had no trainable variables, no backbone optimizer was built, and its variables trained
+    in the heads' group at head_lr (freeze depth 0, backbone_lr ignored; a sweep over backbone_lr trained one thing
+    under many hashes). The freeze mask decides, whatever the file says. Found by a helper's audit."""
+    from orchestrator.training.loop import build
+
+    data = write_parquet(tmp_path / "d.parquet", small_table(64))
+    _, _, spec = load_arrays(parse_config(experiment(tmp_path, data)))
+    m = digits_cnn(spec.image_shape, seed=0)
+    m.trainable = False
+    m.save(tmp_path / "frozen.keras")
+    for depth, trained in ((0, 10), (2, 6)):
+        cfg = parse_config(experiment(tmp_path, data, backbone={"kind": "file", "path": str(tmp_path / "frozen.keras")},
+                                      train={"freeze_depth": depth}))
+        backbone_vars, head_vars = build(tf.distribute.get_strategy(), cfg, spec, backbone_file=None).mt.variable_groups()
+        assert len(backbone_vars) == trained and all(v.path.startswith("head") or "weighting" in v.path
+                                                     for v in head_vars), (depth, [v.path for v in head_vars])
+
+
+def test_dropout_inside_a_frozen_nested_model_is_off_too():
+    """A .keras backbone that wraps a model (a Functional around EfficientNetB0, the standard Keras pattern) has that
+    model as one block: freezing it put its BatchNorm in inference mode but its Dropout layers, one level down, kept
+    dropping at training time. Found by a helper's audit."""
+    inner_in = keras.Input((6, 6, 4))
+    h = keras.layers.Dropout(0.5, name="inner_drop")(keras.layers.Conv2D(4, 1, name="inner_conv")(inner_in))
+    inner = keras.Model(inner_in, h, name="block2_inner")
+    inp = keras.Input((6, 6, 1))
+    h = inner(keras.layers.Conv2D(4, 3, padding="same", name="block1_conv")(inp))
+    m = keras.Model(inp, keras.layers.GlobalAveragePooling2D(name="block3_pool")(h))
+    apply_freeze(m, blocks(m), "all")
+    x = np.ones((2, 6, 6, 1), "float32")
+    assert np.array_equal(m(x, training=True).numpy(), m(x, training=True).numpy())
+    apply_freeze(m, blocks(m), 0)
+    assert inner.get_layer("inner_drop").rate == 0.5     # unfrozen again: its own rate back

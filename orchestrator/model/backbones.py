@@ -249,13 +249,21 @@ def apply_freeze(model: keras.Model, groups: list[list[str]], depth: int | str) 
     so a frozen block computes fixed features."""
     mask = freeze_mask(depth, len(groups))
     block_of = {name: i for i, names in enumerate(groups) for name in names}
+    model.trainable = True   # the mask decides: a file saved after `model.trainable = False` loads frozen
     for frozen, names in zip(mask, groups):
         for name in names:
             model.get_layer(name).trainable = not frozen
     current = 0
-    for layer in model.layers:
-        current = block_of.get(layer.name, current)
-        attr = next((a for kind, a in _NOISE.items() if isinstance(layer, getattr(keras.layers, kind))), None)
-        if attr:
-            layer.unfrozen_noise = getattr(layer, "unfrozen_noise", getattr(layer, attr))
-            setattr(layer, attr, 0.0 if mask and mask[current] else layer.unfrozen_noise)
+    for top in model.layers:
+        current = block_of.get(top.name, current)
+        for layer in _within(top):   # a nested model's own layers too (a wrapped EfficientNet's drop-connect)
+            attr = next((a for kind, a in _NOISE.items() if isinstance(layer, getattr(keras.layers, kind))), None)
+            if attr:
+                layer.unfrozen_noise = getattr(layer, "unfrozen_noise", getattr(layer, attr))
+                setattr(layer, attr, 0.0 if mask and mask[current] else layer.unfrozen_noise)
+
+
+def _within(layer):
+    yield layer
+    for inner in layer.layers if isinstance(layer, keras.Model) else ():
+        yield from _within(inner)
