@@ -117,10 +117,6 @@ def test_equal_work_hashes_equal(tmp_path):
     assert len({c.config_hash() for c in same}) == 1
     assert cfg.with_values({"train.loss_weights": {"left": 2, "right": 1, "sum": 1}}).config_hash() != \
         cfg.config_hash()
-    # a simplex draw round-tripped through its parameters (the base trial: 0.24999999999999992): the same work
-    drift = {"left": 0.5, "right": 0.24999999999999992, "sum": 0.25000000000000006}
-    assert cfg.with_values({"train.loss_weights": drift}).config_hash() == \
-        cfg.with_values({"train.loss_weights": {"left": 0.5, "right": 0.25, "sum": 0.25}}).config_hash()
     dwa = cfg.with_values({"train.loss_weighting": "dwa"})
     assert dwa.with_values({"train.loss_weights": {"left": 5, "right": 1, "sum": 1}}).config_hash() == \
         dwa.config_hash()

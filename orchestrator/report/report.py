@@ -141,6 +141,26 @@ def _left_out(lo: dict) -> str:
             + ".")
 
 
+def _pareto_lines(p: dict) -> list[str]:
+    if not p["metrics"]:
+        return ["## Pareto front", "", "One task: choose two metrics with `--metrics a,b`.", ""]
+    a, c = p["metrics"]
+    return [f"## Pareto front: {a} vs {c}", "",
+            f"{len(p['trial_ids'])} of {p['n_trials']} trials are not beaten on both metrics (stopped trials are "
+            f"scored at the epoch they stopped, completed ones at their last).", "",
+            *_table(["trial", a, c, "status"], [[r["trial_id"], r[a], r[c], r["status"] if r["status"] != "stopped"
+                                                 else f"stopped at epoch {r['epochs']}"] for r in p["rows"]])]
+
+
+def _confirm_lines(confirm: list[dict]) -> list[str]:
+    return ["## Confirmation runs", "", "Top configurations retrained with new seeds, ranked by mean objective (one "
+            "with a diverged seed after those without).", "",
+            *_table(["rank", "configuration", "freeze depth", "n seeds", "mean", "std", "original objective",
+                     "diverged seeds"],
+                    [[i, c["confirm_of"], c["freeze_depth"], c["n"], c["mean"], c["std"], c["original"],
+                      ", ".join(map(str, c["diverged"])) or "-"] for i, c in enumerate(confirm, 1)])]
+
+
 def markdown(res: dict) -> str:
     """report.md; images linked relative to it (the plots that were written)."""
     kinds, lo, p, b = res["kinds"], res["left_out"], res["pareto"], res["best"]
@@ -166,16 +186,7 @@ def markdown(res: dict) -> str:
     out += _table(["freeze depth", "n", "completed", "mean objective", "best objective"],
                   [[d, s["n"], s["completed"], s["mean"], s["best"]] for d, s in res["freeze"].items()])
     out += [*image("freeze", "objective by freeze depth"), _left_out(lo), ""]
-    if p["metrics"]:
-        a, c = p["metrics"]
-        out += [f"## Pareto front: {a} vs {c}", "",
-                f"{len(p['trial_ids'])} of {p['n_trials']} trials are not beaten on both metrics (stopped trials are "
-                f"scored at the epoch they stopped, completed ones at their last).", ""]
-        out += _table(["trial", a, c, "status"], [[r["trial_id"], r[a], r[c], r["status"] if r["status"] != "stopped"
-                                                   else f"stopped at epoch {r['epochs']}"] for r in p["rows"]])
-    else:
-        out += ["## Pareto front", "", "One task: choose two metrics with `--metrics a,b`.", ""]
-    out += [*image("pareto", "Pareto front"), "## Task scores against loss weights", "",
+    out += [*_pareto_lines(p), *image("pareto", "Pareto front"), "## Task scores against loss weights", "",
             *image("weights", "score vs loss weight"), "## Learning curves", "", *image("curves", "learning curves"),
             "## Δm% by loss weighting", ""]
     if res["delta_m"]:
@@ -190,14 +201,7 @@ def markdown(res: dict) -> str:
     out += ["This averages over whatever else each trial sampled; \"What mattered\" below holds the rest fixed.", ""]
     out += mattered.markdown_lines(res, _table) + fronts.markdown_lines(res, _table)
     if res["confirm"]:
-        out += ["## Confirmation runs", "", "Top configurations retrained with new seeds, ranked by mean objective "
-                "(one with a diverged seed after those without).",
-                ""]
-        out += _table(["rank", "configuration", "freeze depth", "n seeds", "mean", "std", "original objective",
-                       "diverged seeds"],
-                      [[i, c["confirm_of"], c["freeze_depth"], c["n"], c["mean"], c["std"], c["original"],
-                        ", ".join(map(str, c["diverged"])) or "-"] for i, c in enumerate(res["confirm"], 1)])
-        out += image("confirm", "confirmation runs")
+        out += [*_confirm_lines(res["confirm"]), *image("confirm", "confirmation runs")]
     if res["baselines"]:
         out += ["## Single-task baselines", ""]
         out += _table(["task", "trial", "status", "seed", "metric", "value"],
