@@ -83,3 +83,29 @@ def test_confirm_prepares_every_configurations_backbone(tmp_path, monkeypatch):
     monkeypatch.setattr(confirm_module, "confirmed", lambda board, experiment: [])
     confirm_module.confirm(str(tmp_path / "runs"), "t", top=2, seeds=1, out=lambda m: None)
     assert sorted(shipped) == sorted([(f, [f]) for f in files])
+
+
+@pytest.mark.parametrize("saved, configured", [("mixed_float16", "float32"), ("float32", "mixed_bfloat16")])
+def test_a_backbone_file_whose_precision_is_not_train_precision_is_refused(tmp_path, capsys, saved, configured):
+    """A .keras file keeps each layer's dtype policy and Keras restores it on load, whatever the global policy
+    train.precision sets: a float32 file trained under mixed_bfloat16 computed in float32 (the row said 16-bit; a
+    precision sweep compared identical math), and a file saved under mixed_float16 trained with precision float32
+    computed in float16 with no loss scale. One line before anything starts. Found by a helper's audit."""
+    import keras
+
+    from orchestrator.model.backbones import digits_cnn
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(saved)
+    try:
+        digits_cnn((12, 12, 1), seed=0).save(tmp_path / "bb.keras")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    data = write_parquet(tmp_path / "train.parquet", small_table(80))
+    cfg = experiment(tmp_path, data, backbone={"kind": "file", "path": str(tmp_path / "bb.keras")},
+                     train={"precision": configured})
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and f"computes in {saved}" in err and f"train.precision is {configured}" in err, err
+    cfg["train"]["precision"] = saved
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 0, err

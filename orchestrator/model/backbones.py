@@ -122,10 +122,11 @@ def application(cfg: BackboneConfig, input_shape, *, weights_file: str | None = 
     return model
 
 
-def build_backbone(cfg: BackboneConfig, input_shape, *, storage: str, seed: int = 0,
-                   file: str | None = None) -> keras.Model:
+def build_backbone(cfg: BackboneConfig, input_shape, *, storage: str, seed: int = 0, file: str | None = None,
+                   precision: str = "float32") -> keras.Model:
     """The backbone: image batch -> features. ``file``: a local copy of the model or weights file, if
-    the caller already has one (workers get it through the object store)."""
+    the caller already has one (workers get it through the object store). ``precision``: train.precision, which a
+    file's layers must compute in (Keras restores their saved policies, not the global one)."""
     if cfg.kind == "builtin":
         model = digits_cnn(input_shape, seed=seed)
         if cfg.weights == "pretrained":
@@ -139,6 +140,12 @@ def build_backbone(cfg: BackboneConfig, input_shape, *, storage: str, seed: int 
                               f"images are {list(input_shape)}; set data.image_size / data.color_mode or use a "
                               f"matching backbone")
         check_features(model, what=f"backbone {store.redact(cfg.path)}")
+        saved = sorted({layer.dtype_policy.name for layer in _within(model) if layer.weights
+                        and not isinstance(layer, keras.Model)} - {"float32"}) or ["float32"]   # a float32 layer
+        if saved != [precision]:   # in a mixed model (the last one, for stable outputs) is as mixed precision has it
+            raise ConfigError(f"backbone {store.redact(cfg.path)} computes in {', '.join(saved)} (its layers' saved "
+                              f"dtype policy) but train.precision is {precision}: set train.precision: {saved[0]}, or "
+                              f"save the model under {precision}")
         return model
     app = application(cfg, input_shape, weights_file=file)
     inp = keras.Input(tuple(input_shape), name="image")

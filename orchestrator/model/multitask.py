@@ -50,7 +50,7 @@ def build(cfg: ExperimentConfig, spec: DataSpec, *, backbone_file: str | None = 
     keras.config.set_dtype_policy(cfg.train.precision)   # the policy of the layers built now; restored after
     try:
         backbone = build_backbone(cfg.backbone, spec.image_shape, storage=cfg.storage, seed=cfg.train.seed,
-                                  file=backbone_file)
+                                  file=backbone_file, precision=cfg.train.precision)
     finally:
         keras.config.set_dtype_policy(previous)
     inner = block_model(backbone)

@@ -146,8 +146,8 @@ def count_blocks(cfg: ExperimentConfig, image_shape) -> int:
         bb = bb.model_copy(update={"weights": "none"})
     elif bb.kind == "application" and bb.weights == "imagenet":
         bb = bb.model_copy(update={"weights": "none"})   # the architecture is the same; no download here
-    return len(blocks(block_model(build_backbone(bb, image_shape, storage=cfg.storage)), cfg.backbone.blocks,
-                      application=bb.kind == "application"))
+    built = build_backbone(bb, image_shape, storage=cfg.storage, precision=cfg.train.precision)
+    return len(blocks(block_model(built), cfg.backbone.blocks, application=bb.kind == "application"))
 
 
 def advice(p: Prepared) -> list[str]:
