@@ -143,24 +143,25 @@ VERSION_COLUMNS = ("experiment", "training_revision", "data_fingerprint", "objec
                    "created_at")   # what newest_versions reads
 
 
-def newest_versions(light: pa.Table) -> pa.Table:
-    """Per experiment, the rows measured like its newest one (``newest_version``): the rows a ranking compares."""
+def newest_versions(light: pa.Table, *, by=()) -> pa.Table:
+    """Per experiment, the rows measured like its newest one (``newest_version``): the rows a ranking (``by`` these
+    columns) compares."""
     rows = light.select([c for c in VERSION_COLUMNS if c in light.column_names]).to_pylist()
     by_experiment: dict = {}
     for r in rows:
         by_experiment.setdefault(r.get("experiment"), []).append(r)
-    kept = {id(r) for group in by_experiment.values() for r in newest_version(group)}
+    kept = {id(r) for group in by_experiment.values() for r in newest_version(group, by=by)}
     keep = [i for i, r in enumerate(rows) if id(r) in kept]
     return light if len(keep) == light.num_rows else light.take(keep)
 
 
-def newest_version(rows: list[dict]) -> list[dict]:
+def newest_version(rows: list[dict], *, by=()) -> list[dict]:
     """The rows measured like the newest one: the same training revision (none: 1) and data fingerprint, and under
-    objective delta_m the same baselines (a sweep's base config with other epochs or rates trains others). Runs of
-    older code, on the data before a rewrite, or against other baselines are another measurement and are not pooled
-    with it."""
+    objective delta_m, or ranked ``by`` delta_m_pct, the same baselines (a sweep's base config with other epochs or
+    rates trains others). Runs of older code, on the data before a rewrite, or against other baselines are another
+    measurement and are not pooled with it."""
     def version(r: dict) -> tuple:
-        scale = r.get("baselines_id") if r.get("objective_metric") == "delta_m" else None
+        scale = r.get("baselines_id") if "delta_m_pct" in by or r.get("objective_metric") == "delta_m" else None
         return revision_of(r), r.get("data_fingerprint"), scale
 
     latest = version(max(rows, key=lambda r: str(r.get("created_at") or "")))
