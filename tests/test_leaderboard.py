@@ -628,3 +628,15 @@ def test_best_writes_text_that_reads_back_as_text(tmp_path, capsys):
     again = load_config(tmp_path / "best.yaml")
     assert again.name == "1e3" and again.tasks["left"].classes == ["1e1", "1.5e1", "x", "010"]
     assert again.config_hash() == cfg.config_hash()
+
+
+def test_where_treats_a_missing_value_alike_however_a_condition_is_written(board):
+    """--where reads as Python, where None != 0.9 is true, but `objective != x` and `not (objective == x)` left out the
+    rows without an objective while `objective not in [x]` kept them: three spellings of one condition, two answers.
+    A missing value equals nothing and differs from every value; an order comparison with it is false. Found by a
+    helper's audit."""
+    value = board.best()["objective"]
+    forms = [f"objective != {value!r}", f"not (objective == {value!r})", f"objective not in [{value!r}]"]
+    found = [sorted(ids(board.table(where=w))) for w in forms]
+    assert found[0] == found[1] == found[2] and {"d3", "s3"} <= set(found[0]), found   # d3, s3: no objective
+    assert not {"d3", "s3"} & set(ids(board.table(where="objective < 10")))   # an order with nothing: false

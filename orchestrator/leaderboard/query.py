@@ -77,7 +77,10 @@ def _compare(left: ast.AST, op: ast.cmpop, right: ast.AST, schema: pa.Schema, us
         if not isinstance(other, pc.Expression) or not isinstance(op, (ast.Eq, ast.NotEq)):
             raise ConfigError("None can only be compared with == or != to a column, e.g. reason == None")
         return other.is_null() if isinstance(op, ast.Eq) else other.is_valid()
-    return _CMP[type(op)](_scalar(a, right, schema), _scalar(b, left, schema))
+    # as in Python: a missing value equals nothing and differs from everything (an order with it is false), so
+    # `x != v`, `not (x == v)` and `x not in [v]` select the same rows
+    return pc.coalesce(_CMP[type(op)](_scalar(a, right, schema), _scalar(b, left, schema)),
+                       pc.scalar(isinstance(op, ast.NotEq)))
 
 
 def _scalar(value, other: ast.AST, schema: pa.Schema):
