@@ -146,7 +146,8 @@ def baselines_id(baselines: Optional[Mapping[str, float]]) -> Optional[str]:
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps({t: float(v) for t, v in baselines.items()}, sort_keys=True).encode()).hexdigest()[:12]
+    blob = json.dumps({t: float(v) for t, v in baselines.items()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def delta_m_pct(scores: Mapping[str, tuple[str, float]], baselines: Mapping[str, float]) -> Optional[float]:

@@ -19,7 +19,8 @@ _S, _F, _I, _TS = pa.string(), pa.float64(), pa.int64(), pa.timestamp("us", tz="
 KNOWN_TYPES: dict[str, pa.DataType] = {
     "row_id": _S, "kind": _S, "experiment": _S, "sweep_id": _S, "trial_id": _S, "status": _S, "reason": _S,
     "objective": _F, "best_objective": _F, "objective_metric": _S, "objective_mode": _S, "mean_score": _F,
-    "delta_m_pct": _F, "baselines_id": _S, "freeze_depth": _I, "backbone_lr": _F, "head_lr": _F, "loss_weighting": _S, "optimizer": _S,
+    "delta_m_pct": _F, "baselines_id": _S, "freeze_depth": _I, "backbone_lr": _F, "head_lr": _F,
+    "loss_weighting": _S, "optimizer": _S,
     "batch_size": _I, "max_epochs": _I, "seed": _I, "epochs": _I, "train_loss": _F, "wall_time_s": _F,
     "world_size": _I, "examples_per_s": _F, "checkpoint": _S, "config": _S, "versions": _S, "history": _S,
     "config_hash": _S, "worker_config_hash": _S, "data_fingerprint": _S, "backbone": _S, "supersedes": _S,

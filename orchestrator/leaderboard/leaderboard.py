@@ -251,8 +251,9 @@ class Leaderboard:
             types = ", ".join(f"{c} is {schema.field(c).type}" for c in sorted(used) if c in schema.names)
             raise ConfigError(f"cannot evaluate --where {where!r}: {str(e).splitlines()[0][:200]} ({types}); "
                               f"compare columns with values of their type (quote strings)") from None
-        light = newest_versions(light, by=columns) if ranked_only else light   # one measurement, then each work once: a
-        # copy rescored against a sweep's new baselines is of another measurement than the row it names
+        # one measurement, then each work once in it (a copy rescored against a sweep's new baselines is of another
+        # measurement than the row it names)
+        light = newest_versions(light, by=columns) if ranked_only else light
         return snap, _each_work_once(light) if once and "duplicate_of" in light.column_names else light
 
 

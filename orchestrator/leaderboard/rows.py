@@ -16,6 +16,7 @@ from ..config import schema
 from ..config.schema import ExperimentConfig
 from ..config.space import hp_columns, inactive_columns
 
+
 def trial_status(cfg: ExperimentConfig, history: list[dict], error: Optional[str]) -> tuple[str, Optional[str]]:
     """(status, reason): failed, diverged, stopped (fewer epochs than this trial's own budget) or completed."""
     last = history[-1] if history else {}

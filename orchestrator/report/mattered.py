@@ -132,8 +132,8 @@ def markdown_lines(res: dict, table) -> list[str]:
     else:
         gaps = imp.get("left_out")
         out += [f"{imp['n']} trials (final objective; stopped trials at the epoch they stopped; failed ones left out). "
-                f"Importance sums to 1" + (f" over the parameters set in every trial; left out, set in some trials only: "
-                                           f"{', '.join(gaps)}" if gaps else "") + ".", ""]
+                "Importance sums to 1" + (f" over the parameters set in every trial; left out, set in some trials "
+                                          f"only: {', '.join(gaps)}" if gaps else "") + ".", ""]
         out += table(["parameter", "importance"], [[k, v] for k, v in imp["importance"].items()])
     return out
 

@@ -90,7 +90,8 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
                        "mean": float(np.mean([r["objective"] for r in g])),
                        "best": registry.best_of([r["objective"] for r in g], mode)} for d, g in sorted(by_depth.items())},
         "left_out": {"failed": sum(r["status"] == "failed" for r in trials),
-                     "no_objective": sum(r["status"] != "failed" and finite(r.get("objective")) is None for r in trials),
+                     "no_objective": sum(r["status"] != "failed" and finite(r.get("objective")) is None
+                                         for r in trials),
                      "other_baselines": other_baselines},
         "pareto": {"metrics": pair, "trial_ids": [r["trial_id"] for r in front],
                    "rows": [{"trial_id": r["trial_id"], "status": r.get("status"), "epochs": r.get("epochs"),

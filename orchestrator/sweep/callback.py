@@ -268,10 +268,10 @@ class SweepCallback(tune.Callback):
             row["supersedes"] = self.stale[trial.trial_id]
         return row
 
-
     def _done(self, row: dict) -> Optional[str]:
         """The same work's row id, if done before ``row``: among this driver's rows (some spooled), then the board's."""
         from ..leaderboard.leaderboard import Leaderboard
+
         mine = [r for r in self.rows if r["status"] == "completed" and not r.get("duplicate_of")
                 and all(r.get(k) == row[k] for k in ("experiment", "config_hash", "data_fingerprint"))]
         try:

@@ -58,7 +58,10 @@ def _top_recipes(board, experiment: str, top: int) -> list[dict]:
         rows = row_dicts(board.top(n, experiment=experiment))
         seen, out = set(), []
         for row in rows:
-            key = recipe(parse_config(row["config"]))
+            try:
+                key = recipe(parse_config(row["config"]))
+            except (ConfigError, TypeError):   # a row of older code whose config no longer validates: its own
+                key = row.get("config_hash") or row.get("row_id")
             if key not in seen:
                 seen.add(key)
                 out.append(row)
@@ -166,7 +169,8 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
                                      trials=trials)
     out(f"confirming the {len(configs) // seeds} best configurations of {experiment} with {seeds} new seeds each "
         f"({len(configs)} runs)")
-    measured = measured_against([trial_row(board, experiment, t) for t in dict.fromkeys(e["confirm_of"] for e in extra)])
+    originals = dict.fromkeys(e["confirm_of"] for e in extra)
+    measured = measured_against([trial_row(board, experiment, t) for t in originals])
     for group in by_inputs(configs, extra, measured):   # each backbone, data set and baselines: one session, one run
         p = check(group[0][0])
         baselines = measured[group[0][1]["confirm_of"]]

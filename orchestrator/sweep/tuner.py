@@ -143,7 +143,8 @@ def trial_count(cfg: ExperimentConfig) -> int:
 
 
 def sweep_hash(cfg: ExperimentConfig) -> str:
-    return hashlib.sha256(json.dumps({**cfg.public_dump(), **task_order(cfg.tasks)}, sort_keys=True).encode()).hexdigest()[:12]
+    blob = json.dumps({**cfg.public_dump(), **task_order(cfg.tasks)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str | None) -> str:
@@ -231,7 +232,8 @@ def _baselines(session, *, out) -> dict | None:
 
 def _say_new_scale(board, cfg: ExperimentConfig, baselines: dict | None, *, out) -> None:
     """Under objective delta_m, a sweep measured against other baselines than the experiment's newest trials (its base
-    config trains other ones) starts another scale: rankings then compare its trials only (``ranking.newest_version``)."""
+    config trains other ones) starts another scale: rankings then compare its trials only
+    (``ranking.newest_version``)."""
     if cfg.objective.metric != "delta_m" or not baselines:
         return
     table = board.table(experiment=cfg.name, kind="trial", columns=["baselines_id", "created_at"])
