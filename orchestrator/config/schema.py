@@ -285,7 +285,8 @@ class ExperimentConfig(_Strict):
             fields["train"]["loss_weights"] = self.normalized_loss_weights()
         if fields["train"]["optimizer"] == "adamw":   # Keras 3 decays decoupled for every optimizer: AdamW is Adam
             fields["train"]["optimizer"] = "adam"
-        blob = json.dumps({**fields, **task_order(self.tasks), "training_revision": TRAINING_REVISION}, sort_keys=True)
+        blob = json.dumps({**fields, **task_order(self.tasks), "training_revision": TRAINING_REVISION}, sort_keys=True,
+                          default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def with_values(self, values: dict[str, Any]) -> "ExperimentConfig":
