@@ -603,3 +603,17 @@ def test_parameter_importance_sees_every_column_that_varied_and_names_those_it_l
     imp = importance(rows)
     assert max(imp["importance"], key=imp["importance"].get) == "hidden_units"
     assert imp["left_out"] == ["dwa_temperature"]
+
+
+def test_the_hypervolume_tables_front_size_counts_tied_trials_as_the_pareto_section_does():
+    """Two trials tied on every metric are both on the front (the report's Pareto section lists both), but the
+    hypervolume table's "front size" counted distinct points: 1. Found by a helper's audit."""
+    from orchestrator.report.fronts import scheduler_fronts
+
+    common = {"kind": "trial", "status": "completed", "sweep_id": "s1"}
+    trials = [{**common, "trial_id": "a", "left_accuracy": 0.9, "right_accuracy": 0.8},
+              {**common, "trial_id": "b", "left_accuracy": 0.9, "right_accuracy": 0.8},
+              {**common, "trial_id": "c", "left_accuracy": 0.7, "right_accuracy": 0.7}]
+    searches = {"s1": {"scheduler": {"type": "moasha", "metrics": ["left_accuracy", "right_accuracy"]}}}
+    by = scheduler_fronts(trials, searches)["by_scheduler"]["moasha"]
+    assert by["n"] == 3 and by["front"] == 2
