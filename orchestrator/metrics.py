@@ -86,10 +86,8 @@ def direction(column: str, *, objective_mode: Optional[str] = None) -> Optional[
         return objective_mode
     if name in RUN_METRICS:
         return RUN_METRICS[name].mode
-    for suffix, metric in TASK_METRICS.items():
-        if name.endswith("_" + suffix) and len(name) > len(suffix) + 1:
-            return metric.mode
-    return None
+    task = task_of(name)
+    return TASK_METRICS[task[1]].mode if task else None
 
 
 def task_metric_columns(columns) -> list[str]:

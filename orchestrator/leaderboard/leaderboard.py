@@ -25,8 +25,8 @@ from ..metrics import direction
 from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
-from .ranking import (OBJECTIVES, TIE_BREAKS, VERSION_COLUMNS, best_first, current, front_rows, newest_versions,
-                      once_per_work, ranked)
+from .ranking import (OBJECTIVES, TIE_BREAKS, VERSION_COLUMNS, best_first, current, done_work, front_rows,
+                      newest_versions, once_per_work, ranked)
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
@@ -153,8 +153,7 @@ class Leaderboard:
         fingerprint (the hash names the data's path, not its content): done work. The work's own row, not one that
         names it (``duplicate_of``: a later sweep's reuse); None without."""
         rows = row_dicts(self.table(experiment=experiment, where=f"config_hash == {config_hash!r}"))
-        return next((r for r in rows if r.get("status") == "completed" and r.get("data_fingerprint") == fingerprint
-                     and not r.get("duplicate_of")), None)
+        return done_work(rows, experiment, config_hash, fingerprint=fingerprint)
 
     def experiments(self) -> list[str]:
         """Sorted names of the experiments that have rows (of any kind)."""

@@ -116,6 +116,14 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
     return sorted(ranked, key=lambda c: (bool(c["diverged"]), -sign(c["mode"]) * c["mean"]))
 
 
+def done_work(rows: list[dict], experiment: str, config_hash: str, *, fingerprint: Optional[str]) -> Optional[dict]:
+    """The first of ``rows`` that is done work of this config hash (which covers the seed) in ``experiment``, on the
+    data with this fingerprint: completed, and the work's own row (not one naming another, ``duplicate_of``)."""
+    return next((r for r in rows if r.get("status") == "completed" and not r.get("duplicate_of")
+                 and (r.get("experiment"), r.get("config_hash"), r.get("data_fingerprint"))
+                 == (experiment, config_hash, fingerprint)), None)
+
+
 def once_per_work(ids: list, duplicate_of: list) -> list[int]:
     """Indices of one row per work among these rows: the work's own row (the row id others name in ``duplicate_of``:
     a merged copy, a sweep's reuse of work done before) when they hold it, else the first row naming it. So a row of

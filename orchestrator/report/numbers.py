@@ -70,7 +70,8 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
     by_depth, dm = defaultdict(list), defaultdict(list)
     for r in plotted(trials):
         by_depth[r["freeze_depth"]].append(r)
-    measured, other_baselines = delta_m_rows(trials, left_out=True)
+    measured = delta_m_rows(trials)
+    other_baselines = len(_with_delta_m(trials)) - len(measured)
     for r in measured:
         dm[_method(r)].append(r["delta_m_pct"])
     originals = {r["trial_id"]: r for r in trials}
@@ -105,15 +106,18 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
     }
 
 
-def delta_m_rows(trials: list[dict], *, left_out: bool = False):
-    """The trials in "Δm% by loss weighting": completed, with a Δm% (a stopped trial's early score against
-    full-budget baselines is no Δm%: methods stopped more often looked worse), measured against the newest such
-    trial's baselines (``baselines_id``: a sweep of another base config measures on another scale). ``left_out``:
-    also how many that last rule left out."""
-    rows = [r for r in trials if r["status"] == "completed" and finite(r.get("delta_m_pct")) is not None]
+def _with_delta_m(trials: list[dict]) -> list[dict]:
+    """Completed trials with a Δm% (a stopped trial's early score against full-budget baselines is no Δm%: methods
+    stopped more often looked worse)."""
+    return [r for r in trials if r["status"] == "completed" and finite(r.get("delta_m_pct")) is not None]
+
+
+def delta_m_rows(trials: list[dict]) -> list[dict]:
+    """The trials in "Δm% by loss weighting": ``_with_delta_m``'s, measured against the newest one's baselines
+    (``baselines_id``: a sweep of another base config measures on another scale)."""
+    rows = _with_delta_m(trials)
     scale = max(rows, key=lambda r: str(r.get("created_at") or "")).get("baselines_id") if rows else None
-    kept = [r for r in rows if r.get("baselines_id") == scale]
-    return (kept, len(rows) - len(kept)) if left_out else kept
+    return [r for r in rows if r.get("baselines_id") == scale]
 
 
 def front_candidates(trials: list[dict], pair) -> list[dict]:

@@ -28,6 +28,7 @@ from ..config.sampling import materialize
 from ..config.space import hp_columns
 from ..errors import ConfigError, LeaderboardWriteError
 from ..leaderboard import spool
+from ..leaderboard.ranking import done_work
 from ..leaderboard.rows import RowContext, TrialFacts, trial_row
 from ..training.progress import (WAIT_LINE_EVERY_S, judged_history, read_progress, release_now_and_then,
                                  waiting_line)
@@ -272,11 +273,10 @@ class SweepCallback(tune.Callback):
         """The same work's row id, if done before ``row``: among this driver's rows (some spooled), then the board's."""
         from ..leaderboard.leaderboard import Leaderboard
 
-        mine = [r for r in self.rows if r["status"] == "completed" and not r.get("duplicate_of")
-                and all(r.get(k) == row[k] for k in ("experiment", "config_hash", "data_fingerprint"))]
+        key = (row["experiment"], row["config_hash"])
         try:
-            done = mine[0] if mine else Leaderboard(self.cfg.storage).done(
-                row["experiment"], row["config_hash"], fingerprint=row["data_fingerprint"])
+            done = done_work(self.rows, *key, fingerprint=row["data_fingerprint"]) or Leaderboard(
+                self.cfg.storage).done(*key, fingerprint=row["data_fingerprint"])
             return done["row_id"] if done else None
         except (OSError, ConfigError):
             return None
