@@ -3,7 +3,7 @@
 
 from orchestrator.leaderboard import Leaderboard
 
-from factories import minimized_rows
+from factories import minimized_rows, run_cli
 
 
 def test_best_and_top_follow_a_minimized_objective(tmp_path):
@@ -265,3 +265,47 @@ def test_ranking_by_delta_m_pct_holds_one_set_of_baselines_whatever_the_objectiv
     assert board.top(5, experiment="t").column("trial_id").to_pylist() == ["A-t", "B-t"]   # mean_score: one scale
     assert [r["trial_id"] for r in board.pareto(["delta_m_pct", "left_accuracy"], experiment="t").to_pylist()] == \
         ["A-t"]
+
+
+def test_a_listing_numbers_only_the_rows_a_ranking_compares(tmp_path, capsys):
+    """`leaderboard --sort delta_m_pct` listed B (+2.50 against 1-epoch baselines) as rank 1 above A (-0.52 against
+    3-epoch ones), though A is better on both tasks and `best` names A; failed rows got rank numbers too. A listing
+    keeps every row, but numbers only the rows a ranking compares (the newest measurement, ranked statuses): the
+    others follow them, unnumbered."""
+    from orchestrator.leaderboard import render
+
+    board = _two_baselines(tmp_path)
+    common = {"experiment": "t", "sweep_id": "A", "kind": "trial", "objective_metric": "mean_score",
+              "objective_mode": "max", "data_fingerprint": "d1", "config": {"name": "t"}}
+    board.append([{**common, "trial_id": "F", "status": "failed", "objective": 0.99, "delta_m_pct": 9.0}])
+    listed = board.top(10, experiment="t", metric="delta_m_pct", ranked=False)
+    assert listed.column("trial_id").to_pylist() == ["A-t", "B-t", "F"]
+    assert listed.column("rank").to_pylist() == [1, None, None]
+    text = render(listed, columns=["rank", "trial_id"], width=200).splitlines()
+    assert [line.split()[:3] for line in text[2:]] == [["1", "│", "A-t"], ["-", "│", "B-t"], ["-", "│", "F"]]
+    out = run_cli(capsys, "leaderboard", "--storage", str(tmp_path), "--sort", "delta_m_pct")
+    assert out.code == 0 and "rank -: not ranked by delta_m_pct (failed, diverged, no value" in out.out
+    by_objective = board.top(10, experiment="t", ranked=False)     # mean_score: one scale, both numbered
+    assert by_objective.column("trial_id").to_pylist() == ["A-t", "B-t", "F"]
+    assert by_objective.column("rank").to_pylist() == [1, 2, None]
+
+
+def _two_baselines(tmp_path):
+    from factories import experiment
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard.rows import RowContext, TrialFacts, trial_row
+
+    d = experiment(tmp_path, "builtin:multidigits/train", storage=str(tmp_path))
+    del d["tasks"]["sum"]
+    cfg = parse_config(d)
+    board = Leaderboard(str(tmp_path))
+
+    def ran(sweep_id, baselines, left, right):
+        epoch = {"epoch": 1, "status": "running", "config_hash": cfg.config_hash(), "left_accuracy": left,
+                 "right_accuracy": right, "objective": (left + right) / 2}
+        return trial_row(cfg, [epoch], context=RowContext(sweep_id, 5, fingerprint="d1", baselines=baselines),
+                         trial=TrialFacts(f"{sweep_id}-t"))
+
+    board.append([ran("B", {"left": 0.80, "right": 0.70}, 0.84, 0.70)])
+    board.append([ran("A", {"left": 0.97, "right": 0.97}, 0.96, 0.97)])
+    return board

@@ -95,6 +95,9 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
         raise ConfigError(f"no row selected has a value of {metric}: sort by a metric they have "
                           f"({', '.join(having) or 'none'}), or select other rows")
     click.echo(render(table, fmt=fmt) if table.num_rows or fmt != "table" else f"no matching rows in {board.uri}")
+    if fmt == "table" and table.num_rows and table.column("rank").null_count:
+        click.echo(f"rank -: not ranked by {metric} (failed, diverged, no value, or measured otherwise than its "
+                   f"experiment's newest rows: older code, other data or baselines)")
 
 
 @leaderboard.command("compact")

@@ -26,7 +26,7 @@ from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
 from .ranking import (OBJECTIVES, TIE_BREAKS, VERSION_COLUMNS, best_first, current, done_work, front_rows,
-                      newest_versions, once_per_work, ranked)
+                      listed, newest_versions, once_per_work, ranked)
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
@@ -101,15 +101,21 @@ class Leaderboard:
         """The ``k`` best rows by ``metric``, NaN and missing values last. Direction: ``metrics.direction``;
         ``objective``/``best_objective`` follow each row's ``objective_mode`` (none: max); unknown columns sort
         descending unless ``ascending`` is given. Failed and diverged rows are never ranked (``ranking.UNRANKED``);
-        ``ranked=False`` (listings) keeps them, after all the others."""
+        ``ranked=False`` (listings) keeps every row, numbered in a ``rank`` column where a ranking compares it
+        (``ranking.listed``)."""
         def work(snap: Snapshot) -> pa.Table:
             if not snap.infos:
                 return _empty()
             _check_numeric(snap.schema, metric, what="metric")
-            snap, light = self._select(snap, [metric, "objective_mode", "status", *TIE_BREAKS], experiment=experiment,
-                                       where=where, sweep_id=sweep_id, kind=kind, ranked_only=ranked, once=True)
-            best = best_first(light, metric, ascending=ascending)
-            return self._files.fetch(snap, light.take(best[:max(k, 0)]))
+            versions = [] if ranked else [c for c in VERSION_COLUMNS if c in snap.schema.names]
+            snap, light = self._select(snap, [metric, "objective_mode", "status", *TIE_BREAKS, *versions],
+                                       experiment=experiment, where=where, sweep_id=sweep_id, kind=kind,
+                                       ranked_only=ranked, once=True)
+            if ranked:
+                return self._files.fetch(snap, light.take(best_first(light, metric, ascending=ascending)[:max(k, 0)]))
+            order, ranks = listed(light, metric, ascending=ascending)
+            table = self._files.fetch(snap, light.take(order[:max(k, 0)]))
+            return table.append_column("rank", pa.array(ranks[:max(k, 0)], pa.int64()))
         return self._read(work)
 
     def best(self, *, metric: str = "objective", experiment: Names = None, where: Optional[str] = None,

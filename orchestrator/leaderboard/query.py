@@ -164,8 +164,8 @@ def default_columns(table: pa.Table, *, also: tuple[str, ...] = ()) -> list[str]
     searched = [c for c in nums if c.startswith("weight_") or (c not in KNOWN_TYPES and column_type(c) is None)]
     varied = [c for c in _WHEN_VARIED if c in shown and len(set(table.column(c).to_pylist())) > 1]
     tail = ["epochs", "wall_time_s"]
-    return ["rank"] + list(dict.fromkeys(c for c in fixed + metrics + [*_HPARAMS, *searched, *varied] + tail
-                                         if c in shown))
+    return list(dict.fromkeys(c for c in ["rank", *fixed, *metrics, *_HPARAMS, *searched, *varied, *tail]
+                              if c in shown or c == "rank"))
 
 
 def _rich_table(table: pa.Table, columns: list[str], *, width: Optional[int] = None) -> str:
@@ -176,8 +176,8 @@ def _rich_table(table: pa.Table, columns: list[str], *, width: Optional[int] = N
 
     width = width or shutil.get_terminal_size((200, 24)).columns
     rows = table.select([c for c in columns if c != "rank"]).to_pylist()
-    cells = {c: [str(i) for i in range(1, len(rows) + 1)] if c == "rank" else [_text(r[c]) for r in rows]
-             for c in columns}
+    ranks = table.column("rank").to_pylist() if "rank" in table.column_names else range(1, len(rows) + 1)
+    cells = {c: [_text(r) for r in ranks] if c == "rank" else [_text(r[c]) for r in rows] for c in columns}
     shown, used = [], 0
     for c in columns:
         need = max([len(_header(c)), *map(len, cells[c])]) + 3     # rich's padding and separator

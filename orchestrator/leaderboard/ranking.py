@@ -60,20 +60,38 @@ def current(light: pa.Table) -> pa.Table:
     return light.filter(pc.invert(pc.is_in(light.column("row_id"), value_set=stale)))
 
 
-def best_first(light: pa.Table, metric: str, *, ascending: Optional[bool] = None) -> pa.Array:
+def best_first(light: pa.Table, metric: str, *, ascending: Optional[bool] = None,
+               after: Optional[pa.Array] = None) -> pa.Array:
     """Row indices, best ``metric`` first (``signed``; or by its raw value if ``ascending`` is given), rows without a
-    value last, and rows of ``UNRANKED`` statuses after all others; of tied rows the earlier (``created_at``) first,
-    then the lower row id: the files' order is no order (names hold a random part)."""
+    value last, the rows ``after`` marks after the others, and rows of ``UNRANKED`` statuses after all; of tied rows
+    the earlier (``created_at``) first, then the lower row id: the files' order is no order (names hold a random
+    part)."""
     if ascending is None:
         key, order = signed(light, metric), "descending"
     else:
         key, order = light.column(metric).cast(pa.float64()), "ascending" if ascending else "descending"
-    keys = {"key": key}
+    keys = {"key": key} if after is None else {"after": after, "key": key}
     if "status" in light.column_names:
         keys = {"unranked": pc.fill_null(pc.is_in(light.column("status"), value_set=pa.array(UNRANKED)), False), **keys}
     keys.update({tie: light.column(tie) for tie in TIE_BREAKS if tie in light.column_names})
     sort = [(k, order if k == "key" else "ascending", "at_end") for k in keys]
     return pc.sort_indices(pa.table(keys), sort_keys=sort)
+
+
+def listed(light: pa.Table, metric: str, *, ascending: Optional[bool] = None) -> tuple[pa.Array, list]:
+    """A listing's order and rank numbers: every row, the rows a ranking by ``metric`` compares first (of ranked
+    statuses, measured like their experiment's newest: ``newest_versions``), best first and numbered where they have
+    a value; then the others (another measurement, failed, diverged), unnumbered."""
+    pickable_rows = light.filter(ranked(light.column_names))
+    compared = set(newest_versions(pickable_rows, by=[metric]).column("row_id").to_pylist()
+                   if pickable_rows.num_rows else ())
+    other = pa.array([r not in compared for r in light.column("row_id").to_pylist()])
+    order = best_first(light, metric, ascending=ascending, after=other)
+    values, apart, ranks = light.column(metric).to_pylist(), other.to_pylist(), []
+    for i in order.to_pylist():
+        numbered = not apart[i] and finite(values[i]) is not None
+        ranks.append(sum(r is not None for r in ranks) + 1 if numbered else None)
+    return order, ranks
 
 
 def front_rows(light: pa.Table, metrics: list[str]) -> np.ndarray:
