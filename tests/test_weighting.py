@@ -302,3 +302,29 @@ def test_rlw_and_famo_are_searchable_values_of_loss_weighting(tmp_path):
 
     with pytest.raises(ConfigError, match="loss_weighting"):
         parse_config(merged(base, {"train": {"loss_weighting": "pcgrad"}}))
+
+
+def test_rlws_draws_share_no_random_stream_with_the_models_layers(tmp_path):
+    """RLW keyed its draws on (train.seed, step): the key of the first head's Dropout at that step (seeded
+    train.seed + 0, its counter one per training call), so λ was a function of the bits of that head's dropout mask.
+    Its stream must be none of the model's layers' streams at any step."""
+    import keras
+    import tensorflow as tf
+    from orchestrator.data.spec import DataSpec
+    from orchestrator.model.multitask import build
+
+    cfg = parse_config(experiment(tmp_path, "d.parquet", train={"loss_weighting": "rlw", "seed": 3},
+                                  heads={"dropout": 0.5}))
+    spec = DataSpec(image_shape=(28, 28, 1), image_kind="pixels", pixel_dtype="float32",
+                    classes={"left": list(range(10)), "right": list(range(10))}, label_mean={"sum": 9.0},
+                    label_std={"sum": 4.0}, n_train=8, n_val=8, fingerprint="fp")
+    keras.utils.set_random_seed(cfg.train.seed)
+    model = build(cfg, spec).model
+    seeds = {int(layer.seed_generator.state.numpy()[0]) for layer in model._flatten_layers(include_self=False)
+             if getattr(layer, "seed_generator", None) is not None}
+    assert cfg.train.seed in seeds          # the first head's Dropout: the case this test is about
+    for step in range(20):
+        ours = np.asarray(rlw_weights(cfg.train.seed, step, 3))
+        theirs = [np.asarray(tf.nn.softmax(tf.random.stateless_normal([3], seed=tf.constant([s, step], tf.int64))))
+                  for s in seeds]
+        assert not any(np.allclose(ours, t) for t in theirs), f"step {step}: RLW drew from a layer's stream"

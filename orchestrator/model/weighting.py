@@ -9,7 +9,7 @@
   workers, so every worker computes the same λ); ``λ = 1`` for the first two epochs. Applied as
   ``λ_k / K`` so the weights sum to 1, like static ones.
 - ``rlw`` (Lin et al. 2022, Random Loss Weighting): new weights every step, ``λ = softmax(z)`` with
-  ``z ~ N(0, I_K)`` drawn by a stateless generator keyed on (``train.seed``, global step): every
+  ``z ~ N(0, I_K)`` drawn by a stateless generator keyed on (``train.seed``, global step + 2**40): every
   replica draws the same weights without communicating.
 - ``famo`` (Liu et al. 2023, Fast Adaptive Multitask Optimization): task logits ``ξ`` (0 at the start),
   ``z = softmax(ξ)``; the step descends ``Σ_k w_k L_k`` with ``w_k = z_k / (c L_k)``, ``c = Σ_i z_i / L_i``
@@ -50,8 +50,13 @@ def rlw_weights(seed: int, step, k: int):
     """RLW's λ for global step ``step``: softmax of K standard normal draws from a generator keyed on (seed, step)."""
     import tensorflow as tf
 
-    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64) + _RLW_STREAM])
     return tf.nn.softmax(tf.random.stateless_normal([k], seed=key))
+
+
+# A layer's draws are keyed (its seed, calls so far), and the first head's Dropout is seeded train.seed: keyed (seed,
+# step), RLW's λ was a function of that head's dropout bits. Its counters start here, where no layer's reach.
+_RLW_STREAM = 2 ** 40
 
 
 def famo_weights(logits, losses):
