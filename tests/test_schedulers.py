@@ -301,7 +301,7 @@ def test_a_sweep_that_kept_its_rungs_in_its_own_folder_resumes_with_them(tmp_pat
     resumed.on_trial_add(FakeController(resumed), newcomer)
     assert resumed.on_trial_result(FakeController(resumed), newcomer, {"epoch": 1, "objective": 0.5}) == \
         TrialScheduler.STOP                                  # below the median of the 4 recorded before (0.75)
-    recorded = {tid for bracket in json.loads(open(kept).read()) for rung in bracket for tid in rung}
+    recorded = {tid for bracket in json.loads(open(kept).read())["rungs"] for rung in bracket for tid in rung}
     assert recorded == {"t0", "t1", "t2", "t3", "t4"} and open(old).read() == old_text
     # once the new place holds records, they are read, not the old file (which a resumed Tune keeps uploading)
     again = fresh()
@@ -673,7 +673,7 @@ def test_a_trial_resumed_past_its_last_rung_is_recorded_there(tmp_path):
     assert scheduler.on_trial_result(controller, early, {"epoch": 4, "objective": 0.7}) == "CONTINUE"
     assert scheduler.on_trial_result(controller, resumed, {"epoch": 5, "objective": 0.9}) == "STOP"   # its last
     assert scheduler.on_trial_result(controller, early, {"epoch": 5, "objective": 0.8}) == "STOP"
-    (rung,) = json.loads(open(layout.scheduler_state(cfg.storage, cfg.name, "s1", "asha")).read())[0]
+    (rung,) = json.loads(open(layout.scheduler_state(cfg.storage, cfg.name, "s1", "asha")).read())["rungs"][0]
     assert rung == {"early": 0.7, "resumed": 0.9}, rung
 
 
@@ -714,3 +714,66 @@ def test_a_trial_whose_objective_is_nan_ranks_last_under_asha():
         for trial, value in zip(trials, [*scores.values(), last]):
             said = scheduler.on_trial_result(None, trial, {"epoch": 1, "objective": value, "status": "running"})
         assert said == expected, (last, said)
+
+
+def test_a_result_without_an_objective_ranks_last_under_asha_and_ends_nothing_else():
+    """A reused row's epoch keeps a NaN objective as null (rows.compact_epoch), and the sweep re-reports it: ASHA's
+    float(None) raised in Tune's controller and the whole sweep died (TuneError). Ranked last, as NaN; a trial
+    completing with it is recorded so too. Found by a helper's audit."""
+    from orchestrator.sweep.kept import KeptASHA
+
+    scheduler = KeptASHA(max_t=8, grace_period=1, reduction_factor=2)
+    scheduler.set_search_properties("objective", "max")
+    trials = [FakeTrial(t) for t in ("t0", "t1", "t2", "t3", "t4")]
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+    for trial, value in zip(trials[:4], (0.9, 0.8, 0.7, 0.6)):
+        scheduler.on_trial_result(None, trial, {"epoch": 1, "objective": value, "status": "running"})
+    assert scheduler.on_trial_result(None, trials[4], {"epoch": 1, "objective": None, "status": "running"}) == "STOP"
+    scheduler.on_trial_complete(None, trials[3], {"epoch": 2, "objective": None, "status": "running"})
+
+
+def test_a_trial_asha_stopped_stays_stopped_after_a_resume(tmp_path):
+    """The driver killed after ASHA stopped a trial but before Tune saved it as terminated: resumed, the trial runs
+    again from its checkpoint and its next epoch met an empty rung, so it went on (ASHA kept its rungs' scores across
+    --resume, not its decisions; MO-ASHA kept both). Found by a helper's audit."""
+    import pickle
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.tuner import make_scheduler
+
+    from factories import experiment
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 8},
+                                  search={"space": {"train.head_lr": {"choice": [1e-3, 3e-3]}}, "num_samples": 2,
+                                          "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2}}))
+    sch = make_scheduler(cfg, trials=2, concurrent=2, sweep_id="s1")
+    sch.set_search_properties("objective", "max")
+    at_start = pickle.dumps(sch)
+    first = pickle.loads(at_start)
+    a, b = FakeTrial("a"), FakeTrial("b")
+    for trial in (a, b):
+        first.on_trial_add(None, trial)
+    assert first.on_trial_result(None, a, {"epoch": 1, "objective": 0.9}) == TrialScheduler.CONTINUE
+    assert first.on_trial_result(None, b, {"epoch": 1, "objective": 0.5}) == TrialScheduler.STOP
+    resumed = pickle.loads(at_start)
+    resumed.on_trial_add(None, FakeTrial("b"))
+    assert resumed.on_trial_result(None, b, {"epoch": 2, "objective": 0.55}) == TrialScheduler.STOP
+    older = pickle.loads(at_start)   # the rungs as older code kept them (no decisions): still read
+    older._restore(json.dumps(json.loads(first._records())["rungs"]))
+    assert older._count() == 2 and not older.stopped
+
+
+def test_moasha_records_a_trial_whose_first_result_after_a_resume_is_its_last_epoch(tmp_path):
+    """KeptASHA records a trial resumed past its last rung at that rung; MO-ASHA stopped it at max_t unrecorded, so
+    later arrivals at the rung were judged without it. Found by a helper's audit."""
+    from orchestrator.sweep.moasha import MOASHA
+
+    sch = MOASHA(["left_accuracy"], max_t=4, grace_period=1, reduction_factor=2)
+    for trial, value in (("c", 0.9), ("b", 0.5), ("a", 0.7)):
+        sch.decide(trial, {"epoch": 1, "left_accuracy": value})
+    sch.decide("a", {"epoch": 2, "left_accuracy": 0.7})
+    assert sch.decide("c", {"epoch": 4, "left_accuracy": 0.95}) == "STOP"     # its last epoch: done
+    assert set(sch.rungs.recorded[2]) == {"a", "c"}

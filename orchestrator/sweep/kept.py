@@ -8,11 +8,11 @@ among the live trials only. Each of our schedulers keeps its records in a file o
 from __future__ import annotations
 
 import json
-import math
 from typing import Optional
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from ..metrics import finite
 from .searchers import BAD
 
 
@@ -64,15 +64,20 @@ class KeptASHA(KeptRecords, ASHAScheduler):
         ASHAScheduler.__init__(self, time_attr="epoch", max_t=max_t, grace_period=grace_period,
                                reduction_factor=reduction_factor)
         self.state = state
+        self.stopped: set[str] = set()   # decided: a trial stopped once stays stopped (rerun after a resume too)
 
     def _records(self) -> str:
-        return json.dumps([[{tid: float(score) for tid, score in recorded.items()} for _, recorded in bracket._rungs]
-                           for bracket in self._brackets])
+        return json.dumps({"rungs": [[{tid: float(score) for tid, score in recorded.items()}
+                                      for _, recorded in bracket._rungs] for bracket in self._brackets],
+                           "stopped": sorted(self.stopped)})
 
     def _restore(self, text: str) -> None:
-        for bracket, rungs in zip(self._brackets, json.loads(text)):
-            for (_, recorded), saved in zip(bracket._rungs, rungs):
-                recorded.update(saved)
+        saved = json.loads(text)
+        saved = saved if isinstance(saved, dict) else {"rungs": saved}   # older code kept the rungs only
+        self.stopped |= set(saved.get("stopped", ()))
+        for bracket, rungs in zip(self._brackets, saved["rungs"]):
+            for (_, recorded), saved_rung in zip(bracket._rungs, rungs):
+                recorded.update(saved_rung)
 
     def _count(self) -> int:
         return sum(len(recorded) for bracket in self._brackets for _, recorded in bracket._rungs)
@@ -81,20 +86,35 @@ class KeptASHA(KeptRecords, ASHAScheduler):
         self._load()
         super().on_trial_add(tune_controller, trial)
 
+    def _scored(self, result: dict) -> dict:
+        """``result`` with a diverged trial's score (it may be finite under float16), a NaN one (an AUC of a one-class
+        validation set: Ray's rung compares NaN < cutoff, False, and lets it through) or a missing one (a reused row's
+        NaN epoch, kept as null) made the worst: it ranks last, as elsewhere. Finite: rungs take percentiles."""
+        if self._metric in result and (result.get("status") == "diverged" or finite(result[self._metric]) is None):
+            return {**result, self._metric: -self._metric_op * BAD}
+        return result
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, self._scored(result))
+
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        dead = result.get("status") == "diverged"   # its scores may be finite (float16): it ranks last, as elsewhere
-        # NaN (an AUC of a one-class validation set) too: Ray's rung compares NaN < cutoff, False, and lets it through
-        if self._metric in result and (dead or not math.isfinite(float(result[self._metric]))):
-            result = {**result, self._metric: -self._metric_op * BAD}   # finite: rungs take percentiles
+        self._load()
+        if trial.trial_id in self.stopped:   # stopped before the driver was killed, and rerun since
+            return TrialScheduler.STOP
+        dead = result.get("status") == "diverged"
+        result = self._scored(result)
         before = self._count()
         action = super().on_trial_result(tune_controller, trial, result)
         last = self._time_attr in result and self._metric in result and result[self._time_attr] >= self._max_t
+        stops = (dead or action == TrialScheduler.STOP) and not last
+        if stops:
+            self.stopped.add(trial.trial_id)
         if last and trial.trial_id in self._trial_info:
             # Ray records nothing at the last epoch. A trial resumed past its last rung (the driver killed between that
             # epoch's checkpoint and its report) is recorded there now, at this score, as ASHA records a late arrival;
             # one recorded already is left as it is
             self._trial_info[trial.trial_id].on_result(trial, result[self._time_attr],
                                                        self._metric_op * result[self._metric])
-        if self._count() != before:   # a score was recorded at a rung
+        if stops or self._count() != before:   # a decision made, or a score recorded at a rung
             self._save()
         return TrialScheduler.STOP if dead else action

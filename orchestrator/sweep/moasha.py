@@ -7,7 +7,8 @@ so a trial best on one task but mediocre on the mean would be stopped by ASHA on
 below ``max_t``) and its asynchrony, and changes only the ranking: when a trial reaches a rung, the rung's recorded
 trials (it included) are ordered by non-dominated sorting, with an ε-net inside each front (``pareto.mo_order``), and
 the trial continues if it is among the first ``ceil(n / η)`` (or ties exactly with one of them, as ASHA keeps
-ties), else it stops. With one metric this is ASHA's rule by rank.
+ties), else it stops. With one metric: the top ceil(n / η) by value, it included (not Ray's ASHA, which compares it
+with a percentile of the scores recorded before it).
 
 Each metric's direction comes from the registry (``metrics.direction``). Tune does not save a scheduler's state in
 its experiment state (a restored Tuner gets the scheduler it was created with, empty), so the rungs are written to
@@ -51,6 +52,13 @@ class Rungs:
         if not keep:
             self.stopped.add(trial_id)
         return keep, changed
+
+    def record(self, trial_id: str, t: float, point: tuple, *, dead: bool = False) -> bool:
+        """Record a trial at its last epoch (nothing left to decide) at the highest rung it reached and is not yet
+        recorded at, as ASHA records a late arrival: a trial resumed past its last rung. Whether it recorded."""
+        if trial_id in self.stopped:
+            return False
+        return self._rank(trial_id, t, [-math.inf] * len(point) if dead else point)[1]
 
     def _rank(self, trial_id: str, t: float, point: tuple) -> tuple[bool, bool]:
         for m in reversed(self.marks):
@@ -105,11 +113,13 @@ class MOASHA(KeptRecords, FIFOScheduler):
         if self.time_attr not in result or any(m not in result for m in self.metrics):
             return TrialScheduler.CONTINUE
         t = result[self.time_attr]
-        if t >= self.max_t:
-            return TrialScheduler.STOP   # the last epoch: nothing left to decide (ASHA does the same)
         dead = result.get("status") == "diverged"   # its metrics may be finite (float16), or missing: it ranks last
-        values = [None] * len(self.metrics) if dead else [result[m] for m in self.metrics]
-        keep, changed = self.rungs.on_result(trial_id, t, signed_point(values, self.metrics), dead=dead)
+        point = signed_point([None] * len(self.metrics) if dead else [result[m] for m in self.metrics], self.metrics)
+        if t >= self.max_t:   # the last epoch: nothing left to decide (ASHA does the same)
+            if self.rungs.record(trial_id, t, point, dead=dead):
+                self._save()
+            return TrialScheduler.STOP
+        keep, changed = self.rungs.on_result(trial_id, t, point, dead=dead)
         if changed:
             self._save()
         if not keep:
