@@ -86,7 +86,8 @@ def sweep_callback(tmp_path, lines, **kw):
     from factories import embedded
     from orchestrator.config import parse_config
     from orchestrator.leaderboard.rows import RowContext
-    from orchestrator.sweep.callback import SweepCallback, provenance
+    from orchestrator.sweep.callback import SweepCallback
+    from orchestrator.sweep.provenance import provenance
 
     cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 2}))
     context = RowContext("s1", 5, code=provenance())                 # as the sweep makes it (tuner, runner)
@@ -336,7 +337,7 @@ def test_rows_record_the_code_that_made_them(tmp_path):
     from importlib import metadata
 
     import orchestrator
-    from orchestrator.sweep.callback import provenance
+    from orchestrator.sweep.provenance import provenance
 
     package = os.path.dirname(orchestrator.__file__)
     head = subprocess.run(["git", "-C", package, "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -406,7 +407,7 @@ def test_a_reused_trial_is_its_sweeps_row_and_counts_once_in_the_experiment(tmp_
     callback.on_trial_start(0, [t], t)
     for h in history:
         callback.on_trial_result(0, [t], t, {**h, "reused_row": old["row_id"], "reused_from": "s0/old",
-                                             "reused_checkpoint": old["checkpoint"]})
+                                             "reused_checkpoint": old["checkpoint"], "reused_history": history})
     callback.on_trial_complete(0, [t], t)
     mine = board.best(sweep_id="s1")
     assert mine["trial_id"] == "r" and mine["reused_from"] == "s0/old" and mine["objective"] == old["objective"]

@@ -505,6 +505,8 @@ def test_a_sweep_cut_by_its_time_budget_still_writes_rows_of_trials_that_trained
     callback.on_experiment_end(trials=[cut, idle])
     (row,) = Leaderboard(cfg.storage).table(experiment="t").to_pylist()
     assert row["trial_id"] == "cut" and row["status"] == "stopped" and row["epochs"] == 1 and row["freeze_depth"] == 1
+    # not the scheduler's stop (its row said "stopped early by the scheduler", under scheduler none too)
+    assert row["reason"] == "cut by search.time_budget_s (5 s) after epoch 1", row["reason"]
 
 
 def test_searcher_state_leaves_out_the_schedulers_gate():
@@ -777,3 +779,32 @@ def test_moasha_records_a_trial_whose_first_result_after_a_resume_is_its_last_ep
     sch.decide("a", {"epoch": 2, "left_accuracy": 0.7})
     assert sch.decide("c", {"epoch": 4, "left_accuracy": 0.95}) == "STOP"     # its last epoch: done
     assert set(sch.rungs.recorded[2]) == {"a", "c"}
+
+
+def test_a_reused_trials_row_holds_the_work_it_reuses_whatever_the_scheduler_did_with_its_replay(tmp_path):
+    """A reused trial hands Tune the completed row's epochs again, and a scheduler judges them like a live trial's:
+    stopped after the first, its row said "stopped early by the scheduler after epoch 1" with the epoch-1 score,
+    and its line "not rerun, its row is reused (objective 0.3000)". The work it names completed at 0.8. Found by a
+    helper's audit."""
+    from types import SimpleNamespace
+
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback
+
+    from factories import experiment
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}, search={
+        "space": {"train.freeze_depth": {"choice": [0, 1]}}}))
+    lines = []
+    callback = SweepCallback(cfg, context=RowContext("s2", 5), out=lines.append)
+    trial = SimpleNamespace(trial_id="r", status="TERMINATED", config={"train.freeze_depth": 1})
+    work = [{"epoch": 1, "objective": 0.3, "status": "running"}, {"epoch": 2, "objective": 0.8, "status": "running"}]
+    callback.on_trial_result(0, [trial], trial, {**work[0], "reused_row": "R0", "reused_from": "s1/old",
+                                                 "reused_checkpoint": None, "reused_history": work})
+    # the scheduler stopped the replay after epoch 1
+    callback.on_trial_complete(0, [trial], trial)
+    (row,) = Leaderboard(cfg.storage).table(experiment="t").to_pylist()
+    assert (row["status"], row["epochs"], row["objective"], row["duplicate_of"]) == ("completed", 2, 0.8, "R0")
+    assert any("its row is reused (objective 0.8000)" in line for line in lines), lines

@@ -12,12 +12,9 @@ of an errored trial (a resumed sweep) writes a row that supersedes the trial's s
 """
 from __future__ import annotations
 
-import functools
 import os
-import subprocess
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Optional
 
 from ray import tune
@@ -33,7 +30,7 @@ from ..leaderboard.rows import RowContext, TrialFacts, trial_row
 from ..training.progress import (WAIT_LINE_EVERY_S, judged_history, read_progress, release_now_and_then,
                                  waiting_line)
 
-__all__ = ["LeaderboardWriteError", "SweepCallback", "provenance", "recorded", "versions"]
+__all__ = ["LeaderboardWriteError", "SweepCallback", "recorded"]
 
 
 def short_values(values: dict, n_blocks: int) -> str:
@@ -100,7 +97,7 @@ class SweepCallback(tune.Callback):
         for trial in trials:
             if trial.trial_id not in self.written and trial.status not in ("TERMINATED", "ERROR") \
                     and self.history.get(trial.trial_id):
-                self._finish(trial, None)
+                self._finish(trial, None, cut=f"cut by search.time_budget_s ({budget:g} s)")
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._guarded(lambda: self._started(trial), trial)
@@ -178,14 +175,15 @@ class SweepCallback(tune.Callback):
     def _run_dir(self, trial) -> str:
         return layout.run_dir(self.cfg.storage, layout.trial_run_name(self.context.sweep_id, trial.trial_id))
 
-    def _finish(self, trial, error):
-        """The trial's row, written with every row still pending; a row that can't be built is named at the end."""
+    def _finish(self, trial, error, *, cut: Optional[str] = None):
+        """The trial's row, written with every row still pending; a row that can't be built is named at the end.
+        ``cut``: what ended an unfinished trial, when not its scheduler."""
         if trial.trial_id in self.written:
             return
         self.written.add(trial.trial_id)
         reused = self._reused(trial)
         try:
-            row = self._row(trial, error, reused=reused)
+            row = self._row(trial, error, reused=reused, cut=cut)
         except Exception:
             self.unmade.append(trial.trial_id)
             raise
@@ -242,17 +240,17 @@ class SweepCallback(tune.Callback):
         if not (hist and hist[-1].get("reused_row")):
             return None
         self.reused.append(hist[-1]["reused_row"])
-        obj = hist[-1].get("objective")
+        obj = hist[-1]["reused_history"][-1].get("objective")   # the work's, whatever a scheduler did with its replay
         self.out(f"[{trial.trial_id}] same config and seed as completed trial {hist[-1]['reused_from']}: not "
                  f"rerun, its row is reused (objective " + (f"{obj:.4f})" if isinstance(obj, float) else "n/a)"))
         return hist[-1]
 
-    def _row(self, trial, error, *, reused: Optional[dict] = None) -> dict:
+    def _row(self, trial, error, *, reused: Optional[dict] = None, cut: Optional[str] = None) -> dict:
         cfg, values = self._config(trial)
         # The run's own record (rank 0, every epoch) also holds epochs from before a resume; a stopped trial's row
-        # ends at the last epoch Tune received.
-        hist = judged_history(self.history.get(trial.trial_id, []), read_progress(self._run_dir(trial)),
-                              failed=error is not None)
+        # ends at the last epoch Tune received. A reused row's: the work's, though a scheduler stopped its replay.
+        hist = reused["reused_history"] if reused else judged_history(
+            self.history.get(trial.trial_id, []), read_progress(self._run_dir(trial)), failed=error is not None)
         extra = self.extra[trial.config["index"]] if self.extra is not None else None
         started = self.started.get(trial.trial_id)
         wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
@@ -261,6 +259,8 @@ class SweepCallback(tune.Callback):
         facts = TrialFacts(trial.trial_id, values, error=error, wall_time_s=wall, started_at=started, extra=extra,
                            checkpoint=checkpoint)
         row = trial_row(cfg, hist, context=self.context, trial=facts)
+        if cut and row["status"] == "stopped":
+            row["reason"] = f"{cut} after epoch {row['epochs']}"
         if reused:   # this sweep's row of a work done before: rankings over the experiment count that work once
             row["reused_from"], row["duplicate_of"] = reused["reused_from"], reused["reused_row"]
         elif self.context.kind == "trial" and row["status"] == "completed":   # its twin ran at once (reuse: completed)
@@ -283,7 +283,9 @@ class SweepCallback(tune.Callback):
 
 
 def _plain(result: dict) -> dict:
-    return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    """A result's values, without Tune's nested ones (config, ...); a reused trial's epochs kept (``_row``)."""
+    return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool)) or v is None
+            or k == "reused_history"}
 
 
 def error_line(trial) -> str:
@@ -304,47 +306,3 @@ def recorded(board, sweep_id: str) -> tuple[set, dict]:
     rows = board.table(sweep_id=sweep_id, kind=None, columns=["trial_id", "status", "row_id"]).to_pylist()
     stale = {r["trial_id"]: r["row_id"] for r in rows if r.get("status") == "failed"}
     return {r["trial_id"] for r in rows} - set(stale), stale
-
-
-def versions() -> dict:
-    """Package versions behind a row (its provenance)."""
-    out = {}
-    for pkg in ("orchestrator", "ray", "tensorflow", "keras", "pyarrow"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def provenance(package: Optional[str] = None) -> dict:
-    """The code behind a row: the project's version, and the git commit of ``package`` (this package's folder by
-    default) when it is tracked in a git checkout, with ``-dirty`` when its tracked files differ from the commit;
-    None when it is not (an installed wheel, even one inside some other repository)."""
-    if package is None:
-        return _own_provenance()
-    try:
-        version = metadata.version("orchestrator")
-    except metadata.PackageNotFoundError:
-        version = None
-    return {"code_version": version, "git_commit": _git_commit(package)}
-
-
-@functools.lru_cache(maxsize=1)
-def _own_provenance() -> dict:
-    return provenance(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _git_commit(folder: str) -> Optional[str]:
-    def git(*args) -> Optional[str]:
-        try:
-            done = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    if not os.path.isdir(folder) or git("ls-files", "--error-unmatch", "--", ".") is None:
-        return None        # not a checkout, or this folder is not tracked in it
-    commit = git("rev-parse", "HEAD")
-    dirty = commit is not None and git("status", "--porcelain", "--untracked-files=no", "--", ".")
-    return commit + "-dirty" if dirty else commit

@@ -100,9 +100,10 @@ def run_trial(params: dict, *, plan: TrialPlan):
     cfg = plan.config(params)
     done = completed_row(cfg, fingerprint=plan.inputs.spec.fingerprint) if plan.configs is None else None
     if done is not None:   # the same work (config hash, seed included) was done: hand Tune its epochs again
-        for epoch in reused_epochs(cfg, done, baselines=plan.inputs.baselines):
+        epochs = reused_epochs(cfg, done, baselines=plan.inputs.baselines)
+        for epoch in epochs:   # a scheduler judges them as a live trial's, and may stop the replay: the row keeps all
             tune.report({**epoch, "reused_row": done["row_id"], "reused_checkpoint": done.get("checkpoint"),
-                         "reused_from": f"{done['sweep_id']}/{done['trial_id']}"})
+                         "reused_from": f"{done['sweep_id']}/{done['trial_id']}", "reused_history": epochs})
         return
     trial_id = tune.get_context().get_trial_id()
     name = layout.trial_run_name(plan.sweep_id, trial_id)
@@ -237,7 +238,8 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
 
     from ..leaderboard.rows import RowContext
     from ..training.lease import acquire
-    from .callback import SweepCallback, provenance, versions
+    from .callback import SweepCallback
+    from .provenance import provenance, versions
     from .capacity import plan_concurrency
 
     p = session.prepared

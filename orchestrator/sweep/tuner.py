@@ -26,7 +26,8 @@ from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
 from ..training.lease import acquire
 from ..training.session import Prepared, check, check_batch, describe, release, start
-from .callback import SweepCallback, provenance, recorded, versions
+from .callback import SweepCallback, recorded
+from .provenance import provenance, versions
 from .runner import SweepSpec, TrialPlan, make_tuner, new_sweep_id
 from .searchers import evaluated_rows, first_points, make_searcher
 
