@@ -46,6 +46,8 @@ DATA_CASES = {
     "wrong image size": (wrong_size, "100 values per image but data.image_shape"),
     "infinite regression label": (lambda t: with_column(t, "sum", [float("inf")] + t.column("sum").to_pylist()[1:]),
                                   "row 0 of label column 'sum' (task 'sum') in"),
+    "list label": (left_label(lambda v: [[x] for x in v]), "label column 'left' of"),
+    "struct label": (left_label(lambda v: [{"digit": x} for x in v]), "label column 'left' of"),
     "float32-overflowing label": (lambda t: with_column(t, "sum", t.column("sum").to_pylist()[:7] + [-1e39]
                                                         + t.column("sum").to_pylist()[8:]), "is -1e+39: regression"),
 }
@@ -273,6 +275,20 @@ def test_manifest_paths_outside_its_folder(tmp_path, capsys, path, expected):
     cfg["data"]["allow_outside"] = True   # the default: today's behaviour, the path is followed
     code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 2 and "data.allow_outside" not in err, err
+
+
+def test_a_manifest_naming_a_column_twice_is_one_line(tmp_path, capsys):
+    """A CSV header "image,left,left": pyarrow's KeyError came out as a traceback (exit 1). Found by a helper's
+    audit."""
+    table = small_table(40)
+    manifest = table.drop_columns(["image"]).append_column("image", pa.array([f"img/{i}.png" for i in range(40)]))
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(manifest, tmp_path / "m.csv")
+    text = (tmp_path / "m.csv").read_text().splitlines()
+    (tmp_path / "m.csv").write_text("\n".join([text[0] + ',"left"', *(line + ",5" for line in text[1:])]) + "\n")
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", experiment(tmp_path, str(tmp_path / "m.csv"))))
+    assert code == 2 and "column 'left' appears 2 times in" in err and "\n" not in err, err
 
 
 # -- backbones whose output is not (batch, features), and the pretrained built-in on other images ---------------------

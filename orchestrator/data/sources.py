@@ -58,7 +58,7 @@ def _read_csv(uri, fs, path, image_column, label_columns) -> Source:
     # an empty, "NA" or "null" text cell is a missing value, as it is in a number column (labels() refuses it)
     with fs.open_input_stream(path) as f:
         table = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
-    _require_columns(table.column_names, [image_column] + label_columns, uri)
+    _require_columns(table.schema, image_column, label_columns, uri)
     if not pa.types.is_string(table.schema.field(image_column).type):
         raise DataError(f"column {image_column!r} of the CSV manifest {storage.redact(uri)} must hold image paths")
     src = _manifest(uri, table, image_column, label_columns)
@@ -72,7 +72,7 @@ def _read_csv(uri, fs, path, image_column, label_columns) -> Source:
 
 def _read_parquet(uri, fs, path, image_column, label_columns) -> Source:
     ds = pads.dataset(path, filesystem=fs, format="parquet")
-    _require_columns(ds.schema.names, [image_column] + label_columns, uri)
+    _require_columns(ds.schema, image_column, label_columns, uri)
     t = ds.schema.field(image_column).type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return _manifest(uri, ds.to_table(columns=[image_column] + label_columns), image_column, label_columns)
@@ -135,11 +135,21 @@ def _builtin_pixels(table: pa.Table) -> np.ndarray:
     return pixel_array(table.column("image"), shape=builtin.IMAGE_SHAPE, where="builtin data")
 
 
-def _require_columns(names, wanted, uri):
-    missing = [c for c in wanted if c not in names]
-    if missing:
-        raise DataError(f"column {missing[0]!r} not in {storage.redact(uri)} (columns: {list(names)}): "
-                        f"fix the column name in the config")
+def _require_columns(schema: pa.Schema, image_column: str, label_columns: list[str], uri: str) -> None:
+    """The columns a config names are there, each once, and its labels are one value per row."""
+    names = schema.names
+    for c in [image_column, *label_columns]:
+        if c not in names:
+            raise DataError(f"column {c!r} not in {storage.redact(uri)} (columns: {list(names)}): "
+                            f"fix the column name in the config")
+        if names.count(c) > 1:
+            raise DataError(f"column {c!r} appears {names.count(c)} times in {storage.redact(uri)}: rename or drop "
+                            f"the copies, so that the config names one column")
+    for c in label_columns:
+        t = schema.field(c).type
+        if pa.types.is_nested(t):
+            raise DataError(f"label column {c!r} of {storage.redact(uri)} holds {t} values: a label is one number or "
+                            f"name per row; give each task a column of those")
 
 
 # -- labels ------------------------------------------------------------------------------------
