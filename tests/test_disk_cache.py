@@ -231,3 +231,22 @@ def test_units_that_differ_only_in_their_middle_rows_have_files_of_their_own(tmp
     names = {disk_cache._paths(str(tmp_path), "train", u)[0] for u in (one, other, moved)}
     assert len(names) == 3, names
     assert disk_cache._paths(str(tmp_path), "train", {**one})[0] in names   # the same unit: the same file
+
+
+def test_every_epoch_deals_each_worker_the_same_number_of_rows_whatever_the_seed():
+    """Streamed or cached units are dealt to the workers anew each epoch. Dealt round-robin in a shuffled order, 9
+    units (8 of 128 rows, one of 76) gave 2 workers [640, 460] rows in some epochs and [588, 512] in others: an epoch
+    trained 3 or 4 steps of 128 per worker, as the seed fell, and the driver's check saw only the unshuffled deal
+    (validate said ok to a batch a worker's 460 could not fill; train then failed on the cluster). Found by a
+    helper's audit."""
+    from orchestrator.data.pipeline import deal, rows_per_rank
+
+    sizes = [128] * 8 + [76]
+    deals = {tuple(rows_per_rank(sizes, world=2, epoch=e, seed=s)) for e in [None, *range(20)] for s in range(5)}
+    assert deals == {(588, 512)}, deals
+    for epoch in range(5):
+        dealt = deal(sizes, world=2, epoch=epoch, seed=0)
+        assert sorted(dealt[0] + dealt[1]) == list(range(9))             # each unit once
+    orders = {tuple(deal(sizes, world=2, epoch=e, seed=0)[0]) for e in range(5)}
+    assert len(orders) == 5                                              # still reshuffled every epoch
+    assert rows_per_rank([128] * 7 + [100, 60, 20], world=3, epoch=None, seed=0) == [384, 356, 336]   # largest first

@@ -62,15 +62,24 @@ def load_arrays(cfg):
 
 
 # -- which units a worker gets -------------------------------------------------------------------
-def assign(n_units: int, *, rank: int, world: int, epoch: Optional[int], seed: int) -> list[int]:
-    """Unit indices of one rank: dealt round-robin, in an order reshuffled each epoch (None: fixed)."""
-    order = np.arange(n_units) if epoch is None else np.random.default_rng([seed, epoch]).permutation(n_units)
-    return [int(i) for i in order[rank::world]]
+def deal(sizes: list[int], *, world: int, epoch: Optional[int], seed: int) -> list[list[int]]:
+    """Unit indices of each rank, in an order reshuffled each epoch (None: fixed). Largest units first, each to the
+    rank with the fewest rows so far (ties: the lower rank; equal sizes in the shuffled order): every epoch deals each
+    rank the same number of rows, so the steps of an epoch (the smallest share over the batch) follow neither the
+    seed nor the epoch, and a check of one deal holds for all. Dealt round-robin, a rank's share swung by a unit."""
+    n = len(sizes)
+    order = np.arange(n) if epoch is None else np.random.default_rng([seed, epoch]).permutation(n)
+    loads, dealt = [0] * world, [[] for _ in range(world)]
+    for i in sorted(order.tolist(), key=lambda i: -sizes[i]):    # stable: equal sizes keep the shuffled order
+        r = loads.index(min(loads))
+        loads[r] += sizes[i]
+        dealt[r].append(i)
+    place = {u: k for k, u in enumerate(order.tolist())}
+    return [sorted(units, key=place.get) for units in dealt]      # each rank's units in the shuffled order
 
 
 def rows_per_rank(sizes: list[int], *, world: int, epoch: Optional[int], seed: int) -> list[int]:
-    return [sum(sizes[i] for i in assign(len(sizes), rank=r, world=world, epoch=epoch, seed=seed))
-            for r in range(world)]
+    return [sum(sizes[i] for i in units) for units in deal(sizes, world=world, epoch=epoch, seed=seed)]
 
 
 def cause_message(e: BaseException) -> Optional[str]:
@@ -229,9 +238,9 @@ class StreamData:
 
         self.opts, self.cfg, self.spec, self.rank, self.world = payload["opts"], cfg, spec, rank, world
         self.units, self.all_val_units = ray.get(payload["train"]), ray.get(payload["val"])
-        self.val_units = [self.all_val_units[i] for i in assign(len(self.all_val_units), rank=rank, world=world,
-                                                                epoch=None, seed=0)]
-        self.sizes = [len(u["rows"]) for u in self.units]
+        self.val_units = [self.all_val_units[i]
+                          for i in deal(_sizes(self.all_val_units), world=world, epoch=None, seed=0)[rank]]
+        self.sizes = _sizes(self.units)
         self.seed, self.epoch, self.per_worker = cfg.train.seed, 0, None
         self.tasks = list(cfg.tasks)
         self.error, self.augment = None, augmenter(cfg, rank=rank)
@@ -265,7 +274,7 @@ class StreamData:
 
         def batches():
             steps = self.set_epoch(self.epoch)
-            mine = assign(len(self.units), rank=self.rank, world=self.world, epoch=self.epoch, seed=self.seed)
+            mine = deal(self.sizes, world=self.world, epoch=self.epoch, seed=self.seed)[self.rank]
             try:
                 for i, b in enumerate(self.epoch_batches(mine, per_worker)):
                     if i >= steps:
@@ -306,11 +315,15 @@ class DiskData(StreamData):
     def val_batches(self):
         from .disk_cache import units_in_order
 
-        mine = assign(len(self.all_val_units), rank=self.rank, world=self.world, epoch=None, seed=0)
+        mine = deal(_sizes(self.all_val_units), world=self.world, epoch=None, seed=0)[self.rank]
         size = val_batch_size(self.spec)
         for unit in units_in_order(self.folder, "val", mine, self.all_val_units, self.opts):
             for i in range(0, len(unit["image"]), size):
                 yield np.asarray(unit["image"][i:i + size]), {t: unit[f"y_{t}"][i:i + size] for t in self.tasks}
+
+
+def _sizes(units: list[dict]) -> list[int]:
+    return [len(u["rows"]) for u in units]
 
 
 def _gather(decoded: list[dict], *, allow_empty: bool = False) -> dict:
