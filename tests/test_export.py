@@ -326,3 +326,39 @@ def test_a_diverged_or_failed_trial_is_a_failed_mlflow_run_whose_objective_is_no
         run_id = trials[trials["tags.mlflow.runName"] == name]["run_id"].iloc[0]
         curve = mlflow.MlflowClient(uri).get_metric_history(run_id, "objective")
         assert [m.step for m in curve][-1] == diverged_at and math.isnan(curve[-1].value), (name, curve)
+
+
+def test_an_mlflow_uri_mlflow_refuses_is_one_line(tmp_path, capsys):
+    """`export --to mlflow:foo` (a file-store path MLflow 3 refuses) came out as a 56-line traceback, exit 1: the
+    client was made outside the export's error handling. Found by a helper's audit."""
+    board_with_trials(tmp_path)
+    r = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--to", f"mlflow:{tmp_path / 'store'}")
+    assert r.code == 2 and r.err.startswith("error: ") and "\n" not in r.err and "Traceback" not in r.err, r.err
+
+
+def test_mlflow_export_of_rows_without_a_sweep_and_of_a_rerun_keeps_one_run_each(tmp_path):
+    """Rows without a sweep id got a new empty parent run on every export (looked up as None, tagged ""); a rerun
+    that supersedes a failed row left the failed run beside its own in MLflow, where every query shows the rerun
+    only. Found by a helper's audit."""
+    import mlflow
+
+    cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 2}))
+    board = Leaderboard(str(tmp_path / "runs"))
+    failed = row(cfg, HISTORY[:1], trial_id="x", sweep_id=None, error="worker died")
+    board.append([failed])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    board.export(f"mlflow:{uri}")
+    board.append([{**row(cfg, HISTORY, trial_id="x", sweep_id=None), "supersedes": failed["row_id"]}])
+    board.export(f"mlflow:{uri}")
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["t"])
+    assert (runs["tags.orchestrator.kind"] == "sweep").sum() == 1
+    trials = runs[runs["tags.orchestrator.kind"] == "trial"]
+    assert list(trials["tags.status"]) == ["completed"], list(trials["tags.status"])
+
+
+def test_export_takes_every_kind_the_queries_take(tmp_path, capsys):
+    board_with_trials(tmp_path)
+    r = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--kind", "ablation",
+                "--to", f"csv:{tmp_path / 'x.csv'}")
+    assert r.code == 0, r.err

@@ -5,17 +5,14 @@ from __future__ import annotations
 import click
 
 from .common import reached, storage_opt
-from .query import leaderboard, refuse_missing
-
-
-_KINDS = ["trial", "baseline", "confirm", "all"]
+from .query import ROW_KINDS, leaderboard, refuse_missing
 
 
 @click.command()
 @storage_opt()
 @click.option("--experiment", "-e", multiple=True, help="only these experiments (repeatable)")
 @click.option("--sweep", multiple=True, help="only these sweep ids (repeatable)")
-@click.option("--kind", type=click.Choice(_KINDS), default="trial", show_default=True)
+@click.option("--kind", type=click.Choice(ROW_KINDS), default="trial", show_default=True)
 @click.option("--to", "to", required=True, metavar="TARGET",
               help="mlflow:URI (e.g. mlflow:sqlite:///mlflow.db), tensorboard:DIR, csv:FILE or parquet:FILE",
               callback=reached)

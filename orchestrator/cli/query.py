@@ -12,7 +12,7 @@ from ..leaderboard.ranking import OBJECTIVES
 from ..metrics import direction, finite
 from .common import mean_pm, os_error_line, reached, storage_opt
 
-_KINDS = ["trial", "baseline", "confirm", "ablation", "all"]
+ROW_KINDS = ["trial", "baseline", "confirm", "ablation", "all"]
 
 
 def write_best(row: dict, output: str) -> None:
@@ -42,7 +42,7 @@ _filter_opts = [
     click.option("--experiment", "-e", multiple=True, help="only these experiments (repeatable)"),
     click.option("--where", "-w", default=None, help='filter, e.g. "right_accuracy >= 0.9 and freeze_depth <= 2"'),
     click.option("--sweep", multiple=True, help="only these sweep ids (repeatable)"),
-    click.option("--kind", type=click.Choice(_KINDS), default="trial", show_default=True,
+    click.option("--kind", type=click.Choice(ROW_KINDS), default="trial", show_default=True,
                  help="trial rows, single-task baselines, confirmation runs, or all"),
 ]
 _format_opt = click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",

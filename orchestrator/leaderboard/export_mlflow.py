@@ -44,10 +44,14 @@ def export_mlflow(table: pa.Table, uri: str) -> dict:
             exp_id = _experiment_id(client, experiment)
             sweeps, trials = _existing(client, exp_id)
             for row in rows:
-                parent = sweeps.get(row.get("sweep_id"))
-                if parent is None:
-                    parent = sweeps[row.get("sweep_id")] = _sweep_run(client, exp_id, experiment, row.get("sweep_id"))
-                counts[_trial_run(client, exp_id, row, parent=parent, found=trials.get(row["row_id"]), names=names)] += 1
+                sweep = row.get("sweep_id") or ""   # as the parent run's tag holds it
+                if sweep not in sweeps:
+                    sweeps[sweep] = _sweep_run(client, exp_id, experiment, row.get("sweep_id"))
+                stale = trials.pop(row.get("supersedes"), None) if row.get("supersedes") else None
+                if stale is not None:   # the failed run a rerun replaces: no query shows it any more
+                    client.delete_run(stale.info.run_id)
+                counts[_trial_run(client, exp_id, row, parent=sweeps[sweep], found=trials.get(row["row_id"]),
+                                  names=names)] += 1
     except errors as e:
         raise ConfigError(f"MLflow at {redact(uri)} refused the export: {first_line(e, 200)}") from None
     finally:
@@ -83,7 +87,11 @@ def _client(uri: str):
     except ImportError:
         raise ConfigError("exporting to MLflow needs the mlflow extra: pip install 'orchestrator[mlflow]'") from None
     reach(uri)
-    return MlflowClient(tracking_uri=uri), (MlflowException,)
+    try:
+        return MlflowClient(tracking_uri=uri), (MlflowException,)
+    except MlflowException as e:   # a tracking URI it refuses (MLflow 3: a file store)
+        raise ConfigError(f"MLflow refused the tracking URI {redact(uri)} ({first_line(e, 200).split('. ')[0]}): give "
+                          f"a database or server URI, e.g. mlflow:sqlite:///mlflow.db") from None
 
 
 def _experiment_id(client, name: str) -> str:
