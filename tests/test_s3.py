@@ -154,3 +154,25 @@ def test_sweep_resume_and_queries_on_s3(s3_server, pretrained_backbone, tmp_path
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p != path]   # not the user's own config file
     for p in sessions + written + [p for p in tmpdir.rglob("*") if p.is_file()]:
         assert not leaked(p.read_bytes().decode("latin-1")), p
+
+
+def test_a_secret_on_the_command_line_does_not_reach_rays_job_table(tmp_path):
+    """Ray records a driver's whole command line as its job's entrypoint (the job table: the dashboard, `ray list
+    jobs`, the Jobs API). `train --set storage=s3://KEY:SECRET@bucket/...` put the secret there, where anyone with
+    the cluster's address reads it. Found by a helper's audit. A process that starts Ray as the CLI does (init_ray),
+    its command line holding the secret, then reads the job table."""
+    import subprocess
+    import sys
+
+    code = ("import json, ray\n"
+            "from orchestrator.training.session import init_ray\n"
+            "init_ray()\n"
+            "print(json.dumps([j.get('Entrypoint', '') for j in ray._private.state.jobs()]))\n"
+            "ray.shutdown()\n")
+    secret = "s3://AKIAORCHTEST:s3cr3tKey@bucket/runs?endpoint_override=127.0.0.1:1"
+    done = subprocess.run([sys.executable, "-c", code, "--set", f"storage={secret}"], capture_output=True, text=True,
+                          timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    entrypoints = done.stdout.strip().splitlines()[-1]
+    assert "s3cr3tKey" not in entrypoints and "AKIAORCHTEST" not in entrypoints
+    assert "storage=s3://bucket/runs" in entrypoints, entrypoints   # the command line, redacted

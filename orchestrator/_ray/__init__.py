@@ -137,6 +137,21 @@ def upload_exclusions(root, excludes: list[str], rel_parts: tuple[str, ...], *, 
     return False
 
 
+def redacted_entrypoint(redact: Callable[[str], str]) -> None:
+    """Ray records a driver's whole command line as its job's entrypoint (the job table: the dashboard, `ray list
+    jobs`, the Jobs API), where anyone with the cluster's address reads it: ``ray.init`` records it redacted."""
+    import ray._private.utils as utils
+
+    own = getattr(utils.get_entrypoint_name, "redacts", None)
+    original = own or utils.get_entrypoint_name
+
+    def redacted() -> str:
+        return redact(original())
+
+    redacted.redacts = original
+    utils.get_entrypoint_name = redacted
+
+
 def replace_run_config(tuner, run_config) -> None:
     """A restored Tuner keeps the RunConfig it was pickled with; give it today's (callbacks hold live objects)."""
     tuner._local_tuner._run_config = run_config
@@ -163,7 +178,8 @@ def check() -> None:
              ("ray.core.generated.node_manager_pb2_grpc", "NodeManagerServiceStub"),
              ("ray.core.generated.runtime_environment_pb2", "RuntimeEnvInfo"),
              ("ray.train.v2._internal.execution.worker_group.worker_group", "SynchronizationActor"),
-             ("ray.train.v2._internal.execution.worker_group.state", "_shutdown_sync_actor")]
+             ("ray.train.v2._internal.execution.worker_group.state", "_shutdown_sync_actor"),
+             ("ray._private.utils", "get_entrypoint_name")]
     for module, name in names:
         try:
             getattr(importlib.import_module(module), name)

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
-from .. import credentials, layout, storage
+from .. import _ray, credentials, layout, storage
 from ..config.schema import ExperimentConfig, frozen_blocks
 from ..data import leakage
 from ..data.builtin import IMAGE_SHAPE
@@ -209,6 +209,7 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
         # table every 5 s). On clusters it stays (spot nodes); a lost node is noticed there either way.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     if not ray.is_initialized():
+        _ray.redacted_entrypoint(storage.redact_text)   # a secret on the command line stays out of the job table
         options = {"num_gpus": num_gpus} if (num_gpus is not None and not address) else {}
         ray.init(address=address, log_to_driver=log_to_driver, configure_logging=True, logging_level="ERROR",
                  include_dashboard=None, **options)
