@@ -171,15 +171,14 @@ def check() -> None:
              ("ray.train.v2._internal.execution.failure_handling", "FailureDecision"),
              ("ray._private.state", "state"), ("ray.core.generated.gcs_pb2", "PlacementGroupTableData"),
              ("ray.train.v2._internal.execution.context", "logger"), ("ray._private.worker", "print_to_stdstream"),
-             ("ray._private.runtime_env.packaging", "_get_excludes"),
+             ("ray._private.runtime_env.packaging", "_get_excludes"), ("ray._private.utils", "get_entrypoint_name"),
              ("ray._private.runtime_env.packaging", "get_excludes_from_ignore_files"),
              ("ray._private.grpc_utils", "init_grpc_channel"), ("ray.core.generated.common_pb2", "PYTHON"),
              ("ray.core.generated.node_manager_pb2", "PrestartWorkersRequest"),
              ("ray.core.generated.node_manager_pb2_grpc", "NodeManagerServiceStub"),
              ("ray.core.generated.runtime_environment_pb2", "RuntimeEnvInfo"),
              ("ray.train.v2._internal.execution.worker_group.worker_group", "SynchronizationActor"),
-             ("ray.train.v2._internal.execution.worker_group.state", "_shutdown_sync_actor"),
-             ("ray._private.utils", "get_entrypoint_name")]
+             ("ray.train.v2._internal.execution.worker_group.state", "_shutdown_sync_actor")]
     for module, name in names:
         try:
             getattr(importlib.import_module(module), name)
