@@ -586,3 +586,17 @@ def test_a_train_run_name_that_would_reach_another_folder_is_refused(tmp_path, c
     code, _, err = run_cli(capsys, "train", config, "--name", name)
     assert code == 2 and "\n" not in err.rstrip("\n") and "--name" in err, err
     assert not (tmp_path / "runs" / "trials").exists()
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("http://127.0.0.1:8265", "is the dashboard's URL"),
+    ("127.0.0.1:9", "cannot reach the Ray cluster at 127.0.0.1:9"),
+])
+def test_a_ray_address_that_cannot_serve_is_one_line_before_anything_starts(tmp_path, capsys, address, expected):
+    """--address with the dashboard's URL (what submit and jobs take) was a 47-line traceback from ray.init, after a
+    run folder was written; a GCS address nothing listens on hung for over 5 minutes, deaf to Ctrl-C. Found by a
+    helper's audit."""
+    cfg = experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(120)))
+    code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg), "--address", address)
+    assert code == 2 and expected in err and "\n" not in err, err
+    assert not (tmp_path / "runs").exists()

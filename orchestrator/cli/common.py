@@ -122,6 +122,31 @@ def storage_opt(dest: str = "storage", *, default: str | None = "runs", help: st
 
 set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                        help="override a config value by dotted path, e.g. --set train.epochs=3")
-address_opt = click.option("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+def ray_address(ctx, param, value):
+    """A click callback for ``--address`` (a cluster's GCS address, HEAD:6379): the dashboard's URL (what submit and
+    jobs take) is one line, not ray.init's traceback; an address that takes no connection is one line at once,
+    where ray.init retried for minutes, deaf to Ctrl-C."""
+    from urllib.parse import urlsplit
+
+    from ..endpoints import unreachable
+
+    if not value or value in ("auto", "local"):
+        return value
+    s = urlsplit(value if "://" in value else f"gcs://{value}")
+    if s.scheme in ("http", "https"):
+        raise ConfigError(f"--address {value} is the dashboard's URL, which submit and jobs take; train, tune and the "
+                          f"other commands that run on a cluster take its GCS address: --address HEAD:6379")
+    try:
+        why = unreachable("gcs", s.hostname or "", s.port or 6379) if s.hostname else "no host"
+    except ValueError:
+        why = "no valid port"
+    if why:
+        raise ConfigError(f"cannot reach the Ray cluster at {value} ({why}): start it (ray start --head) or fix "
+                          f"--address (HEAD:6379)")
+    return value
+
+
+address_opt = click.option("--address", default=None, callback=ray_address,
+                           help="Ray cluster's GCS address, HEAD:6379 (default: start a local Ray)")
 job_opt = click.option("--in-ray-job", "in_job", is_flag=True, hidden=True,
                        help="set by jobs/*.py: refuse storage that would be lost with the job's working directory")
