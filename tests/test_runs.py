@@ -650,3 +650,26 @@ def test_a_run_restored_at_an_epoch_says_that_epochs_scores_again(tmp_path):
                       on_resumed=lambda m, s: resumed.append(m)))
     assert trained == [] and [m["epoch"] for m in resumed] == [2]
     assert resumed[0]["objective"] == saved["history"][-1]["objective"]
+
+
+def test_resume_finds_the_latest_sweep_that_started_not_a_start_that_failed(tmp_path):
+    """A sweep that failed to start (an unreachable cluster, a run that never fits) left a folder without sweep.json,
+    the latest one: every `tune --resume` then said "sweep ... has no sweep.json: it cannot be resumed", and through
+    submit (no --sweep) the real sweep could not be resumed at all. Found by a helper's audit."""
+    import json
+
+    from orchestrator import layout, storage
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.tuner import find_sweep, sweep_hash
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train",
+                                  search={"space": {"train.head_lr": {"choice": [0.001, 0.01]}}}))
+    storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, "20260101-000000-aaaaaa"), json.dumps(
+        {"sweep_id": "20260101-000000-aaaaaa", "config_hash": sweep_hash(cfg), "data_fingerprint": "fp",
+         "training_revision": TRAINING_REVISION}).encode())
+    stub = layout.sweep_dir(cfg.storage, cfg.name, "20260102-000000-bbbbbb")
+    storage.atomic_write(storage.join(stub, "config.json"), b"{}")          # a start that failed
+    assert find_sweep(cfg, None, fingerprint="fp") == "20260101-000000-aaaaaa"
+    with pytest.raises(ConfigError, match="has no sweep.json"):
+        find_sweep(cfg, "20260102-000000-bbbbbb", fingerprint="fp")       # named, it says why

@@ -157,11 +157,12 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
     ids = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
                  if i.type == pafs.FileType.Directory
                  and not i.base_name.startswith(("baseline-", "confirm-", "ablation-")))
-    if sweep_id is None:
-        if not ids:
+    if sweep_id is None:   # the latest that started: a start that failed leaves a folder without its record
+        started = (i for i in reversed(ids) if storage.exists(layout.sweep_record(cfg.storage, cfg.name, i)))
+        sweep_id = next(started, None)
+        if sweep_id is None:
             raise ConfigError(f"no sweep of experiment {cfg.name!r} to resume in {storage.redact(cfg.storage)}: "
                               f"run it without --resume first")
-        sweep_id = ids[-1]
     elif sweep_id not in ids:
         raise ConfigError(f"no sweep {sweep_id!r} of experiment {cfg.name!r} in {storage.redact(cfg.storage)} "
                           f"(sweeps: {ids[-5:]})")
