@@ -20,10 +20,16 @@ _LOG_PATH = os.path.join(tempfile.gettempdir(), f"orchestrator-{os.getuid()}-ten
 @contextlib.contextmanager
 def stderr_to(path: str):
     """Point file descriptor 2 (C/C++ writers included) at ``path`` for the duration."""
+    from .scratch import own_file
+
     sys.stderr.flush()
     saved = os.dup(2)
-    with open(path, "ab") as f:
-        os.dup2(f.fileno(), 2)
+    try:
+        fd = own_file(path, append=True)
+    except OSError:   # a link or another user's file at that name: the noise is dropped, not written through it
+        fd = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(fd, 2)
+    os.close(fd)
     try:
         yield
     finally:

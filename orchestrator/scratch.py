@@ -38,6 +38,17 @@ def mkstemp(suffix: str = "") -> tuple[int, str]:
     return tempfile.mkstemp(prefix=_prefix(), suffix=suffix)
 
 
+def own_file(path: str, *, append: bool = False) -> int:
+    """A descriptor of ``path`` (a fixed name in a shared temp dir) open for writing, created 0600: a symlink there, or
+    another user's file, is refused (OSError), as another user could point it at a file of ours."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    if os.fstat(fd).st_uid != os.getuid():
+        os.close(fd)
+        raise PermissionError(f"{path} belongs to another user")
+    return fd
+
+
 def sweep() -> list[str]:
     """Remove the scratch that gone processes of this user and host left in the temp dir (once per process and
     temp dir); the paths removed. Best effort: a file another sweep removed first, or one that can't go, is skipped."""

@@ -55,3 +55,32 @@ def test_a_zombie_a_reused_pid_and_another_users_process(tmp_path):
     assert not processes.running(me, str(int(processes.start_of(me)) + 1))   # a later process given this pid
     assert processes.running(1)                                      # another user's, or init: not ours to judge
     assert not processes.running(0) and not processes.running(-5)
+
+
+def test_files_at_fixed_names_in_the_temp_dir_do_not_follow_another_users_link(tmp_path, monkeypatch):
+    """The last error's traceback and TensorFlow's start-up log live at fixed names in the shared temp dir, opened
+    with a plain open(): another local user's symlink there made us overwrite (or append to) any file of ours it
+    pointed at. Found by a helper's audit."""
+    import tempfile
+
+    from orchestrator import console
+    from orchestrator.cli.main import _traceback_file
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious")
+    os.symlink(precious, tmp_path / f"orchestrator-{os.getuid()}-last-error.txt")
+    try:
+        raise ValueError("a bug")
+    except ValueError as e:
+        where = _traceback_file(e)
+    assert precious.read_text() == "precious" and "precious" not in where
+    link = tmp_path / "tf.log"
+    os.symlink(precious, link)
+    with console.stderr_to(str(link)):
+        os.write(2, b"noise\n")
+    assert precious.read_text() == "precious"
+    own = tmp_path / "own.log"
+    with console.stderr_to(str(own)):
+        os.write(2, b"noise\n")
+    assert own.read_text() == "noise\n" and (own.stat().st_mode & 0o777) == 0o600

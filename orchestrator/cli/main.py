@@ -65,11 +65,12 @@ def _traceback_file(e: BaseException) -> str:
     import tempfile
     import traceback
 
+    from ..scratch import own_file
     from ..storage import redact_text
 
     path = os.path.join(tempfile.gettempdir(), f"orchestrator-{os.getuid()}-last-error.txt")
     try:
-        with open(path, "w") as f:
+        with os.fdopen(own_file(path), "w") as f:
             f.write(redact_text("".join(traceback.format_exception(e))))
     except OSError:
         return "none: the temp dir cannot be written"
