@@ -422,3 +422,15 @@ def test_an_uploaded_yaml_with_credentials_in_a_comment_is_refused(project, monk
     with pytest.raises(ConfigError, match="examples/old.yaml holds credentials") as e:
         run_submit(monkeypatch, project, client)
     assert "wJalrOLDSECRET" not in str(e.value) and client.submitted is None
+
+
+def test_an_uploaded_yaml_behind_a_linked_folder_is_searched_too(project, monkeypatch, tmp_path_factory):
+    """submit searched the uploaded folder with os.walk, which does not enter linked folders; Ray's upload does (its
+    walk follows them): a YAML with credentials in a linked folder went to the cluster. Found by a helper's audit."""
+    client = FakeClient(["SUCCEEDED"])
+    elsewhere = tmp_path_factory.mktemp("elsewhere")   # outside the uploaded folder
+    (elsewhere / "minio.yaml").write_text("storage: s3://AKIDX:se/cr+et@bucket/runs\n")
+    (project / "examples").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ConfigError, match="examples/minio.yaml holds credentials") as e:
+        run_submit(monkeypatch, project, client)
+    assert "se/cr+et" not in str(e.value) and client.submitted is None

@@ -212,8 +212,15 @@ def _wait(client, url, job_id, out, *, changes: bool) -> int:
 
 
 def _uploaded_yaml(root: Path):
-    """The YAML files a job's working_dir upload takes (Ray's own exclusions: EXCLUDES, .gitignore, .rayignore)."""
-    for folder, dirs, files in os.walk(root):
+    """The YAML files a job's working_dir upload takes (Ray's own exclusions: EXCLUDES, .gitignore, .rayignore),
+    linked folders followed as Ray's upload follows them (each real folder once: a link to a parent ends there)."""
+    seen = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         rel = Path(folder).relative_to(root)
         dirs[:] = [d for d in dirs if not _excluded(root, (rel / d).as_posix())]
         yield from (Path(folder) / f for f in files if f.endswith((".yaml", ".yml"))
