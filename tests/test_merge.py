@@ -321,3 +321,48 @@ def test_images_of_a_fixed_size_format_are_identified_by_content(tmp_path):
         (tmp_path / folder / "m.csv").write_text("image,left\n" + "".join(f"{i}.bmp,{i % 2}\n" for i in range(3)))
     ids = {f: data_identity(str(tmp_path / f / "m.csv")) for f in ("a", "b", "copy")}
     assert ids["a"] != ids["b"] and ids["a"] == ids["copy"], ids
+
+
+def test_merging_again_after_a_rerun_superseded_a_merged_row_adds_nothing(tmp_path):
+    """DST's row ids were read from its current rows, which leave out a superseded one: a failed row merged in, then
+    rerun in DST (its row superseding it), was merged again by every later merge of the source. Found by a helper's
+    audit."""
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    failed = trial(src, trial_id="x", objective=None, status="failed")
+    Leaderboard(src).append([failed])
+    board = Leaderboard(dst)
+    assert board.merge(src)["rows"] == 1
+    board.append([trial(dst, trial_id="x", objective=0.7, supersedes=failed["row_id"])])
+    assert board.merge(src)["rows"] == 0 and board.merge(src)["rows"] == 0
+
+
+def test_merged_work_is_done_work_in_the_storage_it_was_merged_into(tmp_path):
+    """Merge points a row's config at DST (storage rewritten) but kept the config hash the source computed, which
+    covers storage: DST's sweeps, confirm and ablate looked the work up by DST's hash, found nothing, and trained it
+    again. Found by a helper's audit."""
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    Leaderboard(src).append([trial(src, trial_id="x", objective=0.7)])
+    board = Leaderboard(dst)
+    board.merge(src)
+    here = parse_config(embedded(dst, train={"head_lr": 1e-3, "seed": 0}))
+    done = board.done(here.name, here.config_hash(), fingerprint=board.table().to_pylist()[0]["data_fingerprint"])
+    assert done is not None and done["trial_id"] == "x"
+
+
+def test_merge_knows_the_same_work_as_the_config_hash_does(tmp_path):
+    """The work key hashed the config as written, where the config hash counts unused fields at their defaults,
+    static weights normalized and adamw as adam: {left: 1, right: 1} and {left: 0.5, right: 0.5} were two works,
+    counted twice after a merge. Found by a helper's audit."""
+    home, away, dst = (str(tmp_path / n) for n in ("home", "away", "dst"))
+
+    def weighted(store, trial_id, weights, **train):
+        cfg = parse_config(embedded(store, train={"loss_weights": weights, **train}))
+        return row(cfg, HISTORY, trial_id=trial_id, sweep_id="s")
+
+    Leaderboard(home).append([weighted(home, "h", {"left": 1, "right": 1}),
+                              weighted(home, "d", {"left": 1, "right": 1}, loss_weighting="dwa", optimizer="adamw")])
+    Leaderboard(away).append([weighted(away, "w", {"left": 0.5, "right": 0.5}),
+                              weighted(away, "e", {"left": 3, "right": 1}, loss_weighting="dwa", optimizer="adam")])
+    board = Leaderboard(dst)
+    assert board.merge([home, away])["duplicates"] == 2
+    assert sorted(board.top(10).column("trial_id").to_pylist()) == ["d", "h"]

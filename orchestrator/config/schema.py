@@ -273,11 +273,11 @@ class ExperimentConfig(_Strict):
         """The whole config, credentials redacted: what `resolved config` prints."""
         return redact_paths(self.model_dump(mode="json"))
 
-    def config_hash(self) -> str:
-        """What this config trains, as 12 hex digits. A field this config's training never reads (loss weights of a
-        dwa trial, searched or not) counts at its default, and static weights count normalized, so configs that
-        differ only there are the same work; a field it reads (backbone_lr with the backbone not frozen) counts at
-        its value."""
+    def work_fields(self) -> dict:
+        """What this config trains (``run_fields``, the config hash's and merge's work key's one source). A field its
+        training never reads (loss weights of a dwa trial, searched or not) at its default, static weights
+        normalized, so configs that differ only there are the same work; a field it reads (backbone_lr with the
+        backbone not frozen) at its value."""
         fields = self.run_fields()
         for path in self.train.unused_paths():
             set_dotted(fields, path, _default_at(type(self), path, dotted=fields))
@@ -285,8 +285,12 @@ class ExperimentConfig(_Strict):
             fields["train"]["loss_weights"] = self.normalized_loss_weights()
         if fields["train"]["optimizer"] == "adamw":   # Keras 3 decays decoupled for every optimizer: AdamW is Adam
             fields["train"]["optimizer"] = "adam"
-        blob = json.dumps({**fields, **task_order(self.tasks), "training_revision": TRAINING_REVISION}, sort_keys=True,
-                          default=str)
+        return fields
+
+    def config_hash(self) -> str:
+        """What this config trains (``work_fields``, the task order, the code's revision), as 12 hex digits."""
+        blob = json.dumps({**self.work_fields(), **task_order(self.tasks), "training_revision": TRAINING_REVISION},
+                          sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def with_values(self, values: dict[str, Any]) -> "ExperimentConfig":
@@ -310,14 +314,6 @@ def _default_at(model: type[BaseModel], path: str, *, dotted: dict):
         return dotted_get(dotted, path)
     value = field.get_default(call_default_factory=True)
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-
-
-def frozen_blocks(depth: Union[int, str], n_blocks: int, *, where: str = "train.freeze_depth") -> int:
-    """How many blocks a freeze depth freezes ('all' = every block); ConfigError if out of range."""
-    n = n_blocks if depth == "all" else int(depth)
-    if not 0 <= n <= n_blocks:
-        raise ConfigError(f"{where} {depth} is beyond the backbone's {n_blocks} blocks; use 0..{n_blocks} or 'all'")
-    return n
 
 
 def _format_error(err: ValidationError) -> str:

@@ -2,10 +2,11 @@
 ``best``, ``confirm``, ``report`` and warm starts see trials run elsewhere.
 
 - Rows keep their ``row_id``; a row whose id DST already has is skipped, so merging twice adds nothing.
-- Every merged row gets a ``work_key`` (``work_key``: the config without storage, name or where it ran, with the
-  data identified by content, seed included), ``merged_from`` (the source storage, credentials redacted; a row
-  merged before keeps its first source), and points at DST: its config's ``storage`` is DST, so ``best`` /
-  ``confirm`` train there. Checkpoint paths still name where the trial ran.
+- Every merged row gets a ``work_key`` (``work_key``: the config as the config hash sees it, without storage, name
+  or where it ran, with the data identified by content, seed included), ``merged_from`` (the source storage,
+  credentials redacted; a row merged before keeps its first source), and points at DST: its config's ``storage`` is
+  DST (and its ``config_hash`` that config's), so ``best`` / ``confirm`` train there and DST's sweeps find its work
+  done. Checkpoint paths still name where the trial ran.
 - Rows of work that DST already holds (or an earlier row of this merge holds; the same work key, and not another
   version of the data at the same location nor another training revision: ``same_work``) get ``duplicate_of``: the row id
   of the row that counts for that work (``preference``: a completed run before a stopped one, before a failed
@@ -29,7 +30,8 @@ import pyarrow as pa
 
 from .. import storage
 from ..config.paths import parent
-from ..config.revision import revision_of, task_order
+from ..config.revision import TRAINING_REVISION, revision_of, task_order
+from ..config.schema import parse_config
 from ..data.identity import data_identity
 from ..errors import ConfigError
 from .columns import parquet_bytes
@@ -44,7 +46,7 @@ def work_key(config: dict, identity: Callable[[str, str], str]) -> str:
     """What a row trained, wherever and under whatever name: a hash of its config without storage, name, search
     block or resources (where it ran, not what it learned), with ``data.train`` / ``data.validation`` replaced by
     ``identity(location, image_column)``; the seed (``train.seed``) stays in."""
-    c = copy.deepcopy(config)
+    c = _work_fields(config)
     for path in EXECUTION_ONLY:
         node = parent(c, path)
         if node is not None:
@@ -55,6 +57,15 @@ def work_key(config: dict, identity: Callable[[str, str], str]) -> str:
             data[field] = identity(data[field], data.get("image_column") or "image")
     c.update(task_order(c.get("tasks") or {}))
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _work_fields(config: dict) -> dict:
+    """The config as the config hash sees it (``work_fields``: unused fields at their defaults, static weights
+    normalized, AdamW as Adam), or as written where it no longer validates (older code's)."""
+    try:
+        return parse_config(config).work_fields()
+    except ConfigError:
+        return copy.deepcopy(config)
 
 
 class Identities:
@@ -112,12 +123,12 @@ def same_work(a: tuple, b: tuple) -> bool:
 def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into: str,
                 identity: Callable[[str, str], str]) -> tuple[list[int], dict[str, list]]:
     """Which ``incoming`` rows (of one source, JSON columns as strings) DST lacks, and their new column values:
-    (indices, {"work_key", "duplicate_of", "merged_from", "config"}). ``existing``: DST's rows (row_id, work_key,
+    (indices, {"work_key", "duplicate_of", "merged_from", "config", "config_hash"}). ``existing``: DST's rows (row_id, work_key,
     objective, status, epochs, duplicate_of, config, data_fingerprint, training_revision); it is extended with the
     new rows, so the next source sees them. The row that counts for a work (a work key, then ``same_work``) is the
     first by ``preference``, DST's before a source's. DST's rows are not rewritten: a new row that ``preference``
     puts before the one counting in DST counts too."""
-    have = {r["row_id"] for r in existing}
+    have = {r["row_id"] for r in existing} | {r["supersedes"] for r in existing if r.get("supersedes")}  # superseded too
     counts: dict[str, list[list]] = {}   # work key -> [row id, preference, version] of each work's counting row
 
     def counting(key, ver):
@@ -132,7 +143,7 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into
             elif preference(r) < c[1]:
                 c[:] = [r["row_id"], preference(r), ver]
     order = sorted(range(len(incoming)), key=lambda i: preference(incoming[i]))
-    keep, new = [], {"work_key": {}, "duplicate_of": {}, "merged_from": {}, "config": {}}
+    keep, new = [], {"work_key": {}, "duplicate_of": {}, "merged_from": {}, "config": {}, "config_hash": {}}
     for i in order:
         r = incoming[i]
         if r["row_id"] in have:
@@ -151,6 +162,7 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into
         new["merged_from"][i] = r.get("merged_from") or storage.redact(
             source if storage.is_uri(source) else os.path.abspath(source))
         new["config"][i] = _pointed_at(r.get("config"), into)
+        new["config_hash"][i] = _rehashed(r, new["config"][i])
         existing.append({"row_id": r["row_id"], "work_key": key, "objective": r.get("objective"),
                          "status": r.get("status"), "epochs": r.get("epochs"), "duplicate_of": counted,
                          "reused_from": r.get("reused_from"),
@@ -168,12 +180,23 @@ def _pointed_at(config, into: str):
     return json.dumps({**parsed, "storage": storage.redact(into)}, sort_keys=True, default=str)
 
 
+def _rehashed(row: dict, config) -> Optional[str]:
+    """The config hash of a row pointed at DST (the hash covers storage), so DST's sweeps, confirm and ablate find its
+    work done; a row of older code keeps its own (it names other work of this code either way)."""
+    if revision_of(row) != TRAINING_REVISION or not isinstance(config, str):
+        return row.get("config_hash")
+    try:
+        return parse_config(json.loads(config)).config_hash()
+    except (ConfigError, ValueError):
+        return row.get("config_hash")
+
+
 def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Callable[[str], None]) -> dict:
     """Merge the leaderboards of ``sources`` (storage locations, each opened by ``open_board``) into ``board`` (the
     Leaderboard of ``into``)."""
     t0, identity = time.perf_counter(), Identities()
     wanted = ["row_id", "work_key", "objective", "status", "epochs", "duplicate_of", "reused_from", "config",
-              "data_fingerprint", "training_revision"]
+              "data_fingerprint", "training_revision", "supersedes"]
     current = board.table(kind=None)
     existing = current.select([c for c in wanted if c in current.column_names]).to_pylist()
     result = {"sources": len(sources), "rows": 0, "skipped": 0, "duplicates": 0, "files": 0}

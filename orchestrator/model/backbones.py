@@ -18,7 +18,8 @@ quiet_tensorflow()   # before Keras loads TensorFlow: its start-up lines go to a
 import keras  # noqa: E402
 
 from .. import layout, storage as store  # noqa: E402
-from ..config.schema import BackboneConfig, frozen_blocks  # noqa: E402
+from ..config.freezing import frozen_blocks  # noqa: E402
+from ..config.schema import BackboneConfig  # noqa: E402
 from ..errors import ConfigError  # noqa: E402
 
 _BLOCK = re.compile(r"^(.*?block_?\d+[a-z]?)(_|$)")

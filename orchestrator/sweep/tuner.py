@@ -17,7 +17,8 @@ import time
 
 from .. import layout, metrics, storage
 from ..config.revision import TRAINING_REVISION, revision_of, task_order
-from ..config.schema import ExperimentConfig, frozen_blocks
+from ..config.freezing import frozen_blocks
+from ..config.schema import ExperimentConfig
 from ..config.sampling import grid_size, param_space
 from ..config.space import candidate_values, dotted_get, largest, walk
 from ..errors import ConfigError

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
 from .. import _ray, credentials, layout, storage
-from ..config.schema import ExperimentConfig, frozen_blocks
+from ..config.freezing import frozen_blocks
+from ..config.schema import ExperimentConfig
 from ..data import leakage
 from ..data.builtin import IMAGE_SHAPE
 from ..data.pipeline import rows_per_rank
