@@ -4,6 +4,7 @@ tests on factory rows; a slow one merges real sweeps from local disk and moto S3
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -366,3 +367,34 @@ def test_merge_knows_the_same_work_as_the_config_hash_does(tmp_path):
     board = Leaderboard(dst)
     assert board.merge([home, away])["duplicates"] == 2
     assert sorted(board.top(10).column("trial_id").to_pylist()) == ["d", "h"]
+
+
+def test_the_identity_of_parquet_data_follows_its_labels(tmp_path):
+    """A Parquet file's identity hashed its size and footer only: relabelling rows (dictionary-encoded, bit-packed
+    pages) kept both, so two leaderboards' runs on differently labelled data were merged as the same work. Found by
+    a helper's audit."""
+    import pyarrow as pa
+
+    images = [bytes([i % 251]) * 64 for i in range(200)]
+    labels = ["cat", "dog", "emu", "fox"] * 50
+    ys = [float(i % 7) for i in range(200)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = str(tmp_path / "a" / "d.parquet")
+    b = str(tmp_path / "b" / "d.parquet")
+    pq.write_table(pa.table({"image": images, "label": labels, "y": ys}), a)
+    relabelled = list(labels)
+    relabelled[3], relabelled[7], relabelled[11] = "cat", "dog", "emu"
+    moved = list(ys)
+    moved[5] += 0.5
+    pq.write_table(pa.table({"image": images, "label": relabelled, "y": moved}), b)
+    assert data_identity(a) != data_identity(b)
+    (tmp_path / "swapped").mkdir()   # every cat a dog and every dog a cat: the same sizes and statistics
+    swapped = str(tmp_path / "swapped" / "d.parquet")
+    pq.write_table(pa.table({"image": images, "label": [{"cat": "dog", "dog": "cat"}.get(v, v) for v in labels],
+                             "y": ys}), swapped)
+    assert os.path.getsize(swapped) == os.path.getsize(a) and data_identity(swapped) != data_identity(a)
+    (tmp_path / "c").mkdir()
+    c = str(tmp_path / "c" / "d.parquet")
+    pq.write_table(pa.table({"image": images, "label": labels, "y": ys}), c)
+    assert data_identity(a) == data_identity(c)                       # a copy: the same identity
