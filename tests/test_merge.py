@@ -398,3 +398,39 @@ def test_the_identity_of_parquet_data_follows_its_labels(tmp_path):
     c = str(tmp_path / "c" / "d.parquet")
     pq.write_table(pa.table({"image": images, "label": labels, "y": ys}), c)
     assert data_identity(a) == data_identity(c)                       # a copy: the same identity
+
+
+def test_rows_on_copies_of_the_same_data_rank_together_after_a_merge(tmp_path):
+    """A data fingerprint names where the data is (paths, mtimes), so a copy on the laptop and one on the cluster
+    fingerprint apart, and a ranking compares the rows of its experiment's newest data only: after merging the laptop
+    (newer rows) into the cluster, `best` named the laptop's 0.62 over the cluster's 0.90 on the same content, and
+    the cluster's rows were no longer ranked. Merge knows the data by content: a merged row on a copy of DST's data
+    is measured on DST's, as its `data_alias` says. Found by a helper's audit."""
+    import time
+
+    rows = {}
+    for where in ("cluster", "laptop"):
+        (tmp_path / where).mkdir()
+        data = write_parquet(tmp_path / where / "d.parquet", small_table(120))      # the same content, twice
+        rows[where] = lambda tid, lr, obj, where=where, data=data: row(
+            parse_config(experiment(tmp_path / where / "runs", data, name="demo", train={"head_lr": lr})),
+            [{"epoch": 1, "left_accuracy": obj, "right_accuracy": obj, "sum_r2": obj, "objective": obj}],
+            trial_id=tid, sweep_id=where, fingerprint=f"{where}-fp")
+    cluster, laptop = str(tmp_path / "cluster" / "runs"), str(tmp_path / "laptop" / "runs")
+    Leaderboard(cluster).append([rows["cluster"]("c1", 1e-3, 0.90), rows["cluster"]("c2", 2e-3, 0.85)])
+    time.sleep(0.01)
+    Leaderboard(laptop).append([rows["laptop"]("l1", 3e-3, 0.60), rows["laptop"]("l2", 1e-3, 0.62)])   # l2: c1's work
+    board = Leaderboard(cluster)
+    board.merge(laptop)
+    assert board.best(experiment="demo")["trial_id"] == "c1"
+    assert board.top(10, experiment="demo").column("trial_id").to_pylist() == ["c1", "c2", "l1"]
+    merged = {r["trial_id"]: r for r in board.table(experiment="demo").to_pylist()}
+    assert merged["l1"]["data_alias"] == "cluster-fp" and merged["c1"].get("data_alias") is None
+    other = write_parquet(tmp_path / "laptop" / "e.parquet", small_table(120, seed=1))   # other content: no alias
+    elsewhere = str(tmp_path / "elsewhere")
+    Leaderboard(elsewhere).append([row(parse_config(experiment(tmp_path / "x", other, name="demo")),
+                                       [{"epoch": 1, "objective": 0.99}], trial_id="o1", sweep_id="o",
+                                       fingerprint="other-fp")])
+    board.merge(elsewhere)
+    assert {r["trial_id"]: r.get("data_alias") for r in board.table(experiment="demo").to_pylist()}["o1"] is None
+    assert board.best(experiment="demo")["trial_id"] == "o1"        # the newest data: its rows are ranked

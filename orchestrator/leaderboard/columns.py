@@ -28,9 +28,11 @@ KNOWN_TYPES: dict[str, pa.DataType] = {
     "started_at": _TS, "created_at": _TS,
 }
 # merged rows (leaderboard/merge.py): the work a row did (config without storage or name, data by content, seed), the
-# row of the same work that counts for it, and the storage the row was merged from; a sweep's row of work done
+# row of the same work that counts for it, the storage the row was merged from, and the fingerprint its data has here
+# (data_alias: a copy of this storage's data elsewhere); a sweep's row of work done
 # before (sweep/callback.py) also has duplicate_of, and reused_from ("sweep/trial" of the row it reused)
-MERGE_TYPES: dict[str, pa.DataType] = {"work_key": _S, "duplicate_of": _S, "merged_from": _S, "reused_from": _S}
+MERGE_TYPES: dict[str, pa.DataType] = {"work_key": _S, "duplicate_of": _S, "merged_from": _S, "reused_from": _S,
+                                        "data_alias": _S}
 _FLOAT_PREFIXES = ("best_", "weight_", "eff_weight_")
 _FLOAT_SUFFIXES = tuple(f"_{m}" for m in metrics.TASK_METRICS)   # <task>_<metric>
 

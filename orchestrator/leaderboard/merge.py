@@ -39,7 +39,13 @@ from .compaction import ROWS_PER_FILE
 from .files import to_schema, unify
 from .ranking import UNRANKED, finite
 
-EXECUTION_ONLY = (("storage",), ("name",), ("search",), ("resources",), ("data", "cache"), ("data", "cache_budget_mb"))
+EXECUTION_ONLY = (("storage",), ("name",), ("search",), ("resources",), ("data", "cache"), ("data", "cache_budget_mb"),
+                  ("data", "cache_dir"))
+
+
+EXISTING = ("row_id", "work_key", "objective", "status", "epochs", "duplicate_of", "reused_from", "config",
+            "data_fingerprint", "data_alias", "training_revision", "supersedes", "experiment", "created_at")
+# what merged_rows reads of DST's rows (and of those merged before)
 
 
 def work_key(config: dict, identity: Callable[[str, str], str]) -> str:
@@ -66,6 +72,58 @@ def _work_fields(config: dict) -> dict:
         return parse_config(config).work_fields()
     except ConfigError:
         return copy.deepcopy(config)
+
+
+def data_key(config: dict, identity: Callable[[str, str], str]) -> str:
+    """What a row's data fingerprint measures, by content, not by where it is: the data section (cache settings left
+    out, ``data.train`` / ``data.validation`` by ``identity``) and the backbone (a file it names by ``identity``)."""
+    c = _work_fields(config)
+    data = {k: v for k, v in (c.get("data") or {}).items() if k not in ("cache", "cache_budget_mb", "cache_dir")}
+    for field in ("train", "validation"):
+        if isinstance(data.get(field), str):
+            data[field] = identity(data[field], data.get("image_column") or "image")
+    backbone = dict(c.get("backbone") or {})
+    for field in ("path", "weights"):
+        if isinstance(backbone.get(field), str) and backbone[field] not in ("pretrained", "imagenet", "none"):
+            backbone[field] = identity(backbone[field], "image")
+    return hashlib.sha256(json.dumps([data, backbone], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _where(row: dict) -> tuple:
+    """Where a row's data and backbone file were: its data locations and backbone path."""
+    config = row.get("config")
+    config = json.loads(config) if isinstance(config, str) else config
+    config = config if isinstance(config, dict) else {}
+    data, backbone = config.get("data") or {}, config.get("backbone") or {}
+    return data.get("train"), data.get("validation"), backbone.get("path"), backbone.get("weights")
+
+
+class DataAliases:
+    """The fingerprint a merged row's data is measured by here. A fingerprint names where the data is, so a copy of
+    DST's data elsewhere (a laptop's) fingerprints apart, and rankings compare one fingerprint's rows: a row on the
+    same content (``data_key``) at another location is measured as the newest such row here (``data_alias``)."""
+
+    def __init__(self, rows: list[dict], identity: Callable[[str, str], str]):
+        self.identity, self.seen = identity, {}   # (experiment, data key) -> (created_at, fingerprint, where)
+        for r in rows:
+            self.add(r, r.get("data_alias"))
+
+    def add(self, row: dict, alias: Optional[str]) -> None:
+        """A row measured by its own fingerprint, where it was (one measured as another's adds nothing)."""
+        key, entry = self._key(row), (str(row.get("created_at") or ""), row.get("data_fingerprint"), _where(row))
+        if not alias and key is not None and entry[1] and (key not in self.seen or entry[0] >= self.seen[key][0]):
+            self.seen[key] = entry
+
+    def alias(self, row: dict) -> Optional[str]:
+        found = self.seen.get(self._key(row))
+        if found and found[1] != (row.get("data_alias") or row.get("data_fingerprint")) and found[2] != _where(row):
+            return found[1]
+        return row.get("data_alias")
+
+    def _key(self, row: dict) -> Optional[tuple]:
+        config = row.get("config")
+        config = json.loads(config) if isinstance(config, str) else config
+        return (row.get("experiment"), data_key(config, self.identity)) if isinstance(config, dict) else None
 
 
 class Identities:
@@ -123,12 +181,12 @@ def same_work(a: tuple, b: tuple) -> bool:
 def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into: str,
                 identity: Callable[[str, str], str]) -> tuple[list[int], dict[str, list]]:
     """Which ``incoming`` rows (of one source, JSON columns as strings) DST lacks, and their new column values:
-    (indices, {"work_key", "duplicate_of", "merged_from", "config", "config_hash"}). ``existing``: DST's rows (row_id, work_key,
-    objective, status, epochs, duplicate_of, config, data_fingerprint, training_revision); it is extended with the
-    new rows, so the next source sees them. The row that counts for a work (a work key, then ``same_work``) is the
-    first by ``preference``, DST's before a source's. DST's rows are not rewritten: a new row that ``preference``
-    puts before the one counting in DST counts too."""
-    have = {r["row_id"] for r in existing} | {r["supersedes"] for r in existing if r.get("supersedes")}  # superseded too
+    (indices, {"work_key", "duplicate_of", "merged_from", "config", "config_hash", "data_alias"}). ``existing``: DST's
+    rows (``EXISTING``); it is extended with the new rows, so the next source sees them. The row that counts for a
+    work (a work key, then ``same_work``) is the first by ``preference``, DST's before a source's. DST's rows are not
+    rewritten: a new row that ``preference`` puts before the one counting in DST counts too. A superseded row's id
+    counts as DST's too (merged again, it would come back)."""
+    have = {r["row_id"] for r in existing} | {r["supersedes"] for r in existing if r.get("supersedes")}
     counts: dict[str, list[list]] = {}   # work key -> [row id, preference, version] of each work's counting row
 
     def counting(key, ver):
@@ -143,7 +201,9 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into
             elif preference(r) < c[1]:
                 c[:] = [r["row_id"], preference(r), ver]
     order = sorted(range(len(incoming)), key=lambda i: preference(incoming[i]))
-    keep, new = [], {"work_key": {}, "duplicate_of": {}, "merged_from": {}, "config": {}, "config_hash": {}}
+    aliases = DataAliases(existing, identity)
+    keep, new = [], {"work_key": {}, "duplicate_of": {}, "merged_from": {}, "config": {}, "config_hash": {},
+                     "data_alias": {}}
     for i in order:
         r = incoming[i]
         if r["row_id"] in have:
@@ -163,11 +223,10 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into
             source if storage.is_uri(source) else os.path.abspath(source))
         new["config"][i] = _pointed_at(r.get("config"), into)
         new["config_hash"][i] = _rehashed(r, new["config"][i])
-        existing.append({"row_id": r["row_id"], "work_key": key, "objective": r.get("objective"),
-                         "status": r.get("status"), "epochs": r.get("epochs"), "duplicate_of": counted,
-                         "reused_from": r.get("reused_from"),
-                         "config": r.get("config"), "data_fingerprint": r.get("data_fingerprint"),
-                         "training_revision": r.get("training_revision")})
+        new["data_alias"][i] = alias = aliases.alias(r)
+        aliases.add(r, alias)
+        existing.append({**{c: r.get(c) for c in EXISTING}, "work_key": key, "duplicate_of": counted,
+                         "data_alias": alias})
     keep.sort()
     return keep, {name: [values[i] for i in keep] for name, values in new.items()}
 
@@ -195,10 +254,8 @@ def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Ca
     """Merge the leaderboards of ``sources`` (storage locations, each opened by ``open_board``) into ``board`` (the
     Leaderboard of ``into``)."""
     t0, identity = time.perf_counter(), Identities()
-    wanted = ["row_id", "work_key", "objective", "status", "epochs", "duplicate_of", "reused_from", "config",
-              "data_fingerprint", "training_revision", "supersedes"]
     current = board.table(kind=None)
-    existing = current.select([c for c in wanted if c in current.column_names]).to_pylist()
+    existing = current.select([c for c in EXISTING if c in current.column_names]).to_pylist()
     result = {"sources": len(sources), "rows": 0, "skipped": 0, "duplicates": 0, "files": 0}
     tables = [(source, open_board(source).table(kind=None)) for source in sources]   # all checked before any write
     for source, table in tables:

@@ -134,12 +134,19 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
     return sorted(ranked, key=lambda c: (bool(c["diverged"]), -sign(c["mode"]) * c["mean"]))
 
 
+def data_of(row: dict) -> Optional[str]:
+    """The data fingerprint a row is measured by: its own, or, merged from a copy of this storage's data elsewhere,
+    this storage's (``data_alias``, ``leaderboard.merge.DataAliases``)."""
+    return row.get("data_alias") or row.get("data_fingerprint")
+
+
 def done_work(rows: list[dict], experiment: str, config_hash: str, *, fingerprint: Optional[str]) -> Optional[dict]:
     """The first of ``rows`` that is done work of this config hash (which covers the seed) in ``experiment``, on the
-    data with this fingerprint: completed, and the work's own row (not one naming another, ``duplicate_of``)."""
+    data with this fingerprint (``data_of``): completed, and the work's own row (not one naming another,
+    ``duplicate_of``)."""
     return next((r for r in rows if r.get("status") == "completed" and not r.get("duplicate_of")
-                 and (r.get("experiment"), r.get("config_hash"), r.get("data_fingerprint"))
-                 == (experiment, config_hash, fingerprint)), None)
+                 and (r.get("experiment"), r.get("config_hash"), data_of(r)) == (experiment, config_hash, fingerprint)),
+                None)
 
 
 def once_per_work(ids: list, duplicate_of: list) -> list[int]:
@@ -165,8 +172,8 @@ def spread(values: list[float]) -> Optional[float]:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
-VERSION_COLUMNS = ("experiment", "training_revision", "data_fingerprint", "objective_metric", "baselines_id",
-                   "created_at")   # what newest_versions reads
+VERSION_COLUMNS = ("experiment", "training_revision", "data_fingerprint", "data_alias", "objective_metric",
+                   "baselines_id", "created_at")   # what newest_versions reads
 
 
 def newest_versions(light: pa.Table, *, by=()) -> pa.Table:
@@ -188,7 +195,7 @@ def newest_version(rows: list[dict], *, by=()) -> list[dict]:
     measurement and are not pooled with it."""
     def version(r: dict) -> tuple:
         scale = r.get("baselines_id") if "delta_m_pct" in by or r.get("objective_metric") == "delta_m" else None
-        return revision_of(r), r.get("data_fingerprint"), scale
+        return revision_of(r), data_of(r), scale
 
     latest = version(max(rows, key=lambda r: str(r.get("created_at") or "")))
     return [r for r in rows if version(r) == latest]

@@ -42,7 +42,7 @@ def _baselines(board, trials: list[dict], rows: list[dict]) -> list[dict]:
         keys |= {baseline_key(cfg, t, record.get("data_fingerprint")) for t in (cfg.tasks if cfg else ())}
     if keys:
         return [r for r in row_dicts(board.table(kind="baseline")) if r.get("baseline_key") in keys]
-    measured = (revision_of(trials[0]), trials[0].get("data_fingerprint"))
+    measured = (revision_of(trials[0]), ranking.data_of(trials[0]))
     return [r for r in rows if ranking.kind_of(r) == "baseline"
             and measured == (revision_of(r), str(r.get("baseline_key") or "").split("|", 1)[0])]
 

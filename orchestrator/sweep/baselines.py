@@ -13,6 +13,7 @@ import json
 from ..config import schema
 from ..config.schema import ExperimentConfig
 from ..errors import UserError
+from ..leaderboard.ranking import data_of
 
 
 def single_task(cfg: ExperimentConfig, task: str) -> ExperimentConfig:
@@ -90,7 +91,7 @@ def _of_its_sweep(cfg: ExperimentConfig, fingerprint: str) -> dict[str, float] |
         return None
     mine = recipe(cfg.run_fields())
     found = [r for r in rows if isinstance(r.get("config"), dict) and recipe(r["config"]) == mine
-             and r.get("data_fingerprint") == fingerprint and revision_of(r) == schema.TRAINING_REVISION]
+             and data_of(r) == fingerprint and revision_of(r) == schema.TRAINING_REVISION]
     for row in sorted(found, key=lambda r: str(r.get("created_at") or ""), reverse=True):
         baselines = sweep_baselines(row)
         if baselines:

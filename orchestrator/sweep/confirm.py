@@ -33,8 +33,7 @@ def done_runs(board, experiment: str, *, kind: str, fingerprint: str | None) -> 
     table = board.table(experiment=experiment, kind=kind, where="status == 'completed'")
     if not table.num_rows or PARENT[kind] not in table.column_names:
         return set()
-    return {(p, h) for p, h, f in zip(table.column(PARENT[kind]).to_pylist(), table.column("config_hash").to_pylist(),
-                                      table.column("data_fingerprint").to_pylist()) if f == fingerprint}
+    return {(r[PARENT[kind]], r["config_hash"]) for r in table.to_pylist() if ranking.data_of(r) == fingerprint}
 
 
 def trial_row(board, experiment: str, trial_id: str) -> dict:

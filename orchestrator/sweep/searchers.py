@@ -21,6 +21,7 @@ from ..config.sampling import OptunaSpace, point_for
 from ..config.schema import ExperimentConfig
 from ..config.space import active_values, fits, largest
 from ..errors import ConfigError
+from ..leaderboard.ranking import data_of
 from ..metrics import delta_m_of, finite
 
 BAD = 1e9   # the worst objective when none has been seen yet (sign follows the objective's direction)
@@ -199,7 +200,7 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say,
     epochs = largest(s, "train.epochs", cfg.train.epochs)
     rows = row_dicts(Leaderboard(cfg.storage).table(experiment=cfg.name))
     for row in rows:
-        if (row["status"] != "completed" or row["data_fingerprint"] != fingerprint or finite(row["objective"]) is None
+        if (row["status"] != "completed" or data_of(row) != fingerprint or finite(row["objective"]) is None
                 or row.get("duplicate_of")   # the same work's own row is there: each point once
                 or row["objective_metric"] != cfg.objective.metric or row["max_epochs"] != epochs):
             continue
