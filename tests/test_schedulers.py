@@ -808,3 +808,36 @@ def test_a_reused_trials_row_holds_the_work_it_reuses_whatever_the_scheduler_did
     (row,) = Leaderboard(cfg.storage).table(experiment="t").to_pylist()
     assert (row["status"], row["epochs"], row["objective"], row["duplicate_of"]) == ("completed", 2, 0.8, "R0")
     assert any("its row is reused (objective 0.8000)" in line for line in lines), lines
+
+
+def test_optuna_learns_the_result_of_a_failed_trial_rerun_after_a_resume(tmp_path):
+    """A failed trial is told to Optuna as the worst value seen; `tune --resume` reruns it under the same trial id,
+    and Ray's OptunaSearch ignores results of a trial it has completed: the study kept the rerun's config as the
+    worst (0.6) though its row says 0.95. The rerun's result is added to the study as a trial of the same params.
+    Found by a helper's audit."""
+    import pickle
+
+    from factories import experiment
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.searchers import make_searcher
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}, search={
+        "searcher": "optuna", "space": {"train.head_lr": {"loguniform": [1e-4, 1e-2]}}}))
+    searcher = make_searcher(cfg, 2, [])
+    fresh = pickle.loads(pickle.dumps(searcher))          # what Tuner.restore holds (pickled at the start)
+    searcher.suggest("ok")
+    searcher.suggest("flaky")
+    searcher.on_trial_result("ok", {"objective": 0.6, "epoch": 1})
+    searcher.on_trial_complete("ok", {"objective": 0.6, "epoch": 2})
+    searcher.on_trial_complete("flaky", None, error=True)   # a node lost: told as the worst
+    saved = tmp_path / "searcher"
+    saved.mkdir()
+    searcher.save_to_dir(str(saved), session_str="x")
+    fresh.restore_from_dir(str(saved))                      # --resume: the errored trial runs again, same id
+    fresh.on_trial_result("flaky", {"objective": 0.95, "epoch": 1})
+    fresh.on_trial_complete("flaky", {"objective": 0.95, "epoch": 2})
+    study = fresh.searcher._ot_study
+    told = sorted((t.state.name, t.value) for t in study.trials)
+    assert told == [("COMPLETE", 0.6), ("COMPLETE", 0.6), ("COMPLETE", 0.95)], told
+    params = {t.value: t.params for t in study.trials}
+    assert params[0.95] == [t.params for t in study.trials if t.number == 1][0]   # the rerun's own params

@@ -152,6 +152,23 @@ def redacted_entrypoint(redact: Callable[[str], str]) -> None:
     utils.get_entrypoint_name = redacted
 
 
+def optuna_ended(searcher, trial_id: str) -> bool:
+    """Ray's OptunaSearch has ended ``trial_id`` (and ignores its results from now on): a trial told as failed, then
+    rerun under its id by ``tune --resume``."""
+    return getattr(searcher, "_ot_study", None) is not None and trial_id in getattr(searcher, "_completed_trials", ())
+
+
+def tell_optuna_again(searcher, trial_id: str, result: dict) -> None:
+    """A rerun's ``result`` for a trial OptunaSearch has ended (``optuna_ended``), added to its study as a new trial of
+    the same params."""
+    import optuna
+
+    metric, asked = searcher.metric, searcher._ot_trials[trial_id]
+    values = [result[m] for m in metric] if isinstance(metric, list) else [result[metric]]
+    searcher._ot_study.add_trial(optuna.trial.create_trial(params=asked.params, distributions=asked.distributions,
+                                                           values=values))
+
+
 def replace_run_config(tuner, run_config) -> None:
     """A restored Tuner keeps the RunConfig it was pickled with; give it today's (callbacks hold live objects)."""
     tuner._local_tuner._run_config = run_config
@@ -204,8 +221,20 @@ def check() -> None:
         raise RuntimeError(f"Ray Train's DataParallelTrainer lost _initialize_and_run_controller or "
                            f"_create_default_callbacks (checked on Ray {CHECKED_ON}): update orchestrator/_ray/ "
                            f"trainer_class")
-    from ray.train.v2._internal.execution.controller import TrainController
+    _check_instances()
 
+
+def _check_instances() -> None:
+    """The private attributes used above of Ray's classes and objects; RuntimeError naming what moved."""
+    import inspect
+
+    from ray.train.v2._internal.execution.controller import TrainController
+    from ray.tune.search.optuna import OptunaSearch
+
+    lost = [a for a in ("_ot_study", "_ot_trials", "_completed_trials") if not hasattr(OptunaSearch(), a)]
+    if lost:
+        raise RuntimeError(f"Ray Tune's OptunaSearch lost {', '.join(lost)} (checked on Ray {CHECKED_ON}): update "
+                           f"orchestrator/_ray/ optuna_ended")
     lost = [m for m in ("run", "get_result", "get_state", "_set_state") if not hasattr(TrainController, m)]
     if lost:
         raise RuntimeError(f"Ray Train's TrainController lost {', '.join(lost)} (checked on Ray {CHECKED_ON}): update "

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
-from .. import storage
+from .. import _ray, storage
 from ..config.sampling import OptunaSpace, point_for
 from ..config.schema import ExperimentConfig
 from ..config.space import active_values, fits, largest
@@ -139,12 +139,18 @@ class Limiter(ConcurrencyLimiter):
             self.worst_of[m] = result[m] if seen is None else min(seen, result[m], key=lambda v: sign * v)
         result = {**result, "training_iteration": int(result.get("epoch", result.get("training_iteration", 0)))}
         self.last[trial_id] = result
-        super().on_trial_result(trial_id, result)
+        if not _ray.optuna_ended(self.searcher, trial_id):   # a rerun's epochs: Optuna has its trial ended
+            super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         result = dict(result or self.last.get(trial_id) or {})
-        if error or not self._scored(result):
+        failed = error or not self._scored(result)
+        if failed:
             result.update({m: self.worst_of.get(m, -sign * BAD) for m, sign in self.signs.items()})
+        if _ray.optuna_ended(self.searcher, trial_id):   # told as failed, rerun by tune --resume under its id
+            if not failed:
+                _ray.tell_optuna_again(self.searcher, trial_id, result)
+            return
         super().on_trial_complete(trial_id, result=result, error=False)
 
 
