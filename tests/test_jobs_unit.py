@@ -434,3 +434,18 @@ def test_an_uploaded_yaml_behind_a_linked_folder_is_searched_too(project, monkey
     with pytest.raises(ConfigError, match="examples/minio.yaml holds credentials") as e:
         run_submit(monkeypatch, project, client)
     assert "se/cr+et" not in str(e.value) and client.submitted is None
+
+
+def test_a_dashboard_reached_through_an_http_proxy_is_not_refused(monkeypatch):
+    """submit and jobs opened a direct connection to the dashboard before Ray's client, which goes through
+    http(s)_proxy: a dashboard reachable only through the proxy was refused as unreachable. Found by a helper's
+    audit."""
+    import ray.job_submission
+
+    made = []
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", lambda url: made.append(url) or "client")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")          # the proxy, as the client will use it
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert jobs._client("http://ray-head.internal.example:8265") == "client"
+    assert made == ["http://ray-head.internal.example:8265"]

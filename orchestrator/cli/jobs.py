@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import shlex
-import socket
 import sys
 import time
 from datetime import datetime
@@ -22,13 +21,13 @@ from urllib.parse import urlsplit
 import click
 
 from .. import _ray
+from ..endpoints import unreachable
 from ..errors import ConfigError, UserError
 from ..storage import redact, redact_text, uris_in
 from .common import overrides, raw_storage, require_shared_storage, set_opt, sets_for_job
 
 EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-logs"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-CONNECT_TIMEOUT_S = 5.0  # the Jobs SDK's HTTP calls have no timeout: an unroutable host hangs for minutes
 POLL_S = 2.0
 ENTRYPOINT_CPUS = 0.1   # what a submitted job's entrypoint (its driver) holds while the job runs
 _UNREACHABLE = ("cannot reach Ray dashboard at {}: is the cluster up? "
@@ -254,10 +253,8 @@ def _client(url: str):
             raise ValueError(url)
     except ValueError:
         raise ClusterError(f"invalid Ray dashboard address {redact(url)!r}: use e.g. {DEFAULT_ADDRESS}") from None
-    try:  # fail fast, before the SDK's untimed requests
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError:
-        raise ClusterError(_UNREACHABLE.format(redact(url))) from None
+    if unreachable(parts.scheme, host, port):   # fail fast, before the SDK's untimed requests (a proxy: its to try)
+        raise ClusterError(_UNREACHABLE.format(redact(url)))
     from ray.job_submission import JobSubmissionClient
     saved = {k: os.environ.pop(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if k in os.environ}
     try:  # Ray lets these variables override the address; the explicit one wins here
