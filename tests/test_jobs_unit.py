@@ -224,12 +224,12 @@ def test_submit_request_and_wait(monkeypatch, project):
     code, lines = run_submit(monkeypatch, project, client, extra_args=["--set", "train.epochs=2"])
     assert code == 0
     assert client.submitted == {
-        "entrypoint": "python jobs/tune.py exp.yaml --set train.epochs=2",
+        "entrypoint": "python jobs/tune.py exp.yaml --entrypoint-cpus 0.1 --set train.epochs=2",
         "entrypoint_num_cpus": 0.1,
         "runtime_env": {"working_dir": str(project), "excludes": jobs.EXCLUDES},
     }
     assert lines == ["submitted job raysubmit_fake to http://127.0.0.1:8265: "
-                     "python jobs/tune.py exp.yaml --set train.epochs=2",
+                     "python jobs/tune.py exp.yaml --entrypoint-cpus 0.1 --set train.epochs=2",
                      "job raysubmit_fake: PENDING", "job raysubmit_fake: RUNNING",
                      "job raysubmit_fake SUCCEEDED"]
 
@@ -382,7 +382,8 @@ def test_submit_takes_set_overrides_validates_them_and_hands_them_to_the_job(pro
     monkeypatch.setattr(jobs, "_client", lambda u: client)
     code, out, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", url, "--working-dir",
                              str(project), "--set", "train.epochs=3", "--resume")
-    assert code == 0 and client.submitted["entrypoint"] == "python jobs/tune.py exp.yaml --resume --set train.epochs=3"
+    assert code == 0 and client.submitted["entrypoint"] == ("python jobs/tune.py exp.yaml --entrypoint-cpus 0.1 --resume "
+                                                          "--set train.epochs=3")
 
 
 def test_a_relative_path_given_to_submit_by_set_names_the_same_file_on_the_cluster(project, monkeypatch, capsys):
@@ -400,7 +401,8 @@ def test_a_relative_path_given_to_submit_by_set_names_the_same_file_on_the_clust
                            str(project), "--set", "data.train=digits/train", "--set", "train.epochs=3",
                            "--set", "storage=/shared/other")
     assert code == 0, err
-    assert client.submitted["entrypoint"] == ("python jobs/tune.py exp.yaml --set data.train=examples/digits/train "
+    assert client.submitted["entrypoint"] == ("python jobs/tune.py exp.yaml --entrypoint-cpus 0.1 "
+                                              "--set data.train=examples/digits/train "
                                               "--set train.epochs=3 --set storage=/shared/other")
     client.submitted = None
     code, _, err = run_cli(capsys, "submit", str(project / "exp.yaml"), "--address", url, "--working-dir",
@@ -449,3 +451,25 @@ def test_a_dashboard_reached_through_an_http_proxy_is_not_refused(monkeypatch):
     monkeypatch.delenv("NO_PROXY", raising=False)
     assert jobs._client("http://ray-head.internal.example:8265") == "client"
     assert made == ["http://ray-head.internal.example:8265"]
+
+
+def test_a_job_counts_the_cpus_its_entrypoint_holds_as_it_was_submitted(tmp_path, monkeypatch, capsys):
+    """A job's driver counted 0.1 CPU held by its entrypoint (what submit asks for), but plain `ray job submit`
+    (as the README shows) holds none: a run that fits the cluster exactly was refused as too big. The CPUs come with
+    the command: submit passes them; without, none. Found by a helper's audit."""
+    from factories import experiment, run_cli, write_yaml
+    from orchestrator.sweep import capacity
+    from orchestrator.training import driver
+
+    held = []
+    monkeypatch.setattr(capacity, "check_fits", lambda cfg, *, reserved_cpu, what: held.append(reserved_cpu))
+
+    def fake_train(cfg, *, ready, **kw):
+        ready(cfg)
+        return {"user_error": True, "error": "stopped here"}
+
+    monkeypatch.setattr(driver, "train", fake_train)
+    path = write_yaml(tmp_path / "e.yaml", experiment(tmp_path, "builtin:multidigits/train"))
+    run_cli(capsys, "train", "--in-ray-job", path)
+    run_cli(capsys, "train", "--in-ray-job", "--entrypoint-cpus", "0.1", path)
+    assert held == [0.0, 0.1]

@@ -148,5 +148,9 @@ def ray_address(ctx, param, value):
 
 address_opt = click.option("--address", default=None, callback=ray_address,
                            help="Ray cluster's GCS address, HEAD:6379 (default: start a local Ray)")
+entrypoint_cpus_opt = click.option(
+    "--entrypoint-cpus", "entrypoint_cpus", type=click.FloatRange(min=0), default=0.0, hidden=True,
+    help="set by submit in a job's command: the CPUs Ray holds for the job's entrypoint while its runs wait (plain "
+         "`ray job submit`: none, unless its --entrypoint-num-cpus, which to pass here too)")
 job_opt = click.option("--in-ray-job", "in_job", is_flag=True, hidden=True,
                        help="set by jobs/*.py: refuse storage that would be lost with the job's working directory")

@@ -70,7 +70,8 @@ def submit_job(config_path: str, address: str | None, *, entrypoint_script: str 
     from ..config.loading import load_config
 
     load_config(cfg, values)   # a config error stops here, not on the cluster (data files may be the cluster's: not checked)
-    entrypoint = shlex.join(["python", entrypoint_script, rel, *extra_args])
+    # the CPUs this submission has Ray hold for the entrypoint, counted by its runs' checks (plain ray job submit: none)
+    entrypoint = shlex.join(["python", entrypoint_script, rel, "--entrypoint-cpus", f"{ENTRYPOINT_CPUS:g}", *extra_args])
     url = _url(address)
     with _translate(url):
         client = _client(url)

@@ -11,8 +11,7 @@ import yaml
 from .. import layout, storage
 from ..console import console
 from ..errors import UserError
-from .common import address_opt, job_opt, load, mean_pm, set_opt, storage_opt
-from .jobs import ENTRYPOINT_CPUS
+from .common import address_opt, entrypoint_cpus_opt, job_opt, load, mean_pm, set_opt, storage_opt
 from .query import write_best
 
 
@@ -58,14 +57,15 @@ def validate(config, sets):
               callback=lambda ctx, param, name: name if name is None else layout.require_run_name(name))
 @click.option("--verbose", "-v", is_flag=True, help="also show Ray's own output")
 @job_opt
-def train(config, sets, address, name, verbose, in_job):
+@entrypoint_cpus_opt
+def train(config, sets, address, name, verbose, in_job, entrypoint_cpus):
     """Train one configuration on Ray Train (also accepts the YAML written by `best`)."""
     from ..sweep.baselines import recorded_for
     from ..sweep.capacity import check_fits
     from ..training.driver import train as run
 
     cfg = load(config, sets, in_job=in_job)
-    reserved = ENTRYPOINT_CPUS if in_job else 0.0   # a Ray job's entrypoint holds its CPUs while the run waits
+    reserved = entrypoint_cpus   # a Ray job's entrypoint holds its CPUs while the run waits
     with console(layout.log_file(cfg.storage, "train", cfg.name), verbose=verbose) as out:
         summary = run(cfg, address=address, name=name, out=out, verbose=verbose,
                       ready=lambda c: check_fits(c, reserved_cpu=reserved, what="run"), baselines=recorded_for)
@@ -91,12 +91,13 @@ def finish_run(summary: dict) -> None:
 @click.option("--sweep", "sweep_id", default=None, help="with --resume: the sweep id to continue")
 @click.option("--verbose", "-v", is_flag=True, help="also show per-epoch lines and Ray's and Tune's own output")
 @job_opt
-def tune(config, sets, address, name, resume, sweep_id, verbose, in_job):
+@entrypoint_cpus_opt
+def tune(config, sets, address, name, resume, sweep_id, verbose, in_job, entrypoint_cpus):
     """Run a sweep (the config's `search` section); every trial lands in the leaderboard."""
     if sweep_id and not resume:
         raise UserError("--sweep names a sweep to continue: add --resume")
     tune_and_report(load(config, sets, in_job=in_job), name=name, address=address, resume=resume, sweep_id=sweep_id,
-                    verbose=verbose, reserved_cpu=ENTRYPOINT_CPUS if in_job else 0.0)
+                    verbose=verbose, reserved_cpu=entrypoint_cpus)
 
 
 def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None, verbose=False,
