@@ -86,9 +86,14 @@ def write_yaml(data: Any) -> str:
 
 
 def read_yaml(text: str, *, source: str) -> Any:
-    """``text`` parsed as YAML, or a ConfigError naming ``source``, the line and the fix."""
+    """``text`` parsed as YAML, or a ConfigError naming ``source`` (cut short), the line and the fix."""
+    source = source if len(source) <= 120 else source[:100] + "...'"
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ValueError as e:   # e.g. an int of more digits than Python reads (sys.get_int_max_str_digits)
+        raise ConfigError(f"{source} is not valid YAML: a value it cannot read ({str(e).split(':')[0][:80]})") from None
+    except RecursionError:
+        raise ConfigError(f"{source} is not valid YAML: nested too deep; write the value flatter") from None
     except DuplicateKey as e:
         raise ConfigError(f"{source}: {e.problem}: write each key once (YAML would keep only the last)") from None
     except yaml.YAMLError as e:
