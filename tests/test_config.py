@@ -121,6 +121,13 @@ def test_equal_work_hashes_equal(tmp_path):
     assert dwa.with_values({"train.loss_weights": {"left": 5, "right": 1, "sum": 1}}).config_hash() == \
         dwa.config_hash()
     assert dwa.with_values({"train.dwa_temperature": 4.0}).config_hash() != dwa.config_hash()
+    # the base config as a simplex's point: its weights through the search's uniforms and back drift in the last
+    # digit (1/3 came back 0.33333333333333337), so the sweep's base trial was other work than the config it is
+    from orchestrator.config.sampling import simplex_uniforms, simplex_weights
+
+    for concentration in (1.0, 2.5):
+        drifted = simplex_weights(simplex_uniforms(cfg.normalized_loss_weights(), concentration), concentration)
+        assert cfg.with_values({"train.loss_weights": drifted}).config_hash() == cfg.config_hash()
 
 
 def test_adam_and_adamw_are_the_same_work():

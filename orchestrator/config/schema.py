@@ -281,8 +281,8 @@ class ExperimentConfig(_Strict):
         fields = self.run_fields()
         for path in self.train.unused_paths():
             set_dotted(fields, path, _default_at(type(self), path, dotted=fields))
-        if "train.loss_weights" not in self.train.unused_paths():
-            fields["train"]["loss_weights"] = self.normalized_loss_weights()
+        if "train.loss_weights" not in self.train.unused_paths():   # 12 digits: a simplex point drifts in its last
+            fields["train"]["loss_weights"] = {t: float(f"{w:.12g}") for t, w in self.normalized_loss_weights().items()}
         if fields["train"]["optimizer"] == "adamw":   # Keras 3 decays decoupled for every optimizer: AdamW is Adam
             fields["train"]["optimizer"] = "adam"
         return fields
