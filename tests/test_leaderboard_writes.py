@@ -495,3 +495,26 @@ def test_identical_trials_that_ran_at_once_count_as_one_work(tmp_path):
     rows = {r["trial_id"]: r for r in board.table(sweep_id="s1").to_pylist()}
     assert rows["b"]["duplicate_of"] == rows["a"]["row_id"] and rows["a"].get("duplicate_of") is None
     assert board.top(5).column("trial_id").to_pylist() == ["a"]
+
+
+def test_a_resumed_trials_wall_time_counts_its_epochs_before_the_interruption(tmp_path):
+    """A sweep killed mid-trial and resumed: the trial's row counted its wall time (and start) from the resume, so a
+    trial that trained 3 epochs of 40 s said 41 s. The epochs the run trained before (its record, which the resumed
+    driver never received) add their time. Left in stop 35's note."""
+    from orchestrator import layout
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.training.progress import write_progress
+
+    from types import SimpleNamespace
+
+    lines = []
+    callback, _ = sweep_callback(tmp_path, lines)
+    t = SimpleNamespace(trial_id="r", config={"index": 0}, status="RUNNING", error_file=None)
+    callback.on_trial_start(0, [t], t)
+    epochs = [{"epoch": e, "objective": 0.5 + e / 10, "epoch_seconds": 40.0, "status": "running"} for e in (1, 2)]
+    write_progress(layout.run_dir(callback.cfg.storage, layout.trial_run_name("s1", "r")), epochs)
+    callback.on_trial_result(0, [t], t, epochs[-1])      # the resumed driver receives the last epoch only
+    callback.on_trial_complete(0, [t], t)
+    (row,) = Leaderboard(callback.cfg.storage).table().to_pylist()
+    assert row["epochs"] == 2 and row["wall_time_s"] >= 40.0, row["wall_time_s"]
+    assert (row["created_at"] - row["started_at"]).total_seconds() >= 40.0

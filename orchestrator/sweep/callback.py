@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from ray import tune
@@ -249,10 +249,14 @@ class SweepCallback(tune.Callback):
         cfg, values = self._config(trial)
         # The run's own record (rank 0, every epoch) also holds epochs from before a resume; a stopped trial's row
         # ends at the last epoch Tune received. A reused row's: the work's, though a scheduler stopped its replay.
+        received = self.history.get(trial.trial_id, [])
         hist = reused["reused_history"] if reused else judged_history(
-            self.history.get(trial.trial_id, []), read_progress(self._run_dir(trial)), failed=error is not None)
+            received, read_progress(self._run_dir(trial)), failed=error is not None)
         extra = self.extra[trial.config["index"]] if self.extra is not None else None
         started = self.started.get(trial.trial_id)
+        if started and not reused:   # a resumed trial's epochs from before the interruption, which it never received
+            seen = {m.get("epoch") for m in received}
+            started -= timedelta(seconds=sum(m.get("epoch_seconds") or 0 for m in hist if m.get("epoch") not in seen))
         wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
         checkpoint = reused.get("reused_checkpoint") if reused else storage.redact(
             layout.checkpoints(self._run_dir(trial)))
