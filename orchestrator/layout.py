@@ -14,7 +14,7 @@
     <storage>/logs/   <storage>/reports/<experiment>/
     <storage>/spool/<experiment>/<sweep id>.parquet   rows the leaderboard could not take yet (``spool_file``)
 
-A remote storage keeps no logs: they go to ./orchestrator-logs/. Its spool is local too:
+A remote storage keeps no logs: they go to ~/.orchestrator/logs/<hash of the location>/. Its spool is local too:
 ~/.orchestrator/spool/<hash of the location>/<experiment>/<sweep id>.parquet.
 """
 from __future__ import annotations
@@ -152,10 +152,12 @@ def report_dir(location: str, experiment: str) -> str | None:
 
 
 def log_file(location: str, what: str, experiment: str) -> str:
-    """A command's full log: under local storage (logs/), or ./orchestrator-logs/ for remote storage."""
+    """A command's full log: under local storage (logs/), or for remote storage beside its spool,
+    ~/.orchestrator/logs/<hash of the location>/ (in a Ray job, the working directory is Ray's to delete)."""
     name = f"{what}-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     if storage.is_uri(location):
-        return os.path.join(os.path.abspath("orchestrator-logs"), name)
+        key = hashlib.sha256(storage.redact(location).encode()).hexdigest()[:12]
+        return os.path.join(os.path.expanduser("~"), ".orchestrator", "logs", key, name)
     return os.path.join(os.path.abspath(location), "logs", name)
 
 

@@ -518,3 +518,20 @@ def test_a_resumed_trials_wall_time_counts_its_epochs_before_the_interruption(tm
     (row,) = Leaderboard(callback.cfg.storage).table().to_pylist()
     assert row["epochs"] == 2 and row["wall_time_s"] >= 40.0, row["wall_time_s"]
     assert (row["created_at"] - row["started_at"]).total_seconds() >= 40.0
+
+
+def test_the_log_of_a_command_on_remote_storage_outlives_a_jobs_working_directory(tmp_path, monkeypatch):
+    """With s3:// storage the full log went to ./orchestrator-logs/, in a Ray job the job's unpacked working
+    directory, which Ray shares between jobs of the same upload and deletes: the log was lost. It goes beside the
+    spool, ~/.orchestrator/logs/<hash of the storage>/. Found by a helper's audit."""
+    import os
+
+    from orchestrator import layout
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    where = layout.log_file("s3://bucket/runs?endpoint_override=h:1", "tune", "exp")
+    assert where.startswith(str(tmp_path / "home" / ".orchestrator" / "logs")) and where.endswith(".log")
+    assert os.path.dirname(where) == os.path.dirname(layout.log_file("s3://bucket/runs?endpoint_override=h:1", "train",
+                                                                     "exp"))
+    assert layout.log_file(str(tmp_path / "runs"), "tune", "exp").startswith(str(tmp_path / "runs" / "logs"))
