@@ -602,3 +602,18 @@ def test_a_ray_address_that_cannot_serve_is_one_line_before_anything_starts(tmp_
     code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg), "--address", address)
     assert code == 2 and expected in err and "\n" not in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_csv_class_written_as_a_missing_value_says_why(tmp_path, capsys):
+    """A CSV reads an empty cell, NA, null or nan as missing (pyarrow's strings_can_be_null): a class named NA was
+    refused as an unlabeled row, which it is not to its author. The line says how a CSV cell reads. Found by a
+    helper's audit."""
+    table = small_table(40)
+    left = ["NA" if v == 5 else str(v) for v in table.column("left").to_pylist()]
+    manifest = table.drop_columns(["image", "left"]).append_column("left", pa.array(left)).append_column(
+        "image", pa.array([f"img/{i}.png" for i in range(40)]))
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(manifest, tmp_path / "m.csv")
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", experiment(tmp_path, str(tmp_path / "m.csv"))))
+    assert code == 2 and "is null/NaN" in err and "a CSV reads an empty cell, NA, N/A, null or nan as missing" in err, err

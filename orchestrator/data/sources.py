@@ -160,8 +160,10 @@ def labels(cfg: ExperimentConfig, task: str, table: pa.Table, uri: str, classes:
     where = storage.redact(uri)
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and math.isnan(v)):
+            csv = (" (a CSV reads an empty cell, NA, N/A, null or nan as missing: a class written so needs another "
+                   "name)") if uri.split("?")[0].endswith(".csv") else ""
             raise DataError(f"row {i} of label column {column!r} (task {task!r}) in {where} is null/NaN; "
-                            f"drop or fill unlabeled rows")
+                            f"drop or fill unlabeled rows{csv}")
     if tc.type == "regression":
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
             raise DataError(f"label column {column!r} of regression task {task!r} has type {col.type}; it must be numeric")
