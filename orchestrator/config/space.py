@@ -168,7 +168,8 @@ class SearchConfig(_Strict):
                           "objective and epochs; nothing retrained); {experiment, top}: retrain its K best first")
     baselines: bool = Field(False, description="train each task alone first (reused), for Δm%")
     mlflow: Optional[str] = Field(None, description="MLflow tracking URI: log the sweep live there too")
-    time_budget_s: Optional[float] = Field(None, gt=0, description="the sweep ends (cleanly) after this many seconds; each --resume gets them again")
+    time_budget_s: Optional[float] = Field(
+        None, gt=0, description="the sweep ends (cleanly) after this many seconds; each --resume gets them again")
 
     @field_validator("mlflow")
     @classmethod
