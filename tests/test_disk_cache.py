@@ -239,7 +239,7 @@ def test_every_epoch_deals_each_worker_the_same_number_of_rows_whatever_the_seed
     trained 3 or 4 steps of 128 per worker, as the seed fell, and the driver's check saw only the unshuffled deal
     (validate said ok to a batch a worker's 460 could not fill; train then failed on the cluster). Found by a
     helper's audit."""
-    from orchestrator.data.pipeline import deal, rows_per_rank
+    from orchestrator.data.dealing import deal, rows_per_rank
 
     sizes = [128] * 8 + [76]
     deals = {tuple(rows_per_rank(sizes, world=2, epoch=e, seed=s)) for e in [None, *range(20)] for s in range(5)}
@@ -250,3 +250,18 @@ def test_every_epoch_deals_each_worker_the_same_number_of_rows_whatever_the_seed
     orders = {tuple(deal(sizes, world=2, epoch=e, seed=0)[0]) for e in range(5)}
     assert len(orders) == 5                                              # still reshuffled every epoch
     assert rows_per_rank([128] * 7 + [100, 60, 20], world=3, epoch=None, seed=0) == [384, 356, 336]   # largest first
+
+
+def test_memory_mode_deals_its_blocks_as_the_drivers_check_counts_them():
+    """The driver checks a batch against each worker's share as dealt (``deal``, largest first), and streamed units
+    are dealt so; the in-memory blocks (one per unit) were still dealt round-robin: units [128, 1, 128, 1] on 2
+    workers were checked as [129, 129] and trained as [256, 2]. Found by a helper's review."""
+    from orchestrator.data.dealing import memory_blocks, rows_per_rank
+
+    sizes = [128, 1, 128, 1]
+    payload = {"train": ["b0", "b1", "b2", "b3"], "sizes": {"train": sizes, "val": [5, 5, 5]}, "val": ["v0", "v1", "v2"]}
+    shares = [memory_blocks(payload, "train", rank=r, world=2) for r in range(2)]
+    assert [sum(sizes[int(b[1])] for b in share) for share in shares] == rows_per_rank(sizes, world=2, epoch=None,
+                                                                                        seed=0) == [129, 129]
+    assert sorted(memory_blocks(payload, "val", rank=0, world=2) + memory_blocks(payload, "val", rank=1, world=2)) == \
+        ["v0", "v1", "v2"]

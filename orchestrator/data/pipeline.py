@@ -9,8 +9,8 @@ Three modes (``data.cache``):
 - **disk**: like streaming, but each unit is decoded once per node into a file (``data.disk_cache``) that
   later epochs and trials read memory-mapped.
 
-Which units a worker gets is a pure function of (epoch, rank, world size, seed), so every rank
-knows every rank's row count: all ranks run the same number of steps, and validation covers every
+Which units a worker gets is a pure function of (epoch, rank, world size, seed) (``dealing``), so every
+rank knows every rank's row count: all ranks run the same number of steps, and validation covers every
 row exactly once. Augmentation runs in the worker's input pipeline (``augment``).
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from .. import _ray
 from ..errors import DataError
 from .augment import augmenter
+from .dealing import deal, memory_blocks, rows_per_rank, sizes_of
 from .decode import decode_options, decode_unit
 
 DECODE_CPUS = 0.5     # per decode task when decoding into the object store, before any training
@@ -59,27 +60,6 @@ def load_arrays(cfg):
         d = decode_all(units, opts)
         out.append((d["image"], {t: d[f"y_{t}"] for t in tasks}))
     return out[0], out[1], data.spec
-
-
-# -- which units a worker gets -------------------------------------------------------------------
-def deal(sizes: list[int], *, world: int, epoch: Optional[int], seed: int) -> list[list[int]]:
-    """Unit indices of each rank, in an order reshuffled each epoch (None: fixed). Largest units first, each to the
-    rank with the fewest rows so far (ties: the lower rank; equal sizes in the shuffled order): every epoch deals each
-    rank the same number of rows, so the steps of an epoch (the smallest share over the batch) follow neither the
-    seed nor the epoch, and a check of one deal holds for all. Dealt round-robin, a rank's share swung by a unit."""
-    n = len(sizes)
-    order = np.arange(n) if epoch is None else np.random.default_rng([seed, epoch]).permutation(n)
-    loads, dealt = [0] * world, [[] for _ in range(world)]
-    for i in sorted(order.tolist(), key=lambda i: -sizes[i]):    # stable: equal sizes keep the shuffled order
-        r = loads.index(min(loads))
-        loads[r] += sizes[i]
-        dealt[r].append(i)
-    place = {u: k for k, u in enumerate(order.tolist())}
-    return [sorted(units, key=place.get) for units in dealt]      # each rank's units in the shuffled order
-
-
-def rows_per_rank(sizes: list[int], *, world: int, epoch: Optional[int], seed: int) -> list[int]:
-    return [sum(sizes[i] for i in units) for units in deal(sizes, world=world, epoch=epoch, seed=seed)]
 
 
 def cause_message(e: BaseException) -> Optional[str]:
@@ -221,8 +201,8 @@ def worker_data(payload: dict, cfg, spec, *, rank: int, world: int):
 
     tasks = list(cfg.tasks)
     if payload["mode"] == "memory":
-        train = _gather(ray.get(payload["train"][rank::world]))
-        val = _gather(ray.get(payload["val"][rank::world]), allow_empty=True)
+        train = _gather(ray.get(memory_blocks(payload, "train", rank=rank, world=world)))
+        val = _gather(ray.get(memory_blocks(payload, "val", rank=rank, world=world)), allow_empty=True)
         return ArrayData(cfg, spec, (train["image"], {t: train[f"y_{t}"] for t in tasks}),
                          (val.get("image", np.zeros((0, *spec.image_shape))), {t: val.get(f"y_{t}", np.zeros(0))
                                                                               for t in tasks}),
@@ -239,8 +219,8 @@ class StreamData:
         self.opts, self.cfg, self.spec, self.rank, self.world = payload["opts"], cfg, spec, rank, world
         self.units, self.all_val_units = ray.get(payload["train"]), ray.get(payload["val"])
         self.val_units = [self.all_val_units[i]
-                          for i in deal(_sizes(self.all_val_units), world=world, epoch=None, seed=0)[rank]]
-        self.sizes = _sizes(self.units)
+                          for i in deal(sizes_of(self.all_val_units), world=world, epoch=None, seed=0)[rank]]
+        self.sizes = sizes_of(self.units)
         self.seed, self.epoch, self.per_worker = cfg.train.seed, 0, None
         self.tasks = list(cfg.tasks)
         self.error, self.augment = None, augmenter(cfg, rank=rank)
@@ -315,15 +295,11 @@ class DiskData(StreamData):
     def val_batches(self):
         from .disk_cache import units_in_order
 
-        mine = deal(_sizes(self.all_val_units), world=self.world, epoch=None, seed=0)[self.rank]
+        mine = deal(sizes_of(self.all_val_units), world=self.world, epoch=None, seed=0)[self.rank]
         size = val_batch_size(self.spec)
         for unit in units_in_order(self.folder, "val", mine, self.all_val_units, self.opts):
             for i in range(0, len(unit["image"]), size):
                 yield np.asarray(unit["image"][i:i + size]), {t: unit[f"y_{t}"][i:i + size] for t in self.tasks}
-
-
-def _sizes(units: list[dict]) -> list[int]:
-    return [len(u["rows"]) for u in units]
 
 
 def _gather(decoded: list[dict], *, allow_empty: bool = False) -> dict:

@@ -22,7 +22,7 @@ from ..config.freezing import frozen_blocks
 from ..config.schema import ExperimentConfig
 from ..data import leakage
 from ..data.builtin import IMAGE_SHAPE
-from ..data.pipeline import rows_per_rank
+from ..data.dealing import rows_per_rank, sizes_of
 from ..data.prepare import prepare
 from ..data.spec import DataSpec, PreparedData
 from ..endpoints import reach_storage
@@ -180,7 +180,7 @@ def check_batch(cfg: ExperimentConfig, data: PreparedData, *, workers: int | Non
         lower, upper = per_worker * world, (per_worker + 1) * world
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is not a multiple of resources.workers {world} "
                           f"(each step would train on {lower} examples): use {lower} or {upper}")
-    rows = min(rows_per_rank([len(u["rows"]) for u in data.train_units], world=world, epoch=None, seed=0))
+    rows = min(rows_per_rank(sizes_of(data.train_units), world=world, epoch=None, seed=0))
     if rows < per_worker:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} needs {per_worker} examples per worker per "
                           f"step, but a worker's share of the {data.spec.n_train} training examples can be {rows}: "
@@ -249,7 +249,8 @@ def ship_data(p: Prepared, *, owner: str, keep: bool = False, out=print) -> dict
     mode = cache_mode(p.cfg, p.spec)
     if mode == "memory":
         return {"mode": mode, "opts": opts, "train": decode_to_object_store(p.data.train_units, opts),
-                "val": decode_to_object_store(p.data.val_units, opts)}
+                "val": decode_to_object_store(p.data.val_units, opts),
+                "sizes": {"train": sizes_of(p.data.train_units), "val": sizes_of(p.data.val_units)}}
     shipped = {"mode": mode, "opts": opts, "train": ray.put(p.data.train_units), "val": ray.put(p.data.val_units)}
     if mode == "disk":
         from ..data.disk_cache import claim_everywhere, owner_record, remove_orphans
