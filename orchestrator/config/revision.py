@@ -4,7 +4,7 @@ grouped into their modules and units, so their freeze depths count other blocks;
 weight decay; a backbone's regularization losses trained; no dropout or noise inside frozen blocks; BatchNorm
 statistics averaged over workers before validation; 4: each worker draws its own dropout and noise masks, which
 were the same on every worker; 5: RLW's draws no longer share the first head's dropout stream;
-streamed and disk-cached units dealt to the workers by rows, the same shares every epoch). The config hash, the baseline key and the disk-cache key cover
+streamed, disk-cached and in-memory units dealt to the workers by rows, the same shares every epoch). The config hash, the baseline key and the disk-cache key cover
 it; rows, checkpoints and sweep records carry it, so the work of older code is not reused, resumed or pooled with
 newer work (README, "No identical work")."""
 TRAINING_REVISION = 5
