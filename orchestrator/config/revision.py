@@ -1,12 +1,12 @@
-"""The code's training revision: what a config trains or measures also depends on the code. Bump it when a change
-does (2: round 3's FAMO Adam step, AUC from logit bins, float64 R² sums; 3: InceptionV3, MobileNet and MobileNetV3
+"""The code's training revision: what a config trains or measures also depends on the code. Bump it when a change does
+(2: round 3's FAMO Adam step, AUC from logit bins, float64 R² sums; 3: InceptionV3, MobileNet and MobileNetV3
 grouped into their modules and units, so their freeze depths count other blocks; uncertainty's log-variances without
 weight decay; a backbone's regularization losses trained; no dropout or noise inside frozen blocks; BatchNorm
-statistics averaged over workers before validation; 4: each worker draws its own dropout and noise masks, which
-were the same on every worker; 5: RLW's draws no longer share the first head's dropout stream;
-streamed, disk-cached and in-memory units dealt to the workers by rows, the same shares every epoch). The config hash, the baseline key and the disk-cache key cover
-it; rows, checkpoints and sweep records carry it, so the work of older code is not reused, resumed or pooled with
-newer work (README, "No identical work")."""
+statistics averaged over workers before validation; 4: each worker draws its own dropout and noise masks, which were
+the same on every worker; 5: RLW's draws no longer share the first head's dropout stream; streamed, disk-cached and
+in-memory units dealt to the workers by rows, the same shares every epoch). The config hash, the baseline key and
+the disk-cache key cover it; rows, checkpoints and sweep records carry it, so the work of older code is not reused,
+resumed or pooled with newer work (README, "No identical work")."""
 TRAINING_REVISION = 5
 
 
