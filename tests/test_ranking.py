@@ -309,3 +309,30 @@ def _two_baselines(tmp_path):
     board.append([ran("B", {"left": 0.80, "right": 0.70}, 0.84, 0.70)])
     board.append([ran("A", {"left": 0.97, "right": 0.97}, 0.96, 0.97)])
     return board
+
+
+def test_a_listing_keeps_the_row_best_names_and_refuses_only_when_no_row_has_a_value(tmp_path, capsys):
+    """A listing counted each work once before it split the rows by measurement: a sweep's copy of a work rescored on
+    newer baselines (y, duplicate_of x) was dropped for its original on older ones, though `best` names y, and z
+    took rank 1. And `leaderboard --sort M` refused ("no row selected has a value") when its first row, now one
+    compared, had no value though later rows had. Found by a helper's review."""
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    common = {"experiment": "e", "kind": "trial", "status": "completed", "objective_metric": "mean_score",
+              "objective_mode": "max", "data_fingerprint": "d", "training_revision": 5, "config": {"name": "e"}}
+    board = Leaderboard(str(tmp_path))
+    board.append([{**common, "row_id": "x", "trial_id": "x", "baselines_id": "B1", "delta_m_pct": 9.0,
+                   "objective": 0.8, "created_at": t0},
+                  {**common, "row_id": "y", "trial_id": "y", "baselines_id": "B2", "delta_m_pct": 3.0,
+                   "objective": 0.8, "duplicate_of": "x", "created_at": t0 + timedelta(1)},
+                  {**common, "row_id": "z", "trial_id": "z", "baselines_id": "B2", "delta_m_pct": 1.0,
+                   "objective": 0.7, "created_at": t0 + timedelta(2)}])
+    assert board.best(metric="delta_m_pct")["trial_id"] == "y"
+    listed = board.top(10, metric="delta_m_pct", ranked=False)
+    assert list(zip(listed.column("trial_id").to_pylist(), listed.column("rank").to_pylist())) == \
+        [("y", 1), ("z", 2), ("x", None)]
+    board.append([{**common, "row_id": "w", "trial_id": "w", "baselines_id": "B3", "objective": 0.6,
+                   "created_at": t0 + timedelta(3)}])      # the newest measurement, without a Δm%
+    out = run_cli(capsys, "leaderboard", "--storage", str(tmp_path), "--sort", "delta_m_pct")
+    assert out.code == 0 and "x" in out.out and "rank -" in out.out, out.err

@@ -88,8 +88,8 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
     table = board.top(k, metric=metric, ranked=False, **_scope(experiment, where, sweep, kind))
     if not table.num_rows:
         refuse_missing(board, experiment)
-    elif metric not in OBJECTIVES and metric in table.column_names and finite(table.column(metric)[0].as_py()) is None:
-        # rows without a value go last: the first has none, so none has (a listing of failed trials has no objective)
+    elif metric not in OBJECTIVES and metric in table.column_names and not any(
+            finite(v) is not None for v in table.column(metric).to_pylist()):   # a listing of failed trials has none
         having = [c for c in table.column_names if (c in OBJECTIVES or direction(c) is not None) and any(
             finite(v) is not None for v in table.column(c).to_pylist())]
         raise ConfigError(f"no row selected has a value of {metric}: sort by a metric they have "

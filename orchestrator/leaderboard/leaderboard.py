@@ -25,8 +25,8 @@ from ..metrics import direction
 from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
-from .ranking import (OBJECTIVES, TIE_BREAKS, VERSION_COLUMNS, best_first, current, done_work, front_rows,
-                      listed, newest_versions, once_per_work, ranked)
+from .ranking import (OBJECTIVES, TIE_BREAKS, VERSION_COLUMNS, best_first, compared, current, done_work,
+                      front_rows, listed, newest_versions, once_per_work, ranked)
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
@@ -107,13 +107,19 @@ class Leaderboard:
             if not snap.infos:
                 return _empty()
             _check_numeric(snap.schema, metric, what="metric")
-            versions = [] if ranked else [c for c in VERSION_COLUMNS if c in snap.schema.names]
+            versions = [] if ranked else [c for c in (*VERSION_COLUMNS, "duplicate_of") if c in snap.schema.names]
             snap, light = self._select(snap, [metric, "objective_mode", "status", *TIE_BREAKS, *versions],
                                        experiment=experiment, where=where, sweep_id=sweep_id, kind=kind,
-                                       ranked_only=ranked, once=True)
+                                       ranked_only=ranked, once=ranked)
             if ranked:
                 return self._files.fetch(snap, light.take(best_first(light, metric, ascending=ascending)[:max(k, 0)]))
-            order, ranks = listed(light, metric, ascending=ascending)
+            # each work once among the compared rows, and among the others: a copy measured like the newest counts
+            mask = compared(light, metric)
+            parts = [light.filter(pa.array([m == side for m in mask])) for side in (True, False)]
+            parts = [_each_work_once(p) if "duplicate_of" in p.column_names else p for p in parts]
+            light = pa.concat_tables(parts)
+            order, ranks = listed(light, metric, ascending=ascending,
+                                  compared_rows=[True] * parts[0].num_rows + [False] * parts[1].num_rows)
             table = self._files.fetch(snap, light.take(order[:max(k, 0)]))
             return table.append_column("rank", pa.array(ranks[:max(k, 0)], pa.int64()))
         return self._read(work)

@@ -78,19 +78,24 @@ def best_first(light: pa.Table, metric: str, *, ascending: Optional[bool] = None
     return pc.sort_indices(pa.table(keys), sort_keys=sort)
 
 
-def listed(light: pa.Table, metric: str, *, ascending: Optional[bool] = None) -> tuple[pa.Array, list]:
-    """A listing's order and rank numbers: every row, the rows a ranking by ``metric`` compares first (of ranked
-    statuses, measured like their experiment's newest: ``newest_versions``), best first and numbered where they have
-    a value; then the others (another measurement, failed, diverged), unnumbered."""
+def compared(light: pa.Table, metric: str) -> list[bool]:
+    """Which rows a ranking by ``metric`` compares: of ranked statuses, measured like their experiment's newest
+    (``newest_versions``)."""
     pickable_rows = light.filter(ranked(light.column_names))
-    compared = set(newest_versions(pickable_rows, by=[metric]).column("row_id").to_pylist()
-                   if pickable_rows.num_rows else ())
-    other = pa.array([r not in compared for r in light.column("row_id").to_pylist()])
-    order = best_first(light, metric, ascending=ascending, after=other)
-    values, apart, ranks = light.column(metric).to_pylist(), other.to_pylist(), []
+    ids = set(newest_versions(pickable_rows, by=[metric]).column("row_id").to_pylist() if pickable_rows.num_rows
+              else ())
+    return [r in ids for r in light.column("row_id").to_pylist()]
+
+
+def listed(light: pa.Table, metric: str, *, ascending: Optional[bool] = None, compared_rows: list[bool]) -> tuple:
+    """A listing's order and rank numbers: the ``compared_rows`` first, best first and numbered where they have a
+    value; then the others (another measurement, failed, diverged), unnumbered."""
+    order = best_first(light, metric, ascending=ascending, after=pa.array([not c for c in compared_rows]))
+    values, ranks, n = light.column(metric).to_pylist(), [], 0
     for i in order.to_pylist():
-        numbered = not apart[i] and finite(values[i]) is not None
-        ranks.append(sum(r is not None for r in ranks) + 1 if numbered else None)
+        numbered = compared_rows[i] and finite(values[i]) is not None
+        n += numbered
+        ranks.append(n if numbered else None)
     return order, ranks
 
 
