@@ -231,6 +231,7 @@ def test_bad_yaml_exits_2(tmp_path, capsys, case):
     ("storage=[s3://AKIDX:se/cr+et@bucket/x", "--set 'storage=[s3://bucket/x' is not valid YAML"),
     ("train.seed=" + "1" * 5000, "a value it cannot read (Exceeds the limit (4300 digits)"),   # Python's int
     ("train.epochs=" + "[" * 3000 + "]" * 3000, "is not valid YAML: nested too deep"),  # the parser's recursion
+    ("name=" + "[" * 400 + "1" + "]" * 400, "nested too deep"),                        # the validation's
 ])
 def test_bad_set_exits_2(tmp_path, capsys, value, expected):
     cfg = experiment(tmp_path, write_parquet(tmp_path / "train.parquet", small_table(60)))

@@ -344,3 +344,5 @@ def parse_config(data: Any) -> ExperimentConfig:
         return ExperimentConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_error(e)) from None
+    except RecursionError:
+        raise ConfigError("the experiment config is nested too deep to read: write its values flatter") from None
