@@ -434,3 +434,21 @@ def test_rows_on_copies_of_the_same_data_rank_together_after_a_merge(tmp_path):
     board.merge(elsewhere)
     assert {r["trial_id"]: r.get("data_alias") for r in board.table(experiment="demo").to_pylist()}["o1"] is None
     assert board.best(experiment="demo")["trial_id"] == "o1"        # the newest data: its rows are ranked
+
+
+def test_work_merged_before_the_work_key_changed_is_still_recognized(tmp_path):
+    """Merged rows keep the work key they were merged with, and merge trusted it: once the key's formula changed (the
+    config as the config hash sees it; labels in a Parquet identity), a row merged before and the same work merged
+    now had two keys, and the work counted twice. A key of another formula is computed again. Found by a helper's
+    review."""
+    home, away, dst = (str(tmp_path / n) for n in ("home", "away", "dst"))
+    Leaderboard(home).append([trial(home, trial_id="h", objective=0.6)])
+    board = Leaderboard(dst)
+    board.merge(home)
+    (merged,) = board.table(kind=None).to_pylist()
+    assert merged["work_key"].startswith("w2:")
+    stale = {**merged, "row_id": "older", "trial_id": "older", "work_key": "9801df61aaaaaaaa", "duplicate_of": None}
+    dst2 = Leaderboard(str(tmp_path / "dst2"))
+    dst2.append([stale])                                    # as merged by older code: its key of the old formula
+    Leaderboard(away).append([trial(away, trial_id="w", objective=0.7)])
+    assert dst2.merge(away)["duplicates"] == 1

@@ -48,6 +48,9 @@ EXISTING = ("row_id", "work_key", "objective", "status", "epochs", "duplicate_of
 # what merged_rows reads of DST's rows (and of those merged before)
 
 
+WORK_KEY = "w2:"   # the work key's formula: a key stored by another (older code's, no prefix) is computed again
+
+
 def work_key(config: dict, identity: Callable[[str, str], str]) -> str:
     """What a row trained, wherever and under whatever name: a hash of its config without storage, name, search
     block or resources (where it ran, not what it learned), with ``data.train`` / ``data.validation`` replaced by
@@ -62,7 +65,7 @@ def work_key(config: dict, identity: Callable[[str, str], str]) -> str:
         if isinstance(data.get(field), str):
             data[field] = identity(data[field], data.get("image_column") or "image")
     c.update(task_order(c.get("tasks") or {}))
-    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return WORK_KEY + hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _work_fields(config: dict) -> dict:
@@ -143,8 +146,8 @@ class Identities:
 
 
 def row_work_key(row: dict, identity: Callable[[str, str], str]) -> Optional[str]:
-    """A row's stored ``work_key``, else computed from its config; None for rows without a config."""
-    if row.get("work_key"):
+    """A row's stored ``work_key`` (this formula's), else computed from its config; None for rows without a config."""
+    if str(row.get("work_key") or "").startswith(WORK_KEY):
         return row["work_key"]
     config = row.get("config")
     config = json.loads(config) if isinstance(config, str) else config
@@ -193,7 +196,7 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into
         return next((c for c in counts.get(key, []) if same_work(c[2], ver)), None)
 
     for r in existing:
-        r["work_key"] = key = r.get("work_key") or row_work_key(r, identity)
+        r["work_key"] = key = row_work_key(r, identity)
         if key and not r.get("duplicate_of"):
             ver, c = version(r), counting(key, version(r))
             if c is None:
