@@ -763,6 +763,8 @@ def test_a_trial_asha_stopped_stays_stopped_after_a_resume(tmp_path):
     resumed = pickle.loads(at_start)
     resumed.on_trial_add(None, FakeTrial("b"))
     assert resumed.on_trial_result(None, b, {"epoch": 2, "objective": 0.55}) == TrialScheduler.STOP
+    resumed.on_trial_complete(None, b, {"epoch": 2, "objective": 0.55})   # Tune's stop: not recorded at rung 2
+    assert [sorted(rung) for rung in json.loads(resumed._records())["rungs"][0]] == [[], [], [], ["a", "b"]]
     older = pickle.loads(at_start)   # the rungs as older code kept them (no decisions): still read
     older._restore(json.dumps(json.loads(first._records())["rungs"]))
     assert older._count() == 2 and not older.stopped

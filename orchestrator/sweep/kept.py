@@ -95,6 +95,9 @@ class KeptASHA(KeptRecords, ASHAScheduler):
         return result
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        if trial.trial_id in self.stopped:   # recorded where it was stopped: a rerun after --resume reaches no rung
+            self._trial_info.pop(trial.trial_id, None)
+            return
         super().on_trial_complete(tune_controller, trial, self._scored(result))
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
