@@ -535,3 +535,23 @@ def test_the_log_of_a_command_on_remote_storage_outlives_a_jobs_working_director
     assert os.path.dirname(where) == os.path.dirname(layout.log_file("s3://bucket/runs?endpoint_override=h:1", "train",
                                                                      "exp"))
     assert layout.log_file(str(tmp_path / "runs"), "tune", "exp").startswith(str(tmp_path / "runs" / "logs"))
+
+
+def test_a_failed_trials_lost_last_report_is_not_counted_as_time_before_a_resume(tmp_path):
+    """A failed trial's row takes its run's record when the last report was lost: that epoch ran after this driver
+    started the trial, and counting it as time from before a resume counted it twice. Found by a helper's review."""
+    from types import SimpleNamespace
+
+    from orchestrator import layout
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.training.progress import write_progress
+
+    callback, _ = sweep_callback(tmp_path, [])
+    t = SimpleNamespace(trial_id="f", config={"index": 0}, status="RUNNING", error_file=None)
+    callback.on_trial_start(0, [t], t)
+    epochs = [{"epoch": e, "objective": 0.5, "epoch_seconds": 40.0, "status": "running"} for e in (1, 2)]
+    write_progress(layout.run_dir(callback.cfg.storage, layout.trial_run_name("s1", "f")), epochs)
+    callback.on_trial_result(0, [t], t, epochs[0])            # epoch 2's report was lost, then the trial failed
+    callback.on_trial_error(0, [t], t)
+    (row,) = Leaderboard(callback.cfg.storage).table(kind=None).to_pylist()
+    assert row["epochs"] == 2 and row["wall_time_s"] < 40.0, row["wall_time_s"]

@@ -254,9 +254,9 @@ class SweepCallback(tune.Callback):
             received, read_progress(self._run_dir(trial)), failed=error is not None)
         extra = self.extra[trial.config["index"]] if self.extra is not None else None
         started = self.started.get(trial.trial_id)
-        if started and not reused:   # a resumed trial's epochs from before the interruption, which it never received
-            seen = {m.get("epoch") for m in received}
-            started -= timedelta(seconds=sum(m.get("epoch_seconds") or 0 for m in hist if m.get("epoch") not in seen))
+        if started and not reused and received:   # a resumed trial's epochs before the first it received here
+            first = min(m.get("epoch") or 0 for m in received)
+            started -= timedelta(seconds=sum(m.get("epoch_seconds") or 0 for m in hist if (m.get("epoch") or 0) < first))
         wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
         checkpoint = reused.get("reused_checkpoint") if reused else storage.redact(
             layout.checkpoints(self._run_dir(trial)))
