@@ -256,7 +256,8 @@ class SweepCallback(tune.Callback):
         started = self.started.get(trial.trial_id)
         if started and not reused and received:   # a resumed trial's epochs before the first it received here
             first = min(m.get("epoch") or 0 for m in received)
-            started -= timedelta(seconds=sum(m.get("epoch_seconds") or 0 for m in hist if (m.get("epoch") or 0) < first))
+            before = [m.get("epoch_seconds") or 0 for m in hist if (m.get("epoch") or 0) < first]
+            started -= timedelta(seconds=sum(before))
         wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
         checkpoint = reused.get("reused_checkpoint") if reused else storage.redact(
             layout.checkpoints(self._run_dir(trial)))
