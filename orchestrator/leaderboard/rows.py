@@ -56,7 +56,7 @@ class RowContext:
     fingerprint: Optional[str] = None
     versions: Optional[dict] = None
     baselines: Optional[dict[str, float]] = None
-    code: Optional[dict] = None            # code_version and git_commit (``sweep.callback.provenance``)
+    code: Optional[dict] = None            # code_version and git_commit (``sweep.provenance.provenance``)
 
 
 @dataclass(frozen=True)
