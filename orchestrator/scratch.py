@@ -41,11 +41,13 @@ def mkstemp(suffix: str = "") -> tuple[int, str]:
 def own_file(path: str, *, append: bool = False) -> int:
     """A descriptor of ``path`` (a fixed name in a shared temp dir) open for writing, created 0600: a symlink there, or
     another user's file, is refused (OSError), as another user could point it at a file of ours."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
-    if os.fstat(fd).st_uid != os.getuid():
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else 0), 0o600)
+    st = os.fstat(fd)
+    if st.st_uid != os.getuid() or st.st_nlink != 1:   # another's, or a hard link to a file elsewhere
         os.close(fd)
-        raise PermissionError(f"{path} belongs to another user")
+        raise PermissionError(f"{path} belongs to another user or is linked elsewhere")
+    if not append:
+        os.ftruncate(fd, 0)   # only once it is known to be ours
     return fd
 
 

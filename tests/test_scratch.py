@@ -7,6 +7,8 @@ import subprocess
 import tempfile
 import time
 
+import pytest
+
 from orchestrator import processes, scratch
 
 
@@ -84,3 +86,16 @@ def test_files_at_fixed_names_in_the_temp_dir_do_not_follow_another_users_link(t
     with console.stderr_to(str(own)):
         os.write(2, b"noise\n")
     assert own.read_text() == "noise\n" and (own.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_fixed_name_hard_linked_to_a_file_of_ours_is_not_written_through(tmp_path, monkeypatch):
+    """O_NOFOLLOW stops a symbolic link, not a hard link to a file of ours (where the protection of hard links is
+    off), and the file was truncated before its owner was checked. Found by a helper's review."""
+    from orchestrator.scratch import own_file
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious")
+    os.link(precious, tmp_path / "fixed.log")
+    with pytest.raises(PermissionError):
+        own_file(str(tmp_path / "fixed.log"))
+    assert precious.read_text() == "precious"
