@@ -132,7 +132,8 @@ def test_a_killed_sweep_resumes_without_duplicates(tmp_path):
     # ASHA's one rung is at epoch 4: a trial ends there (stopped) or at epoch 5 (completed)
     assert all((r["status"], r["epochs"]) in {("completed", epochs), ("stopped", 4)} for r in rows), rows
     # the rung holds every trial, those judged before the kill too, each trial finished then at its epoch-4 score
-    (kept,) = json.loads(open(layout.scheduler_state(str(tmp_path), "kill-driver", rows[0]["sweep_id"], "asha")).read())
+    kept_file = layout.scheduler_state(str(tmp_path), "kill-driver", rows[0]["sweep_id"], "asha")
+    (kept,) = json.loads(open(kept_file).read())["rungs"]
     (rung,) = kept
     assert set(rung) == {r["trial_id"] for r in rows}, (rung, at_kill)
     history = {r["trial_id"]: {h["epoch"]: h["objective"] for h in r["history"]} for r in rows}

@@ -40,11 +40,13 @@ def test_with_an_autoscaler_its_maximum_counts(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("command, workers", [("train", 2), ("tune", 3)])
 def test_train_and_tune_jobs_that_never_fit_fail_at_once(ray_session, tmp_path, capsys, command, workers):
-    """As a submitted job (its entrypoint holds 0.1 CPU) on the tests' 2-CPU cluster, which has no autoscaler."""
+    """As a job `orchestrator submit` started (its command says its entrypoint holds 0.1 CPU) on the tests' 2-CPU
+    cluster, which has no autoscaler."""
     search = {"search": {"num_samples": 1, "space": {"train.head_lr": {"choice": [1e-3]}}}} if command == "tune" else {}
     # batch 96: a multiple of 2 and 3 workers (a batch the workers cannot share is refused before this check)
     cfg = embedded(tmp_path / "runs", resources={"workers": workers, "cpus_per_worker": 1.0},
                    train={"batch_size": 96}, **search)
-    code, out, err = run_cli(capsys, command, write_yaml(tmp_path / "e.yaml", cfg), "--in-ray-job")
+    code, out, err = run_cli(capsys, command, write_yaml(tmp_path / "e.yaml", cfg), "--in-ray-job",
+                             "--entrypoint-cpus", "0.1")
     assert code == 2 and "this job itself holds" in err and "resources.cpus_per_worker: 0." in err, out + err
     assert "\n" not in err and "waits for resources" not in out

@@ -174,7 +174,8 @@ def test_trials_that_asha_stops_end_their_runs_at_the_epoch_tune_judged(ray_sess
     # ASHA's rungs are kept in the sweep's folder for --resume: every trial's epoch-1 objective at the first rung
     from orchestrator import layout
 
-    (kept,) = json.loads(open(layout.scheduler_state(str(tmp_path), "asha-stop", rows[0]["sweep_id"], "asha")).read())
+    (kept,) = json.loads(open(layout.scheduler_state(str(tmp_path), "asha-stop", rows[0]["sweep_id"],
+                                                       "asha")).read())["rungs"]
     first_rung = kept[-1]   # Ray lists a bracket's rungs from the last
     assert first_rung == pytest.approx({r["trial_id"]: seen_objective[r["trial_id"]][0] for r in rows}), kept
     for r in stopped:
