@@ -58,6 +58,10 @@ def test_spares_only_where_trials_leave_cores_idle(tmp_path):
     assert idle(2, 1, laptop) == 0.0
     assert idle(1, 4, laptop) == -2.0
     assert idle(2, 4, gpus) == 28.0
+    # on a shared cluster, cores other jobs hold are not idle: spares there would import TensorFlow on their cores
+    # (found by a helper's audit)
+    cfg = parse_config(embedded(str(tmp_path), resources={"workers": 2, "cpus_per_worker": 0.45}))
+    assert idle_cores(cfg, gpus, concurrent=4, held_elsewhere=28.0) == 0.0
 
 
 @pytest.mark.slow

@@ -179,15 +179,26 @@ def plan_concurrency(cfg: ExperimentConfig, *, trials: int, say=print, driver_cp
         if autoscaling:
             say(f"autoscaling cluster: up to {n} trials at once when all nodes are up "
                 f"({', '.join(f'{t.name} x{t.max_count}' for t in nodes)})")
-    return TrialsPlan(n, spares=trials > n and idle_cores(cfg, nodes, concurrent=n) > 0)
+    idle = idle_cores(cfg, nodes, concurrent=n, held_elsewhere=cpus_held_elsewhere(reserved_cpu))
+    return TrialsPlan(n, spares=trials > n and idle > 0)
 
 
-def idle_cores(cfg: ExperimentConfig, nodes: list[NodeType], *, concurrent: int) -> float:
-    """CPU cores of the cluster at its largest that ``concurrent`` trials leave idle. A TensorFlow worker keeps about
-    a core busy whatever CPUs it requests, so that is what it counts. Warm spares import TensorFlow only on idle
-    cores: beside trials that fill the cores, the import slows them more than it saves (bench/sweep_overhead, 2
-    workers on 2 cores: fixed cost per trial 26 s with spares, 14 s without)."""
-    return sum(t.resources.get("CPU", 0.0) * t.max_count for t in nodes) - concurrent * cfg.resources.workers
+def idle_cores(cfg: ExperimentConfig, nodes: list[NodeType], *, concurrent: int, held_elsewhere: float = 0.0) -> float:
+    """CPU cores of the cluster at its largest that ``concurrent`` trials, and other jobs (``held_elsewhere``), leave
+    idle. A TensorFlow worker keeps about a core busy whatever CPUs it requests, so that is what it counts. Warm
+    spares import TensorFlow only on idle cores: beside trials that fill the cores, the import slows them more than
+    it saves (bench/sweep_overhead, 2 workers on 2 cores: fixed cost per trial 26 s with spares, 14 s without), and
+    on cores another job holds it takes that job's time."""
+    total = sum(t.resources.get("CPU", 0.0) * t.max_count for t in nodes)
+    return total - held_elsewhere - concurrent * cfg.resources.workers
+
+
+def cpus_held_elsewhere(reserved_cpu: float) -> float:
+    """CPUs other jobs of the cluster hold now (this job's own entrypoint, ``reserved_cpu``, left out)."""
+    import ray
+
+    held = ray.cluster_resources().get("CPU", 0.0) - ray.available_resources().get("CPU", 0.0)
+    return max(0.0, held - reserved_cpu)
 
 
 HEAD_MARKER = "node:__internal_head__"
