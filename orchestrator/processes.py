@@ -11,14 +11,24 @@ from typing import Optional
 
 
 def host_id() -> str:
-    """This host and pid namespace: where a recorded pid means this process table's pid. A container sharing the
-    host's name (--net=host) and its /tmp has pids this one cannot see, so only a record of the same host_id may be
-    judged dead here by its pid."""
+    """This machine, boot and pid namespace: where a recorded pid means this process table's pid. A container sharing
+    the host's name (--net=host) and its /tmp has pids this one cannot see, and two machines may share a hostname
+    (every machine's main pid namespace has the same id), so only a record of the same host_id may be judged dead
+    here by its pid. Records of an earlier boot count as another host's (left to expire, not judged)."""
     try:
         namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
         namespace = ""
-    return hashlib.sha1(f"{socket.gethostname()} {namespace}".encode()).hexdigest()[:8]
+    return hashlib.sha1(f"{socket.gethostname()} {namespace} {_boot_id()}".encode()).hexdigest()[:8]
+
+
+def _boot_id() -> str:
+    """Linux's id of this machine's boot (none elsewhere: there the hostname alone tells machines apart)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _stat(pid: int) -> Optional[list[str]]:

@@ -99,3 +99,13 @@ def test_a_fixed_name_hard_linked_to_a_file_of_ours_is_not_written_through(tmp_p
     with pytest.raises(PermissionError):
         own_file(str(tmp_path / "fixed.log"))
     assert precious.read_text() == "precious"
+
+
+def test_two_machines_of_one_hostname_are_two_hosts(monkeypatch):
+    """host_id hashed the hostname and the pid namespace, which is the same on every machine's main namespace: two
+    machines named alike were one host, and a lease, spool, disk cache or scratch of a live process on one was judged
+    dead on the other by its pid and taken over or removed. The machine's boot id counts too. Found by a helper's
+    audit."""
+    here = processes.host_id()
+    monkeypatch.setattr(processes, "_boot_id", lambda: "another-machine")
+    assert processes.host_id() != here
