@@ -390,3 +390,31 @@ def test_credentials_in_manifest_image_uris_stay_out_of_the_units(s3_server, tmp
         assert x.shape == (9, 12, 12, 3) and xv.shape == (3, 12, 12, 3)
     finally:
         credentials.forget()
+
+
+def test_without_an_address_a_ray_of_our_own_starts_not_one_ray_start_left_running(monkeypatch):
+    """ray.init() without an address joins the cluster `ray start` left on the machine (Ray's ray_current_cluster
+    file), or RAY_ADDRESS's: `orchestrator tune` ran its trials on whoever's Ray that was, and told that cluster's
+    Train runs to go without their preemption watcher (meant for one machine). Without --address or RAY_ADDRESS the
+    CLI starts a Ray of its own (address "local"); in a Ray job (RAY_ADDRESS) it joins the job's cluster, the
+    watcher on. ray.init is replaced here (a real `ray start` cluster beside the tests' would take minutes): the test
+    checks what init_ray asks of it. Found by a helper's audit."""
+    import ray
+
+    from orchestrator import credentials
+    from orchestrator.training import session
+
+    asked = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: asked.append(kw))
+    monkeypatch.setattr(credentials, "publish", lambda: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
+    session.init_ray(num_gpus=1)
+    assert asked[-1]["address"] == "local" and asked[-1]["num_gpus"] == 1
+    assert os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER") == "0"
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")                     # a Ray job's driver
+    session.init_ray()
+    assert asked[-1]["address"] is None and "num_gpus" not in asked[-1]
+    assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ

@@ -205,13 +205,17 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
     # that ray.init starts below (no address) reads its settings from this environment.
     for name, value in NODE_ENV.items():
         os.environ.setdefault(name, value)
-    if not address:
+    # No address: a Ray of our own ("local"), not the cluster a `ray start` left on the machine (ray.init() joins
+    # that); in a Ray job, RAY_ADDRESS names the job's cluster.
+    own = not address and not os.environ.get("RAY_ADDRESS")
+    if own:
+        address = "local"
         # One machine has no node to lose to preemption: no PreemptionWatcher actor per run (it polled the node
         # table every 5 s). On clusters it stays (spot nodes); a lost node is noticed there either way.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     if not ray.is_initialized():
         _ray.redacted_entrypoint(storage.redact_text)   # a secret on the command line stays out of the job table
-        options = {"num_gpus": num_gpus} if (num_gpus is not None and not address) else {}
+        options = {"num_gpus": num_gpus} if (num_gpus is not None and own) else {}
         ray.init(address=address, log_to_driver=log_to_driver, configure_logging=True, logging_level="ERROR",
                  include_dashboard=None, **options)
     credentials.publish()   # credentials taken out of URIs reach Ray's processes through the object store
