@@ -362,3 +362,19 @@ def test_export_takes_every_kind_the_queries_take(tmp_path, capsys):
     r = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--kind", "ablation",
                 "--to", f"csv:{tmp_path / 'x.csv'}")
     assert r.code == 0, r.err
+
+
+def test_an_mlflow_experiment_someone_deleted_is_not_brought_back(tmp_path):
+    """The export restored a deleted MLflow experiment of the experiment's name, whoever deleted it, and wrote into
+    it. It is refused in one line now. Found by a helper's audit."""
+    import mlflow
+
+    from orchestrator.errors import ConfigError
+
+    board = board_with_trials(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("t"))
+    with pytest.raises(ConfigError, match="MLflow experiment 't' is deleted"):
+        board.export(f"mlflow:{uri}")
+    assert client.get_experiment_by_name("t").lifecycle_stage == "deleted"

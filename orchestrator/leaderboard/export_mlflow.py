@@ -98,9 +98,9 @@ def _experiment_id(client, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None and found.lifecycle_stage == "active":
         return found.experiment_id
-    if found is not None:
-        client.restore_experiment(found.experiment_id)
-        return found.experiment_id
+    if found is not None:   # someone deleted it: theirs to bring back, not the export's
+        raise ConfigError(f"MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore "
+                          f"--experiment-id {found.experiment_id}) or remove it for good, then export again")
     return client.create_experiment(name, tags={KIND: "experiment"})
 
 
