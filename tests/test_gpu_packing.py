@@ -48,3 +48,34 @@ def test_quarter_gpu_trials_run_together_and_whole_gpu_trials_in_turn(ray_sessio
     whole = sorted(board.table(experiment="whole").to_pylist(), key=lambda r: r["started_at"])
     assert len(whole) == 2 and all(r["status"] == "completed" for r in whole)
     assert whole[1]["started_at"] >= whole[0]["created_at"]                                # one after another
+
+
+@pytest.mark.slow
+def test_the_waiting_line_counts_this_jobs_pending_placement_groups_only(ray_session):
+    """A trial slow to start said "N placement group(s) pending" counting every job's on a shared cluster. Another
+    driver (its own job) leaves a group pending that can never fit; this job's line names none until one of its
+    own is pending. Found by a helper's audit."""
+    import subprocess
+    import sys
+
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from orchestrator.training.progress import waiting_line
+
+    other = subprocess.Popen([sys.executable, "-c", (
+        "import ray, sys, time\n"
+        f"ray.init(address={ray_session.get_runtime_context().gcs_address!r}, logging_level='ERROR')\n"
+        "pg = ray.util.placement_group([{'CPU': 64}])\n"
+        "print('pending', flush=True)\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "pending"
+        assert waiting_line("[t]", {"CPU": 1.0}, workers=1) is None
+        mine = placement_group([{"CPU": 64}])
+        try:
+            line = waiting_line("[t]", {"CPU": 1.0}, workers=1)
+            assert line is not None and "1 placement group(s) pending" in line, line
+        finally:
+            remove_placement_group(mine)
+    finally:
+        other.kill()

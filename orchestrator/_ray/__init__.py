@@ -99,6 +99,16 @@ def placement_groups_with_dead_creators(job_id: str | None = None) -> list[dict]
     return found
 
 
+def pending_placement_groups(job_id: str) -> int:
+    """How many placement groups of the job ``job_id`` (hex) wait for resources (the public table names no job)."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    table = gcs_pb2.PlacementGroupTableData
+    groups = (table.FromString(raw) for raw in state._connect_and_get_accessor().get_placement_group_table())
+    return sum(pg.state in (table.PENDING, table.RESCHEDULING) and pg.creator_job_id.hex() == job_id for pg in groups)
+
+
 def quiet_train_reports() -> None:
     """Ray Train logs every report at INFO under a logger named by its file path: raise it to WARNING."""
     import logging

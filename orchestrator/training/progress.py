@@ -63,16 +63,16 @@ def judged_history(received: list[dict], record: Optional[dict], *, failed: bool
 
 
 def waiting_line(what: str, request: dict, *, workers: int) -> Optional[str]:
-    """A line saying what a run waits for, or None if no placement group is pending (it is starting)."""
+    """A line saying what a run waits for, or None if none of this job's placement groups is pending (it is
+    starting; another job's pending groups on a shared cluster are not this run's wait)."""
     import ray
-    from ray.util import placement_group_table
 
-    pending = [pg for pg in placement_group_table().values() if pg.get("state") in ("PENDING", "RESCHEDULING")]
+    pending = _ray.pending_placement_groups(ray.get_runtime_context().get_job_id())
     if not pending:
         return None
     free = {k: round(v, 2) for k, v in ray.available_resources().items() if k in ("CPU", "GPU") or k in request}
     return (f"{what} waits for resources: {workers} worker(s) x {request}; free now {free or 'nothing'}; "
-            f"{len(pending)} placement group(s) pending (an autoscaler adds nodes if it can)")
+            f"{pending} placement group(s) pending (an autoscaler adds nodes if it can)")
 
 
 def release_orphaned_placement_groups() -> int:
