@@ -673,3 +673,17 @@ def test_resume_finds_the_latest_sweep_that_started_not_a_start_that_failed(tmp_
     assert find_sweep(cfg, None, fingerprint="fp") == "20260101-000000-aaaaaa"
     with pytest.raises(ConfigError, match="has no sweep.json"):
         find_sweep(cfg, "20260102-000000-bbbbbb", fingerprint="fp")       # named, it says why
+
+
+def test_the_python_apis_train_checks_its_run_name_as_the_cli_does(tmp_path, no_ray):
+    """Only the CLI checked a run's name: orchestrator.train(cfg, name="../sweeps/exp/<id>") wrote into a sweep's own
+    folder, and name="<sweep id>-<trial id>" into a live sweep's trial run. Found by a helper's audit."""
+    import orchestrator
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train"))
+    for name in ("../sweeps/t/20260101-000000-aaaaaa", "20260101-000000-aaaaaa-1a2b3_00000"):
+        with pytest.raises(ConfigError, match="not a run name|names a sweep's trial run"):
+            orchestrator.train(cfg, name=name)
+    assert not (tmp_path / "sweeps").exists()

@@ -209,7 +209,7 @@ def retrain(best: dict, *, workers: int, output: str, sweep_id: str, address: st
                f"orchestrator train {output} --set resources.workers={workers}")
     again = parse_config(best["config"]).with_values({"resources.workers": workers, "resources.cpus_per_worker": 1.0})
     with console(layout.log_file(again.storage, "train", again.name), verbose=False) as out:
-        summary = run_train(again, address=address, name=f"retrain-{sweep_id}-{best['trial_id']}",
+        summary = run_train(again, address=address, name=f"retrain-{best['trial_id']}-{sweep_id}",
                             out=lambda line: (out.detail if line.startswith(RETRAIN_DETAIL) else out)(line),
                             ready=lambda c: check_fits(c, what="run"),   # more workers than the cluster: one line
                             baselines=recorded_for)

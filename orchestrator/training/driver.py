@@ -146,9 +146,11 @@ def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None
     its Δm% is measured against, found from the checked config (before Ray starts)."""
     from .lease import acquire
 
+    named = name is not None   # a named run is rerun (resumed) by its name; a folder of its own (the API's too)
+    name = layout.require_run_name(name) if named else None
     p = check(cfg)
     found = baselines(p) if baselines is not None else None
-    named, name = name is not None, name or run_name(p.cfg.name)   # a named run is rerun (resumed) by its name
+    name = name or run_name(p.cfg.name)
     run = layout.run_dir(p.cfg.storage, name)
     with acquire(run, what=f"train run {name}"):   # one live writer per run folder, until the summary is written
         check_run_name(p.cfg, name, fingerprint=p.spec.fingerprint)
