@@ -115,7 +115,7 @@ class Leaderboard:
                 return self._files.fetch(snap, light.take(best_first(light, metric, ascending=ascending)[:max(k, 0)]))
             # each work once among the compared rows, and among the others: a copy measured like the newest counts
             mask = compared(light, metric)
-            parts = [light.filter(pa.array([m == side for m in mask])) for side in (True, False)]
+            parts = [light.filter(pa.array([m == side for m in mask], pa.bool_())) for side in (True, False)]
             parts = [_each_work_once(p) if "duplicate_of" in p.column_names else p for p in parts]
             light = pa.concat_tables(parts)
             order, ranks = listed(light, metric, ascending=ascending,

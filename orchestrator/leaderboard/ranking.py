@@ -90,7 +90,7 @@ def compared(light: pa.Table, metric: str) -> list[bool]:
 def listed(light: pa.Table, metric: str, *, ascending: Optional[bool] = None, compared_rows: list[bool]) -> tuple:
     """A listing's order and rank numbers: the ``compared_rows`` first, best first and numbered where they have a
     value; then the others (another measurement, failed, diverged), unnumbered."""
-    order = best_first(light, metric, ascending=ascending, after=pa.array([not c for c in compared_rows]))
+    order = best_first(light, metric, ascending=ascending, after=pa.array([not c for c in compared_rows], pa.bool_()))
     values, ranks, n = light.column(metric).to_pylist(), [], 0
     for i in order.to_pylist():
         numbered = compared_rows[i] and finite(values[i]) is not None
