@@ -11,24 +11,41 @@ from typing import Optional
 
 
 def host_id() -> str:
-    """This machine, boot and pid namespace: where a recorded pid means this process table's pid. A container sharing
-    the host's name (--net=host) and its /tmp has pids this one cannot see, and two machines may share a hostname
-    (every machine's main pid namespace has the same id), so only a record of the same host_id may be judged dead
-    here by its pid. Records of an earlier boot count as another host's (left to expire, not judged)."""
+    """This machine and pid namespace: where a recorded pid means this process table's pid. A container sharing the
+    host's name (--net=host) and its /tmp has pids this one cannot see, and two machines may share a hostname (every
+    machine's main pid namespace has the same id), so the machine's id (/etc/machine-id, kept across reboots) counts
+    too: only a record of this host (``this_host``) may be judged dead here by its pid."""
+    return _hashed(f"{_legacy()} {_machine_id()}")
+
+
+def this_host(recorded: str | None) -> bool:
+    """A record's host id is this host's: today's, or the one older code recorded (hostname and pid namespace only),
+    judged as that code judged it."""
+    return recorded in (host_id(), _hashed(_legacy()))
+
+
+def _legacy() -> str:
     try:
         namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
         namespace = ""
-    return hashlib.sha1(f"{socket.gethostname()} {namespace} {_boot_id()}".encode()).hexdigest()[:8]
+    return f"{socket.gethostname()} {namespace}"
 
 
-def _boot_id() -> str:
-    """Linux's id of this machine's boot (none elsewhere: there the hostname alone tells machines apart)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+def _hashed(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _machine_id() -> str:
+    """The machine's id (systemd's /etc/machine-id, or D-Bus's); none elsewhere: there the hostname tells machines
+    apart."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            continue
+    return ""
 
 
 def _stat(pid: int) -> Optional[list[str]]:

@@ -58,14 +58,15 @@ def sweep() -> list[str]:
     if (os.getpid(), root) in _swept:
         return []
     _swept.add((os.getpid(), root))
-    mine, removed = (str(os.getuid()), processes.host_id()), []
+    removed = []
     try:
         names = os.listdir(root)
     except OSError:
         return []   # mkstemp/mkdtemp will say what is wrong with the temp dir
     for name in names:
         m = _NAME.match(name)
-        if not m or (m[1], m[2]) != mine or processes.running(int(m[3]), None if m[4] == "x" else m[4]):
+        if not m or m[1] != str(os.getuid()) or not processes.this_host(m[2]) \
+                or processes.running(int(m[3]), None if m[4] == "x" else m[4]):
             continue
         path = os.path.join(root, name)
         try:

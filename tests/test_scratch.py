@@ -104,8 +104,16 @@ def test_a_fixed_name_hard_linked_to_a_file_of_ours_is_not_written_through(tmp_p
 def test_two_machines_of_one_hostname_are_two_hosts(monkeypatch):
     """host_id hashed the hostname and the pid namespace, which is the same on every machine's main namespace: two
     machines named alike were one host, and a lease, spool, disk cache or scratch of a live process on one was judged
-    dead on the other by its pid and taken over or removed. The machine's boot id counts too. Found by a helper's
-    audit."""
+    dead on the other by its pid and taken over or removed. The machine's id counts too (kept across reboots: a
+    killed command's disk cache is still removed after one). Found by a helper's audit."""
     here = processes.host_id()
-    monkeypatch.setattr(processes, "_boot_id", lambda: "another-machine")
-    assert processes.host_id() != here
+    legacy = processes._hashed(processes._legacy())                     # what older code recorded
+    monkeypatch.setattr(processes, "_machine_id", lambda: "another-machine")
+    elsewhere = processes.host_id()
+    monkeypatch.undo()
+    assert elsewhere != here and processes.this_host(here) and not processes.this_host(elsewhere)
+    assert processes.this_host(legacy)                                  # older records are judged as older code did
+    from orchestrator.training import lease
+
+    held = {"host_id": elsewhere, "pid": 999999999, "expires": time.time() + 60}   # a live holder over there
+    assert not lease.is_stale(held) and lease.is_stale({**held, "host_id": here})

@@ -172,7 +172,7 @@ def orphans(found: list) -> dict:
     hosts' or namespaces' drivers (a container beside this shell) are theirs to judge, and so are records of older
     code, which do not say their namespace."""
     return {folder: r["owner"] for folder, r in found
-            if r.get("host_id") == processes.host_id() and not r.get("keep") and not alive(r)}
+            if processes.this_host(r.get("host_id")) and not r.get("keep") and not alive(r)}
 
 
 def _claim(folder: str, record: dict) -> None:

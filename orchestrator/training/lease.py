@@ -200,7 +200,7 @@ def is_stale(holder: dict, *, now: Optional[float] = None) -> bool:
     pid is not seen here, and a record without one, of older code, waits for its expiry)."""
     if float(holder.get("expires", 0)) <= (now or time.time()):
         return True
-    return holder.get("host_id") == processes.host_id() and not processes.running(int(holder.get("pid", 0)))
+    return processes.this_host(holder.get("host_id")) and not processes.running(int(holder.get("pid", 0)))
 
 
 def _try(run_dir: str, record: dict) -> Optional[dict]:
