@@ -501,18 +501,23 @@ def test_a_resumed_trials_wall_time_counts_its_epochs_before_the_interruption(tm
     """A sweep killed mid-trial and resumed: the trial's row counted its wall time (and start) from the resume, so a
     trial that trained 3 epochs of 40 s said 41 s. The epochs the run trained before (its record, which the resumed
     driver never received) add their time. Left in stop 35's note."""
-    from orchestrator import layout
+    import json
+    import time
+    from types import SimpleNamespace
+
+    from orchestrator import layout, storage
     from orchestrator.leaderboard import Leaderboard
     from orchestrator.training.progress import write_progress
-
-    from types import SimpleNamespace
 
     lines = []
     callback, _ = sweep_callback(tmp_path, lines)
     t = SimpleNamespace(trial_id="r", config={"index": 0}, status="RUNNING", error_file=None)
     callback.on_trial_start(0, [t], t)
     epochs = [{"epoch": e, "objective": 0.5 + e / 10, "epoch_seconds": 40.0, "status": "running"} for e in (1, 2)]
-    write_progress(layout.run_dir(callback.cfg.storage, layout.trial_run_name("s1", "r")), epochs)
+    run = layout.run_dir(callback.cfg.storage, layout.trial_run_name("s1", "r"))
+    storage.atomic_write(storage.join(layout.attempts(run), f"{time.time():.3f}.json"),
+                         json.dumps({"start_epoch": 1, "pid": 2, "notes": []}).encode())   # its start here: at epoch 1
+    write_progress(run, epochs)
     callback.on_trial_result(0, [t], t, epochs[-1])      # the resumed driver receives the last epoch only
     callback.on_trial_complete(0, [t], t)
     (row,) = Leaderboard(callback.cfg.storage).table().to_pylist()
@@ -555,3 +560,30 @@ def test_a_failed_trials_lost_last_report_is_not_counted_as_time_before_a_resume
     callback.on_trial_error(0, [t], t)
     (row,) = Leaderboard(callback.cfg.storage).table(kind=None).to_pylist()
     assert row["epochs"] == 2 and row["wall_time_s"] < 40.0, row["wall_time_s"]
+
+
+def test_a_resumed_trial_that_fails_before_its_first_report_counts_its_earlier_epochs(tmp_path):
+    """The epochs from before an interruption were found as those before the first epoch this driver received: a
+    resumed trial that failed before any report received none, and its row (2 epochs of 40 s) said a few seconds.
+    The run's own attempt records say which epoch its first start under this driver resumed from. Found by a
+    helper's review."""
+    import json
+    import time
+    from types import SimpleNamespace
+
+    from orchestrator import layout, storage
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.training.progress import write_progress
+
+    callback, _ = sweep_callback(tmp_path, [])
+    t = SimpleNamespace(trial_id="g", config={"index": 0}, status="RUNNING", error_file=None)
+    run = layout.run_dir(callback.cfg.storage, layout.trial_run_name("s1", "g"))
+    storage.atomic_write(storage.join(layout.attempts(run), f"{time.time() - 100:.3f}.json"),
+                         json.dumps({"start_epoch": 0, "pid": 1, "notes": []}).encode())   # before the kill
+    callback.on_trial_start(0, [t], t)
+    storage.atomic_write(storage.join(layout.attempts(run), f"{time.time():.3f}.json"),
+                         json.dumps({"start_epoch": 2, "pid": 2, "notes": []}).encode())   # resumed here at epoch 2
+    write_progress(run, [{"epoch": e, "objective": 0.5, "epoch_seconds": 40.0, "status": "running"} for e in (1, 2)])
+    callback.on_trial_error(0, [t], t)                       # failed before its first report
+    (row,) = Leaderboard(callback.cfg.storage).table(kind=None).to_pylist()
+    assert row["epochs"] == 2 and row["wall_time_s"] >= 80.0, row["wall_time_s"]

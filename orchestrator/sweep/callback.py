@@ -27,8 +27,8 @@ from ..errors import ConfigError, LeaderboardWriteError
 from ..leaderboard import spool
 from ..leaderboard.ranking import done_work
 from ..leaderboard.rows import RowContext, TrialFacts, trial_row
-from ..training.progress import (WAIT_LINE_EVERY_S, judged_history, read_progress, release_now_and_then,
-                                 waiting_line)
+from ..training.progress import (WAIT_LINE_EVERY_S, attempt_records, judged_history, read_progress,
+                                 release_now_and_then, waiting_line)
 
 __all__ = ["LeaderboardWriteError", "SweepCallback", "recorded"]
 
@@ -254,9 +254,10 @@ class SweepCallback(tune.Callback):
             received, read_progress(self._run_dir(trial)), failed=error is not None)
         extra = self.extra[trial.config["index"]] if self.extra is not None else None
         started = self.started.get(trial.trial_id)
-        if started and not reused and received:   # a resumed trial's epochs before the first it received here
-            first = min(m.get("epoch") or 0 for m in received)
-            before = [m.get("epoch_seconds") or 0 for m in hist if (m.get("epoch") or 0) < first]
+        if started and not reused:   # a resumed trial's epochs from before: up to where its first start here resumed
+            first = attempt_records(self._run_dir(trial), since=started.timestamp() - 1)[:1]
+            done = first[0].get("start_epoch", 0) if first else 0
+            before = [m.get("epoch_seconds") or 0 for m in hist if (m.get("epoch") or 0) <= done]
             started -= timedelta(seconds=sum(before))
         wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
         checkpoint = reused.get("reused_checkpoint") if reused else storage.redact(

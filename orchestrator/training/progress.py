@@ -21,13 +21,15 @@ def attempts(run_dir: str) -> list[int]:
     return [record["start_epoch"] for record in attempt_records(run_dir)]
 
 
-def attempt_records(run_dir: str) -> list[dict]:
-    """Each (re)start's record, in order: ``start_epoch``, ``pid`` and ``notes`` (corrupt checkpoints passed over)."""
+def attempt_records(run_dir: str, *, since: float = 0.0) -> list[dict]:
+    """Each (re)start's record, in order: ``start_epoch``, ``pid`` and ``notes`` (corrupt checkpoints passed over);
+    ``since``: of the starts at or after that time (a record's name is its time)."""
     import pyarrow.fs as pafs
 
     fs, path = storage.filesystem(layout.attempts(run_dir))
     infos = sorted((i for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-                    if i.base_name.endswith(".json")), key=lambda i: float(i.base_name[:-5]))
+                    if i.base_name.endswith(".json") and float(i.base_name[:-5]) >= since),
+                   key=lambda i: float(i.base_name[:-5]))
     return [json.loads(storage.read_bytes(storage.join(layout.attempts(run_dir), i.base_name))) for i in infos]
 
 
