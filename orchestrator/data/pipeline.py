@@ -109,10 +109,13 @@ def decoded_units(units: list[dict], opts: dict, *, task_options: dict):
     ds = ds.map_batches(_decode_batch, fn_kwargs={"units": units, "opts": opts}, batch_size=1, batch_format="numpy",
                         **task_options)
     # Blocks come out in the order dealt, not in the order their decode tasks finish: a seeded run streams the same
-    # batches, and its workers hold the same in-memory shards (blocks rank::world), every time. Finishing order
+    # batches, and its workers hold the same in-memory shards (``dealing.memory_blocks``), every time. Finishing order
     # follows the machine's load: it moved a streamed 6-epoch r2 from 0.80 to 0.55, and an in-memory run's left
     # accuracy from 0.91 to 0.85.
     ds.context.execution_options.preserve_order = True
+    # One block per unit: Ray Data splits a block past 1.5 x 128 MiB (256 RGB images at 512 px), and in-memory
+    # blocks are dealt by unit (``dealing.memory_blocks``): a split would leave rows to no worker.
+    ds.context.target_max_block_size = None
     return ds
 
 
@@ -321,4 +324,8 @@ def decode_to_object_store(units: list[dict], opts: dict) -> list:
         return [ray.put(decode_unit(u, opts)) for u in units]   # already pixels in memory: nothing to decode
     ds = decoded_units(units, opts, task_options={"num_cpus": DECODE_CPUS})
     with ray_data_errors():
-        return ds.to_numpy_refs()
+        refs = ds.to_numpy_refs()
+    if len(refs) != len(units):
+        raise RuntimeError(f"Ray Data made {len(refs)} blocks of {len(units)} units: one block per unit is what the "
+                           f"workers' shares count (dealing.memory_blocks)")
+    return refs
