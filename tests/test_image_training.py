@@ -167,8 +167,9 @@ def test_streamed_batches_come_in_the_order_dealt_every_time(ray_session, image_
 
 
 def test_memory_blocks_come_in_unit_order_every_time(ray_session, image_files, tmp_path):
-    """"""Which rows a worker holds in memory (its blocks, dealt by dealing.memory_blocks) must not depend on which decode task finished first:
-    otherwise a seeded run trains on other shards each time and its numbers cannot be reproduced."""
+    """Which rows a worker holds in memory (its blocks, dealt by dealing.memory_blocks) must not depend on which
+    decode task finished first: otherwise a seeded run trains on other shards each time and its numbers cannot be
+    reproduced."""
     import ray
 
     from orchestrator.data.decode import decode_options
