@@ -79,3 +79,32 @@ def test_the_waiting_line_counts_this_jobs_pending_placement_groups_only(ray_ses
             remove_placement_group(mine)
     finally:
         other.kill()
+
+
+@pytest.mark.slow
+def test_warm_spares_count_only_other_jobs_cpus_as_held_elsewhere(ray_session):
+    """Spares start only on idle cores; cores another job holds are not idle, this job's own are (counted apart, as
+    its trials). Counted from the cluster's totals less what was available, this job's own groups (a Tune run still
+    releasing, a killed earlier driver's) counted as other jobs'. Found by a helper's review."""
+    import subprocess
+    import sys
+
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from orchestrator.sweep.capacity import cpus_held_elsewhere
+
+    mine = placement_group([{"CPU": 0.5}])
+    mine.wait(30)
+    other = subprocess.Popen([sys.executable, "-c", (
+        "import ray, time\n"
+        f"ray.init(address={ray_session.get_runtime_context().gcs_address!r}, logging_level='ERROR')\n"
+        "pg = ray.util.placement_group([{'CPU': 1.0}])\n"
+        "pg.wait(30)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        assert cpus_held_elsewhere() == pytest.approx(1.0)
+    finally:
+        other.kill()
+        remove_placement_group(mine)

@@ -75,6 +75,15 @@ def original_error(exc: BaseException) -> BaseException:
     return getattr(exc, "_base_exc", exc)
 
 
+def _placement_groups():
+    """(the GCS placement-group table's message type, each group decoded): the public table names no job."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    table = gcs_pb2.PlacementGroupTableData
+    return table, [table.FromString(raw) for raw in state._connect_and_get_accessor().get_placement_group_table()]
+
+
 def placement_groups_with_dead_creators(job_id: str | None = None) -> list[dict]:
     """Placement groups made by an actor that is dead now (``{"id": hex, "job_id": hex}``); with ``job_id`` (hex),
     only that job's (a shared cluster's other jobs are theirs to clean). GCS marks
@@ -83,12 +92,10 @@ def placement_groups_with_dead_creators(job_id: str | None = None) -> list[dict]
     actor and are not listed, nor are detached or removed ones."""
     import ray
     from ray._private.state import state
-    from ray.core.generated import gcs_pb2
 
-    table = gcs_pb2.PlacementGroupTableData
+    table, groups = _placement_groups()
     found = []
-    for raw in state._connect_and_get_accessor().get_placement_group_table():
-        pg = table.FromString(raw)
+    for pg in groups:
         if pg.state == table.REMOVED or pg.is_detached or ray.ActorID(pg.creator_actor_id).is_nil():
             continue
         if job_id is not None and pg.creator_job_id.hex() != job_id:
@@ -100,13 +107,17 @@ def placement_groups_with_dead_creators(job_id: str | None = None) -> list[dict]
 
 
 def pending_placement_groups(job_id: str) -> int:
-    """How many placement groups of the job ``job_id`` (hex) wait for resources (the public table names no job)."""
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
-
-    table = gcs_pb2.PlacementGroupTableData
-    groups = (table.FromString(raw) for raw in state._connect_and_get_accessor().get_placement_group_table())
+    """How many placement groups of the job ``job_id`` (hex) wait for resources."""
+    table, groups = _placement_groups()
     return sum(pg.state in (table.PENDING, table.RESCHEDULING) and pg.creator_job_id.hex() == job_id for pg in groups)
+
+
+def cpus_of_other_jobs(job_id: str) -> float:
+    """CPUs the placement groups of jobs other than ``job_id`` (hex) hold now (their trials and Train runs; tasks
+    and actors outside a group are not counted)."""
+    table, groups = _placement_groups()
+    return sum(bundle.unit_resources.get("CPU", 0.0) for pg in groups
+               if pg.state == table.CREATED and pg.creator_job_id.hex() != job_id for bundle in pg.bundles)
 
 
 def quiet_train_reports() -> None:

@@ -179,7 +179,7 @@ def plan_concurrency(cfg: ExperimentConfig, *, trials: int, say=print, driver_cp
         if autoscaling:
             say(f"autoscaling cluster: up to {n} trials at once when all nodes are up "
                 f"({', '.join(f'{t.name} x{t.max_count}' for t in nodes)})")
-    idle = idle_cores(cfg, nodes, concurrent=n, held_elsewhere=cpus_held_elsewhere(reserved_cpu))
+    idle = idle_cores(cfg, nodes, concurrent=n, held_elsewhere=cpus_held_elsewhere())
     return TrialsPlan(n, spares=trials > n and idle > 0)
 
 
@@ -193,12 +193,14 @@ def idle_cores(cfg: ExperimentConfig, nodes: list[NodeType], *, concurrent: int,
     return total - held_elsewhere - concurrent * cfg.resources.workers
 
 
-def cpus_held_elsewhere(reserved_cpu: float) -> float:
-    """CPUs other jobs of the cluster hold now (this job's own entrypoint, ``reserved_cpu``, left out)."""
+def cpus_held_elsewhere() -> float:
+    """CPUs other jobs of the cluster hold now in their placement groups (this job's own, a finished Tune run's
+    releasing, or a killed earlier driver's of this job, are not other jobs')."""
     import ray
 
-    held = ray.cluster_resources().get("CPU", 0.0) - ray.available_resources().get("CPU", 0.0)
-    return max(0.0, held - reserved_cpu)
+    from .. import _ray
+
+    return _ray.cpus_of_other_jobs(ray.get_runtime_context().get_job_id())
 
 
 HEAD_MARKER = "node:__internal_head__"
