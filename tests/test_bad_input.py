@@ -618,3 +618,13 @@ def test_a_csv_class_written_as_a_missing_value_says_why(tmp_path, capsys):
     pacsv.write_csv(manifest, tmp_path / "m.csv")
     code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", experiment(tmp_path, str(tmp_path / "m.csv"))))
     assert code == 2 and "is null/NaN" in err and "a CSV reads an empty cell, NA, N/A, null or nan as missing" in err, err
+
+
+def test_a_dashboard_url_in_ray_address_is_one_line_too(tmp_path, capsys, monkeypatch):
+    """Without --address the CLI joins RAY_ADDRESS's cluster (a Ray job's): RAY_ADDRESS=http://HEAD:8265, what
+    `ray job submit` is told to use, sent ray.init to Ray Client on a dashboard and out came a traceback. Found by a
+    helper's review."""
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    cfg = experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(120)))
+    code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "RAY_ADDRESS=http://127.0.0.1:8265 is a dashboard's URL" in err and "\n" not in err, err

@@ -130,6 +130,10 @@ def ray_address(ctx, param, value):
 
     from ..endpoints import unreachable
 
+    joined = os.environ.get("RAY_ADDRESS", "")   # no --address: the cluster a Ray job's RAY_ADDRESS names, if any
+    if not value and urlsplit(joined).scheme in ("http", "https"):
+        raise ConfigError(f"RAY_ADDRESS={joined} is a dashboard's URL (what ray job submit takes): unset it to start "
+                          f"a Ray of this command's own, or give --address HEAD:6379")
     if not value or value in ("auto", "local"):
         return value
     s = urlsplit(value if "://" in value else f"gcs://{value}")
@@ -147,7 +151,8 @@ def ray_address(ctx, param, value):
 
 
 address_opt = click.option("--address", default=None, callback=ray_address,
-                           help="Ray cluster's GCS address, HEAD:6379 (default: start a local Ray)")
+                           help="Ray cluster's GCS address, HEAD:6379 (default: RAY_ADDRESS's in a Ray job, else "
+                                "start a local Ray)")
 entrypoint_cpus_opt = click.option(
     "--entrypoint-cpus", "entrypoint_cpus", type=click.FloatRange(min=0), default=0.0, hidden=True,
     help="set by submit in a job's command: the CPUs Ray holds for the job's entrypoint while its runs wait (plain "
