@@ -378,3 +378,20 @@ def test_an_mlflow_experiment_someone_deleted_is_not_brought_back(tmp_path):
     with pytest.raises(ConfigError, match="MLflow experiment 't' is deleted"):
         board.export(f"mlflow:{uri}")
     assert client.get_experiment_by_name("t").lifecycle_stage == "deleted"
+
+
+def test_a_sweep_logging_live_to_a_deleted_mlflow_experiment_stops_before_ray(tmp_path, capsys, no_ray):
+    """search.mlflow into an MLflow experiment someone deleted: MLflow refused the runs mid-sweep. Said before anything
+    starts, as the export says it. Found by a helper's review."""
+    import mlflow
+
+    from factories import experiment, write_yaml
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("t"))
+    capsys.readouterr()                       # MLflow's own lines as the test made its store
+    cfg = experiment(tmp_path, "builtin:multidigits/train", search={
+        "num_samples": 1, "space": {"train.head_lr": {"choice": [1e-3]}}, "mlflow": uri})
+    r = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
+    assert r.code == 2 and "MLflow experiment 't' is deleted" in r.err and len(r.err.splitlines()) == 1, r.err

@@ -9,6 +9,7 @@ export is writing it now, and it is left to that one (counted ``in_progress``). 
 works (``sqlite:///mlflow.db``, ``http://host:5000``, ...)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -33,9 +34,11 @@ def export_mlflow(table: pa.Table, uri: str) -> dict:
     counts = {"target": "mlflow", "rows": table.num_rows, "to": redact(uri), "created": 0, "updated": 0,
               "in_progress": 0}
     names = {"params": hparam_columns(table), "metrics": metric_columns(table)}
-    quiet = [(lg, lg.level) for lg in map(logging.getLogger, ("mlflow", "alembic"))]
-    for lg, _ in quiet:
-        lg.setLevel(logging.WARNING)
+    with _quiet():
+        return _export(client, errors, table, uri, counts=counts, names=names)
+
+
+def _export(client, errors, table: pa.Table, uri: str, *, counts: dict, names: dict) -> dict:
     try:
         by_experiment: dict[str, list[dict]] = {}
         for row in row_dicts(table):
@@ -54,10 +57,20 @@ def export_mlflow(table: pa.Table, uri: str) -> dict:
                                   names=names)] += 1
     except errors as e:
         raise ConfigError(f"MLflow at {redact(uri)} refused the export: {first_line(e, 200)}") from None
+    return counts
+
+
+@contextlib.contextmanager
+def _quiet():
+    """MLflow's and alembic's INFO lines (a new sqlite store's tables) off the console."""
+    quiet = [(lg, lg.level) for lg in map(logging.getLogger, ("mlflow", "alembic"))]
+    for lg, _ in quiet:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
     finally:
         for lg, level in quiet:
             lg.setLevel(level)
-    return counts
 
 
 def reach(uri: str) -> None:
@@ -95,13 +108,28 @@ def _client(uri: str):
 
 
 def _experiment_id(client, name: str) -> str:
+    found = _not_deleted(client, name)
+    return found.experiment_id if found is not None else client.create_experiment(name, tags={KIND: "experiment"})
+
+
+def _not_deleted(client, name: str):
+    """The MLflow experiment ``name`` (None: there is none); ConfigError if someone deleted it: theirs to bring
+    back, not ours (MLflow refuses runs in it)."""
     found = client.get_experiment_by_name(name)
-    if found is not None and found.lifecycle_stage == "active":
-        return found.experiment_id
-    if found is not None:   # someone deleted it: theirs to bring back, not the export's
+    if found is not None and found.lifecycle_stage != "active":
         raise ConfigError(f"MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore "
-                          f"--experiment-id {found.experiment_id}) or remove it for good, then export again")
-    return client.create_experiment(name, tags={KIND: "experiment"})
+                          f"--experiment-id {found.experiment_id}) or remove it for good, then run again")
+    return found
+
+
+def check_experiment(uri: str, name: str) -> None:
+    """Before a sweep logs live to ``uri``: the server answers, and its experiment ``name`` is not a deleted one."""
+    client, errors = _client(uri)
+    try:
+        with _quiet():
+            _not_deleted(client, name)
+    except errors as e:
+        raise ConfigError(f"MLflow at {redact(uri)} refused: {first_line(e, 200)}") from None
 
 
 def _existing(client, exp_id: str) -> tuple[dict, dict]:

@@ -21,8 +21,8 @@ def live_loggers(cfg: ExperimentConfig, sweep_id: str) -> tuple:
     except ImportError:
         raise ConfigError("search.mlflow needs MLflow: pip install 'orchestrator[mlflow]' (or remove search.mlflow)"
                           ) from None
-    from ..leaderboard.export_mlflow import reach
+    from ..leaderboard.export_mlflow import check_experiment
 
-    reach(uri)
+    check_experiment(uri, cfg.name)   # answers, and the experiment is not one someone deleted: before the sweep
     return (MLflowLoggerCallback(tracking_uri=uri, experiment_name=cfg.name,
                                  tags={"experiment": cfg.name, "sweep_id": sweep_id}),)
