@@ -243,23 +243,7 @@ def test_ranking_by_delta_m_pct_holds_one_set_of_baselines_whatever_the_objectiv
     delta_m_pct,... ranked Δm% measured against two sweeps' baselines as one scale: B (0.84/0.70, +2.89 against
     1-epoch baselines) above A (0.96/0.97, -0.15 against 3-epoch ones), though A is better on both tasks. Ranked by
     Δm%, rows are held to the newest row's baselines, as under objective delta_m. Found by a helper's audit."""
-    from factories import experiment
-    from orchestrator.config import parse_config
-    from orchestrator.leaderboard.rows import RowContext, TrialFacts, trial_row
-
-    d = experiment(tmp_path, "builtin:multidigits/train", storage=str(tmp_path))
-    del d["tasks"]["sum"]
-    cfg = parse_config(d)
-    board = Leaderboard(str(tmp_path))
-
-    def ran(sweep_id, baselines, left, right):
-        epoch = {"epoch": 1, "status": "running", "config_hash": cfg.config_hash(), "left_accuracy": left,
-                 "right_accuracy": right, "objective": (left + right) / 2}
-        return trial_row(cfg, [epoch], context=RowContext(sweep_id, 5, fingerprint="d1", baselines=baselines),
-                         trial=TrialFacts(f"{sweep_id}-t"))
-
-    board.append([ran("B", {"left": 0.80, "right": 0.70}, 0.84, 0.70)])
-    board.append([ran("A", {"left": 0.97, "right": 0.97}, 0.96, 0.97)])
+    board = _two_baselines(tmp_path)
     assert board.best(experiment="t", metric="delta_m_pct")["trial_id"] == "A-t"
     assert board.top(5, experiment="t", metric="delta_m_pct").column("trial_id").to_pylist() == ["A-t"]
     assert board.top(5, experiment="t").column("trial_id").to_pylist() == ["A-t", "B-t"]   # mean_score: one scale
@@ -291,6 +275,7 @@ def test_a_listing_numbers_only_the_rows_a_ranking_compares(tmp_path, capsys):
 
 
 def _two_baselines(tmp_path):
+    """B (0.84/0.70) against 1-epoch baselines (0.80/0.70), then A (0.96/0.97) against 3-epoch ones (0.97/0.97)."""
     from factories import experiment
     from orchestrator.config import parse_config
     from orchestrator.leaderboard.rows import RowContext, TrialFacts, trial_row
