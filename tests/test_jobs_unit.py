@@ -473,3 +473,17 @@ def test_a_job_counts_the_cpus_its_entrypoint_holds_as_it_was_submitted(tmp_path
     run_cli(capsys, "train", "--in-ray-job", path)
     run_cli(capsys, "train", "--in-ray-job", "--entrypoint-cpus", "0.1", path)
     assert held == [0.0, 0.1]
+
+
+def test_a_failed_jobs_message_is_one_line_without_a_secret(monkeypatch, project):
+    """Ray 2.60's JobInfo.message of a failed job holds up to 20,000 characters of its logs: printed after the last 20
+    log lines, whole and unredacted. Its first meaningful line, redacted. Found by a helper's audit."""
+    client = FakeClient(["RUNNING", "FAILED"])
+    long_message = ("Job entrypoint command failed with exit code 1, last available logs (truncated to 20,000 chars):\n"
+                    + "noise\n" * 3000 + "storage s3://AKIAX:s3cr3t@bucket/runs failed\n")
+    monkeypatch.setattr(client, "get_job_info", lambda job_id: SimpleNamespace(
+        status=client.statuses.pop(0) if len(client.statuses) > 1 else client.statuses[0], message=long_message,
+        entrypoint="python jobs/tune.py exp.yaml"))
+    code, lines = run_submit(monkeypatch, project, client)
+    assert code == 1 and "\n" not in lines[-1] and len(lines[-1]) < 300 and "s3cr3t" not in lines[-1], lines[-1][:400]
+    assert lines[-1].startswith("job raysubmit_fake FAILED: Job entrypoint command failed with exit code 1")

@@ -23,7 +23,7 @@ import click
 from .. import _ray
 from ..endpoints import unreachable
 from ..errors import ConfigError, UserError
-from ..storage import redact, redact_text, uris_in
+from ..storage import line_of, redact, redact_text, uris_in
 from .common import overrides, raw_storage, require_shared_storage, set_opt, sets_for_job
 
 EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-logs"]
@@ -149,7 +149,7 @@ def status(address: str | None, job_id: str | None = None, *, out=print) -> int:
         client = _client(url)
         if job_id:
             info = client.get_job_info(job_id)
-            note = f"  ({info.message})" if info.message else ""
+            note = f"  ({line_of(info.message, limit=200)})" if info.message else ""
             out(redact_text(f"{job_id}  {info.status}  {info.entrypoint}{note}"))
             return 0
         jobs = sorted(client.list_jobs(), key=lambda j: j.start_time or 0)
@@ -207,7 +207,8 @@ def _wait(client, url, job_id, out, *, changes: bool) -> int:
     except KeyboardInterrupt:
         out(f"stopped waiting; job {job_id} keeps running (`ray job logs --follow {job_id}`)")
         return 130
-    out(f"job {job_id} {info.status}" + ("" if ok or not info.message else f": {info.message}"))
+    # Ray's message of a failed job holds up to 20,000 characters of its logs (shown above): its first line, redacted
+    out(f"job {job_id} {info.status}" + ("" if ok or not info.message else f": {line_of(info.message, limit=200)}"))
     return 0 if ok else 1
 
 
