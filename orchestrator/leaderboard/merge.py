@@ -81,7 +81,7 @@ def data_key(config: dict, identity: Callable[[str, str], str]) -> str:
     """What a row's data fingerprint measures, by content, not by where it is: the data section (cache settings left
     out, ``data.train`` / ``data.validation`` by ``identity``) and the backbone (a file it names by ``identity``)."""
     c = _work_fields(config)
-    data = {k: v for k, v in (c.get("data") or {}).items() if k not in ("cache", "cache_budget_mb", "cache_dir")}
+    data = {k: v for k, v in (c.get("data") or {}).items() if ("data", k) not in EXECUTION_ONLY}
     for field in ("train", "validation"):
         if isinstance(data.get(field), str):
             data[field] = identity(data[field], data.get("image_column") or "image")
@@ -92,11 +92,16 @@ def data_key(config: dict, identity: Callable[[str, str], str]) -> str:
     return hashlib.sha256(json.dumps([data, backbone], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _where(row: dict) -> tuple:
-    """Where a row's data and backbone file were: its data locations and backbone path."""
+def _config_of(row: dict) -> Optional[dict]:
+    """A row's config as a dict (its JSON column parsed); None for a row without one."""
     config = row.get("config")
     config = json.loads(config) if isinstance(config, str) else config
-    config = config if isinstance(config, dict) else {}
+    return config if isinstance(config, dict) else None
+
+
+def _where(row: dict) -> tuple:
+    """Where a row's data and backbone file were: its data locations and backbone path."""
+    config = _config_of(row) or {}
     data, backbone = config.get("data") or {}, config.get("backbone") or {}
     return data.get("train"), data.get("validation"), backbone.get("path"), backbone.get("weights")
 
@@ -124,9 +129,8 @@ class DataAliases:
         return row.get("data_alias")
 
     def _key(self, row: dict) -> Optional[tuple]:
-        config = row.get("config")
-        config = json.loads(config) if isinstance(config, str) else config
-        return (row.get("experiment"), data_key(config, self.identity)) if isinstance(config, dict) else None
+        config = _config_of(row)
+        return (row.get("experiment"), data_key(config, self.identity)) if config is not None else None
 
 
 class Identities:
@@ -149,9 +153,8 @@ def row_work_key(row: dict, identity: Callable[[str, str], str]) -> Optional[str
     """A row's stored ``work_key`` (this formula's), else computed from its config; None for rows without a config."""
     if str(row.get("work_key") or "").startswith(WORK_KEY):
         return row["work_key"]
-    config = row.get("config")
-    config = json.loads(config) if isinstance(config, str) else config
-    return work_key(config, identity) if isinstance(config, dict) else None
+    config = _config_of(row)
+    return work_key(config, identity) if config is not None else None
 
 
 def preference(row: dict) -> tuple:
@@ -168,9 +171,7 @@ def version(row: dict) -> tuple:
     """What a work key cannot see: the data locations the row's config names, the data_fingerprint it trained on
     there (a rewrite in place between two runs gives the same content key at merge time) and the code's training
     revision (rows before it: 1)."""
-    config = row.get("config")
-    config = json.loads(config) if isinstance(config, str) else config
-    data = (config.get("data") or {}) if isinstance(config, dict) else {}
+    data = (_config_of(row) or {}).get("data") or {}
     return (data.get("train"), data.get("validation")), row.get("data_fingerprint"), revision_of(row)
 
 
