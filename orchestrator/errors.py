@@ -37,3 +37,12 @@ class StorageError(UserError, OSError):
     """Storage kept failing after retries; nothing was answered from partial data. Run the command again."""
 
     exit_code = 1
+
+
+def shortened(text: str, width: int, *, tail: int = 0) -> str:
+    """``text`` as written if it fits in ``width`` characters, else cut to ``width`` with "..." (keeping its last
+    ``tail`` characters: a file's name): long user input quoted in a one-line message."""
+    if len(text) <= width:
+        return text
+    head = width - 3 - tail
+    return text[:head] + "..." + (text[-tail:] if tail else "")

@@ -17,3 +17,14 @@ def test_rays_own_log_records_go_to_the_command_log_and_not_to_the_console(tmp_p
     assert "a warning of Tune's" in log.read_text() and "a line of ours" in log.read_text()
     shown = capfd.readouterr()
     assert "a line of ours" in shown.out and "a warning of Tune's" not in shown.out + shown.err, shown
+
+
+def test_shortened_cuts_to_its_width_and_can_keep_the_end():
+    """One helper cuts long user text in messages (a --where expression, a job's entrypoint, a YAML source's name)."""
+    from orchestrator.errors import shortened
+
+    assert shortened("abc", 3) == "abc"
+    assert shortened("abcdefgh", 6) == "abc..." and len(shortened("x" * 500, 80)) == 80
+    name = "/data/" + "d" * 200 + "/experiment.yaml"
+    cut = shortened(name, 120, tail=40)
+    assert len(cut) == 120 and cut.endswith(name[-40:]) and cut.startswith(name[:77]) and "..." in cut

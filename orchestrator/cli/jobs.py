@@ -22,7 +22,7 @@ import click
 
 from .. import _ray
 from ..endpoints import unreachable
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, UserError, shortened
 from ..storage import line_of, redact, redact_text, uris_in
 from .common import overrides, raw_storage, require_shared_storage, set_opt, sets_for_job
 
@@ -94,10 +94,6 @@ def refuse_secret_args(args) -> None:
                               f"nodes an IAM role (cluster.yaml) or AWS_* in their environment")
 
 
-def _shortened(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 3] + "..."
-
-
 def refuse_secrets(path: Path, shown: str) -> None:
     """The working directory a job uploads is stored by the cluster and unpacked on every node: a YAML file that holds
     credentials (s3://KEY:SECRET@..., a secret query parameter) would carry them there: its values, and then its
@@ -158,7 +154,7 @@ def status(address: str | None, job_id: str | None = None, *, out=print) -> int:
         return 0
     rows = [("ID", "STATUS", "ENTRYPOINT", "STARTED")] + [(
         j.submission_id or j.job_id or "-", str(j.status),
-        _shortened(redact_text(j.entrypoint), 60),   # redacted: other tools' jobs on a shared cluster too
+        shortened(redact_text(j.entrypoint), 60),   # redacted: other tools' jobs on a shared cluster too
         datetime.fromtimestamp(j.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S") if j.start_time else "-",
     ) for j in jobs]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

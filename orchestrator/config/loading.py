@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, shortened
 from .paths import get_dotted, resolve_paths, set_dotted
 from .schema import ExperimentConfig, parse_config
 from .space import KINDS
@@ -87,7 +87,7 @@ def write_yaml(data: Any) -> str:
 
 def read_yaml(text: str, *, source: str) -> Any:
     """``text`` parsed as YAML, or a ConfigError naming ``source`` (cut short), the line and the fix."""
-    source = source if len(source) <= 120 else source[:70] + "..." + source[-40:]   # a file's name stays in
+    source = shortened(source, 120, tail=40)   # a file's name stays in
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except ValueError as e:   # e.g. an int of more digits than Python reads (sys.get_int_max_str_digits)

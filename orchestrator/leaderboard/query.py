@@ -17,7 +17,7 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import ConfigError
+from ..errors import ConfigError, shortened
 from .columns import JSON_KEY, KNOWN_TYPES, column_type
 from .flat import flat
 
@@ -31,13 +31,9 @@ def compile_where(where: str, schema: pa.Schema, used: set[str] | None = None) -
         tree = ast.parse(where, mode="eval")
         return _compile(tree.body, schema, set() if used is None else used)
     except SyntaxError as e:
-        raise ConfigError(f"--where {_short(where)} is not a valid expression ({e.msg})") from None
+        raise ConfigError(f"--where {shortened(where, 80)!r} is not a valid expression ({e.msg})") from None
     except (RecursionError, MemoryError):
-        raise ConfigError(f"--where {_short(where)} is nested too deeply: write a shorter expression") from None
-
-
-def _short(where: str, limit: int = 80) -> str:
-    return repr(where if len(where) <= limit else where[:limit] + "...")
+        raise ConfigError(f"--where {shortened(where, 80)!r} is nested too deeply: write a shorter expression") from None
 
 
 def _compile(node: ast.AST, schema: pa.Schema, used: set[str]):
