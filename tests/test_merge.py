@@ -452,3 +452,22 @@ def test_work_merged_before_the_work_key_changed_is_still_recognized(tmp_path):
     dst2.append([stale])                                    # as merged by older code: its key of the old formula
     Leaderboard(away).append([trial(away, trial_id="w", objective=0.7)])
     assert dst2.merge(away)["duplicates"] == 1
+
+
+def test_merge_finds_each_rows_data_key_once(tmp_path, monkeypatch):
+    """A row's data key (a config validated, its data identified, a hash) is computed once per row a merge reads:
+    each incoming row's was computed twice, to find its alias and to record it (stop 36's leftover)."""
+    from orchestrator.leaderboard import merge
+
+    data = write_parquet(tmp_path / "d.parquet", small_table(120))
+    make = lambda where, tid, lr: row(parse_config(experiment(tmp_path / where, data, name="demo",   # noqa: E731
+                                                              train={"head_lr": lr})),
+                                      [{"epoch": 1, "objective": 0.5}], trial_id=tid, sweep_id=where,
+                                      fingerprint=f"{where}-fp")
+    Leaderboard(str(tmp_path / "dst")).append([make("dst", "d1", 1e-3), make("dst", "d2", 2e-3)])
+    Leaderboard(str(tmp_path / "src")).append([make("src", "s1", 3e-3), make("src", "s2", 4e-3)])
+    calls = []
+    real = merge.data_key
+    monkeypatch.setattr(merge, "data_key", lambda config, identity: calls.append(1) or real(config, identity))
+    assert Leaderboard(str(tmp_path / "dst")).merge(str(tmp_path / "src"))["rows"] == 2
+    assert len(calls) == 4          # 2 rows here, 2 merged in

@@ -114,19 +114,23 @@ class DataAliases:
     def __init__(self, rows: list[dict], identity: Callable[[str, str], str]):
         self.identity, self.seen = identity, {}   # (experiment, data key) -> (created_at, fingerprint, where)
         for r in rows:
-            self.add(r, r.get("data_alias"))
+            self._add(r, self._key(r), r.get("data_alias"))
 
-    def add(self, row: dict, alias: Optional[str]) -> None:
+    def measure(self, row: dict) -> Optional[str]:
+        """A merged row's ``data_alias`` (the fingerprint here of the same content elsewhere; else its own alias),
+        recorded for the rows after it."""
+        key = self._key(row)
+        found, alias = self.seen.get(key), row.get("data_alias")
+        if found and found[1] != (alias or row.get("data_fingerprint")) and found[2] != _where(row):
+            alias = found[1]
+        self._add(row, key, alias)
+        return alias
+
+    def _add(self, row: dict, key: Optional[tuple], alias: Optional[str]) -> None:
         """A row measured by its own fingerprint, where it was (one measured as another's adds nothing)."""
-        key, entry = self._key(row), (str(row.get("created_at") or ""), row.get("data_fingerprint"), _where(row))
+        entry = (str(row.get("created_at") or ""), row.get("data_fingerprint"), _where(row))
         if not alias and key is not None and entry[1] and (key not in self.seen or entry[0] >= self.seen[key][0]):
             self.seen[key] = entry
-
-    def alias(self, row: dict) -> Optional[str]:
-        found = self.seen.get(self._key(row))
-        if found and found[1] != (row.get("data_alias") or row.get("data_fingerprint")) and found[2] != _where(row):
-            return found[1]
-        return row.get("data_alias")
 
     def _key(self, row: dict) -> Optional[tuple]:
         config = _config_of(row)
@@ -227,8 +231,7 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into
             source if storage.is_uri(source) else os.path.abspath(source))
         new["config"][i] = _pointed_at(r.get("config"), into)
         new["config_hash"][i] = _rehashed(r, new["config"][i])
-        new["data_alias"][i] = alias = aliases.alias(r)
-        aliases.add(r, alias)
+        new["data_alias"][i] = alias = aliases.measure(r)
         existing.append({**{c: r.get(c) for c in EXISTING}, "work_key": key, "duplicate_of": counted,
                          "data_alias": alias})
     keep.sort()
