@@ -88,10 +88,12 @@ def simulate(order_seed: int, quality: list, *, concurrent: int = 2, expect: int
     return {t.trial_id: t.epoch for t in c.trials}
 
 
-def sweep_steps(s, c, rng, todo, *, concurrent: int, curve, ahead: int = 0, stop=lambda: False) -> bool:
+def sweep_steps(s, c, rng, todo, *, concurrent: int, curve, ahead: int = 0, stop=lambda: False,
+                epochs=lambda tid: 6) -> bool:
     """Tune's loop in miniature, until the sweep ends (True) or ``stop()`` (False): the searcher adds trials while
     ``has_room``, PENDING trials start, one running trial (picked at random: any report order) reports its next
-    epoch, and the scheduler's answer is applied."""
+    epoch, and the scheduler's answer is applied. ``epochs``: a trial's own budget (a resumed trial already there
+    reports its last epoch again, and ends)."""
     from ray.tune.schedulers import TrialScheduler
 
     for _ in range(10_000):
@@ -113,12 +115,12 @@ def sweep_steps(s, c, rng, todo, *, concurrent: int, curve, ahead: int = 0, stop
                 continue   # Tune's next step
             return True
         trial = rng.choice(running)
-        trial.epoch += 1
+        trial.epoch = min(trial.epoch + 1, epochs(trial.trial_id))
         action = s.on_trial_result(c, trial, curve(trial.trial_id)[trial.epoch - 1])
         if action == TrialScheduler.PAUSE:
             trial.status = "PAUSED"
             trial.epoch = min(5, trial.epoch + rng.randint(0, ahead))   # its run trained on before it stopped
-        elif action == TrialScheduler.STOP or trial.epoch == 6:
+        elif action == TrialScheduler.STOP or trial.epoch == epochs(trial.trial_id):
             trial.status = "TERMINATED"
             s.on_trial_complete(c, trial, {})
     raise AssertionError("the sweep never ended")
@@ -133,6 +135,51 @@ def test_sync_halving_decides_the_same_whatever_the_report_order():
     assert simulate(0, quality, concurrent=4) == outcomes[0]
     # the searcher ran out before the expected 12 trials: rung 0 decides with the 9 it has, nothing hangs
     assert simulate(0, quality, expect=12) == outcomes[0]
+
+
+def test_sync_halving_keeps_a_rungs_quota_of_all_its_trials_those_ended_before_it_ranking_last():
+    """The rule, as Syne Tune's synchronous Hyperband has it: a rung of n trials promotes the best floor(n/eta), at
+    least one, a trial that ended before it (failed, diverged) ranking last, so a rung's size is as planned whatever
+    fails. The module's doc said "of those still alive" (found by a helper's audit: 6 of 9 failed, 3 promoted)."""
+    for failed, promoted in ((0, ["t6", "t7", "t8"]), (3, ["t6", "t7", "t8"]), (6, ["t6", "t7", "t8"]), (8, ["t8"])):
+        s = SyncHalving(max_t=9, grace_period=1, reduction_factor=3, trials=9, concurrent=9, mode="max")
+        c = FakeController(s)
+        trials = [FakeTrial(f"t{i}") for i in range(9)]
+        for t in trials:
+            c.trials.append(t)
+            s.on_trial_add(c, t)
+        for t in trials[:failed]:
+            t.status = "ERROR"
+            s.on_trial_error(c, t)
+        for t in trials[failed:]:
+            s.on_trial_result(c, t, {"epoch": 1, "objective": int(t.trial_id[1:]) / 10})
+        assert sorted(s.promoted[0]) == promoted, (failed, s.promoted[0])
+
+
+def test_a_trial_at_its_own_last_epoch_takes_no_promotion_from_one_that_can_train_on():
+    """With train.epochs searched, a trial whose budget ends at a rung paused there with its final score, and
+    ranked high took the rung's promotion: it had nothing left to train, and the long-budget trial that needed the
+    slot stopped (found by a helper's audit: no trial reached max epochs). It now ends there, ranked with its rung,
+    and the promotions go to trials that can train on."""
+    import random
+
+    budget = {"t0": 3, "t1": 6, "t2": 3, "t3": 6, "t4": 6, "t5": 3, "t6": 6, "t7": 6, "t8": 6}
+    quality = [0.8, 0.5, 0.79, 0.4, 0.3, 0.2, 0.1, 0.35, 0.45]
+
+    def curve(tid):
+        return [{"epoch": e, "objective": quality[int(tid[1:])] * (1 + e / 100)} for e in range(1, 7)]
+
+    for seed in range(5):
+        s = SyncHalving(max_t=6, grace_period=1, reduction_factor=3, trials=9, concurrent=3, mode="max",
+                        epochs_of=lambda trial: budget[trial.trial_id])
+        c = FakeController(s)
+        assert sweep_steps(s, c, random.Random(seed), list(range(9)), concurrent=3, curve=curve,
+                           epochs=budget.__getitem__)
+        trained = {t.trial_id: t.epoch for t in c.trials}
+        # rung epoch 1 keeps t0, t2, t1 (the best 3 of 9); at rung epoch 3 t0 and t2 end (their budget): t1, the one
+        # that can train on, takes the one promotion and reaches 6
+        assert sorted(s.promoted[0]) == ["t0", "t1", "t2"] and s.promoted[1] == {"t1"}, s.promoted
+        assert trained == {"t0": 3, "t1": 6, "t2": 3, "t3": 1, "t4": 1, "t5": 1, "t6": 1, "t7": 1, "t8": 1}
 
 
 def test_a_resumed_sync_sweep_decides_with_its_finished_trials_ended():
@@ -843,3 +890,24 @@ def test_optuna_learns_the_result_of_a_failed_trial_rerun_after_a_resume(tmp_pat
     assert told == [("COMPLETE", 0.6), ("COMPLETE", 0.6), ("COMPLETE", 0.95)], told
     params = {t.value: t.params for t in study.trials}
     assert params[0.95] == [t.params for t in study.trials if t.number == 1][0]   # the rerun's own params
+
+
+def test_a_sync_sweep_that_searches_epochs_knows_each_trials_own(tmp_path):
+    """make_scheduler hands SyncHalving each trial's train.epochs (from its params, as the trial's config has it),
+    through a pickle as Tune keeps it; a sweep that does not search it passes nothing (max_t for all)."""
+    import pickle
+
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.tuner import make_scheduler
+
+    from factories import experiment
+
+    def sync(space):
+        return parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 4},
+                                       search={"space": space, "num_samples": 4, "scheduler": {"type": "sync"}}))
+
+    sch = pickle.loads(pickle.dumps(make_scheduler(sync({"train.epochs": {"choice": [3, 9]}}), trials=4)))
+    trial = FakeTrial("t0")
+    trial.config = {"train.epochs": 3}
+    assert sch.rungs == [1, 2, 4, 8] and sch.epochs_of(trial) == 3
+    assert make_scheduler(sync({"train.head_lr": {"choice": [1e-3, 3e-3]}}), trials=4).epochs_of is None

@@ -2,8 +2,11 @@
 
 Rungs are at ``grace_period * reduction_factor**k`` epochs below ``max_t``. A trial that reaches a rung pauses (its
 Train run stops; it gives its resources to the next trial) until every trial of the rung has reported there or
-ended; then the best ``1/reduction_factor`` of those still alive (at least one) resume and the rest stop. Rung 0
-holds every trial of the sweep, so the decision waits for all of them. A resumed trial is the same Tune trial: its
+ended; then of the rung's n trials the best ``floor(n / reduction_factor)`` (at least one) resume and the rest stop.
+A trial that ended before the rung (failed, diverged) ranks last, as in Syne Tune's synchronous Hyperband: a
+rung's size is as planned, whatever fails. A trial whose own ``train.epochs`` (searched) ends at a rung is ranked
+there but not paused: it ends, and the promotions go to trials that can train on. Rung 0 holds every trial of
+the sweep, so the decision waits for all of them. A resumed trial is the same Tune trial: its
 function starts again and its Train run (same name) continues from its own latest checkpoint.
 
 Concurrency: trials waiting at a rung hold no slot. ``has_room`` tells the searcher when a new trial may start, and
@@ -51,6 +54,21 @@ class RunHistory:
         return progress["history"] if progress else []
 
 
+class TrialEpochs:
+    """A trial's own ``train.epochs`` from its params (where the sweep searches it), once per trial."""
+
+    def __init__(self, base: dict):
+        self.base, self.seen = base, {}
+
+    def __call__(self, trial: Trial) -> int:
+        if trial.trial_id not in self.seen:
+            from ..config.schema import ExperimentConfig
+            from .runner import trial_config
+
+            self.seen[trial.trial_id] = trial_config(ExperimentConfig.model_validate(self.base), trial.config).train.epochs
+        return self.seen[trial.trial_id]
+
+
 class SyncHalving(KeptRecords, FIFOScheduler):
     """One synchronous successive-halving bracket over all ``trials`` of a sweep (see the module doc)."""
 
@@ -58,9 +76,11 @@ class SyncHalving(KeptRecords, FIFOScheduler):
 
     def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float, trials: int, concurrent: int,
                  mode: str, metric: str = "objective", time_attr: str = "epoch",
-                 history: Optional[Callable[[str], list]] = None, state: Optional[str] = None):
+                 history: Optional[Callable[[str], list]] = None, state: Optional[str] = None,
+                 epochs_of: Optional[Callable[[Trial], int]] = None):
         super().__init__()
         self.history = history   # trial id -> its run's per-epoch record (for a rung its reports skipped)
+        self.epochs_of = epochs_of   # a trial's own train.epochs, where it is searched (else max_t for all)
         self.state = state   # where the rungs are kept across a resume (KeptRecords)
         self._metric, self.mode, self.time_attr = metric, mode, time_attr
         self.rungs = rungs_for(max_t, grace_period, reduction_factor)
@@ -72,6 +92,7 @@ class SyncHalving(KeptRecords, FIFOScheduler):
         self.waiting: set[str] = set()                                # paused, awaiting a decision
         self.to_resume: set[str] = set()                              # paused, promoted
         self.ended: set[str] = set()
+        self.finishing: set[str] = set()                              # at a rung that is their last epoch
         self.stalls = 0                                               # Tune steps with nothing running
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
@@ -134,8 +155,12 @@ class SyncHalving(KeptRecords, FIFOScheduler):
             if new:
                 self.values[k][tid] = self._score(self._at_rung(tid, result, self.rungs[k]))
             self.next_rung[tid] = k + 1
+            if self.epochs_of is not None and self.rungs[k] >= self.epochs_of(trial):
+                self.finishing.add(tid)   # its budget ends here: ranked at the rung, it ends, it is not promoted
             if not self._decide(tune_controller, k) and new:   # a decision saves the new score with it
                 self._save()
+            if tid in self.finishing:
+                return TrialScheduler.CONTINUE
             if self.promoted[k] is None:
                 self.waiting.add(tid)
                 return TrialScheduler.PAUSE
@@ -187,7 +212,8 @@ class SyncHalving(KeptRecords, FIFOScheduler):
         if self.promoted[k] is not None or who is None or any(
                 t not in self.values[k] and t not in self.ended for t in who):
             return False
-        alive = sorted((t for t in who if t not in self.ended), key=lambda t: (-self.values[k][t], t))
+        alive = sorted((t for t in who if t not in self.ended and t not in self.finishing),
+                       key=lambda t: (-self.values[k][t], t))
         keep = max(1, int(len(who) / self.eta)) if alive else 0
         self.promoted[k] = set(alive[:keep])
         self._save()

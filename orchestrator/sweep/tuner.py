@@ -120,12 +120,14 @@ def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 
     max_t = int(largest(cfg.search, "train.epochs", cfg.train.epochs))
     grace = min(sch.grace_period, max_t)
     if sch.type == "sync":
-        from .syncsha import RunHistory, SyncHalving
+        from .syncsha import RunHistory, SyncHalving, TrialEpochs
 
+        searched = any(path == "train.epochs" for path, _, _ in walk(cfg.search.space))
         return SyncHalving(max_t=max_t, grace_period=grace, reduction_factor=sch.reduction_factor, trials=trials,
                            concurrent=concurrent, mode=cfg.objective_mode,
                            history=RunHistory(cfg.storage, sweep_id) if sweep_id else None,
-                           state=layout.scheduler_state(cfg.storage, cfg.name, sweep_id, "sync") if sweep_id else None)
+                           state=layout.scheduler_state(cfg.storage, cfg.name, sweep_id, "sync") if sweep_id else None,
+                           epochs_of=TrialEpochs(cfg.model_dump(mode="json")) if searched else None)
     if sch.type == "moasha":
         from .moasha import MOASHA
 
