@@ -911,3 +911,32 @@ def test_a_sync_sweep_that_searches_epochs_knows_each_trials_own(tmp_path):
     trial.config = {"train.epochs": 3}
     assert sch.rungs == [1, 2, 4, 8] and sch.epochs_of(trial) == 3
     assert make_scheduler(sync({"train.head_lr": {"choice": [1e-3, 3e-3]}}), trials=4).epochs_of is None
+
+
+def test_warm_start_auto_takes_earlier_trials_of_every_searched_epoch_budget_in_the_space(tmp_path):
+    """With train.epochs searched, warm_start auto handed Optuna only rows at the space's largest budget: a row's
+    max_epochs is its own train.epochs, so an earlier 3-epoch trial (0.90, the best) was dropped and only the 6-epoch
+    one (0.70) taught (found by a helper's audit). A row is the same work when today's config at its values trains
+    what it trained (train.epochs included); a budget outside today's space stays out."""
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.searchers import evaluated_rows
+
+    def sweep(epochs, space):
+        return parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": epochs}, search={
+            "searcher": "optuna", "warm_start": "auto", "space": space}))
+
+    cfg = sweep(6, {"train.epochs": {"choice": [3, 6]}, "train.freeze_depth": {"choice": [0, 1, 2]}})
+
+    def hist(n, q):
+        return [{"epoch": e, "objective": q if e == n else q / 2, "status": "running"} for e in range(1, n + 1)]
+
+    Leaderboard(cfg.storage).append([
+        row(cfg.with_values({"train.epochs": e, "train.freeze_depth": d}), hist(e, q), fingerprint="fp", trial_id=t)
+        for t, e, d, q in (("six", 6, 1, 0.7), ("three", 3, 2, 0.9), ("four", 4, 0, 0.95))])
+    told = evaluated_rows(cfg, "fp", say=lambda line: None)
+    assert sorted(told, key=lambda p: p[1]) == [({"train.epochs": 6, "train.freeze_depth": 1}, 0.7),
+                                                ({"train.epochs": 3, "train.freeze_depth": 2}, 0.9)]
+    fixed = sweep(6, {"train.freeze_depth": {"choice": [0, 1, 2]}})     # not searched: the base's budget only
+    assert evaluated_rows(fixed, "fp", say=lambda line: None) == (({"train.freeze_depth": 1}, 0.7),)

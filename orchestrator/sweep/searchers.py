@@ -19,7 +19,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from .. import _ray, storage
 from ..config.sampling import OptunaSpace, point_for
 from ..config.schema import ExperimentConfig
-from ..config.space import active_values, fits, largest
+from ..config.space import active_values, fits
 from ..errors import ConfigError
 from ..leaderboard.ranking import data_of
 from ..metrics import delta_m_of, finite
@@ -203,12 +203,11 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say,
     from ..leaderboard.query import rows as row_dicts
 
     tasks, domains, out = list(cfg.tasks), _domains(s), []
-    epochs = largest(s, "train.epochs", cfg.train.epochs)
     rows = row_dicts(Leaderboard(cfg.storage).table(experiment=cfg.name))
-    for row in rows:
+    for row in rows:   # a row's epoch budget is its own train.epochs: same_recipe and the space judge it
         if (row["status"] != "completed" or data_of(row) != fingerprint or finite(row["objective"]) is None
                 or row.get("duplicate_of")   # the same work's own row is there: each point once
-                or row["objective_metric"] != cfg.objective.metric or row["max_epochs"] != epochs):
+                or row["objective_metric"] != cfg.objective.metric):
             continue
         values = active_values(s.space, row["config"], tasks)
         if all(v is not None and fits(domains[p], v) for p, v in values.items()) and same_recipe(cfg, values, row):
@@ -217,7 +216,7 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say,
             if finite(told) is not None:
                 out.append((point_for(s, values, tasks), told))
     say(f"warm start auto: the searcher starts from {len(out)} earlier trial(s) of experiment {cfg.name} "
-        f"(of {len(rows)} rows; same data, objective, {epochs} epochs and recipe outside the space, nothing "
+        f"(of {len(rows)} rows; same data, objective, epoch budget and recipe outside the space, nothing "
         f"retrained)")
     return tuple(out)
 
