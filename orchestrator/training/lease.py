@@ -9,7 +9,8 @@ ran on this host, in this pid namespace (``processes.host_id``: a container shar
 and that PID is dead (a killed `train` or sweep, resumed at once). Anything else is refused with one line naming the
 holder.
 
-Local storage: the lease is created exclusively (``O_EXCL``, atomic on one file system). Object stores (S3 through
+Local storage: the lease is created exclusively (``O_EXCL``, atomic on one file system), and read, judged and taken
+over by one process at a time (a lock on the run folder). Object stores (S3 through
 pyarrow, which has no conditional put): written, then read back after a pause to see who won. Two starts in the
 same second can both pass there; README "Failures and resume" says so.
 """
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from typing import Optional
 
 from .. import layout, processes, storage
@@ -210,6 +212,30 @@ def _try(run_dir: str, record: dict) -> Optional[dict]:
         return _try_object_store(run_dir, record)
     path = os.path.abspath(location)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    with _takers_one_at_a_time(os.path.dirname(path)):
+        return _try_local(path, run_dir, record)
+
+
+@contextmanager
+def _takers_one_at_a_time(folder: str):
+    """Hold an exclusive lock on the run folder (flock on its descriptor: no file left behind) while a process reads,
+    judges and takes over the lease: two takers of one stale lease each moved the other's new one aside, and both
+    held the folder. Heartbeats and readers don't take it. Where the file system refuses (some network mounts), the
+    take-over goes on unlocked, as before."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)   # closing the descriptor releases the lock
+
+
+def _try_local(path: str, run_dir: str, record: dict) -> Optional[dict]:
     for _ in range(3):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
