@@ -587,3 +587,20 @@ def test_a_resumed_trial_that_fails_before_its_first_report_counts_its_earlier_e
     callback.on_trial_error(0, [t], t)                       # failed before its first report
     (row,) = Leaderboard(callback.cfg.storage).table(kind=None).to_pylist()
     assert row["epochs"] == 2 and row["wall_time_s"] >= 80.0, row["wall_time_s"]
+
+
+def test_rows_whose_searched_values_differ_in_type_are_written_and_spooled_together(tmp_path):
+    """A searched choice of a number and a text (``data.validation: {choice: [0.2, val.csv]}``) gives one column two
+    types: one batch of such rows could be neither written nor spooled (TypeError), so after one failed write every
+    later row of the sweep joined the stuck batch, kept in memory only (found by a helper's audit). Such a column is
+    text, as the reader makes it of files that disagree."""
+    from orchestrator.leaderboard import spool
+
+    rows = [{"experiment": "e", "sweep_id": "s", "trial_id": t, "objective": o, "validation": v}
+            for t, o, v in (("t1", 0.9, 0.2), ("t2", 0.8, "val.csv"), ("t3", 0.7, None))]
+    kept = str(tmp_path / "spool" / "s.parquet")
+    spool.keep(kept, rows)
+    board = Leaderboard(str(tmp_path / "runs"))
+    board.append(rows)
+    got = {r["trial_id"]: r["validation"] for r in board.table(kind=None).to_pylist()}
+    assert got == {"t1": "0.2", "t2": "val.csv", "t3": None}

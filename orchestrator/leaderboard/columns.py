@@ -78,7 +78,10 @@ def _cell(value, as_json: bool):
 def _array(name: str, values: list, type_: Optional[pa.DataType]) -> pa.Array:
     try:
         if type_ is None:
-            return pa.array(values)
+            try:
+                return pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):   # e.g. a searched choice of 0.2 and "val.csv": text, as
+                return pa.array([None if v is None else pa.scalar(v).cast(_S).as_py() for v in values], _S)   # unify
         try:
             return pa.array(values, type=type_)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
