@@ -75,14 +75,13 @@ class SyncHalving(KeptRecords, FIFOScheduler):
     _supports_buffered_results = False   # decide on every epoch's result as it comes (as Ray's HyperBand does)
 
     def __init__(self, *, max_t: int, grace_period: int, reduction_factor: float, trials: int, concurrent: int,
-                 mode: str, metric: str = "objective", time_attr: str = "epoch",
-                 history: Optional[Callable[[str], list]] = None, state: Optional[str] = None,
+                 mode: str, history: Optional[Callable[[str], list]] = None, state: Optional[str] = None,
                  epochs_of: Optional[Callable[[Trial], int]] = None):
         super().__init__()
         self.history = history   # trial id -> its run's per-epoch record (for a rung its reports skipped)
         self.epochs_of = epochs_of   # a trial's own train.epochs, where it is searched (else max_t for all)
         self.state = state   # where the rungs are kept across a resume (KeptRecords)
-        self._metric, self.mode, self.time_attr = metric, mode, time_attr
+        self._metric, self.mode, self.time_attr = "objective", mode, "epoch"   # what every trial reports
         self.rungs = rungs_for(max_t, grace_period, reduction_factor)
         self.eta, self.trials, self.concurrent = reduction_factor, trials, concurrent
         self.added: dict[str, Trial] = {}
