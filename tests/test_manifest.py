@@ -240,3 +240,29 @@ def test_two_spellings_of_one_number_in_a_csv_manifest_are_refused_not_made_one_
     with pytest.raises(DataError, match=f"labels '{a}' and '{b}' of column 'species' .* both read as one number"):
         prepare(cfg)
     prepare(parse_config(_species_manifest(tmp_path, [a, a, "3"] * 10)))   # one spelling per class: fine
+
+
+def test_relabelling_a_dictionary_encoded_parquet_manifest_changes_the_data_fingerprint(tmp_path):
+    """The fingerprint hashed a label column's raw buffers: of a dictionary-encoded column (as pyarrow writes
+    categorical labels), the indices only. With one row group per class folder, relabelling the 'fox' group 'dog'
+    kept every index at 0 and the fingerprint the same, so 3-class rows were reused and ranked as results on the
+    2-class data (found by a helper's audit)."""
+    import pyarrow as pa
+
+    from orchestrator.config import parse_config
+    from orchestrator.data.prepare import prepare
+
+    (tmp_path / "img").mkdir()
+    for i in range(30):
+        save(tmp_path / "img" / f"{i}.png", seed=i)
+
+    def fingerprint(classes):
+        schema = pa.schema([("image", pa.string()), ("label", pa.dictionary(pa.int32(), pa.string()))])
+        with pq.ParquetWriter(tmp_path / "m.parquet", schema) as w:
+            for k, name in enumerate(classes):
+                w.write_table(pa.table({"image": [f"img/{i}.png" for i in range(10 * k, 10 * k + 10)],
+                                        "label": pa.array([name] * 10).dictionary_encode()}, schema=schema))
+        d = {**experiment(tmp_path, str(tmp_path / "m.parquet")), "tasks": {"label": {"type": "classification"}}}
+        return prepare(parse_config(d)).spec.fingerprint
+
+    assert fingerprint(["cat", "dog", "fox"]) != fingerprint(["cat", "dog", "dog"])

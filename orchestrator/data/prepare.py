@@ -18,6 +18,7 @@ import hashlib
 import os
 
 import numpy as np
+import pyarrow as pa
 
 from .. import storage
 from ..config.paths import backbone_files
@@ -108,6 +109,11 @@ def _fingerprint(cfg: ExperimentConfig, *sources: Source) -> str:
         for name in src.labels.column_names:
             h.update(name.encode())
             for chunk in src.labels.column(name).chunks:
+                # a dictionary column's buffers are its indices only, a slice's its parent's: both said in full
+                # (other columns hash as they did, so their fingerprints stay)
+                if pa.types.is_dictionary(chunk.type) or chunk.offset:
+                    chunk = chunk.dictionary_decode() if pa.types.is_dictionary(chunk.type) else chunk
+                    h.update(f"{chunk.type}:{chunk.offset}:{len(chunk)}".encode())
                 for buf in chunk.buffers():
                     if buf is not None:
                         h.update(memoryview(buf))
