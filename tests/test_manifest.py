@@ -1,5 +1,6 @@
 """Fast: `orchestrator manifest` turns a class-per-folder tree into a manifest the data checks accept."""
 import os
+import re
 import subprocess
 import sys
 
@@ -266,3 +267,30 @@ def test_relabelling_a_dictionary_encoded_parquet_manifest_changes_the_data_fing
         return prepare(parse_config(d)).spec.fingerprint
 
     assert fingerprint(["cat", "dog", "fox"]) != fingerprint(["cat", "dog", "dog"])
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("all zero", "task 'y' has only one label value (0) in the training data"),
+    ("positives held out", "label 1 of task 'y' has no training rows"),
+])
+def test_a_binary_task_gets_the_class_checks_classification_has(tmp_path, case, expected):
+    """A binary task whose labels are all 0 trained a constant predictor and scored accuracy 1.0; one whose every 1
+    the split held out trained on no positive example. Classification refuses both; binary had neither check
+    (found by a helper's audit)."""
+    from orchestrator.config import parse_config
+    from orchestrator.data.prepare import prepare
+    from orchestrator.errors import DataError
+
+    (tmp_path / "img").mkdir()
+    n = 40
+    for i in range(n):
+        save(tmp_path / "img" / f"{i}.png", seed=i)
+    held = np.random.default_rng(0).permutation(n)[round(n * 0.75):]   # what data.split_seed 0 holds out
+    y = [0] * n if case == "all zero" else [int(i in held[:3]) for i in range(n)]
+    (tmp_path / "d.csv").write_text("image,y\n" + "".join(f"img/{i}.png,{v}\n" for i, v in enumerate(y)))
+    d = {**experiment(tmp_path, str(tmp_path / "d.csv")), "tasks": {"y": {"type": "binary", "metric": "accuracy"}}}
+    with pytest.raises(DataError, match=re.escape(expected)):
+        prepare(parse_config(d))
+    y[int(np.setdiff1d(np.arange(n), held)[0])] = 1                    # one positive to train on: fine
+    (tmp_path / "d.csv").write_text("image,y\n" + "".join(f"img/{i}.png,{v}\n" for i, v in enumerate(y)))
+    prepare(parse_config(d))

@@ -154,6 +154,11 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
         if len(cl) < 2:
             raise DataError(f"task {t!r} has only {len(cl)} class(es) in the training data; it needs at least 2")
     y_train = {t: labels(cfg, t, train.labels, d.train, classes.get(t)) for t in cfg.tasks}
+    binary = {t: [0, 1] for t, tc in cfg.tasks.items() if tc.type == "binary"}   # a class check each, as classes
+    for t in binary:
+        if len(values := np.unique(y_train[t])) < 2:
+            raise DataError(f"task {t!r} has only one label value ({int(values[0])}) in the training data; a binary "
+                            f"task needs rows of both 0 and 1")
     sources = [train]
     if isinstance(d.validation, str):
         val = read_source(d.validation, d.image_column, label_columns, allow_outside=d.allow_outside)
@@ -183,7 +188,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
             raise DataError(f"validation images are {_stored_as(vs)} but training images are {_stored_as(sample)}; "
                             f"store both sides the same way (image files/bytes, or pixel tables on one scale)")
     if val is train:   # a split of one table (a separate validation table's labels are checked against training's)
-        _every_class_trains(cfg, classes, y_train, train_rows)
+        _every_class_trains(cfg, {**classes, **binary}, y_train, train_rows)
     reg = [t for t, tc in cfg.tasks.items() if tc.type == "regression"]
     yt = {t: v[train_rows].astype(np.float64) for t, v in y_train.items()}   # float64: no overflow in mean/std
     spec = DataSpec(image_shape=tuple(int(s) for s in sample.shape[1:]), image_kind=train.kind,
@@ -200,10 +205,12 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
 def _every_class_trains(cfg: ExperimentConfig, classes: dict, y: dict, train_rows: np.ndarray) -> None:
     """A class of the data whose rows the validation split all held out would train on no example of it."""
     for task, names in classes.items():
-        seen, trained = (np.bincount(v, minlength=len(names)) for v in (y[task], y[task][train_rows]))
+        labels_ = y[task].astype(np.int64)   # a binary task's 0/1 are floats
+        seen, trained = (np.bincount(v, minlength=len(names)) for v in (labels_, labels_[train_rows]))
         missing = [names[i] for i in np.flatnonzero((seen > 0) & (trained == 0))]
         if missing:
-            raise DataError(f"class {missing[0]!r} of task {task!r} has no training rows: data.split_seed "
+            what = f"label {missing[0]}" if cfg.tasks[task].type == "binary" else f"class {missing[0]!r}"
+            raise DataError(f"{what} of task {task!r} has no training rows: data.split_seed "
                             f"{cfg.data.split_seed} holds out all {seen[names.index(missing[0])]} of its rows for "
                             f"validation; add rows of it, lower data.validation or change data.split_seed")
 
