@@ -154,11 +154,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
         if len(cl) < 2:
             raise DataError(f"task {t!r} has only {len(cl)} class(es) in the training data; it needs at least 2")
     y_train = {t: labels(cfg, t, train.labels, d.train, classes.get(t)) for t in cfg.tasks}
-    binary = {t: [0, 1] for t, tc in cfg.tasks.items() if tc.type == "binary"}   # a class check each, as classes
-    for t in binary:
-        if len(values := np.unique(y_train[t])) < 2:
-            raise DataError(f"task {t!r} has only one label value ({int(values[0])}) in the training data; a binary "
-                            f"task needs rows of both 0 and 1")
+    binary = _binary_classes(cfg, y_train)
     sources = [train]
     if isinstance(d.validation, str):
         val = read_source(d.validation, d.image_column, label_columns, allow_outside=d.allow_outside)
@@ -200,6 +196,16 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
     return PreparedData(spec, make_units(train, train_rows, y_train, shuffle_seed=seed, workers=workers),
                         make_units(val, val_rows, y_val, shuffle_seed=None, workers=workers),
                         overlap=overlap(train, train_rows, val, val_rows, image_column=d.image_column))
+
+
+def _binary_classes(cfg: ExperimentConfig, y: dict) -> dict:
+    """Each binary task's classes, [0, 1], once its training labels hold both (all 0 would train a constant)."""
+    binary = {t: [0, 1] for t, tc in cfg.tasks.items() if tc.type == "binary"}
+    for t in binary:
+        if len(values := np.unique(y[t])) < 2:
+            raise DataError(f"task {t!r} has only one label value ({int(values[0])}) in the training data; a binary "
+                            f"task needs rows of both 0 and 1")
+    return binary
 
 
 def _every_class_trains(cfg: ExperimentConfig, classes: dict, y: dict, train_rows: np.ndarray) -> None:
