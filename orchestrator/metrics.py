@@ -76,6 +76,17 @@ def default_score(task_type: str) -> str:
     return metrics_for(task_type)[0]
 
 
+def objective_identity(metric: str, tasks: Mapping[str, Mapping]) -> str:
+    """What an objective measures, the one thing an experiment's trials are ranked on: its metric and, for one over
+    every task (mean_score, delta_m), each task's score metric (``tasks``: a config's, as a dict). mean_score over
+    sum's MAE is another number than over its R2."""
+    if metric not in ("mean_score", "delta_m"):
+        return metric
+    scores = ", ".join(f"{t} {(tc or {}).get('metric') or default_score((tc or {}).get('type'))}"
+                       for t, tc in sorted(tasks.items()))
+    return f"{metric} of {scores}"
+
+
 def direction(column: str, *, objective_mode: Optional[str] = None) -> Optional[str]:
     """"max" or "min" for a metric column, None if the column is not a known metric.
 

@@ -284,6 +284,18 @@ def test_merging_an_experiment_ranked_on_another_objective_is_refused_before_any
     assert Leaderboard(dst).table(kind=None).num_rows == 0                 # the first source was not written either
 
 
+def test_merging_an_experiment_whose_mean_score_averages_other_task_metrics_is_refused(tmp_path, capsys):
+    """mean_score over sum's MAE is another number than over its R2 under the same objective name: merge brought it
+    in and best ranked the two as one (found by a helper's audit)."""
+    home, away, dst = (str(tmp_path / n) for n in ("home", "away", "dst"))
+    for store, metric, tid in ((home, "r2", "h1"), (away, "mae", "w1")):
+        cfg = parse_config(embedded(store, name="t", tasks={"sum": {"type": "regression", "metric": metric}}))
+        Leaderboard(store).append([row(cfg, [{**HISTORY[0], "objective": 0.7}], trial_id=tid)])
+    r = run_cli(capsys, "leaderboard", "merge", home, away, "--into", dst)
+    assert r.code == 2 and "\n" not in r.err and "sum r2" in r.err and "sum mae" in r.err, r.err
+    assert Leaderboard(dst).table(kind=None).num_rows == 0
+
+
 def test_the_same_work_under_two_experiments_stays_in_each_experiments_own_queries(tmp_path):
     """The work key leaves the experiment's name out (the same work, whatever it is called), so a merged trial of
     experiment beta with the config and seed of one of alpha's was marked duplicate_of alpha's row, and every query

@@ -440,6 +440,35 @@ def test_one_experiment_ranks_trials_on_one_objective(tmp_path, capsys, no_ray):
     assert write_report(Leaderboard(cfg.storage), "t", str(tmp_path / "rep2"), sweep_id="s2")["best"]["trial_id"] == "b"
 
 
+def test_one_experiment_ranks_mean_score_over_one_set_of_task_metrics(tmp_path, capsys, no_ray):
+    """mean_score is the mean of each task's score metric: a sweep that scores sum by MAE instead of R2 gives another
+    number under the same name (the same models: 0.6888 against -0.0380), and best, top and the report ranked the
+    two sweeps as one (found by a helper's audit). A sweep of the same experiment with other task metrics under a
+    mean_score (or delta_m) objective is refused before anything runs, and a report of rows that mix them says so."""
+    from factories import experiment, run_cli, write_yaml
+
+    base = experiment(tmp_path, "builtin:multidigits/train",
+                      search={"space": {"train.freeze_depth": {"choice": [0, 2]}}, "num_samples": 2})
+    cfg = parse_config(base)
+    history = [{"epoch": 1, "objective": 0.9, "mean_score": 0.9, "left_accuracy": 0.9, "status": "running"}]
+    Leaderboard(cfg.storage).append([trial_row(cfg, history, trial_id="a", sweep_id="s1")])
+    other = {**base, "tasks": {**base["tasks"], "sum": {"type": "regression", "metric": "mae"}}}
+    code, _, err = run_cli(capsys, "tune", write_yaml(tmp_path / "mae.yaml", other))
+    assert code == 2 and "\n" not in err and "sum r2" in err and "sum mae" in err and "--name" in err, err
+    Leaderboard(cfg.storage).append([trial_row(parse_config(other), [{**history[0], "objective": -0.04}],
+                                               trial_id="b", sweep_id="s2")])
+    with pytest.raises(ConfigError, match="mixes objectives"):
+        write_report(Leaderboard(cfg.storage), "t", str(tmp_path / "rep"))
+    from types import SimpleNamespace
+
+    from orchestrator.sweep.tuner import check_objective
+
+    storage = str(tmp_path / "again")
+    Leaderboard(storage).append([trial_row(parse_config({**base, "storage": storage}), history, trial_id="a")])
+    same = {**base, "storage": storage, "tasks": {**base["tasks"], "sum": {"type": "regression", "metric": "r2"}}}
+    check_objective(SimpleNamespace(cfg=parse_config(same)))    # r2 written out is the default: the same objective
+
+
 def test_the_report_of_an_experiment_pools_only_rows_measured_like_the_newest(tmp_path):
     """A trial of older code (training revision 1) or on the data before a rewrite is another measurement: the
     experiment's report took its 0.99 as the best trial and averaged it into the freeze-depth summary."""

@@ -37,7 +37,7 @@ from ..errors import ConfigError
 from .columns import parquet_bytes
 from .compaction import ROWS_PER_FILE
 from .files import to_schema, unify
-from .ranking import UNRANKED, finite
+from .ranking import UNRANKED, config_of, finite, objective_of
 
 EXECUTION_ONLY = (("storage",), ("name",), ("search",), ("resources",), ("data", "cache"), ("data", "cache_budget_mb"),
                   ("data", "cache_dir"))
@@ -92,16 +92,9 @@ def data_key(config: dict, identity: Callable[[str, str], str]) -> str:
     return hashlib.sha256(json.dumps([data, backbone], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _config_of(row: dict) -> Optional[dict]:
-    """A row's config as a dict (its JSON column parsed); None for a row without one."""
-    config = row.get("config")
-    config = json.loads(config) if isinstance(config, str) else config
-    return config if isinstance(config, dict) else None
-
-
 def _where(row: dict) -> tuple:
     """Where a row's data and backbone file were: its data locations and backbone path."""
-    config = _config_of(row) or {}
+    config = config_of(row) or {}
     data, backbone = config.get("data") or {}, config.get("backbone") or {}
     return data.get("train"), data.get("validation"), backbone.get("path"), backbone.get("weights")
 
@@ -133,7 +126,7 @@ class DataAliases:
             self.seen[key] = entry
 
     def _key(self, row: dict) -> Optional[tuple]:
-        config = _config_of(row)
+        config = config_of(row)
         return (row.get("experiment"), data_key(config, self.identity)) if config is not None else None
 
 
@@ -157,7 +150,7 @@ def row_work_key(row: dict, identity: Callable[[str, str], str]) -> Optional[str
     """A row's stored ``work_key`` (this formula's), else computed from its config; None for rows without a config."""
     if str(row.get("work_key") or "").startswith(WORK_KEY):
         return row["work_key"]
-    config = _config_of(row)
+    config = config_of(row)
     return work_key(config, identity) if config is not None else None
 
 
@@ -175,7 +168,7 @@ def version(row: dict) -> tuple:
     """What a work key cannot see: the data locations the row's config names, the data_fingerprint it trained on
     there (a rewrite in place between two runs gives the same content key at merge time) and the code's training
     revision (rows before it: 1)."""
-    data = (_config_of(row) or {}).get("data") or {}
+    data = (config_of(row) or {}).get("data") or {}
     return (data.get("train"), data.get("validation")), row.get("data_fingerprint"), revision_of(row)
 
 
@@ -295,11 +288,12 @@ def _one_objective_per_experiment(tables: list[tuple[str, pa.Table]]) -> None:
     for where, table in tables:
         if not {"experiment", "objective_metric"} <= set(table.column_names):
             continue
-        kinds = table.column("kind").to_pylist() if "kind" in table.column_names else [None] * table.num_rows
-        for (experiment, metric), kind in zip(zip(table.column("experiment").to_pylist(),
-                                                  table.column("objective_metric").to_pylist()), kinds):
-            if (kind or "trial") != "trial" or not metric:
+        names = [c for c in ("experiment", "objective_metric", "kind", "config") if c in table.column_names]
+        for r in table.select(names).to_pylist():
+            metric = objective_of(r)   # with each task's score metric where it averages them
+            if (r.get("kind") or "trial") != "trial" or not metric:
                 continue
+            experiment = r["experiment"]
             first, first_where = seen.setdefault(experiment, (metric, where))
             if metric != first:
                 raise ConfigError(f"experiment {experiment!r} ranks its trials by {first} in "

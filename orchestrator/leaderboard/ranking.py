@@ -4,6 +4,7 @@ ones), which rows are current (not superseded by a rerun), Pareto fronts, and th
 pyarrow, no files."""
 from __future__ import annotations
 
+import json
 import statistics
 from typing import Optional
 
@@ -12,11 +13,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config.revision import revision_of
-from ..metrics import direction, finite, sign
+from ..metrics import direction, finite, objective_identity, sign
 
 OBJECTIVES = ("objective", "best_objective")   # their direction is each row's objective_mode
 TIE_BREAKS = ("created_at", "row_id")             # what orders rows of equal value (best_first): reached first wins
 UNRANKED = ("failed", "diverged")               # statuses no ranking picks: best, top, confirm, warm starts, fronts
+
+
+def config_of(row: dict) -> Optional[dict]:
+    """A row's config as a dict (its JSON column parsed); None for a row without one."""
+    config = row.get("config")
+    config = json.loads(config) if isinstance(config, str) else config
+    return config if isinstance(config, dict) else None
+
+
+def objective_of(row: dict) -> Optional[str]:
+    """What a row's objective measures (``metrics.objective_identity``: with each task's score metric where it
+    combines them), from its config; its objective metric alone for a row without one."""
+    config = config_of(row)
+    if config is None or not row.get("objective_metric"):
+        return row.get("objective_metric")
+    return objective_identity(row["objective_metric"], config.get("tasks") or {})
 
 
 def kind_of(row: dict) -> str:

@@ -74,7 +74,7 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
         sweeps = sorted({r["sweep_id"] for r in rows if ranking.kind_of(r) == "trial" and r.get("sweep_id")})
         raise ConfigError(f"experiment {experiment!r} has no trials in sweep {sweep_id!r}; its sweeps: "
                           f"{', '.join(sweeps) or 'none'}")
-    objectives = Counter(r.get("objective_metric") for r in trials)
+    objectives = Counter(ranking.objective_of(r) for r in trials)
     if len(objectives) > 1:
         sweeps = sorted({r["sweep_id"] for r in trials if r.get("sweep_id")})
         raise ConfigError(f"experiment {experiment!r} mixes objectives ("

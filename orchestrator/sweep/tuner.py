@@ -22,7 +22,7 @@ from ..config.schema import ExperimentConfig
 from ..config.sampling import grid_size, param_space
 from ..config.space import candidate_values, dotted_get, largest, walk
 from ..errors import ConfigError
-from ..leaderboard.ranking import UNRANKED
+from ..leaderboard.ranking import UNRANKED, objective_of
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
 from ..training.lease import acquire
@@ -99,15 +99,16 @@ def check_objective(p: Prepared) -> None:
     from ..leaderboard.leaderboard import Leaderboard
 
     cfg = p.cfg
-    table = Leaderboard(cfg.storage).table(experiment=cfg.name, columns=["objective_metric", "objective_mode"])
-    mine = (cfg.objective.metric, cfg.objective_mode)
-    held = sorted({(r["objective_metric"], r["objective_mode"]) for r in table.to_pylist()
-                   if r.get("objective_metric")} - {mine})
+    rows = Leaderboard(cfg.storage).table(experiment=cfg.name,
+                                          columns=["objective_metric", "objective_mode", "config"]).to_pylist()
+    mine = (metrics.objective_identity(cfg.objective.metric, cfg.model_dump(mode="json")["tasks"]), cfg.objective_mode)
+    held = sorted({(objective_of(r), r["objective_mode"]) for r in rows if r.get("objective_metric")} - {mine})
     if held:
         metric, mode = held[0]
+        theirs = metric.split(" of ")[0]   # the metric; what follows is each task's score metric it averages
+        fix = f"objective.metric: {theirs}" if theirs != cfg.objective.metric else "score the tasks as its trials were"
         raise ConfigError(f"experiment {cfg.name!r} ranks its trials by {metric} ({mode}) and this config's objective "
-                          f"is {mine[0]} ({mine[1]}): give this sweep an experiment of its own (--name NEW) or use "
-                          f"objective.metric: {metric}")
+                          f"is {mine[0]} ({mine[1]}): give this sweep an experiment of its own (--name NEW) or {fix}")
 
 
 def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1, sweep_id: str | None = None):
