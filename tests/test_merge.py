@@ -15,7 +15,7 @@ from orchestrator.config import parse_config
 from orchestrator.config.revision import TRAINING_REVISION
 from orchestrator.data.identity import data_identity
 from orchestrator.leaderboard import Leaderboard
-from orchestrator.leaderboard.merge import Identities, work_key
+from orchestrator.leaderboard.merge import WORK_KEY, Identities, work_key
 
 HISTORY = [{"epoch": 1, "left_accuracy": 0.5, "right_accuracy": 0.5, "objective": 0.5}]
 
@@ -458,7 +458,7 @@ def test_work_merged_before_the_work_key_changed_is_still_recognized(tmp_path):
     board = Leaderboard(dst)
     board.merge(home)
     (merged,) = board.table(kind=None).to_pylist()
-    assert merged["work_key"].startswith("w2:")
+    assert merged["work_key"].startswith(WORK_KEY)
     stale = {**merged, "row_id": "older", "trial_id": "older", "work_key": "9801df61aaaaaaaa", "duplicate_of": None}
     dst2 = Leaderboard(str(tmp_path / "dst2"))
     dst2.append([stale])                                    # as merged by older code: its key of the old formula
@@ -480,6 +480,62 @@ def test_merge_finds_each_rows_data_key_once(tmp_path, monkeypatch):
     Leaderboard(str(tmp_path / "src")).append([make("src", "s1", 3e-3), make("src", "s2", 4e-3)])
     calls = []
     real = merge.data_key
-    monkeypatch.setattr(merge, "data_key", lambda config, identity: calls.append(1) or real(config, identity))
+    monkeypatch.setattr(merge, "data_key", lambda config, identity, **kw: calls.append(1) or real(config, identity, **kw))
     assert Leaderboard(str(tmp_path / "dst")).merge(str(tmp_path / "src"))["rows"] == 2
     assert len(calls) == 4          # 2 rows here, 2 merged in
+
+
+def test_merge_judges_a_backbone_file_by_what_each_row_trained_on_not_what_it_holds_now(tmp_path):
+    """One backbone path held two exports over time: A's rows trained on the first, B's on the second. Merged from a
+    copy of the data elsewhere, A's rows were identified by the file as it is at merge time (the second): one was
+    marked a duplicate of B's row of the same config (another result, hidden), another measured on B's data (ranked
+    with B's). A row records the digest of the backbone file it trained on (``backbone_digest``), and merge keys on
+    it; a row of older code without one is neither aliased nor taken for a duplicate (found by a helper's audit)."""
+    from orchestrator.leaderboard.rows import RowContext, TrialFacts, trial_row
+
+    model = tmp_path / "bb.keras"
+    model.write_bytes(b"export 1")
+
+    def trained(where, tid, lr, digest):
+        (tmp_path / where).mkdir(exist_ok=True)
+        data = write_parquet(tmp_path / where / "d.parquet", small_table(120))      # one content, two places
+        cfg = parse_config(experiment(tmp_path / where, data, name="demo", train={"head_lr": lr},
+                                      backbone={"kind": "file", "path": str(model), "weights": "none"}))
+        context = RowContext(where, 4, fingerprint=f"{where}-fp", backbone_digest=digest)
+        r = trial_row(cfg, [{"epoch": 1, "objective": lr * 100, "status": "running"}], context=context,
+                      trial=TrialFacts(tid, {}))
+        assert r["backbone_digest"] == digest
+        return r
+
+    a, b = str(tmp_path / "a" / "runs"), str(tmp_path / "b" / "runs")
+    Leaderboard(a).append([trained("a", "a1", 1e-3, "d-one"), trained("a", "a2", 2e-3, "d-one")])
+    model.write_bytes(b"export 2, another backbone")
+    Leaderboard(b).append([trained("b", "b1", 1e-3, "d-two")])
+    board = Leaderboard(b)
+    assert board.merge(a)["duplicates"] == 0
+    merged = {r["trial_id"]: r for r in board.table(experiment="demo").to_pylist()}
+    assert merged["a1"]["duplicate_of"] is None and merged["a1"]["data_alias"] is None
+    assert merged["a2"]["data_alias"] is None
+    assert board.best(experiment="demo")["trial_id"] in ("a1", "a2", "b1")
+    c = str(tmp_path / "c" / "runs")        # the same export trained there: the same work, on the same data
+    Leaderboard(c).append([trained("c", "c1", 1e-3, "d-two")])
+    assert board.merge(c)["duplicates"] == 1
+
+
+@pytest.mark.slow
+def test_a_sweeps_rows_record_the_digest_of_the_backbone_file_they_trained_on(ray_session, tmp_path, capsys):
+    """The real path: a sweep's row carries ``backbone_digest``, the shipped file's sha256 (what merge keys on)."""
+    import hashlib
+
+    from factories import write_yaml
+    from orchestrator.data.builtin import IMAGE_SHAPE
+    from orchestrator.model.backbones import digits_cnn
+
+    data = write_parquet(tmp_path / "d.parquet", small_table(120))
+    digits_cnn(IMAGE_SHAPE).save(tmp_path / "bb.keras")
+    cfg = experiment(tmp_path, data, name="bb", backbone={"kind": "file", "path": str(tmp_path / "bb.keras")},
+                     resources={"workers": 1, "cpus_per_worker": 0.45},
+                     search={"space": {"train.head_lr": {"choice": [1e-3]}}, "num_samples": 1})
+    assert run_cli(capsys, "tune", write_yaml(tmp_path / "bb.yaml", cfg)).code == 0
+    (r,) = Leaderboard(str(tmp_path / "runs")).table(experiment="bb").to_pylist()
+    assert r["backbone_digest"] == hashlib.sha256((tmp_path / "bb.keras").read_bytes()).hexdigest()[:16]

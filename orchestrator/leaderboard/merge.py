@@ -44,17 +44,20 @@ EXECUTION_ONLY = (("storage",), ("name",), ("search",), ("resources",), ("data",
 
 
 EXISTING = ("row_id", "work_key", "objective", "status", "epochs", "duplicate_of", "reused_from", "config",
-            "data_fingerprint", "data_alias", "training_revision", "supersedes", "experiment", "created_at")
+            "data_fingerprint", "data_alias", "training_revision", "supersedes", "experiment", "created_at",
+            "backbone_digest")
 # what merged_rows reads of DST's rows (and of those merged before)
 
 
-WORK_KEY = "w2:"   # the work key's formula: a key stored by another (older code's, no prefix) is computed again
+WORK_KEY = "w3:"   # the work key's formula: a key stored by another (older code's) is computed again
+NAMED_FILE = ("path", "weights")   # backbone fields that can name a file (weights: but for these words)
 
 
-def work_key(config: dict, identity: Callable[[str, str], str]) -> str:
+def work_key(config: dict, identity: Callable[[str, str], str], *, backbone_digest: Optional[str] = None) -> str:
     """What a row trained, wherever and under whatever name: a hash of its config without storage, name, search
     block or resources (where it ran, not what it learned), with ``data.train`` / ``data.validation`` replaced by
-    ``identity(location, image_column)``; the seed (``train.seed``) stays in."""
+    ``identity(location, image_column)`` and a backbone file it names by ``backbone_digest`` when given; the seed
+    (``train.seed``) stays in."""
     c = _work_fields(config)
     for path in EXECUTION_ONLY:
         node = parent(c, path)
@@ -64,8 +67,17 @@ def work_key(config: dict, identity: Callable[[str, str], str]) -> str:
     for field in ("train", "validation"):
         if isinstance(data.get(field), str):
             data[field] = identity(data[field], data.get("image_column") or "image")
+    if backbone_digest is not None and _named_files(c):
+        c["backbone"] = {**c["backbone"], **{f: backbone_digest for f in _named_files(c)}}
     c.update(task_order(c.get("tasks") or {}))
     return WORK_KEY + hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _named_files(config: dict) -> list[str]:
+    """The backbone fields of ``config`` that name a file (a .keras path, an application's weights file)."""
+    backbone = config.get("backbone") or {}
+    return [f for f in NAMED_FILE if isinstance(backbone.get(f), str) and backbone[f] not in ("pretrained", "imagenet",
+                                                                                             "none")]
 
 
 def _work_fields(config: dict) -> dict:
@@ -77,19 +89,27 @@ def _work_fields(config: dict) -> dict:
         return copy.deepcopy(config)
 
 
-def data_key(config: dict, identity: Callable[[str, str], str]) -> str:
+def data_key(config: dict, identity: Callable[[str, str], str], *, backbone_digest: str) -> str:
     """What a row's data fingerprint measures, by content, not by where it is: the data section (cache settings left
-    out, ``data.train`` / ``data.validation`` by ``identity``) and the backbone (a file it names by ``identity``)."""
+    out, ``data.train`` / ``data.validation`` by ``identity``) and the backbone (a file it names by the digest of
+    what it trained on)."""
     c = _work_fields(config)
     data = {k: v for k, v in (c.get("data") or {}).items() if ("data", k) not in EXECUTION_ONLY}
     for field in ("train", "validation"):
         if isinstance(data.get(field), str):
             data[field] = identity(data[field], data.get("image_column") or "image")
-    backbone = dict(c.get("backbone") or {})
-    for field in ("path", "weights"):
-        if isinstance(backbone.get(field), str) and backbone[field] not in ("pretrained", "imagenet", "none"):
-            backbone[field] = identity(backbone[field], "image")
+    backbone = {**(c.get("backbone") or {}), **{f: backbone_digest for f in _named_files(c)}}
     return hashlib.sha256(json.dumps([data, backbone], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def trained_on(row: dict) -> Optional[tuple[dict, Optional[str]]]:
+    """``(config, backbone digest)`` of a row, for its keys; None where merge cannot tell what it trained: no config,
+    or a backbone file named without the digest of what it held then (older code's rows: the file may have been
+    rewritten since)."""
+    config = config_of(row)
+    if config is None or (_named_files(config) and not row.get("backbone_digest")):
+        return None
+    return config, row.get("backbone_digest")
 
 
 def _where(row: dict) -> tuple:
@@ -126,8 +146,11 @@ class DataAliases:
             self.seen[key] = entry
 
     def _key(self, row: dict) -> Optional[tuple]:
-        config = config_of(row)
-        return (row.get("experiment"), data_key(config, self.identity)) if config is not None else None
+        known = trained_on(row)
+        if known is None:
+            return None
+        config, digest = known
+        return row.get("experiment"), data_key(config, self.identity, backbone_digest=digest or "")
 
 
 class Identities:
@@ -147,11 +170,12 @@ class Identities:
 
 
 def row_work_key(row: dict, identity: Callable[[str, str], str]) -> Optional[str]:
-    """A row's stored ``work_key`` (this formula's), else computed from its config; None for rows without a config."""
+    """A row's stored ``work_key`` (this formula's), else computed from its config; None where merge cannot tell what
+    it trained (``trained_on``)."""
     if str(row.get("work_key") or "").startswith(WORK_KEY):
         return row["work_key"]
-    config = config_of(row)
-    return work_key(config, identity) if config is not None else None
+    known = trained_on(row)
+    return work_key(known[0], identity, backbone_digest=known[1] or "") if known is not None else None
 
 
 def preference(row: dict) -> tuple:

@@ -57,6 +57,7 @@ class RowContext:
     versions: Optional[dict] = None
     baselines: Optional[dict[str, float]] = None
     code: Optional[dict] = None            # code_version and git_commit (``sweep.provenance.provenance``)
+    backbone_digest: Optional[str] = None  # the backbone or weights file the config names, by content
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
         checkpoint=trial.checkpoint, config=cfg.run_fields(), config_hash=cfg.config_hash(),
         training_revision=schema.TRAINING_REVISION,
         worker_config_hash=last.get("config_hash"), data_fingerprint=context.fingerprint, backbone=backbone_key(cfg),
+        backbone_digest=context.backbone_digest,
         versions=context.versions or {}, code_version=(context.code or {}).get("code_version"),
         git_commit=(context.code or {}).get("git_commit"), history=[compact_epoch(h) for h in history],
         started_at=trial.started_at, supersedes=None,   # a rerun's row names the stale row it replaces (callback)

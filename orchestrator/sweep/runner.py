@@ -250,7 +250,8 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
     sweep_id = sweep_id or f"{kind}-{new_sweep_id()}"
     callback = SweepCallback(p.cfg, out=out, configs=configs, extra=extra,
                              context=RowContext(sweep_id, p.n_blocks, kind=kind, fingerprint=p.spec.fingerprint,
-                                                versions=versions(), code=provenance(), baselines=baselines))
+                                                versions=versions(), code=provenance(), baselines=baselines,
+                                                backbone_digest=session.backbone_digest))
     trials = plan_concurrency(configs[0], trials=len(configs), say=lambda m: None)
     plan = TrialPlan(sweep_id, p.cfg.model_dump(mode="json"), RunInputs.of(session, baselines=baselines),
                      configs=tuple(c.model_dump(mode="json") for c in configs), spares=trials.spares,

@@ -272,7 +272,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     t0 = time.perf_counter()
     baselines = _baselines(session, out=out)
     context = RowContext(sweep_id, p.n_blocks, fingerprint=p.spec.fingerprint, versions=versions(), baselines=baselines,
-                         code=provenance())
+                         code=provenance(), backbone_digest=session.backbone_digest)
     callback = SweepCallback(cfg, context=context, written=written, stale=stale, out=out,
                              request=worker_request(cfg))
     if resume:

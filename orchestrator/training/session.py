@@ -11,6 +11,7 @@ pretrains or starts Ray.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -71,6 +72,11 @@ class Session:
     @property
     def cfg(self) -> ExperimentConfig:
         return self.prepared.cfg
+
+    @property
+    def backbone_digest(self) -> Optional[str]:
+        """The shipped backbone file by content (what rows record, for merge: a path can hold another file later)."""
+        return (self.backbone or {}).get("digest")
 
 
 def check(cfg: ExperimentConfig, *, also: Sequence[Callable[[Prepared], None]] = ()) -> Prepared:
@@ -318,4 +324,6 @@ def ship_backbone(cfg: ExperimentConfig) -> Optional[dict]:
     if location is None:
         return None
     # Wrapped in a dict: Tune's with_parameters resolves top-level ObjectRefs, nested ones stay references.
-    return {"ref": ray.put((storage.read_bytes(location), os.path.splitext(location.split("?")[0])[1]))}
+    blob = storage.read_bytes(location)
+    return {"ref": ray.put((blob, os.path.splitext(location.split("?")[0])[1])),
+            "digest": hashlib.sha256(blob).hexdigest()[:16]}
