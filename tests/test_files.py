@@ -237,6 +237,26 @@ def test_16_bit_grayscale_pngs_are_scaled_to_0_255_not_clipped(tmp_path):
             np.testing.assert_array_equal(arr[..., c], expected, err_msg=mode)
 
 
+@pytest.mark.parametrize("make, mode", [
+    (lambda: Image.fromarray(np.arange(256, dtype=np.int32).reshape(16, 16), "I"), "32-bit integer"),
+    (lambda: Image.fromarray(np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16), "F"), "32-bit float"),
+])
+def test_images_of_no_fixed_pixel_range_are_refused_not_crushed(make, mode):
+    """A 32-bit integer TIFF holding 0-255 was scaled as if 16-bit (max 1: black), a float TIFF in [0, 1] cut to
+    0/1 by Pillow's conversion: scientific images trained on almost constant inputs, without a word (found by a
+    helper's audit). Such a file has no fixed range to scale from: refused in one line naming the fix."""
+    import io
+
+    from orchestrator.data.decode import decode_image
+    from orchestrator.errors import DataError
+
+    buf = io.BytesIO()
+    make().save(buf, format="TIFF")
+    with pytest.raises(DataError, match=f"x.tif is a {mode} image") as e:
+        decode_image(buf.getvalue(), where="x.tif")
+    assert "8- or 16-bit" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_flat_pixel_vectors_without_a_shape_are_refused_not_guessed_square(tmp_path, capsys):
     """256 values per row may be 16x16 gray, 32x8 gray or 8x8 RGBA: a guess can train on scrambled images without a
     word. Flat vectors without shape metadata need data.image_shape, and the error says so."""

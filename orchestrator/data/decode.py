@@ -30,12 +30,13 @@ def decode_image(data: bytes, *, where: str, size: Optional[Sequence[int]] = Non
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
+            _scalable(img, where=where)
             img = _eight_bit(img)
             if color_mode in _MODES:
                 img = img.convert(_MODES[color_mode])
             elif img.mode not in ("L", "RGB"):
                 img = img.convert("RGBA" if "A" in img.getbands() and img.mode != "LA" else
-                                  ("L" if img.mode in ("LA", "F", "1") else "RGB"))
+                                  ("L" if img.mode in ("LA", "1") else "RGB"))
                 if img.mode == "RGBA":
                     img = img.convert("RGB")
             if size is not None and img.size != (size[1], size[0]):
@@ -46,6 +47,15 @@ def decode_image(data: bytes, *, where: str, size: Optional[Sequence[int]] = Non
             else type(e).__name__
         raise DataError(f"{where} is not a decodable image ({reason}): fix or remove it") from None
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _scalable(img, *, where: str) -> None:
+    """32-bit images (float, or integer outside the 16-bit formats that Pillow opens as mode I) have no fixed range
+    to scale to 0-255 from: a float in [0, 1] became 0/1, an integer 0-255 scaled as 16-bit became black."""
+    if img.mode == "F" or (img.mode == "I" and img.format not in ("PNG", "PPM")):
+        kind = "32-bit float" if img.mode == "F" else "32-bit integer"
+        raise DataError(f"{where} is a {kind} image, which has no fixed pixel range to scale from: convert it to an "
+                        f"8- or 16-bit image (e.g. PNG), or store its pixels as float lists in Parquet")
 
 
 def _eight_bit(img):
