@@ -393,3 +393,21 @@ def test_freezing_every_block_by_number_and_by_all_is_one_alternative(tmp_path, 
                 storage_location=cfg.storage, n_blocks=4)
     assert [json.loads(x["ablation_value"]) for x in todo.extra[1:]] == alternatives
     assert len({c.config_hash() for c in todo.configs}) == len(todo.configs)
+
+
+def test_a_searched_dimension_that_is_not_a_choice_asks_for_values_as_a_sweep_records_it(tmp_path):
+    """A sweep's record dumps every field of a domain (a loguniform's ``choice: null``), so ``"choice" in`` held for
+    head_lr searched loguniform and `ablate --dims train.head_lr` ended in a traceback (TypeError) instead of the
+    one line asking for --values (found by a helper's audit of the README)."""
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+
+    space = {"train.head_lr": {"loguniform": [1e-4, 1e-2]}, "train.freeze_depth": {"choice": [0, 2]}}
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={"space": space}))
+    storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, "s"),
+                         json.dumps({"config": cfg.public_dump()}).encode())
+    board = Leaderboard(cfg.storage)
+    board.append([row(cfg, [{"epoch": 1, "objective": 0.9}], trial_id="w", sweep_id="s")])
+    with pytest.raises(ConfigError, match="--values train.head_lr=V1,V2"):
+        plan(board, winner_row(board, cfg.name), dims=["train.head_lr"], seeds=1, values={},
+             storage_location=cfg.storage)

@@ -73,7 +73,7 @@ def alternatives(board, winner: dict, dims: list[str], given: dict[str, list]) -
     for dim in dims:
         if dim in given:
             out[dim] = given[dim]
-        elif isinstance(space.get(dim), dict) and "choice" in space[dim]:
+        elif isinstance(space.get(dim), dict) and space[dim].get("choice") is not None:   # a record has choice: null
             # a conditional branch ({static: {train.loss_weights: ...}}) is its parent's value
             out[dim] = [next(iter(v)) if isinstance(v, dict) and len(v) == 1 else v for v in space[dim]["choice"]]
         else:
