@@ -465,3 +465,21 @@ def test_freezing_every_block_by_number_is_the_same_work_as_all(tmp_path):
     base = cfg.with_values({"train.freeze_depth": 4})
     assert on_backbone(base, 4).config_hash() == cfg.with_values({"train.freeze_depth": "all"}).config_hash()
     assert on_backbone(base, 5) == base
+
+
+def test_a_grid_says_when_the_base_config_or_a_warm_start_is_not_among_its_points(tmp_path):
+    """base_first (default true) and warm_start {experiment, top} add trials before a random or Optuna search; a grid
+    runs its own points only, and skipped both without a word, while the README promised the base config is always
+    evaluated first (found by a helper's audit of the README). The sweep says so, once each."""
+    from orchestrator.sweep.tuner import first_points
+
+    space = {"train.freeze_depth": {"choice": [2, 4]}}
+    said = []
+    inside = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"freeze_depth": 2},
+                                     search={"space": space, "searcher": "grid"}))
+    assert first_points(inside, say=said.append) == [] and said == []        # the base is a grid point: it runs
+    outside = inside.with_values({"train.freeze_depth": 3,
+                                  "search.warm_start": {"experiment": "earlier", "top": 2}})
+    assert first_points(outside, say=said.append) == []
+    assert len(said) == 2 and "base config" in said[0] and "not a point of the grid" in said[0], said
+    assert "warm start" in said[1] and "random or optuna" in said[1], said

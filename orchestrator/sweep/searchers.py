@@ -17,9 +17,9 @@ from typing import Callable, Optional, Sequence
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from .. import _ray, storage
-from ..config.sampling import OptunaSpace, point_for
+from ..config.sampling import OptunaSpace, grid_points, point_for
 from ..config.schema import ExperimentConfig
-from ..config.space import active_values, fits
+from ..config.space import active_values, fits, same_option
 from ..errors import ConfigError
 from ..leaderboard.ranking import data_of
 from ..metrics import delta_m_of, finite
@@ -158,9 +158,15 @@ def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
     """Trials evaluated first: the base config as written, then the warm start's K best configs. A value an
     earlier config lacks, or that is outside the new space, takes the base config's value (one line each)."""
     tasks, points, s = list(cfg.tasks), [], cfg.search
-    if s.searcher == "grid":
-        return []   # a grid enumerates its own points
     base = active_values(s.space, cfg.run_fields(public=False), tasks)
+    if s.searcher == "grid":   # a grid runs its own points: said where that leaves out what the config asks first
+        if s.base_first and not any(all(same_option(base.get(p), v) for p, v in point.items())
+                                    for point in grid_points(s.space)):
+            say("base config: not a point of the grid, not evaluated (a grid runs its own points)")
+        if s.warm_start is not None and s.warm_start != "auto":
+            say(f"warm start: a grid runs its own points; experiment {s.warm_start.experiment!r}'s best are not "
+                f"added (use searcher random or optuna)")
+        return []
     domains = _domains(s)
     if s.base_first:
         if all(fits(domains[p], v) for p, v in base.items()):
