@@ -7,6 +7,7 @@
 A trial whose loss or outputs become NaN/inf is recorded as ``diverged`` and the sweep goes on.
 - ``StorageError``: storage kept failing after retries (a leaderboard read during an outage). One line, exit
   code 1; also an OSError.
+- ``Interrupted``: Ctrl-C ended a sweep or a batch of runs. One line saying how to continue, exit code 130.
 - ``LeaderboardWriteError``: rows that storage refused after retries; they wait in a local spool file. One
   line naming it, exit code 1.
 """
@@ -24,6 +25,17 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """The data set does not match the experiment config."""
+
+
+class Interrupted(UserError):
+    """Ctrl-C ended a Tune run (Tune saved its state and stopped the trials): ``what`` stopped, ``again`` how to
+    continue."""
+
+    exit_code = 130
+
+    def __init__(self, what: str, again: str):
+        super().__init__(f"interrupted (Ctrl-C): {what}; {again}")
+        self.what, self.again = what, again
 
 
 class LeaderboardWriteError(UserError):

@@ -149,6 +149,37 @@ def test_a_killed_sweep_resumes_without_duplicates(tmp_path):
           f"{at_kill['mid']} resumed from epochs {[runs[t][1] for t in at_kill['mid']]}")
 
 
+def test_ctrl_c_stops_a_sweep_and_says_so_and_resume_finishes_it(tmp_path):
+    """Ray Tune ends a run gracefully at the first Ctrl-C (state saved, trials stopped) and fit() returns as if it
+    had finished: `tune` printed the partial sweep as done and exited 0, and `demo` went on to its report, best.yaml
+    and a retrain of a partial sweep's winner (found by a helper's audit). The command now ends there with one line
+    saying it was interrupted and how to continue, exit 130; `tune --resume` then finishes the sweep."""
+    cfg = sweep_config(tmp_path, "ctrl-c", samples=4, epochs=4)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [str(BIN / "orchestrator"), "tune", str(path), "--address", "local"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=tmp_path)
+    board = Leaderboard(str(tmp_path))
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None:
+        if board.table().num_rows and any((read_progress(str(r)) or {}).get("epoch", 0) >= 1 for r in run_dirs(tmp_path)
+                                          if r.name.rsplit("-", 1)[-1] not in board.table().column("trial_id").to_pylist()):
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)                                  # what Ctrl-C in its terminal sends
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, (proc.returncode, out[-2000:], err[-2000:])
+    assert err.strip().count("\n") == 0 and "interrupted" in err and "--resume" in err, err
+    assert "== experiment" not in out, out[-2000:]                      # no summary of a partial sweep as if done
+    assert board.table(experiment="ctrl-c").num_rows < 4
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    rows = row_dicts(board.table(experiment="ctrl-c"))
+    assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4, [(r["trial_id"], r["status"]) for r in rows]
+
+
 def test_a_bad_image_met_in_a_worker_fails_at_once(ray_session, tmp_path):
     """A corrupt file the driver's sample does not include: found while streaming in a worker, the run
     fails with one line naming the file, exit 2, and no retry. The command's own process joins the session's Ray

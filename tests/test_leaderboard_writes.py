@@ -434,7 +434,7 @@ def test_confirm_ablate_and_baseline_runs_hold_their_sweeps_lease_while_they_tra
         def fit(self):
             seen["holder"] = lease.read(layout.sweep_own(p.cfg.storage, p.cfg.name, "confirm-x"))
 
-    monkeypatch.setattr(runner, "make_tuner", lambda cfg, spec: Probe())
+    monkeypatch.setattr(runner, "make_tuner", lambda cfg, spec, **kw: Probe())
     monkeypatch.setattr(capacity, "plan_concurrency", lambda cfg, **kw: capacity.TrialsPlan(1, spares=False))
     runner.run_configs(Session(p, {}, None), [p.cfg], kind="confirm", sweep_id="confirm-x", out=lambda line: None)
     assert seen["holder"] is not None and seen["holder"]["pid"] == os.getpid(), seen
@@ -464,7 +464,7 @@ def test_confirm_and_ablation_runs_hand_their_workers_the_baselines_their_object
         def fit(self):
             handed.append(self.spec.plan.inputs.baselines)
 
-    monkeypatch.setattr(runner, "make_tuner", lambda cfg, spec: Probe(spec))
+    monkeypatch.setattr(runner, "make_tuner", lambda cfg, spec, **kw: Probe(spec))
     monkeypatch.setattr(capacity, "plan_concurrency", lambda cfg, **kw: capacity.TrialsPlan(1, spares=False))
     baselines = {"left": 0.9, "right": 0.8, "sum": 0.5}
     runner.run_configs(sessions.Session(p, {}, None), [cfg], kind="ablation", sweep_id="ablation-x",

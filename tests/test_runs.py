@@ -726,6 +726,11 @@ def test_resume_finds_the_latest_sweep_that_started_not_a_start_that_failed(tmp_
     assert find_sweep(cfg, None, fingerprint="fp") == "20260101-000000-aaaaaa"
     with pytest.raises(ConfigError, match="has no sweep.json"):
         find_sweep(cfg, "20260102-000000-bbbbbb", fingerprint="fp")       # named, it says why
+    # and it says which newer sweep it passed over: one killed during its baselines resumed an older, finished sweep
+    # and exited 0 without a word (found by a helper's audit)
+    said = []
+    assert find_sweep(cfg, None, fingerprint="fp", say=said.append) == "20260101-000000-aaaaaa"
+    assert len(said) == 1 and "20260102-000000-bbbbbb" in said[0] and "never started" in said[0], said
 
 
 def test_the_python_apis_train_checks_its_run_name_as_the_cli_does(tmp_path, no_ray):

@@ -6,6 +6,7 @@ Ray object.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 from .controller import LocalController, failure_policy_base, kept_sync_actors, trainer_class
@@ -190,6 +191,26 @@ def tell_optuna_again(searcher, trial_id: str, result: dict) -> None:
                                                            values=values))
 
 
+@contextmanager
+def noticing_interrupts():
+    """Within the block, whether Ray Tune's own Ctrl-C handling ended a run: Tune catches the first SIGINT, saves its
+    state, stops the trials and returns from ``fit()`` as if the run had finished (``ray.tune.tune``'s
+    ``_setup_signal_catching``, whose event is kept here). Yields a function: True once a run was interrupted."""
+    from ray.tune import tune as tune_module
+
+    real, events = tune_module._setup_signal_catching, []
+
+    def watched():
+        events.append(real())
+        return events[-1]
+
+    tune_module._setup_signal_catching = watched
+    try:
+        yield lambda: any(e.is_set() for e in events)
+    finally:
+        tune_module._setup_signal_catching = real
+
+
 def replace_run_config(tuner, run_config) -> None:
     """A restored Tuner keeps the RunConfig it was pickled with; give it today's (callbacks hold live objects)."""
     tuner._local_tuner._run_config = run_config
@@ -199,7 +220,7 @@ def check() -> None:
     """Resolve every private name used above; RuntimeError naming the first that moved."""
     import importlib
 
-    names = [("ray._common.network_utils", "build_address"), ("ray.train._internal.utils", "get_address_and_port"),
+    names = [("ray._common.network_utils", "build_address"), ("ray.tune.tune", "_setup_signal_catching"), ("ray.train._internal.utils", "get_address_and_port"),
              ("ray.train.v2.api.data_parallel_trainer", "DataParallelTrainer"),
              ("ray.train.v2._internal.execution.controller", "TrainController"),
              ("ray.train.v2._internal.execution.controller.state", "AbortedState"),

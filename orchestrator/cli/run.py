@@ -10,7 +10,7 @@ import yaml
 
 from .. import layout, storage
 from ..console import console
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from .common import address_opt, entrypoint_cpus_opt, job_opt, load, mean_pm, set_opt, storage_opt
 from .query import write_best
 
@@ -184,7 +184,10 @@ def demo(location, output, retrain_workers, address):
     from ..report import summary_lines, write_report
 
     data = yaml.safe_load(files("orchestrator.experiments").joinpath("demo.yaml").read_text())
-    s = tune_and_report(parse_config({**data, "storage": location}), address=address)
+    try:
+        s = tune_and_report(parse_config({**data, "storage": location}), address=address)
+    except Interrupted as e:   # no report, best.yaml or retrain of a partial sweep; demo has no --resume
+        raise Interrupted(e.what, "run `orchestrator demo` again (the trials that completed are reused)") from None
     board = Leaderboard(s["storage"])
     report_dir = layout.report_dir(s["storage"], s["experiment"])
     if report_dir:

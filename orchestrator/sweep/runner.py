@@ -20,7 +20,7 @@ from ..layout import new_sweep_id  # noqa: F401 - tuner, confirm and ablate take
 from ..config.freezing import on_backbone
 from ..config.schema import ExperimentConfig
 from ..config.sampling import materialize
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupted
 from ..training.driver import RunInputs, make_trainer
 
 TRIAL_DRIVER_CPU = 0.05   # the Tune trial only drives its Train run; Ray refuses 0 CPUs here
@@ -63,6 +63,14 @@ class SweepSpec:
 
 def trial_config(base: ExperimentConfig, params: dict) -> ExperimentConfig:
     return base.with_values(materialize(base.search, params, list(base.tasks), seed=base.train.seed))
+
+
+def fit(cfg: ExperimentConfig, spec: SweepSpec, *, resume: bool = False) -> bool:
+    """Run the sweep's Tuner (``make_tuner``) to its end; True when Ctrl-C ended it instead: Tune then saved its
+    state and stopped the trials, and its ``fit()`` returned as if the run had finished."""
+    with _ray.noticing_interrupts() as interrupted:
+        make_tuner(cfg, spec, resume=resume).fit()
+    return interrupted()
 
 
 def make_tuner(cfg: ExperimentConfig, spec: SweepSpec, *, resume: bool = False):
@@ -260,6 +268,9 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
                      concurrent=min(len(configs), trials.concurrent), callbacks=(callback,))
     # One live driver per sweep folder, as `tune` holds: a `tune --resume` appends spools no live driver holds
     with acquire(layout.sweep_own(p.cfg.storage, p.cfg.name, sweep_id), what=f"{kind} runs {sweep_id}"):
-        make_tuner(p.cfg, spec).fit()
+        interrupted = fit(p.cfg, spec)
         callback.close()
+    if interrupted:
+        raise Interrupted(f"{len(callback.rows)} of {len(configs)} {kind} runs done",
+                          "run the same command again (the runs done are reused)")
     return callback.rows

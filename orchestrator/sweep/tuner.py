@@ -21,7 +21,7 @@ from ..config.freezing import frozen_blocks
 from ..config.schema import ExperimentConfig
 from ..config.sampling import grid_size, param_space
 from ..config.space import candidate_values, dotted_get, largest, walk
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupted
 from ..leaderboard.ranking import UNRANKED, objective_of
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
@@ -29,7 +29,7 @@ from ..training.lease import acquire
 from ..training.session import Prepared, check, check_batch, describe, release, start
 from .callback import SweepCallback, recorded
 from .provenance import provenance, versions
-from .runner import SweepSpec, TrialPlan, make_tuner, new_sweep_id
+from .runner import SweepSpec, TrialPlan, fit, new_sweep_id
 from .searchers import evaluated_rows, first_points, make_searcher
 
 
@@ -152,9 +152,10 @@ def sweep_hash(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str | None) -> str:
-    """The sweep to resume: ``sweep_id``, or the latest of this experiment; refused with another config or on other
-    data (``fingerprint``: the files behind the config's paths changed)."""
+def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str | None, say=lambda line: None) -> str:
+    """The sweep to resume: ``sweep_id``, or the latest of this experiment that started (newer ones that never did
+    are named, with ``say``); refused with another config or on other data (``fingerprint``: the files behind the
+    config's paths changed)."""
     import pyarrow.fs as pafs
 
     fs, path = storage.filesystem(layout.sweeps(cfg.storage, cfg.name))
@@ -167,6 +168,9 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
         if sweep_id is None:
             raise ConfigError(f"no sweep of experiment {cfg.name!r} to resume in {storage.redact(cfg.storage)}: "
                               f"run it without --resume first")
+        if sweep_id != ids[-1]:   # e.g. one stopped during its baselines: Tune never saved a state to resume
+            say(f"the newer sweep {ids[-1]} never started its trials (stopped or failed before them): nothing of it "
+                f"to resume; resuming sweep {sweep_id} (run without --resume for a new sweep)")
     elif sweep_id not in ids:
         raise ConfigError(f"no sweep {sweep_id!r} of experiment {cfg.name!r} in {storage.redact(cfg.storage)} "
                           f"(sweeps: {ids[-5:]})")
@@ -216,7 +220,8 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
         cfg = cfg.with_values({"name": name})
     p = check(cfg, also=[check_space, check_objective])
     cfg = p.cfg
-    sweep_id = find_sweep(cfg, sweep_id, fingerprint=p.spec.fingerprint) if resume else (sweep_id or new_sweep_id())
+    sweep_id = (find_sweep(cfg, sweep_id, fingerprint=p.spec.fingerprint, say=out) if resume
+                else sweep_id or new_sweep_id())
     # One live driver per sweep: a second `tune --resume` while this one runs would write the same trials' runs.
     with acquire(layout.sweep_own(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}",
                  kept_before=layout.sweep_lease_kept_before(cfg.storage, cfg.name, sweep_id)):
@@ -252,6 +257,23 @@ def _say_new_scale(board, cfg: ExperimentConfig, baselines: dict | None, *, out)
             f"give the sweep its own experiment name (--name) to keep the two apart")
 
 
+def _record_sweep(p: Prepared, sweep_id: str, *, baselines: dict | None) -> None:
+    """The sweep's record (sweep.json): its config and what its Δm% is measured against (ablate measures against them
+    too)."""
+    cfg = p.cfg
+    storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, sweep_id), json.dumps(
+        {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump(),
+         "data_fingerprint": p.spec.fingerprint, "training_revision": TRAINING_REVISION,
+         "baselines": baselines}).encode())
+
+
+def _interrupted(callback, sweep_id: str, *, recorded: int) -> None:
+    """After Ctrl-C: the rows still pending written (or named), then one line saying how to continue."""
+    callback.close()
+    raise Interrupted(f"sweep {sweep_id} stopped with {recorded} trial(s) recorded",
+                      "continue it with the same command and --resume")
+
+
 def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, verbose: bool, out,
            reserved_cpu: float) -> dict:
     from ..leaderboard.leaderboard import Leaderboard
@@ -279,10 +301,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
         out(f"resuming sweep {sweep_id} of experiment {cfg.name} ({len(written)} trials already recorded"
             + (f", {len(stale)} failed: run again)" if stale else ")"))
     else:
-        storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, sweep_id), json.dumps(
-            {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump(),
-             "data_fingerprint": p.spec.fingerprint, "training_revision": TRAINING_REVISION,
-             "baselines": baselines}).encode())   # what its Δm% is measured against (ablate measures against them too)
+        _record_sweep(p, sweep_id, baselines=baselines)
         out(f"experiment {cfg.name}, sweep {sweep_id}: {trials} trials, searcher {cfg.search.searcher}, "
             f"scheduler {cfg.search.scheduler.type}, up to {concurrent} at once"
             + (", each trial starting warm workers for a later one" if trials_plan.spares else ""))
@@ -300,7 +319,8 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
                      cfg.search.samples, searcher=searcher, scheduler=scheduler, concurrent=concurrent,
                      callbacks=(callback, *loggers), verbose=verbose,
                      time_budget_s=cfg.search.time_budget_s)
-    make_tuner(cfg, spec, resume=resume).fit()
+    if fit(cfg, spec, resume=resume):   # Ctrl-C: Tune saved its state; the rows of trials that ended are written
+        _interrupted(callback, sweep_id, recorded=len(callback.rows) + len(written))
     release(session)   # a sweep that ended (not one killed: --resume reuses its disk cache)
     callback.close()   # rows storage still refuses: one line naming the spool file, exit code 1
     board.maybe_compact()
