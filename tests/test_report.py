@@ -646,3 +646,28 @@ def test_the_hypervolume_tables_front_size_counts_tied_trials_as_the_pareto_sect
     searches = {"s1": {"scheduler": {"type": "moasha", "metrics": ["left_accuracy", "right_accuracy"]}}}
     by = scheduler_fronts(trials, searches)["by_scheduler"]["moasha"]
     assert by["n"] == 3 and by["front"] == 2
+
+
+def test_a_report_cut_short_leaves_no_earlier_report_md_beside_its_new_plots(tmp_path, monkeypatch):
+    """report.md is written last, after each plot is written into place: Ctrl-C (or a failure) while drawing left
+    the earlier report.md ("Trials: 1") beside plots of 10 trials, looking complete (found by a helper's audit). The
+    earlier report.md goes before anything is drawn."""
+    from orchestrator.report import report as report_module
+
+    from factories import experiment
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train"))
+    history = [{"epoch": 1, "objective": 0.9, "mean_score": 0.9, "left_accuracy": 0.9, "status": "running"}]
+    board = Leaderboard(cfg.storage)
+    board.append([trial_row(cfg, history, trial_id="a", sweep_id="s1")])
+    out = tmp_path / "rep"
+    write_report(board, "t", str(out))
+    assert (out / "report.md").exists()
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_module, "_draw", cut)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(board, "t", str(out))
+    assert not (out / "report.md").exists()

@@ -99,8 +99,11 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     searches = fronts.sweep_searches(trials, storage.parent(board.uri), experiment)
     result["fronts"] = fronts.scheduler_fronts(trials, searches)
     result["hints"] = fronts.sweep_hints(trials, searches)
-    result["paths"] = _draw(trials, result, out_dir)
     result["report"] = storage.join(out_dir, REPORT)
+    if storage.exists(result["report"]):   # an earlier report.md must not stand beside new plots if drawing stops
+        fs, path = storage.filesystem(result["report"])
+        fs.delete_file(path)
+    result["paths"] = _draw(trials, result, out_dir)
     storage.atomic_write(result["report"], markdown(result).encode())
     return result
 
