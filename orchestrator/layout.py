@@ -154,7 +154,7 @@ def report_dir(location: str, experiment: str) -> str | None:
 def log_file(location: str, what: str, experiment: str) -> str:
     """A command's full log: under local storage (logs/), or for remote storage beside its spool,
     ~/.orchestrator/logs/<hash of the location>/ (in a Ray job, the working directory is Ray's to delete)."""
-    name = f"{what}-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    name = f"{what}-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.log"   # one per command
     if storage.is_uri(location):
         key = hashlib.sha256(storage.redact(location).encode()).hexdigest()[:12]
         return os.path.join(os.path.expanduser("~"), ".orchestrator", "logs", key, name)

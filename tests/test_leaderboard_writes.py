@@ -604,3 +604,12 @@ def test_rows_whose_searched_values_differ_in_type_are_written_and_spooled_toget
     board.append(rows)
     got = {r["trial_id"]: r["validation"] for r in board.table(kind=None).to_pylist()}
     assert got == {"t1": "0.2", "t2": "val.csv", "t3": None}
+
+
+def test_two_commands_started_in_the_same_second_write_logs_of_their_own(tmp_path):
+    """A log's name had one-second resolution and the file is appended to: two sweeps of one experiment started in
+    the same second interleaved their logs and resolved configs in one file (found by a helper's audit)."""
+    from orchestrator import layout
+
+    names = {layout.log_file(str(tmp_path / "runs"), "tune", "exp") for _ in range(20)}
+    assert len(names) == 20
