@@ -220,7 +220,8 @@ def check() -> None:
     """Resolve every private name used above; RuntimeError naming the first that moved."""
     import importlib
 
-    names = [("ray._common.network_utils", "build_address"), ("ray.tune.tune", "_setup_signal_catching"), ("ray.train._internal.utils", "get_address_and_port"),
+    names = [("ray._common.network_utils", "build_address"), ("ray.train._internal.utils", "get_address_and_port"),
+             ("ray.tune.tune", "_setup_signal_catching"),
              ("ray.train.v2.api.data_parallel_trainer", "DataParallelTrainer"),
              ("ray.train.v2._internal.execution.controller", "TrainController"),
              ("ray.train.v2._internal.execution.controller.state", "AbortedState"),

@@ -23,7 +23,8 @@ KNOWN_TYPES: dict[str, pa.DataType] = {
     "loss_weighting": _S, "optimizer": _S,
     "batch_size": _I, "max_epochs": _I, "seed": _I, "epochs": _I, "train_loss": _F, "wall_time_s": _F,
     "world_size": _I, "examples_per_s": _F, "checkpoint": _S, "config": _S, "versions": _S, "history": _S,
-    "config_hash": _S, "worker_config_hash": _S, "data_fingerprint": _S, "backbone": _S, "backbone_digest": _S, "supersedes": _S,
+    "config_hash": _S, "worker_config_hash": _S, "data_fingerprint": _S, "backbone": _S, "supersedes": _S,
+    "backbone_digest": _S,
     "code_version": _S, "git_commit": _S, "training_revision": _I,
     "started_at": _TS, "created_at": _TS,
 }

@@ -33,7 +33,8 @@ def compile_where(where: str, schema: pa.Schema, used: set[str] | None = None) -
     except SyntaxError as e:
         raise ConfigError(f"--where {shortened(where, 80)!r} is not a valid expression ({e.msg})") from None
     except (RecursionError, MemoryError):
-        raise ConfigError(f"--where {shortened(where, 80)!r} is nested too deeply: write a shorter expression") from None
+        raise ConfigError(f"--where {shortened(where, 80)!r} is nested too deeply: write a shorter "
+                          f"expression") from None
 
 
 def _compile(node: ast.AST, schema: pa.Schema, used: set[str]):

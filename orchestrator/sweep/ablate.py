@@ -92,7 +92,8 @@ def static_weights(board, winner: dict) -> dict | None:
 
 
 def _as_trained(dim: str, value, n_blocks: int | None):
-    """An alternative as its trial trains it: a freeze depth of every block is 'all' (``config.freezing.on_backbone``)."""
+    """An alternative as its trial trains it: a freeze depth of every block is 'all'
+    (``config.freezing.on_backbone``)."""
     if dim == "train.freeze_depth" and n_blocks is not None and value != "all" and same_option(value, n_blocks):
         return "all"
     return value

@@ -65,7 +65,8 @@ class TrialEpochs:
             from ..config.schema import ExperimentConfig
             from .runner import trial_config
 
-            self.seen[trial.trial_id] = trial_config(ExperimentConfig.model_validate(self.base), trial.config).train.epochs
+            cfg = trial_config(ExperimentConfig.model_validate(self.base), trial.config)
+            self.seen[trial.trial_id] = cfg.train.epochs
         return self.seen[trial.trial_id]
 
 
