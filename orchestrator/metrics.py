@@ -82,8 +82,10 @@ def objective_identity(metric: str, tasks: Mapping[str, Mapping]) -> str:
     sum's MAE is another number than over its R2."""
     if metric not in ("mean_score", "delta_m"):
         return metric
-    scores = ", ".join(f"{t} {(tc or {}).get('metric') or default_score((tc or {}).get('type'))}"
-                       for t, tc in sorted(tasks.items()))
+    def score(tc: Mapping) -> str:
+        return tc.get("metric") or (default_score(tc["type"]) if tc.get("type") in TASK_TYPES else "?")
+
+    scores = ", ".join(f"{t} {score(tc or {})}" for t, tc in sorted(tasks.items()))
     return f"{metric} of {scores}"
 
 
