@@ -463,10 +463,13 @@ def test_one_experiment_ranks_mean_score_over_one_set_of_task_metrics(tmp_path, 
 
     from orchestrator.sweep.tuner import check_objective
 
-    storage = str(tmp_path / "again")
-    Leaderboard(storage).append([trial_row(parse_config({**base, "storage": storage}), history, trial_id="a")])
-    same = {**base, "storage": storage, "tasks": {**base["tasks"], "sum": {"type": "regression", "metric": "r2"}}}
-    check_objective(SimpleNamespace(cfg=parse_config(same)))    # r2 written out is the default: the same objective
+    storage = str(tmp_path / "again")   # sum at its default score metric (MAE), then MAE written out: the same
+    default = {**base, "storage": storage, "tasks": {**base["tasks"], "sum": {"type": "regression"}}}
+    Leaderboard(storage).append([trial_row(parse_config(default), history, trial_id="a")])
+    same = {**default, "tasks": {**base["tasks"], "sum": {"type": "regression", "metric": "mae"}}}
+    check_objective(SimpleNamespace(cfg=parse_config(same)))
+    with pytest.raises(ConfigError, match="sum mae"):
+        check_objective(SimpleNamespace(cfg=parse_config({**default, "tasks": base["tasks"]})))   # r2: another
 
 
 def test_the_report_of_an_experiment_pools_only_rows_measured_like_the_newest(tmp_path):
