@@ -375,26 +375,6 @@ def test_what_mattered_is_of_the_winner_asked_about_not_the_latest_ablated(tmp_p
     assert asked["winner"] == mine["trial_id"] and list(asked["dims"]) == ["train.loss_weighting"]
 
 
-@pytest.mark.parametrize("won, alternatives", [("all", [0]), (0, ["all"]), (4, [0])])
-def test_freezing_every_block_by_number_and_by_all_is_one_alternative(tmp_path, won, alternatives):
-    """On a 4-block backbone depth 4 is 'all': a space of [0, 4, all] ablated the winner 'all' against an
-    'alternative' 4 (the same work, trained again), and a winner at 0 against 4 and 'all', one work twice."""
-    from factories import experiment, row
-    from orchestrator.config import parse_config
-
-    space = {"train.freeze_depth": {"choice": [0, 4, "all"]}}
-    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={"space": space}))
-    storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, "s"),
-                         json.dumps({"config": cfg.public_dump()}).encode())
-    board = Leaderboard(cfg.storage)
-    board.append([row(cfg.with_values({"train.freeze_depth": won}), [{"epoch": 1, "objective": 0.9}], trial_id="w",
-                      sweep_id="s", n_blocks=4, searched={"train.freeze_depth": won})])
-    todo = plan(board, winner_row(board, cfg.name), dims=["train.freeze_depth"], seeds=1, values={},
-                storage_location=cfg.storage, n_blocks=4)
-    assert [json.loads(x["ablation_value"]) for x in todo.extra[1:]] == alternatives
-    assert len({c.config_hash() for c in todo.configs}) == len(todo.configs)
-
-
 def test_a_searched_dimension_that_is_not_a_choice_asks_for_values_as_a_sweep_records_it(tmp_path):
     """A sweep's record dumps every field of a domain (a loguniform's ``choice: null``), so ``"choice" in`` held for
     head_lr searched loguniform and `ablate --dims train.head_lr` ended in a traceback (TypeError) instead of the

@@ -439,34 +439,6 @@ def test_a_searched_value_a_trial_does_not_draw_but_trains_with_is_in_its_row(tm
     assert r["train_epochs"] == adam.train.epochs
 
 
-def test_freezing_every_block_by_number_is_the_same_work_as_all(tmp_path):
-    """On a 4-block backbone, freeze depth 4 and 'all' freeze the same blocks and leave backbone_lr unread, but
-    hashed apart (and 4 counted backbone_lr in): a space holding both, or 4 with backbone_lr searched, trained the
-    same work again under other hashes. A depth equal to the block count is 'all' in every trial's config, made the
-    trial's way (``TrialPlan.config``) or the driver's (the sweep callback's), and in a base config."""
-    from orchestrator.sweep.callback import SweepCallback
-    from orchestrator.sweep.runner import TrialPlan
-    from orchestrator.leaderboard.rows import RowContext
-    from orchestrator.config.freezing import on_backbone
-
-    space = {"train.freeze_depth": {"choice": [0, 4, "all"]}, "train.backbone_lr": {"loguniform": [1e-4, 1e-2]}}
-    cfg = sweep_cfg(tmp_path, space=space, searcher="random")
-    plan = TrialPlan("s", cfg.model_dump(mode="json"), None, n_blocks=4)
-    callback = SweepCallback(cfg, out=lambda m: None, context=RowContext("s", 4, fingerprint="fp"))
-
-    class Trial:
-        config = {"train.freeze_depth": 4, "train.backbone_lr": 3e-3}
-
-    by_number, by_all = plan.config(Trial.config), plan.config({**Trial.config, "train.freeze_depth": "all"})
-    assert by_number.train.freeze_depth == "all"
-    assert by_number.config_hash() == by_all.config_hash() == callback._config(Trial)[0].config_hash()
-    assert plan.config({**Trial.config, "train.backbone_lr": 1e-3}).config_hash() == by_number.config_hash()
-    assert plan.config({**Trial.config, "train.freeze_depth": 0}).train.freeze_depth == 0
-    base = cfg.with_values({"train.freeze_depth": 4})
-    assert on_backbone(base, 4).config_hash() == cfg.with_values({"train.freeze_depth": "all"}).config_hash()
-    assert on_backbone(base, 5) == base
-
-
 def test_a_grid_says_when_the_base_config_or_a_warm_start_is_not_among_its_points(tmp_path):
     """base_first (default true) and warm_start {experiment, top} add trials before a random or Optuna search; a grid
     runs its own points only, and skipped both without a word, while the README promised the base config is always

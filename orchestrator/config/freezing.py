@@ -12,10 +12,3 @@ def frozen_blocks(depth: Union[int, str], n_blocks: int, *, where: str = "train.
     if not 0 <= n <= n_blocks:
         raise ConfigError(f"{where} {depth} is beyond the backbone's {n_blocks} blocks; use 0..{n_blocks} or 'all'")
     return n
-
-
-def on_backbone(cfg, n_blocks: int):
-    """``cfg`` with a freeze depth equal to the backbone's block count written 'all': the same blocks frozen and
-    backbone_lr unread (``TrainConfig.unused_paths``), so one work, one config hash."""
-    depth = cfg.train.freeze_depth
-    return cfg.with_values({"train.freeze_depth": "all"}) if depth != "all" and depth == n_blocks else cfg

@@ -91,28 +91,16 @@ def static_weights(board, winner: dict) -> dict | None:
     return _config(rows[0]).train.loss_weights if rows and rows[0].get("objective") is not None else None
 
 
-def _as_trained(dim: str, value, n_blocks: int | None):
-    """An alternative as its trial trains it: a freeze depth of every block is 'all'
-    (``config.freezing.on_backbone``)."""
-    if dim == "train.freeze_depth" and n_blocks is not None and value != "all" and same_option(value, n_blocks):
-        return "all"
-    return value
-
-
 def plan(board, winner: dict, *, dims: list[str], seeds: int, values: dict[str, list], storage_location: str,
-         fingerprint: str | None = None, n_blocks: int | None = None) -> Ablation:
+         fingerprint: str | None = None) -> Ablation:
     """Every configuration to train around ``winner`` (its row, from ``winner_row``); those with a completed ablation
     row on the data with ``fingerprint`` are left out."""
     base = _config(winner).with_values({"storage": storage_location})
     alts = alternatives(board, winner, dims, values)
     wanted: list[tuple[str, object]] = [(REFERENCE, None)]
     for dim, vals in alts.items():
-        taken = [dotted_get(base.run_fields(public=False), dim)]
-        for v in vals:   # the record is JSON: branch key 0 is "0"; depth n_blocks is 'all'
-            v = _as_trained(dim, v, n_blocks)
-            if not any(same_option(v, _as_trained(dim, t, n_blocks)) for t in taken):
-                wanted.append((dim, v))
-                taken.append(v)
+        own = dotted_get(base.run_fields(public=False), dim)
+        wanted += [(dim, v) for v in vals if not same_option(v, own)]   # the record is JSON: branch key 0 is "0"
     done = done_runs(board, winner["experiment"], kind="ablation", fingerprint=fingerprint)
     configs, extra, reused = [], [], 0
     for dim, value in wanted:
@@ -148,7 +136,7 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
     baselines = measured_against([winner])[winner["trial_id"]]   # before anything starts
     p = check(_config(winner).with_values({"storage": storage_location}))
     todo = plan(board, winner, dims=dims, seeds=seeds, values=values, storage_location=storage_location,
-                fingerprint=p.spec.fingerprint, n_blocks=p.n_blocks)
+                fingerprint=p.spec.fingerprint)
     out(f"ablating {experiment}'s winner {todo.winner['trial_id']} over {', '.join(dims)} with {seeds} seeds each: "
         f"{len(todo.configs)} runs to train, {todo.reused} reused")
     if todo.configs:

@@ -20,7 +20,6 @@ from typing import Optional
 from ray import tune
 
 from .. import layout, storage
-from ..config.freezing import on_backbone
 from ..config.schema import ExperimentConfig
 from ..config.sampling import materialize
 from ..config.space import hp_columns
@@ -169,9 +168,9 @@ class SweepCallback(tune.Callback):
     def _config(self, trial) -> tuple[ExperimentConfig, dict]:
         """(this trial's config, its searched values by dotted path)."""
         if self.configs is not None:
-            return on_backbone(self.configs[trial.config["index"]], self.context.n_blocks), {}
+            return self.configs[trial.config["index"]], {}
         values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks), seed=self.cfg.train.seed)
-        return on_backbone(self.cfg.with_values(values), self.context.n_blocks), values
+        return self.cfg.with_values(values), values
 
     def _run_dir(self, trial) -> str:
         return layout.run_dir(self.cfg.storage, layout.trial_run_name(self.context.sweep_id, trial.trial_id))

@@ -17,7 +17,6 @@ from typing import Optional
 
 from .. import _ray, layout, metrics, storage
 from ..layout import new_sweep_id  # noqa: F401 - tuner, confirm and ablate take it from here
-from ..config.freezing import on_backbone
 from ..config.schema import ExperimentConfig
 from ..config.sampling import materialize
 from ..errors import ConfigError, Interrupted
@@ -37,14 +36,11 @@ class TrialPlan:
     inputs: RunInputs
     configs: Optional[tuple] = None
     spares: bool = False   # each run starts warm spare workers for a later trial (capacity.TrialsPlan)
-    n_blocks: Optional[int] = None   # the backbone's blocks (Prepared.n_blocks): a depth of all of them is 'all'
 
     def config(self, params: dict) -> ExperimentConfig:
         if self.configs is not None:
-            cfg = ExperimentConfig.model_validate(self.configs[params["index"]])
-        else:
-            cfg = trial_config(ExperimentConfig.model_validate(self.base), params)
-        return cfg if self.n_blocks is None else on_backbone(cfg, self.n_blocks)
+            return ExperimentConfig.model_validate(self.configs[params["index"]])
+        return trial_config(ExperimentConfig.model_validate(self.base), params)
 
 
 @dataclass(frozen=True)
@@ -262,8 +258,7 @@ def run_configs(session, configs: list[ExperimentConfig], *, kind: str, sweep_id
                                                 backbone_digest=session.backbone_digest))
     trials = plan_concurrency(configs[0], trials=len(configs), say=lambda m: None)
     plan = TrialPlan(sweep_id, p.cfg.model_dump(mode="json"), RunInputs.of(session, baselines=baselines),
-                     configs=tuple(c.model_dump(mode="json") for c in configs), spares=trials.spares,
-                     n_blocks=p.n_blocks)
+                     configs=tuple(c.model_dump(mode="json") for c in configs), spares=trials.spares)
     spec = SweepSpec(plan, {"index": tune.grid_search(list(range(len(configs))))}, verbose=verbose,
                      concurrent=min(len(configs), trials.concurrent), callbacks=(callback,))
     # One live driver per sweep folder, as `tune` holds: a `tune --resume` appends spools no live driver holds

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
 from .. import _ray, credentials, layout, storage
-from ..config.freezing import frozen_blocks, on_backbone
+from ..config.freezing import frozen_blocks
 from ..config.schema import ExperimentConfig
 from ..data import leakage
 from ..data.builtin import IMAGE_SHAPE
@@ -96,7 +96,7 @@ def check(cfg: ExperimentConfig, *, also: Sequence[Callable[[Prepared], None]] =
     check_batch(cfg, data)      # before the backbone is built: TensorFlow loads there
     n_blocks = count_blocks(cfg, spec.image_shape)
     frozen_blocks(cfg.train.freeze_depth, n_blocks)
-    p = Prepared(on_backbone(cfg, n_blocks), data, n_blocks)
+    p = Prepared(cfg, data, n_blocks)
     for more in also:
         more(p)
     return p
