@@ -176,10 +176,20 @@ def test_a_trial_at_its_own_last_epoch_takes_no_promotion_from_one_that_can_trai
         assert sweep_steps(s, c, random.Random(seed), list(range(9)), concurrent=3, curve=curve,
                            epochs=budget.__getitem__)
         trained = {t.trial_id: t.epoch for t in c.trials}
-        # rung epoch 1 keeps t0, t2, t1 (the best 3 of 9); at rung epoch 3 t0 and t2 end (their budget): t1, the one
-        # that can train on, takes the one promotion and reaches 6
-        assert sorted(s.promoted[0]) == ["t0", "t1", "t2"] and s.promoted[1] == {"t1"}, s.promoted
-        assert trained == {"t0": 3, "t1": 6, "t2": 3, "t3": 1, "t4": 1, "t5": 1, "t6": 1, "t7": 1, "t8": 1}
+        # rung epoch 1 (9 trials: 3 slots) promotes the best 3 that train past epoch 3 (t1, t8, t3), and t0 and t2,
+        # among the best 3 but ending at 3, finish without a slot; at rung epoch 3 they end there, and t1 takes its
+        # one promotion (5 trials: 1 slot) and reaches 6
+        assert sorted(s.promoted[0]) == ["t0", "t1", "t2", "t3", "t8"] and s.promoted[1] == {"t1"}, s.promoted
+        assert trained == {"t0": 3, "t1": 6, "t2": 3, "t3": 3, "t4": 1, "t5": 1, "t6": 1, "t7": 1, "t8": 3}
+    # the best 3 all end at epoch 3: a slot given to each left rung epoch 3 no trial to promote, and none reached
+    # max epochs (found by a review of the fix above)
+    budget = {**{f"t{i}": 3 for i in range(3)}, **{f"t{i}": 6 for i in range(3, 9)}}
+    quality = [0.9, 0.85, 0.8, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25]
+    s = SyncHalving(max_t=6, grace_period=1, reduction_factor=3, trials=9, concurrent=3, mode="max",
+                    epochs_of=lambda trial: budget[trial.trial_id])
+    c = FakeController(s)
+    assert sweep_steps(s, c, random.Random(0), list(range(9)), concurrent=3, curve=curve, epochs=budget.__getitem__)
+    assert {t.trial_id: t.epoch for t in c.trials}["t3"] == 6, s.promoted
 
 
 def test_a_resumed_sync_sweep_decides_with_its_finished_trials_ended():

@@ -5,7 +5,8 @@ Train run stops; it gives its resources to the next trial) until every trial of 
 ended; then of the rung's n trials the best ``floor(n / reduction_factor)`` (at least one) resume and the rest stop.
 A trial that ended before the rung (failed, diverged) ranks last, as in Syne Tune's synchronous Hyperband: a
 rung's size is as planned, whatever fails. A trial whose own ``train.epochs`` (searched) ends at a rung is ranked
-there but not paused: it ends, and the promotions go to trials that can train on. Rung 0 holds every trial of
+there but not paused: it ends, and the promotions go to trials that can train on (one among a rung's best that
+ends by the next rung finishes without taking a slot). Rung 0 holds every trial of
 the sweep, so the decision waits for all of them. A resumed trial is the same Tune trial: its
 function starts again and its Train run (same name) continues from its own latest checkpoint.
 
@@ -215,7 +216,7 @@ class SyncHalving(KeptRecords, FIFOScheduler):
         alive = sorted((t for t in who if t not in self.ended and t not in self.finishing),
                        key=lambda t: (-self.values[k][t], t))
         keep = max(1, int(len(who) / self.eta)) if alive else 0
-        self.promoted[k] = set(alive[:keep])
+        self.promoted[k] = self._promote(alive, keep, k)
         self._save()
         for tid in sorted(who & self.waiting):
             self.waiting.discard(tid)
@@ -224,6 +225,15 @@ class SyncHalving(KeptRecords, FIFOScheduler):
             else:
                 tune_controller.stop_trial(self.added[tid])
         return True
+
+    def _promote(self, alive: list[str], keep: int, k: int) -> set:
+        """Rung k's promotions from ``alive`` (best first): the best ``keep`` that train past the next rung, and the
+        trials among the best ``keep`` whose own ``train.epochs`` ends by then, which finish without a slot (a slot
+        given to each would leave the next rung no trial that trains on)."""
+        if self.epochs_of is None or k + 1 >= len(self.rungs):
+            return set(alive[:keep])
+        ends = {t for t in alive if self.epochs_of(self.added[t]) <= self.rungs[k + 1]}
+        return set([t for t in alive if t not in ends][:keep]) | (set(alive[:keep]) & ends)
 
     def debug_string(self) -> str:
         decided = sum(p is not None for p in self.promoted)
