@@ -77,10 +77,11 @@ def default_score(task_type: str) -> str:
 
 
 def objective_identity(metric: str, tasks: Mapping[str, Mapping]) -> str:
-    """What an objective measures, the one thing an experiment's trials are ranked on: its metric and, for one over
-    every task (mean_score, delta_m), each task's score metric (``tasks``: a config's, as a dict). mean_score over
-    sum's MAE is another number than over its R2."""
-    if metric not in ("mean_score", "delta_m"):
+    """What an objective measures, the one thing an experiment's trials are ranked on: its metric and, for
+    mean_score, the tasks and each one's score metric (``tasks``: a config's, as a dict): mean_score over sum's MAE
+    is another number than over its R2, or over other tasks. (delta_m against other single-task baselines is another
+    scale, which rankings keep apart by ``baselines_id``.)"""
+    if metric != "mean_score":
         return metric
     def score(tc: Mapping) -> str:
         return tc.get("metric") or (default_score(tc["type"]) if tc.get("type") in TASK_TYPES else "?")

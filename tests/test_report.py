@@ -470,6 +470,12 @@ def test_one_experiment_ranks_mean_score_over_one_set_of_task_metrics(tmp_path, 
     check_objective(SimpleNamespace(cfg=parse_config(same)))
     with pytest.raises(ConfigError, match="sum mae"):
         check_objective(SimpleNamespace(cfg=parse_config({**default, "tasks": base["tasks"]})))   # r2: another
+    # delta_m against other baselines is a new scale that rankings keep apart (baselines_id): not refused (a review
+    # found the first version of this check refusing it)
+    dm = str(tmp_path / "dm")
+    Leaderboard(dm).append([trial_row(parse_config({**default, "storage": dm, "objective": {"metric": "delta_m"}}),
+                                      history, trial_id="a")])
+    check_objective(SimpleNamespace(cfg=parse_config({**base, "storage": dm, "objective": {"metric": "delta_m"}})))
 
 
 def test_the_report_of_an_experiment_pools_only_rows_measured_like_the_newest(tmp_path):

@@ -106,7 +106,8 @@ def check_objective(p: Prepared) -> None:
     if held:
         metric, mode = held[0]
         theirs = metric.split(" of ")[0]   # the metric; what follows is each task's score metric it averages
-        fix = f"objective.metric: {theirs}" if theirs != cfg.objective.metric else "score the tasks as its trials were"
+        fix = (f"objective.metric: {theirs}" if theirs != cfg.objective.metric
+               else "score the same tasks the same way as its trials")
         raise ConfigError(f"experiment {cfg.name!r} ranks its trials by {metric} ({mode}) and this config's objective "
                           f"is {mine[0]} ({mine[1]}): give this sweep an experiment of its own (--name NEW) or {fix}")
 
