@@ -613,3 +613,89 @@ def test_two_commands_started_in_the_same_second_write_logs_of_their_own(tmp_pat
 
     names = {layout.log_file(str(tmp_path / "runs"), "tune", "exp") for _ in range(20)}
     assert len(names) == 20
+
+
+def test_two_sweeps_finishing_the_same_work_at_once_mark_one_a_duplicate(tmp_path, monkeypatch):
+    """A finishing trial looks for a row of the same work, then writes its own: two sweeps finishing the same work at
+    once both looked before either wrote, and neither row named the other, so rankings counted the work twice (found
+    by a helper's audit, with a harness). On local storage, looking and writing are one step under a lock on the
+    leaderboard folder. Here the look takes 0.5 s, so without the lock both look before either writes."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import leaderboard as leaderboard_module
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train",
+                                  search={"space": {"train.head_lr": {"choice": [0.002]}}}))
+    real = leaderboard_module.Leaderboard.done
+
+    def slow_done(self, *args, **kwargs):
+        time.sleep(0.5)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(leaderboard_module.Leaderboard, "done", slow_done)
+    history = [{"epoch": 1, "objective": 0.8, "left_accuracy": 0.8, "status": "running",
+                "config_hash": cfg.with_values({"train.head_lr": 0.002}).config_hash()}]
+
+    def finish(sweep):
+        cb = SweepCallback(cfg, context=RowContext(sweep, 5, fingerprint="fp"), out=lambda line: None)
+        trial = SimpleNamespace(trial_id=f"{sweep}_00000", config={"train.head_lr": 0.002}, status="TERMINATED",
+                                error_file=None)
+        cb.history[trial.trial_id] = history
+        cb._finish(trial, None)
+
+    threads = [threading.Thread(target=finish, args=(s,)) for s in ("s1", "s2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    rows = Leaderboard(cfg.storage).table(experiment=cfg.name).to_pylist()
+    assert len(rows) == 2 and sorted(r["duplicate_of"] is None for r in rows) == [False, True], rows
+    assert Leaderboard(cfg.storage).top(10, experiment=cfg.name).num_rows == 1
+
+
+def test_a_sweep_writing_the_same_work_during_a_merge_marks_one_a_duplicate(tmp_path, monkeypatch):
+    """merge read the destination's rows at its start and wrote at its end: a sweep's row of the same work written in
+    between was seen by neither side (found by a helper's audit, with a merge slowed as a large one is). On local
+    storage the merge holds the leaderboard folder's lock, and the sweep's look-and-write waits for it."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from factories import row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import merge as merge_module
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback
+
+    space = {"search": {"space": {"train.head_lr": {"choice": [0.002]}}}}
+    here = parse_config(experiment(tmp_path / "here", "builtin:multidigits/train", **space))
+    there = parse_config(experiment(tmp_path / "there", "builtin:multidigits/train", **space))
+    history = [{"epoch": 1, "objective": 0.8, "left_accuracy": 0.8, "status": "running",
+                "config_hash": here.with_values({"train.head_lr": 0.002}).config_hash()}]
+    far = [{**history[0], "config_hash": there.with_values({"train.head_lr": 0.002}).config_hash()}]
+    Leaderboard(there.storage).append([row(there.with_values({"train.head_lr": 0.002}), far, trial_id="far",
+                                           sweep_id="away", fingerprint="fp")])
+    real = merge_module.merged_rows
+    reading = threading.Event()
+
+    def slow_merged_rows(*args, **kwargs):
+        reading.set()
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(merge_module, "merged_rows", slow_merged_rows)
+    merging = threading.Thread(target=lambda: Leaderboard(here.storage).merge(there.storage))
+    merging.start()
+    reading.wait(10)
+    cb = SweepCallback(here, context=RowContext("s1", 5, fingerprint="fp"), out=lambda line: None)
+    trial = SimpleNamespace(trial_id="s1_00000", config={"train.head_lr": 0.002}, status="TERMINATED", error_file=None)
+    cb.history[trial.trial_id] = history
+    cb._finish(trial, None)
+    merging.join(30)
+    rows = Leaderboard(here.storage).table(experiment=here.name).to_pylist()
+    assert len(rows) == 2 and sorted(r["duplicate_of"] is None for r in rows) == [False, True], rows

@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -34,6 +35,7 @@ from ..config.revision import TRAINING_REVISION, revision_of, task_order
 from ..config.schema import parse_config
 from ..data.identity import data_identity
 from ..errors import ConfigError
+from ..training.lease import one_at_a_time
 from .columns import parquet_bytes
 from .compaction import ROWS_PER_FILE
 from .files import to_schema, unify
@@ -276,7 +278,13 @@ def _rehashed(row: dict, config) -> Optional[str]:
 
 def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Callable[[str], None]) -> dict:
     """Merge the leaderboards of ``sources`` (storage locations, each opened by ``open_board``) into ``board`` (the
-    Leaderboard of ``into``)."""
+    Leaderboard of ``into``). On local storage under the leaderboard folder's lock, from the read of its rows to the
+    last write: a sweep's row of the same work waits, then names the merged one (``SweepCallback._one_writer``)."""
+    with contextlib.nullcontext() if storage.is_uri(board.location) else one_at_a_time(board.location):
+        return _merge(board, into, sources, open_board=open_board, out=out)
+
+
+def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: Callable[[str], None]) -> dict:
     t0, identity = time.perf_counter(), Identities()
     current = board.table(kind=None)
     existing = current.select([c for c in EXISTING if c in current.column_names]).to_pylist()

@@ -12,6 +12,7 @@ of an errored trial (a resumed sweep) writes a row that supersedes the trial's s
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from datetime import datetime, timedelta, timezone
@@ -27,6 +28,7 @@ from ..errors import ConfigError, LeaderboardWriteError
 from ..leaderboard import spool
 from ..leaderboard.ranking import done_work
 from ..leaderboard.rows import RowContext, TrialFacts, trial_row
+from ..training.lease import one_at_a_time
 from ..training.progress import (WAIT_LINE_EVERY_S, attempt_records, judged_history, read_progress,
                                  release_now_and_then, waiting_line)
 
@@ -182,14 +184,15 @@ class SweepCallback(tune.Callback):
             return
         self.written.add(trial.trial_id)
         reused = self._reused(trial)
-        try:
-            row = self._row(trial, error, reused=reused, cut=cut)
-        except Exception:
-            self.unmade.append(trial.trial_id)
-            raise
-        self.rows.append(row)
-        self.pending.append(row)
-        self.flush()
+        with self._one_writer():   # the look for the same work (_done) and the write, as one step
+            try:
+                row = self._row(trial, error, reused=reused, cut=cut)
+            except Exception:
+                self.unmade.append(trial.trial_id)
+                raise
+            self.rows.append(row)
+            self.pending.append(row)
+            self.flush()
         if reused:
             return
         obj, dm = row["objective"], row.get("delta_m_pct")
@@ -274,6 +277,14 @@ class SweepCallback(tune.Callback):
         if trial.trial_id in self.stale:      # a rerun of an errored trial: its row replaces the failed one
             row["supersedes"] = self.stale[trial.trial_id]
         return row
+
+    def _one_writer(self):
+        """On local storage, one sweep driver at a time looks for a row of the same work and writes its own (a lock on
+        the leaderboard folder): two finishing the same work at once each looked before the other wrote, and neither
+        row named the other. Object stores have no such lock (README)."""
+        if storage.is_uri(self.cfg.storage):
+            return contextlib.nullcontext()
+        return one_at_a_time(layout.leaderboard(self.cfg.storage))
 
     def _done(self, row: dict) -> Optional[str]:
         """The same work's row id, if done before ``row``: among this driver's rows (some spooled), then the board's."""

@@ -211,28 +211,35 @@ def _try(run_dir: str, record: dict) -> Optional[dict]:
     if storage.is_uri(location):
         return _try_object_store(run_dir, record)
     path = os.path.abspath(location)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with _takers_one_at_a_time(os.path.dirname(path)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)   # a folder that can't be made is an error of the lease's own
+    with one_at_a_time(os.path.dirname(path)):
         return _try_local(path, run_dir, record)
 
 
 @contextmanager
-def _takers_one_at_a_time(folder: str):
-    """Hold an exclusive lock on the run folder (flock on its descriptor: no file left behind) while a process reads,
-    judges and takes over the lease: two takers of one stale lease each moved the other's new one aside, and both
-    held the folder. Heartbeats and readers don't take it. Where the file system refuses (some network mounts), the
-    take-over goes on unlocked, as before."""
+def one_at_a_time(folder: str):
+    """Hold an exclusive lock on a local ``folder`` (flock on its descriptor: no file left behind) for a step two
+    processes must not interleave: here reading, judging and taking over a lease (two takers of one stale lease each
+    moved the other's new one aside, and both held the folder; heartbeats and readers don't take it); the sweep
+    callback's look for the same work and write of its row. Not reentrant. Where the folder can't be made or opened,
+    or the file system refuses the lock (some network mounts), the step goes on unlocked (its own errors are its)."""
     import fcntl
 
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
         yield
     finally:
-        os.close(fd)   # closing the descriptor releases the lock
+        if fd is not None:
+            os.close(fd)   # closing the descriptor releases the lock
 
 
 def _try_local(path: str, run_dir: str, record: dict) -> Optional[dict]:
