@@ -19,7 +19,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -279,8 +278,8 @@ def _rehashed(row: dict, config) -> Optional[str]:
 def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Callable[[str], None]) -> dict:
     """Merge the leaderboards of ``sources`` (storage locations, each opened by ``open_board``) into ``board`` (the
     Leaderboard of ``into``). On local storage under the leaderboard folder's lock, from the read of its rows to the
-    last write: a sweep's row of the same work waits, then names the merged one (``SweepCallback._one_writer``)."""
-    with contextlib.nullcontext() if storage.is_uri(board.location) else one_at_a_time(board.location):
+    last write: a sweep's row of the same work waits, then names the merged one (``SweepCallback._finish``)."""
+    with one_at_a_time(board.location):
         return _merge(board, into, sources, open_board=open_board, out=out)
 
 

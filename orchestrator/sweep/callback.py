@@ -12,7 +12,6 @@ of an errored trial (a resumed sweep) writes a row that supersedes the trial's s
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from datetime import datetime, timedelta, timezone
@@ -184,7 +183,9 @@ class SweepCallback(tune.Callback):
             return
         self.written.add(trial.trial_id)
         reused = self._reused(trial)
-        with self._one_writer():   # the look for the same work (_done) and the write, as one step
+        # the look for the same work (_done) and the write as one step: two drivers finishing the same work at once
+        # each looked before the other wrote, and neither row named the other (no such lock on object stores)
+        with one_at_a_time(layout.leaderboard(self.cfg.storage)):
             try:
                 row = self._row(trial, error, reused=reused, cut=cut)
             except Exception:
@@ -277,14 +278,6 @@ class SweepCallback(tune.Callback):
         if trial.trial_id in self.stale:      # a rerun of an errored trial: its row replaces the failed one
             row["supersedes"] = self.stale[trial.trial_id]
         return row
-
-    def _one_writer(self):
-        """On local storage, one sweep driver at a time looks for a row of the same work and writes its own (a lock on
-        the leaderboard folder): two finishing the same work at once each looked before the other wrote, and neither
-        row named the other. Object stores have no such lock (README)."""
-        if storage.is_uri(self.cfg.storage):
-            return contextlib.nullcontext()
-        return one_at_a_time(layout.leaderboard(self.cfg.storage))
 
     def _done(self, row: dict) -> Optional[str]:
         """The same work's row id, if done before ``row``: among this driver's rows (some spooled), then the board's."""

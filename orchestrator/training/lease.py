@@ -221,15 +221,18 @@ def one_at_a_time(folder: str):
     """Hold an exclusive lock on a local ``folder`` (flock on its descriptor: no file left behind) for a step two
     processes must not interleave: here reading, judging and taking over a lease (two takers of one stale lease each
     moved the other's new one aside, and both held the folder; heartbeats and readers don't take it); the sweep
-    callback's look for the same work and write of its row. Not reentrant. Where the folder can't be made or opened,
-    or the file system refuses the lock (some network mounts), the step goes on unlocked (its own errors are its)."""
+    callback's look for the same work and write of its row; a merge into a leaderboard. Not reentrant. An object
+    store's folder (a URI) has no such lock; where a local folder can't be made or opened, or the file system refuses
+    the lock (some network mounts), the step goes on unlocked (its own errors are its)."""
     import fcntl
 
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        fd = None
+    fd = None
+    if not storage.is_uri(folder):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            pass
     try:
         if fd is not None:
             try:
