@@ -111,6 +111,22 @@ def wait_until(condition, *, timeout_s: float, what: str, poll_s: float = 0.1):
         time.sleep(poll_s)
 
 
+def group_maker(*, num_cpus: float):
+    """An actor class whose ``make`` creates a 0.5-CPU placement group from inside the actor, as a Train
+    controller makes its worker group's (defined here, not at module level, so Ray ships it by value)."""
+    import ray
+    from ray.util.placement_group import placement_group
+
+    @ray.remote(num_cpus=num_cpus)
+    class GroupMaker:
+        def make(self):
+            pg = placement_group([{"CPU": 0.5}])
+            ray.get(pg.ready())
+            return pg.id.hex()
+
+    return GroupMaker
+
+
 def dead_creator_group(group_id: str) -> bool:
     """Is ``group_id`` among the placement groups whose creating actor Ray reports dead?"""
     from orchestrator import _ray

@@ -18,7 +18,7 @@ from orchestrator.leaderboard import Leaderboard
 from orchestrator.leaderboard.query import rows as row_dicts
 from orchestrator.training.progress import attempts, read_progress
 
-from factories import dead_creator_group, embedded, wait_until
+from factories import dead_creator_group, embedded, group_maker, wait_until
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -214,22 +214,6 @@ def test_a_bad_image_met_in_a_worker_fails_at_once(ray_session, tmp_path):
     assert attempts(str(tmp_path / "runs" / "trials" / "badrun")) == [0]      # one attempt: no retry
 
 
-def group_maker(*, num_cpus: float):
-    """An actor class whose ``make`` creates a 0.5-CPU placement group from inside the actor, as a Train
-    controller makes its worker group's (defined here, not at module level, so Ray ships it by value)."""
-    import ray
-    from ray.util.placement_group import placement_group
-
-    @ray.remote(num_cpus=num_cpus)
-    class GroupMaker:
-        def make(self):
-            pg = placement_group([{"CPU": 0.5}])
-            ray.get(pg.ready())
-            return pg.id.hex()
-
-    return GroupMaker
-
-
 def test_placement_groups_of_dead_actors_are_released(ray_session):
     """Ray keeps a placement group made by an actor until the job ends, even when the actor dies first (a Train
     controller killed with its trial, mid-restart). Such groups hold CPUs forever and a later trial waits for
@@ -240,6 +224,7 @@ def test_placement_groups_of_dead_actors_are_released(ray_session):
 
     from orchestrator.training.progress import release_orphaned_placement_groups
 
+    release_orphaned_placement_groups()               # any an earlier test of this session left: CPUs counted below
     kept = placement_group([{"CPU": 0.25}])           # the driver's: must survive
     ray.get(kept.ready())
     maker = group_maker(num_cpus=0).remote()
@@ -250,13 +235,13 @@ def test_placement_groups_of_dead_actors_are_released(ray_session):
     # Ray's own behaviour, the reason for the fix: the dead actor's group still holds its CPU.
     assert placement_group_table()[orphan]["state"] == "CREATED"
     assert ray.available_resources().get("CPU", 0.0) == pytest.approx(free_with_both)
-    assert release_orphaned_placement_groups() == 1
+    assert release_orphaned_placement_groups() == [orphan]
     wait_until(lambda: ray.available_resources().get("CPU", 0.0) >= free_with_both + 0.5 - 1e-6, timeout_s=10,
                what="the released group's CPU comes back")
     assert ray.available_resources().get("CPU", 0.0) == pytest.approx(free_with_both + 0.5)
     assert placement_group_table()[orphan]["state"] == "REMOVED"
     assert placement_group_table()[kept.id.hex()]["state"] == "CREATED"
-    assert release_orphaned_placement_groups() == 0
+    assert release_orphaned_placement_groups() == []
     ray.util.remove_placement_group(kept)
 
 
@@ -278,7 +263,7 @@ def test_placement_groups_of_actors_destroyed_with_their_own_group_are_released(
     ray.util.remove_placement_group(trial)       # what Tune does when it ends a trial
     wait_until(lambda: dead_creator_group(orphan), timeout_s=30, what="Ray reports the group's creator dead")
     assert placement_group_table()[orphan]["state"] == "CREATED"
-    assert release_orphaned_placement_groups() == 1
+    assert orphan in release_orphaned_placement_groups()
     assert placement_group_table()[orphan]["state"] == "REMOVED"
 
 

@@ -77,8 +77,8 @@ def waiting_line(what: str, request: dict, *, workers: int) -> Optional[str]:
             f"{pending} placement group(s) pending (an autoscaler adds nodes if it can)")
 
 
-def release_orphaned_placement_groups() -> int:
-    """Remove this job's placement groups whose creating actor is dead; returns how many. Other jobs' groups on a
+def release_orphaned_placement_groups() -> list[str]:
+    """Remove this job's placement groups whose creating actor is dead; returns their ids (hex). Other jobs' groups on a
     shared cluster are left alone (their creators are theirs to judge, and their job's end releases them).
 
     Ray ties a placement group made by an actor to its job, not to the actor: it outlives a dead creator
@@ -90,10 +90,10 @@ def release_orphaned_placement_groups() -> int:
     import ray
     from ray.util.placement_group import PlacementGroup
 
-    removed = 0
+    removed = []
     for group in _ray.placement_groups_with_dead_creators(ray.get_runtime_context().get_job_id()):
         ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group["id"]))))
-        removed += 1
+        removed.append(group["id"])
     return removed
 
 
