@@ -77,7 +77,7 @@ def cluster():
                 '--resources={"sim_node": 1}', "--disable-usage-stats"], env, log)
     url = f"http://127.0.0.1:{dash}"
     try:
-        yield {"url": url, "env": env, "temp": temp}
+        yield {"url": url, "env": env, "temp": temp, "gcs": f"127.0.0.1:{gcs}"}
     finally:
         # Stop only this cluster: every one of its processes names its temp dir or its GCS port.
         for signal in ("-TERM", "-KILL"):   # Ray's daemons may outlive SIGTERM
@@ -134,6 +134,25 @@ def test_missing_token_is_a_one_line_error(cluster, tmp_path):
     out = run([str(BIN / "orchestrator"), "jobs", "--address", cluster["url"]], env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().startswith("error:") and "RAY_AUTH_MODE=token" in out.stderr
+
+
+@pytest.mark.parametrize("token,fix", [(None, "RAY_AUTH_MODE=token"), ("wrong", "rejected the auth token"),
+                                       ("", "no Ray auth token")])
+def test_a_refused_token_on_the_gcs_address_is_one_line_at_once(cluster, tmp_path, token, fix):
+    """train/tune --address HEAD:6379 on a token cluster without its token: ray.init printed 20 InvalidAuthToken
+    warnings over 20 s, then 'Failed to connect' with a traceback file, exit 1."""
+    env = {k: v for k, v in cluster["env"].items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    env["HOME"] = str(tmp_path)   # no ~/.ray/auth_token either
+    if token is not None:
+        env["RAY_AUTH_MODE"] = "token"   # with no token ("") found anywhere, or another cluster's
+        env.update({"RAY_AUTH_TOKEN": token * 8} if token else {})
+    out = subprocess.run([str(BIN / "orchestrator"), "train", str(ROOT / "examples" / "digits.yaml"), "--address",
+                          cluster["gcs"]], env=env, capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("error: "), out.stderr[-3000:]
+    assert fix in out.stderr and (cluster["gcs"] in out.stderr or not token), out.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_train_job_with_relative_paths_spread_over_two_nodes(cluster, tmp_path):

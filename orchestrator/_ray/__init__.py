@@ -85,6 +85,34 @@ def _placement_groups():
     return table, [table.FromString(raw) for raw in state._connect_and_get_accessor().get_placement_group_table()]
 
 
+def gcs_token_refusal(address: str, *, timeout_s: float = 5.0) -> str | None:
+    """Why the GCS at ``address`` (host:port) refuses this process's Ray auth token, worded as Ray's Jobs SDK words it
+    (``Authentication required``: none sent; ``Authentication failed``: another token; else the token loader's own
+    error), or None: it answers, or fails for another reason, which ray.init reports. One GetClusterId call through
+    Ray's own channel (its token interceptor and TLS settings): ray.init retried a refused token for 20 s, printing
+    a warning line a second from C++, and then raised "Failed to connect"."""
+    import grpc
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    from ray.exceptions import AuthenticationError
+
+    try:
+        channel = init_grpc_channel(address)
+        try:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
+        finally:
+            channel.close()
+    except AuthenticationError as e:   # RAY_AUTH_MODE=token and no token found here
+        return str(e)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNAUTHENTICATED:
+            return None
+        return "Authentication failed" if is_token_auth_enabled() else "Authentication required"
+    return None
+
+
 def placement_groups_with_dead_creators(job_id: str | None = None) -> list[dict]:
     """Placement groups made by an actor that is dead now (``{"id": hex, "job_id": hex}``); with ``job_id`` (hex),
     only that job's (a shared cluster's other jobs are theirs to clean). GCS marks

@@ -24,7 +24,7 @@ from .. import _ray
 from ..endpoints import unreachable
 from ..errors import ConfigError, UserError, shortened
 from ..storage import line_of, redact, redact_text, uris_in
-from .common import overrides, raw_storage, require_shared_storage, set_opt, sets_for_job
+from .common import auth_message, overrides, raw_storage, require_shared_storage, set_opt, sets_for_job
 
 EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-logs"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -272,10 +272,10 @@ def _translate(url: str, job_id: str | None = None):
     try:
         yield
     except AuthenticationError as e:  # HTTP 401/403, or RAY_AUTH_MODE=token and no local token
-        raise ClusterAuthError(_auth_message(getattr(e, "message", str(e)), url)) from None
+        raise ClusterAuthError(auth_message(getattr(e, "message", str(e)), url)) from None
     except aiohttp.WSServerHandshakeError as e:  # tail_job_logs
         if e.status in (401, 403):
-            raise ClusterAuthError(_auth_message(f"HTTP {e.status}", url)) from None
+            raise ClusterAuthError(auth_message(f"HTTP {e.status}", url)) from None
         raise ClusterError(no_job if e.status == 404 and job_id else f"cannot follow logs at {url}: "
                            f"HTTP {e.status}") from None
     except (ConnectionError, requests.exceptions.ConnectionError, aiohttp.ClientConnectionError):
@@ -289,17 +289,6 @@ def _translate(url: str, job_id: str | None = None):
         elif job_id and "status code 404" in text:
             raise ClusterError(no_job) from None
         raise ClusterError(f"Ray Jobs API at {url}: {text}") from None
-
-
-def _auth_message(detail: str, url: str) -> str:
-    if detail.startswith(("Authentication failed", "HTTP 403")):
-        return (f"Ray cluster at {url} rejected the auth token: use the cluster's token (RAY_AUTH_TOKEN or "
-                "RAY_AUTH_TOKEN_PATH; it is ~/.ray/auth_token on the head)")
-    if detail.startswith(("Authentication required", "HTTP 401")):
-        return (f"Ray cluster at {url} requires a token: export RAY_AUTH_MODE=token (token from "
-                "~/.ray/auth_token on the head, or RAY_AUTH_TOKEN)")
-    first = detail.splitlines()[0].split(". ")[0].rstrip(".")
-    return f"no Ray auth token: {first} (copy ~/.ray/auth_token from the head, or set RAY_AUTH_TOKEN)"
 
 
 @click.command()
