@@ -51,6 +51,8 @@ def mean_pm(stats: dict) -> str:
     spread = f"± {stats['std']:.4f} " if stats["std"] is not None else ""
     lost = stats.get("diverged") or []
     diverged = f"; seed{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))} diverged" if lost else ""
+    if stats["mean"] is None:
+        return f"no seed completed ({diverged[2:] or 'none ran'})"
     return f"{stats['mean']:.4f} {spread}(n={stats['n']}{'' if spread else ': no spread'}{diverged})"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -210,16 +210,17 @@ def newest_versions(light: pa.Table, *, by=()) -> pa.Table:
     return light if len(keep) == light.num_rows else light.take(keep)
 
 
-def newest_version(rows: list[dict], *, by=()) -> list[dict]:
+def newest_version(rows: list[dict], *, by=(), judge: Callable[[dict], bool] = lambda r: True) -> list[dict]:
     """The rows measured like the newest one: the same training revision (none: 1) and data fingerprint, and under
     objective delta_m, or ranked ``by`` delta_m_pct, the same baselines (a sweep's base config with other epochs or
     rates trains others). Runs of older code, on the data before a rewrite, or against other baselines are another
-    measurement and are not pooled with it."""
+    measurement and are not pooled with it. ``judge``: the rows whose newest decides (all, if none passes): the
+    report's, ``pickable``, as the leaderboard's queries rank, keeping the failed rows of that measurement."""
     def version(r: dict) -> tuple:
         scale = r.get("baselines_id") if "delta_m_pct" in by or r.get("objective_metric") == "delta_m" else None
         return revision_of(r), data_of(r), scale
 
-    latest = version(max(rows, key=lambda r: str(r.get("created_at") or "")))
+    latest = version(max([r for r in rows if judge(r)] or rows, key=lambda r: str(r.get("created_at") or "")))
     return [r for r in rows if version(r) == latest]
 
 

@@ -33,13 +33,16 @@ def _stats(values: list[float]) -> dict:
             "std": ranking.spread(values)}
 
 
+def _scored(row: dict) -> bool:
+    return row.get("status") == "completed" and finite(row.get("objective")) is not None
+
+
 def what_mattered(rows: list[dict], *, winner: Optional[str] = None) -> Optional[dict]:
     """The runs of ``winner``'s ablation (default: the latest ablated winner's): per dimension, per alternative (the
     winner's own value marked), the objective's mean ± std over seeds, and for ``train.loss_weighting`` the mean Δm%
-    (None without baselines)."""
+    (None without baselines); the seeds that diverged are listed per alternative, not averaged (as confirm ranks)."""
     runs = [r for r in ranking.each_work_once(rows)   # a merged copy counts where its own run is not
-            if ranking.kind_of(r) == "ablation" and r.get("status") == "completed"
-            and finite(r.get("objective")) is not None]
+            if ranking.kind_of(r) == "ablation" and (_scored(r) or r.get("status") == "diverged")]
     if winner is None and runs:
         winner = max(runs, key=lambda r: str(r.get("created_at")))["ablation_of"]
     runs = [r for r in runs if r.get("ablation_of") == winner]
@@ -58,8 +61,9 @@ def what_mattered(rows: list[dict], *, winner: Optional[str] = None) -> Optional
         for r in runs:
             if r.get("ablation_dim") == dim:
                 groups[_label(json.loads(r["ablation_value"]))].append(r)
-        out[dim] = {value: {**_stats([r["objective"] for r in g]), "winner": value == own,
-                            "delta_m": _stats([d for r in g if (d := _delta_m(r)) is not None])}
+        out[dim] = {value: {**_stats([r["objective"] for r in g if _scored(r)]), "winner": value == own,
+                            "diverged": sorted(r.get("seed") for r in g if not _scored(r)),
+                            "delta_m": _stats([d for r in g if _scored(r) and (d := _delta_m(r)) is not None])}
                     for value, g in groups.items()}
     mode = runs[0].get("objective_mode") or "max"
     return {"winner": winner, "dims": out, "mode": mode, "baselines": any(_delta_m(r) is not None for r in runs),
@@ -117,10 +121,14 @@ def markdown_lines(res: dict, table) -> list[str]:
                 f"{', '.join(map(str, m['seeds']))} for every alternative: objective mean ± std over seeds "
                 f"(* = the winner's own value).", ""]
         for dim, alts in m["dims"].items():
-            dm = dim == "train.loss_weighting"
-            header = [dim, "n", "mean", "std", *(["controlled Δm%"] if dm else [])]
+            dm, lost = dim == "train.loss_weighting", any(a["diverged"] for a in alts.values())
+            header = [dim, "n", "mean", "std", *(["diverged (seeds)"] if lost else []),
+                      *(["controlled Δm%"] if dm else [])]
             out += table(header, [[f"{v}{' *' if a['winner'] else ''}", a["n"], a["mean"], a["std"],
-                                                  *([a["delta_m"]["mean"]] if dm else [])] for v, a in alts.items()])
+                                   *([", ".join(map(str, a["diverged"])) or "none"] if lost else []),
+                                   *([a["delta_m"]["mean"]] if dm else [])] for v, a in alts.items()])
+            if lost:
+                out += ["A diverged seed is not averaged in: n counts the seeds that completed.", ""]
             if dm and not m["baselines"]:
                 out += ["Controlled Δm% needs the winner's sweep to have single-task baselines (`search.baselines: "
                         "true`): the ablation measures Δm% against the same ones.", ""]

@@ -10,6 +10,8 @@ import io
 from collections import Counter
 from typing import Optional
 
+import pyarrow as pa
+
 from .. import storage
 from ..config.revision import revision_of
 from ..errors import ConfigError
@@ -64,7 +66,8 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
         sweep_id is None or r.get("sweep_id") == sweep_id)]
     # one measurement (older code, data or baselines are another, not pooled), then each work once among the trials
     # reported (not a merged copy, nor a sweep's row of work it reused, where the row of that work is among them)
-    measured = {id(r) for r in ranking.newest_version([rows[i] for i in keep])} if keep else set()
+    measured = {id(r) for r in ranking.newest_version([rows[i] for i in keep], by=metrics or (),
+                                                      judge=ranking.pickable)} if keep else set()
     other_version = len(keep) - len(measured)   # rows of another measurement, left out
     keep = [i for i in keep if id(rows[i]) in measured]
     keep = [keep[j] for j in ranking.once_per_work([rows[i].get("row_id") for i in keep],
@@ -83,11 +86,11 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     ids = {r["trial_id"] for r in trials}
     ablations = [r for r in rows
                  if ranking.kind_of(r) == "ablation" and (sweep_id is None or r.get("ablation_of") in ids)]
-    rows = trials + _baselines(board, trials, rows) + [
+    rows = trials + ranking.each_work_once(_baselines(board, trials, rows)) + [
         r for r in rows if ranking.kind_of(r) == "confirm" and (sweep_id is None or r.get("confirm_of") in ids)]
     pair = pareto_metrics(trials, metrics)
     picks = [j for j, r in enumerate(trials) if ranking.pickable(r)]   # no failed trial's early scores compete
-    light, pickable = table.take([keep[j] for j in picks]), [trials[j] for j in picks]
+    light, pickable = table.take(pa.array([keep[j] for j in picks], pa.int64())), [trials[j] for j in picks]
     front = [] if pair is None else [pickable[i] for i in ranking.front_rows(light, pair)]
     order = ranking.best_first(light, "objective").to_pylist()
     best = pickable[order[0]] if any(finite(r.get("objective")) is not None for r in pickable) else None
