@@ -176,7 +176,7 @@ def test_best_trial_and_counts_match_rows(written):
     line = next(x for x in md.splitlines() if x.startswith("Trials:"))
     assert line.startswith(f"Trials: {len(TRIALS)} (completed 10, diverged 1, failed 1, stopped 1); single-task "
                            f"baselines: 2; confirmation runs: {len(CONFIRMS)}.")
-    assert "sweeps: base, conf, sw1, sw2." in md
+    assert "sweeps: sw1, sw2." in md
 
 
 def test_freeze_depth_summary_matches_rows(written):
@@ -273,7 +273,7 @@ def test_one_sweep_chosen_metrics_and_min_direction(board, tmp_path):
     expected = dominated_free(sw1, "left_loss", "right_accuracy", signs=(-1, 1))     # loss: lower is better
     assert set(result["pareto"]["trial_ids"]) == expected and "t05" in expected and "t13" not in expected
     assert [c["confirm_of"] for c in result["confirm"]] == ["t03"]      # confirmation runs of sw1's trials only
-    assert result["sweep_ids"] == ["base", "conf", "sw1"] and result["kinds"]["trial"] == len(sw1)
+    assert result["sweep_ids"] == ["sw1"] and result["kinds"]["trial"] == len(sw1)
     assert "t13" not in {r["trial_id"] for r in result["pareto"]["rows"]} and len(result["baselines"]) == 2
 
 

@@ -92,3 +92,16 @@ def test_ablates_printout_of_an_alternative_whose_every_seed_diverged():
 
     assert mean_pm({"mean": None, "std": None, "n": 0, "diverged": [1, 2]}) == "no seed completed (seeds 1, 2 diverged)"
     assert mean_pm({"mean": 0.95, "std": None, "n": 1, "diverged": [2]}) == "0.9500 (n=1: no spread; seed 2 diverged)"
+
+
+def test_a_report_names_the_sweeps_of_its_trials_not_of_its_baselines_or_confirmations(tmp_path):
+    """`report --sweep sw2` printed "sweeps: base, conf, sw2": the baselines' and confirmations' sweep ids too."""
+    board = Leaderboard(str(tmp_path / "runs"))
+    confirm = trial("c1", 0.9, 0.88, depth=0, kind="confirm", sweep="conf", baselines=BASE,
+                    extra={"confirm_of": "a"})
+    board.append([trial("a", 0.9, 0.88, depth=0, baselines=BASE, sweep="sw2"),
+                  trial("b", 0.8, 0.8, depth=1, baselines=BASE, sweep="sw1"),
+                  baseline("left", 0.95), baseline("right", 0.93), confirm])
+    result = write_report(board, "digits", str(tmp_path / "out"), sweep_id="sw2")
+    assert result["sweep_ids"] == ["sw2"]
+    assert "sweeps: sw2." in (tmp_path / "out" / "report.md").read_text()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from typing import Optional
 
@@ -19,22 +18,23 @@ import pyarrow as pa
 
 from ..errors import ConfigError
 from ..storage import first_line, redact
-from .flat import epoch_points, hparam_columns, metric_columns, row_points
+from .flat import WORK_MARKS, exported_points, hparam_columns, metric_columns
 from .query import rows as row_dicts
 from .ranking import UNRANKED
 
 KIND, COMPLETE, WRITING = "orchestrator.kind", "orchestrator.complete", "orchestrator.writing"
 WRITING_S = 600.0   # a trial run is written in seconds: one unfinished for longer was left by a killed export
-TAGS = ("experiment", "sweep_id", "trial_id", "status", "reason", "delta_m_pct", "row_id", "checkpoint", "kind")
+TAGS = ("experiment", "sweep_id", "trial_id", "status", "reason", "delta_m_pct", "row_id", "checkpoint", "kind",
+        *WORK_MARKS)
 
 
 def export_mlflow(table: pa.Table, uri: str) -> dict:
     """Write the rows of ``table`` to the MLflow tracking server or database at ``uri``."""
-    client, errors = _client(uri)
     counts = {"target": "mlflow", "rows": table.num_rows, "to": redact(uri), "created": 0, "updated": 0,
               "in_progress": 0}
     names = {"params": hparam_columns(table), "metrics": metric_columns(table)}
-    with _quiet():
+    with _quiet():   # the client too: a new SQLite store logs its tables' creation as it opens
+        client, errors = _client(uri)
         return _export(client, errors, table, uri, counts=counts, names=names)
 
 
@@ -63,6 +63,8 @@ def _export(client, errors, table: pa.Table, uri: str, *, counts: dict, names: d
 @contextlib.contextmanager
 def _quiet():
     """MLflow's and alembic's INFO lines (a new sqlite store's tables) off the console."""
+    with contextlib.suppress(ImportError):
+        import mlflow  # noqa: F401 - its import sets its loggers' levels: first, so these hold
     quiet = [(lg, lg.level) for lg in map(logging.getLogger, ("mlflow", "alembic"))]
     for lg, _ in quiet:
         lg.setLevel(logging.WARNING)
@@ -185,12 +187,7 @@ def trial_record(row: dict, *, params: list[str], metrics: list[str]) -> tuple[d
     """One row as MLflow sees it: (tags, params, metric points (step, key, value), see ``flat.row_points``)."""
     tags = {KIND: "trial", "mlflow.runName": str(row.get("trial_id") or row["row_id"])}
     tags.update({k: str(row[k]) for k in TAGS if row.get(k) is not None})
-    points = [p for p in row_points(row, metrics) if math.isfinite(p[2])]
-    if row.get("status") in UNRANKED:   # MLflow shows a run's latest value: not the epoch before it failed or diverged
-        curves = {key for _, key, _ in epoch_points(row.get("history") or [])}
-        ended = max((step for step, key, _ in points if key in curves), default=0) + 1
-        points += [(ended, key, math.nan) for key in sorted(curves)]
-    return tags, {k: str(row[k]) for k in params if row.get(k) is not None}, points
+    return tags, {k: str(row[k]) for k in params if row.get(k) is not None}, exported_points(row, metrics)
 
 
 def _log(client, run_id: str, *, params: Optional[dict] = None, metrics: Optional[list] = None,

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .. import storage
 from ..errors import ConfigError
-from .flat import hparam_columns, metric_columns, row_points
+from .flat import WORK_MARKS, exported_points, hparam_columns, metric_columns
 from .query import rows as row_dicts
 
 EVENTS = "events.out.tfevents.0.orchestrator-export"
@@ -31,11 +31,12 @@ def export_tensorboard(table: pa.Table, location: str) -> dict:
     by_experiment: dict[str, list[dict]] = {}
     for row in row_dicts(table):
         by_experiment.setdefault(row.get("experiment") or "default", []).append(row)
-    params, metric_names = hparam_columns(table), metric_columns(table)
+    marks = [c for c in WORK_MARKS if c in table.column_names and table.column(c).null_count < table.num_rows]
+    params, metric_names = hparam_columns(table) + marks, metric_columns(table)   # marks: to filter repeats out
     sessions = 0
     for experiment, rows in by_experiment.items():
         root = storage.join(location, experiment) if storage.is_uri(location) else f"{location}/{experiment}"
-        points = {row["row_id"]: row_points(row, metric_names) for row in rows}
+        points = {row["row_id"]: exported_points(row, metric_names) for row in rows}
         seen = sorted({key for p in points.values() for _, key, _ in p})
         storage.atomic_write(f"{root}/{EVENTS}" if not storage.is_uri(root) else storage.join(root, EVENTS),
                              _events([(0, _config(rows, params, seen))]))

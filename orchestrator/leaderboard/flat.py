@@ -5,6 +5,7 @@ every export use these. Which columns are hyperparameters and which are metrics 
 from __future__ import annotations
 
 import json
+import math
 from typing import Iterator
 
 import pyarrow as pa
@@ -15,6 +16,7 @@ from .columns import JSON_COLUMNS, JSON_KEY, KNOWN_TYPES, column_type
 RECIPE = ("freeze_depth", "backbone_lr", "head_lr", "loss_weighting", "optimizer", "batch_size", "max_epochs", "seed")
 NOT_HPARAMS = ("epochs", "kind", "name", "backbone", "storage")   # config leaf names that are other columns
 HISTORY_IDS = ("row_id", "experiment", "sweep_id", "trial_id")
+WORK_MARKS = ("duplicate_of", "reused_from", "merged_from")   # a row of work another row holds: exports say so
 
 
 def json_names(table: pa.Table) -> list[str]:
@@ -93,6 +95,22 @@ def row_points(row: dict, metrics: list[str]) -> list[tuple[int, str, float]]:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and (last, key) not in done:
             points.append((last, key, float(value)))
     return points
+
+
+def exported_points(row: dict, metrics: list[str]) -> list[tuple[int, str, float]]:
+    """``row_points`` as MLflow and TensorBoard get them: finite values, and a failed or diverged row's curves ending
+    on NaN at the epoch it did not finish (a diverged row's last, whose scores were not finite; a failed row's next),
+    where a curve has no value then. Both tools show a curve's latest value: not the epoch before it failed."""
+    from .ranking import UNRANKED
+
+    points = [p for p in row_points(row, metrics) if math.isfinite(p[2])]
+    if row.get("status") not in UNRANKED:
+        return points
+    history = row.get("history") or []
+    last = max((int(h.get("epoch", i + 1)) for i, h in enumerate(history)), default=0)   # with or without values
+    ended = last if row.get("status") == "diverged" and last else last + 1
+    have = {key for step, key, _ in points if step == ended}
+    return points + [(ended, key, math.nan) for key in sorted({k for _, k, _ in epoch_points(history)} - have)]
 
 
 def _parsed(table: pa.Table, column: str) -> list:

@@ -82,7 +82,7 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
         "metrics": {k: best[k] for t, _ in tasks for k in sorted(best) if k.startswith(f"{t}_") and
                     finite(best[k]) is not None}, "hyperparameters": hyperparameters(best)}
     return {
-        "sweep_ids": sorted({r["sweep_id"] for r in rows if r.get("sweep_id")}),
+        "sweep_ids": sorted({r["sweep_id"] for r in trials if r.get("sweep_id")}),   # the trials' (not baselines')
         "counts": dict(Counter(r["status"] for r in trials)),
         "kinds": dict(Counter(ranking.kind_of(r) for r in rows)),
         "objective_metric": next((r["objective_metric"] for r in trials if r.get("objective_metric")), "objective"),

@@ -1,0 +1,94 @@
+"""What an export says of each row: the same facts the leaderboard's queries use (found by a helper's audit of
+`export`, each test seen failing before its fix). Real MLflow (SQLite) and TensorBoard's own event reader."""
+import math
+
+from factories import embedded, read_events, row, run_cli
+from orchestrator.config import parse_config
+from orchestrator.leaderboard import Leaderboard
+
+
+def _epoch(cfg, e, v, **more):
+    return {"epoch": e, "objective": v, "mean_score": v, "left_accuracy": v, "right_accuracy": v, "left_loss": 0.5,
+            "train_loss": 0.3, "config_hash": cfg.config_hash(), **more}
+
+
+def _board(tmp_path):
+    """ok: completed; div: diverged at epoch 3, where its left_loss was still finite; copy: ok's work again."""
+    cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 3}))
+    nan = float("nan")
+    ok = row(cfg, [_epoch(cfg, 1, .70), _epoch(cfg, 2, .75), _epoch(cfg, 3, .80)], trial_id="ok", sweep_id="s1")
+    div = row(cfg, [_epoch(cfg, 1, .90), _epoch(cfg, 2, .95),
+                    {**_epoch(cfg, 3, nan), "left_accuracy": nan, "right_accuracy": nan, "status": "diverged"}],
+              trial_id="div", sweep_id="s1")
+    copy = {**ok, "row_id": "copy-row", "trial_id": "again", "sweep_id": "s2", "duplicate_of": ok["row_id"],
+            "reused_from": "s1/ok"}
+    board = Leaderboard(str(tmp_path / "runs"))
+    board.append([ok, div, copy])
+    return cfg, board, ok
+
+
+def test_tensorboard_shows_a_diverged_trials_curves_ending_on_nan_not_its_last_good_epoch(tmp_path):
+    cfg, board, _ = _board(tmp_path)
+    board.export(f"tensorboard:{tmp_path / 'tb'}", kind="trial")
+    acc = read_events(tmp_path / "tb" / cfg.name / "s1" / "div")
+    last = acc.Scalars("objective")[-1]
+    assert last.step == 3 and math.isnan(last.value), acc.Scalars("objective")
+
+
+def test_mlflow_marks_a_diverged_trial_at_the_epoch_it_diverged_even_where_a_loss_was_finite(tmp_path):
+    """The NaN marker went one step past the largest step of any curve: epoch 4 of a 3-epoch trial, because its
+    left_loss was finite at epoch 3."""
+    import mlflow
+
+    cfg, board, _ = _board(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    board.export(f"mlflow:{uri}", kind="trial")
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[cfg.name])
+    run_id = runs[runs["tags.mlflow.runName"] == "div"]["run_id"].iloc[0]
+    client = mlflow.MlflowClient(uri)
+    curve = client.get_metric_history(run_id, "objective")
+    assert [m.step for m in curve] == [1, 2, 3] and math.isnan(curve[-1].value), curve
+    assert max(m.step for m in client.get_metric_history(run_id, "left_loss")) == 3
+
+
+def test_exports_say_which_rows_repeat_work_another_row_holds(tmp_path):
+    """A sweep's reuse of completed work (duplicate_of, reused_from) was a second identical FINISHED run in MLflow
+    and a second session in TensorBoard, with nothing telling it apart: comparisons there counted the work twice."""
+    import mlflow
+
+    cfg, board, ok = _board(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    board.export(f"mlflow:{uri}", kind="trial")
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[cfg.name])
+    again = runs[runs["tags.mlflow.runName"] == "again"].iloc[0]
+    assert again["tags.duplicate_of"] == ok["row_id"] and again["tags.reused_from"] == "s1/ok"
+    board.export(f"tensorboard:{tmp_path / 'tb'}", kind="trial")
+    session = read_events(tmp_path / "tb" / cfg.name / "s2" / "again")
+    from tensorboard.plugins.hparams import metadata
+
+    start = metadata.parse_session_start_info_plugin_data(
+        session.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content)
+    assert start.hparams["duplicate_of"].string_value == ok["row_id"]
+
+
+def test_exporting_a_sweep_id_that_matches_nothing_is_refused_and_writes_nothing(tmp_path, capsys):
+    """`export --sweep nope --to csv:x.csv` said "exported 0 rows", exit 0, and replaced x.csv with a header."""
+    _, board, _ = _board(tmp_path)
+    out = tmp_path / "x.csv"
+    out.write_text("kept\n")
+    code, _, err = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--sweep", "nope", "--to",
+                           f"csv:{out}")
+    assert code == 2 and "\n" not in err and "nope" in err and "s1" in err, err
+    assert out.read_text() == "kept\n" and not (tmp_path / "x-history.csv").exists()
+
+
+def test_an_export_to_a_new_mlflow_database_prints_no_log_lines(tmp_path, capfd):
+    """MLflow logged "INFO mlflow.store.db.utils: Creating initial MLflow database tables..." (and alembic's INFO
+    lines) on stderr: the client was made outside the quieting that the export itself runs in."""
+    _, board, _ = _board(tmp_path)
+    capfd.readouterr()
+    board.export(f"mlflow:sqlite:///{tmp_path / 'fresh.db'}", kind="trial")
+    err = capfd.readouterr().err
+    assert "INFO" not in err, err
