@@ -6,6 +6,7 @@ so a task written twice would silently change type), and that numbers and boolea
 number, ``010`` is ten, ``1:30`` and ``no`` are text."""
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from .schema import ExperimentConfig, parse_config
 from .space import KINDS
 
 _SPACE = "search.space."
+WHOLE = ("tasks", "train.loss_weights", "search.space")   # maps of the user's own entries, not sections of fields
 
 
 class DuplicateKey(yaml.constructor.ConstructorError):
@@ -130,11 +132,23 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
 
 def _override(data: dict, key: str, value: Any) -> None:
     """One ``--set``: ``search.space.<dotted path>`` is one search dimension (the path keeps its dots); a mapping merges
-    into the section already there (keys it does not name keep the file's values), where a search domain replaces."""
+    into the section already there (keys it does not name keep the file's values), where a search domain replaces,
+    and so does any mapping set on a map of the user's own entries (``WHOLE``), one of whose entries null drops."""
     if key.startswith(_SPACE):
         search = data["search"] = data.get("search") if isinstance(data.get("search"), dict) else {}
         space = search["space"] = search.get("space") if isinstance(search.get("space"), dict) else {}
-        space[key[len(_SPACE):]] = value
+        if value is None:
+            space.pop(key[len(_SPACE):], None)
+        else:
+            space[key[len(_SPACE):]] = value
+        return
+    parent, _, entry = key.rpartition(".")
+    if value is None and parent in WHOLE:
+        with contextlib.suppress(KeyError, TypeError, AttributeError):
+            get_dotted(data, parent).pop(entry, None)
+        return
+    if key in WHOLE:
+        set_dotted(data, key, value)
         return
     try:
         current = get_dotted(data, key)

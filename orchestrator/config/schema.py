@@ -207,7 +207,7 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = TrainConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     resources: ResourcesConfig = ResourcesConfig()
-    storage: str = Field("runs", description="local directory or URI (s3://...) for checkpoints, leaderboard, cache")
+    storage: str = Field("runs", min_length=1, description="local directory or URI (s3://...) for checkpoints, leaderboard, cache")
     search: Optional[SearchConfig] = Field(None, description="sweep definition, see orchestrator.search")
 
     @model_validator(mode="after")

@@ -26,6 +26,11 @@ def read_source(uri: str, image_column: str, label_columns: list[str], *, allow_
     """One split. ``allow_outside=False``: a manifest's image paths must stay inside its folder (``inside``)."""
     if uri.startswith("builtin:"):
         table = builtin.load(uri)
+        missing = [c for c in label_columns if c not in table.column_names]
+        if missing:
+            labels = [c for c in table.column_names if c != "image"]
+            raise DataError(f"built-in data {uri!r} has no label column {missing[0]!r} (its columns: "
+                            f"{', '.join(labels)}): set tasks.<task>.label to one of them")
         return Source(uri, table.select(label_columns), "pixels", pixels=_builtin_pixels(table))
     fs, path = storage.filesystem(uri)
     try:

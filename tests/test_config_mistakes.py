@@ -1,0 +1,48 @@
+"""Config mistakes that did something other than what was written, or ended in a traceback (found by a helper's
+audit of the config and the Python API; each test seen failing before its fix). No Ray, no TensorFlow."""
+import pytest
+
+from factories import experiment, run_cli, write_yaml
+from orchestrator.config import load_config, parse_config
+from orchestrator.errors import ConfigError
+
+
+def test_a_label_column_the_builtin_data_lacks_is_one_line(tmp_path, capsys):
+    """`validate --set tasks.left.label=leftt` on built-in data: a traceback ending in KeyError, exit 1."""
+    path = write_yaml(tmp_path / "e.yaml", experiment(tmp_path, "builtin:multidigits/train"))
+    code, _, err = run_cli(capsys, "validate", path, "--set", "tasks.left.label=leftt")
+    assert code == 2 and "\n" not in err and "leftt" in err and "Traceback" not in err, err
+
+
+def test_a_mapping_set_on_tasks_or_loss_weights_or_the_space_replaces_it(tmp_path):
+    """`--set tasks={left: ...}` merged into the file's three tasks: the run still trained left, right and sum; a
+    `--set search.space={...}` kept every dimension of the file's space."""
+    raw = experiment(tmp_path, "builtin:multidigits/train",
+                     train={"loss_weights": {"left": 1.0, "right": 1.0, "sum": 0.5}},
+                     search={"space": {"train.head_lr": {"loguniform": [1e-4, 1e-2]},
+                                       "train.freeze_depth": {"choice": [0, 1]}}})
+    path = write_yaml(tmp_path / "e.yaml", raw)
+    cfg = load_config(path, {"tasks": {"left": {"type": "classification"}}, "train.loss_weights": {"left": 1.0},
+                             "search.space": {"train.freeze_depth": {"choice": [0, 2]}}})
+    assert list(cfg.tasks) == ["left"] and cfg.train.loss_weights == {"left": 1.0}
+    assert list(cfg.search.space) == ["train.freeze_depth"]
+    # a section still merges: keys it does not name keep the file's values
+    assert load_config(path, {"train": {"epochs": 3}}).train.batch_size == 32
+
+
+def test_one_entry_of_tasks_or_the_space_is_dropped_by_setting_it_null(tmp_path):
+    """`--set tasks.sum=null` was "Input should be a valid dictionary"; `search.space.train.head_lr=null` was
+    "None is not a search domain": no way to drop one entry from the command line."""
+    raw = experiment(tmp_path, "builtin:multidigits/train",
+                     search={"space": {"train.head_lr": {"loguniform": [1e-4, 1e-2]},
+                                       "train.freeze_depth": {"choice": [0, 1]}}})
+    path = write_yaml(tmp_path / "e.yaml", raw)
+    cfg = load_config(path, {"tasks.sum": None, "search.space.train.head_lr": None})
+    assert list(cfg.tasks) == ["left", "right"] and list(cfg.search.space) == ["train.freeze_depth"]
+
+
+def test_an_empty_storage_is_refused():
+    """`storage: ''` meant the working directory: leaderboard, trials/ and logs/ scattered there."""
+    raw = experiment(__import__("pathlib").Path("/tmp"), "builtin:multidigits/train")
+    with pytest.raises(ConfigError, match="storage"):
+        parse_config({**raw, "storage": ""})
