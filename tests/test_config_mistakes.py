@@ -46,3 +46,14 @@ def test_an_empty_storage_is_refused():
     raw = experiment(__import__("pathlib").Path("/tmp"), "builtin:multidigits/train")
     with pytest.raises(ConfigError, match="storage"):
         parse_config({**raw, "storage": ""})
+
+
+def test_one_tasks_loss_weight_is_not_a_search_path_of_its_own(tmp_path):
+    """`search.space.train.loss_weights.left={uniform: ...}` passed validate; in a static trial it overwrote the
+    simplex's draw (the weights were no Dirichlet draw), in dwa/uncertainty trials it was drawn and never read."""
+    raw = experiment(tmp_path, "builtin:multidigits/train",
+                     train={"loss_weights": {"left": 1.0, "right": 1.0, "sum": 0.5}},
+                     search={"space": {"train.loss_weights": {"simplex": {"concentration": 1.0}},
+                                       "train.loss_weights.left": {"uniform": [0.1, 1.0]}}})
+    with pytest.raises(ConfigError, match="train.loss_weights.left"):
+        parse_config(raw)

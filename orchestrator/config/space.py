@@ -254,6 +254,9 @@ def check_paths(search: SearchConfig, run_fields: dict, tasks: list[str]) -> Non
         if path.startswith("data.") and not path.startswith("data.augment."):
             raise ValueError(f"search path {path!r} changes how the data are read and decoded, which a sweep does "
                              f"once for all trials; of data, only data.augment.* can be searched")
+        if path.startswith("train.loss_weights."):
+            raise ValueError(f"search path {path!r} searches one task's loss weight: the weights are searched "
+                             f"together, as train.loss_weights: {{simplex: {{concentration: ...}}}}")
         if domain.kind == "simplex" and path != "train.loss_weights":
             raise ValueError(f"simplex only applies to train.loss_weights, not {path!r}")
         if path == "train.loss_weights" and domain.kind != "simplex":
