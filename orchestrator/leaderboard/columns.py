@@ -70,7 +70,7 @@ def parquet_bytes(table: pa.Table) -> pa.Buffer:
 
 def _cell(value, as_json: bool):
     if as_json and value is not None:
-        return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        return value if isinstance(value, str) else json.dumps(value, default=str)   # keys in order: tasks' is work
     if isinstance(value, datetime):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
     return value

@@ -261,7 +261,7 @@ def _pointed_at(config, into: str):
     parsed = json.loads(config) if isinstance(config, str) else config
     if not isinstance(parsed, dict):
         return config
-    return json.dumps({**parsed, "storage": storage.redact(into)}, sort_keys=True, default=str)
+    return json.dumps({**parsed, "storage": storage.redact(into)}, default=str)   # in order: tasks' is work
 
 
 def _rehashed(row: dict, config) -> Optional[str]:
