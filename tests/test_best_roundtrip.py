@@ -41,3 +41,26 @@ def test_a_merged_row_keeps_its_tasks_order_and_its_work(tmp_path):
     merged = row_dicts(Leaderboard(into).table())[0]
     assert list(merged["config"]["tasks"]) == ["right", "left"]
     assert merged["config_hash"] == cfg.with_values({"storage": into}).config_hash()
+
+
+def _three_objectives(tmp_path) -> Leaderboard:
+    board = Leaderboard(str(tmp_path / "mixed"))
+    common = {"sweep_id": "s", "status": "completed", "training_revision": 5}
+    board.append([
+        {**common, "experiment": "acc", "trial_id": "a1", "objective": 0.93, "objective_metric": "mean_score",
+         "objective_mode": "max", "config": {"name": "acc"}},
+        {**common, "experiment": "dm", "trial_id": "d1", "objective": 3.5, "objective_metric": "delta_m",
+         "objective_mode": "max", "config": {"name": "dm"}},
+        {**common, "experiment": "mae", "trial_id": "m1", "objective": 0.2, "objective_metric": "sum_mae",
+         "objective_mode": "min", "config": {"name": "mae"}}])
+    return board
+
+
+def test_best_across_experiments_of_other_objectives_is_refused_and_names_them(tmp_path, capsys):
+    """`best` without -e ranked a Δm% of 3.5 above a mean score of 0.93 and an MAE of 0.2, and wrote d1, exit 0."""
+    board = _three_objectives(tmp_path)
+    code, _, err = run_cli(capsys, "best", "--storage", str(tmp_path / "mixed"), "-o", str(tmp_path / "b.yaml"))
+    assert code == 2 and "\n" not in err and "-e" in err and "delta_m" in err and "sum_mae" in err, err
+    assert not (tmp_path / "b.yaml").exists()
+    assert board.best(experiment="mae")["trial_id"] == "m1"          # one experiment: its own objective
+    assert board.best(metric="objective", experiment=["acc"])["trial_id"] == "a1"

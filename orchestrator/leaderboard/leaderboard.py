@@ -14,7 +14,7 @@ import operator
 import os
 import time
 from functools import reduce
-from typing import Callable, Optional, TypeVar, Union
+from typing import Callable, NamedTuple, Optional, TypeVar, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +31,14 @@ from .ranking import (OBJECTIVES, TIE_BREAKS, VERSION_COLUMNS, best_first, compa
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
 _ATTEMPTS = 8
+
+
+class Scope(NamedTuple):
+    """What a query selects (its filters), passed on whole."""
+    experiment: "Names"
+    where: Optional[str]
+    sweep_id: "Names"
+    kind: "Names"
 
 
 class NoMatchingRows(ConfigError, LookupError):
@@ -128,6 +136,8 @@ class Leaderboard:
              sweep_id: Names = None, kind: Names = "trial") -> dict:
         """The best row by ``metric`` as a dict, JSON columns parsed; NoMatchingRows if no row has a value (failed
         and diverged rows never count)."""
+        if metric in OBJECTIVES:   # an objective of one metric compares with itself only
+            self._one_objective(Scope(experiment, where, sweep_id, kind))
         table = self.top(1, metric=metric, experiment=experiment, where=where, sweep_id=sweep_id, kind=kind)
         row = row_dicts(table)[0] if table.num_rows else {}
         value = row.get(metric)
@@ -214,6 +224,25 @@ class Leaderboard:
         return export(self, to, experiment=experiment, sweep_id=sweep_id, kind=kind)
 
     # -- internals -------------------------------------------------------------------------------------
+    def _one_objective(self, scope: "Scope") -> None:
+        """ConfigError naming the experiments when the rows a ranking would compare measure their objectives by
+        other metrics (a Δm% of 3.5 is no better than a mean score of 0.93): one experiment's, -e, then."""
+        def work(snap: Snapshot) -> dict:
+            if not snap.infos or "objective_metric" not in snap.schema.names:
+                return {}
+            _, light = self._select(snap, ["experiment", "objective_metric"], ranked_only=True,
+                                    experiment=scope.experiment, where=scope.where, sweep_id=scope.sweep_id,
+                                    kind=scope.kind)
+            found: dict = {}
+            for e, m in zip(light.column("experiment").to_pylist(), light.column("objective_metric").to_pylist()):
+                found.setdefault(m, set()).add(e)
+            return found
+        found = {m: es for m, es in self._read(work).items() if m}
+        if len(found) > 1:
+            named = "; ".join(f"{m}: {', '.join(sorted(es))}" for m, es in sorted(found.items()))
+            raise ConfigError(f"the experiments in {self.uri} rank by other objectives ({named}), whose values do not "
+                              f"compare: pick one with -e (experiment=... from Python)")
+
     def _read(self, work: Callable[[Snapshot], T]) -> T:
         """``work`` on a fresh snapshot of the files; again when a file vanished under it (a compaction)."""
         for attempt in range(_ATTEMPTS):
