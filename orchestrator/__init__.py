@@ -1,26 +1,60 @@
 """orchestrator: multi-task fine-tuning sweeps on Ray Train + Ray Tune, with a leaderboard.
 
     from orchestrator import Leaderboard, load_config, train, tune
-    summary = train(load_config("examples/digits.yaml"))
+    summary = train("examples/digits.yaml")            # or an ExperimentConfig, or a row's config dict
     tune(load_config("experiment.yaml"))
     Leaderboard("runs").top(5)
 
-``train`` and ``tune`` load on first use (they bring Ray along), so importing the package stays light.
+``train`` and ``tune`` bring Ray along on first use, so importing the package stays light.
 """
+from __future__ import annotations
+
+import os
+from typing import Union
+
 from .config import ExperimentConfig, load_config
 from .errors import ConfigError, DataError, UserError
 from .leaderboard import Leaderboard
 
 __all__ = ["ExperimentConfig", "load_config", "train", "tune", "Leaderboard", "ConfigError", "DataError", "UserError"]
 
+Config = Union[ExperimentConfig, str, os.PathLike, dict]
 
-def __getattr__(name: str):
-    if name == "train":
-        from .training.driver import train
 
-        return train
-    if name == "tune":
-        from .sweep.tuner import tune
+def _config(config: Config) -> ExperimentConfig:
+    """An ExperimentConfig from what a user holds: one already, a YAML path, or a config dict (``best()["config"]``)."""
+    from .config import parse_config
 
-        return tune
-    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+    if isinstance(config, ExperimentConfig):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(os.fspath(config))
+    if isinstance(config, dict):
+        return parse_config(config)
+    raise ConfigError(f"a config is an ExperimentConfig, a YAML path or a dict, not {type(config).__name__}")
+
+
+def train(config: Config, *, address: str | None = None, name: str | None = None, out=print,
+          verbose: bool = False) -> dict:
+    """Train one configuration as `orchestrator train` does, with its checks: a run the cluster can never hold, or
+    Δm% without its baselines, raises ConfigError before anything trains; a user's mistake found while training
+    (bad data) raises UserError. Returns the run's summary (status, metrics, summary_file)."""
+    from .sweep.baselines import recorded_for
+    from .sweep.capacity import check_fits
+    from .training.driver import train as run
+
+    summary = run(_config(config), address=address, name=name, out=out, verbose=verbose,
+                  ready=lambda c: check_fits(c, what="run"), baselines=recorded_for)
+    if summary.get("user_error"):
+        raise UserError(summary["error"])
+    return summary
+
+
+def tune(config: Config, *, name: str | None = None, address: str | None = None, resume: bool = False,
+         sweep_id: str | None = None, verbose: bool = False, out=print) -> dict:
+    """Run (or ``resume``) the config's sweep as `orchestrator tune` does: one leaderboard row per trial; returns
+    its summary. Ctrl-C raises ``errors.Interrupted`` (continue with ``resume=True``)."""
+    from .sweep.tuner import tune as run
+
+    return run(_config(config), name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose,
+               out=out)

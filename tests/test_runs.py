@@ -745,3 +745,18 @@ def test_the_python_apis_train_checks_its_run_name_as_the_cli_does(tmp_path, no_
         with pytest.raises(ConfigError, match="not a run name|names a sweep's trial run"):
             orchestrator.train(cfg, name=name)
     assert not (tmp_path / "sweeps").exists()
+
+
+@pytest.mark.slow
+def test_the_python_apis_train_refuses_a_run_the_cluster_can_never_hold_and_takes_a_path(tmp_path, ray_session):
+    """orchestrator.train(cfg) with cpus_per_worker 64 waited forever ("waits for resources" every 30 s, deaf to
+    Ctrl-C): only the CLI passed its capacity check. A YAML path was an AttributeError ('str' has no 'storage').
+    Found by a helper's audit."""
+    import orchestrator
+    from orchestrator.errors import ConfigError
+
+    path = write_yaml(tmp_path / "e.yaml", experiment(tmp_path, "builtin:multidigits/train",
+                                                       resources={"workers": 1, "cpus_per_worker": 64}))
+    for given in (path, orchestrator.load_config(path)):
+        with pytest.raises(ConfigError, match="cpus_per_worker"):
+            orchestrator.train(given)
