@@ -57,3 +57,17 @@ def test_one_tasks_loss_weight_is_not_a_search_path_of_its_own(tmp_path):
                                        "train.loss_weights.left": {"uniform": [0.1, 1.0]}}})
     with pytest.raises(ConfigError, match="train.loss_weights.left"):
         parse_config(raw)
+
+
+def test_validate_runs_tunes_objective_check(tmp_path, capsys):
+    """validate said ok to a sweep whose objective differs from the experiment's rows; tune then refused it."""
+    from factories import row
+    from orchestrator.leaderboard import Leaderboard
+
+    raw = experiment(tmp_path, "builtin:multidigits/train", search={"space": {"train.head_lr": {"choice": [1e-3]}}})
+    cfg = parse_config(raw)
+    Leaderboard(cfg.storage).append([row(cfg, [{"epoch": 1, "objective": 0.9, "mean_score": 0.9}], trial_id="a",
+                                         sweep_id="s")])
+    path = write_yaml(tmp_path / "e.yaml", raw)
+    code, _, err = run_cli(capsys, "validate", path, "--set", "objective.metric=sum_mae")
+    assert code == 2 and "ranks its trials by mean_score" in err and "\n" not in err, err
