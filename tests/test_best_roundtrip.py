@@ -64,3 +64,30 @@ def test_best_across_experiments_of_other_objectives_is_refused_and_names_them(t
     assert not (tmp_path / "b.yaml").exists()
     assert board.best(experiment="mae")["trial_id"] == "m1"          # one experiment: its own objective
     assert board.best(metric="objective", experiment=["acc"])["trial_id"] == "a1"
+
+
+def test_best_confirmed_refuses_a_winner_of_data_the_experiment_no_longer_ranks(tmp_path, capsys):
+    """Confirmed on the data before a rewrite (fingerprint f1), A was written by `best --confirmed`, exit 0, where
+    `best` picks B of the newest data and `leaderboard` shows A as 'other data'."""
+    from datetime import datetime, timedelta, timezone
+
+    st, t0 = str(tmp_path / "runs"), datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+    def cfg(lr, seed=0):
+        return {"name": "e", "storage": st, "data": {"train": "builtin:multidigits/train",
+                                                     "validation": "builtin:multidigits/val"},
+                "tasks": {"left": {"type": "classification"}}, "backbone": {"kind": "builtin", "weights": "none"},
+                "train": {"head_lr": lr, "seed": seed}}
+    common = {"experiment": "e", "objective_metric": "mean_score", "objective_mode": "max", "status": "completed",
+              "training_revision": 5}
+    board = Leaderboard(st)
+    board.append([{**common, "kind": "trial", "sweep_id": "s1", "trial_id": "A", "objective": 0.90,
+                   "config": cfg(0.01), "data_fingerprint": "f1", "created_at": t0}])
+    board.append([{**common, "kind": "confirm", "sweep_id": "confirm-1", "trial_id": f"c{s}", "confirm_of": "A",
+                   "seed": s, "objective": 0.89, "config": cfg(0.01, s), "data_fingerprint": "f1",
+                   "created_at": t0 + timedelta(hours=1)} for s in (1, 2)])
+    board.append([{**common, "kind": "trial", "sweep_id": "s2", "trial_id": "B", "objective": 0.70,
+                   "config": cfg(0.002), "data_fingerprint": "f2", "created_at": t0 + timedelta(days=1)}])
+    code, _, err = run_cli(capsys, "best", "--storage", st, "-e", "e", "--confirmed", "-o", str(tmp_path / "b.yaml"))
+    assert code == 2 and "\n" not in err and "confirm" in err and "A" in err, err
+    assert not (tmp_path / "b.yaml").exists()

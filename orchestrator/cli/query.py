@@ -133,6 +133,7 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
             raise
         write_best(row, output)
         return
+    from ..leaderboard.ranking import newest_version
     from ..sweep.confirm import confirmed as ranking
 
     ignored = [flag for flag, used in (("--sweep", sweep), ("--where", where), ("--kind", kind != "trial"),
@@ -148,6 +149,11 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
                           f"{experiment[0]}` first")
     top = ranked[0]
     row = board.best(experiment=experiment[0], where=f"trial_id == '{top['confirm_of']}'")
+    newest = board.best(experiment=experiment[0])   # the experiment's newest measurement (code, data), as best ranks
+    if row["row_id"] != newest["row_id"] and not any(r is row for r in newest_version([row, newest])):
+        raise ConfigError(f"the confirmed winner {top['confirm_of']} of experiment {experiment[0]!r} was measured on "
+                          f"older data or code than its newest trials (best now: {newest['trial_id']}): run `orchestrator "
+                          f"confirm -e {experiment[0]}` again, or `best` without --confirmed")
     click.echo(f"confirmed winner {top['confirm_of']}: mean objective {mean_pm(top)} over seeds")
     write_best(row, output)
 
