@@ -210,6 +210,9 @@ def test_where(board, where, expected):
     ("accuracy > 0.9", r"unknown column 'accuracy'.*available columns: row_id, kind, experiment, sweep_id"),
     ("status >= 2", "status is string.*quote strings"),
     ("status in [0, 1]", "status is string"),
+    ("freeze_depth in [True]", "freeze_depth is int64.*bool"),        # matched freeze depth 1 (a helper's audit)
+    ("freeze_depth in ['5']", "freeze_depth is int64.*str"),          # matched 5, where == '5' was refused
+    ("objective in ['0.9']", "objective is double.*str"),
     ("objective >", "not a valid expression"),
     ("objective > None", "None can only be compared"),
 ])

@@ -63,7 +63,9 @@ def _compare(left: ast.AST, op: ast.cmpop, right: ast.AST, schema: pa.Schema, us
         if len(kinds) > 1:
             raise ConfigError(f"the list {ast.unparse(right)} in --where mixes types ({', '.join(sorted(kinds))}): "
                               f"use values of one type, the column's")
-        expr = _column(left.id, schema, used).isin(values)
+        column = _column(left.id, schema, used)
+        _same_kind(left.id, schema.field(left.id).type, kinds, ast.unparse(right))
+        expr = column.isin(values)
         return ~expr if isinstance(op, ast.NotIn) else expr
     if type(op) not in _CMP:
         raise ConfigError(f"unsupported operator {type(op).__name__} in --where: use == != < <= > >= or in [...] "
@@ -78,6 +80,16 @@ def _compare(left: ast.AST, op: ast.cmpop, right: ast.AST, schema: pa.Schema, us
     # `x != v`, `not (x == v)` and `x not in [v]` select the same rows
     return pc.coalesce(_CMP[type(op)](_scalar(a, right, schema), _scalar(b, left, schema)),
                        pc.scalar(isinstance(op, ast.NotEq)))
+
+
+def _same_kind(name: str, type_: pa.DataType, kinds: set[str], listed: str) -> None:
+    """``isin`` casts its values to the column's type ('7' and True match 7): refuse what ``==`` refuses."""
+    held = ("number" if pa.types.is_integer(type_) or pa.types.is_floating(type_) else
+            "bool" if pa.types.is_boolean(type_) else "str" if pa.types.is_string(type_) or
+            pa.types.is_large_string(type_) else None)
+    if held is not None and kinds - {held}:
+        raise ConfigError(f"{name} is {type_} and the list {listed} in --where holds {', '.join(sorted(kinds))} "
+                          f"values: compare columns with values of their type (quote strings)")
 
 
 def _scalar(value, other: ast.AST, schema: pa.Schema):
