@@ -2,6 +2,8 @@
 `export`, each test seen failing before its fix). Real MLflow (SQLite) and TensorBoard's own event reader."""
 import math
 
+import pytest
+
 from factories import embedded, read_events, row, run_cli
 from orchestrator.config import parse_config
 from orchestrator.leaderboard import Leaderboard
@@ -92,3 +94,11 @@ def test_an_export_to_a_new_mlflow_database_prints_no_log_lines(tmp_path, capfd)
     board.export(f"mlflow:sqlite:///{tmp_path / 'fresh.db'}", kind="trial")
     err = capfd.readouterr().err
     assert "INFO" not in err, err
+
+
+@pytest.mark.parametrize("command", [["leaderboard"], ["pareto", "-m", "left_accuracy,right_accuracy"]])
+def test_a_query_of_a_sweep_id_that_matches_nothing_is_refused(tmp_path, capsys, command):
+    """`leaderboard --sweep nope` said "no matching rows", exit 0, as an -e typo no longer does."""
+    _board(tmp_path)
+    code, _, err = run_cli(capsys, *command, "--storage", str(tmp_path / "runs"), "--sweep", "nope")
+    assert code == 2 and "\n" not in err and "nope" in err and "s1" in err, err

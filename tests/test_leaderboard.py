@@ -504,7 +504,7 @@ def test_cli_best_writes_the_config(board, tmp_path, capsys):
     assert cfg["name"] == "sums" and "search" not in cfg and parse_config(cfg).train.epochs == 3
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []      # no temporary left
     code, _, err = run_cli(capsys, "best", "--storage", str(tmp_path / "runs"), "--sweep", "nope", "-o", str(out_file))
-    assert code == 2 and "no leaderboard rows" in err and "\n" not in err
+    assert code == 2 and "no sweep 'nope'" in err and "sw2" in err and "\n" not in err
 
 
 def test_cli_pareto(board, tmp_path, capsys, with_pareto):

@@ -8,6 +8,7 @@ import os
 import click
 
 from ..errors import ConfigError
+from ..leaderboard.query import refuse_unknown_sweeps
 from ..leaderboard.ranking import OBJECTIVES
 from ..metrics import direction, finite
 from .common import mean_pm, os_error_line, reached, storage_opt
@@ -55,9 +56,9 @@ def _filters(f):
     return _storage_opt(f)
 
 
-def refuse_missing(board, experiment=()) -> None:
-    """After an empty answer: a storage with no leaderboard at all, or an experiment it has no row of, is a mistake
-    (a typo in --storage or -e), not a leaderboard whose rows matched nothing."""
+def refuse_missing(board, experiment=(), sweep=()) -> None:
+    """After an empty answer: a storage with no leaderboard at all, or an experiment or sweep it has no row of, is a
+    mistake (a typo in --storage, -e or --sweep), not a leaderboard whose rows matched nothing."""
     known = board.experiments()
     if not known:
         raise ConfigError(f"no leaderboard at {board.uri}: pass --storage the folder your runs wrote to (the "
@@ -65,6 +66,8 @@ def refuse_missing(board, experiment=()) -> None:
     unknown = [e for e in experiment if e not in known]
     if unknown:
         raise ConfigError(f"no experiment {unknown[0]!r} in {board.uri} (experiments: {', '.join(known)}): check -e")
+    if sweep:
+        refuse_unknown_sweeps(board, experiment=list(experiment) or None, sweep_id=list(sweep), what="no rows")
 
 
 def _scope(experiment, where, sweep, kind) -> dict:
@@ -87,7 +90,7 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
     board = Leaderboard(storage)
     table = board.top(k, metric=metric, ranked=False, **_scope(experiment, where, sweep, kind))
     if not table.num_rows:
-        refuse_missing(board, experiment)
+        refuse_missing(board, experiment, sweep)
     elif metric not in OBJECTIVES and metric in table.column_names and not any(
             finite(v) is not None for v in table.column(metric).to_pylist()):   # a listing of failed trials has none
         having = [c for c in table.column_names if (c in OBJECTIVES or direction(c) is not None) and any(
@@ -129,7 +132,7 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
         try:
             row = board.best(metric=metric, **_scope(experiment, where, sweep, kind))
         except NoMatchingRows:
-            refuse_missing(board, experiment)
+            refuse_missing(board, experiment, sweep)
             raise
         write_best(row, output)
         return
@@ -175,7 +178,7 @@ def pareto(storage, experiment, where, sweep, kind, names, fmt):
     board = Leaderboard(storage)
     table = board.pareto(metrics, **_scope(experiment, where, sweep, kind))
     if not table.num_rows:
-        refuse_missing(board, experiment)
+        refuse_missing(board, experiment, sweep)
     if fmt == "table" and not table.num_rows:
         click.echo(f"no matching rows with {', '.join(metrics)} in {board.uri}")
         return

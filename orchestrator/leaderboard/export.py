@@ -10,6 +10,7 @@ from .. import storage
 from ..errors import ConfigError
 from .columns import parquet_bytes
 from .flat import flat, history_long
+from .query import refuse_unknown_sweeps
 
 Names = Union[str, list[str], tuple[str, ...], None]
 TARGETS = "mlflow:URI, tensorboard:DIR, csv:FILE or parquet:FILE"
@@ -28,7 +29,7 @@ def export(board, to: str, *, experiment: Names = None, sweep_id: Names = None, 
     target, where = parse_target(to)
     table = board.table(experiment=experiment, sweep_id=sweep_id, kind=kind)
     if table.num_rows == 0 and sweep_id:   # a typo in --sweep: not a file replaced by its header, "exported 0 rows"
-        _refuse_unknown_sweeps(board, experiment=experiment, sweep_id=sweep_id)
+        refuse_unknown_sweeps(board, experiment=experiment, sweep_id=sweep_id, what="nothing exported")
     if target == "mlflow":
         from .export_mlflow import export_mlflow
 
@@ -47,19 +48,6 @@ def export(board, to: str, *, experiment: Names = None, sweep_id: Names = None, 
         storage.atomic_write(where, parquet_bytes(flat(table)).to_pybytes())
         storage.atomic_write(history, parquet_bytes(history_long(table)).to_pybytes())
     return {"target": target, "rows": table.num_rows, "to": storage.redact(where), "history": storage.redact(history)}
-
-
-def _refuse_unknown_sweeps(board, *, experiment: Names, sweep_id: Names) -> None:
-    """ConfigError naming the experiments' sweeps when a sweep id in ``sweep_id`` has no row of them (any kind)."""
-    wanted = [sweep_id] if isinstance(sweep_id, str) else list(sweep_id)
-    table = board.table(experiment=experiment, kind=None)
-    known = sorted({s for s in table.column("sweep_id").to_pylist() if s}) if table.num_rows else []
-    unknown = [s for s in wanted if s not in known]
-    if unknown:
-        of = f" of experiment {', '.join([experiment] if isinstance(experiment, str) else experiment)}" \
-            if experiment else ""
-        raise ConfigError(f"no sweep {unknown[0]!r}{of} in {board.uri}: nothing exported; its sweeps: "
-                          f"{', '.join(known) or 'none'} (check --sweep)")
 
 
 def history_path(location: str) -> str:

@@ -254,3 +254,16 @@ def _plain(value):
 
 def numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def refuse_unknown_sweeps(board, *, experiment, sweep_id, what: str) -> None:
+    """ConfigError naming the experiments' sweeps when a sweep id in ``sweep_id`` has no row of them (any kind)."""
+    wanted = [sweep_id] if isinstance(sweep_id, str) else list(sweep_id)
+    table = board.table(experiment=experiment, kind=None, columns=["sweep_id"])
+    known = sorted({s for s in table.column("sweep_id").to_pylist() if s}) if table.num_rows else []
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        of = f" of experiment {', '.join([experiment] if isinstance(experiment, str) else experiment)}" \
+            if experiment else ""
+        raise ConfigError(f"no sweep {unknown[0]!r}{of} in {board.uri}: {what}; its sweeps: "
+                          f"{', '.join(known) or 'none'} (check --sweep)")
