@@ -91,3 +91,15 @@ def test_best_confirmed_refuses_a_winner_of_data_the_experiment_no_longer_ranks(
     code, _, err = run_cli(capsys, "best", "--storage", st, "-e", "e", "--confirmed", "-o", str(tmp_path / "b.yaml"))
     assert code == 2 and "\n" not in err and "confirm" in err and "A" in err, err
     assert not (tmp_path / "b.yaml").exists()
+
+
+def test_a_kind_no_row_can_have_is_refused_from_python(tmp_path):
+    """Leaderboard.top(kind="trials") returned 0 rows without a word (the CLI's --kind is a choice)."""
+    import pytest
+
+    from orchestrator.errors import ConfigError
+
+    board = _three_objectives(tmp_path)
+    with pytest.raises(ConfigError, match="trials.*trial, baseline, confirm, ablation"):
+        board.top(5, kind="trials", experiment="acc")
+    assert board.top(5, kind=["trial", "confirm"], experiment="acc").num_rows == 1

@@ -9,11 +9,11 @@ import click
 
 from ..errors import ConfigError
 from ..leaderboard.query import refuse_unknown_sweeps
-from ..leaderboard.ranking import OBJECTIVES
+from ..leaderboard.ranking import OBJECTIVES, ROW_KINDS as KINDS
 from ..metrics import direction, finite
 from .common import mean_pm, os_error_line, reached, storage_opt
 
-ROW_KINDS = ["trial", "baseline", "confirm", "ablation", "all"]
+ROW_KINDS = [*KINDS, "all"]
 
 
 def write_best(row: dict, output: str) -> None:

@@ -25,7 +25,7 @@ from ..metrics import direction
 from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
-from .ranking import (OBJECTIVES, TIE_BREAKS, VERSION_COLUMNS, best_first, compared, current, done_work,
+from .ranking import (OBJECTIVES, ROW_KINDS, TIE_BREAKS, VERSION_COLUMNS, best_first, compared, current, done_work,
                       front_rows, listed, newest_versions, once_per_work, ranked)
 
 Names = Union[str, list[str], tuple[str, ...], None]
@@ -271,6 +271,9 @@ class Leaderboard:
             if values is None:
                 continue
             wanted = _names(values)
+            if name == "kind" and set(wanted) - set(ROW_KINDS):
+                raise ConfigError(f"no row is of kind {sorted(set(wanted) - set(ROW_KINDS))[0]!r}: kinds are "
+                                  f"{', '.join(ROW_KINDS)} (None: every kind)")
             if name not in schema.names:         # files from before kinds existed hold trials
                 exprs.append(pc.scalar(name == "kind" and "trial" in wanted))
                 continue

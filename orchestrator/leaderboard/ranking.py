@@ -17,6 +17,7 @@ from ..metrics import direction, finite, objective_identity, sign
 
 OBJECTIVES = ("objective", "best_objective")   # their direction is each row's objective_mode
 TIE_BREAKS = ("created_at", "row_id")             # what orders rows of equal value (best_first): reached first wins
+ROW_KINDS = ("trial", "baseline", "confirm", "ablation")   # what a row is: a sweep's trial, or a run of another command
 UNRANKED = ("failed", "diverged")               # statuses no ranking picks: best, top, confirm, warm starts, fronts
 
 
