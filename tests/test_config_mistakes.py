@@ -71,3 +71,15 @@ def test_validate_runs_tunes_objective_check(tmp_path, capsys):
     path = write_yaml(tmp_path / "e.yaml", raw)
     code, _, err = run_cli(capsys, "validate", path, "--set", "objective.metric=sum_mae")
     assert code == 2 and "ranks its trials by mean_score" in err and "\n" not in err, err
+
+
+def test_a_grace_period_no_trial_outlives_is_refused(tmp_path, capsys):
+    """grace_period 10 with 5 epochs was clamped to 5 without a word: ASHA then stopped no trial."""
+    raw = experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 5},
+                     search={"space": {"train.head_lr": {"choice": [1e-3, 1e-2]}},
+                             "scheduler": {"type": "asha", "grace_period": 10}})
+    path = write_yaml(tmp_path / "e.yaml", raw)
+    code, _, err = run_cli(capsys, "validate", path)
+    assert code == 2 and "grace_period" in err and "\n" not in err, err
+    code, _, err = run_cli(capsys, "validate", path, "--set", "search.scheduler.grace_period=2")
+    assert code == 0, err

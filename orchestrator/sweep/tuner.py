@@ -58,6 +58,10 @@ def check_space(p: Prepared) -> None:
             except ConfigError:
                 raise ConfigError(f"search.space {path}: {domain.kind} draws fractions (e.g. {inner:g}), which this "
                                   f"field refuses: use randint: [{lo:g}, {hi:g}]") from None
+    sch, max_t = cfg.search.scheduler, int(largest(cfg.search, "train.epochs", cfg.train.epochs))
+    if sch.type != "none" and sch.grace_period > max_t:   # it was clamped to max_t without a word: no trial stops
+        raise ConfigError(f"search.scheduler.grace_period {sch.grace_period} is more than the trials' epochs "
+                          f"({max_t}): no trial could be stopped; lower it, or use scheduler type none")
     if {"train.batch_size", "resources.workers"} <= set(cfg.search.space):     # each pair of the two, too
         for b in candidate_values(cfg.search.space["train.batch_size"], list(cfg.tasks)):
             for w in candidate_values(cfg.search.space["resources.workers"], list(cfg.tasks)):
