@@ -105,3 +105,17 @@ def test_a_report_names_the_sweeps_of_its_trials_not_of_its_baselines_or_confirm
     result = write_report(board, "digits", str(tmp_path / "out"), sweep_id="sw2")
     assert result["sweep_ids"] == ["sw2"]
     assert "sweeps: sw2." in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_plot_an_earlier_report_drew_does_not_stay_beside_a_report_without_it(tmp_path):
+    """report.md was rewritten but confirmation_runs.png of the earlier report (all sweeps) stayed in the folder of
+    `report --sweep sw2` (no confirmations), unlinked, looking current."""
+    board = Leaderboard(str(tmp_path / "runs"))
+    confirms = [trial(f"c{s}", 0.9, 0.88, depth=0, kind="confirm", sweep="conf", seed=s, extra={"confirm_of": "a"})
+                for s in (1, 2)]
+    board.append([trial("a", 0.9, 0.88, depth=0), trial("b", 0.8, 0.8, depth=1, sweep="sw2"), *confirms])
+    out = tmp_path / "out"
+    assert "confirm" in write_report(board, "digits", str(out))["paths"]
+    assert (out / "confirmation_runs.png").exists()
+    assert "confirm" not in write_report(board, "digits", str(out), sweep_id="sw2")["paths"]
+    assert not (out / "confirmation_runs.png").exists()

@@ -125,12 +125,15 @@ def _draw(trials: list[dict], result: dict, out_dir: str) -> dict:
             "curves": plots.plot_curves, "delta_m": plots.plot_delta_m, "confirm": plots.plot_confirm}
     paths = {}
     for name, plot in draw.items():
-        fig = plot(figure, trials, result)
+        fig, where = plot(figure, trials, result), storage.join(out_dir, FILES[name])
         if fig is not None:
             buf = io.BytesIO()
             fig.savefig(buf, format="png")
-            paths[name] = storage.join(out_dir, FILES[name])
-            storage.atomic_write(paths[name], buf.getvalue())
+            paths[name] = where
+            storage.atomic_write(where, buf.getvalue())
+        elif storage.exists(where):   # an earlier report's plot of what this one has not: not left looking current
+            fs, path = storage.filesystem(where)
+            fs.delete_file(path)
     return paths
 
 
