@@ -119,3 +119,14 @@ def test_a_plot_an_earlier_report_drew_does_not_stay_beside_a_report_without_it(
     assert (out / "confirmation_runs.png").exists()
     assert "confirm" not in write_report(board, "digits", str(out), sweep_id="sw2")["paths"]
     assert not (out / "confirmation_runs.png").exists()
+
+
+def test_importance_names_a_parameter_set_in_one_trial_only_as_left_out():
+    """weight_left, set by the one static trial, was skipped before the 'set in some trials only' check: the note
+    did not name it."""
+    from orchestrator.report.mattered import importance
+
+    rows = [{"kind": "trial", "status": "completed", "objective_mode": "max", "trial_id": f"t{i}",
+             "freeze_depth": i % 3, "objective": 0.6 + 0.05 * i, "loss_weighting": "static" if i == 0 else "dwa",
+             "weight_left": 0.3 if i == 0 else None} for i in range(6)]
+    assert "weight_left" in importance(rows)["left_out"]

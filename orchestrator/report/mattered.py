@@ -86,10 +86,13 @@ def importance(trials: list[dict]) -> Optional[dict]:
     dists, left_out = {}, []
     for name in names:
         values = [r.get(name) for r in done]
-        if len({v for v in values if v is not None}) < 2 or name == "seed":
+        distinct = {v for v in values if v is not None}
+        if name == "seed" or not distinct:
             continue
         if any(v is None for v in values):   # set in some trials only (a branch's parameter): fANOVA needs all
             left_out.append(name)
+            continue
+        if len(distinct) < 2:
             continue
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             dists[name] = optuna.distributions.FloatDistribution(float(min(values)), float(max(values)))
