@@ -21,6 +21,14 @@ __all__ = ["ExperimentConfig", "load_config", "train", "tune", "Leaderboard", "C
 Config = Union[ExperimentConfig, str, os.PathLike, dict]
 
 
+def __getattr__(name: str):
+    if name == "__version__":   # the installed distribution's, as rows record it (code_version)
+        from importlib import metadata
+
+        return metadata.version("orchestrator")
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+
+
 def _config(config: Config) -> ExperimentConfig:
     """An ExperimentConfig from what a user holds: one already, a YAML path, or a config dict (``best()["config"]``)."""
     from .config import parse_config

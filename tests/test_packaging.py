@@ -73,3 +73,12 @@ def test_every_script_imports_and_names_what_exists(script, monkeypatch):
             if not hasattr(mod, name) and not is_module(f"{module}.{name}"):
                 missing.append(f"{script.name}:{line} {module}.{name}")
     assert not missing, missing
+
+
+def test_the_package_says_its_version():
+    """No __version__: a user reporting a bug had none to give (a helper's audit)."""
+    from importlib import metadata
+
+    import orchestrator
+
+    assert orchestrator.__version__ == metadata.version("orchestrator")
