@@ -130,3 +130,23 @@ def test_importance_names_a_parameter_set_in_one_trial_only_as_left_out():
              "freeze_depth": i % 3, "objective": 0.6 + 0.05 * i, "loss_weighting": "static" if i == 0 else "dwa",
              "weight_left": 0.3 if i == 0 else None} for i in range(6)]
     assert "weight_left" in importance(rows)["left_out"]
+
+
+def test_a_newer_diverged_ablation_run_does_not_hide_the_completed_ones():
+    """One diverged ablation run on rewritten data (newer) decided "the newest measurement": every completed run
+    vanished from What mattered (found reviewing this change)."""
+    import json
+
+    from orchestrator.report.mattered import what_mattered
+
+    def run(tid, value, seed, score, **more):
+        return {**trial(tid, score, score, depth=value, kind="ablation", seed=seed, sweep="abl",
+                        extra={"ablation_of": "w", "ablation_dim": "train.freeze_depth",
+                               "ablation_value": json.dumps(value)}, **more)}
+
+    rows = [run(f"d0_{s}", 0, s, 0.8) for s in (1, 2)] + [run(f"d3_{s}", 3, s, 0.83) for s in (1, 2)]
+    time.sleep(0.01)
+    rows.append({**run("late", 3, 9, 0.5, diverged=True), "data_fingerprint": "fp-new",
+                 "created_at": "2999-01-01T00:00:00+00:00"})
+    alts = what_mattered(rows)["dims"]["train.freeze_depth"]
+    assert alts["0"]["n"] == 2 and alts["3"]["n"] == 2

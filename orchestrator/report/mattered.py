@@ -44,11 +44,11 @@ def what_mattered(rows: list[dict], *, winner: Optional[str] = None) -> Optional
     runs = [r for r in ranking.each_work_once(rows)   # a merged copy counts where its own run is not
             if ranking.kind_of(r) == "ablation" and (_scored(r) or r.get("status") == "diverged")]
     if winner is None and runs:
-        winner = max(runs, key=lambda r: str(r.get("created_at")))["ablation_of"]
+        winner = max([r for r in runs if _scored(r)] or runs, key=lambda r: str(r.get("created_at")))["ablation_of"]
     runs = [r for r in runs if r.get("ablation_of") == winner]
     if not runs:
         return None
-    runs = ranking.newest_version(runs)   # one code, one data
+    runs = ranking.newest_version(runs, judge=_scored)   # one code, one data: the newest a completed run measured
     reference = [r for r in runs if r.get("ablation_dim") == REFERENCE]
     dims = list(dict.fromkeys(r["ablation_dim"] for r in runs if r.get("ablation_dim") != REFERENCE))
     out = {}
