@@ -91,6 +91,13 @@ def test_best_confirmed_refuses_a_winner_of_data_the_experiment_no_longer_ranks(
     code, _, err = run_cli(capsys, "best", "--storage", st, "-e", "e", "--confirmed", "-o", str(tmp_path / "b.yaml"))
     assert code == 2 and "\n" not in err and "confirm" in err and "A" in err, err
     assert not (tmp_path / "b.yaml").exists()
+    # A confirmed again on the new data (confirm retrains a trial's config): its confirmation is of the newest
+    # measurement, whatever data its sweep trained on (found reviewing this change: it was refused for good)
+    board.append([{**common, "kind": "confirm", "sweep_id": "confirm-2", "trial_id": f"d{s}", "confirm_of": "A",
+                   "seed": s, "objective": 0.88, "config": cfg(0.01, s), "data_fingerprint": "f2",
+                   "created_at": t0 + timedelta(days=2)} for s in (1, 2)])
+    code, out, err = run_cli(capsys, "best", "--storage", st, "-e", "e", "--confirmed", "-o", str(tmp_path / "b.yaml"))
+    assert code == 0 and "confirmed winner A" in out, err
 
 
 def test_a_kind_no_row_can_have_is_refused_from_python(tmp_path):

@@ -136,7 +136,6 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
             raise
         write_best(row, output)
         return
-    from ..leaderboard.ranking import newest_version
     from ..sweep.confirm import confirmed as ranking
 
     ignored = [flag for flag, used in (("--sweep", sweep), ("--where", where), ("--kind", kind != "trial"),
@@ -152,13 +151,24 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
                           f"{experiment[0]}` first")
     top = ranked[0]
     row = board.best(experiment=experiment[0], where=f"trial_id == '{top['confirm_of']}'")
-    newest = board.best(experiment=experiment[0])   # the experiment's newest measurement (code, data), as best ranks
-    if row["row_id"] != newest["row_id"] and not any(r is row for r in newest_version([row, newest])):
-        raise ConfigError(f"the confirmed winner {top['confirm_of']} of experiment {experiment[0]!r} was measured on "
-                          f"older data or code than its newest trials (best now: {newest['trial_id']}): run `orchestrator "
-                          f"confirm -e {experiment[0]}` again, or `best` without --confirmed")
+    _confirmed_now(board, experiment[0], top["confirm_of"])
     click.echo(f"confirmed winner {top['confirm_of']}: mean objective {mean_pm(top)} over seeds")
     write_best(row, output)
+
+
+def _confirmed_now(board, experiment: str, winner: str) -> None:
+    """ConfigError when the winner's confirmation runs are of older code or data than the experiment's newest
+    trials (its confirmation then ranks a measurement the leaderboard no longer compares)."""
+    from ..leaderboard.query import rows as row_dicts
+    from ..leaderboard.ranking import newest_version
+
+    newest = board.best(experiment=experiment)   # the experiment's newest measurement (code, data), as best ranks
+    runs = row_dicts(board.table(experiment=experiment, kind="confirm", where=f"confirm_of == '{winner}'"))
+    latest = max(runs, key=lambda r: str(r.get("created_at") or ""))
+    if not any(r is latest for r in newest_version([latest, newest])):
+        raise ConfigError(f"the confirmed winner {winner} of experiment {experiment!r} was confirmed on older data or "
+                          f"code than its newest trials (best now: {newest['trial_id']}): run `orchestrator confirm "
+                          f"-e {experiment}` again, or `best` without --confirmed")
 
 
 @click.command()
