@@ -83,3 +83,16 @@ def test_a_grace_period_no_trial_outlives_is_refused(tmp_path, capsys):
     assert code == 2 and "grace_period" in err and "\n" not in err, err
     code, _, err = run_cli(capsys, "validate", path, "--set", "search.scheduler.grace_period=2")
     assert code == 0, err
+
+
+def test_the_grace_period_check_leaves_resuming_an_older_sweep_to_it(tmp_path):
+    """A sweep started before the check (grace 10 on 5 epochs, clamped) could not be resumed: tune --resume ran the
+    check first, and a lowered grace period is another sweep (found reviewing this change)."""
+    from orchestrator.sweep.tuner import tune
+
+    raw = experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 5},
+                     search={"space": {"train.head_lr": {"choice": [1e-3, 1e-2]}},
+                             "scheduler": {"type": "asha", "grace_period": 10}})
+    with pytest.raises(ConfigError) as refused:
+        tune(parse_config(raw), resume=True, out=lambda line: None)
+    assert "is more than the trials" not in str(refused.value) and "to resume" in str(refused.value), refused.value

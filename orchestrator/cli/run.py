@@ -36,11 +36,11 @@ def pretrain(location, force, in_job):
 def validate(config, sets):
     """Run every check `train` and `tune` run (config, data, backbone, search space); trains nothing,
     writes nothing, starts no Ray."""
-    from ..sweep.tuner import check_objective, check_space
+    from ..sweep.tuner import check_grace, check_objective, check_space
     from ..training.session import check, describe
 
     cfg = load(config, sets)
-    p = check(cfg, also=[check_space, check_objective] if cfg.search is not None else [])
+    p = check(cfg, also=[check_space, check_objective, check_grace] if cfg.search is not None else [])
     describe(p, record=None, out=click.echo)
     cfg, spec = p.cfg, p.spec
     kind = {"paths": "image files", "bytes": "encoded images", "pixels": "pixel arrays"}[spec.image_kind]

@@ -58,14 +58,19 @@ def check_space(p: Prepared) -> None:
             except ConfigError:
                 raise ConfigError(f"search.space {path}: {domain.kind} draws fractions (e.g. {inner:g}), which this "
                                   f"field refuses: use randint: [{lo:g}, {hi:g}]") from None
-    sch, max_t = cfg.search.scheduler, int(largest(cfg.search, "train.epochs", cfg.train.epochs))
-    if sch.type != "none" and sch.grace_period > max_t:   # it was clamped to max_t without a word: no trial stops
-        raise ConfigError(f"search.scheduler.grace_period {sch.grace_period} is more than the trials' epochs "
-                          f"({max_t}): no trial could be stopped; lower it, or use scheduler type none")
     if {"train.batch_size", "resources.workers"} <= set(cfg.search.space):     # each pair of the two, too
         for b in candidate_values(cfg.search.space["train.batch_size"], list(cfg.tasks)):
             for w in candidate_values(cfg.search.space["resources.workers"], list(cfg.tasks)):
                 check_batch(cfg.with_values({"train.batch_size": b, "resources.workers": w}), p.data)
+
+
+def check_grace(p: Prepared) -> None:
+    """A new sweep's grace period within its trials' epochs (make_scheduler clamped a longer one without a word: no
+    trial stopped). Not on resume: a sweep started before keeps its scheduler, and its config is its identity."""
+    sch, max_t = p.cfg.search.scheduler, int(largest(p.cfg.search, "train.epochs", p.cfg.train.epochs))
+    if sch.type != "none" and sch.grace_period > max_t:
+        raise ConfigError(f"search.scheduler.grace_period {sch.grace_period} is more than the trials' epochs "
+                          f"({max_t}): no trial could be stopped; lower it, or use scheduler type none")
 
 
 CONTROLS = ("train.loss_weighting", "train.freeze_depth")   # the fields that decide which others training reads
@@ -124,7 +129,7 @@ def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 
     if sch.type == "none":
         return None
     max_t = int(largest(cfg.search, "train.epochs", cfg.train.epochs))
-    grace = min(sch.grace_period, max_t)
+    grace = min(sch.grace_period, max_t)   # longer: a sweep from before check_grace, resumed
     if sch.type == "sync":
         from .syncsha import RunHistory, SyncHalving, TrialEpochs
 
@@ -223,7 +228,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
     """`orchestrator tune`: run (or resume) a sweep; one leaderboard row per trial; returns a summary."""
     if name:
         cfg = cfg.with_values({"name": name})
-    p = check(cfg, also=[check_space, check_objective])
+    p = check(cfg, also=[check_space, check_objective, *([] if resume else [check_grace])])
     cfg = p.cfg
     sweep_id = (find_sweep(cfg, sweep_id, fingerprint=p.spec.fingerprint, say=out) if resume
                 else sweep_id or new_sweep_id())
