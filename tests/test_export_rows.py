@@ -102,3 +102,12 @@ def test_a_query_of_a_sweep_id_that_matches_nothing_is_refused(tmp_path, capsys,
     _board(tmp_path)
     code, _, err = run_cli(capsys, *command, "--storage", str(tmp_path / "runs"), "--sweep", "nope")
     assert code == 2 and "\n" not in err and "nope" in err and "s1" in err, err
+
+
+def test_a_sweeps_check_of_a_new_mlflow_database_prints_no_log_lines(tmp_path, capfd):
+    """Live logging's check before a sweep made its client outside the quieting: MLflow's INFO lines on stderr."""
+    from orchestrator.leaderboard.export_mlflow import check_experiment
+
+    capfd.readouterr()
+    check_experiment(f"sqlite:///{tmp_path / 'live.db'}", "x")
+    assert "INFO" not in capfd.readouterr().err

@@ -126,7 +126,8 @@ def _not_deleted(client, name: str):
 
 def check_experiment(uri: str, name: str) -> None:
     """Before a sweep logs live to ``uri``: the server answers, and its experiment ``name`` is not a deleted one."""
-    client, errors = _client(uri)
+    with _quiet():   # the client too: a new SQLite store logs its tables' creation as it opens
+        client, errors = _client(uri)
     try:
         with _quiet():
             _not_deleted(client, name)

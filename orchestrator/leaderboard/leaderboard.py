@@ -240,8 +240,9 @@ class Leaderboard:
         found = {m: es for m, es in self._read(work).items() if m}
         if len(found) > 1:
             named = "; ".join(f"{m}: {', '.join(sorted(es))}" for m, es in sorted(found.items()))
-            raise ConfigError(f"the experiments in {self.uri} rank by other objectives ({named}), whose values do not "
-                              f"compare: pick one with -e (experiment=... from Python)")
+            raise ConfigError(f"the rows selected in {self.uri} rank by other objectives ({named}), whose values do "
+                              f"not compare: select one experiment with -e and one kind with --kind (experiment=, "
+                              f"kind= from Python)")
 
     def _read(self, work: Callable[[Snapshot], T]) -> T:
         """``work`` on a fresh snapshot of the files; again when a file vanished under it (a compaction)."""
