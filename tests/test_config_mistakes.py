@@ -96,3 +96,18 @@ def test_the_grace_period_check_leaves_resuming_an_older_sweep_to_it(tmp_path):
     with pytest.raises(ConfigError) as refused:
         tune(parse_config(raw), resume=True, out=lambda line: None)
     assert "is more than the trials" not in str(refused.value) and "to resume" in str(refused.value), refused.value
+
+
+def test_a_mapping_set_on_the_section_above_replaces_the_map_inside_it_too(tmp_path):
+    """`--set 'search={space: {...}}'` merged the file's space into it: the map inside a section merges as a whole
+    or not at all, however the --set reaches it (found reviewing this change)."""
+    raw = experiment(tmp_path, "builtin:multidigits/train", train={"loss_weights": {"left": 1.0, "right": 1.0,
+                                                                                      "sum": 0.5}},
+                     search={"space": {"train.head_lr": {"loguniform": [1e-4, 1e-2]},
+                                       "train.freeze_depth": {"choice": [0, 1]}}})
+    path = write_yaml(tmp_path / "e.yaml", raw)
+    cfg = load_config(path, {"search": {"space": {"train.freeze_depth": {"choice": [0, 2]}}},
+                             "train": {"loss_weights": {"left": 2.0, "right": 1.0, "sum": 1.0}, "epochs": 2}})
+    assert list(cfg.search.space) == ["train.freeze_depth"] and cfg.train.epochs == 2
+    cfg = load_config(path, {"train": {"loss_weights": {"left": 2.0}}, "tasks": {"left": {"type": "classification"}}})
+    assert cfg.train.loss_weights == {"left": 2.0} and list(cfg.tasks) == ["left"]

@@ -102,6 +102,9 @@ def test_a_query_of_a_sweep_id_that_matches_nothing_is_refused(tmp_path, capsys,
     _board(tmp_path)
     code, _, err = run_cli(capsys, *command, "--storage", str(tmp_path / "runs"), "--sweep", "nope")
     assert code == 2 and "\n" not in err and "nope" in err and "s1" in err, err
+    # beside a sweep that matches: s1's rows were listed without a word about the typo (found reviewing this change)
+    code, _, err = run_cli(capsys, *command, "--storage", str(tmp_path / "runs"), "--sweep", "s1", "--sweep", "nope")
+    assert code == 2 and "nope" in err, err
 
 
 def test_a_sweeps_check_of_a_new_mlflow_database_prints_no_log_lines(tmp_path, capfd):

@@ -89,9 +89,9 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
 
     board = Leaderboard(storage)
     table = board.top(k, metric=metric, ranked=False, **_scope(experiment, where, sweep, kind))
-    if not table.num_rows:
+    if not table.num_rows or experiment or sweep:   # a typo beside a name that matches is a typo too
         refuse_missing(board, experiment, sweep)
-    elif metric not in OBJECTIVES and metric in table.column_names and not any(
+    if table.num_rows and metric not in OBJECTIVES and metric in table.column_names and not any(
             finite(v) is not None for v in table.column(metric).to_pylist()):   # a listing of failed trials has none
         having = [c for c in table.column_names if (c in OBJECTIVES or direction(c) is not None) and any(
             finite(v) is not None for v in table.column(c).to_pylist())]
@@ -187,7 +187,7 @@ def pareto(storage, experiment, where, sweep, kind, names, fmt):
         raise ConfigError(f"--metrics needs two or more metrics, got {metrics}: e.g. -m left_accuracy,right_accuracy")
     board = Leaderboard(storage)
     table = board.pareto(metrics, **_scope(experiment, where, sweep, kind))
-    if not table.num_rows:
+    if not table.num_rows or experiment or sweep:   # a typo beside a name that matches is a typo too
         refuse_missing(board, experiment, sweep)
     if fmt == "table" and not table.num_rows:
         click.echo(f"no matching rows with {', '.join(metrics)} in {board.uri}")

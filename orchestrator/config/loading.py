@@ -154,10 +154,12 @@ def _override(data: dict, key: str, value: Any) -> None:
         current = get_dotted(data, key)
     except (KeyError, TypeError):
         current = None
-    set_dotted(data, key, _merged(current, value))
+    set_dotted(data, key, _merged(current, value, key))
 
 
-def _merged(current: Any, value: Any) -> Any:
-    if not (isinstance(current, dict) and isinstance(value, dict)) or set(value) & set(KINDS):
+def _merged(current: Any, value: Any, path: str) -> Any:
+    """``value`` merged into ``current`` (at dotted ``path``): sections merge key by key, a search domain and a map
+    of the user's own entries (``WHOLE``) are replaced whole, however deep the ``--set`` that reaches them."""
+    if not (isinstance(current, dict) and isinstance(value, dict)) or set(value) & set(KINDS) or path in WHOLE:
         return value
-    return {**current, **{k: _merged(current.get(k), v) for k, v in value.items()}}
+    return {**current, **{k: _merged(current.get(k), v, f"{path}.{k}") for k, v in value.items()}}
