@@ -44,9 +44,9 @@ def _config(config: Config) -> ExperimentConfig:
 
 def train(config: Config, *, address: str | None = None, name: str | None = None, out=print,
           verbose: bool = False) -> dict:
-    """Train one configuration as `orchestrator train` does, with its checks: a run the cluster can never hold, or
-    Δm% without its baselines, raises ConfigError before anything trains; a user's mistake found while training
-    (bad data) raises UserError. Returns the run's summary (status, metrics, summary_file)."""
+    """Train one configuration as `orchestrator train` does, with its checks: a run the cluster can never hold
+    raises ConfigError, Δm% without its baselines UserError, before anything trains; a user's mistake found while
+    training (bad data) raises UserError. Returns the run's summary (status, metrics, summary_file)."""
     from .sweep.baselines import recorded_for
     from .sweep.capacity import check_fits
     from .training.driver import train as run
