@@ -47,15 +47,9 @@ def train(config: Config, *, address: str | None = None, name: str | None = None
     """Train one configuration as `orchestrator train` does, with its checks: a run the cluster can never hold
     raises ConfigError, Δm% without its baselines UserError, before anything trains; a user's mistake found while
     training (bad data) raises UserError. Returns the run's summary (status, metrics, summary_file)."""
-    from .sweep.baselines import recorded_for
-    from .sweep.capacity import check_fits
-    from .training.driver import train as run
+    from .sweep.single import train_checked
 
-    summary = run(_config(config), address=address, name=name, out=out, verbose=verbose,
-                  ready=lambda c: check_fits(c, what="run"), baselines=recorded_for)
-    if summary.get("user_error"):
-        raise UserError(summary["error"])
-    return summary
+    return train_checked(_config(config), address=address, name=name, out=out, verbose=verbose)
 
 
 def tune(config: Config, *, name: str | None = None, address: str | None = None, resume: bool = False,

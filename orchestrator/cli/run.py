@@ -60,15 +60,12 @@ def validate(config, sets):
 @entrypoint_cpus_opt
 def train(config, sets, address, name, verbose, in_job, entrypoint_cpus):
     """Train one configuration on Ray Train (also accepts the YAML written by `best`)."""
-    from ..sweep.baselines import recorded_for
-    from ..sweep.capacity import check_fits
-    from ..training.driver import train as run
+    from ..sweep.single import train_checked
 
     cfg = load(config, sets, in_job=in_job)
-    reserved = entrypoint_cpus   # a Ray job's entrypoint holds its CPUs while the run waits
     with console(layout.log_file(cfg.storage, "train", cfg.name), verbose=verbose) as out:
-        summary = run(cfg, address=address, name=name, out=out, verbose=verbose,
-                      ready=lambda c: check_fits(c, reserved_cpu=reserved, what="run"), baselines=recorded_for)
+        summary = train_checked(cfg, address=address, name=name, out=out, verbose=verbose,
+                                reserved_cpu=entrypoint_cpus)   # a Ray job's entrypoint holds its CPUs meanwhile
     finish_run(summary)
 
 
@@ -204,18 +201,14 @@ def demo(location, output, retrain_workers, address):
 def retrain(best: dict, *, workers: int, output: str, sweep_id: str, address: str | None = None) -> None:
     """The demo's last step: the winner's row trained again on ``workers`` Ray Train workers, compared with it."""
     from ..config import parse_config
-    from ..sweep.baselines import recorded_for
-    from ..sweep.capacity import check_fits
-    from ..training.driver import train as run_train
+    from ..sweep.single import train_checked
 
     click.echo(f"\nretraining the winner ({best['trial_id']}) with {workers} workers: "
                f"orchestrator train {output} --set resources.workers={workers}")
     again = parse_config(best["config"]).with_values({"resources.workers": workers, "resources.cpus_per_worker": 1.0})
     with console(layout.log_file(again.storage, "train", again.name), verbose=False) as out:
-        summary = run_train(again, address=address, name=f"retrain-{best['trial_id']}-{sweep_id}",
-                            out=lambda line: (out.detail if line.startswith(RETRAIN_DETAIL) else out)(line),
-                            ready=lambda c: check_fits(c, what="run"),   # more workers than the cluster: one line
-                            baselines=recorded_for)
+        summary = train_checked(again, address=address, name=f"retrain-{best['trial_id']}-{sweep_id}",
+                                out=lambda line: (out.detail if line.startswith(RETRAIN_DETAIL) else out)(line))
     finish_run(summary)
     click.echo(f"  sweep objective {best['objective']:.4f} -> retrained {summary['objective']:.4f} "
                f"(difference {abs(summary['objective'] - best['objective']) * 100:.2f} points; the sweep's maximum "
