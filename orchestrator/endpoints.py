@@ -48,3 +48,15 @@ def reach_storage(location: str) -> None:
         raise ConfigError(f"cannot reach the storage endpoint {where.scheme}://{where.hostname}:{port} of "
                           f"{redact(location)} ({why}): check endpoint_override and scheme in the URI, and that the "
                           f"server runs")
+
+
+def auth_message(detail: str, url: str) -> str:
+    """The fix for a refused Ray auth token (``detail`` as Ray's Jobs SDK words the refusal), naming the cluster."""
+    if detail.startswith(("Authentication failed", "HTTP 403")):
+        return (f"Ray cluster at {url} rejected the auth token: use the cluster's token (RAY_AUTH_TOKEN or "
+                "RAY_AUTH_TOKEN_PATH; it is ~/.ray/auth_token on the head)")
+    if detail.startswith(("Authentication required", "HTTP 401")):
+        return (f"Ray cluster at {url} requires a token: export RAY_AUTH_MODE=token (token from "
+                "~/.ray/auth_token on the head, or RAY_AUTH_TOKEN)")
+    first = detail.splitlines()[0].split(". ")[0].rstrip(".")
+    return f"no Ray auth token: {first} (copy ~/.ray/auth_token from the head, or set RAY_AUTH_TOKEN)"

@@ -155,6 +155,23 @@ def test_a_refused_token_on_the_gcs_address_is_one_line_at_once(cluster, tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
+def test_the_python_api_on_a_refused_token_is_one_error_at_once(cluster, tmp_path):
+    """orchestrator.train(cfg, address=HEAD:6379) skipped the CLI's --address checks: 20 InvalidAuthToken warnings
+    over 20 s, then ConnectionError (found reviewing this stop's change)."""
+    script = ("import sys, orchestrator\n"
+              "try:\n"
+              "    cfg = orchestrator.load_config(sys.argv[1]).with_values({'backbone.weights': 'none'})\n"
+              "    orchestrator.train(cfg, address=sys.argv[2])\n"
+              "except orchestrator.ConfigError as e:\n"
+              "    print('refused:', e)\n")
+    env = {k: v for k, v in cluster["env"].items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    env.update(HOME=str(tmp_path), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="wrong" * 8)
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT / "examples" / "digits.yaml"), cluster["gcs"]],
+                         env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert "refused: Ray cluster" in out.stdout and "rejected the auth token" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "InvalidAuthToken" not in out.stderr, out.stderr[-2000:]
+
+
 def test_a_train_job_with_relative_paths_spread_over_two_nodes(cluster, tmp_path):
     """A `train` job whose two workers must be on two nodes (STRICT_SPREAD): one worker per node, the same steps on
     each, and above chance. The config's relative data and backbone paths resolve against its folder in the job's

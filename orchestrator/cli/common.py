@@ -126,18 +126,6 @@ set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                        help="override a config value by dotted path, e.g. --set train.epochs=3")
 
 
-def auth_message(detail: str, url: str) -> str:
-    """The fix for a refused Ray auth token (``detail`` as Ray's Jobs SDK words the refusal), naming the cluster."""
-    if detail.startswith(("Authentication failed", "HTTP 403")):
-        return (f"Ray cluster at {url} rejected the auth token: use the cluster's token (RAY_AUTH_TOKEN or "
-                "RAY_AUTH_TOKEN_PATH; it is ~/.ray/auth_token on the head)")
-    if detail.startswith(("Authentication required", "HTTP 401")):
-        return (f"Ray cluster at {url} requires a token: export RAY_AUTH_MODE=token (token from "
-                "~/.ray/auth_token on the head, or RAY_AUTH_TOKEN)")
-    first = detail.splitlines()[0].split(". ")[0].rstrip(".")
-    return f"no Ray auth token: {first} (copy ~/.ray/auth_token from the head, or set RAY_AUTH_TOKEN)"
-
-
 def ray_address(ctx, param, value):
     """A click callback for ``--address`` (a cluster's GCS address, HEAD:6379): the dashboard's URL (what submit and
     jobs take) is one line, not ray.init's traceback; an address that takes no connection, or refuses this process's
@@ -165,6 +153,7 @@ def ray_address(ctx, param, value):
         raise ConfigError(f"cannot reach the Ray cluster at {value} ({why}): start it (ray start --head) or fix "
                           f"--address (HEAD:6379)")
     from .. import _ray
+    from ..endpoints import auth_message
 
     refused = _ray.gcs_token_refusal(f"{s.hostname}:{s.port or 6379}")
     if refused:

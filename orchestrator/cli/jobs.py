@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import click
 
 from .. import _ray
-from ..endpoints import unreachable
+from ..endpoints import auth_message, unreachable
 from ..errors import ConfigError, UserError, shortened
 from ..storage import line_of, redact, redact_text, uris_in
-from .common import auth_message, overrides, raw_storage, require_shared_storage, set_opt, sets_for_job
+from .common import overrides, raw_storage, require_shared_storage, set_opt, sets_for_job
 
 EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-logs"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
