@@ -118,7 +118,8 @@ def check_objective(p: Prepared) -> None:
         fix = (f"objective.metric: {theirs}" if theirs != cfg.objective.metric
                else "score the same tasks the same way as its trials")
         raise ConfigError(f"experiment {cfg.name!r} ranks its trials by {metric} ({mode}) and this config's objective "
-                          f"is {mine[0]} ({mine[1]}): give this sweep an experiment of its own (--set name=NEW) or {fix}")
+                          f"is {mine[0]} ({mine[1]}): give this sweep an experiment of its own (tune --name NEW, or "
+                          f"--set name=NEW) or {fix}")
 
 
 def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1, sweep_id: str | None = None):
