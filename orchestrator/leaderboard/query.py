@@ -84,7 +84,7 @@ def _compare(left: ast.AST, op: ast.cmpop, right: ast.AST, schema: pa.Schema, us
 
 def _same_kind(name: str, type_: pa.DataType, kinds: set[str], listed: str) -> None:
     """``isin`` casts its values to the column's type ('7' and True match 7): refuse what ``==`` refuses."""
-    held = ("number" if pa.types.is_integer(type_) or pa.types.is_floating(type_) else
+    held = ("number" if numeric(type_) else
             "bool" if pa.types.is_boolean(type_) else "str" if pa.types.is_string(type_) or
             pa.types.is_large_string(type_) else None)
     if held is not None and kinds - {held}:
