@@ -91,6 +91,14 @@ def test_best_confirmed_refuses_a_winner_of_data_the_experiment_no_longer_ranks(
     code, _, err = run_cli(capsys, "best", "--storage", st, "-e", "e", "--confirmed", "-o", str(tmp_path / "b.yaml"))
     assert code == 2 and "\n" not in err and "confirm" in err and "A" in err, err
     assert not (tmp_path / "b.yaml").exists()
+    # ablate took that stale winner as its reference (a helper's audit of confirm and ablate)
+    import pytest
+
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.ablate import winner_row
+
+    with pytest.raises(ConfigError, match="confirmed on older data"):
+        winner_row(board, "e")
     # A confirmed again on the new data (confirm retrains a trial's config): its confirmation is of the newest
     # measurement, whatever data its sweep trained on (found reviewing this change: it was refused for good)
     board.append([{**common, "kind": "confirm", "sweep_id": "confirm-2", "trial_id": f"d{s}", "confirm_of": "A",
@@ -110,3 +118,25 @@ def test_a_kind_no_row_can_have_is_refused_from_python(tmp_path):
     with pytest.raises(ConfigError, match="trials.*trial, baseline, confirm, ablation"):
         board.top(5, kind="trials", experiment="acc")
     assert board.top(5, kind=["trial", "confirm"], experiment="acc").num_rows == 1
+
+
+def test_the_confirmed_ranking_names_failed_seeds_and_configurations_with_no_seed_completed():
+    """B's seeds 1 and 2 failed and it ranked first on its one seed, without a word; C, whose 3 seeds diverged, was
+    not listed at all (a helper's audit of confirm)."""
+    from orchestrator.cli.common import mean_pm
+    from orchestrator.leaderboard.ranking import confirmed
+
+    from test_report import trial
+
+    def run(of, seed, score, **more):
+        return trial(f"c-{of}-{seed}", score, score, depth=0, kind="confirm", sweep="conf", seed=seed,
+                     extra={"confirm_of": of}, **more)
+
+    rows = [run("A", s, 0.70) for s in (1, 2, 3)]
+    rows += [run("B", 1, None, error="worker died"), run("B", 2, None, error="worker died"), run("B", 3, 0.75)]
+    rows += [run("C", s, 0.9, diverged=True) for s in (1, 2, 3)]
+    ranked = confirmed(rows)
+    assert [c["confirm_of"] for c in ranked] == ["A", "B", "C"]
+    assert ranked[1]["failed"] == [1, 2] and "seeds 1, 2 failed" in mean_pm(ranked[1])
+    assert ranked[2]["n"] == 0 and ranked[2]["diverged"] == [1, 2, 3]
+    assert mean_pm(ranked[2]) == "no seed completed (seeds 1, 2, 3 diverged)"

@@ -49,8 +49,8 @@ def sets_for_job(extra_args, root: Path) -> list[str]:
 def mean_pm(stats: dict) -> str:
     """``0.8000 ± 0.0100 (n=2)``: a mean over seeds and its sample std, which one seed does not have."""
     spread = f"± {stats['std']:.4f} " if stats["std"] is not None else ""
-    lost = stats.get("diverged") or []
-    diverged = f"; seed{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))} diverged" if lost else ""
+    diverged = "".join(f"; seed{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))} {status}"
+                       for status in ("diverged", "failed") if (lost := stats.get(status) or []))
     if stats["mean"] is None:
         return f"no seed completed ({diverged[2:] or 'none ran'})"
     return f"{stats['mean']:.4f} {spread}(n={stats['n']}{'' if spread else ': no spread'}{diverged})"

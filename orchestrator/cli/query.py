@@ -136,7 +136,7 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
             raise
         write_best(row, output)
         return
-    from ..sweep.confirm import confirmed as ranking
+    from ..sweep.confirm import confirmed as ranking, confirmed_now
 
     ignored = [flag for flag, used in (("--sweep", sweep), ("--where", where), ("--kind", kind != "trial"),
                                        ("--metric", metric != "objective")) if used]
@@ -145,30 +145,15 @@ def best(storage, experiment, where, sweep, kind, metric, confirmed, output):
                           f"{', '.join(ignored)} (or --confirmed)")
     if len(experiment) != 1:
         raise ConfigError("--confirmed ranks one experiment's confirmation runs: give exactly one --experiment")
-    ranked = ranking(board, experiment[0])
+    ranked = [c for c in ranking(board, experiment[0]) if c["n"]]   # a seed completed
     if not ranked:
         raise ConfigError(f"experiment {experiment[0]!r} has no confirmation runs: run `orchestrator confirm -e "
                           f"{experiment[0]}` first")
     top = ranked[0]
     row = board.best(experiment=experiment[0], where=f"trial_id == '{top['confirm_of']}'")
-    _confirmed_now(board, experiment[0], top["confirm_of"])
+    confirmed_now(board, experiment[0], top["confirm_of"])
     click.echo(f"confirmed winner {top['confirm_of']}: mean objective {mean_pm(top)} over seeds")
     write_best(row, output)
-
-
-def _confirmed_now(board, experiment: str, winner: str) -> None:
-    """ConfigError when the winner's confirmation runs are of older code or data than the experiment's newest
-    trials (its confirmation then ranks a measurement the leaderboard no longer compares)."""
-    from ..leaderboard.query import rows as row_dicts
-    from ..leaderboard.ranking import newest_version
-
-    newest = board.best(experiment=experiment)   # the experiment's newest measurement (code, data), as best ranks
-    runs = row_dicts(board.table(experiment=experiment, kind="confirm", where=f"confirm_of == '{winner}'"))
-    latest = max(runs, key=lambda r: str(r.get("created_at") or ""))
-    if not any(r is latest for r in newest_version([latest, newest])):
-        raise ConfigError(f"the confirmed winner {winner} of experiment {experiment!r} was confirmed on older data or "
-                          f"code than its newest trials (best now: {newest['trial_id']}): run `orchestrator confirm "
-                          f"-e {experiment}` again, or `best` without --confirmed")
 
 
 @click.command()

@@ -131,12 +131,13 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
     ``each_work_once``; only runs of the newest confirmation run's training revision and data, ``newest_version``,
     for every configuration: runs of older code or data are another measurement), best mean first in the objective's
     direction: n, mean, sample std, seeds, the objectives, the config, and the original trial's objective
-    (``originals``: trial id -> its row). A configuration with a diverged run (``diverged``: its seeds) ranks after
-    those without: its mean is over the seeds that survived."""
+    (``originals``: trial id -> its row). A configuration with a diverged or failed run (``diverged``, ``failed``:
+    their seeds) ranks after those without: its mean is over the seeds that completed; one with none (n 0, mean
+    None) ranks last."""
     newest: dict[tuple, dict] = {}   # one measurement per run: `confirm` again, or a merged copy, is the same run
     for row in sorted(each_work_once(rows), key=lambda r: str(r.get("created_at") or "")):
         scored = finite(row.get("objective")) is not None and pickable(row)
-        if kind_of(row) == "confirm" and row.get("confirm_of") and (scored or row.get("status") == "diverged"):
+        if kind_of(row) == "confirm" and row.get("confirm_of") and (scored or row.get("status") in UNRANKED):
             seed = row.get("seed")
             newest[(row["confirm_of"], seed if seed is not None else row.get("row_id"))] = row
     groups: dict[str, list[dict]] = {}
@@ -144,17 +145,16 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
         groups.setdefault(row["confirm_of"], []).append(row)
     ranked = []
     for trial_id, runs in groups.items():
-        group = [r for r in runs if r.get("status") != "diverged"]
-        if not group:
-            continue
-        values = [r["objective"] for r in group]
-        ranked.append({"confirm_of": trial_id, "n": len(values), "objectives": values,
-                       "diverged": sorted(r.get("seed") for r in runs if r.get("status") == "diverged"),
-                       "mean": statistics.fmean(values), "std": spread(values),
-                       "mode": group[0].get("objective_mode") or "max", "config": group[0].get("config"),
-                       "seeds": sorted(r.get("seed") for r in group), "freeze_depth": group[0].get("freeze_depth"),
+        group = [r for r in runs if r.get("status") not in UNRANKED]
+        values, first = [r["objective"] for r in group], (group or runs)[0]
+        lost = {status: sorted(r.get("seed") for r in runs if r.get("status") == status) for status in UNRANKED}
+        ranked.append({"confirm_of": trial_id, "n": len(values), "objectives": values, **lost,
+                       "mean": statistics.fmean(values) if values else None, "std": spread(values),
+                       "mode": first.get("objective_mode") or "max", "config": first.get("config"),
+                       "seeds": sorted(r.get("seed") for r in group), "freeze_depth": first.get("freeze_depth"),
                        "original": finite((originals or {}).get(trial_id, {}).get("objective"))})
-    return sorted(ranked, key=lambda c: (bool(c["diverged"]), -sign(c["mode"]) * c["mean"]))
+    return sorted(ranked, key=lambda c: (not c["n"], bool(c["diverged"] or c["failed"]),
+                                         -sign(c["mode"]) * (c["mean"] or 0.0)))
 
 
 def data_of(row: dict) -> Optional[str]:

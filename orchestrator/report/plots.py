@@ -155,7 +155,7 @@ def plot_delta_m(figure, trials, res):
 
 
 def plot_confirm(figure, trials, res):
-    conf = res["confirm"]
+    conf = [c for c in res["confirm"] if c["n"]]   # a configuration with no seed completed has no point to draw
     if not conf:
         return None
     fig = figure(7, 1.5 + 0.45 * len(conf))

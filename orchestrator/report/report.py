@@ -163,11 +163,12 @@ def _pareto_lines(p: dict) -> list[str]:
 
 def _confirm_lines(confirm: list[dict]) -> list[str]:
     return ["## Confirmation runs", "", "Top configurations retrained with new seeds, ranked by mean objective (one "
-            "with a diverged seed after those without).", "",
+            "with a diverged or failed seed after those without, one with no seed completed last).", "",
             *_table(["rank", "configuration", "freeze depth", "n seeds", "mean", "std", "original objective",
-                     "diverged seeds"],
+                     "diverged seeds", "failed seeds"],
                     [[i, c["confirm_of"], c["freeze_depth"], c["n"], c["mean"], c["std"], c["original"],
-                      ", ".join(map(str, c["diverged"])) or "-"] for i, c in enumerate(confirm, 1)])]
+                      ", ".join(map(str, c["diverged"])) or "-", ", ".join(map(str, c["failed"])) or "-"]
+                     for i, c in enumerate(confirm, 1)])]
 
 
 def markdown(res: dict) -> str:

@@ -23,7 +23,7 @@ from ..config.schema import ExperimentConfig, parse_config
 from ..config.space import dotted_get, same_option
 from ..errors import ConfigError
 from ..leaderboard.query import rows as row_dicts
-from .confirm import confirmed, done_runs, measured_against, sweep_baselines, sweep_record, trial_row
+from .confirm import confirmed, confirmed_now, done_runs, measured_against, sweep_baselines, sweep_record, trial_row
 
 REFERENCE = "reference"
 
@@ -44,8 +44,10 @@ def _config(row: dict) -> ExperimentConfig:
 def winner_row(board, experiment: str, trial: str | None = None) -> dict:
     """``trial``'s row, else the confirmed winner's, else the best completed trial's."""
     if trial is None:
-        winners = confirmed(board, experiment)
+        winners = [c for c in confirmed(board, experiment) if c["n"]]   # a seed completed
         trial = winners[0]["confirm_of"] if winners else None
+        if trial is not None:   # as best --confirmed: not a winner the experiment's newest trials have outdated
+            confirmed_now(board, experiment, trial)
     if trial is not None:
         return trial_row(board, experiment, trial)
     if board.table(experiment=experiment, where="status == 'completed'", columns=["trial_id"]).num_rows == 0:

@@ -198,3 +198,15 @@ def by_inputs(configs: list[ExperimentConfig], extra: list[dict],
                           measured[e["confirm_of"]]], sort_keys=True)
         groups.setdefault(key, []).append((cfg, e))
     return list(groups.values())
+
+
+def confirmed_now(board, experiment: str, winner: str) -> None:
+    """ConfigError when the winner's confirmation runs are of older code or data than the experiment's newest
+    trials (its confirmation then ranks a measurement the leaderboard no longer compares)."""
+    newest = board.best(experiment=experiment)   # the experiment's newest measurement (code, data), as best ranks
+    runs = row_dicts(board.table(experiment=experiment, kind="confirm", where=f"confirm_of == '{winner}'"))
+    latest = max(runs, key=lambda r: str(r.get("created_at") or ""))
+    if not any(r is latest for r in ranking.newest_version([latest, newest])):
+        raise ConfigError(f"the confirmed winner {winner} of experiment {experiment!r} was confirmed on older data or "
+                          f"code than its newest trials (best now: {newest['trial_id']}): run `orchestrator confirm "
+                          f"-e {experiment}` again, or leave the confirmation out (best without --confirmed, ablate --trial ID)")
