@@ -60,3 +60,17 @@ def auth_message(detail: str, url: str) -> str:
                 "~/.ray/auth_token on the head, or RAY_AUTH_TOKEN)")
     first = detail.splitlines()[0].split(". ")[0].rstrip(".")
     return f"no Ray auth token: {first} (copy ~/.ray/auth_token from the head, or set RAY_AUTH_TOKEN)"
+
+
+def refuse_ray_token(address: str | None, *, named: str | None = None) -> None:
+    """A cluster's GCS address (HOST:PORT) that refuses this process's Ray auth token: one ConfigError at once (named
+    as ``named``, default the address), where ray.init retried for 20 s, a warning line a second. Other addresses
+    (none, auto, local, a ray:// client) are ray.init's to judge."""
+    from . import _ray
+
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    refused = _ray.gcs_token_refusal(address) if host and port.isdigit() else None
+    if refused:
+        raise ConfigError(auth_message(refused, named or address))

@@ -152,12 +152,9 @@ def ray_address(ctx, param, value):
     if why:
         raise ConfigError(f"cannot reach the Ray cluster at {value} ({why}): start it (ray start --head) or fix "
                           f"--address (HEAD:6379)")
-    from .. import _ray
-    from ..endpoints import auth_message
+    from ..endpoints import refuse_ray_token
 
-    refused = _ray.gcs_token_refusal(f"{s.hostname}:{s.port or 6379}")
-    if refused:
-        raise ConfigError(auth_message(refused, value))
+    refuse_ray_token(f"{s.hostname}:{s.port or 6379}", named=value)
     return value
 
 

@@ -26,7 +26,7 @@ from ..data.builtin import IMAGE_SHAPE
 from ..data.dealing import rows_per_rank, sizes_of
 from ..data.prepare import prepare
 from ..data.spec import DataSpec, PreparedData
-from ..endpoints import reach_storage
+from ..endpoints import reach_storage, refuse_ray_token
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger("orchestrator")
@@ -220,7 +220,7 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
         # table every 5 s). On clusters it stays (spot nodes); a lost node is noticed there either way.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     if not ray.is_initialized():
-        refuse_token(address)
+        refuse_ray_token(address)
         _ray.redacted_entrypoint(storage.redact_text)   # a secret on the command line stays out of the job table
         options = {"num_gpus": num_gpus} if (num_gpus is not None and own) else {}
         ray.init(address=address, log_to_driver=log_to_driver, configure_logging=True, logging_level="ERROR",
@@ -229,19 +229,6 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
     quiet_logs()   # Ray Data runs on the driver too (decoding into the object store)
     if not log_to_driver:
         mute_ray_stderr()   # ray.init attached its stderr handler again
-
-
-def refuse_token(address: Optional[str]) -> None:
-    """A cluster's GCS address (HOST:PORT) that refuses this process's Ray auth token: one ConfigError at once, where
-    ray.init retried for 20 s, a warning line a second (the CLI's --address checks it earlier, before any work)."""
-    from ..endpoints import auth_message
-
-    if not address or address in ("auto", "local") or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    refused = _ray.gcs_token_refusal(address) if host and port.isdigit() else None
-    if refused:
-        raise ConfigError(auth_message(refused, address))
 
 
 def cache_mode(cfg: ExperimentConfig, spec: DataSpec) -> str:
