@@ -64,10 +64,15 @@ def check_space(p: Prepared) -> None:
                 check_batch(cfg.with_values({"train.batch_size": b, "resources.workers": w}), p.data)
 
 
+def max_epochs(cfg: ExperimentConfig) -> int:
+    """The largest epoch budget a trial of the sweep can have: its schedulers' ``max_t``."""
+    return int(largest(cfg.search, "train.epochs", cfg.train.epochs))
+
+
 def check_grace(p: Prepared) -> None:
     """A new sweep's grace period within its trials' epochs (make_scheduler clamped a longer one without a word: no
     trial stopped). Not on resume: a sweep started before keeps its scheduler, and its config is its identity."""
-    sch, max_t = p.cfg.search.scheduler, int(largest(p.cfg.search, "train.epochs", p.cfg.train.epochs))
+    sch, max_t = p.cfg.search.scheduler, max_epochs(p.cfg)
     if sch.type != "none" and sch.grace_period > max_t:
         raise ConfigError(f"search.scheduler.grace_period {sch.grace_period} is more than the trials' epochs "
                           f"({max_t}): no trial could be stopped; lower it, or use scheduler type none")
@@ -129,7 +134,7 @@ def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 
     sch = cfg.search.scheduler
     if sch.type == "none":
         return None
-    max_t = int(largest(cfg.search, "train.epochs", cfg.train.epochs))
+    max_t = max_epochs(cfg)
     grace = min(sch.grace_period, max_t)   # longer: a sweep from before check_grace, resumed
     if sch.type == "sync":
         from .syncsha import RunHistory, SyncHalving, TrialEpochs
