@@ -391,3 +391,78 @@ def test_a_searched_dimension_that_is_not_a_choice_asks_for_values_as_a_sweep_re
     with pytest.raises(ConfigError, match="--values train.head_lr=V1,V2"):
         plan(board, winner_row(board, cfg.name), dims=["train.head_lr"], seeds=1, values={},
              storage_location=cfg.storage)
+
+
+def test_values_are_read_as_one_yaml_list(tmp_path):
+    """`--values train.loss_weights={left: 0.9, right: 0.1}` was split on its comma before YAML read it (a one-line
+    ConfigError: not valid YAML), so a mapping value could not be given (found by a helper's audit)."""
+    from orchestrator.sweep.ablate import parse_values
+
+    assert parse_values(("train.loss_weights={left: 0.9, right: 0.1}", "train.head_lr=1e-3, 0.01",
+                         "train.freeze_depth=all,0")) == {"train.loss_weights": [{"left": 0.9, "right": 0.1}],
+                                                          "train.head_lr": [0.001, 0.01],
+                                                          "train.freeze_depth": ["all", 0]}
+    with pytest.raises(ConfigError, match="--values 'train.head_lr=\\[0.1' is not valid YAML"):
+        parse_values(("train.head_lr=[0.1",))
+
+
+def test_values_of_a_dimension_not_in_dims_are_refused(tmp_path):
+    """`--dims train.freeze_depth --values train.head_lr=0.01` dropped head_lr's alternatives without a word."""
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    with pytest.raises(ConfigError, match="--values train.head_lr: not in --dims"):
+        plan(board, winner_row(board, "exp"), dims=["train.freeze_depth"], seeds=1,
+             values={"train.head_lr": [0.01]}, storage_location=runs)
+
+
+def test_an_alternative_that_is_the_same_work_is_refused(tmp_path):
+    """The winner learns its weights (uncertainty): `--values train.loss_weights={...}` made an "alternative" whose
+    config hash was the reference's (inactive fields reset), trained twice and shown as a finding; `--values
+    train.head_lr=0.01,1e-2` trained one configuration twice under two labels (found by a helper's audit)."""
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    winner = winner_row(board, "exp")
+    with pytest.raises(ConfigError, match="train.loss_weights=.*the same configuration as the winner's own"):
+        plan(board, winner, dims=["train.loss_weights"], seeds=1,
+             values={"train.loss_weights": [{"left": 0.9, "right": 0.1}]}, storage_location=runs)
+    with pytest.raises(ConfigError, match="train.head_lr=0.01 .*the same configuration as train.head_lr=0.01"):
+        plan(board, winner, dims=["train.head_lr"], seeds=1, values={"train.head_lr": [0.01, 1e-2]},
+             storage_location=runs)
+
+
+@pytest.mark.parametrize("dim, value", [("data.image_size", [24, 24]), ("data.split_seed", 1),
+                                        ("objective.metric", "left_accuracy")])
+def test_a_dimension_a_session_prepares_once_is_refused(tmp_path, dim, value):
+    """Ablation runs share one session: its data and backbone as the reference prepared them. `--values
+    data.image_size=24,24` trained every alternative on the reference's data while its rows claimed other data;
+    `objective.metric` ranked alternatives by different measures."""
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    with pytest.raises(ConfigError, match=f"ablate --dims {dim}: .*train\\.\\*, heads\\.\\*, data\\.augment\\.\\*"):
+        plan(board, winner_row(board, "exp"), dims=[dim], seeds=1, values={dim: [value]}, storage_location=runs)
+
+
+def test_what_mattered_counts_each_seed_of_an_alternative_once(tmp_path):
+    """A rerun retrains a diverged seed, and a `static` alternative whose weights changed (a better static trial
+    since): "What mattered" averaged both runs of one seed, n 4 from 2 seeds (found by a helper's audit). One run per
+    alternative and seed counts: the newest, as confirm ranks."""
+    import time
+
+    from orchestrator.leaderboard.query import rows as row_dicts
+
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    winner = winner_row(board, "exp")
+    first = plan(board, winner, dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
+    board.append([row(c, metrics_history(0.6, 0.6), trial_id=f"a{i}", sweep_id="ab1", kind="ablation", extra=x)
+                  for i, (c, x) in enumerate(zip(first.configs, first.extra))])
+    time.sleep(0.01)
+    board.append([row(base_cfg(runs).with_values({"train.loss_weights": {"left": 0.4, "right": 0.6}}),
+                      metrics_history(0.99, 0.99), trial_id="t5", sweep_id="sw1")])   # beats t1: t1 stays named
+    second = plan(board, winner, dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
+    assert [json.loads(x["ablation_value"]) for x in second.extra] == ["static", "static"]   # new weights
+    board.append([row(c, metrics_history(0.8, 0.8), trial_id=f"b{i}", sweep_id="ab2", kind="ablation", extra=x)
+                  for i, (c, x) in enumerate(zip(second.configs, second.extra))])
+    m = what_mattered(row_dicts(board.table(experiment="exp", kind=None)), winner="t1")
+    static = m["dims"]["train.loss_weighting"]["static"]
+    assert static["n"] == 2 and static["mean"] == pytest.approx(0.8)   # the newest run of each seed

@@ -40,7 +40,8 @@ def _scored(row: dict) -> bool:
 def what_mattered(rows: list[dict], *, winner: Optional[str] = None) -> Optional[dict]:
     """The runs of ``winner``'s ablation (default: the latest ablated winner's): per dimension, per alternative (the
     winner's own value marked), the objective's mean ± std over seeds, and for ``train.loss_weighting`` the mean Δm%
-    (None without baselines); the seeds that diverged are listed per alternative, not averaged (as confirm ranks)."""
+    (None without baselines); the seeds that diverged are listed per alternative, not averaged, and each seed counts once,
+    its newest run (as confirm ranks)."""
     runs = [r for r in ranking.each_work_once(rows)   # a merged copy counts where its own run is not
             if ranking.kind_of(r) == "ablation" and (_scored(r) or r.get("status") == "diverged")]
     if winner is None and runs:
@@ -49,6 +50,11 @@ def what_mattered(rows: list[dict], *, winner: Optional[str] = None) -> Optional
     if not runs:
         return None
     runs = ranking.newest_version(runs, judge=_scored)   # one code, one data: the newest a completed run measured
+    newest = {}   # one run per alternative and seed, the newest (a rerun retrains a diverged seed, or static with
+    for r in sorted(runs, key=lambda r: str(r.get("created_at") or "")):   # a better static trial's weights)
+        seed = r.get("seed")
+        newest[(r.get("ablation_dim"), r.get("ablation_value"), seed if seed is not None else r.get("row_id"))] = r
+    runs = list(newest.values())
     reference = [r for r in runs if r.get("ablation_dim") == REFERENCE]
     dims = list(dict.fromkeys(r["ablation_dim"] for r in runs if r.get("ablation_dim") != REFERENCE))
     out = {}

@@ -57,18 +57,30 @@ def winner_row(board, experiment: str, trial: str | None = None) -> dict:
 
 
 def parse_values(pairs: tuple[str, ...]) -> dict[str, list]:
-    """``--values DIM=V1,V2`` -> ``{DIM: [V1, V2]}`` (each value parsed as YAML)."""
+    """``--values DIM=V1,V2`` -> ``{DIM: [V1, V2]}``: the values read as one YAML list (``[V1,V2]``), so a value may be
+    a mapping (``train.loss_weights={left: 0.9, right: 0.1}``)."""
     out = {}
     for pair in pairs:
         dim, sep, values = pair.partition("=")
         if not sep or not values.strip():
             raise ConfigError(f"--values {pair!r} is not DIM=V1,V2: write e.g. --values train.head_lr=0.001,0.01")
-        out[dim.strip()] = [read_yaml(v.strip(), source=f"--values {pair!r}") for v in values.split(",") if v.strip()]
+        out[dim.strip()] = [v for v in read_yaml(f"[{values}]", source=f"--values {pair!r}") if v is not None]
     return out
+
+
+VARIED = ("train.", "heads.", "data.augment.")   # what one session's runs can vary: its data and backbone are prepared once
 
 
 def alternatives(board, winner: dict, dims: list[str], given: dict[str, list]) -> dict[str, list]:
     """dim -> its values: ``given``, else the choice in the winner's sweep's space."""
+    for dim in given:
+        if dim not in dims:
+            raise ConfigError(f"--values {dim}: not in --dims {','.join(dims)}: add it to --dims, or drop its --values")
+    for dim in dims:   # the runs share the reference's session; the rest is what is measured and ranked
+        if not dim.startswith(VARIED):
+            raise ConfigError(f"ablate --dims {dim}: ablation runs vary how the winner trains (train.*, heads.*, "
+                              f"data.augment.*) on its data, backbone, tasks and objective; for {dim}, run `orchestrator "
+                              f"train` or a sweep with --set {dim}=...")
     record = sweep_record(winner)
     space = ((record.get("config") or {}).get("search") or {}).get("space") or {}
     out = {}
@@ -93,6 +105,17 @@ def static_weights(board, winner: dict) -> dict | None:
     return _config(rows[0]).train.loss_weights if rows and rows[0].get("objective") is not None else None
 
 
+def _alternative(board, winner: dict, base: ExperimentConfig, dim: str, value) -> ExperimentConfig:
+    """The winner's config (``base``) with ``dim`` set to ``value`` (nothing changed for the reference)."""
+    changed = {} if dim == REFERENCE else {dim: value}
+    if dim == "train.loss_weighting" and value == "static":
+        changed["train.loss_weights"] = static_weights(board, winner)
+    try:
+        return base.with_values(changed)
+    except ConfigError as e:
+        raise ConfigError(f"ablation {dim}={value!r} is not a valid config ({e})") from None
+
+
 def plan(board, winner: dict, *, dims: list[str], seeds: int, values: dict[str, list], storage_location: str,
          fingerprint: str | None = None) -> Ablation:
     """Every configuration to train around ``winner`` (its row, from ``winner_row``); those with a completed ablation
@@ -104,15 +127,15 @@ def plan(board, winner: dict, *, dims: list[str], seeds: int, values: dict[str, 
         own = dotted_get(base.run_fields(public=False), dim)
         wanted += [(dim, v) for v in vals if not same_option(v, own)]   # the record is JSON: branch key 0 is "0"
     done = done_runs(board, winner["experiment"], kind="ablation", fingerprint=fingerprint)
-    configs, extra, reused = [], [], 0
-    for dim, value in wanted:
-        changed = {} if dim == REFERENCE else {dim: value}
-        if dim == "train.loss_weighting" and value == "static":
-            changed["train.loss_weights"] = static_weights(board, winner)
-        try:
-            cfg = base.with_values(changed)
-        except ConfigError as e:
-            raise ConfigError(f"ablation {dim}={value!r} is not a valid config ({e})") from None
+    configs, extra, reused, made = [], [], 0, {}
+    for k, (dim, value) in enumerate(wanted):
+        cfg = _alternative(board, winner, base, dim, value)
+        first = made.setdefault(cfg.config_hash(), k)
+        if first != k:   # inactive fields reset, or a value given twice: one configuration, two labels
+            same = wanted[first]
+            what = "the winner's own" if same[0] == REFERENCE else f"{same[0]}={json.dumps(same[1])}"
+            raise ConfigError(f"ablation {dim}={json.dumps(value)} trains the same configuration as {what} (the winner "
+                              f"does not read {dim}, or the value repeats one): drop it from --dims/--values")
         for i in range(1, seeds + 1):
             run = cfg.with_values({"train.seed": base.train.seed + i})
             if (winner["trial_id"], run.config_hash()) in done:
@@ -141,10 +164,7 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
                 fingerprint=p.spec.fingerprint)
     out(f"ablating {experiment}'s winner {todo.winner['trial_id']} over {', '.join(dims)} with {seeds} seeds each: "
         f"{len(todo.configs)} runs to train, {todo.reused} reused")
-    if todo.configs:
-        first = todo.configs[0]
-        if (first.data, first.backbone) != (p.cfg.data, p.cfg.backbone):   # --values changed what a session prepares
-            p = check(first)
+    if todo.configs:   # one session: no alternative changes its data or backbone (VARIED)
         sweep_id = f"ablation-{new_sweep_id()}"
         describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
         with one_off(p, owner=f"sweep {sweep_id}", address=address, out=out) as session:
