@@ -321,3 +321,35 @@ def test_a_listing_keeps_the_row_best_names_and_refuses_only_when_no_row_has_a_v
                    "created_at": t0 + timedelta(3)}])      # the newest measurement, without a Δm%
     out = run_cli(capsys, "leaderboard", "--storage", str(tmp_path), "--sort", "delta_m_pct")
     assert out.code == 0 and "x" in out.out and "rank -" in out.out, out.err
+
+
+def test_a_recipe_is_confirmed_once_whichever_of_its_trials_leads_now(tmp_path):
+    """A confirmed (seeds 1-3); a later sweep trains A's recipe with seed 2 (A2) and it leads. `confirm --top 2`
+    confirmed A2 as a new configuration (seeds 3-5: seed 3 the same work as A's seed 3, trained again) and the ranking
+    listed A's recipe twice. A recipe's confirmation keeps its first trial; only seeds it lacks are trained. A trial
+    without an objective (stopped before its first report) is not confirmed. Found by a helper's audit."""
+    from factories import embedded, row
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.confirm import confirm_configs, confirmed
+
+    cfg = parse_config(embedded(tmp_path, name="exp"))
+
+    def hist(objective):
+        return [{"epoch": 1, "objective": objective, "mean_score": objective}]
+
+    board = Leaderboard(str(tmp_path))
+    a, b = cfg.with_values({"train.freeze_depth": 1}), cfg.with_values({"train.freeze_depth": 2})
+    board.append([row(a, hist(0.80), trial_id="A", sweep_id="sw1"), row(b, hist(0.79), trial_id="B", sweep_id="sw1"),
+                  row(cfg, [], trial_id="N", sweep_id="sw1")])
+    configs, extra = confirm_configs(board, "exp", top=3, seeds=3, workers=None, storage=str(tmp_path))
+    assert [(e["confirm_of"], c.train.seed) for c, e in zip(configs, extra)] == \
+        [("A", 1), ("A", 2), ("A", 3), ("B", 1), ("B", 2), ("B", 3)]   # N has no objective
+    board.append([row(c, hist(0.7), trial_id=f"c{i}", sweep_id="confirm-1", kind="confirm", extra=e)
+                  for i, (c, e) in enumerate(zip(configs, extra))])
+    board.append([row(a.with_values({"train.seed": 2}), hist(0.85), trial_id="A2", sweep_id="sw2")])
+    configs, extra = confirm_configs(board, "exp", top=2, seeds=3, workers=None, storage=str(tmp_path),
+                                     trials=("A2",))
+    assert [(e["confirm_of"], c.train.seed) for c, e in zip(configs, extra)] == \
+        [("A", 1), ("A", 3), ("A", 4), ("B", 1), ("B", 2), ("B", 3)]   # seed 2 is A2's: A's seed 4 is new
+    board.append([row(configs[2], hist(0.7), trial_id="d", sweep_id="confirm-2", kind="confirm", extra=extra[2])])
+    assert [c["confirm_of"] for c in confirmed(board, "exp")] == ["A", "B"]

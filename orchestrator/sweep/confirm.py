@@ -50,18 +50,24 @@ def recipe(cfg: ExperimentConfig) -> str:
     return cfg.with_values({"train.seed": 0}).config_hash()
 
 
+def _recipe_of(row: dict) -> str:
+    """A row's recipe; a row of older code whose config no longer validates is its own."""
+    try:
+        return recipe(parse_config(row["config"]))
+    except (ConfigError, TypeError):
+        return row.get("config_hash") or row.get("row_id") or row.get("trial_id")
+
+
 def _top_recipes(board, experiment: str, top: int) -> list[dict]:
-    """The ``top`` best rows of distinct recipes (a grid's repeats of one recipe are one configuration)."""
+    """The ``top`` best rows with an objective of distinct recipes (a grid's repeats of one recipe are one
+    configuration; a trial stopped before its first report has nothing to confirm)."""
     n = top
     while True:
         rows = row_dicts(board.top(n, experiment=experiment))
         seen, out = set(), []
         for row in rows:
-            try:
-                key = recipe(parse_config(row["config"]))
-            except (ConfigError, TypeError):   # a row of older code whose config no longer validates: its own
-                key = row.get("config_hash") or row.get("row_id")
-            if key not in seen:
+            key = _recipe_of(row)
+            if key not in seen and ranking.finite(row.get("objective")) is not None:
                 seen.add(key)
                 out.append(row)
         if len(out) >= top or len(rows) < n:
@@ -69,16 +75,21 @@ def _top_recipes(board, experiment: str, top: int) -> list[dict]:
         n *= 4
 
 
-def _seeds_trained(board, experiment: str) -> dict[str, set]:
-    """recipe -> the seeds the experiment's trials trained it with (a grid trains seed + r for repeat r)."""
-    out: dict[str, set] = {}
-    for row in row_dicts(board.table(experiment=experiment, kind="trial", columns=["config"])):
-        try:
-            cfg = parse_config(row["config"])
-        except (ConfigError, TypeError):   # a row of older code whose config no longer validates: no recipe here
-            continue
-        out.setdefault(recipe(cfg), set()).add(cfg.train.seed)
-    return out
+def _trials_by_recipe(board, experiment: str) -> tuple[dict[str, set], dict[str, str]]:
+    """recipe -> the seeds the experiment's trials trained it with (a grid trains seed + r for repeat r), and recipe
+    -> the trial its confirmation runs name (the first confirmed: a recipe is confirmed once, whichever of its trials
+    leads now)."""
+    seeds, of_trial = {}, {}
+    for row in row_dicts(board.table(experiment=experiment, kind="trial", columns=["trial_id", "config"])):
+        of_trial[row["trial_id"]] = key = _recipe_of(row)
+        if key != row.get("trial_id"):   # a config that validates
+            seeds.setdefault(key, set()).add(parse_config(row["config"]).train.seed)
+    anchors: dict[str, str] = {}
+    for row in sorted(board.table(experiment=experiment, kind="confirm").to_pylist(),
+                      key=lambda r: str(r.get("created_at") or "")):
+        if row.get("confirm_of") in of_trial:
+            anchors.setdefault(of_trial[row["confirm_of"]], row["confirm_of"])
+    return seeds, anchors
 
 
 def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: int | None, storage: str,
@@ -92,7 +103,9 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
     if not rows:
         raise ConfigError(f"experiment {experiment!r} has no trials in {board.uri}: run `orchestrator tune` first "
                           f"(experiments: {board.experiments()})")
-    configs, extra, trained = [], [], _seeds_trained(board, experiment)
+    trained, anchors = _trials_by_recipe(board, experiment)
+    rows = list({r["trial_id"]: r for r in (_anchored(board, experiment, row, anchors) for row in rows)}.values())
+    configs, extra = [], []
     for row in rows:
         base = parse_config(row["config"])
         check_reachable(base, row)
@@ -104,6 +117,12 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
             configs.append(base.with_values(values))
             extra.append({"confirm_of": row["trial_id"]})
     return configs, extra
+
+
+def _anchored(board, experiment: str, row: dict, anchors: dict[str, str]) -> dict:
+    """The row of the trial ``row``'s recipe is confirmed under (``anchors``), else ``row``."""
+    trial_id = anchors.get(_recipe_of(row), row["trial_id"])
+    return row if trial_id == row["trial_id"] else trial_row(board, experiment, trial_id)
 
 
 def sweep_record(row: dict) -> dict:
