@@ -126,6 +126,37 @@ def test_failed_baselines_stop_a_delta_m_sweep_with_one_line(tmp_path, monkeypat
     assert baselines.baselines_for(SimpleNamespace(cfg=mean, prepared=session.prepared), out=lambda line: None) == {}
 
 
+def test_the_baselines_command_fails_when_a_baseline_run_failed(tmp_path, monkeypatch, capsys, no_ray):
+    """`orchestrator baselines CONFIG` printed nothing and exited 0 when the runs failed (found by a helper's audit).
+    Ray and the runs are stubbed (one_off, run_configs: failed rows, as the Tune run records a failing worker's); the
+    config check and the leaderboard are real."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from factories import row
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep import runner
+    from orchestrator.training import session as sessions
+
+    @contextlib.contextmanager
+    def one_off(p, **kw):
+        yield SimpleNamespace(cfg=p.cfg, prepared=p)
+
+    def run_configs(session, configs, *, extra, **kw):
+        Leaderboard(session.cfg.storage).append([
+            row(c, [], kind="baseline", trial_id=e["baseline_task"], extra=e, error="worker died",
+                fingerprint=session.prepared.spec.fingerprint) for c, e in zip(configs, extra)])
+        return []
+
+    monkeypatch.setattr(sessions, "one_off", one_off)
+    monkeypatch.setattr(runner, "run_configs", run_configs)
+    cfg = experiment(tmp_path, "builtin:multidigits/train")
+    r = run_cli(capsys, "baselines", write_yaml(tmp_path / "e.yaml", cfg))
+    assert r.code == 1 and r.err.count("\n") == 0, r
+    assert r.err.startswith("error: the single-task baselines of left, right, sum failed: see `orchestrator "
+                            "leaderboard --kind baseline -e "), r.err
+
+
 def test_baselines_are_reused_only_for_the_same_training(tmp_path, monkeypatch, no_ray):
     """A recorded baseline serves a later experiment only when its run would train the same way: same data, budget
     and rates, and also the same augmentation, weight decay, head dropout and precision. Name and storage don't count."""

@@ -129,7 +129,7 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
 @address_opt
 def baselines(config, sets, address):
     """Train each task alone (same backbone, data, budget, freeze depth, rates): the Δm% reference."""
-    from ..sweep.baselines import baselines_for
+    from ..sweep.baselines import measured
     from ..training.session import check, describe, one_off
 
     cfg = load(config, sets)
@@ -138,9 +138,14 @@ def baselines(config, sets, address):
         describe(p, record=None, out=out)
         with one_off(p, owner=f"baselines of {p.cfg.name} {uuid.uuid4().hex[:8]}", address=address,
                      out=out) as session:
-            found = baselines_for(session, out=out)
+            found = measured(session, out=out)
     for task, value in found.items():
         click.echo(f"  {task:>12}: {p.cfg.tasks[task].score_metric} {value:.4f}")
+    lost = [t for t in p.cfg.tasks if t not in found]
+    if lost:
+        click.echo(f"error: the single-task baselines of {', '.join(lost)} failed: see `orchestrator leaderboard "
+                   f"--kind baseline -e {p.cfg.name} --format json` for the error, fix it and run again", err=True)
+        sys.exit(1)
 
 
 @click.command()

@@ -100,7 +100,23 @@ def _of_its_sweep(cfg: ExperimentConfig, fingerprint: str) -> dict[str, float] |
 
 
 def baselines_for(session, *, out=print) -> dict[str, float]:
-    """Baseline scores for every task of the session's config: reused when recorded, trained (once) when not."""
+    """Baseline scores for every task of the session's config: reused when recorded, trained (once) when not; {}
+    when one failed (Δm% needs every task's), a UserError under objective delta_m."""
+    cfg, have = session.cfg, measured(session, out=out)
+    lost = [t for t in cfg.tasks if t not in have]
+    if lost and cfg.objective.metric == "delta_m":   # every trial's objective would be NaN: stop before the sweep
+        raise UserError(f"the single-task baselines of {', '.join(lost)} failed: objective delta_m needs them, so the "
+                        f"sweep stops; see `orchestrator leaderboard --kind baseline -e {cfg.name} --format json` "
+                        f"for the error, fix it and run again, or use objective.metric: mean_score")
+    if lost:
+        out(f"no baseline for {', '.join(lost)} (its run failed): Δm% is left empty")
+        return {}
+    return have
+
+
+def measured(session, *, out=print) -> dict[str, float]:
+    """task -> its baseline score, for the tasks whose baseline is recorded or trained now (a failed run's task is
+    missing)."""
     cfg = session.cfg
     keys = {t: baseline_key(cfg, t, session.prepared.spec.fingerprint) for t in cfg.tasks}
     have = recorded(cfg, keys)
@@ -117,12 +133,4 @@ def baselines_for(session, *, out=print) -> dict[str, float]:
         have = recorded(cfg, keys)
         if have:
             out("single-task baselines: " + ", ".join(f"{t} {have[t]:.4f}" for t in missing if t in have))
-    lost = [t for t in cfg.tasks if t not in have]
-    if lost and cfg.objective.metric == "delta_m":   # every trial's objective would be NaN: stop before the sweep
-        raise UserError(f"the single-task baselines of {', '.join(lost)} failed: objective delta_m needs them, so the "
-                        f"sweep stops; see `orchestrator leaderboard --kind baseline -e {cfg.name} --format json` "
-                        f"for the error, fix it and run again, or use objective.metric: mean_score")
-    if lost:
-        out(f"no baseline for {', '.join(lost)} (its run failed): Δm% is left empty")
-        return {}
     return have
