@@ -1,5 +1,7 @@
 """Ranking: every metric's direction from the one registry; top and best follow a minimized objective."""
 
+import pytest
+
 
 from orchestrator.leaderboard import Leaderboard
 
@@ -353,3 +355,33 @@ def test_a_recipe_is_confirmed_once_whichever_of_its_trials_leads_now(tmp_path):
         [("A", 1), ("A", 3), ("A", 4), ("B", 1), ("B", 2), ("B", 3)]   # seed 2 is A2's: A's seed 4 is new
     board.append([row(configs[2], hist(0.7), trial_id="d", sweep_id="confirm-2", kind="confirm", extra=extra[2])])
     assert [c["confirm_of"] for c in confirmed(board, "exp")] == ["A", "B"]
+
+
+def test_confirming_trials_measured_against_other_baselines_together_is_refused(tmp_path):
+    """Objective delta_m: `confirm --top 1 --trial X`, X of a sweep with other single-task baselines than the top
+    trial's, trained both confirmations (one Tune run per baselines), and the ranking then showed only the newest
+    measurement's: one confirmation vanished without a word (found by a helper's audit). Refused before anything
+    trains, naming the trials and their sweeps."""
+    import json as _json
+
+    from factories import embedded, row
+    from orchestrator import layout, storage
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.confirm import measured_against, trial_row
+
+    cfg = parse_config(embedded(tmp_path, name="exp", objective={"metric": "delta_m"}))
+    b1, b2 = {"left": 0.9, "right": 0.9}, {"left": 0.95, "right": 0.95}
+    for sweep, baselines in (("sw1", b1), ("sw2", b2), ("sw3", b1)):
+        storage.atomic_write(layout.sweep_record(str(tmp_path), "exp", sweep),
+                             _json.dumps({"sweep_id": sweep, "config": cfg.public_dump(), "baselines": baselines}).encode())
+    board = Leaderboard(str(tmp_path))
+    board.append([row(cfg.with_values({"train.freeze_depth": d}), [{"epoch": 1, "objective": 1.0}], trial_id=t,
+                      sweep_id=s) for t, s, d in (("X", "sw1", 1), ("Y", "sw2", 2), ("Z", "sw3", 0))])
+    rows = [trial_row(board, "exp", t) for t in ("Y", "X")]
+    with pytest.raises(ConfigError, match="Y \\(sweep sw2\\) and X \\(sweep sw1\\) were measured against different "
+                                          "single-task baselines"):
+        measured_against(rows)
+    assert measured_against([trial_row(board, "exp", t) for t in ("X", "Z")]) == {"X": b1, "Z": b1}
+    mean = [{**r, "config": {**r["config"], "objective": {"metric": "mean_score", "mode": None}}} for r in rows]
+    assert measured_against(mean) == {"Y": b2, "X": b1}   # Δm% only reported: each run keeps its sweep's

@@ -144,14 +144,24 @@ def sweep_baselines(row: dict) -> dict | None:
 
 def measured_against(rows: list[dict]) -> dict:
     """trial id -> the single-task baselines its sweep measured Δm% against (None without): its confirmation and
-    ablation runs are measured against the same. Under objective delta_m, a ConfigError naming a trial without any,
-    before anything trains (every run's objective would be NaN)."""
+    ablation runs are measured against the same. Under objective delta_m, a ConfigError before anything trains naming
+    a trial without any (every run's objective would be NaN), or two trials measured against different ones (their
+    objectives do not compare: the confirmed ranking keeps the newest measurement's)."""
     out = {row["trial_id"]: sweep_baselines(row) for row in rows}
+    scales: dict[str, dict] = {}
     for row in rows:
-        if out[row["trial_id"]] is None and parse_config(row["config"]).objective.metric == "delta_m":
+        if parse_config(row["config"]).objective.metric != "delta_m":
+            continue
+        if out[row["trial_id"]] is None:
             raise ConfigError(f"trial {row['trial_id']} has no record of the single-task baselines its Δm% was "
                               f"measured against (objective delta_m; its sweep's record is not in this storage): "
                               f"choose a trial of a sweep run here")
+        scales.setdefault(json.dumps(out[row["trial_id"]], sort_keys=True), row)
+        if len(scales) > 1:
+            first = next(iter(scales.values()))
+            raise ConfigError(f"trials {first['trial_id']} (sweep {first['sweep_id']}) and {row['trial_id']} (sweep "
+                              f"{row['sweep_id']}) were measured against different single-task baselines (objective "
+                              f"delta_m): their objectives do not compare; confirm one sweep's trials at a time")
     return out
 
 
