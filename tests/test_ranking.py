@@ -385,3 +385,13 @@ def test_confirming_trials_measured_against_other_baselines_together_is_refused(
     assert measured_against([trial_row(board, "exp", t) for t in ("X", "Z")]) == {"X": b1, "Z": b1}
     mean = [{**r, "config": {**r["config"], "objective": {"metric": "mean_score", "mode": None}}} for r in rows]
     assert measured_against(mean) == {"Y": b2, "X": b1}   # Δm% only reported: each run keeps its sweep's
+    # X's recipe again in sw2 (other baselines), leading: its confirmation is its own, not X's (another measurement)
+    from orchestrator.sweep.confirm import confirm_configs
+
+    x = parse_config(trial_row(board, "exp", "X")["config"])
+    board.append([row(x, [{"epoch": 1, "objective": 0.5}], trial_id="cX", sweep_id="c1", kind="confirm",
+                      extra={"confirm_of": "X"}, baselines=b1)])
+    board.append([row(x.with_values({"train.seed": 5}), [{"epoch": 1, "objective": 9.0}], trial_id="X2",
+                      sweep_id="sw2", baselines=b2)])
+    configs, extra = confirm_configs(board, "exp", top=1, seeds=1, workers=None, storage=str(tmp_path))
+    assert extra == [{"confirm_of": "X2"}]

@@ -120,9 +120,15 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
 
 
 def _anchored(board, experiment: str, row: dict, anchors: dict[str, str]) -> dict:
-    """The row of the trial ``row``'s recipe is confirmed under (``anchors``), else ``row``."""
+    """The row of the trial ``row``'s recipe is confirmed under (``anchors``), else ``row``; under objective delta_m
+    only a trial measured against the same baselines (another measurement's confirmation is not this one's)."""
     trial_id = anchors.get(_recipe_of(row), row["trial_id"])
-    return row if trial_id == row["trial_id"] else trial_row(board, experiment, trial_id)
+    if trial_id == row["trial_id"]:
+        return row
+    anchor = trial_row(board, experiment, trial_id)
+    if row.get("objective_metric") == "delta_m" and anchor.get("baselines_id") != row.get("baselines_id"):
+        return row
+    return anchor
 
 
 def sweep_record(row: dict) -> dict:
