@@ -1,5 +1,7 @@
 """A run that can never fit a cluster without an autoscaler (or beyond its maximum) fails at once, naming the
 numbers, the job's own reservation included, and the fix; it never waits forever."""
+import os
+
 import pytest
 
 from factories import embedded, run_cli, write_yaml
@@ -45,8 +47,15 @@ def test_train_and_tune_jobs_that_never_fit_fail_at_once(ray_session, tmp_path, 
     search = {"search": {"num_samples": 1, "space": {"train.head_lr": {"choice": [1e-3]}}}} if command == "tune" else {}
     # batch 96: a multiple of 2 and 3 workers (a batch the workers cannot share is refused before this check)
     cfg = embedded(tmp_path / "runs", resources={"workers": workers, "cpus_per_worker": 1.0},
-                   train={"batch_size": 96}, **search)
+                   train={"batch_size": 96}, backbone={"kind": "builtin", "weights": "pretrained"}, **search)
     code, out, err = run_cli(capsys, command, write_yaml(tmp_path / "e.yaml", cfg), "--in-ray-job",
                              "--entrypoint-cpus", "0.1")
     assert code == 2 and "this job itself holds" in err and "resources.cpus_per_worker: 0." in err, out + err
     assert "\n" not in err and "waits for resources" not in out
+    # refused before it cost anything: the built-in backbone's pretraining, a record of a run that never started
+    # (both were done first: the check ran once Ray was up, after them)
+    from orchestrator import layout
+
+    written = sorted(str(p.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").rglob("*") if p.is_file())
+    assert not os.path.exists(layout.builtin_backbone(str(tmp_path / "runs"))), written
+    assert not [f for f in written if f.endswith("config.json")], written

@@ -130,13 +130,12 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
 def baselines(config, sets, address):
     """Train each task alone (same backbone, data, budget, freeze depth, rates): the Δm% reference."""
     from ..sweep.baselines import measured
-    from ..training.session import check, describe, one_off
+    from ..training.session import check, one_off
 
     cfg = load(config, sets)
     with console(layout.log_file(cfg.storage, "baselines", cfg.name), verbose=False) as out:
         p = check(cfg)
-        describe(p, record=None, out=out)
-        with one_off(p, owner=f"baselines of {p.cfg.name} {uuid.uuid4().hex[:8]}", address=address,
+        with one_off(p, owner=f"baselines of {p.cfg.name} {uuid.uuid4().hex[:8]}", record=None, address=address,
                      out=out) as session:
             found = measured(session, out=out)
     for task, value in found.items():

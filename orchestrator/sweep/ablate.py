@@ -151,7 +151,7 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
            trial: str | None = None, address: str | None = None, out=print) -> dict:
     """Plan, train what is missing (one Tune run, rows of kind ``ablation``), and return the summary by dimension."""
     from ..leaderboard.leaderboard import Leaderboard
-    from ..training.session import check, describe, one_off
+    from ..training.session import check, one_off
     from .runner import new_sweep_id, run_configs
 
     storage_location = storage.adopt_credentials(storage_location)   # kept in memory, out of the runs' configs
@@ -166,8 +166,8 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
         f"{len(todo.configs)} runs to train, {todo.reused} reused")
     if todo.configs:   # one session: no alternative changes its data or backbone (VARIED)
         sweep_id = f"ablation-{new_sweep_id()}"
-        describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
-        with one_off(p, owner=f"sweep {sweep_id}", address=address, out=out) as session:
+        with one_off(p, owner=f"sweep {sweep_id}", record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id),
+                     address=address, out=out) as session:
             run_configs(session, list(todo.configs), kind="ablation", sweep_id=sweep_id, out=out,
                         extra=list(todo.extra), baselines=baselines)
     return {"winner": todo.winner["trial_id"], "trained": len(todo.configs), "reused": todo.reused}

@@ -194,7 +194,7 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
     from .. import layout
     from ..leaderboard.leaderboard import Leaderboard
     from ..storage import adopt_credentials
-    from ..training.session import check, describe, one_off
+    from ..training.session import check, one_off
     from .runner import new_sweep_id, run_configs
 
     storage = adopt_credentials(storage)   # kept in memory: the runs' configs (pickled, Tune's state) never hold them
@@ -216,8 +216,8 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
             continue
         group = todo
         sweep_id = f"confirm-{new_sweep_id()}"
-        describe(p, record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id), out=out)
-        with one_off(p, owner=f"sweep {sweep_id}", address=address, out=out) as session:
+        with one_off(p, owner=f"sweep {sweep_id}", record=layout.sweep_dir(p.cfg.storage, experiment, sweep_id),
+                     address=address, out=out) as session:
             run_configs(session, [c for c, _ in group], kind="confirm", sweep_id=sweep_id, out=out,
                         extra=[e for _, e in group], baselines=baselines)
     return confirmed(board, experiment)

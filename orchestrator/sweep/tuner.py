@@ -26,7 +26,7 @@ from ..leaderboard.ranking import UNRANKED, objective_of
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
 from ..training.lease import acquire
-from ..training.session import Prepared, check, check_batch, describe, release, start
+from ..training.session import Prepared, check, check_batch, release, start
 from .callback import SweepCallback, recorded
 from .provenance import provenance, versions
 from .runner import SweepSpec, TrialPlan, fit, new_sweep_id
@@ -300,11 +300,11 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
 
     cfg = p.cfg
     loggers = live_loggers(cfg, sweep_id)   # an MLflow server that can't be reached stops the sweep before it starts
-    describe(p, record=layout.sweep_dir(cfg.storage, cfg.name, sweep_id), out=out)
-    session = start(p, owner=f"sweep {sweep_id}", address=address, verbose=verbose, keep=True, out=out)
-    trials = trial_count(cfg)
-    trials_plan = plan_concurrency(cfg, trials=trials, say=out, reserved_cpu=reserved_cpu)   # + the job's own CPUs
-    concurrent = trials_plan.concurrent
+    trials, plans = trial_count(cfg), []   # planned once Ray is up, before any cost: a trial may never fit
+    session = start(p, owner=f"sweep {sweep_id}", record=layout.sweep_dir(cfg.storage, cfg.name, sweep_id),
+                    address=address, verbose=verbose, keep=True, out=out,
+                    ready=lambda: plans.append(plan_concurrency(cfg, trials=trials, say=out, reserved_cpu=reserved_cpu)))
+    trials_plan, concurrent = plans[0], plans[0].concurrent
     board = Leaderboard(cfg.storage)
     written, stale = recorded_rows(board, cfg, sweep_id, out=out) if resume else (set(), {})
     t0 = time.perf_counter()

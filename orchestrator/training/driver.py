@@ -19,7 +19,7 @@ from ..config.schema import ExperimentConfig
 from ..data.spec import DataSpec
 from ..errors import ConfigError
 from . import checkpoints
-from .session import Prepared, Session, check, describe, release, start
+from .session import Prepared, Session, check, release, start
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,6 @@ def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None
     run = layout.run_dir(p.cfg.storage, name)
     with acquire(run, what=f"train run {name}"):   # one live writer per run folder, until the summary is written
         check_run_name(p.cfg, name, fingerprint=p.spec.fingerprint)
-        describe(p, record=run, out=out)
         return _train(p, name, address=address, out=out, verbose=verbose, ready=ready, baselines=found, keep=named)
 
 
@@ -163,9 +162,8 @@ def _train(p: Prepared, name: str, *, address: str | None, out, verbose: bool,
            keep: bool = False) -> dict:
     run = layout.run_dir(p.cfg.storage, name)
     t0 = time.perf_counter()
-    session = start(p, owner=f"train run {name}", address=address, verbose=verbose, keep=keep, out=out)
-    if ready is not None:
-        ready(p.cfg)
+    session = start(p, owner=f"train run {name}", record=run, address=address, verbose=verbose, keep=keep, out=out,
+                    ready=(lambda: ready(p.cfg)) if ready is not None else None)   # the run fits: before any cost
     history, error, user_error = fit_and_watch(session, name=name, out=out, baselines=baselines)
     release(session)
     summary = run_summary(p, history, name=name, error=error, wall_time_s=time.perf_counter() - t0)

@@ -115,13 +115,17 @@ def describe(p: Prepared, *, record: Optional[str], out=print) -> None:
         out(line)
 
 
-def start(p: Prepared, *, owner: str, address: Optional[str] = None, verbose: bool = False, keep: bool = False,
-          out=print) -> Session:
-    """Pretrain the built-in backbone (cached), start or join Ray, ship data and backbone. ``owner``: the command the
-    session serves (``sweep ID``, ``train run NAME``, ...), whose disk cache it is; ``keep``: a killed command's disk
-    cache is kept for its resume (a sweep's, a named train run's)."""
-    ensure_pretrained(p.cfg, out=out)
+def start(p: Prepared, *, owner: str, record: Optional[str], address: Optional[str] = None, verbose: bool = False,
+          keep: bool = False, out=print, ready: Optional[Callable[[], None]] = None) -> Session:
+    """Start or join Ray; ``ready()``, the caller's checks against the cluster (the run fits); the resolved config to
+    ``record`` (``describe``); then pretrain the built-in backbone (cached) and ship data and backbone, the costly
+    parts. ``owner``: the command the session serves (``sweep ID``, ``train run NAME``, ...), whose disk cache it is;
+    ``keep``: a killed command's disk cache is kept for its resume (a sweep's, a named train run's)."""
     init_ray(address, log_to_driver=verbose)
+    if ready is not None:
+        ready()
+    describe(p, record=record, out=out)
+    ensure_pretrained(p.cfg, out=out)
     return Session(p, ship_data(p, owner=owner, keep=keep, out=out), ship_backbone(p.cfg))
 
 
@@ -301,10 +305,11 @@ def release(session: "Session") -> None:
 
 
 @contextlib.contextmanager
-def one_off(p: Prepared, *, owner: str, address: Optional[str] = None, out=print) -> Iterator[Session]:
+def one_off(p: Prepared, *, owner: str, record: Optional[str], address: Optional[str] = None, out=print,
+            ready: Optional[Callable[[], None]] = None) -> Iterator[Session]:
     """The session of a command nothing resumes (confirm, ablate, baselines): released however the command ends (an
     error, Ctrl-C), as no later command reads its disk cache. (A killed process still leaves it.)"""
-    session = start(p, owner=owner, address=address, out=out)
+    session = start(p, owner=owner, record=record, address=address, out=out, ready=ready)
     try:
         yield session
     except BaseException:
