@@ -114,3 +114,20 @@ def test_a_sweeps_check_of_a_new_mlflow_database_prints_no_log_lines(tmp_path, c
     capfd.readouterr()
     check_experiment(f"sqlite:///{tmp_path / 'live.db'}", "x")
     assert "INFO" not in capfd.readouterr().err
+
+
+def test_a_python_export_of_an_experiment_it_does_not_hold_is_refused_and_writes_nothing(tmp_path):
+    """`Leaderboard.export(..., experiment="typo")` wrote a header-only file and returned rows 0; with a sweep id too,
+    it blamed the sweep ("no sweep 's1' of experiment typo ... its sweeps: none"). The CLI checked -e itself before
+    calling it (found by a review)."""
+    from orchestrator.errors import ConfigError
+
+    _, board, _ = _board(tmp_path)
+    out = tmp_path / "x.csv"
+    for sweep in (None, "s1"):
+        with pytest.raises(ConfigError, match="no experiment 'typo' in .* \\(experiments: t\\)"):
+            board.export(f"csv:{out}", experiment="typo", sweep_id=sweep)
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="no leaderboard at"):
+        Leaderboard(str(tmp_path / "elsewhere")).export(f"csv:{out}")
+    assert not out.exists()

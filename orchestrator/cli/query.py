@@ -8,7 +8,7 @@ import os
 import click
 
 from ..errors import ConfigError
-from ..leaderboard.query import refuse_unknown_sweeps
+from ..leaderboard.query import refuse_missing
 from ..leaderboard.ranking import OBJECTIVES, ROW_KINDS as KINDS
 from ..metrics import direction, finite
 from .common import mean_pm, os_error_line, reached, storage_opt
@@ -54,20 +54,6 @@ def _filters(f):
     for opt in reversed(_filter_opts):
         f = opt(f)
     return _storage_opt(f)
-
-
-def refuse_missing(board, experiment=(), sweep=()) -> None:
-    """After an empty answer: a storage with no leaderboard at all, or an experiment or sweep it has no row of, is a
-    mistake (a typo in --storage, -e or --sweep), not a leaderboard whose rows matched nothing."""
-    known = board.experiments()
-    if not known:
-        raise ConfigError(f"no leaderboard at {board.uri}: pass --storage the folder your runs wrote to (the "
-                          f"config's storage)")
-    unknown = [e for e in experiment if e not in known]
-    if unknown:
-        raise ConfigError(f"no experiment {unknown[0]!r} in {board.uri} (experiments: {', '.join(known)}): check -e")
-    if sweep:
-        refuse_unknown_sweeps(board, experiment=list(experiment) or None, sweep_id=list(sweep), what="no rows")
 
 
 def _scope(experiment, where, sweep, kind) -> dict:

@@ -10,7 +10,7 @@ from .. import storage
 from ..errors import ConfigError
 from .columns import parquet_bytes
 from .flat import flat, history_long
-from .query import refuse_unknown_sweeps
+from .query import refuse_missing
 
 Names = Union[str, list[str], tuple[str, ...], None]
 TARGETS = "mlflow:URI, tensorboard:DIR, csv:FILE or parquet:FILE"
@@ -27,9 +27,9 @@ def parse_target(to: str) -> tuple[str, str]:
 def export(board, to: str, *, experiment: Names = None, sweep_id: Names = None, kind: Names = "trial") -> dict:
     """Write the matching rows of ``board`` (a Leaderboard) to ``to``; returns what was written (rows, where...)."""
     target, where = parse_target(to)
+    # a typo in the storage, an experiment or a sweep id: not a file replaced by its header, "exported 0 rows"
+    refuse_missing(board, experiment, sweep_id, what="nothing exported")
     table = board.table(experiment=experiment, sweep_id=sweep_id, kind=kind)
-    if table.num_rows == 0 and sweep_id:   # a typo in --sweep: not a file replaced by its header, "exported 0 rows"
-        refuse_unknown_sweeps(board, experiment=experiment, sweep_id=sweep_id, what="nothing exported")
     if target == "mlflow":
         from .export_mlflow import export_mlflow
 

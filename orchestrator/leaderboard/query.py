@@ -267,3 +267,18 @@ def refuse_unknown_sweeps(board, *, experiment, sweep_id, what: str) -> None:
             if experiment else ""
         raise ConfigError(f"no sweep {unknown[0]!r}{of} in {board.uri}: {what}; its sweeps: "
                           f"{', '.join(known) or 'none'} (check --sweep)")
+
+
+def refuse_missing(board, experiment=(), sweep=(), *, what: str = "no rows") -> None:
+    """A storage with no leaderboard at all, or an experiment or sweep (names, or one name) it has no row of, is a
+    mistake (a typo in --storage, -e or --sweep), not a leaderboard whose rows matched nothing."""
+    experiments, sweeps = ([] if v is None else [v] if isinstance(v, str) else list(v) for v in (experiment, sweep))
+    known = board.experiments()
+    if not known:
+        raise ConfigError(f"no leaderboard at {board.uri}: pass --storage the folder your runs wrote to (the "
+                          f"config's storage)")
+    unknown = [e for e in experiments if e not in known]
+    if unknown:
+        raise ConfigError(f"no experiment {unknown[0]!r} in {board.uri} (experiments: {', '.join(known)}): check -e")
+    if sweeps:
+        refuse_unknown_sweeps(board, experiment=experiments or None, sweep_id=sweeps, what=what)
