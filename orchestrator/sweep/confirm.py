@@ -81,9 +81,12 @@ def _trials_by_recipe(board, experiment: str) -> tuple[dict[str, set], dict[str,
     leads now)."""
     seeds, of_trial = {}, {}
     for row in row_dicts(board.table(experiment=experiment, kind="trial", columns=["trial_id", "config"])):
-        of_trial[row["trial_id"]] = key = _recipe_of(row)
-        if key != row.get("trial_id"):   # a config that validates
-            seeds.setdefault(key, set()).add(parse_config(row["config"]).train.seed)
+        try:
+            cfg = parse_config(row["config"])
+        except (ConfigError, TypeError):   # a row of older code whose config no longer validates: no recipe here
+            continue
+        of_trial[row["trial_id"]] = key = recipe(cfg)
+        seeds.setdefault(key, set()).add(cfg.train.seed)
     anchors: dict[str, str] = {}
     for row in sorted(board.table(experiment=experiment, kind="confirm").to_pylist(),
                       key=lambda r: str(r.get("created_at") or "")):
