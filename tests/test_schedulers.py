@@ -553,8 +553,10 @@ def test_a_sweep_cut_by_its_time_budget_still_writes_rows_of_trials_that_trained
         "time_budget_s": 5, "space": {"train.freeze_depth": {"choice": [0, 1]}}}))
     callback = SweepCallback(cfg, context=RowContext("s", 5), out=lambda line: None)
     callback.setup()
-    cut = SimpleNamespace(trial_id="cut", status="RUNNING", config={"train.freeze_depth": 1})
-    idle = SimpleNamespace(trial_id="idle", status="PENDING", config={"train.freeze_depth": 0})
+    # Ray marks the trials a budget cuts TERMINATED before on_experiment_end (Tune's _stop_experiment_if_needed),
+    # without an on_trial_complete: a stand-in still RUNNING hid that no row was written (found by a helper's audit)
+    cut = SimpleNamespace(trial_id="cut", status="TERMINATED", config={"train.freeze_depth": 1})
+    idle = SimpleNamespace(trial_id="idle", status="TERMINATED", config={"train.freeze_depth": 0})
     callback.history["cut"] = [{"epoch": 1, "objective": 0.4}]
     callback.on_experiment_end(trials=[cut, idle])        # within the budget (an interrupt): nothing written
     assert Leaderboard(cfg.storage).table(experiment="t").num_rows == 0
@@ -950,3 +952,41 @@ def test_warm_start_auto_takes_earlier_trials_of_every_searched_epoch_budget_in_
                                                 ({"train.epochs": 3, "train.freeze_depth": 2}, 0.9)]
     fixed = sweep(6, {"train.freeze_depth": {"choice": [0, 1, 2]}})     # not searched: the base's budget only
     assert evaluated_rows(fixed, "fp", say=lambda line: None) == (({"train.freeze_depth": 1}, 0.7),)
+
+
+@pytest.mark.slow
+def test_a_real_tune_run_cut_by_its_time_budget_writes_each_trials_row(ray_session, tmp_path):
+    """Real Ray Tune (a stand-in trainable that reports an epoch a second, no training) with the sweep's callback and
+    search.time_budget_s 4: the trials the budget cut trained epochs and had no row (found by a helper's audit)."""
+    import time
+
+    from ray import tune
+
+    from factories import experiment
+    from orchestrator.config import parse_config
+    from orchestrator.config.sampling import param_space
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 20}, search={
+        "searcher": "random", "num_samples": 2, "scheduler": {"type": "none"}, "time_budget_s": 4,
+        "space": {"train.freeze_depth": {"choice": [0, 1]}}}))
+
+    def trainable(config):
+        for e in range(1, 21):
+            time.sleep(1.0)
+            tune.report({"epoch": e, "objective": 0.1 * e, "left_accuracy": 0.5, "right_accuracy": 0.5,
+                         "sum_r2": 0.1, "mean_score": 0.1 * e, "status": "running"})
+
+    callback = SweepCallback(cfg, context=RowContext("s", 5, fingerprint="fp"), out=lambda line: None)
+    tuner = tune.Tuner(tune.with_resources(trainable, {"CPU": 0.5}), param_space=param_space(cfg.search, list(cfg.tasks)),
+                       tune_config=tune.TuneConfig(metric="objective", mode="max", num_samples=2,
+                                                   time_budget_s=cfg.search.time_budget_s),
+                       run_config=tune.RunConfig(name="budget", storage_path=str(tmp_path / "tune"),
+                                                 callbacks=[callback], verbose=0))
+    tuner.fit()
+    rows = Leaderboard(cfg.storage).table(experiment="t").to_pylist()
+    trained = {t for t, h in callback.history.items() if h}
+    assert trained and {r["trial_id"] for r in rows} == trained, (rows, callback.history)
+    assert all(r["status"] == "stopped" and r["reason"].startswith("cut by search.time_budget_s (4 s)") for r in rows)

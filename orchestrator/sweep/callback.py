@@ -91,13 +91,13 @@ class SweepCallback(tune.Callback):
 
     def _budget_spent(self, trials):
         """A sweep ended by ``search.time_budget_s``: its unfinished trials that trained get their rows (stopped).
-        Not after an interrupt (within the budget): those trials continue on ``--resume``."""
+        Ray marks them TERMINATED (no on_trial_complete); a trial that ended has its row already. Not after an
+        interrupt (within the budget): those trials continue on ``--resume``."""
         budget = self.cfg.search.time_budget_s if self.cfg.search is not None else None
         if budget is None or time.monotonic() - getattr(self, "began", time.monotonic()) < budget:
             return
         for trial in trials:
-            if trial.trial_id not in self.written and trial.status not in ("TERMINATED", "ERROR") \
-                    and self.history.get(trial.trial_id):
+            if trial.trial_id not in self.written and trial.status != "ERROR" and self.history.get(trial.trial_id):
                 self._finish(trial, None, cut=f"cut by search.time_budget_s ({budget:g} s)")
 
     def on_trial_start(self, iteration, trials, trial, **info):
