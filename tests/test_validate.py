@@ -31,6 +31,48 @@ def test_validate_checks_the_global_batch_against_a_worker_shard(tmp_path, capsy
     assert code == 2 and "train.batch_size 64" in err and "\n" not in err, err
 
 
+@pytest.mark.parametrize("space, base, expected", [
+    # workers drawn at the top, batch sizes in a branch: a trial of 3 workers and batch 64 trained 63 per step
+    ({"resources.workers": {"choice": [1, 3]},
+      "train.optimizer": {"choice": ["adam", {"sgd": {"train.batch_size": {"choice": [64, 96]}}}]}},
+     {"train": {"batch_size": 96}},
+     "train.batch_size 64 is not a multiple of resources.workers 3"),
+    # a randint draws every size between its ends: 65 with 2 workers trained 64
+    ({"train.batch_size": {"randint": [64, 96]}}, {"resources": {"workers": 2}},
+     "search.space train.batch_size randint [64, 96] draws sizes that do not split across resources.workers 2"),
+    # a branch's workers with the base batch size
+    ({"train.optimizer": {"choice": ["adam", {"sgd": {"resources.workers": {"choice": [3]}}}]}},
+     {"train": {"batch_size": 64}}, "train.batch_size 64 is not a multiple of resources.workers 3"),
+])
+def test_validate_checks_every_batch_size_and_worker_count_a_trial_can_draw(tmp_path, capsys, no_ray, space, base,
+                                                                            expected):
+    """Only a pair searched at the top was checked, and a randint at its ends: a trial's step then trained fewer
+    examples than its row's batch size said (found by a helper's audit)."""
+    cfg = experiment(tmp_path, "builtin:multidigits/train", search={"space": space}, **base)
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and expected in err and "\n" not in err, err
+
+
+def test_branches_that_never_meet_are_not_checked_together(tmp_path, capsys, no_ray):
+    """3 workers only under adam (base batch 96), batch 64 only under sgd (base workers 1): no trial draws both."""
+    space = {"train.optimizer": {"choice": [{"adam": {"resources.workers": {"choice": [3]}}},
+                                            {"sgd": {"train.batch_size": {"choice": [64]}}}]}}
+    cfg = experiment(tmp_path, "builtin:multidigits/train", search={"space": space}, train={"batch_size": 96})
+    code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 0, err
+
+
+def test_a_worker_refuses_a_batch_that_does_not_split_across_its_workers():
+    """The worker loop floored batch // workers: whatever a check missed trained fewer examples than the row says."""
+    from orchestrator.errors import ConfigError
+    from orchestrator.training.batch import per_worker_batch
+
+    assert per_worker_batch(96, 3) == 32 and per_worker_batch(7, 1) == 7
+    with pytest.raises(ConfigError, match="train.batch_size 65 is not a multiple of resources.workers 2 \\(each step "
+                                          "would train on 64 examples\\): use 64 or 66"):
+        per_worker_batch(65, 2)
+
+
 def test_validate_loads_the_backbone_file(tmp_path, capsys, no_ray):
     (tmp_path / "broken.keras").write_bytes(b"not a keras file")
     cfg = experiment(tmp_path, "builtin:multidigits/train", backbone={"kind": "file", "path": "broken.keras"})

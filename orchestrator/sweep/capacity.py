@@ -118,6 +118,45 @@ def check_search_fits(cfg: ExperimentConfig, nodes: list[NodeType], *, reserved_
             raise ConfigError(f"search.space {which}: {e}") from None
 
 
+BATCH_PATHS = ("train.batch_size", "resources.workers")
+
+
+def check_batch_draws(p) -> None:
+    """Every batch size a trial of the sweep can draw splits across every worker count it can draw with it
+    (``check_batch`` on ``p``, a Prepared): the domains of both paths wherever they are (a branch's with what its
+    branch is taken with), the base values where a trial may not draw them, every integer of a randint."""
+    from itertools import product
+
+    from ..config.space import same_option, walk
+    from ..training.session import check_batch
+
+    cfg = p.cfg
+    draws = {path: [] if any(q == path and not when for q, _, when in walk(cfg.search.space)) else [(None, {})]
+             for path in BATCH_PATHS}   # the base value, unless every trial draws the path
+    for path, domain, when in walk(cfg.search.space):
+        if path in draws:
+            draws[path].append((domain, dict(when)))
+    for (db, wb), (dw, ww) in product(*draws.values()):
+        if any(k in ww and not same_option(v, ww[k]) for k, v in wb.items()):
+            continue   # branches no trial takes together
+        workers = _drawn(dw, cfg.resources.workers)
+        if db is not None and db.kind == "randint" and db.randint[1] > db.randint[0] and max(workers) > 1:
+            raise ConfigError(f"search.space train.batch_size randint [{db.randint[0]:g}, {db.randint[1]:g}] draws "
+                              f"sizes that do not split across resources.workers {max(workers)}: use a choice of "
+                              f"multiples of it")
+        for b, w in product(_drawn(db, cfg.train.batch_size), workers):
+            check_batch(cfg.with_values({**wb, **ww, BATCH_PATHS[0]: b, BATCH_PATHS[1]: w}), p.data)
+
+
+def _drawn(domain, base) -> list:
+    """The values a domain of a whole number draws (the base value for none)."""
+    if domain is None:
+        return [base]
+    if domain.kind == "randint":
+        return list(range(int(domain.randint[0]), int(domain.randint[1]) + 1))
+    return list(domain.options)
+
+
 def concurrency(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: float) -> int:
     """Trials that fit at once in the cluster at its largest (bundles counted node by node)."""
     bundle, n = trial_request(cfg)

@@ -26,8 +26,9 @@ from ..leaderboard.ranking import UNRANKED, objective_of
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
 from ..training.lease import acquire
-from ..training.session import Prepared, check, check_batch, release, start
+from ..training.session import Prepared, check, release, start
 from .callback import SweepCallback, recorded
+from .capacity import check_batch_draws
 from .provenance import provenance, versions
 from .runner import SweepSpec, TrialPlan, fit, new_sweep_id
 from .searchers import evaluated_rows, first_points, make_searcher
@@ -43,13 +44,11 @@ def check_space(p: Prepared) -> None:
         refuse_unsearchable(cfg, path, when)
         for value in candidate_values(domain, list(cfg.tasks)):
             try:
-                trial = cfg.with_values({**dict(when), path: value})
+                cfg.with_values({**dict(when), path: value})
             except ConfigError as e:
                 raise ConfigError(f"search.space {path}: value {value!r} is invalid ({e})") from None
             if path == "train.freeze_depth":
                 frozen_blocks(value, p.n_blocks, where="search.space train.freeze_depth choice")
-            if path in ("train.batch_size", "resources.workers"):
-                check_batch(trial, p.data)
         if domain.kind in ("uniform", "loguniform"):   # the edges may be whole numbers; the draws are not
             lo, hi = getattr(domain, domain.kind)
             inner = lo + 0.5 if lo + 0.5 < hi else (lo + hi) / 2
@@ -58,10 +57,7 @@ def check_space(p: Prepared) -> None:
             except ConfigError:
                 raise ConfigError(f"search.space {path}: {domain.kind} draws fractions (e.g. {inner:g}), which this "
                                   f"field refuses: use randint: [{lo:g}, {hi:g}]") from None
-    if {"train.batch_size", "resources.workers"} <= set(cfg.search.space):     # each pair of the two, too
-        for b in candidate_values(cfg.search.space["train.batch_size"], list(cfg.tasks)):
-            for w in candidate_values(cfg.search.space["resources.workers"], list(cfg.tasks)):
-                check_batch(cfg.with_values({"train.batch_size": b, "resources.workers": w}), p.data)
+    check_batch_draws(p)   # every batch size with every worker count a trial can draw with it
 
 
 def max_epochs(cfg: ExperimentConfig) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 from .. import layout, metrics as registry, scratch, storage
 from ..config.schema import TRAINING_REVISION
 from . import checkpoints
+from .batch import per_worker_batch
 from .precision import configure_gpus
 from .progress import read_progress, write_progress
 from .step import allreduce_fields, make_allreduce_sum, make_train_step, one_hot, own_draws, sync_batchnorm
@@ -220,7 +221,7 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
     own_draws(trainee.mt.model, w.rank)   # each worker its own dropout masks
     w.marks["model"] = time.time()
     state = _restored(trainee, cfg, w, fingerprint=spec.fingerprint)
-    per_worker = max(cfg.train.batch_size // w.world, 1)
+    per_worker = per_worker_batch(cfg.train.batch_size, w.world)   # what a check missed never trains fewer
     allreduce_sum = make_allreduce_sum(strategy, w.world)
     data.agree_steps(per_worker, allreduce_sum)
     run = _Epochs(cfg, spec, data, trainee=trainee, worker=w, allreduce_sum=allreduce_sum, per_worker=per_worker,

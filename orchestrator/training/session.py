@@ -28,6 +28,7 @@ from ..data.prepare import prepare
 from ..data.spec import DataSpec, PreparedData
 from ..endpoints import reach_storage, refuse_ray_token
 from ..errors import ConfigError, DataError
+from .batch import per_worker_batch
 
 log = logging.getLogger("orchestrator")
 
@@ -182,14 +183,7 @@ def advice(p: Prepared) -> list[str]:
 def check_batch(cfg: ExperimentConfig, data: PreparedData, *, workers: int | None = None) -> None:
     """The global batch splits evenly across the workers, and every worker fills at least one batch of its share."""
     world = workers or cfg.resources.workers
-    per_worker = cfg.train.batch_size // world
-    if per_worker < 1:
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is smaller than resources.workers {world}: "
-                          f"each worker needs at least one example per step")
-    if cfg.train.batch_size % world:
-        lower, upper = per_worker * world, (per_worker + 1) * world
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is not a multiple of resources.workers {world} "
-                          f"(each step would train on {lower} examples): use {lower} or {upper}")
+    per_worker = per_worker_batch(cfg.train.batch_size, world)
     rows = min(rows_per_rank(sizes_of(data.train_units), world=world, epoch=None, seed=0))
     if rows < per_worker:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} needs {per_worker} examples per worker per "
