@@ -253,6 +253,12 @@ def test_every_searched_resource_value_is_checked_against_the_cluster(tmp_path, 
                                                             "worker asks for {CPU: 6}"),
         ({"resources.workers": {"choice": [1, 4]}, "resources.cpus_per_worker": {"uniform": [1, 4]}},
          "search.space resources.workers value 4, resources.cpus_per_worker value 4"),
+        # in a branch: only paths at the top were checked, and such a trial waited for a cluster it never fits
+        ({"train.optimizer": {"choice": ["adam", {"sgd": {"resources.workers": {"choice": [64]}}}]}},
+         "search.space resources.workers value 64 (with train.optimizer sgd): one trial needs 64"),
+        ({"resources.workers": {"choice": [1, 4]},
+          "train.optimizer": {"choice": ["adam", {"sgd": {"resources.cpus_per_worker": {"choice": [4]}}}]}},
+         "search.space resources.workers value 4, resources.cpus_per_worker value 4 (with train.optimizer sgd)"),
     ]:
         with pytest.raises(ConfigError) as info:
             check_search_fits(space(**searched), nodes, reserved_cpu=0.05)

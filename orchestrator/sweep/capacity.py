@@ -107,15 +107,41 @@ def check_search_fits(cfg: ExperimentConfig, nodes: list[NodeType], *, reserved_
 
     from ..config.space import candidate_values
 
+    for when, domains in drawn_together(cfg, RESOURCE_PATHS):
+        paths = [p for p, d in domains.items() if d is not None]
+        for values in product(*(candidate_values(domains[p], list(cfg.tasks)) for p in paths)):
+            try:
+                check_feasible(cfg.with_values({**when, **dict(zip(paths, values))}), nodes,
+                               reserved_cpu=reserved_cpu, autoscaling=autoscaling)
+            except ConfigError as e:
+                which = ", ".join(f"{p} value {f'{v:g}' if isinstance(v, float) else v}" for p, v in zip(paths, values))
+                taken = f" (with {', '.join(f'{k} {v}' for k, v in when.items())})" if when else ""
+                raise ConfigError(f"search.space {which}{taken}: {e}") from None
+
+
+def drawn_together(cfg: ExperimentConfig, paths: tuple) -> list[tuple[dict, dict]]:
+    """The ways one trial can get ``paths``: (the branch choices it takes, path -> the domain it draws from, None
+    for the base value), for every domain of each path wherever it is in the space (a branch's only with what its
+    branch is taken with), and the base value where a trial may not draw the path."""
+    from itertools import product
+
+    from ..config.space import same_option, walk
+
     space = cfg.search.space if cfg.search is not None else {}
-    paths = [p for p in RESOURCE_PATHS if p in space]
-    for values in product(*(candidate_values(space[p], list(cfg.tasks)) for p in paths)):
-        try:
-            check_feasible(cfg.with_values(dict(zip(paths, values))), nodes, reserved_cpu=reserved_cpu,
-                           autoscaling=autoscaling)
-        except ConfigError as e:
-            which = ", ".join(f"{p} value {f'{v:g}' if isinstance(v, float) else v}" for p, v in zip(paths, values))
-            raise ConfigError(f"search.space {which}: {e}") from None
+    ways = {path: [] if any(q == path and not when for q, _, when in walk(space)) else [(None, {})] for path in paths}
+    for path, domain, when in walk(space):
+        if path in ways:
+            ways[path].append((domain, dict(when)))
+    out = []
+    for combo in product(*ways.values()):
+        when, clash = {}, False
+        for _, taken in combo:
+            for k, v in taken.items():
+                clash = clash or (k in when and not same_option(v, when[k]))   # branches no trial takes together
+                when.setdefault(k, v)
+        if not clash:
+            out.append((when, {path: d for path, (d, _) in zip(ways, combo)}))
+    return out
 
 
 BATCH_PATHS = ("train.batch_size", "resources.workers")
@@ -123,29 +149,20 @@ BATCH_PATHS = ("train.batch_size", "resources.workers")
 
 def check_batch_draws(p) -> None:
     """Every batch size a trial of the sweep can draw splits across every worker count it can draw with it
-    (``check_batch`` on ``p``, a Prepared): the domains of both paths wherever they are (a branch's with what its
-    branch is taken with), the base values where a trial may not draw them, every integer of a randint."""
+    (``check_batch`` on ``p``, a Prepared; ``drawn_together``), every integer of a randint."""
     from itertools import product
 
-    from ..config.space import same_option, walk
     from ..training.session import check_batch
 
     cfg = p.cfg
-    draws = {path: [] if any(q == path and not when for q, _, when in walk(cfg.search.space)) else [(None, {})]
-             for path in BATCH_PATHS}   # the base value, unless every trial draws the path
-    for path, domain, when in walk(cfg.search.space):
-        if path in draws:
-            draws[path].append((domain, dict(when)))
-    for (db, wb), (dw, ww) in product(*draws.values()):
-        if any(k in ww and not same_option(v, ww[k]) for k, v in wb.items()):
-            continue   # branches no trial takes together
-        workers = _drawn(dw, cfg.resources.workers)
+    for when, domains in drawn_together(cfg, BATCH_PATHS):
+        db, workers = domains[BATCH_PATHS[0]], _drawn(domains[BATCH_PATHS[1]], cfg.resources.workers)
         if db is not None and db.kind == "randint" and db.randint[1] > db.randint[0] and max(workers) > 1:
             raise ConfigError(f"search.space train.batch_size randint [{db.randint[0]:g}, {db.randint[1]:g}] draws "
                               f"sizes that do not split across resources.workers {max(workers)}: use a choice of "
                               f"multiples of it")
         for b, w in product(_drawn(db, cfg.train.batch_size), workers):
-            check_batch(cfg.with_values({**wb, **ww, BATCH_PATHS[0]: b, BATCH_PATHS[1]: w}), p.data)
+            check_batch(cfg.with_values({**when, BATCH_PATHS[0]: b, BATCH_PATHS[1]: w}), p.data)
 
 
 def _drawn(domain, base) -> list:
