@@ -273,6 +273,8 @@ def test_a_real_sweep_logged_live_then_exported_to_mlflow_and_tensorboard(ray_se
     live = mlflow.search_runs(experiment_names=["live"])
     assert len(live) == 2 and set(live["tags.sweep_id"]) == {s["sweep_id"]}          # Ray's MLflowLoggerCallback
     assert live["metrics.left_accuracy"].notna().all()
+    # the values each trial trained with, not Tune's grid point index (the runs' only param before)
+    assert sorted(live["params.train.head_lr"].astype(float)) == [1e-3, 3e-3] and "params.grid_point" not in live
     board = Leaderboard(str(tmp_path / "runs"))
     assert board.export(f"mlflow:{uri}", experiment="live")["created"] == 2
     runs = mlflow.search_runs(experiment_names=["live"])
@@ -395,3 +397,46 @@ def test_a_sweep_logging_live_to_a_deleted_mlflow_experiment_stops_before_ray(tm
         "num_samples": 1, "space": {"train.head_lr": {"choice": [1e-3]}}, "mlflow": uri})
     r = run_cli(capsys, "tune", write_yaml(tmp_path / "e.yaml", cfg))
     assert r.code == 2 and "MLflow experiment 't' is deleted" in r.err and len(r.err.splitlines()) == 1, r.err
+
+
+@pytest.mark.slow
+def test_live_mlflow_params_are_the_values_a_trial_trains_with(ray_session, tmp_path):
+    """search.mlflow logged Tune's raw trial config: every branch's draws (a dwa temperature for an uncertainty
+    trial), a simplex's uniforms for its weights, a grid's point index. Real Tune and MLflow (SQLite), a stand-in
+    trainable (no training). Found by a helper's audit."""
+    import mlflow
+    from ray import tune
+
+    from orchestrator.config.sampling import materialize, param_space
+    from orchestrator.sweep.loggers import live_loggers
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = {"train.loss_weighting": {"choice": [
+        {"static": {"train.loss_weights": {"simplex": {"concentration": 8.0}}}}, "uncertainty",
+        {"dwa": {"train.dwa_temperature": {"uniform": [1.0, 4.0]}}}]}}
+    mlflow.set_tracking_uri(uri)
+    for searcher in ("random", "grid"):
+        cfg = parse_config(embedded(tmp_path / "runs", name=f"m-{searcher}", search={
+            "searcher": searcher, "num_samples": 4 if searcher == "random" else 1, "space": space, "mlflow": uri}))
+        seen = {}
+
+        def trainable(config):
+            tune.report({"epoch": 1, "objective": 0.5})
+
+        class Keep(tune.Callback):
+            def on_trial_start(self, iteration, trials, trial, **info):
+                seen[str(trial)] = materialize(cfg.search, trial.config, list(cfg.tasks))
+
+        tune.Tuner(trainable, param_space=param_space(cfg.search, list(cfg.tasks)),
+                   tune_config=tune.TuneConfig(num_samples=cfg.search.samples if searcher == "random" else 1),
+                   run_config=tune.RunConfig(name=searcher, storage_path=str(tmp_path / "tune"), verbose=0,
+                                             callbacks=[Keep(), *live_loggers(cfg, "s1")])).fit()
+        runs = mlflow.search_runs(experiment_names=[cfg.name])
+        assert len(runs) == len(seen) >= 3, runs
+        for _, r in runs.iterrows():
+            params = {k[len("params."):]: v for k, v in r.items() if k.startswith("params.") and isinstance(v, str)}
+            want = {}
+            for path, value in seen[r["tags.trial_name"]].items():
+                want.update({f"{path}.{t}": str(w) for t, w in value.items()} if isinstance(value, dict)
+                            else {path: str(value)})
+            assert params == want, (searcher, params, want)

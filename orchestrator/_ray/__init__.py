@@ -320,3 +320,9 @@ def _check_instances() -> None:
             or not all(hasattr(worker_group.SynchronizationActor, m) for m in ("reset", "set_required_ranks"))):
         raise RuntimeError(f"Ray Train's worker group no longer starts and stops its SynchronizationActor as it did "
                            f"(checked on Ray {CHECKED_ON}): update orchestrator/_ray/ kept_sync_actors")
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    if not all(s in inspect.getsource(MLflowLoggerCallback.log_trial_start)
+               for s in ("self._trial_runs[trial] =", "if not self.log_params_on_trial_end")):
+        raise RuntimeError(f"Ray Tune's MLflowLoggerCallback.log_trial_start changed (checked on Ray {CHECKED_ON}): "
+                           f"update orchestrator/_ray/ tune_mlflow")
