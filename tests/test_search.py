@@ -455,3 +455,30 @@ def test_a_grid_says_when_the_base_config_or_a_warm_start_is_not_among_its_point
     assert first_points(outside, say=said.append) == []
     assert len(said) == 2 and "base config" in said[0] and "not a point of the grid" in said[0], said
     assert "warm start" in said[1] and "random or optuna" in said[1], said
+
+
+def test_a_warm_start_hands_the_searcher_its_k_best_distinct_configurations(tmp_path):
+    """warm_start {experiment, top: 3} of a grid run with 2 repeats (seeds) handed the searcher one configuration
+    twice or three times (its repeats, and the base config again): first trials that are the same work (found by a
+    helper's audit). The K best distinct configurations, each once, the base config included."""
+    from factories import embedded, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.searchers import first_points
+
+    space = {"train.freeze_depth": {"choice": [0, 1, 2]}, "train.head_lr": {"choice": [1e-3, 1e-2]}}
+    earlier = parse_config(embedded(tmp_path, name="earlier", train={"epochs": 2, "seed": 0},
+                                    search={"searcher": "grid", "num_samples": 2, "space": space}))
+    rows = []
+    for seed, bonus in ((0, 0.0), (1, 0.01)):   # grid repeat r trains seed + r
+        for d, lr, v in [(2, 1e-2, 0.90), (1, 1e-2, 0.80), (0, 1e-3, 0.70)]:
+            c = earlier.with_values({"train.freeze_depth": d, "train.head_lr": lr, "train.seed": seed})
+            rows.append(row(c, [{"epoch": 2, "objective": v + bonus}], trial_id=f"d{d}-s{seed}", sweep_id="g",
+                            searched={"train.freeze_depth": d, "train.head_lr": lr}))
+    Leaderboard(str(tmp_path)).append(rows)
+    later = parse_config(embedded(tmp_path, name="later", train={"epochs": 2, "seed": 0, "freeze_depth": 2,
+                                                                 "head_lr": 1e-2},
+                                  search={"searcher": "optuna", "num_samples": 6, "space": space,
+                                          "warm_start": {"experiment": "earlier", "top": 3}}))
+    points = first_points(later, say=lambda line: None)
+    assert [(p["train.freeze_depth"], p["train.head_lr"]) for p in points] == [(2, 1e-2), (1, 1e-2), (0, 1e-3)]

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Callable, Optional, Sequence
 
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -155,8 +156,9 @@ class Limiter(ConcurrencyLimiter):
 
 
 def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
-    """Trials evaluated first: the base config as written, then the warm start's K best configs. A value an
-    earlier config lacks, or that is outside the new space, takes the base config's value (one line each)."""
+    """Trials evaluated first: the base config as written, then the warm start's K best distinct configs, each once (a
+    grid's repeats of one configuration, or the base config again, are one). A value an earlier config lacks, or that
+    is outside the new space, takes the base config's value (one line each)."""
     tasks, points, s = list(cfg.tasks), [], cfg.search
     base = active_values(s.space, cfg.run_fields(public=False), tasks)
     if s.searcher == "grid":   # a grid runs its own points: said where that leaves out what the config asks first
@@ -177,16 +179,25 @@ def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
         from ..leaderboard.leaderboard import Leaderboard
         from ..leaderboard.query import rows as row_dicts
 
-        rows = row_dicts(Leaderboard(cfg.storage).top(s.warm_start.top, experiment=s.warm_start.experiment))
+        rows = row_dicts(Leaderboard(cfg.storage).top(4 * s.warm_start.top, experiment=s.warm_start.experiment))
         if not rows:
             say(f"warm start: experiment {s.warm_start.experiment!r} has no rows in {storage.redact(cfg.storage)}")
+        seen, warm = {json.dumps(p, sort_keys=True, default=str) for p in points}, set()
         for row in rows:
+            if len(warm) == s.warm_start.top:
+                break
             values = active_values(s.space, row["config"], tasks)
             for p, v in values.items():
                 if v is None or not fits(domains[p], v):
                     say(f"warm start {row['trial_id']}: {p}={v!r} does not fit the search space: base value used")
                     values[p] = base.get(p)
-            points.append(point_for(s, {p: v for p, v in values.items() if v is not None}, tasks))
+            point = point_for(s, {p: v for p, v in values.items() if v is not None}, tasks)
+            key = json.dumps(point, sort_keys=True, default=str)
+            if key not in warm:   # a grid's repeats of one configuration are one of the K
+                warm.add(key)
+                if key not in seen:   # the base config again: evaluated once
+                    seen.add(key)
+                    points.append(point)
     return points
 
 
