@@ -287,3 +287,28 @@ def test_validation_stored_unlike_training_is_refused_not_cast(tmp_path, capsys)
     cfg["data"]["validation"] = str(tmp_path / "val.parquet")
     code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "exp.yaml", cfg))
     assert code == 2 and "\n" not in err and "validation" in err and "training" in err and "uint8" in err, err
+
+
+def test_pixel_tables_on_two_scales_are_refused(tmp_path, capsys):
+    """Training pixels stored 0-255 and validation pixels 0-1, both float tables: validate said ok, and every
+    validation image reached the model at 1/255 of the training scale (found by a helper's audit)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+
+    def table(name, n, scale):
+        img = rng.integers(0, 256, (n, 64)).astype(np.float32) * scale
+        pq.write_table(pa.table({"image": pa.FixedSizeListArray.from_arrays(pa.array(img.reshape(-1)), 64),
+                                 "left": rng.integers(0, 3, n), "right": rng.integers(0, 3, n),
+                                 "sum": rng.random(n).astype(np.float32)}).replace_schema_metadata(
+            {b"orchestrator.image_shape": b"8,8,1"}), tmp_path / name)
+        return str(tmp_path / name)
+
+    cfg = experiment(tmp_path, table("train.parquet", 48, 1.0), train={"batch_size": 8})
+    cfg["data"]["validation"] = table("val.parquet", 24, 1 / 255)
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "exp.yaml", cfg))
+    assert code == 2 and "\n" not in err, err
+    assert "validation pixels reach 1 but training pixels reach 255" in err and "one scale" in err, err
+    cfg["data"]["validation"] = table("val255.parquet", 24, 1.0)   # the same scale: fine
+    assert run_cli(capsys, "validate", write_yaml(tmp_path / "ok.yaml", cfg)).code == 0

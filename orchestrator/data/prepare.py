@@ -183,6 +183,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
         if vs.dtype != sample.dtype:   # the workers cast to the training side's type: [0, 1] floats become 0
             raise DataError(f"validation images are {_stored_as(vs)} but training images are {_stored_as(sample)}; "
                             f"store both sides the same way (image files/bytes, or pixel tables on one scale)")
+        _one_scale(float(sample.max()), float(vs.max()))
     if val is train:   # a split of one table (a separate validation table's labels are checked against training's)
         _every_class_trains(cfg, {**classes, **binary}, y_train, train_rows)
     reg = [t for t, tc in cfg.tasks.items() if tc.type == "regression"]
@@ -219,6 +220,15 @@ def _every_class_trains(cfg: ExperimentConfig, classes: dict, y: dict, train_row
             raise DataError(f"{what} of task {task!r} has no training rows: data.split_seed "
                             f"{cfg.data.split_seed} holds out all {seen[names.index(missing[0])]} of its rows for "
                             f"validation; add rows of it, lower data.validation or change data.split_seed")
+
+
+def _one_scale(train_max: float, val_max: float) -> None:
+    """Pixel tables on [0, 1] beside ones on [0, 255] (sampled maxima): the model would see one side at 1/255 of
+    the other's scale, and score it without a word."""
+    low, high = sorted((train_max, val_max))
+    if low <= 1.0 < 2.0 < high:
+        raise DataError(f"validation pixels reach {val_max:g} but training pixels reach {train_max:g} (in the rows "
+                        f"sampled): one side is scaled to [0, 1], the other to [0, 255]; store both on one scale")
 
 
 def _stored_as(sample: np.ndarray) -> str:
