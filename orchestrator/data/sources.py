@@ -177,6 +177,7 @@ def labels(cfg: ExperimentConfig, task: str, table: pa.Table, uri: str, classes:
             raise DataError(f"row {big[0]} of label column {column!r} (task {task!r}) in {where} is {values[big[0]]!r}: "
                             f"regression labels must be finite and smaller than {F32_MAX:.3g} (float32); fix or drop "
                             f"the row, or rescale the labels")
+        _float32_holds(np.asarray(values, np.float64), column=column, task=task, where=where)
         return np.asarray(values, np.float32)
     if tc.type == "binary":
         bad = [i for i, v in enumerate(values) if v not in (0, 1, True, False)]
@@ -194,6 +195,18 @@ def labels(cfg: ExperimentConfig, task: str, table: pa.Table, uri: str, classes:
                             f"of the classes {classes}; {hint}")
         out[i] = j
     return out
+
+
+def _float32_holds(y: np.ndarray, *, column: str, task: str, where: str) -> None:
+    """Regression labels train and are scored as float32: refused when that loses more than 0.1% of their spread
+    (unix times, large ids: 1.7e9 + 0..600 s rounds to steps of 128)."""
+    spread = float(y.std()) if len(y) else 0.0
+    lost = float(np.abs(y - y.astype(np.float32)).max()) if len(y) else 0.0
+    if spread > 0 and lost > 1e-3 * spread:
+        raise DataError(f"label column {column!r} of regression task {task!r} in {where}: values near "
+                        f"{float(y.mean()):.6g} with a spread of {spread:.3g} lose up to {lost:.3g} as float32 (what "
+                        f"training and scoring use): subtract an offset from the column (e.g. its minimum, "
+                        f"{float(y.min()):.10g})")
 
 
 def one_spelling(cfg: ExperimentConfig, src: Source) -> None:
