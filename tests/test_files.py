@@ -312,3 +312,23 @@ def test_pixel_tables_on_two_scales_are_refused(tmp_path, capsys):
     assert "validation pixels reach 1 but training pixels reach 255" in err and "one scale" in err, err
     cfg["data"]["validation"] = table("val255.parquet", 24, 1.0)   # the same scale: fine
     assert run_cli(capsys, "validate", write_yaml(tmp_path / "ok.yaml", cfg)).code == 0
+
+
+def test_channels_first_pixel_lists_are_refused_not_read_as_three_rows(tmp_path, capsys):
+    """Nested pixel lists in (C, H, W) order, as a PyTorch tensor's tolist() gives, trained as images 3 rows high with
+    16 channels (found by a helper's audit). Refused, naming the order; data.image_shape says it is meant."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 48
+    imgs = rng.random((n, 3, 16, 16)).astype(np.float32)
+    pq.write_table(pa.table({"image": pa.array(imgs.tolist()), "left": rng.integers(0, 3, n),
+                             "right": rng.integers(0, 3, n), "sum": rng.random(n).astype(np.float32)}),
+                   tmp_path / "chw.parquet")
+    cfg = experiment(tmp_path, str(tmp_path / "chw.parquet"), train={"batch_size": 8})
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "\n" not in err and "channels first" in err and "data.image_shape" in err, err
+    cfg["data"]["image_shape"] = [3, 16, 16]   # meant: read so, and then too small for the built-in backbone, in one
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "meant.yaml", cfg))   # line (it was a traceback)
+    assert code == 2 and "\n" not in err and "channels first" not in err and "too small" in err, err

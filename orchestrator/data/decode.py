@@ -127,6 +127,10 @@ def pixel_array(col: pa.ChunkedArray | pa.Array, *, shape: Optional[Sequence[int
     elif shape is not None and tuple(arr.shape[1:]) != tuple(shape):
         raise DataError(f"images in {where} are {list(arr.shape[1:])} but data.image_shape is {list(shape)}; "
                         f"fix data.image_shape or resize the images")
+    elif shape is None and arr.shape[1] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        raise DataError(f"images in {where} are {list(arr.shape[1:])}: channels first (C, H, W), as PyTorch stores "
+                        f"them, where (H, W, C) is read; store them channels last (numpy: x.transpose(1, 2, 0)), or "
+                        f"set data.image_shape: {list(arr.shape[1:])} if that is height, width, channels")
     return arr
 
 

@@ -129,6 +129,9 @@ def build_backbone(cfg: BackboneConfig, input_shape, *, storage: str, seed: int 
     the caller already has one (workers get it through the object store). ``precision``: train.precision, which a
     file's layers must compute in (Keras restores their saved policies, not the global one)."""
     if cfg.kind == "builtin":
+        if min(input_shape[:2]) < 4:   # two 2x2 poolings: Keras's own error was a traceback
+            raise ConfigError(f"images of {list(input_shape)} are too small for the built-in backbone, which pools "
+                              f"height and width twice (2x2): set data.image_size (at least [4, 4])")
         model = digits_cnn(input_shape, seed=seed)
         if cfg.weights == "pretrained":
             pretrained = load_model_file(file or layout.builtin_backbone(storage), what="pretrained built-in backbone")
