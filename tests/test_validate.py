@@ -286,3 +286,17 @@ def test_validate_checks_every_branch_of_a_conditional_space(tmp_path, capsys, n
     space["train.loss_weighting"]["choice"][1]["static"]["train.freeze_depth"]["choice"] = [0, 2]
     code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 0, err
+
+
+def test_a_flip_that_swaps_the_builtin_digits_sides_is_warned_about(tmp_path, capsys, no_ray):
+    """The README's example config flipped the built-in MultiDigits canvases horizontally: its left and right digits
+    swap places (and mirror), so the left and right tasks trained on each other's labels (found by a helper's
+    audit). The example no longer does; validate warns where a config does."""
+    for flip, warned in (("horizontal", True), ("horizontal_and_vertical", True), ("vertical", False)):
+        cfg = experiment(tmp_path, "builtin:multidigits/train", data={"augment": {"flip": flip}})
+        code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+        lines = [line for line in out.splitlines() if line.startswith("warning:") and "flip" in line]
+        assert code == 0 and len(lines) == warned, (flip, out)
+        if warned:
+            assert lines[0].startswith(f"warning: data.augment.flip {flip} mirrors the built-in MultiDigits canvases: "
+                                       f"their left and right digits swap places"), lines

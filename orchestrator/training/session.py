@@ -174,6 +174,11 @@ def advice(p: Prepared) -> list[str]:
     lines += leakage.warning(p.data.overlap)
     if p.cfg.data.cache == "none":
         lines.append("note: data.cache: none is now called stream (the old name still works): write data.cache: stream")
+    flip = p.cfg.data.augment.flip
+    if flip.startswith("horizontal") and str(p.cfg.data.train).startswith("builtin:multidigits"):
+        lines.append(f"warning: data.augment.flip {flip} mirrors the built-in MultiDigits canvases: their left and "
+                     f"right digits swap places, so each side's task trains on the other's label: use flip vertical "
+                     f"or none")
     if p.cfg.backbone.kind == "application" and p.spec.max_pixel <= 1.0:
         lines.append(f"warning: the sampled pixels are at most {p.spec.max_pixel:g}, but {p.cfg.backbone.name} expects "
                      f"0-255 (its preprocess_input is inside the model): store pixels as 0-255")
