@@ -53,10 +53,15 @@ def test_validate_checks_every_batch_size_and_worker_count_a_trial_can_draw(tmp_
     assert code == 2 and expected in err and "\n" not in err, err
 
 
-def test_branches_that_never_meet_are_not_checked_together(tmp_path, capsys, no_ray):
-    """3 workers only under adam (base batch 96), batch 64 only under sgd (base workers 1): no trial draws both."""
-    space = {"train.optimizer": {"choice": [{"adam": {"resources.workers": {"choice": [3]}}},
-                                            {"sgd": {"train.batch_size": {"choice": [64]}}}]}}
+@pytest.mark.parametrize("space", [
+    # 3 workers only under adam (base batch 96), batch 64 only under sgd (base workers 1): no trial draws both
+    {"train.optimizer": {"choice": [{"adam": {"resources.workers": {"choice": [3]}}},
+                                    {"sgd": {"train.batch_size": {"choice": [64]}}}]}},
+    # batch sizes chosen per worker count: 64 and 128 only with 2 workers (refused by this stop's first version,
+    # which checked them against the worker choice's other value, 3: found by reviewing it)
+    {"resources.workers": {"choice": [3, {2: {"train.batch_size": {"choice": [64, 128]}}}]}},
+])
+def test_branches_that_never_meet_are_not_checked_together(tmp_path, capsys, no_ray, space):
     cfg = experiment(tmp_path, "builtin:multidigits/train", search={"space": space}, train={"batch_size": 96})
     code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
     assert code == 0, err

@@ -101,77 +101,63 @@ RESOURCE_PATHS = ("resources.workers", "resources.cpus_per_worker", "resources.g
 
 def check_search_fits(cfg: ExperimentConfig, nodes: list[NodeType], *, reserved_cpu: float = 0.05,
                       autoscaling: bool = False) -> None:
-    """``check_feasible`` for every searched resource value (each combination of the domains' edges): a trial that
-    could never be placed is found once connected, before any trial starts, not after Tune waited for it."""
-    from itertools import product
-
+    """``check_feasible`` for every searched resource value (each combination of the domains' edges one trial can
+    draw, branches included): a trial that could never be placed is found once connected, before any trial starts,
+    not after Tune waited for it."""
     from ..config.space import candidate_values
 
-    for when, domains in drawn_together(cfg, RESOURCE_PATHS):
-        paths = [p for p, d in domains.items() if d is not None]
-        for values in product(*(candidate_values(domains[p], list(cfg.tasks)) for p in paths)):
-            try:
-                check_feasible(cfg.with_values({**when, **dict(zip(paths, values))}), nodes,
-                               reserved_cpu=reserved_cpu, autoscaling=autoscaling)
-            except ConfigError as e:
-                which = ", ".join(f"{p} value {f'{v:g}' if isinstance(v, float) else v}" for p, v in zip(paths, values))
-                taken = f" (with {', '.join(f'{k} {v}' for k, v in when.items())})" if when else ""
-                raise ConfigError(f"search.space {which}{taken}: {e}") from None
+    for point, _ in drawn_points(cfg, RESOURCE_PATHS, lambda path, d: candidate_values(d, list(cfg.tasks))):
+        try:
+            check_feasible(cfg.with_values(point), nodes, reserved_cpu=reserved_cpu, autoscaling=autoscaling)
+        except ConfigError as e:
+            which = ", ".join(f"{p} value {f'{v:g}' if isinstance(v, float) else v}" for p, v in point.items()
+                              if p in RESOURCE_PATHS)
+            gates = ", ".join(f"{p} {v}" for p, v in point.items() if p not in RESOURCE_PATHS)
+            raise ConfigError(f"search.space {which}{f' (with {gates})' if gates else ''}: {e}") from None
 
 
-def drawn_together(cfg: ExperimentConfig, paths: tuple) -> list[tuple[dict, dict]]:
-    """The ways one trial can get ``paths``: (the branch choices it takes, path -> the domain it draws from, None
-    for the base value), for every domain of each path wherever it is in the space (a branch's only with what its
-    branch is taken with), and the base value where a trial may not draw the path."""
-    from itertools import product
+def drawn_points(cfg: ExperimentConfig, paths: tuple, values_of) -> list[tuple[dict, dict]]:
+    """Every combination of values one trial can draw for ``paths``: (point, sources); point: path -> value for the
+    paths drawn and the branch choices that lead to them (a path not drawn keeps its base value), sources: path ->
+    the domain it came from. A branch's values come only with its parent's value; ``values_of(path, domain)``: the
+    values taken of a domain that is not a choice."""
+    from ..config.space import walk
 
-    from ..config.space import same_option, walk
+    def points(space: dict) -> list[tuple[dict, dict]]:
+        out = [({}, {})]
+        for path, d in space.items():
+            if not any(q in paths for q, _, _ in walk({path: d})):
+                continue
+            options = ([({path: v, **pt}, {path: d, **src}) for v, sub in d.branches() for pt, src in points(sub)]
+                       if d.kind == "choice" else [({path: v}, {path: d}) for v in values_of(path, d)])
+            out = [({**a, **b}, {**sa, **sb}) for a, sa in out for b, sb in options]
+        return out
 
-    space = cfg.search.space if cfg.search is not None else {}
-    ways = {path: [] if any(q == path and not when for q, _, when in walk(space)) else [(None, {})] for path in paths}
-    for path, domain, when in walk(space):
-        if path in ways:
-            ways[path].append((domain, dict(when)))
-    out = []
-    for combo in product(*ways.values()):
-        when, clash = {}, False
-        for _, taken in combo:
-            for k, v in taken.items():
-                clash = clash or (k in when and not same_option(v, when[k]))   # branches no trial takes together
-                when.setdefault(k, v)
-        if not clash:
-            out.append((when, {path: d for path, (d, _) in zip(ways, combo)}))
-    return out
+    return points(cfg.search.space if cfg.search is not None else {})
 
 
 BATCH_PATHS = ("train.batch_size", "resources.workers")
 
 
 def check_batch_draws(p) -> None:
-    """Every batch size a trial of the sweep can draw splits across every worker count it can draw with it
-    (``check_batch`` on ``p``, a Prepared; ``drawn_together``), every integer of a randint."""
-    from itertools import product
-
+    """Every batch size a trial of the sweep can draw splits across the worker count it draws with it (``check_batch``
+    on ``p``, a Prepared; ``drawn_points``): every worker count of a randint; a randint of batch sizes only with one
+    worker (its edges: a larger batch only needs more rows)."""
+    from ..config.space import candidate_values
     from ..training.session import check_batch
 
-    cfg = p.cfg
-    for when, domains in drawn_together(cfg, BATCH_PATHS):
-        db, workers = domains[BATCH_PATHS[0]], _drawn(domains[BATCH_PATHS[1]], cfg.resources.workers)
-        if db is not None and db.kind == "randint" and db.randint[1] > db.randint[0] and max(workers) > 1:
-            raise ConfigError(f"search.space train.batch_size randint [{db.randint[0]:g}, {db.randint[1]:g}] draws "
-                              f"sizes that do not split across resources.workers {max(workers)}: use a choice of "
-                              f"multiples of it")
-        for b, w in product(_drawn(db, cfg.train.batch_size), workers):
-            check_batch(cfg.with_values({**when, BATCH_PATHS[0]: b, BATCH_PATHS[1]: w}), p.data)
+    def values_of(path, d):
+        if path == "resources.workers" and d.kind == "randint":
+            return list(range(int(d.randint[0]), int(d.randint[1]) + 1))
+        return candidate_values(d, list(p.cfg.tasks))
 
-
-def _drawn(domain, base) -> list:
-    """The values a domain of a whole number draws (the base value for none)."""
-    if domain is None:
-        return [base]
-    if domain.kind == "randint":
-        return list(range(int(domain.randint[0]), int(domain.randint[1]) + 1))
-    return list(domain.options)
+    for point, sources in drawn_points(p.cfg, BATCH_PATHS, values_of):
+        trial, d = p.cfg.with_values(point), sources.get(BATCH_PATHS[0])
+        if d is not None and d.kind == "randint" and d.randint[1] > d.randint[0] and trial.resources.workers > 1:
+            raise ConfigError(f"search.space train.batch_size randint [{d.randint[0]:g}, {d.randint[1]:g}] draws "
+                              f"sizes that do not split across resources.workers {trial.resources.workers}: use a "
+                              f"choice of multiples of it")
+        check_batch(trial, p.data)
 
 
 def concurrency(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: float) -> int:
