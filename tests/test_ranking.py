@@ -395,3 +395,56 @@ def test_confirming_trials_measured_against_other_baselines_together_is_refused(
                       sweep_id="sw2", baselines=b2)])
     configs, extra = confirm_configs(board, "exp", top=1, seeds=1, workers=None, storage=str(tmp_path))
     assert extra == [{"confirm_of": "X2"}]
+
+
+def test_trials_of_one_recipe_named_in_one_confirm_are_confirmed_once(tmp_path):
+    """A and A1 are grid repeats of one configuration (seeds 0 and 1), A1 leads: `confirm --top 1 --trial A` trained
+    the configuration twice in one call (seeds 2 and 3 under A1 and again under A) and ranked it twice (the review
+    of this stop's anchoring)."""
+    from factories import embedded, row
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.confirm import confirm_configs
+
+    cfg = parse_config(embedded(tmp_path, name="exp"))
+    a = cfg.with_values({"train.freeze_depth": 1})
+    board = Leaderboard(str(tmp_path))
+    board.append([row(a, [{"epoch": 1, "objective": 0.80}], trial_id="A", sweep_id="g"),
+                  row(a.with_values({"train.seed": 1}), [{"epoch": 1, "objective": 0.85}], trial_id="A1",
+                      sweep_id="g")])
+    configs, extra = confirm_configs(board, "exp", top=1, seeds=2, workers=None, storage=str(tmp_path),
+                                     trials=("A",))
+    assert [(e["confirm_of"], c.train.seed) for c, e in zip(configs, extra)] == [("A1", 2), ("A1", 3)]
+
+
+def test_a_delta_m_recipe_keeps_the_confirmation_of_its_own_baselines(tmp_path):
+    """Objective delta_m, three sweeps: sw1 (baselines b1), sw2 and sw4 (b2). The recipe was confirmed under X (sw1)
+    and, measured anew, under X2 (sw2); leading again in sw4 it was confirmed under its sw4 trial, listed a third
+    time, because the anchor kept was the first (X, of b1) (the review of this stop's anchoring)."""
+    import json as _json
+    import time
+
+    from factories import embedded, row
+    from orchestrator import layout, storage
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.confirm import confirm_configs
+
+    cfg = parse_config(embedded(tmp_path, name="exp", objective={"metric": "delta_m"}))
+    b1, b2 = {"left": 0.9, "right": 0.9}, {"left": 0.95, "right": 0.95}
+    for sweep, b in (("sw1", b1), ("sw2", b2), ("sw4", b2)):
+        storage.atomic_write(layout.sweep_record(str(tmp_path), "exp", sweep), _json.dumps(
+            {"sweep_id": sweep, "config": cfg.public_dump(), "baselines": b}).encode())
+    board = Leaderboard(str(tmp_path))
+    x = cfg.with_values({"train.freeze_depth": 1})
+
+    def add(c, objective, trial_id, sweep_id, baselines, **more):
+        board.append([row(c, [{"epoch": 1, "objective": objective}], trial_id=trial_id, sweep_id=sweep_id,
+                          baselines=baselines, **more)])
+        time.sleep(0.01)
+
+    add(x, 1.0, "X", "sw1", b1)
+    add(x.with_values({"train.seed": 1}), 0.5, "cX", "c1", b1, kind="confirm", extra={"confirm_of": "X"})
+    add(x.with_values({"train.seed": 5}), 2.0, "X2", "sw2", b2)
+    add(x.with_values({"train.seed": 6}), 1.9, "cX2", "c2", b2, kind="confirm", extra={"confirm_of": "X2"})
+    add(x.with_values({"train.seed": 9}), 3.0, "X3", "sw4", b2)
+    configs, extra = confirm_configs(board, "exp", top=1, seeds=1, workers=None, storage=str(tmp_path))
+    assert [e["confirm_of"] for e in extra] == ["X2"], extra

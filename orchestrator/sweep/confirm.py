@@ -75,10 +75,16 @@ def _top_recipes(board, experiment: str, top: int) -> list[dict]:
         n *= 4
 
 
-def _trials_by_recipe(board, experiment: str) -> tuple[dict[str, set], dict[str, str]]:
-    """recipe -> the seeds the experiment's trials trained it with (a grid trains seed + r for repeat r), and recipe
-    -> the trial its confirmation runs name (the first confirmed: a recipe is confirmed once, whichever of its trials
-    leads now)."""
+def _measure(row: dict) -> tuple:
+    """What a row's confirmation is one of: its recipe, and under objective delta_m the baselines its objective is
+    measured against (another set's confirmation is another measurement)."""
+    return _recipe_of(row), row.get("baselines_id") if row.get("objective_metric") == "delta_m" else None
+
+
+def _trials_by_recipe(board, experiment: str) -> tuple[dict[str, set], dict[tuple, str]]:
+    """recipe -> the seeds the experiment's trials trained it with (a grid trains seed + r for repeat r), and
+    ``_measure`` -> the trial its confirmation runs name (the first confirmed: a recipe is confirmed once per
+    measurement, whichever of its trials leads now)."""
     seeds, of_trial = {}, {}
     for row in row_dicts(board.table(experiment=experiment, kind="trial", columns=["trial_id", "config"])):
         try:
@@ -87,11 +93,11 @@ def _trials_by_recipe(board, experiment: str) -> tuple[dict[str, set], dict[str,
             continue
         of_trial[row["trial_id"]] = key = recipe(cfg)
         seeds.setdefault(key, set()).add(cfg.train.seed)
-    anchors: dict[str, str] = {}
+    anchors: dict[tuple, str] = {}
     for row in sorted(board.table(experiment=experiment, kind="confirm").to_pylist(),
                       key=lambda r: str(r.get("created_at") or "")):
-        if row.get("confirm_of") in of_trial:
-            anchors.setdefault(of_trial[row["confirm_of"]], row["confirm_of"])
+        if row.get("confirm_of") in of_trial:   # a confirmation run is measured as its trial is
+            anchors.setdefault((of_trial[row["confirm_of"]], _measure(row)[1]), row["confirm_of"])
     return seeds, anchors
 
 
@@ -107,8 +113,14 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
         raise ConfigError(f"experiment {experiment!r} has no trials in {board.uri}: run `orchestrator tune` first "
                           f"(experiments: {board.experiments()})")
     trained, anchors = _trials_by_recipe(board, experiment)
-    rows = list({r["trial_id"]: r for r in (_anchored(board, experiment, row, anchors) for row in rows)}.values())
+    picked: dict[tuple, dict] = {}
+    for row in rows:   # each recipe once (per measurement): its confirmed trial's, else its first row here
+        key = _measure(row)
+        if key not in picked:
+            picked[key] = row if anchors.get(key, row["trial_id"]) == row["trial_id"] else \
+                trial_row(board, experiment, anchors[key])
     configs, extra = [], []
+    rows = list(picked.values())
     for row in rows:
         base = parse_config(row["config"])
         check_reachable(base, row)
@@ -120,18 +132,6 @@ def confirm_configs(board, experiment: str, *, top: int, seeds: int, workers: in
             configs.append(base.with_values(values))
             extra.append({"confirm_of": row["trial_id"]})
     return configs, extra
-
-
-def _anchored(board, experiment: str, row: dict, anchors: dict[str, str]) -> dict:
-    """The row of the trial ``row``'s recipe is confirmed under (``anchors``), else ``row``; under objective delta_m
-    only a trial measured against the same baselines (another measurement's confirmation is not this one's)."""
-    trial_id = anchors.get(_recipe_of(row), row["trial_id"])
-    if trial_id == row["trial_id"]:
-        return row
-    anchor = trial_row(board, experiment, trial_id)
-    if row.get("objective_metric") == "delta_m" and anchor.get("baselines_id") != row.get("baselines_id"):
-        return row
-    return anchor
 
 
 def sweep_record(row: dict) -> dict:
