@@ -457,7 +457,8 @@ def test_a_grid_says_when_the_base_config_or_a_warm_start_is_not_among_its_point
     assert "warm start" in said[1] and "random or optuna" in said[1], said
 
 
-def test_a_warm_start_hands_the_searcher_its_k_best_distinct_configurations(tmp_path):
+@pytest.mark.parametrize("repeats", [2, 6])   # 6: more than the 4 x K rows this stop's first version read
+def test_a_warm_start_hands_the_searcher_its_k_best_distinct_configurations(tmp_path, repeats):
     """warm_start {experiment, top: 3} of a grid run with 2 repeats (seeds) handed the searcher one configuration
     twice or three times (its repeats, and the base config again): first trials that are the same work (found by a
     helper's audit). The K best distinct configurations, each once, the base config included."""
@@ -470,7 +471,7 @@ def test_a_warm_start_hands_the_searcher_its_k_best_distinct_configurations(tmp_
     earlier = parse_config(embedded(tmp_path, name="earlier", train={"epochs": 2, "seed": 0},
                                     search={"searcher": "grid", "num_samples": 2, "space": space}))
     rows = []
-    for seed, bonus in ((0, 0.0), (1, 0.01)):   # grid repeat r trains seed + r
+    for seed, bonus in ((r, 0.001 * r) for r in range(repeats)):   # grid repeat r trains seed + r
         for d, lr, v in [(2, 1e-2, 0.90), (1, 1e-2, 0.80), (0, 1e-3, 0.70)]:
             c = earlier.with_values({"train.freeze_depth": d, "train.head_lr": lr, "train.seed": seed})
             rows.append(row(c, [{"epoch": 2, "objective": v + bonus}], trial_id=f"d{d}-s{seed}", sweep_id="g",

@@ -282,3 +282,20 @@ def refuse_missing(board, experiment=(), sweep=(), *, what: str = "no rows") -> 
         raise ConfigError(f"no experiment {unknown[0]!r} in {board.uri} (experiments: {', '.join(known)}): check -e")
     if sweeps:
         refuse_unknown_sweeps(board, experiment=experiments or None, sweep_id=sweeps, what=what)
+
+
+def top_distinct(board, k: int, *, experiment, key) -> list[dict]:
+    """The best rows (``board.top``, JSON columns parsed) of ``k`` distinct ``key(row)`` values, the first row of
+    each (``key`` None: the row is left out), reading further down the ranking until found or none are left."""
+    n = k
+    while True:
+        ranked = rows(board.top(n, experiment=experiment))
+        seen, out = set(), []
+        for row in ranked:
+            value = key(row)
+            if value is not None and value not in seen:
+                seen.add(value)
+                out.append(row)
+        if len(out) >= k or len(ranked) < n:
+            return out[:k]
+        n *= 4

@@ -15,7 +15,7 @@ import json
 from ..config.schema import ExperimentConfig, parse_config
 from ..errors import ConfigError
 from ..leaderboard import ranking
-from ..leaderboard.query import rows as row_dicts
+from ..leaderboard.query import rows as row_dicts, top_distinct
 
 
 def confirmed(board, experiment: str) -> list[dict]:
@@ -61,18 +61,8 @@ def _recipe_of(row: dict) -> str:
 def _top_recipes(board, experiment: str, top: int) -> list[dict]:
     """The ``top`` best rows with an objective of distinct recipes (a grid's repeats of one recipe are one
     configuration; a trial stopped before its first report has nothing to confirm)."""
-    n = top
-    while True:
-        rows = row_dicts(board.top(n, experiment=experiment))
-        seen, out = set(), []
-        for row in rows:
-            key = _recipe_of(row)
-            if key not in seen and ranking.finite(row.get("objective")) is not None:
-                seen.add(key)
-                out.append(row)
-        if len(out) >= top or len(rows) < n:
-            return out[:top]
-        n *= 4
+    return top_distinct(board, top, experiment=experiment,
+                        key=lambda row: _recipe_of(row) if ranking.finite(row.get("objective")) is not None else None)
 
 
 def _measure(row: dict) -> tuple:

@@ -177,27 +177,28 @@ def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
             say("base config: outside the search space, not evaluated first")
     if s.warm_start is not None and s.warm_start != "auto":
         from ..leaderboard.leaderboard import Leaderboard
-        from ..leaderboard.query import rows as row_dicts
+        from ..leaderboard.query import top_distinct
 
-        rows = row_dicts(Leaderboard(cfg.storage).top(4 * s.warm_start.top, experiment=s.warm_start.experiment))
-        if not rows:
-            say(f"warm start: experiment {s.warm_start.experiment!r} has no rows in {storage.redact(cfg.storage)}")
-        seen, warm = {json.dumps(p, sort_keys=True, default=str) for p in points}, set()
-        for row in rows:
-            if len(warm) == s.warm_start.top:
-                break
+        def warm_point(row: dict, say) -> dict:
             values = active_values(s.space, row["config"], tasks)
             for p, v in values.items():
                 if v is None or not fits(domains[p], v):
                     say(f"warm start {row['trial_id']}: {p}={v!r} does not fit the search space: base value used")
                     values[p] = base.get(p)
-            point = point_for(s, {p: v for p, v in values.items() if v is not None}, tasks)
-            key = json.dumps(point, sort_keys=True, default=str)
-            if key not in warm:   # a grid's repeats of one configuration are one of the K
-                warm.add(key)
-                if key not in seen:   # the base config again: evaluated once
-                    seen.add(key)
-                    points.append(point)
+            return point_for(s, {p: v for p, v in values.items() if v is not None}, tasks)
+
+        def key(point: dict) -> str:
+            return json.dumps(point, sort_keys=True, default=str)
+
+        rows = top_distinct(Leaderboard(cfg.storage), s.warm_start.top, experiment=s.warm_start.experiment,
+                            key=lambda row: key(warm_point(row, say=lambda line: None)))   # a grid's repeats: one
+        if not rows:
+            say(f"warm start: experiment {s.warm_start.experiment!r} has no rows in {storage.redact(cfg.storage)}")
+        seen = {key(p) for p in points}
+        for point in (warm_point(row, say) for row in rows):
+            if key(point) not in seen:   # the base config again: evaluated once
+                seen.add(key(point))
+                points.append(point)
     return points
 
 
