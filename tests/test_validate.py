@@ -297,11 +297,16 @@ def test_a_flip_that_swaps_the_builtin_digits_sides_is_warned_about(tmp_path, ca
     """The README's example config flipped the built-in MultiDigits canvases horizontally: its left and right digits
     swap places (and mirror), so the left and right tasks trained on each other's labels (found by a helper's
     audit). The example no longer does; validate warns where a config does."""
-    for flip, warned in (("horizontal", True), ("horizontal_and_vertical", True), ("vertical", False)):
-        cfg = experiment(tmp_path, "builtin:multidigits/train", data={"augment": {"flip": flip}})
+    searched = {"search": {"space": {"data.augment.flip": {"choice": ["none", "vertical"]}}}}
+    for flip, more, warned in (("horizontal", {}, "horizontal"), ("horizontal_and_vertical", {}, "horizontal_and_vertical"),
+                               ("vertical", {}, "vertical"), ("none", {}, None), ("none", searched, "vertical")):
+        # vertical too: the digits sit at the canvas's top left and bottom right (the review of this stop's first
+        # version, which advised flip vertical), and a searched flip is a flip
+        cfg = experiment(tmp_path, "builtin:multidigits/train", data={"augment": {"flip": flip}}, **more)
         code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
         lines = [line for line in out.splitlines() if line.startswith("warning:") and "flip" in line]
-        assert code == 0 and len(lines) == warned, (flip, out)
+        assert code == 0 and len(lines) == (warned is not None), (flip, out)
         if warned:
-            assert lines[0].startswith(f"warning: data.augment.flip {flip} mirrors the built-in MultiDigits canvases: "
-                                       f"their left and right digits swap places"), lines
+            assert lines[0].startswith(f"warning: data.augment.flip {warned} mirrors the built-in MultiDigits "
+                                       f"canvases: their left and right digits swap places"), lines
+            assert lines[0].endswith("use flip none"), lines

@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 from .. import _ray, credentials, layout, storage
 from ..config.freezing import frozen_blocks
+from ..config.space import walk
 from ..config.schema import ExperimentConfig
 from ..data import leakage
 from ..data.builtin import IMAGE_SHAPE
@@ -174,11 +175,12 @@ def advice(p: Prepared) -> list[str]:
     lines += leakage.warning(p.data.overlap)
     if p.cfg.data.cache == "none":
         lines.append("note: data.cache: none is now called stream (the old name still works): write data.cache: stream")
-    flip = p.cfg.data.augment.flip
-    if flip.startswith("horizontal") and str(p.cfg.data.train).startswith("builtin:multidigits"):
+    flips = [p.cfg.data.augment.flip] + [o for q, d, _ in walk(p.cfg.search.space if p.cfg.search else {})
+                                         if q == "data.augment.flip" and d.kind == "choice" for o in d.options]
+    flip = next((f for f in flips if f != "none"), None)   # the digits sit top left and bottom right: any flip moves
+    if flip and str(p.cfg.data.train).startswith("builtin:multidigits"):   # each into the other's place
         lines.append(f"warning: data.augment.flip {flip} mirrors the built-in MultiDigits canvases: their left and "
-                     f"right digits swap places, so each side's task trains on the other's label: use flip vertical "
-                     f"or none")
+                     f"right digits swap places, so each side's task trains on the other's label: use flip none")
     if p.cfg.backbone.kind == "application" and p.spec.max_pixel <= 1.0:
         lines.append(f"warning: the sampled pixels are at most {p.spec.max_pixel:g}, but {p.cfg.backbone.name} expects "
                      f"0-255 (its preprocess_input is inside the model): store pixels as 0-255")
