@@ -466,3 +466,17 @@ def test_what_mattered_counts_each_seed_of_an_alternative_once(tmp_path):
     m = what_mattered(row_dicts(board.table(experiment="exp", kind=None)), winner="t1")
     static = m["dims"]["train.loss_weighting"]["static"]
     assert static["n"] == 2 and static["mean"] == pytest.approx(0.8)   # the newest run of each seed
+
+
+def test_an_ablated_batch_size_that_does_not_split_is_refused_before_anything_starts(tmp_path, capsys, no_ray):
+    """`ablate --values train.batch_size=65` on a 2-worker winner: its runs started and failed in their workers (the
+    review of this stop's worker-side check)."""
+    runs = str(tmp_path / "runs")
+    cfg = parse_config(embedded(runs, name="exp", train={"epochs": 2, "batch_size": 64, "seed": 0},
+                                resources={"workers": 2, "cpus_per_worker": 0.45}))
+    storage.atomic_write(layout.sweep_record(runs, "exp", "sw1"), json.dumps(
+        {"sweep_id": "sw1", "config": {**cfg.public_dump(), "search": {"space": SPACE}}}).encode())
+    Leaderboard(runs).append([row(cfg, metrics_history(0.9, 0.8), trial_id="w", sweep_id="sw1")])
+    r = run_cli(capsys, "ablate", "-e", "exp", "--dims", "train.batch_size", "--values", "train.batch_size=65",
+                "--storage", runs)
+    assert r.code == 2 and "\n" not in r.err and "train.batch_size 65 is not a multiple of resources.workers 2" in r.err, r

@@ -448,3 +448,19 @@ def test_a_delta_m_recipe_keeps_the_confirmation_of_its_own_baselines(tmp_path):
     add(x.with_values({"train.seed": 9}), 3.0, "X3", "sw4", b2)
     configs, extra = confirm_configs(board, "exp", top=1, seeds=1, workers=None, storage=str(tmp_path))
     assert [e["confirm_of"] for e in extra] == ["X2"], extra
+
+
+def test_confirm_with_workers_refuses_a_batch_that_does_not_split_before_anything_starts(tmp_path, capsys, no_ray):
+    """`confirm --workers 3` over trials of batch 96 and 64: only the first run's config was checked, so B's runs
+    started (Ray up, data shipped) and failed in their workers, where the batch 64 no longer splits (the review of
+    this stop's worker-side check)."""
+    from factories import embedded, row
+    from orchestrator.config import parse_config
+
+    runs = str(tmp_path / "runs")
+    cfg = parse_config(embedded(runs, name="exp", train={"batch_size": 96}))
+    Leaderboard(runs).append([row(cfg, [{"epoch": 1, "objective": 0.9}], trial_id="A", sweep_id="s"),
+                              row(cfg.with_values({"train.batch_size": 64}), [{"epoch": 1, "objective": 0.8}],
+                                  trial_id="B", sweep_id="s")])
+    r = run_cli(capsys, "confirm", "-e", "exp", "--top", "2", "--seeds", "1", "--workers", "3", "--storage", runs)
+    assert r.code == 2 and "\n" not in r.err and "train.batch_size 64 is not a multiple of resources.workers 3" in r.err, r

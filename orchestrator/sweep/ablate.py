@@ -151,7 +151,7 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
            trial: str | None = None, address: str | None = None, out=print) -> dict:
     """Plan, train what is missing (one Tune run, rows of kind ``ablation``), and return the summary by dimension."""
     from ..leaderboard.leaderboard import Leaderboard
-    from ..training.session import check, one_off
+    from ..training.session import check, check_batch, one_off
     from .runner import new_sweep_id, run_configs
 
     storage_location = storage.adopt_credentials(storage_location)   # kept in memory, out of the runs' configs
@@ -162,6 +162,8 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
     p = check(_config(winner).with_values({"storage": storage_location}))
     todo = plan(board, winner, dims=dims, seeds=seeds, values=values, storage_location=storage_location,
                 fingerprint=p.spec.fingerprint)
+    for cfg in todo.configs:   # an ablated batch size against the winner's workers, before anything starts
+        check_batch(cfg, p.data)
     out(f"ablating {experiment}'s winner {todo.winner['trial_id']} over {', '.join(dims)} with {seeds} seeds each: "
         f"{len(todo.configs)} runs to train, {todo.reused} reused")
     if todo.configs:   # one session: no alternative changes its data or backbone (VARIED)

@@ -187,7 +187,7 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
     from .. import layout
     from ..leaderboard.leaderboard import Leaderboard
     from ..storage import adopt_credentials
-    from ..training.session import check, one_off
+    from ..training.session import check, check_batch, one_off
     from .runner import new_sweep_id, run_configs
 
     storage = adopt_credentials(storage)   # kept in memory: the runs' configs (pickled, Tune's state) never hold them
@@ -198,8 +198,11 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
         f"({len(configs)} runs)")
     originals = dict.fromkeys(e["confirm_of"] for e in extra)
     measured = measured_against([trial_row(board, experiment, t) for t in originals])
-    for group in by_inputs(configs, extra, measured):   # each backbone, data set and baselines: one session, one run
-        p = check(group[0][0])
+    groups = [(group, check(group[0][0])) for group in by_inputs(configs, extra, measured)]
+    for group, p in groups:   # every run's batch against its workers (--workers), before any starts
+        for c, _ in group:
+            check_batch(c, p.data)
+    for group, p in groups:   # each backbone, data set and baselines: one session, one run
         baselines = measured[group[0][1]["confirm_of"]]
         done = done_runs(board, experiment, kind="confirm", fingerprint=p.spec.fingerprint)
         todo = [(c, e) for c, e in group if (e["confirm_of"], c.config_hash()) not in done]
