@@ -404,6 +404,9 @@ def test_values_are_read_as_one_yaml_list(tmp_path):
                                                           "train.freeze_depth": ["all", 0]}
     with pytest.raises(ConfigError, match="--values 'train.head_lr=\\[0.1' is not valid YAML"):
         parse_values(("train.head_lr=[0.1",))
+    # null is a value (equal loss weights): this stop's first version dropped it (the review's find)
+    assert parse_values(("train.loss_weights=null,{left: 0.9, right: 0.1}",)) == \
+        {"train.loss_weights": [None, {"left": 0.9, "right": 0.1}]}
 
 
 def test_values_of_a_dimension_not_in_dims_are_refused(tmp_path):

@@ -64,7 +64,7 @@ def parse_values(pairs: tuple[str, ...]) -> dict[str, list]:
         dim, sep, values = pair.partition("=")
         if not sep or not values.strip():
             raise ConfigError(f"--values {pair!r} is not DIM=V1,V2: write e.g. --values train.head_lr=0.001,0.01")
-        out[dim.strip()] = [v for v in read_yaml(f"[{values}]", source=f"--values {pair!r}") if v is not None]
+        out[dim.strip()] = read_yaml(f"[{values}]", source=f"--values {pair!r}")
     return out
 
 
