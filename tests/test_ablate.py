@@ -483,3 +483,35 @@ def test_an_ablated_batch_size_that_does_not_split_is_refused_before_anything_st
     r = run_cli(capsys, "ablate", "-e", "exp", "--dims", "train.batch_size", "--values", "train.batch_size=65",
                 "--storage", runs)
     assert r.code == 2 and "\n" not in r.err and "train.batch_size 65 is not a multiple of resources.workers 2" in r.err, r
+
+
+def test_what_mattered_compares_each_dimension_on_the_seeds_all_its_alternatives_ran(tmp_path):
+    """`ablate --dims train.loss_weighting --seeds 3`, then `ablate --dims train.head_lr --values
+    train.head_lr=0.01 --seeds 2` (the winner's own runs reused): the head_lr table set the winner's mean over seeds
+    1-3 (0.84) against the alternative's over 1-2 (0.88), reversing the answer (on seeds 1-2 the winner scores
+    0.91), under "seeds 1, 2, 3 for every alternative" (found by a helper's audit of the report)."""
+    from orchestrator.leaderboard.query import rows as row_dicts
+    from orchestrator.report.mattered import markdown_lines
+    from orchestrator.report.report import _table
+
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    winner = winner_row(board, "exp")
+    first = plan(board, winner, dims=["train.loss_weighting"], seeds=3, values={}, storage_location=runs)
+    scores = {1: 0.90, 2: 0.92, 3: 0.70}
+    board.append([row(c, metrics_history(scores[c.train.seed], scores[c.train.seed]) if x["ablation_dim"] == REFERENCE
+                      else metrics_history(0.85, 0.85), trial_id=f"a{i}", sweep_id="ab1", kind="ablation", extra=x)
+                  for i, (c, x) in enumerate(zip(first.configs, first.extra))])
+    second = plan(board, winner, dims=["train.head_lr"], seeds=2, values={"train.head_lr": [0.01]},
+                  storage_location=runs)
+    assert second.reused == 2   # the winner's own seeds 1 and 2
+    board.append([row(c, metrics_history(0.88, 0.88), trial_id=f"b{i}", sweep_id="ab2", kind="ablation", extra=x)
+                  for i, (c, x) in enumerate(zip(second.configs, second.extra))])
+    m = what_mattered(row_dicts(board.table(experiment="exp", kind=None)), winner="t1")
+    head = m["dims"]["train.head_lr"]
+    assert m["seeds"]["train.head_lr"] == [1, 2] and m["seeds"]["train.loss_weighting"] == [1, 2, 3]
+    assert head["0.001"]["n"] == 2 and head["0.001"]["mean"] == pytest.approx(0.91) and head["0.01"]["n"] == 2
+    assert m["dims"]["train.loss_weighting"]["uncertainty"]["n"] == 3
+    text = "\n".join(markdown_lines({"mattered": m, "experiment": "exp", "importance": None}, _table))
+    assert "`train.head_lr`: seeds 1, 2 for every alternative" in text, text
+    assert "for every alternative: objective" not in text   # no one seed list for all dimensions

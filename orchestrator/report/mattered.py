@@ -57,23 +57,31 @@ def what_mattered(rows: list[dict], *, winner: Optional[str] = None) -> Optional
     runs = list(newest.values())
     reference = [r for r in runs if r.get("ablation_dim") == REFERENCE]
     dims = list(dict.fromkeys(r["ablation_dim"] for r in runs if r.get("ablation_dim") != REFERENCE))
-    out = {}
+    out, seeds = {}, {}
     for dim in dims:
-        groups: dict[str, list[dict]] = defaultdict(list)
-        own = None
-        for r in reference:
-            own = _label(dotted_get(r["config"], dim) if isinstance(r.get("config"), dict) else None)
-            groups[own].append(r)
-        for r in runs:
-            if r.get("ablation_dim") == dim:
-                groups[_label(json.loads(r["ablation_value"]))].append(r)
-        out[dim] = {value: {**_stats([r["objective"] for r in g if _scored(r)]), "winner": value == own,
-                            "diverged": sorted(r.get("seed") for r in g if not _scored(r)),
-                            "delta_m": _stats([d for r in g if _scored(r) and (d := _delta_m(r)) is not None])}
-                    for value, g in groups.items()}
+        out[dim], seeds[dim] = _dimension(dim, reference, [r for r in runs if r.get("ablation_dim") == dim])
     mode = runs[0].get("objective_mode") or "max"
     return {"winner": winner, "dims": out, "mode": mode, "baselines": any(_delta_m(r) is not None for r in runs),
-            "seeds": sorted({r.get("seed") for r in runs if r.get("seed") is not None})}
+            "seeds": seeds}
+
+
+def _dimension(dim: str, reference: list[dict], runs: list[dict]) -> tuple[dict, list]:
+    """One dimension's alternatives (the winner's own value from the ``reference`` runs) over the seeds every
+    alternative ran (one `ablate --seeds 3`, another `--seeds 2` reusing the winner's runs: seeds 1 and 2), and
+    those seeds."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    own = None
+    for r in reference:
+        own = _label(dotted_get(r["config"], dim) if isinstance(r.get("config"), dict) else None)
+        groups[own].append(r)
+    for r in runs:
+        groups[_label(json.loads(r["ablation_value"]))].append(r)
+    common = set.intersection(*({r.get("seed") for r in g} for g in groups.values()))
+    groups = {value: [r for r in g if r.get("seed") in common] for value, g in groups.items()}
+    return ({value: {**_stats([r["objective"] for r in g if _scored(r)]), "winner": value == own,
+                     "diverged": sorted(r.get("seed") for r in g if not _scored(r)),
+                     "delta_m": _stats([d for r in g if _scored(r) and (d := _delta_m(r)) is not None])}
+             for value, g in groups.items()}, sorted(s for s in common if s is not None))
 
 
 def importance(trials: list[dict]) -> Optional[dict]:
@@ -126,10 +134,11 @@ def markdown_lines(res: dict, table) -> list[str]:
         out += [f"No ablation runs: `orchestrator ablate -e {res['experiment']} --dims train.loss_weighting,"
                 f"train.freeze_depth --seeds 3` varies the winner one dimension at a time.", ""]
     else:
-        out += [f"The winner ({m['winner']}) varied one dimension at a time, everything else held, seeds "
-                f"{', '.join(map(str, m['seeds']))} for every alternative: objective mean ± std over seeds "
-                f"(* = the winner's own value).", ""]
+        out += [f"The winner ({m['winner']}) varied one dimension at a time, everything else held, on the same "
+                f"seeds for every alternative of a dimension: objective mean ± std over seeds (* = the winner's own "
+                f"value).", ""]
         for dim, alts in m["dims"].items():
+            out += [f"`{dim}`: seeds {', '.join(map(str, m['seeds'][dim]))} for every alternative.", ""]
             dm, lost = dim == "train.loss_weighting", any(a["diverged"] for a in alts.values())
             header = [dim, "n", "mean", "std", *(["diverged (seeds)"] if lost else []),
                       *(["controlled Δm%"] if dm else [])]
