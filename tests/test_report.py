@@ -494,7 +494,7 @@ def test_the_report_of_an_experiment_pools_only_rows_measured_like_the_newest(tm
     assert result["freeze"][0]["n"] == 1 and result["counts"] == {"completed": 2}
     assert result["left_out"]["other_version"] == 2
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "2 trials of older code or older data" in md, md
+    assert "2 trials of older code, older data or other baselines" in md, md
 
 
 def test_delta_m_by_weighting_counts_completed_trials_only(written):
@@ -680,3 +680,25 @@ def test_a_report_cut_short_leaves_no_earlier_report_md_beside_its_new_plots(tmp
     with pytest.raises(KeyboardInterrupt):
         write_report(board, "t", str(out))
     assert not (out / "report.md").exists()
+
+
+def test_the_pareto_axes_do_not_change_the_reports_best_trial_or_trials(tmp_path):
+    """`report --metrics delta_m_pct,left_accuracy` only picks the Pareto plot's axes, but it dropped every trial
+    measured against an older sweep's baselines from the whole report: its best trial (new-1, 0.905, where `best`
+    writes old-best, 0.955), the freeze-depth table and the counts, calling them "older code or older data" (found
+    by a helper's audit). Δm% on an axis holds the front to one set of baselines, as `pareto` does; the rest of the
+    report is as without --metrics."""
+    import time
+
+    board = Leaderboard(str(tmp_path / "runs"))
+    b2 = {"left": 0.97, "right": 0.96}   # a later sweep with another base config: other baselines
+    board.append([trial("old-best", 0.96, 0.95, depth=0, baselines=BASE, sweep="sw1"),
+                  trial("old-2", 0.90, 0.88, depth=1, baselines=BASE, sweep="sw1")])
+    time.sleep(0.01)
+    board.append([trial("new-1", 0.91, 0.90, depth=1, baselines=b2, sweep="sw2"),
+                  trial("new-2", 0.88, 0.86, depth=2, baselines=b2, sweep="sw2")])
+    plain = write_report(board, "digits", str(tmp_path / "a"))
+    axes = write_report(board, "digits", str(tmp_path / "b"), metrics=["delta_m_pct", "left_accuracy"])
+    assert plain["best"]["trial_id"] == axes["best"]["trial_id"] == board.best(experiment="digits")["trial_id"]
+    assert axes["counts"] == plain["counts"] and not axes["left_out"].get("other_version")
+    assert axes["pareto"]["trial_ids"] and set(axes["pareto"]["trial_ids"]) <= {"new-1", "new-2"}   # one set of baselines

@@ -64,9 +64,9 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     rows = row_dicts(table)
     keep = [i for i, r in enumerate(rows) if ranking.kind_of(r) == "trial" and (
         sweep_id is None or r.get("sweep_id") == sweep_id)]
-    # one measurement (older code, data or baselines are another, not pooled), then each work once among the trials
-    # reported (not a merged copy, nor a sweep's row of work it reused, where the row of that work is among them)
-    measured = {id(r) for r in ranking.newest_version([rows[i] for i in keep], by=metrics or (),
+    # one measurement as `best` ranks (older code, data or baselines are another, not pooled; --metrics hold only the
+    # front to one set), then each work once (not a merged copy, nor a sweep's row of work it reused, beside it)
+    measured = {id(r) for r in ranking.newest_version([rows[i] for i in keep],
                                                       judge=ranking.pickable)} if keep else set()
     other_version = len(keep) - len(measured)   # rows of another measurement, left out
     keep = [i for i in keep if id(rows[i]) in measured]
@@ -91,7 +91,7 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     pair = pareto_metrics(trials, metrics)
     picks = [j for j, r in enumerate(trials) if ranking.pickable(r)]   # no failed trial's early scores compete
     light, pickable = table.take(pa.array([keep[j] for j in picks], pa.int64())), [trials[j] for j in picks]
-    front = [] if pair is None else [pickable[i] for i in ranking.front_rows(light, pair)]
+    front = [] if pair is None else _front(table, [keep[j] for j in picks], pickable, pair)
     order = ranking.best_first(light, "objective").to_pylist()
     best = pickable[order[0]] if any(finite(r.get("objective")) is not None for r in pickable) else None
     result = summarize(rows, best=best, front=front, pair=pair)
@@ -142,11 +142,21 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(r)} |" for r in cells), ""]
 
 
+def _front(table: pa.Table, at: list[int], trials: list[dict], pair: list[str]) -> list[dict]:
+    """The Pareto front of ``trials`` (rows ``at`` of ``table``) on ``pair``; with Δm% on an axis, of the trials
+    measured against the newest one's baselines only (as `pareto` ranks)."""
+    same = {id(r) for r in ranking.newest_version(trials, by=pair)} if trials else set()
+    chosen = [j for j, r in enumerate(trials) if id(r) in same]
+    light = table.take(pa.array([at[j] for j in chosen], pa.int64()))
+    return [trials[chosen[i]] for i in ranking.front_rows(light, pair)]
+
+
 def _left_out(lo: dict) -> str:
     return (f"Final-epoch objective of every trial (stopped trials included, marked apart); left out: "
             f"{lo['failed']} failed, {lo['no_objective']} {NO_OBJECTIVE}"
-            + (f"; and from this report's trials, fronts and Δm% means, {lo['other_version']} trials of older code "
-               f"or older data than the newest trial's (another measurement)" if lo.get("other_version") else "")
+            + (f"; and from this report's trials, fronts and Δm% means, {lo['other_version']} trials of older code, "
+               f"older data or other baselines than the newest trial's (another measurement)"
+               if lo.get("other_version") else "")
             + ".")
 
 
