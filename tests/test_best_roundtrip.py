@@ -140,3 +140,28 @@ def test_the_confirmed_ranking_names_failed_seeds_and_configurations_with_no_see
     assert ranked[1]["failed"] == [1, 2] and "seeds 1, 2 failed" in mean_pm(ranked[1])
     assert ranked[2]["n"] == 0 and ranked[2]["diverged"] == [1, 2, 3]
     assert mean_pm(ranked[2]) == "no seed completed (seeds 1, 2, 3 diverged)"
+
+
+def test_best_of_every_kind_or_of_experiments_of_other_tasks_is_refused(tmp_path, capsys):
+    """`best --kind all` wrote a single-task baseline as best.yaml (its 'mean_score' is one task's accuracy, 0.95,
+    above the trials' 0.89), and `best` without -e ranked the mean scores of other task sets as one: the check
+    compared objective_metric alone (found by a helper's audit). It compares what the objective measures."""
+    from factories import embedded, row
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.baselines import single_task
+
+    runs = str(tmp_path / "runs")
+    cfg = parse_config(embedded(runs, name="exp"))
+    other = {**embedded(runs, name="other"), "tasks": {"left": {"type": "classification"}}}
+    other = parse_config(other)
+    hist = lambda v: [{"epoch": 1, "objective": v, "mean_score": v}]   # noqa: E731
+    board = Leaderboard(runs)
+    board.append([row(cfg, hist(0.89), trial_id="t1", sweep_id="s"),
+                  row(single_task(cfg, "left"), hist(0.95), trial_id="b-left", kind="baseline",
+                      extra={"baseline_task": "left", "baseline_key": "k"}),
+                  row(other, hist(0.97), trial_id="o1", sweep_id="o")])
+    for args in (["-e", "exp", "--kind", "all"], []):
+        code, _, err = run_cli(capsys, "best", "--storage", runs, *args, "-o", str(tmp_path / "b.yaml"))
+        assert code == 2 and "\n" not in err and "mean_score of left accuracy, right accuracy" in err, (args, err)
+        assert not (tmp_path / "b.yaml").exists()
+    assert board.best(experiment="exp")["trial_id"] == "t1"   # one experiment's trials: one objective

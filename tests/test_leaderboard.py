@@ -172,7 +172,9 @@ def test_experiment_sweep_and_kind_filters(board):
     assert "b1" not in ids(board.table())                              # kind="trial" by default
     assert ids(board.table(kind="baseline")) == ["b1"]
     assert len(ids(board.table(kind=None))) == 7 and len(ids(board.table(kind=["trial", "baseline"]))) == 7
-    assert board.best()["trial_id"] == "d2" and board.best(kind="baseline")["trial_id"] == "b1"
+    assert board.best(experiment="digits")["trial_id"] == "d2" and board.best(kind="baseline")["trial_id"] == "b1"
+    with pytest.raises(ConfigError, match="rank by other objectives"):   # digits' and sums' mean scores: other tasks
+        board.best()
 
 
 def test_rows_without_a_kind_column_count_as_trials(tmp_path):
@@ -271,7 +273,7 @@ def test_top_unknown_metric(board):
 
 
 def test_best(board):
-    best = board.best()
+    best = board.best(experiment="digits")
     assert best["trial_id"] == "d2"
     assert best["config"]["train"]["freeze_depth"] == "all" and best["config"]["name"] == "digits"
     assert best["freeze_depth"] == N_BLOCKS and best["best_left_accuracy"] == 0.97
@@ -292,7 +294,7 @@ def test_duplicate_row_ids_are_read_once(board, tmp_path):
     folder = tmp_path / "runs" / "leaderboard"
     pq.write_table(pq.read_table(next(folder.glob("*.parquet"))), folder / "zz-copy.parquet")   # a second copy
     assert board.table().num_rows == 6 and ids(board.top(2)) == ["d2", "d1"]
-    assert ids(board.table(where="trial_id == 'd1'")) == ["d1"] and board.best()["trial_id"] == "d2"
+    assert ids(board.table(where="trial_id == 'd1'")) == ["d1"] and board.best(experiment="digits")["trial_id"] == "d2"
     assert board.table(where="trial_id == 'd1'").to_pylist()[0]["row_id"] == row["row_id"]
 
 
@@ -540,7 +542,7 @@ def test_cli_best_output_mistakes_are_one_line(board, tmp_path, capsys):
     for output, says in ((tmp_path, "is a folder"), (tmp_path / "a-file" / "best.yaml",
                                                      f"cannot write {tmp_path / 'a-file' / 'best.yaml'}: "
                                                      f"{tmp_path / 'a-file'}: it exists and is not a folder")):
-        code, _, err = run_cli(capsys, "best", "--storage", storage, "-o", str(output))
+        code, _, err = run_cli(capsys, "best", "--storage", storage, "-e", "digits", "-o", str(output))
         assert code == 2 and err.startswith("error: ") and says in err and "\n" not in err, err
 
 
@@ -552,7 +554,7 @@ def test_cli_best_to_a_uri_with_credentials_neither_prints_nor_writes_them(board
                            scheme="http", region="us-east-1", allow_bucket_creation=True)
     fs.create_dir("best-bucket")
     uri = f"s3://AKIABEST:best%2FSe%2Bcret@best-bucket/best.yaml?endpoint_override={s3_server}&scheme=http"
-    code, out, err = run_cli(capsys, "best", "--storage", str(tmp_path / "runs"), "-o", uri)
+    code, out, err = run_cli(capsys, "best", "--storage", str(tmp_path / "runs"), "-e", "digits", "-o", uri)
     with fs.open_input_stream("best-bucket/best.yaml") as f:
         text = f.read().decode()
     assert code == 0 and text.startswith("# best trial"), err
@@ -638,7 +640,7 @@ def test_where_treats_a_missing_value_alike_however_a_condition_is_written(board
     rows without an objective while `objective not in [x]` kept them: three spellings of one condition, two answers.
     A missing value equals nothing and differs from every value; an order comparison with it is false. Found by a
     helper's audit."""
-    value = board.best()["objective"]
+    value = board.best(experiment="digits")["objective"]
     forms = [f"objective != {value!r}", f"not (objective == {value!r})", f"objective not in [{value!r}]"]
     found = [sorted(ids(board.table(where=w))) for w in forms]
     assert found[0] == found[1] == found[2] and {"d3", "s3"} <= set(found[0]), found   # d3, s3: no objective

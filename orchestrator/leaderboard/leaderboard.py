@@ -26,7 +26,7 @@ from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
 from .ranking import (OBJECTIVES, ROW_KINDS, TIE_BREAKS, VERSION_COLUMNS, best_first, compared, current, done_work,
-                      front_rows, listed, newest_versions, once_per_work, ranked)
+                      front_rows, listed, newest_versions, objective_of, once_per_work, ranked)
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
@@ -226,16 +226,23 @@ class Leaderboard:
     # -- internals -------------------------------------------------------------------------------------
     def _one_objective(self, scope: "Scope") -> None:
         """ConfigError naming the experiments when the rows a ranking would compare measure their objectives by
-        other metrics (a Δm% of 3.5 is no better than a mean score of 0.93): one experiment's, -e, then."""
+        other metrics (a Δm% of 3.5 is no better than a mean score of 0.93), or mean scores of other tasks (a
+        single-task baseline's, another experiment's: ``ranking.objective_of``, read where the rows are of more than
+        one experiment or kind): one experiment's, -e, and one kind, then."""
         def work(snap: Snapshot) -> dict:
             if not snap.infos or "objective_metric" not in snap.schema.names:
                 return {}
-            _, light = self._select(snap, ["experiment", "objective_metric"], ranked_only=True,
-                                    experiment=scope.experiment, where=scope.where, sweep_id=scope.sweep_id,
-                                    kind=scope.kind)
+            def select(columns: list[str]) -> pa.Table:
+                return self._select(snap, columns, ranked_only=True, experiment=scope.experiment, where=scope.where,
+                                    sweep_id=scope.sweep_id, kind=scope.kind)[1]
+
+            keys = [c for c in ("experiment", "kind") if c in snap.schema.names]
+            light = select([*keys, "objective_metric"])
+            if "config" in snap.schema.names and len(set(zip(*(light.column(c).to_pylist() for c in keys)))) > 1:
+                light = select([*keys, "objective_metric", "config"])   # of more than one: what each measures
             found: dict = {}
-            for e, m in zip(light.column("experiment").to_pylist(), light.column("objective_metric").to_pylist()):
-                found.setdefault(m, set()).add(e)
+            for r in light.to_pylist():
+                found.setdefault(objective_of(r), set()).add(r["experiment"])
             return found
         found = {m: es for m, es in self._read(work).items() if m}
         if len(found) > 1:
