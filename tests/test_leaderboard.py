@@ -645,3 +645,14 @@ def test_where_treats_a_missing_value_alike_however_a_condition_is_written(board
     found = [sorted(ids(board.table(where=w))) for w in forms]
     assert found[0] == found[1] == found[2] and {"d3", "s3"} <= set(found[0]), found   # d3, s3: no objective
     assert not {"d3", "s3"} & set(ids(board.table(where="objective < 10")))   # an order with nothing: false
+
+
+def test_a_listing_sorted_by_a_metric_shows_that_metric(board, capsys, tmp_path):
+    """`leaderboard --sort sum_mae` on the digits experiment ranked rows by a column the table left out (its default
+    columns are each task's score metric, not sum_mae): the order matched nothing on screen (found by a helper's
+    audit). The sort column is shown, as `pareto` shows its metrics."""
+    code, out, err = run_cli(capsys, "leaderboard", "--storage", str(tmp_path / "runs"), "-e", "sums", "--sort",
+                             "sum_mae")
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if "trial" in line)
+    assert "sum_mae" in header, header

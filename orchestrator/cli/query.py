@@ -72,6 +72,7 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
     if ctx.invoked_subcommand is not None:
         return
     from ..leaderboard import Leaderboard, render
+    from ..leaderboard.query import default_columns
 
     board = Leaderboard(storage)
     table = board.top(k, metric=metric, ranked=False, **_scope(experiment, where, sweep, kind))
@@ -83,7 +84,9 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
             finite(v) is not None for v in table.column(c).to_pylist())]
         raise ConfigError(f"no row selected has a value of {metric}: sort by a metric they have "
                           f"({', '.join(having) or 'none'}), or select other rows")
-    click.echo(render(table, fmt=fmt) if table.num_rows or fmt != "table" else f"no matching rows in {board.uri}")
+    shown = default_columns(table, also=(metric,)) if fmt == "table" and metric in table.column_names else None
+    click.echo(render(table, fmt=fmt, columns=shown) if table.num_rows or fmt != "table"
+               else f"no matching rows in {board.uri}")   # the sort column shown, as pareto shows its metrics
     if fmt == "table" and table.num_rows and table.column("rank").null_count:
         click.echo(f"rank -: not ranked by {metric} (failed, diverged, no value, or measured otherwise than its "
                    f"experiment's newest rows: older code, other data or baselines)")
