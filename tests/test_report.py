@@ -702,3 +702,16 @@ def test_the_pareto_axes_do_not_change_the_reports_best_trial_or_trials(tmp_path
     assert plain["best"]["trial_id"] == axes["best"]["trial_id"] == board.best(experiment="digits")["trial_id"]
     assert axes["counts"] == plain["counts"] and not axes["left_out"].get("other_version")
     assert axes["pareto"]["trial_ids"] and set(axes["pareto"]["trial_ids"]) <= {"new-1", "new-2"}   # one set of baselines
+
+
+def test_the_printed_best_trial_says_when_it_was_stopped_early(tmp_path):
+    """The report's terminal line showed a stopped best trial's Δm% as if it had run its budget ("best trial cut:
+    mean_score 0.9600, Δm% 2.128"), where the report's Δm% table leaves stopped trials out (found by a helper's
+    audit)."""
+    board = Leaderboard(str(tmp_path / "runs"))
+    cut = {**trial("cut", 0.97, 0.95, depth=1, baselines=BASE, epochs=2), "status": "stopped"}
+    board.append([cut, trial("full", 0.90, 0.88, depth=0, baselines=BASE)])
+    result = write_report(board, "digits", str(tmp_path / "out"))
+    assert result["best"]["trial_id"] == "cut"
+    first = summary_lines(result)[0]
+    assert first.startswith("best trial cut (stopped early):") and "Δm%" in first, first

@@ -149,7 +149,8 @@ def summary_lines(result: dict) -> list[str]:
         first = "best trial: none (no trial has an objective)"
     else:
         dm = f"Δm% {fmt(b['delta_m_pct'])}" if b["delta_m_pct"] is not None else "Δm% n/a (no single-task baselines)"
-        first = f"best trial {b['trial_id']}: {result['objective_metric']} {fmt(b['objective'])}, {dm}"
+        early = " (stopped early)" if b.get("status") == "stopped" else ""   # its scores: of the epoch it stopped at
+        first = f"best trial {b['trial_id']}{early}: {result['objective_metric']} {fmt(b['objective'])}, {dm}"
     second = (f"Pareto front ({p['metrics'][0]} vs {p['metrics'][1]}): {len(p['trial_ids'])} of {p['n_trials']} "
               f"trials: {', '.join(p['trial_ids']) or 'none'}" if p["metrics"] else
               "Pareto front: one task; choose two metrics with --metrics a,b")
