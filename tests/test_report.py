@@ -715,3 +715,23 @@ def test_the_printed_best_trial_says_when_it_was_stopped_early(tmp_path):
     assert result["best"]["trial_id"] == "cut"
     first = summary_lines(result)[0]
     assert first.startswith("best trial cut (stopped early):") and "Δm%" in first, first
+
+
+def test_the_confirmation_runs_counted_are_the_ones_ranked(tmp_path):
+    """"confirmation runs: 4" counted a merged copy and a run on the data before a rewrite, which the confirmed
+    ranking (2 seeds of t1) leaves out (found by a helper's audit)."""
+    import uuid
+
+    board = Leaderboard(str(tmp_path / "runs"))
+    old = {**trial("c0", 0.5, 0.5, depth=0, kind="confirm", extra={"confirm_of": "t1"}, seed=3, sweep="conf0"),
+           "data_fingerprint": "fp-before-rewrite"}
+    c1 = trial("c1", 0.91, 0.89, depth=0, kind="confirm", extra={"confirm_of": "t1"}, seed=1, sweep="conf")
+    c2 = trial("c2", 0.89, 0.90, depth=0, kind="confirm", extra={"confirm_of": "t1"}, seed=2, sweep="conf")
+    copy = {**c1, "row_id": uuid.uuid4().hex, "duplicate_of": c1["row_id"], "merged_from": "/elsewhere/runs"}
+    board.append([old])
+    board.append([trial("t1", 0.9, 0.9, depth=0, baselines=BASE), trial("t2", 0.8, 0.8, depth=1, baselines=BASE),
+                  c1, c2, copy])
+    result = write_report(board, "digits", str(tmp_path / "out"))
+    assert [(c["confirm_of"], c["seeds"]) for c in result["confirm"]] == [("t1", [1, 2])]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "confirmation runs: 2." in md, md

@@ -84,7 +84,8 @@ def summarize(rows: list[dict], *, best: Optional[dict], front: list[dict], pair
     return {
         "sweep_ids": sorted({r["sweep_id"] for r in trials if r.get("sweep_id")}),   # the trials' (not baselines')
         "counts": dict(Counter(r["status"] for r in trials)),
-        "kinds": dict(Counter(ranking.kind_of(r) for r in rows)),
+        "kinds": {**Counter(ranking.kind_of(r) for r in rows),   # confirmation runs: those ranked (no merged copy,
+                  "confirm": sum(c["n"] + len(c["diverged"]) + len(c["failed"]) for c in confirm)},   # no older data)
         "objective_metric": next((r["objective_metric"] for r in trials if r.get("objective_metric")), "objective"),
         "objective_mode": mode, "tasks": tasks, "best": best_info,
         "freeze": {d: {"n": len(g), "completed": sum(r["status"] == "completed" for r in g),
