@@ -735,3 +735,45 @@ def test_the_confirmation_runs_counted_are_the_ones_ranked(tmp_path):
     assert [(c["confirm_of"], c["seeds"]) for c in result["confirm"]] == [("t1", [1, 2])]
     md = (tmp_path / "out" / "report.md").read_text()
     assert "confirmation runs: 2." in md, md
+
+
+def test_a_report_of_an_older_sweep_lists_the_baselines_it_measured_against(tmp_path, monkeypatch):
+    """`report --sweep OLD` of a sweep run by older code (training revision one less): the report keyed its baselines
+    with today's revision, so it listed the ones a newer sweep trained (0.80/0.78), not those OLD's Δm% was measured
+    against (0.95/0.93, in the leaderboard); its sweep.json records its revision (found by a helper's audit)."""
+    import json
+    import time
+
+    from orchestrator import layout, storage
+    from orchestrator.config import schema
+    from orchestrator.sweep.baselines import baseline_key
+
+    runs = str(tmp_path / "runs")
+    cfg = DIGITS.with_values({"storage": runs})
+    now = schema.TRAINING_REVISION
+
+    def base(task, acc, rev):
+        monkeypatch.setattr(schema, "TRAINING_REVISION", rev)
+        key = baseline_key(cfg, task, "fp")
+        monkeypatch.setattr(schema, "TRAINING_REVISION", now)
+        h = [{"epoch": 1, f"{task}_accuracy": acc, "objective": acc, "mean_score": acc}]
+        return {**trial_row(single_task(cfg, task), h, trial_id=f"base-{task}-r{rev}", sweep_id=f"b{rev}",
+                            kind="baseline", fingerprint="fp", extra={"baseline_task": task, "baseline_key": key}),
+                "training_revision": rev}
+
+    def sweep(sid, rev, baselines, tid):
+        storage.atomic_write(layout.sweep_record(runs, "digits", sid), json.dumps(
+            {"sweep_id": sid, "config": cfg.public_dump(), "data_fingerprint": "fp", "training_revision": rev,
+             "baselines": baselines}).encode())
+        h = [{"epoch": 1, "objective": 0.9, "mean_score": 0.9, "left_accuracy": 0.9, "right_accuracy": 0.9}]
+        return {**trial_row(cfg, h, trial_id=tid, sweep_id=sid, fingerprint="fp", baselines=baselines),
+                "training_revision": rev}
+
+    board = Leaderboard(runs)
+    old = {"left": 0.95, "right": 0.93}
+    board.append([base("left", 0.95, now - 1), base("right", 0.93, now - 1), sweep("OLD", now - 1, old, "o1")])
+    time.sleep(0.01)
+    board.append([base("left", 0.80, now), base("right", 0.78, now),
+                  sweep("NEW", now, {"left": 0.80, "right": 0.78}, "n1")])
+    result = write_report(board, "digits", str(tmp_path / "out"), sweep_id="OLD")
+    assert sorted(b["value"] for b in result["baselines"]) == [0.93, 0.95], result["baselines"]

@@ -41,7 +41,8 @@ def _baselines(board, trials: list[dict], rows: list[dict]) -> list[dict]:
             cfg = parse_config(record["config"]) if record.get("baselines") else None
         except (ConfigError, KeyError, TypeError):
             cfg = None
-        keys |= {baseline_key(cfg, t, record.get("data_fingerprint")) for t in (cfg.tasks if cfg else ())}
+        keys |= {baseline_key(cfg, t, record.get("data_fingerprint"), revision=record.get("training_revision"))
+                 for t in (cfg.tasks if cfg else ())}   # the code that sweep ran, not today's
     if keys:
         return [r for r in row_dicts(board.table(kind="baseline")) if r.get("baseline_key") in keys]
     measured = (revision_of(trials[0]), ranking.data_of(trials[0]))

@@ -26,15 +26,15 @@ def single_task(cfg: ExperimentConfig, task: str) -> ExperimentConfig:
     return ExperimentConfig.model_validate(d)
 
 
-def baseline_key(cfg: ExperimentConfig, task: str, fingerprint: str) -> str:
+def baseline_key(cfg: ExperimentConfig, task: str, fingerprint: str, *, revision: int | None = None) -> str:
     """What makes ``task``'s baseline the same work: the data by content (``fingerprint``) and every field its
     single-task run trains with (the task, backbone, heads, data options, augmentation, budget, rates, freeze depth,
-    optimizer, weight decay, precision, seed) and the code's training revision, not the experiment's name, storage
-    or resources."""
+    optimizer, weight decay, precision, seed) and the code's training revision (``revision``: an earlier sweep's,
+    as its record gives it; default this code's), not the experiment's name, storage or resources."""
     fields = single_task(cfg, task).run_fields()
     for where in ("name", "storage", "resources"):
         fields.pop(where, None)
-    fields["training_revision"] = schema.TRAINING_REVISION
+    fields["training_revision"] = revision or schema.TRAINING_REVISION
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"{fingerprint}|{task}|{digest}"
 
