@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from factories import row as trial_row, run_cli
+from factories import minimized_rows, row as trial_row, run_cli
 from orchestrator import metrics
 from orchestrator.config import parse_config
 from orchestrator.errors import ConfigError
@@ -656,3 +656,18 @@ def test_a_listing_sorted_by_a_metric_shows_that_metric(board, capsys, tmp_path)
     assert code == 0, err
     header = next(line for line in out.splitlines() if "trial" in line)
     assert "sum_mae" in header, header
+
+
+def test_a_listing_of_experiments_with_other_objectives_says_its_ranks_do_not_compare(tmp_path, capsys):
+    """`leaderboard` without -e numbered one ranking across a mean score and an MAE (MAE 0.2, its best, ranked 3rd
+    below a mean score of 0.845), where `best` refuses the same rows (found by a helper's audit). The listing stays;
+    a note says the ranks mix objectives."""
+    board = Leaderboard(str(tmp_path / "runs"))
+    board.append(minimized_rows())
+    board.append([{"experiment": "acc", "sweep_id": "s", "kind": "trial", "status": "completed", "trial_id": "a1",
+                   "objective": 0.845, "objective_metric": "mean_score", "objective_mode": "max"}])
+    code, out, err = run_cli(capsys, "leaderboard", "--storage", str(tmp_path / "runs"))
+    assert code == 0, err
+    assert "note: these rows rank by other objectives (mean_score: acc; sum_mae: mae)" in out, out
+    code, out, _ = run_cli(capsys, "leaderboard", "--storage", str(tmp_path / "runs"), "-e", "mae")
+    assert "note:" not in out
