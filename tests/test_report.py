@@ -702,6 +702,13 @@ def test_the_pareto_axes_do_not_change_the_reports_best_trial_or_trials(tmp_path
     assert plain["best"]["trial_id"] == axes["best"]["trial_id"] == board.best(experiment="digits")["trial_id"]
     assert axes["counts"] == plain["counts"] and not axes["left_out"].get("other_version")
     assert axes["pareto"]["trial_ids"] and set(axes["pareto"]["trial_ids"]) <= {"new-1", "new-2"}   # one set of baselines
+    # and the front is said and drawn among those: "1 of 4 trials" plotted old-best, which beats new-1 on both axes,
+    # as a grey trial beside the front (the review of this change)
+    from orchestrator.report.numbers import front_candidates
+
+    assert axes["pareto"]["n_trials"] == 2
+    assert {r["trial_id"] for r in front_candidates(board.table().to_pylist(), ["delta_m_pct", "left_accuracy"])} \
+        == {"new-1", "new-2"}
 
 
 def test_the_printed_best_trial_says_when_it_was_stopped_early(tmp_path):

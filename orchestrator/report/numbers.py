@@ -122,8 +122,10 @@ def delta_m_rows(trials: list[dict]) -> list[dict]:
 
 
 def front_candidates(trials: list[dict], pair) -> list[dict]:
-    """The trials the Pareto front is drawn from: pickable (not failed or diverged), with both metrics."""
-    return [r for r in trials if ranking.pickable(r) and all(finite(r.get(m)) is not None for m in pair)]
+    """The trials the Pareto front is drawn from: pickable (not failed or diverged), with both metrics; with Δm% on
+    an axis, those measured against the newest one's baselines (as `pareto` ranks)."""
+    pool = [r for r in trials if ranking.pickable(r) and all(finite(r.get(m)) is not None for m in pair)]
+    return ranking.newest_version(pool, by=pair) if pool and "delta_m_pct" in pair else pool
 
 
 # what the report calls the trials that ``plotted`` leaves out beside the failed ones: a completed trial can have one

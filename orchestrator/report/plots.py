@@ -67,7 +67,7 @@ def plot_pareto(figure, trials, res):
     ax.plot([r[a] for r in f], [r[b] for r in f], "o-", color="tab:red", label=f"Pareto front ({len(f)})")
     for r in f[:20]:
         ax.annotate(r["trial_id"], (r[a], r[b]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set(xlabel=_direction(a, res), ylabel=_direction(b, res), title="Pareto front over all trials")
+    ax.set(xlabel=_direction(a, res), ylabel=_direction(b, res), title="Pareto front over the trials compared")
     ax.legend(fontsize=8)
     return fig
 

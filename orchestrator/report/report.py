@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..leaderboard import ranking
 from ..leaderboard.query import rows as row_dicts
 from . import fronts, mattered, plots
-from .numbers import NO_OBJECTIVE, finite, fmt, pareto_metrics, summarize
+from .numbers import NO_OBJECTIVE, finite, fmt, front_candidates, pareto_metrics, summarize
 from .plots import NO_BASELINES
 
 FILES = {"freeze": "objective_by_freeze_depth.png", "pareto": "pareto_front.png",
@@ -144,9 +144,9 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def _front(table: pa.Table, at: list[int], trials: list[dict], pair: list[str]) -> list[dict]:
-    """The Pareto front of ``trials`` (rows ``at`` of ``table``) on ``pair``; with Δm% on an axis, of the trials
-    measured against the newest one's baselines only (as `pareto` ranks)."""
-    same = {id(r) for r in ranking.newest_version(trials, by=pair)} if trials else set()
+    """The Pareto front of ``trials`` (rows ``at`` of ``table``) on ``pair``, among ``front_candidates`` (with Δm% on
+    an axis, the trials of the newest one's baselines), the trials the report counts and draws beside it."""
+    same = {id(r) for r in front_candidates(trials, pair)}
     chosen = [j for j, r in enumerate(trials) if id(r) in same]
     light = table.take(pa.array([at[j] for j in chosen], pa.int64()))
     return [trials[chosen[i]] for i in ranking.front_rows(light, pair)]
