@@ -165,3 +165,28 @@ def test_best_of_every_kind_or_of_experiments_of_other_tasks_is_refused(tmp_path
         assert code == 2 and "\n" not in err and "mean_score of left accuracy, right accuracy" in err, (args, err)
         assert not (tmp_path / "b.yaml").exists()
     assert board.best(experiment="exp")["trial_id"] == "t1"   # one experiment's trials: one objective
+
+
+def test_best_of_baselines_of_other_tasks_is_refused_and_a_row_without_config_is_no_other_objective(tmp_path, capsys):
+    """The review of e8c461a: `best -e exp --kind baseline` still ranked left's accuracy against right's (one
+    experiment, one kind: configs were not read), and a row without a config (its tasks unknown) made `best` refuse
+    two experiments of the same tasks."""
+    from factories import embedded, row
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.baselines import single_task
+
+    runs = str(tmp_path / "runs")
+    cfg = parse_config(embedded(runs, name="exp"))
+    hist = lambda v: [{"epoch": 1, "objective": v, "mean_score": v}]   # noqa: E731
+    board = Leaderboard(runs)
+    board.append([row(single_task(cfg, t), hist(v), trial_id=f"b-{t}", kind="baseline",
+                      extra={"baseline_task": t, "baseline_key": t}) for t, v in (("left", 0.95), ("right", 0.97))])
+    code, _, err = run_cli(capsys, "best", "--storage", runs, "-e", "exp", "--kind", "baseline", "-o",
+                           str(tmp_path / "b.yaml"))
+    assert code == 2 and "mean_score of left accuracy" in err and "mean_score of right accuracy" in err, err
+    other = str(tmp_path / "other")
+    same = Leaderboard(other)
+    same.append([row(cfg, hist(0.9), trial_id="a1", sweep_id="s"),
+                 {"experiment": "b", "sweep_id": "s", "kind": "trial", "status": "completed", "trial_id": "b1",
+                  "objective": 0.95, "objective_metric": "mean_score", "objective_mode": "max"}])
+    assert same.best()["trial_id"] == "b1"   # b1's tasks unknown: not another objective

@@ -671,3 +671,21 @@ def test_a_listing_of_experiments_with_other_objectives_says_its_ranks_do_not_co
     assert "note: these rows rank by other objectives (mean_score: acc; sum_mae: mae)" in out, out
     code, out, _ = run_cli(capsys, "leaderboard", "--storage", str(tmp_path / "runs"), "-e", "mae")
     assert "note:" not in out
+
+
+def test_the_mixed_objectives_note_names_what_to_narrow(tmp_path, capsys):
+    """With -e given, the note still said "list one experiment with -e" where the rows mixed kinds (the review of
+    a7cee3e)."""
+    from factories import embedded
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.baselines import single_task
+
+    runs = str(tmp_path / "runs")
+    cfg = parse_config(embedded(runs, name="exp"))
+    hist = lambda v: [{"epoch": 1, "objective": v, "mean_score": v}]   # noqa: E731
+    Leaderboard(runs).append([trial_row(cfg, hist(0.9), trial_id="t1", sweep_id="s"),
+                              trial_row(single_task(cfg, "left"), hist(0.95), trial_id="b-left", kind="baseline",
+                                        extra={"baseline_task": "left", "baseline_key": "k"})])
+    code, out, _ = run_cli(capsys, "leaderboard", "--storage", runs, "-e", "exp", "--kind", "all")
+    note = next(line for line in out.splitlines() if line.startswith("note:"))
+    assert note.endswith("list one kind with --kind"), note

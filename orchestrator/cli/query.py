@@ -10,7 +10,7 @@ import click
 from ..errors import ConfigError
 from ..leaderboard.query import refuse_missing
 from ..leaderboard.query import rows as row_dicts
-from ..leaderboard.ranking import OBJECTIVES, ROW_KINDS as KINDS, objective_of
+from ..leaderboard.ranking import OBJECTIVES, ROW_KINDS as KINDS, apart_line, objectives_apart
 from ..metrics import direction, finite
 from .common import mean_pm, os_error_line, reached, storage_opt
 
@@ -88,14 +88,9 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
     shown = default_columns(table, also=(metric,)) if fmt == "table" and metric in table.column_names else None
     click.echo(render(table, fmt=fmt, columns=shown) if table.num_rows or fmt != "table"
                else f"no matching rows in {board.uri}")   # the sort column shown, as pareto shows its metrics
-    mixed = {}
-    for r in (row_dicts(table) if fmt == "table" and metric in OBJECTIVES else []):
-        if objective_of(r):
-            mixed.setdefault(objective_of(r), set()).add(r.get("experiment"))
-    if len(mixed) > 1:   # a listing stays, but its ranks do not compare (best refuses these rows)
-        click.echo("note: these rows rank by other objectives (" + "; ".join(
-            f"{m}: {', '.join(sorted(map(str, es)))}" for m, es in sorted(mixed.items(), key=str)) +
-            "), whose values do not compare: list one experiment with -e")
+    apart = objectives_apart(row_dicts(table)) if fmt == "table" and metric in OBJECTIVES else {}
+    if len(apart) > 1:   # a listing stays, but its ranks do not compare (best refuses these rows)
+        click.echo(f"note: these rows rank by {apart_line(apart, verb='list')}")
     if fmt == "table" and table.num_rows and table.column("rank").null_count:
         click.echo(f"rank -: not ranked by {metric} (failed, diverged, no value, or measured otherwise than its "
                    f"experiment's newest rows: older code, other data or baselines)")

@@ -26,7 +26,7 @@ from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
 from .ranking import (OBJECTIVES, ROW_KINDS, TIE_BREAKS, VERSION_COLUMNS, best_first, compared, current, done_work,
-                      front_rows, listed, newest_versions, objective_of, once_per_work, ranked)
+                      apart_line, front_rows, listed, newest_versions, objectives_apart, once_per_work, ranked)
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
@@ -227,8 +227,8 @@ class Leaderboard:
     def _one_objective(self, scope: "Scope") -> None:
         """ConfigError naming the experiments when the rows a ranking would compare measure their objectives by
         other metrics (a Δm% of 3.5 is no better than a mean score of 0.93), or mean scores of other tasks (a
-        single-task baseline's, another experiment's: ``ranking.objective_of``, read where the rows are of more than
-        one experiment or kind): one experiment's, -e, and one kind, then."""
+        single-task baseline's, another experiment's: ``ranking.objectives_apart``, configs read where the rows are
+        of more than one experiment or kind, or are baselines): one experiment's, -e, and one kind, then."""
         def work(snap: Snapshot) -> dict:
             if not snap.infos or "objective_metric" not in snap.schema.names:
                 return {}
@@ -238,18 +238,14 @@ class Leaderboard:
 
             keys = [c for c in ("experiment", "kind") if c in snap.schema.names]
             light = select([*keys, "objective_metric"])
-            if "config" in snap.schema.names and len(set(zip(*(light.column(c).to_pylist() for c in keys)))) > 1:
-                light = select([*keys, "objective_metric", "config"])   # of more than one: what each measures
-            found: dict = {}
-            for r in light.to_pylist():
-                found.setdefault(objective_of(r), set()).add(r["experiment"])
-            return found
-        found = {m: es for m, es in self._read(work).items() if m}
-        if len(found) > 1:
-            named = "; ".join(f"{m}: {', '.join(sorted(es))}" for m, es in sorted(found.items()))
-            raise ConfigError(f"the rows selected in {self.uri} rank by other objectives ({named}), whose values do "
-                              f"not compare: select one experiment with -e and one kind with --kind (experiment=, "
-                              f"kind= from Python)")
+            pairs = set(zip(*(light.column(c).to_pylist() for c in keys)))
+            if "config" in snap.schema.names and (len(pairs) > 1 or any("baseline" in p for p in pairs)):
+                light = select([*keys, "objective_metric", "config"])   # what each measures (a baseline: its task)
+            return objectives_apart(light.to_pylist())
+        apart = self._read(work)
+        if len(apart) > 1:
+            raise ConfigError(f"the rows selected in {self.uri} rank by {apart_line(apart, verb='select')} "
+                              f"(experiment=, kind= from Python)")
 
     def _read(self, work: Callable[[Snapshot], T]) -> T:
         """``work`` on a fresh snapshot of the files; again when a file vanished under it (a compaction)."""

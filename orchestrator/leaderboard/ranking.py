@@ -37,6 +37,29 @@ def objective_of(row: dict) -> Optional[str]:
     return objective_identity(row["objective_metric"], config.get("tasks") or {})
 
 
+def objectives_apart(rows: list[dict]) -> dict[str, dict[str, set]]:
+    """What the rows' objectives measure (``objective_of``) -> {"experiments", "kinds"} of its rows: more than one
+    entry, and their values do not compare. A row without a config (its tasks unknown) is no other objective beside
+    rows of its metric that have one."""
+    found: dict = {}
+    for r in rows:
+        if objective_of(r):
+            entry = found.setdefault(objective_of(r), {"experiments": set(), "kinds": set()})
+            entry["experiments"].add(str(r.get("experiment")))
+            entry["kinds"].add(kind_of(r))
+    known = {i.split(" of ", 1)[0] for i in found if " of " in i}
+    return {i: e for i, e in found.items() if i not in known}
+
+
+def apart_line(apart: dict[str, dict[str, set]], *, verb: str) -> str:
+    """The objectives ``objectives_apart`` found, by experiment, and what to narrow (``verb`` one experiment, one
+    kind: whichever the rows span)."""
+    named = "; ".join(f"{m}: {', '.join(sorted(e['experiments']))}" for m, e in sorted(apart.items()))
+    wide = [what for what, key in (("experiment with -e", "experiments"), ("kind with --kind", "kinds"))
+            if len(set().union(*(e[key] for e in apart.values()))) > 1] or ["experiment with -e"]
+    return f"other objectives ({named}), whose values do not compare: {verb} one {' and one '.join(wide)}"
+
+
 def kind_of(row: dict) -> str:
     """A row's kind; rows written before kinds existed are trials."""
     return row.get("kind") or "trial"
