@@ -191,7 +191,7 @@ def test_a_moasha_sweep_then_ablate_then_its_report(tmp_path, capsys):
     assert storage.exists(layout.scheduler_state(str(runs), "mo", sweep_id))
     r = run_cli(capsys, "ablate", "-e", "mo", "--dims", "train.freeze_depth", "--seeds", "1", "--storage", str(runs))
     assert r.code == 0, r.err
-    assert "train.freeze_depth=" in r.out and "*" in r.out
+    assert "  train.freeze_depth (seeds " in r.out and "*" in r.out
     rows = Leaderboard(str(runs)).table(experiment="mo", kind="ablation").to_pylist()
     assert len(rows) == 2 and {x["ablation_dim"] for x in rows} == {REFERENCE, "train.freeze_depth"}
     baselines = json.loads((runs / "sweeps" / "mo" / sweep_id / "sweep.json").read_text())["baselines"]
@@ -515,3 +515,24 @@ def test_what_mattered_compares_each_dimension_on_the_seeds_all_its_alternatives
     text = "\n".join(markdown_lines({"mattered": m, "experiment": "exp", "importance": None}, _table))
     assert "`train.head_lr`: seeds 1, 2 for every alternative" in text, text
     assert "for every alternative: objective" not in text   # no one seed list for all dimensions
+
+
+def test_the_ablate_command_names_each_dimensions_seeds(tmp_path, capsys, monkeypatch):
+    """The README says a dimension compared on fewer seeds says so; the command printed only (n=2) (the review of
+    3b3cef3). Training is stubbed (sweep.ablate.ablate: the runs are already in the leaderboard); the summary and the
+    leaderboard are real."""
+    import orchestrator.sweep.ablate as ablation
+
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    winner = winner_row(board, "exp")
+    for dims, seeds, values, score in ((["train.loss_weighting"], 3, {}, 0.85),
+                                       (["train.head_lr"], 2, {"train.head_lr": [0.01]}, 0.88)):
+        todo = plan(board, winner, dims=dims, seeds=seeds, values=values, storage_location=runs)
+        board.append([row(c, metrics_history(score, score), trial_id=f"{dims[0]}{i}", sweep_id="ab", kind="ablation",
+                          extra=x) for i, (c, x) in enumerate(zip(todo.configs, todo.extra))])
+    monkeypatch.setattr(ablation, "ablate", lambda *a, **k: {"winner": winner["trial_id"], "trained": 0, "reused": 2})
+    r = run_cli(capsys, "ablate", "-e", "exp", "--dims", "train.head_lr", "--values", "train.head_lr=0.01",
+                "--seeds", "2", "--storage", runs)
+    assert r.code == 0, r
+    assert "  train.head_lr (seeds 1, 2):" in r.out and "  train.loss_weighting (seeds 1, 2, 3):" in r.out, r.out

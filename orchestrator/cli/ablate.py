@@ -44,7 +44,8 @@ def ablate(experiment, trial, dims, seeds, values, location, address):
     click.echo(f"\nwhat mattered for {experiment}'s winner {done['winner']} (objective mean ± std over seeds; "
                f"* = the winner's value):")
     for dim, alts in (m or {}).get("dims", {}).items():
+        click.echo(f"  {dim} (seeds {', '.join(map(str, m['seeds'][dim]))}):")   # those every alternative ran
         for value, a in alts.items():
             dm = a["delta_m"]["mean"]
-            click.echo(f"  {dim}={value}{' *' if a['winner'] else ''}: {mean_pm(a)}"
+            click.echo(f"    {value}{' *' if a['winner'] else ''}: {mean_pm(a)}"
                        + (f", Δm {dm:+.2f}%" if dim == "train.loss_weighting" and dm is not None else ""))
