@@ -540,3 +540,23 @@ def test_a_sweeps_rows_record_the_digest_of_the_backbone_file_they_trained_on(ra
     assert run_cli(capsys, "tune", write_yaml(tmp_path / "bb.yaml", cfg)).code == 0
     (r,) = Leaderboard(str(tmp_path / "runs")).table(experiment="bb").to_pylist()
     assert r["backbone_digest"] == hashlib.sha256((tmp_path / "bb.keras").read_bytes()).hexdigest()[:16]
+
+
+def test_rows_of_older_code_merged_in_later_do_not_take_the_ranking_over(tmp_path):
+    """A colleague on an older release (training revision one less) ran the experiment after this storage's sweep,
+    and their storage was merged in: best, top, report and confirm then ranked only the older code's rows (the
+    newest measurement was taken by created_at, not by revision), and this storage's rows were dropped from every
+    ranking (found by a helper's audit). The newest code's rows win, whenever written."""
+    import time
+
+    from orchestrator.config import schema
+
+    home, old = str(tmp_path / "home"), str(tmp_path / "old")
+    Leaderboard(home).append([trial(home, trial_id="new_code", lr=1e-3, objective=0.90)])
+    time.sleep(0.01)
+    Leaderboard(old).append([{**trial(old, trial_id="old_code", lr=2e-3, objective=0.70),
+                              "training_revision": schema.TRAINING_REVISION - 1}])
+    board = Leaderboard(home)
+    board.merge([old])
+    assert board.best(experiment="t")["trial_id"] == "new_code"
+    assert board.top(10, experiment="t").column("trial_id").to_pylist() == ["new_code"]

@@ -244,7 +244,8 @@ def newest_version(rows: list[dict], *, by=(), judge: Callable[[dict], bool] = l
         scale = r.get("baselines_id") if "delta_m_pct" in by or r.get("objective_metric") == "delta_m" else None
         return revision_of(r), data_of(r), scale
 
-    latest = version(max([r for r in rows if judge(r)] or rows, key=lambda r: str(r.get("created_at") or "")))
+    latest = version(max([r for r in rows if judge(r)] or rows,   # the newest code's, however late older code wrote
+                         key=lambda r: (revision_of(r), str(r.get("created_at") or ""))))   # (a merged storage)
     return [r for r in rows if version(r) == latest]
 
 
