@@ -131,3 +131,24 @@ def test_a_python_export_of_an_experiment_it_does_not_hold_is_refused_and_writes
     with pytest.raises(ConfigError, match="no leaderboard at"):
         Leaderboard(str(tmp_path / "elsewhere")).export(f"csv:{out}")
     assert not out.exists()
+
+
+def test_an_mlflow_export_after_two_reruns_keeps_only_the_trials_current_run(tmp_path):
+    """Trial x failed (exported), was rerun and failed again, then completed, both before the next export: the
+    export deleted the run of the row the completed one names (never exported) and left the first FAILED run beside
+    the FINISHED one, where every query shows one row (found by a helper's audit of merge and export)."""
+    import mlflow
+
+    cfg = parse_config(embedded(tmp_path / "runs", train={"epochs": 3}))
+    board = Leaderboard(str(tmp_path / "runs"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    x = row(cfg, [_epoch(cfg, 1, .5)], trial_id="x", sweep_id="s1", error="boom")
+    board.append([x])
+    board.export(f"mlflow:{uri}")
+    y = {**row(cfg, [_epoch(cfg, 1, .5)], trial_id="x", sweep_id="s1", error="boom"), "supersedes": x["row_id"]}
+    board.append([y])
+    board.append([{**row(cfg, [_epoch(cfg, 1, .8)], trial_id="x", sweep_id="s1"), "supersedes": y["row_id"]}])
+    board.export(f"mlflow:{uri}")
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id], filter_string="tags.trial_id = 'x'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED"], [r.info.status for r in runs]

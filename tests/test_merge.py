@@ -560,3 +560,34 @@ def test_rows_of_older_code_merged_in_later_do_not_take_the_ranking_over(tmp_pat
     board.merge([old])
     assert board.best(experiment="t")["trial_id"] == "new_code"
     assert board.top(10, experiment="t").column("trial_id").to_pylist() == ["new_code"]
+
+
+def test_a_chain_of_reruns_merges_whole(tmp_path):
+    """A trial failed (X), was rerun and failed again (Y supersedes X), then completed (Z supersedes Y). A storage
+    that had merged X, merging again, got Z alone (the source's reads hide Y), and X stayed current beside Z: the
+    trial twice, a failed trial the source does not have. And where the chain was the destination's own, a source
+    holding a copy of X had it written again at every merge (found by a helper's audit)."""
+    import glob
+
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    x = trial(src, trial_id="x", objective=None, status="failed")
+    Leaderboard(src).append([x])
+    board = Leaderboard(dst)
+    board.merge([src])
+    y = trial(src, trial_id="x", objective=None, status="failed", supersedes=x["row_id"])
+    Leaderboard(src).append([y])
+    Leaderboard(src).append([trial(src, trial_id="x", objective=0.8, supersedes=y["row_id"])])
+    board.merge([src])
+    assert [r["status"] for r in board.table().to_pylist()] == ["completed"]
+
+    src2, dst2 = str(tmp_path / "src2"), str(tmp_path / "dst2")
+    x = trial(dst2, trial_id="x", objective=None, status="failed")
+    own = Leaderboard(dst2)
+    own.append([x])
+    Leaderboard(src2).merge([dst2])   # the source holds a copy of X
+    y = trial(dst2, trial_id="x", objective=None, status="failed", supersedes=x["row_id"])
+    own.append([y])
+    own.append([trial(dst2, trial_id="x", objective=0.8, supersedes=y["row_id"])])
+    files = len(glob.glob(f"{dst2}/leaderboard/*.parquet"))
+    assert [own.merge([src2])["rows"] for _ in range(2)] == [0, 0]
+    assert len(glob.glob(f"{dst2}/leaderboard/*.parquet")) == files

@@ -28,17 +28,18 @@ TAGS = ("experiment", "sweep_id", "trial_id", "status", "reason", "delta_m_pct",
         *WORK_MARKS)
 
 
-def export_mlflow(table: pa.Table, uri: str) -> dict:
-    """Write the rows of ``table`` to the MLflow tracking server or database at ``uri``."""
+def export_mlflow(table: pa.Table, uri: str, *, chain: dict | None = None) -> dict:
+    """Write the rows of ``table`` to the MLflow tracking server or database at ``uri``; ``chain``: row id -> the
+    row it supersedes, of every row held (``ranking.reruns``), so a rerun's run replaces the run of any row before."""
     counts = {"target": "mlflow", "rows": table.num_rows, "to": redact(uri), "created": 0, "updated": 0,
               "in_progress": 0}
     names = {"params": hparam_columns(table), "metrics": metric_columns(table)}
     with _quiet():   # the client too: a new SQLite store logs its tables' creation as it opens
         client, errors = _client(uri)
-        return _export(client, errors, table, uri, counts=counts, names=names)
+        return _export(client, errors, table, uri, counts=counts, names=names, chain=chain or {})
 
 
-def _export(client, errors, table: pa.Table, uri: str, *, counts: dict, names: dict) -> dict:
+def _export(client, errors, table: pa.Table, uri: str, *, counts: dict, names: dict, chain: dict) -> dict:
     try:
         by_experiment: dict[str, list[dict]] = {}
         for row in row_dicts(table):
@@ -50,9 +51,13 @@ def _export(client, errors, table: pa.Table, uri: str, *, counts: dict, names: d
                 sweep = row.get("sweep_id") or ""   # as the parent run's tag holds it
                 if sweep not in sweeps:
                     sweeps[sweep] = _sweep_run(client, exp_id, experiment, row.get("sweep_id"))
-                stale = trials.pop(row.get("supersedes"), None) if row.get("supersedes") else None
-                if stale is not None:   # the failed run a rerun replaces: no query shows it any more
-                    client.delete_run(stale.info.run_id)
+                before, seen = row.get("supersedes"), set()
+                while before is not None and before not in seen:   # the failed runs a rerun replaces, however many
+                    seen.add(before)                                 # reruns ago: no query shows them any more
+                    stale = trials.pop(before, None)
+                    if stale is not None:
+                        client.delete_run(stale.info.run_id)
+                    before = chain.get(before)
                 counts[_trial_run(client, exp_id, row, parent=sweeps[sweep], found=trials.get(row["row_id"]),
                                   names=names)] += 1
     except errors as e:

@@ -83,8 +83,9 @@ class Leaderboard:
 
     # -- queries ---------------------------------------------------------------------------------------
     def table(self, *, experiment: Names = None, where: Optional[str] = None, sweep_id: Names = None,
-              kind: Names = "trial", columns: Optional[list[str]] = None) -> pa.Table:
-        """Matching rows, one per row id, with every column (unified schema) or only ``columns``."""
+              kind: Names = "trial", columns: Optional[list[str]] = None, superseded: bool = False) -> pa.Table:
+        """Matching rows, one per row id, with every column (unified schema) or only ``columns``; ``superseded``:
+        also the rows a rerun's row replaced (as stored: merge's read of what a storage holds)."""
         def work(snap: Snapshot) -> pa.Table:
             if not snap.infos:
                 return _empty(columns)
@@ -92,7 +93,7 @@ class Leaderboard:
             if unknown:
                 raise ConfigError(f"unknown column {unknown[0]!r}; available columns: {', '.join(snap.schema.names)}")
             snap, light = self._select(snap, columns or [], experiment=experiment, where=where, sweep_id=sweep_id,
-                                       kind=kind)
+                                       kind=kind, superseded=superseded)
             if columns is not None:
                 return light.select(columns).replace_schema_metadata(snap.schema.metadata)
             return self._files.fetch(snap, light)
@@ -257,7 +258,8 @@ class Leaderboard:
         raise OSError(f"the leaderboard files in {self.uri} kept changing during {_ATTEMPTS} reads; try again")
 
     def _select(self, snap: Snapshot, columns: list[str], *, experiment: Names, where: Optional[str],
-                sweep_id: Names, kind: Names, ranked_only: bool = False, once: bool = False) -> tuple[Snapshot, pa.Table]:
+                sweep_id: Names, kind: Names, ranked_only: bool = False, once: bool = False,
+                superseded: bool = False) -> tuple[Snapshot, pa.Table]:
         """``columns`` (and what the filters read) of the matching current rows (``ranking.current``), one per
         row id, with their places in the files of the returned snapshot; ``ranked_only``: only rows a ranking may
         pick (``ranking.ranked``, of their experiment's newest training revision and data: ``newest_versions``);
@@ -291,7 +293,7 @@ class Leaderboard:
         keep = first_occurrences(light.column("row_id"))
         if keep is not None:
             light = light.take(keep)
-        light = current(light)
+        light = light if superseded else current(light)
         try:
             light = light.filter(reduce(operator.and_, exprs)) if exprs else light
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:

@@ -38,7 +38,7 @@ from ..training.lease import one_at_a_time
 from .columns import parquet_bytes
 from .compaction import ROWS_PER_FILE
 from .files import to_schema, unify
-from .ranking import UNRANKED, config_of, finite, objective_of
+from .ranking import UNRANKED, config_of, finite, held, objective_of, reruns
 
 EXECUTION_ONLY = (("storage",), ("name",), ("search",), ("resources",), ("data", "cache"), ("data", "cache_budget_mb"),
                   ("data", "cache_dir"))
@@ -205,14 +205,15 @@ def same_work(a: tuple, b: tuple) -> bool:
 
 
 def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into: str,
-                identity: Callable[[str, str], str]) -> tuple[list[int], dict[str, list]]:
+                identity: Callable[[str, str], str], stored: frozenset | set = frozenset()) -> tuple[list[int], dict[str, list]]:
     """Which ``incoming`` rows (of one source, JSON columns as strings) DST lacks, and their new column values:
     (indices, {"work_key", "duplicate_of", "merged_from", "config", "config_hash", "data_alias"}). ``existing``: DST's
     rows (``EXISTING``); it is extended with the new rows, so the next source sees them. The row that counts for a
     work (a work key, then ``same_work``) is the first by ``preference``, DST's before a source's. DST's rows are not
     rewritten: a new row that ``preference`` puts before the one counting in DST counts too. A superseded row's id
-    counts as DST's too (merged again, it would come back)."""
-    have = {r["row_id"] for r in existing} | {r["supersedes"] for r in existing if r.get("supersedes")}
+    counts as DST's too (merged again, it would come back), and so does every row in ``stored`` (DST's row ids,
+    superseded ones too, however many reruns ago)."""
+    have = {r["row_id"] for r in existing} | {r["supersedes"] for r in existing if r.get("supersedes")} | set(stored)
     counts: dict[str, list[list]] = {}   # work key -> [row id, preference, version] of each work's counting row
 
     def counting(key, ver):
@@ -285,6 +286,7 @@ def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Ca
 
 def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: Callable[[str], None]) -> dict:
     t0, identity = time.perf_counter(), Identities()
+    stored = reruns(board.table(kind=None, superseded=True))   # every row DST holds, superseded ones too
     current = board.table(kind=None)
     existing = current.select([c for c in EXISTING if c in current.column_names]).to_pylist()
     result = {"sources": len(sources), "rows": 0, "skipped": 0, "duplicates": 0, "files": 0}
@@ -296,7 +298,10 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
     _one_objective_per_experiment([(into, current), *tables])
     for source, table in tables:
         incoming = table.to_pylist()
-        keep, values = merged_rows(existing, incoming, source=source, into=into, identity=identity)
+        keep, values = merged_rows(existing, incoming, source=source, into=into, identity=identity,
+                                   stored=set(stored))
+        chain = reruns(open_board(source).table(kind=None, superseded=True))   # X <- Y <- Z, DST holding X: Z names X
+        values["supersedes"] = [held(incoming[i].get("supersedes"), chain, stored) for i in keep]
         result["skipped"] += len(incoming) - len(keep)
         result["duplicates"] += sum(v is not None for v in values["duplicate_of"])
         for start in range(0, len(keep), ROWS_PER_FILE):

@@ -101,6 +101,24 @@ def current(light: pa.Table) -> pa.Table:
     return light.filter(pc.invert(pc.is_in(light.column("row_id"), value_set=stale)))
 
 
+def reruns(table: pa.Table) -> dict:
+    """Row id -> the row id it supersedes (None), of every row of ``table`` (read with its superseded rows)."""
+    ids = table.column("row_id").to_pylist() if table.num_rows else []
+    named = table.column("supersedes").to_pylist() if "supersedes" in table.column_names else [None] * len(ids)
+    return dict(zip(ids, named))
+
+
+def held(superseded: Optional[str], chain: dict, stored: dict) -> Optional[str]:
+    """The row a merged row replaces, as the destination (``stored``: ``reruns`` of it) holds it: the one it names,
+    else the first one it has further down the source's ``chain`` of reruns (the source's reads hide the rows
+    between), else the one it names."""
+    found, seen = superseded, set()
+    while found is not None and found not in stored and found not in seen:
+        seen.add(found)
+        found = chain.get(found)
+    return found if found is not None and found in stored else superseded
+
+
 def best_first(light: pa.Table, metric: str, *, ascending: Optional[bool] = None,
                after: Optional[pa.Array] = None) -> pa.Array:
     """Row indices, best ``metric`` first (``signed``; or by its raw value if ``ascending`` is given), rows without a
