@@ -591,3 +591,19 @@ def test_a_chain_of_reruns_merges_whole(tmp_path):
     files = len(glob.glob(f"{dst2}/leaderboard/*.parquet"))
     assert [own.merge([src2])["rows"] for _ in range(2)] == [0, 0]
     assert len(glob.glob(f"{dst2}/leaderboard/*.parquet")) == files
+
+
+@pytest.mark.parametrize("stopped_first", [True, False])
+def test_one_merge_of_several_sources_judges_their_rows_together(tmp_path, stopped_first):
+    """Two sources hold the same work (config and seed): a run the scheduler stopped (0.85) and the completed run
+    (0.80). Listed stopped-first, both counted and best was the stopped run; listed the other way, the completed run
+    counted and the stopped one was marked duplicate_of it: each source was written before the next was judged
+    (found by a helper's audit). Whatever the order, the completed run counts."""
+    a, b, dst = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "dst")
+    Leaderboard(a).append([trial(a, trial_id="run_stopped", objective=0.85, status="stopped")])
+    Leaderboard(b).append([trial(b, trial_id="run_completed", objective=0.80)])
+    Leaderboard(dst).append([trial(dst, trial_id="other", lr=5e-3, objective=0.70)])
+    board = Leaderboard(dst)
+    result = board.merge([a, b] if stopped_first else [b, a])
+    assert result["duplicates"] == 1 and result["rows"] == 2
+    assert board.top(10, experiment="t").column("trial_id").to_pylist() == ["run_completed", "other"]

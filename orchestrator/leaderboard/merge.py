@@ -7,15 +7,13 @@
   credentials redacted; a row merged before keeps its first source), and points at DST: its config's ``storage`` is
   DST (and its ``config_hash`` that config's), so ``best`` / ``confirm`` train there and DST's sweeps find its work
   done. Checkpoint paths still name where the trial ran.
-- Rows of work that DST already holds (or an earlier row of this merge holds; the same work key, and not another
-  version of the data at the same location nor another training revision: ``same_work``) get ``duplicate_of``: the row id
-  of the row that counts for that work (``preference``: a completed run before a stopped one, before a failed
-  one), and ranked queries leave them out. DST's rows are never rewritten, so a merged run better than the one
-  counting in DST counts beside it.
-- Schemas may differ (older rows, other tasks): the columns are unioned, missing values are nulls.
-- The new rows are written as new leaderboard files, each whole or not at all (``storage.atomic_write``, the
-  machinery compaction uses): a kill midway leaves some files written and the next merge adds the rest; reads
-  keep one row per id, so nothing is lost or counted twice.
+- Rows of work that DST or another row of this merge holds (the same work key, not another version of the data at
+  the same location nor another training revision: ``same_work``; every source's rows judged together) get
+  ``duplicate_of``: the id of the row that counts for that work (``preference``: completed before stopped, before
+  failed), and ranked queries leave them out. DST's rows are never rewritten: a better merged run counts beside.
+- Schemas may differ (older rows, other tasks): the columns are unioned, missing values are nulls. The new rows are
+  written as new files, each whole or not at all (``storage.atomic_write``): a kill midway leaves some files written
+  and the next merge adds the rest; reads keep one row per id, so nothing is lost or counted twice.
 """
 from __future__ import annotations
 
@@ -43,12 +41,9 @@ from .ranking import UNRANKED, config_of, finite, held, objective_of, reruns
 EXECUTION_ONLY = (("storage",), ("name",), ("search",), ("resources",), ("data", "cache"), ("data", "cache_budget_mb"),
                   ("data", "cache_dir"))
 
-
 EXISTING = ("row_id", "work_key", "objective", "status", "epochs", "duplicate_of", "reused_from", "config",
             "data_fingerprint", "data_alias", "training_revision", "supersedes", "experiment", "created_at",
-            "backbone_digest")
-# what merged_rows reads of DST's rows (and of those merged before)
-
+            "backbone_digest")   # what merged_rows reads of DST's rows (and of those merged before)
 
 WORK_KEY = "w3:"   # the work key's formula: a key stored by another (older code's) is computed again
 NAMED_FILE = ("path", "weights")   # backbone fields that can name a file (weights: but for these words)
@@ -204,15 +199,14 @@ def same_work(a: tuple, b: tuple) -> bool:
     return revision_a == revision_b and not (where_a == where_b and data_a and data_b and data_a != data_b)
 
 
-def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into: str,
-                identity: Callable[[str, str], str], stored: frozenset | set = frozenset()) -> tuple[list[int], dict[str, list]]:
-    """Which ``incoming`` rows (of one source, JSON columns as strings) DST lacks, and their new column values:
-    (indices, {"work_key", "duplicate_of", "merged_from", "config", "config_hash", "data_alias"}). ``existing``: DST's
-    rows (``EXISTING``); it is extended with the new rows, so the next source sees them. The row that counts for a
-    work (a work key, then ``same_work``) is the first by ``preference``, DST's before a source's. DST's rows are not
-    rewritten: a new row that ``preference`` puts before the one counting in DST counts too. A superseded row's id
-    counts as DST's too (merged again, it would come back), and so does every row in ``stored`` (DST's row ids,
-    superseded ones too, however many reruns ago)."""
+def merged_rows(existing: list[dict], incoming: list[dict], *, source: str | list[str], into: str,
+                identity: Callable[[str, str], str], stored=frozenset()) -> tuple[list[int], dict[str, list]]:
+    """Which ``incoming`` rows (JSON columns as strings; ``source``: theirs, or each one's) DST lacks, and their new
+    column values: (indices, {"work_key", "duplicate_of", "merged_from", "config", "config_hash", "data_alias"}).
+    ``existing``: DST's rows (``EXISTING``), extended with the new rows. The row that counts for a work (a work key,
+    then ``same_work``) is the first by ``preference``, DST's before a source's; DST's rows are not rewritten: a new
+    row ``preference`` puts before the one counting in DST counts too. DST's superseded row ids (``stored``: however
+    many reruns ago) count as DST's too (merged again, they would come back)."""
     have = {r["row_id"] for r in existing} | {r["supersedes"] for r in existing if r.get("supersedes")} | set(stored)
     counts: dict[str, list[list]] = {}   # work key -> [row id, preference, version] of each work's counting row
 
@@ -246,8 +240,9 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str, into
                 c[:] = [r["row_id"], preference(r), ver]
         keep.append(i)
         new["work_key"][i], new["duplicate_of"][i] = key, counted
-        new["merged_from"][i] = r.get("merged_from") or storage.redact(
-            source if storage.is_uri(source) else os.path.abspath(source))
+        came = source[i] if isinstance(source, list) else source   # each row's source, when several are judged together
+        new["merged_from"][i] = r.get("merged_from") or storage.redact(came if storage.is_uri(came) else
+                                                                       os.path.abspath(came))
         new["config"][i] = _pointed_at(r.get("config"), into)
         new["config_hash"][i] = _rehashed(r, new["config"][i])
         new["data_alias"][i] = alias = aliases.measure(r)
@@ -296,13 +291,17 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
             raise ConfigError(f"no leaderboard rows in {storage.redact(source)}: give the storage that holds them "
                               f"(the folder or URI above its leaderboard/)")
     _one_objective_per_experiment([(into, current), *tables])
+    incoming = [r for _, table in tables for r in table.to_pylist()]   # judged together: the order sources are listed
+    origin = [s for s, table in tables for _ in range(table.num_rows)]   # in does not decide which run counts
+    every, all_values = merged_rows(existing, incoming, source=origin, into=into, identity=identity, stored=set(stored))
+    start_at = 0
     for source, table in tables:
-        incoming = table.to_pylist()
-        keep, values = merged_rows(existing, incoming, source=source, into=into, identity=identity,
-                                   stored=set(stored))
+        mine = [j for j, i in enumerate(every) if start_at <= i < start_at + table.num_rows]
+        keep, values = [every[j] - start_at for j in mine], {k: [v[j] for j in mine] for k, v in all_values.items()}
         chain = reruns(open_board(source).table(kind=None, superseded=True))   # X <- Y <- Z, DST holding X: Z names X
-        values["supersedes"] = [held(incoming[i].get("supersedes"), chain, stored) for i in keep]
-        result["skipped"] += len(incoming) - len(keep)
+        values["supersedes"] = [held(incoming[start_at + i].get("supersedes"), chain, stored) for i in keep]
+        start_at += table.num_rows
+        result["skipped"] += table.num_rows - len(keep)
         result["duplicates"] += sum(v is not None for v in values["duplicate_of"])
         for start in range(0, len(keep), ROWS_PER_FILE):
             part = _with_columns(table.take(pa.array(keep[start:start + ROWS_PER_FILE], pa.int64())),
@@ -312,7 +311,7 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
             storage.retry(lambda: storage.atomic_write(location, data), what="leaderboard merge")
             result["files"] += 1
         result["rows"] += len(keep)
-        out(f"{storage.redact(source)}: {len(keep)} rows merged, {len(incoming) - len(keep)} already there")
+        out(f"{storage.redact(source)}: {len(keep)} rows merged, {table.num_rows - len(keep)} already there")
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
