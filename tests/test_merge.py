@@ -607,3 +607,25 @@ def test_one_merge_of_several_sources_judges_their_rows_together(tmp_path, stopp
     result = board.merge([a, b] if stopped_first else [b, a])
     assert result["duplicates"] == 1 and result["rows"] == 2
     assert board.top(10, experiment="t").column("trial_id").to_pylist() == ["run_completed", "other"]
+
+
+@pytest.mark.parametrize("order", ["copy_first", "chain_first", "apart"])
+def test_a_chain_of_reruns_merges_whole_whichever_source_holds_its_start(tmp_path, order):
+    """S2 holds X (failed) <- Y (failed) <- Z (completed); S1 an earlier copy of X. Merged together in either order,
+    or S2 then S1, X stayed current beside Z: only the destination's own rows were looked up along the chain (the
+    review of 2c05366). The sources are read whole, superseded rows too, and the chain comes along."""
+    s1, s2, dst = str(tmp_path / "s1"), str(tmp_path / "s2"), str(tmp_path / "dst")
+    x = trial(s2, trial_id="x", objective=None, status="failed")
+    Leaderboard(s2).append([x])
+    Leaderboard(s1).merge([s2])   # s1: a copy of X
+    y = trial(s2, trial_id="x", objective=None, status="failed", supersedes=x["row_id"])
+    Leaderboard(s2).append([y])
+    Leaderboard(s2).append([trial(s2, trial_id="x", objective=0.8, supersedes=y["row_id"])])
+    board = Leaderboard(dst)
+    if order == "apart":
+        board.merge([s2])
+        board.merge([s1])
+    else:
+        board.merge([s1, s2] if order == "copy_first" else [s2, s1])
+    assert [r["status"] for r in board.table().to_pylist()] == ["completed"]
+    assert board.merge([s1, s2])["rows"] == 0

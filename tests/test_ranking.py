@@ -464,3 +464,52 @@ def test_confirm_with_workers_refuses_a_batch_that_does_not_split_before_anythin
                                   trial_id="B", sweep_id="s")])
     r = run_cli(capsys, "confirm", "-e", "exp", "--top", "2", "--seeds", "1", "--workers", "3", "--storage", runs)
     assert r.code == 2 and "\n" not in r.err and "train.batch_size 64 is not a multiple of resources.workers 3" in r.err, r
+
+
+def test_confirmation_runs_of_older_code_merged_in_later_do_not_take_the_confirmation_over(tmp_path):
+    """This code's confirmation runs of w scored 0.90; an older release's runs of w (0.60), written later, were merged
+    in: the confirmed ranking showed 0.60, and best --confirmed refused w as confirmed on older code (the review of
+    19b6991, which keyed the trials' newest measurement on revision but not the confirmation runs')."""
+    import time
+
+    from factories import embedded, row
+    from orchestrator.config import parse_config, schema
+    from orchestrator.sweep.confirm import confirmed, confirmed_now
+
+    home, old = str(tmp_path / "home"), str(tmp_path / "old")
+    now = schema.TRAINING_REVISION
+
+    def run(store, seed, v, rev, **kw):
+        cfg = parse_config(embedded(store, train={"seed": seed}))
+        return {**row(cfg, [{"epoch": 1, "objective": v, "mean_score": v}], **kw), "training_revision": rev}
+
+    board = Leaderboard(home)
+    board.append([run(home, 0, 0.9, now, trial_id="w")])
+    board.append([run(home, s, 0.9, now, trial_id=f"c{s}", kind="confirm", extra={"confirm_of": "w"}) for s in (1, 2)])
+    time.sleep(0.01)
+    Leaderboard(old).append([run(old, s, 0.6, now - 1, trial_id=f"o{s}", kind="confirm", extra={"confirm_of": "w"})
+                             for s in (1, 2)])
+    board.merge([old])
+    (top,) = confirmed(board, "t")
+    assert top["mean"] == pytest.approx(0.9) and top["seeds"] == [1, 2]
+    confirmed_now(board, "t", "w")   # no refusal
+
+
+def test_rows_of_a_newer_release_merged_in_do_not_outrank_this_codes_later_rows(tmp_path):
+    """Keyed on revision alone, rows of a newer release merged into a storage this (older) code keeps using ranked for
+    good: this code's later sweep never ranked again (the review of 19b6991). A revision above this code's is taken
+    as this code's: the newest row decides."""
+    import time
+
+    from factories import embedded, row
+    from orchestrator.config import parse_config, schema
+
+    runs = str(tmp_path / "runs")
+    cfg = parse_config(embedded(runs))
+    hist = lambda v: [{"epoch": 1, "objective": v, "mean_score": v}]   # noqa: E731
+    board = Leaderboard(runs)
+    board.append([{**row(cfg.with_values({"train.head_lr": 0.01}), hist(0.7), trial_id="theirs", sweep_id="new"),
+                   "training_revision": schema.TRAINING_REVISION + 1, "data_fingerprint": "old-data"}])
+    time.sleep(0.01)
+    board.append([{**row(cfg, hist(0.6), trial_id="ours", sweep_id="later"), "data_fingerprint": "new-data"}])
+    assert board.top(5, experiment="t").column("trial_id").to_pylist() == ["ours"]

@@ -32,10 +32,8 @@ def export(board, to: str, *, experiment: Names = None, sweep_id: Names = None, 
     table = board.table(experiment=experiment, sweep_id=sweep_id, kind=kind)
     if target == "mlflow":
         from .export_mlflow import export_mlflow
-        from .ranking import reruns
 
-        return export_mlflow(table, where, chain=reruns(board.table(kind=None, superseded=True, columns=[
-            c for c in ("row_id", "supersedes") if c in table.column_names])))
+        return export_mlflow(table, where, chain=board.reruns())
     if target == "tensorboard":
         from .export_tensorboard import export_tensorboard
 

@@ -26,7 +26,8 @@ from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
 from .query import compile_where, numeric, rows as row_dicts
 from .ranking import (OBJECTIVES, ROW_KINDS, TIE_BREAKS, VERSION_COLUMNS, best_first, compared, current, done_work,
-                      apart_line, front_rows, listed, newest_versions, objectives_apart, once_per_work, ranked)
+                      apart_line, front_rows, listed, newest_versions, objectives_apart, once_per_work, ranked,
+                      reruns)
 
 Names = Union[str, list[str], tuple[str, ...], None]
 T = TypeVar("T")
@@ -178,6 +179,13 @@ class Leaderboard:
         rows = row_dicts(self.table(experiment=experiment, where=f"config_hash == {config_hash!r}"))
         return done_work(rows, experiment, config_hash, fingerprint=fingerprint)
 
+    def reruns(self) -> dict:
+        """Row id -> the row id it supersedes (None), of every row held, superseded ones too (``ranking.reruns``)."""
+        def work(snap: Snapshot) -> dict:
+            names = [c for c in ("row_id", "supersedes") if c in snap.schema.names]
+            return reruns(self._files.scan(snap, names)[1]) if snap.infos else {}
+        return self._read(work)
+
     def experiments(self) -> list[str]:
         """Sorted names of the experiments that have rows (of any kind)."""
         def work(snap: Snapshot) -> list[str]:
@@ -241,7 +249,8 @@ class Leaderboard:
             light = select([*keys, "objective_metric"])
             pairs = set(zip(*(light.column(c).to_pylist() for c in keys)))
             if "config" in snap.schema.names and (len(pairs) > 1 or any("baseline" in p for p in pairs)):
-                light = select([*keys, "objective_metric", "config"])   # what each measures (a baseline: its task)
+                light = select([*keys, "objective_metric", "config",   # what each measures (a baseline: its task)
+                                *(["baseline_task"] if "baseline_task" in snap.schema.names else [])])
             return objectives_apart(light.to_pylist())
         apart = self._read(work)
         if len(apart) > 1:

@@ -36,7 +36,7 @@ from ..training.lease import one_at_a_time
 from .columns import parquet_bytes
 from .compaction import ROWS_PER_FILE
 from .files import to_schema, unify
-from .ranking import UNRANKED, config_of, finite, held, objective_of, reruns
+from .ranking import UNRANKED, config_of, finite, objective_of
 
 EXECUTION_ONLY = (("storage",), ("name",), ("search",), ("resources",), ("data", "cache"), ("data", "cache_budget_mb"),
                   ("data", "cache_dir"))
@@ -222,6 +222,7 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str | lis
             elif preference(r) < c[1]:
                 c[:] = [r["row_id"], preference(r), ver]
     order = sorted(range(len(incoming)), key=lambda i: preference(incoming[i]))
+    replaced = {r.get("supersedes") for r in incoming} - {None}
     aliases = DataAliases(existing, identity)
     keep, new = [], {"work_key": {}, "duplicate_of": {}, "merged_from": {}, "config": {}, "config_hash": {},
                      "data_alias": {}}
@@ -231,9 +232,10 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str | lis
             continue
         have.add(r["row_id"])
         key, ver = row_work_key(r, identity), version(r)
-        c = counting(key, ver) if key else None
+        live = r["row_id"] not in replaced   # a superseded row (a chain of reruns comes whole) counts for no work
+        c = counting(key, ver) if key and live else None
         counted = c[0] if c is not None and preference(r) >= c[1] else None   # a stopped or failed run elsewhere
-        if key and counted is None:                                            # does not hide a finished one
+        if key and live and counted is None:                                   # does not hide a finished one
             if c is None:
                 counts.setdefault(key, []).append([r["row_id"], preference(r), ver])
             else:
@@ -281,11 +283,12 @@ def merge(board, into: str, sources: list[str], *, open_board: Callable, out: Ca
 
 def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: Callable[[str], None]) -> dict:
     t0, identity = time.perf_counter(), Identities()
-    stored = reruns(board.table(kind=None, superseded=True))   # every row DST holds, superseded ones too
+    stored = board.reruns()   # every row DST holds, superseded ones too
     current = board.table(kind=None)
     existing = current.select([c for c in EXISTING if c in current.column_names]).to_pylist()
     result = {"sources": len(sources), "rows": 0, "skipped": 0, "duplicates": 0, "files": 0}
-    tables = [(source, open_board(source).table(kind=None)) for source in sources]   # all checked before any write
+    tables = [(source, open_board(source).table(kind=None, superseded=True))   # whole: a chain of reruns comes along
+              for source in sources]                                          # all checked before any write
     for source, table in tables:
         if not table.num_rows:
             raise ConfigError(f"no leaderboard rows in {storage.redact(source)}: give the storage that holds them "
@@ -298,8 +301,6 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
     for source, table in tables:
         mine = [j for j, i in enumerate(every) if start_at <= i < start_at + table.num_rows]
         keep, values = [every[j] - start_at for j in mine], {k: [v[j] for j in mine] for k, v in all_values.items()}
-        chain = reruns(open_board(source).table(kind=None, superseded=True))   # X <- Y <- Z, DST holding X: Z names X
-        values["supersedes"] = [held(incoming[start_at + i].get("supersedes"), chain, stored) for i in keep]
         start_at += table.num_rows
         result["skipped"] += table.num_rows - len(keep)
         result["duplicates"] += sum(v is not None for v in values["duplicate_of"])

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..config.revision import revision_of
+from ..config.revision import TRAINING_REVISION, revision_of
 from ..metrics import direction, finite, objective_identity, sign
 
 OBJECTIVES = ("objective", "best_objective")   # their direction is each row's objective_mode
@@ -44,9 +44,10 @@ def objectives_apart(rows: list[dict]) -> dict[str, dict[str, set]]:
     found: dict = {}
     for r in rows:
         if objective_of(r):
-            entry = found.setdefault(objective_of(r), {"experiments": set(), "kinds": set()})
+            entry = found.setdefault(objective_of(r), {"experiments": set(), "kinds": set(), "tasks": set()})
             entry["experiments"].add(str(r.get("experiment")))
             entry["kinds"].add(kind_of(r))
+            entry["tasks"] |= {r["baseline_task"]} if r.get("baseline_task") else set()
     known = {i.split(" of ", 1)[0] for i in found if " of " in i}
     return {i: e for i, e in found.items() if i not in known}
 
@@ -55,8 +56,10 @@ def apart_line(apart: dict[str, dict[str, set]], *, verb: str) -> str:
     """The objectives ``objectives_apart`` found, by experiment, and what to narrow (``verb`` one experiment, one
     kind: whichever the rows span)."""
     named = "; ".join(f"{m}: {', '.join(sorted(e['experiments']))}" for m, e in sorted(apart.items()))
+    tasks = sorted(set().union(*(e["tasks"] for e in apart.values())))   # baselines of one kind and experiment
     wide = [what for what, key in (("experiment with -e", "experiments"), ("kind with --kind", "kinds"))
-            if len(set().union(*(e[key] for e in apart.values()))) > 1] or ["experiment with -e"]
+            if len(set().union(*(e[key] for e in apart.values()))) > 1] or [
+        f"task with --where \"baseline_task == '{tasks[0]}'\"" if tasks else "experiment with -e"]
     return f"other objectives ({named}), whose values do not compare: {verb} one {' and one '.join(wide)}"
 
 
@@ -102,21 +105,10 @@ def current(light: pa.Table) -> pa.Table:
 
 
 def reruns(table: pa.Table) -> dict:
-    """Row id -> the row id it supersedes (None), of every row of ``table`` (read with its superseded rows)."""
+    """Row id -> the row id it supersedes (None), of every row of ``table`` (``Leaderboard.reruns``)."""
     ids = table.column("row_id").to_pylist() if table.num_rows else []
     named = table.column("supersedes").to_pylist() if "supersedes" in table.column_names else [None] * len(ids)
     return dict(zip(ids, named))
-
-
-def held(superseded: Optional[str], chain: dict, stored: dict) -> Optional[str]:
-    """The row a merged row replaces, as the destination (``stored``: ``reruns`` of it) holds it: the one it names,
-    else the first one it has further down the source's ``chain`` of reruns (the source's reads hide the rows
-    between), else the one it names."""
-    found, seen = superseded, set()
-    while found is not None and found not in stored and found not in seen:
-        seen.add(found)
-        found = chain.get(found)
-    return found if found is not None and found in stored else superseded
 
 
 def best_first(light: pa.Table, metric: str, *, ascending: Optional[bool] = None,
@@ -175,14 +167,14 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
     (``originals``: trial id -> its row). A configuration with a diverged or failed run (``diverged``, ``failed``:
     their seeds) ranks after those without: its mean is over the seeds that completed; one with none (n 0, mean
     None) ranks last."""
-    newest: dict[tuple, dict] = {}   # one measurement per run: `confirm` again, or a merged copy, is the same run
-    for row in sorted(each_work_once(rows), key=lambda r: str(r.get("created_at") or "")):
-        scored = finite(row.get("objective")) is not None and pickable(row)
-        if kind_of(row) == "confirm" and row.get("confirm_of") and (scored or row.get("status") in UNRANKED):
-            seed = row.get("seed")
-            newest[(row["confirm_of"], seed if seed is not None else row.get("row_id"))] = row
+    runs = [r for r in each_work_once(rows) if kind_of(r) == "confirm" and r.get("confirm_of") and (
+        (finite(r.get("objective")) is not None and pickable(r)) or r.get("status") in UNRANKED)]
+    newest: dict[tuple, dict] = {}   # one code and data (one measurement), then one row per run: `confirm` again, or
+    for row in sorted(newest_version(runs) if runs else [], key=lambda r: str(r.get("created_at") or "")):   # a copy
+        seed = row.get("seed")
+        newest[(row["confirm_of"], seed if seed is not None else row.get("row_id"))] = row
     groups: dict[str, list[dict]] = {}
-    for row in newest_version(list(newest.values())) if newest else []:   # one code and data: one measurement
+    for row in newest.values():
         groups.setdefault(row["confirm_of"], []).append(row)
     ranked = []
     for trial_id, runs in groups.items():
@@ -252,6 +244,13 @@ def newest_versions(light: pa.Table, *, by=()) -> pa.Table:
     return light if len(keep) == light.num_rows else light.take(keep)
 
 
+def newest_first(row: dict) -> tuple:
+    """A row's place in time for "the newest measurement": its training revision (a newer release's taken as this
+    code's: this code cannot tell what it measures), then when it was written: an older release's rows merged in
+    later do not take over."""
+    return min(revision_of(row), TRAINING_REVISION), str(row.get("created_at") or "")
+
+
 def newest_version(rows: list[dict], *, by=(), judge: Callable[[dict], bool] = lambda r: True) -> list[dict]:
     """The rows measured like the newest one: the same training revision (none: 1) and data fingerprint, and under
     objective delta_m, or ranked ``by`` delta_m_pct, the same baselines (a sweep's base config with other epochs or
@@ -262,8 +261,7 @@ def newest_version(rows: list[dict], *, by=(), judge: Callable[[dict], bool] = l
         scale = r.get("baselines_id") if "delta_m_pct" in by or r.get("objective_metric") == "delta_m" else None
         return revision_of(r), data_of(r), scale
 
-    latest = version(max([r for r in rows if judge(r)] or rows,   # the newest code's, however late older code wrote
-                         key=lambda r: (revision_of(r), str(r.get("created_at") or ""))))   # (a merged storage)
+    latest = version(max([r for r in rows if judge(r)] or rows, key=newest_first))
     return [r for r in rows if version(r) == latest]
 
 

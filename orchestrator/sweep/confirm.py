@@ -236,7 +236,7 @@ def confirmed_now(board, experiment: str, winner: str) -> None:
     trials (its confirmation then ranks a measurement the leaderboard no longer compares)."""
     newest = board.best(experiment=experiment)   # the experiment's newest measurement (code, data), as best ranks
     runs = row_dicts(board.table(experiment=experiment, kind="confirm", where=f"confirm_of == '{winner}'"))
-    latest = max(runs, key=lambda r: str(r.get("created_at") or ""))
+    latest = max(runs, key=ranking.newest_first)
     if not any(r is latest for r in ranking.newest_version([latest, newest])):
         raise ConfigError(f"the confirmed winner {winner} of experiment {experiment!r} was confirmed on older data or "
                           f"code than its newest trials (best now: {newest['trial_id']}): run `orchestrator confirm "
