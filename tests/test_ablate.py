@@ -48,6 +48,12 @@ def sweep_board(tmp_path, scheduler="asha"):
     return runs
 
 
+def ran(board, todo, history, *, sweep_id: str, prefix: str = "a") -> None:
+    """``todo``'s runs (a plan) as the ablation's Tune run records them, each with ``history(config, extra)``."""
+    board.append([row(c, history(c, x), trial_id=f"{prefix}{i}", sweep_id=sweep_id, kind="ablation", extra=x)
+                  for i, (c, x) in enumerate(zip(todo.configs, todo.extra))])
+
+
 def test_the_plan_varies_the_winner_one_dimension_at_a_time(tmp_path):
     runs = sweep_board(tmp_path)
     todo = plan(Leaderboard(runs), winner_row(Leaderboard(runs), "exp"), dims=["train.loss_weighting", "train.freeze_depth"], seeds=2, values={},
@@ -363,12 +369,10 @@ def test_what_mattered_is_of_the_winner_asked_about_not_the_latest_ablated(tmp_p
     board = Leaderboard(runs)
     mine = winner_row(board, "exp")
     todo = plan(board, mine, dims=["train.loss_weighting"], seeds=1, values={}, storage_location=runs)
-    board.append([row(c, metrics_history(0.9, 0.8), trial_id=f"a{i}", sweep_id="ab", kind="ablation", extra=x)
-                  for i, (c, x) in enumerate(zip(todo.configs, todo.extra))])
+    ran(board, todo, lambda c, x: metrics_history(0.9, 0.8), sweep_id="ab")
     other = [r for r in row_dicts(board.table(experiment="exp")) if r["trial_id"] != mine["trial_id"]][0]
     todo = plan(board, other, dims=["train.head_lr"], seeds=1, values={"train.head_lr": [0.5]}, storage_location=runs)
-    board.append([row(c, metrics_history(0.5, 0.5), trial_id=f"b{i}", sweep_id="ab2", kind="ablation", extra=x)
-                  for i, (c, x) in enumerate(zip(todo.configs, todo.extra))])
+    ran(board, todo, lambda c, x: metrics_history(0.5, 0.5), sweep_id="ab2", prefix="b")
     rows = row_dicts(board.table(experiment="exp", kind=None))
     assert what_mattered(rows)["winner"] == other["trial_id"]                       # the newest, when none is named
     asked = what_mattered(rows, winner=mine["trial_id"])
@@ -457,15 +461,13 @@ def test_what_mattered_counts_each_seed_of_an_alternative_once(tmp_path):
     board = Leaderboard(runs)
     winner = winner_row(board, "exp")
     first = plan(board, winner, dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
-    board.append([row(c, metrics_history(0.6, 0.6), trial_id=f"a{i}", sweep_id="ab1", kind="ablation", extra=x)
-                  for i, (c, x) in enumerate(zip(first.configs, first.extra))])
+    ran(board, first, lambda c, x: metrics_history(0.6, 0.6), sweep_id="ab1")
     time.sleep(0.01)
     board.append([row(base_cfg(runs).with_values({"train.loss_weights": {"left": 0.4, "right": 0.6}}),
                       metrics_history(0.99, 0.99), trial_id="t5", sweep_id="sw1")])   # beats t1: t1 stays named
     second = plan(board, winner, dims=["train.loss_weighting"], seeds=2, values={}, storage_location=runs)
     assert [json.loads(x["ablation_value"]) for x in second.extra] == ["static", "static"]   # new weights
-    board.append([row(c, metrics_history(0.8, 0.8), trial_id=f"b{i}", sweep_id="ab2", kind="ablation", extra=x)
-                  for i, (c, x) in enumerate(zip(second.configs, second.extra))])
+    ran(board, second, lambda c, x: metrics_history(0.8, 0.8), sweep_id="ab2", prefix="b")
     m = what_mattered(row_dicts(board.table(experiment="exp", kind=None)), winner="t1")
     static = m["dims"]["train.loss_weighting"]["static"]
     assert static["n"] == 2 and static["mean"] == pytest.approx(0.8)   # the newest run of each seed
@@ -499,14 +501,12 @@ def test_what_mattered_compares_each_dimension_on_the_seeds_all_its_alternatives
     winner = winner_row(board, "exp")
     first = plan(board, winner, dims=["train.loss_weighting"], seeds=3, values={}, storage_location=runs)
     scores = {1: 0.90, 2: 0.92, 3: 0.70}
-    board.append([row(c, metrics_history(scores[c.train.seed], scores[c.train.seed]) if x["ablation_dim"] == REFERENCE
-                      else metrics_history(0.85, 0.85), trial_id=f"a{i}", sweep_id="ab1", kind="ablation", extra=x)
-                  for i, (c, x) in enumerate(zip(first.configs, first.extra))])
+    ran(board, first, lambda c, x: metrics_history(scores[c.train.seed], scores[c.train.seed])
+        if x["ablation_dim"] == REFERENCE else metrics_history(0.85, 0.85), sweep_id="ab1")
     second = plan(board, winner, dims=["train.head_lr"], seeds=2, values={"train.head_lr": [0.01]},
                   storage_location=runs)
     assert second.reused == 2   # the winner's own seeds 1 and 2
-    board.append([row(c, metrics_history(0.88, 0.88), trial_id=f"b{i}", sweep_id="ab2", kind="ablation", extra=x)
-                  for i, (c, x) in enumerate(zip(second.configs, second.extra))])
+    ran(board, second, lambda c, x: metrics_history(0.88, 0.88), sweep_id="ab2", prefix="b")
     m = what_mattered(row_dicts(board.table(experiment="exp", kind=None)), winner="t1")
     head = m["dims"]["train.head_lr"]
     assert m["seeds"]["train.head_lr"] == [1, 2] and m["seeds"]["train.loss_weighting"] == [1, 2, 3]
@@ -529,8 +529,7 @@ def test_the_ablate_command_names_each_dimensions_seeds(tmp_path, capsys, monkey
     for dims, seeds, values, score in ((["train.loss_weighting"], 3, {}, 0.85),
                                        (["train.head_lr"], 2, {"train.head_lr": [0.01]}, 0.88)):
         todo = plan(board, winner, dims=dims, seeds=seeds, values=values, storage_location=runs)
-        board.append([row(c, metrics_history(score, score), trial_id=f"{dims[0]}{i}", sweep_id="ab", kind="ablation",
-                          extra=x) for i, (c, x) in enumerate(zip(todo.configs, todo.extra))])
+        ran(board, todo, lambda c, x, score=score: metrics_history(score, score), sweep_id="ab", prefix=dims[0])
     monkeypatch.setattr(ablation, "ablate", lambda *a, **k: {"winner": winner["trial_id"], "trained": 0, "reused": 2})
     r = run_cli(capsys, "ablate", "-e", "exp", "--dims", "train.head_lr", "--values", "train.head_lr=0.01",
                 "--seeds", "2", "--storage", runs)
