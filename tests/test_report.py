@@ -784,3 +784,51 @@ def test_a_report_of_an_older_sweep_lists_the_baselines_it_measured_against(tmp_
                   sweep("NEW", now, {"left": 0.80, "right": 0.78}, "n1")])
     result = write_report(board, "digits", str(tmp_path / "out"), sweep_id="OLD")
     assert sorted(b["value"] for b in result["baselines"]) == [0.93, 0.95], result["baselines"]
+
+
+def test_older_code_rows_written_later_do_not_pick_the_reports_baselines_or_ablated_winner(tmp_path):
+    """Rows of an older release merged in after this code's: the Δm% table's baselines and "What mattered"'s default
+    winner were the newest by time, the older code's (the review of 19b6991 named these places; rankings take the
+    newest revision first)."""
+    import json
+    import time
+
+    from orchestrator.config import schema
+    from orchestrator.report.mattered import what_mattered
+    from orchestrator.report.numbers import delta_m_rows
+
+    old_base = {"left": 0.5, "right": 0.5}
+    ours = trial("ours", 0.9, 0.9, depth=0, baselines=BASE)
+    time.sleep(0.01)
+    theirs = {**trial("theirs", 0.8, 0.8, depth=1, baselines=old_base), "training_revision": schema.TRAINING_REVISION - 1}
+    assert [r["trial_id"] for r in delta_m_rows([ours, theirs])] == ["ours"]
+
+    def ablation(tid, of, rev):
+        extra = {"ablation_of": of, "ablation_dim": "reference", "ablation_value": json.dumps(None)}
+        return {**trial(tid, 0.9, 0.9, depth=0, kind="ablation", extra=extra, seed=1), "training_revision": rev}
+
+    mine = ablation("a1", "ours", schema.TRAINING_REVISION)
+    time.sleep(0.01)
+    assert what_mattered([mine, ablation("b1", "theirs", schema.TRAINING_REVISION - 1)])["winner"] == "ours"
+
+
+def test_a_sweep_says_a_new_scale_against_this_codes_trials_not_older_code_merged_in_later(tmp_path):
+    """_say_new_scale compared this sweep's baselines with the newest trial by time: an older release's trial merged
+    in later made a sweep of the same baselines as this code's trials say it starts another scale."""
+    import time
+
+    from orchestrator.config import schema
+    from orchestrator.metrics import baselines_id
+    from orchestrator.sweep.tuner import _say_new_scale
+
+    runs = str(tmp_path / "runs")
+    cfg = config(objective="delta_m").with_values({"storage": runs})
+    board = Leaderboard(runs)
+    board.append([trial("ours", 0.9, 0.9, depth=0, baselines=BASE)])
+    time.sleep(0.01)
+    board.append([{**trial("theirs", 0.8, 0.8, depth=1, baselines={"left": 0.5, "right": 0.5}),
+                   "training_revision": schema.TRAINING_REVISION - 1}])
+    said = []
+    _say_new_scale(board, cfg, BASE, out=said.append)
+    assert said == [], said
+    assert baselines_id(BASE) == board.table(where="trial_id == 'ours'").column("baselines_id")[0].as_py()

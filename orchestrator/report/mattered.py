@@ -45,7 +45,7 @@ def what_mattered(rows: list[dict], *, winner: Optional[str] = None) -> Optional
     runs = [r for r in ranking.each_work_once(rows)   # a merged copy counts where its own run is not
             if ranking.kind_of(r) == "ablation" and (_scored(r) or r.get("status") == "diverged")]
     if winner is None and runs:
-        winner = max([r for r in runs if _scored(r)] or runs, key=lambda r: str(r.get("created_at")))["ablation_of"]
+        winner = max([r for r in runs if _scored(r)] or runs, key=ranking.newest_first)["ablation_of"]
     runs = [r for r in runs if r.get("ablation_of") == winner]
     if not runs:
         return None

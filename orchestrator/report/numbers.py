@@ -117,7 +117,7 @@ def delta_m_rows(trials: list[dict]) -> list[dict]:
     """The trials in "Δm% by loss weighting": ``_with_delta_m``'s, measured against the newest one's baselines
     (``baselines_id``: a sweep of another base config measures on another scale)."""
     rows = _with_delta_m(trials)
-    scale = max(rows, key=lambda r: str(r.get("created_at") or "")).get("baselines_id") if rows else None
+    scale = max(rows, key=ranking.newest_first).get("baselines_id") if rows else None   # the newest code's, then time
     return [r for r in rows if r.get("baselines_id") == scale]
 
 

@@ -22,7 +22,7 @@ from ..config.schema import ExperimentConfig
 from ..config.sampling import grid_size, param_space
 from ..config.space import candidate_values, dotted_get, largest, walk
 from ..errors import ConfigError, Interrupted
-from ..leaderboard.ranking import UNRANKED, objective_of
+from ..leaderboard.ranking import UNRANKED, newest_first, objective_of
 from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
 from ..training.lease import acquire
@@ -259,10 +259,14 @@ def _say_new_scale(board, cfg: ExperimentConfig, baselines: dict | None, *, out)
     (``ranking.newest_version``)."""
     if cfg.objective.metric != "delta_m" or not baselines:
         return
-    table = board.table(experiment=cfg.name, kind="trial", columns=["baselines_id", "created_at"])
-    if "baselines_id" not in table.column_names or not table.num_rows:
+    try:
+        table = board.table(experiment=cfg.name, kind="trial", columns=["baselines_id", "created_at",
+                                                                        "training_revision"])
+    except ConfigError:   # rows of older code: no baselines recorded
         return
-    newest = max(table.to_pylist(), key=lambda r: str(r.get("created_at") or ""))["baselines_id"]
+    if not table.num_rows:
+        return
+    newest = max(table.to_pylist(), key=newest_first)["baselines_id"]   # the newest code's, then time
     if newest is not None and newest != metrics.baselines_id(baselines):   # None: rows of older code, not known
         out(f"this sweep's Δm% is measured against other single-task baselines than {cfg.name}'s earlier trials (its "
             f"base config differs): rankings of {cfg.name} compare the trials measured against these from now on; "
