@@ -43,8 +43,9 @@ def objectives_apart(rows: list[dict]) -> dict[str, dict[str, set]]:
     rows of its metric that have one."""
     found: dict = {}
     for r in rows:
-        if objective_of(r):
-            entry = found.setdefault(objective_of(r), {"experiments": set(), "kinds": set(), "tasks": set()})
+        measured = objective_of(r)   # parses the row's config: once
+        if measured:
+            entry = found.setdefault(measured, {"experiments": set(), "kinds": set(), "tasks": set()})
             entry["experiments"].add(str(r.get("experiment")))
             entry["kinds"].add(kind_of(r))
             entry["tasks"] |= {r["baseline_task"]} if r.get("baseline_task") else set()
@@ -169,12 +170,8 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
     None) ranks last."""
     runs = [r for r in each_work_once(rows) if kind_of(r) == "confirm" and r.get("confirm_of") and (
         (finite(r.get("objective")) is not None and pickable(r)) or r.get("status") in UNRANKED)]
-    newest: dict[tuple, dict] = {}   # one code and data (one measurement), then one row per run: `confirm` again, or
-    for row in sorted(newest_version(runs) if runs else [], key=lambda r: str(r.get("created_at") or "")):   # a copy
-        seed = row.get("seed")
-        newest[(row["confirm_of"], seed if seed is not None else row.get("row_id"))] = row
-    groups: dict[str, list[dict]] = {}
-    for row in newest.values():
+    groups: dict[str, list[dict]] = {}   # one code and data (one measurement), then one row per run (`confirm`
+    for row in per_seed(newest_version(runs) if runs else [], by=("confirm_of",)):   # again, or a merged copy)
         groups.setdefault(row["confirm_of"], []).append(row)
     ranked = []
     for trial_id, runs in groups.items():
@@ -188,6 +185,16 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
                        "original": finite((originals or {}).get(trial_id, {}).get("objective"))})
     return sorted(ranked, key=lambda c: (not c["n"], bool(c["diverged"] or c["failed"]),
                                          -sign(c["mode"]) * (c["mean"] or 0.0)))
+
+
+def per_seed(rows: list[dict], *, by: tuple) -> list[dict]:
+    """The newest row of each (``by`` columns, seed) among ``rows`` (of one measurement): a run done again, or a
+    merged copy, is one run (a row without a seed is its own)."""
+    newest: dict[tuple, dict] = {}
+    for row in sorted(rows, key=lambda r: str(r.get("created_at") or "")):
+        seed = row.get("seed")
+        newest[(*(row.get(c) for c in by), seed if seed is not None else row.get("row_id"))] = row
+    return list(newest.values())
 
 
 def data_of(row: dict) -> Optional[str]:

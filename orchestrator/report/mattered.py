@@ -50,11 +50,8 @@ def what_mattered(rows: list[dict], *, winner: Optional[str] = None) -> Optional
     if not runs:
         return None
     runs = ranking.newest_version(runs, judge=_scored)   # one code, one data: the newest a completed run measured
-    newest = {}   # one run per alternative and seed, the newest (a rerun retrains a diverged seed, or static with
-    for r in sorted(runs, key=lambda r: str(r.get("created_at") or "")):   # a better static trial's weights)
-        seed = r.get("seed")
-        newest[(r.get("ablation_dim"), r.get("ablation_value"), seed if seed is not None else r.get("row_id"))] = r
-    runs = list(newest.values())
+    # one run per alternative and seed, the newest (a rerun retrains a diverged seed, or static with a better static
+    runs = ranking.per_seed(runs, by=("ablation_dim", "ablation_value"))   # trial's weights)
     reference = [r for r in runs if r.get("ablation_dim") == REFERENCE]
     dims = list(dict.fromkeys(r["ablation_dim"] for r in runs if r.get("ablation_dim") != REFERENCE))
     out, seeds = {}, {}
