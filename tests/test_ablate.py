@@ -435,6 +435,10 @@ def test_an_alternative_that_is_the_same_work_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="train.head_lr=0.01 .*the same configuration as train.head_lr=0.01"):
         plan(board, winner, dims=["train.head_lr"], seeds=1, values={"train.head_lr": [0.01, 1e-2]},
              storage_location=runs)
+    # depth 5 of the 5-block backbone is 'all' (this session's reread): two labels, one configuration
+    with pytest.raises(ConfigError, match='train.freeze_depth=5 .*the same configuration as train.freeze_depth="all"'):
+        plan(board, winner, dims=["train.freeze_depth"], seeds=1, values={"train.freeze_depth": ["all", 5]},
+             storage_location=runs, n_blocks=5)
 
 
 @pytest.mark.parametrize("dim, value", [("data.image_size", [24, 24]), ("data.split_seed", 1),

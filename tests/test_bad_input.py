@@ -149,6 +149,9 @@ def test_validate_prints_a_summary(tmp_path, capsys):
     ({"heads.hidden_units": {"loguniform": [16, 256]}}, "use randint: [16, 256]"),
     ({"train.freeze_depth": {"choice": [1, 2, 1]}}, "choice option 1 appears twice"),   # the same work twice
     ({"train.freeze_depth": {"choice": [1, {1: {"train.head_lr": {"choice": [0.1]}}}]}}, "appears twice: each option is one point"),
+    # depth 5 of a 5-block backbone is 'all': two labels of one configuration (found by rereading stop 39's note)
+    ({"train.freeze_depth": {"choice": [0, 5, "all"]}}, "search.space train.freeze_depth: choice 5 and 'all' both "
+                                                         "freeze the backbone's 5 blocks: list one"),
     # a grid's repeat r trains with train.seed + r: with train.seed searched, repeats are other points' work
     # blocks are counted once, on the base backbone: freeze depths and 'all' would mean other blocks
     ({"backbone.name": {"choice": ["digits-cnn"]}}, "search.space backbone.name: a sweep counts blocks and checks "

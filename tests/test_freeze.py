@@ -200,3 +200,23 @@ def test_dropout_inside_a_frozen_nested_model_is_off_too():
     assert np.array_equal(m(x, training=True).numpy(), m(x, training=True).numpy())
     apply_freeze(m, blocks(m), 0)
     assert inner.get_layer("inner_drop").rate == 0.5     # unfrozen again: its own rate back
+
+
+def test_a_freeze_depth_of_every_block_is_the_same_work_as_all(tmp_path):
+    """Depth 5 of the 5-block built-in backbone freezes what 'all' freezes: one config hash, and a searched 5 is
+    'all' in the trials (so their backbone_lr, which nothing trains with, is reset like any unused field). It was
+    two hashes: a sweep trained the same work twice and confirm took the two for distinct recipes."""
+    from orchestrator.config import parse_config
+    from orchestrator.training.session import check
+
+    from factories import experiment, small_table, write_parquet
+
+    data = write_parquet(tmp_path / "train.parquet", small_table(60))
+    by_number = check(parse_config(experiment(tmp_path, data, train={"freeze_depth": 5, "backbone_lr": 0.01})))
+    by_name = check(parse_config(experiment(tmp_path, data, train={"freeze_depth": "all"})))
+    assert by_number.cfg.train.freeze_depth == "all"
+    assert by_number.cfg.config_hash() == by_name.cfg.config_hash()
+    space = {"train.freeze_depth": {"choice": [0, {5: {"train.head_lr": {"choice": [0.01, 0.02]}}}]}}
+    searched = check(parse_config(experiment(tmp_path, data, search={"space": space})))
+    assert searched.cfg.search.space["train.freeze_depth"].options == [0, "all"]
+    assert check(parse_config(experiment(tmp_path, data, train={"freeze_depth": 4}))).cfg.train.freeze_depth == 4

@@ -1,14 +1,56 @@
-"""A freeze depth as the number of backbone blocks it freezes: the one place 'all' becomes a number."""
+"""A freeze depth as the number of backbone blocks it freezes: the one place 'all' becomes a number, and the one
+place a number that freezes every block becomes 'all'."""
 from __future__ import annotations
 
-from typing import Union
+from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import ConfigError
 
+if TYPE_CHECKING:
+    from .schema import ExperimentConfig
 
-def frozen_blocks(depth: Union[int, str], n_blocks: int, *, where: str = "train.freeze_depth") -> int:
+PATH = "train.freeze_depth"
+
+
+def frozen_blocks(depth: Union[int, str], n_blocks: int, *, where: str = PATH) -> int:
     """How many blocks a freeze depth freezes ('all' = every block); ConfigError if out of range."""
     n = n_blocks if depth == "all" else int(depth)
     if not 0 <= n <= n_blocks:
         raise ConfigError(f"{where} {depth} is beyond the backbone's {n_blocks} blocks; use 0..{n_blocks} or 'all'")
     return n
+
+
+def every_block_as_all(cfg: "ExperimentConfig", n_blocks: int) -> "ExperimentConfig":
+    """``cfg`` with a freeze depth of ``n_blocks``, written or searched, as 'all': the same work then has one config
+    hash (and backbone_lr, which nothing trains with, is reset like any unused field). A choice holding both is
+    refused."""
+    values: dict[str, Any] = {}
+    if _is_every(cfg.train.freeze_depth, n_blocks):
+        values[PATH] = "all"
+    if cfg.search is not None:
+        space = cfg.search.model_dump(exclude_none=True)["space"]
+        if _rewrite(space, n_blocks):
+            values["search.space"] = space
+    return cfg.with_values(values) if values else cfg
+
+
+def _is_every(depth: Any, n_blocks: int) -> bool:
+    """A depth (a branch key may have travelled as JSON: "5") that freezes every block, written as a number."""
+    return not isinstance(depth, bool) and str(depth) == str(n_blocks)
+
+
+def _rewrite(space: dict, n_blocks: int) -> bool:
+    """Depths of ``n_blocks`` in the space's freeze-depth choice (wherever it is) as 'all', in place; True if any."""
+    changed = False
+    for path, domain in space.items():
+        options = domain.get("choice") or []
+        for i, option in enumerate(options):
+            branch = isinstance(option, dict)
+            (value, sub), = option.items() if branch else ((option, {}),)
+            changed |= _rewrite(sub, n_blocks)
+            if path == PATH and _is_every(value, n_blocks):
+                if any(o == "all" or (isinstance(o, dict) and "all" in o) for o in options):
+                    raise ConfigError(f"search.space {PATH}: choice {n_blocks} and 'all' both freeze the backbone's "
+                                      f"{n_blocks} blocks: list one")
+                options[i], changed = ({"all": sub} if branch else "all"), True
+    return changed

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 
 from .. import layout, storage
+from ..config.freezing import every_block_as_all
 from ..config.loading import read_yaml
 from ..config.schema import ExperimentConfig, parse_config
 from ..config.space import dotted_get, same_option
@@ -117,9 +118,9 @@ def _alternative(board, winner: dict, base: ExperimentConfig, dim: str, value) -
 
 
 def plan(board, winner: dict, *, dims: list[str], seeds: int, values: dict[str, list], storage_location: str,
-         fingerprint: str | None = None) -> Ablation:
+         fingerprint: str | None = None, n_blocks: int | None = None) -> Ablation:
     """Every configuration to train around ``winner`` (its row, from ``winner_row``); those with a completed ablation
-    row on the data with ``fingerprint`` are left out."""
+    row on the data with ``fingerprint`` are left out. ``n_blocks``: the backbone's, for a depth of every block."""
     base = _config(winner).with_values({"storage": storage_location})
     alts = alternatives(board, winner, dims, values)
     wanted: list[tuple[str, object]] = [(REFERENCE, None)]
@@ -130,6 +131,7 @@ def plan(board, winner: dict, *, dims: list[str], seeds: int, values: dict[str, 
     configs, extra, reused, made = [], [], 0, {}
     for k, (dim, value) in enumerate(wanted):
         cfg = _alternative(board, winner, base, dim, value)
+        cfg = every_block_as_all(cfg, n_blocks) if n_blocks is not None else cfg
         first = made.setdefault(cfg.config_hash(), k)
         if first != k:   # inactive fields reset, or a value given twice: one configuration, two labels
             same = wanted[first]
@@ -161,7 +163,7 @@ def ablate(storage_location: str, experiment: str, *, dims: list[str], seeds: in
     baselines = measured_against([winner])[winner["trial_id"]]   # before anything starts
     p = check(_config(winner).with_values({"storage": storage_location}))
     todo = plan(board, winner, dims=dims, seeds=seeds, values=values, storage_location=storage_location,
-                fingerprint=p.spec.fingerprint)
+                fingerprint=p.spec.fingerprint, n_blocks=p.n_blocks)
     for cfg in todo.configs:   # an ablated batch size against the winner's workers, before anything starts
         check_batch(cfg, p.data)
     out(f"ablating {experiment}'s winner {todo.winner['trial_id']} over {', '.join(dims)} with {seeds} seeds each: "

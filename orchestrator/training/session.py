@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
 from .. import _ray, credentials, layout, storage
-from ..config.freezing import frozen_blocks
+from ..config.freezing import every_block_as_all, frozen_blocks
 from ..config.space import walk
 from ..config.schema import ExperimentConfig
 from ..data import leakage
@@ -98,7 +98,7 @@ def check(cfg: ExperimentConfig, *, also: Sequence[Callable[[Prepared], None]] =
     check_batch(cfg, data)      # before the backbone is built: TensorFlow loads there
     n_blocks = count_blocks(cfg, spec.image_shape)
     frozen_blocks(cfg.train.freeze_depth, n_blocks)
-    p = Prepared(cfg, data, n_blocks)
+    p = Prepared(every_block_as_all(cfg, n_blocks), data, n_blocks)
     for more in also:
         more(p)
     return p
