@@ -20,6 +20,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 SECRET_PARAMS = {"access_key", "secret_key", "session_token", "aws_access_key_id", "aws_secret_access_key",
                  "token", "password", "credential", "credentials", "client_secret", "account_key", "sas_token",
                  "access_token", "sig"}
+# and any name holding one of these (a pre-signed URL's X-Amz-Signature, X-Amz-Security-Token, X-Goog-Credential)
+SECRET_PARTS = ("signature", "token", "secret", "password", "credential", "api_key", "apikey")
 KEPT_PARAMS = {"access_key", "secret_key", "session_token"}   # what ``pair`` takes out and keeps in memory
 _CONTAINER_USERINFO = {"abfs", "abfss", "wasb", "wasbs"}      # abfs://container@account...: not a credential
 ACTOR_PREFIX = "orchestrator-credentials-"
@@ -55,7 +57,7 @@ def strip(location: str) -> str:
         return location
     scheme, _, rest = split_userinfo(location)
     s = urlsplit(f"{scheme}://{rest}")
-    query = [(k, v) for k, v in parse_qsl(s.query, keep_blank_values=True) if k.lower() not in SECRET_PARAMS]
+    query = [(k, v) for k, v in parse_qsl(s.query, keep_blank_values=True) if not is_secret_param(k)]
     return urlunsplit((s.scheme, s.netloc, s.path, urlencode(query, safe=":/"), s.fragment))
 
 
@@ -63,7 +65,13 @@ def holds_secret(location: str) -> bool:
     """Does this URI carry a user or password, or a secret query parameter? (By its parts: ``strip`` asks this.)"""
     if "://" not in location:
         return False
-    return split_userinfo(location)[1] is not None or bool(set(_query(location)) & SECRET_PARAMS)
+    return split_userinfo(location)[1] is not None or any(map(is_secret_param, _query(location)))
+
+
+def is_secret_param(name: str) -> bool:
+    """Is a URI query parameter of this name a secret (``SECRET_PARAMS``, or a name holding ``SECRET_PARTS``)?"""
+    name = name.lower()
+    return name in SECRET_PARAMS or any(part in name for part in SECRET_PARTS)
 
 
 def _query(location: str) -> dict[str, str]:
@@ -103,7 +111,7 @@ def adopt(location: str, *, folder: bool = False) -> str:
     the many files a manifest lists); the location without them comes back."""
     if "://" not in location:
         return location
-    unkept = sorted(set(_query(location)) & (SECRET_PARAMS - KEPT_PARAMS))
+    unkept = sorted(name for name in _query(location) if is_secret_param(name) and name not in KEPT_PARAMS)
     if unkept:
         from .errors import ConfigError
 

@@ -259,6 +259,32 @@ def test_secrets_the_product_cannot_keep_are_refused_before_they_are_stored(tmp_
             p.read_text(errors="ignore") for p in (tmp_path / "runs").rglob("*") if p.is_file())
 
 
+PRESIGNED = ("https://bucket.s3.amazonaws.com/train.parquet?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDQ%2F2026"
+             "&X-Amz-Security-Token=TOPSECRET1&X-Amz-Signature=TOPSECRET2&X-Amz-SignedHeaders=host",
+             "https://storage.googleapis.com/b/t.parquet?X-Goog-Credential=svc%2F2026&X-Goog-Signature=TOPSECRET3",
+             "s3://bucket/runs?Signature=TOPSECRET4&AWSAccessKeyId=AKIDQ", "https://h.example.com/t?api_key=TOPSECRET5")
+
+
+@pytest.mark.parametrize("uri", PRESIGNED)
+def test_presigned_url_secrets_are_redacted_and_refused(tmp_path, capsys, no_ray, uri):
+    """A pre-signed URL's signature and session token (AWS X-Amz-*, GCS X-Goog-*, S3 v2 Signature) and an api_key
+    passed every check: validate printed them in its error, submit would have uploaded a config holding them, and
+    config.json would store them (found by a helper's audit)."""
+    from orchestrator import credentials
+    from orchestrator.storage import redact
+
+    assert credentials.holds_secret(uri) and "TOPSECRET" not in redact(uri)
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in redact(uri) or "X-Amz" not in uri   # the rest of the query stays
+    cfg = experiment(tmp_path, uri)
+    code, out, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and "\n" not in err and "holds" in err and "TOPSECRET" not in out + err, err
+    from orchestrator.cli import jobs
+    from orchestrator.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the command line holds credentials"):   # submit: not on the entrypoint
+        jobs.refuse_secret_args(["--set", f"data.train={uri}"])
+
+
 def test_a_pair_adopted_for_one_endpoint_is_not_sent_to_another(no_ray):
     """Pairs were kept by bucket and path only: a MinIO pair (endpoint_override) was also handed to AWS's bucket of
     the same name. The endpoint is part of where a pair belongs."""
@@ -418,3 +444,13 @@ def test_without_an_address_a_ray_of_our_own_starts_not_one_ray_start_left_runni
     session.init_ray()
     assert asked[-1]["address"] is None and "num_gpus" not in asked[-1]
     assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ
+
+
+def test_a_failed_runs_reason_holds_no_credentials_whatever_raised_it(no_ray):
+    """A run's reason (its row, summary.json, Tune's error.txt) is ``failures.one_line``: a user error's text went
+    there as raised, so every raise site in worker code had to redact its URIs itself (a helper's audit)."""
+    from orchestrator.errors import DataError
+    from orchestrator.training.failures import one_line
+
+    reason = one_line(DataError(f"cannot read s3://{KEY}:{SECRET}@bucket/train.parquet: no such key"))
+    assert reason == "cannot read s3://bucket/train.parquet: no such key"

@@ -27,8 +27,8 @@ def find_user_error(exc: Optional[BaseException], _depth: int = 0) -> Optional[U
 def one_line(exc: BaseException) -> str:
     """What a failed run reports: the user error's line, or the last line of the crash, credentials redacted."""
     user = find_user_error(exc)
-    if user is not None:
-        return str(user)
+    if user is not None:   # one line by design; redacted here, not at each raise site
+        return storage.redact_text(str(user))
     failures = getattr(exc, "worker_failures", None)
     if failures:
         rank, e = sorted(failures.items())[0]
