@@ -760,3 +760,59 @@ def test_the_python_apis_train_refuses_a_run_the_cluster_can_never_hold_and_take
     for given in (path, orchestrator.load_config(path)):
         with pytest.raises(ConfigError, match="cpus_per_worker"):
             orchestrator.train(given)
+
+
+API_SIGNALS = """
+import json, os, signal, sys, threading, time
+import orchestrator
+from orchestrator import layout
+from orchestrator.errors import Interrupted
+from orchestrator.training.progress import read_progress
+
+cfg = json.loads(sys.argv[1])
+before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
+kept = lambda: all(signal.getsignal(s) is h for s, h in before.items())
+orchestrator.train(cfg, out=lambda line: None)
+print("after train", kept(), flush=True)
+orchestrator.tune({**cfg, "name": "swept", "search": {"space": {"train.head_lr": {"choice": [0.01]}}, "num_samples": 1}},
+                  out=lambda line: None)
+print("after tune", kept(), flush=True)
+
+
+def ctrl_c():   # what Ctrl-C sends, once the long run has trained an epoch
+    run = layout.run_dir(cfg["storage"], "long")
+    deadline = time.time() + 300
+    while time.time() < deadline and (read_progress(run) or {}).get("epoch", 0) < 1:
+        time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+threading.Thread(target=ctrl_c, daemon=True).start()
+try:
+    orchestrator.train({**cfg, "train": {**cfg["train"], "epochs": 60}}, name="long", out=lambda line: None)
+    print("returned", flush=True)
+except Interrupted as e:
+    print("interrupted:", e, flush=True)
+print("after ctrl-c", kept(), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_the_python_api_leaves_the_callers_ctrl_c_as_it_found_it(tmp_path):
+    """Ray Train's fit() and Ray Tune's set their own SIGINT (Tune: SIGUSR1 too) handlers and leave them: after
+    orchestrator.train() a notebook's Ctrl-C was swallowed and the third raised SystemExit; a Ctrl-C during train()
+    raised SystemExit, not Interrupted (found by a helper's audit). The caller's handlers are back after each call,
+    and Ctrl-C during train() raises Interrupted naming how to continue."""
+    import subprocess
+    import sys
+
+    from factories import embedded
+
+    cfg = embedded(tmp_path / "runs", resources={"workers": 1, "cpus_per_worker": 1})
+    done = subprocess.run([sys.executable, "-c", API_SIGNALS, json.dumps(cfg)], capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith(("after", "returned", "interrupted"))]
+    assert lines[:2] == ["after train True", "after tune True"], done.stdout[-2000:] + done.stderr[-3000:]
+    assert lines[2].startswith("interrupted: interrupted (Ctrl-C): run long stopped") and "name='long'" in lines[2], \
+        done.stdout[-2000:] + done.stderr[-3000:]
+    assert lines[3] == "after ctrl-c True" and done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

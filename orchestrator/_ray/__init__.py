@@ -234,9 +234,30 @@ def noticing_interrupts():
 
     tune_module._setup_signal_catching = watched
     try:
-        yield lambda: any(e.is_set() for e in events)
+        with handlers_kept():
+            yield lambda: any(e.is_set() for e in events)
     finally:
         tune_module._setup_signal_catching = real
+
+
+@contextmanager
+def handlers_kept():
+    """The caller's SIGINT and SIGUSR1 handlers back after the block: Ray Tune's run and Ray Train's ``fit()`` (on the
+    main thread) set their own and leave them, so a notebook's next Ctrl-C went to a finished run (the third raised
+    SystemExit)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():   # only the main thread's handlers are set
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:   # None: set outside Python, which cannot be put back
+                signal.signal(signum, handler)
 
 
 def replace_run_config(tuner, run_config) -> None:
@@ -291,10 +312,10 @@ def check() -> None:
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     if not all(hasattr(DataParallelTrainer, m) for m in ("_initialize_and_run_controller",
-                                                         "_create_default_callbacks")):
-        raise RuntimeError(f"Ray Train's DataParallelTrainer lost _initialize_and_run_controller or "
-                           f"_create_default_callbacks (checked on Ray {CHECKED_ON}): update orchestrator/_ray/ "
-                           f"trainer_class")
+                                                         "_create_default_callbacks", "_register_sigint_handler")):
+        raise RuntimeError(f"Ray Train's DataParallelTrainer lost _initialize_and_run_controller, "
+                           f"_create_default_callbacks or _register_sigint_handler (checked on Ray {CHECKED_ON}): "
+                           f"update orchestrator/_ray/ trainer_class")
     _check_instances()
 
 

@@ -174,6 +174,20 @@ def trainer_class(policy: Callable, *, controller: LocalController | None = None
                                                                               PlacementGroupCleanerCallback)
             return [c for c in super()._create_default_callbacks() if not isinstance(c, unwanted)]
 
+        interrupted = False   # Ctrl-C asked Ray's handler to abort the run (``fit`` then raises SystemExit)
+
+        def _register_sigint_handler(self, controller_handle):   # Ray's handler, the first Ctrl-C noticed
+            import signal
+
+            super()._register_sigint_handler(controller_handle)
+            ray_handler = signal.getsignal(signal.SIGINT)
+
+            def noticed(signum, frame):
+                self.interrupted = True
+                ray_handler(signum, frame)
+
+            signal.signal(signal.SIGINT, noticed)
+
         def _initialize_and_run_controller(self, **controller_kwargs):  # Ray's signature: its keywords pass through
             controller_kwargs["failure_policy"] = policy(self.run_config.failure_config)
             if controller is None:

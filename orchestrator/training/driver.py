@@ -13,11 +13,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .. import layout, storage
+from .. import _ray, layout, storage
 from ..config.revision import TRAINING_REVISION, revision_of
 from ..config.schema import ExperimentConfig
 from ..data.spec import DataSpec
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupted
 from . import checkpoints
 from .session import Prepared, Session, check, release, start
 
@@ -80,13 +80,21 @@ def fit_and_watch(session: Session, *, name: str, out=print,
     thread = watch(run, request=worker_request(cfg), workers=cfg.resources.workers, out=out, stop=stop,
                    on_epoch=lambda m: out(format_epoch(m, cfg.train.epochs)), what=f"run {name}")
     error, user = None, False
+    trainer = make_trainer(cfg, RunInputs.of(session, baselines=baselines), name=name)
     try:
-        make_trainer(cfg, RunInputs.of(session, baselines=baselines), name=name).fit()
-    except Exception as e:  # noqa: BLE001 - Ray Train raises its own wrappers; keep one line
+        with _ray.handlers_kept():   # Ray Train's fit leaves its Ctrl-C handler behind (a notebook's next Ctrl-C)
+            trainer.fit()
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - Ray Train raises its own wrappers; keep one line
+        if isinstance(e, SystemExit) and not trainer.interrupted:
+            raise
         error, user = one_line(e), find_user_error(e) is not None
     finally:
         stop.set()
         thread.join()   # the watcher reads the progress file once more after stop: the last epoch is printed
+    if trainer.interrupted:   # Ray's handler aborted the run (and raised SystemExit to say so)
+        epoch = (read_progress(run) or {}).get("epoch", 0)
+        raise Interrupted(f"run {name} stopped at epoch {epoch}", f"continue it with the same config and "
+                                                                  f"name={name!r} (`--name {name}`)")
     for record in attempt_records(run):
         for line in record.get("notes", []):
             out(f"warning: {line}")
@@ -164,7 +172,12 @@ def _train(p: Prepared, name: str, *, address: str | None, out, verbose: bool,
     t0 = time.perf_counter()
     session = start(p, owner=f"train run {name}", record=run, address=address, verbose=verbose, keep=keep, out=out,
                     ready=(lambda: ready(p.cfg)) if ready is not None else None)   # the run fits: before any cost
-    history, error, user_error = fit_and_watch(session, name=name, out=out, baselines=baselines)
+    try:
+        history, error, user_error = fit_and_watch(session, name=name, out=out, baselines=baselines)
+    except Interrupted:   # a named run's disk cache waits for its resume
+        if not keep:
+            release(session)
+        raise
     release(session)
     summary = run_summary(p, history, name=name, error=error, wall_time_s=time.perf_counter() - t0)
     summary["user_error"] = user_error
