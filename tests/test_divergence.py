@@ -131,3 +131,38 @@ def test_a_sweep_whose_every_trial_diverged_exits_1_and_so_does_a_retrain_of_it(
         retrain(row, workers=1, output="best.yaml", sweep_id=row["sweep_id"])
     out = capsys.readouterr().out
     assert e.value.code == 1 and ": diverged" in out and "objective: n/a" in out and "retrained" not in out, out
+
+
+def test_a_run_resumed_at_its_diverged_epoch_trains_no_further(tmp_path):
+    """A diverged epoch is checkpointed (it is the run's last); a run restored there (`train --name` again, or Ray
+    Train retrying a worker lost after the checkpoint) reported it, then trained another epoch from the NaN weights
+    and reported that as the divergence: the row said one epoch more and the wrong epoch (a helper's audit)."""
+    import json
+
+    import tensorflow as tf
+
+    from orchestrator.data.pipeline import ArrayData, load_arrays
+    from orchestrator.training.loop import Worker, fit
+
+    cfg = parse_config(experiment(tmp_path, write_parquet(tmp_path / "d.parquet", small_table(96)), train={
+        "epochs": 5, "batch_size": 8, "optimizer": "sgd", "backbone_lr": 50.0, "head_lr": 50.0}))
+    train, val, spec = load_arrays(cfg)
+    saved, epochs = {}, []
+    (tmp_path / "ckpt").mkdir()
+
+    def keep_diverged(m, state, save):
+        if m["status"] == "diverged":
+            save(str(tmp_path / "ckpt"))
+            saved.update(json.loads(json.dumps(state, default=float)))
+
+    fit(tf.distribute.get_strategy(), cfg, spec, ArrayData(cfg, spec, train, val), worker=Worker(on_epoch=keep_diverged))
+    assert saved, "the learning rate did not diverge"
+
+    def restore(load, check):
+        check(saved)
+        load(str(tmp_path / "ckpt"))
+        return saved
+
+    _, state = fit(tf.distribute.get_strategy(), cfg, spec, ArrayData(cfg, spec, train, val),
+                   worker=Worker(restore=restore, on_epoch=lambda m, s, _save: epochs.append(m["epoch"])))
+    assert epochs == [] and state["epoch"] == saved["epoch"], (epochs, state["epoch"], saved["epoch"])

@@ -234,7 +234,8 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
         scale.restore(state["loss_scale"])
     if state["history"] and w.on_resumed:
         w.on_resumed(state["history"][-1], state)
-    for epoch in range(state["epoch"], cfg.train.epochs):
+    diverged = bool(state["history"]) and state["history"][-1]["status"] == "diverged"
+    for epoch in range(state["epoch"], state["epoch"] if diverged else cfg.train.epochs):   # diverged: it ended
         metrics = run.epoch(epoch)
         state = {"epoch": epoch + 1, "history": state["history"] + [metrics], "config_hash": metrics["config_hash"],
                  "data_fingerprint": spec.fingerprint, "training_revision": TRAINING_REVISION,
