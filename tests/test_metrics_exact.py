@@ -46,18 +46,20 @@ def _mann_whitney(score, y):
     return (ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * (~pos).sum())
 
 
-@pytest.mark.parametrize("case", ["rare positives", "confident x6"])
+@pytest.mark.parametrize("case", ["rare positives", "confident x6", "large margin", "saturated", "untrained"])
 def test_auc_follows_the_ranking_not_the_probability_scale(tmp_path, case):
     """AUC was counted over 200 equal bins of the probability: a rare-event model puts most examples in the first
-    bin (ties count half), and a model with the same ranking but larger logits scored differently."""
+    bin (ties count half), and a model with the same ranking but larger logits scored differently. Then over bins
+    of the logit clipped to [-16, 16]: a confident model's logits past 16 all fell in the last bin (0.62 for an
+    exact 0.92, a helper's audit)."""
     rng = np.random.default_rng(0)
     n = 20000
-    if case == "rare positives":
-        yb = (rng.random(n) < 0.02).astype(np.float32)
-        logit = -6.0 + 1.5 * yb + rng.normal(0, 1, n)
-    else:
-        yb = (rng.random(n) < 0.5).astype(np.float32)
-        logit = 6 * (1.2 * (2 * yb - 1) + rng.normal(0, 1, n))
+    yb = (rng.random(n) < (0.02 if case == "rare positives" else 0.5)).astype(np.float32)
+    logit = {"rare positives": lambda: -6.0 + 1.5 * yb + rng.normal(0, 1, n),
+             "confident x6": lambda: 6 * (1.2 * (2 * yb - 1) + rng.normal(0, 1, n)),
+             "large margin": lambda: np.where(yb > 0.5, rng.normal(25, 10, n), rng.normal(5, 10, n)),
+             "saturated": lambda: 18 + 6 * yb + rng.normal(0, 3, n),
+             "untrained": lambda: rng.normal(0, 0.005, n) + 0.003 * yb}[case]()
     yr = rng.normal(0, 1, n).astype(np.float32)
     m, _ = _metrics(tmp_path, logit, yb, yr.astype(np.float64), yr)
     assert m["b_auc"] == pytest.approx(_mann_whitney(logit.astype(np.float32), yb), abs=1e-3)

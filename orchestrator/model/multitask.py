@@ -18,10 +18,13 @@ from .. import metrics as registry  # noqa: E402
 from ..config.schema import ExperimentConfig  # noqa: E402
 from ..data.spec import DataSpec  # noqa: E402
 
-# AUC from histograms of the binary head's *logit* (sums that add up exactly across workers): 4096 bins over
-# [-16, 16], 0.0078 logit units each; a positive and a negative in one bin count half. Bins of the probability
-# (200 over [0, 1]) put a rare-event model's examples nearly all in the first bin (AUC 0.80 for an exact 0.84).
-AUC_BINS, AUC_LOGIT_RANGE = 4096, 16.0
+# AUC from histograms of the binary head's *logit* (sums that add up exactly across workers); a positive and a
+# negative in one bin count half. The bins are even in asinh(z / AUC_LOGIT_UNIT): 2.6e-6 logit units wide near 0 (an
+# untrained head's logits), 0.26% of |z| beyond 0.01, up to |z| = 1e9 (one bin each way for the rest). Bins of the
+# probability (200 over [0, 1]) put a rare-event model's examples nearly all in the first bin (AUC 0.80 for an exact
+# 0.84), and bins of the logit clipped to [-16, 16] a confident model's in the last (0.62 for 0.92).
+AUC_BINS, AUC_LOGIT_UNIT = 16384, 1e-3
+_AUC_EDGE = float(np.arcsinh(1e9 / AUC_LOGIT_UNIT))
 
 
 @dataclass
@@ -145,7 +148,7 @@ def _add_task(acc: dict, task: str, kind: str, *, out: np.ndarray, y: np.ndarray
     elif kind == "binary":
         z = out[:, 0].astype(np.float64)
         acc[task, "correct"] += float(np.sum((z > 0) == (yb > 0.5)))          # p > 0.5
-        scaled = (np.clip(z, -AUC_LOGIT_RANGE, AUC_LOGIT_RANGE) + AUC_LOGIT_RANGE) / (2 * AUC_LOGIT_RANGE)
+        scaled = (np.clip(np.arcsinh(z / AUC_LOGIT_UNIT), -_AUC_EDGE, _AUC_EDGE) + _AUC_EDGE) / (2 * _AUC_EDGE)
         bins = np.minimum((scaled * AUC_BINS).astype(int), AUC_BINS - 1)
         acc[task, "pos_hist"] += np.bincount(bins[yb > 0.5], minlength=AUC_BINS)
         acc[task, "neg_hist"] += np.bincount(bins[yb <= 0.5], minlength=AUC_BINS)
