@@ -74,3 +74,20 @@ def refuse_ray_token(address: str | None, *, named: str | None = None) -> None:
     refused = _ray.gcs_token_refusal(address) if host and port.isdigit() else None
     if refused:
         raise ConfigError(auth_message(refused, named or address))
+
+
+def joined(address: str) -> bool:
+    """Is ``address`` (HOST:PORT; a ray:// client's is not compared) the GCS of the Ray this process runs?"""
+    import socket
+
+    import ray
+
+    if "://" in address:
+        return True
+    host, _, port = address.rpartition(":")
+    gcs_host, _, gcs_port = ray.get_runtime_context().gcs_address.rpartition(":")
+    try:
+        ip = socket.gethostbyname(host)
+    except OSError:
+        return False
+    return port == gcs_port and (ip == socket.gethostbyname(gcs_host) or ip.startswith("127."))

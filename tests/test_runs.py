@@ -816,3 +816,17 @@ def test_the_python_api_leaves_the_callers_ctrl_c_as_it_found_it(tmp_path):
     assert lines[2].startswith("interrupted: interrupted (Ctrl-C): run long stopped") and "name='long'" in lines[2], \
         done.stdout[-2000:] + done.stderr[-3000:]
     assert lines[3] == "after ctrl-c True" and done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_an_address_other_than_the_ray_this_process_runs_is_refused(tmp_path, ray_session):
+    """Once Ray ran in the process (an earlier train() started it), address= was ignored: train(cfg,
+    address="127.0.0.1:1") trained on the local Ray and returned completed, where the CLI refuses an address that
+    takes no connection (found by a helper's audit). The Ray already joined is accepted by its address too."""
+    from orchestrator.errors import ConfigError
+    from orchestrator.training.session import init_ray
+
+    with pytest.raises(ConfigError, match="Ray already runs in this process .* cannot also join 127.0.0.1:1"):
+        init_ray("127.0.0.1:1")
+    init_ray(ray_session.get_runtime_context().gcs_address)
+    init_ray(None)

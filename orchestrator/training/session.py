@@ -27,7 +27,7 @@ from ..data.builtin import IMAGE_SHAPE
 from ..data.dealing import rows_per_rank, sizes_of
 from ..data.prepare import prepare
 from ..data.spec import DataSpec, PreparedData
-from ..endpoints import reach_storage, refuse_ray_token
+from ..endpoints import joined, reach_storage, refuse_ray_token
 from ..errors import ConfigError, DataError
 from .batch import per_worker_batch
 
@@ -230,6 +230,9 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
         options = {"num_gpus": num_gpus} if (num_gpus is not None and own) else {}
         ray.init(address=address, log_to_driver=log_to_driver, configure_logging=True, logging_level="ERROR",
                  include_dashboard=None, **options)
+    elif not own and address not in (None, "auto") and not joined(address):
+        raise ConfigError(f"Ray already runs in this process (at {ray.get_runtime_context().gcs_address}), which "
+                          f"cannot also join {address}: call ray.shutdown() first, or leave the address out")
     credentials.publish()   # credentials taken out of URIs reach Ray's processes through the object store
     quiet_logs()   # Ray Data runs on the driver too (decoding into the object store)
     if not log_to_driver:
