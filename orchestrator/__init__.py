@@ -47,16 +47,20 @@ def train(config: Config, *, address: str | None = None, name: str | None = None
     """Train one configuration as `orchestrator train` does, with its checks: a run the cluster can never hold
     raises ConfigError, Δm% without its baselines UserError, before anything trains; a user's mistake found while
     training (bad data) raises UserError. Returns the run's summary (status, metrics, summary_file)."""
+    from .console import left_as_found
     from .sweep.single import train_checked
 
-    return train_checked(_config(config), address=address, name=name, out=out, verbose=verbose)
+    with left_as_found():
+        return train_checked(_config(config), address=address, name=name, out=out, verbose=verbose)
 
 
 def tune(config: Config, *, name: str | None = None, address: str | None = None, resume: bool = False,
          sweep_id: str | None = None, verbose: bool = False, out=print) -> dict:
     """Run (or ``resume``) the config's sweep as `orchestrator tune` does: one leaderboard row per trial; returns
     its summary. Ctrl-C raises ``errors.Interrupted`` (continue with ``resume=True``)."""
+    from .console import left_as_found
     from .sweep.tuner import tune as run
 
-    return run(_config(config), name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose,
-               out=out)
+    with left_as_found(searching=True):
+        return run(_config(config), name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose,
+                   out=out)

@@ -224,3 +224,43 @@ def console(log_path: str | None, *, verbose: bool = False, announce: bool = Fal
                 logger.removeHandler(handler)
         if log:
             log.close()
+
+
+# What a run sets for Ray Train, Tune and TensorFlow in its process (not what Ray or TensorFlow set for themselves: a
+# Ray session's auth mode, TensorFlow's import); the Python API puts them back (``left_as_found``)
+OWN_ENV_PREFIXES = ("RAY_TRAIN_", "TUNE_", "RAY_AIR_", "RAY_idle_worker_", "TF_CPP_MIN_LOG_LEVEL")
+QUIETED_LOGGERS = ("ray", "ray.data", "ray.train", "ray.train.v2", "ray.util", "absl", "tensorflow", "optuna")
+
+
+@contextlib.contextmanager
+def left_as_found(*, searching: bool = False):
+    """A Python API call leaves the caller's process as it found it: our settings in the environment
+    (``OWN_ENV_PREFIXES``), the levels of the loggers a run quiets and of their handlers, Ray Data's progress bars.
+    Inside, Tune's classic reporter (quiet at verbose 0; the new one printed its boxes), as the CLI has it, and for a
+    sweep (``searching``) Optuna's logger at WARNING ("A new study created": the CLI's log file)."""
+    from ray.data import DataContext
+
+    if searching:
+        import optuna
+
+        optuna.logging.get_verbosity()   # Optuna sets its level at its first use: before ours is saved
+    env = {k: v for k, v in os.environ.items() if k.startswith(OWN_ENV_PREFIXES)}
+    loggers = [logging.getLogger(name) for name in QUIETED_LOGGERS]
+    levels = {lg: (lg.level, [(h, h.level) for h in lg.handlers]) for lg in loggers}
+    data = DataContext.get_current()
+    flags = (data.enable_progress_bars, data.print_on_execution_start)
+    ray_env_quiet()
+    if searching:
+        logging.getLogger("optuna").setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith(OWN_ENV_PREFIXES)]:
+            if key not in env:
+                del os.environ[key]
+        os.environ.update(env)
+        for lg, (level, handlers) in levels.items():
+            lg.setLevel(level)
+            for handler, handler_level in handlers:
+                handler.setLevel(handler_level)
+        data.enable_progress_bars, data.print_on_execution_start = flags

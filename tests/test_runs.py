@@ -772,11 +772,24 @@ from orchestrator.training.progress import read_progress
 cfg = json.loads(sys.argv[1])
 before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
 kept = lambda: all(signal.getsignal(s) is h for s, h in before.items())
+import logging
+import optuna
+from ray.data import DataContext
+optuna.logging.get_verbosity()   # a user of Optuna: its logger as Optuna sets it
+LOGGERS = ("ray", "ray.data", "ray.train", "ray.util", "absl", "tensorflow", "optuna")
+SET_BY_RUNS = ("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "TUNE_GLOBAL_CHECKPOINT_S",
+               "RAY_idle_worker_killing_time_threshold_ms", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "TF_CPP_MIN_LOG_LEVEL",
+               "RAY_AIR_NEW_OUTPUT", "TUNE_FUNCTION_THREAD_TIMEOUT_S")   # what the audit found left set
+process = lambda: ({k: os.environ.get(k) for k in SET_BY_RUNS}, {n: logging.getLogger(n).level for n in LOGGERS},
+                   DataContext.get_current().enable_progress_bars)
+found = process()
 orchestrator.train(cfg, out=lambda line: None)
 print("after train", kept(), flush=True)
 orchestrator.tune({**cfg, "name": "swept", "search": {"space": {"train.head_lr": {"choice": [0.01]}}, "num_samples": 1}},
                   out=lambda line: None)
 print("after tune", kept(), flush=True)
+print("process as found", process() == found or [(k, v) for k, v in process()[0].items() if found[0].get(k) != v]
+      + [process()[1:], found[1:]], flush=True)
 
 
 def ctrl_c():   # what Ctrl-C sends, once the long run has trained an epoch
@@ -802,7 +815,9 @@ def test_the_python_api_leaves_the_callers_ctrl_c_as_it_found_it(tmp_path):
     """Ray Train's fit() and Ray Tune's set their own SIGINT (Tune: SIGUSR1 too) handlers and leave them: after
     orchestrator.train() a notebook's Ctrl-C was swallowed and the third raised SystemExit; a Ctrl-C during train()
     raised SystemExit, not Interrupted (found by a helper's audit). The caller's handlers are back after each call,
-    and Ctrl-C during train() raises Interrupted naming how to continue."""
+    and Ctrl-C during train() raises Interrupted naming how to continue. So are the environment (Ray Train/Tune and
+    TensorFlow settings stayed set), the levels of the loggers a run quiets and Ray Data's progress bars; and
+    tune() prints no Tune boxes, as the CLI does not (the same audit)."""
     import subprocess
     import sys
 
@@ -811,8 +826,12 @@ def test_the_python_api_leaves_the_callers_ctrl_c_as_it_found_it(tmp_path):
     cfg = embedded(tmp_path / "runs", resources={"workers": 1, "cpus_per_worker": 1})
     done = subprocess.run([sys.executable, "-c", API_SIGNALS, json.dumps(cfg)], capture_output=True, text=True,
                           timeout=900, cwd=tmp_path)
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith(("after", "returned", "interrupted"))]
-    assert lines[:2] == ["after train True", "after tune True"], done.stdout[-2000:] + done.stderr[-3000:]
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith(("after", "returned", "interrupted", "process"))]
+    assert lines[:3] == ["after train True", "after tune True", "process as found True"], \
+        done.stdout[-2000:] + done.stderr[-3000:]
+    assert "Configuration for experiment" not in done.stdout + done.stderr   # Tune's boxes: the CLI printed none
+    assert "A new study created" not in done.stderr                           # Optuna's: in the CLI's log file
+    lines = lines[1:]
     assert lines[2].startswith("interrupted: interrupted (Ctrl-C): run long stopped") and "name='long'" in lines[2], \
         done.stdout[-2000:] + done.stderr[-3000:]
     assert lines[3] == "after ctrl-c True" and done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
