@@ -55,10 +55,10 @@ def require_run_name(name: str) -> str:
     from .errors import ConfigError
 
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or ".." in name:
-        raise ConfigError(f"--name {name!r} is not a run name: use letters, digits, '_', '-' and '.' (not first, "
-                          f"no '..'), e.g. --name digits-lr3")
+        raise ConfigError(f"--name (name=) {name!r} is not a run name: use letters, digits, '_', '-' and '.' (not "
+                          f"first, no '..'), e.g. --name digits-lr3")
     if re.match(rf"(?:[a-z]+-)?{SWEEP_ID}-", name):   # a sweep's, or a confirm/ablate/baselines run's
-        raise ConfigError(f"--name {name!r} names a sweep's trial run: pick another name (or omit it)")
+        raise ConfigError(f"--name (name=) {name!r} names a sweep's trial run: pick another name (or omit it)")
     return name
 
 

@@ -849,3 +849,19 @@ def test_an_address_other_than_the_ray_this_process_runs_is_refused(tmp_path, ra
         init_ray("127.0.0.1:1")
     init_ray(ray_session.get_runtime_context().gcs_address)
     init_ray(None)
+
+
+def test_the_python_apis_errors_name_the_argument_not_only_the_flag(tmp_path, no_ray):
+    """API calls' errors told a notebook user to pass CLI flags: tune(cfg, resume=True) with no sweep said "run it
+    without --resume first", train(cfg, name="../x") "--name '../x' is not a run name" (a helper's audit). They name
+    the Python argument too."""
+    import orchestrator
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train",
+                                  search={"space": {"train.head_lr": {"choice": [0.01, 0.02]}}}))
+    with pytest.raises(ConfigError, match=r"without --resume \(Python: resume=False\) first"):
+        orchestrator.tune(cfg, resume=True)
+    with pytest.raises(ConfigError, match=r"--name \(name=\) '\.\./x' is not a run name"):
+        orchestrator.train(cfg, name="../x")

@@ -231,7 +231,8 @@ class SweepCallback(tune.Callback):
         if self.pending:
             raise LeaderboardWriteError(
                 f"{len(self.pending)} leaderboard row(s) could not be written to {storage.redact(self.cfg.storage)}; "
-                f"they are kept in {self.spool}: " + ("run the same command with --resume" if self.context.kind == "trial"
+                f"they are kept in {self.spool}: " + ("run the same command with --resume (resume=True)"
+                                                      if self.context.kind == "trial"
                                                       else f"run `orchestrator tune` of experiment {self.cfg.name} "
                                                            f"with --resume") + " once storage works to append them")
         raise LeaderboardWriteError(f"the leaderboard rows of trial(s) {', '.join(self.unmade)} could not be made "

@@ -119,8 +119,8 @@ def check_objective(p: Prepared) -> None:
         fix = (f"objective.metric: {theirs}" if theirs != cfg.objective.metric
                else "score the same tasks the same way as its trials")
         raise ConfigError(f"experiment {cfg.name!r} ranks its trials by {metric} ({mode}) and this config's objective "
-                          f"is {mine[0]} ({mine[1]}): give this sweep an experiment of its own (tune --name NEW, or "
-                          f"--set name=NEW) or {fix}")
+                          f"is {mine[0]} ({mine[1]}): give this sweep an experiment of its own (tune --name NEW, "
+                          f"--set name=NEW, or name= in Python) or {fix}")
 
 
 def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1, sweep_id: str | None = None):
@@ -179,10 +179,10 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
         sweep_id = next(started, None)
         if sweep_id is None:
             raise ConfigError(f"no sweep of experiment {cfg.name!r} to resume in {storage.redact(cfg.storage)}: "
-                              f"run it without --resume first")
+                              f"run it without --resume (Python: resume=False) first")
         if sweep_id != ids[-1]:   # e.g. one stopped during its baselines: Tune never saved a state to resume
             say(f"the newer sweep {ids[-1]} never started its trials (stopped or failed before them): nothing of it "
-                f"to resume; resuming sweep {sweep_id} (run without --resume for a new sweep)")
+                f"to resume; resuming sweep {sweep_id} (run without --resume, or resume=False, for a new sweep)")
     elif sweep_id not in ids:
         raise ConfigError(f"no sweep {sweep_id!r} of experiment {cfg.name!r} in {storage.redact(cfg.storage)} "
                           f"(sweeps: {ids[-5:]})")
@@ -221,7 +221,7 @@ def recorded_rows(board, cfg: ExperimentConfig, sweep_id: str, *, out=print) -> 
             out(f"appended the spooled rows of {path} to the leaderboard")
     except OSError as e:
         raise LeaderboardWriteError(f"the spooled rows in {paths[0]} still cannot be written "
-                                    f"({storage.first_line(e)}); try --resume again once storage works") from None
+                                    f"({storage.first_line(e)}); resume the sweep again once storage works") from None
     return recorded(board, sweep_id)
 
 
@@ -270,7 +270,7 @@ def _say_new_scale(board, cfg: ExperimentConfig, baselines: dict | None, *, out)
     if newest is not None and newest != metrics.baselines_id(baselines):   # None: rows of older code, not known
         out(f"this sweep's Δm% is measured against other single-task baselines than {cfg.name}'s earlier trials (its "
             f"base config differs): rankings of {cfg.name} compare the trials measured against these from now on; "
-            f"give the sweep its own experiment name (--name) to keep the two apart")
+            f"give the sweep its own experiment name (--name, or name=) to keep the two apart")
 
 
 def _record_sweep(p: Prepared, sweep_id: str, *, baselines: dict | None) -> None:
@@ -287,7 +287,7 @@ def _interrupted(callback, sweep_id: str, *, recorded: int) -> None:
     """After Ctrl-C: the rows still pending written (or named), then one line saying how to continue."""
     callback.close()
     raise Interrupted(f"sweep {sweep_id} stopped with {recorded} trial(s) recorded",
-                      "continue it with the same command and --resume")
+                      "continue it with the same command and --resume (Python: resume=True)")
 
 
 def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, verbose: bool, out,

@@ -134,16 +134,16 @@ def check_run_name(cfg: ExperimentConfig, name: str, *, fingerprint: Optional[st
     state = checkpoints.latest_state(layout.run_dir(cfg.storage, name))
     if state is not None and revision_of(state) != TRAINING_REVISION:
         raise ConfigError(f"run {name!r} was trained by older code (training revision {revision_of(state)}"
-                          f", now {TRAINING_REVISION}: what a config trains changed): pick another --name, or omit it "
-                          f"for a new unique one")
+                          f", now {TRAINING_REVISION}: what a config trains changed): pick another --name (name=), "
+                          f"or omit it for a new unique one")
     if state is not None and state.get("config_hash") != cfg.config_hash():
         raise ConfigError(f"run {name!r} already exists with another config (checkpoint at epoch {state['epoch']}, "
                           f"config hash {state.get('config_hash')}, this config {cfg.config_hash()}): pick another "
-                          f"--name, or omit it for a new unique one")
+                          f"--name (name=), or omit it for a new unique one")
     if state is not None and fingerprint and state.get("data_fingerprint", fingerprint) != fingerprint:
         raise ConfigError(f"run {name!r} was trained on other data (checkpoint at epoch {state['epoch']}, data "
                           f"fingerprint {state['data_fingerprint']}, now {fingerprint}: its files or the backbone "
-                          f"file changed): pick another --name, or omit it for a new unique one")
+                          f"file changed): pick another --name (name=), or omit it for a new unique one")
 
 
 def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
