@@ -1,7 +1,9 @@
 """Faults with real processes (slow): a Train worker SIGKILLed mid-epoch, the sweep driver SIGKILLed and
 resumed, and a user error met inside a worker (never retried)."""
+import ast
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,6 +127,11 @@ def test_a_killed_sweep_resumes_without_duplicates(tmp_path):
     before = board.table(experiment="kill-driver").num_rows
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    # the summary counts the sweep's trials by status, those recorded before the resume too (its statuses counted
+    # only this call's: "4 trials {'completed': 2}", a helper's audit)
+    summary = next(ln for ln in resumed.stdout.splitlines() if ln.startswith("== experiment ctrl-c"))
+    statuses = ast.literal_eval(re.search(r"trials (\{.*?\})", summary).group(1))
+    assert " 4 trials " in summary and sum(statuses.values()) == 4, summary
     assert "resuming sweep" in resumed.stdout
     rows = row_dicts(board.table(experiment="kill-driver"))   # each history parsed
     assert len(rows) == 4, [(r["trial_id"], r["status"]) for r in rows]
@@ -176,6 +183,11 @@ def test_ctrl_c_stops_a_sweep_and_says_so_and_resume_finishes_it(tmp_path):
     assert board.table(experiment="ctrl-c").num_rows < 4
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    # the summary counts the sweep's trials by status, those recorded before the resume too (its statuses counted
+    # only this call's: "4 trials {'completed': 2}", a helper's audit)
+    summary = next(ln for ln in resumed.stdout.splitlines() if ln.startswith("== experiment ctrl-c"))
+    statuses = ast.literal_eval(re.search(r"trials (\{.*?\})", summary).group(1))
+    assert " 4 trials " in summary and sum(statuses.values()) == 4, summary
     rows = row_dicts(board.table(experiment="ctrl-c"))
     assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4, [(r["trial_id"], r["status"]) for r in rows]
 

@@ -345,6 +345,6 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     return {"experiment": cfg.name, "sweep_id": sweep_id, "trials": len(callback.rows) + len(written),
             "reused": list(callback.reused),
             "leaderboard": storage.redact(board.uri), "storage": cfg.storage, "baselines": baselines,
-            "statuses": {s: sum(r["status"] == s for r in callback.rows) for s in {r["status"] for r in callback.rows}},
+            "statuses": {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},   # resumed too
             "ranked": sum(r["status"] not in UNRANKED for r in rows),   # rows a ranking may pick, resumed ones too
             "wall_time_s": round(time.perf_counter() - t0, 1), "hints": hints}
