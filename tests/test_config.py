@@ -266,3 +266,16 @@ def test_yes_no_on_off_are_text_as_in_yaml_1_2(tmp_path):
         "tasks:\n  on: {type: classification, label: left, classes: [yes, no, 5, 6, 7, 8, 9]}\n")
     cfg = load_config(tmp_path / "e.yaml")
     assert list(cfg.tasks) == ["on"] and cfg.tasks["on"].classes[:2] == ["yes", "no"] and cfg.resources.use_gpu is False
+
+
+def test_building_the_exported_config_class_directly_is_one_config_error(tmp_path):
+    """orchestrator.ExperimentConfig is exported: ExperimentConfig(**d) raised pydantic's ValidationError wall ("For
+    further information visit errors.pydantic.dev") where load_config and parse_config give one line (a helper's
+    audit)."""
+    from orchestrator import ConfigError, ExperimentConfig
+
+    with pytest.raises(ConfigError, match=r"^invalid config 'train.epochs': Input should be greater than or equal to 1$"):
+        ExperimentConfig(name="x", data={"train": "builtin:multidigits/train"}, tasks={"left": {"type": "classification"}},
+                         train={"epochs": 0}, storage=str(tmp_path))
+    assert ExperimentConfig(name="x", data={"train": "builtin:multidigits/train"},
+                            tasks={"left": {"type": "classification"}}, storage=str(tmp_path)).train.epochs == 5

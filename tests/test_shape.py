@@ -14,6 +14,7 @@ FORWARDING_ALLOWED = {
     "orchestrator._ray.controller._initialize_and_run_controller": "Ray Train's own hook; its keywords pass through to Ray",
     "orchestrator._ray.controller.remote": "stands in for Ray's ActorClass.remote: Ray Train passes the actor's keywords",
     "orchestrator.model.backbones.__init__": "a Keras layer passes its base config (name, dtype, trainable) through",
+    "orchestrator.config.schema.__init__": "pydantic's constructor takes the config's fields as keywords",
 }
 
 

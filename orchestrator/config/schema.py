@@ -14,7 +14,8 @@ from .. import metrics
 from ..errors import ConfigError
 from .paths import check_model_file, redact_paths, set_dotted
 from .revision import TRAINING_REVISION, task_order   # in the config hash (read here at each call: tests patch it here)
-from .space import KINDS, SearchConfig, _Strict, check_paths
+from .explain import one_line
+from .space import SearchConfig, _Strict, check_paths
 
 
 class AugmentConfig(_Strict):
@@ -210,6 +211,12 @@ class ExperimentConfig(_Strict):
     storage: str = Field("runs", min_length=1, description="local directory or URI (s3://...) for checkpoints, leaderboard, cache")
     search: Optional[SearchConfig] = Field(None, description="sweep definition, see orchestrator.search")
 
+    def __init__(self, **fields):   # ExperimentConfig(**d), the exported class: one ConfigError line, as parse_config
+        try:
+            super().__init__(**fields)
+        except ValidationError as e:
+            raise ConfigError(one_line(e)) from None
+
     @model_validator(mode="after")
     def _check(self):
         if not self.tasks:
@@ -316,33 +323,12 @@ def _default_at(model: type[BaseModel], path: str, *, dotted: dict):
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
-def _format_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        domains = f"; a domain is one of {', '.join(KINDS)}" if loc.startswith("search.space.") else ""
-        return f"unknown config key '{loc}': remove it or check the spelling{domains} (see README, 'Experiment config')"
-    if first["type"] == "missing":
-        return f"missing config key '{loc}': add it (see README, 'Experiment config')"
-    if first["type"] == "finite_number":
-        msg = f"must be a finite number, not {first['input']} (YAML's .nan / .inf cannot train)"
-    if first["type"] == "string_pattern_mismatch":
-        msg = f"{first['input']!r} may hold only letters, digits, '_', '-' and '.' (not dots alone): e.g. my-exp"
-    if "instance of Domain" in msg:
-        msg = (f"{first['input']!r} is not a search domain: write {{choice: [...]}}, {{uniform: [lo, hi]}}, "
-               f"{{loguniform: [lo, hi]}}, {{randint: [lo, hi]}} or {{simplex: {{}}}} (a fixed value goes in the config)")
-    more = f" (and {len(err.errors()) - 1} more error(s))" if len(err.errors()) > 1 else ""
-    where = f"'{loc}': " if loc else ""
-    return f"invalid config {where}{msg}{more}"
-
-
 def parse_config(data: Any) -> ExperimentConfig:
     if not isinstance(data, dict):
         raise ConfigError("the experiment config must be a YAML mapping (key: value)")
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_error(e)) from None
+        raise ConfigError(one_line(e)) from None
     except RecursionError:
         raise ConfigError("the experiment config is nested too deep to read: write its values flatter") from None
