@@ -79,6 +79,20 @@ def test_a_lease_is_exclusive_until_released(tmp_path):
     assert lease.read(run) is None
 
 
+def test_a_run_folder_the_lease_made_and_nothing_else_used_is_removed_with_it(tmp_path):
+    """train() refused once Ray was up (a run the cluster can never hold) left an empty trials/<run>/ folder, made for
+    its lease (a helper's audit): a folder left empty when the lease goes is removed; one with a file stays."""
+    from orchestrator.training import lease
+
+    with pytest.raises(RuntimeError):
+        with lease.acquire(str(tmp_path / "refused"), what="train run a"):
+            raise RuntimeError("refused before anything was written")
+    assert not (tmp_path / "refused").exists()
+    with lease.acquire(str(tmp_path / "kept"), what="train run b"):
+        (tmp_path / "kept" / "summary.json").write_text("{}")
+    assert (tmp_path / "kept" / "summary.json").exists() and not (tmp_path / "kept" / "lease.json").exists()
+
+
 def test_a_lease_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     from orchestrator.training import lease
 
@@ -88,7 +102,7 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     write_lease(tmp_path / "run", pid=gone.pid, expires_in=55.0)
     with lease.acquire(str(tmp_path / "run"), what="train run b") as held:
         assert lease.read(str(tmp_path / "run"))["pid"] == os.getpid() == held.record["pid"]
-    assert [p.name for p in (tmp_path / "run").iterdir()] == []   # the stale lease was not left aside
+    assert not (tmp_path / "run").exists()   # the stale lease was not left aside: the folder, empty, went with it
 
 
 def test_two_takers_of_one_stale_lease_do_not_both_hold_it(tmp_path, monkeypatch):
@@ -760,6 +774,8 @@ def test_the_python_apis_train_refuses_a_run_the_cluster_can_never_hold_and_take
     for given in (path, orchestrator.load_config(path)):
         with pytest.raises(ConfigError, match="cpus_per_worker"):
             orchestrator.train(given)
+    trials = tmp_path / "runs" / "trials"   # no empty run folder left behind (this session's audit)
+    assert not trials.exists() or not any(trials.iterdir()), list(trials.iterdir())
 
 
 API_SIGNALS = """

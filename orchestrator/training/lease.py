@@ -80,8 +80,10 @@ class Lease:
             if (read(self.run_dir) or {}).get("owner") == self.record["owner"] and self._still_ours():
                 fs, path = storage.filesystem(self.location)
                 fs.delete_file(path)
+                if self._fd is not None:
+                    os.rmdir(os.path.dirname(self.location))   # a run refused before it wrote: no empty folder
         except OSError:
-            pass   # it expires by itself
+            pass   # it expires by itself (a folder with files in it stays)
         finally:
             if self._fd is not None:
                 os.close(self._fd)
