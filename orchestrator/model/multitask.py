@@ -20,11 +20,11 @@ from ..data.spec import DataSpec  # noqa: E402
 
 # AUC from histograms of the binary head's *logit* (sums that add up exactly across workers); a positive and a
 # negative in one bin count half. The bins are even in asinh(z / AUC_LOGIT_UNIT): 2.6e-6 logit units wide near 0 (an
-# untrained head's logits), 0.26% of |z| beyond 0.01, up to |z| = 1e9 (one bin each way for the rest). Bins of the
+# untrained head's logits), 0.26% of |z| beyond 0.01, up to |z| = 1e6 (one bin each way for the rest). Bins of the
 # probability (200 over [0, 1]) put a rare-event model's examples nearly all in the first bin (AUC 0.80 for an exact
 # 0.84), and bins of the logit clipped to [-16, 16] a confident model's in the last (0.62 for 0.92).
 AUC_BINS, AUC_LOGIT_UNIT = 16384, 1e-3
-_AUC_EDGE = float(np.arcsinh(1e9 / AUC_LOGIT_UNIT))
+_AUC_EDGE = float(np.arcsinh(1e6 / AUC_LOGIT_UNIT))   # 21.4: 2 * 21.4 / 16384 = 0.0026 per bin
 
 
 @dataclass
