@@ -76,11 +76,11 @@ def fit_and_watch(session: Session, *, name: str, out=print,
     from .progress import attempt_records, read_progress, watch
 
     cfg, run = session.cfg, layout.run_dir(session.cfg.storage, name)
+    trainer = make_trainer(cfg, RunInputs.of(session, baselines=baselines), name=name)   # before the watcher starts
     stop = threading.Event()
     thread = watch(run, request=worker_request(cfg), workers=cfg.resources.workers, out=out, stop=stop,
                    on_epoch=lambda m: out(format_epoch(m, cfg.train.epochs)), what=f"run {name}")
     error, user = None, False
-    trainer = make_trainer(cfg, RunInputs.of(session, baselines=baselines), name=name)
     try:
         with _ray.handlers_kept():   # Ray Train's fit leaves its Ctrl-C handler behind (a notebook's next Ctrl-C)
             trainer.fit()
