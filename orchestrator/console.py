@@ -39,15 +39,17 @@ def stderr_to(path: str):
 
 
 def quiet_tensorflow(log_path: str | None = None):
-    """Import TensorFlow (and Keras) once, its start-up noise sent to a log file; returns the module."""
+    """Import TensorFlow (and Keras) once, its start-up noise sent to a log file; its loggers quiet at every call (the
+    Python API puts them back after each: ``left_as_found``); returns the module."""
     if "tensorflow" in sys.modules and getattr(quiet_tensorflow, "done", False):
-        return sys.modules["tensorflow"]
-    tf = import_tensorflow_quietly(log_path)
-    with _tensorflow_noise(log_path):
-        tf.config.list_physical_devices("GPU")   # device probing logs now, not at the first op
+        tf = sys.modules["tensorflow"]
+    else:
+        tf = import_tensorflow_quietly(log_path)
+        with _tensorflow_noise(log_path):
+            tf.config.list_physical_devices("GPU")   # device probing logs now, not at the first op
+        quiet_tensorflow.done = True
     tf.get_logger().setLevel("ERROR")
     logging.getLogger("absl").setLevel(logging.ERROR)
-    quiet_tensorflow.done = True
     return tf
 
 

@@ -28,3 +28,18 @@ def test_shortened_cuts_to_its_width_and_can_keep_the_end():
     name = "/data/" + "d" * 200 + "/experiment.yaml"
     cut = shortened(name, 120, tail=40)
     assert len(cut) == 120 and cut.endswith(name[-40:]) and cut.startswith(name[:77]) and "..." in cut
+
+
+def test_tensorflows_loggers_are_quiet_at_every_call_not_only_the_first():
+    """The Python API puts the loggers it quiets back after each call (console.left_as_found); TensorFlow's and absl's
+    were quieted only when TensorFlow was first imported, so a notebook's second train() ran with them loud (this
+    session's review)."""
+    import logging
+
+    from orchestrator.console import quiet_tensorflow
+
+    quiet_tensorflow()
+    logging.getLogger("absl").setLevel(logging.NOTSET)   # as left_as_found puts them back
+    logging.getLogger("tensorflow").setLevel(logging.NOTSET)
+    quiet_tensorflow()
+    assert logging.getLogger("absl").level == logging.getLogger("tensorflow").level == logging.ERROR
