@@ -22,6 +22,7 @@ SECRET_PARAMS = {"access_key", "secret_key", "session_token", "aws_access_key_id
                  "access_token", "sig"}
 # and any name holding one of these (a pre-signed URL's X-Amz-Signature, X-Amz-Security-Token, X-Goog-Credential)
 SECRET_PARTS = ("signature", "token", "secret", "password", "credential", "api_key", "apikey")
+NOT_SECRET_PARAMS = {"credential_kind", "credential_token_expiration"}   # pyarrow's: which kind, until when
 KEPT_PARAMS = {"access_key", "secret_key", "session_token"}   # what ``pair`` takes out and keeps in memory
 _CONTAINER_USERINFO = {"abfs", "abfss", "wasb", "wasbs"}      # abfs://container@account...: not a credential
 ACTOR_PREFIX = "orchestrator-credentials-"
@@ -71,7 +72,7 @@ def holds_secret(location: str) -> bool:
 def is_secret_param(name: str) -> bool:
     """Is a URI query parameter of this name a secret (``SECRET_PARAMS``, or a name holding ``SECRET_PARTS``)?"""
     name = name.lower()
-    return name in SECRET_PARAMS or any(part in name for part in SECRET_PARTS)
+    return name in SECRET_PARAMS or (name not in NOT_SECRET_PARAMS and any(part in name for part in SECRET_PARTS))
 
 
 def _query(location: str) -> dict[str, str]:

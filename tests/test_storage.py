@@ -285,6 +285,16 @@ def test_presigned_url_secrets_are_redacted_and_refused(tmp_path, capsys, no_ray
         jobs.refuse_secret_args(["--set", f"data.train={uri}"])
 
 
+@pytest.mark.parametrize("uri", ["abfs://c@acct.dfs.core.windows.net/runs?credential_kind=cli",
+                                 "gs://bucket/runs?credential_token_expiration=2026-12-31T00:00:00Z"])
+def test_query_options_that_name_a_credential_but_hold_none_are_kept(uri, no_ray):
+    """Any query name holding 'credential' or 'token' counts as a secret (pre-signed URLs); pyarrow's documented
+    options that pick a credential type or its expiry hold none, and were refused by adopt (this session's review)."""
+    from orchestrator import credentials
+
+    assert not credentials.holds_secret(uri) and credentials.adopt(uri) == uri
+
+
 def test_a_pair_adopted_for_one_endpoint_is_not_sent_to_another(no_ray):
     """Pairs were kept by bucket and path only: a MinIO pair (endpoint_override) was also handed to AWS's bucket of
     the same name. The endpoint is part of where a pair belongs."""
