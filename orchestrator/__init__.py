@@ -50,8 +50,9 @@ def train(config: Config, *, address: str | None = None, name: str | None = None
     from .console import left_as_found
     from .sweep.single import train_checked
 
+    cfg = _config(config)   # a config error before Ray is imported
     with left_as_found():
-        return train_checked(_config(config), address=address, name=name, out=out, verbose=verbose)
+        return train_checked(cfg, address=address, name=name, out=out, verbose=verbose)
 
 
 def tune(config: Config, *, name: str | None = None, address: str | None = None, resume: bool = False,
@@ -61,6 +62,6 @@ def tune(config: Config, *, name: str | None = None, address: str | None = None,
     from .console import left_as_found
     from .sweep.tuner import tune as run
 
+    cfg = _config(config)   # a config error before Ray is imported
     with left_as_found(searching=True):
-        return run(_config(config), name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose,
-                   out=out)
+        return run(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out)

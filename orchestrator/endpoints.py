@@ -77,17 +77,11 @@ def refuse_ray_token(address: str | None, *, named: str | None = None) -> None:
 
 
 def joined(address: str) -> bool:
-    """Is ``address`` (HOST:PORT; a ray:// client's is not compared) the GCS of the Ray this process runs?"""
-    import socket
+    """Is ``address`` the Ray this process runs? auto, local and a ray:// client's address are not compared (the Ray
+    running is theirs); HOST:PORT is when its GCS answers with this Ray's cluster id (``_ray.same_cluster``)."""
+    from . import _ray
 
-    import ray
-
-    if "://" in address:
-        return True
     host, _, port = address.rpartition(":")
-    gcs_host, _, gcs_port = ray.get_runtime_context().gcs_address.rpartition(":")
-    try:
-        ip = socket.gethostbyname(host)
-    except OSError:
-        return False
-    return port == gcs_port and (ip == socket.gethostbyname(gcs_host) or ip.startswith("127."))
+    if address in ("auto", "local") or "://" in address or not (host and port.isdigit()):
+        return True
+    return _ray.same_cluster(address)

@@ -201,7 +201,7 @@ def test_the_order_of_the_tasks_is_part_of_the_work(tmp_path):
     weights, FAMO's logits, optimizer slots) is saved by position. The hashes sorted the tasks away: a config with its
     tasks reordered was the same work, `train --name X` continued a run from its checkpoint and `tune --resume` a
     sweep, and the uncertainty weights of left landed on sum. Found by a helper's audit."""
-    from orchestrator.sweep.tuner import sweep_hash
+    from orchestrator.sweep.resume import sweep_hash
 
     d = base(tmp_path)
     cfg = parse_config(d)

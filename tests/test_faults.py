@@ -129,7 +129,7 @@ def test_a_killed_sweep_resumes_without_duplicates(tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     # the summary counts the sweep's trials by status, those recorded before the resume too (its statuses counted
     # only this call's: "4 trials {'completed': 2}", a helper's audit)
-    summary = next(ln for ln in resumed.stdout.splitlines() if ln.startswith("== experiment ctrl-c"))
+    summary = next(ln for ln in resumed.stdout.splitlines() if ln.startswith("== experiment kill-driver"))
     statuses = ast.literal_eval(re.search(r"trials (\{.*?\})", summary).group(1))
     assert " 4 trials " in summary and sum(statuses.values()) == 4, summary
     assert "resuming sweep" in resumed.stdout

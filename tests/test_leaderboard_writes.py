@@ -137,7 +137,7 @@ def test_rows_storage_refuses_wait_in_the_spool_and_are_never_relabelled(tmp_pat
 def test_rows_still_unwritten_end_the_sweep_with_the_spool_named_and_resume_appends_them(tmp_path, monkeypatch):
     from orchestrator import storage
     from orchestrator.errors import LeaderboardWriteError
-    from orchestrator.sweep.tuner import recorded_rows
+    from orchestrator.sweep.resume import recorded_rows
 
     monkeypatch.setattr(storage.time, "sleep", lambda s: None)
     lines = []
@@ -164,7 +164,7 @@ def test_a_resumed_sweep_appends_its_own_spool_not_another_running_sweeps(tmp_pa
     own sweep's spool and those of sweeps and runs no live driver holds."""
     from orchestrator import layout
     from orchestrator.leaderboard.spool import keep
-    from orchestrator.sweep.tuner import recorded_rows
+    from orchestrator.sweep.resume import recorded_rows
 
     callback, _ = sweep_callback(tmp_path, [])
     board, runs = Leaderboard(str(tmp_path / "runs")), str(tmp_path / "runs")
@@ -192,7 +192,7 @@ def test_a_resumed_sweep_appends_its_own_spool_not_another_running_sweeps(tmp_pa
 
 
 def test_a_resumed_sweep_reruns_an_errored_trial_and_its_row_supersedes_the_failed_one(tmp_path):
-    from orchestrator.sweep.tuner import recorded_rows
+    from orchestrator.sweep.resume import recorded_rows
 
     lines = []
     first, ended = sweep_callback(tmp_path, lines)

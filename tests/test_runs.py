@@ -93,6 +93,17 @@ def test_a_run_folder_the_lease_made_and_nothing_else_used_is_removed_with_it(tm
     assert (tmp_path / "kept" / "summary.json").exists() and not (tmp_path / "kept" / "lease.json").exists()
 
 
+def test_a_taker_whose_folder_went_with_the_last_lease_makes_it_again(tmp_path):
+    """A lease's release removes its folder when left empty; a process about to create its lease there (folder made,
+    file not yet) then met ENOENT, a raw OSError (this session's review of the change): it makes the folder again."""
+    from orchestrator.training import lease
+
+    run = tmp_path / "run"   # made by this taker's _try, then removed by the last holder's release
+    record = {"owner": "train run b 1", "host": "h", "pid": os.getpid(), "expires": time.time() + 60}
+    assert lease._try_local(str(run / "lease.json"), str(run), record) is None
+    assert lease.read(str(run))["owner"] == "train run b 1"
+
+
 def test_a_lease_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     from orchestrator.training import lease
 
@@ -286,7 +297,7 @@ def test_a_lease_on_s3_is_refused_while_held(s3_server, monkeypatch):
 def test_resuming_a_sweep_whose_driver_still_runs_is_refused(tmp_path, capsys, no_ray, kept_by):
     """A driver of older code (before ``layout.sweep_own``) holds its sweep's lease in the sweep's folder itself."""
     from orchestrator.config import parse_config
-    from orchestrator.sweep.tuner import sweep_hash
+    from orchestrator.sweep.resume import sweep_hash
     from orchestrator.training.session import resolve_storage
 
     cfg = experiment(tmp_path, "builtin:multidigits/train", search={
@@ -544,7 +555,7 @@ def test_a_run_or_sweep_is_not_resumed_on_other_data(tmp_path):
     from orchestrator import layout, storage
     from orchestrator.config import parse_config
     from orchestrator.errors import ConfigError
-    from orchestrator.sweep.tuner import find_sweep, sweep_hash
+    from orchestrator.sweep.resume import find_sweep, sweep_hash
     from orchestrator.training import checkpoints
     from orchestrator.training.driver import check_run_name
     from orchestrator.training.loop import Worker, _restored, _restorer
@@ -645,7 +656,7 @@ def test_a_run_or_sweep_of_older_code_is_refused_as_such(tmp_path):
     from orchestrator import layout, storage
     from orchestrator.config import parse_config
     from orchestrator.errors import ConfigError
-    from orchestrator.sweep.tuner import find_sweep, sweep_hash
+    from orchestrator.sweep.resume import find_sweep, sweep_hash
     from orchestrator.training import checkpoints
     from orchestrator.training.driver import check_run_name
     from orchestrator.training.loop import Worker, _restored, _restorer
@@ -728,7 +739,7 @@ def test_resume_finds_the_latest_sweep_that_started_not_a_start_that_failed(tmp_
     from orchestrator import layout, storage
     from orchestrator.config import parse_config
     from orchestrator.errors import ConfigError
-    from orchestrator.sweep.tuner import find_sweep, sweep_hash
+    from orchestrator.sweep.resume import find_sweep, sweep_hash
 
     cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train",
                                   search={"space": {"train.head_lr": {"choice": [0.001, 0.01]}}}))
@@ -863,8 +874,9 @@ def test_an_address_other_than_the_ray_this_process_runs_is_refused(tmp_path, ra
 
     with pytest.raises(ConfigError, match="Ray already runs in this process .* cannot also join 127.0.0.1:1"):
         init_ray("127.0.0.1:1")
-    init_ray(ray_session.get_runtime_context().gcs_address)
-    init_ray(None)
+    gcs = ray_session.get_runtime_context().gcs_address
+    for same in (gcs, f"localhost:{gcs.rpartition(':')[2]}", "local", "auto", None):   # the review: by name too
+        init_ray(same)
 
 
 def test_the_python_apis_errors_name_the_argument_not_only_the_flag(tmp_path, no_ray):
@@ -881,3 +893,27 @@ def test_the_python_apis_errors_name_the_argument_not_only_the_flag(tmp_path, no
         orchestrator.tune(cfg, resume=True)
     with pytest.raises(ConfigError, match=r"--name \(name=\) '\.\./x' is not a run name"):
         orchestrator.train(cfg, name="../x")
+
+
+def test_a_sweep_started_before_a_depth_of_every_block_ran_as_all_resumes(tmp_path):
+    """A depth of every block now runs as 'all' (config.freezing.every_block_as_all), which changes the sweep's hash:
+    `tune --resume` of a sweep started before, with the same config, was refused as "started with another config"
+    (this session's review). The config it was started with, read the same way, is the same config; another is not."""
+    from orchestrator import layout, storage
+    from orchestrator.config import parse_config
+    from orchestrator.config.freezing import every_block_as_all
+    from orchestrator.config.schema import TRAINING_REVISION
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.resume import find_sweep, sweep_hash
+
+    space = {"train.freeze_depth": {"choice": [0, 5]}, "train.head_lr": {"choice": [0.001, 0.01]}}
+    given = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={"space": space}))
+    storage.atomic_write(layout.sweep_record(given.storage, given.name, "s1"), json.dumps(
+        {"sweep_id": "s1", "config_hash": sweep_hash(given), "config": given.public_dump(),
+         "training_revision": TRAINING_REVISION}).encode())   # as the code before wrote it
+    today = every_block_as_all(given, 5)
+    assert sweep_hash(today) != sweep_hash(given)
+    assert find_sweep(today, None, fingerprint=None, n_blocks=5) == "s1"
+    other = today.with_values({"train.epochs": 3})
+    with pytest.raises(ConfigError, match="started with another config"):
+        find_sweep(other, None, fingerprint=None, n_blocks=5)

@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from typing import Callable
 
 from .controller import LocalController, failure_policy_base, kept_sync_actors, trainer_class
+from .gcs import gcs_token_refusal, same_cluster
 
-__all__ = ["LocalController", "failure_policy_base", "kept_sync_actors", "trainer_class"]
+__all__ = ["LocalController", "failure_policy_base", "kept_sync_actors", "trainer_class", "gcs_token_refusal",
+           "same_cluster"]
 
 CHECKED_ON = "2.60.0"
 
@@ -83,34 +85,6 @@ def _placement_groups():
 
     table = gcs_pb2.PlacementGroupTableData
     return table, [table.FromString(raw) for raw in state._connect_and_get_accessor().get_placement_group_table()]
-
-
-def gcs_token_refusal(address: str, *, timeout_s: float = 5.0) -> str | None:
-    """Why the GCS at ``address`` (host:port) refuses this process's Ray auth token, worded as Ray's Jobs SDK words it
-    (``Authentication required``: none sent; ``Authentication failed``: another token; else the token loader's own
-    error), or None: it answers, or fails for another reason, which ray.init reports. One GetClusterId call through
-    Ray's own channel (its token interceptor and TLS settings): ray.init retried a refused token for 20 s, printing
-    a warning line a second from C++, and then raised "Failed to connect"."""
-    import grpc
-    from ray._private.authentication.authentication_utils import is_token_auth_enabled
-    from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-    from ray.exceptions import AuthenticationError
-
-    try:
-        channel = init_grpc_channel(address)
-        try:
-            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
-                gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
-        finally:
-            channel.close()
-    except AuthenticationError as e:   # RAY_AUTH_MODE=token and no token found here
-        return str(e)
-    except grpc.RpcError as e:
-        if e.code() != grpc.StatusCode.UNAUTHENTICATED:
-            return None
-        return "Authentication failed" if is_token_auth_enabled() else "Authentication required"
-    return None
 
 
 def placement_groups_with_dead_creators(job_id: str | None = None) -> list[dict]:
@@ -281,6 +255,7 @@ def check() -> None:
              ("ray._private.state", "state"), ("ray.core.generated.gcs_pb2", "PlacementGroupTableData"),
              ("ray.train.v2._internal.execution.context", "logger"), ("ray._private.worker", "print_to_stdstream"),
              ("ray._private.runtime_env.packaging", "_get_excludes"), ("ray._private.utils", "get_entrypoint_name"),
+             ("ray._private.worker", "global_worker"),
              ("ray._private.runtime_env.packaging", "get_excludes_from_ignore_files"),
              ("ray._private.grpc_utils", "init_grpc_channel"), ("ray.core.generated.common_pb2", "PYTHON"),
              ("ray._private.authentication.authentication_utils", "is_token_auth_enabled"),

@@ -9,14 +9,12 @@ written are not written again, and rows a storage failure left in the local spoo
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import os
 import time
 
 from .. import layout, metrics, storage
-from ..config.revision import TRAINING_REVISION, revision_of, task_order
+from ..config.revision import TRAINING_REVISION
 from ..config.freezing import frozen_blocks
 from ..config.schema import ExperimentConfig
 from ..config.sampling import grid_size, param_space
@@ -27,9 +25,10 @@ from ..leaderboard.rows import RowContext
 from ..training.driver import RunInputs, worker_request
 from ..training.lease import acquire
 from ..training.session import Prepared, check, release, start
-from .callback import SweepCallback, recorded
+from .callback import SweepCallback
 from .capacity import check_batch_draws
 from .provenance import provenance, versions
+from .resume import find_sweep, recorded_rows, sweep_hash
 from .runner import SweepSpec, TrialPlan, fit, new_sweep_id
 from .searchers import evaluated_rows, first_points, make_searcher
 
@@ -159,72 +158,6 @@ def trial_count(cfg: ExperimentConfig) -> int:
     return grid_size(s) * s.samples if s.searcher == "grid" else s.samples
 
 
-def sweep_hash(cfg: ExperimentConfig) -> str:
-    blob = json.dumps({**cfg.public_dump(), **task_order(cfg.tasks)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str | None, say=lambda line: None) -> str:
-    """The sweep to resume: ``sweep_id``, or the latest of this experiment that started (newer ones that never did
-    are named, with ``say``); refused with another config or on other data (``fingerprint``: the files behind the
-    config's paths changed)."""
-    import pyarrow.fs as pafs
-
-    fs, path = storage.filesystem(layout.sweeps(cfg.storage, cfg.name))
-    ids = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-                 if i.type == pafs.FileType.Directory
-                 and not i.base_name.startswith(("baseline-", "confirm-", "ablation-")))
-    if sweep_id is None:   # the latest that started: a start that failed leaves a folder without its record
-        started = (i for i in reversed(ids) if storage.exists(layout.sweep_record(cfg.storage, cfg.name, i)))
-        sweep_id = next(started, None)
-        if sweep_id is None:
-            raise ConfigError(f"no sweep of experiment {cfg.name!r} to resume in {storage.redact(cfg.storage)}: "
-                              f"run it without --resume (Python: resume=False) first")
-        if sweep_id != ids[-1]:   # e.g. one stopped during its baselines: Tune never saved a state to resume
-            say(f"the newer sweep {ids[-1]} never started its trials (stopped or failed before them): nothing of it "
-                f"to resume; resuming sweep {sweep_id} (run without --resume, or resume=False, for a new sweep)")
-    elif sweep_id not in ids:
-        raise ConfigError(f"no sweep {sweep_id!r} of experiment {cfg.name!r} in {storage.redact(cfg.storage)} "
-                          f"(sweeps: {ids[-5:]})")
-    try:
-        saved = json.loads(storage.read_bytes(layout.sweep_record(cfg.storage, cfg.name, sweep_id)))
-    except (OSError, ValueError):
-        raise ConfigError(f"sweep {sweep_id} has no sweep.json: it cannot be resumed") from None
-    if saved["config_hash"] != sweep_hash(cfg):
-        raise ConfigError(f"sweep {sweep_id} was started with another config (hash {saved['config_hash']}, this "
-                          f"{sweep_hash(cfg)}): resume it with the same config, or start a new sweep")
-    if revision_of(saved) != TRAINING_REVISION:
-        raise ConfigError(f"sweep {sweep_id} was started by older code (training revision "
-                          f"{revision_of(saved)}, now {TRAINING_REVISION}: what a config trains changed), "
-                          f"so its unfinished trials cannot continue: start a new sweep (its rows stay)")
-    if fingerprint and saved.get("data_fingerprint", fingerprint) != fingerprint:
-        raise ConfigError(f"sweep {sweep_id} was started on other data (fingerprint {saved['data_fingerprint']}, now "
-                          f"{fingerprint}: its files or the backbone file changed): start a new sweep")
-    return sweep_id
-
-
-def recorded_rows(board, cfg: ExperimentConfig, sweep_id: str, *, out=print) -> tuple[set, dict]:
-    """A resumed sweep's rows: spooled rows appended first, then ``callback.recorded``."""
-    from ..errors import LeaderboardWriteError
-    from ..leaderboard.spool import append_spooled, spooled
-    from ..training.lease import live_holder
-
-    def free(path: str) -> bool:   # this sweep's, or one no live driver holds (another sweep may still rewrite it)
-        other = os.path.basename(path)[:-len(".parquet")]
-        folders = (layout.sweep_own(cfg.storage, cfg.name, other),
-                   *layout.sweep_lease_kept_before(cfg.storage, cfg.name, other))
-        return other == sweep_id or live_holder(folders)[1] is None
-
-    paths = [p for p in spooled(cfg.storage, cfg.name) if free(p)]
-    try:
-        for path in append_spooled(board, paths):
-            out(f"appended the spooled rows of {path} to the leaderboard")
-    except OSError as e:
-        raise LeaderboardWriteError(f"the spooled rows in {paths[0]} still cannot be written "
-                                    f"({storage.first_line(e)}); resume the sweep again once storage works") from None
-    return recorded(board, sweep_id)
-
-
 def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None = None, resume: bool = False,
          sweep_id: str | None = None, verbose: bool = False, out=print, reserved_cpu: float = 0.0) -> dict:
     """`orchestrator tune`: run (or resume) a sweep; one leaderboard row per trial; returns a summary."""
@@ -232,7 +165,7 @@ def tune(cfg: ExperimentConfig, *, name: str | None = None, address: str | None 
         cfg = cfg.with_values({"name": name})
     p = check(cfg, also=[check_space, check_objective, *([] if resume else [check_grace])])
     cfg = p.cfg
-    sweep_id = (find_sweep(cfg, sweep_id, fingerprint=p.spec.fingerprint, say=out) if resume
+    sweep_id = (find_sweep(cfg, sweep_id, fingerprint=p.spec.fingerprint, say=out, n_blocks=p.n_blocks) if resume
                 else sweep_id or new_sweep_id())
     # One live driver per sweep: a second `tune --resume` while this one runs would write the same trials' runs.
     with acquire(layout.sweep_own(cfg.storage, cfg.name, sweep_id), what=f"sweep {sweep_id}",

@@ -91,7 +91,7 @@ def fit_and_watch(session: Session, *, name: str, out=print,
     finally:
         stop.set()
         thread.join()   # the watcher reads the progress file once more after stop: the last epoch is printed
-    if trainer.interrupted:   # Ray's handler aborted the run (and raised SystemExit to say so)
+    if trainer.interrupted and error is not None:   # Ctrl-C aborted it (a run done before the abort keeps its summary)
         epoch = (read_progress(run) or {}).get("epoch", 0)
         raise Interrupted(f"run {name} stopped at epoch {epoch}", f"continue it with the same config and "
                                                                   f"name={name!r} (`--name {name}`)")

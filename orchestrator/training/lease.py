@@ -251,6 +251,9 @@ def _try_local(path: str, run_dir: str, record: dict) -> Optional[dict]:
     for _ in range(3):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:   # the last holder's release removed the folder, empty, since it was made
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            continue
         except FileExistsError:
             holder = read(run_dir)
             if holder is None:   # being written this instant, or half-written by a crash
