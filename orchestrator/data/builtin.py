@@ -1,6 +1,6 @@
 """The embedded default data, made offline from scikit-learn's bundled 8x8 digits.
 
-``multidigits`` (science.md, "MultiDigits-8x8"): a 12x12 canvas with one digit at (0, 0) and
+``multidigits`` ("MultiDigits-8x8" of the team's science notes): a 12x12 canvas with one digit at (0, 0) and
 another at (4, 4), combined by pixel-wise max, so the two digits overlap and compete for the same
 pixels. Tasks: ``left`` and ``right`` (which digit), and ``sum`` (their sum, a regression).
 The *target* uses digits 5-9; the *source* (for pretraining the built-in backbone) uses 0-4.

@@ -35,7 +35,7 @@ _UNIT = re.compile(r"^(?:conv_(?:dw|pw)_(\d+)|(expanded_conv(?:_\d+)?))(_|$)")
 
 
 def digits_cnn(input_shape, *, seed: int = 0) -> keras.Model:
-    """Five blocks: conv32, conv32+pool, conv64+pool, dense64, dense64 (science.md's pilot CNN)."""
+    """Five blocks: conv32, conv32+pool, conv64+pool, dense64, dense64 (the pilot CNN of the team's science notes)."""
     init = lambda i: keras.initializers.GlorotUniform(seed=seed + i)  # noqa: E731
     inp = keras.Input(input_shape, name="image")
     h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init(1), name="block1_conv")(inp)
