@@ -77,11 +77,17 @@ def refuse_ray_token(address: str | None, *, named: str | None = None) -> None:
 
 
 def joined(address: str) -> bool:
-    """Is ``address`` the Ray this process runs? auto, local and a ray:// client's address are not compared (the Ray
-    running is theirs); HOST:PORT is when its GCS answers with this Ray's cluster id (``_ray.same_cluster``)."""
+    """Is ``address`` the Ray this process runs? auto: the running one; local: one this process started; a ray://
+    address: a Ray client's (not compared further); HOST:PORT: when its GCS answers with this Ray's cluster id
+    (``_ray.same_cluster``, False when it does not answer)."""
     from . import _ray
 
-    host, _, port = address.rpartition(":")
-    if address in ("auto", "local") or "://" in address or not (host and port.isdigit()):
+    if address == "auto":
         return True
+    if address == "local":
+        return _ray.started_here()
+    if address.startswith("ray://"):
+        import ray
+
+        return ray.util.client.ray.is_connected()
     return _ray.same_cluster(address)

@@ -220,3 +220,29 @@ def test_a_freeze_depth_of_every_block_is_the_same_work_as_all(tmp_path):
     searched = check(parse_config(experiment(tmp_path, data, search={"space": space})))
     assert searched.cfg.search.space["train.freeze_depth"].options == [0, "all"]
     assert check(parse_config(experiment(tmp_path, data, train={"freeze_depth": 4}))).cfg.train.freeze_depth == 4
+
+
+def test_a_trials_depth_of_every_block_is_all_with_its_branch(tmp_path):
+    """A searcher restored from a sweep started before its space read 5 as 'all' still draws 5, and a randint over
+    depths draws 5 any time: the trial matched 5 against the rewritten space, found no branch, and trained the
+    branch's searched values at their defaults, under a depth-5 hash (this session's second review). The trial and
+    its row's writer read it as 'all', with its branch."""
+    from orchestrator.config import parse_config
+    from orchestrator.config.freezing import every_block_as_all
+    from orchestrator.config.sampling import materialize
+    from orchestrator.sweep.runner import TrialPlan
+
+    from factories import experiment
+
+    space = {"train.freeze_depth": {"choice": [0, {5: {"train.head_lr": {"choice": [0.01, 0.02]}}}]}}
+    cfg = every_block_as_all(parse_config(experiment(tmp_path, "builtin:multidigits/train",
+                                                     search={"space": space})), 5)
+    drawn = {"train.freeze_depth": 5, "train.head_lr": 0.02}
+    assert materialize(cfg.search, drawn, list(cfg.tasks), n_blocks=5) == {"train.freeze_depth": "all",
+                                                                           "train.head_lr": 0.02}
+    trial = TrialPlan("s", cfg.model_dump(mode="json"), inputs=None, n_blocks=5).config(drawn)
+    assert (trial.train.freeze_depth, trial.train.head_lr) == ("all", 0.02)
+    ranged = every_block_as_all(parse_config(experiment(tmp_path, "builtin:multidigits/train", search={
+        "space": {"train.freeze_depth": {"randint": [0, 5]}}})), 5)
+    assert materialize(ranged.search, {"train.freeze_depth": 5}, list(ranged.tasks), n_blocks=5) == \
+        {"train.freeze_depth": "all"}

@@ -806,7 +806,7 @@ optuna.logging.get_verbosity()   # a user of Optuna: its logger as Optuna sets i
 LOGGERS = ("ray", "ray.data", "ray.train", "ray.util", "absl", "tensorflow", "optuna")
 SET_BY_RUNS = ("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "TUNE_GLOBAL_CHECKPOINT_S",
                "RAY_idle_worker_killing_time_threshold_ms", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "TF_CPP_MIN_LOG_LEVEL",
-               "RAY_AIR_NEW_OUTPUT", "TUNE_FUNCTION_THREAD_TIMEOUT_S")   # what the audit found left set
+               "RAY_AIR_NEW_OUTPUT")   # what the audit found left set (and Tune's reporter switch)
 process = lambda: ({k: os.environ.get(k) for k in SET_BY_RUNS}, {n: logging.getLogger(n).level for n in LOGGERS},
                    DataContext.get_current().enable_progress_bars)
 found = process()

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 from typing import Callable
 
 from .controller import LocalController, failure_policy_base, kept_sync_actors, trainer_class
-from .gcs import gcs_token_refusal, same_cluster
+from .gcs import gcs_token_refusal, same_cluster, started_here
 
 __all__ = ["LocalController", "failure_policy_base", "kept_sync_actors", "trainer_class", "gcs_token_refusal",
-           "same_cluster"]
+           "same_cluster", "started_here"]
 
 CHECKED_ON = "2.60.0"
 

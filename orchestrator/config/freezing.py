@@ -25,7 +25,7 @@ def every_block_as_all(cfg: "ExperimentConfig", n_blocks: int) -> "ExperimentCon
     hash (and backbone_lr, which nothing trains with, is reset like any unused field). A choice holding both is
     refused."""
     values: dict[str, Any] = {}
-    if _is_every(cfg.train.freeze_depth, n_blocks):
+    if is_every_block(cfg.train.freeze_depth, n_blocks):
         values[PATH] = "all"
     if cfg.search is not None:
         space = cfg.search.model_dump(exclude_none=True)["space"]
@@ -34,7 +34,7 @@ def every_block_as_all(cfg: "ExperimentConfig", n_blocks: int) -> "ExperimentCon
     return cfg.with_values(values) if values else cfg
 
 
-def _is_every(depth: Any, n_blocks: int) -> bool:
+def is_every_block(depth: Any, n_blocks: int) -> bool:
     """A depth (a branch key may have travelled as JSON: "5") that freezes every block, written as a number."""
     return not isinstance(depth, bool) and str(depth) == str(n_blocks)
 
@@ -48,7 +48,7 @@ def _rewrite(space: dict, n_blocks: int) -> bool:
             branch = isinstance(option, dict)
             (value, sub), = option.items() if branch else ((option, {}),)
             changed |= _rewrite(sub, n_blocks)
-            if path == PATH and _is_every(value, n_blocks):
+            if path == PATH and is_every_block(value, n_blocks):
                 if any(o == "all" or (isinstance(o, dict) and "all" in o) for o in options):
                     raise ConfigError(f"search.space {PATH}: choice {n_blocks} and 'all' both freeze the backbone's "
                                       f"{n_blocks} blocks: list one")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .freezing import PATH as FREEZE_PATH, is_every_block
 from .space import Domain, SearchConfig, fits, same_value
 
 GRID_KEY = "grid_point"          # Tune parameter: index into grid_points() x repeats
@@ -118,9 +119,12 @@ class OptunaSpace:
         return {k: v for k, v in out.items() if k in params}
 
 
-def materialize(search: SearchConfig, params: dict, tasks: list[str], *, seed: int = 0) -> dict[str, Any]:
+def materialize(search: SearchConfig, params: dict, tasks: list[str], *, seed: int = 0,
+                n_blocks: int | None = None) -> dict[str, Any]:
     """Tune's params -> the trial's active values, ``{dotted path: value}``, for ``ExperimentConfig.with_values``.
-    ``seed``: the base config's train.seed (a grid's repeat r trains with seed + r)."""
+    ``seed``: the base config's train.seed (a grid's repeat r trains with seed + r). ``n_blocks``: the backbone's; a
+    depth of every block is 'all' (``every_block_as_all``; a randint draws it, and so does a searcher restored from
+    a sweep that began before its space read it so), its branch with it."""
     fixed: dict = {}
     values: dict[str, Any] = {}
     if GRID_KEY in params:
@@ -137,6 +141,8 @@ def materialize(search: SearchConfig, params: dict, tasks: list[str], *, seed: i
                 values[path] = simplex_weights(u, d.simplex.get("concentration", 1.0))
             else:
                 values[path] = fixed[path] if path in fixed else params[path]
+                if path == FREEZE_PATH and n_blocks is not None and is_every_block(values[path], n_blocks):
+                    values[path] = "all"
                 if d.kind == "choice":
                     take(d.branch(values[path]))
 

@@ -170,7 +170,8 @@ class SweepCallback(tune.Callback):
         """(this trial's config, its searched values by dotted path)."""
         if self.configs is not None:
             return self.configs[trial.config["index"]], {}
-        values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks), seed=self.cfg.train.seed)
+        values = materialize(self.cfg.search, trial.config, list(self.cfg.tasks), seed=self.cfg.train.seed,
+                             n_blocks=self.context.n_blocks)
         return self.cfg.with_values(values), values
 
     def _run_dir(self, trial) -> str:

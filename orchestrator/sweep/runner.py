@@ -36,11 +36,12 @@ class TrialPlan:
     inputs: RunInputs
     configs: Optional[tuple] = None
     spares: bool = False   # each run starts warm spare workers for a later trial (capacity.TrialsPlan)
+    n_blocks: Optional[int] = None   # the backbone's: a depth of every block is 'all' (``materialize``)
 
     def config(self, params: dict) -> ExperimentConfig:
         if self.configs is not None:
             return ExperimentConfig.model_validate(self.configs[params["index"]])
-        return trial_config(ExperimentConfig.model_validate(self.base), params)
+        return trial_config(ExperimentConfig.model_validate(self.base), params, n_blocks=self.n_blocks)
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class SweepSpec:
     time_budget_s: Optional[float] = None
 
 
-def trial_config(base: ExperimentConfig, params: dict) -> ExperimentConfig:
-    return base.with_values(materialize(base.search, params, list(base.tasks), seed=base.train.seed))
+def trial_config(base: ExperimentConfig, params: dict, *, n_blocks: Optional[int] = None) -> ExperimentConfig:
+    return base.with_values(materialize(base.search, params, list(base.tasks), seed=base.train.seed,
+                                        n_blocks=n_blocks))
 
 
 def fit(cfg: ExperimentConfig, spec: SweepSpec, *, resume: bool = False) -> bool:

@@ -263,7 +263,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
                                                  evaluated=evaluated_rows(cfg, p.spec.fingerprint, say=out,
                                                                          baselines=baselines))
     spec = SweepSpec(TrialPlan(sweep_id, cfg.model_dump(mode="json"), RunInputs.of(session, baselines=baselines),
-                               spares=trials_plan.spares),
+                               spares=trials_plan.spares, n_blocks=p.n_blocks),
                      param_space(cfg.search, list(cfg.tasks)), num_samples=1 if cfg.search.searcher == "grid" else
                      cfg.search.samples, searcher=searcher, scheduler=scheduler, concurrent=concurrent,
                      callbacks=(callback, *loggers), verbose=verbose,

@@ -248,10 +248,12 @@ def one_at_a_time(folder: str):
 
 
 def _try_local(path: str, run_dir: str, record: dict) -> Optional[dict]:
-    for _ in range(3):
+    for attempt in range(3):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:   # the last holder's release removed the folder, empty, since it was made
+            if attempt == 2:
+                raise
             os.makedirs(os.path.dirname(path), exist_ok=True)
             continue
         except FileExistsError:
