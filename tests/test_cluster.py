@@ -172,6 +172,27 @@ def test_the_python_api_on_a_refused_token_is_one_error_at_once(cluster, tmp_pat
     assert "InvalidAuthToken" not in out.stderr, out.stderr[-2000:]
 
 
+def test_a_driver_attached_to_a_cluster_is_refused_another_ray_and_accepted_its_own(cluster, tmp_path):
+    """A process attached to a cluster (a notebook after train(cfg, address=HEAD)) and then given address='local'
+    trained on the cluster without a word; its own cluster's address is accepted (this session's second review)."""
+    script = ("import sys, ray\n"
+              "from orchestrator.errors import ConfigError\n"
+              "from orchestrator.training.session import init_ray\n"
+              "ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False)\n"
+              "for address in ('local', '127.0.0.1:1', sys.argv[1], 'auto'):\n"
+              "    try:\n"
+              "        init_ray(address)\n"
+              "        print(address, 'joined')\n"
+              "    except ConfigError as e:\n"
+              "        print(address, 'refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", script, cluster["gcs"]], env=cluster["env"], capture_output=True,
+                         text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    lines = [ln for ln in out.stdout.splitlines() if " joined" in ln or " refused:" in ln]
+    assert [ln.split(" ", 2)[1] for ln in lines] == ["refused:", "refused:", "joined", "joined"], \
+        out.stdout + out.stderr[-3000:]
+    assert "Ray already runs in this process" in lines[0], lines
+
+
 def test_a_train_job_with_relative_paths_spread_over_two_nodes(cluster, tmp_path):
     """A `train` job whose two workers must be on two nodes (STRICT_SPREAD): one worker per node, the same steps on
     each, and above chance. The config's relative data and backbone paths resolve against its folder in the job's
