@@ -86,7 +86,7 @@ def joined(address: str) -> bool:
         return True
     if address == "local":
         return _ray.started_here()
-    if address.startswith("ray://"):
+    if "://" in address:   # ray://, or another client builder's scheme
         import ray
 
         return ray.util.client.ray.is_connected()

@@ -242,7 +242,18 @@ def test_a_trials_depth_of_every_block_is_all_with_its_branch(tmp_path):
                                                                            "train.head_lr": 0.02}
     trial = TrialPlan("s", cfg.model_dump(mode="json"), inputs=None, n_blocks=5).config(drawn)
     assert (trial.train.freeze_depth, trial.train.head_lr) == ("all", 0.02)
-    ranged = every_block_as_all(parse_config(experiment(tmp_path, "builtin:multidigits/train", search={
-        "space": {"train.freeze_depth": {"randint": [0, 5]}}})), 5)
+    # a randint (or any range) over depths keeps its numbers, the base's too: 'all' is no value a range can hold, and
+    # the base config then fell outside its own space (not evaluated first) and warm starts skipped such rows (the
+    # third review)
+    ranged = every_block_as_all(parse_config(experiment(tmp_path, "builtin:multidigits/train", train={
+        "freeze_depth": 5}, search={"space": {"train.freeze_depth": {"randint": [0, 5]}}})), 5)
+    assert ranged.train.freeze_depth == 5
     assert materialize(ranged.search, {"train.freeze_depth": 5}, list(ranged.tasks), n_blocks=5) == \
-        {"train.freeze_depth": "all"}
+        {"train.freeze_depth": 5}
+    from orchestrator.sweep.syncsha import TrialEpochs
+
+    epochs_in_branch = {"train.freeze_depth": {"choice": [0, {5: {"train.epochs": {"choice": [2, 3]}}}]}}
+    synced = every_block_as_all(parse_config(experiment(tmp_path, "builtin:multidigits/train", search={
+        "space": epochs_in_branch})), 5)
+    trial = type("T", (), {"trial_id": "t1", "config": {"train.freeze_depth": 5, "train.epochs": 3}})()
+    assert TrialEpochs(synced.model_dump(mode="json"), n_blocks=5)(trial) == 3

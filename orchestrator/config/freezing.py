@@ -21,22 +21,31 @@ def frozen_blocks(depth: Union[int, str], n_blocks: int, *, where: str = PATH) -
 
 
 def every_block_as_all(cfg: "ExperimentConfig", n_blocks: int) -> "ExperimentConfig":
-    """``cfg`` with a freeze depth of ``n_blocks``, written or searched, as 'all': the same work then has one config
+    """``cfg`` with a freeze depth of ``n_blocks``, written or a choice, as 'all': the same work then has one config
     hash (and backbone_lr, which nothing trains with, is reset like any unused field). A choice holding both is
-    refused."""
-    values: dict[str, Any] = {}
-    if is_every_block(cfg.train.freeze_depth, n_blocks):
+    refused. Where a range (randint) searches depths, the written one stays a number: 'all' is no value a range holds
+    (the base config would fall outside its own space), so trials there keep the numbers they draw."""
+    space = cfg.search.model_dump(exclude_none=True)["space"] if cfg.search is not None else {}
+    values: dict[str, Any] = {"search.space": space} if _rewrite(space, n_blocks) else {}
+    if is_every_block(cfg.train.freeze_depth, n_blocks) and not _ranged(space):
         values[PATH] = "all"
-    if cfg.search is not None:
-        space = cfg.search.model_dump(exclude_none=True)["space"]
-        if _rewrite(space, n_blocks):
-            values["search.space"] = space
     return cfg.with_values(values) if values else cfg
 
 
 def is_every_block(depth: Any, n_blocks: int) -> bool:
     """A depth (a branch key may have travelled as JSON: "5") that freezes every block, written as a number."""
     return not isinstance(depth, bool) and str(depth) == str(n_blocks)
+
+
+def _ranged(space: dict) -> bool:
+    """Does a domain other than a choice search the freeze depth, anywhere in the space?"""
+    for path, domain in space.items():
+        if path == PATH and "choice" not in domain:
+            return True
+        for option in domain.get("choice") or []:
+            if isinstance(option, dict) and any(_ranged(sub) for sub in option.values()):
+                return True
+    return False
 
 
 def _rewrite(space: dict, n_blocks: int) -> bool:

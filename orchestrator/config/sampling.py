@@ -123,8 +123,8 @@ def materialize(search: SearchConfig, params: dict, tasks: list[str], *, seed: i
                 n_blocks: int | None = None) -> dict[str, Any]:
     """Tune's params -> the trial's active values, ``{dotted path: value}``, for ``ExperimentConfig.with_values``.
     ``seed``: the base config's train.seed (a grid's repeat r trains with seed + r). ``n_blocks``: the backbone's; a
-    depth of every block is 'all' (``every_block_as_all``; a randint draws it, and so does a searcher restored from
-    a sweep that began before its space read it so), its branch with it."""
+    depth of every block drawn from a choice is 'all' (``every_block_as_all``: a searcher restored from a sweep that
+    began before its space read it so still draws the number), its branch with it."""
     fixed: dict = {}
     values: dict[str, Any] = {}
     if GRID_KEY in params:
@@ -141,7 +141,8 @@ def materialize(search: SearchConfig, params: dict, tasks: list[str], *, seed: i
                 values[path] = simplex_weights(u, d.simplex.get("concentration", 1.0))
             else:
                 values[path] = fixed[path] if path in fixed else params[path]
-                if path == FREEZE_PATH and n_blocks is not None and is_every_block(values[path], n_blocks):
+                if d.kind == "choice" and path == FREEZE_PATH and n_blocks is not None and is_every_block(
+                        values[path], n_blocks):   # a range's numbers stay numbers (every_block_as_all)
                     values[path] = "all"
                 if d.kind == "choice":
                     take(d.branch(values[path]))

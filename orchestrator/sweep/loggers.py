@@ -14,7 +14,7 @@ from ..config.schema import ExperimentConfig
 from ..errors import ConfigError
 
 
-def live_loggers(cfg: ExperimentConfig, sweep_id: str) -> tuple:
+def live_loggers(cfg: ExperimentConfig, sweep_id: str, *, n_blocks: int | None = None) -> tuple:
     """The Tune callbacks that log ``cfg``'s sweep live (none unless ``search.mlflow`` is set)."""
     uri = cfg.search.mlflow if cfg.search is not None else None
     if not uri:
@@ -29,6 +29,6 @@ def live_loggers(cfg: ExperimentConfig, sweep_id: str) -> tuple:
     from ..leaderboard.export_mlflow import check_experiment
 
     check_experiment(uri, cfg.name)   # answers, and the experiment is not one someone deleted: before the sweep
-    shown = partial(materialize, cfg.search, tasks=list(cfg.tasks), seed=cfg.train.seed)
+    shown = partial(materialize, cfg.search, tasks=list(cfg.tasks), seed=cfg.train.seed, n_blocks=n_blocks)
     return (TrainedParamsMLflow(shown, tracking_uri=uri, experiment_name=cfg.name,
                                 tags={"experiment": cfg.name, "sweep_id": sweep_id}),)

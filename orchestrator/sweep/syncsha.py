@@ -58,15 +58,15 @@ class RunHistory:
 class TrialEpochs:
     """A trial's own ``train.epochs`` from its params (where the sweep searches it), once per trial."""
 
-    def __init__(self, base: dict):
-        self.base, self.seen = base, {}
+    def __init__(self, base: dict, *, n_blocks: int | None = None):
+        self.base, self.n_blocks, self.seen = base, n_blocks, {}
 
     def __call__(self, trial: Trial) -> int:
         if trial.trial_id not in self.seen:
             from ..config.schema import ExperimentConfig
             from .runner import trial_config
 
-            cfg = trial_config(ExperimentConfig.model_validate(self.base), trial.config)
+            cfg = trial_config(ExperimentConfig.model_validate(self.base), trial.config, n_blocks=self.n_blocks)
             self.seen[trial.trial_id] = cfg.train.epochs
         return self.seen[trial.trial_id]
 

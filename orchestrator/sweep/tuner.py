@@ -122,7 +122,8 @@ def check_objective(p: Prepared) -> None:
                           f"--set name=NEW, or name= in Python) or {fix}")
 
 
-def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1, sweep_id: str | None = None):
+def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 1, sweep_id: str | None = None,
+                   n_blocks: int | None = None):
     """ASHA, synchronous successive halving or MO-ASHA on the reported epoch; ``max_t`` is the largest epoch budget
     a trial can have; ``trials``: how many the sweep runs (sync: its first rung waits for them all). Each keeps its
     rungs in the sweep's folder, for ``--resume`` (sweep/kept.py)."""
@@ -139,7 +140,7 @@ def make_scheduler(cfg: ExperimentConfig, *, trials: int = 1, concurrent: int = 
                            concurrent=concurrent, mode=cfg.objective_mode,
                            history=RunHistory(cfg.storage, sweep_id) if sweep_id else None,
                            state=layout.scheduler_state(cfg.storage, cfg.name, sweep_id, "sync") if sweep_id else None,
-                           epochs_of=TrialEpochs(cfg.model_dump(mode="json")) if searched else None)
+                           epochs_of=TrialEpochs(cfg.model_dump(mode="json"), n_blocks=n_blocks) if searched else None)
     if sch.type == "moasha":
         from .moasha import MOASHA
 
@@ -232,7 +233,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     from .loggers import live_loggers
 
     cfg = p.cfg
-    loggers = live_loggers(cfg, sweep_id)   # an MLflow server that can't be reached stops the sweep before it starts
+    loggers = live_loggers(cfg, sweep_id, n_blocks=p.n_blocks)   # an MLflow server that can't be reached: before it
     trials, plans = trial_count(cfg), []   # planned once Ray is up, before any cost: a trial may never fit
     session = start(p, owner=f"sweep {sweep_id}", record=layout.sweep_dir(cfg.storage, cfg.name, sweep_id),
                     address=address, verbose=verbose, keep=True, out=out,
@@ -257,7 +258,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
         if cfg.search.searcher == "grid":
             out(f"grid: {grid_size(cfg.search)} points x num_samples {cfg.search.samples} (num_samples repeats the "
                 f"grid; repeat r trains with train.seed + r, so repeats measure seed variance)")
-    scheduler = make_scheduler(cfg, trials=trials, concurrent=concurrent, sweep_id=sweep_id)
+    scheduler = make_scheduler(cfg, trials=trials, concurrent=concurrent, sweep_id=sweep_id, n_blocks=p.n_blocks)
     gate = getattr(scheduler, "has_room", None)
     searcher = None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out), gate=gate,
                                                  evaluated=evaluated_rows(cfg, p.spec.fingerprint, say=out,

@@ -79,7 +79,7 @@ def fit_and_watch(session: Session, *, name: str, out=print,
     try:   # before the watcher starts; a trainer that cannot be built is a failed run, as a failed fit
         trainer = make_trainer(cfg, RunInputs.of(session, baselines=baselines), name=name)
     except Exception as e:  # noqa: BLE001 - keep one line
-        return [], one_line(e), find_user_error(e) is not None
+        return (read_progress(run) or {"history": []})["history"], one_line(e), find_user_error(e) is not None
     stop = threading.Event()
     thread = watch(run, request=worker_request(cfg), workers=cfg.resources.workers, out=out, stop=stop,
                    on_epoch=lambda m: out(format_epoch(m, cfg.train.epochs)), what=f"run {name}")
