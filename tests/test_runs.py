@@ -356,7 +356,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
     weights = tmp_path / "run" / "checkpoints" / "epoch_000002" / "model.weights.h5"
     weights.write_text("weights of epoch 2, bit-rotted")
     trainee = FakeTrainee()
-    state = _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint=None)
+    state = _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint=None, n_blocks=5)
     assert state["epoch"] == 1 and trainee.loaded == ["weights of epoch 1"], (state, trainee.loaded)
     assert attempts(run) == [1]
     err = capsys.readouterr().err.strip()
@@ -372,7 +372,7 @@ def test_the_config_hash_is_checked_before_any_weight_is_read(tmp_path):
     run = saved_run(tmp_path, [1], config_hash="0123456789ab")
     trainee = FakeTrainee()
     with pytest.raises(ConfigError, match="another config"):
-        _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint=None)
+        _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint=None, n_blocks=5)
     assert trainee.loaded == []
 
 
@@ -567,16 +567,17 @@ def test_a_run_or_sweep_is_not_resumed_on_other_data(tmp_path):
                       "data_fingerprint": "old-data", "training_revision": TRAINING_REVISION})
     trainee = FakeTrainee()
     with pytest.raises(ConfigError, match="other data"):
-        _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint="new-data")
+        _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint="new-data", n_blocks=5)
     assert trainee.loaded == []
-    assert _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint="old-data")["epoch"] == 1
+    assert _restored(trainee, cfg, Worker(restore=_restorer(run, rank=0, world=1)), fingerprint="old-data",
+                     n_blocks=5)["epoch"] == 1
     named = layout.run_dir(cfg.storage, "mine")
     checkpoints.save(named, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
                      {"epoch": 1, "history": [], "config_hash": cfg.config_hash(), "data_fingerprint": "old-data",
                       "training_revision": TRAINING_REVISION})
     with pytest.raises(ConfigError, match="other data"):
-        check_run_name(cfg, "mine", fingerprint="new-data")
-    check_run_name(cfg, "mine", fingerprint="old-data")
+        check_run_name(cfg, "mine", fingerprint="new-data", n_blocks=5)
+    check_run_name(cfg, "mine", fingerprint="old-data", n_blocks=5)
     sweep = cfg.with_values({"search": {"space": {"train.head_lr": {"choice": [0.001, 0.01]}}}})
     storage.atomic_write(layout.sweep_record(sweep.storage, sweep.name, "s1"), json.dumps(
         {"sweep_id": "s1", "config_hash": sweep_hash(sweep), "data_fingerprint": "old-data",
@@ -666,9 +667,9 @@ def test_a_run_or_sweep_of_older_code_is_refused_as_such(tmp_path):
     checkpoints.save(named, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
                      {"epoch": 1, "history": [], "config_hash": "0123456789ab", "weighting": {}})   # no revision: 1
     with pytest.raises(ConfigError, match="older code .*training revision 1"):
-        check_run_name(cfg, "old", fingerprint=None)
+        check_run_name(cfg, "old", fingerprint=None, n_blocks=5)
     with pytest.raises(ConfigError, match="older code"):
-        _restored(FakeTrainee(), cfg, Worker(restore=_restorer(named, rank=0, world=1)), fingerprint=None)
+        _restored(FakeTrainee(), cfg, Worker(restore=_restorer(named, rank=0, world=1)), fingerprint=None, n_blocks=5)
     sweep = cfg.with_values({"search": {"space": {"train.head_lr": {"choice": [0.001, 0.01]}}}})
     storage.atomic_write(layout.sweep_record(sweep.storage, sweep.name, "s1"), json.dumps(
         {"sweep_id": "s1", "config_hash": sweep_hash(sweep)}).encode())
@@ -917,3 +918,35 @@ def test_a_sweep_started_before_a_depth_of_every_block_ran_as_all_resumes(tmp_pa
     other = today.with_values({"train.epochs": 3})
     with pytest.raises(ConfigError, match="started with another config"):
         find_sweep(other, None, fingerprint=None, n_blocks=5)
+
+
+def test_a_run_checkpointed_before_a_depth_of_every_block_ran_as_all_continues(tmp_path):
+    """A depth of every block now runs as 'all' (config.freezing.every_block_as_all), which changes the config hash:
+    `train cfg --name R` of a run checkpointed before, with the same config (freeze_depth 5 of 5 blocks, its own
+    backbone_lr), was refused as "already exists with another config", and its workers would have refused the
+    checkpoint the same way. The hash the config had as written is the same work; another config is still refused."""
+    from orchestrator.config import parse_config
+    from orchestrator.config.freezing import every_block_as_all
+    from orchestrator.errors import ConfigError
+    from orchestrator.training import checkpoints
+    from orchestrator.training.driver import check_run_name
+    from orchestrator.training.loop import Worker, _restored, _restorer
+
+    given = parse_config(experiment(tmp_path, "builtin:multidigits/train",
+                                    train={"freeze_depth": 5, "backbone_lr": 0.003}))
+    today = every_block_as_all(given, 5)
+    assert today.config_hash() != given.config_hash()
+    named = layout.run_dir(given.storage, "old")
+    checkpoints.save(named, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("weights of epoch 1"),
+                     {"epoch": 1, "history": [], "config_hash": given.config_hash(), "weighting": {},
+                      "training_revision": TRAINING_REVISION})   # as the code before wrote it
+    check_run_name(today, "old", fingerprint=None, n_blocks=5)
+    trainee = FakeTrainee()
+    state = _restored(trainee, today, Worker(restore=_restorer(named, rank=0, world=1)), fingerprint=None, n_blocks=5)
+    assert state["epoch"] == 1 and trainee.loaded == ["weights of epoch 1"], (state, trainee.loaded)
+    other = today.with_values({"train.epochs": 3})
+    with pytest.raises(ConfigError, match="another config"):
+        check_run_name(other, "old", fingerprint=None, n_blocks=5)
+    with pytest.raises(ConfigError, match="another config"):
+        _restored(FakeTrainee(), other, Worker(restore=_restorer(named, rank=0, world=1)), fingerprint=None,
+                  n_blocks=5)

@@ -32,6 +32,16 @@ def every_block_as_all(cfg: "ExperimentConfig", n_blocks: int) -> "ExperimentCon
     return cfg.with_values(values) if values else cfg
 
 
+def hashes_of_same_work(cfg: "ExperimentConfig", n_blocks: int) -> tuple[str, ...]:
+    """The config hashes a checkpoint of ``cfg``'s work may carry: its own (first), and where it freezes 'all' of
+    ``n_blocks`` blocks, the hash of the same config with the depth written as the number (checkpoints made before
+    ``every_block_as_all``, the user's backbone_lr as written: the same work)."""
+    own = cfg.config_hash()
+    if cfg.train.freeze_depth != "all":
+        return (own,)
+    return own, cfg.with_values({PATH: n_blocks}).config_hash()
+
+
 def is_every_block(depth: Any, n_blocks: int) -> bool:
     """A depth (a branch key may have travelled as JSON: "5") that freezes every block, written as a number."""
     return not isinstance(depth, bool) and str(depth) == str(n_blocks)

@@ -132,9 +132,10 @@ def restore_latest(run_dir: str, read_files, *, check: Callable[[dict], None], s
     return None
 
 
-def same_config(config_hash: str, fingerprint: Optional[str] = None) -> Callable[[dict], None]:
-    """A checkpoint's state must come from this config, on this data (the hash names the data's path, not its
-    content): checked before its weights are loaded."""
+def same_config(config_hashes: tuple[str, ...], fingerprint: Optional[str] = None) -> Callable[[dict], None]:
+    """A checkpoint's state must come from this config (one of the hashes of its work, its own first:
+    ``config.freezing.hashes_of_same_work``), on this data (the hash names the data's path, not its content): checked
+    before its weights are loaded."""
     def check(state: dict) -> None:
         from ..errors import ConfigError
 
@@ -142,9 +143,9 @@ def same_config(config_hash: str, fingerprint: Optional[str] = None) -> Callable
             raise ConfigError(f"the run's checkpoint was made by older code (training revision "
                               f"{revision_of(state)}, now {TRAINING_REVISION}: what a config trains "
                               f"changed): use another run name")
-        if state.get("config_hash", config_hash) != config_hash:
+        if state.get("config_hash", config_hashes[0]) not in config_hashes:
             raise ConfigError(f"the run's checkpoint was made by another config (hash {state['config_hash']}, this "
-                              f"is {config_hash}): use another run name")
+                              f"is {config_hashes[0]}): use another run name")
         if fingerprint and state.get("data_fingerprint", fingerprint) != fingerprint:
             raise ConfigError(f"the run's checkpoint was trained on other data (fingerprint "
                               f"{state['data_fingerprint']}, now {fingerprint}: its files or the backbone file "

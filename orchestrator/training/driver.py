@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .. import _ray, layout, storage
+from ..config.freezing import hashes_of_same_work
 from ..config.revision import TRAINING_REVISION, revision_of
 from ..config.schema import ExperimentConfig
 from ..data.spec import DataSpec
@@ -131,15 +132,15 @@ def run_name(experiment: str) -> str:
     return f"train-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def check_run_name(cfg: ExperimentConfig, name: str, *, fingerprint: Optional[str]) -> None:
-    """A run continues only its own checkpoints: a name used by another config, or by this one on other data (the
-    files behind its paths changed), is refused."""
+def check_run_name(cfg: ExperimentConfig, name: str, *, fingerprint: Optional[str], n_blocks: int) -> None:
+    """A run continues only its own checkpoints: a name used by another config (not one of ``hashes_of_same_work``),
+    or by this one on other data (the files behind its paths changed), is refused."""
     state = checkpoints.latest_state(layout.run_dir(cfg.storage, name))
     if state is not None and revision_of(state) != TRAINING_REVISION:
         raise ConfigError(f"run {name!r} was trained by older code (training revision {revision_of(state)}"
                           f", now {TRAINING_REVISION}: what a config trains changed): pick another --name (name=), "
                           f"or omit it for a new unique one")
-    if state is not None and state.get("config_hash") != cfg.config_hash():
+    if state is not None and state.get("config_hash") not in hashes_of_same_work(cfg, n_blocks):
         raise ConfigError(f"run {name!r} already exists with another config (checkpoint at epoch {state['epoch']}, "
                           f"config hash {state.get('config_hash')}, this config {cfg.config_hash()}): pick another "
                           f"--name (name=), or omit it for a new unique one")
@@ -164,7 +165,7 @@ def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None
     name = name or run_name(p.cfg.name)
     run = layout.run_dir(p.cfg.storage, name)
     with acquire(run, what=f"train run {name}"):   # one live writer per run folder, until the summary is written
-        check_run_name(p.cfg, name, fingerprint=p.spec.fingerprint)
+        check_run_name(p.cfg, name, fingerprint=p.spec.fingerprint, n_blocks=p.n_blocks)
         return _train(p, name, address=address, out=out, verbose=verbose, ready=ready, baselines=found, keep=named)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import layout, metrics as registry, scratch, storage
 from ..config.schema import TRAINING_REVISION
+from ..config.freezing import hashes_of_same_work
 from . import checkpoints
 from .batch import per_worker_batch
 from .precision import configure_gpus
@@ -220,7 +221,7 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
     trainee = build(strategy, cfg, spec, backbone_file=w.backbone_file)
     own_draws(trainee.mt.model, w.rank)   # each worker its own dropout masks
     w.marks["model"] = time.time()
-    state = _restored(trainee, cfg, w, fingerprint=spec.fingerprint)
+    state = _restored(trainee, cfg, w, fingerprint=spec.fingerprint, n_blocks=len(trainee.mt.blocks))
     per_worker = per_worker_batch(cfg.train.batch_size, w.world)   # what a check missed never trains fewer
     allreduce_sum = make_allreduce_sum(strategy, w.world)
     data.agree_steps(per_worker, allreduce_sum)
@@ -248,8 +249,8 @@ def fit(strategy, cfg, spec, data, *, worker: Optional[Worker] = None):
     return trainee.mt, state
 
 
-def _restored(trainee: Trainee, cfg, w: Worker, *, fingerprint: Optional[str]) -> dict:
-    check = checkpoints.same_config(cfg.config_hash(), fingerprint)
+def _restored(trainee: Trainee, cfg, w: Worker, *, fingerprint: Optional[str], n_blocks: int) -> dict:
+    check = checkpoints.same_config(hashes_of_same_work(cfg, n_blocks), fingerprint)
     state = (w.restore and w.restore(trainee.load, check)) or {"epoch": 0, "history": []}
     if "weighting" in state:
         trainee.weighting.restore(state["weighting"])
