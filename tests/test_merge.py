@@ -412,6 +412,28 @@ def test_the_identity_of_parquet_data_follows_its_labels(tmp_path):
     assert data_identity(a) == data_identity(c)                       # a copy: the same identity
 
 
+def test_the_identity_of_parquet_data_follows_its_images(tmp_path):
+    """A Parquet file's identity read every column but the images: two files of the same labels and other pixels
+    (fixed-size lists of incompressible uint8: the same file size, footer and statistics) had one identity, so merge
+    took a run on the other images for a duplicate of this storage's run and hid its score. Found by a helper's
+    audit."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    labels = ["cat", "dog"] * 20
+    paths = []
+    for name in ("a", "b"):
+        pixels = rng.integers(0, 256, size=(40, 16 * 16), dtype=np.uint8)
+        pixels[:, 0], pixels[:, 1] = 0, 255   # every file's statistics span 0-255
+        images = pa.FixedSizeListArray.from_arrays(pa.array(pixels.ravel(), pa.uint8()), 16 * 16)
+        (tmp_path / name).mkdir()
+        paths.append(str(tmp_path / name / "d.parquet"))
+        pq.write_table(pa.table({"image": images, "label": labels}), paths[-1])
+    assert os.path.getsize(paths[0]) == os.path.getsize(paths[1])
+    assert data_identity(paths[0]) != data_identity(paths[1])
+
+
 def test_rows_on_copies_of_the_same_data_rank_together_after_a_merge(tmp_path):
     """A data fingerprint names where the data is (paths, mtimes), so a copy on the laptop and one on the cluster
     fingerprint apart, and a ranking compares the rows of its experiment's newest data only: after merging the laptop

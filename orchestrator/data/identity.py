@@ -4,9 +4,8 @@ as one (``leaderboard merge``'s ``work_key``). The data fingerprint of a run has
 - ``builtin:NAME``: its name (the project makes it the same everywhere);
 - a CSV or Parquet manifest (image paths): its bytes, plus the size of every image it lists, and the content of
   those of a format whose size says nothing of it (BMP, PPM, TIFF: one size for one shape);
-- Parquet data (images inside): per file, its size, its footer (schema, row groups, statistics, sizes) and the
-  values of every column but the images (labels: relabelled rows keep a footer's sizes and statistics), without
-  reading the images.
+- Parquet data (images inside): per file, its bytes (its images and labels: other pixels or relabelled rows can
+  keep a file's size, footer and statistics), read once per merge.
 Files are taken in name order, named relative to the location, so a copied folder has the same identity."""
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ def data_identity(location: str, *, image_column: str = "image") -> str:
             h.update(blob)
             h.update(repr(_image_sizes(location, fs, f.path, image_column)).encode())
         elif f.path.endswith((".parquet", ".pq")):
-            h.update(_footer(fs, f.path, f.size))
-            _labels(h, fs, f.path, image_column)
+            _file_bytes(h, fs, f.path)
         elif info.type == pafs.FileType.File:
             h.update(_footer(fs, f.path, f.size))
     return "sha256:" + h.hexdigest()[:24]
@@ -57,18 +55,12 @@ def _is_manifest(fs: pafs.FileSystem, path: str, image_column: str) -> bool:
     return image_column in schema.names and pa.types.is_string(schema.field(image_column).type)
 
 
-def _labels(h, fs: pafs.FileSystem, path: str, image_column: str) -> None:
-    """The values of every column but the images (labels, targets), read without the images: a footer's sizes and
-    statistics stay the same when rows are relabelled (every cat a dog and every dog a cat)."""
-    try:
-        names = [n for n in pq.read_schema(path, filesystem=fs).names if n != image_column]
-        table = pq.read_table(path, columns=names, filesystem=fs)
-    except (pa.ArrowException, OSError):
-        return   # not Parquet after all: its bytes are in the footer's place
-    for name in names:
-        h.update(name.encode())
-        for chunk in table.column(name).chunks:
-            h.update(repr(chunk.to_pylist()).encode())
+def _file_bytes(h, fs: pafs.FileSystem, path: str) -> None:
+    """A file's bytes, read in chunks: Parquet data's images too (fixed-size pixel lists of other content keep a
+    file's size, footer and statistics), and its labels (relabelled rows keep those as well)."""
+    with fs.open_input_stream(path) as stream:
+        while chunk := stream.read(1 << 23):
+            h.update(chunk)
 
 
 def _footer(fs: pafs.FileSystem, path: str, size: int) -> bytes:
