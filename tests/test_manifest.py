@@ -215,6 +215,32 @@ def test_a_class_the_split_leaves_without_training_rows_is_refused(tmp_path):
     prepare(parse_config(_species_manifest(tmp_path, species)))
 
 
+def test_a_listed_class_only_a_separate_validation_table_has_is_refused(tmp_path):
+    """With the classes listed (``classes:``) and a validation table of its own, a class that only validation rows
+    have passed every check: training saw no example of it and a third of the validation rows could never be
+    predicted right, silently. Without the list the same files are refused; now with it too. Found by a helper's
+    audit."""
+    from orchestrator.config import parse_config
+    from orchestrator.data.prepare import prepare
+    from orchestrator.errors import DataError
+
+    (tmp_path / "img").mkdir()
+    for i in range(52):
+        save(tmp_path / "img" / f"{i}.png", seed=i)
+    (tmp_path / "train.csv").write_text("image,species\n" + "".join(
+        f"img/{i}.png,{'ab'[i % 2]}\n" for i in range(40)))
+    (tmp_path / "val.csv").write_text("image,species\n" + "".join(
+        f"img/{i}.png,{'abc'[i % 3]}\n" for i in range(40, 52)))
+    d = {**experiment(tmp_path, str(tmp_path / "train.csv")),
+         "tasks": {"species": {"type": "classification", "classes": ["a", "b", "c"]}}}
+    d["data"] = {**d["data"], "validation": str(tmp_path / "val.csv")}
+    with pytest.raises(DataError, match="class 'c' of task 'species' has no training rows"):
+        prepare(parse_config(d))
+    (tmp_path / "train.csv").write_text("image,species\n" + "".join(
+        f"img/{i}.png,{'abc'[i % 3]}\n" for i in range(40)))   # c trains too: fine
+    prepare(parse_config(d))
+
+
 def test_a_class_folder_that_is_a_link_is_a_class(tmp_path, capsys):
     """os.walk does not enter a linked folder: a class folder linked from elsewhere (a shared store) was left out of
     the manifest, not even reported as empty, and training went on without that class. Keras's

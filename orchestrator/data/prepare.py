@@ -184,8 +184,7 @@ def prepare(cfg: ExperimentConfig) -> PreparedData:
             raise DataError(f"validation images are {_stored_as(vs)} but training images are {_stored_as(sample)}; "
                             f"store both sides the same way (image files/bytes, or pixel tables on one scale)")
         _one_scale(float(sample.max()), float(vs.max()))
-    if val is train:   # a split of one table (a separate validation table's labels are checked against training's)
-        _every_class_trains(cfg, {**classes, **binary}, y_train, train_rows)
+    _every_class_trains(cfg, {**classes, **binary}, y_train, train_rows, held=(y_val, val_rows, val is train))
     reg = [t for t, tc in cfg.tasks.items() if tc.type == "regression"]
     yt = {t: v[train_rows].astype(np.float64) for t, v in y_train.items()}   # float64: no overflow in mean/std
     spec = DataSpec(image_shape=tuple(int(s) for s in sample.shape[1:]), image_kind=train.kind,
@@ -209,17 +208,25 @@ def _binary_classes(cfg: ExperimentConfig, y: dict) -> dict:
     return binary
 
 
-def _every_class_trains(cfg: ExperimentConfig, classes: dict, y: dict, train_rows: np.ndarray) -> None:
-    """A class of the data whose rows the validation split all held out would train on no example of it."""
+def _every_class_trains(cfg: ExperimentConfig, classes: dict, y: dict, train_rows: np.ndarray, *,
+                        held: tuple[dict, np.ndarray, bool]) -> None:
+    """A class whose rows are all validation rows (``held``: labels, rows, and whether they are a split of the
+    training table) would train on no example of it: the split held them all out, or, with the classes listed, only
+    a validation table of its own has them."""
+    y_val, val_rows, split = held
     for task, names in classes.items():
-        labels_ = y[task].astype(np.int64)   # a binary task's 0/1 are floats
-        seen, trained = (np.bincount(v, minlength=len(names)) for v in (labels_, labels_[train_rows]))
-        missing = [names[i] for i in np.flatnonzero((seen > 0) & (trained == 0))]
-        if missing:
-            what = f"label {missing[0]}" if cfg.tasks[task].type == "binary" else f"class {missing[0]!r}"
-            raise DataError(f"{what} of task {task!r} has no training rows: data.split_seed "
-                            f"{cfg.data.split_seed} holds out all {seen[names.index(missing[0])]} of its rows for "
-                            f"validation; add rows of it, lower data.validation or change data.split_seed")
+        trained, scored = (np.bincount(v[task].astype(np.int64)[rows], minlength=len(names))   # binary 0/1: floats
+                           for v, rows in ((y, train_rows), (y_val, val_rows)))
+        missing = [names[i] for i in np.flatnonzero((scored > 0) & (trained == 0))]
+        if not missing:
+            continue
+        what, count = (f"label {missing[0]}" if cfg.tasks[task].type == "binary" else f"class {missing[0]!r}",
+                       scored[names.index(missing[0])])
+        raise DataError(f"{what} of task {task!r} has no training rows: " + (
+            f"data.split_seed {cfg.data.split_seed} holds out all {count} of its rows for validation; add rows of "
+            f"it, lower data.validation or change data.split_seed" if split else
+            f"only the validation table has rows of it ({count}); add training rows of it, or drop it from the "
+            f"validation table and tasks.{task}.classes"))
 
 
 def _one_scale(train_max: float, val_max: float) -> None:
