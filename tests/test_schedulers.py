@@ -2,6 +2,7 @@
 no TensorFlow: each trial keeps its own "checkpoint" (the last epoch done) in a file, as its Train run would."""
 import json
 import os
+import time
 
 import pytest
 
@@ -869,6 +870,46 @@ def test_a_reused_trials_row_holds_the_work_it_reuses_whatever_the_scheduler_did
     (row,) = Leaderboard(cfg.storage).table(experiment="t").to_pylist()
     assert (row["status"], row["epochs"], row["objective"], row["duplicate_of"]) == ("completed", 2, 0.8, "R0")
     assert any("its row is reused (objective 0.8000)" in line for line in lines), lines
+
+
+def test_a_stopped_trials_twin_in_a_later_sweep_counts_once_and_a_reused_row_keeps_its_works_time(tmp_path):
+    """Only completed work was looked for: a second sweep of the same grid trained its stopped trials again (the same
+    config, seed and epochs: byte-identical results) and their rows named no twin, so the experiment's leaderboard
+    ranked each of those works twice. And a reused trial's row gave the replay's time (waiting paused at a rung) as
+    its wall time, though nothing trained. Found by a helper's audit."""
+    from types import SimpleNamespace
+
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback
+
+    from factories import experiment
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}, search={
+        "space": {"train.freeze_depth": {"choice": [0, 1]}}}))
+    for sweep in ("s1", "s2"):
+        callback = SweepCallback(cfg, context=RowContext(sweep, 5, fingerprint="fp"), out=lambda line: None)
+        trial = SimpleNamespace(trial_id=f"{sweep}-a", status="TERMINATED", config={"train.freeze_depth": 1})
+        callback.on_trial_result(0, [trial], trial, {"epoch": 1, "objective": 0.3, "status": "running"})
+        callback.on_trial_complete(0, [trial], trial)   # the scheduler stopped it after epoch 1, in both sweeps
+    first, second = sorted(Leaderboard(cfg.storage).table(experiment="t").to_pylist(), key=lambda r: r["sweep_id"])
+    assert (first["status"], first.get("duplicate_of")) == ("stopped", None)
+    assert (second["status"], second["epochs"], second.get("duplicate_of")) == ("stopped", 1, first["row_id"])
+    assert Leaderboard(cfg.storage).top(10).num_rows == 1
+
+    callback = SweepCallback(cfg, context=RowContext("s3", 5, fingerprint="fp"), out=lambda line: None)
+    trial = SimpleNamespace(trial_id="r", status="TERMINATED", config={"train.freeze_depth": 0})
+    work = [{"epoch": 1, "objective": 0.3, "status": "running"}, {"epoch": 2, "objective": 0.8, "status": "running"}]
+    callback.on_trial_start(0, [trial], trial)
+    for epoch in work:
+        callback.on_trial_result(0, [trial], trial, {**epoch, "reused_row": "R0", "reused_from": "s0/old",
+                                                     "reused_checkpoint": None, "reused_history": work,
+                                                     "reused_wall_time_s": 29.6})
+    time.sleep(0.2)   # the replay waited (paused at a rung): not the work's time
+    callback.on_trial_complete(0, [trial], trial)
+    (row,) = Leaderboard(cfg.storage).table(experiment="t", where="sweep_id == 's3'").to_pylist()
+    assert (row["duplicate_of"], row["wall_time_s"]) == ("R0", 29.6)
 
 
 def test_optuna_learns_the_result_of_a_failed_trial_rerun_after_a_resume(tmp_path):

@@ -172,12 +172,14 @@ class Leaderboard:
             return self._files.fetch(snap, light.take(front_rows(light, names)))
         return self._read(work)
 
-    def done(self, experiment: str, config_hash: str, *, fingerprint: Optional[str]) -> Optional[dict]:
+    def done(self, experiment: str, config_hash: str, *, fingerprint: Optional[str],
+             epochs: Optional[int] = None) -> Optional[dict]:
         """A completed trial row of ``experiment`` with this config hash (which covers the seed) on the data with this
-        fingerprint (the hash names the data's path, not its content): done work. The work's own row, not one that
-        names it (``duplicate_of``: a later sweep's reuse); None without."""
+        fingerprint (the hash names the data's path, not its content): done work (given ``epochs``, a stopped one's
+        after as many epochs too: ``done_work``). The work's own row, not one that names it (``duplicate_of``: a
+        later sweep's reuse); None without."""
         rows = row_dicts(self.table(experiment=experiment, where=f"config_hash == {config_hash!r}"))
-        return done_work(rows, experiment, config_hash, fingerprint=fingerprint)
+        return done_work(rows, experiment, config_hash, fingerprint=fingerprint, epochs=epochs)
 
     def reruns(self) -> dict:
         """Row id -> the row id it supersedes (None), of every row held, superseded ones too (``ranking.reruns``)."""

@@ -265,7 +265,8 @@ class SweepCallback(tune.Callback):
             done = first[0].get("start_epoch", 0) if first else 0
             before = [m.get("epoch_seconds") or 0 for m in hist if (m.get("epoch") or 0) <= done]
             started -= timedelta(seconds=sum(before))
-        wall = (datetime.now(timezone.utc) - started).total_seconds() if started else None
+        wall = reused.get("reused_wall_time_s") if reused else (   # a reused row's: the work's (its replay trained
+            (datetime.now(timezone.utc) - started).total_seconds() if started else None)   # nothing)
         checkpoint = reused.get("reused_checkpoint") if reused else storage.redact(
             layout.checkpoints(self._run_dir(trial)))
         facts = TrialFacts(trial.trial_id, values, error=error, wall_time_s=wall, started_at=started, extra=extra,
@@ -275,20 +276,21 @@ class SweepCallback(tune.Callback):
             row["reason"] = f"{cut} after epoch {row['epochs']}"
         if reused:   # this sweep's row of a work done before: rankings over the experiment count that work once
             row["reused_from"], row["duplicate_of"] = reused["reused_from"], reused["reused_row"]
-        elif self.context.kind == "trial" and row["status"] == "completed":   # its twin ran at once (reuse: completed)
-            row["duplicate_of"] = self._done(row)
+        elif self.context.kind == "trial" and row["status"] in ("completed", "stopped"):   # its twin ran at once, or,
+            row["duplicate_of"] = self._done(row)   # stopped after as many epochs, before (only completed is reused)
         if trial.trial_id in self.stale:      # a rerun of an errored trial: its row replaces the failed one
             row["supersedes"] = self.stale[trial.trial_id]
         return row
 
     def _done(self, row: dict) -> Optional[str]:
-        """The same work's row id, if done before ``row``: among this driver's rows (some spooled), then the board's."""
+        """The same work's row id (its config hash and epochs), if done before ``row``: among this driver's rows (some
+        spooled), then the board's."""
         from ..leaderboard.leaderboard import Leaderboard
 
-        key = (row["experiment"], row["config_hash"])
+        key, fingerprint, epochs = (row["experiment"], row["config_hash"]), row["data_fingerprint"], row["epochs"]
         try:
-            done = done_work(self.rows, *key, fingerprint=row["data_fingerprint"]) or Leaderboard(
-                self.cfg.storage).done(*key, fingerprint=row["data_fingerprint"])
+            done = done_work(self.rows, *key, fingerprint=fingerprint, epochs=epochs) or Leaderboard(
+                self.cfg.storage).done(*key, fingerprint=fingerprint, epochs=epochs)
             return done["row_id"] if done else None
         except (OSError, ConfigError):
             return None

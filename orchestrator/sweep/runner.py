@@ -113,7 +113,8 @@ def run_trial(params: dict, *, plan: TrialPlan):
         epochs = reused_epochs(cfg, done, baselines=plan.inputs.baselines)
         for epoch in epochs:   # a scheduler judges them as a live trial's, and may stop the replay: the row keeps all
             tune.report({**epoch, "reused_row": done["row_id"], "reused_checkpoint": done.get("checkpoint"),
-                         "reused_from": f"{done['sweep_id']}/{done['trial_id']}", "reused_history": epochs})
+                         "reused_from": f"{done['sweep_id']}/{done['trial_id']}", "reused_history": epochs,
+                         "reused_wall_time_s": done.get("wall_time_s")})
         return
     trial_id = tune.get_context().get_trial_id()
     name = layout.trial_run_name(plan.sweep_id, trial_id)
