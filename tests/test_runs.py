@@ -950,3 +950,18 @@ def test_a_run_checkpointed_before_a_depth_of_every_block_ran_as_all_continues(t
     with pytest.raises(ConfigError, match="another config"):
         _restored(FakeTrainee(), other, Worker(restore=_restorer(named, rank=0, world=1)), fingerprint=None,
                   n_blocks=5)
+
+
+def test_a_resumed_runs_summary_says_its_steps_and_time_are_since_the_last_start():
+    """`train --name E` resumed at epoch 2 of 5 printed "steps per rank [93, 93], epochs 5, 28.4 s" beside an
+    uninterrupted run's "[155, 155], epochs 5, 53.1 s": the steps and seconds of the last start only, read as the
+    whole run's. Found by a helper's audit."""
+    from orchestrator.cli.run import summary_text
+
+    s = {"run": "E", "status": "completed", "tasks": {}, "objective": 0.7294, "objective_metric": "mean_score",
+         "world_size": 2, "rank_steps": [93, 93], "epochs": 5, "wall_time_s": 28.4, "checkpoint": "c",
+         "summary_file": "s", "attempts": [0, 2]}
+    text = summary_text(s)
+    assert "steps per rank [93, 93] since its last start (epoch 2), epochs 5, 28.4 s in this command" in text, text
+    assert "steps per rank [155, 155], epochs 5, 53.1 s" in summary_text(
+        {**s, "rank_steps": [155, 155], "wall_time_s": 53.1, "attempts": [0]})

@@ -228,11 +228,13 @@ def summary_text(s: dict) -> str:
     lines = [f"\n== {s['run']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else "")]
     for task, m in s["tasks"].items():
         lines.append(f"  {task:>10}: " + "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))
-    obj = s["objective"]
+    obj, starts = s["objective"], s.get("attempts") or []
+    restarted = len(starts) > 1   # steps count from the last (re)start, seconds from this command's
     lines += [f"  objective ({s['objective_metric']}): {obj:.4f}" if obj is not None and math.isfinite(obj)
               else "  objective: n/a",
-              f"  world size {s['world_size']}, steps per rank {s['rank_steps']}, epochs {s['epochs']}, "
-              f"{s['wall_time_s']} s",
+              f"  world size {s['world_size']}, steps per rank {s['rank_steps']}"
+              + (f" since its last start (epoch {starts[-1]})" if restarted else "")
+              + f", epochs {s['epochs']}, {s['wall_time_s']} s" + (" in this command" if restarted else ""),
               f"  checkpoint: {s['checkpoint']}", f"  summary:    {s['summary_file']}"]
     if len(s.get("attempts") or []) > 1:
         lines.append(f"  restarts:   {len(s['attempts']) - 1} (resumed from epochs {s['attempts'][1:]})")
