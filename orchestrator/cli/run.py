@@ -236,6 +236,6 @@ def summary_text(s: dict) -> str:
               + (f" since its last start (epoch {starts[-1]})" if restarted else "")
               + f", epochs {s['epochs']}, {s['wall_time_s']} s" + (" in this command" if restarted else ""),
               f"  checkpoint: {s['checkpoint']}", f"  summary:    {s['summary_file']}"]
-    if len(s.get("attempts") or []) > 1:
-        lines.append(f"  restarts:   {len(s['attempts']) - 1} (resumed from epochs {s['attempts'][1:]})")
+    if restarted:
+        lines.append(f"  restarts:   {len(starts) - 1} (resumed from epochs {starts[1:]})")
     return "\n".join(lines)
