@@ -539,3 +539,40 @@ def test_the_ablate_command_names_each_dimensions_seeds(tmp_path, capsys, monkey
                 "--seeds", "2", "--storage", runs)
     assert r.code == 0, r
     assert "  train.head_lr (seeds 1, 2):" in r.out and "  train.loss_weighting (seeds 1, 2, 3):" in r.out, r.out
+
+
+def test_an_alternative_beyond_the_backbones_blocks_or_a_dimension_no_config_has_is_refused_before_ray(tmp_path):
+    """`ablate --values train.freeze_depth=9` (5 blocks) started Ray, trained a run that failed "beyond the backbone's
+    5 blocks", stored a failed row on each rerun, left the alternative out of its summary and exited 0; and a typo
+    (`--dims train.freez_depth`) was told to give its alternatives with --values, though no config has that field.
+    Found by a helper's audit."""
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    winner = winner_row(board, "exp")
+    with pytest.raises(ConfigError, match="train.freeze_depth 9 is beyond the backbone's 5 blocks"):
+        plan(board, winner, dims=["train.freeze_depth"], seeds=1, values={"train.freeze_depth": [9]},
+             storage_location=runs, n_blocks=5)
+    with pytest.raises(ConfigError, match="--dims train.freez_depth: not a config field"):
+        plan(board, winner, dims=["train.freez_depth"], seeds=1, values={}, storage_location=runs, n_blocks=5)
+
+
+def test_each_ablation_run_says_which_alternative_and_seed_it_trains(tmp_path):
+    """Every ablation run was announced as "started: base config", whatever it varied: with --top 2 nothing told which
+    configuration a run belonged to. Found by a helper's audit."""
+    from types import SimpleNamespace
+
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback
+
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    todo = plan(board, winner_row(board, "exp"), dims=["train.freeze_depth"], seeds=1, values={},
+                storage_location=runs, n_blocks=5)
+    lines = []
+    callback = SweepCallback(todo.configs[0], context=RowContext("ablation-x", 5, kind="ablation"),
+                             configs=list(todo.configs), extra=list(todo.extra), out=lines.append)
+    for i in range(len(todo.configs)):
+        trial = SimpleNamespace(trial_id=f"a{i}", status="RUNNING", config={"index": i})
+        callback.on_trial_start(0, [trial], trial)
+    assert lines == ["[a0] started: the winner's config, seed 1", "[a1] started: train.freeze_depth=0, seed 1",
+                     "[a2] started: train.freeze_depth=2, seed 1"], lines

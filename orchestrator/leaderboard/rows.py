@@ -41,6 +41,16 @@ def backbone_key(cfg: ExperimentConfig) -> str:
     return f"{b.kind}:{what}:{storage.redact(b.weights)}"
 
 
+ABLATION_REFERENCE = "reference"   # an ablation row's ablation_dim for the winner's own values (sweep.ablate)
+
+
+def ablated(extra: dict) -> str:
+    """What an ablation run trains (its row's ablation columns), as its console line names it."""
+    if extra["ablation_dim"] == ABLATION_REFERENCE:
+        return "the winner's config"
+    return f"{extra['ablation_dim']}={extra['ablation_value']}"
+
+
 def _finite(v) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 

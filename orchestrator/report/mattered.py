@@ -11,8 +11,8 @@ from typing import Optional
 from ..config.space import dotted_get
 from ..leaderboard import ranking
 from ..leaderboard.ranking import finite
+from ..leaderboard.rows import ABLATION_REFERENCE as REFERENCE
 
-REFERENCE = "reference"   # sweep.ablate's mark for the winner's own values
 IMPORTANCE_COLUMNS = ("freeze_depth", "backbone_lr", "head_lr", "loss_weighting", "optimizer", "batch_size",
                       "max_epochs")
 MIN_TRIALS_FOR_IMPORTANCE = 4

@@ -18,15 +18,15 @@ import json
 from dataclasses import dataclass
 
 from .. import layout, storage
-from ..config.freezing import every_block_as_all
+from ..config.freezing import every_block_as_all, frozen_blocks
 from ..config.loading import read_yaml
 from ..config.schema import ExperimentConfig, parse_config
 from ..config.space import dotted_get, same_option
 from ..errors import ConfigError
 from ..leaderboard.query import rows as row_dicts
+from ..leaderboard.rows import ABLATION_REFERENCE as REFERENCE
 from .confirm import confirmed, confirmed_now, done_runs, measured_against, sweep_baselines, sweep_record, trial_row
 
-REFERENCE = "reference"
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ def parse_values(pairs: tuple[str, ...]) -> dict[str, list]:
     return out
 
 
-VARIED = ("train.", "heads.", "data.augment.")   # what one session's runs can vary: its data and backbone are prepared once
+VARIED = ("train.", "heads.", "data.augment.")
+_NO_FIELD = object()   # what one session's runs can vary: its data and backbone are prepared once
 
 
 def alternatives(board, winner: dict, dims: list[str], given: dict[str, list]) -> dict[str, list]:
@@ -82,6 +83,9 @@ def alternatives(board, winner: dict, dims: list[str], given: dict[str, list]) -
             raise ConfigError(f"ablate --dims {dim}: ablation runs vary how the winner trains (train.*, heads.*, "
                               f"data.augment.*) on its data, backbone, tasks and objective; for {dim}, run `orchestrator "
                               f"train` or a sweep with --set {dim}=...")
+        if dotted_get(_config(winner).run_fields(public=False), dim, _NO_FIELD) is _NO_FIELD:
+            raise ConfigError(f"ablate --dims {dim}: not a config field; check the spelling (see README, 'Experiment "
+                              f"config')")
     record = sweep_record(winner)
     space = ((record.get("config") or {}).get("search") or {}).get("space") or {}
     out = {}
@@ -131,7 +135,9 @@ def plan(board, winner: dict, *, dims: list[str], seeds: int, values: dict[str, 
     configs, extra, reused, made = [], [], 0, {}
     for k, (dim, value) in enumerate(wanted):
         cfg = _alternative(board, winner, base, dim, value)
-        cfg = every_block_as_all(cfg, n_blocks) if n_blocks is not None else cfg
+        if n_blocks is not None:   # a depth beyond the backbone's blocks: refused here, not failed in a run
+            frozen_blocks(cfg.train.freeze_depth, n_blocks)
+            cfg = every_block_as_all(cfg, n_blocks)
         first = made.setdefault(cfg.config_hash(), k)
         if first != k:   # inactive fields reset, or a value given twice: one configuration, two labels
             same = wanted[first]

@@ -26,7 +26,7 @@ from ..config.space import hp_columns
 from ..errors import ConfigError, LeaderboardWriteError
 from ..leaderboard import spool
 from ..leaderboard.ranking import done_work
-from ..leaderboard.rows import RowContext, TrialFacts, trial_row
+from ..leaderboard.rows import RowContext, TrialFacts, ablated, trial_row
 from ..training.lease import one_at_a_time
 from ..training.progress import (WAIT_LINE_EVERY_S, attempt_records, judged_history, read_progress,
                                  release_now_and_then, waiting_line)
@@ -132,7 +132,9 @@ class SweepCallback(tune.Callback):
         kind = self.context.kind
         what = short_values(values, self.context.n_blocks) if values else (
             f"{kind} {', '.join(cfg.tasks)}" if kind == "baseline" else
-            f"seed {cfg.train.seed}" if kind == "confirm" else "base config")
+            f"seed {cfg.train.seed}" if kind == "confirm" else
+            f"{ablated(self.extra[trial.config['index']])}, seed {cfg.train.seed}" if kind == "ablation" else
+            "base config")
         self._say(f"[{trial.trial_id}] started: {what}")
 
     def _waiting(self, trials):
