@@ -28,7 +28,6 @@ from ..leaderboard.rows import ABLATION_REFERENCE as REFERENCE
 from .confirm import confirmed, confirmed_now, done_runs, measured_against, sweep_baselines, sweep_record, trial_row
 
 
-
 @dataclass(frozen=True)
 class Ablation:
     """What one ``ablate`` trains: the winner, and per configuration its extra row columns."""
@@ -69,8 +68,8 @@ def parse_values(pairs: tuple[str, ...]) -> dict[str, list]:
     return out
 
 
-VARIED = ("train.", "heads.", "data.augment.")
-_NO_FIELD = object()   # what one session's runs can vary: its data and backbone are prepared once
+VARIED = ("train.", "heads.", "data.augment.")   # what one session's runs can vary: its data and backbone are prepared once
+_NO_FIELD = object()
 
 
 def alternatives(board, winner: dict, dims: list[str], given: dict[str, list]) -> dict[str, list]:
@@ -78,12 +77,13 @@ def alternatives(board, winner: dict, dims: list[str], given: dict[str, list]) -
     for dim in given:
         if dim not in dims:
             raise ConfigError(f"--values {dim}: not in --dims {','.join(dims)}: add it to --dims, or drop its --values")
+    fields = _config(winner).run_fields(public=False)
     for dim in dims:   # the runs share the reference's session; the rest is what is measured and ranked
         if not dim.startswith(VARIED):
             raise ConfigError(f"ablate --dims {dim}: ablation runs vary how the winner trains (train.*, heads.*, "
                               f"data.augment.*) on its data, backbone, tasks and objective; for {dim}, run `orchestrator "
                               f"train` or a sweep with --set {dim}=...")
-        if dotted_get(_config(winner).run_fields(public=False), dim, _NO_FIELD) is _NO_FIELD:
+        if dotted_get(fields, dim, _NO_FIELD) is _NO_FIELD:
             raise ConfigError(f"ablate --dims {dim}: not a config field; check the spelling (see README, 'Experiment "
                               f"config')")
     record = sweep_record(winner)
