@@ -576,3 +576,29 @@ def test_each_ablation_run_says_which_alternative_and_seed_it_trains(tmp_path):
         callback.on_trial_start(0, [trial], trial)
     assert lines == ["[a0] started: the winner's config, seed 1", "[a1] started: train.freeze_depth=0, seed 1",
                      "[a2] started: train.freeze_depth=2, seed 1"], lines
+
+
+def test_the_reports_ablate_command_names_dimensions_the_winners_sweep_chose_from_and_the_storage(tmp_path):
+    """The report said "No ablation runs: `orchestrator ablate -e E --dims train.loss_weighting,train.freeze_depth
+    --seeds 3`" whatever the sweep searched: where loss_weighting was not a choice the command failed ("not a choice
+    in sweep ...'s space"), and it left out --storage. Found by a helper's audit."""
+    from orchestrator.report.mattered import ablate_command
+
+    best = {"sweep_id": "sw1"}
+    searches = {"sw1": {"space": {"train.freeze_depth": {"choice": [0, 1]}, "train.head_lr": {"loguniform": [1e-4, 1e-2]},
+                                  "heads.dropout": {"choice": [0.0, 0.2]}, "data.split_seed": {"choice": [0, 1]}}}}
+    assert ablate_command("exp", best, searches, "/data/runs") == (
+        "orchestrator ablate -e exp --dims train.freeze_depth,heads.dropout --seeds 3 --storage /data/runs")
+    searches = {"sw1": {"space": {"train.head_lr": {"loguniform": [1e-4, 1e-2]}}}}
+    assert ablate_command("exp", best, searches, "/data/runs") == (
+        "orchestrator ablate -e exp --dims train.head_lr --values train.head_lr=V1,V2 --seeds 3 --storage /data/runs")
+    assert ablate_command("exp", None, {}, "/data/runs") == (
+        "orchestrator ablate -e exp --dims train.freeze_depth --values train.freeze_depth=V1,V2 --seeds 3 "
+        "--storage /data/runs")
+    runs = sweep_board(tmp_path)   # its space: loss weighting and freeze depth are choices
+    from orchestrator.report import write_report
+
+    write_report(Leaderboard(runs), "exp", str(tmp_path / "rep"))
+    text = open(os.path.join(tmp_path, "rep", "report.md")).read()
+    assert (f"`orchestrator ablate -e exp --dims train.loss_weighting,train.freeze_depth --seeds 3 --storage {runs}`"
+            in text), text

@@ -8,6 +8,7 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
+from .. import storage
 from ..config.space import dotted_get
 from ..leaderboard import ranking
 from ..leaderboard.ranking import finite
@@ -123,13 +124,27 @@ def importance(trials: list[dict]) -> Optional[dict]:
     return {"n": len(done), "importance": {k: float(v) for k, v in ranked.items()}, "left_out": left_out}
 
 
+def ablate_command(experiment: str, best: Optional[dict], searches: dict, root: str) -> str:
+    """The `ablate` command the report suggests: up to two dimensions the best trial's sweep chose from (loss
+    weighting and freeze depth first) that ablation runs can vary, else one it searched otherwise, with --values."""
+    from ..sweep.ablate import VARIED
+
+    space = ((searches.get((best or {}).get("sweep_id")) or {}).get("space") or {})
+    varied = [d for d in space if d.startswith(VARIED)]
+    preferred = ["train.loss_weighting", "train.freeze_depth"]
+    chosen = sorted((d for d in varied if isinstance(space[d], dict) and space[d].get("choice") is not None),
+                    key=lambda d: preferred.index(d) if d in preferred else len(preferred))[:2]
+    other = (varied or ["train.freeze_depth"])[0]
+    dims = f"--dims {','.join(chosen)}" if chosen else f"--dims {other} --values {other}=V1,V2"
+    return f"orchestrator ablate -e {experiment} {dims} --seeds 3 --storage {storage.redact(root)}"
+
+
 def markdown_lines(res: dict, table) -> list[str]:
     """The "What mattered" section (``table``: the report's markdown table writer)."""
     out = ["## What mattered", ""]
     m = res.get("mattered")
     if m is None:
-        out += [f"No ablation runs: `orchestrator ablate -e {res['experiment']} --dims train.loss_weighting,"
-                f"train.freeze_depth --seeds 3` varies the winner one dimension at a time.", ""]
+        out += [f"No ablation runs: `{res['ablate_command']}` varies the winner one dimension at a time.", ""]
     else:
         out += [f"The winner ({m['winner']}) varied one dimension at a time, everything else held, on the same "
                 f"seeds for every alternative of a dimension: objective mean ± std over seeds (* = the winner's own "

@@ -100,9 +100,7 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     result["experiment"], result["board"] = experiment, board.uri
     result["mattered"] = mattered.what_mattered(ablations + rows)
     result["importance"] = mattered.importance(trials)
-    searches = fronts.sweep_searches(trials, storage.parent(board.uri), experiment)
-    result["fronts"] = fronts.scheduler_fronts(trials, searches)
-    result["hints"] = fronts.sweep_hints(trials, searches)
+    result.update(_searched(trials, best, root=storage.parent(board.uri), experiment=experiment))
     result["report"] = storage.join(out_dir, REPORT)
     if storage.exists(result["report"]):   # an earlier report.md must not stand beside new plots if drawing stops
         fs, path = storage.filesystem(result["report"])
@@ -111,6 +109,14 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     storage.atomic_write(result["report"], markdown(result).encode())
     return result
 
+
+
+def _searched(trials: list[dict], best: Optional[dict], *, root: str, experiment: str) -> dict:
+    """What the report reads of the trials' sweeps (one read of each sweep.json): fronts by scheduler, hints to
+    widen a searched range, the `ablate` command to suggest."""
+    searches = fronts.sweep_searches(trials, root, experiment)
+    return {"fronts": fronts.scheduler_fronts(trials, searches), "hints": fronts.sweep_hints(trials, searches),
+            "ablate_command": mattered.ablate_command(experiment, best, searches, root)}
 
 def _draw(trials: list[dict], result: dict, out_dir: str) -> dict:
     """Every plot that has something to draw, as a PNG in ``out_dir``; plot name -> file."""
