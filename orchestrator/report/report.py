@@ -110,13 +110,13 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     return result
 
 
-
 def _searched(trials: list[dict], best: Optional[dict], *, root: str, experiment: str) -> dict:
     """What the report reads of the trials' sweeps (one read of each sweep.json): fronts by scheduler, hints to
     widen a searched range, the `ablate` command to suggest."""
     searches = fronts.sweep_searches(trials, root, experiment)
     return {"fronts": fronts.scheduler_fronts(trials, searches), "hints": fronts.sweep_hints(trials, searches),
             "ablate_command": mattered.ablate_command(experiment, best, searches, root)}
+
 
 def _draw(trials: list[dict], result: dict, out_dir: str) -> dict:
     """Every plot that has something to draw, as a PNG in ``out_dir``; plot name -> file."""
