@@ -83,6 +83,22 @@ def test_export_cli_and_bad_targets(tmp_path, capsys):
     bad = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--to", "excel:x.xlsx")
     assert bad.code == 2 and "mlflow:URI" in bad.err and "Traceback" not in bad.err
 
+def test_a_file_named_for_the_other_format_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """`export --to csv:out/shapes.parquet` wrote CSV text over an existing Parquet file (and its -history file),
+    silently. A name ending in the other format's extension is refused now, and nothing is written. Found by a
+    helper's audit."""
+    board_with_trials(tmp_path)
+    board = Leaderboard(str(tmp_path / "runs"))
+    board.export(f"parquet:{tmp_path / 'shapes.parquet'}")
+    before = (tmp_path / "shapes.parquet").read_bytes()
+    for to, ext in ((f"csv:{tmp_path / 'shapes.parquet'}", ".parquet"), (f"parquet:{tmp_path / 'out.CSV'}", ".CSV")):
+        r = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--to", to)
+        assert r.code == 2 and "\n" not in r.err.strip() and f"ends in {ext}" in r.err, r.err
+    assert (tmp_path / "shapes.parquet").read_bytes() == before and not (tmp_path / "out.CSV").exists()
+    board.export(f"csv:{tmp_path / 'plain'}")   # no extension: the format says what it is
+    assert "trial_id" in (tmp_path / "plain").read_text().splitlines()[0].split(",")
+
+
 def test_an_mlflow_server_that_cannot_be_reached_is_one_line_at_once(tmp_path, capsys):
     """MLflow's client retries a refused connection with backoff: an export to a server that is down printed nothing
     for 4 minutes, then called it a refusal. The server is reached first (5 s at most)."""
