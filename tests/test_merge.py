@@ -201,6 +201,18 @@ def test_merge_from_s3_and_local_into_s3(s3_server, tmp_path, capsys):
     assert Leaderboard(home).merge(shared)["rows"] == 2 and len(Leaderboard(home).top(10)) == 2
 
 
+def test_a_merge_into_an_empty_storage_does_not_say_work_was_there(tmp_path, capsys):
+    """Merging a source that holds two runs of one work into an empty storage said "(1 of work already there, marked
+    duplicate_of ...)": nothing was there; the copy was of the source's own row. Found by a helper's audit."""
+    home, dst = str(tmp_path / "home"), str(tmp_path / "dst")
+    Leaderboard(home).append([trial(home, trial_id="h1"), trial(home, trial_id="h2")])
+    r = run_cli(capsys, "leaderboard", "merge", home, "--into", dst)
+    assert r.code == 0, r.err
+    last = r.out.strip().splitlines()[-1]
+    assert "merged 2 rows" in last and "1 of them a copy of work another row holds, marked duplicate_of" in last, last
+    assert "of work already there" not in last, last
+
+
 def test_cli_merge(tmp_path, capsys):
     home, dst = str(tmp_path / "home"), str(tmp_path / "dst")
     Leaderboard(home).append([trial(home, trial_id="h1")])
