@@ -965,3 +965,32 @@ def test_a_resumed_runs_summary_says_its_steps_and_time_are_since_the_last_start
     assert "steps per rank [93, 93] since its last start (epoch 2), epochs 5, 28.4 s in this command" in text, text
     assert "steps per rank [155, 155], epochs 5, 53.1 s" in summary_text(
         {**s, "rank_steps": [155, 155], "wall_time_s": 53.1, "attempts": [0]})
+
+
+def test_a_refused_resume_names_the_fields_that_changed(tmp_path):
+    """`tune --resume --set search.num_samples=5` and `train --name R` with other epochs said only "started with
+    another config (hash b43c..., this 674f...)": which field changed was left to the user. Found by a helper's
+    audit."""
+    from orchestrator import storage
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.resume import find_sweep, sweep_hash
+    from orchestrator.training import checkpoints
+    from orchestrator.training.driver import check_run_name
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train",
+                                  search={"space": {"train.head_lr": {"choice": [0.001, 0.01]}}, "num_samples": 4}))
+    storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, "s1"), json.dumps(
+        {"sweep_id": "s1", "config_hash": sweep_hash(cfg), "config": cfg.public_dump(),
+         "training_revision": TRAINING_REVISION}).encode())
+    with pytest.raises(ConfigError, match=r"started with another config \(search.num_samples: 4 → 5;"):
+        find_sweep(cfg.with_values({"search.num_samples": 5}), None, fingerprint=None, n_blocks=5)
+    run = layout.run_dir(cfg.storage, "R")
+    checkpoints.save(run, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
+                     {"epoch": 1, "history": [], "config_hash": cfg.config_hash(), "weighting": {},
+                      "training_revision": TRAINING_REVISION})
+    storage.atomic_write(os.path.join(run, layout.CONFIG_FILE), json.dumps(cfg.public_dump()).encode())
+    other = cfg.with_values({"train.epochs": 3, "train.head_lr": 0.01, "resources.workers": 2})
+    with pytest.raises(ConfigError, match=r"another config \(resources.workers: 1 → 2, train.epochs: 1 → 3, "
+                                          r"train.head_lr: 0.001 → 0.01; checkpoint"):
+        check_run_name(other, "R", fingerprint=None, n_blocks=5)

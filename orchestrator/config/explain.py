@@ -1,5 +1,8 @@
-"""One line from a config's pydantic ValidationError: the first error, where it is, and the fix."""
+"""One line from a config's pydantic ValidationError: the first error, where it is, and the fix; the fields two
+configs differ in."""
 from __future__ import annotations
+
+import json
 
 from pydantic import ValidationError
 
@@ -25,3 +28,22 @@ def one_line(err: ValidationError) -> str:
     more = f" (and {len(err.errors()) - 1} more error(s))" if len(err.errors()) > 1 else ""
     where = f"'{loc}': " if loc else ""
     return f"invalid config {where}{msg}{more}"
+
+
+def changed_fields(before: dict, after: dict, *, most: int = 3) -> str:
+    """The dotted fields whose values differ between two config dicts, "train.epochs: 1 → 3, ..." (``most`` of them,
+    then how many more); "" where none differ."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+        return out
+
+    def shown(v) -> str:
+        text = json.dumps(v, sort_keys=True, default=str) if v is not None else "unset"
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    a, b = flat(before), flat(after)
+    paths = sorted(p for p in a.keys() | b.keys() if a.get(p) != b.get(p))
+    listed = ", ".join(f"{p}: {shown(a.get(p))} → {shown(b.get(p))}" for p in paths[:most])
+    return listed + (f" and {len(paths) - most} more" if len(paths) > most else "")

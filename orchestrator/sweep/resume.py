@@ -7,6 +7,7 @@ import json
 import os
 
 from .. import layout, storage
+from ..config.explain import changed_fields
 from ..config.freezing import every_block_as_all
 from ..config.revision import TRAINING_REVISION, revision_of, task_order
 from ..config.schema import ExperimentConfig, parse_config
@@ -48,8 +49,10 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
     except (OSError, ValueError):
         raise ConfigError(f"sweep {sweep_id} has no sweep.json: it cannot be resumed") from None
     if saved["config_hash"] != sweep_hash(cfg) and not _same_read_today(saved, cfg, n_blocks):
-        raise ConfigError(f"sweep {sweep_id} was started with another config (hash {saved['config_hash']}, this "
-                          f"{sweep_hash(cfg)}): resume it with the same config, or start a new sweep")
+        changed = changed_fields(saved["config"], cfg.public_dump()) if isinstance(saved.get("config"), dict) else ""
+        raise ConfigError(f"sweep {sweep_id} was started with another config ({changed + '; ' if changed else ''}"
+                          f"hash {saved['config_hash']}, this {sweep_hash(cfg)}): resume it with the same config, or "
+                          f"start a new sweep")
     if revision_of(saved) != TRAINING_REVISION:
         raise ConfigError(f"sweep {sweep_id} was started by older code (training revision "
                           f"{revision_of(saved)}, now {TRAINING_REVISION}: what a config trains changed), "
