@@ -244,7 +244,7 @@ def test_bad_set_exits_2(tmp_path, capsys, value, expected):
 
 # -- --where: one line for whatever the expression is -----------------------------------------------------------
 @pytest.mark.parametrize("where, expected", [
-    ("objective > 99999999999999999999", "the number 99999999999999999999 in --where is too large"),
+    ("objective > 99999999999999999999", "the number 99999999999999999999 in --where (where=) is too large"),
     ("status in [1, 'a']", "mixes types"),
     ("not " * 2000 + "objective > 1", "is nested too deeply"),
     ("objective > " + "-" * 2000 + "1", "is nested too deeply"),

@@ -209,19 +209,21 @@ def test_where(board, where, expected):
     ("objective.real > 1", "unsupported Attribute"),
     ("objective * 2 > 1", "unsupported BinOp"),
     ("objective is None", "x == None"),
-    ("accuracy > 0.9", r"unknown column 'accuracy'.*available columns: row_id, kind, experiment, sweep_id"),
+    ("accuracy > 0.9", r"unknown column 'accuracy' in --where \(where=\); available columns: row_id, kind, "
+                       r"experiment, sweep_id"),
     ("status >= 2", "status is string.*quote strings"),
     ("status in [0, 1]", "status is string"),
     ("freeze_depth in [True]", "freeze_depth is int64.*bool"),        # matched freeze depth 1 (a helper's audit)
     ("freeze_depth in ['5']", "freeze_depth is int64.*str"),          # matched 5, where == '5' was refused
     ("objective in ['0.9']", "objective is double.*str"),
-    ("objective >", "not a valid expression"),
+    ("objective >", r"--where \(where=\) 'objective >' is not a valid expression"),   # the API's name too
     ("objective > None", "None can only be compared"),
 ])
 def test_bad_where(board, where, message):
     with pytest.raises(ConfigError, match=message) as info:
         board.table(where=where)
     assert "\n" not in str(info.value)
+    assert str(info.value).count("--where") == str(info.value).count("--where (where=)"), info.value
 
 
 def test_top_max_metric_nulls_and_nan_last(board):   # a listing: every status, failed and diverged last

@@ -309,7 +309,7 @@ class Leaderboard:
             light = light.filter(reduce(operator.and_, exprs)) if exprs else light
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
             types = ", ".join(f"{c} is {schema.field(c).type}" for c in sorted(used) if c in schema.names)
-            raise ConfigError(f"cannot evaluate --where {where!r}: {str(e).splitlines()[0][:200]} ({types}); "
+            raise ConfigError(f"cannot evaluate --where (where=) {where!r}: {str(e).splitlines()[0][:200]} ({types}); "
                               f"compare columns with values of their type (quote strings)") from None
         # one measurement, then each work once in it (a copy rescored against a sweep's new baselines is of another
         # measurement than the row it names)

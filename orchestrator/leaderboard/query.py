@@ -31,9 +31,9 @@ def compile_where(where: str, schema: pa.Schema, used: set[str] | None = None) -
         tree = ast.parse(where, mode="eval")
         return _compile(tree.body, schema, set() if used is None else used)
     except SyntaxError as e:
-        raise ConfigError(f"--where {shortened(where, 80)!r} is not a valid expression ({e.msg})") from None
+        raise ConfigError(f"--where (where=) {shortened(where, 80)!r} is not a valid expression ({e.msg})") from None
     except (RecursionError, MemoryError):
-        raise ConfigError(f"--where {shortened(where, 80)!r} is nested too deeply: write a shorter "
+        raise ConfigError(f"--where (where=) {shortened(where, 80)!r} is nested too deeply: write a shorter "
                           f"expression") from None
 
 
@@ -61,15 +61,15 @@ def _compare(left: ast.AST, op: ast.cmpop, right: ast.AST, schema: pa.Schema, us
         kinds = {"number" if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v).__name__
                  for v in values if v is not None}
         if len(kinds) > 1:
-            raise ConfigError(f"the list {ast.unparse(right)} in --where mixes types ({', '.join(sorted(kinds))}): "
-                              f"use values of one type, the column's")
+            raise ConfigError(f"the list {ast.unparse(right)} in --where (where=) mixes types "
+                              f"({', '.join(sorted(kinds))}): use values of one type, the column's")
         column = _column(left.id, schema, used)
         _same_kind(left.id, schema.field(left.id).type, kinds, ast.unparse(right))
         expr = column.isin(values)
         return ~expr if isinstance(op, ast.NotIn) else expr
     if type(op) not in _CMP:
-        raise ConfigError(f"unsupported operator {type(op).__name__} in --where: use == != < <= > >= or in [...] "
-                          f"(write x == None, not x is None)")
+        raise ConfigError(f"unsupported operator {type(op).__name__} in --where (where=): use == != < <= > >= or "
+                          f"in [...] (write x == None, not x is None)")
     a, b = (_column(n.id, schema, used) if isinstance(n, ast.Name) else _constant(n) for n in (left, right))
     if a is None or b is None:
         other = b if a is None else a
@@ -88,8 +88,9 @@ def _same_kind(name: str, type_: pa.DataType, kinds: set[str], listed: str) -> N
             "bool" if pa.types.is_boolean(type_) else "str" if pa.types.is_string(type_) or
             pa.types.is_large_string(type_) else None)
     if held is not None and kinds - {held}:
-        raise ConfigError(f"{name} is {type_} and the list {listed} in --where holds {', '.join(sorted(kinds))} "
-                          f"values: compare columns with values of their type (quote strings)")
+        raise ConfigError(f"{name} is {type_} and the list {listed} in --where (where=) holds "
+                          f"{', '.join(sorted(kinds))} values: compare columns with values of their type (quote "
+                          f"strings)")
 
 
 def _scalar(value, other: ast.AST, schema: pa.Schema):
@@ -113,22 +114,22 @@ def _constant(node: ast.AST):
             return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (bool, int, float, str))):
         if isinstance(node.value, int) and not isinstance(node.value, bool) and abs(node.value) >= 2 ** 63:
-            raise ConfigError(f"the number {node.value} in --where is too large for a 64-bit integer: write it as a "
-                              f"float (e.g. {float(node.value):.0e})")
+            raise ConfigError(f"the number {node.value} in --where (where=) is too large for a 64-bit integer: write "
+                              f"it as a float (e.g. {float(node.value):.0e})")
         return node.value
     raise _unsupported(node)
 
 
 def _column(name: str, schema: pa.Schema, used: set[str]) -> pc.Expression:
     if name not in schema.names:
-        raise ConfigError(f"unknown column {name!r} in --where; available columns: {', '.join(schema.names)}")
+        raise ConfigError(f"unknown column {name!r} in --where (where=); available columns: {', '.join(schema.names)}")
     used.add(name)
     return pc.field(name)
 
 
 def _unsupported(node: ast.AST) -> ConfigError:
-    return ConfigError(f"unsupported {type(node).__name__} `{ast.unparse(node)}` in --where: use column names, "
-                       f"numbers, quoted strings, True/False/None, == != < <= > >=, in [...], and/or/not")
+    return ConfigError(f"unsupported {type(node).__name__} `{ast.unparse(node)}` in --where (where=): use column "
+                       f"names, numbers, quoted strings, True/False/None, == != < <= > >=, in [...], and/or/not")
 
 
 def render(table: pa.Table, *, fmt: str = "table", columns: list[str] | None = None, width: int | None = None) -> str:
