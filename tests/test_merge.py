@@ -498,6 +498,10 @@ def test_work_merged_before_the_work_key_changed_is_still_recognized(tmp_path):
     dst2.append([stale])                                    # as merged by older code: its key of the old formula
     Leaderboard(away).append([trial(away, trial_id="w", objective=0.7)])
     assert dst2.merge(away)["duplicates"] == 1
+    # keys of the formula before Parquet data was identified by its bytes ("w3:"): computed again too (a review)
+    dst3 = Leaderboard(str(tmp_path / "dst3"))
+    dst3.append([{**stale, "work_key": "w3:0123456789abcdef"}])
+    assert dst3.merge(away)["duplicates"] == 1
 
 
 def test_merge_finds_each_rows_data_key_once(tmp_path, monkeypatch):

@@ -45,7 +45,7 @@ EXISTING = ("row_id", "work_key", "objective", "status", "epochs", "duplicate_of
             "data_fingerprint", "data_alias", "training_revision", "supersedes", "experiment", "created_at",
             "backbone_digest")   # what merged_rows reads of DST's rows (and of those merged before)
 
-WORK_KEY = "w3:"   # the work key's formula: a key stored by another (older code's) is computed again
+WORK_KEY = "w4:"   # the work key's formula (w4: Parquet data by its bytes); another's (older code's) is computed again
 NAMED_FILE = ("path", "weights")   # backbone fields that can name a file (weights: but for these words)
 
 
