@@ -91,6 +91,20 @@ def ids(table):
     return table.column("trial_id").to_pylist()
 
 
+def test_a_trial_ending_on_a_checkpoint_of_its_config_as_written_before_is_not_failed():
+    """A resumed trial may end on its restored epoch, reported by a checkpoint hashed with a depth of every block
+    written as the number (before it ran as 'all'): the workers accept that checkpoint as the same work (29a03b6),
+    but its row was failed as "the workers trained another config" (a review of this stop's diff)."""
+    from orchestrator.config.freezing import every_block_as_all
+
+    given = DIGITS.with_values({"train.freeze_depth": 5, "train.backbone_lr": 0.003})
+    today = every_block_as_all(given, 5)
+    history = [{"epoch": e, "world_size": 1, "objective": 0.9, "left_accuracy": 0.9, "right_accuracy": 0.9,
+                "config_hash": given.config_hash()} for e in (1, 2, 3)]
+    row = trial_row(today, history)
+    assert row["status"] == "completed" and row["objective"] == 0.9, row
+
+
 def test_a_row_whose_worker_trained_another_config_is_failed_not_scored():
     """The worker reports the hash of the config it trained; a row whose driver-side config hashes otherwise would
     record values that never trained (a numeric branch key lost on the way did that), so it is failed, not ranked."""

@@ -13,18 +13,21 @@ from typing import Any, Optional
 
 from .. import metrics, storage
 from ..config import schema
+from ..config.freezing import hashes_of_same_work
 from ..config.schema import ExperimentConfig
 from ..config.space import hp_columns, inactive_columns
 
 
-def trial_status(cfg: ExperimentConfig, history: list[dict], error: Optional[str]) -> tuple[str, Optional[str]]:
-    """(status, reason): failed, diverged, stopped (fewer epochs than this trial's own budget) or completed."""
+def trial_status(cfg: ExperimentConfig, history: list[dict], error: Optional[str], *,
+                 n_blocks: int) -> tuple[str, Optional[str]]:
+    """(status, reason): failed, diverged, stopped (fewer epochs than this trial's own budget) or completed. The
+    workers' config hash is one of ``hashes_of_same_work`` (a checkpoint from before a depth ran as 'all')."""
     last = history[-1] if history else {}
     epochs = int(last.get("epoch", 0))
     if error:
         return "failed", error
     trained = last.get("config_hash")
-    if trained and trained != cfg.config_hash():   # the row would record values that never trained
+    if trained and trained not in hashes_of_same_work(cfg, n_blocks):   # the row would record values never trained
         return "failed", (f"the workers trained another config (hash {trained}) than the row records "
                           f"({cfg.config_hash()}): the workers run other orchestrator code than the driver, or a "
                           f"bug; the row is not ranked")
@@ -88,7 +91,7 @@ def trial_row(cfg: ExperimentConfig, history: list[dict], *, context: RowContext
     A diverged trial's objective and task metrics are null (no score comes from non-finite outputs); its ``best_*``
     columns keep the epochs before the divergence."""
     last = history[-1] if history else {}
-    status, reason = trial_status(cfg, history, trial.error)
+    status, reason = trial_status(cfg, history, trial.error, n_blocks=context.n_blocks)
     judged = [h for h in history if h.get("status") != "diverged"]   # epochs whose scores mean something
     final = {} if status == "diverged" else last
     mode = cfg.objective_mode
