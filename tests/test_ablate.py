@@ -602,3 +602,25 @@ def test_the_reports_ablate_command_names_dimensions_the_winners_sweep_chose_fro
     text = open(os.path.join(tmp_path, "rep", "report.md")).read()
     assert (f"`orchestrator ablate -e exp --dims train.loss_weighting,train.freeze_depth --seeds 3 --storage {runs}`"
             in text), text
+
+
+def test_an_ablation_run_done_before_a_depth_of_every_block_ran_as_all_is_reused(tmp_path):
+    """An ablation run of freeze_depth 5 (of 5 blocks) made before it ran as 'all' carries that config's hash: a rerun
+    of the ablation looked for today's hash only and trained it again (a review of this stop's diff)."""
+    from orchestrator.config.freezing import every_block_as_all
+
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    winner = winner_row(board, "exp")
+    todo = plan(board, winner, dims=["train.freeze_depth"], seeds=1, values={"train.freeze_depth": [5]},
+                storage_location=runs, n_blocks=5)
+    (deep,) = [c for c, x in zip(todo.configs, todo.extra) if x["ablation_dim"] == "train.freeze_depth"]
+    assert deep.train.freeze_depth == "all"
+    before = deep.with_values({"train.freeze_depth": 5})   # as the code before wrote it
+    assert every_block_as_all(before, 5).config_hash() == deep.config_hash() != before.config_hash()
+    extra = next(x for x in todo.extra if x["ablation_dim"] == "train.freeze_depth")
+    board.append([row(before, metrics_history(0.5, 0.5), trial_id="old5", sweep_id="ab0", kind="ablation",
+                      extra={**extra, "ablation_value": "5"})])
+    again = plan(board, winner, dims=["train.freeze_depth"], seeds=1, values={"train.freeze_depth": [5]},
+                 storage_location=runs, n_blocks=5)
+    assert again.reused == 1 and len(again.configs) == len(todo.configs) - 1, (again.reused, len(again.configs))

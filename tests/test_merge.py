@@ -370,7 +370,7 @@ def test_merged_work_is_done_work_in_the_storage_it_was_merged_into(tmp_path):
     board = Leaderboard(dst)
     board.merge(src)
     here = parse_config(embedded(dst, train={"head_lr": 1e-3, "seed": 0}))
-    done = board.done(here.name, here.config_hash(), fingerprint=board.table().to_pylist()[0]["data_fingerprint"])
+    done = board.done(here.name, (here.config_hash(),), fingerprint=board.table().to_pylist()[0]["data_fingerprint"])
     assert done is not None and done["trial_id"] == "x"
 
 

@@ -441,10 +441,10 @@ def test_a_completed_row_with_the_same_config_and_seed_is_reused(tmp_path):
                                      row(done.with_values({"train.seed": 7}), history[:1], trial_id="cut",
                                          fingerprint="fp")])
     # differs only where unused
-    again = completed_row(done.with_values({"train.dwa_temperature": 3.0}), fingerprint="fp")
+    again = completed_row(done.with_values({"train.dwa_temperature": 3.0}), fingerprint="fp", n_blocks=5)
     assert again["trial_id"] == "old" and [h["epoch"] for h in again["history"]] == [1, 2]
-    assert completed_row(done.with_values({"train.seed": 1}), fingerprint="fp") is None   # another seed: new work
-    assert completed_row(done.with_values({"train.seed": 7}), fingerprint="fp") is None   # stopped rows: not done work
+    assert completed_row(done.with_values({"train.seed": 1}), fingerprint="fp", n_blocks=5) is None   # another seed
+    assert completed_row(done.with_values({"train.seed": 7}), fingerprint="fp", n_blocks=5) is None   # stopped: not done
 
 
 def test_a_completed_row_on_other_data_is_not_reused(tmp_path):
@@ -457,8 +457,8 @@ def test_a_completed_row_on_other_data_is_not_reused(tmp_path):
     cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2}))
     history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
     Leaderboard(cfg.storage).append([row(cfg, history, trial_id="old", fingerprint="data-v1")])
-    assert completed_row(cfg, fingerprint="data-v1")["trial_id"] == "old"
-    assert completed_row(cfg, fingerprint="data-v2") is None
+    assert completed_row(cfg, fingerprint="data-v1", n_blocks=5)["trial_id"] == "old"
+    assert completed_row(cfg, fingerprint="data-v2", n_blocks=5) is None
 
 
 def test_warm_start_auto_says_it_is_ignored_where_the_searcher_cannot_take_it(tmp_path):
@@ -592,9 +592,9 @@ def test_a_completed_row_of_an_older_training_revision_is_not_reused(tmp_path, m
     cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2, "loss_weighting": "famo"}))
     history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
     Leaderboard(cfg.storage).append([row(cfg, history, trial_id="old", fingerprint="fp")])
-    assert completed_row(cfg, fingerprint="fp")["trial_id"] == "old"
+    assert completed_row(cfg, fingerprint="fp", n_blocks=5)["trial_id"] == "old"
     monkeypatch.setattr(schema, "TRAINING_REVISION", schema.TRAINING_REVISION + 1)   # the code changed
-    assert completed_row(cfg, fingerprint="fp") is None
+    assert completed_row(cfg, fingerprint="fp", n_blocks=5) is None
 
 
 def test_tunes_restore_neither_copies_nor_uploads_what_a_sweep_keeps(tmp_path, monkeypatch):
@@ -704,7 +704,7 @@ def test_work_reused_under_objective_delta_m_is_measured_against_this_sweeps_bas
     history = [{"epoch": e, "objective": then, "delta_m": then, "left_accuracy": .85, "right_accuracy": .85,
                 "sum_r2": .55, "mean_score": .75, "status": "running"} for e in (1, 2)]
     Leaderboard(cfg.storage).append([row(cfg, history, trial_id="old", sweep_id="s1", fingerprint="fp", baselines=old)])
-    done = completed_row(cfg, fingerprint="fp")
+    done = completed_row(cfg, fingerprint="fp", n_blocks=5)
     epochs = reused_epochs(cfg, done, baselines=new)
     assert [e["objective"] for e in epochs] == pytest.approx([now, now]) and now < 0 < then
     assert [e["delta_m"] for e in epochs] == pytest.approx([now, now])
@@ -910,6 +910,38 @@ def test_a_stopped_trials_twin_in_a_later_sweep_counts_once_and_a_reused_row_kee
     callback.on_trial_complete(0, [trial], trial)
     (row,) = Leaderboard(cfg.storage).table(experiment="t", where="sweep_id == 's3'").to_pylist()
     assert (row["duplicate_of"], row["wall_time_s"]) == ("R0", 29.6)
+
+
+def test_work_done_before_a_depth_of_every_block_ran_as_all_is_found_done(tmp_path):
+    """A completed row trained with freeze_depth 5 of 5 blocks (before it ran as 'all') carries that config's hash:
+    a sweep's reuse lookup, a later twin's duplicate_of and ablate's reuse looked for today's hash only, so the same
+    work trained again and counted twice (a review of this stop's diff)."""
+    from types import SimpleNamespace
+
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.config.freezing import every_block_as_all
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.leaderboard.rows import RowContext
+    from orchestrator.sweep.callback import SweepCallback
+    from orchestrator.sweep.runner import completed_row
+
+    given = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2, "freeze_depth": 5},
+                                    search={"space": {"train.head_lr": {"choice": [0.001, 0.01]}}}))
+    old = row(given, [{"epoch": e, "objective": 0.5 + e / 10, "config_hash": given.config_hash()} for e in (1, 2)],
+              trial_id="old", sweep_id="s0", fingerprint="fp")
+    board = Leaderboard(given.storage)
+    board.append([old])
+    today = every_block_as_all(given, 5)
+    assert today.config_hash() != given.config_hash()
+    assert (completed_row(today, fingerprint="fp", n_blocks=5) or {}).get("row_id") == old["row_id"]
+    callback = SweepCallback(today, context=RowContext("s1", 5, fingerprint="fp"), out=lambda line: None)
+    trial = SimpleNamespace(trial_id="new", status="TERMINATED", config={"train.head_lr": given.train.head_lr})
+    for e in (1, 2):
+        callback.on_trial_result(0, [trial], trial, {"epoch": e, "objective": 0.5 + e / 10, "status": "running"})
+    callback.on_trial_complete(0, [trial], trial)
+    new = board.table(experiment="t", where="sweep_id == 's1'").to_pylist()[0]
+    assert (new["status"], new.get("duplicate_of")) == ("completed", old["row_id"]), new
 
 
 def test_optuna_learns_the_result_of_a_failed_trial_rerun_after_a_resume(tmp_path):

@@ -33,13 +33,13 @@ def every_block_as_all(cfg: "ExperimentConfig", n_blocks: int) -> "ExperimentCon
 
 
 def hashes_of_same_work(cfg: "ExperimentConfig", n_blocks: int) -> tuple[str, ...]:
-    """The config hashes a checkpoint of ``cfg``'s work may carry: its own (first), and where it freezes 'all' of
-    ``n_blocks`` blocks, the hash of the same config with the depth written as the number (checkpoints made before
-    ``every_block_as_all``, the user's backbone_lr as written: the same work)."""
-    own = cfg.config_hash()
-    if cfg.train.freeze_depth != "all":
+    """The config hashes a checkpoint or row of ``cfg``'s work may carry: its own (first), and where it freezes every
+    one of ``n_blocks`` blocks, the hash of the same config with the depth written the other way, 'all' or the number
+    (checkpoints and rows made before ``every_block_as_all``, the user's backbone_lr as written: the same work)."""
+    own, depth = cfg.config_hash(), cfg.train.freeze_depth
+    if depth != "all" and not is_every_block(depth, n_blocks):
         return (own,)
-    return own, cfg.with_values({PATH: n_blocks}).config_hash()
+    return own, cfg.with_values({PATH: n_blocks if depth == "all" else "all"}).config_hash()
 
 
 def is_every_block(depth: Any, n_blocks: int) -> bool:

@@ -172,14 +172,15 @@ class Leaderboard:
             return self._files.fetch(snap, light.take(front_rows(light, names)))
         return self._read(work)
 
-    def done(self, experiment: str, config_hash: str, *, fingerprint: Optional[str],
+    def done(self, experiment: str, config_hashes: tuple[str, ...], *, fingerprint: Optional[str],
              epochs: Optional[int] = None) -> Optional[dict]:
-        """A completed trial row of ``experiment`` with this config hash (which covers the seed) on the data with this
+        """A completed trial row of ``experiment`` with one of these config hashes (of one work, which covers the
+        seed: ``hashes_of_same_work``) on the data with this
         fingerprint (the hash names the data's path, not its content): done work (given ``epochs``, a stopped one's
         after as many epochs too: ``done_work``). The work's own row, not one that names it (``duplicate_of``: a
         later sweep's reuse); None without."""
-        rows = row_dicts(self.table(experiment=experiment, where=f"config_hash == {config_hash!r}"))
-        return done_work(rows, experiment, config_hash, fingerprint=fingerprint, epochs=epochs)
+        rows = row_dicts(self.table(experiment=experiment, where=f"config_hash in {list(config_hashes)!r}"))
+        return done_work(rows, experiment, config_hashes, fingerprint=fingerprint, epochs=epochs)
 
     def reruns(self) -> dict:
         """Row id -> the row id it supersedes (None), of every row held, superseded ones too (``ranking.reruns``)."""

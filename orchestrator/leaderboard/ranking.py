@@ -203,16 +203,17 @@ def data_of(row: dict) -> Optional[str]:
     return row.get("data_alias") or row.get("data_fingerprint")
 
 
-def done_work(rows: list[dict], experiment: str, config_hash: str, *, fingerprint: Optional[str],
+def done_work(rows: list[dict], experiment: str, config_hashes: tuple[str, ...], *, fingerprint: Optional[str],
               epochs: Optional[int] = None) -> Optional[dict]:
-    """The first of ``rows`` that is done work of this config hash (which covers the seed) in ``experiment``, on the
+    """The first of ``rows`` that is done work of these config hashes (which cover the seed; the hashes of one work:
+    ``config.freezing.hashes_of_same_work``) in ``experiment``, on the
     data with this fingerprint (``data_of``): completed (or, given ``epochs``, completed or stopped after as many
     epochs: the same work as a stopped trial's), and the work's own row (not one naming another, ``duplicate_of``)."""
     ended = ("completed",) if epochs is None else ("completed", "stopped")
     return next((r for r in rows if r.get("status") in ended and not r.get("duplicate_of")
                  and (epochs is None or r.get("epochs") == epochs)
-                 and (r.get("experiment"), r.get("config_hash"), data_of(r)) == (experiment, config_hash, fingerprint)),
-                None)
+                 and r.get("config_hash") in config_hashes
+                 and (r.get("experiment"), data_of(r)) == (experiment, fingerprint)), None)
 
 
 def once_per_work(ids: list, duplicate_of: list) -> list[int]:

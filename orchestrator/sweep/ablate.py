@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 
 from .. import layout, storage
-from ..config.freezing import every_block_as_all, frozen_blocks
+from ..config.freezing import every_block_as_all, frozen_blocks, hashes_of_same_work
 from ..config.loading import read_yaml
 from ..config.schema import ExperimentConfig, parse_config
 from ..config.space import dotted_get, same_option
@@ -146,7 +146,8 @@ def plan(board, winner: dict, *, dims: list[str], seeds: int, values: dict[str, 
                               f"does not read {dim}, or the value repeats one): drop it from --dims/--values")
         for i in range(1, seeds + 1):
             run = cfg.with_values({"train.seed": base.train.seed + i})
-            if (winner["trial_id"], run.config_hash()) in done:
+            hashes = hashes_of_same_work(run, n_blocks) if n_blocks is not None else (run.config_hash(),)
+            if any((winner["trial_id"], h) in done for h in hashes):   # a hash of its work: done
                 reused += 1
                 continue
             configs.append(run)

@@ -20,6 +20,7 @@ from typing import Optional
 from ray import tune
 
 from .. import layout, storage
+from ..config.freezing import hashes_of_same_work
 from ..config.schema import ExperimentConfig
 from ..config.sampling import materialize
 from ..config.space import hp_columns
@@ -279,17 +280,18 @@ class SweepCallback(tune.Callback):
         if reused:   # this sweep's row of a work done before: rankings over the experiment count that work once
             row["reused_from"], row["duplicate_of"] = reused["reused_from"], reused["reused_row"]
         elif self.context.kind == "trial" and row["status"] in ("completed", "stopped"):   # its twin ran at once, or,
-            row["duplicate_of"] = self._done(row)   # stopped after as many epochs, before (only completed is reused)
+            row["duplicate_of"] = self._done(row, cfg)   # stopped after as many epochs, before (only completed reused)
         if trial.trial_id in self.stale:      # a rerun of an errored trial: its row replaces the failed one
             row["supersedes"] = self.stale[trial.trial_id]
         return row
 
-    def _done(self, row: dict) -> Optional[str]:
-        """The same work's row id (its config hash and epochs), if done before ``row``: among this driver's rows (some
-        spooled), then the board's."""
+    def _done(self, row: dict, cfg: ExperimentConfig) -> Optional[str]:
+        """The same work's row id (a hash of its work, ``hashes_of_same_work``, and its epochs), if done before
+        ``row`` (of ``cfg``): among this driver's rows (some spooled), then the board's."""
         from ..leaderboard.leaderboard import Leaderboard
 
-        key, fingerprint, epochs = (row["experiment"], row["config_hash"]), row["data_fingerprint"], row["epochs"]
+        key = (row["experiment"], hashes_of_same_work(cfg, self.context.n_blocks))
+        fingerprint, epochs = row["data_fingerprint"], row["epochs"]
         try:
             done = done_work(self.rows, *key, fingerprint=fingerprint, epochs=epochs) or Leaderboard(
                 self.cfg.storage).done(*key, fingerprint=fingerprint, epochs=epochs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 
+from ..config.freezing import hashes_of_same_work
 from ..config.schema import ExperimentConfig, parse_config
 from ..errors import ConfigError
 from ..leaderboard import ranking
@@ -205,7 +206,8 @@ def confirm(storage: str, experiment: str, *, top: int, seeds: int, workers: int
     for group, p in groups:   # each backbone, data set and baselines: one session, one run
         baselines = measured[group[0][1]["confirm_of"]]
         done = done_runs(board, experiment, kind="confirm", fingerprint=p.spec.fingerprint)
-        todo = [(c, e) for c, e in group if (e["confirm_of"], c.config_hash()) not in done]
+        todo = [(c, e) for c, e in group   # done under any hash of its work
+                if not any((e["confirm_of"], h) in done for h in hashes_of_same_work(c, p.n_blocks))]
         if len(todo) < len(group):
             out(f"{len(group) - len(todo)} of these {len(group)} runs were done before, on the same data: reused")
         if not todo:

@@ -17,6 +17,7 @@ from typing import Optional
 
 from .. import _ray, layout, metrics, storage
 from ..layout import new_sweep_id  # noqa: F401 - tuner, confirm and ablate take it from here
+from ..config.freezing import hashes_of_same_work
 from ..config.schema import ExperimentConfig
 from ..config.sampling import materialize
 from ..errors import ConfigError, Interrupted
@@ -108,7 +109,8 @@ def run_trial(params: dict, *, plan: TrialPlan):
     # wait; a wait that times out would fail the next trial, so it waits as long as an abort may take.
     os.environ[_ray.TRIAL_THREAD_TIMEOUT_ENV_VAR] = str(ABORT_PATIENCE_S + 5)
     cfg = plan.config(params)
-    done = completed_row(cfg, fingerprint=plan.inputs.spec.fingerprint) if plan.configs is None else None
+    done = completed_row(cfg, fingerprint=plan.inputs.spec.fingerprint,
+                         n_blocks=plan.n_blocks) if plan.configs is None else None
     if done is not None:   # the same work (config hash, seed included) was done: hand Tune its epochs again
         epochs = reused_epochs(cfg, done, baselines=plan.inputs.baselines)
         for epoch in epochs:   # a scheduler judges them as a live trial's, and may stop the replay: the row keeps all
@@ -214,12 +216,14 @@ def abort_run(controller, reports, done: threading.Event, *, patience_s: float =
         done.wait(0.2)
 
 
-def completed_row(cfg: ExperimentConfig, *, fingerprint: Optional[str]) -> Optional[dict]:
-    """Done work of this config (``Leaderboard.done``); None where there is no readable leaderboard yet."""
+def completed_row(cfg: ExperimentConfig, *, fingerprint: Optional[str], n_blocks: Optional[int]) -> Optional[dict]:
+    """Done work of this config (``Leaderboard.done``, under any hash of its work); None where there is no readable
+    leaderboard yet."""
     from ..leaderboard.leaderboard import Leaderboard
 
+    hashes = hashes_of_same_work(cfg, n_blocks) if n_blocks is not None else (cfg.config_hash(),)
     try:
-        return Leaderboard(cfg.storage).done(cfg.name, cfg.config_hash(), fingerprint=fingerprint)
+        return Leaderboard(cfg.storage).done(cfg.name, hashes, fingerprint=fingerprint)
     except (OSError, ConfigError):   # no readable leaderboard (or no config_hash column yet): nothing to reuse
         return None
 
