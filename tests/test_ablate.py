@@ -576,6 +576,9 @@ def test_each_ablation_run_says_which_alternative_and_seed_it_trains(tmp_path):
         callback.on_trial_start(0, [trial], trial)
     assert lines == ["[a0] started: the winner's config, seed 1", "[a1] started: train.freeze_depth=0, seed 1",
                      "[a2] started: train.freeze_depth=2, seed 1"], lines
+    from orchestrator.leaderboard.rows import ablated   # a string alternative as written, not JSON-quoted
+
+    assert ablated({"ablation_dim": "train.loss_weighting", "ablation_value": '"dwa"'}) == "train.loss_weighting=dwa"
 
 
 def test_the_reports_ablate_command_names_dimensions_the_winners_sweep_chose_from_and_the_storage(tmp_path):

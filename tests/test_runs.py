@@ -994,3 +994,14 @@ def test_a_refused_resume_names_the_fields_that_changed(tmp_path):
     with pytest.raises(ConfigError, match=r"another config \(resources.workers: 1 → 2, train.epochs: 1 → 3, "
                                           r"train.head_lr: 0.001 → 0.01; checkpoint"):
         check_run_name(other, "R", fingerprint=None, n_blocks=5)
+
+
+def test_a_resumed_sweeps_summary_says_its_seconds_are_this_commands():
+    """`tune --resume` printed "... 6 trials {...} in 12.3 s": this command's seconds, read as the sweep's (as `train`'s
+    summary did after a resume). Found by a review of this stop's diff."""
+    from orchestrator.cli.run import sweep_line
+
+    s = {"experiment": "e", "sweep_id": "s1", "trials": 6, "statuses": {"completed": 6}, "reused": [],
+         "wall_time_s": 12.3, "leaderboard": "runs/leaderboard"}
+    assert "6 trials {'completed': 6} in 12.3 s in this command (a resumed sweep);" in sweep_line(s, resumed=True)
+    assert "6 trials {'completed': 6} in 12.3 s; leaderboard" in sweep_line(s, resumed=False)

@@ -97,6 +97,15 @@ def tune(config, sets, address, name, resume, sweep_id, verbose, in_job, entrypo
                     verbose=verbose, reserved_cpu=entrypoint_cpus)
 
 
+def sweep_line(s: dict, *, resumed: bool) -> str:
+    """A sweep's summary line; a resumed sweep's seconds are this command's."""
+    reused = (f" ({len(s['reused'])} of them reused: same config and seed as a completed row, not rerun)"
+              if s.get("reused") else "")
+    return (f"\n== experiment {s['experiment']}, sweep {s['sweep_id']}: {s['trials']} trials {s['statuses']}{reused} "
+            f"in {s['wall_time_s']} s{' in this command (a resumed sweep)' if resumed else ''}; leaderboard "
+            f"{s['leaderboard']}")
+
+
 def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None, verbose=False,
                     reserved_cpu: float = 0.0) -> dict:
     from ..leaderboard import Leaderboard, render
@@ -106,10 +115,7 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
     with console(log, verbose=verbose, announce=True) as out:
         s = run(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out,
                 reserved_cpu=reserved_cpu)
-    reused = (f" ({len(s['reused'])} of them reused: same config and seed as a completed row, not rerun)"
-              if s.get("reused") else "")
-    click.echo(f"\n== experiment {s['experiment']}, sweep {s['sweep_id']}: {s['trials']} trials {s['statuses']}{reused} "
-               f"in {s['wall_time_s']} s; leaderboard {s['leaderboard']}")
+    click.echo(sweep_line(s, resumed=resume))
     listing = Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"], ranked=False)
     click.echo(render(listing))
     for hint in s.get("hints", ()):   # the best trials at one end of a searched range

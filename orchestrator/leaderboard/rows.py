@@ -5,6 +5,7 @@ lives in one place. Column names and types: README, "Leaderboard".
 """
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -51,7 +52,8 @@ def ablated(extra: dict) -> str:
     """What an ablation run trains (its row's ablation columns), as its console line names it."""
     if extra["ablation_dim"] == ABLATION_REFERENCE:
         return "the winner's config"
-    return f"{extra['ablation_dim']}={extra['ablation_value']}"
+    value = json.loads(extra["ablation_value"])   # stored as JSON: a string alternative is shown as written
+    return f"{extra['ablation_dim']}={value if isinstance(value, str) else json.dumps(value)}"
 
 
 def _finite(v) -> Optional[float]:
