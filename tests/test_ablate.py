@@ -587,14 +587,16 @@ def test_the_reports_ablate_command_names_dimensions_the_winners_sweep_chose_fro
     in sweep ...'s space"), and it left out --storage. Found by a helper's audit."""
     from orchestrator.report.mattered import ablate_command
 
-    best = {"sweep_id": "sw1"}
+    best = {"sweep_id": "sw1", "trial_id": "t9"}
     searches = {"sw1": {"space": {"train.freeze_depth": {"choice": [0, 1]}, "train.head_lr": {"loguniform": [1e-4, 1e-2]},
                                   "heads.dropout": {"choice": [0.0, 0.2]}, "data.split_seed": {"choice": [0, 1]}}}}
     assert ablate_command("exp", best, searches, "/data/runs") == (
-        "orchestrator ablate -e exp --dims train.freeze_depth,heads.dropout --seeds 3 --storage /data/runs")
+        "orchestrator ablate -e exp --trial t9 --dims train.freeze_depth,heads.dropout --seeds 3 --storage /data/runs")
     searches = {"sw1": {"space": {"train.head_lr": {"loguniform": [1e-4, 1e-2]}}}}
     assert ablate_command("exp", best, searches, "/data/runs") == (
-        "orchestrator ablate -e exp --dims train.head_lr --values train.head_lr=V1,V2 --seeds 3 --storage /data/runs")
+        "orchestrator ablate -e exp --trial t9 --dims train.head_lr --values train.head_lr=V1,V2 --seeds 3 "
+        "--storage /data/runs")
+    assert ablate_command("exp", best, searches, "/data/my runs").endswith("--storage '/data/my runs'")
     assert ablate_command("exp", None, {}, "/data/runs") == (
         "orchestrator ablate -e exp --dims train.freeze_depth --values train.freeze_depth=V1,V2 --seeds 3 "
         "--storage /data/runs")
@@ -603,8 +605,9 @@ def test_the_reports_ablate_command_names_dimensions_the_winners_sweep_chose_fro
 
     write_report(Leaderboard(runs), "exp", str(tmp_path / "rep"))
     text = open(os.path.join(tmp_path, "rep", "report.md")).read()
-    assert (f"`orchestrator ablate -e exp --dims train.loss_weighting,train.freeze_depth --seeds 3 --storage {runs}`"
-            in text), text
+    winner = Leaderboard(runs).best(experiment="exp")["trial_id"]
+    assert (f"`orchestrator ablate -e exp --trial {winner} --dims train.loss_weighting,train.freeze_depth --seeds 3 "
+            f"--storage {runs}`" in text), text
 
 
 def test_an_ablation_run_done_before_a_depth_of_every_block_ran_as_all_is_reused(tmp_path):

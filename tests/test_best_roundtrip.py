@@ -185,7 +185,8 @@ def test_best_of_baselines_of_other_tasks_is_refused_and_a_row_without_config_is
                            str(tmp_path / "b.yaml"))
     assert code == 2 and "mean_score of left accuracy" in err and "mean_score of right accuracy" in err, err
     # one experiment and one kind given: the advice is the task, not -e (the review of da09751)
-    assert err.endswith("select one task with --where \"baseline_task == 'left'\" (experiment=, kind= from Python)"), err
+    assert err.endswith("select one task with --where \"baseline_task == 'left'\" (experiment=, kind=, where= from "
+                        "Python)"), err
     other = str(tmp_path / "other")
     same = Leaderboard(other)
     same.append([row(cfg, hist(0.9), trial_id="a1", sweep_id="s"),

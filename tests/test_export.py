@@ -96,6 +96,7 @@ def test_a_file_named_for_the_other_format_is_refused_and_left_as_it_was(tmp_pat
         assert r.code == 2 and "\n" not in r.err.strip() and f"ends in {ext}" in r.err, r.err
     assert (tmp_path / "shapes.parquet").read_bytes() == before and not (tmp_path / "out.CSV").exists()
     board.export(f"csv:{tmp_path / 'plain'}")   # no extension: the format says what it is
+    board.export(f"csv:{tmp_path / 'parquet'}")   # a name without a dot is no extension, whatever it says
     assert "trial_id" in (tmp_path / "plain").read_text().splitlines()[0].split(",")
 
 

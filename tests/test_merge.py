@@ -211,6 +211,9 @@ def test_a_merge_into_an_empty_storage_does_not_say_work_was_there(tmp_path, cap
     last = r.out.strip().splitlines()[-1]
     assert "merged 2 rows" in last and "1 of them a copy of work another row holds, marked duplicate_of" in last, last
     assert "of work already there" not in last, last
+    Leaderboard(home).append([trial(home, trial_id="h3"), trial(home, trial_id="h4")])   # two more copies
+    last = run_cli(capsys, "leaderboard", "merge", home, "--into", str(tmp_path / "dst2")).out.strip().splitlines()[-1]
+    assert "merged 4 rows" in last and "3 of them copies of work another row holds" in last, last
 
 
 def test_cli_merge(tmp_path, capsys):

@@ -1005,3 +1005,34 @@ def test_a_resumed_sweeps_summary_says_its_seconds_are_this_commands():
          "wall_time_s": 12.3, "leaderboard": "runs/leaderboard"}
     assert "6 trials {'completed': 6} in 12.3 s in this command (a resumed sweep);" in sweep_line(s, resumed=True)
     assert "6 trials {'completed': 6} in 12.3 s; leaderboard" in sweep_line(s, resumed=False)
+
+
+def test_the_fields_a_refused_resume_names_are_read_as_today_reads_them(tmp_path):
+    """A sweep or run started before a depth of every block ran as 'all' named fields the user never changed:
+    "search.num_samples: 4 → 5, train.freeze_depth: 5 → "all"" and, for a run, backbone_lr and freeze_depth beside
+    the epochs it did change (a review of this stop's diff)."""
+    from orchestrator import storage
+    from orchestrator.config import parse_config
+    from orchestrator.config.freezing import every_block_as_all
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.resume import find_sweep, sweep_hash
+    from orchestrator.training import checkpoints
+    from orchestrator.training.driver import check_run_name
+
+    given = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"freeze_depth": 5,
+                                                                                  "backbone_lr": 0.003},
+                                    search={"space": {"train.head_lr": {"choice": [0.001, 0.01]}}, "num_samples": 4}))
+    storage.atomic_write(layout.sweep_record(given.storage, given.name, "s1"), json.dumps(
+        {"sweep_id": "s1", "config_hash": sweep_hash(given), "config": given.public_dump(),
+         "training_revision": TRAINING_REVISION}).encode())   # as the code before wrote it
+    today = every_block_as_all(given, 5)
+    with pytest.raises(ConfigError, match=r"another config \(search.num_samples: 4 → 5; hash") as info:
+        find_sweep(today.with_values({"search.num_samples": 5}), None, fingerprint=None, n_blocks=5)
+    assert "freeze_depth" not in str(info.value), info.value
+    run = layout.run_dir(given.storage, "R")
+    checkpoints.save(run, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
+                     {"epoch": 1, "history": [], "config_hash": given.config_hash(), "weighting": {},
+                      "training_revision": TRAINING_REVISION})
+    storage.atomic_write(os.path.join(run, layout.CONFIG_FILE), json.dumps(given.public_dump()).encode())
+    with pytest.raises(ConfigError, match=r"another config \(train.epochs: 1 → 3; checkpoint"):
+        check_run_name(today.with_values({"train.epochs": 3}), "R", fingerprint=None, n_blocks=5)

@@ -21,7 +21,8 @@ def parse_target(to: str) -> tuple[str, str]:
     kind, sep, where = to.partition(":")
     if not sep or kind not in ("mlflow", "tensorboard", "csv", "parquet") or not where:
         raise ConfigError(f"unknown export target {to!r}: use {TARGETS} (e.g. --to mlflow:sqlite:///mlflow.db)")
-    ext = "." + where.partition("?")[0].rpartition("/")[2].rpartition(".")[2]
+    name = where.partition("?")[0].rpartition("/")[2]
+    ext = "." + name.rpartition(".")[2] if "." in name else ""
     other = {"csv": (".parquet", ".pq"), "parquet": (".csv",)}.get(kind, ())
     if ext.lower() in other:   # csv:out.parquet would write CSV text over a Parquet file of that name
         raise ConfigError(f"export target {to!r} writes {kind.upper() if kind == 'csv' else 'Parquet'} to a file "

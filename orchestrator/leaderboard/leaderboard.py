@@ -258,7 +258,7 @@ class Leaderboard:
         apart = self._read(work)
         if len(apart) > 1:
             raise ConfigError(f"the rows selected in {self.uri} rank by {apart_line(apart, verb='select')} "
-                              f"(experiment=, kind= from Python)")
+                              f"(experiment=, kind=, where= from Python)")
 
     def _read(self, work: Callable[[Snapshot], T]) -> T:
         """``work`` on a fresh snapshot of the files; again when a file vanished under it (a compaction)."""

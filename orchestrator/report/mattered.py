@@ -4,6 +4,7 @@ parameter importance over the sweep's trials (fANOVA, ``optuna.importance``)."""
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 from collections import defaultdict
 from typing import Optional
@@ -136,7 +137,9 @@ def ablate_command(experiment: str, best: Optional[dict], searches: dict, root: 
                     key=lambda d: preferred.index(d) if d in preferred else len(preferred))[:2]
     other = (varied or ["train.freeze_depth"])[0]
     dims = f"--dims {','.join(chosen)}" if chosen else f"--dims {other} --values {other}=V1,V2"
-    return f"orchestrator ablate -e {experiment} {dims} --seeds 3 --storage {storage.redact(root)}"
+    trial = f"--trial {shlex.quote(best['trial_id'])} " if best and best.get("trial_id") else ""   # the one reported
+    return (f"orchestrator ablate -e {shlex.quote(experiment)} {trial}{dims} --seeds 3 --storage "
+            f"{shlex.quote(storage.redact(root))}")
 
 
 def markdown_lines(res: dict, table) -> list[str]:

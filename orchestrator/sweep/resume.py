@@ -49,7 +49,7 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
     except (OSError, ValueError):
         raise ConfigError(f"sweep {sweep_id} has no sweep.json: it cannot be resumed") from None
     if saved["config_hash"] != sweep_hash(cfg) and not _same_read_today(saved, cfg, n_blocks):
-        changed = changed_fields(saved["config"], cfg.public_dump()) if isinstance(saved.get("config"), dict) else ""
+        changed = _changed(saved, cfg, n_blocks)
         raise ConfigError(f"sweep {sweep_id} was started with another config ({changed + '; ' if changed else ''}"
                           f"hash {saved['config_hash']}, this {sweep_hash(cfg)}): resume it with the same config, or "
                           f"start a new sweep")
@@ -83,6 +83,17 @@ def recorded_rows(board, cfg: ExperimentConfig, sweep_id: str, *, out=print) -> 
         raise LeaderboardWriteError(f"the spooled rows in {paths[0]} still cannot be written "
                                     f"({storage.first_line(e)}); resume the sweep again once storage works") from None
     return recorded(board, sweep_id)
+
+
+def _changed(saved: dict, cfg: ExperimentConfig, n_blocks: int | None) -> str:
+    """The fields ``cfg`` changed from the config a sweep was started with, read the way a config is read now ("" where
+    its sweep.json has none, or one that no longer validates)."""
+    try:
+        before = parse_config(saved["config"])
+    except (ConfigError, KeyError, TypeError):
+        return ""
+    before = every_block_as_all(before, n_blocks) if n_blocks is not None else before
+    return changed_fields(before.public_dump(), cfg.public_dump())
 
 
 def _same_read_today(saved: dict, cfg: ExperimentConfig, n_blocks: int | None) -> bool:

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from .. import _ray, layout, storage
 from ..config.explain import changed_fields
-from ..config.freezing import hashes_of_same_work
+from ..config.freezing import every_block_as_all, hashes_of_same_work
 from ..config.revision import TRAINING_REVISION, revision_of
 from ..config.schema import ExperimentConfig, parse_config
 from ..data.spec import DataSpec
@@ -142,7 +142,7 @@ def check_run_name(cfg: ExperimentConfig, name: str, *, fingerprint: Optional[st
                           f", now {TRAINING_REVISION}: what a config trains changed): pick another --name (name=), "
                           f"or omit it for a new unique one")
     if state is not None and state.get("config_hash") not in hashes_of_same_work(cfg, n_blocks):
-        changed = _changed_since(cfg, layout.run_dir(cfg.storage, name))
+        changed = _changed_since(cfg, layout.run_dir(cfg.storage, name), n_blocks=n_blocks)
         raise ConfigError(f"run {name!r} already exists with another config ({changed + '; ' if changed else ''}"
                           f"checkpoint at epoch {state['epoch']}, "
                           f"config hash {state.get('config_hash')}, this config {cfg.config_hash()}): pick another "
@@ -153,14 +153,15 @@ def check_run_name(cfg: ExperimentConfig, name: str, *, fingerprint: Optional[st
                           f"file changed): pick another --name (name=), or omit it for a new unique one")
 
 
-def _changed_since(cfg: ExperimentConfig, run: str) -> str:
-    """The fields of what ``cfg`` trains (``work_fields``) that differ from the run's last config (its config.json);
-    "" where it has none, or one that no longer validates."""
+def _changed_since(cfg: ExperimentConfig, run: str, *, n_blocks: int) -> str:
+    """The fields of what ``cfg`` trains (``work_fields``) that differ from the run's last config (its config.json),
+    read the way a config is read now (``every_block_as_all``); "" where it has none, or one that no longer
+    validates."""
     try:
         before = parse_config(json.loads(storage.read_bytes(storage.join(run, layout.CONFIG_FILE))))
     except (OSError, ValueError, ConfigError):
         return ""
-    return changed_fields(before.work_fields(), cfg.work_fields())
+    return changed_fields(every_block_as_all(before, n_blocks).work_fields(), cfg.work_fields())
 
 
 def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
