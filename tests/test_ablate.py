@@ -588,7 +588,8 @@ def test_the_reports_ablate_command_names_dimensions_the_winners_sweep_chose_fro
     from orchestrator.report.mattered import ablate_command
 
     best = {"sweep_id": "sw1", "trial_id": "t9"}
-    searches = {"sw1": {"space": {"train.freeze_depth": {"choice": [0, 1]}, "train.head_lr": {"loguniform": [1e-4, 1e-2]},
+    searches = {"sw1": {"space": {"train.freeze_depth": {"choice": [0, 1]},
+                                  "train.head_lr": {"loguniform": [1e-4, 1e-2]},
                                   "heads.dropout": {"choice": [0.0, 0.2]}, "data.split_seed": {"choice": [0, 1]}}}}
     assert ablate_command("exp", best, searches, "/data/runs") == (
         "orchestrator ablate -e exp --trial t9 --dims train.freeze_depth,heads.dropout --seeds 3 --storage /data/runs")

@@ -444,7 +444,8 @@ def test_a_completed_row_with_the_same_config_and_seed_is_reused(tmp_path):
     again = completed_row(done.with_values({"train.dwa_temperature": 3.0}), fingerprint="fp", n_blocks=5)
     assert again["trial_id"] == "old" and [h["epoch"] for h in again["history"]] == [1, 2]
     assert completed_row(done.with_values({"train.seed": 1}), fingerprint="fp", n_blocks=5) is None   # another seed
-    assert completed_row(done.with_values({"train.seed": 7}), fingerprint="fp", n_blocks=5) is None   # stopped: not done
+    assert completed_row(done.with_values({"train.seed": 7}), fingerprint="fp",
+                         n_blocks=5) is None   # stopped rows: not done work
 
 
 def test_a_completed_row_on_other_data_is_not_reused(tmp_path):
