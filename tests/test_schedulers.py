@@ -945,6 +945,29 @@ def test_work_done_before_a_depth_of_every_block_ran_as_all_is_found_done(tmp_pa
     assert (new["status"], new.get("duplicate_of")) == ("completed", old["row_id"]), new
 
 
+def test_warm_start_auto_hands_over_rows_of_a_depth_of_every_block_made_before(tmp_path):
+    """A completed row trained with freeze_depth 5 of 5 blocks before it ran as 'all': its value fit no choice of
+    today's space ([0, 1, all]) and its recipe (its backbone_lr, which nothing trains with) was another, so warm
+    starts skipped it. Read as today reads a config, it is the 'all' point (a review of this stop's diff). A range
+    over depths keeps its numbers (every_block_as_all), and such a row is handed over as 5 there (its backbone_lr as
+    today's: a range's 5 is a number, whose backbone_lr counts)."""
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.searchers import evaluated_rows
+
+    history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
+    for domain, expected, lr in (({"choice": [0, 1, "all"]}, "all", 0.003), ({"randint": [0, 6]}, 5, None)):
+        storage_dir = tmp_path / str(expected)
+        cfg = parse_config(experiment(storage_dir, "builtin:multidigits/train", train={"epochs": 2}, search={
+            "searcher": "optuna", "warm_start": "auto", "space": {"train.freeze_depth": domain}}))
+        old = cfg.with_values({"search": None, "train.freeze_depth": 5,
+                               "train.backbone_lr": lr or cfg.train.backbone_lr})
+        Leaderboard(cfg.storage).append([row(old, history, fingerprint="fp", trial_id="old")])
+        evaluated = evaluated_rows(cfg, "fp", say=lambda line: None, n_blocks=5)
+        assert evaluated == (({"train.freeze_depth": expected}, 0.7),), (domain, evaluated)
+
+
 def test_optuna_learns_the_result_of_a_failed_trial_rerun_after_a_resume(tmp_path):
     """A failed trial is told to Optuna as the worst value seen; `tune --resume` reruns it under the same trial id,
     and Ray's OptunaSearch ignores results of a trial it has completed: the study kept the rerun's config as the

@@ -203,10 +203,11 @@ def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
 
 
 def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say,
-                   baselines: Optional[dict] = None) -> tuple:
+                   baselines: Optional[dict] = None, n_blocks: Optional[int] = None) -> tuple:
     """``warm_start: auto``: ``(params, objective)`` of this experiment's earlier completed, non-diverged rows on the
     same data, objective and epoch budget whose values fit today's space; a ``delta_m`` objective measured against
-    ``baselines``, this sweep's (an earlier sweep's may differ)."""
+    ``baselines``, this sweep's (an earlier sweep's may differ). Each row's config read as today reads it
+    (``as_read_today``: a depth of ``n_blocks`` written before it ran as 'all')."""
     s = cfg.search
     if s.warm_start != "auto":
         return ()
@@ -223,6 +224,7 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say,
     tasks, domains, out = list(cfg.tasks), _domains(s), []
     rows = row_dicts(Leaderboard(cfg.storage).table(experiment=cfg.name))
     for row in rows:   # a row's epoch budget is its own train.epochs: same_recipe and the space judge it
+        row = {**row, "config": as_read_today(row["config"], cfg, n_blocks)}
         if (row["status"] != "completed" or data_of(row) != fingerprint or finite(row["objective"]) is None
                 or row.get("duplicate_of")   # the same work's own row is there: each point once
                 or row["objective_metric"] != cfg.objective.metric):
@@ -237,6 +239,23 @@ def evaluated_rows(cfg: ExperimentConfig, fingerprint: Optional[str], *, say,
         f"(of {len(rows)} rows; same data, objective, epoch budget and recipe outside the space, nothing "
         f"retrained)")
     return tuple(out)
+
+
+def as_read_today(config, cfg: ExperimentConfig, n_blocks: Optional[int]):
+    """A row's config with a depth of every one of ``n_blocks`` blocks as today's sweep ``cfg`` runs it
+    (``every_block_as_all`` under today's space: 'all', or a range's number); as stored otherwise."""
+    from ..config.freezing import every_block_as_all, is_every_block
+    from ..config.schema import parse_config
+
+    depth = ((config or {}).get("train") or {}).get("freeze_depth") if isinstance(config, dict) else None
+    if n_blocks is None or not is_every_block(depth, n_blocks):
+        return config
+    try:
+        today = every_block_as_all(parse_config({**config, "search": cfg.search.model_dump(exclude_none=True)}),
+                                   n_blocks)
+    except ConfigError:
+        return config
+    return {**config, "train": {**config["train"], "freeze_depth": today.train.freeze_depth}}
 
 
 def same_recipe(cfg: ExperimentConfig, values: dict, row: dict) -> bool:

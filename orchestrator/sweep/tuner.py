@@ -262,7 +262,7 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
     gate = getattr(scheduler, "has_room", None)
     searcher = None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out), gate=gate,
                                                  evaluated=evaluated_rows(cfg, p.spec.fingerprint, say=out,
-                                                                         baselines=baselines))
+                                                                         baselines=baselines, n_blocks=p.n_blocks))
     spec = SweepSpec(TrialPlan(sweep_id, cfg.model_dump(mode="json"), RunInputs.of(session, baselines=baselines),
                                spares=trials_plan.spares, n_blocks=p.n_blocks),
                      param_space(cfg.search, list(cfg.tasks)), num_samples=1 if cfg.search.searcher == "grid" else
