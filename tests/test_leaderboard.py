@@ -685,6 +685,10 @@ def test_a_listing_of_experiments_with_other_objectives_says_its_ranks_do_not_co
     code, out, err = run_cli(capsys, "leaderboard", "--storage", str(tmp_path / "runs"))
     assert code == 0, err
     assert "note: these rows rank by other objectives (mean_score: acc; sum_mae: mae)" in out, out
+    # the rank column still read as one ranking (a helper's audit): each objective is numbered on its own
+    ranks = {line.split("│")[2].strip(): line.split("│")[0].strip() for line in out.splitlines() if "│" in line}
+    assert (ranks["good"], ranks["bad"], ranks["a1"]) == ("1", "2", "1"), out
+    assert "ranks are within each objective" in out, out
     code, out, _ = run_cli(capsys, "leaderboard", "--storage", str(tmp_path / "runs"), "-e", "mae")
     assert "note:" not in out
 
@@ -704,4 +708,6 @@ def test_the_mixed_objectives_note_names_what_to_narrow(tmp_path, capsys):
                                         extra={"baseline_task": "left", "baseline_key": "k"})])
     code, out, _ = run_cli(capsys, "leaderboard", "--storage", runs, "-e", "exp", "--kind", "all")
     note = next(line for line in out.splitlines() if line.startswith("note:"))
-    assert note.endswith("list one kind with --kind"), note
+    assert note.endswith("list one kind with --kind; ranks are within each objective"), note
+    ranks = {line.split("│")[1].strip(): line.split("│")[0].strip() for line in out.splitlines() if "│" in line}
+    assert (ranks["t1"], ranks["b-left"]) == ("1", "1"), out   # a trial and a baseline: each its own ranking

@@ -10,7 +10,7 @@ import click
 from ..errors import ConfigError
 from ..leaderboard.query import refuse_missing
 from ..leaderboard.query import rows as row_dicts
-from ..leaderboard.ranking import OBJECTIVES, ROW_KINDS as KINDS, apart_line, objectives_apart
+from ..leaderboard.ranking import OBJECTIVES, ROW_KINDS as KINDS, apart_line, objective_of, objectives_apart
 from ..metrics import direction, finite
 from .common import mean_pm, os_error_line, reached, storage_opt
 
@@ -85,15 +85,32 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
             finite(v) is not None for v in table.column(c).to_pylist())]
         raise ConfigError(f"no row selected has a value of {metric}: sort by a metric they have "
                           f"({', '.join(having) or 'none'}), or select other rows")
+    listed = row_dicts(table) if metric in OBJECTIVES else []
+    apart = objectives_apart(listed)
+    if len(apart) > 1:   # a listing stays, but its ranks do not compare across objectives (best refuses these rows)
+        table = _ranked_per_objective(table, [objective_of(r) for r in listed])
     shown = default_columns(table, also=(metric,)) if fmt == "table" and metric in table.column_names else None
     click.echo(render(table, fmt=fmt, columns=shown) if table.num_rows or fmt != "table"
                else f"no matching rows in {board.uri}")   # the sort column shown, as pareto shows its metrics
-    apart = objectives_apart(row_dicts(table)) if fmt == "table" and metric in OBJECTIVES else {}
-    if len(apart) > 1:   # a listing stays, but its ranks do not compare (best refuses these rows)
-        click.echo(f"note: these rows rank by {apart_line(apart, verb='list')}")
+    if len(apart) > 1 and fmt == "table":
+        click.echo(f"note: these rows rank by {apart_line(apart, verb='list')}; ranks are within each objective")
     if fmt == "table" and table.num_rows and table.column("rank").null_count:
         click.echo(f"rank -: not ranked by {metric} (failed, diverged, no value, or measured otherwise than its "
                    f"experiment's newest rows: older code, other data or baselines)")
+
+
+def _ranked_per_objective(table, objectives: list):
+    """``table`` (a listing, best first) with its ranks numbered within each objective (``objectives``: what each
+    row's measures, ``ranking.objective_of``): the rows of one objective keep their ranking's order, whatever the
+    rows of others between them."""
+    import pyarrow as pa
+
+    seen: dict = {}
+    ranks = []
+    for rank, objective in zip(table.column("rank").to_pylist(), objectives):
+        seen[objective] = seen.get(objective, 0) + (rank is not None)
+        ranks.append(seen[objective] if rank is not None else None)
+    return table.set_column(table.column_names.index("rank"), "rank", pa.array(ranks, pa.int64()))
 
 
 @leaderboard.command("compact")
