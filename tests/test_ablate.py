@@ -270,6 +270,27 @@ def test_merged_copies_of_ablation_runs_count_once(tmp_path):
     assert after["dims"] == before["dims"] and before["dims"]["train.loss_weighting"]["dwa"]["n"] == 2
 
 
+def test_an_ablation_run_merge_marked_as_a_confirm_runs_copy_still_counts_in_what_mattered(tmp_path):
+    """The winner's own run at seed 1 is the same work for `confirm` and `ablate`: merged into another storage, the
+    ablation row got duplicate_of the confirm row, and "What mattered" (which reads the confirm rows too) left it out,
+    so the winner's own value lost that seed (a helper's audit found the two rows; this is what merge made of them)."""
+    from orchestrator.leaderboard.query import rows as row_dicts
+
+    runs = sweep_board(tmp_path)
+    board = Leaderboard(runs)
+    todo = plan(board, winner_row(board, "exp"), dims=["train.loss_weighting"], seeds=1, values={},
+                storage_location=runs)
+    made = [row(c, metrics_history(0.8, 0.7), trial_id=f"a{i}", sweep_id="ab", kind="ablation", extra=x)
+            for i, (c, x) in enumerate(zip(todo.configs, todo.extra))]
+    ref = next(r for r, x in zip(made, todo.extra) if x["ablation_dim"] == REFERENCE)
+    confirm = {**row(todo.configs[0], metrics_history(0.8, 0.7), trial_id="c1", sweep_id="cf", kind="confirm",
+                     extra={"confirm_of": "t1"}), "row_id": "confirm-row"}
+    board.append([confirm, *[{**r, "duplicate_of": "confirm-row"} if r is ref else r for r in made]])
+    m = what_mattered(row_dicts(board.table(experiment="exp", kind=None)))
+    owns = [a for a in m["dims"]["train.loss_weighting"].values() if a["winner"]]
+    assert [a["n"] for a in owns] == [1], m
+
+
 def test_ablate_reads_a_storage_given_with_credentials(tmp_path, capsys, s3_server, monkeypatch):
     """`ablate --storage s3://KEY:SECRET@...` (the fix that keeps the pair for that storage had no test): the winner
     and its sweep's space are read from the S3 storage with the pair from the URI alone, the secret is never

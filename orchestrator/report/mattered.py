@@ -44,8 +44,9 @@ def what_mattered(rows: list[dict], *, winner: Optional[str] = None) -> Optional
     winner's own value marked), the objective's mean ± std over seeds, and for ``train.loss_weighting`` the mean Δm%
     (None without baselines); the seeds that diverged are listed per alternative, not averaged, and each seed counts once,
     its newest run (as confirm ranks)."""
-    runs = [r for r in ranking.each_work_once(rows)   # a merged copy counts where its own run is not
-            if ranking.kind_of(r) == "ablation" and (_scored(r) or r.get("status") == "diverged")]
+    runs = [r for r in ranking.each_work_once([r for r in rows if ranking.kind_of(r) == "ablation"])
+            if _scored(r) or r.get("status") == "diverged"]   # a merged copy counts where its own ablation run is
+    # not: a copy of a confirm run (the same work at the same seed) is this ablation's run all the same
     if winner is None and runs:
         winner = max([r for r in runs if _scored(r)] or runs, key=ranking.newest_first)["ablation_of"]
     runs = [r for r in runs if r.get("ablation_of") == winner]
