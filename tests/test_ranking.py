@@ -91,6 +91,22 @@ def test_a_seed_confirmed_twice_or_merged_in_counts_once(tmp_path):
         assert abs(top["mean"] - mean) < 1e-9 and abs(top["std"] - 0.02) < 1e-9
 
 
+def test_a_confirm_run_merge_marked_as_an_ablation_runs_copy_still_counts(tmp_path):
+    """The winner's own run at a seed is the same work for confirm and ablate: merged, a confirm row can get
+    duplicate_of the ablation row, and the confirmed ranking (the report reads every kind) left that seed out. Copies
+    count once among confirm rows only (the twin of What mattered's mend)."""
+    from orchestrator.leaderboard import ranking
+
+    common = {"experiment": "e", "sweep_id": "c1", "kind": "confirm", "confirm_of": "t1", "status": "completed",
+              "objective_metric": "mean_score", "objective_mode": "max", "config": {"name": "e"}}
+    runs = [{**common, "trial_id": f"a{s}", "row_id": f"a{s}", "seed": s, "config_hash": f"h{s}", "objective": v,
+             "created_at": f"2026-12-01T00:00:0{s}"} for s, v in ((1, 0.80), (2, 0.82))]
+    ablation = {**runs[0], "kind": "ablation", "trial_id": "x1", "row_id": "x1", "ablation_of": "t1"}
+    runs[0] = {**runs[0], "duplicate_of": "x1"}   # as merge marks the later of two rows of one work
+    (top,) = ranking.confirmed(runs + [ablation])
+    assert top["n"] == 2 and top["seeds"] == [1, 2], top
+
+
 def test_confirmation_runs_of_older_code_or_other_data_are_not_pooled_with_the_newest(tmp_path):
     """After an upgrade (another training revision) or a data rewrite, `confirm --seeds 3` trained seeds 1-3 again
     but seeds 4-5 of the older runs stayed in the mean: two measurements pooled as one. A configuration's runs are

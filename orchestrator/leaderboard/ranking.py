@@ -168,8 +168,9 @@ def confirmed(rows: list[dict], *, originals: Optional[dict] = None) -> list[dic
     (``originals``: trial id -> its row). A configuration with a diverged or failed run (``diverged``, ``failed``:
     their seeds) ranks after those without: its mean is over the seeds that completed; one with none (n 0, mean
     None) ranks last."""
-    runs = [r for r in each_work_once(rows) if kind_of(r) == "confirm" and r.get("confirm_of") and (
-        (finite(r.get("objective")) is not None and pickable(r)) or r.get("status") in UNRANKED)]
+    runs = [r for r in each_work_once([r for r in rows if kind_of(r) == "confirm"]) if r.get("confirm_of") and (
+        (finite(r.get("objective")) is not None and pickable(r)) or r.get("status") in UNRANKED)]   # copies: of
+    # confirm runs (an ablation run of the same work at the same seed is no reason to leave one out)
     groups: dict[str, list[dict]] = {}   # one code and data (one measurement), then one row per run (`confirm`
     for row in per_seed(newest_version(runs) if runs else [], by=("confirm_of",)):   # again, or a merged copy)
         groups.setdefault(row["confirm_of"], []).append(row)
