@@ -689,6 +689,14 @@ def test_a_listing_of_experiments_with_other_objectives_says_its_ranks_do_not_co
     ranks = {line.split("│")[2].strip(): line.split("│")[0].strip() for line in out.splitlines() if "│" in line}
     assert (ranks["good"], ranks["bad"], ranks["a1"]) == ("1", "2", "1"), out
     assert "ranks are within each objective" in out, out
+    # a row without a config (its tasks unknown) ranks with the rows of its metric that have one (a review)
+    from factories import embedded
+
+    cfg = parse_config(embedded(str(tmp_path / "runs"), name="acc2"))
+    board.append([trial_row(cfg, [{"epoch": 1, "objective": 0.8, "mean_score": 0.8}], trial_id="c1", sweep_id="s")])
+    code, out, err = run_cli(capsys, "leaderboard", "--storage", str(tmp_path / "runs"))
+    ranks = {line.split("│")[2].strip(): line.split("│")[0].strip() for line in out.splitlines() if "│" in line}
+    assert (ranks["a1"], ranks["c1"], ranks["good"], ranks["bad"]) == ("1", "2", "1", "2"), out
     code, out, _ = run_cli(capsys, "leaderboard", "--storage", str(tmp_path / "runs"), "-e", "mae")
     assert "note:" not in out
 

@@ -1036,3 +1036,31 @@ def test_the_fields_a_refused_resume_names_are_read_as_today_reads_them(tmp_path
     storage.atomic_write(os.path.join(run, layout.CONFIG_FILE), json.dumps(given.public_dump()).encode())
     with pytest.raises(ConfigError, match=r"another config \(train.epochs: 1 → 3; checkpoint"):
         check_run_name(today.with_values({"train.epochs": 3}), "R", fingerprint=None, n_blocks=5)
+
+
+def test_a_refused_resume_of_a_config_listing_a_depth_both_ways_says_another_config(tmp_path):
+    """A sweep or run saved with a space listing 5 and 'all' (5 blocks; refused since): reading its saved config the
+    way today reads one raised that refusal, so `tune --resume` or `train --name` with today's config was told to
+    list one, of a config already mended, not that it is another config (a review of this stop's diff)."""
+    from orchestrator import storage
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.resume import find_sweep, sweep_hash
+    from orchestrator.training import checkpoints
+    from orchestrator.training.driver import check_run_name
+
+    given = parse_config(experiment(tmp_path, "builtin:multidigits/train",
+                                    search={"space": {"train.freeze_depth": {"choice": [0, 5, "all"]}}}))
+    today = given.with_values({"search.space": {"train.freeze_depth": {"choice": [0, "all"]}}})
+    storage.atomic_write(layout.sweep_record(given.storage, given.name, "s1"), json.dumps(
+        {"sweep_id": "s1", "config_hash": sweep_hash(given), "config": given.public_dump(),
+         "training_revision": TRAINING_REVISION}).encode())
+    with pytest.raises(ConfigError, match="sweep s1 was started with another config"):
+        find_sweep(today, None, fingerprint=None, n_blocks=5)
+    run = layout.run_dir(given.storage, "R")
+    checkpoints.save(run, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
+                     {"epoch": 1, "history": [], "config_hash": given.config_hash(), "weighting": {},
+                      "training_revision": TRAINING_REVISION})
+    storage.atomic_write(os.path.join(run, layout.CONFIG_FILE), json.dumps(given.public_dump()).encode())
+    with pytest.raises(ConfigError, match=r"run 'R' already exists with another config \(train.epochs: 1 → 3"):
+        check_run_name(today.with_values({"train.epochs": 3}), "R", fingerprint=None, n_blocks=5)

@@ -968,6 +968,27 @@ def test_warm_start_auto_hands_over_rows_of_a_depth_of_every_block_made_before(t
         assert evaluated == (({"train.freeze_depth": expected}, 0.7),), (domain, evaluated)
 
 
+def test_warm_start_of_an_experiments_best_reads_a_depth_of_every_block_made_before_as_today(tmp_path):
+    """`warm_start: {experiment, top}` read an earlier row of freeze_depth 5 of 5 blocks raw: "train.freeze_depth=5 does
+    not fit the search space: base value used", so the old winner became the base point, silently lost (a review of
+    this stop's diff; the twin of warm_start: auto's mend)."""
+    from factories import experiment, row
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.searchers import first_points
+
+    history = [{"epoch": e, "objective": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"epochs": 2, "freeze_depth": 0},
+                                  search={"searcher": "optuna", "warm_start": {"experiment": "t", "top": 2},
+                                          "space": {"train.freeze_depth": {"choice": [0, 1, "all"]}}}))
+    Leaderboard(cfg.storage).append([row(cfg.with_values({"search": None, "train.freeze_depth": 5}), history,
+                                         fingerprint="fp", trial_id="old")])
+    said = []
+    assert first_points(cfg, say=said.append, n_blocks=5) == [{"train.freeze_depth": 0},
+                                                               {"train.freeze_depth": "all"}], said
+    assert not any("does not fit" in line for line in said), said
+
+
 def test_optuna_learns_the_result_of_a_failed_trial_rerun_after_a_resume(tmp_path):
     """A failed trial is told to Optuna as the worst value seen; `tune --resume` reruns it under the same trial id,
     and Ray's OptunaSearch ignores results of a trial it has completed: the study kept the rerun's config as the

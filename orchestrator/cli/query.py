@@ -10,7 +10,7 @@ import click
 from ..errors import ConfigError
 from ..leaderboard.query import refuse_missing
 from ..leaderboard.query import rows as row_dicts
-from ..leaderboard.ranking import OBJECTIVES, ROW_KINDS as KINDS, apart_line, objective_of, objectives_apart
+from ..leaderboard.ranking import OBJECTIVES, ROW_KINDS as KINDS, apart_line, objective_groups, objectives_apart
 from ..metrics import direction, finite
 from .common import mean_pm, os_error_line, reached, storage_opt
 
@@ -88,7 +88,7 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
     listed = row_dicts(table) if metric in OBJECTIVES else []
     apart = objectives_apart(listed)
     if len(apart) > 1:   # a listing stays, but its ranks do not compare across objectives (best refuses these rows)
-        table = _ranked_per_objective(table, [objective_of(r) for r in listed])
+        table = _ranked_per_objective(table, objective_groups(listed))
     shown = default_columns(table, also=(metric,)) if fmt == "table" and metric in table.column_names else None
     click.echo(render(table, fmt=fmt, columns=shown) if table.num_rows or fmt != "table"
                else f"no matching rows in {board.uri}")   # the sort column shown, as pareto shows its metrics
@@ -101,8 +101,8 @@ def leaderboard(ctx, storage, experiment, where, sweep, kind, metric, k, fmt):
 
 def _ranked_per_objective(table, objectives: list):
     """``table`` (a listing, best first) with its ranks numbered within each objective (``objectives``: what each
-    row's measures, ``ranking.objective_of``): the rows of one objective keep their ranking's order, whatever the
-    rows of others between them."""
+    row's measures, ``ranking.objective_groups``): the rows of one objective keep their ranking's order, whatever
+    the rows of others between them."""
     import pyarrow as pa
 
     seen: dict = {}

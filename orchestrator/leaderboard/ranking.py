@@ -53,6 +53,18 @@ def objectives_apart(rows: list[dict]) -> dict[str, dict[str, set]]:
     return {i: e for i, e in found.items() if i not in known}
 
 
+def objective_groups(rows: list[dict]) -> list[Optional[str]]:
+    """Each row's objective as ``objectives_apart`` groups them: a row without a config (its metric alone) with the
+    rows of its metric that have one, where those measure one objective."""
+    keys = [objective_of(r) for r in rows]
+    full = {k for k in keys if k and " of " in k}
+    out = []
+    for k in keys:
+        same = [f for f in full if k and " of " not in k and f.startswith(f"{k} of ")]
+        out.append(same[0] if len(same) == 1 else k)
+    return out
+
+
 def apart_line(apart: dict[str, dict[str, set]], *, verb: str) -> str:
     """The objectives ``objectives_apart`` found, by experiment, and what to narrow (``verb`` one experiment, one
     kind: whichever the rows span)."""

@@ -92,7 +92,10 @@ def _changed(saved: dict, cfg: ExperimentConfig, n_blocks: int | None) -> str:
         before = parse_config(saved["config"])
     except (ConfigError, KeyError, TypeError):
         return ""
-    before = every_block_as_all(before, n_blocks) if n_blocks is not None else before
+    try:   # a space listing a depth both ways (refused since) stays as saved
+        before = every_block_as_all(before, n_blocks) if n_blocks is not None else before
+    except ConfigError:
+        pass
     return changed_fields(before.public_dump(), cfg.public_dump())
 
 

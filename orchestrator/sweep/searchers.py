@@ -155,10 +155,10 @@ class Limiter(ConcurrencyLimiter):
         super().on_trial_complete(trial_id, result=result, error=False)
 
 
-def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
+def first_points(cfg: ExperimentConfig, *, say, n_blocks: Optional[int] = None) -> list[dict]:
     """Trials evaluated first: the base config as written, then the warm start's K best distinct configs, each once (a
-    grid's repeats of one configuration, or the base config again, are one). A value an earlier config lacks, or that
-    is outside the new space, takes the base config's value (one line each)."""
+    grid's repeats of one configuration, or the base config again, are one), read as today (``as_read_today``). A
+    value an earlier config lacks, or that is outside the new space, takes the base config's value (one line each)."""
     tasks, points, s = list(cfg.tasks), [], cfg.search
     base = active_values(s.space, cfg.run_fields(public=False), tasks)
     if s.searcher == "grid":   # a grid runs its own points: said where that leaves out what the config asks first
@@ -180,7 +180,7 @@ def first_points(cfg: ExperimentConfig, *, say) -> list[dict]:
         from ..leaderboard.query import top_distinct
 
         def warm_point(row: dict, say) -> dict:
-            values = active_values(s.space, row["config"], tasks)
+            values = active_values(s.space, as_read_today(row["config"], cfg, n_blocks), tasks)
             for p, v in values.items():
                 if v is None or not fits(domains[p], v):
                     say(f"warm start {row['trial_id']}: {p}={v!r} does not fit the search space: base value used")

@@ -260,9 +260,9 @@ def _sweep(p: Prepared, sweep_id: str, *, address: str | None, resume: bool, ver
                 f"grid; repeat r trains with train.seed + r, so repeats measure seed variance)")
     scheduler = make_scheduler(cfg, trials=trials, concurrent=concurrent, sweep_id=sweep_id, n_blocks=p.n_blocks)
     gate = getattr(scheduler, "has_room", None)
-    searcher = None if resume else make_searcher(cfg, concurrent, first_points(cfg, say=out), gate=gate,
-                                                 evaluated=evaluated_rows(cfg, p.spec.fingerprint, say=out,
-                                                                         baselines=baselines, n_blocks=p.n_blocks))
+    searcher = None if resume else make_searcher(   # earlier rows read as today reads a config (n_blocks)
+        cfg, concurrent, first_points(cfg, say=out, n_blocks=p.n_blocks), gate=gate,
+        evaluated=evaluated_rows(cfg, p.spec.fingerprint, say=out, baselines=baselines, n_blocks=p.n_blocks))
     spec = SweepSpec(TrialPlan(sweep_id, cfg.model_dump(mode="json"), RunInputs.of(session, baselines=baselines),
                                spares=trials_plan.spares, n_blocks=p.n_blocks),
                      param_space(cfg.search, list(cfg.tasks)), num_samples=1 if cfg.search.searcher == "grid" else

@@ -161,7 +161,11 @@ def _changed_since(cfg: ExperimentConfig, run: str, *, n_blocks: int) -> str:
         before = parse_config(json.loads(storage.read_bytes(storage.join(run, layout.CONFIG_FILE))))
     except (OSError, ValueError, ConfigError):
         return ""
-    return changed_fields(every_block_as_all(before, n_blocks).work_fields(), cfg.work_fields())
+    try:   # a space listing a depth both ways (refused since) stays as saved
+        before = every_block_as_all(before, n_blocks)
+    except ConfigError:
+        pass
+    return changed_fields(before.work_fields(), cfg.work_fields())
 
 
 def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
