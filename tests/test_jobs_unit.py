@@ -226,6 +226,8 @@ def test_submit_request_and_wait(monkeypatch, project):
     assert client.submitted == {
         "entrypoint": "python jobs/tune.py exp.yaml --entrypoint-cpus 0.1 --set train.epochs=2",
         "entrypoint_num_cpus": 0.1,
+        # any entrypoint resource drops Ray's pin of the driver to the head node: asked for again (a helper's audit)
+        "entrypoint_resources": {"node:__internal_head__": 0.001},
         "runtime_env": {"working_dir": str(project), "excludes": jobs.EXCLUDES},
     }
     assert lines == ["submitted job raysubmit_fake to http://127.0.0.1:8265: "
@@ -244,6 +246,23 @@ def test_submit_follow_streams_logs(monkeypatch, project):
     code, lines = run_submit(monkeypatch, project, FakeClient(["SUCCEEDED"]), follow=True)
     assert code == 0
     assert lines[1:] == ["line 1", "line 2", "job raysubmit_fake SUCCEEDED"]
+
+
+def test_the_commands_printed_after_ctrl_c_name_the_cluster(monkeypatch, project):
+    """After Ctrl-C the hints read `ray job stop ID` and `ray job logs --follow ID`: pasted on the laptop, both failed
+    ("Could not find any running Ray instance") without the dashboard's address (a helper's audit)."""
+    class Interrupted(FakeClient):
+        def get_job_info(self, job_id):
+            raise KeyboardInterrupt
+
+        async def tail_job_logs(self, job_id):
+            raise KeyboardInterrupt
+            yield ""
+
+    for follow, hint in ((False, "ray job logs --follow raysubmit_fake --address http://127.0.0.1:8265"),
+                         (True, "ray job stop raysubmit_fake --address http://127.0.0.1:8265")):
+        code, lines = run_submit(monkeypatch, project, Interrupted(["RUNNING"]), follow=follow)
+        assert code == 130 and hint in lines[-1], lines
 
 
 def test_submit_no_wait(monkeypatch, project):

@@ -30,6 +30,7 @@ EXCLUDES = [".venv", "runs", ".git", "__pycache__", "*.egg-info", "orchestrator-
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 POLL_S = 2.0
 ENTRYPOINT_CPUS = 0.1   # what a submitted job's entrypoint (its driver) holds while the job runs
+HEAD_NODE = "node:__internal_head__"   # a resource only the head node has (Ray's HEAD_NODE_RESOURCE_NAME)
 _UNREACHABLE = ("cannot reach Ray dashboard at {}: is the cluster up? "
                 "(`ray dashboard cluster.yaml` opens a tunnel)")
 _QUIET = logging.getLogger(__name__ + ".upload")
@@ -131,7 +132,10 @@ def _submit_when_ready(client, *, entrypoint: str, runtime_env: dict, patience_s
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            return client.submit_job(entrypoint=entrypoint, entrypoint_num_cpus=ENTRYPOINT_CPUS, runtime_env=runtime_env)
+            # any entrypoint resource drops Ray's pin of the driver to the head node (Ray 2.60's job manager): asked for
+            # again, so the sweep's driver never lands on a spot worker the autoscaler may take away
+            return client.submit_job(entrypoint=entrypoint, entrypoint_num_cpus=ENTRYPOINT_CPUS,
+                                     entrypoint_resources={HEAD_NODE: 0.001}, runtime_env=runtime_env)
         except RuntimeError as e:
             if "try again later" not in str(e) or time.monotonic() > deadline:
                 raise
@@ -182,7 +186,7 @@ def _follow(client, url, job_id, out) -> int:
         with _translate(url, job_id):
             asyncio.run(tail())
     except KeyboardInterrupt:
-        out(f"stopped following; job {job_id} keeps running (`ray job stop {job_id}` stops it)")
+        out(f"stopped following; job {job_id} keeps running (`ray job stop {job_id} --address {redact(url)}` stops it)")
         return 130
     return _wait(client, url, job_id, out, changes=False)
 
@@ -201,7 +205,7 @@ def _wait(client, url, job_id, out, *, changes: bool) -> int:
             if changes and not ok:  # show why (unless the logs were just streamed)
                 out("\n".join(client.get_job_logs(job_id).rstrip("\n").splitlines()[-20:]))
     except KeyboardInterrupt:
-        out(f"stopped waiting; job {job_id} keeps running (`ray job logs --follow {job_id}`)")
+        out(f"stopped waiting; job {job_id} keeps running (`ray job logs --follow {job_id} --address {redact(url)}`)")
         return 130
     # Ray's message of a failed job holds up to 20,000 characters of its logs (shown above): its first line, redacted
     out(f"job {job_id} {info.status}" + ("" if ok or not info.message else f": {line_of(info.message, limit=200)}"))
