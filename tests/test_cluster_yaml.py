@@ -143,11 +143,14 @@ def test_no_ray_started():
 
 
 def test_every_node_runs_with_the_settings_of_a_local_ray(cfg):
-    """What init_ray sets for the Ray it starts (the Train health-check pace, how long idle processes are kept)
-    reaches cluster nodes through their ray start lines."""
+    """What init_ray sets for the Ray it starts (the Train health-check pace, how long idle processes are kept, how long
+    a Train run waits for its worker group: a trial's Train controller runs in the trial's process, which takes the
+    node's environment, not the driver's; a helper's audit found 60 s there, autoscaler launches included) reaches
+    cluster nodes through their ray start lines."""
     from orchestrator.training.session import NODE_ENV
 
-    assert {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_idle_worker_killing_time_threshold_ms"} <= set(NODE_ENV)
+    assert {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_idle_worker_killing_time_threshold_ms",
+            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"} <= set(NODE_ENV)
     workers = [line for line in cfg["worker_start_ray_commands"] if "ray start" in line]
     for name, value in NODE_ENV.items():
         setting = f"{name}={value} "

@@ -33,8 +33,9 @@ from .batch import per_worker_batch
 
 log = logging.getLogger("orchestrator")
 
-# Ray Train waits this long for a worker group before retrying. TF start-up on 2 cores can pass
-# Ray's default of 60 s; raised here (the driver's environment is passed to the controller).
+# Ray Train waits this long for a worker group before retrying. TF start-up on 2 cores can pass Ray's default of
+# 60 s, and so can an autoscaler's node launch; raised on every node (NODE_ENV): a trial's Train controller runs in
+# the trial's process, which takes its node's environment, not the driver's.
 WORKER_START_TIMEOUT_S = "600"
 # The Train controller polls its workers at this pace; a report waits for a poll (a worker holds one report at a
 # time), and so does the end of a run. Measured with the controller in the trial's process (10 reports 0.3 s apart,
@@ -49,7 +50,8 @@ HEALTH_CHECK_INTERVAL_S = "0.2"
 IDLE_WORKER_KEEP_MS = "60000"
 # What every Ray node of ours runs with: init_ray sets it for the Ray it starts, cluster.yaml's ray start lines too.
 NODE_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": HEALTH_CHECK_INTERVAL_S,
-            "RAY_idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS}
+            "RAY_idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS,
+            "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": WORKER_START_TIMEOUT_S}
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,6 @@ def init_ray(address: str | None = None, *, num_gpus: float | None = None, log_t
 
     from ..console import mute_ray_stderr, quiet_logs
 
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_START_TIMEOUT_S)
     # A late poll is only awaited again (a worker counts as dead after 600 s), so a short interval is safe. A raylet
     # that ray.init starts below (no address) reads its settings from this environment.
     for name, value in NODE_ENV.items():
