@@ -21,7 +21,7 @@ import pytest
 from orchestrator.cli import jobs
 from orchestrator.errors import ConfigError, UserError
 
-from factories import free_port, free_ports
+from factories import free_port, free_ports, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -506,3 +506,11 @@ def test_a_failed_jobs_message_is_one_line_without_a_secret(monkeypatch, project
     code, lines = run_submit(monkeypatch, project, client)
     assert code == 1 and "\n" not in lines[-1] and len(lines[-1]) < 300 and "s3cr3t" not in lines[-1], lines[-1][:400]
     assert lines[-1].startswith("job raysubmit_fake FAILED: Job entrypoint command failed with exit code 1")
+
+
+def test_a_config_file_a_job_cannot_find_is_named_as_missing(tmp_path, capsys, no_ray):
+    """`python jobs/tune.py nope.yaml` said "storage 'runs' is a relative local path ...": the job's check of its
+    storage read the default of a file that is not there. The file is named as missing, as outside a job (a helper's
+    audit)."""
+    r = run_cli(capsys, "tune", "--in-ray-job", str(tmp_path / "nope.yaml"))
+    assert r.code == 2 and "nope.yaml" in r.err and "relative local path" not in r.err, r.err
