@@ -39,6 +39,28 @@ def test_with_an_autoscaler_its_maximum_counts(tmp_path):
         check_feasible(config(tmp_path, workers=6, cpus=1.0), grows, reserved_cpu=0.15, autoscaling=True)
 
 
+def test_worker_types_share_the_autoscalers_max_workers_without_one_using_up_the_others(tmp_path):
+    """With a CPU worker type (max 4) listed before a GPU type (max 4) and max_workers 4, the CPU type took the whole
+    budget and the GPU type got none: a 1-GPU sweep was refused ("no node can ever have that"), though Ray can launch
+    4 GPU nodes. Each type counts up to the shared budget, and a trial's nodes are chosen within it (a helper's
+    audit)."""
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.capacity import check_feasible, concurrency, worker_types
+
+    info = {"max_workers": 4, "head_node_type": "head", "node_types": {
+        "head": {"max_workers": 0, "resources": {"CPU": 2}},
+        "cpu_worker": {"max_workers": 4, "resources": {"CPU": 16}},
+        "gpu_worker": {"max_workers": 4, "resources": {"CPU": 8, "GPU": 1}}}}
+    nodes = worker_types(info, {"CPU": 2.0})
+    gpu = config(tmp_path, workers=4, cpus=4.0).with_values({"resources.use_gpu": True, "resources.gpus_per_worker": 1.0})
+    check_feasible(gpu, nodes, reserved_cpu=0.1, autoscaling=True)   # 4 GPU nodes
+    with pytest.raises(ConfigError, match="autoscaler's maximum holds 4"):
+        check_feasible(gpu.with_values({"resources.workers": 5}), nodes, reserved_cpu=0.1, autoscaling=True)
+    # CPU trials: the budget goes to the nodes that hold the most (4 x 16 CPUs, not 4 + 4 nodes), plus the head
+    cpu = config(tmp_path, workers=2, cpus=8.0)
+    assert concurrency(cpu, nodes, driver_cpu=0.05) == 4
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("command, workers", [("train", 2), ("tune", 3)])
 def test_train_and_tune_jobs_that_never_fit_fail_at_once(ray_session, tmp_path, capsys, command, workers):

@@ -26,6 +26,18 @@ class NodeType:
     resources: dict            # per node
     max_count: int             # nodes of this type the cluster can have (up now, or up to max_workers)
     head: bool = False         # the head node (where this job's own driver is counted)
+    pool: int | None = None    # the most nodes every type with a pool has together (the autoscaler's max_workers)
+
+
+def _counts(bundle: dict, nodes: list[NodeType]) -> list[tuple[NodeType, int]]:
+    """Each node type with the nodes a trial of ``bundle``s can count on: its max, but types sharing a pool share it,
+    the nodes that hold the most bundles first (the autoscaler launches what the waiting bundles fit)."""
+    pooled = sorted((t for t in nodes if t.pool is not None), key=lambda t: -_per_node(bundle, t.resources))
+    left, given = (pooled[0].pool if pooled else 0), {}
+    for t in pooled:
+        given[id(t)] = min(t.max_count, left)
+        left -= given[id(t)]
+    return [(t, given.get(id(t), t.max_count)) for t in nodes]
 
 
 def trial_request(cfg: ExperimentConfig) -> tuple[dict, int]:
@@ -58,7 +70,7 @@ def check_feasible(cfg: ExperimentConfig, nodes: list[NodeType], *, reserved_cpu
     if strategy == "STRICT_PACK" and not any(_per_node(bundle, t.resources) >= n for t in nodes):
         raise ConfigError(f"placement STRICT_PACK puts all {n} workers ({_fmt(bundle)} each) on one node, and no "
                           f"node can hold them (cluster at its largest: {where}): use PACK or fewer workers")
-    spread = sum(t.max_count for t in nodes if _per_node(bundle, t.resources))
+    spread = sum(count for t, count in _counts(bundle, nodes) if _per_node(bundle, t.resources))
     if strategy == "STRICT_SPREAD" and spread < n:
         raise ConfigError(f"placement STRICT_SPREAD needs {n} nodes that each fit {_fmt(bundle)}; the cluster can "
                           f"have {spread} (cluster at its largest: {where}): use SPREAD or fewer workers")
@@ -77,8 +89,8 @@ def _placeable(bundle: dict, nodes: list[NodeType], reserved_cpu: float) -> int:
     """Bundles the cluster holds at its largest, after ``reserved_cpu`` on the head node (else the first node)."""
     head = next((t for t in nodes if t.head), nodes[0] if nodes else None)
     total = 0
-    for t in nodes:
-        total += _per_node(bundle, t.resources) * t.max_count
+    for t, count in _counts(bundle, nodes):
+        total += _per_node(bundle, t.resources) * count
         if t is head and reserved_cpu > 0:
             less = {**t.resources, "CPU": max(0.0, t.resources.get("CPU", 0.0) - reserved_cpu)}
             total += _per_node(bundle, less) - _per_node(bundle, t.resources)
@@ -163,8 +175,9 @@ def check_batch_draws(p) -> None:
 def concurrency(cfg: ExperimentConfig, nodes: list[NodeType], *, driver_cpu: float) -> int:
     """Trials that fit at once in the cluster at its largest (bundles counted node by node)."""
     bundle, n = trial_request(cfg)
-    workers = sum(_per_node(bundle, t.resources) * t.max_count for t in nodes)
-    total_cpu = sum(t.resources.get("CPU", 0.0) * t.max_count for t in nodes)
+    counts = _counts(bundle, nodes)
+    workers = sum(_per_node(bundle, t.resources) * count for t, count in counts)
+    total_cpu = sum(t.resources.get("CPU", 0.0) * count for t, count in counts)
     by_cpu = math.floor(total_cpu / (n * bundle.get("CPU", 0.0) + driver_cpu) + 1e-9)
     return max(1, min(workers // n, by_cpu))
 
@@ -297,16 +310,18 @@ def autoscaler_node_types(timeout_s: float = 60.0) -> list[NodeType]:
         return []
     if not info:
         return []
-    head_resources = {k: v for k, v in head["Resources"].items() if not k.startswith("node:")}
-    types = [NodeType("head", head_resources, 1, head=True)]
-    budget = info["max_workers"]
+    return worker_types(info, {k: v for k, v in head["Resources"].items() if not k.startswith("node:")})
+
+
+def worker_types(info: dict, head_resources: dict) -> list[NodeType]:
+    """The head and every worker type of an autoscaler's config (``info``) at its max count, each at most the
+    cluster's max_workers, which they share (``pool``: one type listed first does not use it up for the others)."""
+    types, budget = [NodeType("head", head_resources, 1, head=True)], info["max_workers"]
     for name, t in info["node_types"].items():
         if name == info["head_node_type"]:
             continue
         count = t["max_workers"] if t["max_workers"] not in (None, -1) else (budget or 0)
-        if budget is not None:
-            count = min(count, budget)
-            budget -= count
+        count = min(count, budget) if budget is not None else count
         if count > 0:
-            types.append(NodeType(name, {k: float(v) for k, v in t["resources"].items()}, int(count)))
+            types.append(NodeType(name, {k: float(v) for k, v in t["resources"].items()}, int(count), pool=budget))
     return types
