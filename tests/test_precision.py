@@ -204,3 +204,28 @@ def test_a_step_float16_skipped_leaves_famos_logits_and_adam_state(tmp_path):
     step.loss_scale.scale.assign(INITIAL_SCALE)
     step(x, y)                                   # a normal step moves them
     assert int(step.loss_scale.skipped.numpy()) == 1 and int(w.famo_adam[1].numpy()) == start[2] + 1 and not np.array_equal(w.logits.numpy(), start[0])
+
+
+def test_the_driver_lets_its_gpu_memory_grow_before_it_builds_the_backbone_to_count_blocks(tmp_path, monkeypatch):
+    """The driver builds the backbone once to count its blocks (session.count_blocks): its TensorFlow then took, by
+    default, nearly all of a GPU's memory for the whole sweep, so the workers packed on that card under their caps
+    could not get their shares (a helper's audit; no GPU here: the order of the calls is what this checks). It asks
+    for memory growth first, as a worker with whole cards does; a process whose TensorFlow already runs keeps it."""
+    from factories import experiment
+    from orchestrator.config import parse_config
+    from orchestrator.model import backbones
+    from orchestrator.training import precision, session
+
+    calls = []
+    monkeypatch.setattr(precision, "configure_gpus", lambda tf, share: calls.append(("gpus", share)))
+    build = backbones.build_backbone
+    monkeypatch.setattr(backbones, "build_backbone", lambda *a, **k: calls.append(("build",)) or build(*a, **k))
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train"))
+    assert session.count_blocks(cfg, (16, 16, 1)) == 5
+    assert calls == [("gpus", 1.0), ("build",)], calls
+
+    def running(tf, share):
+        raise RuntimeError("Physical devices cannot be modified after being initialized")
+
+    monkeypatch.setattr(precision, "configure_gpus", running)
+    assert session.count_blocks(cfg, (16, 16, 1)) == 5

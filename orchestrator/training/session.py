@@ -154,15 +154,22 @@ def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
 def count_blocks(cfg: ExperimentConfig, image_shape) -> int:
     """Blocks of the configured backbone: builds it (a file backbone or weights file is loaded, once,
     here on the driver; the built-in's pretrained weights are not needed to count)."""
-    from ..model.backbones import block_model, blocks, build_backbone
+    from ..console import quiet_tensorflow
+    from ..model import backbones
+    from . import precision
 
+    try:   # TensorFlow here would take nearly all of a GPU's memory for the sweep: the packed workers' shares
+        precision.configure_gpus(quiet_tensorflow(), 1.0)   # memory as needed, as a worker with whole cards
+    except RuntimeError:
+        pass   # TensorFlow already runs in this process (a notebook's): as it is
     bb = cfg.backbone
     if bb.kind == "builtin":
         bb = bb.model_copy(update={"weights": "none"})
     elif bb.kind == "application" and bb.weights == "imagenet":
         bb = bb.model_copy(update={"weights": "none"})   # the architecture is the same; no download here
-    built = build_backbone(bb, image_shape, storage=cfg.storage, precision=cfg.train.precision)
-    return len(blocks(block_model(built), cfg.backbone.blocks, application=bb.kind == "application"))
+    built = backbones.build_backbone(bb, image_shape, storage=cfg.storage, precision=cfg.train.precision)
+    return len(backbones.blocks(backbones.block_model(built), cfg.backbone.blocks,
+                                application=bb.kind == "application"))
 
 
 def advice(p: Prepared) -> list[str]:
