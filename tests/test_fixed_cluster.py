@@ -59,6 +59,12 @@ def test_worker_types_share_the_autoscalers_max_workers_without_one_using_up_the
     # CPU trials: the budget goes to the nodes that hold the most (4 x 16 CPUs, not 4 + 4 nodes), plus the head
     cpu = config(tmp_path, workers=2, cpus=8.0)
     assert concurrency(cpu, nodes, driver_cpu=0.05) == 4
+    # idle cores count the same nodes (a review: 16 phantom cores started warm spares); messages say the budget
+    from orchestrator.sweep.capacity import idle_cores
+
+    assert idle_cores(cpu, nodes, concurrent=4) == 4 * 16 + 2 - 4 * 2
+    with pytest.raises(ConfigError, match=r"\(max_workers 4 in all\)"):
+        check_feasible(gpu.with_values({"resources.workers": 5}), nodes, reserved_cpu=0.1, autoscaling=True)
 
 
 @pytest.mark.slow

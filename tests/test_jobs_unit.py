@@ -512,5 +512,6 @@ def test_a_config_file_a_job_cannot_find_is_named_as_missing(tmp_path, capsys, n
     """`python jobs/tune.py nope.yaml` said "storage 'runs' is a relative local path ...": the job's check of its
     storage read the default of a file that is not there. The file is named as missing, as outside a job (a helper's
     audit)."""
-    r = run_cli(capsys, "tune", "--in-ray-job", str(tmp_path / "nope.yaml"))
-    assert r.code == 2 and "nope.yaml" in r.err and "relative local path" not in r.err, r.err
+    for sets in ((), ("--set", "storage=runs")):
+        r = run_cli(capsys, "tune", "--in-ray-job", str(tmp_path / "nope.yaml"), *sets)
+        assert r.code == 2 and "nope.yaml" in r.err and "relative local path" not in r.err, (sets, r.err)

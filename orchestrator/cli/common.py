@@ -60,8 +60,8 @@ def load(path, sets, *, in_job: bool = False):
     from ..config import load_config
 
     values = overrides(sets)
-    if in_job and (values.get("storage") or Path(path).is_file()):   # a Ray job's working directory is temporary:
-        require_shared_storage(str(values.get("storage") or raw_storage(Path(path))))   # its storage must be shared
+    if in_job and Path(path).is_file():   # a Ray job's working directory is temporary: its storage must be shared
+        require_shared_storage(str(values.get("storage") or raw_storage(Path(path))))
     return load_config(path, values)   # a missing file: named here
 
 

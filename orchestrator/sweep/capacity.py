@@ -62,6 +62,7 @@ def check_feasible(cfg: ExperimentConfig, nodes: list[NodeType], *, reserved_cpu
     bundle, n = trial_request(cfg)
     strategy = cfg.resources.placement_strategy
     where = ", ".join(f"{t.name} x{t.max_count} {_fmt(t.resources)}" for t in nodes) or "no nodes"
+    where += next((f" (max_workers {t.pool} in all)" for t in nodes if t.pool is not None), "")
     largest = {k: max((t.resources.get(k, 0.0) for t in nodes), default=0.0) for k in bundle}
     if not any(_per_node(bundle, t.resources) for t in nodes):
         raise ConfigError(f"one worker asks for {_fmt(bundle)} but no node can ever have that (largest node: "
@@ -232,8 +233,9 @@ def plan_concurrency(cfg: ExperimentConfig, *, trials: int, say=print, driver_cp
     else:
         n = concurrency(cfg, nodes, driver_cpu=driver_cpu)
         if autoscaling:
+            pool = next((f", max_workers {t.pool} in all" for t in nodes if t.pool is not None), "")
             say(f"autoscaling cluster: up to {n} trials at once when all nodes are up "
-                f"({', '.join(f'{t.name} x{t.max_count}' for t in nodes)})")
+                f"({', '.join(f'{t.name} x{t.max_count}' for t in nodes)}{pool})")
     idle = idle_cores(cfg, nodes, concurrent=n, held_elsewhere=cpus_held_elsewhere())
     return TrialsPlan(n, spares=trials > n and idle > 0)
 
@@ -244,7 +246,7 @@ def idle_cores(cfg: ExperimentConfig, nodes: list[NodeType], *, concurrent: int,
     spares import TensorFlow only on idle cores: beside trials that fill the cores, the import slows them more than
     it saves (bench/sweep_overhead, 2 workers on 2 cores: fixed cost per trial 26 s with spares, 14 s without), and
     on cores another job holds it takes that job's time."""
-    total = sum(t.resources.get("CPU", 0.0) * t.max_count for t in nodes)
+    total = sum(t.resources.get("CPU", 0.0) * count for t, count in _counts(trial_request(cfg)[0], nodes))
     return total - held_elsewhere - concurrent * cfg.resources.workers
 
 
