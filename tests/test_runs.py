@@ -909,9 +909,7 @@ def test_a_sweep_started_before_a_depth_of_every_block_ran_as_all_resumes(tmp_pa
 
     space = {"train.freeze_depth": {"choice": [0, 5]}, "train.head_lr": {"choice": [0.001, 0.01]}}
     given = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={"space": space}))
-    storage.atomic_write(layout.sweep_record(given.storage, given.name, "s1"), json.dumps(
-        {"sweep_id": "s1", "config_hash": sweep_hash(given), "config": given.public_dump(),
-         "training_revision": TRAINING_REVISION}).encode())   # as the code before wrote it
+    _saved_sweep(given)
     today = every_block_as_all(given, 5)
     assert sweep_hash(today) != sweep_hash(given)
     assert find_sweep(today, None, fingerprint=None, n_blocks=5) == "s1"
@@ -967,29 +965,43 @@ def test_a_resumed_runs_summary_says_its_steps_and_time_are_since_the_last_start
         {**s, "rank_steps": [155, 155], "wall_time_s": 53.1, "attempts": [0]})
 
 
-def test_a_refused_resume_names_the_fields_that_changed(tmp_path):
-    """`tune --resume --set search.num_samples=5` and `train --name R` with other epochs said only "started with
-    another config (hash b43c..., this 674f...)": which field changed was left to the user. Found by a helper's
-    audit."""
+def _saved_sweep(cfg) -> None:
+    """Sweep s1 of ``cfg`` as a sweep.json records it (its config and hash)."""
     from orchestrator import storage
-    from orchestrator.config import parse_config
-    from orchestrator.errors import ConfigError
-    from orchestrator.sweep.resume import find_sweep, sweep_hash
-    from orchestrator.training import checkpoints
-    from orchestrator.training.driver import check_run_name
+    from orchestrator.sweep.resume import sweep_hash
 
-    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train",
-                                  search={"space": {"train.head_lr": {"choice": [0.001, 0.01]}}, "num_samples": 4}))
     storage.atomic_write(layout.sweep_record(cfg.storage, cfg.name, "s1"), json.dumps(
         {"sweep_id": "s1", "config_hash": sweep_hash(cfg), "config": cfg.public_dump(),
          "training_revision": TRAINING_REVISION}).encode())
-    with pytest.raises(ConfigError, match=r"started with another config \(search.num_samples: 4 → 5;"):
-        find_sweep(cfg.with_values({"search.num_samples": 5}), None, fingerprint=None, n_blocks=5)
+
+
+def _saved_run(cfg) -> None:
+    """Run R of ``cfg`` checkpointed at epoch 1, with its config.json."""
+    from orchestrator import storage
+    from orchestrator.training import checkpoints
+
     run = layout.run_dir(cfg.storage, "R")
     checkpoints.save(run, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
                      {"epoch": 1, "history": [], "config_hash": cfg.config_hash(), "weighting": {},
                       "training_revision": TRAINING_REVISION})
     storage.atomic_write(os.path.join(run, layout.CONFIG_FILE), json.dumps(cfg.public_dump()).encode())
+
+
+def test_a_refused_resume_names_the_fields_that_changed(tmp_path):
+    """`tune --resume --set search.num_samples=5` and `train --name R` with other epochs said only "started with
+    another config (hash b43c..., this 674f...)": which field changed was left to the user. Found by a helper's
+    audit."""
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.resume import find_sweep
+    from orchestrator.training.driver import check_run_name
+
+    cfg = parse_config(experiment(tmp_path, "builtin:multidigits/train",
+                                  search={"space": {"train.head_lr": {"choice": [0.001, 0.01]}}, "num_samples": 4}))
+    _saved_sweep(cfg)
+    with pytest.raises(ConfigError, match=r"started with another config \(search.num_samples: 4 → 5;"):
+        find_sweep(cfg.with_values({"search.num_samples": 5}), None, fingerprint=None, n_blocks=5)
+    _saved_run(cfg)
     other = cfg.with_values({"train.epochs": 3, "train.head_lr": 0.01, "resources.workers": 2})
     with pytest.raises(ConfigError, match=r"another config \(resources.workers: 1 → 2, train.epochs: 1 → 3, "
                                           r"train.head_lr: 0.001 → 0.01; checkpoint"):
@@ -1011,29 +1023,21 @@ def test_the_fields_a_refused_resume_names_are_read_as_today_reads_them(tmp_path
     """A sweep or run started before a depth of every block ran as 'all' named fields the user never changed:
     "search.num_samples: 4 → 5, train.freeze_depth: 5 → "all"" and, for a run, backbone_lr and freeze_depth beside
     the epochs it did change (a review of this stop's diff)."""
-    from orchestrator import storage
     from orchestrator.config import parse_config
     from orchestrator.config.freezing import every_block_as_all
     from orchestrator.errors import ConfigError
-    from orchestrator.sweep.resume import find_sweep, sweep_hash
-    from orchestrator.training import checkpoints
+    from orchestrator.sweep.resume import find_sweep
     from orchestrator.training.driver import check_run_name
 
     given = parse_config(experiment(tmp_path, "builtin:multidigits/train", train={"freeze_depth": 5,
                                                                                   "backbone_lr": 0.003},
                                     search={"space": {"train.head_lr": {"choice": [0.001, 0.01]}}, "num_samples": 4}))
-    storage.atomic_write(layout.sweep_record(given.storage, given.name, "s1"), json.dumps(
-        {"sweep_id": "s1", "config_hash": sweep_hash(given), "config": given.public_dump(),
-         "training_revision": TRAINING_REVISION}).encode())   # as the code before wrote it
+    _saved_sweep(given)   # as the code before wrote it
     today = every_block_as_all(given, 5)
     with pytest.raises(ConfigError, match=r"another config \(search.num_samples: 4 → 5; hash") as info:
         find_sweep(today.with_values({"search.num_samples": 5}), None, fingerprint=None, n_blocks=5)
     assert "freeze_depth" not in str(info.value), info.value
-    run = layout.run_dir(given.storage, "R")
-    checkpoints.save(run, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
-                     {"epoch": 1, "history": [], "config_hash": given.config_hash(), "weighting": {},
-                      "training_revision": TRAINING_REVISION})
-    storage.atomic_write(os.path.join(run, layout.CONFIG_FILE), json.dumps(given.public_dump()).encode())
+    _saved_run(given)
     with pytest.raises(ConfigError, match=r"another config \(train.epochs: 1 → 3; checkpoint"):
         check_run_name(today.with_values({"train.epochs": 3}), "R", fingerprint=None, n_blocks=5)
 
@@ -1042,25 +1046,17 @@ def test_a_refused_resume_of_a_config_listing_a_depth_both_ways_says_another_con
     """A sweep or run saved with a space listing 5 and 'all' (5 blocks; refused since): reading its saved config the
     way today reads one raised that refusal, so `tune --resume` or `train --name` with today's config was told to
     list one, of a config already mended, not that it is another config (a review of this stop's diff)."""
-    from orchestrator import storage
     from orchestrator.config import parse_config
     from orchestrator.errors import ConfigError
-    from orchestrator.sweep.resume import find_sweep, sweep_hash
-    from orchestrator.training import checkpoints
+    from orchestrator.sweep.resume import find_sweep
     from orchestrator.training.driver import check_run_name
 
     given = parse_config(experiment(tmp_path, "builtin:multidigits/train",
                                     search={"space": {"train.freeze_depth": {"choice": [0, 5, "all"]}}}))
     today = given.with_values({"search.space": {"train.freeze_depth": {"choice": [0, "all"]}}})
-    storage.atomic_write(layout.sweep_record(given.storage, given.name, "s1"), json.dumps(
-        {"sweep_id": "s1", "config_hash": sweep_hash(given), "config": given.public_dump(),
-         "training_revision": TRAINING_REVISION}).encode())
+    _saved_sweep(given)
     with pytest.raises(ConfigError, match="sweep s1 was started with another config"):
         find_sweep(today, None, fingerprint=None, n_blocks=5)
-    run = layout.run_dir(given.storage, "R")
-    checkpoints.save(run, 1, lambda d: open(os.path.join(d, "model.weights.h5"), "w").write("w"),
-                     {"epoch": 1, "history": [], "config_hash": given.config_hash(), "weighting": {},
-                      "training_revision": TRAINING_REVISION})
-    storage.atomic_write(os.path.join(run, layout.CONFIG_FILE), json.dumps(given.public_dump()).encode())
+    _saved_run(given)
     with pytest.raises(ConfigError, match=r"run 'R' already exists with another config \(train.epochs: 1 → 3"):
         check_run_name(today.with_values({"train.epochs": 3}), "R", fingerprint=None, n_blocks=5)
