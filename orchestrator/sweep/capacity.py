@@ -40,6 +40,11 @@ def _counts(bundle: dict, nodes: list[NodeType]) -> list[tuple[NodeType, int]]:
     return [(t, given.get(id(t), t.max_count)) for t in nodes]
 
 
+def _pool(nodes: list[NodeType]) -> str:
+    """" (max_workers N in all)" where worker types share a pool, for messages that list each type's count."""
+    return next((f" (max_workers {t.pool} in all)" for t in nodes if t.pool is not None), "")
+
+
 def trial_request(cfg: ExperimentConfig) -> tuple[dict, int]:
     """(resources of one worker bundle, number of bundles)."""
     r = cfg.resources
@@ -61,8 +66,7 @@ def check_feasible(cfg: ExperimentConfig, nodes: list[NodeType], *, reserved_cpu
     on the head node."""
     bundle, n = trial_request(cfg)
     strategy = cfg.resources.placement_strategy
-    where = ", ".join(f"{t.name} x{t.max_count} {_fmt(t.resources)}" for t in nodes) or "no nodes"
-    where += next((f" (max_workers {t.pool} in all)" for t in nodes if t.pool is not None), "")
+    where = (", ".join(f"{t.name} x{t.max_count} {_fmt(t.resources)}" for t in nodes) or "no nodes") + _pool(nodes)
     largest = {k: max((t.resources.get(k, 0.0) for t in nodes), default=0.0) for k in bundle}
     if not any(_per_node(bundle, t.resources) for t in nodes):
         raise ConfigError(f"one worker asks for {_fmt(bundle)} but no node can ever have that (largest node: "
@@ -233,9 +237,8 @@ def plan_concurrency(cfg: ExperimentConfig, *, trials: int, say=print, driver_cp
     else:
         n = concurrency(cfg, nodes, driver_cpu=driver_cpu)
         if autoscaling:
-            pool = next((f", max_workers {t.pool} in all" for t in nodes if t.pool is not None), "")
             say(f"autoscaling cluster: up to {n} trials at once when all nodes are up "
-                f"({', '.join(f'{t.name} x{t.max_count}' for t in nodes)}{pool})")
+                f"({', '.join(f'{t.name} x{t.max_count}' for t in nodes)}{_pool(nodes)})")
     idle = idle_cores(cfg, nodes, concurrent=n, held_elsewhere=cpus_held_elsewhere())
     return TrialsPlan(n, spares=trials > n and idle > 0)
 
