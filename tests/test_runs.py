@@ -900,16 +900,14 @@ def test_a_sweep_started_before_a_depth_of_every_block_ran_as_all_resumes(tmp_pa
     """A depth of every block now runs as 'all' (config.freezing.every_block_as_all), which changes the sweep's hash:
     `tune --resume` of a sweep started before, with the same config, was refused as "started with another config"
     (this session's review). The config it was started with, read the same way, is the same config; another is not."""
-    from orchestrator import layout, storage
     from orchestrator.config import parse_config
     from orchestrator.config.freezing import every_block_as_all
-    from orchestrator.config.schema import TRAINING_REVISION
     from orchestrator.errors import ConfigError
     from orchestrator.sweep.resume import find_sweep, sweep_hash
 
     space = {"train.freeze_depth": {"choice": [0, 5]}, "train.head_lr": {"choice": [0.001, 0.01]}}
     given = parse_config(experiment(tmp_path, "builtin:multidigits/train", search={"space": space}))
-    _saved_sweep(given)
+    _saved_sweep(given)   # as the code before wrote it
     today = every_block_as_all(given, 5)
     assert sweep_hash(today) != sweep_hash(given)
     assert find_sweep(today, None, fingerprint=None, n_blocks=5) == "s1"

@@ -66,7 +66,8 @@ def configure_gpus(tf, gpus_per_worker: float) -> Optional[int]:
     its memory as needed. Returns the cap in MB, if any. (Not run here: the machines that test this have no GPU.)"""
     gpus = tf.config.list_physical_devices("GPU")
     visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
-    cap = memory_cap_mb(gpus_per_worker, card_memory_mb(visible[0] if visible else "0")) if gpus else None
+    shared = gpus and 0 < gpus_per_worker < 1   # a whole card needs no nvidia-smi (up to 30 s): memory growth
+    cap = memory_cap_mb(gpus_per_worker, card_memory_mb(visible[0] if visible else "0")) if shared else None
     for gpu in gpus:
         if cap is None:
             tf.config.experimental.set_memory_growth(gpu, True)

@@ -160,8 +160,8 @@ def count_blocks(cfg: ExperimentConfig, image_shape) -> int:
 
     try:   # TensorFlow here would take nearly all of a GPU's memory for the sweep: the packed workers' shares
         precision.configure_gpus(quiet_tensorflow(), 1.0)   # memory as needed, as a worker with whole cards
-    except RuntimeError:
-        pass   # TensorFlow already runs in this process (a notebook's): as it is
+    except (RuntimeError, ValueError):
+        pass   # TensorFlow already runs in this process, or its GPUs are split into logical devices (a notebook's)
     bb = cfg.backbone
     if bb.kind == "builtin":
         bb = bb.model_copy(update={"weights": "none"})
