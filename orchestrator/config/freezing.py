@@ -32,6 +32,17 @@ def every_block_as_all(cfg: "ExperimentConfig", n_blocks: int) -> "ExperimentCon
     return cfg.with_values(values) if values else cfg
 
 
+def saved_as_today(cfg: "ExperimentConfig", n_blocks: int | None) -> "ExperimentConfig":
+    """A config saved before (a sweep.json's, a run's config.json) as a config is read now (``every_block_as_all``);
+    as saved without ``n_blocks``, or where its space lists a depth both ways (refused since)."""
+    if n_blocks is None:
+        return cfg
+    try:
+        return every_block_as_all(cfg, n_blocks)
+    except ConfigError:
+        return cfg
+
+
 def hashes_of_same_work(cfg: "ExperimentConfig", n_blocks: int) -> tuple[str, ...]:
     """The config hashes a checkpoint or row of ``cfg``'s work may carry: its own (first), and where it freezes every
     one of ``n_blocks`` blocks, the hash of the same config with the depth written the other way, 'all' or the number

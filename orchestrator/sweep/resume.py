@@ -8,7 +8,7 @@ import os
 
 from .. import layout, storage
 from ..config.explain import changed_fields
-from ..config.freezing import every_block_as_all
+from ..config.freezing import every_block_as_all, saved_as_today
 from ..config.revision import TRAINING_REVISION, revision_of, task_order
 from ..config.schema import ExperimentConfig, parse_config
 from ..errors import ConfigError
@@ -92,11 +92,7 @@ def _changed(saved: dict, cfg: ExperimentConfig, n_blocks: int | None) -> str:
         before = parse_config(saved["config"])
     except (ConfigError, KeyError, TypeError):
         return ""
-    try:   # a space listing a depth both ways (refused since) stays as saved
-        before = every_block_as_all(before, n_blocks) if n_blocks is not None else before
-    except ConfigError:
-        pass
-    return changed_fields(before.public_dump(), cfg.public_dump())
+    return changed_fields(saved_as_today(before, n_blocks).public_dump(), cfg.public_dump())
 
 
 def _same_read_today(saved: dict, cfg: ExperimentConfig, n_blocks: int | None) -> bool:

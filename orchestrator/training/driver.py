@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from .. import _ray, layout, storage
 from ..config.explain import changed_fields
-from ..config.freezing import every_block_as_all, hashes_of_same_work
+from ..config.freezing import hashes_of_same_work, saved_as_today
 from ..config.revision import TRAINING_REVISION, revision_of
 from ..config.schema import ExperimentConfig, parse_config
 from ..data.spec import DataSpec
@@ -161,11 +161,7 @@ def _changed_since(cfg: ExperimentConfig, run: str, *, n_blocks: int) -> str:
         before = parse_config(json.loads(storage.read_bytes(storage.join(run, layout.CONFIG_FILE))))
     except (OSError, ValueError, ConfigError):
         return ""
-    try:   # a space listing a depth both ways (refused since) stays as saved
-        before = every_block_as_all(before, n_blocks)
-    except ConfigError:
-        pass
-    return changed_fields(before.work_fields(), cfg.work_fields())
+    return changed_fields(saved_as_today(before, n_blocks).work_fields(), cfg.work_fields())
 
 
 def train(cfg: ExperimentConfig, *, address: str | None = None, name: str | None = None, out=print,
