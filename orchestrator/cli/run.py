@@ -116,8 +116,9 @@ def tune_and_report(cfg, *, name=None, address=None, resume=False, sweep_id=None
         s = run(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out,
                 reserved_cpu=reserved_cpu)
     click.echo(sweep_line(s, resumed=resume))
-    listing = Leaderboard(s["storage"]).top(10, experiment=s["experiment"], sweep_id=s["sweep_id"], ranked=False)
-    click.echo(render(listing))
+    if s["statuses"]:   # rows to list (none when no trial finished: the storage may hold no leaderboard yet)
+        board = Leaderboard(s["storage"])
+        click.echo(render(board.top(10, experiment=s["experiment"], sweep_id=s["sweep_id"], ranked=False)))
     for hint in s.get("hints", ()):   # the best trials at one end of a searched range
         click.echo(f"hint: {hint}")
     if not s["ranked"]:   # every trial failed or diverged: the sweep answered nothing (a Ray job must not SUCCEED)

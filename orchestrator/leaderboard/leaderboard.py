@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..metrics import direction
 from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
-from .query import compile_where, numeric, rows as row_dicts
+from .query import NoMatchingRows, answered, compile_where, numeric, rows as row_dicts
 from .ranking import (OBJECTIVES, ROW_KINDS, TIE_BREAKS, VERSION_COLUMNS, best_first, compared, current, done_work,
                       apart_line, front_rows, listed, newest_versions, objectives_apart, once_per_work, ranked,
                       reruns)
@@ -42,16 +42,14 @@ class Scope(NamedTuple):
     kind: "Names"
 
 
-class NoMatchingRows(ConfigError, LookupError):
-    """``best`` found no row with a value for the metric."""
-
-
 class Leaderboard:
     """The Parquet leaderboard under ``<storage>/leaderboard/`` (local path or URI such as ``s3://b/p``).
 
     Filters shared by ``table``/``top``/``best``/``pareto``: ``experiment`` and ``sweep_id`` (a name or a list),
     ``where`` (e.g. ``"right_accuracy >= 0.9 and freeze_depth <= 2"``) and ``kind`` ("trial" by default, rows
-    written before kinds existed count as trials; a list; None for every kind)."""
+    written before kinds existed count as trials; a list; None for every kind). ``top``, ``best``, ``pareto`` and
+    ``to_pandas`` raise NoMatchingRows when no row answers because the storage, experiment or sweep named holds none
+    (a typo); ``table`` reads what is there."""
 
     def __init__(self, storage_location: str):
         if storage.is_uri(storage_location):
@@ -103,7 +101,8 @@ class Leaderboard:
     def to_pandas(self, *, experiment: Names = None, where: Optional[str] = None, sweep_id: Names = None,
                   kind: Names = "trial"):
         """``table(...)`` as a pandas DataFrame."""
-        return self.table(experiment=experiment, where=where, sweep_id=sweep_id, kind=kind).to_pandas()
+        table = self.table(experiment=experiment, where=where, sweep_id=sweep_id, kind=kind)
+        return answered(self, table, experiment, sweep_id).to_pandas()
 
     def top(self, k: int = 10, *, metric: str = "objective", experiment: Names = None, where: Optional[str] = None,
             sweep_id: Names = None, kind: Names = "trial", ascending: Optional[bool] = None,
@@ -112,7 +111,10 @@ class Leaderboard:
         ``objective``/``best_objective`` follow each row's ``objective_mode`` (none: max); unknown columns sort
         descending unless ``ascending`` is given. Failed and diverged rows are never ranked (``ranking.UNRANKED``);
         ``ranked=False`` (listings) keeps every row, numbered in a ``rank`` column where a ranking compares it
-        (``ranking.listed``)."""
+        (``ranking.listed``). Rows of other objectives rank apart: ConfigError (``_one_objective``), listed or not."""
+        if ranked and metric in OBJECTIVES:   # an objective of one metric compares with itself only
+            self._one_objective(Scope(experiment, where, sweep_id, kind))
+
         def work(snap: Snapshot) -> pa.Table:
             if not snap.infos:
                 return _empty()
@@ -132,14 +134,12 @@ class Leaderboard:
                                   compared_rows=[True] * parts[0].num_rows + [False] * parts[1].num_rows)
             table = self._files.fetch(snap, light.take(order[:max(k, 0)]))
             return table.append_column("rank", pa.array(ranks[:max(k, 0)], pa.int64()))
-        return self._read(work)
+        return answered(self, self._read(work), experiment, sweep_id)
 
     def best(self, *, metric: str = "objective", experiment: Names = None, where: Optional[str] = None,
              sweep_id: Names = None, kind: Names = "trial") -> dict:
         """The best row by ``metric`` as a dict, JSON columns parsed; NoMatchingRows if no row has a value (failed
         and diverged rows never count)."""
-        if metric in OBJECTIVES:   # an objective of one metric compares with itself only
-            self._one_objective(Scope(experiment, where, sweep_id, kind))
         table = self.top(1, metric=metric, experiment=experiment, where=where, sweep_id=sweep_id, kind=kind)
         row = row_dicts(table)[0] if table.num_rows else {}
         value = row.get(metric)
@@ -158,6 +158,8 @@ class Leaderboard:
         names = [metrics] if isinstance(metrics, str) else list(dict.fromkeys(metrics))
         if len(names) < 2:
             raise ConfigError(f"a Pareto front needs two or more metrics, got {names}; for one metric use top/best")
+        if set(OBJECTIVES) & set(names):
+            self._one_objective(Scope(experiment, where, sweep_id, kind))
 
         def work(snap: Snapshot) -> pa.Table:
             if not snap.infos:
@@ -170,7 +172,7 @@ class Leaderboard:
             snap, light = self._select(snap, [*names, "objective_mode"], experiment=experiment, where=where,
                                        sweep_id=sweep_id, kind=kind, ranked_only=True, once=True)
             return self._files.fetch(snap, light.take(front_rows(light, names)))
-        return self._read(work)
+        return answered(self, self._read(work), experiment, sweep_id)
 
     def done(self, experiment: str, config_hashes: tuple[str, ...], *, fingerprint: Optional[str],
              epochs: Optional[int] = None) -> Optional[dict]:

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import operator
+import os
 import re
 import shutil
 from datetime import date, datetime, timezone
@@ -267,7 +268,12 @@ def refuse_unknown_sweeps(board, *, experiment, sweep_id, what: str) -> None:
         of = f" of experiment {', '.join([experiment] if isinstance(experiment, str) else experiment)}" \
             if experiment else ""
         raise ConfigError(f"no sweep {unknown[0]!r}{of} in {board.uri}: {what}; its sweeps: "
-                          f"{', '.join(known) or 'none'} (check --sweep)")
+                          f"{', '.join(known) or 'none'} (check --sweep, sweep_id=)")
+
+
+class NoMatchingRows(ConfigError, LookupError):
+    """A query found no row to answer with: none with a value for ``best``'s metric, or no storage, experiment or
+    sweep of the names asked for (``refuse_missing``)."""
 
 
 def refuse_missing(board, experiment=(), sweep=(), *, what: str = "no rows") -> None:
@@ -276,13 +282,28 @@ def refuse_missing(board, experiment=(), sweep=(), *, what: str = "no rows") -> 
     experiments, sweeps = ([] if v is None else [v] if isinstance(v, str) else list(v) for v in (experiment, sweep))
     known = board.experiments()
     if not known:
-        raise ConfigError(f"no leaderboard at {board.uri}: pass --storage the folder your runs wrote to (the "
-                          f"config's storage)")
+        given = os.path.dirname(board.uri)   # a local folder of the files themselves: its parent is the storage
+        if "://" not in given and os.path.basename(given) == "leaderboard" and type(board)(given + "/..").experiments():
+            raise ConfigError(f"{given} holds a leaderboard's files: pass its storage, {os.path.dirname(given)}")
+        raise ConfigError(f"no leaderboard at {board.uri}: pass --storage (Leaderboard's storage) the folder your runs "
+                          f"wrote to (the config's storage)")
     unknown = [e for e in experiments if e not in known]
     if unknown:
-        raise ConfigError(f"no experiment {unknown[0]!r} in {board.uri} (experiments: {', '.join(known)}): check -e")
+        raise ConfigError(f"no experiment {unknown[0]!r} in {board.uri} (experiments: {', '.join(known)}): check -e "
+                          f"(experiment=)")
     if sweeps:
         refuse_unknown_sweeps(board, experiment=experiments or None, sweep_id=sweeps, what=what)
+
+
+def answered(board, table: pa.Table, experiment, sweep_id) -> pa.Table:
+    """A query's answer, unless it is empty because ``board`` holds no rows of the storage, experiment or sweep it
+    names (``refuse_missing``): a typo from Python is an error, as it is from the CLI, not "nothing ranked"."""
+    if table.num_rows == 0:
+        try:
+            refuse_missing(board, experiment, sweep_id)
+        except ConfigError as e:
+            raise NoMatchingRows(str(e)) from None
+    return table
 
 
 def top_distinct(board, k: int, *, experiment, key) -> list[dict]:
