@@ -380,7 +380,8 @@ def test_export_takes_every_kind_the_queries_take(tmp_path, capsys):
     board_with_trials(tmp_path)
     r = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--kind", "ablation",
                 "--to", f"csv:{tmp_path / 'x.csv'}")
-    assert r.code == 0, r.err
+    assert r.code == 2 and "no ablation rows" in r.err, r.err   # the kind is taken: none of that kind to export
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_an_mlflow_experiment_someone_deleted_is_not_brought_back(tmp_path):

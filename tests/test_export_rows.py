@@ -152,3 +152,23 @@ def test_an_mlflow_export_after_two_reruns_keeps_only_the_trials_current_run(tmp
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("t").experiment_id], filter_string="tags.trial_id = 'x'")
     assert sorted(r.info.status for r in runs) == ["FINISHED"], [r.info.status for r in runs]
+
+
+def test_an_export_that_matches_no_row_or_fails_halfway_leaves_the_last_export_as_it_was(tmp_path, capsys):
+    """A helper's audit: `export --kind confirm` before any confirm run replaced the last export with a header, exit 0;
+    and an export whose history file could not be written (a folder of that name) had already replaced the main
+    file (exit 2: the pair no longer matched). Both leave what was there."""
+    _, board, _ = _board(tmp_path)
+    out = tmp_path / "x.csv"
+    out.write_text("kept\n")
+    code, _, err = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--kind", "confirm", "--to",
+                           f"csv:{out}")
+    assert code == 2 and "\n" not in err and "no confirm rows" in err and "nothing exported" in err, err
+    assert out.read_text() == "kept\n" and not (tmp_path / "x-history.csv").exists()
+    for target in ("mlflow:sqlite:///" + str(tmp_path / "m.db"), f"tensorboard:{tmp_path / 'tb'}"):
+        with pytest.raises(Exception, match="nothing exported"):
+            board.export(target, kind="baseline")
+    (tmp_path / "x-history.csv").mkdir()
+    code, _, err = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--to", f"csv:{out}")
+    assert code == 2 and "x-history.csv" in err, err
+    assert out.read_text() == "kept\n"

@@ -37,6 +37,10 @@ def export(board, to: str, *, experiment: Names = None, sweep_id: Names = None, 
     # a typo in the storage, an experiment or a sweep id: not a file replaced by its header, "exported 0 rows"
     refuse_missing(board, experiment, sweep_id, what="nothing exported")
     table = board.table(experiment=experiment, sweep_id=sweep_id, kind=kind)
+    if not table.num_rows:   # filters that match nothing (a kind not run yet): the last export stays as it was
+        kinds = "/".join([kind] if isinstance(kind, str) else kind or ["any kind of"])
+        of = f" of experiment {experiment}" if isinstance(experiment, str) else ""
+        raise ConfigError(f"no {kinds} rows{of} in {board.uri}: nothing exported (check --kind, kind=)")
     if target == "mlflow":
         from .export_mlflow import export_mlflow
 
@@ -49,11 +53,12 @@ def export(board, to: str, *, experiment: Names = None, sweep_id: Names = None, 
     if target == "csv":
         from .query import render
 
-        storage.atomic_write(where, render(table, fmt="csv").encode())
-        storage.atomic_write(history, render(history_long(table), fmt="csv").encode())
+        files = render(table, fmt="csv").encode(), render(history_long(table), fmt="csv").encode()
     else:
-        storage.atomic_write(where, parquet_bytes(flat(table)).to_pybytes())
-        storage.atomic_write(history, parquet_bytes(history_long(table)).to_pybytes())
+        files = parquet_bytes(flat(table)).to_pybytes(), parquet_bytes(history_long(table)).to_pybytes()
+    # the history first: a failed write leaves the main file, the one users open, as the last export left it
+    storage.atomic_write(history, files[1])
+    storage.atomic_write(where, files[0])
     return {"target": target, "rows": table.num_rows, "to": storage.redact(where), "history": storage.redact(history)}
 
 
