@@ -745,3 +745,17 @@ def test_the_mixed_objectives_note_names_what_to_narrow(tmp_path, capsys):
     assert note.endswith("list one kind with --kind; ranks are within each objective"), note
     ranks = {line.split("│")[1].strip(): line.split("│")[0].strip() for line in out.splitlines() if "│" in line}
     assert (ranks["t1"], ranks["b-left"]) == ("1", "1"), out   # a trial and a baseline: each its own ranking
+
+
+def test_a_leaderboard_takes_pathlib_paths_as_train_and_tune_do(board, tmp_path):
+    """A helper's audit: Leaderboard(Path(...)), .merge(Path(...)) and write_report(..., Path(...)) raised bare
+    TypeErrors ("argument of type 'PosixPath' is not iterable") where train, tune and load_config take os.PathLike."""
+    from orchestrator.report import write_report
+
+    same = Leaderboard(tmp_path / "runs")
+    assert same.uri == board.uri and ids(same.top(2, experiment="digits")) == ["d2", "d1"]
+    into = Leaderboard(tmp_path / "copy")
+    assert into.merge(tmp_path / "runs")["rows"] == 6 and into.merge([tmp_path / "runs"])["rows"] == 0
+    assert write_report(board, "digits", tmp_path / "report")["report"].endswith("report.md")
+    with pytest.raises(ConfigError, match="a storage is a folder path or a URI, not int"):
+        Leaderboard(5)

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..metrics import direction
 from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
-from .query import NoMatchingRows, answered, compile_where, numeric, rows as row_dicts
+from .query import NoMatchingRows, answered, check_numeric, compile_where, rows as row_dicts
 from .ranking import (OBJECTIVES, ROW_KINDS, TIE_BREAKS, VERSION_COLUMNS, best_first, compared, current, done_work,
                       apart_line, front_rows, listed, newest_versions, objectives_apart, once_per_work, ranked,
                       reruns)
@@ -51,7 +51,8 @@ class Leaderboard:
     ``to_pandas`` raise NoMatchingRows when no row answers because the storage, experiment or sweep named holds none
     (a typo); ``table`` reads what is there."""
 
-    def __init__(self, storage_location: str):
+    def __init__(self, storage_location: Union[str, os.PathLike]):
+        storage_location = _location(storage_location)
         if storage.is_uri(storage_location):
             self._location = storage.join(storage_location, "leaderboard")
         else:
@@ -118,7 +119,7 @@ class Leaderboard:
         def work(snap: Snapshot) -> pa.Table:
             if not snap.infos:
                 return _empty()
-            _check_numeric(snap.schema, metric, what="metric")
+            check_numeric(snap.schema, metric, what="metric")
             versions = [] if ranked else [c for c in (*VERSION_COLUMNS, "duplicate_of") if c in snap.schema.names]
             snap, light = self._select(snap, [metric, "objective_mode", "status", *TIE_BREAKS, *versions],
                                        experiment=experiment, where=where, sweep_id=sweep_id, kind=kind,
@@ -165,7 +166,7 @@ class Leaderboard:
             if not snap.infos:
                 return _empty()
             for m in names:
-                _check_numeric(snap.schema, m, what="Pareto metric")
+                check_numeric(snap.schema, m, what="Pareto metric")
                 if m not in OBJECTIVES and direction(m) is None:
                     raise ConfigError(f"Pareto metric {m!r} has no known direction (higher or lower is better); "
                                       f"use metrics such as <task>_accuracy, <task>_mae, mean_score, objective")
@@ -221,13 +222,14 @@ class Leaderboard:
         """Where the files are, credentials included (for writing; print ``uri``)."""
         return self._location
 
-    def merge(self, sources: Union[str, list[str]], *, out: Callable[[str], None] = lambda line: None) -> dict:
+    def merge(self, sources: Union[str, os.PathLike, list], *, out: Callable[[str], None] = lambda line: None) -> dict:
         """Pull the rows of other storages' leaderboards (local paths or URIs) into this one (``merge.merge``):
         deduplicated by row id, the same work marked ``duplicate_of``, ``merged_from`` naming the source.
         Idempotent and safe to kill. Returns counts: rows (added), skipped (already here), duplicates, files."""
         from .merge import merge
 
-        return merge(self, storage.parent(self._location), [sources] if isinstance(sources, str) else list(sources),
+        one = isinstance(sources, (str, os.PathLike))
+        return merge(self, storage.parent(self._location), [_location(s) for s in ([sources] if one else sources)],
                      open_board=type(self), out=out)
 
     def export(self, to: str, *, experiment: Names = None, sweep_id: Names = None, kind: Names = "trial") -> dict:
@@ -336,11 +338,11 @@ def _empty(columns: Optional[list[str]] = None) -> pa.Table:
     return pa.schema([schema.field(c) if c in schema.names else pa.field(c, pa.null()) for c in columns]).empty_table()
 
 
+def _location(where) -> str:
+    if not isinstance(where, (str, os.PathLike)):
+        raise ConfigError(f"a storage is a folder path or a URI, not {type(where).__name__}")
+    return os.fspath(where)
+
+
 def _names(values: Names) -> list[str]:
     return [values] if isinstance(values, str) else list(values)
-
-
-def _check_numeric(schema: pa.Schema, name: str, *, what: str) -> None:
-    nums = [f.name for f in schema if numeric(f.type) or pa.types.is_null(f.type)]
-    if name not in nums:
-        raise ConfigError(f"unknown {what} {name!r}: use one of the numeric columns {nums}")

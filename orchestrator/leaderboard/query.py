@@ -295,6 +295,12 @@ def refuse_missing(board, experiment=(), sweep=(), *, what: str = "no rows") -> 
         refuse_unknown_sweeps(board, experiment=experiments or None, sweep_id=sweeps, what=what)
 
 
+def check_numeric(schema: pa.Schema, name: str, *, what: str) -> None:
+    nums = [f.name for f in schema if numeric(f.type) or pa.types.is_null(f.type)]
+    if name not in nums:
+        raise ConfigError(f"unknown {what} {name!r}: use one of the numeric columns {nums}")
+
+
 def answered(board, table: pa.Table, experiment, sweep_id) -> pa.Table:
     """A query's answer, unless it is empty because ``board`` holds no rows of the storage, experiment or sweep it
     names (``refuse_missing``): a typo from Python is an error, as it is from the CLI, not "nothing ranked"."""

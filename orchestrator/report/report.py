@@ -7,6 +7,7 @@ file atomically, to a local folder or a URI. Measured numbers are shown with 4 s
 from __future__ import annotations
 
 import io
+import os
 from collections import Counter
 from typing import Optional
 
@@ -57,6 +58,7 @@ def write_report(board, experiment: str, out_dir: str, *, metrics: Optional[list
     ``metrics``: the two metrics of the Pareto plot (default: the first two tasks' score metrics). ``sweep_id``:
     only that sweep's trials, the confirmation runs of those trials, and the experiment's baselines. Returns
     ``summarize``'s numbers plus ``paths`` (plot name -> file) and ``report`` (report.md's location)."""
+    out_dir = os.fspath(out_dir)
     table = board.table(experiment=experiment, kind=None)     # the one read of the leaderboard
     if table.num_rows == 0:
         known = board.experiments()
