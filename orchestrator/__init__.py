@@ -13,6 +13,7 @@ import os
 from typing import Union
 
 from .config import ExperimentConfig, load_config
+from .endpoints import check_ray_address
 from .errors import ConfigError, DataError, UserError
 from .leaderboard import Leaderboard
 
@@ -51,6 +52,7 @@ def train(config: Config, *, address: str | None = None, name: str | None = None
     from .sweep.single import train_checked
 
     cfg = _config(config)   # a config error before Ray is imported
+    check_ray_address(address)
     with left_as_found():
         return train_checked(cfg, address=address, name=name, out=out, verbose=verbose)
 
@@ -63,5 +65,6 @@ def tune(config: Config, *, name: str | None = None, address: str | None = None,
     from .sweep.tuner import tune as run
 
     cfg = _config(config)   # a config error before Ray is imported
+    check_ray_address(address)
     with left_as_found(searching=True):
         return run(cfg, name=name, address=address, resume=resume, sweep_id=sweep_id, verbose=verbose, out=out)

@@ -4,6 +4,7 @@ port took 34 s to end in "... Failed to connect to 127.) after 5 attempts; try a
 CONNECT_S at most, tells first."""
 from __future__ import annotations
 
+import os
 import socket
 from urllib.parse import parse_qsl, urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -91,3 +92,29 @@ def joined(address: str) -> bool:
 
         return ray.util.client.ray.is_connected()
     return _ray.same_cluster(address)
+
+
+def check_ray_address(value: str | None, *, flag: str = "address=") -> str | None:
+    """A cluster's GCS address (HEAD:6379) as train, tune and the other commands take it (``flag``: how the caller
+    names it, ``--address `` or ``address=``): the dashboard's URL (what submit and jobs take) is one line, not
+    ray.init's traceback; an address that takes no connection, or refuses this process's Ray auth token, is one line
+    at once, where ray.init retried for minutes, deaf to Ctrl-C (20 s and 20 warning lines for a token)."""
+    joined = os.environ.get("RAY_ADDRESS", "")   # no address: the cluster a Ray job's RAY_ADDRESS names, if any
+    if not value and urlsplit(joined).scheme in ("http", "https"):
+        raise ConfigError(f"RAY_ADDRESS={joined} is a dashboard's URL (what ray job submit takes): unset it to start "
+                          f"a Ray of this command's own, or give {flag}HEAD:6379")
+    if not value or value in ("auto", "local"):
+        return value
+    s = urlsplit(value if "://" in value else f"gcs://{value}")
+    if s.scheme in ("http", "https"):
+        raise ConfigError(f"{flag}{value} is the dashboard's URL, which submit and jobs take; train, tune and the "
+                          f"other commands that run on a cluster take its GCS address: {flag}HEAD:6379")
+    try:
+        why = unreachable("gcs", s.hostname or "", s.port or 6379) if s.hostname else "no host"
+    except ValueError:
+        why = "no valid port"
+    if why:
+        raise ConfigError(f"cannot reach the Ray cluster at {value} ({why}): start it (ray start --head) or fix "
+                          f"{flag}(HEAD:6379)")
+    refuse_ray_token(f"{s.hostname}:{s.port or 6379}", named=value)
+    return value

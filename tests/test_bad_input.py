@@ -606,6 +606,13 @@ def test_a_ray_address_that_cannot_serve_is_one_line_before_anything_starts(tmp_
     code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "e.yaml", cfg), "--address", address)
     assert code == 2 and expected in err and "\n" not in err, err
     assert not (tmp_path / "runs").exists()
+    import orchestrator   # the Python API checks as the CLI does (a helper's audit: train(address=) hung in ray.init)
+
+    for run in (orchestrator.train, orchestrator.tune):
+        with pytest.raises(orchestrator.ConfigError, match=expected.replace("--address", "address=")):
+            run({**cfg, "search": {"space": {"train.head_lr": {"choice": [1e-3, 3e-3]}}}} if run is orchestrator.tune
+                else cfg, address=address)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_csv_class_written_as_a_missing_value_says_why(tmp_path, capsys):

@@ -127,35 +127,10 @@ set_opt = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
 
 
 def ray_address(ctx, param, value):
-    """A click callback for ``--address`` (a cluster's GCS address, HEAD:6379): the dashboard's URL (what submit and
-    jobs take) is one line, not ray.init's traceback; an address that takes no connection, or refuses this process's
-    Ray auth token, is one line at once, where ray.init retried for minutes, deaf to Ctrl-C (20 s and 20 warning
-    lines for a token)."""
-    from urllib.parse import urlsplit
+    """A click callback for ``--address``: ``endpoints.check_ray_address``."""
+    from ..endpoints import check_ray_address
 
-    from ..endpoints import unreachable
-
-    joined = os.environ.get("RAY_ADDRESS", "")   # no --address: the cluster a Ray job's RAY_ADDRESS names, if any
-    if not value and urlsplit(joined).scheme in ("http", "https"):
-        raise ConfigError(f"RAY_ADDRESS={joined} is a dashboard's URL (what ray job submit takes): unset it to start "
-                          f"a Ray of this command's own, or give --address HEAD:6379")
-    if not value or value in ("auto", "local"):
-        return value
-    s = urlsplit(value if "://" in value else f"gcs://{value}")
-    if s.scheme in ("http", "https"):
-        raise ConfigError(f"--address {value} is the dashboard's URL, which submit and jobs take; train, tune and the "
-                          f"other commands that run on a cluster take its GCS address: --address HEAD:6379")
-    try:
-        why = unreachable("gcs", s.hostname or "", s.port or 6379) if s.hostname else "no host"
-    except ValueError:
-        why = "no valid port"
-    if why:
-        raise ConfigError(f"cannot reach the Ray cluster at {value} ({why}): start it (ray start --head) or fix "
-                          f"--address (HEAD:6379)")
-    from ..endpoints import refuse_ray_token
-
-    refuse_ray_token(f"{s.hostname}:{s.port or 6379}", named=value)
-    return value
+    return check_ray_address(value, flag="--address ")
 
 
 address_opt = click.option("--address", default=None, callback=ray_address,
