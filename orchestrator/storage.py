@@ -14,7 +14,7 @@ import tempfile
 import time
 import uuid
 from typing import Callable, Iterator, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
@@ -45,12 +45,13 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     found = credentials.lookup(location) if location.startswith("s3://") else None
     if found is None:
         return _from_uri(location, shown=location)
-    _, _, rest = credentials.split_userinfo(location)
-    base, _, query = rest.partition("?")
-    extra = {k: v for k, v in found.items() if k == "session_token"}
-    query = urlencode(parse_qsl(query, keep_blank_values=True) + list(extra.items()), safe=":/")
+    _, _, base = credentials.split_userinfo(location)
     userinfo = f"{quote(found['access_key'], safe='')}:{quote(found['secret_key'], safe='')}"
-    return _from_uri(f"s3://{userinfo}@{base}" + (f"?{query}" if query else ""), shown=location)
+    fs, path = _from_uri(f"s3://{userinfo}@{base}", shown=location)
+    if found.get("session_token"):   # pyarrow's URI parser takes no token: the filesystem is rebuilt with it
+        rebuild, (options,) = fs.__reduce__()
+        fs = rebuild({**options, "session_token": found["session_token"]})
+    return fs, path
 
 
 def _from_uri(uri: str, *, shown: str) -> tuple[pafs.FileSystem, str]:
