@@ -24,7 +24,8 @@
 4. helper_cpu_s: CPU seconds per 1-worker trial of Ray Train's helper actors (TrainController,
    SynchronizationActor, PlacementGroupCleaner, PreemptionWatcher, DatasetManager, _QueueActor, the report
    queue each trial started before its controller moved into its process, and ImplicitFunc, the Tune trial's own
-   process, which holds the controller now), read from /proc over the trials of step 1, against a 1-epoch
+   process, which holds the controller now, and _AutoscalingCoordinatorActor, the detached actor Ray Train's first
+   run of a Ray session starts, counted since 2026-12-07), read from /proc over the trials of step 1, against a 1-epoch
    trial's training CPU (the worker process, fit over epochs 1/2/4/6).
 5. Round 2's demo sweep, pinned (bench/_embedded.py DEMO_R2: 10 trials, random + ASHA, 4 at once), with the
    busy fraction of the machine's CPUs over it (cpu_busy_frac), then the same
@@ -54,7 +55,7 @@ from _embedded import DEMO_R2, EMBEDDED  # noqa: E402
 from _procs import Sampler  # noqa: E402
 
 HELPERS = ("TrainController", "SynchronizationActor", "PlacementGroupCleaner", "PreemptionWatcher", "DatasetManager",
-           "_QueueActor", "ImplicitFunc")
+           "_QueueActor", "ImplicitFunc", "_AutoscalingCoordinatorActor")
 
 BASE = {**EMBEDDED, "train": {"epochs": 6, "batch_size": 128, "backbone_lr": 0.001, "head_lr": 0.003, "seed": 0}}
 

@@ -117,3 +117,26 @@ def test_a_kept_synchronization_actor_serves_the_next_run_after_an_aborted_one(r
         state._shutdown_sync_actor(second)   # run B ends: kept, alive
         assert ray.get(second.get_counter.remote(), timeout=30) == 0
     assert (worker_group.SynchronizationActor, state._shutdown_sync_actor) == (real, kill)   # only inside the block
+
+
+def test_a_one_worker_runs_barrier_is_no_process(ray_session):
+    """A 1-worker run's barrier has one rank: it gets ``SoloBarrier`` (no actor, no process) in a trial's process,
+    which answers Ray Train's calls as the actor would for one rank and refuses a second rank."""
+    import pickle
+
+    from ray.train.v2._internal.execution.worker_group import worker_group
+
+    from orchestrator._ray.controller import SoloBarrier, _KeptSync
+
+    barrier = pickle.loads(pickle.dumps(SoloBarrier()))   # as Ray Train hands it to the worker
+    call = dict(caller_method_name="ray.train.report", collective_seq=1, relaxable=True)
+    assert ray.get(barrier.broadcast_from_rank_zero.remote(world_rank=0, world_size=1, data="ckpt_1", **call)) == "ckpt_1"
+    assert ray.get([barrier.reset.remote(), barrier.set_required_ranks.remote(None)]) == [None, True]
+    with pytest.raises(RuntimeError, match="1-worker runs only; rank 1 of 2"):
+        barrier.broadcast_from_rank_zero.remote(world_rank=1, world_size=2, data=None, **call)
+    _KeptSync.solo.value = True
+    try:
+        with _ray.kept_sync_actors():
+            assert isinstance(worker_group.SynchronizationActor.options().remote(timeout_s=None), SoloBarrier)
+    finally:
+        _KeptSync.solo.value = False

@@ -316,6 +316,19 @@ def _check_instances() -> None:
             or not all(hasattr(worker_group.SynchronizationActor, m) for m in ("reset", "set_required_ranks"))):
         raise RuntimeError(f"Ray Train's worker group no longer starts and stops its SynchronizationActor as it did "
                            f"(checked on Ray {CHECKED_ON}): update orchestrator/_ray/ kept_sync_actors")
+    import re
+    from pathlib import Path
+
+    import ray.train.v2 as train_v2
+
+    from .controller import SoloBarrier
+
+    called = set()   # every method Ray Train calls on a worker group's SynchronizationActor: SoloBarrier has them all
+    for path in Path(train_v2.__file__).parent.rglob("*.py"):
+        called |= set(re.findall(r"sync(?:hronization)?_actor\.(\w+)\.remote", path.read_text()))
+    if not called or any(not hasattr(SoloBarrier, m) for m in called):
+        raise RuntimeError(f"Ray Train calls {sorted(called)} on its SynchronizationActor (checked on Ray {CHECKED_ON}"
+                           f"): update orchestrator/_ray/ SoloBarrier")
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     if not all(s in inspect.getsource(MLflowLoggerCallback.log_trial_start)

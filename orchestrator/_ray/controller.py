@@ -39,8 +39,11 @@ class LocalController:
                 raise asyncio.CancelledError
             await self._controller.run()
 
+        scaling = controller_kwargs["scaling_policy"].scaling_config
+        solo = isinstance(scaling.num_workers, int) and scaling.num_workers == 1   # not elastic, one worker
         try:
             self._task = self._loop.create_task(main())
+            _KeptSync.solo.value = solo
             with kept_sync_actors():
                 self._loop.run_until_complete(self._task)
         finally:
@@ -69,10 +72,47 @@ class LocalController:
                 self._task.cancel()
 
 
+class _Call:
+    """``actor.method.remote(...)`` of a ``SoloBarrier``: runs in the caller and returns an ObjectRef of the result."""
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def __get__(self, obj, cls):
+        return self
+
+    def remote(self, *args, **kwargs):
+        import ray
+
+        return ray.put(self._fn(*args, **kwargs))
+
+
+def _solo_broadcast(*, world_rank: int, world_size: int, data=None, **_):
+    if world_size != 1 or world_rank != 0:
+        raise RuntimeError(f"a SoloBarrier serves 1-worker runs only; rank {world_rank} of {world_size} called it")
+    return data
+
+
+class SoloBarrier:
+    """Ray Train's SynchronizationActor for a run of one worker, without an actor (a process): a barrier of one
+    rank is released at once with rank 0's data. The worker calls it (report's checkpoint-name consensus,
+    ray.train.collective) in its own process; the controller's reset / set_required_ranks are no-ops. Its methods
+    are every one Ray Train calls on its SynchronizationActor (``_ray.check``). A kept actor still costs a trial
+    process one process start (about 2.5-3 CPU-s: Python, Ray's core worker, and Ray Train's import, which pulls
+    in Ray Data, pyarrow and pandas) and about 0.011 CPU-s per second idle; a 1-worker trial needs no barrier.
+    What it trades: none of the actor's checks (a missing rank's timeout, its warnings) apply to one rank."""
+    broadcast_from_rank_zero = _Call(_solo_broadcast)
+    reset = _Call(lambda: None)
+    set_required_ranks = _Call(lambda ranks=None: True)
+    get_counter = _Call(lambda: 0)
+
+
 class _KeptSync:
     """Ray Train's SynchronizationActor class as ``kept_sync_actors`` gives it to worker groups: one kept actor per
-    process and options, lent to one run at a time (a run that overlaps a lingering abort gets a new one)."""
+    process and options, lent to one run at a time (a run that overlaps a lingering abort gets a new one); a
+    1-worker run gets a ``SoloBarrier`` instead."""
     lock, depth, real, kill, kept, lent = threading.Lock(), 0, None, None, {}, []
+    solo = threading.local()   # the calling thread's run has one worker (set by LocalController.run)
 
     def __init__(self, options: dict):
         self._options = options
@@ -81,6 +121,8 @@ class _KeptSync:
         return _KeptSync({**self._options, **options})
 
     def remote(self, **kwargs):
+        if getattr(_KeptSync.solo, "value", False):
+            return SoloBarrier()
         key = repr(sorted({**self._options, **kwargs}.items()))
         with _KeptSync.lock:
             actor = self.kept.get(key)
@@ -97,6 +139,8 @@ class _KeptSync:
 
     @staticmethod
     def hand_back(actor) -> None:
+        if isinstance(actor, SoloBarrier):
+            return
         with _KeptSync.lock:
             if actor in _KeptSync.lent:
                 _KeptSync.lent.remove(actor)
