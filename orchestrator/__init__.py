@@ -3,7 +3,7 @@
     from orchestrator import Leaderboard, load_config, train, tune
     summary = train("examples/digits.yaml")            # or an ExperimentConfig, or a row's config dict
     tune(load_config("experiment.yaml"))
-    Leaderboard("runs").top(5)
+    Leaderboard("runs").top(5, experiment="demo")
 
 ``train`` and ``tune`` bring Ray along on first use, so importing the package stays light.
 """

@@ -115,6 +115,6 @@ def check_ray_address(value: str | None, *, flag: str = "address=") -> str | Non
         why = "no valid port"
     if why:
         raise ConfigError(f"cannot reach the Ray cluster at {value} ({why}): start it (ray start --head) or fix "
-                          f"{flag}(HEAD:6379)")
+                          f"{flag.strip()} (HEAD:6379)")
     refuse_ray_token(f"{s.hostname}:{s.port or 6379}", named=value)
     return value

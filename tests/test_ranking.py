@@ -529,3 +529,21 @@ def test_rows_of_a_newer_release_merged_in_do_not_outrank_this_codes_later_rows(
     time.sleep(0.01)
     board.append([{**row(cfg, hist(0.6), trial_id="ours", sweep_id="later"), "data_fingerprint": "new-data"}])
     assert board.top(5, experiment="t").column("trial_id").to_pylist() == ["ours"]
+
+
+def test_a_warm_start_from_an_experiment_with_no_rows_is_said_and_the_sweep_goes_on(tmp_path):
+    """A review: when Leaderboard.top began refusing an experiment the storage holds no row of, the warm start's read
+    raised NoMatchingRows late in a sweep (Ray started, baselines trained) where it had said one line and gone on."""
+    from factories import embedded
+    from orchestrator.config import parse_config
+    from orchestrator.sweep.tuner import first_points
+
+    cfg = parse_config(embedded(tmp_path))
+    warm = cfg.with_values({"search": {"space": {"train.head_lr": {"loguniform": [1e-4, 10.0]}}, "base_first": False,
+                                       "warm_start": {"experiment": "earlier", "top": 2}}})
+    for rows in ([], [{"experiment": "other", "sweep_id": "s1", "kind": "trial", "objective_mode": "max",
+                       "trial_id": "x", "status": "completed", "objective": 0.5, "config": cfg.run_fields()}]):
+        Leaderboard(str(tmp_path)).append(rows)
+        said = []
+        assert first_points(warm, say=said.append) == []
+        assert any("warm start: experiment 'earlier' has no rows in" in line for line in said), said

@@ -47,6 +47,7 @@ class LocalController:
             with kept_sync_actors():
                 self._loop.run_until_complete(self._task)
         finally:
+            _KeptSync.solo.value = False   # this thread's next caller of kept_sync_actors gets actors
             self._loop.close()
         return self._controller.get_result()
 

@@ -38,8 +38,9 @@ def export(board, to: str, *, experiment: Names = None, sweep_id: Names = None, 
     refuse_missing(board, experiment, sweep_id, what="nothing exported")
     table = board.table(experiment=experiment, sweep_id=sweep_id, kind=kind)
     if not table.num_rows:   # filters that match nothing (a kind not run yet): the last export stays as it was
-        kinds = "/".join([kind] if isinstance(kind, str) else kind or ["any kind of"])
-        of = f" of experiment {experiment}" if isinstance(experiment, str) else ""
+        kinds = " or ".join([kind] if isinstance(kind, str) else kind or []) or "matching"
+        names = [experiment] if isinstance(experiment, str) else list(experiment or [])
+        of = f" of experiment {', '.join(names)}" if names else ""
         raise ConfigError(f"no {kinds} rows{of} in {board.uri}: nothing exported (check --kind, kind=)")
     if target == "mlflow":
         from .export_mlflow import export_mlflow
@@ -49,6 +50,8 @@ def export(board, to: str, *, experiment: Names = None, sweep_id: Names = None, 
         from .export_tensorboard import export_tensorboard
 
         return export_tensorboard(table, where)
+    if storage.is_uri(where):
+        storage.require_bucket(where)   # checked on the target named: its history file's name would hide it
     history = history_path(where)
     if target == "csv":
         from .query import render

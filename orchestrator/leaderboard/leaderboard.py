@@ -112,7 +112,7 @@ class Leaderboard:
         ``objective``/``best_objective`` follow each row's ``objective_mode`` (none: max); unknown columns sort
         descending unless ``ascending`` is given. Failed and diverged rows are never ranked (``ranking.UNRANKED``);
         ``ranked=False`` (listings) keeps every row, numbered in a ``rank`` column where a ranking compares it
-        (``ranking.listed``). Rows of other objectives rank apart: ConfigError (``_one_objective``), listed or not."""
+        (``ranking.listed``). Ranked, rows of other objectives are a ConfigError (``_one_objective``)."""
         if ranked and metric in OBJECTIVES:   # an objective of one metric compares with itself only
             self._one_objective(Scope(experiment, where, sweep_id, kind))
 

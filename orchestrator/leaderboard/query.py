@@ -286,7 +286,7 @@ def refuse_missing(board, experiment=(), sweep=(), *, what: str = "no rows") -> 
         if "://" not in given and os.path.basename(given) == "leaderboard" and type(board)(given + "/..").experiments():
             raise ConfigError(f"{given} holds a leaderboard's files: pass its storage, {os.path.dirname(given)}")
         raise ConfigError(f"no leaderboard at {board.uri}: pass --storage (Leaderboard's storage) the folder your runs "
-                          f"wrote to (the config's storage)")
+                          f"wrote to (the config's storage), or run `orchestrator tune` first")
     unknown = [e for e in experiments if e not in known]
     if unknown:
         raise ConfigError(f"no experiment {unknown[0]!r} in {board.uri} (experiments: {', '.join(known)}): check -e "

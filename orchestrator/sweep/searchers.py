@@ -177,7 +177,7 @@ def first_points(cfg: ExperimentConfig, *, say, n_blocks: Optional[int] = None) 
             say("base config: outside the search space, not evaluated first")
     if s.warm_start is not None and s.warm_start != "auto":
         from ..leaderboard.leaderboard import Leaderboard
-        from ..leaderboard.query import top_distinct
+        from ..leaderboard.query import NoMatchingRows, top_distinct
 
         def warm_point(row: dict, say) -> dict:
             values = active_values(s.space, as_read_today(row["config"], cfg, n_blocks), tasks)
@@ -190,8 +190,11 @@ def first_points(cfg: ExperimentConfig, *, say, n_blocks: Optional[int] = None) 
         def key(point: dict) -> str:
             return json.dumps(point, sort_keys=True, default=str)
 
-        rows = top_distinct(Leaderboard(cfg.storage), s.warm_start.top, experiment=s.warm_start.experiment,
-                            key=lambda row: key(warm_point(row, say=lambda line: None)))   # a grid's repeats: one
+        try:
+            rows = top_distinct(Leaderboard(cfg.storage), s.warm_start.top, experiment=s.warm_start.experiment,
+                                key=lambda row: key(warm_point(row, say=lambda line: None)))   # a grid's repeats: one
+        except NoMatchingRows:   # no such experiment (yet) in this storage: said below, and the sweep goes on
+            rows = []
         if not rows:
             say(f"warm start: experiment {s.warm_start.experiment!r} has no rows in {storage.redact(cfg.storage)}")
         seen = {key(p) for p in points}
