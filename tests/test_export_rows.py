@@ -158,6 +158,8 @@ def test_an_export_that_matches_no_row_or_fails_halfway_leaves_the_last_export_a
     """A helper's audit: `export --kind confirm` before any confirm run replaced the last export with a header, exit 0;
     and an export whose history file could not be written (a folder of that name) had already replaced the main
     file (exit 2: the pair no longer matched). Both leave what was there."""
+    from orchestrator.errors import ConfigError
+
     _, board, _ = _board(tmp_path)
     out = tmp_path / "x.csv"
     out.write_text("kept\n")
@@ -166,7 +168,7 @@ def test_an_export_that_matches_no_row_or_fails_halfway_leaves_the_last_export_a
     assert code == 2 and "\n" not in err and "no confirm rows" in err and "nothing exported" in err, err
     assert out.read_text() == "kept\n" and not (tmp_path / "x-history.csv").exists()
     for target in ("mlflow:sqlite:///" + str(tmp_path / "m.db"), f"tensorboard:{tmp_path / 'tb'}"):
-        with pytest.raises(Exception, match="nothing exported"):
+        with pytest.raises(ConfigError, match="no baseline rows in .*: nothing exported"):
             board.export(target, kind="baseline")
     (tmp_path / "x-history.csv").mkdir()
     code, _, err = run_cli(capsys, "export", "--storage", str(tmp_path / "runs"), "--to", f"csv:{out}")
