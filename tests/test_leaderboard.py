@@ -184,7 +184,8 @@ def test_queries_refuse_a_storage_experiment_or_sweep_it_does_not_hold(board, tm
             query(board, experiment="digits", sweep_id="sw9")
     assert not (tmp_path / "typo").exists()   # asking created nothing
     inner = Leaderboard(str(tmp_path / "runs" / "leaderboard"))   # the folder of the Parquet files, not the storage
-    with pytest.raises(NoMatchingRows, match=r"runs/leaderboard holds a leaderboard's files: pass its storage, .*/runs"):
+    with pytest.raises(NoMatchingRows, match=r"runs/leaderboard holds a leaderboard's files: pass its storage, "
+                                             r".*/runs"):
         inner.top(5)
     assert board.top(5, where="objective > 2").num_rows == 0    # rows of the storage that match nothing: empty
     assert board.pareto(["left_accuracy", "right_accuracy"], where="objective > 2").num_rows == 0

@@ -130,7 +130,8 @@ def test_a_one_worker_runs_barrier_is_no_process(ray_session):
 
     barrier = pickle.loads(pickle.dumps(SoloBarrier()))   # as Ray Train hands it to the worker
     call = dict(caller_method_name="ray.train.report", collective_seq=1, relaxable=True)
-    assert ray.get(barrier.broadcast_from_rank_zero.remote(world_rank=0, world_size=1, data="ckpt_1", **call)) == "ckpt_1"
+    answer = barrier.broadcast_from_rank_zero.remote(world_rank=0, world_size=1, data="ckpt_1", **call)
+    assert ray.get(answer) == "ckpt_1"
     assert ray.get([barrier.reset.remote(), barrier.set_required_ranks.remote(None)]) == [None, True]
     with pytest.raises(RuntimeError, match="1-worker runs only; rank 1 of 2"):
         barrier.broadcast_from_rank_zero.remote(world_rank=1, world_size=2, data=None, **call)
