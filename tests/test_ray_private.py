@@ -70,6 +70,50 @@ def test_a_run_starts_no_dataset_manager_and_no_placement_group_cleaner(tmp_path
     assert not any(isinstance(c, unwanted) for c in trainer._create_default_callbacks()), kinds
 
 
+def test_a_run_on_a_ray_started_here_asks_no_autoscaler():
+    """Ray Train's scaling policy asks Ray's autoscaler for each run's workers through one detached actor per Ray
+    (``_AutoscalingCoordinatorActor``: a process start, then an RPC at each run's start, every few seconds and at
+    its end). A Ray this process started has no autoscaler to ask: its runs get a policy that decides as Ray's does
+    and asks no one. On a cluster the product joined, Ray's policy is left as it is."""
+    from types import SimpleNamespace
+
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy, ResizeDecision, create_scaling_policy
+
+    from orchestrator.training import backend
+
+    class Capture:   # stands in for LocalController: keeps what Ray Train would build its controller with
+        def run(self, controller_kwargs):
+            self.kwargs = controller_kwargs
+
+    policies = {}
+    for autoscaler in (True, False):
+        capture, ray_policy = Capture(), create_scaling_policy(ScalingConfig(num_workers=2))
+        trainer = backend.make(lambda config: None, train_loop_config={}, scaling_config=ScalingConfig(num_workers=2),
+                               run_config=RunConfig(name="t"), controller=capture, autoscaler=autoscaler)
+        trainer._initialize_and_run_controller(scaling_policy=ray_policy)
+        policies[autoscaler] = (ray_policy, capture.kwargs["scaling_policy"])
+    ray_policy, kept = policies[True]
+    assert kept is ray_policy
+    ray_policy, quiet = policies[False]
+    assert isinstance(quiet, FixedScalingPolicy) and quiet is not ray_policy
+    quiet.after_controller_start(SimpleNamespace(run_id="r1"))   # no Ray runs here: any request would fail
+    decision = quiet.make_decision_for_non_running_worker_group()
+    assert isinstance(decision, ResizeDecision) and decision.num_workers == 2
+    quiet.make_decision_for_running_worker_group(None, None)
+    quiet.before_controller_abort()
+    assert quiet._coordinator_client is None and quiet.scaling_config is ray_policy.scaling_config
+
+
+def test_a_new_call_of_the_autoscaling_coordinator_is_named(monkeypatch):
+    """The check reads Ray's scaling policy for calls of the coordinator that ``asking_no_one`` does not override."""
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
+
+    monkeypatch.setattr(FixedScalingPolicy, "_poll_coordinator", lambda self: self._coordinator_client, raising=False)
+    with pytest.raises(RuntimeError, match=r"coordinator in \['FixedScalingPolicy._poll_coordinator'\]"):
+        _ray.check()
+
+
 def test_a_renamed_tune_variable_is_named(monkeypatch):
     """The check reads Tune's own source for the variable the sweep sets: a wrong name fails, naming it."""
     monkeypatch.setattr(_ray, "TRIAL_THREAD_TIMEOUT_ENV_VAR", "TUNE_NO_SUCH_VARIABLE")
@@ -141,3 +185,37 @@ def test_a_one_worker_runs_barrier_is_no_process(ray_session):
             assert isinstance(worker_group.SynchronizationActor.options().remote(timeout_s=None), SoloBarrier)
     finally:
         _KeptSync.solo.value = False
+
+
+@pytest.mark.slow
+def test_a_sweep_and_a_run_on_a_ray_started_here_start_no_autoscaling_coordinator(ray_session, tmp_path):
+    """On a Ray of its own (no autoscaler), neither a Tune trial's Train run (its controller in the trial's process)
+    nor `train`'s (its controller in an actor) starts Ray's ``_AutoscalingCoordinatorActor``: about 3 CPU-s per Ray
+    and 3 s of the first trial's start. The Ray is a new one: the coordinator is one detached actor per Ray, which
+    an earlier test's Ray Data run may have started."""
+    from ray.util.state import list_actors
+
+    from orchestrator.config import parse_config
+    from orchestrator.leaderboard import Leaderboard
+    from orchestrator.sweep.tuner import tune
+    from orchestrator.training.driver import train
+    from orchestrator.training.session import init_ray
+
+    from factories import embedded
+
+    ray_session.shutdown()
+    init_ray(None, num_gpus=1)   # as the ray_session fixture starts it: later tests keep it
+
+    def coordinators():
+        return [a.state for a in list_actors(limit=10_000, raise_on_missing_output=False)
+                if a.class_name.endswith("AutoscalingCoordinatorActor")]
+
+    cfg = parse_config(embedded(tmp_path, name="no-autoscaler", search={
+        "num_samples": 1, "searcher": "random", "space": {"train.head_lr": {"loguniform": [1e-3, 3e-3]}}}))
+    tune(cfg, out=lambda line: None)
+    assert [r["status"] for r in Leaderboard(str(tmp_path)).table(experiment="no-autoscaler").to_pylist()] == [
+        "completed"]
+    assert coordinators() == []
+    summary = train(cfg, name="one-run", out=lambda line: None)
+    assert summary["status"] == "completed", summary
+    assert coordinators() == []

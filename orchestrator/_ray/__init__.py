@@ -329,6 +329,11 @@ def _check_instances() -> None:
     if not called or any(not hasattr(SoloBarrier, m) for m in called):
         raise RuntimeError(f"Ray Train calls {sorted(called)} on its SynchronizationActor (checked on Ray {CHECKED_ON}"
                            f"): update orchestrator/_ray/ SoloBarrier")
+    from .controller import coordinator_callers
+
+    if coordinator_callers():
+        raise RuntimeError(f"Ray Train's scaling policy reaches its autoscaling coordinator in {coordinator_callers()} "
+                           f"too (checked on Ray {CHECKED_ON}): update orchestrator/_ray/ asking_no_one")
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     if not all(s in inspect.getsource(MLflowLoggerCallback.log_trial_start)

@@ -195,11 +195,57 @@ def kept_sync_actors():
                 worker_group.SynchronizationActor, state._shutdown_sync_actor = _KeptSync.real, _KeptSync.kill
 
 
-def trainer_class(policy: Callable, *, controller: LocalController | None = None) -> type:
+def asking_no_one(scaling_policy):
+    """Ray Train's fixed scaling policy without its requests to Ray's autoscaler, for a Ray with none (one this
+    process started): the same decisions, and no ``_AutoscalingCoordinatorActor``, the detached actor Ray starts
+    at a Ray's first run (a process: about 3 CPU-s and 3 s of that run's start) and calls at each run's start,
+    every few seconds, and at its end. An elastic policy (it reads what the coordinator reserved) is left as is."""
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
+
+    class AskingNoOne(FixedScalingPolicy):
+        def after_controller_start(self, train_run_context):
+            self._requester_id = f"train-{train_run_context.run_id}"
+
+        def _maybe_send_resource_request(self):
+            pass
+
+        def _send_resource_request(self):
+            pass
+
+        def _cancel_resource_request(self):
+            pass
+
+    if type(scaling_policy) is not FixedScalingPolicy:
+        return scaling_policy
+    return AskingNoOne(scaling_policy.scaling_config)
+
+
+ASKING_NO_ONE_OVERRIDES = ("after_controller_start", "_maybe_send_resource_request", "_send_resource_request",
+                           "_cancel_resource_request")
+
+
+def coordinator_callers() -> list[str]:
+    """Methods of Ray Train's fixed scaling policy that reach the autoscaling coordinator besides those
+    ``asking_no_one`` overrides (``_ray.check``: there should be none)."""
+    import inspect
+
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
+
+    found = []
+    for cls in FixedScalingPolicy.__mro__[:-1]:
+        for name, member in vars(cls).items():
+            fn = getattr(member, "fget", member)
+            if (name not in (*ASKING_NO_ONE_OVERRIDES, "__init__", "_autoscaling_coordinator") and inspect.isfunction(fn)
+                    and "coordinator" in inspect.getsource(fn)):
+                found.append(f"{cls.__name__}.{name}")
+    return found
+
+
+def trainer_class(policy: Callable, *, controller: LocalController | None = None, autoscaler: bool = True) -> type:
     """Ray Train V2's DataParallelTrainer whose controller gets ``policy(failure_config)`` as its failure policy
     (V2 has no public way to pass one: ``_initialize_and_run_controller`` builds the controller), that runs its
-    controller in ``controller`` (a ``LocalController``) when given one, and that starts two helper actors fewer
-    per run:
+    controller in ``controller`` (a ``LocalController``) when given one, whose runs ask Ray's autoscaler for their
+    workers only when ``autoscaler`` (``asking_no_one``), and that starts two helper actors fewer per run:
 
     - no DatasetManager: Ray's DatasetsCallback starts one per run even when no Ray Dataset is passed (ours never
       pass one: workers read their own units), and it cost a trial about a third of a core while it lived;
@@ -235,6 +281,8 @@ def trainer_class(policy: Callable, *, controller: LocalController | None = None
 
         def _initialize_and_run_controller(self, **controller_kwargs):  # Ray's signature: its keywords pass through
             controller_kwargs["failure_policy"] = policy(self.run_config.failure_config)
+            if not autoscaler:
+                controller_kwargs["scaling_policy"] = asking_no_one(controller_kwargs["scaling_policy"])
             if controller is None:
                 return super()._initialize_and_run_controller(**controller_kwargs)
             return controller.run(controller_kwargs)

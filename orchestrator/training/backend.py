@@ -51,11 +51,12 @@ class MultiWorkerConfig(BackendConfig):
 
 
 def make(train_loop_per_worker, *, train_loop_config: dict, scaling_config, run_config, controller=None,
-         spares: bool = False):
+         spares: bool = False, autoscaler: bool = True):
     """A DataParallelTrainer with the MultiWorkerMirroredStrategy backend and the fail-fast policy; its controller
-    runs in ``controller`` (an ``_ray.LocalController``, for a caller that is an actor) or, by default, in an actor."""
+    runs in ``controller`` (an ``_ray.LocalController``, for a caller that is an actor) or, by default, in an actor;
+    ``autoscaler``: the cluster has one, which the run asks for its workers (not a Ray the driver started)."""
     from .failures import failure_policy
 
-    trainer = _ray.trainer_class(failure_policy, controller=controller)
+    trainer = _ray.trainer_class(failure_policy, controller=controller, autoscaler=autoscaler)
     return trainer(train_loop_per_worker, backend_config=MultiWorkerConfig(spares=spares),
                    train_loop_config=train_loop_config, scaling_config=scaling_config, run_config=run_config)

@@ -26,16 +26,18 @@ from .session import Prepared, Session, check, release, start
 
 @dataclass(frozen=True)
 class RunInputs:
-    """What every worker of a run reads besides its config: the data spec, the shipped data and backbone (object
-    store references, see ``session``) and single-task baselines for Δm%."""
+    """What a run needs besides its config: what every worker reads (the data spec, the shipped data and backbone,
+    object store references, see ``session``; single-task baselines for Δm%), and whether its Ray may have an
+    autoscaler to ask for its workers (``Session.autoscaler``)."""
     spec: DataSpec
     data: dict
     backbone: Optional[dict]
     baselines: Optional[dict] = None
+    autoscaler: bool = True
 
     @classmethod
     def of(cls, session: Session, *, baselines: Optional[dict] = None) -> "RunInputs":
-        return cls(session.prepared.spec, session.data, session.backbone, baselines)
+        return cls(session.prepared.spec, session.data, session.backbone, baselines, session.autoscaler)
 
 
 def make_trainer(cfg: ExperimentConfig, inputs: RunInputs, *, name: str, callbacks=(), max_failures: int = 2,
@@ -61,7 +63,7 @@ def make_trainer(cfg: ExperimentConfig, inputs: RunInputs, *, name: str, callbac
             name=name, storage_path=path, storage_filesystem=fs, callbacks=list(callbacks),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             worker_runtime_env=warm.worker_runtime_env()),
-        controller=controller, spares=spares,
+        controller=controller, spares=spares, autoscaler=inputs.autoscaler,
     )
 
 

@@ -72,6 +72,7 @@ class Session:
     prepared: Prepared
     data: dict                      # `ship_data`: ObjectRefs of decoded blocks, or of units to stream
     backbone: Optional[dict]        # `ship_backbone`: the backbone or weights file, or None
+    autoscaler: bool = True         # the Ray joined may have one (not one this process started): runs ask it
 
     @property
     def cfg(self) -> ExperimentConfig:
@@ -130,7 +131,8 @@ def start(p: Prepared, *, owner: str, record: Optional[str], address: Optional[s
         ready()
     describe(p, record=record, out=out)
     ensure_pretrained(p.cfg, out=out)
-    return Session(p, ship_data(p, owner=owner, keep=keep, out=out), ship_backbone(p.cfg))
+    return Session(p, ship_data(p, owner=owner, keep=keep, out=out), ship_backbone(p.cfg),
+                   autoscaler=not _ray.started_here())
 
 
 def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
