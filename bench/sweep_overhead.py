@@ -103,7 +103,8 @@ def _noop_trial(params):
         num_workers=1, resources_per_worker={"CPU": 0.9}), run_config=ray.train.RunConfig(
         name=f"noop-{params['i']}", storage_path=params["storage"],
         worker_runtime_env=warm.worker_runtime_env() if hook else None),
-        controller=_ray.LocalController() if params["local"] else None, spares=params["warm"]).fit()
+        controller=_ray.LocalController() if params["local"] else None, spares=params["warm"],
+        autoscaler=params["autoscaler"]).fit()
     from ray import tune
     tune.report({"objective": 0.0})
 
@@ -118,6 +119,7 @@ def floor(storage, n=FLOOR_TRIALS, *, local: bool = True, warm: bool = False, tf
     it starts (the product's workers' runtime env, no spares): the launch path plus the one import a trial needs."""
     from ray import tune
 
+    from orchestrator import _ray
     from orchestrator.sweep.runner import TRIAL_DRIVER_CPU
 
     class Times(tune.Callback):
@@ -131,9 +133,11 @@ def floor(storage, n=FLOOR_TRIALS, *, local: bool = True, warm: bool = False, tf
             self.end[trial.trial_id] = time.perf_counter()
 
     times = Times()
+    # The product's runs ask no autoscaler on a Ray it started (Session.autoscaler); Ray's default launch does
+    autoscaler = not (local and _ray.started_here())
     tune.Tuner(tune.with_resources(_noop_trial, {"CPU": TRIAL_DRIVER_CPU}),
                param_space={"i": tune.grid_search(list(range(n + warm))), "storage": storage, "local": local,
-                            "warm": warm, "tf": tf},
+                            "warm": warm, "tf": tf, "autoscaler": autoscaler},
                tune_config=tune.TuneConfig(max_concurrent_trials=1),
                run_config=tune.RunConfig(name="floor", storage_path=storage, callbacks=[times], verbose=0)).fit()
     ordered = sorted(times.end, key=times.start.get)[int(warm):]
