@@ -27,6 +27,20 @@ def unreachable(scheme: str, host: str, port: int) -> str | None:
     return None
 
 
+def require_writable(location: str) -> None:
+    """A local storage is a folder this process may write, or one it may make: else a ConfigError naming the path,
+    before Ray starts. Checked without writing (`validate` writes nothing), by the nearest part of it that exists."""
+    from pathlib import Path
+
+    path = Path(location).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"storage {location}: {existing} is a file, not a folder: give a folder's path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"storage {location}: this user may not write {existing} (its permissions, or a read-only "
+                          f"filesystem): give a folder you can write")
+
+
 def reach_storage(location: str) -> None:
     """An ``s3://`` location whose ``endpoint_override`` (MinIO, Ceph, ...) takes no connection is a ConfigError naming
     it. AWS's own endpoints are left to the SDK; other locations are not servers of ours to reach."""

@@ -310,3 +310,18 @@ def test_a_flip_that_swaps_the_builtin_digits_sides_is_warned_about(tmp_path, ca
             assert lines[0].startswith(f"warning: data.augment.flip {warned} mirrors the built-in MultiDigits "
                                        f"canvases: their left and right digits swap places"), lines
             assert lines[0].endswith("use flip none"), lines
+
+
+def test_a_storage_that_cannot_be_written_stops_validate_and_train_before_ray(tmp_path, capsys, no_ray):
+    """A local storage whose path runs through a file (or that this user may not write) passed `validate`, and
+    the Python API's train started Ray before its first write failed: now both stop first, naming the path."""
+    from orchestrator import ConfigError, train
+    from orchestrator.config import parse_config
+
+    (tmp_path / "afile").write_text("not a folder")
+    cfg = experiment(tmp_path, "builtin:multidigits/train", storage=str(tmp_path / "afile" / "runs"))
+    code, _, err = run_cli(capsys, "validate", write_yaml(tmp_path / "e.yaml", cfg))
+    assert code == 2 and f"{tmp_path / 'afile'} is a file, not a folder" in err and "\n" not in err.strip(), err
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        train(parse_config(cfg), out=lambda line: None)
+    assert (tmp_path / "afile").read_text() == "not a folder"

@@ -27,7 +27,7 @@ from ..data.builtin import IMAGE_SHAPE
 from ..data.dealing import rows_per_rank, sizes_of
 from ..data.prepare import prepare
 from ..data.spec import DataSpec, PreparedData
-from ..endpoints import joined, reach_storage, refuse_ray_token
+from ..endpoints import joined, reach_storage, refuse_ray_token, require_writable
 from ..errors import ConfigError, DataError
 from .batch import per_worker_batch
 
@@ -136,9 +136,9 @@ def start(p: Prepared, *, owner: str, record: Optional[str], address: Optional[s
 
 
 def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
-    """An S3 endpoint of storage, data or backbone that takes no connection is refused. Relative local storage (given
-    on the command line or by default) becomes absolute; credentials in storage, data or backbone URIs are kept in
-    memory (``storage.adopt_credentials``), for this location only."""
+    """An S3 endpoint of storage, data or backbone that takes no connection is refused, and a local storage we may not
+    write. Relative local storage becomes absolute; credentials in storage, data or backbone URIs are kept in memory
+    (``storage.adopt_credentials``), for this location only."""
     values = {}
     for path, value in (("storage", cfg.storage), ("data.train", cfg.data.train),
                         ("data.validation", cfg.data.validation), ("backbone.path", cfg.backbone.path),
@@ -148,8 +148,9 @@ def resolve_storage(cfg: ExperimentConfig) -> ExperimentConfig:
             reach_storage(value)            # one line now, not the SDK's retries once Ray has started
         if isinstance(value, str) and storage.has_credentials(value):
             values[path] = storage.adopt_credentials(value)
-    if not storage.is_uri(cfg.storage) and not os.path.isabs(cfg.storage):
-        values["storage"] = os.path.abspath(cfg.storage)
+    if not storage.is_uri(cfg.storage):
+        require_writable(cfg.storage)   # a folder we may write: else one line now, not an OSError once Ray started
+        values.update({} if os.path.isabs(cfg.storage) else {"storage": os.path.abspath(cfg.storage)})
     return cfg.with_values(values) if values else cfg
 
 
