@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from factories import embedded, experiment, row, run_cli, small_table, write_parquet
-from orchestrator import storage
+from orchestrator import layout, storage
 from orchestrator.config import parse_config
 from orchestrator.config.revision import TRAINING_REVISION
 from orchestrator.data.identity import data_identity
@@ -670,3 +670,72 @@ def test_a_chain_of_reruns_merges_whole_whichever_source_holds_its_start(tmp_pat
         board.merge([s1, s2] if order == "copy_first" else [s2, s1])
     assert [r["status"] for r in board.table().to_pylist()] == ["completed"]
     assert board.merge([s1, s2])["rows"] == 0
+
+
+def swept(store, sweep_id: str, *, scheduler: str | None, lr: float) -> bytes:
+    """A sweep's two completed trials in ``store`` and, unless ``scheduler`` is None, its sweep.json as ``tune``
+    records it (its config with the search it ran, its baselines); the record's bytes (b"" without)."""
+    search = {"space": {"train.head_lr": {"choice": [lr, lr * 2]}}, "scheduler": {"type": scheduler or "asha"}}
+    if scheduler == "moasha":
+        search["scheduler"]["metrics"] = ["left_accuracy", "right_accuracy"]
+    cfg = parse_config(embedded(store, search=search))
+    Leaderboard(store).append([row(cfg.with_values({"train.head_lr": v}), [{**HISTORY[0], "left_accuracy": a,
+                                                                          "right_accuracy": b, "objective": a}],
+                                   trial_id=f"{sweep_id}-{i}", sweep_id=sweep_id)
+                               for i, (v, a, b) in enumerate([(lr, 0.6, 0.8), (lr * 2, 0.7, 0.5)])])
+    if scheduler is None:
+        return b""
+    record = json.dumps({"sweep_id": sweep_id, "config_hash": cfg.config_hash(), "config": cfg.public_dump(),
+                         "data_fingerprint": None, "training_revision": TRAINING_REVISION,
+                         "baselines": {"left": 0.9, "right": 0.8}}).encode()
+    storage.atomic_write(layout.sweep_record(store, "t", sweep_id), record)
+    return record
+
+
+def test_merge_brings_each_merged_sweeps_record_along(tmp_path):
+    """merge copied a sweep's rows but not its sweep.json: in DST the report grouped the merged sweeps' fronts under
+    scheduler "unknown", ablate lost the searched space and confirm the sweep's baselines (found by an audit)."""
+    from orchestrator.leaderboard.query import rows as row_dicts
+    from orchestrator.report.fronts import scheduler_fronts, sweep_searches
+    from orchestrator.sweep.confirm import sweep_record
+
+    home, away, dst = (str(tmp_path / n) for n in ("home", "away", "dst"))
+    mo = swept(home, "sw-mo", scheduler="moasha", lr=1e-3)
+    sync = swept(away, "sw-sync", scheduler="sync", lr=3e-3)
+    swept(away, "sw-none", scheduler=None, lr=5e-3)                     # a sweep whose record is gone
+    assert Leaderboard(dst).merge([home, away])["rows"] == 6
+    assert storage.read_bytes(layout.sweep_record(dst, "t", "sw-mo")) == mo
+    assert storage.read_bytes(layout.sweep_record(dst, "t", "sw-sync")) == sync
+    assert not storage.exists(layout.sweep_record(dst, "t", "sw-none"))
+    trials = row_dicts(Leaderboard(dst).table(experiment="t"))
+    by = scheduler_fronts(trials, sweep_searches(trials, dst, "t"))["by_scheduler"]
+    assert {name: b["sweeps"] for name, b in by.items()} == {"moasha": ["sw-mo"], "sync": ["sw-sync"],
+                                                             "unknown": ["sw-none"]}
+    merged = next(r for r in trials if r["sweep_id"] == "sw-mo")
+    assert merged["config"]["storage"] == dst                           # confirm reads DST's record
+    assert sweep_record(merged)["baselines"] == {"left": 0.9, "right": 0.8}
+
+
+def test_merge_never_overwrites_a_sweep_record_the_target_has(tmp_path):
+    """DST's own sweep.json of a sweep stays as it is, whatever the source's says; the merge does not fail on it."""
+    home, dst = str(tmp_path / "home"), str(tmp_path / "dst")
+    theirs = swept(home, "sw1", scheduler="moasha", lr=1e-3)
+    ours = json.dumps({"sweep_id": "sw1", "config": {**json.loads(theirs)["config"], "storage": dst}}).encode()
+    storage.atomic_write(layout.sweep_record(dst, "t", "sw1"), ours)
+    assert ours != theirs and Leaderboard(dst).merge(home)["rows"] == 2
+    assert storage.read_bytes(layout.sweep_record(dst, "t", "sw1")) == ours
+    assert Leaderboard(dst).merge(home)["rows"] == 0
+    assert storage.read_bytes(layout.sweep_record(dst, "t", "sw1")) == ours
+
+
+def test_merge_brings_a_sweeps_record_into_s3(s3_server, tmp_path):
+    import pyarrow.fs as pafs
+
+    pafs.S3FileSystem(access_key="AKIARECORD", secret_key="recordS3cret", endpoint_override=s3_server, scheme="http",
+                      region="us-east-1", allow_bucket_creation=True).create_dir("merge-record")
+    shared = (f"s3://AKIARECORD:recordS3cret@merge-record/shared?endpoint_override={s3_server}&scheme=http"
+              f"&region=us-east-1")
+    home = str(tmp_path / "home")
+    record = swept(home, "sw1", scheduler="moasha", lr=1e-3)
+    assert Leaderboard(shared).merge(home)["rows"] == 2
+    assert storage.read_bytes(layout.sweep_record(shared, "t", "sw1")) == record

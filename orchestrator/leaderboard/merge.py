@@ -14,6 +14,7 @@
 - Schemas may differ (older rows, other tasks): the columns are unioned, missing values are nulls. The new rows are
   written as new files, each whole or not at all (``storage.atomic_write``): a kill midway leaves some files written
   and the next merge adds the rest; reads keep one row per id, so nothing is lost or counted twice.
+- Each source's sweeps bring their ``sweep.json`` (``sweep_records``) where DST has none; DST's is never rewritten.
 """
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ from ..errors import ConfigError
 from ..training.lease import one_at_a_time
 from .columns import parquet_bytes
 from .compaction import ROWS_PER_FILE
-from .files import to_schema, unify
 from .ranking import UNRANKED, config_of, finite, objective_of
+from .schemas import with_columns
+from .sweep_records import copy_sweep_records
 
 EXECUTION_ONLY = (("storage",), ("name",), ("search",), ("resources",), ("data", "cache"), ("data", "cache_budget_mb"),
                   ("data", "cache_dir"))
@@ -304,9 +306,10 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
         start_at += table.num_rows
         result["skipped"] += table.num_rows - len(keep)
         result["duplicates"] += sum(v is not None for v in values["duplicate_of"])
+        copy_sweep_records(table, storage.parent(open_board(source).location), into, out=out)   # before its rows
         for start in range(0, len(keep), ROWS_PER_FILE):
-            part = _with_columns(table.take(pa.array(keep[start:start + ROWS_PER_FILE], pa.int64())),
-                                 {k: v[start:start + ROWS_PER_FILE] for k, v in values.items()})
+            part = with_columns(table.take(pa.array(keep[start:start + ROWS_PER_FILE], pa.int64())),
+                                {k: v[start:start + ROWS_PER_FILE] for k, v in values.items()})
             location = storage.join(board.location, storage.unique_name("", ".parquet"))
             data = parquet_bytes(part).to_pybytes()
             storage.retry(lambda: storage.atomic_write(location, data), what="leaderboard merge")
@@ -335,16 +338,3 @@ def _one_objective_per_experiment(tables: list[tuple[str, pa.Table]]) -> None:
                 raise ConfigError(f"experiment {experiment!r} ranks its trials by {first} in "
                                   f"{storage.redact(first_where)} and by {metric} in {storage.redact(where)}: merged, "
                                   f"the two would be ranked together; merge into another storage")
-
-
-def _with_columns(table: pa.Table, values: dict[str, list]) -> pa.Table:
-    """``table`` with the merge's columns set (added at the end if new), typed, JSON columns still named."""
-    metadata = table.schema.metadata
-    for name, column in values.items():
-        array = pa.array(column, pa.string())
-        if name in table.column_names:
-            table = table.set_column(table.column_names.index(name), name, array)
-        else:
-            table = table.append_column(name, array)
-    schema = unify([table.schema.with_metadata(metadata or {})])
-    return to_schema(table, schema).replace_schema_metadata(schema.metadata)

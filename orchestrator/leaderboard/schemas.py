@@ -1,4 +1,4 @@
-"""One schema for many leaderboard files, and a table conformed to it (see ``files``)."""
+"""One schema for many leaderboard files, and a table conformed to it (see ``files``), or with columns set."""
 from __future__ import annotations
 
 import json
@@ -34,3 +34,17 @@ def to_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(
         [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
          for f in schema], schema=schema)
+
+
+def with_columns(table: pa.Table, values: dict[str, list]) -> pa.Table:
+    """``table`` with string columns set (added at the end if new; merge's), conformed to its unified schema, JSON
+    columns still named."""
+    metadata = table.schema.metadata
+    for name, column in values.items():
+        array = pa.array(column, pa.string())
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, array)
+        else:
+            table = table.append_column(name, array)
+    schema = unify([table.schema.with_metadata(metadata or {})])
+    return to_schema(table, schema).replace_schema_metadata(schema.metadata)
