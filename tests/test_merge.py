@@ -704,8 +704,11 @@ def test_merge_brings_each_merged_sweeps_record_along(tmp_path):
     sync = swept(away, "sw-sync", scheduler="sync", lr=3e-3)
     swept(away, "sw-none", scheduler=None, lr=5e-3)                     # a sweep whose record is gone
     assert Leaderboard(dst).merge([home, away])["rows"] == 6
-    assert storage.read_bytes(layout.sweep_record(dst, "t", "sw-mo")) == mo
-    assert storage.read_bytes(layout.sweep_record(dst, "t", "sw-sync")) == sync
+    # as recorded, marked as merged (`tune --resume` never takes it up here: its Tune state stayed in the source)
+    assert json.loads(storage.read_bytes(layout.sweep_record(dst, "t", "sw-mo"))) == {**json.loads(mo),
+                                                                                      "merged_from": home}
+    assert json.loads(storage.read_bytes(layout.sweep_record(dst, "t", "sw-sync"))) == {**json.loads(sync),
+                                                                                        "merged_from": away}
     assert not storage.exists(layout.sweep_record(dst, "t", "sw-none"))
     trials = row_dicts(Leaderboard(dst).table(experiment="t"))
     by = scheduler_fronts(trials, sweep_searches(trials, dst, "t"))["by_scheduler"]
@@ -738,4 +741,30 @@ def test_merge_brings_a_sweeps_record_into_s3(s3_server, tmp_path):
     home = str(tmp_path / "home")
     record = swept(home, "sw1", scheduler="moasha", lr=1e-3)
     assert Leaderboard(shared).merge(home)["rows"] == 2
-    assert storage.read_bytes(layout.sweep_record(shared, "t", "sw1")) == record
+    assert json.loads(storage.read_bytes(layout.sweep_record(shared, "t", "sw1"))) == {**json.loads(record),
+                                                                                       "merged_from": home}
+
+
+def test_a_merged_sweeps_record_is_never_what_resume_takes_up_in_the_target(tmp_path):
+    """A merged sweep.json names the source's storage, and DST holds none of its Tune state: `tune --resume` in DST
+    took the newest sweep, a merged one, and refused DST's own config (found by a review). It resumes DST's own
+    sweep now, and a merged sweep named by id is refused, naming where it ran."""
+    from orchestrator.errors import ConfigError
+    from orchestrator.sweep.resume import find_sweep, sweep_hash
+
+    dst, src = str(tmp_path / "dst"), str(tmp_path / "src")
+
+    def own_sweep(store, sweep_id):
+        cfg = parse_config(embedded(store, search={"space": {"train.head_lr": {"choice": [1e-3, 2e-3]}}}))
+        Leaderboard(store).append([row(cfg, HISTORY, trial_id=f"{sweep_id}-0", sweep_id=sweep_id)])
+        storage.atomic_write(layout.sweep_record(store, "t", sweep_id), json.dumps(
+            {"sweep_id": sweep_id, "config_hash": sweep_hash(cfg), "config": cfg.public_dump(),
+             "data_fingerprint": None, "training_revision": TRAINING_REVISION, "baselines": None}).encode())
+        return cfg
+
+    cfg = own_sweep(dst, "20240101-000000-aaaaaa")     # DST's own sweep, interrupted
+    own_sweep(src, "20240102-000000-bbbbbb")           # a newer one elsewhere, of the same experiment
+    assert Leaderboard(dst).merge(src)["rows"] == 1
+    assert find_sweep(cfg, None, fingerprint=None) == "20240101-000000-aaaaaa"
+    with pytest.raises(ConfigError, match=f"sweep 20240102-000000-bbbbbb was merged from {src}: resume it there"):
+        find_sweep(cfg, "20240102-000000-bbbbbb", fingerprint=None)

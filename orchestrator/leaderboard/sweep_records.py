@@ -3,6 +3,7 @@ the baselines its Δm% is measured against), which ``report`` (scheduler fronts,
 read in the storage that holds the rows."""
 from __future__ import annotations
 
+import json
 import re
 from functools import partial
 from typing import Callable
@@ -32,6 +33,10 @@ def copy_sweep_records(table: pa.Table, source: str, into: str, *, out: Callable
         except OSError as e:
             out(f"sweep {sweep_id}'s sweep.json in {storage.redact(source)} cannot be read ({storage.first_line(e)}): "
                 f"not copied")
+            continue
+        try:   # marked as merged: DST holds none of its Tune state, so `tune --resume` there never takes it up
+            data = json.dumps({**json.loads(data), "merged_from": storage.redact(source)}).encode()
+        except ValueError:
             continue
         storage.retry(partial(storage.atomic_write, there, data), what="sweep record copy")
         copied += 1

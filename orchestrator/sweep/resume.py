@@ -33,7 +33,7 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
                  if i.type == pafs.FileType.Directory
                  and not i.base_name.startswith(("baseline-", "confirm-", "ablation-")))
     if sweep_id is None:   # the latest that started: a start that failed leaves a folder without its record
-        started = (i for i in reversed(ids) if storage.exists(layout.sweep_record(cfg.storage, cfg.name, i)))
+        started = (i for i in reversed(ids) if _own_record(cfg, i))
         sweep_id = next(started, None)
         if sweep_id is None:
             raise ConfigError(f"no sweep of experiment {cfg.name!r} to resume in {storage.redact(cfg.storage)}: "
@@ -48,6 +48,9 @@ def find_sweep(cfg: ExperimentConfig, sweep_id: str | None, *, fingerprint: str 
         saved = json.loads(storage.read_bytes(layout.sweep_record(cfg.storage, cfg.name, sweep_id)))
     except (OSError, ValueError):
         raise ConfigError(f"sweep {sweep_id} has no sweep.json: it cannot be resumed") from None
+    if "merged_from" in saved:
+        raise ConfigError(f"sweep {sweep_id} was merged from {saved['merged_from']}: resume it there (its Tune state "
+                          f"is there; this storage holds its rows only)")
     if saved["config_hash"] != sweep_hash(cfg) and not _same_read_today(saved, cfg, n_blocks):
         changed = _changed(saved, cfg, n_blocks)
         raise ConfigError(f"sweep {sweep_id} was started with another config ({changed + '; ' if changed else ''}"
@@ -102,4 +105,13 @@ def _same_read_today(saved: dict, cfg: ExperimentConfig, n_blocks: int | None) -
         return n_blocks is not None and sweep_hash(every_block_as_all(parse_config(saved["config"]), n_blocks)) == \
             sweep_hash(cfg)
     except (ConfigError, KeyError):
+        return False
+
+
+def _own_record(cfg: ExperimentConfig, sweep_id: str) -> bool:
+    """Does this storage hold the sweep's record, written by the sweep here (not one a merge brought along)?"""
+    try:
+        return "merged_from" not in json.loads(storage.read_bytes(layout.sweep_record(cfg.storage, cfg.name,
+                                                                                         sweep_id)))
+    except (OSError, ValueError):
         return False
