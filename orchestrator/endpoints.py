@@ -32,13 +32,16 @@ def require_writable(location: str) -> None:
     before Ray starts. Checked without writing (`validate` writes nothing), by the nearest part of it that exists."""
     from pathlib import Path
 
-    path = Path(location).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    path = Path(os.path.abspath(location))
+    try:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except OSError as e:   # a folder on the way this user may not enter
+        raise ConfigError(f"storage {location}: {first_line(e, 200)}: give a folder you can write") from None
     if not existing.is_dir():
         raise ConfigError(f"storage {location}: {existing} is a file, not a folder: give a folder's path")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"storage {location}: this user may not write {existing} (its permissions, or a read-only "
-                          f"filesystem): give a folder you can write")
+        raise ConfigError(f"storage {location}: this user may not write {existing} on this machine (its permissions, "
+                          f"or a read-only filesystem): give a folder you can write here")
 
 
 def reach_storage(location: str) -> None:

@@ -197,9 +197,11 @@ def kept_sync_actors():
 
 def asking_no_one(scaling_policy):
     """Ray Train's fixed scaling policy without its requests to Ray's autoscaler, for a Ray with none (one this
-    process started): the same decisions, and no ``_AutoscalingCoordinatorActor``, the detached actor Ray starts
-    at a Ray's first run (a process: about 3 CPU-s and 3 s of that run's start) and calls at each run's start,
-    every few seconds, and at its end. An elastic policy (it reads what the coordinator reserved) is left as is."""
+    process started): the same decisions, and no calls of ``_AutoscalingCoordinatorActor``, the detached actor Ray
+    starts at a Ray's first request (a process: about 3 CPU-s and 3 s of that run's start) and calls at each run's
+    start, every few seconds, and at its end. Ray Data asks it too (a run that decodes image files with Ray Data
+    starts it all the same); pixel data and the built-in sets use no Ray Data. An elastic policy (it reads what the
+    coordinator reserved) is left as is."""
     from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
 
     class AskingNoOne(FixedScalingPolicy):
