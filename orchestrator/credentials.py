@@ -165,11 +165,13 @@ def publish() -> None:
 
     if not _BY_LOCATION or not ray.is_initialized():
         return
-    job = ray.get_runtime_context().get_job_id()
-    if _HOLDER.get("job") != job:   # a named actor dies with the handle that made it: this process keeps that one
-        # for the job's life (a handle from get_if_exists does not keep it: a second publish killed the holder)
+    context = ray.get_runtime_context()
+    job = context.get_job_id()
+    ray_of_job = (job, context.get_node_id())   # a new Ray (after ray.shutdown) numbers its jobs from 1 again
+    if _HOLDER.get("job") != ray_of_job:   # a named actor dies with the handle that made it: this process keeps that
+        # one for the job's life (a handle from get_if_exists does not keep it: a second publish killed the holder)
         made = ray.remote(num_cpus=0)(_Holder).options(name=ACTOR_PREFIX + job, get_if_exists=True, lifetime=None)
-        _HOLDER.update(job=job, handle=made.remote())
+        _HOLDER.update(job=ray_of_job, handle=made.remote())
     ray.get(_HOLDER["handle"].put.remote(dict(_BY_LOCATION)))
 
 

@@ -211,6 +211,32 @@ def test_credentials_adopted_by_the_driver_reach_a_ray_task_after_publish(ray_se
 
 
 @pytest.mark.slow
+def test_credentials_are_published_to_a_new_ray_after_a_restart(ray_session):
+    """A process kept the first Ray's holder actor across ray.shutdown() and a new ray.init() (a notebook's restart;
+    a test's): job ids start again at 1 in a new Ray, so publish called the old handle and failed with "Can't find
+    actor ... from a different cluster" (seen in a fresh clone's slow suite after a test restarted Ray)."""
+    from orchestrator import credentials
+    from orchestrator.training.session import init_ray
+
+    credentials.adopt("s3://KR:SR@bucket-restart/runs")
+    try:
+        credentials.publish()
+        ray_session.shutdown()
+        init_ray(None, num_gpus=1)   # as the ray_session fixture starts it: later tests keep it
+        credentials.publish()
+
+        @ray_session.remote(num_cpus=0)
+        def probe():
+            from orchestrator import credentials as inside
+
+            return inside.lookup("s3://bucket-restart/runs/x")
+
+        assert ray_session.get(probe.remote()) == {"access_key": "KR", "secret_key": "SR"}
+    finally:
+        credentials.forget()
+
+
+@pytest.mark.slow
 def test_a_ray_process_finds_credentials_published_after_its_first_lookup(ray_session):
     """A process fetched the job's pairs once: a pair the driver adopted and published later (or any, when its first
     lookup came before the first publish) was never seen there, and the environment's credentials were used."""
