@@ -331,8 +331,9 @@ def _check_instances() -> None:
                            f"): update orchestrator/_ray/ SoloBarrier")
     from .controller import coordinator_callers
 
-    if coordinator_callers():
-        raise RuntimeError(f"Ray Train's scaling policy reaches its autoscaling coordinator in {coordinator_callers()} "
+    callers = coordinator_callers()
+    if callers:
+        raise RuntimeError(f"Ray Train's scaling policy reaches its autoscaling coordinator in {callers} "
                            f"too (checked on Ray {CHECKED_ON}): update orchestrator/_ray/ asking_no_one")
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 

@@ -202,6 +202,12 @@ def asking_no_one(scaling_policy):
     start, every few seconds, and at its end. Ray Data asks it too (a run that decodes image files with Ray Data
     starts it all the same); pixel data and the built-in sets use no Ray Data. An elastic policy (it reads what the
     coordinator reserved) is left as is."""
+    fixed, asking = _policy_classes()
+    return asking(scaling_policy.scaling_config) if type(scaling_policy) is fixed else scaling_policy
+
+
+def _policy_classes() -> tuple[type, type]:
+    """(Ray Train's FixedScalingPolicy, the same without requests to the autoscaling coordinator)."""
     from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
 
     class AskingNoOne(FixedScalingPolicy):
@@ -217,13 +223,7 @@ def asking_no_one(scaling_policy):
         def _cancel_resource_request(self):
             pass
 
-    if type(scaling_policy) is not FixedScalingPolicy:
-        return scaling_policy
-    return AskingNoOne(scaling_policy.scaling_config)
-
-
-ASKING_NO_ONE_OVERRIDES = ("after_controller_start", "_maybe_send_resource_request", "_send_resource_request",
-                           "_cancel_resource_request")
+    return FixedScalingPolicy, AskingNoOne
 
 
 def coordinator_callers() -> list[str]:
@@ -231,13 +231,12 @@ def coordinator_callers() -> list[str]:
     ``asking_no_one`` overrides (``_ray.check``: there should be none)."""
     import inspect
 
-    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
-
+    fixed, asking = _policy_classes()
     found = []
-    for cls in FixedScalingPolicy.__mro__[:-1]:
+    for cls in fixed.__mro__[:-1]:
         for name, member in vars(cls).items():
             fn = getattr(member, "fget", member)
-            if (name not in (*ASKING_NO_ONE_OVERRIDES, "__init__", "_autoscaling_coordinator") and inspect.isfunction(fn)
+            if (name not in (*vars(asking), "__init__", "_autoscaling_coordinator") and inspect.isfunction(fn)
                     and "coordinator" in inspect.getsource(fn)):
                 found.append(f"{cls.__name__}.{name}")
     return found
