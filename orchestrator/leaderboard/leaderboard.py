@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..metrics import direction
 from .columns import KNOWN_TYPES, parquet_bytes, rows_to_table
 from .files import MERGED_PREFIX, Folder, Snapshot, Vanished, first_occurrences
-from .query import NoMatchingRows, answered, check_numeric, compile_where, rows as row_dicts
+from .query import NoMatchingRows, answered, check_numeric, compile_where, distinct, rows as row_dicts
 from .ranking import (OBJECTIVES, ROW_KINDS, TIE_BREAKS, VERSION_COLUMNS, best_first, compared, current, done_work,
                       apart_line, front_rows, listed, newest_versions, objectives_apart, once_per_work, ranked,
                       reruns)
@@ -248,9 +248,9 @@ class Leaderboard:
         def work(snap: Snapshot) -> dict:
             if not snap.infos or "objective_metric" not in snap.schema.names:
                 return {}
-            def select(columns: list[str]) -> pa.Table:
-                return self._select(snap, columns, ranked_only=True, experiment=scope.experiment, where=scope.where,
-                                    sweep_id=scope.sweep_id, kind=scope.kind)[1]
+            def select(columns: list[str]) -> pa.Table:   # each different row once: the verdict reads sets
+                return distinct(self._select(snap, columns, ranked_only=True, experiment=scope.experiment,
+                                             where=scope.where, sweep_id=scope.sweep_id, kind=scope.kind)[1], columns)
 
             keys = [c for c in ("experiment", "kind") if c in snap.schema.names]
             light = select([*keys, "objective_metric"])

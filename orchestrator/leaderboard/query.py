@@ -26,6 +26,11 @@ _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.Lt
         ast.Gt: operator.gt, ast.GtE: operator.ge}
 
 
+def distinct(table: pa.Table, names: list[str]) -> pa.Table:
+    """The different rows of ``table``'s columns ``names``, in the order they first occur."""
+    return table.select(names).group_by(names, use_threads=False).aggregate([])
+
+
 def compile_where(where: str, schema: pa.Schema, used: set[str] | None = None) -> pc.Expression:
     """Compile a filter such as ``"acc >= 0.9 and status in ['completed']"`` to a pyarrow Expression."""
     try:

@@ -258,14 +258,47 @@ VERSION_COLUMNS = ("experiment", "training_revision", "data_fingerprint", "data_
 
 def newest_versions(light: pa.Table, *, by=()) -> pa.Table:
     """Per experiment, the rows measured like its newest one (``newest_version``): the rows a ranking (``by`` these
-    columns) compares."""
-    rows = light.select([c for c in VERSION_COLUMNS if c in light.column_names]).to_pylist()
+    columns) compares. Rows alike in every version column but created_at are one version: ``newest_version`` reads
+    one row per version (its first newest: what ``max`` keeps of equals), so the Python pass is over versions, not
+    rows (a leaderboard's queries read 100,000 rows)."""
+    names = [c for c in VERSION_COLUMNS if c in light.column_names and c != "created_at"]
+    if light.num_rows == 0:
+        return light
+    group, stamp = _version_ids(light, names), _stamp_ranks(light)
+    order = np.lexsort((-np.arange(light.num_rows), stamp, group))   # by version, its first newest row last
+    sorted_group = group[order]
+    firsts = np.sort(order[np.r_[sorted_group[1:] != sorted_group[:-1], True]])
     by_experiment: dict = {}
-    for r in rows:
-        by_experiment.setdefault(r.get("experiment"), []).append(r)
-    kept = {id(r) for group in by_experiment.values() for r in newest_version(group, by=by)}
-    keep = [i for i, r in enumerate(rows) if id(r) in kept]
+    for i, row in zip(firsts.tolist(), light.select(names + (["created_at"] if "created_at" in light.column_names
+                                                               else [])).take(firsts).to_pylist()):
+        by_experiment.setdefault(row.get("experiment"), []).append({**row, "_version": int(group[i])})
+    kept = [r["_version"] for rows in by_experiment.values() for r in newest_version(rows, by=by)]
+    keep = np.flatnonzero(np.isin(group, kept))
     return light if len(keep) == light.num_rows else light.take(keep)
+
+
+def _version_ids(light: pa.Table, names: list[str]) -> np.ndarray:
+    """One integer per row, equal where the rows are equal in every column of ``names`` (nulls alike)."""
+    ids = np.zeros(light.num_rows, dtype=np.int64)
+    for name in names:
+        column = light.column(name)
+        if pa.types.is_null(column.type):
+            continue
+        codes = pc.dictionary_encode(column.combine_chunks(), null_encoding="encode").indices
+        ids = np.unique(ids * (len(pc.unique(codes)) + 1) + codes.to_numpy(zero_copy_only=False),
+                        return_inverse=True)[1].reshape(-1)
+    return ids
+
+
+def _stamp_ranks(light: pa.Table) -> np.ndarray:
+    """Each row's created_at as ``newest_first`` orders them (none and "" alike, before any time), as dense ranks."""
+    if "created_at" not in light.column_names or pa.types.is_null(light.column("created_at").type):
+        return np.zeros(light.num_rows, dtype=np.int64)
+    column = light.column("created_at").combine_chunks()
+    if pa.types.is_timestamp(column.type):   # in time's order already: none first
+        return pc.fill_null(column.cast(pa.int64()), np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
+    ranks = pc.rank(pc.fill_null(column.cast(pa.string()), ""), sort_keys="ascending", tiebreaker="dense")
+    return ranks.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def newest_first(row: dict) -> tuple:
