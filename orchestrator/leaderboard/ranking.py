@@ -284,8 +284,8 @@ def _version_ids(light: pa.Table, names: list[str]) -> np.ndarray:
         column = light.column(name)
         if pa.types.is_null(column.type):
             continue
-        codes = pc.dictionary_encode(column.combine_chunks(), null_encoding="encode").indices
-        ids = np.unique(ids * (len(pc.unique(codes)) + 1) + codes.to_numpy(zero_copy_only=False),
+        encoded = pc.dictionary_encode(column.combine_chunks(), null_encoding="encode")
+        ids = np.unique(ids * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False),
                         return_inverse=True)[1].reshape(-1)
     return ids
 
