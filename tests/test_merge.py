@@ -216,6 +216,21 @@ def test_a_merge_into_an_empty_storage_does_not_say_work_was_there(tmp_path, cap
     assert "merged 4 rows" in last and "3 of them copies of work another row holds" in last, last
 
 
+def test_a_row_two_sources_hold_is_merged_once_and_not_said_to_be_there(tmp_path, capsys):
+    """Merging home and a copy of it (a storage home was merged into) into an empty storage said "0 rows merged, 1
+    already there" of the copy: the row was not there, the first source brought it."""
+    home, copy, dst = str(tmp_path / "home"), str(tmp_path / "copy"), str(tmp_path / "dst")
+    Leaderboard(home).append([trial(home, trial_id="h1")])
+    assert run_cli(capsys, "leaderboard", "merge", home, "--into", copy).code == 0
+    r = run_cli(capsys, "leaderboard", "merge", home, copy, "--into", dst)
+    assert r.code == 0, r.err
+    lines = r.out.strip().splitlines()
+    assert sorted(line.split(": ", 1)[1] for line in lines[:2]) == [
+        "0 rows merged, 0 already there, 1 also in another source (merged once)", "1 rows merged, 0 already there"]
+    assert "1 rows already there" not in lines[-1] and "1 in two sources" in lines[-1], lines[-1]
+    assert Leaderboard(dst).table(kind=None).num_rows == 1
+
+
 def test_cli_merge(tmp_path, capsys):
     home, dst = str(tmp_path / "home"), str(tmp_path / "dst")
     Leaderboard(home).append([trial(home, trial_id="h1")])

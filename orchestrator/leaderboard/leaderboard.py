@@ -225,7 +225,8 @@ class Leaderboard:
     def merge(self, sources: Union[str, os.PathLike, list], *, out: Callable[[str], None] = lambda line: None) -> dict:
         """Pull the rows of other storages' leaderboards (local paths or URIs) into this one (``merge.merge``):
         deduplicated by row id, the same work marked ``duplicate_of``, ``merged_from`` naming the source.
-        Idempotent and safe to kill. Returns counts: rows (added), skipped (already here), duplicates, files."""
+        Idempotent and safe to kill. Returns counts: rows (added), skipped (already here), repeated (in two sources:
+        merged once), duplicates, files."""
         from .merge import merge
 
         one = isinstance(sources, (str, os.PathLike))

@@ -288,7 +288,7 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
     stored = board.reruns()   # every row DST holds, superseded ones too
     current = board.table(kind=None)
     existing = current.select([c for c in EXISTING if c in current.column_names]).to_pylist()
-    result = {"sources": len(sources), "rows": 0, "skipped": 0, "duplicates": 0, "files": 0}
+    result = {"sources": len(sources), "rows": 0, "skipped": 0, "repeated": 0, "duplicates": 0, "files": 0}
     tables = [(source, open_board(source).table(kind=None, superseded=True))   # whole: a chain of reruns comes along
               for source in sources]                                          # all checked before any write
     for source, table in tables:
@@ -304,7 +304,9 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
         mine = [j for j, i in enumerate(every) if start_at <= i < start_at + table.num_rows]
         keep, values = [every[j] - start_at for j in mine], {k: [v[j] for j in mine] for k, v in all_values.items()}
         start_at += table.num_rows
-        result["skipped"] += table.num_rows - len(keep)
+        there = sum(i in stored for i in table.column("row_id").to_pylist())   # the others: in another source too
+        result["skipped"] += there
+        result["repeated"] += table.num_rows - len(keep) - there
         result["duplicates"] += sum(v is not None for v in values["duplicate_of"])
         copy_sweep_records(table, storage.parent(open_board(source).location), into, out=out)   # before its rows
         for start in range(0, len(keep), ROWS_PER_FILE):
@@ -315,7 +317,9 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
             storage.retry(lambda: storage.atomic_write(location, data), what="leaderboard merge")
             result["files"] += 1
         result["rows"] += len(keep)
-        out(f"{storage.redact(source)}: {len(keep)} rows merged, {table.num_rows - len(keep)} already there")
+        also = table.num_rows - len(keep) - there
+        out(f"{storage.redact(source)}: {len(keep)} rows merged, {there} already there"
+            + (f", {also} also in another source (merged once)" if also else ""))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
