@@ -226,9 +226,22 @@ def test_a_row_two_sources_hold_is_merged_once_and_not_said_to_be_there(tmp_path
     assert r.code == 0, r.err
     lines = r.out.strip().splitlines()
     assert sorted(line.split(": ", 1)[1] for line in lines[:2]) == [
-        "0 rows merged, 0 already there, 1 also in another source (merged once)", "1 rows merged, 0 already there"]
-    assert "1 rows already there" not in lines[-1] and "1 in two sources" in lines[-1], lines[-1]
+        "0 rows merged, 0 already there, 1 also in another source, or given twice (merged once)", "1 rows merged, 0 already there"]
+    assert "1 rows already there" not in lines[-1] and "1 copies of rows in more than one source" in lines[-1], \
+        lines[-1]
     assert Leaderboard(dst).table(kind=None).num_rows == 1
+
+
+def test_a_row_the_target_reran_is_already_there(tmp_path):
+    """The target holds B, a rerun of A (its ``supersedes``), not A itself: merging a source that holds A skips A as
+    already there (merged, it would come back), not as a row of another source (the only source)."""
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    Leaderboard(src).append([trial(src, trial_id="a", row_id="A")])
+    Leaderboard(dst).append([trial(dst, trial_id="b", row_id="B", supersedes="A")])
+    lines = []
+    r = Leaderboard(dst).merge([src], out=lines.append)
+    assert (r["rows"], r["skipped"], r["repeated"]) == (0, 1, 0), r
+    assert lines[-1].endswith(": 0 rows merged, 1 already there"), lines
 
 
 def test_cli_merge(tmp_path, capsys):

@@ -41,7 +41,7 @@ def merge_cmd(sources, into):
     board = Leaderboard(into)
     r = board.merge(list(sources), out=click.echo)
     copies = f"{r['duplicates']} of them {'a copy' if r['duplicates'] == 1 else 'copies'} of work another row holds"
-    repeated = f", {r['repeated']} in two sources" if r["repeated"] else ""
+    repeated = f", {r['repeated']} copies of rows in more than one source" if r["repeated"] else ""
     click.echo(f"merged {r['rows']} rows from {r['sources']} storage(s) into {board.uri} ({copies}, marked "
                f"duplicate_of; {r['skipped']} rows already there{repeated}), {r['seconds']} s"
-               if r["rows"] or r["skipped"] else f"nothing to merge into {storage.redact(into)}")
+               if r["rows"] or r["skipped"] or r["repeated"] else f"nothing to merge into {storage.redact(into)}")

@@ -201,6 +201,11 @@ def same_work(a: tuple, b: tuple) -> bool:
     return revision_a == revision_b and not (where_a == where_b and data_a and data_b and data_a != data_b)
 
 
+def held(existing: list[dict], stored=frozenset()) -> set:
+    """The row ids DST holds (``merged_rows``' ``existing`` and ``stored``): a merge skips an incoming row of one."""
+    return {r["row_id"] for r in existing} | {r["supersedes"] for r in existing if r.get("supersedes")} | set(stored)
+
+
 def merged_rows(existing: list[dict], incoming: list[dict], *, source: str | list[str], into: str,
                 identity: Callable[[str, str], str], stored=frozenset()) -> tuple[list[int], dict[str, list]]:
     """Which ``incoming`` rows (JSON columns as strings; ``source``: theirs, or each one's) DST lacks, and their new
@@ -209,7 +214,7 @@ def merged_rows(existing: list[dict], incoming: list[dict], *, source: str | lis
     then ``same_work``) is the first by ``preference``, DST's before a source's; DST's rows are not rewritten: a new
     row ``preference`` puts before the one counting in DST counts too. DST's superseded row ids (``stored``: however
     many reruns ago) count as DST's too (merged again, they would come back)."""
-    have = {r["row_id"] for r in existing} | {r["supersedes"] for r in existing if r.get("supersedes")} | set(stored)
+    have = held(existing, stored)
     counts: dict[str, list[list]] = {}   # work key -> [row id, preference, version] of each work's counting row
 
     def counting(key, ver):
@@ -298,13 +303,14 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
     _one_objective_per_experiment([(into, current), *tables])
     incoming = [r for _, table in tables for r in table.to_pylist()]   # judged together: the order sources are listed
     origin = [s for s, table in tables for _ in range(table.num_rows)]   # in does not decide which run counts
+    there_before = held(existing, stored)
     every, all_values = merged_rows(existing, incoming, source=origin, into=into, identity=identity, stored=set(stored))
     start_at = 0
     for source, table in tables:
         mine = [j for j, i in enumerate(every) if start_at <= i < start_at + table.num_rows]
         keep, values = [every[j] - start_at for j in mine], {k: [v[j] for j in mine] for k, v in all_values.items()}
         start_at += table.num_rows
-        there = sum(i in stored for i in table.column("row_id").to_pylist())   # the others: in another source too
+        there = sum(i in there_before for i in table.column("row_id").to_pylist())   # the others: in another source
         result["skipped"] += there
         result["repeated"] += table.num_rows - len(keep) - there
         result["duplicates"] += sum(v is not None for v in values["duplicate_of"])
@@ -319,7 +325,7 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
         result["rows"] += len(keep)
         also = table.num_rows - len(keep) - there
         out(f"{storage.redact(source)}: {len(keep)} rows merged, {there} already there"
-            + (f", {also} also in another source (merged once)" if also else ""))
+            + (f", {also} also in another source, or given twice (merged once)" if also else ""))
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 

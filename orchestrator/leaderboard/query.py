@@ -27,7 +27,7 @@ _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.Lt
 
 
 def distinct(table: pa.Table, names: list[str]) -> pa.Table:
-    """The different rows of ``table``'s columns ``names``, in the order they first occur."""
+    """The different rows of ``table``'s columns ``names`` (in no promised order)."""
     return table.select(names).group_by(names, use_threads=False).aggregate([])
 
 

@@ -268,9 +268,9 @@ def newest_versions(light: pa.Table, *, by=()) -> pa.Table:
     order = np.lexsort((-np.arange(light.num_rows), stamp, group))   # by version, its first newest row last
     sorted_group = group[order]
     firsts = np.sort(order[np.r_[sorted_group[1:] != sorted_group[:-1], True]])
+    reps = light.select(names + (["created_at"] if "created_at" in light.column_names else [])).take(firsts)
     by_experiment: dict = {}
-    for i, row in zip(firsts.tolist(), light.select(names + (["created_at"] if "created_at" in light.column_names
-                                                               else [])).take(firsts).to_pylist()):
+    for i, row in zip(firsts.tolist(), reps.to_pylist() if reps.num_columns else [{}] * len(firsts)):
         by_experiment.setdefault(row.get("experiment"), []).append({**row, "_version": int(group[i])})
     kept = [r["_version"] for rows in by_experiment.values() for r in newest_version(rows, by=by)]
     keep = np.flatnonzero(np.isin(group, kept))
@@ -284,14 +284,16 @@ def _version_ids(light: pa.Table, names: list[str]) -> np.ndarray:
         column = light.column(name)
         if pa.types.is_null(column.type):
             continue
-        encoded = pc.dictionary_encode(column.combine_chunks(), null_encoding="encode")
+        column = column.combine_chunks()
+        column = column.dictionary_decode() if pa.types.is_dictionary(column.type) else column   # its nulls encoded
+        encoded = pc.dictionary_encode(column, null_encoding="encode")
         ids = np.unique(ids * len(encoded.dictionary) + encoded.indices.to_numpy(zero_copy_only=False),
                         return_inverse=True)[1].reshape(-1)
     return ids
 
 
 def _stamp_ranks(light: pa.Table) -> np.ndarray:
-    """Each row's created_at as ``newest_first`` orders them (none and "" alike, before any time), as dense ranks."""
+    """Each row's created_at as ``newest_first`` orders them (none and "" alike, before any time), as integers."""
     if "created_at" not in light.column_names or pa.types.is_null(light.column("created_at").type):
         return np.zeros(light.num_rows, dtype=np.int64)
     column = light.column("created_at").combine_chunks()
@@ -304,7 +306,7 @@ def _stamp_ranks(light: pa.Table) -> np.ndarray:
 def newest_first(row: dict) -> tuple:
     """A row's place in time for "the newest measurement": its training revision (a newer release's taken as this
     code's: this code cannot tell what it measures), then when it was written: an older release's rows merged in
-    later do not take over."""
+    later do not take over. ``_stamp_ranks`` orders a column's created_at so: keep the two in step."""
     return min(revision_of(row), TRAINING_REVISION), str(row.get("created_at") or "")
 
 
