@@ -11,7 +11,8 @@ Every function takes points as tuples where **higher is better** on every coordi
   normalized coordinates) from those already taken, so a front cut short keeps points spread along it.
 - ``mo_order``: every point ranked, front by front, ε-net inside each front.
 - ``hypervolume``: the volume dominated by a front and bounded by a reference point (exact; inclusion-exclusion
-  is exponential, so this slices the first coordinate instead: O(n^2) for 2 metrics, O(n^3) for 3).
+  is exponential, so this slices the first coordinate instead: O(n^2) for 2 metrics, O(n^3) for 3, n the front's
+  points; ``first_front`` finds them in one pass over the points).
 """
 from __future__ import annotations
 
@@ -47,6 +48,17 @@ def nondominated_fronts(points: Sequence[Point]) -> list[list[int]]:
         taken = set(front)
         left = [i for i in left if i not in taken]
     return fronts
+
+
+def first_front(points: Sequence[Point]) -> list[int]:
+    """``nondominated_fronts(points)[0]`` without sorting the other fronts. Best first (descending, coordinate by
+    coordinate), a point's dominators all come before it, and a dominated dominator's own dominator dominates the
+    point too: so a point is on the front unless a front point taken before it dominates it."""
+    front: list[int] = []
+    for i in sorted(range(len(points)), key=lambda i: points[i], reverse=True):
+        if not any(dominates(points[j], points[i]) for j in front):
+            front.append(i)
+    return sorted(front)
 
 
 def _scales(points: Sequence[Point]) -> list[tuple[float, float]]:
@@ -91,13 +103,14 @@ def mo_order(points: Sequence[Point]) -> list[int]:
 
 def pareto_front(points: Sequence[Point]) -> list[Point]:
     """The distinct non-dominated points."""
-    return sorted({points[i] for i in nondominated_fronts(points)[0]}) if points else []
+    return sorted({points[i] for i in first_front(points)})
 
 
 def hypervolume(points: Sequence[Point], ref: Point) -> float:
     """The volume dominated by ``points`` and dominating ``ref`` (higher is better; points not strictly better
     than ``ref`` everywhere add nothing)."""
     pts = [p for p in points if all(math.isfinite(x) and x > r for x, r in zip(p, ref))]
+    pts = [pts[i] for i in first_front(pts)]   # what the others dominate, the front dominates already
     if not pts:
         return 0.0
     if len(ref) == 1:

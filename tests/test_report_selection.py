@@ -150,3 +150,28 @@ def test_a_newer_diverged_ablation_run_does_not_hide_the_completed_ones():
                  "created_at": "2999-01-01T00:00:00+00:00"})
     alts = what_mattered(rows)["dims"]["train.freeze_depth"]
     assert alts["0"]["n"] == 2 and alts["3"]["n"] == 2
+
+
+def test_importance_over_many_trials_reads_a_seeded_sample_and_says_so(monkeypatch):
+    """fANOVA's cost grows faster than the trials: over one experiment's 6,667 trials (bench/leaderboard_scale's
+    board) the report waited minutes on it (100 trials 3 s, 1,000 trials 33 s). Over more than IMPORTANCE_SAMPLE
+    trials it reads a seeded sample, the same whatever order the rows come in, and the report says so."""
+    import random
+
+    from orchestrator.report import mattered
+
+    monkeypatch.setattr(mattered, "IMPORTANCE_SAMPLE", 20)
+    rnd = random.Random(0)
+    rows = [{"kind": "trial", "status": "completed", "objective_mode": "max", "trial_id": f"t{i}", "row_id": f"r{i}",
+             "freeze_depth": i % 3, "backbone_lr": rnd.uniform(1e-5, 1e-3), "objective": rnd.random()}
+            for i in range(50)]
+    first = mattered.importance(rows)
+    assert (first["n"], first["of"]) == (20, 50), first
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+    assert mattered.importance(shuffled) == first
+    text = "\n".join(mattered.markdown_lines({"importance": first, "ablate_command": "x"}, lambda h, r: []))
+    assert "A seeded sample of 20 of the 50 trials" in text, text
+    few = mattered.importance(rows[:20])
+    assert (few["n"], few.get("of", 20)) == (20, 20) and "seeded sample" not in "\n".join(
+        mattered.markdown_lines({"importance": few, "ablate_command": "x"}, lambda h, r: []))

@@ -19,7 +19,7 @@ from .. import metrics as registry
 from ..config.edges import edge_hints
 from ..config.schema import SearchConfig
 from ..leaderboard import ranking
-from ..pareto import hypervolume, nondominated_fronts, signed_point
+from ..pareto import first_front, hypervolume, signed_point
 
 
 def sweep_search(root: str, experiment: str, sweep_id: str) -> dict:
@@ -92,7 +92,7 @@ def scheduler_fronts(trials: list[dict], searches: dict) -> Optional[dict]:
         name = sch.get("type", "asha") if searches.get(r.get("sweep_id")) else "unknown"
         groups[name].append(signed_point([r[m] for m in names], names))
         sweeps[name].add(r["sweep_id"])
-    by = {name: {"sweeps": sorted(sweeps[name]), "n": len(pts), "front": len(nondominated_fronts(pts)[0]),   # ties too
+    by = {name: {"sweeps": sorted(sweeps[name]), "n": len(pts), "front": len(first_front(pts)),   # ties too
                  "hypervolume": hypervolume(pts, ref_point)} for name, pts in sorted(groups.items())}
     return {"metrics": names, "reference": ref, "how": how, "by_scheduler": by}
 
