@@ -310,9 +310,10 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
         mine = [j for j, i in enumerate(every) if start_at <= i < start_at + table.num_rows]
         keep, values = [every[j] - start_at for j in mine], {k: [v[j] for j in mine] for k, v in all_values.items()}
         start_at += table.num_rows
-        there = sum(i in there_before for i in table.column("row_id").to_pylist())   # the others: in another source
+        there = sum(i in there_before for i in table.column("row_id").to_pylist())
+        also = table.num_rows - len(keep) - there   # skipped, not there: another source (or this one again) has them
         result["skipped"] += there
-        result["repeated"] += table.num_rows - len(keep) - there
+        result["repeated"] += also
         result["duplicates"] += sum(v is not None for v in values["duplicate_of"])
         copy_sweep_records(table, storage.parent(open_board(source).location), into, out=out)   # before its rows
         for start in range(0, len(keep), ROWS_PER_FILE):
@@ -323,7 +324,6 @@ def _merge(board, into: str, sources: list[str], *, open_board: Callable, out: C
             storage.retry(lambda: storage.atomic_write(location, data), what="leaderboard merge")
             result["files"] += 1
         result["rows"] += len(keep)
-        also = table.num_rows - len(keep) - there
         out(f"{storage.redact(source)}: {len(keep)} rows merged, {there} already there"
             + (f", {also} also in another source, or given twice (merged once)" if also else ""))
     result["seconds"] = round(time.perf_counter() - t0, 3)

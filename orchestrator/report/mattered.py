@@ -179,9 +179,8 @@ def markdown_lines(res: dict, table) -> list[str]:
                 f"objective did not vary.", ""]
     else:
         gaps = imp.get("left_out")
-        sampled = imp.get("of", imp["n"]) > imp["n"]
         out += [(f"A seeded sample of {imp['n']} of the {imp['of']} trials, as fANOVA's cost grows faster than the "
-                 f"trials" if sampled else f"{imp['n']} trials") +
+                 f"trials" if imp["of"] > imp["n"] else f"{imp['n']} trials") +
                 " (final objective; stopped trials at the epoch they stopped; failed ones left out). "
                 "Importance sums to 1" + (f" over the parameters set in every trial; left out, set in some trials "
                                           f"only: {', '.join(gaps)}" if gaps else "") + ".", ""]
