@@ -173,5 +173,5 @@ def test_importance_over_many_trials_reads_a_seeded_sample_and_says_so(monkeypat
     text = "\n".join(mattered.markdown_lines({"importance": first, "ablate_command": "x"}, lambda h, r: []))
     assert "A seeded sample of 20 of the 50 trials" in text, text
     few = mattered.importance(rows[:20])
-    assert (few["n"], few.get("of", 20)) == (20, 20) and "seeded sample" not in "\n".join(
+    assert (few["n"], few["of"]) == (20, 20) and "seeded sample" not in "\n".join(
         mattered.markdown_lines({"importance": few, "ablate_command": "x"}, lambda h, r: []))
